@@ -1,0 +1,143 @@
+//! Frames: a 4-byte big-endian length, then that many bytes of JSON.
+//!
+//! The length is checked against [`MAX_FRAME`] before anything is allocated, and buffers
+//! that held a frame are zeroized, since answers carry passcodes.
+
+use crate::MAX_FRAME;
+use serde::{Serialize, de::DeserializeOwned};
+use std::io::{self, Read, Write};
+use zeroize::Zeroizing;
+
+#[derive(Debug, thiserror::Error)]
+pub enum FrameError {
+    #[error("connection closed")]
+    Closed,
+    #[error("timed out")]
+    TimedOut,
+    #[error("frame of {0} bytes is larger than the limit of {MAX_FRAME}")]
+    TooLarge(usize),
+    #[error("empty frame")]
+    Empty,
+    #[error("malformed message: {0}")]
+    Malformed(String),
+    #[error("i/o error: {0}")]
+    Io(io::Error),
+}
+
+impl From<io::Error> for FrameError {
+    fn from(e: io::Error) -> Self {
+        match e.kind() {
+            io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut => FrameError::TimedOut,
+            io::ErrorKind::UnexpectedEof
+            | io::ErrorKind::BrokenPipe
+            | io::ErrorKind::ConnectionReset => FrameError::Closed,
+            _ => FrameError::Io(e),
+        }
+    }
+}
+
+/// Serializes `msg` into a complete frame (header and body).
+pub fn encode<T: Serialize>(msg: &T) -> Result<Zeroizing<Vec<u8>>, FrameError> {
+    let body = Zeroizing::new(
+        serde_json::to_vec(msg).map_err(|e| FrameError::Malformed(e.to_string()))?,
+    );
+    if body.len() > MAX_FRAME {
+        return Err(FrameError::TooLarge(body.len()));
+    }
+    let mut out = Zeroizing::new(Vec::with_capacity(4 + body.len()));
+    out.extend_from_slice(&(body.len() as u32).to_be_bytes());
+    out.extend_from_slice(&body);
+    Ok(out)
+}
+
+/// Checks a frame header and returns the body length it announces.
+pub fn body_len(header: [u8; 4]) -> Result<usize, FrameError> {
+    let len = u32::from_be_bytes(header) as usize;
+    if len == 0 {
+        return Err(FrameError::Empty);
+    }
+    if len > MAX_FRAME {
+        return Err(FrameError::TooLarge(len));
+    }
+    Ok(len)
+}
+
+/// Parses a frame body. Bodies must be UTF-8 JSON of the expected shape.
+pub fn decode<T: DeserializeOwned>(body: &[u8]) -> Result<T, FrameError> {
+    serde_json::from_slice(body).map_err(|e| {
+        // serde_json's message names the position and the expected shape, never the input.
+        FrameError::Malformed(e.to_string())
+    })
+}
+
+pub fn write_frame<W: Write, T: Serialize>(w: &mut W, msg: &T) -> Result<(), FrameError> {
+    let frame = encode(msg)?;
+    w.write_all(&frame)?;
+    w.flush()?;
+    Ok(())
+}
+
+pub fn read_frame<R: Read, T: DeserializeOwned>(r: &mut R) -> Result<T, FrameError> {
+    let mut header = [0u8; 4];
+    r.read_exact(&mut header)?;
+    let len = body_len(header)?;
+    let mut body = Zeroizing::new(vec![0u8; len]);
+    r.read_exact(&mut body)?;
+    decode(&body)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{ClientMsg, ServerMsg};
+    use std::io::Cursor;
+
+    #[test]
+    fn a_frame_round_trips() {
+        let msg = ServerMsg::Prompt {
+            text: "Passcode: ".into(),
+            echo: false,
+        };
+        let mut buf = Vec::new();
+        write_frame(&mut buf, &msg).unwrap();
+        assert_eq!(&buf[..4], &((buf.len() - 4) as u32).to_be_bytes());
+        let back: ServerMsg = read_frame(&mut Cursor::new(buf)).unwrap();
+        assert_eq!(back, msg);
+    }
+
+    #[test]
+    fn oversized_and_empty_headers_are_refused_before_reading_a_body() {
+        let huge = ((MAX_FRAME + 1) as u32).to_be_bytes();
+        assert!(matches!(
+            read_frame::<_, ClientMsg>(&mut Cursor::new(huge.to_vec())),
+            Err(FrameError::TooLarge(_))
+        ));
+        assert!(matches!(
+            read_frame::<_, ClientMsg>(&mut Cursor::new(vec![0, 0, 0, 0])),
+            Err(FrameError::Empty)
+        ));
+    }
+
+    #[test]
+    fn garbage_and_truncation_are_errors_not_panics() {
+        let mut bad = 5u32.to_be_bytes().to_vec();
+        bad.extend_from_slice(b"\xff\xfe{}x");
+        assert!(matches!(
+            read_frame::<_, ClientMsg>(&mut Cursor::new(bad)),
+            Err(FrameError::Malformed(_))
+        ));
+        let mut short = 10u32.to_be_bytes().to_vec();
+        short.extend_from_slice(b"{}");
+        assert!(matches!(
+            read_frame::<_, ClientMsg>(&mut Cursor::new(short)),
+            Err(FrameError::Closed)
+        ));
+        let wrong_shape = br#"{"type":"nonsense"}"#;
+        let mut f = (wrong_shape.len() as u32).to_be_bytes().to_vec();
+        f.extend_from_slice(wrong_shape);
+        assert!(matches!(
+            read_frame::<_, ClientMsg>(&mut Cursor::new(f)),
+            Err(FrameError::Malformed(_))
+        ));
+    }
+}

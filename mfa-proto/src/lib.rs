@@ -1,0 +1,194 @@
+//! The wire protocol between mfad and its clients (pam_mfa, mfa, mfa-login-prompt).
+//!
+//! A connection carries one conversation: the client opens it with [`ClientMsg::Hello`]
+//! naming an [`Operation`]; from then on the daemon drives, sending [`ServerMsg`]s, and the
+//! client answers each [`ServerMsg::Prompt`] with one [`ClientMsg::Answer`]. The conversation
+//! ends with [`ServerMsg::Done`]. Frames are a 4-byte big-endian length and a JSON body of at
+//! most [`MAX_FRAME`] bytes (see [`frame`]).
+
+pub mod client;
+pub mod frame;
+
+use serde::{Deserialize, Serialize};
+use zeroize::Zeroizing;
+
+pub use client::{Client, ClientError, Conversation, run_conversation};
+
+/// Bumped whenever a message changes shape; the daemon refuses other versions.
+pub const PROTOCOL_VERSION: u32 = 1;
+
+/// Largest JSON body accepted on either side (a QR code in text is about 4 KiB).
+pub const MAX_FRAME: usize = 64 * 1024;
+
+/// Where mfad listens unless configured otherwise.
+pub const DEFAULT_SOCKET: &str = "/run/mfa/mfad.sock";
+
+/// Longest answer a client may send: far above any passcode, far below a frame.
+pub const MAX_ANSWER: usize = 512;
+
+/// First message of every connection.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum ClientMsg {
+    Hello { version: u32, op: Operation },
+    /// The user's answer to the last prompt; `None` when the client could not ask.
+    Answer { text: Option<Zeroizing<String>> },
+}
+
+/// What the client wants the conversation to achieve.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(tag = "op", rename_all = "snake_case")]
+pub enum Operation {
+    /// Second factor for a login. Only uid 0 may ask this.
+    Authenticate(AuthContext),
+    /// Enrol an authenticator app for the caller's own account.
+    EnrollTotp { name: Option<String> },
+    /// Replace the caller's own bypass codes.
+    BypassCodes,
+    /// Administrative operations; only uid 0.
+    Admin(AdminOp),
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(tag = "action", rename_all = "snake_case")]
+pub enum AdminOp {
+    Status { user: String },
+    Unlock { user: String },
+    Reset { user: String },
+    BypassCodes { user: String },
+}
+
+/// What the PAM module (or login helper) knows about the login being authenticated.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct AuthContext {
+    pub user: String,
+    /// PAM_SERVICE, e.g. "sshd".
+    pub service: String,
+    /// PAM_RHOST: the client address as sshd saw it.
+    pub rhost: Option<String>,
+    /// PAM_TTY ("ssh" under sshd).
+    pub tty: Option<String>,
+    /// SSH_CONNECTION from the PAM environment: "client_ip client_port server_ip server_port".
+    pub ssh_connection: Option<String>,
+    /// SSH_AUTH_INFO_0 from the PAM environment (which key a publickey step used).
+    pub ssh_auth_info: Option<String>,
+}
+
+impl Operation {
+    /// A description for logs that never contains a credential.
+    pub fn safe_string(&self) -> String {
+        match self {
+            Operation::Authenticate(ctx) => format!(
+                "authenticate user={} service={} rhost={}",
+                ctx.user,
+                ctx.service,
+                ctx.rhost.as_deref().unwrap_or("-")
+            ),
+            Operation::EnrollTotp { .. } => "enroll-totp".to_string(),
+            Operation::BypassCodes => "bypass-codes".to_string(),
+            Operation::Admin(AdminOp::Status { user }) => format!("admin-status user={user}"),
+            Operation::Admin(AdminOp::Unlock { user }) => format!("admin-unlock user={user}"),
+            Operation::Admin(AdminOp::Reset { user }) => format!("admin-reset user={user}"),
+            Operation::Admin(AdminOp::BypassCodes { user }) => {
+                format!("admin-bypass-codes user={user}")
+            }
+        }
+    }
+}
+
+/// Everything the daemon sends.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum ServerMsg {
+    /// Text to show; no answer expected.
+    Info { text: String },
+    /// An error to show; no answer expected.
+    Error { text: String },
+    /// Ask the user; exactly one [`ClientMsg::Answer`] is expected.
+    Prompt { text: String, echo: bool },
+    /// The conversation is over.
+    Done { outcome: Outcome },
+    /// The daemon could not serve this client at all (e.g. protocol version). Clients treat
+    /// it like an unreachable daemon: the fail mode decides.
+    Unavailable { reason: String },
+}
+
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum Outcome {
+    /// The second factor was proven (or policy says none is needed).
+    Allow,
+    /// Refused.
+    Deny,
+    /// This module has no opinion (PAM_IGNORE).
+    Ignore,
+}
+
+/// Why a user name is refused before anything else happens.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum UserNameError {
+    #[error("the user name is empty")]
+    Empty,
+    #[error("the user name is longer than 256 bytes")]
+    TooLong,
+    #[error("the user name contains a control character, a space or a slash")]
+    BadCharacter,
+}
+
+/// Checks a user name for what no system account can contain. Accepts what NSS backends
+/// commonly allow (letters, digits, `._-@$\`, and non-ASCII letters).
+pub fn check_user_name(name: &str) -> Result<(), UserNameError> {
+    if name.is_empty() {
+        return Err(UserNameError::Empty);
+    }
+    if name.len() > 256 {
+        return Err(UserNameError::TooLong);
+    }
+    if name
+        .chars()
+        .any(|c| c.is_control() || c.is_whitespace() || c == '/' || c == ':')
+    {
+        return Err(UserNameError::BadCharacter);
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn user_names_with_control_characters_are_refused() {
+        assert_eq!(check_user_name("alice"), Ok(()));
+        assert_eq!(check_user_name("a.b-c_d@example.org"), Ok(()));
+        assert_eq!(check_user_name(""), Err(UserNameError::Empty));
+        assert_eq!(check_user_name("a\nb"), Err(UserNameError::BadCharacter));
+        assert_eq!(check_user_name("a\u{1b}[2J"), Err(UserNameError::BadCharacter));
+        assert_eq!(check_user_name("../etc"), Err(UserNameError::BadCharacter));
+        assert_eq!(check_user_name("a b"), Err(UserNameError::BadCharacter));
+        assert_eq!(check_user_name(&"x".repeat(257)), Err(UserNameError::TooLong));
+    }
+
+    #[test]
+    fn messages_round_trip_as_tagged_json() {
+        let hello = ClientMsg::Hello {
+            version: PROTOCOL_VERSION,
+            op: Operation::Authenticate(AuthContext {
+                user: "alice".into(),
+                service: "sshd".into(),
+                ..Default::default()
+            }),
+        };
+        let json = serde_json::to_string(&hello).unwrap();
+        assert!(json.contains(r#""type":"hello""#), "{json}");
+        assert!(json.contains(r#""op":"authenticate""#), "{json}");
+        let back: ClientMsg = serde_json::from_str(&json).unwrap();
+        assert_eq!(back, hello);
+    }
+
+    #[test]
+    fn safe_string_has_no_answer_text() {
+        let op = Operation::Admin(AdminOp::Unlock { user: "bob".into() });
+        assert_eq!(op.safe_string(), "admin-unlock user=bob");
+    }
+}
