@@ -1,1 +1,88 @@
-fn main() {}
+//! mfad: reads its config, opens the store, listens, and serves until SIGTERM or SIGINT.
+
+use clap::Parser;
+use mfad::{Config, Daemon, Store, SystemClock, config::DEFAULT_CONFIG, logging, server};
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+use tokio::signal::unix::{SignalKind, signal};
+use tracing::{error, info};
+
+#[derive(Parser)]
+#[command(version, about = "Second-factor authentication daemon for SSH hosts")]
+struct Args {
+    /// The configuration file.
+    #[arg(short, long, default_value = DEFAULT_CONFIG)]
+    config: PathBuf,
+    /// Also log to stderr (for running by hand; syslog gets the record either way).
+    #[arg(short, long)]
+    foreground: bool,
+    /// Check the configuration file, print the settings in force, and exit.
+    #[arg(long)]
+    check_config: bool,
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    let config = match Config::load(&args.config) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("mfad: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    if args.check_config {
+        println!("{}: OK", args.config.display());
+        println!("{config:#?}");
+        return ExitCode::SUCCESS;
+    }
+    logging::init(&config.log, args.foreground);
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            error!("cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    runtime.block_on(run(config))
+}
+
+async fn run(config: Config) -> ExitCode {
+    let store = match Store::open(&config.database) {
+        Ok(s) => s,
+        Err(e) => {
+            error!("cannot open the database {}: {e}", config.database.display());
+            return ExitCode::FAILURE;
+        }
+    };
+    let listener = match server::bind(&config.socket) {
+        Ok(l) => l,
+        Err(e) => {
+            error!("{e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let (mut term, mut int) = match (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) {
+        (Ok(t), Ok(i)) => (t, i),
+        _ => {
+            error!("cannot install signal handlers");
+            return ExitCode::FAILURE;
+        }
+    };
+    let socket = config.socket.clone();
+    info!(
+        "listening on {} (database {})",
+        socket.display(),
+        config.database.display()
+    );
+    let daemon = Arc::new(Daemon::new(config, store, Arc::new(SystemClock)));
+    let shutdown = async move {
+        tokio::select! {
+            _ = term.recv() => {}
+            _ = int.recv() => {}
+        }
+    };
+    server::serve(daemon, listener, shutdown).await;
+    let _ = std::fs::remove_file(&socket);
+    ExitCode::SUCCESS
+}

@@ -1,0 +1,273 @@
+//! The one configuration file, `/etc/mfa/mfad.toml`.
+//!
+//! Every key has a default (documented in `conf/mfad.toml`); unknown keys and bad values are
+//! refused with the key and line named, so a typo never silently weakens policy.
+
+use serde::Deserialize;
+use std::path::{Path, PathBuf};
+
+pub const DEFAULT_CONFIG: &str = "/etc/mfa/mfad.toml";
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    pub socket: PathBuf,
+    pub database: PathBuf,
+    pub issuer: Option<String>,
+    pub unenrolled: Unenrolled,
+    pub max_attempts: u32,
+    /// Seconds mfad waits for an answer to a prompt.
+    pub answer_timeout: u64,
+    pub totp: TotpConfig,
+    pub lockout: LockoutConfig,
+    pub log: LogConfig,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Unenrolled {
+    Deny,
+    Allow,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TotpConfig {
+    pub digits: u32,
+    pub period: u64,
+    pub window: u64,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LockoutConfig {
+    pub max_failures: u32,
+    /// Seconds.
+    pub duration: u64,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogConfig {
+    pub syslog: bool,
+    pub level: LogLevel,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogLevel {
+    Error,
+    Warn,
+    Info,
+    Debug,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            socket: PathBuf::from(mfa_proto::DEFAULT_SOCKET),
+            database: PathBuf::from("/var/lib/mfa/mfa.db"),
+            issuer: None,
+            unenrolled: Unenrolled::Deny,
+            max_attempts: 3,
+            answer_timeout: 120,
+            totp: TotpConfig::default(),
+            lockout: LockoutConfig::default(),
+            log: LogConfig::default(),
+        }
+    }
+}
+
+impl Default for TotpConfig {
+    fn default() -> Self {
+        TotpConfig {
+            digits: 6,
+            period: 30,
+            window: 1,
+        }
+    }
+}
+
+impl Default for LockoutConfig {
+    fn default() -> Self {
+        LockoutConfig {
+            max_failures: 10,
+            duration: 3600,
+        }
+    }
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        LogConfig {
+            syslog: true,
+            level: LogLevel::Info,
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{path}: {message}")]
+    Parse { path: PathBuf, message: String },
+    #[error("{path}: {key} = {value} is out of range: {why}")]
+    Range {
+        path: PathBuf,
+        key: &'static str,
+        value: String,
+        why: &'static str,
+    },
+}
+
+impl Config {
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        Config::parse(&text, path)
+    }
+
+    /// Parses `text` (read from `path`, used only in messages).
+    pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
+        // toml's message names the line, the column and the offending key.
+        let config: Config = toml::from_str(text).map_err(|e| ConfigError::Parse {
+            path: path.to_path_buf(),
+            message: e.to_string().trim_end().to_string(),
+        })?;
+        config.validate(path)?;
+        Ok(config)
+    }
+
+    fn validate(&self, path: &Path) -> Result<(), ConfigError> {
+        let range = |key, value: String, why| ConfigError::Range {
+            path: path.to_path_buf(),
+            key,
+            value,
+            why,
+        };
+        if !(self.totp.digits == 6 || self.totp.digits == 8) {
+            return Err(range(
+                "totp.digits",
+                self.totp.digits.to_string(),
+                "must be 6 or 8",
+            ));
+        }
+        if !(15..=300).contains(&self.totp.period) {
+            return Err(range(
+                "totp.period",
+                self.totp.period.to_string(),
+                "must be 15 to 300 seconds",
+            ));
+        }
+        if self.totp.window > 10 {
+            return Err(range(
+                "totp.window",
+                self.totp.window.to_string(),
+                "must be 0 to 10 steps",
+            ));
+        }
+        if !(1..=10).contains(&self.max_attempts) {
+            return Err(range(
+                "max_attempts",
+                self.max_attempts.to_string(),
+                "must be 1 to 10",
+            ));
+        }
+        if !(5..=3600).contains(&self.answer_timeout) {
+            return Err(range(
+                "answer_timeout",
+                self.answer_timeout.to_string(),
+                "must be 5 to 3600 seconds",
+            ));
+        }
+        if self.lockout.max_failures > 0 && self.lockout.duration == 0 {
+            return Err(range(
+                "lockout.duration",
+                "0".into(),
+                "must be positive while lockout.max_failures is set",
+            ));
+        }
+        if !self.socket.is_absolute() {
+            return Err(range(
+                "socket",
+                self.socket.display().to_string(),
+                "must be an absolute path",
+            ));
+        }
+        if !self.database.is_absolute() {
+            return Err(range(
+                "database",
+                self.database.display().to_string(),
+                "must be an absolute path",
+            ));
+        }
+        Ok(())
+    }
+
+    /// The issuer shown in authenticator apps: the configured one, else the host name.
+    pub fn issuer(&self) -> String {
+        if let Some(issuer) = &self.issuer {
+            return issuer.clone();
+        }
+        nix::unistd::gethostname()
+            .ok()
+            .and_then(|h| h.into_string().ok())
+            .unwrap_or_else(|| "mfa".to_string())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<Config, ConfigError> {
+        Config::parse(text, Path::new("/etc/mfa/mfad.toml"))
+    }
+
+    #[test]
+    fn the_shipped_example_parses_to_the_defaults() {
+        let text = include_str!("../../conf/mfad.toml");
+        let c = parse(text).unwrap();
+        let d = Config::default();
+        assert_eq!(c.socket, d.socket);
+        assert_eq!(c.database, d.database);
+        assert_eq!(c.unenrolled, Unenrolled::Deny);
+        assert_eq!(c.max_attempts, 3);
+        assert_eq!(c.lockout.max_failures, 10);
+        assert_eq!(c.lockout.duration, 3600);
+        assert_eq!(c.totp.window, 1);
+    }
+
+    #[test]
+    fn an_empty_file_gives_defaults() {
+        let c = parse("").unwrap();
+        assert_eq!(c.max_attempts, 3);
+    }
+
+    #[test]
+    fn an_unknown_key_is_named_with_its_line() {
+        let err = parse("max_attempts = 3\n\n[lockout]\nmax_failure = 5\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("line 4"), "{err}");
+        assert!(err.contains("max_failure"), "{err}");
+    }
+
+    #[test]
+    fn a_bad_value_is_named() {
+        let err = parse("unenrolled = \"maybe\"\n").unwrap_err().to_string();
+        assert!(err.contains("unenrolled") || err.contains("line 1"), "{err}");
+        let err = parse("[totp]\ndigits = 7\n").unwrap_err().to_string();
+        assert!(err.contains("totp.digits = 7"), "{err}");
+        let err = parse("socket = \"relative.sock\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("absolute"), "{err}");
+    }
+}

@@ -1,0 +1,60 @@
+//! Bypass codes: ten single-use 8-digit codes, shown once and stored only as salted hashes.
+
+use rand::{Rng, RngCore};
+use sha2::{Digest, Sha256};
+use subtle::ConstantTimeEq;
+use zeroize::Zeroizing;
+
+pub const COUNT: usize = 10;
+pub const DIGITS: usize = 8;
+
+/// A code as stored: a random salt and SHA-256(salt || code).
+#[derive(Debug, Clone)]
+pub struct StoredCode {
+    pub salt: [u8; 16],
+    pub hash: [u8; 32],
+}
+
+pub fn hash(salt: &[u8; 16], code: &str) -> [u8; 32] {
+    let mut h = Sha256::new();
+    h.update(salt);
+    h.update(code.as_bytes());
+    h.finalize().into()
+}
+
+/// A fresh set: the codes to show the user once, and what to store.
+pub fn generate() -> (Vec<Zeroizing<String>>, Vec<StoredCode>) {
+    let mut rng = rand::rng();
+    let mut shown = Vec::with_capacity(COUNT);
+    let mut stored = Vec::with_capacity(COUNT);
+    for _ in 0..COUNT {
+        let code = Zeroizing::new(format!("{:08}", rng.random_range(0..100_000_000u32)));
+        let mut salt = [0u8; 16];
+        rng.fill_bytes(&mut salt);
+        stored.push(StoredCode { salt, hash: hash(&salt, &code) });
+        shown.push(code);
+    }
+    (shown, stored)
+}
+
+pub fn matches(stored: &StoredCode, answer: &str) -> bool {
+    answer.len() == DIGITS && bool::from(hash(&stored.salt, answer).ct_eq(&stored.hash))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_code_matches_only_its_own_hash() {
+        let (shown, stored) = generate();
+        assert_eq!(shown.len(), COUNT);
+        for (code, s) in shown.iter().zip(&stored) {
+            assert_eq!(code.len(), DIGITS);
+            assert!(code.bytes().all(|b| b.is_ascii_digit()));
+            assert!(matches(s, code));
+        }
+        assert!(!matches(&stored[0], "00000000") || shown[0].as_str() == "00000000");
+        assert!(!matches(&stored[0], &shown[0][..7]));
+    }
+}

@@ -1,0 +1,19 @@
+//! mfad: the daemon that owns all second-factor policy and state.
+//!
+//! pam_mfa, mfa-login-prompt and the mfa CLI connect to its Unix socket; it checks each
+//! caller's uid, drives the conversation, and keeps devices, codes and counters in SQLite.
+
+pub mod clock;
+pub mod config;
+pub mod conn;
+pub mod daemon;
+pub mod factor;
+pub mod logging;
+pub mod server;
+pub mod store;
+pub mod text;
+
+pub use clock::{Clock, FakeClock, SystemClock};
+pub use config::Config;
+pub use daemon::Daemon;
+pub use store::Store;

@@ -1,0 +1,468 @@
+//! The SQLite store: enrolled devices, bypass codes, failure counters and lockouts.
+//!
+//! Every write is one transaction. Spending a code is a conditional UPDATE whose row count
+//! says whether this caller won, so two logins racing on one code cannot both succeed.
+
+use crate::factor::bypass::StoredCode;
+use crate::factor::totp::{HashAlgorithm, TotpParams};
+use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
+use std::fs::{DirBuilder, OpenOptions};
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
+use std::path::Path;
+use zeroize::Zeroizing;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("cannot prepare {path}: {source}")]
+    Prepare {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("database error: {0}")]
+    Sqlite(#[from] rusqlite::Error),
+    #[error("the database has schema version {0}, newer than this mfad understands")]
+    TooNew(i64),
+    #[error("a stored value is corrupt: {0}")]
+    Corrupt(&'static str),
+}
+
+/// Schema migrations, in order; `PRAGMA user_version` records how many have run.
+const MIGRATIONS: &[&str] = &[
+    // 1: the walking skeleton.
+    "CREATE TABLE users (
+        name TEXT PRIMARY KEY,
+        failures INTEGER NOT NULL DEFAULT 0,
+        locked_until INTEGER
+     ) STRICT;
+     CREATE TABLE devices (
+        id INTEGER PRIMARY KEY,
+        user TEXT NOT NULL,
+        kind TEXT NOT NULL CHECK (kind IN ('totp')),
+        name TEXT NOT NULL,
+        secret BLOB NOT NULL,
+        algorithm TEXT NOT NULL,
+        digits INTEGER NOT NULL,
+        period INTEGER NOT NULL,
+        last_step INTEGER NOT NULL,
+        created INTEGER NOT NULL
+     ) STRICT;
+     CREATE INDEX devices_user ON devices(user);
+     CREATE TABLE bypass_codes (
+        id INTEGER PRIMARY KEY,
+        user TEXT NOT NULL,
+        salt BLOB NOT NULL,
+        hash BLOB NOT NULL,
+        created INTEGER NOT NULL,
+        used_at INTEGER
+     ) STRICT;
+     CREATE INDEX bypass_codes_user ON bypass_codes(user);",
+];
+
+pub struct Store {
+    conn: Connection,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct LockState {
+    pub failures: u32,
+    pub locked_until: Option<i64>,
+}
+
+pub struct TotpDevice {
+    pub id: i64,
+    pub name: String,
+    pub secret: Zeroizing<Vec<u8>>,
+    pub params: TotpParams,
+    pub last_step: i64,
+    pub created: i64,
+}
+
+pub struct BypassRow {
+    pub id: i64,
+    pub code: StoredCode,
+}
+
+/// What a failed attempt did to the account.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FailureEffect {
+    Counted { failures: u32 },
+    Locked { until: i64 },
+}
+
+impl Store {
+    /// Opens (creating if needed) the database at `path`: its directory with mode 0700, the
+    /// file with mode 0600, then brings the schema up to date.
+    pub fn open(path: &Path) -> Result<Store, StoreError> {
+        let prepare = |source| StoreError::Prepare {
+            path: path.display().to_string(),
+            source,
+        };
+        if let Some(dir) = path.parent()
+            && !dir.exists()
+        {
+            DirBuilder::new()
+                .recursive(true)
+                .mode(0o700)
+                .create(dir)
+                .map_err(prepare)?;
+        }
+        // Create the file ourselves so that it never exists with a looser mode.
+        let file = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .mode(0o600)
+            .open(path)
+            .map_err(prepare)?;
+        let mut perms = file.metadata().map_err(prepare)?.permissions();
+        if perms.mode() & 0o077 != 0 {
+            perms.set_mode(0o600);
+            std::fs::set_permissions(path, perms).map_err(prepare)?;
+        }
+        drop(file);
+        let conn = Connection::open(path)?;
+        Store::init(conn)
+    }
+
+    /// An in-memory store, for tests.
+    pub fn open_in_memory() -> Result<Store, StoreError> {
+        Store::init(Connection::open_in_memory()?)
+    }
+
+    fn init(conn: Connection) -> Result<Store, StoreError> {
+        conn.busy_timeout(std::time::Duration::from_secs(5))?;
+        // WAL keeps readers off the writer's back; FULL sync makes every spent code durable
+        // before the login it opened goes ahead.
+        let _mode: String = conn.query_row("PRAGMA journal_mode=WAL", [], |r| r.get(0))?;
+        conn.pragma_update(None, "synchronous", "FULL")?;
+        conn.pragma_update(None, "foreign_keys", "ON")?;
+        let mut store = Store { conn };
+        store.migrate()?;
+        Ok(store)
+    }
+
+    fn migrate(&mut self) -> Result<(), StoreError> {
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let version: i64 = tx.query_row("PRAGMA user_version", [], |r| r.get(0))?;
+        if version > MIGRATIONS.len() as i64 {
+            return Err(StoreError::TooNew(version));
+        }
+        for (i, sql) in MIGRATIONS.iter().enumerate().skip(version as usize) {
+            tx.execute_batch(sql)?;
+            tx.pragma_update(None, "user_version", (i + 1) as i64)?;
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    pub fn schema_version(&self) -> Result<i64, StoreError> {
+        Ok(self
+            .conn
+            .query_row("PRAGMA user_version", [], |r| r.get(0))?)
+    }
+
+    pub fn lock_state(&self, user: &str) -> Result<LockState, StoreError> {
+        Ok(self
+            .conn
+            .query_row(
+                "SELECT failures, locked_until FROM users WHERE name = ?1",
+                [user],
+                |r| {
+                    Ok(LockState {
+                        failures: r.get(0)?,
+                        locked_until: r.get(1)?,
+                    })
+                },
+            )
+            .optional()?
+            .unwrap_or_default())
+    }
+
+    /// Counts one failure; at `max_failures` (0: never) locks until `now + duration`.
+    pub fn record_failure(
+        &mut self,
+        user: &str,
+        now: i64,
+        max_failures: u32,
+        duration: u64,
+    ) -> Result<FailureEffect, StoreError> {
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)?;
+        tx.execute(
+            "INSERT INTO users(name, failures) VALUES (?1, 1)
+             ON CONFLICT(name) DO UPDATE SET failures = failures + 1",
+            [user],
+        )?;
+        let failures: u32 =
+            tx.query_row("SELECT failures FROM users WHERE name = ?1", [user], |r| {
+                r.get(0)
+            })?;
+        let effect = if max_failures > 0 && failures >= max_failures {
+            let until = now.saturating_add(duration as i64);
+            tx.execute(
+                "UPDATE users SET failures = 0, locked_until = ?2 WHERE name = ?1",
+                params![user, until],
+            )?;
+            FailureEffect::Locked { until }
+        } else {
+            FailureEffect::Counted { failures }
+        };
+        tx.commit()?;
+        Ok(effect)
+    }
+
+    /// After a success: the count of consecutive failures starts again.
+    pub fn clear_failures(&mut self, user: &str) -> Result<(), StoreError> {
+        self.conn.execute(
+            "UPDATE users SET failures = 0 WHERE name = ?1 AND failures <> 0",
+            [user],
+        )?;
+        Ok(())
+    }
+
+    /// Lifts a lock and clears the counter. Returns whether there was anything to clear.
+    pub fn unlock(&mut self, user: &str) -> Result<bool, StoreError> {
+        let n = self.conn.execute(
+            "UPDATE users SET failures = 0, locked_until = NULL
+             WHERE name = ?1 AND (failures <> 0 OR locked_until IS NOT NULL)",
+            [user],
+        )?;
+        Ok(n > 0)
+    }
+
+    /// Forgets everything about `user`: devices, bypass codes, counters.
+    pub fn reset_user(&mut self, user: &str) -> Result<(), StoreError> {
+        let tx = self.conn.transaction()?;
+        tx.execute("DELETE FROM devices WHERE user = ?1", [user])?;
+        tx.execute("DELETE FROM bypass_codes WHERE user = ?1", [user])?;
+        tx.execute("DELETE FROM users WHERE name = ?1", [user])?;
+        tx.commit()?;
+        Ok(())
+    }
+
+    pub fn totp_devices(&self, user: &str) -> Result<Vec<TotpDevice>, StoreError> {
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT id, name, secret, algorithm, digits, period, last_step, created
+             FROM devices WHERE user = ?1 AND kind = 'totp' ORDER BY id",
+        )?;
+        let rows = stmt.query_map([user], |r| {
+            Ok((
+                r.get::<_, i64>(0)?,
+                r.get::<_, String>(1)?,
+                Zeroizing::new(r.get::<_, Vec<u8>>(2)?),
+                r.get::<_, String>(3)?,
+                r.get::<_, u32>(4)?,
+                r.get::<_, u64>(5)?,
+                r.get::<_, i64>(6)?,
+                r.get::<_, i64>(7)?,
+            ))
+        })?;
+        let mut out = Vec::new();
+        for row in rows {
+            let (id, name, secret, alg, digits, period, last_step, created) = row?;
+            let algorithm =
+                HashAlgorithm::parse(&alg).ok_or(StoreError::Corrupt("device algorithm"))?;
+            out.push(TotpDevice {
+                id,
+                name,
+                secret,
+                params: TotpParams {
+                    algorithm,
+                    digits,
+                    period,
+                },
+                last_step,
+                created,
+            });
+        }
+        Ok(out)
+    }
+
+    /// Adds an authenticator whose code for `confirmed_step` the user just typed; that step
+    /// counts as used.
+    pub fn add_totp_device(
+        &mut self,
+        user: &str,
+        name: &str,
+        secret: &[u8],
+        params: TotpParams,
+        confirmed_step: u64,
+        now: i64,
+    ) -> Result<i64, StoreError> {
+        self.conn.execute(
+            "INSERT INTO devices(user, kind, name, secret, algorithm, digits, period, last_step, created)
+             VALUES (?1, 'totp', ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+            params![
+                user,
+                name,
+                secret,
+                params.algorithm.as_str(),
+                params.digits,
+                params.period,
+                confirmed_step as i64,
+                now
+            ],
+        )?;
+        Ok(self.conn.last_insert_rowid())
+    }
+
+    /// Spends time step `step` of a device: succeeds only if no step as late was spent before.
+    pub fn spend_totp_step(&mut self, device: i64, step: u64) -> Result<bool, StoreError> {
+        let n = self.conn.execute(
+            "UPDATE devices SET last_step = ?2 WHERE id = ?1 AND last_step < ?2",
+            params![device, step as i64],
+        )?;
+        Ok(n == 1)
+    }
+
+    pub fn unused_bypass_codes(&self, user: &str) -> Result<Vec<BypassRow>, StoreError> {
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT id, salt, hash FROM bypass_codes WHERE user = ?1 AND used_at IS NULL ORDER BY id",
+        )?;
+        let rows = stmt.query_map([user], |r| {
+            Ok((
+                r.get::<_, i64>(0)?,
+                r.get::<_, Vec<u8>>(1)?,
+                r.get::<_, Vec<u8>>(2)?,
+            ))
+        })?;
+        let mut out = Vec::new();
+        for row in rows {
+            let (id, salt, hash) = row?;
+            let salt = salt
+                .try_into()
+                .map_err(|_| StoreError::Corrupt("bypass code salt"))?;
+            let hash = hash
+                .try_into()
+                .map_err(|_| StoreError::Corrupt("bypass code hash"))?;
+            out.push(BypassRow {
+                id,
+                code: StoredCode { salt, hash },
+            });
+        }
+        Ok(out)
+    }
+
+    /// Replaces all of a user's bypass codes with `codes`, in one transaction.
+    pub fn replace_bypass_codes(
+        &mut self,
+        user: &str,
+        codes: &[StoredCode],
+        now: i64,
+    ) -> Result<(), StoreError> {
+        let tx = self.conn.transaction()?;
+        tx.execute("DELETE FROM bypass_codes WHERE user = ?1", [user])?;
+        for c in codes {
+            tx.execute(
+                "INSERT INTO bypass_codes(user, salt, hash, created) VALUES (?1, ?2, ?3, ?4)",
+                params![user, &c.salt[..], &c.hash[..], now],
+            )?;
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// Spends a bypass code: succeeds only for the first caller.
+    pub fn spend_bypass_code(&mut self, id: i64, now: i64) -> Result<bool, StoreError> {
+        let n = self.conn.execute(
+            "UPDATE bypass_codes SET used_at = ?2 WHERE id = ?1 AND used_at IS NULL",
+            params![id, now],
+        )?;
+        Ok(n == 1)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::factor::bypass;
+
+    fn params() -> TotpParams {
+        TotpParams {
+            algorithm: HashAlgorithm::Sha1,
+            digits: 6,
+            period: 30,
+        }
+    }
+
+    #[test]
+    fn a_new_database_file_is_private_and_migrated() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("state/mfa.db");
+        let store = Store::open(&path).unwrap();
+        assert_eq!(store.schema_version().unwrap(), MIGRATIONS.len() as i64);
+        let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600);
+        let dmode = std::fs::metadata(path.parent().unwrap())
+            .unwrap()
+            .permissions()
+            .mode()
+            & 0o777;
+        assert_eq!(dmode, 0o700);
+        drop(store);
+        // Opening again runs no migration twice.
+        let store = Store::open(&path).unwrap();
+        assert_eq!(store.schema_version().unwrap(), MIGRATIONS.len() as i64);
+    }
+
+    #[test]
+    fn a_time_step_is_spent_once_and_older_steps_never() {
+        let mut s = Store::open_in_memory().unwrap();
+        let id = s
+            .add_totp_device("alice", "phone", b"k", params(), 100, 0)
+            .unwrap();
+        assert!(!s.spend_totp_step(id, 100).unwrap(), "confirming step is spent");
+        assert!(s.spend_totp_step(id, 102).unwrap());
+        assert!(!s.spend_totp_step(id, 102).unwrap());
+        assert!(!s.spend_totp_step(id, 101).unwrap());
+        assert!(s.spend_totp_step(id, 103).unwrap());
+    }
+
+    #[test]
+    fn failures_lock_at_the_limit_and_reset() {
+        let mut s = Store::open_in_memory().unwrap();
+        for i in 1..3 {
+            assert_eq!(
+                s.record_failure("bob", 1000, 3, 60).unwrap(),
+                FailureEffect::Counted { failures: i }
+            );
+        }
+        assert_eq!(
+            s.record_failure("bob", 1000, 3, 60).unwrap(),
+            FailureEffect::Locked { until: 1060 }
+        );
+        assert_eq!(s.lock_state("bob").unwrap().locked_until, Some(1060));
+        assert!(s.unlock("bob").unwrap());
+        assert_eq!(s.lock_state("bob").unwrap(), LockState::default());
+        assert!(!s.unlock("bob").unwrap());
+    }
+
+    #[test]
+    fn bypass_codes_are_replaced_whole_and_spent_once() {
+        let mut s = Store::open_in_memory().unwrap();
+        let (_, first) = bypass::generate();
+        s.replace_bypass_codes("carol", &first, 0).unwrap();
+        let (_, second) = bypass::generate();
+        s.replace_bypass_codes("carol", &second, 1).unwrap();
+        let rows = s.unused_bypass_codes("carol").unwrap();
+        assert_eq!(rows.len(), bypass::COUNT);
+        assert_eq!(rows[0].code.hash, second[0].hash);
+        assert!(s.spend_bypass_code(rows[0].id, 5).unwrap());
+        assert!(!s.spend_bypass_code(rows[0].id, 6).unwrap());
+        assert_eq!(s.unused_bypass_codes("carol").unwrap().len(), bypass::COUNT - 1);
+    }
+
+    #[test]
+    fn reset_forgets_the_user_only() {
+        let mut s = Store::open_in_memory().unwrap();
+        s.add_totp_device("a", "x", b"k", params(), 1, 0).unwrap();
+        s.add_totp_device("b", "x", b"k", params(), 1, 0).unwrap();
+        s.record_failure("a", 0, 10, 60).unwrap();
+        s.reset_user("a").unwrap();
+        assert!(s.totp_devices("a").unwrap().is_empty());
+        assert_eq!(s.lock_state("a").unwrap(), LockState::default());
+        assert_eq!(s.totp_devices("b").unwrap().len(), 1);
+    }
+}
