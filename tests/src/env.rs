@@ -1,0 +1,284 @@
+//! One test's world: a throwaway user, a private mfad, a private PAM service and sshd.
+//!
+//! Dropping a [`TestEnv`] stops sshd and mfad, removes the PAM service, the user and the
+//! directory, in that order, also while a failing test unwinds. A failing test also gets the
+//! daemon's and sshd's logs printed.
+
+use crate::bail;
+use crate::cli::{CliOutput, MfaCli, copy_for_users, parse_bypass_codes};
+use crate::error::{Context, Result};
+use crate::mfad::{Mfad, MfadConfig};
+use crate::paths::{built, require_root};
+use crate::scratch::{ScratchDir, unique_name};
+use crate::ssh::{LoginOutcome, SshClient};
+use crate::sshd::{PamService, PrivateSshd, pam_stack};
+use crate::totp::TotpSecret;
+use crate::user::TestUser;
+use std::path::PathBuf;
+
+/// pam_mfa's answer when mfad cannot be reached.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FailMode {
+    Secure,
+    Safe,
+}
+
+impl FailMode {
+    fn arg(self) -> &'static str {
+        match self {
+            FailMode::Secure => "secure",
+            FailMode::Safe => "safe",
+        }
+    }
+}
+
+pub struct TestEnvBuilder {
+    config: MfadConfig,
+    failmode: FailMode,
+    second_factor: bool,
+}
+
+impl TestEnvBuilder {
+    pub fn failmode(mut self, mode: FailMode) -> Self {
+        self.failmode = mode;
+        self
+    }
+
+    /// `unenrolled = "allow"` instead of the default "deny".
+    pub fn allow_unenrolled(mut self) -> Self {
+        self.config.unenrolled = "allow".into();
+        self
+    }
+
+    pub fn max_attempts(mut self, n: u32) -> Self {
+        self.config.max_attempts = n;
+        self
+    }
+
+    pub fn lockout(mut self, max_failures: u32, duration_secs: u64) -> Self {
+        self.config.lockout_max_failures = max_failures;
+        self.config.lockout_duration = duration_secs;
+        self
+    }
+
+    /// A PAM stack with the password only, no pam_mfa and no mfad: checks the harness itself.
+    pub fn without_second_factor(mut self) -> Self {
+        self.second_factor = false;
+        self
+    }
+
+    pub fn start(self) -> Result<TestEnv> {
+        TestEnv::start(self)
+    }
+}
+
+/// A user's enrolled authenticator: its secret and the codes the test has spent.
+pub struct Enrolment {
+    pub totp: TotpSecret,
+    pub output: CliOutput,
+}
+
+pub struct TestEnv {
+    // Dropped in this order by `Drop for TestEnv`; the Options let it take them one by one.
+    sshd: Option<PrivateSshd>,
+    mfad: Option<Mfad>,
+    pam: Option<PamService>,
+    pub user: Option<TestUser>,
+    scratch: Option<ScratchDir>,
+    pub name: String,
+    pub config: MfadConfig,
+    pub failmode: FailMode,
+    pub client: SshClient,
+    pub cli: MfaCli,
+    pub dir: PathBuf,
+}
+
+impl TestEnv {
+    /// A default world: failmode=secure, unenrolled=deny, 3 attempts, lock after 10.
+    pub fn builder() -> TestEnvBuilder {
+        TestEnvBuilder {
+            config: MfadConfig::default(),
+            failmode: FailMode::Secure,
+            second_factor: true,
+        }
+    }
+
+    pub fn new() -> Result<TestEnv> {
+        Self::builder().start()
+    }
+
+    fn start(b: TestEnvBuilder) -> Result<TestEnv> {
+        require_root()?;
+        let name = unique_name();
+        let scratch = ScratchDir::new(&name)?;
+        let dir = scratch.path().to_path_buf();
+        let bin = scratch.subdir("bin", 0o755)?;
+        let (cli, module) = if b.second_factor {
+            let cli = MfaCli {
+                program: copy_for_users(&built("mfa")?, &bin)?,
+                socket: PathBuf::new(),
+            };
+            (cli, built("libpam_mfa.so")?)
+        } else {
+            let cli = MfaCli {
+                program: PathBuf::new(),
+                socket: PathBuf::new(),
+            };
+            (cli, PathBuf::new())
+        };
+        let user = TestUser::create(&name)?;
+        let mut env = TestEnv {
+            sshd: None,
+            mfad: None,
+            pam: None,
+            client: SshClient::new(&dir, 0, &user.name),
+            user: Some(user),
+            scratch: Some(scratch),
+            name: name.clone(),
+            config: b.config.clone(),
+            failmode: b.failmode,
+            cli,
+            dir: dir.clone(),
+        };
+        let service = format!("sshd-{name}");
+        let mfa_line = if b.second_factor {
+            let mfad_dir = dir.join("mfad");
+            std::fs::create_dir_all(&mfad_dir).context("creating mfad dir")?;
+            set_mode(&mfad_dir, 0o755)?;
+            let mfad = Mfad::start(&mfad_dir, &b.config)?;
+            env.cli.socket = mfad.socket.clone();
+            let line = format!(
+                "auth required {} socket={} failmode={} timeout=10 connect_timeout=2",
+                module.display(),
+                mfad.socket.display(),
+                b.failmode.arg()
+            );
+            env.mfad = Some(mfad);
+            Some(line)
+        } else {
+            None
+        };
+        env.pam = Some(PamService::install(
+            &service,
+            &pam_stack(mfa_line.as_deref()),
+        )?);
+        let sshd_dir = dir.join("sshd");
+        std::fs::create_dir_all(&sshd_dir).context("creating sshd dir")?;
+        let sshd = PrivateSshd::start(&sshd_dir, &service)?;
+        env.client = SshClient::new(&dir, sshd.port, &env.user()?.name);
+        env.sshd = Some(sshd);
+        Ok(env)
+    }
+
+    pub fn user(&self) -> Result<&TestUser> {
+        self.user
+            .as_ref()
+            .ok_or_else(|| crate::HarnessError::new("user already removed"))
+    }
+
+    pub fn username(&self) -> &str {
+        self.user.as_ref().map(|u| u.name.as_str()).unwrap_or("")
+    }
+
+    pub fn password(&self) -> &str {
+        self.user
+            .as_ref()
+            .map(|u| u.password.as_str())
+            .unwrap_or("")
+    }
+
+    /// Enrols the user's authenticator app through `mfa enroll totp`, run as the user.
+    pub fn enroll_totp(&self) -> Result<Enrolment> {
+        let (totp, output) = self.cli.enroll_totp(
+            self.user()?,
+            self.config.totp_digits,
+            self.config.totp_period,
+            self.config.totp_window,
+        )?;
+        Ok(Enrolment { totp, output })
+    }
+
+    /// `mfa bypass-codes` as the user, confirming with a fresh code; returns the ten codes.
+    pub fn user_bypass_codes(&self, enrolment: &mut Enrolment) -> Result<Vec<String>> {
+        let code = enrolment.totp.fresh_code();
+        let out = self
+            .cli
+            .as_user(self.user()?, &["bypass-codes"], &format!("{code}\n"))?;
+        codes_from(out)
+    }
+
+    /// `mfa admin bypass-codes USER` as root; returns the ten codes.
+    pub fn admin_bypass_codes(&self) -> Result<Vec<String>> {
+        let out = self
+            .cli
+            .as_root(&["admin", "bypass-codes", self.username()], "")?;
+        codes_from(out)
+    }
+
+    /// `mfa admin ACTION USER` as root.
+    pub fn admin(&self, action: &str) -> Result<CliOutput> {
+        self.cli.as_root(&["admin", action, self.username()], "")
+    }
+
+    /// An ssh login answering the password, then each of `codes`, running `command`.
+    pub fn login(&self, codes: &[&str], command: &str) -> Result<LoginOutcome> {
+        let mut answers = vec![self.password()];
+        answers.extend_from_slice(codes);
+        self.client.login(&answers, command)
+    }
+
+    pub fn mfad_log(&self) -> String {
+        self.mfad.as_ref().map(Mfad::log).unwrap_or_default()
+    }
+
+    pub fn sshd_log(&self) -> String {
+        self.sshd.as_ref().map(PrivateSshd::log).unwrap_or_default()
+    }
+
+    /// Stops mfad, as a crash or an admin would.
+    pub fn stop_mfad(&mut self) {
+        if let Some(m) = self.mfad.as_mut() {
+            m.stop();
+        }
+    }
+
+    pub fn mfad_running(&mut self) -> bool {
+        self.mfad.as_mut().is_some_and(Mfad::is_running)
+    }
+
+    /// The logs of this world, for assertion messages.
+    pub fn diagnostics(&self) -> String {
+        format!(
+            "=== mfad stderr ===\n{}\n=== sshd log ===\n{}",
+            self.mfad_log(),
+            self.sshd_log()
+        )
+    }
+}
+
+fn codes_from(out: CliOutput) -> Result<Vec<String>> {
+    let codes = parse_bypass_codes(&out.stdout);
+    if out.status != Some(0) || codes.len() != 10 {
+        bail!("expected ten bypass codes:\n{}", out.describe());
+    }
+    Ok(codes)
+}
+
+fn set_mode(path: &std::path::Path, mode: u32) -> Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
+        .context(format!("chmod {}", path.display()))
+}
+
+impl Drop for TestEnv {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            eprintln!("---- mfa-e2e {} ----\n{}", self.name, self.diagnostics());
+        }
+        drop(self.sshd.take());
+        drop(self.mfad.take());
+        drop(self.pam.take());
+        drop(self.user.take());
+        drop(self.scratch.take());
+    }
+}

@@ -1,0 +1,156 @@
+//! A private mfad: its own config, socket and SQLite database in a test directory, run in the
+//! foreground with its stderr (the decision log) captured to a file.
+
+use crate::bail;
+use crate::clock;
+use crate::error::{Context, Result};
+use crate::paths::built;
+use crate::process::terminate;
+use crate::scratch::write_file;
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+/// The keys of conf/mfad.toml a test may change; the rest keep the documented defaults.
+#[derive(Debug, Clone)]
+pub struct MfadConfig {
+    pub unenrolled: String,
+    pub max_attempts: u32,
+    pub answer_timeout: u64,
+    pub totp_digits: u32,
+    pub totp_period: u64,
+    pub totp_window: u64,
+    pub lockout_max_failures: u32,
+    pub lockout_duration: u64,
+}
+
+impl Default for MfadConfig {
+    fn default() -> Self {
+        MfadConfig {
+            unenrolled: "deny".into(),
+            max_attempts: 3,
+            answer_timeout: 60,
+            totp_digits: 6,
+            totp_period: 30,
+            totp_window: 1,
+            lockout_max_failures: 10,
+            lockout_duration: 3600,
+        }
+    }
+}
+
+impl MfadConfig {
+    fn render(&self, socket: &Path, database: &Path) -> String {
+        format!(
+            "# Written by the mfa-e2e harness.\n\
+             socket = \"{socket}\"\n\
+             database = \"{database}\"\n\
+             issuer = \"mfa-e2e\"\n\
+             unenrolled = \"{unenrolled}\"\n\
+             max_attempts = {max_attempts}\n\
+             answer_timeout = {answer_timeout}\n\
+             \n[totp]\ndigits = {digits}\nperiod = {period}\nwindow = {window}\n\
+             \n[lockout]\nmax_failures = {max_failures}\nduration = {duration}\n\
+             \n[log]\nsyslog = false\nlevel = \"debug\"\n",
+            socket = socket.display(),
+            database = database.display(),
+            unenrolled = self.unenrolled,
+            max_attempts = self.max_attempts,
+            answer_timeout = self.answer_timeout,
+            digits = self.totp_digits,
+            period = self.totp_period,
+            window = self.totp_window,
+            max_failures = self.lockout_max_failures,
+            duration = self.lockout_duration,
+        )
+    }
+}
+
+pub struct Mfad {
+    child: Option<Child>,
+    pub config_path: PathBuf,
+    pub socket: PathBuf,
+    pub database: PathBuf,
+    pub log_path: PathBuf,
+}
+
+impl Mfad {
+    /// Writes the config into `dir` and starts mfad; returns once its socket exists.
+    pub fn start(dir: &Path, config: &MfadConfig) -> Result<Self> {
+        let program = built("mfad")?;
+        let socket = dir.join("run").join("mfad.sock");
+        let database = dir.join("lib").join("mfa.db");
+        let config_path = dir.join("mfad.toml");
+        write_file(&config_path, &config.render(&socket, &database), 0o644)?;
+        let log_path = dir.join("mfad.stderr");
+        let log = File::create(&log_path).context("creating mfad log")?;
+        let child = Command::new(&program)
+            .arg("--config")
+            .arg(&config_path)
+            .arg("--foreground")
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().context("mfad log")?)
+            .stderr(log)
+            .spawn()
+            .context(format!("starting {}", program.display()))?;
+        let mut mfad = Mfad {
+            child: Some(child),
+            config_path,
+            socket,
+            database,
+            log_path,
+        };
+        mfad.wait_ready()?;
+        Ok(mfad)
+    }
+
+    fn wait_ready(&mut self) -> Result<()> {
+        let socket = self.socket.clone();
+        let ready = clock::wait_for(Duration::from_secs(15), || {
+            if socket.exists() {
+                return Some(Ok(()));
+            }
+            match self.child.as_mut().map(|c| c.try_wait()) {
+                Some(Ok(Some(status))) => Some(Err(status.to_string())),
+                _ => None,
+            }
+        });
+        match ready {
+            Some(Ok(())) => Ok(()),
+            Some(Err(status)) => bail!(
+                "mfad exited ({status}) before creating {}:\n{}",
+                self.socket.display(),
+                self.log()
+            ),
+            None => bail!(
+                "mfad did not create {} within 15 s:\n{}",
+                self.socket.display(),
+                self.log()
+            ),
+        }
+    }
+
+    /// Everything mfad wrote to stderr so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log_path).unwrap_or_default()
+    }
+
+    pub fn is_running(&mut self) -> bool {
+        matches!(self.child.as_mut().map(|c| c.try_wait()), Some(Ok(None)))
+    }
+
+    /// Stops mfad (SIGTERM, then SIGKILL after 5 s). The socket file may stay behind, as
+    /// after a crash.
+    pub fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            terminate(&mut child, Duration::from_secs(5));
+        }
+    }
+}
+
+impl Drop for Mfad {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}

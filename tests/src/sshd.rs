@@ -1,0 +1,179 @@
+//! A private sshd on 127.0.0.1 with its own port, host key and PAM service.
+//!
+//! OpenSSH 9.2 has no PAMServiceName: sshd uses its program name as the PAM service, so the
+//! binary is copied into the test directory under the service's name.
+
+use crate::bail;
+use crate::clock;
+use crate::error::{Context, Result};
+use crate::process::{run_ok, terminate};
+use crate::scratch::write_file;
+use std::fs::File;
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+const SYSTEM_SSHD: &str = "/usr/sbin/sshd";
+
+/// `/etc/pam.d/NAME`, removed on drop.
+pub struct PamService {
+    pub name: String,
+    pub path: PathBuf,
+}
+
+impl PamService {
+    pub fn install(name: &str, contents: &str) -> Result<Self> {
+        let path = Path::new("/etc/pam.d").join(name);
+        write_file(&path, contents, 0o644)?;
+        Ok(PamService {
+            name: name.to_string(),
+            path,
+        })
+    }
+}
+
+impl Drop for PamService {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.path);
+    }
+}
+
+/// The PAM stack of a test login: the password first, then the second factor (when
+/// `second_factor` holds the pam_mfa line).
+pub fn pam_stack(second_factor: Option<&str>) -> String {
+    let mut s = String::from("# Written by the mfa-e2e harness for one test.\n");
+    s.push_str("auth requisite pam_unix.so\n");
+    if let Some(line) = second_factor {
+        s.push_str(line);
+        s.push('\n');
+    }
+    s.push_str("account required pam_unix.so\n");
+    s.push_str("session required pam_unix.so\n");
+    s
+}
+
+pub struct PrivateSshd {
+    child: Option<Child>,
+    pub port: u16,
+    pub log_path: PathBuf,
+    pub config_path: PathBuf,
+}
+
+impl PrivateSshd {
+    /// Starts sshd from `dir` as PAM service `service` (whose /etc/pam.d file must exist).
+    pub fn start(dir: &Path, service: &str) -> Result<Self> {
+        std::fs::create_dir_all("/run/sshd").context("creating /run/sshd")?;
+        run_ok(Command::new("chmod").args(["0755", "/run/sshd"]))?;
+        let program = dir.join(service);
+        std::fs::copy(SYSTEM_SSHD, &program).context(format!(
+            "copying {SYSTEM_SSHD} (is openssh-server installed?)"
+        ))?;
+        let host_key = dir.join("ssh_host_ed25519_key");
+        run_ok(
+            Command::new("ssh-keygen")
+                .args(["-q", "-t", "ed25519", "-N", "", "-C", "mfa-e2e", "-f"])
+                .arg(&host_key),
+        )?;
+        let mut last_error = String::new();
+        for _ in 0..5 {
+            let port = free_port()?;
+            match Self::try_start(dir, &program, &host_key, port) {
+                Ok(sshd) => return Ok(sshd),
+                Err(e) => last_error = e.to_string(),
+            }
+        }
+        bail!("could not start a private sshd: {last_error}")
+    }
+
+    fn try_start(dir: &Path, program: &Path, host_key: &Path, port: u16) -> Result<Self> {
+        let config_path = dir.join("sshd_config");
+        let config = format!(
+            "# Written by the mfa-e2e harness.\n\
+             Port {port}\n\
+             ListenAddress 127.0.0.1\n\
+             HostKey {host_key}\n\
+             PidFile {pid}\n\
+             UsePAM yes\n\
+             KbdInteractiveAuthentication yes\n\
+             PasswordAuthentication no\n\
+             PubkeyAuthentication no\n\
+             AuthenticationMethods keyboard-interactive\n\
+             PermitRootLogin no\n\
+             StrictModes no\n\
+             ExposeAuthInfo yes\n\
+             UseDNS no\n\
+             PrintMotd no\n\
+             PrintLastLog no\n\
+             MaxStartups 50\n\
+             LogLevel VERBOSE\n\
+             Subsystem sftp /usr/lib/openssh/sftp-server\n",
+            host_key = host_key.display(),
+            pid = dir.join("sshd.pid").display(),
+        );
+        write_file(&config_path, &config, 0o644)?;
+        let log_path = dir.join("sshd.log");
+        // A fresh log per attempt, so the readiness check reads only this attempt's lines.
+        File::create(&log_path).context("creating sshd log")?;
+        let child = Command::new(program)
+            .arg("-D")
+            .arg("-f")
+            .arg(&config_path)
+            .arg("-E")
+            .arg(&log_path)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(File::create(dir.join("sshd.stderr")).context("creating sshd stderr")?)
+            .spawn()
+            .context(format!("starting {}", program.display()))?;
+        let mut sshd = PrivateSshd {
+            child: Some(child),
+            port,
+            log_path,
+            config_path,
+        };
+        let listening = format!("Server listening on 127.0.0.1 port {port}");
+        let ready = clock::wait_for(Duration::from_secs(10), || {
+            if sshd.log().contains(&listening) {
+                return Some(Ok(()));
+            }
+            match sshd.child.as_mut().map(|c| c.try_wait()) {
+                Some(Ok(Some(status))) => Some(Err(status.to_string())),
+                _ => None,
+            }
+        });
+        match ready {
+            Some(Ok(())) => Ok(sshd),
+            Some(Err(status)) => {
+                let stderr = std::fs::read_to_string(dir.join("sshd.stderr")).unwrap_or_default();
+                bail!("sshd exited ({status}): {stderr}{}", sshd.log())
+            }
+            None => bail!(
+                "sshd did not listen on port {port} within 10 s: {}",
+                sshd.log()
+            ),
+        }
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log_path).unwrap_or_default()
+    }
+
+    pub fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            terminate(&mut child, Duration::from_secs(5));
+        }
+    }
+}
+
+impl Drop for PrivateSshd {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// A port of 127.0.0.1 nobody listens on right now (sshd start retries if it is taken).
+pub fn free_port() -> Result<u16> {
+    let l = TcpListener::bind("127.0.0.1:0").context("finding a free port")?;
+    Ok(l.local_addr().context("finding a free port")?.port())
+}

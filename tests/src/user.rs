@@ -1,0 +1,160 @@
+//! Throwaway Unix users: created with a home and a password, removed with `userdel -r`.
+
+use crate::bail;
+use crate::clock;
+use crate::error::{Context, Result};
+use crate::process::{run, run_with_input, text};
+use crate::scratch::PREFIX;
+use std::process::Command;
+use std::sync::Mutex;
+use std::time::Duration;
+
+/// useradd/userdel lock /etc/passwd; tests of one binary take turns instead of failing.
+static ACCOUNTS: Mutex<()> = Mutex::new(());
+
+/// Marks harness users in the GECOS field, with the pid of the test process that made them.
+const GECOS_MARK: &str = "mfa-e2e throwaway pid=";
+
+pub struct TestUser {
+    pub name: String,
+    pub password: String,
+    pub uid: u32,
+    pub gid: u32,
+    pub home: String,
+}
+
+impl TestUser {
+    pub fn create(name: &str) -> Result<Self> {
+        sweep_leftovers();
+        let password = format!(
+            "E2e-{:x}-{}",
+            (clock::unix_now() * 1e6) as u64,
+            std::process::id()
+        );
+        let gecos = format!("{GECOS_MARK}{}", std::process::id());
+        accounts_cmd(
+            Command::new("useradd")
+                .args(["-m", "-s", "/bin/bash", "-c", &gecos])
+                .arg(name),
+        )
+        .context(format!("creating user {name}"))?;
+        let user = TestUser {
+            name: name.to_string(),
+            password,
+            uid: id_of(name, "-u")?,
+            gid: id_of(name, "-g")?,
+            home: format!("/home/{name}"),
+        };
+        // From here on, Drop removes the user even if setting the password fails.
+        let out = run_with_input(
+            &mut Command::new("chpasswd"),
+            &format!("{}:{}\n", user.name, user.password),
+        )?;
+        if !out.status.success() {
+            bail!("chpasswd for {name} failed: {}", text(&out.stderr));
+        }
+        let home = run(Command::new("getent").args(["passwd", name]))?;
+        if let Some(dir) = text(&home.stdout).trim().split(':').nth(5) {
+            let mut u = user;
+            u.home = dir.to_string();
+            return Ok(u);
+        }
+        Ok(user)
+    }
+}
+
+impl Drop for TestUser {
+    fn drop(&mut self) {
+        remove_user(&self.name);
+    }
+}
+
+fn id_of(name: &str, flag: &str) -> Result<u32> {
+    let out = run(Command::new("id").arg(flag).arg(name))?;
+    text(&out.stdout)
+        .trim()
+        .parse()
+        .context(format!("id {flag} {name}"))
+}
+
+/// Runs useradd/userdel, retrying while another process holds the account files' lock.
+fn accounts_cmd(cmd: &mut Command) -> Result<()> {
+    let mut last = String::new();
+    for _ in 0..20 {
+        let out = {
+            let _turn = ACCOUNTS.lock().unwrap_or_else(|e| e.into_inner());
+            run(cmd)?
+        };
+        if out.status.success() {
+            return Ok(());
+        }
+        last = format!("{}: {}", out.status, text(&out.stderr));
+        if !last.contains("lock") {
+            break;
+        }
+        clock::pause(Duration::from_millis(250));
+    }
+    bail!("{cmd:?} failed: {last}")
+}
+
+fn remove_user(name: &str) {
+    // A session process may still be closing; userdel refuses while it runs, so retry, then
+    // force.
+    for _ in 0..10 {
+        if accounts_cmd(Command::new("userdel").args(["-r", name])).is_ok() || !exists(name) {
+            return;
+        }
+        clock::pause(Duration::from_millis(300));
+    }
+    let forced = accounts_cmd(Command::new("userdel").args(["-f", "-r", name]));
+    match forced {
+        Err(e) if exists(name) => eprintln!("mfa-e2e: could not remove user {name}: {e}"),
+        _ => {}
+    }
+}
+
+fn exists(name: &str) -> bool {
+    run(Command::new("getent").args(["passwd", name]))
+        .map(|o| o.status.success())
+        .unwrap_or(false)
+}
+
+fn pid_alive(pid: &str) -> bool {
+    std::path::Path::new("/proc").join(pid).exists()
+}
+
+/// Removes users and PAM services left by test processes that were killed before their
+/// cleanup ran (their pid is gone). Runs once per test process.
+pub fn sweep_leftovers() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        let Ok(passwd) = std::fs::read_to_string("/etc/passwd") else {
+            return;
+        };
+        for line in passwd.lines() {
+            let fields: Vec<&str> = line.split(':').collect();
+            let (Some(name), Some(gecos)) = (fields.first(), fields.get(4)) else {
+                continue;
+            };
+            let leftover = gecos
+                .strip_prefix(GECOS_MARK)
+                .is_some_and(|pid| name.starts_with(PREFIX) && !pid_alive(pid));
+            if leftover {
+                remove_user(name);
+            }
+        }
+        let Ok(entries) = std::fs::read_dir("/etc/pam.d") else {
+            return;
+        };
+        for entry in entries.flatten() {
+            let file = entry.file_name().to_string_lossy().into_owned();
+            let Some(rest) = file.strip_prefix(&format!("sshd-{PREFIX}")) else {
+                continue;
+            };
+            let leftover = rest.split_once('x').is_some_and(|(pid, _)| !pid_alive(pid));
+            if leftover {
+                let _ = std::fs::remove_file(entry.path());
+            }
+        }
+    });
+}
