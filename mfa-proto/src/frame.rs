@@ -38,9 +38,8 @@ impl From<io::Error> for FrameError {
 
 /// Serializes `msg` into a complete frame (header and body).
 pub fn encode<T: Serialize>(msg: &T) -> Result<Zeroizing<Vec<u8>>, FrameError> {
-    let body = Zeroizing::new(
-        serde_json::to_vec(msg).map_err(|e| FrameError::Malformed(e.to_string()))?,
-    );
+    let body =
+        Zeroizing::new(serde_json::to_vec(msg).map_err(|e| FrameError::Malformed(e.to_string()))?);
     if body.len() > MAX_FRAME {
         return Err(FrameError::TooLarge(body.len()));
     }

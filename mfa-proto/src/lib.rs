@@ -30,9 +30,14 @@ pub const MAX_ANSWER: usize = 512;
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum ClientMsg {
-    Hello { version: u32, op: Operation },
+    Hello {
+        version: u32,
+        op: Operation,
+    },
     /// The user's answer to the last prompt; `None` when the client could not ask.
-    Answer { text: Option<Zeroizing<String>> },
+    Answer {
+        text: Option<Zeroizing<String>>,
+    },
 }
 
 /// What the client wants the conversation to achieve.
@@ -163,10 +168,16 @@ mod tests {
         assert_eq!(check_user_name("a.b-c_d@example.org"), Ok(()));
         assert_eq!(check_user_name(""), Err(UserNameError::Empty));
         assert_eq!(check_user_name("a\nb"), Err(UserNameError::BadCharacter));
-        assert_eq!(check_user_name("a\u{1b}[2J"), Err(UserNameError::BadCharacter));
+        assert_eq!(
+            check_user_name("a\u{1b}[2J"),
+            Err(UserNameError::BadCharacter)
+        );
         assert_eq!(check_user_name("../etc"), Err(UserNameError::BadCharacter));
         assert_eq!(check_user_name("a b"), Err(UserNameError::BadCharacter));
-        assert_eq!(check_user_name(&"x".repeat(257)), Err(UserNameError::TooLong));
+        assert_eq!(
+            check_user_name(&"x".repeat(257)),
+            Err(UserNameError::TooLong)
+        );
     }
 
     #[test]

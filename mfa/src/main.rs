@@ -1,1 +1,159 @@
-fn main() {}
+//! mfa: the command line for users (enrol, bypass codes) and administrators (status, unlock,
+//! reset). It only relays: mfad decides who may do what, from the caller's uid.
+
+use clap::{Parser, Subcommand};
+use mfa_proto::{AdminOp, Client, ClientError, Conversation, Operation, Outcome};
+use std::io::{BufRead, IsTerminal, Write};
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+use zeroize::Zeroizing;
+
+#[derive(Parser)]
+#[command(
+    version,
+    about = "Manage your second factor for SSH logins",
+    after_help = "Exit status: 0 done, 1 refused or failed, 2 usage error, 3 mfad unreachable."
+)]
+struct Cli {
+    /// mfad's socket.
+    #[arg(long, env = "MFA_SOCKET", default_value = mfa_proto::DEFAULT_SOCKET, global = true)]
+    socket: PathBuf,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Enrol a second factor for your own account.
+    Enroll {
+        #[command(subcommand)]
+        kind: EnrollKind,
+    },
+    /// Make ten new single-use bypass codes (the old ones stop working).
+    BypassCodes,
+    /// Administrator commands (root only).
+    Admin {
+        #[command(subcommand)]
+        command: AdminCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum EnrollKind {
+    /// An authenticator app (TOTP): shows a QR code, then asks for one code to confirm.
+    Totp {
+        /// A name for the device, shown in `mfa admin status`.
+        #[arg(long)]
+        name: Option<String>,
+    },
+}
+
+#[derive(Subcommand)]
+enum AdminCommand {
+    /// Show a user's devices, bypass codes, failures and lock.
+    Status { user: String },
+    /// Lift a lockout and clear the failure count.
+    Unlock { user: String },
+    /// Remove all of a user's devices and codes (for a user who lost everything).
+    Reset { user: String },
+    /// Issue new bypass codes for a user (the old ones stop working).
+    BypassCodes { user: String },
+}
+
+/// Shows the daemon's text on the terminal and reads answers from stdin.
+struct Terminal {
+    interactive: bool,
+}
+
+impl Conversation for Terminal {
+    fn info(&mut self, text: &str) {
+        println!("{text}");
+    }
+
+    fn error(&mut self, text: &str) {
+        eprintln!("{text}");
+    }
+
+    fn prompt(&mut self, text: &str, echo: bool) -> Option<Zeroizing<String>> {
+        print!("{text}");
+        let _ = std::io::stdout().flush();
+        let _quiet = (!echo && self.interactive).then(EchoOff::new).flatten();
+        let mut line = Zeroizing::new(String::new());
+        let read = std::io::stdin().lock().read_line(&mut line);
+        if !self.interactive || !echo {
+            println!();
+        }
+        match read {
+            Ok(0) | Err(_) => None,
+            Ok(_) => {
+                let trimmed = line.trim_end_matches(['\n', '\r']).len();
+                line.truncate(trimmed);
+                Some(line)
+            }
+        }
+    }
+}
+
+/// Turns terminal echo off until dropped.
+struct EchoOff(libc::termios);
+
+impl EchoOff {
+    fn new() -> Option<Self> {
+        // SAFETY: tcgetattr/tcsetattr on fd 0 with a zeroed, then filled, termios struct.
+        unsafe {
+            let mut t: libc::termios = std::mem::zeroed();
+            if libc::tcgetattr(0, &mut t) != 0 {
+                return None;
+            }
+            let saved = t;
+            t.c_lflag &= !libc::ECHO;
+            if libc::tcsetattr(0, libc::TCSANOW, &t) != 0 {
+                return None;
+            }
+            Some(EchoOff(saved))
+        }
+    }
+}
+
+impl Drop for EchoOff {
+    fn drop(&mut self) {
+        // SAFETY: restores the attributes read in `new`.
+        unsafe {
+            libc::tcsetattr(0, libc::TCSANOW, &self.0);
+        }
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let op = match cli.command {
+        Command::Enroll {
+            kind: EnrollKind::Totp { name },
+        } => Operation::EnrollTotp { name },
+        Command::BypassCodes => Operation::BypassCodes,
+        Command::Admin { command } => Operation::Admin(match command {
+            AdminCommand::Status { user } => AdminOp::Status { user },
+            AdminCommand::Unlock { user } => AdminOp::Unlock { user },
+            AdminCommand::Reset { user } => AdminOp::Reset { user },
+            AdminCommand::BypassCodes { user } => AdminOp::BypassCodes { user },
+        }),
+    };
+    let mut terminal = Terminal {
+        interactive: std::io::stdin().is_terminal(),
+    };
+    let result = Client::connect(&cli.socket, Duration::from_secs(3), Duration::from_secs(30))
+        .and_then(|mut client| mfa_proto::run_conversation(&mut client, op, &mut terminal));
+    match result {
+        Ok(Outcome::Allow) => ExitCode::SUCCESS,
+        Ok(Outcome::Deny | Outcome::Ignore) => ExitCode::from(1),
+        Err(e @ ClientError::Connect { .. }) => {
+            eprintln!("mfa: {e}\nmfa: is mfad running? (systemctl status mfad)");
+            ExitCode::from(3)
+        }
+        Err(e) => {
+            eprintln!("mfa: {e}");
+            ExitCode::from(3)
+        }
+    }
+}

@@ -262,7 +262,10 @@ mod tests {
     #[test]
     fn a_bad_value_is_named() {
         let err = parse("unenrolled = \"maybe\"\n").unwrap_err().to_string();
-        assert!(err.contains("unenrolled") || err.contains("line 1"), "{err}");
+        assert!(
+            err.contains("unenrolled") || err.contains("line 1"),
+            "{err}"
+        );
         let err = parse("[totp]\ndigits = 7\n").unwrap_err().to_string();
         assert!(err.contains("totp.digits = 7"), "{err}");
         let err = parse("socket = \"relative.sock\"\n")

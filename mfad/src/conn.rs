@@ -105,7 +105,9 @@ impl Conn {
         .await?;
         match self.read_msg(self.answer_timeout).await? {
             ClientMsg::Answer { text } => Ok(text),
-            ClientMsg::Hello { .. } => Err(ConnError::Protocol("a second hello instead of an answer")),
+            ClientMsg::Hello { .. } => {
+                Err(ConnError::Protocol("a second hello instead of an answer"))
+            }
         }
     }
 }

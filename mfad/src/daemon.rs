@@ -29,8 +29,12 @@ type Result<T> = std::result::Result<T, SessionError>;
 /// What a typed answer turned out to be.
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum Verdict {
-    Totp { device: String },
-    Bypass { left: usize },
+    Totp {
+        device: String,
+    },
+    Bypass {
+        left: usize,
+    },
     /// Nothing typed.
     Empty,
     /// Not in the form of any passcode; not counted as a failure.
@@ -187,7 +191,12 @@ impl Daemon {
         }
         let user = ctx.user.clone();
         let (devices, codes) = self
-            .db(move |s| Ok((s.totp_devices(&user)?.len(), s.unused_bypass_codes(&user)?.len())))
+            .db(move |s| {
+                Ok((
+                    s.totp_devices(&user)?.len(),
+                    s.unused_bypass_codes(&user)?.len(),
+                ))
+            })
             .await?;
         if devices == 0 && codes == 0 {
             return match self.config.unenrolled {
@@ -253,7 +262,8 @@ impl Daemon {
         for attempt in 1..=attempts {
             let Some(answer) = conn.prompt(prompt, true).await? else {
                 decision(who, "-", "deny", "the client could not ask for a passcode");
-                conn.error("No passcode was entered; login refused.").await?;
+                conn.error("No passcode was entered; login refused.")
+                    .await?;
                 return Ok(false);
             };
             let verdict = self.check_passcode(who.user, &answer).await?;
@@ -262,7 +272,12 @@ impl Daemon {
             match verdict {
                 Verdict::Totp { device } => {
                     self.clear_failures(who.user).await?;
-                    decision(who, "totp", "allow", &format!("code from {}", clean(&device)));
+                    decision(
+                        who,
+                        "totp",
+                        "allow",
+                        &format!("code from {}", clean(&device)),
+                    );
                     return Ok(true);
                 }
                 Verdict::Bypass { left } => {
@@ -297,7 +312,11 @@ impl Daemon {
                     let effect = self
                         .db(move |s| s.record_failure(&user, now, max, dur))
                         .await?;
-                    let reason = if replayed { "code already used" } else { "wrong code" };
+                    let reason = if replayed {
+                        "code already used"
+                    } else {
+                        "wrong code"
+                    };
                     match effect {
                         FailureEffect::Locked { until } => {
                             decision(who, "-", "deny", &format!("{reason}; account now locked"));
@@ -361,11 +380,11 @@ impl Daemon {
                 }
             }
             if code.len() == bypass::DIGITS {
-                let rows = s.unused_bypass_codes(&user)?;
-                let left = rows.len().saturating_sub(1);
+                let rows = s.bypass_codes(&user)?;
+                let left = rows.iter().filter(|r| !r.used).count().saturating_sub(1);
                 for row in rows {
                     if bypass::matches(&row.code, &code) {
-                        if s.spend_bypass_code(row.id, now)? {
+                        if !row.used && s.spend_bypass_code(row.id, now)? {
                             return Ok(Verdict::Bypass { left });
                         }
                         replayed = true;
@@ -391,8 +410,11 @@ impl Daemon {
         })
         .await?;
         if name.is_none() {
-            self.deny(conn, format!("Your uid {uid} has no user name on this host."))
-                .await?;
+            self.deny(
+                conn,
+                format!("Your uid {uid} has no user name on this host."),
+            )
+            .await?;
         }
         Ok(name)
     }
@@ -416,7 +438,11 @@ impl Daemon {
         conn.info("This changes your two-factor settings, so it needs a current passcode first.")
             .await?;
         if self
-            .prove_second_factor(conn, who, "Passcode (from an enrolled device, or a bypass code): ")
+            .prove_second_factor(
+                conn,
+                who,
+                "Passcode (from an enrolled device, or a bypass code): ",
+            )
             .await?
         {
             Ok(true)
@@ -438,7 +464,10 @@ impl Daemon {
         let name = name.unwrap_or_else(|| "Authenticator app".to_string());
         if name.is_empty() || name.chars().count() > 64 || name.chars().any(char::is_control) {
             return self
-                .deny(conn, "A device name has 1 to 64 characters and no control characters.")
+                .deny(
+                    conn,
+                    "A device name has 1 to 64 characters and no control characters.",
+                )
                 .await;
         }
         if !self.require_fresh_factor(conn, &who).await? {
@@ -463,7 +492,9 @@ impl Daemon {
                 .prompt("Enter the code your app shows to finish: ", true)
                 .await?
             else {
-                return self.deny(conn, "No code entered; nothing was enrolled.").await;
+                return self
+                    .deny(conn, "No code entered; nothing was enrolled.")
+                    .await;
             };
             let now = self.clock.now();
             let step = factor::as_passcode(&answer).and_then(|code| {
@@ -473,7 +504,12 @@ impl Daemon {
                 let (u, n, s) = (user.clone(), name.clone(), secret.clone());
                 self.db(move |st| st.add_totp_device(&u, &n, &s, params, step, now))
                     .await?;
-                decision(&who, "totp", "enrolled", &format!("device {}", clean(&name)));
+                decision(
+                    &who,
+                    "totp",
+                    "enrolled",
+                    &format!("device {}", clean(&name)),
+                );
                 conn.info(format!(
                     "Enrolled \"{name}\". From now on, logins as {user} ask for its code."
                 ))
@@ -487,7 +523,12 @@ impl Daemon {
             ))
             .await?;
         }
-        decision(&who, "totp", "not enrolled", "no matching confirmation code");
+        decision(
+            &who,
+            "totp",
+            "not enrolled",
+            "no matching confirmation code",
+        );
         self.deny(conn, "Nothing was enrolled.").await
     }
 
@@ -512,7 +553,12 @@ impl Daemon {
         let now = self.clock.now();
         self.db(move |s| s.replace_bypass_codes(&user, &stored, now))
             .await?;
-        decision(who, "bypass", "issued", &format!("{} new codes", shown.len()));
+        decision(
+            who,
+            "bypass",
+            "issued",
+            &format!("{} new codes", shown.len()),
+        );
         let mut list = String::new();
         for code in &shown {
             list.push_str("  ");
@@ -548,9 +594,7 @@ impl Daemon {
                 "uid {uid} asked for an admin operation on {}; refused",
                 clean(&user)
             );
-            return self
-                .deny(conn, "Only root may run admin commands.")
-                .await;
+            return self.deny(conn, "Only root may run admin commands.").await;
         }
         if let Err(e) = mfa_proto::check_user_name(&user) {
             return self.deny(conn, format!("Refused: {e}.")).await;

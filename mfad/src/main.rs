@@ -37,7 +37,10 @@ fn main() -> ExitCode {
         return ExitCode::SUCCESS;
     }
     logging::init(&config.log, args.foreground);
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             error!("cannot start the async runtime: {e}");
@@ -51,7 +54,10 @@ async fn run(config: Config) -> ExitCode {
     let store = match Store::open(&config.database) {
         Ok(s) => s,
         Err(e) => {
-            error!("cannot open the database {}: {e}", config.database.display());
+            error!(
+                "cannot open the database {}: {e}",
+                config.database.display()
+            );
             return ExitCode::FAILURE;
         }
     };
@@ -62,7 +68,10 @@ async fn run(config: Config) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let (mut term, mut int) = match (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) {
+    let (mut term, mut int) = match (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) {
         (Ok(t), Ok(i)) => (t, i),
         _ => {
             error!("cannot install signal handlers");

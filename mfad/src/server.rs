@@ -60,7 +60,11 @@ pub fn bind(path: &Path) -> Result<UnixListener, BindError> {
 }
 
 /// Accepts connections until `shutdown` resolves.
-pub async fn serve(daemon: Arc<Daemon>, listener: UnixListener, shutdown: impl Future<Output = ()>) {
+pub async fn serve(
+    daemon: Arc<Daemon>,
+    listener: UnixListener,
+    shutdown: impl Future<Output = ()>,
+) {
     let limit = Arc::new(Semaphore::new(MAX_CONNECTIONS));
     tokio::pin!(shutdown);
     loop {

@@ -80,6 +80,7 @@ pub struct TotpDevice {
 pub struct BypassRow {
     pub id: i64,
     pub code: StoredCode,
+    pub used: bool,
 }
 
 /// What a failed attempt did to the account.
@@ -318,19 +319,29 @@ impl Store {
     }
 
     pub fn unused_bypass_codes(&self, user: &str) -> Result<Vec<BypassRow>, StoreError> {
+        Ok(self
+            .bypass_codes(user)?
+            .into_iter()
+            .filter(|r| !r.used)
+            .collect())
+    }
+
+    /// All of a user's current bypass codes, spent or not.
+    pub fn bypass_codes(&self, user: &str) -> Result<Vec<BypassRow>, StoreError> {
         let mut stmt = self.conn.prepare_cached(
-            "SELECT id, salt, hash FROM bypass_codes WHERE user = ?1 AND used_at IS NULL ORDER BY id",
+            "SELECT id, salt, hash, used_at IS NOT NULL FROM bypass_codes WHERE user = ?1 ORDER BY id",
         )?;
         let rows = stmt.query_map([user], |r| {
             Ok((
                 r.get::<_, i64>(0)?,
                 r.get::<_, Vec<u8>>(1)?,
                 r.get::<_, Vec<u8>>(2)?,
+                r.get::<_, bool>(3)?,
             ))
         })?;
         let mut out = Vec::new();
         for row in rows {
-            let (id, salt, hash) = row?;
+            let (id, salt, hash, used) = row?;
             let salt = salt
                 .try_into()
                 .map_err(|_| StoreError::Corrupt("bypass code salt"))?;
@@ -340,6 +351,7 @@ impl Store {
             out.push(BypassRow {
                 id,
                 code: StoredCode { salt, hash },
+                used,
             });
         }
         Ok(out)
@@ -413,7 +425,10 @@ mod tests {
         let id = s
             .add_totp_device("alice", "phone", b"k", params(), 100, 0)
             .unwrap();
-        assert!(!s.spend_totp_step(id, 100).unwrap(), "confirming step is spent");
+        assert!(
+            !s.spend_totp_step(id, 100).unwrap(),
+            "confirming step is spent"
+        );
         assert!(s.spend_totp_step(id, 102).unwrap());
         assert!(!s.spend_totp_step(id, 102).unwrap());
         assert!(!s.spend_totp_step(id, 101).unwrap());
@@ -451,7 +466,10 @@ mod tests {
         assert_eq!(rows[0].code.hash, second[0].hash);
         assert!(s.spend_bypass_code(rows[0].id, 5).unwrap());
         assert!(!s.spend_bypass_code(rows[0].id, 6).unwrap());
-        assert_eq!(s.unused_bypass_codes("carol").unwrap().len(), bypass::COUNT - 1);
+        assert_eq!(
+            s.unused_bypass_codes("carol").unwrap().len(),
+            bypass::COUNT - 1
+        );
     }
 
     #[test]

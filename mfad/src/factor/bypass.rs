@@ -31,7 +31,10 @@ pub fn generate() -> (Vec<Zeroizing<String>>, Vec<StoredCode>) {
         let code = Zeroizing::new(format!("{:08}", rng.random_range(0..100_000_000u32)));
         let mut salt = [0u8; 16];
         rng.fill_bytes(&mut salt);
-        stored.push(StoredCode { salt, hash: hash(&salt, &code) });
+        stored.push(StoredCode {
+            salt,
+            hash: hash(&salt, &code),
+        });
         shown.push(code);
     }
     (shown, stored)

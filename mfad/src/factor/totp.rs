@@ -108,7 +108,12 @@ pub fn secret_base32(secret: &[u8]) -> Zeroizing<String> {
 }
 
 /// The `otpauth://totp/...` URI authenticator apps read from a QR code.
-pub fn otpauth_uri(secret: &[u8], params: TotpParams, issuer: &str, account: &str) -> Zeroizing<String> {
+pub fn otpauth_uri(
+    secret: &[u8],
+    params: TotpParams,
+    issuer: &str,
+    account: &str,
+) -> Zeroizing<String> {
     // The label may not contain ':' (it separates issuer and account).
     let issuer = issuer.replace(':', "-");
     let account = account.replace(':', "-");
@@ -121,11 +126,14 @@ mod tests {
 
     const SHA1_SEED: &[u8] = b"12345678901234567890";
     const SHA256_SEED: &[u8] = b"12345678901234567890123456789012";
-    const SHA512_SEED: &[u8] =
-        b"1234567890123456789012345678901234567890123456789012345678901234";
+    const SHA512_SEED: &[u8] = b"1234567890123456789012345678901234567890123456789012345678901234";
 
     fn p(algorithm: HashAlgorithm) -> TotpParams {
-        TotpParams { algorithm, digits: 8, period: 30 }
+        TotpParams {
+            algorithm,
+            digits: 8,
+            period: 30,
+        }
     }
 
     /// RFC 6238, Appendix B: every published test vector.
@@ -146,7 +154,11 @@ mod tests {
                 (SHA512_SEED, HashAlgorithm::Sha512, sha512),
             ] {
                 let step = step_of(t, p(alg));
-                assert_eq!(code_at_step(seed, p(alg), step).as_str(), want, "T={t} {alg:?}");
+                assert_eq!(
+                    code_at_step(seed, p(alg), step).as_str(),
+                    want,
+                    "T={t} {alg:?}"
+                );
                 assert_eq!(matching_step(seed, p(alg), want, t, 0), Some(step));
             }
         }
@@ -154,12 +166,19 @@ mod tests {
 
     #[test]
     fn the_window_accepts_neighbouring_steps_only() {
-        let params = TotpParams { algorithm: HashAlgorithm::Sha1, digits: 6, period: 30 };
+        let params = TotpParams {
+            algorithm: HashAlgorithm::Sha1,
+            digits: 6,
+            period: 30,
+        };
         let now = 1_700_000_000;
         let step = step_of(now, params);
         let prev = code_at_step(SHA1_SEED, params, step - 1);
         let two_back = code_at_step(SHA1_SEED, params, step - 2);
-        assert_eq!(matching_step(SHA1_SEED, params, &prev, now, 1), Some(step - 1));
+        assert_eq!(
+            matching_step(SHA1_SEED, params, &prev, now, 1),
+            Some(step - 1)
+        );
         assert_eq!(matching_step(SHA1_SEED, params, &prev, now, 0), None);
         assert_eq!(matching_step(SHA1_SEED, params, &two_back, now, 1), None);
         assert_eq!(matching_step(SHA1_SEED, params, "12345", now, 1), None);
@@ -167,10 +186,18 @@ mod tests {
 
     #[test]
     fn the_uri_names_issuer_account_and_secret() {
-        let params = TotpParams { algorithm: HashAlgorithm::Sha1, digits: 6, period: 30 };
+        let params = TotpParams {
+            algorithm: HashAlgorithm::Sha1,
+            digits: 6,
+            period: 30,
+        };
         let uri = otpauth_uri(SHA1_SEED, params, "login01", "alice");
         assert!(uri.starts_with("otpauth://totp/login01:alice?"), "{}", *uri);
-        assert!(uri.contains("secret=GEZDGNBVGY3TQOJQGEZDGNBVGY3TQOJQ"), "{}", *uri);
+        assert!(
+            uri.contains("secret=GEZDGNBVGY3TQOJQGEZDGNBVGY3TQOJQ"),
+            "{}",
+            *uri
+        );
         assert!(uri.contains("issuer=login01"), "{}", *uri);
     }
 }

@@ -1,0 +1,531 @@
+//! mfad over its real socket, with a clock the test controls.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use mfa_proto::{
+    AdminOp, AuthContext, Client, ClientError, Conversation, Operation, Outcome, ServerMsg,
+};
+use mfad::config::Unenrolled;
+use mfad::factor::totp::{self, HashAlgorithm, TotpParams};
+use mfad::{Config, Daemon, FakeClock, Store};
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::Arc;
+use std::time::Duration;
+use zeroize::Zeroizing;
+
+const T0: i64 = 1_800_000_000;
+const SECRET: &[u8] = b"an-authenticator-key";
+
+fn params() -> TotpParams {
+    TotpParams {
+        algorithm: HashAlgorithm::Sha1,
+        digits: 6,
+        period: 30,
+    }
+}
+
+/// A daemon on a private socket, stopped on drop.
+struct TestDaemon {
+    dir: tempfile::TempDir,
+    clock: FakeClock,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl TestDaemon {
+    fn start(tune: impl FnOnce(&mut Config)) -> TestDaemon {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+        let mut config = Config {
+            socket: dir.path().join("mfad.sock"),
+            database: dir.path().join("db/mfa.db"),
+            issuer: Some("testhost".into()),
+            ..Config::default()
+        };
+        config.log.syslog = false;
+        tune(&mut config);
+        let clock = FakeClock::new(T0);
+        let store = Store::open(&config.database).unwrap();
+        let daemon = Arc::new(Daemon::new(config.clone(), store, Arc::new(clock.clone())));
+        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+        let socket = config.socket.clone();
+        let thread = std::thread::spawn(move || {
+            let rt = tokio::runtime::Runtime::new().unwrap();
+            rt.block_on(async move {
+                let listener = mfad::server::bind(&socket).unwrap();
+                ready_tx.send(()).unwrap();
+                mfad::server::serve(daemon, listener, async {
+                    let _ = rx.await;
+                })
+                .await;
+            });
+        });
+        ready_rx.recv_timeout(Duration::from_secs(10)).unwrap();
+        TestDaemon {
+            dir,
+            clock,
+            stop: Some(tx),
+            thread: Some(thread),
+        }
+    }
+
+    fn socket(&self) -> PathBuf {
+        self.dir.path().join("mfad.sock")
+    }
+
+    /// A second handle on the daemon's database, to seed and inspect state.
+    fn store(&self) -> Store {
+        Store::open(&self.dir.path().join("db/mfa.db")).unwrap()
+    }
+
+    fn enrol_totp(&self, user: &str) {
+        let step = totp::step_of(self.clock.now_secs(), params());
+        self.store()
+            .add_totp_device(user, "phone", SECRET, params(), step - 5, T0)
+            .unwrap();
+    }
+
+    fn code_now(&self) -> String {
+        let step = totp::step_of(self.clock.now_secs(), params());
+        totp::code_at_step(SECRET, params(), step).to_string()
+    }
+
+    fn run(&self, op: Operation, answers: &[&str]) -> (Result<Outcome, ClientError>, Script) {
+        let mut script = Script::new(answers);
+        let mut client = Client::connect(
+            &self.socket(),
+            Duration::from_secs(2),
+            Duration::from_secs(10),
+        )
+        .unwrap();
+        let outcome = mfa_proto::run_conversation(&mut client, op, &mut script);
+        (outcome, script)
+    }
+
+    fn login(&self, user: &str, answers: &[&str]) -> (Outcome, Script) {
+        let (outcome, script) = self.run(auth(user), answers);
+        let outcome = outcome.unwrap();
+        script.all_answered();
+        (outcome, script)
+    }
+}
+
+trait NowSecs {
+    fn now_secs(&self) -> i64;
+}
+impl NowSecs for FakeClock {
+    fn now_secs(&self) -> i64 {
+        mfad::Clock::now(self)
+    }
+}
+
+impl Drop for TestDaemon {
+    fn drop(&mut self) {
+        if let Some(tx) = self.stop.take() {
+            let _ = tx.send(());
+        }
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+fn auth(user: &str) -> Operation {
+    Operation::Authenticate(AuthContext {
+        user: user.into(),
+        service: "sshd".into(),
+        rhost: Some("192.0.2.7".into()),
+        tty: Some("ssh".into()),
+        ..Default::default()
+    })
+}
+
+/// Answers prompts from a list; fails the test on a prompt it has no answer for.
+struct Script {
+    answers: Vec<String>,
+    next: usize,
+    shown: Vec<String>,
+}
+
+impl Script {
+    fn new(answers: &[&str]) -> Self {
+        Script {
+            answers: answers.iter().map(|s| s.to_string()).collect(),
+            next: 0,
+            shown: Vec::new(),
+        }
+    }
+    fn text(&self) -> String {
+        self.shown.join("\n")
+    }
+    fn all_answered(&self) {
+        assert_eq!(
+            self.next,
+            self.answers.len(),
+            "prompts left unanswered; conversation was:\n{}",
+            self.text()
+        );
+    }
+}
+
+impl Conversation for Script {
+    fn info(&mut self, text: &str) {
+        self.shown.push(format!("info: {text}"));
+    }
+    fn error(&mut self, text: &str) {
+        self.shown.push(format!("error: {text}"));
+    }
+    fn prompt(&mut self, text: &str, _echo: bool) -> Option<Zeroizing<String>> {
+        self.shown.push(format!("prompt: {text}"));
+        let answer = self.answers.get(self.next).unwrap_or_else(|| {
+            panic!("unexpected prompt {text:?}; conversation:\n{}", self.text())
+        });
+        self.next += 1;
+        Some(Zeroizing::new(answer.clone()))
+    }
+}
+
+#[test]
+fn a_right_code_logs_in_and_the_same_code_is_refused_after() {
+    let d = TestDaemon::start(|_| {});
+    d.enrol_totp("root");
+    let code = d.code_now();
+    let (outcome, script) = d.login("root", &[&code]);
+    assert_eq!(outcome, Outcome::Allow, "{}", script.text());
+    assert!(script.text().contains("Two-factor login for root"));
+    assert!(script.text().contains("Success. Logging you in..."));
+
+    // Same code, same step, a second login: refused as a replay.
+    let (outcome, script) = d.login("root", &[&code, &code, &code]);
+    assert_eq!(outcome, Outcome::Deny);
+    assert!(script.text().contains("already used"), "{}", script.text());
+}
+
+#[test]
+fn an_earlier_step_is_refused_once_a_later_one_was_used() {
+    let d = TestDaemon::start(|_| {});
+    d.enrol_totp("root");
+    let step = totp::step_of(d.clock.now_secs(), params());
+    let earlier = totp::code_at_step(SECRET, params(), step - 1).to_string();
+    let (outcome, _) = d.login("root", &[&d.code_now()]);
+    assert_eq!(outcome, Outcome::Allow);
+    let (outcome, _) = d.login("root", &[&earlier, &earlier, &earlier]);
+    assert_eq!(outcome, Outcome::Deny);
+}
+
+#[test]
+fn a_wrong_code_is_refused_and_counted() {
+    let d = TestDaemon::start(|_| {});
+    d.enrol_totp("root");
+    let (outcome, script) = d.login("root", &["000000", "111111", "222222"]);
+    assert_eq!(outcome, Outcome::Deny);
+    assert_eq!(script.text().matches("Incorrect passcode").count(), 3);
+    assert!(script.text().contains("Too many attempts"));
+    assert_eq!(d.store().lock_state("root").unwrap().failures, 3);
+}
+
+#[test]
+fn success_resets_the_failure_count() {
+    let d = TestDaemon::start(|_| {});
+    d.enrol_totp("root");
+    let code = d.code_now();
+    let (outcome, _) = d.login("root", &["000000", &code]);
+    assert_eq!(outcome, Outcome::Allow);
+    assert_eq!(d.store().lock_state("root").unwrap().failures, 0);
+}
+
+#[test]
+fn locks_at_the_tenth_failure_and_unlocks_itself_at_sixty_minutes() {
+    let d = TestDaemon::start(|_| {});
+    d.enrol_totp("root");
+    // Three logins of three wrong codes: nine failures, not locked.
+    for _ in 0..3 {
+        let (outcome, _) = d.login("root", &["000000", "000001", "000002"]);
+        assert_eq!(outcome, Outcome::Deny);
+    }
+    assert_eq!(d.store().lock_state("root").unwrap().locked_until, None);
+    // The tenth failure locks, and the conversation ends there.
+    let (outcome, script) = d.login("root", &["000003"]);
+    assert_eq!(outcome, Outcome::Deny);
+    assert!(script.text().contains("locked out"), "{}", script.text());
+
+    // While locked, no code is asked for: even a right one would not be checked.
+    d.clock.advance(59 * 60 + 30);
+    let (outcome, script) = d.login("root", &[]);
+    assert_eq!(outcome, Outcome::Deny);
+    assert!(script.text().contains("in 1 minutes"), "{}", script.text());
+    assert!(!script.text().contains("prompt:"));
+
+    // At minute 60 the lock lifts by itself.
+    d.clock.advance(30);
+    let code = d.code_now();
+    let (outcome, script) = d.login("root", &[&code]);
+    assert_eq!(outcome, Outcome::Allow, "{}", script.text());
+}
+
+#[test]
+fn admin_unlock_lifts_a_lock_at_once() {
+    let d = TestDaemon::start(|c| c.lockout.max_failures = 2);
+    d.enrol_totp("root");
+    let (outcome, _) = d.login("root", &["000000", "000001"]);
+    assert_eq!(outcome, Outcome::Deny);
+    assert!(d.store().lock_state("root").unwrap().locked_until.is_some());
+    let (outcome, script) = d.run(
+        Operation::Admin(AdminOp::Unlock {
+            user: "root".into(),
+        }),
+        &[],
+    );
+    assert_eq!(outcome.unwrap(), Outcome::Allow);
+    assert!(script.text().contains("unlocked"));
+    let code = d.code_now();
+    assert_eq!(d.login("root", &[&code]).0, Outcome::Allow);
+}
+
+#[test]
+fn a_bypass_code_works_once() {
+    let d = TestDaemon::start(|_| {});
+    let (outcome, script) = d.run(
+        Operation::Admin(AdminOp::BypassCodes {
+            user: "root".into(),
+        }),
+        &[],
+    );
+    assert_eq!(outcome.unwrap(), Outcome::Allow);
+    let codes: Vec<String> = script
+        .text()
+        .lines()
+        .map(str::trim)
+        .filter(|l| l.len() == 8 && l.bytes().all(|b| b.is_ascii_digit()))
+        .map(String::from)
+        .collect();
+    assert_eq!(codes.len(), 10, "{}", script.text());
+
+    let (outcome, script) = d.login("root", &[&codes[3]]);
+    assert_eq!(outcome, Outcome::Allow);
+    assert!(
+        script.text().contains("You have 9 left"),
+        "{}",
+        script.text()
+    );
+    let (outcome, script) = d.login("root", &[&codes[3], &codes[3], &codes[3]]);
+    assert_eq!(outcome, Outcome::Deny);
+    assert!(script.text().contains("already used"), "{}", script.text());
+    // Another code still works.
+    assert_eq!(d.login("root", &[&codes[4]]).0, Outcome::Allow);
+}
+
+#[test]
+fn enrolment_needs_a_matching_code_and_then_a_fresh_factor_to_change() {
+    let d = TestDaemon::start(|_| {});
+    // Enrol root's own authenticator, reading the secret from what the daemon showed.
+    let mut client =
+        Client::connect(&d.socket(), Duration::from_secs(2), Duration::from_secs(10)).unwrap();
+    let mut conv = Enroller {
+        now: d.clock.now_secs(),
+        shown: String::new(),
+    };
+    let outcome =
+        mfa_proto::run_conversation(&mut client, Operation::EnrollTotp { name: None }, &mut conv)
+            .unwrap();
+    assert_eq!(outcome, Outcome::Allow, "{}", conv.shown);
+    assert!(conv.shown.contains("otpauth://totp/testhost:root?"));
+    assert_eq!(d.store().totp_devices("root").unwrap().len(), 1);
+
+    // Now bypass codes need a current passcode first; a wrong one changes nothing.
+    let (outcome, script) = d.run(Operation::BypassCodes, &["000000", "000001", "000002"]);
+    assert_eq!(outcome.unwrap(), Outcome::Deny, "{}", script.text());
+    assert!(script.text().contains("needs a current passcode"));
+    assert!(d.store().unused_bypass_codes("root").unwrap().is_empty());
+}
+
+/// Plays the user of `mfa enroll totp`: reads the secret, types its current code.
+struct Enroller {
+    now: i64,
+    shown: String,
+}
+
+impl Conversation for Enroller {
+    fn info(&mut self, text: &str) {
+        self.shown.push_str(text);
+    }
+    fn error(&mut self, text: &str) {
+        self.shown.push_str(text);
+    }
+    fn prompt(&mut self, text: &str, _echo: bool) -> Option<Zeroizing<String>> {
+        self.shown.push_str(text);
+        let secret = self
+            .shown
+            .lines()
+            .find_map(|l| l.strip_prefix("Secret: "))
+            .expect("secret shown before the prompt");
+        let bytes = data_encoding::BASE32_NOPAD
+            .decode(secret.as_bytes())
+            .unwrap();
+        let step = totp::step_of(self.now, params());
+        Some(Zeroizing::new(
+            totp::code_at_step(&bytes, params(), step).to_string(),
+        ))
+    }
+}
+
+#[test]
+fn an_unenrolled_user_is_refused_with_the_way_to_enrol_or_allowed_by_policy() {
+    let d = TestDaemon::start(|_| {});
+    let (outcome, script) = d.login("root", &[]);
+    assert_eq!(outcome, Outcome::Deny);
+    assert!(
+        script.text().contains("mfa enroll totp"),
+        "{}",
+        script.text()
+    );
+
+    let d = TestDaemon::start(|c| c.unenrolled = Unenrolled::Allow);
+    assert_eq!(d.login("root", &[]).0, Outcome::Allow);
+}
+
+#[test]
+fn bad_answers_are_refused_clearly_and_change_no_state() {
+    let d = TestDaemon::start(|_| {});
+    d.enrol_totp("root");
+    let huge = "9".repeat(100_000);
+    for bad in [
+        "",
+        "12\u{0}456",
+        "\u{1b}[2J123456",
+        "abcdef",
+        huge.as_str(),
+        "1234567890123456789",
+    ] {
+        let (outcome, script) = d.login("root", &[bad, bad, bad]);
+        assert_eq!(outcome, Outcome::Deny, "answer {bad:?}");
+        assert!(
+            script.text().contains("not a passcode") || script.text().contains("No passcode"),
+            "answer {bad:?}: {}",
+            script.text()
+        );
+        assert_eq!(d.store().lock_state("root").unwrap().failures, 0, "{bad:?}");
+    }
+}
+
+#[test]
+fn bad_user_names_and_unknown_users_are_refused_without_state() {
+    let d = TestDaemon::start(|_| {});
+    for user in [
+        "",
+        "a\nb",
+        "x\u{1b}]0;pwned\u{7}",
+        "../../etc/passwd",
+        "no-such-user-mfa-test",
+    ] {
+        let (outcome, script) = d.login(user, &[]);
+        assert_eq!(outcome, Outcome::Deny, "user {user:?}");
+        assert!(!script.text().is_empty());
+    }
+    let (outcome, _) = d.run(
+        Operation::Admin(AdminOp::Status {
+            user: "bad\u{0}name".into(),
+        }),
+        &[],
+    );
+    assert_eq!(outcome.unwrap(), Outcome::Deny);
+    assert_eq!(
+        d.store()
+            .lock_state("no-such-user-mfa-test")
+            .unwrap()
+            .failures,
+        0
+    );
+}
+
+#[test]
+fn another_protocol_version_is_answered_as_unavailable() {
+    let d = TestDaemon::start(|_| {});
+    let mut client =
+        Client::connect(&d.socket(), Duration::from_secs(2), Duration::from_secs(5)).unwrap();
+    client
+        .send(&mfa_proto::ClientMsg::Hello {
+            version: 99,
+            op: auth("root"),
+        })
+        .unwrap();
+    match client.recv().unwrap() {
+        ServerMsg::Unavailable { reason } => assert!(reason.contains("version 99")),
+        other => panic!("expected unavailable, got {other:?}"),
+    }
+}
+
+/// Sends one raw frame as an unprivileged uid, with Debian's python3, and prints replies.
+fn as_nobody(socket: &Path, payload: &str) -> String {
+    let script = r#"
+import json, socket, struct, sys
+s = socket.socket(socket.AF_UNIX); s.settimeout(5); s.connect(sys.argv[1])
+body = sys.argv[2].encode()
+s.sendall(struct.pack('>I', len(body)) + body)
+out = []
+try:
+    while True:
+        hdr = s.recv(4, socket.MSG_WAITALL)
+        if len(hdr) < 4: break
+        n = struct.unpack('>I', hdr)[0]
+        msg = json.loads(s.recv(n, socket.MSG_WAITALL))
+        out.append(msg)
+        if msg['type'] in ('done', 'unavailable'): break
+except Exception as e:
+    out.append({'error': str(e)})
+print(json.dumps(out))
+"#;
+    let out = Command::new("/usr/bin/python3")
+        .args(["-c", script])
+        .arg(socket)
+        .arg(payload)
+        .uid(65534)
+        .gid(65534)
+        .output()
+        .expect("python3 runs");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+use std::os::unix::process::CommandExt;
+
+#[test]
+fn a_non_root_caller_cannot_authenticate_or_administer_another_user() {
+    let d = TestDaemon::start(|_| {});
+    d.enrol_totp("root");
+    let hello = |op: &str| format!(r#"{{"type":"hello","version":1,"op":{op}}}"#);
+    let reply = as_nobody(
+        &d.socket(),
+        &hello(
+            r#"{"op":"authenticate","user":"root","service":"sshd","rhost":null,"tty":null,"ssh_connection":null,"ssh_auth_info":null}"#,
+        ),
+    );
+    assert!(reply.contains("Only root may ask mfad"), "{reply}");
+    assert!(reply.contains(r#""outcome": "deny""#), "{reply}");
+    assert!(!reply.contains("prompt"), "{reply}");
+
+    let reply = as_nobody(
+        &d.socket(),
+        &hello(r#"{"op":"admin","action":"reset","user":"root"}"#),
+    );
+    assert!(
+        reply.contains("Only root may run admin commands"),
+        "{reply}"
+    );
+    assert_eq!(
+        d.store().totp_devices("root").unwrap().len(),
+        1,
+        "nothing was reset"
+    );
+
+    // Garbage from an unprivileged client is dropped without an answer or a crash.
+    let reply = as_nobody(&d.socket(), "{not json");
+    assert_eq!(reply.trim(), "[]");
+    assert_eq!(d.login("root", &[&d.code_now()]).0, Outcome::Allow);
+}
