@@ -1,0 +1,222 @@
+//! The real mfad binary: its config errors, file modes, decision log, and a race on one code.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use mfa_proto::{AuthContext, Client, Conversation, Operation, Outcome};
+use mfad::Store;
+use mfad::factor::totp::{self, HashAlgorithm, TotpParams};
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use zeroize::Zeroizing;
+
+const SECRET: &[u8] = b"binary-test-secret!!";
+
+fn params() -> TotpParams {
+    TotpParams {
+        algorithm: HashAlgorithm::Sha1,
+        digits: 6,
+        period: 30,
+    }
+}
+
+struct Mfad {
+    child: Child,
+    dir: tempfile::TempDir,
+}
+
+impl Mfad {
+    fn socket(&self) -> PathBuf {
+        self.dir.path().join("run/mfad.sock")
+    }
+    fn db(&self) -> PathBuf {
+        self.dir.path().join("lib/mfa.db")
+    }
+    fn start(extra: &str) -> Mfad {
+        let dir = tempfile::tempdir().unwrap();
+        let config = dir.path().join("mfad.toml");
+        std::fs::write(
+            &config,
+            format!(
+                "socket = \"{}/run/mfad.sock\"\ndatabase = \"{}/lib/mfa.db\"\n{extra}\n[log]\nsyslog = false\n",
+                dir.path().display(),
+                dir.path().display()
+            ),
+        )
+        .unwrap();
+        let child = Command::new(env!("CARGO_BIN_EXE_mfad"))
+            .args(["--foreground", "--config"])
+            .arg(&config)
+            .stderr(std::fs::File::create(dir.path().join("stderr")).unwrap())
+            .spawn()
+            .unwrap();
+        let m = Mfad { child, dir };
+        let start = Instant::now();
+        while !m.socket().exists() {
+            assert!(
+                start.elapsed() < Duration::from_secs(10),
+                "mfad did not start: {}",
+                m.log()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        m
+    }
+    fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("stderr")).unwrap_or_default()
+    }
+}
+
+impl Drop for Mfad {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+struct Answer(String);
+impl Conversation for Answer {
+    fn info(&mut self, _: &str) {}
+    fn error(&mut self, _: &str) {}
+    fn prompt(&mut self, _: &str, _: bool) -> Option<Zeroizing<String>> {
+        Some(Zeroizing::new(self.0.clone()))
+    }
+}
+
+fn login(socket: &Path, code: &str) -> Outcome {
+    let mut c = Client::connect(socket, Duration::from_secs(2), Duration::from_secs(20)).unwrap();
+    mfa_proto::run_conversation(
+        &mut c,
+        Operation::Authenticate(AuthContext {
+            user: "root".into(),
+            service: "sshd".into(),
+            rhost: Some("203.0.113.9".into()),
+            ..Default::default()
+        }),
+        &mut Answer(code.into()),
+    )
+    .unwrap()
+}
+
+fn now() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64
+}
+
+/// Seeds an authenticator for root whose last spent step is well in the past.
+fn seed(db: &Path) {
+    let step = totp::step_of(now(), params());
+    Store::open(db)
+        .unwrap()
+        .add_totp_device("root", "phone", SECRET, params(), step - 10, now())
+        .unwrap();
+}
+
+/// A code that stays valid for the next few seconds (window 1 covers a step change).
+fn current_code() -> String {
+    totp::code_at_step(SECRET, params(), totp::step_of(now(), params())).to_string()
+}
+
+#[test]
+fn a_bad_config_is_refused_naming_the_key_and_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("mfad.toml");
+    std::fs::write(
+        &config,
+        "max_attempts = 3\n[lockout]\nmax_failures = 10\nduratoin = 60\n",
+    )
+    .unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_mfad"))
+        .arg("--config")
+        .arg(&config)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("line 4") && err.contains("duratoin"), "{err}");
+
+    let out = Command::new(env!("CARGO_BIN_EXE_mfad"))
+        .args(["--config", "/nonexistent/mfad.toml"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("/nonexistent/mfad.toml"));
+}
+
+#[test]
+fn files_get_tight_modes_and_decisions_are_logged_without_codes() {
+    let m = Mfad::start("");
+    let sock_mode = std::fs::metadata(m.socket()).unwrap().permissions().mode() & 0o777;
+    assert_eq!(
+        sock_mode, 0o666,
+        "socket is for every user; uids are checked per call"
+    );
+    let db_mode = std::fs::metadata(m.db()).unwrap().permissions().mode() & 0o777;
+    assert_eq!(db_mode, 0o600);
+    let dir_mode = std::fs::metadata(m.db().parent().unwrap())
+        .unwrap()
+        .permissions()
+        .mode()
+        & 0o777;
+    assert_eq!(dir_mode, 0o700);
+
+    seed(&m.db());
+    let code = current_code();
+    assert_eq!(login(&m.socket(), &code), Outcome::Allow);
+    assert_eq!(login(&m.socket(), "13579"), Outcome::Deny);
+    std::thread::sleep(Duration::from_millis(200));
+    let log = m.log();
+    assert!(
+        log.contains("user=root rhost=203.0.113.9 service=sshd method=totp outcome=allow"),
+        "{log}"
+    );
+    assert!(
+        log.contains("outcome=deny") || log.contains("outcome=retry"),
+        "{log}"
+    );
+    assert!(!log.contains(&code), "a code reached the log:\n{log}");
+    assert!(!log.contains("13579"), "an answer reached the log:\n{log}");
+}
+
+#[test]
+fn a_second_mfad_on_a_live_socket_refuses_to_start() {
+    let m = Mfad::start("");
+    let config = m.dir.path().join("mfad.toml");
+    let out = Command::new(env!("CARGO_BIN_EXE_mfad"))
+        .args(["--foreground", "--config"])
+        .arg(&config)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("already listening"));
+    // The first one still answers.
+    assert!(Client::connect(&m.socket(), Duration::from_secs(1), Duration::from_secs(1)).is_ok());
+}
+
+#[test]
+fn concurrent_logins_racing_on_one_code_let_exactly_one_in() {
+    let m = Mfad::start("max_attempts = 1");
+    seed(&m.db());
+    // Stay clear of a step boundary so every racer sends a code of the same step.
+    while now() % 30 > 25 {
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let code = current_code();
+    let socket = m.socket();
+    let barrier = std::sync::Arc::new(std::sync::Barrier::new(24));
+    let racers: Vec<_> = (0..24)
+        .map(|_| {
+            let (socket, code, barrier) = (socket.clone(), code.clone(), barrier.clone());
+            std::thread::spawn(move || {
+                barrier.wait();
+                login(&socket, &code)
+            })
+        })
+        .collect();
+    let outcomes: Vec<Outcome> = racers.into_iter().map(|t| t.join().unwrap()).collect();
+    let allowed = outcomes.iter().filter(|o| **o == Outcome::Allow).count();
+    assert_eq!(allowed, 1, "{outcomes:?}");
+}
