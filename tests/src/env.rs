@@ -36,6 +36,7 @@ pub struct TestEnvBuilder {
     config: MfadConfig,
     failmode: FailMode,
     second_factor: bool,
+    module_timeout: u64,
 }
 
 impl TestEnvBuilder {
@@ -47,6 +48,12 @@ impl TestEnvBuilder {
     /// `unenrolled = "allow"` instead of the default "deny".
     pub fn allow_unenrolled(mut self) -> Self {
         self.config.unenrolled = "allow".into();
+        self
+    }
+
+    /// pam_mfa's `timeout=` argument: how long it waits for each message of mfad.
+    pub fn module_timeout(mut self, secs: u64) -> Self {
+        self.module_timeout = secs;
         self
     }
 
@@ -100,6 +107,7 @@ impl TestEnv {
             config: MfadConfig::default(),
             failmode: FailMode::Secure,
             second_factor: true,
+            module_timeout: 10,
         }
     }
 
@@ -140,7 +148,7 @@ impl TestEnv {
             cli,
             dir: dir.clone(),
         };
-        let service = format!("sshd-{name}");
+        let service = env.pam_service();
         let mfa_line = if b.second_factor {
             let mfad_dir = dir.join("mfad");
             std::fs::create_dir_all(&mfad_dir).context("creating mfad dir")?;
@@ -148,10 +156,11 @@ impl TestEnv {
             let mfad = Mfad::start(&mfad_dir, &b.config)?;
             env.cli.socket = mfad.socket.clone();
             let line = format!(
-                "auth required {} socket={} failmode={} timeout=10 connect_timeout=2",
+                "auth required {} socket={} failmode={} timeout={} connect_timeout=2",
                 module.display(),
                 mfad.socket.display(),
-                b.failmode.arg()
+                b.failmode.arg(),
+                b.module_timeout
             );
             env.mfad = Some(mfad);
             Some(line)
@@ -227,6 +236,17 @@ impl TestEnv {
         self.client.login(&answers, command)
     }
 
+    /// An interactive login through a pty (expect), typing the password and `code`.
+    pub fn terminal_login(&self, code: &str) -> Result<crate::interactive::Transcript> {
+        crate::interactive::terminal_login(
+            &self.dir,
+            self.client.port,
+            self.username(),
+            self.password(),
+            code,
+        )
+    }
+
     pub fn mfad_log(&self) -> String {
         self.mfad.as_ref().map(Mfad::log).unwrap_or_default()
     }
@@ -240,6 +260,16 @@ impl TestEnv {
         if let Some(m) = self.mfad.as_mut() {
             m.stop();
         }
+    }
+
+    /// The socket pam_mfa and the CLI use.
+    pub fn socket(&self) -> &std::path::Path {
+        &self.cli.socket
+    }
+
+    /// The PAM service (and sshd program) name of this world.
+    pub fn pam_service(&self) -> String {
+        format!("sshd-{}", self.name)
     }
 
     pub fn mfad_running(&mut self) -> bool {

@@ -11,6 +11,7 @@ pub mod cli;
 pub mod clock;
 pub mod env;
 pub mod error;
+pub mod interactive;
 pub mod mfad;
 pub mod paths;
 pub mod process;

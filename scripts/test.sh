@@ -1,0 +1,23 @@
+#!/usr/bin/env bash
+# The one test command: installs what is missing (scripts/deps.sh), builds the workspace, then
+# runs every test: unit tests, daemon tests over the socket, and the end-to-end tests against
+# a private sshd with real ssh, scp and expect clients. Needs root. Exits non-zero on any
+# failure. Extra arguments go to `cargo test` (e.g. `scripts/test.sh -- --nocapture`).
+set -euo pipefail
+
+cd "$(dirname "$0")/.."
+
+if [ "$(id -u)" -ne 0 ]; then
+    echo "scripts/test.sh: the end-to-end tests create users, write /etc/pam.d and start sshd;" >&2
+    echo "run it as root: sudo scripts/test.sh" >&2
+    exit 1
+fi
+
+scripts/deps.sh
+if [ -f "$HOME/.cargo/env" ]; then
+    # shellcheck disable=SC1091
+    . "$HOME/.cargo/env"
+fi
+
+cargo build --workspace
+cargo test --workspace "$@"

@@ -1,0 +1,65 @@
+//! mfad checks who is calling (SO_PEERCRED): only root may manage or authenticate others.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use mfa_e2e::TestEnv;
+use mfa_e2e::process::{run_with_input, text, timed};
+use std::os::unix::process::CommandExt;
+use std::time::Duration;
+
+#[test]
+fn non_root_user_cannot_run_admin_commands() {
+    let env = TestEnv::new().unwrap();
+    let user = env.user().unwrap();
+    // The refusal comes from mfad, which saw the caller's uid on the socket.
+
+    for args in [
+        ["admin", "status", "root"],
+        ["admin", "unlock", "root"],
+        ["admin", "reset", "root"],
+        ["admin", "bypass-codes", "root"],
+        ["admin", "status", user.name.as_str()],
+    ] {
+        let out = env.cli.as_user(user, &args, "").unwrap();
+        println!("mfa {args:?} as {}: {}", user.name, out.describe());
+        assert_eq!(
+            out.status,
+            Some(1),
+            "mfa {args:?} as a user:\n{}",
+            out.describe()
+        );
+        assert!(
+            out.stderr.contains("Only root"),
+            "a refusal should say why: {}",
+            out.describe()
+        );
+    }
+}
+
+#[test]
+fn non_root_process_cannot_use_mfad_to_check_a_login() {
+    // pam_mfa loaded by an unprivileged program (pamtester run as the user) reaches mfad, but
+    // mfad refuses to authenticate for anyone but root, so a user cannot use it as an oracle.
+    let env = TestEnv::new().unwrap();
+    let mut device = env.enroll_totp().unwrap();
+    let user = env.user().unwrap();
+    let code = device.totp.fresh_code();
+
+    let mut cmd = timed(Duration::from_secs(30), "pamtester");
+    cmd.args([&env.pam_service(), &user.name, "authenticate"])
+        .env_clear()
+        .env("PATH", "/usr/bin:/bin")
+        .current_dir(&user.home)
+        .uid(user.uid)
+        .gid(user.gid);
+    let out = run_with_input(&mut cmd, &format!("{}\n{code}\n", user.password)).unwrap();
+    let shown = format!("{}{}", text(&out.stdout), text(&out.stderr));
+    println!("pamtester as {}: {}\n{shown}", user.name, out.status);
+
+    assert!(!out.status.success(), "{shown}\n{}", env.diagnostics());
+    assert!(!shown.contains("successfully authenticated"), "{shown}");
+    assert!(
+        env.mfad_log().contains("is not root"),
+        "mfad should log the refused caller:\n{}",
+        env.diagnostics()
+    );
+}
