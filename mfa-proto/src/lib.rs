@@ -46,10 +46,18 @@ pub enum ClientMsg {
 pub enum Operation {
     /// Second factor for a login. Only uid 0 may ask this.
     Authenticate(AuthContext),
-    /// Enrol an authenticator app for the caller's own account.
+    /// Enrol an authenticator app for the caller's own account (same as `AddDevice(Totp)`).
     EnrollTotp { name: Option<String> },
     /// Replace the caller's own bypass codes.
     BypassCodes,
+    /// List the caller's own devices.
+    ListDevices,
+    /// Add a device to the caller's own account.
+    AddDevice(NewDevice),
+    /// Make the caller's device number `index` (1-based, as listed) the default method.
+    SetDefault { index: u32 },
+    /// Remove the caller's device number `index` (1-based, as listed).
+    RemoveDevice { index: u32 },
     /// Administrative operations; only uid 0.
     Admin(AdminOp),
 }
@@ -57,12 +65,54 @@ pub enum Operation {
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 #[serde(tag = "action", rename_all = "snake_case")]
 pub enum AdminOp {
-    Status { user: String },
-    Unlock { user: String },
-    Reset { user: String },
-    BypassCodes { user: String },
+    Status {
+        user: String,
+    },
+    Unlock {
+        user: String,
+    },
+    Reset {
+        user: String,
+    },
+    BypassCodes {
+        user: String,
+    },
+    /// Add hardware tokens from a CSV text (see `mfa admin import-tokens --help`).
+    ImportTokens {
+        csv: String,
+    },
 }
 
+/// A device a user adds to their own account.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum NewDevice {
+    /// An authenticator app: the daemon makes the secret and shows a QR code.
+    Totp { name: Option<String> },
+    /// A hardware token counting events (RFC 4226), added by its secret.
+    Hotp {
+        name: Option<String>,
+        secret: Zeroizing<String>,
+        digits: u32,
+    },
+    /// A hardware token showing time-based codes (RFC 6238), added by its secret.
+    TotpToken {
+        name: Option<String>,
+        secret: Zeroizing<String>,
+        digits: u32,
+        period: u64,
+    },
+    /// A phone number for SMS passcodes and calls.
+    Phone {
+        name: Option<String>,
+        number: String,
+    },
+    /// A push notification target (an ntfy topic or the webhook's device id).
+    Push {
+        name: Option<String>,
+        target: String,
+    },
+}
 /// What the PAM module (or login helper) knows about the login being authenticated.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
 pub struct AuthContext {
@@ -91,6 +141,22 @@ impl Operation {
             ),
             Operation::EnrollTotp { .. } => "enroll-totp".to_string(),
             Operation::BypassCodes => "bypass-codes".to_string(),
+            Operation::ListDevices => "list-devices".to_string(),
+            Operation::AddDevice(d) => format!(
+                "add-device kind={}",
+                match d {
+                    NewDevice::Totp { .. } => "totp",
+                    NewDevice::Hotp { .. } => "hotp",
+                    NewDevice::TotpToken { .. } => "totp-token",
+                    NewDevice::Phone { .. } => "phone",
+                    NewDevice::Push { .. } => "push",
+                }
+            ),
+            Operation::SetDefault { index } => format!("set-default index={index}"),
+            Operation::RemoveDevice { index } => format!("remove-device index={index}"),
+            Operation::Admin(AdminOp::ImportTokens { csv }) => {
+                format!("admin-import-tokens lines={}", csv.lines().count())
+            }
             Operation::Admin(AdminOp::Status { user }) => format!("admin-status user={user}"),
             Operation::Admin(AdminOp::Unlock { user }) => format!("admin-unlock user={user}"),
             Operation::Admin(AdminOp::Reset { user }) => format!("admin-reset user={user}"),

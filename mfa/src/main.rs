@@ -2,7 +2,7 @@
 //! reset). It only relays: mfad decides who may do what, from the caller's uid.
 
 use clap::{Parser, Subcommand};
-use mfa_proto::{AdminOp, Client, ClientError, Conversation, Operation, Outcome};
+use mfa_proto::{AdminOp, Client, ClientError, Conversation, NewDevice, Operation, Outcome};
 use std::io::{BufRead, IsTerminal, Write};
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -30,6 +30,17 @@ enum Command {
         #[command(subcommand)]
         kind: EnrollKind,
     },
+    /// Add a device: an authenticator app or a hardware token.
+    Add {
+        #[command(subcommand)]
+        kind: AddKind,
+    },
+    /// List your devices and how many bypass codes you have left.
+    Devices,
+    /// Make device N (as `mfa devices` numbers them) your default method.
+    Default { n: u32 },
+    /// Remove device N (as `mfa devices` numbers them).
+    Remove { n: u32 },
     /// Make ten new single-use bypass codes (the old ones stop working).
     BypassCodes,
     /// Administrator commands (root only).
@@ -50,6 +61,33 @@ enum EnrollKind {
 }
 
 #[derive(Subcommand)]
+enum AddKind {
+    /// An authenticator app (same as `mfa enroll totp`).
+    Totp {
+        #[arg(long)]
+        name: Option<String>,
+    },
+    /// A hardware token that counts button presses (HOTP, RFC 4226). Its secret is read
+    /// from standard input, never from the command line.
+    Hotp {
+        #[arg(long)]
+        name: Option<String>,
+        #[arg(long, default_value_t = 6)]
+        digits: u32,
+    },
+    /// A hardware token showing time-based codes (TOTP, RFC 6238). Its secret is read from
+    /// standard input, never from the command line.
+    TotpToken {
+        #[arg(long)]
+        name: Option<String>,
+        #[arg(long, default_value_t = 6)]
+        digits: u32,
+        #[arg(long, default_value_t = 30)]
+        period: u64,
+    },
+}
+
+#[derive(Subcommand)]
 enum AdminCommand {
     /// Show a user's devices, bypass codes, failures and lock.
     Status { user: String },
@@ -59,6 +97,16 @@ enum AdminCommand {
     Reset { user: String },
     /// Issue new bypass codes for a user (the old ones stop working).
     BypassCodes { user: String },
+    /// Add hardware tokens from a file, all or none. One token per line:
+    /// `user,kind,name,secret,digits[,extra]` where kind is hotp or totp, the secret is
+    /// base32 (or hex after `hex:`), and extra is the HOTP start counter (default 0) or the
+    /// TOTP period (default 30). Blank lines and lines starting with # are skipped.
+    ImportTokens { file: PathBuf },
+}
+
+/// Reads a token secret from stdin without echo (or from a pipe).
+fn read_secret(terminal: &mut Terminal) -> Option<Zeroizing<String>> {
+    terminal.prompt("Token secret (base32, or hex:...): ", false)
 }
 
 /// Shows the daemon's text on the terminal and reads answers from stdin.
@@ -127,20 +175,77 @@ impl Drop for EchoOff {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    let mut terminal = Terminal {
+        interactive: std::io::stdin().is_terminal(),
+    };
     let op = match cli.command {
         Command::Enroll {
             kind: EnrollKind::Totp { name },
         } => Operation::EnrollTotp { name },
         Command::BypassCodes => Operation::BypassCodes,
+        Command::Devices => Operation::ListDevices,
+        Command::Default { n } => Operation::SetDefault { index: n },
+        Command::Remove { n } => Operation::RemoveDevice { index: n },
+        Command::Add { kind } => Operation::AddDevice(match kind {
+            AddKind::Totp { name } => NewDevice::Totp { name },
+            AddKind::Hotp { name, digits } => {
+                let Some(secret) = read_secret(&mut terminal) else {
+                    eprintln!("mfa: no secret given");
+                    return ExitCode::from(2);
+                };
+                NewDevice::Hotp {
+                    name,
+                    secret,
+                    digits,
+                }
+            }
+            AddKind::TotpToken {
+                name,
+                digits,
+                period,
+            } => {
+                let Some(secret) = read_secret(&mut terminal) else {
+                    eprintln!("mfa: no secret given");
+                    return ExitCode::from(2);
+                };
+                NewDevice::TotpToken {
+                    name,
+                    secret,
+                    digits,
+                    period,
+                }
+            }
+        }),
         Command::Admin { command } => Operation::Admin(match command {
             AdminCommand::Status { user } => AdminOp::Status { user },
             AdminCommand::Unlock { user } => AdminOp::Unlock { user },
             AdminCommand::Reset { user } => AdminOp::Reset { user },
             AdminCommand::BypassCodes { user } => AdminOp::BypassCodes { user },
+            AdminCommand::ImportTokens { file } => {
+                let csv = match std::fs::read(&file) {
+                    Ok(bytes) if bytes.len() > mfa_proto::MAX_FRAME - 1024 => {
+                        eprintln!(
+                            "mfa: {} is larger than {} KiB; split it into smaller files",
+                            file.display(),
+                            (mfa_proto::MAX_FRAME - 1024) / 1024
+                        );
+                        return ExitCode::from(2);
+                    }
+                    Ok(bytes) => match String::from_utf8(bytes) {
+                        Ok(s) => s,
+                        Err(_) => {
+                            eprintln!("mfa: {} is not UTF-8 text", file.display());
+                            return ExitCode::from(2);
+                        }
+                    },
+                    Err(e) => {
+                        eprintln!("mfa: cannot read {}: {e}", file.display());
+                        return ExitCode::from(2);
+                    }
+                };
+                AdminOp::ImportTokens { csv }
+            }
         }),
-    };
-    let mut terminal = Terminal {
-        interactive: std::io::stdin().is_terminal(),
     };
     let result = Client::connect(&cli.socket, Duration::from_secs(3), Duration::from_secs(30))
         .and_then(|mut client| mfa_proto::run_conversation(&mut client, op, &mut terminal));

@@ -19,6 +19,7 @@ pub struct Config {
     /// Seconds mfad waits for an answer to a prompt.
     pub answer_timeout: u64,
     pub totp: TotpConfig,
+    pub hotp: HotpConfig,
     pub lockout: LockoutConfig,
     pub log: LogConfig,
 }
@@ -36,6 +37,19 @@ pub struct TotpConfig {
     pub digits: u32,
     pub period: u64,
     pub window: u64,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HotpConfig {
+    /// Counters past the expected one in which a hardware token's code is looked for.
+    pub look_ahead: u64,
+}
+
+impl Default for HotpConfig {
+    fn default() -> Self {
+        HotpConfig { look_ahead: 10 }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -72,6 +86,7 @@ impl Default for Config {
             max_attempts: 3,
             answer_timeout: 120,
             totp: TotpConfig::default(),
+            hotp: HotpConfig::default(),
             lockout: LockoutConfig::default(),
             log: LogConfig::default(),
         }
@@ -170,6 +185,13 @@ impl Config {
                 "totp.window",
                 self.totp.window.to_string(),
                 "must be 0 to 10 steps",
+            ));
+        }
+        if !(1..=100).contains(&self.hotp.look_ahead) {
+            return Err(range(
+                "hotp.look_ahead",
+                self.hotp.look_ahead.to_string(),
+                "must be 1 to 100 counters",
             ));
         }
         if !(1..=10).contains(&self.max_attempts) {

@@ -3,11 +3,14 @@
 //! pam_mfa, mfa-login-prompt and the mfa CLI connect to its Unix socket; it checks each
 //! caller's uid, drives the conversation, and keeps devices, codes and counters in SQLite.
 
+pub mod admin;
 pub mod clock;
 pub mod config;
 pub mod conn;
 pub mod daemon;
+pub mod devices;
 pub mod factor;
+pub mod login;
 pub mod logging;
 pub mod server;
 pub mod store;

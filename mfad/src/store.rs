@@ -37,15 +37,21 @@ const MIGRATIONS: &[&str] = &[
      CREATE TABLE devices (
         id INTEGER PRIMARY KEY,
         user TEXT NOT NULL,
-        kind TEXT NOT NULL CHECK (kind IN ('totp')),
+        kind TEXT NOT NULL CHECK (kind IN ('totp', 'hotp', 'phone', 'push')),
         name TEXT NOT NULL,
-        secret BLOB NOT NULL,
-        algorithm TEXT NOT NULL,
-        digits INTEGER NOT NULL,
-        period INTEGER NOT NULL,
-        last_step INTEGER NOT NULL,
+        -- totp and hotp: the key and how codes are made from it
+        secret BLOB,
+        algorithm TEXT,
+        digits INTEGER,
+        period INTEGER,
+        -- totp: the last time step spent; hotp: the next counter expected
+        counter INTEGER NOT NULL DEFAULT 0,
+        -- phone: an E.164 number; push: the notifier's target (e.g. an ntfy topic)
+        address TEXT,
+        is_default INTEGER NOT NULL DEFAULT 0,
         created INTEGER NOT NULL
      ) STRICT;
+     CREATE UNIQUE INDEX devices_one_default ON devices(user) WHERE is_default = 1;
      CREATE INDEX devices_user ON devices(user);
      CREATE TABLE bypass_codes (
         id INTEGER PRIMARY KEY,
@@ -68,13 +74,59 @@ pub struct LockState {
     pub locked_until: Option<i64>,
 }
 
-pub struct TotpDevice {
-    pub id: i64,
-    pub name: String,
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DeviceKind {
+    Totp,
+    Hotp,
+    Phone,
+    Push,
+}
+
+impl DeviceKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DeviceKind::Totp => "totp",
+            DeviceKind::Hotp => "hotp",
+            DeviceKind::Phone => "phone",
+            DeviceKind::Push => "push",
+        }
+    }
+    fn parse(s: &str) -> Option<Self> {
+        match s {
+            "totp" => Some(DeviceKind::Totp),
+            "hotp" => Some(DeviceKind::Hotp),
+            "phone" => Some(DeviceKind::Phone),
+            "push" => Some(DeviceKind::Push),
+            _ => None,
+        }
+    }
+}
+
+/// The key of a code-generating device.
+pub struct OtpKey {
     pub secret: Zeroizing<Vec<u8>>,
+    /// For HOTP the period is 0.
     pub params: TotpParams,
-    pub last_step: i64,
+    /// TOTP: last spent step. HOTP: next counter expected.
+    pub counter: i64,
+}
+
+pub struct Device {
+    pub id: i64,
+    pub kind: DeviceKind,
+    pub name: String,
+    pub otp: Option<OtpKey>,
+    pub address: Option<String>,
+    pub is_default: bool,
     pub created: i64,
+}
+
+/// A device to insert.
+pub struct NewDeviceRow {
+    pub kind: DeviceKind,
+    pub name: String,
+    pub otp: Option<OtpKey>,
+    pub address: Option<String>,
 }
 
 pub struct BypassRow {
@@ -243,46 +295,141 @@ impl Store {
         Ok(())
     }
 
-    pub fn totp_devices(&self, user: &str) -> Result<Vec<TotpDevice>, StoreError> {
+    /// A user's devices, oldest first (the order `mfa devices` numbers them in).
+    pub fn devices(&self, user: &str) -> Result<Vec<Device>, StoreError> {
         let mut stmt = self.conn.prepare_cached(
-            "SELECT id, name, secret, algorithm, digits, period, last_step, created
-             FROM devices WHERE user = ?1 AND kind = 'totp' ORDER BY id",
+            "SELECT id, kind, name, secret, algorithm, digits, period, counter, address,
+                    is_default, created
+             FROM devices WHERE user = ?1 ORDER BY id",
         )?;
         let rows = stmt.query_map([user], |r| {
             Ok((
                 r.get::<_, i64>(0)?,
                 r.get::<_, String>(1)?,
-                Zeroizing::new(r.get::<_, Vec<u8>>(2)?),
-                r.get::<_, String>(3)?,
-                r.get::<_, u32>(4)?,
-                r.get::<_, u64>(5)?,
-                r.get::<_, i64>(6)?,
+                r.get::<_, String>(2)?,
+                r.get::<_, Option<Vec<u8>>>(3)?.map(Zeroizing::new),
+                r.get::<_, Option<String>>(4)?,
+                r.get::<_, Option<u32>>(5)?,
+                r.get::<_, Option<u64>>(6)?,
                 r.get::<_, i64>(7)?,
+                r.get::<_, Option<String>>(8)?,
+                r.get::<_, bool>(9)?,
+                r.get::<_, i64>(10)?,
             ))
         })?;
         let mut out = Vec::new();
         for row in rows {
-            let (id, name, secret, alg, digits, period, last_step, created) = row?;
-            let algorithm =
-                HashAlgorithm::parse(&alg).ok_or(StoreError::Corrupt("device algorithm"))?;
-            out.push(TotpDevice {
+            let (
                 id,
+                kind,
                 name,
                 secret,
-                params: TotpParams {
-                    algorithm,
-                    digits,
-                    period,
-                },
-                last_step,
+                alg,
+                digits,
+                period,
+                counter,
+                address,
+                is_default,
+                created,
+            ) = row?;
+            let kind = DeviceKind::parse(&kind).ok_or(StoreError::Corrupt("device kind"))?;
+            let otp = match (kind, secret, alg, digits) {
+                (DeviceKind::Totp | DeviceKind::Hotp, Some(secret), Some(alg), Some(digits)) => {
+                    Some(OtpKey {
+                        secret,
+                        params: TotpParams {
+                            algorithm: HashAlgorithm::parse(&alg)
+                                .ok_or(StoreError::Corrupt("device algorithm"))?,
+                            digits,
+                            period: period.unwrap_or(0),
+                        },
+                        counter,
+                    })
+                }
+                (DeviceKind::Totp | DeviceKind::Hotp, ..) => {
+                    return Err(StoreError::Corrupt("code device without a key"));
+                }
+                _ => None,
+            };
+            out.push(Device {
+                id,
+                kind,
+                name,
+                otp,
+                address,
+                is_default,
                 created,
             });
         }
         Ok(out)
     }
 
-    /// Adds an authenticator whose code for `confirmed_step` the user just typed; that step
-    /// counts as used.
+    fn insert_device(
+        tx: &rusqlite::Transaction<'_>,
+        user: &str,
+        d: &NewDeviceRow,
+        now: i64,
+    ) -> Result<i64, StoreError> {
+        let has_default: bool = tx.query_row(
+            "SELECT EXISTS(SELECT 1 FROM devices WHERE user = ?1 AND is_default = 1)",
+            [user],
+            |r| r.get(0),
+        )?;
+        let otp = d.otp.as_ref();
+        tx.execute(
+            "INSERT INTO devices(user, kind, name, secret, algorithm, digits, period, counter,
+                                 address, is_default, created)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
+            params![
+                user,
+                d.kind.as_str(),
+                d.name,
+                otp.map(|o| &o.secret[..]),
+                otp.map(|o| o.params.algorithm.as_str()),
+                otp.map(|o| o.params.digits),
+                otp.and_then(|o| (d.kind == DeviceKind::Totp).then_some(o.params.period)),
+                otp.map(|o| o.counter).unwrap_or(0),
+                d.address,
+                !has_default,
+                now
+            ],
+        )?;
+        Ok(tx.last_insert_rowid())
+    }
+
+    /// Adds a device; the user's first device becomes the default method.
+    pub fn add_device(
+        &mut self,
+        user: &str,
+        d: &NewDeviceRow,
+        now: i64,
+    ) -> Result<i64, StoreError> {
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let id = Store::insert_device(&tx, user, d, now)?;
+        tx.commit()?;
+        Ok(id)
+    }
+
+    /// Adds many devices in one transaction: all or none.
+    pub fn add_devices(
+        &mut self,
+        rows: &[(String, NewDeviceRow)],
+        now: i64,
+    ) -> Result<(), StoreError> {
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)?;
+        for (user, d) in rows {
+            Store::insert_device(&tx, user, d, now)?;
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// An authenticator app whose code for `confirmed_step` the user just typed; that step
+    /// counts as spent.
     pub fn add_totp_device(
         &mut self,
         user: &str,
@@ -292,28 +439,67 @@ impl Store {
         confirmed_step: u64,
         now: i64,
     ) -> Result<i64, StoreError> {
-        self.conn.execute(
-            "INSERT INTO devices(user, kind, name, secret, algorithm, digits, period, last_step, created)
-             VALUES (?1, 'totp', ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
-            params![
-                user,
-                name,
-                secret,
-                params.algorithm.as_str(),
-                params.digits,
-                params.period,
-                confirmed_step as i64,
-                now
-            ],
-        )?;
-        Ok(self.conn.last_insert_rowid())
+        self.add_device(
+            user,
+            &NewDeviceRow {
+                kind: DeviceKind::Totp,
+                name: name.to_string(),
+                otp: Some(OtpKey {
+                    secret: Zeroizing::new(secret.to_vec()),
+                    params,
+                    counter: confirmed_step as i64,
+                }),
+                address: None,
+            },
+            now,
+        )
     }
 
-    /// Spends time step `step` of a device: succeeds only if no step as late was spent before.
+    pub fn set_default(&mut self, user: &str, device: i64) -> Result<(), StoreError> {
+        let tx = self.conn.transaction()?;
+        tx.execute(
+            "UPDATE devices SET is_default = 0 WHERE user = ?1 AND is_default = 1",
+            [user],
+        )?;
+        tx.execute(
+            "UPDATE devices SET is_default = 1 WHERE user = ?1 AND id = ?2",
+            params![user, device],
+        )?;
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// Removes a device; if it was the default, the oldest remaining device takes its place.
+    pub fn remove_device(&mut self, user: &str, device: i64) -> Result<(), StoreError> {
+        let tx = self.conn.transaction()?;
+        tx.execute(
+            "DELETE FROM devices WHERE user = ?1 AND id = ?2",
+            params![user, device],
+        )?;
+        tx.execute(
+            "UPDATE devices SET is_default = 1 WHERE id = (SELECT id FROM devices WHERE user = ?1
+             ORDER BY id LIMIT 1) AND NOT EXISTS (SELECT 1 FROM devices WHERE user = ?1 AND is_default = 1)",
+            [user],
+        )?;
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// Spends time step `step` of a TOTP device: succeeds only if no step as late was spent.
     pub fn spend_totp_step(&mut self, device: i64, step: u64) -> Result<bool, StoreError> {
         let n = self.conn.execute(
-            "UPDATE devices SET last_step = ?2 WHERE id = ?1 AND last_step < ?2",
+            "UPDATE devices SET counter = ?2 WHERE id = ?1 AND kind = 'totp' AND counter < ?2",
             params![device, step as i64],
+        )?;
+        Ok(n == 1)
+    }
+
+    /// Spends HOTP counter `counter`: the next expected becomes `counter + 1`, and succeeds
+    /// only if no caller got there first.
+    pub fn spend_hotp_counter(&mut self, device: i64, counter: u64) -> Result<bool, StoreError> {
+        let n = self.conn.execute(
+            "UPDATE devices SET counter = ?2 + 1 WHERE id = ?1 AND kind = 'hotp' AND counter <= ?2",
+            params![device, counter as i64],
         )?;
         Ok(n == 1)
     }
@@ -436,6 +622,65 @@ mod tests {
     }
 
     #[test]
+    fn an_hotp_counter_moves_forward_only() {
+        let mut s = Store::open_in_memory().unwrap();
+        let id = s
+            .add_device(
+                "dave",
+                &NewDeviceRow {
+                    kind: DeviceKind::Hotp,
+                    name: "token".into(),
+                    otp: Some(OtpKey {
+                        secret: Zeroizing::new(b"k".to_vec()),
+                        params: TotpParams {
+                            algorithm: HashAlgorithm::Sha1,
+                            digits: 6,
+                            period: 0,
+                        },
+                        counter: 0,
+                    }),
+                    address: None,
+                },
+                0,
+            )
+            .unwrap();
+        assert!(s.spend_hotp_counter(id, 3).unwrap());
+        assert_eq!(
+            s.devices("dave").unwrap()[0].otp.as_ref().unwrap().counter,
+            4
+        );
+        assert!(!s.spend_hotp_counter(id, 3).unwrap());
+        assert!(!s.spend_hotp_counter(id, 2).unwrap());
+        assert!(s.spend_hotp_counter(id, 4).unwrap());
+    }
+
+    #[test]
+    fn the_first_device_is_the_default_and_removal_hands_it_on() {
+        let mut s = Store::open_in_memory().unwrap();
+        let a = s.add_totp_device("e", "a", b"k", params(), 1, 0).unwrap();
+        let b = s.add_totp_device("e", "b", b"k", params(), 1, 0).unwrap();
+        let c = s.add_totp_device("e", "c", b"k", params(), 1, 0).unwrap();
+        let defaults = |s: &Store| -> Vec<i64> {
+            s.devices("e")
+                .unwrap()
+                .iter()
+                .filter(|d| d.is_default)
+                .map(|d| d.id)
+                .collect()
+        };
+        assert_eq!(defaults(&s), vec![a]);
+        s.set_default("e", c).unwrap();
+        assert_eq!(defaults(&s), vec![c]);
+        s.remove_device("e", c).unwrap();
+        assert_eq!(defaults(&s), vec![a]);
+        s.remove_device("e", b).unwrap();
+        assert_eq!(defaults(&s), vec![a]);
+        // Another user's device id is not ours to remove.
+        s.remove_device("f", a).unwrap();
+        assert_eq!(s.devices("e").unwrap().len(), 1);
+    }
+
+    #[test]
     fn failures_lock_at_the_limit_and_reset() {
         let mut s = Store::open_in_memory().unwrap();
         for i in 1..3 {
@@ -479,8 +724,8 @@ mod tests {
         s.add_totp_device("b", "x", b"k", params(), 1, 0).unwrap();
         s.record_failure("a", 0, 10, 60).unwrap();
         s.reset_user("a").unwrap();
-        assert!(s.totp_devices("a").unwrap().is_empty());
+        assert!(s.devices("a").unwrap().is_empty());
         assert_eq!(s.lock_state("a").unwrap(), LockState::default());
-        assert_eq!(s.totp_devices("b").unwrap().len(), 1);
+        assert_eq!(s.devices("b").unwrap().len(), 1);
     }
 }

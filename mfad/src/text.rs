@@ -48,6 +48,13 @@ fn minutes_left(until: i64, now: i64) -> i64 {
     ((until - now) + 59) / 60
 }
 
+/// A phone number as menus show it: only the last four digits, e.g. `XXX-XXX-1234`.
+pub fn mask_phone(number: &str) -> String {
+    let digits: Vec<char> = number.chars().filter(char::is_ascii_digit).collect();
+    let last: String = digits[digits.len().saturating_sub(4)..].iter().collect();
+    format!("XXX-XXX-{last}")
+}
+
 pub fn locked_message(user: &str, until: i64, now: i64) -> String {
     format!(
         "Your account has been locked out due to excessive authentication failures.\n\
@@ -74,7 +81,7 @@ pub fn qr_code(data: &str) -> String {
 pub fn status_report(
     user: &str,
     exists: bool,
-    devices: &[(String, String, i64)],
+    devices: &[String],
     bypass_left: usize,
     lock: &LockState,
     now: i64,
@@ -84,12 +91,8 @@ pub fn status_report(
         out.push_str(" (not known to this host)");
     }
     out.push_str(&format!("\nDevices:      {}\n", devices.len()));
-    for (i, (name, kind, created)) in devices.iter().enumerate() {
-        out.push_str(&format!(
-            "  {}. {name} ({kind}), added {}\n",
-            i + 1,
-            utc(*created)
-        ));
+    for (i, device) in devices.iter().enumerate() {
+        out.push_str(&format!("  {}. {device}\n", i + 1));
     }
     out.push_str(&format!("Bypass codes: {bypass_left} unused\n"));
     out.push_str(&format!("Failures:     {} consecutive\n", lock.failures));

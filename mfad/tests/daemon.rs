@@ -332,7 +332,7 @@ fn enrolment_needs_a_matching_code_and_then_a_fresh_factor_to_change() {
             .unwrap();
     assert_eq!(outcome, Outcome::Allow, "{}", conv.shown);
     assert!(conv.shown.contains("otpauth://totp/testhost:root?"));
-    assert_eq!(d.store().totp_devices("root").unwrap().len(), 1);
+    assert_eq!(d.store().devices("root").unwrap().len(), 1);
 
     // Now bypass codes need a current passcode first; a wrong one changes nothing.
     let (outcome, script) = d.run(Operation::BypassCodes, &["000000", "000001", "000002"]);
@@ -519,7 +519,7 @@ fn a_non_root_caller_cannot_authenticate_or_administer_another_user() {
         "{reply}"
     );
     assert_eq!(
-        d.store().totp_devices("root").unwrap().len(),
+        d.store().devices("root").unwrap().len(),
         1,
         "nothing was reset"
     );
@@ -528,4 +528,127 @@ fn a_non_root_caller_cannot_authenticate_or_administer_another_user() {
     let reply = as_nobody(&d.socket(), "{not json");
     assert_eq!(reply.trim(), "[]");
     assert_eq!(d.login("root", &[&d.code_now()]).0, Outcome::Allow);
+}
+
+const HOTP_SEED_B32: &str = "GEZDGNBVGY3TQOJQGEZDGNBVGY3TQOJQ"; // "12345678901234567890"
+/// RFC 4226 Appendix D codes for counters 0..=9 of that seed.
+const HOTP_CODES: [&str; 10] = [
+    "755224", "287082", "359152", "969429", "338314", "254676", "287922", "162583", "399871",
+    "520489",
+];
+
+fn add_hotp_token(d: &TestDaemon, answers: &[&str]) -> (Outcome, Script) {
+    let (outcome, script) = d.run(
+        Operation::AddDevice(mfa_proto::NewDevice::Hotp {
+            name: Some("YubiKey".into()),
+            secret: Zeroizing::new(HOTP_SEED_B32.into()),
+            digits: 6,
+        }),
+        answers,
+    );
+    (outcome.unwrap(), script)
+}
+
+#[test]
+fn a_hardware_hotp_token_logs_in_and_its_code_never_works_twice() {
+    let d = TestDaemon::start(|_| {});
+    // Adding it takes one code from the token (counter 0).
+    let (outcome, script) = add_hotp_token(&d, &[HOTP_CODES[0]]);
+    assert_eq!(outcome, Outcome::Allow, "{}", script.text());
+    // The token ran ahead (button pressed twice without logging in): look-ahead finds it.
+    let (outcome, script) = d.login("root", &[HOTP_CODES[3]]);
+    assert_eq!(outcome, Outcome::Allow, "{}", script.text());
+    // The same code, and any earlier one, is refused.
+    let (outcome, _) = d.login("root", &[HOTP_CODES[3], HOTP_CODES[2], HOTP_CODES[0]]);
+    assert_eq!(outcome, Outcome::Deny);
+    assert_eq!(d.login("root", &[HOTP_CODES[4]]).0, Outcome::Allow);
+}
+
+#[test]
+fn a_bad_token_secret_is_refused_before_anything_is_asked() {
+    let d = TestDaemon::start(|_| {});
+    let (outcome, script) = d.run(
+        Operation::AddDevice(mfa_proto::NewDevice::Hotp {
+            name: None,
+            secret: Zeroizing::new("TOO SHORT".into()),
+            digits: 6,
+        }),
+        &[],
+    );
+    assert_eq!(outcome.unwrap(), Outcome::Deny);
+    assert!(script.text().contains("base32") || script.text().contains("80 bits"));
+    assert!(d.store().devices("root").unwrap().is_empty());
+}
+
+#[test]
+fn changing_the_default_or_removing_a_device_needs_a_fresh_code() {
+    let d = TestDaemon::start(|_| {});
+    d.enrol_totp("root");
+    let (outcome, script) = add_hotp_token(&d, &[&d.code_now(), HOTP_CODES[0]]);
+    assert_eq!(outcome, Outcome::Allow, "{}", script.text());
+    assert!(script.text().contains("needs a current passcode"));
+
+    let (outcome, script) = d.run(Operation::ListDevices, &[]);
+    assert_eq!(outcome.unwrap(), Outcome::Allow);
+    assert!(script.text().contains("1. phone") && script.text().contains("[default]"));
+    assert!(
+        script.text().contains("2. YubiKey (counter-based token"),
+        "{}",
+        script.text()
+    );
+
+    // Wrong codes: the default stays.
+    let (outcome, _) = d.run(
+        Operation::SetDefault { index: 2 },
+        &["000000", "000001", "000002"],
+    );
+    assert_eq!(outcome.unwrap(), Outcome::Deny);
+    assert!(d.store().devices("root").unwrap()[0].is_default);
+    // A token code: the default moves.
+    let (outcome, _) = d.run(Operation::SetDefault { index: 2 }, &[HOTP_CODES[1]]);
+    assert_eq!(outcome.unwrap(), Outcome::Allow);
+    assert!(d.store().devices("root").unwrap()[1].is_default);
+
+    let (outcome, script) = d.run(Operation::RemoveDevice { index: 7 }, &[]);
+    assert_eq!(outcome.unwrap(), Outcome::Deny);
+    assert!(script.text().contains("no device number 7"));
+    let (outcome, _) = d.run(Operation::RemoveDevice { index: 2 }, &[HOTP_CODES[2]]);
+    assert_eq!(outcome.unwrap(), Outcome::Allow);
+    let devices = d.store().devices("root").unwrap();
+    assert_eq!(devices.len(), 1);
+    assert!(
+        devices[0].is_default,
+        "the remaining device became the default"
+    );
+}
+
+#[test]
+fn importing_tokens_is_all_or_nothing() {
+    let d = TestDaemon::start(|_| {});
+    let import = |csv: &str| {
+        d.run(
+            Operation::Admin(AdminOp::ImportTokens { csv: csv.into() }),
+            &[],
+        )
+    };
+    let good =
+        format!("root,hotp,Token A,{HOTP_SEED_B32},6\nnobody,totp,Token B,{HOTP_SEED_B32},6,30\n");
+    let bad = format!("{good}no-such-user-mfa,hotp,Token C,{HOTP_SEED_B32},6\n");
+    let (outcome, script) = import(&bad);
+    assert_eq!(outcome.unwrap(), Outcome::Deny);
+    assert!(
+        script.text().contains("no-such-user-mfa"),
+        "{}",
+        script.text()
+    );
+    assert!(d.store().devices("root").unwrap().is_empty());
+    let (outcome, script) = import("root,hotp,x,AAAA,6\n");
+    assert_eq!(outcome.unwrap(), Outcome::Deny);
+    assert!(script.text().contains("line 1"), "{}", script.text());
+
+    let (outcome, script) = import(&good);
+    assert_eq!(outcome.unwrap(), Outcome::Allow, "{}", script.text());
+    assert_eq!(d.store().devices("root").unwrap().len(), 1);
+    assert_eq!(d.store().devices("nobody").unwrap().len(), 1);
+    assert_eq!(d.login("root", &[HOTP_CODES[0]]).0, Outcome::Allow);
 }

@@ -1,6 +1,7 @@
 //! The second factors mfad checks itself: TOTP authenticators and bypass codes.
 
 pub mod bypass;
+pub mod hotp;
 pub mod totp;
 
 /// An answer in the form a passcode can take: digits only, at most 16 of them.
@@ -13,9 +14,80 @@ pub fn as_passcode(answer: &str) -> Option<&str> {
     Some(trimmed)
 }
 
+/// A token secret as sites receive them: base32 (any case, spaces and padding ignored), or
+/// hex after a `hex:` prefix. At least 80 bits, as RFC 4226 requires at the least.
+pub fn parse_secret(text: &str) -> Result<zeroize::Zeroizing<Vec<u8>>, String> {
+    let text = text.trim();
+    let bytes = if let Some(hex) = text.strip_prefix("hex:") {
+        let hex: zeroize::Zeroizing<String> =
+            zeroize::Zeroizing::new(hex.chars().filter(|c| !c.is_whitespace()).collect());
+        data_encoding::HEXLOWER_PERMISSIVE
+            .decode(hex.as_bytes())
+            .map_err(|_| "The secret is not valid hex.".to_string())?
+    } else {
+        let b32: zeroize::Zeroizing<String> = zeroize::Zeroizing::new(
+            text.chars()
+                .filter(|c| !c.is_whitespace() && *c != '=' && *c != '-')
+                .map(|c| c.to_ascii_uppercase())
+                .collect(),
+        );
+        data_encoding::BASE32_NOPAD
+            .decode(b32.as_bytes())
+            .map_err(|_| {
+                "The secret is not valid base32 (or hex: with a hex: prefix).".to_string()
+            })?
+    };
+    let bytes = zeroize::Zeroizing::new(bytes);
+    if bytes.len() < 10 {
+        return Err("The secret is shorter than 80 bits.".into());
+    }
+    if bytes.len() > 128 {
+        return Err("The secret is longer than 1024 bits.".into());
+    }
+    Ok(bytes)
+}
+
+pub fn check_digits(digits: u32) -> Result<(), String> {
+    if digits == 6 || digits == 8 {
+        Ok(())
+    } else {
+        Err(format!("Tokens show 6 or 8 digits, not {digits}."))
+    }
+}
+
+pub fn check_period(period: u64) -> Result<(), String> {
+    if period == 30 || period == 60 {
+        Ok(())
+    } else {
+        Err(format!(
+            "Time-based tokens change every 30 or 60 seconds, not {period}."
+        ))
+    }
+}
+
 #[cfg(test)]
 mod tests {
-    use super::as_passcode;
+    use super::*;
+
+    #[test]
+    fn secrets_parse_from_base32_or_hex_and_short_ones_are_refused() {
+        let want = b"12345678901234567890".to_vec();
+        assert_eq!(
+            *parse_secret("GEZDGNBVGY3TQOJQGEZDGNBVGY3TQOJQ").unwrap(),
+            want
+        );
+        assert_eq!(
+            *parse_secret("gezd gnbv gy3t qojq gezd gnbv gy3t qojq").unwrap(),
+            want
+        );
+        assert_eq!(
+            *parse_secret("hex:3132333435363738393031323334353637383930").unwrap(),
+            want
+        );
+        assert!(parse_secret("GEZDGNBV").unwrap_err().contains("80 bits"));
+        assert!(parse_secret("not base32!").is_err());
+        assert!(parse_secret("hex:zz").is_err());
+    }
 
     #[test]
     fn only_short_digit_strings_are_passcodes() {

@@ -1,0 +1,230 @@
+//! Root's operations: status, unlock, reset, bypass codes for a user, and importing a batch
+//! of hardware tokens. Every one is refused to any other uid.
+
+use crate::conn::Conn;
+use crate::daemon::{Daemon, Result, Who, decision, user_exists};
+use crate::devices::describe;
+use crate::factor::{self, totp};
+use crate::store::{DeviceKind, NewDeviceRow, OtpKey};
+use crate::text::{self, clean};
+use mfa_proto::{AdminOp, Outcome};
+use tracing::warn;
+
+/// Parses a token file: `user,kind,name,secret,digits[,period_or_counter]` per line, with
+/// `kind` hotp or totp; blank lines and `#` comments skipped. Every error is collected with
+/// its line number, so the administrator fixes the file in one pass.
+fn parse_tokens(csv: &str) -> std::result::Result<Vec<(String, NewDeviceRow)>, Vec<String>> {
+    let mut rows = Vec::new();
+    let mut errors = Vec::new();
+    for (n, line) in csv.lines().enumerate() {
+        let line = line.trim();
+        if line.is_empty() || line.starts_with('#') {
+            continue;
+        }
+        let fields: Vec<&str> = line.split(',').map(str::trim).collect();
+        let row = (|| -> std::result::Result<(String, NewDeviceRow), String> {
+            let [user, kind, name, secret, digits, rest @ ..] = fields.as_slice() else {
+                return Err("expected user,kind,name,secret,digits[,period or counter]".into());
+            };
+            mfa_proto::check_user_name(user).map_err(|e| e.to_string())?;
+            if name.is_empty() || name.chars().count() > 64 || name.chars().any(char::is_control) {
+                return Err("the name must have 1 to 64 printable characters".into());
+            }
+            let digits: u32 = digits.parse().map_err(|_| "digits is not a number")?;
+            factor::check_digits(digits)?;
+            let secret = factor::parse_secret(secret)?;
+            let extra: Option<u64> = match rest {
+                [] => None,
+                [x] => Some(x.parse().map_err(|_| "the last field is not a number")?),
+                _ => return Err("too many fields".into()),
+            };
+            let (kind, period, counter) = match *kind {
+                "hotp" => (DeviceKind::Hotp, 0, extra.unwrap_or(0) as i64),
+                "totp" => {
+                    let period = extra.unwrap_or(30);
+                    factor::check_period(period)?;
+                    (DeviceKind::Totp, period, 0)
+                }
+                other => return Err(format!("kind {other:?} is neither hotp nor totp")),
+            };
+            Ok((
+                user.to_string(),
+                NewDeviceRow {
+                    kind,
+                    name: name.to_string(),
+                    otp: Some(OtpKey {
+                        secret,
+                        params: totp::TotpParams {
+                            algorithm: totp::HashAlgorithm::Sha1,
+                            digits,
+                            period,
+                        },
+                        counter,
+                    }),
+                    address: None,
+                },
+            ))
+        })();
+        match row {
+            Ok(r) => rows.push(r),
+            Err(e) => errors.push(format!("line {}: {e}", n + 1)),
+        }
+    }
+    if errors.is_empty() {
+        Ok(rows)
+    } else {
+        Err(errors)
+    }
+}
+
+impl Daemon {
+    pub(crate) async fn admin(&self, conn: &mut Conn, uid: u32, op: AdminOp) -> Result<()> {
+        if uid != 0 {
+            warn!(
+                "uid {uid} asked for {}; refused",
+                clean(&format!("{op:?}").chars().take(40).collect::<String>())
+            );
+            return self.deny(conn, "Only root may run admin commands.").await;
+        }
+        let user = match &op {
+            AdminOp::Status { user }
+            | AdminOp::Unlock { user }
+            | AdminOp::Reset { user }
+            | AdminOp::BypassCodes { user } => user.clone(),
+            AdminOp::ImportTokens { csv } => return self.import_tokens(conn, csv).await,
+        };
+        let who = Who {
+            user: &user,
+            rhost: "local",
+            service: "mfa-admin",
+        };
+        if let Err(e) = mfa_proto::check_user_name(&user) {
+            return self.deny(conn, format!("Refused: {e}.")).await;
+        }
+        match op {
+            AdminOp::Status { .. } => {
+                let u = user.clone();
+                let (devices, codes, lock) = self
+                    .db(move |s| {
+                        let devices: Vec<String> = s.devices(&u)?.iter().map(describe).collect();
+                        Ok((devices, s.unused_bypass_codes(&u)?.len(), s.lock_state(&u)?))
+                    })
+                    .await?;
+                let exists = user_exists(&user).await?;
+                conn.info(text::status_report(
+                    &user,
+                    exists,
+                    &devices,
+                    codes,
+                    &lock,
+                    self.clock.now(),
+                ))
+                .await?;
+            }
+            AdminOp::Unlock { .. } => {
+                let u = user.clone();
+                let changed = self.db(move |s| s.unlock(&u)).await?;
+                decision(&who, "-", "unlocked", "by root");
+                conn.info(if changed {
+                    format!("{user} is unlocked and its failure count is cleared.")
+                } else {
+                    format!("{user} was not locked and had no failures.")
+                })
+                .await?;
+            }
+            AdminOp::Reset { .. } => {
+                let u = user.clone();
+                self.db(move |s| s.reset_user(&u)).await?;
+                decision(&who, "-", "reset", "by root: all devices and codes removed");
+                conn.info(format!(
+                    "{user} has no devices, bypass codes or failures any more. They can enrol \
+                     again with `mfa enroll totp`."
+                ))
+                .await?;
+            }
+            AdminOp::BypassCodes { .. } => {
+                if !user_exists(&user).await? {
+                    return self
+                        .deny(conn, format!("There is no user {user} on this host."))
+                        .await;
+                }
+                return self.issue_bypass_codes(conn, &who).await;
+            }
+            AdminOp::ImportTokens { .. } => {}
+        }
+        conn.done(Outcome::Allow).await?;
+        Ok(())
+    }
+
+    async fn import_tokens(&self, conn: &mut Conn, csv: &str) -> Result<()> {
+        let rows = match parse_tokens(csv) {
+            Ok(rows) => rows,
+            Err(errors) => {
+                return self
+                    .deny(
+                        conn,
+                        format!(
+                            "Nothing was imported; fix these lines first:\n{}",
+                            errors.join("\n")
+                        ),
+                    )
+                    .await;
+            }
+        };
+        let mut unknown = Vec::new();
+        for (user, _) in &rows {
+            if !user_exists(user).await? {
+                unknown.push(user.clone());
+            }
+        }
+        if !unknown.is_empty() {
+            unknown.dedup();
+            return self
+                .deny(
+                    conn,
+                    format!(
+                        "Nothing was imported; these users are unknown to this host: {}",
+                        unknown.join(", ")
+                    ),
+                )
+                .await;
+        }
+        let count = rows.len();
+        let now = self.clock.now();
+        self.db(move |s| s.add_devices(&rows, now)).await?;
+        tracing::info!(target: "mfad::decision", "root imported {count} hardware tokens");
+        conn.info(format!("Imported {count} tokens.")).await?;
+        conn.done(Outcome::Allow).await?;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_tokens;
+
+    #[test]
+    fn a_token_file_is_parsed_or_every_bad_line_is_named() {
+        let ok = "# user,kind,name,secret,digits,extra\n\
+                  alice,hotp,YubiKey 1,GEZDGNBVGY3TQOJQGEZDGNBVGY3TQOJQ,6\n\
+                  bob,totp,Token 7,hex:3132333435363738393031323334353637383930,8,60\n";
+        let Ok(rows) = parse_tokens(ok) else {
+            panic!("a good file was refused")
+        };
+        assert_eq!(rows.len(), 2);
+        assert_eq!(rows[1].1.otp.as_ref().unwrap().params.period, 60);
+
+        let bad = "alice,hotp,x,GEZDGNBVGY3TQOJQGEZDGNBVGY3TQOJQ,7\n\
+                   \n\
+                   bob,sms,x,GEZDGNBVGY3TQOJQGEZDGNBVGY3TQOJQ,6\n\
+                   carol,totp,x,SHORT,6\n\
+                   dave,totp\n";
+        let Err(errors) = parse_tokens(bad) else {
+            panic!("bad lines were accepted")
+        };
+        assert_eq!(errors.len(), 4, "{errors:?}");
+        assert!(errors[0].starts_with("line 1:"));
+        assert!(errors[1].starts_with("line 3:") && errors[1].contains("sms"));
+        assert!(errors[3].starts_with("line 5:"));
+    }
+}

@@ -1,0 +1,430 @@
+//! A user's own second-factor settings: enrol an app, add a hardware token, list, pick the
+//! default, remove, and make bypass codes. Once anything is enrolled, every change takes a
+//! fresh second factor, so a stolen password alone cannot add the thief's phone.
+
+use crate::conn::Conn;
+use crate::daemon::{Daemon, Result, Who, decision};
+use crate::factor::{self, bypass, hotp, totp};
+use crate::store::{Device, DeviceKind, NewDeviceRow, OtpKey};
+use crate::text::{self, clean};
+use mfa_proto::{NewDevice, Outcome};
+use zeroize::{Zeroize, Zeroizing};
+
+/// One line describing a device, as `mfa devices` and `mfa admin status` show it.
+pub(crate) fn describe(d: &Device) -> String {
+    let what = match (d.kind, &d.otp) {
+        (DeviceKind::Totp, Some(k)) => format!(
+            "time-based codes, {} digits every {} s",
+            k.params.digits, k.params.period
+        ),
+        (DeviceKind::Hotp, Some(k)) => format!("counter-based token, {} digits", k.params.digits),
+        (DeviceKind::Phone, _) => {
+            format!(
+                "phone {}",
+                text::mask_phone(d.address.as_deref().unwrap_or(""))
+            )
+        }
+        (DeviceKind::Push, _) => "push notifications".to_string(),
+        _ => d.kind.as_str().to_string(),
+    };
+    format!(
+        "{} ({what}), added {}{}",
+        d.name,
+        text::utc(d.created),
+        if d.is_default { " [default]" } else { "" }
+    )
+}
+
+/// A device name a user typed: 1 to 64 printable characters.
+fn device_name(name: Option<String>, fallback: &str) -> std::result::Result<String, String> {
+    let name = name.unwrap_or_else(|| fallback.to_string());
+    if name.trim().is_empty() || name.chars().count() > 64 || name.chars().any(char::is_control) {
+        return Err("A device name has 1 to 64 characters and no control characters.".into());
+    }
+    Ok(name)
+}
+
+impl Daemon {
+    /// The caller's own user name, from its uid; refuses the conversation if it has none.
+    async fn caller(&self, conn: &mut Conn, uid: u32) -> Result<Option<String>> {
+        let name = tokio::task::spawn_blocking(move || {
+            nix::unistd::User::from_uid(nix::unistd::Uid::from_raw(uid))
+                .ok()
+                .flatten()
+                .map(|u| u.name)
+        })
+        .await?;
+        if name.is_none() {
+            self.deny(
+                conn,
+                format!("Your uid {uid} has no user name on this host."),
+            )
+            .await?;
+        }
+        Ok(name)
+    }
+
+    /// Once anything is enrolled, changing it takes a fresh second factor.
+    async fn require_fresh_factor(&self, conn: &mut Conn, who: &Who<'_>) -> Result<bool> {
+        if !self.is_enrolled(who.user).await? {
+            return Ok(true);
+        }
+        if !self.check_not_locked(conn, who).await? {
+            return Ok(false);
+        }
+        conn.info("This changes your two-factor settings, so it needs a current passcode first.")
+            .await?;
+        if self
+            .prove_second_factor(
+                conn,
+                who,
+                "Passcode (from an enrolled device, or a bypass code): ",
+            )
+            .await?
+        {
+            Ok(true)
+        } else {
+            conn.done(Outcome::Deny).await?;
+            Ok(false)
+        }
+    }
+
+    pub(crate) async fn enroll_totp(
+        &self,
+        conn: &mut Conn,
+        uid: u32,
+        name: Option<String>,
+    ) -> Result<()> {
+        self.add_device(conn, uid, NewDevice::Totp { name }).await
+    }
+
+    pub(crate) async fn add_device(&self, conn: &mut Conn, uid: u32, new: NewDevice) -> Result<()> {
+        let Some(user) = self.caller(conn, uid).await? else {
+            return Ok(());
+        };
+        let who = Who {
+            user: &user,
+            rhost: "local",
+            service: "mfa-devices",
+        };
+        // Check the request before asking for anything.
+        let checked = match &new {
+            NewDevice::Totp { name } => device_name(name.clone(), "Authenticator app").map(|_| ()),
+            NewDevice::Hotp {
+                name,
+                secret,
+                digits,
+            } => device_name(name.clone(), "Hardware token")
+                .and_then(|_| factor::parse_secret(secret).map(drop))
+                .and_then(|_| factor::check_digits(*digits)),
+            NewDevice::TotpToken {
+                name,
+                secret,
+                digits,
+                period,
+            } => device_name(name.clone(), "Hardware token")
+                .and_then(|_| factor::parse_secret(secret).map(drop))
+                .and_then(|_| factor::check_digits(*digits))
+                .and_then(|_| factor::check_period(*period)),
+            NewDevice::Phone { .. } => Err(
+                "Phone numbers need SMS or voice calls, which are not configured on this host."
+                    .to_string(),
+            ),
+            NewDevice::Push { .. } => {
+                Err("Push notifications are not configured on this host.".to_string())
+            }
+        };
+        if let Err(why) = checked {
+            return self.deny(conn, why).await;
+        }
+        if !self.require_fresh_factor(conn, &who).await? {
+            return Ok(());
+        }
+        match new {
+            NewDevice::Totp { name } => {
+                let name = device_name(name, "Authenticator app").unwrap_or_default();
+                self.enroll_app(conn, &who, name).await
+            }
+            NewDevice::Hotp {
+                name,
+                secret,
+                digits,
+            } => {
+                let name = device_name(name, "Hardware token").unwrap_or_default();
+                let secret = factor::parse_secret(&secret).unwrap_or_default();
+                let params = totp::TotpParams {
+                    algorithm: totp::HashAlgorithm::Sha1,
+                    digits,
+                    period: 0,
+                };
+                self.confirm_token(conn, &who, DeviceKind::Hotp, name, secret, params)
+                    .await
+            }
+            NewDevice::TotpToken {
+                name,
+                secret,
+                digits,
+                period,
+            } => {
+                let name = device_name(name, "Hardware token").unwrap_or_default();
+                let secret = factor::parse_secret(&secret).unwrap_or_default();
+                let params = totp::TotpParams {
+                    algorithm: totp::HashAlgorithm::Sha1,
+                    digits,
+                    period,
+                };
+                self.confirm_token(conn, &who, DeviceKind::Totp, name, secret, params)
+                    .await
+            }
+            NewDevice::Phone { .. } | NewDevice::Push { .. } => Ok(()),
+        }
+    }
+
+    /// An authenticator app: the daemon makes the secret, shows it, and waits for one code.
+    async fn enroll_app(&self, conn: &mut Conn, who: &Who<'_>, name: String) -> Result<()> {
+        let params = self.totp_params();
+        let secret = totp::new_secret();
+        let uri = totp::otpauth_uri(&secret, params, &self.issuer, who.user);
+        let b32 = totp::secret_base32(&secret);
+        conn.info(format!(
+            "Scan this QR code with your authenticator app:\n\n{}\nOr add the account by hand \
+             ({} digits, {} s, SHA1):\nSecret: {}\n{}\n",
+            text::qr_code(&uri),
+            params.digits,
+            params.period,
+            b32.as_str(),
+            uri.as_str()
+        ))
+        .await?;
+        self.confirm_token(conn, who, DeviceKind::Totp, name, secret, params)
+            .await
+    }
+
+    /// Asks for a code from the new device; stores it only when one matches, with that
+    /// code counted as spent.
+    async fn confirm_token(
+        &self,
+        conn: &mut Conn,
+        who: &Who<'_>,
+        kind: DeviceKind,
+        name: String,
+        secret: Zeroizing<Vec<u8>>,
+        params: totp::TotpParams,
+    ) -> Result<()> {
+        for attempt in 1..=3 {
+            let Some(answer) = conn
+                .prompt("Enter the code your device shows to finish: ", true)
+                .await?
+            else {
+                decision(
+                    who,
+                    kind.as_str(),
+                    "not enrolled",
+                    "no confirmation code entered",
+                );
+                return self
+                    .deny(conn, "No code entered; nothing was enrolled.")
+                    .await;
+            };
+            let now = self.clock.now();
+            let counter = factor::as_passcode(&answer).and_then(|code| match kind {
+                DeviceKind::Hotp => {
+                    // A fresh token starts at 0; a used one may be far along.
+                    hotp::matching_counter(&secret, params, code, 0, 1000).map(|c| c as i64 + 1)
+                }
+                _ => totp::matching_step(&secret, params, code, now, self.config.totp.window)
+                    .map(|s| s as i64),
+            });
+            if let Some(counter) = counter {
+                let row = NewDeviceRow {
+                    kind,
+                    name: name.clone(),
+                    otp: Some(OtpKey {
+                        secret: secret.clone(),
+                        params,
+                        counter,
+                    }),
+                    address: None,
+                };
+                let user = who.user.to_string();
+                self.db(move |s| s.add_device(&user, &row, now)).await?;
+                decision(
+                    who,
+                    kind.as_str(),
+                    "enrolled",
+                    &format!("device {}", clean(&name)),
+                );
+                conn.info(format!(
+                    "Enrolled \"{name}\". From now on, logins as {} accept its codes.",
+                    who.user
+                ))
+                .await?;
+                conn.done(Outcome::Allow).await?;
+                return Ok(());
+            }
+            let hint = if attempt < 3 { " Try again." } else { "" };
+            conn.error(format!(
+                "That code does not match. Check the device (and, for an app, that the phone's \
+                 clock is right).{hint}"
+            ))
+            .await?;
+        }
+        decision(
+            who,
+            kind.as_str(),
+            "not enrolled",
+            "no matching confirmation code",
+        );
+        self.deny(conn, "Nothing was enrolled.").await
+    }
+
+    pub(crate) async fn list_devices(&self, conn: &mut Conn, uid: u32) -> Result<()> {
+        let Some(user) = self.caller(conn, uid).await? else {
+            return Ok(());
+        };
+        let u = user.clone();
+        let (devices, codes) = self
+            .db(move |s| Ok((s.devices(&u)?, s.unused_bypass_codes(&u)?.len())))
+            .await?;
+        let mut out = format!("Devices of {user}:\n");
+        if devices.is_empty() {
+            out.push_str("  (none: add one with `mfa enroll totp`)\n");
+        }
+        for (i, d) in devices.iter().enumerate() {
+            out.push_str(&format!("  {}. {}\n", i + 1, describe(d)));
+        }
+        out.push_str(&format!("Bypass codes: {codes} unused"));
+        conn.info(out).await?;
+        conn.done(Outcome::Allow).await?;
+        Ok(())
+    }
+
+    /// The caller's device number `index` as listed, after a fresh second factor.
+    async fn pick_device(
+        &self,
+        conn: &mut Conn,
+        who: &Who<'_>,
+        index: u32,
+    ) -> Result<Option<Device>> {
+        let user = who.user.to_string();
+        let devices = self.db(move |s| s.devices(&user)).await?;
+        let Some(device) = (index as usize)
+            .checked_sub(1)
+            .and_then(|i| devices.into_iter().nth(i))
+        else {
+            self.deny(
+                conn,
+                format!("You have no device number {index}; `mfa devices` lists them."),
+            )
+            .await?;
+            return Ok(None);
+        };
+        if !self.require_fresh_factor(conn, who).await? {
+            return Ok(None);
+        }
+        Ok(Some(device))
+    }
+
+    pub(crate) async fn set_default(&self, conn: &mut Conn, uid: u32, index: u32) -> Result<()> {
+        let Some(user) = self.caller(conn, uid).await? else {
+            return Ok(());
+        };
+        let who = Who {
+            user: &user,
+            rhost: "local",
+            service: "mfa-devices",
+        };
+        let Some(device) = self.pick_device(conn, &who, index).await? else {
+            return Ok(());
+        };
+        let (u, id) = (user.clone(), device.id);
+        self.db(move |s| s.set_default(&u, id)).await?;
+        decision(
+            &who,
+            device.kind.as_str(),
+            "default set",
+            &format!("device {}", clean(&device.name)),
+        );
+        conn.info(format!("\"{}\" is now your default method.", device.name))
+            .await?;
+        conn.done(Outcome::Allow).await?;
+        Ok(())
+    }
+
+    pub(crate) async fn remove_device(&self, conn: &mut Conn, uid: u32, index: u32) -> Result<()> {
+        let Some(user) = self.caller(conn, uid).await? else {
+            return Ok(());
+        };
+        let who = Who {
+            user: &user,
+            rhost: "local",
+            service: "mfa-devices",
+        };
+        let Some(device) = self.pick_device(conn, &who, index).await? else {
+            return Ok(());
+        };
+        let (u, id) = (user.clone(), device.id);
+        self.db(move |s| s.remove_device(&u, id)).await?;
+        decision(
+            &who,
+            device.kind.as_str(),
+            "removed",
+            &format!("device {}", clean(&device.name)),
+        );
+        let mut msg = format!("Removed \"{}\".", device.name);
+        if !self.is_enrolled(&user).await? {
+            msg.push_str(
+                "\nYou have no second factor left: logins will refuse you until you enrol one.",
+            );
+        }
+        conn.info(msg).await?;
+        conn.done(Outcome::Allow).await?;
+        Ok(())
+    }
+
+    pub(crate) async fn own_bypass_codes(&self, conn: &mut Conn, uid: u32) -> Result<()> {
+        let Some(user) = self.caller(conn, uid).await? else {
+            return Ok(());
+        };
+        let who = Who {
+            user: &user,
+            rhost: "local",
+            service: "mfa-bypass-codes",
+        };
+        if !self.require_fresh_factor(conn, &who).await? {
+            return Ok(());
+        }
+        self.issue_bypass_codes(conn, &who).await
+    }
+
+    pub(crate) async fn issue_bypass_codes(&self, conn: &mut Conn, who: &Who<'_>) -> Result<()> {
+        let (shown, stored) = bypass::generate();
+        let user = who.user.to_string();
+        let now = self.clock.now();
+        self.db(move |s| s.replace_bypass_codes(&user, &stored, now))
+            .await?;
+        decision(
+            who,
+            "bypass",
+            "issued",
+            &format!("{} new codes", shown.len()),
+        );
+        let mut list = String::new();
+        for code in &shown {
+            list.push_str("  ");
+            list.push_str(code);
+            list.push('\n');
+        }
+        let text = format!(
+            "New bypass codes for {} (each works once; earlier codes no longer work):\n\n{list}\n\
+             Keep them somewhere safe, away from your phone.",
+            who.user
+        );
+        // `list` held the codes in clear; wipe it before it is freed.
+        list.zeroize();
+        let sent = conn.info(text).await;
+        sent?;
+        conn.done(Outcome::Allow).await?;
+        Ok(())
+    }
+}

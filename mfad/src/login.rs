@@ -1,0 +1,285 @@
+//! A login's second factor: the checks before any code (caller, name, account, lock,
+//! enrolment), then the prompt, then each answer checked against the user's code devices
+//! and bypass codes, every spend atomic.
+
+use crate::config::Unenrolled;
+use crate::conn::Conn;
+use crate::daemon::{Daemon, Result, Who, decision, user_exists};
+use crate::factor::{self, bypass, hotp, totp};
+use crate::store::{DeviceKind, FailureEffect};
+use crate::text::{self, clean};
+use mfa_proto::{AuthContext, Outcome};
+use zeroize::Zeroizing;
+
+/// What a typed answer turned out to be.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Verdict {
+    Code {
+        method: &'static str,
+        device: String,
+    },
+    Bypass {
+        left: usize,
+    },
+    /// Nothing typed.
+    Empty,
+    /// Not in the form of any passcode; not counted as a failure.
+    NotAPasscode,
+    /// A real code that was already spent.
+    Replayed,
+    Wrong,
+}
+
+impl Daemon {
+    pub(crate) async fn authenticate(
+        &self,
+        conn: &mut Conn,
+        uid: u32,
+        ctx: AuthContext,
+    ) -> Result<()> {
+        let rhost = ctx.rhost.clone().unwrap_or_else(|| "-".into());
+        let who = Who {
+            user: &ctx.user,
+            rhost: &rhost,
+            service: &ctx.service,
+        };
+        if uid != 0 {
+            decision(&who, "-", "deny", &format!("caller uid {uid} is not root"));
+            return self
+                .deny(conn, "Only root may ask mfad to authenticate a user.")
+                .await;
+        }
+        if let Err(e) = mfa_proto::check_user_name(&ctx.user) {
+            decision(&who, "-", "deny", &format!("bad user name: {e}"));
+            return self.deny(conn, format!("Login refused: {e}.")).await;
+        }
+        if !user_exists(&ctx.user).await? {
+            decision(&who, "-", "deny", "unknown user");
+            return self
+                .deny(conn, "Two-factor login is not available for this account.")
+                .await;
+        }
+        if !self.check_not_locked(conn, &who).await? {
+            return Ok(());
+        }
+        if !self.is_enrolled(&ctx.user).await? {
+            return match self.config.unenrolled {
+                Unenrolled::Allow => {
+                    decision(&who, "-", "allow", "not enrolled; unenrolled=allow");
+                    conn.done(Outcome::Allow).await?;
+                    Ok(())
+                }
+                Unenrolled::Deny => {
+                    decision(&who, "-", "deny", "not enrolled; unenrolled=deny");
+                    self.deny(
+                        conn,
+                        format!(
+                            "Two-factor authentication is required for {}, but no device is \
+                             enrolled.\nEnrol one with `mfa enroll totp` in a session on this \
+                             host, or ask your administrator.",
+                            ctx.user
+                        ),
+                    )
+                    .await
+                }
+            };
+        }
+        conn.info(format!(
+            "Two-factor login for {}\n\nEnter a passcode from your authenticator app or token, \
+             or a bypass code.\n",
+            ctx.user
+        ))
+        .await?;
+        if self.prove_second_factor(conn, &who, "Passcode: ").await? {
+            conn.info("Success. Logging you in...").await?;
+            conn.done(Outcome::Allow).await?;
+        } else {
+            conn.done(Outcome::Deny).await?;
+        }
+        Ok(())
+    }
+
+    /// Whether the user has anything that can prove a second factor.
+    pub(crate) async fn is_enrolled(&self, user: &str) -> Result<bool> {
+        let user = user.to_string();
+        self.db(move |s| {
+            Ok(!s.devices(&user)?.is_empty() || !s.unused_bypass_codes(&user)?.is_empty())
+        })
+        .await
+    }
+
+    /// Asks for a passcode up to `max_attempts` times. Every wrong code counts toward the
+    /// lockout; answers that are not passcodes at all use an attempt but count nothing.
+    pub(crate) async fn prove_second_factor(
+        &self,
+        conn: &mut Conn,
+        who: &Who<'_>,
+        prompt: &str,
+    ) -> Result<bool> {
+        let attempts = self.config.max_attempts;
+        for attempt in 1..=attempts {
+            let Some(answer) = conn.prompt(prompt, true).await? else {
+                decision(who, "-", "deny", "the client could not ask for a passcode");
+                conn.error("No passcode was entered; login refused.")
+                    .await?;
+                return Ok(false);
+            };
+            let verdict = self.check_passcode(who.user, &answer).await?;
+            let last = attempt == attempts;
+            let again = if last { "" } else { " Try again." };
+            match verdict {
+                Verdict::Code { method, device } => {
+                    self.clear_failures(who.user).await?;
+                    decision(
+                        who,
+                        method,
+                        "allow",
+                        &format!("code from {}", clean(&device)),
+                    );
+                    return Ok(true);
+                }
+                Verdict::Bypass { left } => {
+                    self.clear_failures(who.user).await?;
+                    decision(who, "bypass", "allow", &format!("{left} bypass codes left"));
+                    conn.info(format!(
+                        "Bypass code accepted. You have {left} left; make new ones with `mfa bypass-codes`."
+                    ))
+                    .await?;
+                    return Ok(true);
+                }
+                Verdict::Empty => {
+                    conn.error(format!("No passcode entered.{again}")).await?;
+                }
+                Verdict::NotAPasscode => {
+                    decision(who, "-", "retry", "answer is not a passcode");
+                    conn.error(format!(
+                        "That is not a passcode: passcodes are {} digits (bypass codes {}).{again}",
+                        self.config.totp.digits,
+                        bypass::DIGITS
+                    ))
+                    .await?;
+                }
+                Verdict::Replayed | Verdict::Wrong => {
+                    let replayed = verdict == Verdict::Replayed;
+                    let reason = if replayed {
+                        "code already used"
+                    } else {
+                        "wrong code"
+                    };
+                    let now = self.clock.now();
+                    match self.record_failure(who.user, now).await? {
+                        FailureEffect::Locked { until } => {
+                            decision(who, "-", "deny", &format!("{reason}; account now locked"));
+                            conn.error(text::locked_message(who.user, until, now))
+                                .await?;
+                            return Ok(false);
+                        }
+                        FailureEffect::Counted { failures } => {
+                            decision(
+                                who,
+                                "-",
+                                if last { "deny" } else { "retry" },
+                                &format!("{reason}; {failures} consecutive failures"),
+                            );
+                            let msg = if replayed {
+                                "That passcode was already used; wait for the next one."
+                            } else {
+                                "Incorrect passcode."
+                            };
+                            conn.error(format!("{msg}{again}")).await?;
+                        }
+                    }
+                }
+            }
+        }
+        conn.error("Too many attempts; login refused.").await?;
+        Ok(false)
+    }
+
+    pub(crate) async fn record_failure(&self, user: &str, now: i64) -> Result<FailureEffect> {
+        let user = user.to_string();
+        let (max, dur) = (
+            self.config.lockout.max_failures,
+            self.config.lockout.duration,
+        );
+        self.db(move |s| s.record_failure(&user, now, max, dur))
+            .await
+    }
+
+    async fn clear_failures(&self, user: &str) -> Result<()> {
+        let user = user.to_string();
+        self.db(move |s| s.clear_failures(&user)).await
+    }
+
+    /// Checks `answer` against the user's code devices and bypass codes, spending what
+    /// matches. The store stays locked throughout, and each spend is a conditional update,
+    /// so a code opens one login even when several hosts race on it.
+    pub(crate) async fn check_passcode(&self, user: &str, answer: &str) -> Result<Verdict> {
+        let Some(code) = factor::as_passcode(answer) else {
+            return Ok(if answer.trim().is_empty() {
+                Verdict::Empty
+            } else {
+                Verdict::NotAPasscode
+            });
+        };
+        let code = Zeroizing::new(code.to_string());
+        let user = user.to_string();
+        let now = self.clock.now();
+        let window = self.config.totp.window;
+        let look_ahead = self.config.hotp.look_ahead;
+        self.db(move |s| {
+            let mut replayed = false;
+            for device in s.devices(&user)? {
+                let Some(key) = &device.otp else { continue };
+                match device.kind {
+                    DeviceKind::Totp => {
+                        let Some(step) =
+                            totp::matching_step(&key.secret, key.params, &code, now, window)
+                        else {
+                            continue;
+                        };
+                        if s.spend_totp_step(device.id, step)? {
+                            return Ok(Verdict::Code {
+                                method: "totp",
+                                device: device.name,
+                            });
+                        }
+                        replayed = true;
+                    }
+                    DeviceKind::Hotp => {
+                        let next = key.counter.max(0) as u64;
+                        if let Some(counter) =
+                            hotp::matching_counter(&key.secret, key.params, &code, next, look_ahead)
+                            && s.spend_hotp_counter(device.id, counter)?
+                        {
+                            return Ok(Verdict::Code {
+                                method: "hotp",
+                                device: device.name,
+                            });
+                        }
+                        // A used HOTP code lies behind the counter: it is simply wrong now.
+                    }
+                    DeviceKind::Phone | DeviceKind::Push => {}
+                }
+            }
+            if code.len() == bypass::DIGITS {
+                let rows = s.bypass_codes(&user)?;
+                let left = rows.iter().filter(|r| !r.used).count().saturating_sub(1);
+                for row in rows {
+                    if bypass::matches(&row.code, &code) {
+                        if !row.used && s.spend_bypass_code(row.id, now)? {
+                            return Ok(Verdict::Bypass { left });
+                        }
+                        replayed = true;
+                    }
+                }
+            }
+            Ok(if replayed {
+                Verdict::Replayed
+            } else {
+                Verdict::Wrong
+            })
+        })
+        .await
+    }
+}
