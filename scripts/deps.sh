@@ -14,8 +14,8 @@ PACKAGES=(
     # end-to-end tests and the demo: a real sshd and clients, PAM test tools, expect, TOTP
     openssh-server openssh-client pamtester libpam-wrapper sshpass expect
     python3-paramiko oathtool sqlite3
-    # useradd/chpasswd/userdel, setsid/setpriv, timeout
-    passwd util-linux coreutils
+    # useradd/chpasswd/userdel, setsid/setpriv/flock, timeout, systemd-analyze (checks the unit)
+    passwd util-linux coreutils systemd
 )
 
 as_root() {

@@ -37,6 +37,8 @@ pub struct TestEnvBuilder {
     failmode: FailMode,
     second_factor: bool,
     module_timeout: u64,
+    pam_file: Option<String>,
+    sshd_config_head: String,
 }
 
 impl TestEnvBuilder {
@@ -54,6 +56,20 @@ impl TestEnvBuilder {
     /// pam_mfa's `timeout=` argument: how long it waits for each message of mfad.
     pub fn module_timeout(mut self, secs: u64) -> Self {
         self.module_timeout = secs;
+        self
+    }
+
+    /// Uses `text` as the PAM service file instead of the harness's minimal stack, with
+    /// `pam_mfa.so` replaced by the built module and `/run/mfa/mfad.sock` by this test's socket
+    /// (for checking the shipped conf/pam.d-sshd).
+    pub fn pam_file(mut self, text: &str) -> Self {
+        self.pam_file = Some(text.to_string());
+        self
+    }
+
+    /// Lines put first in sshd's config, where they win over the harness's own.
+    pub fn sshd_config_head(mut self, text: &str) -> Self {
+        self.sshd_config_head = text.to_string();
         self
     }
 
@@ -108,6 +124,8 @@ impl TestEnv {
             failmode: FailMode::Secure,
             second_factor: true,
             module_timeout: 10,
+            pam_file: None,
+            sshd_config_head: String::new(),
         }
     }
 
@@ -167,13 +185,19 @@ impl TestEnv {
         } else {
             None
         };
-        env.pam = Some(PamService::install(
-            &service,
-            &pam_stack(mfa_line.as_deref()),
-        )?);
+        let pam_text = match &b.pam_file {
+            Some(text) => text
+                .replace("pam_mfa.so", &module.display().to_string())
+                .replace(
+                    mfa_proto_default_socket(),
+                    &env.cli.socket.display().to_string(),
+                ),
+            None => pam_stack(mfa_line.as_deref()),
+        };
+        env.pam = Some(PamService::install(&service, &pam_text)?);
         let sshd_dir = dir.join("sshd");
         std::fs::create_dir_all(&sshd_dir).context("creating sshd dir")?;
-        let sshd = PrivateSshd::start(&sshd_dir, &service)?;
+        let sshd = PrivateSshd::start(&sshd_dir, &service, &b.sshd_config_head)?;
         env.client = SshClient::new(&dir, sshd.port, &env.user()?.name);
         env.sshd = Some(sshd);
         Ok(env)
@@ -284,6 +308,11 @@ impl TestEnv {
             self.sshd_log()
         )
     }
+}
+
+/// The socket path the shipped examples use.
+fn mfa_proto_default_socket() -> &'static str {
+    "/run/mfa/mfad.sock"
 }
 
 fn codes_from(out: CliOutput) -> Result<Vec<String>> {

@@ -62,7 +62,8 @@ pub struct PrivateSshd {
 
 impl PrivateSshd {
     /// Starts sshd from `dir` as PAM service `service` (whose /etc/pam.d file must exist).
-    pub fn start(dir: &Path, service: &str) -> Result<Self> {
+    /// `head` goes first in its config: for sshd the first value of a keyword wins.
+    pub fn start(dir: &Path, service: &str, head: &str) -> Result<Self> {
         std::fs::create_dir_all("/run/sshd").context("creating /run/sshd")?;
         run_ok(Command::new("chmod").args(["0755", "/run/sshd"]))?;
         let program = dir.join(service);
@@ -78,7 +79,7 @@ impl PrivateSshd {
         let mut last_error = String::new();
         for _ in 0..5 {
             let port = free_port()?;
-            match Self::try_start(dir, &program, &host_key, port) {
+            match Self::try_start(dir, &program, &host_key, port, head) {
                 Ok(sshd) => return Ok(sshd),
                 Err(e) => last_error = e.to_string(),
             }
@@ -86,10 +87,16 @@ impl PrivateSshd {
         bail!("could not start a private sshd: {last_error}")
     }
 
-    fn try_start(dir: &Path, program: &Path, host_key: &Path, port: u16) -> Result<Self> {
+    fn try_start(
+        dir: &Path,
+        program: &Path,
+        host_key: &Path,
+        port: u16,
+        head: &str,
+    ) -> Result<Self> {
         let config_path = dir.join("sshd_config");
         let config = format!(
-            "# Written by the mfa-e2e harness.\n\
+            "{head}\n# Written by the mfa-e2e harness.\n\
              Port {port}\n\
              ListenAddress 127.0.0.1\n\
              HostKey {host_key}\n\

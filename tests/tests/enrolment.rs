@@ -58,6 +58,7 @@ fn unenrolled_user_is_refused_with_a_hint_to_enrol() {
     let env = TestEnv::new().unwrap();
 
     let login = env.login(&[], "echo should not run").unwrap();
+    println!("{}", login.describe());
 
     assert!(login.refused(), "{}", login.describe());
     assert_eq!(

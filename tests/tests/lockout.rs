@@ -55,6 +55,7 @@ fn ten_wrong_codes_lock_the_account_until_an_admin_unlocks_it() {
     // Locked: even the right code is not asked for, let alone checked.
     let code = device.totp.fresh_code();
     let locked = env.login(&[&code], "echo should not run").unwrap();
+    println!("{}", locked.describe());
     assert!(locked.refused(), "{}", locked.describe());
     assert!(locked.shown().contains("locked"), "{}", locked.describe());
     assert_eq!(

@@ -79,6 +79,7 @@ fn mistyped_code_can_be_corrected_within_the_same_login() {
     let right = device.totp.fresh_code();
 
     let login = env.login(&[&wrong, &right], "echo second try").unwrap();
+    println!("{}", login.describe());
 
     assert!(login.logged_in(), "{}", login.describe());
     assert_eq!(login.stdout.trim(), "second try");
@@ -105,6 +106,7 @@ fn same_code_cannot_open_a_second_login() {
     assert!(first.logged_in(), "{}", first.describe());
 
     let second = env.login(&[&code, &code, &code], "echo second").unwrap();
+    println!("{}", second.describe());
     assert!(second.refused(), "{}", second.describe());
     assert!(second.stdout.is_empty(), "{}", second.describe());
     assert!(
