@@ -20,4 +20,4 @@ if [ -f "$HOME/.cargo/env" ]; then
 fi
 
 cargo build --workspace
-cargo test --workspace "$@"
+cargo test --workspace --no-fail-fast "$@"
