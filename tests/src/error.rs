@@ -2,8 +2,14 @@
 
 use std::fmt;
 
-#[derive(Debug)]
+/// Debug prints the sentence as is, so `unwrap()` in a test shows it readably.
 pub struct HarnessError(String);
+
+impl fmt::Debug for HarnessError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
 
 pub type Result<T> = std::result::Result<T, HarnessError>;
 

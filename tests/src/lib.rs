@@ -12,6 +12,7 @@ pub mod clock;
 pub mod env;
 pub mod error;
 pub mod interactive;
+pub mod leftovers;
 pub mod mfad;
 pub mod paths;
 pub mod process;

@@ -4,7 +4,6 @@ use crate::bail;
 use crate::clock;
 use crate::error::{Context, Result};
 use crate::process::{run, run_with_input, text};
-use crate::scratch::PREFIX;
 use std::process::Command;
 use std::sync::Mutex;
 use std::time::Duration;
@@ -13,7 +12,7 @@ use std::time::Duration;
 static ACCOUNTS: Mutex<()> = Mutex::new(());
 
 /// Marks harness users in the GECOS field, with the pid of the test process that made them.
-const GECOS_MARK: &str = "mfa-e2e throwaway pid=";
+pub(crate) const GECOS_MARK: &str = "mfa-e2e throwaway pid=";
 
 pub struct TestUser {
     pub name: String,
@@ -25,7 +24,7 @@ pub struct TestUser {
 
 impl TestUser {
     pub fn create(name: &str) -> Result<Self> {
-        sweep_leftovers();
+        crate::leftovers::sweep();
         let password = format!(
             "E2e-{:x}-{}",
             (clock::unix_now() * 1e6) as u64,
@@ -97,7 +96,7 @@ fn accounts_cmd(cmd: &mut Command) -> Result<()> {
     bail!("{cmd:?} failed: {last}")
 }
 
-fn remove_user(name: &str) {
+pub(crate) fn remove_user(name: &str) {
     // A session process may still be closing; userdel refuses while it runs, so retry, then
     // force.
     for _ in 0..10 {
@@ -117,44 +116,4 @@ fn exists(name: &str) -> bool {
     run(Command::new("getent").args(["passwd", name]))
         .map(|o| o.status.success())
         .unwrap_or(false)
-}
-
-fn pid_alive(pid: &str) -> bool {
-    std::path::Path::new("/proc").join(pid).exists()
-}
-
-/// Removes users and PAM services left by test processes that were killed before their
-/// cleanup ran (their pid is gone). Runs once per test process.
-pub fn sweep_leftovers() {
-    static ONCE: std::sync::Once = std::sync::Once::new();
-    ONCE.call_once(|| {
-        let Ok(passwd) = std::fs::read_to_string("/etc/passwd") else {
-            return;
-        };
-        for line in passwd.lines() {
-            let fields: Vec<&str> = line.split(':').collect();
-            let (Some(name), Some(gecos)) = (fields.first(), fields.get(4)) else {
-                continue;
-            };
-            let leftover = gecos
-                .strip_prefix(GECOS_MARK)
-                .is_some_and(|pid| name.starts_with(PREFIX) && !pid_alive(pid));
-            if leftover {
-                remove_user(name);
-            }
-        }
-        let Ok(entries) = std::fs::read_dir("/etc/pam.d") else {
-            return;
-        };
-        for entry in entries.flatten() {
-            let file = entry.file_name().to_string_lossy().into_owned();
-            let Some(rest) = file.strip_prefix(&format!("sshd-{PREFIX}")) else {
-                continue;
-            };
-            let leftover = rest.split_once('x').is_some_and(|(pid, _)| !pid_alive(pid));
-            if leftover {
-                let _ = std::fs::remove_file(entry.path());
-            }
-        }
-    });
 }
