@@ -12,6 +12,7 @@ pub mod devices;
 pub mod factor;
 pub mod login;
 pub mod logging;
+pub mod oob;
 pub mod server;
 pub mod store;
 pub mod text;

@@ -1,0 +1,462 @@
+//! Configuration of the out-of-band parts: the approval endpoint, the push notifier and the
+//! Twilio-compatible SMS/voice provider. Each is a TOML table of its own; every key has a
+//! default, and `validate()` names the offending key, so a typo is refused, not guessed at.
+
+use serde::Deserialize;
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use zeroize::Zeroizing;
+
+/// A credential read from the config file. Its `Debug` never shows it, so `--check-config`
+/// and error messages cannot print it; the memory is wiped when it is dropped.
+#[derive(Clone, Default, Deserialize)]
+#[serde(transparent)]
+pub struct Secret(Zeroizing<String>);
+
+impl Secret {
+    pub fn new(value: impl Into<String>) -> Self {
+        Secret(Zeroizing::new(value.into()))
+    }
+    /// The credential itself, for the one place that sends it.
+    pub fn expose(&self) -> &str {
+        self.0.as_str()
+    }
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.0.is_empty() {
+            f.write_str("(unset)")
+        } else {
+            f.write_str("(hidden)")
+        }
+    }
+}
+
+/// `[approval]`: the HTTPS endpoint that users' phones open to approve a push, and that the
+/// voice provider calls back while a phone call is in progress.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ApprovalConfig {
+    /// Address and port to listen on. Default `127.0.0.1:8443`.
+    pub listen: SocketAddr,
+    /// The base URL users' phones (and the voice provider) reach this endpoint at, for
+    /// example `https://mfa.example.org`; approval links are `{public_url}/a/{token}`.
+    /// Required. It may carry a path prefix when a reverse proxy adds one.
+    pub public_url: String,
+    /// PEM certificate chain for HTTPS. Set both `tls_cert` and `tls_key`, or neither; with
+    /// neither the endpoint speaks plain HTTP, which is allowed only on a loopback `listen`
+    /// address, behind a reverse proxy that terminates TLS.
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key (PKCS#8, PKCS#1 or SEC1) for `tls_cert`.
+    pub tls_key: Option<PathBuf>,
+    /// Seconds an approval link stays valid. Default 60; 10 to 600.
+    pub token_ttl: u64,
+    /// Verified push: the login prompt shows a two-digit number that the user must type on
+    /// the approval page; a wrong number denies. Default false.
+    pub verified_push: bool,
+}
+
+impl Default for ApprovalConfig {
+    fn default() -> Self {
+        ApprovalConfig {
+            listen: SocketAddr::from(([127, 0, 0, 1], 8443)),
+            public_url: String::new(),
+            tls_cert: None,
+            tls_key: None,
+            token_ttl: 60,
+            verified_push: false,
+        }
+    }
+}
+
+/// Which push notifier `[push]` talks to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum NotifierKind {
+    /// ntfy (self-hosted or ntfy.sh), through its JSON publish API.
+    Ntfy,
+    /// A generic JSON webhook (see `notify.rs` for the body it receives).
+    Webhook,
+}
+
+/// `[push]`: how a login request reaches the user's phone.
+#[derive(Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PushConfig {
+    /// `"ntfy"` (default) or `"webhook"`.
+    pub notifier: NotifierKind,
+    /// For ntfy, the server's base URL (`https://ntfy.example.org`); the device's topic is
+    /// sent in the JSON body. For a webhook, the URL that receives the POST. Required;
+    /// `https://` unless the host is loopback.
+    pub url: String,
+    /// Optional bearer token sent as `Authorization: Bearer …` (an ntfy access token). Never
+    /// logged.
+    pub token: Option<Secret>,
+    /// Seconds to wait for the notifier, connection included. Default 10; 1 to 60.
+    pub timeout: u64,
+}
+
+impl Default for PushConfig {
+    fn default() -> Self {
+        PushConfig {
+            notifier: NotifierKind::Ntfy,
+            url: String::new(),
+            token: None,
+            timeout: 10,
+        }
+    }
+}
+
+impl fmt::Debug for PushConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("PushConfig")
+            .field("notifier", &self.notifier)
+            .field("url", &self.url)
+            .field("token", &self.token)
+            .field("timeout", &self.timeout)
+            .finish()
+    }
+}
+
+/// `[twilio]`: a Twilio-compatible REST API for SMS passcodes and phone calls.
+#[derive(Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TwilioConfig {
+    /// The API's base URL. Default `https://api.twilio.com`; `https://` unless loopback.
+    pub api_base: String,
+    /// The account SID (`AC…`), used as the basic-auth user and in the API paths. Required.
+    pub account_sid: String,
+    /// The account's auth token: the basic-auth password, and the key that signs the
+    /// provider's callbacks. Required. Never logged.
+    pub auth_token: Secret,
+    /// The sending number in E.164 form (`+15551234567`). Required.
+    pub from: String,
+    /// Seconds to wait for the API, connection included. Default 10; 1 to 60.
+    pub timeout: u64,
+}
+
+impl Default for TwilioConfig {
+    fn default() -> Self {
+        TwilioConfig {
+            api_base: "https://api.twilio.com".to_string(),
+            account_sid: String::new(),
+            auth_token: Secret::default(),
+            from: String::new(),
+            timeout: 10,
+        }
+    }
+}
+
+impl fmt::Debug for TwilioConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("TwilioConfig")
+            .field("api_base", &self.api_base)
+            .field("account_sid", &self.account_sid)
+            .field("auth_token", &self.auth_token)
+            .field("from", &self.from)
+            .field("timeout", &self.timeout)
+            .finish()
+    }
+}
+
+/// A value the out-of-band configuration refuses, named by its key (`approval.public_url`).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{key} = {value} is invalid: {why}")]
+pub struct OobConfigError {
+    pub key: &'static str,
+    /// The value as written, or `(hidden)` for a credential.
+    pub value: String,
+    pub why: String,
+}
+
+fn invalid(key: &'static str, value: impl fmt::Display, why: impl Into<String>) -> OobConfigError {
+    OobConfigError {
+        key,
+        value: format!("\"{value}\""),
+        why: why.into(),
+    }
+}
+
+/// Checks an outgoing or public URL: http(s), a host, no credentials, query or fragment, and
+/// plain http only to a loopback host (so a token or auth header never crosses a network in
+/// clear text).
+fn check_url(
+    key: &'static str,
+    value: &str,
+    allow_plain_anywhere: bool,
+) -> Result<(), OobConfigError> {
+    if value.is_empty() {
+        return Err(invalid(key, value, "must be set"));
+    }
+    let url =
+        reqwest::Url::parse(value).map_err(|e| invalid(key, value, format!("not a URL ({e})")))?;
+    let Some(host) = url.host_str() else {
+        return Err(invalid(key, value, "must name a host"));
+    };
+    let loopback = host.eq_ignore_ascii_case("localhost")
+        || host
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback());
+    match url.scheme() {
+        "https" => {}
+        "http" if loopback || allow_plain_anywhere => {}
+        "http" => {
+            return Err(invalid(
+                key,
+                value,
+                "must use https:// (plain http:// is allowed only to localhost)",
+            ));
+        }
+        _ => return Err(invalid(key, value, "must start with https://")),
+    }
+    if !url.username().is_empty() || url.password().is_some() {
+        return Err(invalid(
+            key,
+            value,
+            "must not carry credentials; use the token setting",
+        ));
+    }
+    if url.query().is_some() || url.fragment().is_some() {
+        return Err(invalid(key, value, "must not have a query or fragment"));
+    }
+    Ok(())
+}
+
+fn check_timeout(key: &'static str, secs: u64) -> Result<(), OobConfigError> {
+    if (1..=60).contains(&secs) {
+        Ok(())
+    } else {
+        Err(invalid(key, secs, "must be 1 to 60 seconds"))
+    }
+}
+
+impl ApprovalConfig {
+    pub fn validate(&self) -> Result<(), OobConfigError> {
+        // The public URL is what a phone opens; a reverse proxy in front may terminate TLS,
+        // so plain http is allowed here (it only makes sense for a test or a private network).
+        check_url("approval.public_url", &self.public_url, true)?;
+        if !(10..=600).contains(&self.token_ttl) {
+            return Err(invalid(
+                "approval.token_ttl",
+                self.token_ttl,
+                "must be 10 to 600 seconds",
+            ));
+        }
+        match (&self.tls_cert, &self.tls_key) {
+            (Some(_), Some(_)) => Ok(()),
+            (Some(cert), None) => Err(invalid(
+                "approval.tls_key",
+                "",
+                format!(
+                    "must be set because approval.tls_cert is ({})",
+                    cert.display()
+                ),
+            )),
+            (None, Some(key)) => Err(invalid(
+                "approval.tls_cert",
+                "",
+                format!(
+                    "must be set because approval.tls_key is ({})",
+                    key.display()
+                ),
+            )),
+            (None, None) if self.listen.ip().is_loopback() => Ok(()),
+            (None, None) => Err(invalid(
+                "approval.listen",
+                self.listen,
+                "serving plain HTTP is allowed only on a loopback address (127.0.0.1 or ::1, \
+                 behind a reverse proxy); set approval.tls_cert and approval.tls_key to listen \
+                 on this address",
+            )),
+        }
+    }
+
+    /// `public_url` without a trailing slash, ready to have a path appended.
+    pub fn public_base(&self) -> &str {
+        self.public_url.trim_end_matches('/')
+    }
+
+    /// The approval page a push notification links to.
+    pub fn approval_url(&self, token: &str) -> String {
+        format!("{}/a/{token}", self.public_base())
+    }
+
+    /// The URL the voice provider fetches the call's TwiML from.
+    pub fn voice_url(&self, token: &str) -> String {
+        format!("{}/twilio/voice/{token}", self.public_base())
+    }
+}
+
+impl PushConfig {
+    pub fn validate(&self) -> Result<(), OobConfigError> {
+        check_url("push.url", &self.url, false)?;
+        if let Some(token) = &self.token
+            && token.is_empty()
+        {
+            return Err(OobConfigError {
+                key: "push.token",
+                value: "\"\"".into(),
+                why: "is empty; remove the key or give the token".into(),
+            });
+        }
+        check_timeout("push.timeout", self.timeout)
+    }
+}
+
+impl TwilioConfig {
+    pub fn validate(&self) -> Result<(), OobConfigError> {
+        check_url("twilio.api_base", &self.api_base, false)?;
+        // The SID goes into the request path, so it may hold only what a SID is made of.
+        if self.account_sid.is_empty()
+            || self.account_sid.len() > 64
+            || !self
+                .account_sid
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-')
+        {
+            return Err(invalid(
+                "twilio.account_sid",
+                &self.account_sid,
+                "must be set to the account SID (letters, digits and dashes)",
+            ));
+        }
+        if self.auth_token.is_empty() {
+            return Err(invalid("twilio.auth_token", "", "must be set"));
+        }
+        if let Err(e) = crate::oob::phone::check_phone(&self.from) {
+            return Err(invalid("twilio.from", &self.from, e.to_string()));
+        }
+        check_timeout("twilio.timeout", self.timeout)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct File {
+        approval: Option<ApprovalConfig>,
+        push: Option<PushConfig>,
+        twilio: Option<TwilioConfig>,
+    }
+
+    fn parse(text: &str) -> File {
+        toml::from_str(text).unwrap()
+    }
+
+    fn approval(text: &str) -> ApprovalConfig {
+        parse(&format!("[approval]\n{text}")).approval.unwrap()
+    }
+
+    #[test]
+    fn approval_defaults_are_loopback_and_sixty_seconds() {
+        let a = approval("public_url = \"https://mfa.example.org/\"\n");
+        assert_eq!(a.listen, "127.0.0.1:8443".parse().unwrap());
+        assert_eq!(a.token_ttl, 60);
+        assert!(!a.verified_push);
+        assert!(a.tls_cert.is_none() && a.tls_key.is_none());
+        a.validate().unwrap();
+        assert_eq!(a.approval_url("T"), "https://mfa.example.org/a/T");
+        assert_eq!(a.voice_url("T"), "https://mfa.example.org/twilio/voice/T");
+    }
+
+    #[test]
+    fn plain_http_on_a_public_address_is_refused() {
+        let a = approval("listen = \"0.0.0.0:8443\"\npublic_url = \"https://mfa.example.org\"\n");
+        let err = a.validate().unwrap_err();
+        assert_eq!(err.key, "approval.listen");
+        assert!(err.to_string().contains("loopback"), "{err}");
+        let a = approval(
+            "listen = \"0.0.0.0:8443\"\npublic_url = \"https://m.example.org\"\n\
+             tls_cert = \"/etc/mfa/cert.pem\"\ntls_key = \"/etc/mfa/key.pem\"\n",
+        );
+        a.validate().unwrap();
+    }
+
+    #[test]
+    fn a_certificate_without_its_key_is_named() {
+        let a = approval("public_url = \"https://m.example.org\"\ntls_cert = \"/c.pem\"\n");
+        assert_eq!(a.validate().unwrap_err().key, "approval.tls_key");
+        let a = approval("public_url = \"https://m.example.org\"\ntls_key = \"/k.pem\"\n");
+        assert_eq!(a.validate().unwrap_err().key, "approval.tls_cert");
+    }
+
+    #[test]
+    fn a_missing_public_url_or_bad_ttl_is_named() {
+        assert_eq!(
+            approval("").validate().unwrap_err().key,
+            "approval.public_url"
+        );
+        let a = approval("public_url = \"https://m.example.org\"\ntoken_ttl = 5\n");
+        assert_eq!(a.validate().unwrap_err().key, "approval.token_ttl");
+    }
+
+    #[test]
+    fn an_unknown_key_is_refused() {
+        let err = toml::from_str::<File>("[push]\nurl = \"https://n\"\ntopic = \"x\"\n")
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(err.contains("topic"), "{err}");
+    }
+
+    #[test]
+    fn push_needs_https_off_loopback() {
+        let p = parse("[push]\nurl = \"http://ntfy.example.org\"\n")
+            .push
+            .unwrap();
+        assert_eq!(p.validate().unwrap_err().key, "push.url");
+        let p = parse("[push]\nurl = \"http://127.0.0.1:8080\"\n")
+            .push
+            .unwrap();
+        p.validate().unwrap();
+        assert_eq!(p.notifier, NotifierKind::Ntfy);
+        assert_eq!(p.timeout, 10);
+        let p = parse(
+            "[push]\nnotifier = \"webhook\"\nurl = \"https://h.example.org/x\"\ntimeout = 0\n",
+        )
+        .push
+        .unwrap();
+        assert_eq!(p.notifier, NotifierKind::Webhook);
+        assert_eq!(p.validate().unwrap_err().key, "push.timeout");
+    }
+
+    #[test]
+    fn credentials_never_appear_in_debug_or_errors() {
+        let t = parse(
+            "[twilio]\naccount_sid = \"AC123\"\nauth_token = \"sekrit-token\"\nfrom = \"+15550001111\"\n",
+        )
+        .twilio
+        .unwrap();
+        t.validate().unwrap();
+        assert_eq!(t.api_base, "https://api.twilio.com");
+        assert!(!format!("{t:?}").contains("sekrit"));
+        let p = parse("[push]\nurl = \"https://n.example.org\"\ntoken = \"tk_sekrit\"\n")
+            .push
+            .unwrap();
+        assert!(!format!("{p:?}").contains("sekrit"));
+        let t = parse(
+            "[twilio]\naccount_sid = \"AC1/../x\"\nauth_token = \"s\"\nfrom = \"+15550001111\"\n",
+        )
+        .twilio
+        .unwrap();
+        assert_eq!(t.validate().unwrap_err().key, "twilio.account_sid");
+        let t = parse("[twilio]\naccount_sid = \"AC1\"\nfrom = \"+15550001111\"\n")
+            .twilio
+            .unwrap();
+        assert_eq!(t.validate().unwrap_err().key, "twilio.auth_token");
+        let t = parse("[twilio]\naccount_sid = \"AC1\"\nauth_token = \"s\"\nfrom = \"555\"\n")
+            .twilio
+            .unwrap();
+        assert_eq!(t.validate().unwrap_err().key, "twilio.from");
+    }
+}

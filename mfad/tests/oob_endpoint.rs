@@ -1,0 +1,674 @@
+//! The approval endpoint over real sockets: the page shows and never decides, a POST decides,
+//! reports reach the hook, verified push checks the number, the phone callbacks need the
+//! provider's signature, hostile text is escaped, and HTTPS works with the configured cert.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use data_encoding::BASE64;
+use hmac::{Hmac, Mac};
+use mfad::FakeClock;
+use mfad::oob::{
+    ApprovalConfig, ApprovalDecision, ApprovalEndpoint, ApprovalHooks, ApprovalMethod,
+    ApprovalRequest, ApprovalStore, EndpointError, Pending, Secret,
+};
+use sha1::Sha1;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+const T0: i64 = 1_767_225_600; // 2026-01-01 00:00 UTC
+const PUBLIC: &str = "https://mfa.example.org/prefix";
+const AUTH_TOKEN: &str = "test-auth-token-0123456789abcdef";
+
+#[derive(Default)]
+struct Recorder {
+    reported: Mutex<Vec<ApprovalRequest>>,
+    decided: Mutex<Vec<(String, ApprovalDecision)>>,
+}
+
+impl ApprovalHooks for Recorder {
+    fn reported(&self, request: &ApprovalRequest) {
+        self.reported.lock().unwrap().push(request.clone());
+    }
+    fn decided(&self, request: &ApprovalRequest, decision: ApprovalDecision) {
+        self.decided
+            .lock()
+            .unwrap()
+            .push((request.user.clone(), decision));
+    }
+}
+
+struct Endpoint {
+    base: String,
+    store: Arc<ApprovalStore>,
+    hooks: Arc<Recorder>,
+    client: reqwest::Client,
+    stop: Option<oneshot::Sender<()>>,
+    task: JoinHandle<()>,
+}
+
+impl Drop for Endpoint {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        self.task.abort();
+    }
+}
+
+fn config(verified_push: bool) -> ApprovalConfig {
+    ApprovalConfig {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        public_url: format!("{PUBLIC}/"),
+        verified_push,
+        ..ApprovalConfig::default()
+    }
+}
+
+async fn start_with(cfg: ApprovalConfig, twilio: Option<&str>) -> Endpoint {
+    let clock = FakeClock::new(T0);
+    let store = Arc::new(ApprovalStore::new(Arc::new(clock), cfg.verified_push));
+    let hooks = Arc::new(Recorder::default());
+    let endpoint = ApprovalEndpoint::bind(
+        &cfg,
+        Arc::clone(&store),
+        hooks.clone(),
+        twilio.map(Secret::new),
+    )
+    .await
+    .unwrap();
+    let addr = endpoint.local_addr();
+    let (stop, stopped) = oneshot::channel::<()>();
+    let task = tokio::spawn(endpoint.serve(async move {
+        let _ = stopped.await;
+    }));
+    Endpoint {
+        base: format!("http://{addr}"),
+        store,
+        hooks,
+        client: reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .timeout(Duration::from_secs(10))
+            .build()
+            .unwrap(),
+        stop: Some(stop),
+        task,
+    }
+}
+
+async fn start(verified_push: bool) -> Endpoint {
+    start_with(config(verified_push), Some(AUTH_TOKEN)).await
+}
+
+fn request(user: &str, method: ApprovalMethod) -> ApprovalRequest {
+    ApprovalRequest {
+        user: user.to_string(),
+        host: "login1.example.org".to_string(),
+        rhost: "192.0.2.10".to_string(),
+        method,
+        created: T0,
+    }
+}
+
+impl Endpoint {
+    fn create(&self, user: &str, method: ApprovalMethod) -> Pending {
+        self.store
+            .create(request(user, method), Duration::from_secs(60))
+            .unwrap()
+    }
+
+    /// Waits for the decision in the background, as the login's task would.
+    fn waiter(&self, pending: Pending) -> JoinHandle<ApprovalDecision> {
+        let store = Arc::clone(&self.store);
+        tokio::spawn(async move { store.wait(pending, Duration::from_secs(10)).await })
+    }
+
+    async fn get(&self, path: &str) -> reqwest::Response {
+        self.client
+            .get(format!("{}{path}", self.base))
+            .send()
+            .await
+            .unwrap()
+    }
+
+    async fn post(&self, path: &str, form: &[(&str, &str)]) -> reqwest::Response {
+        self.client
+            .post(format!("{}{path}", self.base))
+            .form(form)
+            .send()
+            .await
+            .unwrap()
+    }
+
+    /// A callback as the voice provider sends it: signed over the public URL.
+    async fn callback(
+        &self,
+        path: &str,
+        form: &[(&str, &str)],
+        signature: Option<String>,
+    ) -> reqwest::Response {
+        let mut req = self.client.post(format!("{}{path}", self.base)).form(form);
+        if let Some(sig) = signature {
+            req = req.header("X-Twilio-Signature", sig);
+        }
+        req.send().await.unwrap()
+    }
+}
+
+/// Twilio's documented algorithm, written out again here so the test does not trust the
+/// code under test: base64(HMAC-SHA1(auth token, URL + each name+value sorted by name)).
+fn twilio_sign(auth_token: &str, url: &str, form: &[(&str, &str)]) -> String {
+    let mut sorted = form.to_vec();
+    sorted.sort();
+    let mut data = url.to_string();
+    for (k, v) in sorted {
+        data.push_str(k);
+        data.push_str(v);
+    }
+    let mut mac = Hmac::<Sha1>::new_from_slice(auth_token.as_bytes()).unwrap();
+    mac.update(data.as_bytes());
+    BASE64.encode(&mac.finalize().into_bytes())
+}
+
+#[test]
+fn the_test_signer_reproduces_twilios_worked_example() {
+    let form = [
+        ("CallSid", "CA1234567890ABCDE"),
+        ("Caller", "+12349013030"),
+        ("Digits", "1234"),
+        ("From", "+12349013030"),
+        ("To", "+18005551212"),
+    ];
+    assert_eq!(
+        twilio_sign(
+            "12345",
+            "https://mycompany.com/myapp.php?foo=1&bar=2",
+            &form
+        ),
+        "0/KCTR6DLpKmkAf8muzZqo1nDgQ="
+    );
+}
+
+fn call_form(digits: Option<&'static str>) -> Vec<(&'static str, &'static str)> {
+    let mut form = vec![
+        ("AccountSid", "AC0123456789abcdef0123456789abcdef"),
+        ("CallSid", "CA0123456789abcdef0123456789abcdef"),
+        ("CallStatus", "in-progress"),
+        ("Called", "+15550001111"),
+        ("From", "+15550002222"),
+        ("To", "+15550001111"),
+        ("Direction", "outbound-api"),
+    ];
+    if let Some(d) = digits {
+        form.push(("Digits", d));
+    }
+    form
+}
+
+#[tokio::test]
+async fn the_page_shows_the_context_and_a_get_decides_nothing() {
+    let ep = start(false).await;
+    let pending = ep.create("abc123", ApprovalMethod::Push);
+    let path = format!("/a/{}", pending.token);
+    for _ in 0..3 {
+        // Link previews, scanners and reloads: none of them may decide.
+        let resp = ep.get(&path).await;
+        assert_eq!(resp.status(), 200);
+        let h = resp.headers();
+        assert_eq!(h["cache-control"], "no-store");
+        assert_eq!(h["x-frame-options"], "DENY");
+        assert_eq!(h["referrer-policy"], "no-referrer");
+        assert_eq!(h["x-content-type-options"], "nosniff");
+        let csp = h["content-security-policy"].to_str().unwrap().to_string();
+        assert!(csp.contains("default-src 'none'"), "{csp}");
+        assert!(csp.contains("form-action 'self'"), "{csp}");
+        assert!(h["content-type"].to_str().unwrap().starts_with("text/html"));
+        let body = resp.text().await.unwrap();
+        for shown in [
+            "abc123",
+            "login1.example.org",
+            "192.0.2.10",
+            "2026-01-01 00:00 UTC",
+            "Approve",
+            ">Deny<",
+            "Deny and report",
+        ] {
+            assert!(body.contains(shown), "page lacks {shown:?}:\n{body}");
+        }
+        assert_eq!(body.matches("method=\"post\"").count(), 3, "{body}");
+        assert!(
+            !body.contains("name=\"number\""),
+            "no number without verified push"
+        );
+        assert!(!body.contains("<script"), "the page needs no script");
+    }
+    let head = ep
+        .client
+        .head(format!("{}{path}", ep.base))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(head.status(), 200);
+    assert_eq!(ep.store.len(), 1);
+    assert!(ep.hooks.decided.lock().unwrap().is_empty());
+    assert_eq!(
+        ep.store.wait(pending, Duration::from_millis(300)).await,
+        ApprovalDecision::TimedOut,
+        "nothing but a POST decides"
+    );
+}
+
+#[tokio::test]
+async fn approving_on_the_page_lets_the_waiting_login_in_once() {
+    let ep = start(false).await;
+    let pending = ep.create("abc123", ApprovalMethod::Push);
+    let path = format!("/a/{}", pending.token);
+    let waiter = ep.waiter(pending);
+    let resp = ep.post(&path, &[("action", "approve")]).await;
+    assert_eq!(resp.status(), 200);
+    assert_eq!(resp.headers()["cache-control"], "no-store");
+    let body = resp.text().await.unwrap();
+    assert!(body.contains("Approved"), "{body}");
+    assert_eq!(waiter.await.unwrap(), ApprovalDecision::Approved);
+    assert_eq!(
+        ep.hooks.decided.lock().unwrap().as_slice(),
+        &[("abc123".to_string(), ApprovalDecision::Approved)]
+    );
+    // Single use: the same link cannot answer again, nor show the request.
+    let again = ep.post(&path, &[("action", "approve")]).await;
+    assert_eq!(again.status(), 404);
+    assert_eq!(ep.get(&path).await.status(), 404);
+}
+
+#[tokio::test]
+async fn denying_on_the_page_refuses_the_login() {
+    let ep = start(false).await;
+    let pending = ep.create("abc123", ApprovalMethod::Push);
+    let path = format!("/a/{}", pending.token);
+    let waiter = ep.waiter(pending);
+    let resp = ep.post(&path, &[("action", "deny")]).await;
+    assert_eq!(resp.status(), 200);
+    assert!(resp.text().await.unwrap().contains("Denied"));
+    assert_eq!(waiter.await.unwrap(), ApprovalDecision::Denied);
+    assert!(ep.hooks.reported.lock().unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn deny_and_report_calls_the_report_hook() {
+    let ep = start(false).await;
+    let pending = ep.create("victim", ApprovalMethod::Push);
+    let path = format!("/a/{}", pending.token);
+    let waiter = ep.waiter(pending);
+    let resp = ep.post(&path, &[("action", "report")]).await;
+    assert_eq!(resp.status(), 200);
+    let body = resp.text().await.unwrap();
+    assert!(body.contains("reported"), "{body}");
+    assert_eq!(waiter.await.unwrap(), ApprovalDecision::Reported);
+    let reported = ep.hooks.reported.lock().unwrap().clone();
+    assert_eq!(reported.len(), 1);
+    assert_eq!(reported[0].user, "victim");
+    assert_eq!(reported[0].rhost, "192.0.2.10");
+}
+
+#[tokio::test]
+async fn a_report_after_the_login_stopped_waiting_still_reaches_the_hook() {
+    let ep = start(false).await;
+    let pending = ep.create("victim", ApprovalMethod::Push);
+    let path = format!("/a/{}", pending.token);
+    drop(pending);
+    let resp = ep.post(&path, &[("action", "report")]).await;
+    assert_eq!(resp.status(), 200);
+    assert!(
+        resp.text()
+            .await
+            .unwrap()
+            .contains("already stopped waiting")
+    );
+    assert_eq!(ep.hooks.reported.lock().unwrap().len(), 1);
+}
+
+#[tokio::test]
+async fn verified_push_asks_for_the_number_and_a_wrong_one_denies() {
+    let ep = start(true).await;
+    let pending = ep.create("abc123", ApprovalMethod::Push);
+    let n = pending.verify_number.unwrap();
+    let path = format!("/a/{}", pending.token);
+    let body = ep.get(&path).await.text().await.unwrap();
+    assert!(body.contains("name=\"number\""), "{body}");
+    assert!(
+        !body.contains(&format!(">{n}<")) && !body.contains(&format!("value=\"{n}\"")),
+        "the page must not show the number it asks for"
+    );
+    let wrong = if n == 10 { "11" } else { "10" };
+    let waiter = ep.waiter(pending);
+    let resp = ep
+        .post(&path, &[("action", "approve"), ("number", wrong)])
+        .await;
+    assert_eq!(resp.status(), 200);
+    assert!(resp.text().await.unwrap().contains("did not match"));
+    assert_eq!(waiter.await.unwrap(), ApprovalDecision::Denied);
+
+    let pending = ep.create("abc123", ApprovalMethod::Push);
+    let n = pending.verify_number.unwrap().to_string();
+    let path = format!("/a/{}", pending.token);
+    let waiter = ep.waiter(pending);
+    ep.post(&path, &[("action", "approve"), ("number", &n)])
+        .await;
+    assert_eq!(waiter.await.unwrap(), ApprovalDecision::Approved);
+}
+
+#[tokio::test]
+async fn hostile_user_and_host_strings_are_escaped() {
+    let ep = start(false).await;
+    let pending = ep
+        .store
+        .create(
+            ApprovalRequest {
+                user: "<script>alert(1)</script>".into(),
+                host: "\"><img src=x onerror=alert(2)>".into(),
+                rhost: "10.0.0.1&evil='x'\u{202e}gpj.exe".into(),
+                method: ApprovalMethod::Push,
+                created: T0,
+            },
+            Duration::from_secs(60),
+        )
+        .unwrap();
+    let body = ep
+        .get(&format!("/a/{}", pending.token))
+        .await
+        .text()
+        .await
+        .unwrap();
+    assert!(!body.contains("<script"), "{body}");
+    assert!(!body.contains("<img"), "{body}");
+    assert!(!body.contains("'x'"), "{body}");
+    assert!(
+        !body.contains('\u{202e}'),
+        "direction overrides are dropped"
+    );
+    assert!(
+        body.contains("&lt;script&gt;alert(1)&lt;/script&gt;"),
+        "{body}"
+    );
+    assert!(body.contains("&quot;&gt;&lt;img src=x"), "{body}");
+    assert!(body.contains("10.0.0.1&amp;evil=&#39;x&#39;"), "{body}");
+}
+
+#[tokio::test]
+async fn unknown_tokens_and_bad_answers_decide_nothing() {
+    let ep = start(false).await;
+    let pending = ep.create("abc123", ApprovalMethod::Push);
+    let path = format!("/a/{}", pending.token);
+    let long = "A".repeat(500);
+    for bad in [
+        "/a/nope",
+        "/a/AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA",
+        &format!("/a/{long}"),
+    ] {
+        assert_eq!(ep.get(bad).await.status(), 404, "{bad}");
+        assert_eq!(ep.post(bad, &[("action", "approve")]).await.status(), 404);
+    }
+    assert_eq!(ep.get("/").await.status(), 404);
+    let resp = ep.post(&path, &[("action", "maybe")]).await;
+    assert_eq!(resp.status(), 400);
+    // An oversized body is refused before it can decide.
+    let big = "x".repeat(20 * 1024);
+    let resp = ep
+        .post(&path, &[("action", "approve"), ("pad", &big)])
+        .await;
+    assert_eq!(resp.status(), 413);
+    assert_eq!(ep.store.len(), 1, "the token is still unspent");
+    assert_eq!(
+        ep.store.wait(pending, Duration::from_millis(100)).await,
+        ApprovalDecision::TimedOut
+    );
+}
+
+#[tokio::test]
+async fn a_phone_call_fetches_twiml_that_gathers_one_key() {
+    let ep = start(false).await;
+    let pending = ep.create("abc123", ApprovalMethod::Call);
+    let path = format!("/twilio/voice/{}", pending.token);
+    let form = call_form(None);
+    let sig = twilio_sign(AUTH_TOKEN, &format!("{PUBLIC}{path}"), &form);
+    let resp = ep.callback(&path, &form, Some(sig)).await;
+    assert_eq!(resp.status(), 200);
+    assert!(
+        resp.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("text/xml")
+    );
+    let xml = resp.text().await.unwrap();
+    let gather = format!(
+        "<Gather numDigits=\"1\" action=\"{PUBLIC}/twilio/gather/{}\" method=\"POST\"",
+        pending.token
+    );
+    assert!(xml.contains(&gather), "{xml}");
+    assert!(xml.contains("Press 1 to approve"), "{xml}");
+    assert!(xml.contains("Press 9"), "{xml}");
+    assert!(xml.contains("login1.example.org"), "{xml}");
+    assert!(xml.trim_end().ends_with("</Response>"), "{xml}");
+    assert_eq!(ep.store.len(), 1, "fetching the TwiML decides nothing");
+}
+
+#[tokio::test]
+async fn phone_callbacks_without_a_valid_signature_are_refused() {
+    let ep = start(false).await;
+    let pending = ep.create("abc123", ApprovalMethod::Call);
+    let gather = format!("/twilio/gather/{}", pending.token);
+    let voice = format!("/twilio/voice/{}", pending.token);
+    let form = call_form(Some("1"));
+    let url = format!("{PUBLIC}{gather}");
+    let cases = [
+        ("no header", None),
+        ("garbage", Some("not-a-signature".to_string())),
+        ("wrong key", Some(twilio_sign("another-token", &url, &form))),
+        (
+            "other URL",
+            Some(twilio_sign(AUTH_TOKEN, &format!("{PUBLIC}{voice}"), &form)),
+        ),
+        (
+            "URL as seen locally, not the public one",
+            Some(twilio_sign(
+                AUTH_TOKEN,
+                &format!("{}{gather}", ep.base),
+                &form,
+            )),
+        ),
+        (
+            "tampered digits",
+            Some(twilio_sign(AUTH_TOKEN, &url, &call_form(Some("9")))),
+        ),
+    ];
+    for (what, sig) in cases {
+        let resp = ep.callback(&gather, &form, sig.clone()).await;
+        assert_eq!(resp.status(), 403, "gather: {what}");
+        let resp = ep.callback(&voice, &call_form(None), sig).await;
+        assert_eq!(resp.status(), 403, "voice: {what}");
+    }
+    assert_eq!(ep.store.len(), 1, "nothing was decided");
+    let waiter = ep.waiter(pending);
+    let sig = twilio_sign(AUTH_TOKEN, &url, &form);
+    let resp = ep.callback(&gather, &form, Some(sig)).await;
+    assert_eq!(resp.status(), 200);
+    assert!(resp.text().await.unwrap().contains("Approved"));
+    assert_eq!(waiter.await.unwrap(), ApprovalDecision::Approved);
+}
+
+#[tokio::test]
+async fn keypad_1_approves_9_reports_and_anything_else_denies() {
+    let ep = start(false).await;
+    for (digits, expected) in [
+        ("1", ApprovalDecision::Approved),
+        ("9", ApprovalDecision::Reported),
+        ("3", ApprovalDecision::Denied),
+        ("", ApprovalDecision::Denied),
+    ] {
+        let pending = ep.create("abc123", ApprovalMethod::Call);
+        let path = format!("/twilio/gather/{}", pending.token);
+        let waiter = ep.waiter(pending);
+        let form = call_form(Some(digits));
+        let sig = twilio_sign(AUTH_TOKEN, &format!("{PUBLIC}{path}"), &form);
+        let resp = ep.callback(&path, &form, Some(sig)).await;
+        assert_eq!(resp.status(), 200, "digits {digits:?}");
+        let xml = resp.text().await.unwrap();
+        assert!(xml.contains("<Say>") && xml.contains("<Hangup/>"), "{xml}");
+        assert_eq!(waiter.await.unwrap(), expected, "digits {digits:?}");
+    }
+    assert_eq!(ep.hooks.reported.lock().unwrap().len(), 1);
+}
+
+#[tokio::test]
+async fn without_a_provider_token_every_callback_is_refused() {
+    let ep = start_with(config(false), None).await;
+    let pending = ep.create("abc123", ApprovalMethod::Call);
+    let path = format!("/twilio/gather/{}", pending.token);
+    let form = call_form(Some("1"));
+    let sig = twilio_sign("", &format!("{PUBLIC}{path}"), &form);
+    assert_eq!(ep.callback(&path, &form, Some(sig)).await.status(), 403);
+    assert_eq!(ep.store.len(), 1);
+}
+
+struct TlsFiles {
+    _dir: tempfile::TempDir,
+    cert: PathBuf,
+    key: PathBuf,
+    cert_pem: String,
+}
+
+fn self_signed() -> TlsFiles {
+    let certified = rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let cert = dir.path().join("cert.pem");
+    let key = dir.path().join("key.pem");
+    let cert_pem = certified.cert.pem();
+    std::fs::write(&cert, &cert_pem).unwrap();
+    std::fs::write(&key, certified.signing_key.serialize_pem()).unwrap();
+    TlsFiles {
+        _dir: dir,
+        cert,
+        key,
+        cert_pem,
+    }
+}
+
+#[tokio::test]
+async fn https_serves_the_page_with_the_configured_certificate() {
+    let tls = self_signed();
+    let cfg = ApprovalConfig {
+        tls_cert: Some(tls.cert.clone()),
+        tls_key: Some(tls.key.clone()),
+        ..config(false)
+    };
+    let clock = FakeClock::new(T0);
+    let store = Arc::new(ApprovalStore::new(Arc::new(clock), false));
+    let endpoint = ApprovalEndpoint::bind(
+        &cfg,
+        Arc::clone(&store),
+        Arc::new(Recorder::default()),
+        None,
+    )
+    .await
+    .unwrap();
+    assert!(endpoint.is_tls());
+    let addr: SocketAddr = endpoint.local_addr();
+    let server = tokio::spawn(endpoint.serve(std::future::pending()));
+
+    let pending = store
+        .create(
+            request("abc123", ApprovalMethod::Push),
+            Duration::from_secs(60),
+        )
+        .unwrap();
+    let client = reqwest::Client::builder()
+        .add_root_certificate(reqwest::Certificate::from_pem(tls.cert_pem.as_bytes()).unwrap())
+        .resolve("localhost", addr)
+        .timeout(Duration::from_secs(10))
+        .build()
+        .unwrap();
+    let url = format!("https://localhost:{}/a/{}", addr.port(), pending.token);
+    let resp = client.get(&url).send().await.unwrap();
+    assert_eq!(resp.status(), 200);
+    assert!(resp.text().await.unwrap().contains("abc123"));
+    let waiter = {
+        let store = Arc::clone(&store);
+        tokio::spawn(async move { store.wait(pending, Duration::from_secs(10)).await })
+    };
+    let resp = client
+        .post(&url)
+        .form(&[("action", "approve")])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    assert_eq!(waiter.await.unwrap(), ApprovalDecision::Approved);
+
+    // A client that does not trust the certificate cannot talk to it, and neither can plain
+    // HTTP on the TLS port.
+    let untrusting = reqwest::Client::builder()
+        .resolve("localhost", addr)
+        .timeout(Duration::from_secs(10))
+        .build()
+        .unwrap();
+    assert!(untrusting.get(&url).send().await.is_err());
+    let plain = reqwest::Client::builder()
+        .timeout(Duration::from_secs(5))
+        .build()
+        .unwrap();
+    assert!(
+        plain
+            .get(format!("http://{addr}/a/x"))
+            .send()
+            .await
+            .is_err(),
+        "plain HTTP must not be served on the TLS port"
+    );
+    server.abort();
+}
+
+#[tokio::test]
+async fn bad_tls_or_listen_settings_are_refused_at_bind() {
+    let tls = self_signed();
+    let store = || Arc::new(ApprovalStore::new(Arc::new(FakeClock::new(T0)), false));
+    let hooks = || Arc::new(Recorder::default()) as Arc<dyn ApprovalHooks>;
+
+    let missing_key = ApprovalConfig {
+        tls_cert: Some(tls.cert.clone()),
+        tls_key: Some(tls.cert.with_file_name("absent.pem")),
+        ..config(false)
+    };
+    let err = ApprovalEndpoint::bind(&missing_key, store(), hooks(), None)
+        .await
+        .err()
+        .unwrap();
+    assert!(matches!(err, EndpointError::Key { .. }), "{err}");
+    assert!(err.to_string().contains("absent.pem"), "{err}");
+
+    let key_as_cert = ApprovalConfig {
+        tls_cert: Some(tls.key.clone()),
+        tls_key: Some(tls.key.clone()),
+        ..config(false)
+    };
+    let err = ApprovalEndpoint::bind(&key_as_cert, store(), hooks(), None)
+        .await
+        .err()
+        .unwrap();
+    assert!(matches!(err, EndpointError::Certificate { .. }), "{err}");
+    assert!(
+        !err.to_string().contains("PRIVATE KEY-----\n"),
+        "never quote the key: {err}"
+    );
+
+    let public_plain = ApprovalConfig {
+        listen: "0.0.0.0:0".parse().unwrap(),
+        ..config(false)
+    };
+    let err = ApprovalEndpoint::bind(&public_plain, store(), hooks(), None)
+        .await
+        .err()
+        .unwrap();
+    assert!(err.to_string().contains("approval.listen"), "{err}");
+}
