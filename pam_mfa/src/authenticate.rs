@@ -1,0 +1,199 @@
+//! `pam_sm_authenticate`: gather the login's context, let mfad drive the conversation,
+//! and turn its outcome, or its absence, into a PAM result.
+//!
+//! mfad decides everything it can; this side only decides what an unreachable mfad
+//! means, by the `failmode` argument.
+
+use crate::args::{FailMode, ModuleArgs};
+use crate::env::{LogLevel, PamEnv, PamItem};
+use mfa_proto::{AuthContext, Client, ClientError, Conversation, Operation, Outcome};
+use pam::constants::PamResultCode;
+use zeroize::Zeroizing;
+
+/// Shown (PAM_ERROR_MSG) when mfad cannot answer and `failmode=secure`.
+pub const UNAVAILABLE_SECURE_TEXT: &str = "Two-factor authentication is unavailable right now; login refused. Please try again later or contact your administrator.";
+
+/// Shown (PAM_TEXT_INFO) when mfad cannot answer and `failmode=safe`.
+pub const UNAVAILABLE_SAFE_TEXT: &str =
+    "Two-factor authentication is unavailable right now; continuing without it.";
+
+/// The whole of `pam_sm_authenticate`, given the module arguments as strings.
+pub fn authenticate<E: PamEnv>(env: &mut E, args: &[String]) -> PamResultCode {
+    let (args, problems) = ModuleArgs::parse(args);
+    for problem in &problems {
+        env.syslog(LogLevel::Err, &printable(problem));
+    }
+
+    let user = match env.user() {
+        Ok(user) => user,
+        Err(code) => {
+            env.syslog(
+                LogLevel::Err,
+                &format!("cannot get the user name: {code:?}"),
+            );
+            return code;
+        }
+    };
+    if let Err(e) = mfa_proto::check_user_name(&user) {
+        // Refused before mfad hears of it: such a name cannot be an account.
+        env.syslog(
+            LogLevel::Err,
+            &format!("refusing user name \"{}\": {e}", printable(&user)),
+        );
+        return PamResultCode::PAM_AUTH_ERR;
+    }
+
+    let ctx = AuthContext {
+        user,
+        service: env.item(PamItem::Service).unwrap_or_default(),
+        rhost: env.item(PamItem::RHost).filter(|s| !s.is_empty()),
+        tty: env.item(PamItem::Tty).filter(|s| !s.is_empty()),
+        ssh_connection: env.getenv("SSH_CONNECTION").filter(|s| !s.is_empty()),
+        ssh_auth_info: env.getenv("SSH_AUTH_INFO_0").filter(|s| !s.is_empty()),
+    };
+    let op = Operation::Authenticate(ctx.clone());
+    if args.debug {
+        env.syslog(
+            LogLevel::Debug,
+            &printable(&format!(
+                "asking mfad at {}: {}",
+                args.socket.display(),
+                op.safe_string()
+            )),
+        );
+    }
+
+    // Bounded by the client's timeouts. A write to a socket mfad has closed fails with
+    // EPIPE without raising SIGPIPE in the host (std's UnixStream sends with MSG_NOSIGNAL;
+    // a pamtester test checks that the application survives it).
+    let result =
+        Client::connect(&args.socket, args.connect_timeout, args.timeout).and_then(|mut client| {
+            let mut relay = Relay {
+                env: &mut *env,
+                debug: args.debug,
+            };
+            mfa_proto::run_conversation(&mut client, op, &mut relay)
+        });
+
+    match result {
+        Ok(outcome) => {
+            if args.debug {
+                env.syslog(
+                    LogLevel::Debug,
+                    &printable(&format!("mfad answered {outcome:?} for {}", ctx.user)),
+                );
+            }
+            match outcome {
+                Outcome::Allow => PamResultCode::PAM_SUCCESS,
+                Outcome::Deny => PamResultCode::PAM_AUTH_ERR,
+                Outcome::Ignore => PamResultCode::PAM_IGNORE,
+            }
+        }
+        Err(e) => fail_mode(env, args.failmode, &ctx, &e),
+    }
+}
+
+/// mfad gave no answer: `secure` refuses, `safe` lets the user in and says so loudly.
+fn fail_mode<E: PamEnv>(
+    env: &mut E,
+    failmode: FailMode,
+    ctx: &AuthContext,
+    error: &ClientError,
+) -> PamResultCode {
+    let who = format!(
+        "{} from {}",
+        ctx.user,
+        ctx.rhost.as_deref().unwrap_or("an unknown host")
+    );
+    match failmode {
+        FailMode::Secure => {
+            env.syslog(
+                LogLevel::Err,
+                &printable(&format!(
+                    "mfad unreachable ({error}); failmode=secure: refusing {who}"
+                )),
+            );
+            let _ = env.error(UNAVAILABLE_SECURE_TEXT);
+            PamResultCode::PAM_AUTH_ERR
+        }
+        FailMode::Safe => {
+            env.syslog(
+                LogLevel::Alert,
+                &printable(&format!(
+                    "mfad unreachable ({error}); failmode=safe: allowing {who} without a second factor"
+                )),
+            );
+            let _ = env.info(UNAVAILABLE_SAFE_TEXT);
+            PamResultCode::PAM_SUCCESS
+        }
+    }
+}
+
+/// Shows mfad's messages through the PAM conversation. A failed conversation becomes
+/// a `None` answer, which mfad treats as "could not ask".
+struct Relay<'a, E: PamEnv> {
+    env: &'a mut E,
+    debug: bool,
+}
+
+impl<E: PamEnv> Relay<'_, E> {
+    fn conv_failed(&mut self, what: &str, code: PamResultCode) {
+        if self.debug {
+            self.env.syslog(
+                LogLevel::Debug,
+                &format!("the application could not show {what}: {code:?}"),
+            );
+        }
+    }
+}
+
+impl<E: PamEnv> Conversation for Relay<'_, E> {
+    fn info(&mut self, text: &str) {
+        if let Err(code) = self.env.info(text) {
+            self.conv_failed("an info message", code);
+        }
+    }
+
+    fn error(&mut self, text: &str) {
+        if let Err(code) = self.env.error(text) {
+            self.conv_failed("an error message", code);
+        }
+    }
+
+    fn prompt(&mut self, text: &str, echo: bool) -> Option<Zeroizing<String>> {
+        match self.env.prompt(text, echo) {
+            Ok(answer) => answer,
+            Err(code) => {
+                self.conv_failed("a prompt", code);
+                None
+            }
+        }
+    }
+}
+
+/// Text from outside (user names, host names, error messages) made safe for one log line.
+fn printable(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        if c.is_control() {
+            out.extend(c.escape_default());
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn log_text_cannot_forge_lines() {
+        assert_eq!(
+            printable("evil\nJan 1 sshd: ok\0"),
+            "evil\\nJan 1 sshd: ok\\u{0}"
+        );
+        assert_eq!(printable("ünïcode host-1"), "ünïcode host-1");
+    }
+}
