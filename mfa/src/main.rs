@@ -30,7 +30,7 @@ enum Command {
         #[command(subcommand)]
         kind: EnrollKind,
     },
-    /// Add a device: an authenticator app or a hardware token.
+    /// Add a device: an authenticator app, a hardware token, a phone, or a push target.
     Add {
         #[command(subcommand)]
         kind: AddKind,
@@ -74,6 +74,20 @@ enum AddKind {
         name: Option<String>,
         #[arg(long, default_value_t = 6)]
         digits: u32,
+    },
+    /// A phone number for SMS passcodes and phone calls (E.164, e.g. +15555551234). A code is
+    /// sent to it, and the phone is added once you type that code.
+    Phone {
+        number: String,
+        #[arg(long)]
+        name: Option<String>,
+    },
+    /// A push target: your ntfy topic (or your site's webhook device id). A test push is
+    /// sent, and the device is added once you approve it.
+    Push {
+        target: String,
+        #[arg(long)]
+        name: Option<String>,
     },
     /// A hardware token showing time-based codes (TOTP, RFC 6238). Its secret is read from
     /// standard input, never from the command line.
@@ -188,6 +202,8 @@ fn main() -> ExitCode {
         Command::Remove { n } => Operation::RemoveDevice { index: n },
         Command::Add { kind } => Operation::AddDevice(match kind {
             AddKind::Totp { name } => NewDevice::Totp { name },
+            AddKind::Phone { number, name } => NewDevice::Phone { name, number },
+            AddKind::Push { target, name } => NewDevice::Push { name, target },
             AddKind::Hotp { name, digits } => {
                 let Some(secret) = read_secret(&mut terminal) else {
                     eprintln!("mfa: no secret given");

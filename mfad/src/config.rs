@@ -3,6 +3,7 @@
 //! Every key has a default (documented in `conf/mfad.toml`); unknown keys and bad values are
 //! refused with the key and line named, so a typo never silently weakens policy.
 
+use crate::oob::config::{ApprovalConfig, PushConfig, TwilioConfig};
 use serde::Deserialize;
 use std::path::{Path, PathBuf};
 
@@ -18,10 +19,38 @@ pub struct Config {
     pub max_attempts: u32,
     /// Seconds mfad waits for an answer to a prompt.
     pub answer_timeout: u64,
+    /// While a push or call is pending, show the waiting text in a prompt the user confirms
+    /// with Enter (OpenSSH before 10.3 shows PAM text only with a prompt).
+    pub wait_prompt: bool,
     pub totp: TotpConfig,
     pub hotp: HotpConfig,
     pub lockout: LockoutConfig,
     pub log: LogConfig,
+    /// The HTTPS endpoint phones reach to approve pushes and answer calls. Off when absent.
+    pub approval: Option<ApprovalConfig>,
+    /// Push notifications (needs `[approval]`). Off when absent.
+    pub push: Option<PushConfig>,
+    /// SMS passcodes, and phone calls when `[approval]` is set too. Off when absent.
+    pub twilio: Option<TwilioConfig>,
+    pub sms: SmsConfig,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SmsConfig {
+    /// Seconds an SMS passcode stays valid.
+    pub code_ttl: u64,
+    /// Digits of an SMS passcode (7, so it is never taken for an app's 6 or a bypass 8).
+    pub digits: u32,
+}
+
+impl Default for SmsConfig {
+    fn default() -> Self {
+        SmsConfig {
+            code_ttl: 300,
+            digits: 7,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -85,10 +114,15 @@ impl Default for Config {
             unenrolled: Unenrolled::Deny,
             max_attempts: 3,
             answer_timeout: 120,
+            wait_prompt: true,
             totp: TotpConfig::default(),
             hotp: HotpConfig::default(),
             lockout: LockoutConfig::default(),
             log: LogConfig::default(),
+            approval: None,
+            push: None,
+            twilio: None,
+            sms: SmsConfig::default(),
         }
     }
 }
@@ -214,6 +248,39 @@ impl Config {
                 "0".into(),
                 "must be positive while lockout.max_failures is set",
             ));
+        }
+        if self.sms.digits != 7 {
+            return Err(range(
+                "sms.digits",
+                self.sms.digits.to_string(),
+                "must be 7 (6 and 8 belong to apps and bypass codes)",
+            ));
+        }
+        if !(60..=900).contains(&self.sms.code_ttl) {
+            return Err(range(
+                "sms.code_ttl",
+                self.sms.code_ttl.to_string(),
+                "must be 60 to 900 seconds",
+            ));
+        }
+        let oob = |e: crate::oob::config::OobConfigError| ConfigError::Parse {
+            path: path.to_path_buf(),
+            message: e.to_string(),
+        };
+        if let Some(a) = &self.approval {
+            a.validate().map_err(oob)?;
+        }
+        if let Some(p) = &self.push {
+            p.validate().map_err(oob)?;
+            if self.approval.is_none() {
+                return Err(ConfigError::Parse {
+                    path: path.to_path_buf(),
+                    message: "[push] needs [approval]: the push links to its approval page".into(),
+                });
+            }
+        }
+        if let Some(t) = &self.twilio {
+            t.validate().map_err(oob)?;
         }
         if !self.socket.is_absolute() {
             return Err(range(

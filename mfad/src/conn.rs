@@ -103,6 +103,11 @@ impl Conn {
             echo,
         })
         .await?;
+        self.answer().await
+    }
+
+    /// Reads the answer to a prompt already sent, waiting at most the answer timeout.
+    pub async fn answer(&mut self) -> Result<Option<Zeroizing<String>>, ConnError> {
         match self.read_msg(self.answer_timeout).await? {
             ClientMsg::Answer { text } => Ok(text),
             ClientMsg::Hello { .. } => {

@@ -6,6 +6,10 @@ use crate::clock::Clock;
 use crate::config::Config;
 use crate::conn::{Conn, ConnError};
 use crate::factor::totp;
+use crate::oob::approvals::{ApprovalDecision, ApprovalRequest, ApprovalStore};
+use crate::oob::http::ApprovalHooks;
+use crate::oob::notify::{Notifier, ProviderError, http_client};
+use crate::oob::twilio::Twilio;
 use crate::store::{Store, StoreError};
 use crate::text::{self, clean};
 use mfa_proto::{ClientMsg, Operation, Outcome, PROTOCOL_VERSION};
@@ -32,6 +36,55 @@ pub struct Daemon {
     pub(crate) issuer: String,
     store: Arc<Mutex<Store>>,
     pub(crate) clock: Arc<dyn Clock>,
+    /// Pushes and calls waiting for the phone's answer; shared with the approval endpoint.
+    pub(crate) approvals: Arc<ApprovalStore>,
+    pub(crate) notifier: Option<Notifier>,
+    pub(crate) twilio: Option<Twilio>,
+}
+
+/// What the approval endpoint tells the daemon: a report locks the account at once.
+struct ReportHook {
+    store: Arc<Mutex<Store>>,
+    clock: Arc<dyn Clock>,
+    lock_for: i64,
+}
+
+impl ApprovalHooks for ReportHook {
+    fn reported(&self, request: &ApprovalRequest) {
+        let until = self.clock.now().saturating_add(self.lock_for);
+        error!(
+            target: "mfad::decision",
+            "ALERT user={} rhost={} method={} outcome=reported reason=\"the user did not start \
+             this login\"; account locked until {}",
+            clean(&request.user),
+            clean(&request.rhost),
+            request.method.as_str(),
+            text::utc(until)
+        );
+        let store = Arc::clone(&self.store);
+        let user = request.user.clone();
+        // The endpoint's task must not block on the database; the lock is written beside it.
+        tokio::task::spawn_blocking(move || match store.lock() {
+            Ok(mut s) => {
+                if let Err(e) = s.lock_until(&user, until) {
+                    error!("cannot lock {} after a report: {e}", clean(&user));
+                }
+            }
+            Err(_) => error!(
+                "cannot lock {} after a report: store poisoned",
+                clean(&user)
+            ),
+        });
+    }
+
+    fn decided(&self, request: &ApprovalRequest, decision: ApprovalDecision) {
+        info!(
+            "approval endpoint: user={} method={} answer={}",
+            clean(&request.user),
+            request.method.as_str(),
+            decision.as_str()
+        );
+    }
 }
 
 /// The fields every decision is logged with.
@@ -55,14 +108,51 @@ pub(crate) fn decision(who: &Who<'_>, method: &str, outcome: &str, reason: &str)
 }
 
 impl Daemon {
-    pub fn new(config: Config, store: Store, clock: Arc<dyn Clock>) -> Self {
+    /// Builds the daemon and its providers from `config`. Fails only when the HTTPS client
+    /// for the providers cannot be built (its TLS roots cannot be loaded).
+    pub fn new(
+        config: Config,
+        store: Store,
+        clock: Arc<dyn Clock>,
+    ) -> std::result::Result<Self, ProviderError> {
         let issuer = config.issuer();
-        Daemon {
+        let verified = config.approval.as_ref().is_some_and(|a| a.verified_push);
+        let approvals = Arc::new(ApprovalStore::new(Arc::clone(&clock), verified));
+        let (notifier, twilio) = if config.push.is_some() || config.twilio.is_some() {
+            let client = http_client()?;
+            (
+                config
+                    .push
+                    .as_ref()
+                    .map(|p| Notifier::new(p, client.clone())),
+                config.twilio.as_ref().map(|t| Twilio::new(t, client)),
+            )
+        } else {
+            (None, None)
+        };
+        Ok(Daemon {
             config,
             issuer,
             store: Arc::new(Mutex::new(store)),
             clock,
-        }
+            approvals,
+            notifier,
+            twilio,
+        })
+    }
+
+    /// The pending approvals, for the approval endpoint.
+    pub fn approvals(&self) -> Arc<ApprovalStore> {
+        Arc::clone(&self.approvals)
+    }
+
+    /// What the approval endpoint calls when a phone answers.
+    pub fn approval_hooks(&self) -> Arc<dyn ApprovalHooks> {
+        Arc::new(ReportHook {
+            store: Arc::clone(&self.store),
+            clock: Arc::clone(&self.clock),
+            lock_for: self.config.lockout.duration.max(3600) as i64,
+        })
     }
 
     pub fn answer_timeout(&self) -> Duration {

@@ -5,6 +5,10 @@
 use crate::conn::Conn;
 use crate::daemon::{Daemon, Result, Who, decision};
 use crate::factor::{self, bypass, hotp, totp};
+use crate::methods::{OobResult, menu_text};
+use crate::oob::approvals::{ApprovalDecision, ApprovalMethod};
+use crate::oob::notify::is_ntfy_topic;
+use crate::oob::phone::{check_phone, mask_phone};
 use crate::store::{Device, DeviceKind, NewDeviceRow, OtpKey};
 use crate::text::{self, clean};
 use mfa_proto::{NewDevice, Outcome};
@@ -19,10 +23,7 @@ pub(crate) fn describe(d: &Device) -> String {
         ),
         (DeviceKind::Hotp, Some(k)) => format!("counter-based token, {} digits", k.params.digits),
         (DeviceKind::Phone, _) => {
-            format!(
-                "phone {}",
-                text::mask_phone(d.address.as_deref().unwrap_or(""))
-            )
+            format!("phone {}", mask_phone(d.address.as_deref().unwrap_or("")))
         }
         (DeviceKind::Push, _) => "push notifications".to_string(),
         _ => d.kind.as_str().to_string(),
@@ -72,14 +73,17 @@ impl Daemon {
         if !self.check_not_locked(conn, who).await? {
             return Ok(false);
         }
-        conn.info("This changes your two-factor settings, so it needs a current passcode first.")
-            .await?;
+        conn.info(
+            "This changes your two-factor settings, so it needs a current second factor first.",
+        )
+        .await?;
+        let user = who.user.to_string();
+        let devices = self.db(move |s| s.devices(&user)).await?;
+        let (options, default) = self.menu_options(&devices);
+        let (menu, prompt) = menu_text(who.user, &options);
+        conn.info(menu).await?;
         if self
-            .prove_second_factor(
-                conn,
-                who,
-                "Passcode (from an enrolled device, or a bypass code): ",
-            )
+            .prove_second_factor(conn, who, &prompt, &options, default)
             .await?
         {
             Ok(true)
@@ -126,12 +130,37 @@ impl Daemon {
                 .and_then(|_| factor::parse_secret(secret).map(drop))
                 .and_then(|_| factor::check_digits(*digits))
                 .and_then(|_| factor::check_period(*period)),
-            NewDevice::Phone { .. } => Err(
-                "Phone numbers need SMS or voice calls, which are not configured on this host."
-                    .to_string(),
-            ),
-            NewDevice::Push { .. } => {
-                Err("Push notifications are not configured on this host.".to_string())
+            NewDevice::Phone { name, number } => {
+                if !self.can_sms() {
+                    Err(
+                        "Phone numbers need SMS, which is not configured on this host ([twilio] \
+                         in mfad.toml)."
+                            .to_string(),
+                    )
+                } else {
+                    device_name(name.clone(), "Phone")
+                        .and_then(|_| check_phone(number).map(drop).map_err(|e| e.to_string()))
+                }
+            }
+            NewDevice::Push { name, target } => {
+                if !self.can_push() {
+                    Err(
+                        "Push notifications are not configured on this host ([push] and \
+                         [approval] in mfad.toml)."
+                            .to_string(),
+                    )
+                } else if self.config.push.as_ref().is_some_and(|p| {
+                    p.notifier == crate::oob::config::NotifierKind::Ntfy && !is_ntfy_topic(target)
+                }) {
+                    Err("An ntfy topic has 1 to 64 letters, digits, - and _.".to_string())
+                } else if target.is_empty()
+                    || target.len() > 256
+                    || target.chars().any(char::is_control)
+                {
+                    Err("A push target has 1 to 256 printable characters.".to_string())
+                } else {
+                    device_name(name.clone(), "Phone app").map(drop)
+                }
             }
         };
         if let Err(why) = checked {
@@ -176,8 +205,142 @@ impl Daemon {
                 self.confirm_token(conn, &who, DeviceKind::Totp, name, secret, params)
                     .await
             }
-            NewDevice::Phone { .. } | NewDevice::Push { .. } => Ok(()),
+            NewDevice::Phone { name, number } => {
+                let name = device_name(name, "Phone").unwrap_or_default();
+                let number = check_phone(&number).unwrap_or_default();
+                self.confirm_phone(conn, &who, name, number).await
+            }
+            NewDevice::Push { name, target } => {
+                let name = device_name(name, "Phone app").unwrap_or_default();
+                self.confirm_push(conn, &who, name, target).await
+            }
         }
+    }
+
+    /// Sends a code to the number and adds it only when the user types that code back.
+    async fn confirm_phone(
+        &self,
+        conn: &mut Conn,
+        who: &Who<'_>,
+        name: String,
+        number: String,
+    ) -> Result<()> {
+        let Some(twilio) = &self.twilio else {
+            return self.deny(conn, "SMS is not configured on this host.").await;
+        };
+        let (code, stored) = bypass::new_code(self.config.sms.digits);
+        let body = Zeroizing::new(format!(
+            "{} is your code to add this phone to {} on {}.",
+            code.as_str(),
+            who.user,
+            self.issuer
+        ));
+        if let Err(e) = twilio.send_sms(&number, &body).await {
+            decision(who, "phone", "provider-error", &e.to_string());
+            return self
+                .deny(
+                    conn,
+                    format!("Could not send an SMS to {}: {e}.", mask_phone(&number)),
+                )
+                .await;
+        }
+        drop(code);
+        for attempt in 1..=3 {
+            let Some(answer) = conn
+                .prompt(
+                    format!("Enter the code sent to {}: ", mask_phone(&number)),
+                    true,
+                )
+                .await?
+            else {
+                return self.deny(conn, "No code entered; nothing was added.").await;
+            };
+            if bypass::matches(&stored, answer.trim()) {
+                return self
+                    .store_contact_device(conn, who, DeviceKind::Phone, name, number)
+                    .await;
+            }
+            if attempt < 3 {
+                conn.error("That code does not match. Try again.").await?;
+            }
+        }
+        decision(
+            who,
+            "phone",
+            "not enrolled",
+            "no matching confirmation code",
+        );
+        self.deny(conn, "That code does not match; nothing was added.")
+            .await
+    }
+
+    /// Sends a test push and adds the target only when it is approved from the phone.
+    async fn confirm_push(
+        &self,
+        conn: &mut Conn,
+        who: &Who<'_>,
+        name: String,
+        target: String,
+    ) -> Result<()> {
+        conn.info("Sending a test notification; approve it on your phone to finish.")
+            .await?;
+        let result = self
+            .approve(
+                conn,
+                who,
+                ApprovalMethod::Push,
+                &target,
+                Some("adding this device"),
+            )
+            .await?;
+        match result {
+            OobResult::Decided(ApprovalDecision::Approved) => {
+                self.store_contact_device(conn, who, DeviceKind::Push, name, target)
+                    .await
+            }
+            OobResult::Decided(d) => {
+                decision(
+                    who,
+                    "push",
+                    "not enrolled",
+                    &format!("test push {}", d.as_str()),
+                );
+                self.deny(
+                    conn,
+                    "The test notification was not approved; nothing was added.",
+                )
+                .await
+            }
+            OobResult::SmsSent | OobResult::Failed => self.deny(conn, "Nothing was added.").await,
+        }
+    }
+
+    async fn store_contact_device(
+        &self,
+        conn: &mut Conn,
+        who: &Who<'_>,
+        kind: DeviceKind,
+        name: String,
+        address: String,
+    ) -> Result<()> {
+        let row = NewDeviceRow {
+            kind,
+            name: name.clone(),
+            otp: None,
+            address: Some(address),
+        };
+        let user = who.user.to_string();
+        let now = self.clock.now();
+        self.db(move |s| s.add_device(&user, &row, now)).await?;
+        decision(
+            who,
+            kind.as_str(),
+            "enrolled",
+            &format!("device {}", clean(&name)),
+        );
+        conn.info(format!("Added \"{name}\".")).await?;
+        conn.done(Outcome::Allow).await?;
+        Ok(())
     }
 
     /// An authenticator app: the daemon makes the secret, shows it, and waits for one code.

@@ -6,6 +6,8 @@ use crate::config::Unenrolled;
 use crate::conn::Conn;
 use crate::daemon::{Daemon, Result, Who, decision, user_exists};
 use crate::factor::{self, bypass, hotp, totp};
+use crate::methods::{MenuOption, OobResult, menu_text};
+use crate::oob::approvals::ApprovalDecision;
 use crate::store::{DeviceKind, FailureEffect};
 use crate::text::{self, clean};
 use mfa_proto::{AuthContext, Outcome};
@@ -21,6 +23,7 @@ pub(crate) enum Verdict {
     Bypass {
         left: usize,
     },
+    Sms,
     /// Nothing typed.
     Empty,
     /// Not in the form of any passcode; not counted as a failure.
@@ -84,13 +87,15 @@ impl Daemon {
                 }
             };
         }
-        conn.info(format!(
-            "Two-factor login for {}\n\nEnter a passcode from your authenticator app or token, \
-             or a bypass code.\n",
-            ctx.user
-        ))
-        .await?;
-        if self.prove_second_factor(conn, &who, "Passcode: ").await? {
+        let user = ctx.user.clone();
+        let devices = self.db(move |s| s.devices(&user)).await?;
+        let (options, default) = self.menu_options(&devices);
+        let (menu, prompt) = menu_text(&ctx.user, &options);
+        conn.info(menu).await?;
+        if self
+            .prove_second_factor(conn, &who, &prompt, &options, default)
+            .await?
+        {
             conn.info("Success. Logging you in...").await?;
             conn.done(Outcome::Allow).await?;
         } else {
@@ -108,24 +113,69 @@ impl Daemon {
         .await
     }
 
-    /// Asks for a passcode up to `max_attempts` times. Every wrong code counts toward the
-    /// lockout; answers that are not passcodes at all use an attempt but count nothing.
+    /// Asks for a passcode or a menu option. Passcodes: up to `max_attempts`, every wrong
+    /// one counted toward the lockout; answers that are not passcodes at all use an attempt
+    /// but count nothing. Options: at most three out-of-band requests per login. An empty
+    /// answer runs the default method when it has an option.
     pub(crate) async fn prove_second_factor(
         &self,
         conn: &mut Conn,
         who: &Who<'_>,
         prompt: &str,
+        options: &[MenuOption],
+        default: Option<usize>,
     ) -> Result<bool> {
+        const MAX_REQUESTS: u32 = 3;
         let attempts = self.config.max_attempts;
-        for attempt in 1..=attempts {
+        let (mut attempt, mut requests) = (0, 0);
+        loop {
+            if attempt >= attempts {
+                conn.error("Too many attempts; login refused.").await?;
+                return Ok(false);
+            }
             let Some(answer) = conn.prompt(prompt, true).await? else {
                 decision(who, "-", "deny", "the client could not ask for a passcode");
                 conn.error("No passcode was entered; login refused.")
                     .await?;
                 return Ok(false);
             };
-            let verdict = self.check_passcode(who.user, &answer).await?;
+            let short = answer.trim();
+            let choice = if short.is_empty() {
+                default
+            } else if short.len() <= 2 && short.bytes().all(|b| b.is_ascii_digit()) {
+                match short.parse::<usize>() {
+                    Ok(n) if (1..=options.len()).contains(&n) => Some(n - 1),
+                    _ => {
+                        attempt += 1;
+                        conn.error(if options.is_empty() {
+                            "That is not a passcode.".to_string()
+                        } else {
+                            format!("There is no option {short}; choose 1 to {}.", options.len())
+                        })
+                        .await?;
+                        continue;
+                    }
+                }
+            } else {
+                None
+            };
+            if let Some(i) = choice {
+                requests += 1;
+                if requests > MAX_REQUESTS {
+                    decision(who, "-", "deny", "too many out-of-band requests");
+                    conn.error("Too many requests in one login; login refused.")
+                        .await?;
+                    return Ok(false);
+                }
+                let option = &options[i];
+                match self.run_option(conn, who, option).await? {
+                    OobResult::SmsSent | OobResult::Failed => continue,
+                    OobResult::Decided(d) => return self.conclude(conn, who, option, d).await,
+                }
+            }
+            attempt += 1;
             let last = attempt == attempts;
+            let verdict = self.check_passcode(who.user, &answer).await?;
             let again = if last { "" } else { " Try again." };
             match verdict {
                 Verdict::Code { method, device } => {
@@ -136,6 +186,11 @@ impl Daemon {
                         "allow",
                         &format!("code from {}", clean(&device)),
                     );
+                    return Ok(true);
+                }
+                Verdict::Sms => {
+                    self.clear_failures(who.user).await?;
+                    decision(who, "sms", "allow", "SMS passcode");
                     return Ok(true);
                 }
                 Verdict::Bypass { left } => {
@@ -153,8 +208,10 @@ impl Daemon {
                 Verdict::NotAPasscode => {
                     decision(who, "-", "retry", "answer is not a passcode");
                     conn.error(format!(
-                        "That is not a passcode: passcodes are {} digits (bypass codes {}).{again}",
+                        "That is not a passcode: passcodes are {} digits (SMS passcodes {}, \
+                         bypass codes {}).{again}",
                         self.config.totp.digits,
+                        self.config.sms.digits,
                         bypass::DIGITS
                     ))
                     .await?;
@@ -192,8 +249,48 @@ impl Daemon {
                 }
             }
         }
-        conn.error("Too many attempts; login refused.").await?;
-        Ok(false)
+    }
+
+    /// The end of a push or call: what the phone said decides the login.
+    async fn conclude(
+        &self,
+        conn: &mut Conn,
+        who: &Who<'_>,
+        option: &MenuOption,
+        outcome: ApprovalDecision,
+    ) -> Result<bool> {
+        let method = match option {
+            MenuOption::Push { .. } => "push",
+            MenuOption::Call { .. } => "phone",
+            MenuOption::Sms { .. } => "sms",
+        };
+        match outcome {
+            ApprovalDecision::Approved => {
+                self.clear_failures(who.user).await?;
+                decision(who, method, "allow", "approved on the phone");
+                Ok(true)
+            }
+            ApprovalDecision::Denied => {
+                decision(who, method, "deny", "denied on the phone");
+                conn.error("Login request denied.").await?;
+                Ok(false)
+            }
+            ApprovalDecision::Reported => {
+                decision(who, method, "deny", "denied and reported on the phone");
+                conn.error(
+                    "Login request denied and reported. The account is locked; contact your \
+                     administrator.",
+                )
+                .await?;
+                Ok(false)
+            }
+            ApprovalDecision::TimedOut => {
+                decision(who, method, "deny", "no answer from the phone in time");
+                conn.error("No answer to the login request in time; login refused.")
+                    .await?;
+                Ok(false)
+            }
+        }
     }
 
     pub(crate) async fn record_failure(&self, user: &str, now: i64) -> Result<FailureEffect> {
@@ -227,6 +324,7 @@ impl Daemon {
         let now = self.clock.now();
         let window = self.config.totp.window;
         let look_ahead = self.config.hotp.look_ahead;
+        let sms_digits = self.config.sms.digits as usize;
         self.db(move |s| {
             let mut replayed = false;
             for device in s.devices(&user)? {
@@ -260,6 +358,16 @@ impl Daemon {
                         // A used HOTP code lies behind the counter: it is simply wrong now.
                     }
                     DeviceKind::Phone | DeviceKind::Push => {}
+                }
+            }
+            if code.len() == sms_digits {
+                for row in s.sms_codes(&user, now)? {
+                    if bypass::matches(&row.code, &code) {
+                        if !row.used && s.spend_sms_code(row.id, now)? {
+                            return Ok(Verdict::Sms);
+                        }
+                        replayed = true;
+                    }
                 }
             }
             if code.len() == bypass::DIGITS {

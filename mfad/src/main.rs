@@ -1,6 +1,7 @@
 //! mfad: reads its config, opens the store, listens, and serves until SIGTERM or SIGINT.
 
 use clap::Parser;
+use mfad::oob::http::ApprovalEndpoint;
 use mfad::{Config, Daemon, Store, SystemClock, config::DEFAULT_CONFIG, logging, server};
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -84,14 +85,58 @@ async fn run(config: Config) -> ExitCode {
         socket.display(),
         config.database.display()
     );
-    let daemon = Arc::new(Daemon::new(config, store, Arc::new(SystemClock)));
+    let approval = config.approval.clone();
+    let twilio_token = config.twilio.as_ref().map(|t| t.auth_token.clone());
+    let daemon = match Daemon::new(config, store, Arc::new(SystemClock)) {
+        Ok(d) => Arc::new(d),
+        Err(e) => {
+            error!("cannot set up the providers: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    // One signal stops the socket server and the approval endpoint alike.
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
+        let _ = rx.wait_for(|stop| *stop).await;
+    };
+    let mut endpoint_task = None;
+    if let Some(cfg) = approval {
+        let endpoint = match ApprovalEndpoint::bind(
+            &cfg,
+            daemon.approvals(),
+            daemon.approval_hooks(),
+            twilio_token,
+        )
+        .await
+        {
+            Ok(e) => e,
+            Err(e) => {
+                error!("cannot start the approval endpoint: {e}");
+                return ExitCode::FAILURE;
+            }
+        };
+        info!(
+            "approval endpoint on {}://{} (public URL {})",
+            if endpoint.is_tls() { "https" } else { "http" },
+            endpoint.local_addr(),
+            cfg.public_base()
+        );
+        let _purger = daemon
+            .approvals()
+            .spawn_purger(std::time::Duration::from_secs(30));
+        endpoint_task = Some(tokio::spawn(endpoint.serve(stopped(stop_rx.clone()))));
+    }
     let shutdown = async move {
         tokio::select! {
             _ = term.recv() => {}
             _ = int.recv() => {}
         }
+        let _ = stop_tx.send(true);
     };
     server::serve(daemon, listener, shutdown).await;
+    if let Some(task) = endpoint_task {
+        let _ = task.await;
+    }
     let _ = std::fs::remove_file(&socket);
     ExitCode::SUCCESS
 }

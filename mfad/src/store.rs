@@ -61,7 +61,16 @@ const MIGRATIONS: &[&str] = &[
         created INTEGER NOT NULL,
         used_at INTEGER
      ) STRICT;
-     CREATE INDEX bypass_codes_user ON bypass_codes(user);",
+     CREATE INDEX bypass_codes_user ON bypass_codes(user);
+     CREATE TABLE sms_codes (
+        id INTEGER PRIMARY KEY,
+        user TEXT NOT NULL,
+        salt BLOB NOT NULL,
+        hash BLOB NOT NULL,
+        expires INTEGER NOT NULL,
+        used_at INTEGER
+     ) STRICT;
+     CREATE INDEX sms_codes_user ON sms_codes(user);",
 ];
 
 pub struct Store {
@@ -285,9 +294,67 @@ impl Store {
         Ok(n > 0)
     }
 
+    /// Locks the account until `until` at once (a login the user reported as not theirs).
+    pub fn lock_until(&mut self, user: &str, until: i64) -> Result<(), StoreError> {
+        self.conn.execute(
+            "INSERT INTO users(name, failures, locked_until) VALUES (?1, 0, ?2)
+             ON CONFLICT(name) DO UPDATE SET locked_until = max(coalesce(locked_until, 0), ?2)",
+            params![user, until],
+        )?;
+        Ok(())
+    }
+
+    /// Records an SMS passcode (hashed) valid until `expires`; drops the user's expired ones.
+    pub fn add_sms_code(
+        &mut self,
+        user: &str,
+        code: &StoredCode,
+        now: i64,
+        expires: i64,
+    ) -> Result<(), StoreError> {
+        let tx = self.conn.transaction()?;
+        tx.execute(
+            "DELETE FROM sms_codes WHERE user = ?1 AND expires <= ?2",
+            params![user, now],
+        )?;
+        tx.execute(
+            "INSERT INTO sms_codes(user, salt, hash, expires) VALUES (?1, ?2, ?3, ?4)",
+            params![user, &code.salt[..], &code.hash[..], expires],
+        )?;
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// The user's SMS passcodes that have not expired, spent or not.
+    pub fn sms_codes(&self, user: &str, now: i64) -> Result<Vec<BypassRow>, StoreError> {
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT id, salt, hash, used_at IS NOT NULL FROM sms_codes
+             WHERE user = ?1 AND expires > ?2 ORDER BY id",
+        )?;
+        let rows = stmt.query_map(params![user, now], |r| {
+            Ok((
+                r.get::<_, i64>(0)?,
+                r.get::<_, Vec<u8>>(1)?,
+                r.get::<_, Vec<u8>>(2)?,
+                r.get::<_, bool>(3)?,
+            ))
+        })?;
+        collect_codes(rows)
+    }
+
+    /// Spends an SMS passcode: succeeds only for the first caller, before it expires.
+    pub fn spend_sms_code(&mut self, id: i64, now: i64) -> Result<bool, StoreError> {
+        let n = self.conn.execute(
+            "UPDATE sms_codes SET used_at = ?2 WHERE id = ?1 AND used_at IS NULL AND expires > ?2",
+            params![id, now],
+        )?;
+        Ok(n == 1)
+    }
+
     /// Forgets everything about `user`: devices, bypass codes, counters.
     pub fn reset_user(&mut self, user: &str) -> Result<(), StoreError> {
         let tx = self.conn.transaction()?;
+        tx.execute("DELETE FROM sms_codes WHERE user = ?1", [user])?;
         tx.execute("DELETE FROM devices WHERE user = ?1", [user])?;
         tx.execute("DELETE FROM bypass_codes WHERE user = ?1", [user])?;
         tx.execute("DELETE FROM users WHERE name = ?1", [user])?;
@@ -525,22 +592,7 @@ impl Store {
                 r.get::<_, bool>(3)?,
             ))
         })?;
-        let mut out = Vec::new();
-        for row in rows {
-            let (id, salt, hash, used) = row?;
-            let salt = salt
-                .try_into()
-                .map_err(|_| StoreError::Corrupt("bypass code salt"))?;
-            let hash = hash
-                .try_into()
-                .map_err(|_| StoreError::Corrupt("bypass code hash"))?;
-            out.push(BypassRow {
-                id,
-                code: StoredCode { salt, hash },
-                used,
-            });
-        }
-        Ok(out)
+        collect_codes(rows)
     }
 
     /// Replaces all of a user's bypass codes with `codes`, in one transaction.
@@ -570,6 +622,29 @@ impl Store {
         )?;
         Ok(n == 1)
     }
+}
+
+type CodeRow = (i64, Vec<u8>, Vec<u8>, bool);
+
+fn collect_codes(
+    rows: impl Iterator<Item = rusqlite::Result<CodeRow>>,
+) -> Result<Vec<BypassRow>, StoreError> {
+    let mut out = Vec::new();
+    for row in rows {
+        let (id, salt, hash, used) = row?;
+        let salt = salt
+            .try_into()
+            .map_err(|_| StoreError::Corrupt("code salt"))?;
+        let hash = hash
+            .try_into()
+            .map_err(|_| StoreError::Corrupt("code hash"))?;
+        out.push(BypassRow {
+            id,
+            code: StoredCode { salt, hash },
+            used,
+        });
+    }
+    Ok(out)
 }
 
 #[cfg(test)]

@@ -48,13 +48,6 @@ fn minutes_left(until: i64, now: i64) -> i64 {
     ((until - now) + 59) / 60
 }
 
-/// A phone number as menus show it: only the last four digits, e.g. `XXX-XXX-1234`.
-pub fn mask_phone(number: &str) -> String {
-    let digits: Vec<char> = number.chars().filter(char::is_ascii_digit).collect();
-    let last: String = digits[digits.len().saturating_sub(4)..].iter().collect();
-    format!("XXX-XXX-{last}")
-}
-
 pub fn locked_message(user: &str, until: i64, now: i64) -> String {
     format!(
         "Your account has been locked out due to excessive authentication failures.\n\

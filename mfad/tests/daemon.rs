@@ -47,7 +47,7 @@ impl TestDaemon {
         tune(&mut config);
         let clock = FakeClock::new(T0);
         let store = Store::open(&config.database).unwrap();
-        let daemon = Arc::new(Daemon::new(config.clone(), store, Arc::new(clock.clone())));
+        let daemon = Arc::new(Daemon::new(config.clone(), store, Arc::new(clock.clone())).unwrap());
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
         let (ready_tx, ready_rx) = std::sync::mpsc::channel();
         let socket = config.socket.clone();
@@ -337,7 +337,7 @@ fn enrolment_needs_a_matching_code_and_then_a_fresh_factor_to_change() {
     // Now bypass codes need a current passcode first; a wrong one changes nothing.
     let (outcome, script) = d.run(Operation::BypassCodes, &["000000", "000001", "000002"]);
     assert_eq!(outcome.unwrap(), Outcome::Deny, "{}", script.text());
-    assert!(script.text().contains("needs a current passcode"));
+    assert!(script.text().contains("needs a current second factor"));
     assert!(d.store().unused_bypass_codes("root").unwrap().is_empty());
 }
 
@@ -586,7 +586,7 @@ fn changing_the_default_or_removing_a_device_needs_a_fresh_code() {
     d.enrol_totp("root");
     let (outcome, script) = add_hotp_token(&d, &[&d.code_now(), HOTP_CODES[0]]);
     assert_eq!(outcome, Outcome::Allow, "{}", script.text());
-    assert!(script.text().contains("needs a current passcode"));
+    assert!(script.text().contains("needs a current second factor"));
 
     let (outcome, script) = d.run(Operation::ListDevices, &[]);
     assert_eq!(outcome.unwrap(), Outcome::Allow);

@@ -22,26 +22,32 @@ pub fn hash(salt: &[u8; 16], code: &str) -> [u8; 32] {
     h.finalize().into()
 }
 
-/// A fresh set: the codes to show the user once, and what to store.
-pub fn generate() -> (Vec<Zeroizing<String>>, Vec<StoredCode>) {
+/// One random code of `digits` digits (at most 9), and what to store of it.
+pub fn new_code(digits: u32) -> (Zeroizing<String>, StoredCode) {
     let mut rng = rand::rng();
-    let mut shown = Vec::with_capacity(COUNT);
-    let mut stored = Vec::with_capacity(COUNT);
-    for _ in 0..COUNT {
-        let code = Zeroizing::new(format!("{:08}", rng.random_range(0..100_000_000u32)));
-        let mut salt = [0u8; 16];
-        rng.fill_bytes(&mut salt);
-        stored.push(StoredCode {
-            salt,
-            hash: hash(&salt, &code),
-        });
-        shown.push(code);
-    }
-    (shown, stored)
+    let digits = digits.min(9);
+    let code = Zeroizing::new(format!(
+        "{:0width$}",
+        rng.random_range(0..10u32.pow(digits)),
+        width = digits as usize
+    ));
+    let mut salt = [0u8; 16];
+    rng.fill_bytes(&mut salt);
+    let stored = StoredCode {
+        salt,
+        hash: hash(&salt, &code),
+    };
+    (code, stored)
 }
 
+/// A fresh set: the codes to show the user once, and what to store.
+pub fn generate() -> (Vec<Zeroizing<String>>, Vec<StoredCode>) {
+    (0..COUNT).map(|_| new_code(DIGITS as u32)).unzip()
+}
+
+/// Whether `answer` is the code behind `stored` (compared in constant time).
 pub fn matches(stored: &StoredCode, answer: &str) -> bool {
-    answer.len() == DIGITS && bool::from(hash(&stored.salt, answer).ct_eq(&stored.hash))
+    bool::from(hash(&stored.salt, answer).ct_eq(&stored.hash))
 }
 
 #[cfg(test)]

@@ -1,0 +1,301 @@
+//! The out-of-band methods a login menu offers: push approval, phone call, SMS passcodes.
+//!
+//! Each option comes from one of the user's devices and exists only while its provider is
+//! configured. Every wait is bounded by the approval's lifetime, and a provider that fails
+//! leaves the user at the menu with the other methods.
+
+use crate::conn::Conn;
+use crate::daemon::{Daemon, Result, Who, decision};
+use crate::factor::bypass;
+use crate::oob::approvals::{ApprovalDecision, ApprovalMethod, ApprovalRequest};
+use crate::oob::notify::PushMessage;
+use crate::oob::phone::mask_phone;
+use crate::store::{Device, DeviceKind};
+use crate::text;
+use mfa_proto::ServerMsg;
+use std::time::Duration;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum MenuOption {
+    Push { name: String, target: String },
+    Call { number: String },
+    Sms { number: String },
+}
+
+impl MenuOption {
+    pub(crate) fn label(&self) -> String {
+        match self {
+            MenuOption::Push { name, .. } => format!("Push to {name}"),
+            MenuOption::Call { number } => format!("Phone call to {}", mask_phone(number)),
+            MenuOption::Sms { number } => format!("SMS passcodes to {}", mask_phone(number)),
+        }
+    }
+}
+
+/// What an out-of-band method came to.
+pub(crate) enum OobResult {
+    /// The phone answered (or the wait ended) with this decision.
+    Decided(ApprovalDecision),
+    /// An SMS passcode is on its way; the user types it at the prompt.
+    SmsSent,
+    /// The provider failed; the user was told, and may pick something else.
+    Failed,
+}
+
+/// The menu, from the first line to the prompt. Without options it asks for a passcode only.
+pub(crate) fn menu_text(user: &str, options: &[MenuOption]) -> (String, String) {
+    if options.is_empty() {
+        return (
+            format!(
+                "Two-factor login for {user}\n\nEnter a passcode from your authenticator app or \
+                 token, or a bypass code.\n"
+            ),
+            "Passcode: ".to_string(),
+        );
+    }
+    let mut text = format!(
+        "Two-factor login for {user}\n\nEnter a passcode or select one of the following options:\n\n"
+    );
+    for (i, option) in options.iter().enumerate() {
+        text.push_str(&format!(" {}. {}\n", i + 1, option.label()));
+    }
+    (text, format!("Passcode or option (1-{}): ", options.len()))
+}
+
+impl Daemon {
+    pub(crate) fn can_push(&self) -> bool {
+        self.notifier.is_some() && self.config.approval.is_some()
+    }
+    pub(crate) fn can_sms(&self) -> bool {
+        self.twilio.is_some()
+    }
+    pub(crate) fn can_call(&self) -> bool {
+        self.twilio.is_some() && self.config.approval.is_some()
+    }
+
+    /// The menu options of `devices`, in device order, and the index of the default
+    /// device's first option.
+    pub(crate) fn menu_options(&self, devices: &[Device]) -> (Vec<MenuOption>, Option<usize>) {
+        let mut options = Vec::new();
+        let mut default = None;
+        for d in devices {
+            let first = options.len();
+            match (d.kind, &d.address) {
+                (DeviceKind::Push, Some(target)) if self.can_push() => {
+                    options.push(MenuOption::Push {
+                        name: d.name.clone(),
+                        target: target.clone(),
+                    });
+                }
+                (DeviceKind::Phone, Some(number)) => {
+                    if self.can_call() {
+                        options.push(MenuOption::Call {
+                            number: number.clone(),
+                        });
+                    }
+                    if self.can_sms() {
+                        options.push(MenuOption::Sms {
+                            number: number.clone(),
+                        });
+                    }
+                }
+                _ => {}
+            }
+            if d.is_default && options.len() > first {
+                default = Some(first);
+            }
+        }
+        (options, default)
+    }
+
+    pub(crate) async fn run_option(
+        &self,
+        conn: &mut Conn,
+        who: &Who<'_>,
+        option: &MenuOption,
+    ) -> Result<OobResult> {
+        match option {
+            MenuOption::Sms { number } => self.send_sms_passcode(conn, who, number).await,
+            MenuOption::Push { target, .. } => {
+                self.approve(conn, who, ApprovalMethod::Push, target, None)
+                    .await
+            }
+            MenuOption::Call { number } => {
+                self.approve(conn, who, ApprovalMethod::Call, number, None)
+                    .await
+            }
+        }
+    }
+
+    async fn send_sms_passcode(
+        &self,
+        conn: &mut Conn,
+        who: &Who<'_>,
+        number: &str,
+    ) -> Result<OobResult> {
+        let Some(twilio) = &self.twilio else {
+            return Ok(OobResult::Failed);
+        };
+        let (code, stored) = bypass::new_code(self.config.sms.digits);
+        let now = self.clock.now();
+        let ttl = self.config.sms.code_ttl as i64;
+        let user = who.user.to_string();
+        self.db(move |s| s.add_sms_code(&user, &stored, now, now + ttl))
+            .await?;
+        let body = zeroize::Zeroizing::new(format!(
+            "{} is your login code for {} ({}). It works once, for {} minutes. If you did not \
+             try to log in, tell your administrator.",
+            code.as_str(),
+            self.issuer,
+            who.user,
+            ttl / 60
+        ));
+        match twilio.send_sms(number, &body).await {
+            Ok(_) => {
+                decision(who, "sms", "sent", "SMS passcode sent");
+                conn.info(format!(
+                    "SMS passcode sent to {}. Enter it below.",
+                    mask_phone(number)
+                ))
+                .await?;
+                Ok(OobResult::SmsSent)
+            }
+            Err(e) => {
+                decision(who, "sms", "provider-error", &e.to_string());
+                conn.error(format!(
+                    "Could not send an SMS: {e}. Choose another option or enter a passcode."
+                ))
+                .await?;
+                Ok(OobResult::Failed)
+            }
+        }
+    }
+
+    /// Sends a push or places a call, then waits (bounded) for the phone's answer. With
+    /// `wait_prompt`, the waiting text goes into a prompt that the user confirms with Enter:
+    /// OpenSSH before 10.3 shows PAM text only together with a prompt (bug 2876).
+    pub(crate) async fn approve(
+        &self,
+        conn: &mut Conn,
+        who: &Who<'_>,
+        method: ApprovalMethod,
+        target: &str,
+        purpose: Option<&str>,
+    ) -> Result<OobResult> {
+        let Some(approval) = &self.config.approval else {
+            return Ok(OobResult::Failed);
+        };
+        let ttl = Duration::from_secs(approval.token_ttl);
+        let request = ApprovalRequest {
+            user: who.user.to_string(),
+            host: self.issuer.clone(),
+            rhost: purpose.unwrap_or(who.rhost).to_string(),
+            method,
+            created: self.clock.now(),
+        };
+        let pending = match self.approvals.create(request, ttl) {
+            Ok(p) => p,
+            Err(e) => {
+                conn.error(format!("{e}; enter a passcode instead."))
+                    .await?;
+                return Ok(OobResult::Failed);
+            }
+        };
+        let sent = match method {
+            ApprovalMethod::Push => match &self.notifier {
+                Some(n) => {
+                    n.push(
+                        target,
+                        &PushMessage {
+                            user: who.user.to_string(),
+                            host: self.issuer.clone(),
+                            rhost: purpose.unwrap_or(who.rhost).to_string(),
+                            time_text: text::utc(self.clock.now()),
+                            approve_url: approval.approval_url(&pending.token),
+                            number_required: pending.verify_number.is_some(),
+                        },
+                    )
+                    .await
+                }
+                None => return Ok(OobResult::Failed),
+            },
+            ApprovalMethod::Call => match &self.twilio {
+                Some(t) => t
+                    .place_call(target, &approval.voice_url(&pending.token))
+                    .await
+                    .map(drop),
+                None => return Ok(OobResult::Failed),
+            },
+        };
+        if let Err(e) = sent {
+            self.approvals.cancel(&pending);
+            decision(who, method.as_str(), "provider-error", &e.to_string());
+            let what = match method {
+                ApprovalMethod::Push => "send the push",
+                ApprovalMethod::Call => "place the call",
+            };
+            conn.error(format!(
+                "Could not {what}: {e}. Choose another option or enter a passcode."
+            ))
+            .await?;
+            return Ok(OobResult::Failed);
+        }
+        let mut waiting = match method {
+            ApprovalMethod::Push => "Pushed a login request to your device...".to_string(),
+            ApprovalMethod::Call => format!(
+                "Calling {}... Answer it and press 1 to approve.",
+                mask_phone(target)
+            ),
+        };
+        if let Some(n) = pending.verify_number {
+            waiting.push_str(&format!("\nOn the approval page, enter the number {n}."));
+        }
+        let outcome = if self.config.wait_prompt {
+            conn.send(&ServerMsg::Prompt {
+                text: format!("{waiting}\nPress Enter once you have answered it: "),
+                echo: true,
+            })
+            .await?;
+            // The user's Enter and the phone's answer may come in either order; both are
+            // awaited, each with its own bound.
+            let (answer, outcome) = tokio::join!(conn.answer(), self.approvals.wait(pending, ttl));
+            answer?;
+            outcome
+        } else {
+            conn.info(waiting).await?;
+            self.approvals.wait(pending, ttl).await
+        };
+        Ok(OobResult::Decided(outcome))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_menu_has_the_seed_shape() {
+        let options = vec![
+            MenuOption::Push {
+                name: "Pixel 8".into(),
+                target: "t".into(),
+            },
+            MenuOption::Call {
+                number: "+15555551234".into(),
+            },
+            MenuOption::Sms {
+                number: "+15555551234".into(),
+            },
+        ];
+        let (text, prompt) = menu_text("abc123", &options);
+        assert_eq!(
+            text,
+            "Two-factor login for abc123\n\nEnter a passcode or select one of the following \
+             options:\n\n 1. Push to Pixel 8\n 2. Phone call to XXX-XXX-1234\n 3. SMS passcodes \
+             to XXX-XXX-1234\n"
+        );
+        assert_eq!(prompt, "Passcode or option (1-3): ");
+        let (_, prompt) = menu_text("abc123", &[]);
+        assert_eq!(prompt, "Passcode: ");
+    }
+}
