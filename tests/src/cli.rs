@@ -64,6 +64,18 @@ impl MfaCli {
         output(&mut self.command(Some(user), args), input)
     }
 
+    /// Starts `mfa --socket S ARGS` as `user` with piped stdin, stdout and stderr, for a
+    /// conversation whose answers are known only as it goes (a code sent by SMS). Bounded
+    /// like every CLI run; the caller waits for it.
+    pub fn spawn_as_user(&self, user: &TestUser, args: &[&str]) -> Result<std::process::Child> {
+        self.command(Some(user), args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .context(format!("starting mfa {}", args.join(" ")))
+    }
+
     /// `mfa enroll totp` as `user`: reads the secret it prints, answers its prompt with the
     /// current code, and returns the secret once mfa reports success.
     pub fn enroll_totp(

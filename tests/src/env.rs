@@ -84,6 +84,16 @@ impl TestEnvBuilder {
         self
     }
 
+    /// Adds `text` to the generated mfad.toml (see [`MfadConfig::extra_toml`]): the
+    /// out-of-band sections, `wait_prompt`, and the like.
+    pub fn mfad_toml(mut self, text: &str) -> Self {
+        self.config.extra_toml.push_str(text);
+        if !text.ends_with('\n') {
+            self.config.extra_toml.push('\n');
+        }
+        self
+    }
+
     /// A PAM stack with the password only, no pam_mfa and no mfad: checks the harness itself.
     pub fn without_second_factor(mut self) -> Self {
         self.second_factor = false;

@@ -23,6 +23,9 @@ pub struct MfadConfig {
     pub totp_window: u64,
     pub lockout_max_failures: u32,
     pub lockout_duration: u64,
+    /// More TOML for the generated mfad.toml: lines before the first `[table]` header join
+    /// the top level (`wait_prompt = false`), the rest goes after the harness's own tables.
+    pub extra_toml: String,
 }
 
 impl Default for MfadConfig {
@@ -36,12 +39,14 @@ impl Default for MfadConfig {
             totp_window: 1,
             lockout_max_failures: 10,
             lockout_duration: 3600,
+            extra_toml: String::new(),
         }
     }
 }
 
 impl MfadConfig {
     fn render(&self, socket: &Path, database: &Path) -> String {
+        let (top, tables) = split_top_level(&self.extra_toml);
         format!(
             "# Written by the mfa-e2e harness.\n\
              socket = \"{socket}\"\n\
@@ -50,9 +55,10 @@ impl MfadConfig {
              unenrolled = \"{unenrolled}\"\n\
              max_attempts = {max_attempts}\n\
              answer_timeout = {answer_timeout}\n\
+             {top}\
              \n[totp]\ndigits = {digits}\nperiod = {period}\nwindow = {window}\n\
              \n[lockout]\nmax_failures = {max_failures}\nduration = {duration}\n\
-             \n[log]\nsyslog = false\nlevel = \"debug\"\n",
+             \n[log]\nsyslog = false\nlevel = \"debug\"\n{tables}",
             socket = socket.display(),
             database = database.display(),
             unenrolled = self.unenrolled,
@@ -65,6 +71,26 @@ impl MfadConfig {
             duration = self.lockout_duration,
         )
     }
+}
+
+/// `text` cut before its first table header: (top-level keys, tables), each ending in a
+/// newline when not empty.
+fn split_top_level(text: &str) -> (String, String) {
+    let mut top = String::new();
+    let mut tables = String::new();
+    for line in text.lines() {
+        if !tables.is_empty() || line.trim_start().starts_with('[') {
+            tables.push_str(line);
+            tables.push('\n');
+        } else {
+            top.push_str(line);
+            top.push('\n');
+        }
+    }
+    if !tables.is_empty() {
+        tables.insert(0, '\n');
+    }
+    (top, tables)
 }
 
 pub struct Mfad {
