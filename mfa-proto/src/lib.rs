@@ -114,7 +114,7 @@ pub enum NewDevice {
     },
 }
 /// What the PAM module (or login helper) knows about the login being authenticated.
-#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub struct AuthContext {
     pub user: String,
     /// PAM_SERVICE, e.g. "sshd".
@@ -127,6 +127,30 @@ pub struct AuthContext {
     pub ssh_connection: Option<String>,
     /// SSH_AUTH_INFO_0 from the PAM environment (which key a publickey step used).
     pub ssh_auth_info: Option<String>,
+    /// Menu, or run the default method at once (transfer hosts, non-interactive sessions).
+    #[serde(default)]
+    pub mode: AuthMode,
+    /// Whether the client can show a prompt at all. The ForceCommand helper without a
+    /// terminal cannot: then only methods that need no typing are usable.
+    #[serde(default = "yes")]
+    pub can_prompt: bool,
+    /// The command the session will run (SSH_ORIGINAL_COMMAND), for logs and pushes.
+    #[serde(default)]
+    pub command: Option<String>,
+}
+
+fn yes() -> bool {
+    true
+}
+
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum AuthMode {
+    /// Show the menu; an empty answer runs the default method.
+    #[default]
+    Menu,
+    /// No menu: run the user's default method at once.
+    Auto,
 }
 
 impl Operation {
@@ -193,6 +217,22 @@ pub enum Outcome {
     Deny,
     /// This module has no opinion (PAM_IGNORE).
     Ignore,
+}
+
+impl Default for AuthContext {
+    fn default() -> Self {
+        AuthContext {
+            user: String::new(),
+            service: String::new(),
+            rhost: None,
+            tty: None,
+            ssh_connection: None,
+            ssh_auth_info: None,
+            mode: AuthMode::Menu,
+            can_prompt: true,
+            command: None,
+        }
+    }
 }
 
 /// Why a user name is refused before anything else happens.

@@ -97,6 +97,7 @@ impl Daemon {
             user: &user,
             rhost: "local",
             service: "mfa-admin",
+            can_prompt: true,
         };
         if let Err(e) = mfa_proto::check_user_name(&user) {
             return self.deny(conn, format!("Refused: {e}.")).await;

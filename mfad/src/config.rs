@@ -33,6 +33,7 @@ pub struct Config {
     /// SMS passcodes, and phone calls when `[approval]` is set too. Off when absent.
     pub twilio: Option<TwilioConfig>,
     pub sms: SmsConfig,
+    pub policy: crate::policy::PolicyConfig,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -58,6 +59,9 @@ impl Default for SmsConfig {
 pub enum Unenrolled {
     Deny,
     Allow,
+    /// Enrol an authenticator app during the login itself (trusted networks only, unless
+    /// `policy.enroll_from_anywhere`).
+    Enroll,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -123,6 +127,7 @@ impl Default for Config {
             push: None,
             twilio: None,
             sms: SmsConfig::default(),
+            policy: crate::policy::PolicyConfig::default(),
         }
     }
 }
@@ -263,6 +268,12 @@ impl Config {
                 "must be 60 to 900 seconds",
             ));
         }
+        self.policy
+            .validate()
+            .map_err(|message| ConfigError::Parse {
+                path: path.to_path_buf(),
+                message,
+            })?;
         let oob = |e: crate::oob::config::OobConfigError| ConfigError::Parse {
             path: path.to_path_buf(),
             message: e.to_string(),

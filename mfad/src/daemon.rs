@@ -88,10 +88,13 @@ impl ApprovalHooks for ReportHook {
 }
 
 /// The fields every decision is logged with.
+#[derive(Clone, Copy)]
 pub(crate) struct Who<'a> {
     pub user: &'a str,
     pub rhost: &'a str,
     pub service: &'a str,
+    /// The client can show prompts (false: the ForceCommand helper without a terminal).
+    pub can_prompt: bool,
 }
 
 pub(crate) fn decision(who: &Who<'_>, method: &str, outcome: &str, reason: &str) {
@@ -253,6 +256,19 @@ impl Daemon {
             }
             _ => Ok(true),
         }
+    }
+}
+
+impl Daemon {
+    /// The user name of `uid`, through NSS.
+    pub(crate) async fn name_of(&self, uid: u32) -> Result<Option<String>> {
+        Ok(tokio::task::spawn_blocking(move || {
+            nix::unistd::User::from_uid(nix::unistd::Uid::from_raw(uid))
+                .ok()
+                .flatten()
+                .map(|u| u.name)
+        })
+        .await?)
     }
 }
 

@@ -48,13 +48,7 @@ fn device_name(name: Option<String>, fallback: &str) -> std::result::Result<Stri
 impl Daemon {
     /// The caller's own user name, from its uid; refuses the conversation if it has none.
     async fn caller(&self, conn: &mut Conn, uid: u32) -> Result<Option<String>> {
-        let name = tokio::task::spawn_blocking(move || {
-            nix::unistd::User::from_uid(nix::unistd::Uid::from_raw(uid))
-                .ok()
-                .flatten()
-                .map(|u| u.name)
-        })
-        .await?;
+        let name = self.name_of(uid).await?;
         if name.is_none() {
             self.deny(
                 conn,
@@ -110,6 +104,7 @@ impl Daemon {
             user: &user,
             rhost: "local",
             service: "mfa-devices",
+            can_prompt: true,
         };
         // Check the request before asking for anything.
         let checked = match &new {
@@ -344,7 +339,12 @@ impl Daemon {
     }
 
     /// An authenticator app: the daemon makes the secret, shows it, and waits for one code.
-    async fn enroll_app(&self, conn: &mut Conn, who: &Who<'_>, name: String) -> Result<()> {
+    pub(crate) async fn enroll_app(
+        &self,
+        conn: &mut Conn,
+        who: &Who<'_>,
+        name: String,
+    ) -> Result<()> {
         let params = self.totp_params();
         let secret = totp::new_secret();
         let uri = totp::otpauth_uri(&secret, params, &self.issuer, who.user);
@@ -496,6 +496,7 @@ impl Daemon {
             user: &user,
             rhost: "local",
             service: "mfa-devices",
+            can_prompt: true,
         };
         let Some(device) = self.pick_device(conn, &who, index).await? else {
             return Ok(());
@@ -522,6 +523,7 @@ impl Daemon {
             user: &user,
             rhost: "local",
             service: "mfa-devices",
+            can_prompt: true,
         };
         let Some(device) = self.pick_device(conn, &who, index).await? else {
             return Ok(());
@@ -553,6 +555,7 @@ impl Daemon {
             user: &user,
             rhost: "local",
             service: "mfa-bypass-codes",
+            can_prompt: true,
         };
         if !self.require_fresh_factor(conn, &who).await? {
             return Ok(());

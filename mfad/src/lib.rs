@@ -14,6 +14,7 @@ pub mod logging;
 pub mod login;
 pub mod methods;
 pub mod oob;
+pub mod policy;
 pub mod server;
 pub mod store;
 pub mod text;

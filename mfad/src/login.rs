@@ -8,9 +8,11 @@ use crate::daemon::{Daemon, Result, Who, decision, user_exists};
 use crate::factor::{self, bypass, hotp, totp};
 use crate::methods::{MenuOption, OobResult, menu_text};
 use crate::oob::approvals::ApprovalDecision;
+use crate::policy::{self, GroupRule};
+use crate::store::Device;
 use crate::store::{DeviceKind, FailureEffect};
 use crate::text::{self, clean};
-use mfa_proto::{AuthContext, Outcome};
+use mfa_proto::{AuthContext, AuthMode, Outcome};
 use zeroize::Zeroizing;
 
 /// What a typed answer turned out to be.
@@ -45,16 +47,19 @@ impl Daemon {
             user: &ctx.user,
             rhost: &rhost,
             service: &ctx.service,
+            can_prompt: ctx.can_prompt,
         };
-        if uid != 0 {
-            decision(&who, "-", "deny", &format!("caller uid {uid} is not root"));
-            return self
-                .deny(conn, "Only root may ask mfad to authenticate a user.")
-                .await;
-        }
         if let Err(e) = mfa_proto::check_user_name(&ctx.user) {
             decision(&who, "-", "deny", &format!("bad user name: {e}"));
             return self.deny(conn, format!("Login refused: {e}.")).await;
+        }
+        // Root (sshd's PAM stack) may ask about anyone; anyone else (the ForceCommand
+        // helper, running as the user) only about itself.
+        if uid != 0 && self.name_of(uid).await?.as_deref() != Some(ctx.user.as_str()) {
+            decision(&who, "-", "deny", &format!("caller uid {uid} is not root"));
+            return self
+                .deny(conn, "Only root may ask mfad to authenticate another user.")
+                .await;
         }
         if !user_exists(&ctx.user).await? {
             decision(&who, "-", "deny", "unknown user");
@@ -62,46 +67,209 @@ impl Daemon {
                 .deny(conn, "Two-factor login is not available for this account.")
                 .await;
         }
+        let policy = &self.config.policy;
+        if !policy.exempt_groups.is_empty() || !policy.require_groups.is_empty() {
+            let user = ctx.user.clone();
+            let groups = tokio::task::spawn_blocking(move || policy::groups_of(&user)).await?;
+            match policy::group_rule(policy, &groups) {
+                GroupRule::Exempt(g) => {
+                    decision(&who, "-", "allow", &format!("member of exempt group {g}"));
+                    conn.done(Outcome::Allow).await?;
+                    return Ok(());
+                }
+                GroupRule::NotRequired => {
+                    decision(&who, "-", "allow", "in none of require_groups");
+                    conn.done(Outcome::Allow).await?;
+                    return Ok(());
+                }
+                GroupRule::Required => {}
+            }
+        }
         if !self.check_not_locked(conn, &who).await? {
             return Ok(());
         }
+        let addr = policy::client_addr(ctx.rhost.as_deref(), ctx.ssh_connection.as_deref());
+        let trusted = policy.is_trusted(addr);
         if !self.is_enrolled(&ctx.user).await? {
-            return match self.config.unenrolled {
-                Unenrolled::Allow => {
-                    decision(&who, "-", "allow", "not enrolled; unenrolled=allow");
-                    conn.done(Outcome::Allow).await?;
-                    Ok(())
-                }
-                Unenrolled::Deny => {
-                    decision(&who, "-", "deny", "not enrolled; unenrolled=deny");
-                    self.deny(
-                        conn,
-                        format!(
-                            "Two-factor authentication is required for {}, but no device is \
-                             enrolled.\nEnrol one with `mfa enroll totp` in a session on this \
-                             host, or ask your administrator.",
-                            ctx.user
-                        ),
-                    )
-                    .await
-                }
-            };
+            return self.unenrolled(conn, &who, trusted).await;
+        }
+        if trusted {
+            decision(&who, "-", "allow", "trusted network");
+            conn.done(Outcome::Allow).await?;
+            return Ok(());
+        }
+        let key = policy::key_fingerprint(ctx.ssh_auth_info.as_deref());
+        if policy.remember_for > 0
+            && let Some(addr) = addr
+        {
+            let (user, addr, key, now) = (
+                ctx.user.clone(),
+                addr.to_string(),
+                key.clone(),
+                self.clock.now(),
+            );
+            if self
+                .db(move |s| s.is_remembered(&user, &addr, &key, now))
+                .await?
+            {
+                decision(&who, "-", "allow", "remembered from this address and key");
+                conn.done(Outcome::Allow).await?;
+                return Ok(());
+            }
         }
         let user = ctx.user.clone();
         let devices = self.db(move |s| s.devices(&user)).await?;
         let (options, default) = self.menu_options(&devices);
-        let (menu, prompt) = menu_text(&ctx.user, &options);
-        conn.info(menu).await?;
-        if self
-            .prove_second_factor(conn, &who, &prompt, &options, default)
-            .await?
-        {
+        let passed = match ctx.mode {
+            AuthMode::Menu if ctx.can_prompt => {
+                let (menu, prompt) = menu_text(&ctx.user, &options);
+                conn.info(menu).await?;
+                self.prove_second_factor(conn, &who, &prompt, &options, default)
+                    .await?
+            }
+            _ => {
+                self.default_method(conn, &who, &devices, &options, default)
+                    .await?
+            }
+        };
+        if passed {
+            if policy.remember_for > 0
+                && let Some(addr) = addr
+            {
+                let now = self.clock.now();
+                let until = now.saturating_add(policy.remember_for as i64);
+                let (user, addr) = (ctx.user.clone(), addr.to_string());
+                self.db(move |s| s.remember(&user, &addr, &key, now, until))
+                    .await?;
+            }
             conn.info("Success. Logging you in...").await?;
             conn.done(Outcome::Allow).await?;
         } else {
             conn.done(Outcome::Deny).await?;
         }
         Ok(())
+    }
+
+    /// A user with nothing enrolled: refuse, allow, or enrol during this login.
+    async fn unenrolled(&self, conn: &mut Conn, who: &Who<'_>, trusted: bool) -> Result<()> {
+        let how = "Enrol one with `mfa enroll totp` in a session on this host, or ask your \
+                   administrator.";
+        match self.config.unenrolled {
+            Unenrolled::Allow => {
+                decision(who, "-", "allow", "not enrolled; unenrolled=allow");
+                conn.done(Outcome::Allow).await?;
+                Ok(())
+            }
+            Unenrolled::Enroll if !who.can_prompt => {
+                decision(who, "-", "deny", "not enrolled; no terminal to enrol on");
+                self.deny(
+                    conn,
+                    format!(
+                        "Two-factor authentication is required for {}, but no device is \
+                         enrolled, and this session has no terminal to enrol on. Log in with \
+                         `ssh` in a terminal to enrol.",
+                        who.user
+                    ),
+                )
+                .await
+            }
+            Unenrolled::Enroll if trusted || self.config.policy.enroll_from_anywhere => {
+                decision(who, "totp", "enrolling", "not enrolled; in-login enrolment");
+                conn.info(format!(
+                    "Two-factor authentication is required for {}, and you have no device yet. \
+                     Set one up now.\n",
+                    who.user
+                ))
+                .await?;
+                self.enroll_app(conn, who, "Authenticator app".to_string())
+                    .await
+            }
+            Unenrolled::Enroll => {
+                decision(
+                    who,
+                    "-",
+                    "deny",
+                    "not enrolled; enrolment refused outside trusted networks",
+                );
+                self.deny(
+                    conn,
+                    format!(
+                        "Two-factor authentication is required for {}, but no device is \
+                         enrolled. Enrolment during login is only offered from the site's own \
+                         networks. {how}",
+                        who.user
+                    ),
+                )
+                .await
+            }
+            Unenrolled::Deny if trusted => {
+                decision(who, "-", "allow", "not enrolled; trusted network");
+                conn.done(Outcome::Allow).await?;
+                Ok(())
+            }
+            Unenrolled::Deny => {
+                decision(who, "-", "deny", "not enrolled; unenrolled=deny");
+                self.deny(
+                    conn,
+                    format!(
+                        "Two-factor authentication is required for {}, but no device is \
+                         enrolled.\n{how}",
+                        who.user
+                    ),
+                )
+                .await
+            }
+        }
+    }
+
+    /// No menu: the default method at once (transfer hosts, sessions without a terminal).
+    /// Never waits without a bound, and refuses at once when nothing usable is the default.
+    async fn default_method(
+        &self,
+        conn: &mut Conn,
+        who: &Who<'_>,
+        devices: &[Device],
+        options: &[MenuOption],
+        default: Option<usize>,
+    ) -> Result<bool> {
+        let fix = "Set a push or phone default with `mfa devices` and `mfa default N` in an \
+                   interactive ssh session.";
+        if let Some(i) = default {
+            let option = &options[i];
+            // An SMS passcode needs typing; without a terminal it cannot be the method.
+            let usable = who.can_prompt || !matches!(option, MenuOption::Sms { .. });
+            if usable {
+                match self.run_option(conn, who, option).await? {
+                    OobResult::Decided(d) => return self.conclude(conn, who, option, d).await,
+                    OobResult::SmsSent if who.can_prompt => {
+                        return self
+                            .prove_second_factor(conn, who, "SMS passcode: ", &[], None)
+                            .await;
+                    }
+                    OobResult::SmsSent | OobResult::Failed => {}
+                }
+            }
+        }
+        let default_is_code = devices.iter().any(|d| d.is_default && d.otp.is_some());
+        if who.can_prompt && (default_is_code || default.is_some()) {
+            // The default makes codes, or its provider failed: one prompt for a passcode.
+            return self
+                .prove_second_factor(conn, who, "Passcode: ", &[], None)
+                .await;
+        }
+        decision(
+            who,
+            "-",
+            "deny",
+            "no usable default method for a session without a terminal",
+        );
+        conn.error(format!(
+            "Two-factor login for {} needs a default method that works without a terminal \
+             (push or phone call), and there is none.\n{fix}",
+            who.user
+        ))
+        .await?;
+        Ok(false)
     }
 
     /// Whether the user has anything that can prove a second factor.

@@ -250,7 +250,7 @@ impl Daemon {
         if let Some(n) = pending.verify_number {
             waiting.push_str(&format!("\nOn the approval page, enter the number {n}."));
         }
-        let outcome = if self.config.wait_prompt {
+        let outcome = if self.config.wait_prompt && who.can_prompt {
             conn.send(&ServerMsg::Prompt {
                 text: format!("{waiting}\nPress Enter once you have answered it: "),
                 echo: true,

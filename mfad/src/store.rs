@@ -70,7 +70,14 @@ const MIGRATIONS: &[&str] = &[
         expires INTEGER NOT NULL,
         used_at INTEGER
      ) STRICT;
-     CREATE INDEX sms_codes_user ON sms_codes(user);",
+     CREATE INDEX sms_codes_user ON sms_codes(user);
+     CREATE TABLE remembered (
+        user TEXT NOT NULL,
+        addr TEXT NOT NULL,
+        key TEXT NOT NULL,
+        until INTEGER NOT NULL,
+        PRIMARY KEY (user, addr, key)
+     ) STRICT;",
 ];
 
 pub struct Store {
@@ -351,9 +358,46 @@ impl Store {
         Ok(n == 1)
     }
 
+    /// Remembers a second factor from `addr` with key fingerprint `key` until `until`.
+    pub fn remember(
+        &mut self,
+        user: &str,
+        addr: &str,
+        key: &str,
+        now: i64,
+        until: i64,
+    ) -> Result<(), StoreError> {
+        let tx = self.conn.transaction()?;
+        tx.execute("DELETE FROM remembered WHERE until <= ?1", [now])?;
+        tx.execute(
+            "INSERT INTO remembered(user, addr, key, until) VALUES (?1, ?2, ?3, ?4)
+             ON CONFLICT(user, addr, key) DO UPDATE SET until = excluded.until",
+            params![user, addr, key, until],
+        )?;
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// Whether a second factor from exactly this address and key is still remembered.
+    pub fn is_remembered(
+        &self,
+        user: &str,
+        addr: &str,
+        key: &str,
+        now: i64,
+    ) -> Result<bool, StoreError> {
+        Ok(self.conn.query_row(
+            "SELECT EXISTS(SELECT 1 FROM remembered
+              WHERE user = ?1 AND addr = ?2 AND key = ?3 AND until > ?4)",
+            params![user, addr, key, now],
+            |r| r.get(0),
+        )?)
+    }
+
     /// Forgets everything about `user`: devices, bypass codes, counters.
     pub fn reset_user(&mut self, user: &str) -> Result<(), StoreError> {
         let tx = self.conn.transaction()?;
+        tx.execute("DELETE FROM remembered WHERE user = ?1", [user])?;
         tx.execute("DELETE FROM sms_codes WHERE user = ?1", [user])?;
         tx.execute("DELETE FROM devices WHERE user = ?1", [user])?;
         tx.execute("DELETE FROM bypass_codes WHERE user = ?1", [user])?;

@@ -652,3 +652,178 @@ fn importing_tokens_is_all_or_nothing() {
     assert_eq!(d.store().devices("nobody").unwrap().len(), 1);
     assert_eq!(d.login("root", &[HOTP_CODES[0]]).0, Outcome::Allow);
 }
+
+fn auth_from(user: &str, rhost: &str, key: Option<&str>) -> Operation {
+    Operation::Authenticate(AuthContext {
+        user: user.into(),
+        service: "sshd".into(),
+        rhost: Some(rhost.into()),
+        ssh_auth_info: key.map(|k| format!("publickey ssh-ed25519 {k}\n")),
+        ..Default::default()
+    })
+}
+
+fn login_op(d: &TestDaemon, op: Operation, answers: &[&str]) -> (Outcome, Script) {
+    let (outcome, script) = d.run(op, answers);
+    script.all_answered();
+    (outcome.unwrap(), script)
+}
+
+#[test]
+fn a_trusted_network_skips_the_second_factor_and_others_do_not() {
+    let d = TestDaemon::start(|c| {
+        c.policy.trusted_networks = vec!["10.0.0.0/8".parse().unwrap()];
+    });
+    d.enrol_totp("root");
+    let (outcome, script) = login_op(&d, auth_from("root", "10.20.30.40", None), &[]);
+    assert_eq!(outcome, Outcome::Allow, "{}", script.text());
+    assert!(!script.text().contains("prompt:"));
+    let (outcome, _) = login_op(
+        &d,
+        auth_from("root", "192.0.2.1", None),
+        &["000000", "1", "2"],
+    );
+    assert_eq!(outcome, Outcome::Deny);
+}
+
+#[test]
+fn an_exempt_group_skips_and_require_groups_narrow_who_is_asked() {
+    let d = TestDaemon::start(|c| c.policy.exempt_groups = vec!["root".into()]);
+    d.enrol_totp("root");
+    assert_eq!(d.login("root", &[]).0, Outcome::Allow);
+
+    let d = TestDaemon::start(|c| c.policy.require_groups = vec!["no-such-group-mfa".into()]);
+    d.enrol_totp("root");
+    assert_eq!(d.login("root", &[]).0, Outcome::Allow);
+
+    let d = TestDaemon::start(|c| c.policy.require_groups = vec!["root".into()]);
+    d.enrol_totp("root");
+    let (outcome, _) = d.login("root", &["000000", "000001", "000002"]);
+    assert_eq!(outcome, Outcome::Deny, "root is in a required group");
+}
+
+#[test]
+fn a_remembered_login_skips_within_the_window_and_asks_after_or_elsewhere() {
+    let d = TestDaemon::start(|c| c.policy.remember_for = 3600);
+    d.enrol_totp("root");
+    let here = || auth_from("root", "198.51.100.7", Some("AAAAkeyONE"));
+    let (outcome, _) = login_op(&d, here(), &[&d.code_now()]);
+    assert_eq!(outcome, Outcome::Allow);
+    // Same user, address and key, within the hour: not asked.
+    d.clock.advance(1800);
+    let (outcome, script) = login_op(&d, here(), &[]);
+    assert_eq!(outcome, Outcome::Allow);
+    assert!(!script.text().contains("prompt:"), "{}", script.text());
+    // Another address, or another key: asked.
+    let (outcome, _) = login_op(
+        &d,
+        auth_from("root", "198.51.100.8", Some("AAAAkeyONE")),
+        &["000000", "000001", "000002"],
+    );
+    assert_eq!(outcome, Outcome::Deny);
+    d.store().unlock("root").unwrap();
+    let (outcome, _) = login_op(
+        &d,
+        auth_from("root", "198.51.100.7", Some("AAAAkeyTWO")),
+        &["000000", "000001", "000002"],
+    );
+    assert_eq!(outcome, Outcome::Deny);
+    d.store().unlock("root").unwrap();
+    // After the window: asked again.
+    d.clock.advance(1801);
+    let (outcome, script) = login_op(&d, here(), &[&d.code_now()]);
+    assert_eq!(outcome, Outcome::Allow);
+    assert!(script.text().contains("prompt:"));
+}
+
+#[test]
+fn remembering_is_off_by_default() {
+    let d = TestDaemon::start(|_| {});
+    d.enrol_totp("root");
+    let here = || auth_from("root", "198.51.100.7", None);
+    assert_eq!(login_op(&d, here(), &[&d.code_now()]).0, Outcome::Allow);
+    d.clock.advance(60);
+    let (outcome, _) = login_op(&d, here(), &[&d.code_now()]);
+    assert_eq!(outcome, Outcome::Allow);
+}
+
+fn auto(user: &str, can_prompt: bool) -> Operation {
+    Operation::Authenticate(AuthContext {
+        user: user.into(),
+        service: "mfa-login-prompt".into(),
+        rhost: Some("192.0.2.50".into()),
+        mode: mfa_proto::AuthMode::Auto,
+        can_prompt,
+        command: Some("scp -t /tmp".into()),
+        ..Default::default()
+    })
+}
+
+#[test]
+fn without_a_terminal_and_without_a_usable_default_the_refusal_is_immediate_and_names_the_fix() {
+    let d = TestDaemon::start(|_| {});
+    d.enrol_totp("root");
+    let started = std::time::Instant::now();
+    let (outcome, script) = login_op(&d, auto("root", false), &[]);
+    assert_eq!(outcome, Outcome::Deny);
+    assert!(started.elapsed() < Duration::from_secs(5));
+    assert!(script.text().contains("mfa default N"), "{}", script.text());
+    assert!(!script.text().contains("prompt:"));
+}
+
+#[test]
+fn auto_mode_with_a_terminal_asks_once_for_the_default_code_device() {
+    let d = TestDaemon::start(|_| {});
+    d.enrol_totp("root");
+    let (outcome, script) = login_op(&d, auto("root", true), &[&d.code_now()]);
+    assert_eq!(outcome, Outcome::Allow, "{}", script.text());
+    assert!(!script.text().contains("select one of the following"));
+}
+
+#[test]
+fn in_login_enrolment_works_from_a_trusted_network_and_is_refused_elsewhere() {
+    let d = TestDaemon::start(|c| {
+        c.unenrolled = Unenrolled::Enroll;
+        c.policy.trusted_networks = vec!["10.0.0.0/8".parse().unwrap()];
+    });
+    let (outcome, script) = login_op(&d, auth_from("root", "192.0.2.9", None), &[]);
+    assert_eq!(outcome, Outcome::Deny);
+    assert!(
+        script
+            .text()
+            .contains("only offered from the site's own networks"),
+        "{}",
+        script.text()
+    );
+    assert!(d.store().devices("root").unwrap().is_empty());
+
+    let mut client =
+        Client::connect(&d.socket(), Duration::from_secs(2), Duration::from_secs(10)).unwrap();
+    let mut conv = Enroller {
+        now: d.clock.now_secs(),
+        shown: String::new(),
+    };
+    let outcome =
+        mfa_proto::run_conversation(&mut client, auth_from("root", "10.1.1.1", None), &mut conv)
+            .unwrap();
+    assert_eq!(outcome, Outcome::Allow, "{}", conv.shown);
+    assert!(conv.shown.contains("otpauth://totp/"));
+    assert_eq!(d.store().devices("root").unwrap().len(), 1);
+}
+
+#[test]
+fn a_user_may_authenticate_itself_but_not_another_user() {
+    let d = TestDaemon::start(|_| {});
+    d.enrol_totp("nobody");
+    let hello = |user: &str| {
+        format!(
+            r#"{{"type":"hello","version":1,"op":{{"op":"authenticate","user":"{user}","service":"mfa-login-prompt","rhost":null,"tty":null,"ssh_connection":null,"ssh_auth_info":null,"mode":"auto","can_prompt":false}}}}"#
+        )
+    };
+    // As itself (the ForceCommand helper's case): asked, and refused only for want of a
+    // usable default without a terminal.
+    let reply = as_nobody(&d.socket(), &hello("nobody"));
+    assert!(reply.contains("needs a default method"), "{reply}");
+    let reply = as_nobody(&d.socket(), &hello("root"));
+    assert!(reply.contains("Only root may ask mfad"), "{reply}");
+}

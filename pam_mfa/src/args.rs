@@ -29,6 +29,9 @@ pub struct ModuleArgs {
     pub connect_timeout: Duration,
     /// `debug`: log the context sent to mfad and the outcome (never an answer).
     pub debug: bool,
+    /// `mode=menu|auto`: show the menu (default), or run the user's default method at once
+    /// (for transfer hosts, where nobody reads a menu).
+    pub mode: mfa_proto::AuthMode,
 }
 
 pub const DEFAULT_TIMEOUT_SECS: u64 = 75;
@@ -44,6 +47,7 @@ impl Default for ModuleArgs {
             timeout: Duration::from_secs(DEFAULT_TIMEOUT_SECS),
             connect_timeout: Duration::from_secs(DEFAULT_CONNECT_TIMEOUT_SECS),
             debug: false,
+            mode: mfa_proto::AuthMode::Menu,
         }
     }
 }
@@ -62,6 +66,15 @@ impl ModuleArgs {
             };
             match (key, value) {
                 ("debug", None) => parsed.debug = true,
+                ("mode", Some("menu")) => parsed.mode = mfa_proto::AuthMode::Menu,
+                ("mode", Some("auto")) => parsed.mode = mfa_proto::AuthMode::Auto,
+                ("mode", v) => {
+                    parsed.mode = mfa_proto::AuthMode::Menu;
+                    problems.push(format!(
+                        "mode={:?} is neither menu nor auto; using mode=menu",
+                        v.unwrap_or_default()
+                    ));
+                }
                 ("socket", Some(v)) if v.starts_with('/') => parsed.socket = PathBuf::from(v),
                 ("socket", v) => {
                     parsed.socket = PathBuf::from(mfa_proto::DEFAULT_SOCKET);
@@ -152,6 +165,12 @@ mod tests {
 
     #[test]
     fn unknown_arguments_are_reported_and_ignored() {
+        let (args, problems) = ModuleArgs::parse(&["mode=auto"]);
+        assert_eq!(args.mode, mfa_proto::AuthMode::Auto);
+        assert!(problems.is_empty());
+        let (args, problems) = ModuleArgs::parse(&["mode=fast"]);
+        assert_eq!(args.mode, mfa_proto::AuthMode::Menu);
+        assert_eq!(problems.len(), 1);
         let (args, problems) = ModuleArgs::parse(&["nullok", "failmode=safe", "debug=1"]);
         assert_eq!(args.failmode, FailMode::Safe);
         assert!(!args.debug);

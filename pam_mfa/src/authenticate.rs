@@ -50,6 +50,9 @@ pub fn authenticate<E: PamEnv>(env: &mut E, args: &[String]) -> PamResultCode {
         tty: env.item(PamItem::Tty).filter(|s| !s.is_empty()),
         ssh_connection: env.getenv("SSH_CONNECTION").filter(|s| !s.is_empty()),
         ssh_auth_info: env.getenv("SSH_AUTH_INFO_0").filter(|s| !s.is_empty()),
+        mode: args.mode,
+        can_prompt: true,
+        command: None,
     };
     let op = Operation::Authenticate(ctx.clone());
     if args.debug {

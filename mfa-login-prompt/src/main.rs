@@ -1,0 +1,161 @@
+//! mfa-login-prompt: the second factor for sites that put it after key authentication with
+//! `ForceCommand /usr/sbin/mfa-login-prompt` (as Duo's login_duo).
+//!
+//! On a terminal it shows the menu. Without one (scp, sftp, rsync, `ssh host cmd`) it asks
+//! mfad for the user's default method and writes nothing to stdout, which belongs to the
+//! sftp or scp stream. Then it replaces itself with the user's shell or command, so exit
+//! status, environment and signals are the ones the user expects.
+
+use clap::{Parser, ValueEnum};
+use mfa_proto::{AuthContext, AuthMode, Client, Conversation, Operation, Outcome};
+use std::io::{BufRead, IsTerminal, Write};
+use std::os::unix::process::CommandExt;
+use std::path::PathBuf;
+use std::process::{Command, ExitCode};
+use std::time::Duration;
+use zeroize::Zeroizing;
+
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum FailMode {
+    /// Refuse the session when mfad cannot be asked (default).
+    Secure,
+    /// Let the session through when mfad cannot be asked, and say so on stderr.
+    Safe,
+}
+
+#[derive(Parser)]
+#[command(
+    version,
+    about = "Second factor for sshd's ForceCommand, then the user's shell or command"
+)]
+struct Args {
+    /// mfad's socket.
+    #[arg(long, default_value = mfa_proto::DEFAULT_SOCKET)]
+    socket: PathBuf,
+    /// What to do when mfad cannot be reached or answers nonsense.
+    #[arg(long, value_enum, default_value_t = FailMode::Secure)]
+    failmode: FailMode,
+    /// Seconds to wait for each message from mfad (covers a push or call wait).
+    #[arg(long, default_value_t = 75)]
+    timeout: u64,
+    /// The program run for `Subsystem sftp internal-sftp` setups, where sshd hands the
+    /// helper the word `internal-sftp` instead of a program.
+    #[arg(long, default_value = "/usr/lib/openssh/sftp-server")]
+    sftp_server: PathBuf,
+}
+
+/// Shows mfad's text on stderr and reads answers from the terminal, if there is one.
+struct Terminal {
+    interactive: bool,
+}
+
+impl Conversation for Terminal {
+    fn info(&mut self, text: &str) {
+        eprintln!("{text}");
+    }
+    fn error(&mut self, text: &str) {
+        eprintln!("{text}");
+    }
+    fn prompt(&mut self, text: &str, _echo: bool) -> Option<Zeroizing<String>> {
+        if !self.interactive {
+            return None;
+        }
+        eprint!("{text}");
+        let _ = std::io::stderr().flush();
+        let mut line = Zeroizing::new(String::new());
+        match std::io::stdin().lock().read_line(&mut line) {
+            Ok(0) | Err(_) => None,
+            Ok(_) => {
+                let end = line.trim_end_matches(['\n', '\r']).len();
+                line.truncate(end);
+                Some(line)
+            }
+        }
+    }
+}
+
+fn env(name: &str) -> Option<String> {
+    std::env::var(name).ok().filter(|v| !v.is_empty())
+}
+
+/// With ExposeAuthInfo, sshd names a file listing the methods (and keys) this session used.
+fn auth_info() -> Option<String> {
+    let path = env("SSH_USER_AUTH")?;
+    let text = std::fs::read_to_string(path).ok()?;
+    Some(text.chars().take(16 * 1024).collect())
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    let uid = nix::unistd::getuid();
+    let Ok(Some(me)) = nix::unistd::User::from_uid(uid) else {
+        eprintln!("mfa-login-prompt: uid {uid} has no user name; refusing the session");
+        return ExitCode::from(1);
+    };
+    let command = env("SSH_ORIGINAL_COMMAND");
+    let interactive = std::io::stdin().is_terminal() && std::io::stderr().is_terminal();
+    let ssh_connection = env("SSH_CONNECTION");
+    let ctx = AuthContext {
+        user: me.name.clone(),
+        service: "mfa-login-prompt".into(),
+        rhost: ssh_connection
+            .as_deref()
+            .and_then(|c| c.split_whitespace().next())
+            .map(String::from),
+        tty: env("SSH_TTY"),
+        ssh_connection,
+        ssh_auth_info: auth_info(),
+        mode: if interactive {
+            AuthMode::Menu
+        } else {
+            AuthMode::Auto
+        },
+        can_prompt: interactive,
+        command: command.clone(),
+    };
+    let mut terminal = Terminal { interactive };
+    let result = Client::connect(
+        &args.socket,
+        Duration::from_secs(3),
+        Duration::from_secs(args.timeout.clamp(1, 3600)),
+    )
+    .and_then(|mut c| {
+        mfa_proto::run_conversation(&mut c, Operation::Authenticate(ctx), &mut terminal)
+    });
+    match result {
+        Ok(Outcome::Allow) => {}
+        Ok(Outcome::Deny | Outcome::Ignore) => return ExitCode::from(1),
+        Err(e) if args.failmode == FailMode::Safe => {
+            eprintln!(
+                "mfa-login-prompt: two-factor service unavailable ({e}); failmode=safe lets you in"
+            );
+        }
+        Err(e) => {
+            eprintln!(
+                "Two-factor authentication is unavailable right now ({e}); login refused. \
+                 Please try again later or contact your administrator."
+            );
+            return ExitCode::from(1);
+        }
+    }
+    let shell = if me.shell.as_os_str().is_empty() {
+        PathBuf::from("/bin/sh")
+    } else {
+        me.shell.clone()
+    };
+    // exec only returns on failure.
+    let err = match command.as_deref() {
+        Some("internal-sftp") => Command::new(&args.sftp_server).exec(),
+        Some(cmd) => Command::new(&shell).arg("-c").arg(cmd).exec(),
+        None => {
+            // A login shell, as sshd starts it: argv[0] is the shell's name with a dash.
+            let name = shell
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_else(|| "sh".into());
+            Command::new(&shell).arg0(format!("-{name}")).exec()
+        }
+    };
+    eprintln!("mfa-login-prompt: cannot run {}: {err}", shell.display());
+    ExitCode::from(127)
+}
