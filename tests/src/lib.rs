@@ -11,6 +11,7 @@ pub mod cli;
 pub mod clock;
 pub mod env;
 pub mod error;
+pub mod fake_phone;
 pub mod interactive;
 pub mod leftovers;
 pub mod mfad;

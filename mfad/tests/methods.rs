@@ -1,0 +1,715 @@
+//! The login menu's out-of-band methods (push, phone call, SMS passcodes) over mfad's real
+//! socket and approval endpoint, with the fake phone of the end-to-end harness acting as
+//! ntfy, Twilio and the phone's owner. The clock is the test's; the waits are real and each
+//! is bounded by `token_ttl = 10`, the smallest the config allows.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+// Shared with the end-to-end tests, which use all of it; this file uses a part.
+#[allow(dead_code)]
+#[path = "../../tests/src/fake_phone.rs"]
+mod fake_phone;
+
+use fake_phone::{ACCOUNT_SID, AUTH_TOKEN, Answer, FROM, FakePhone, PUSH_TOKEN, Service, Signing};
+use mfa_proto::{AuthContext, Client, Conversation, NewDevice, Operation, Outcome};
+use mfad::factor::totp::{self, HashAlgorithm, TotpParams};
+use mfad::oob::http::ApprovalEndpoint;
+use mfad::oob::{ApprovalConfig, NotifierKind, PushConfig, Secret, TwilioConfig};
+use mfad::store::{DeviceKind, NewDeviceRow};
+use mfad::{Clock, Config, Daemon, FakeClock, Store};
+use std::os::unix::fs::PermissionsExt;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use zeroize::Zeroizing;
+
+const T0: i64 = 1_800_000_000;
+const SECRET: &[u8] = b"an-authenticator-key";
+const NUMBER: &str = "+15555551234";
+const TOPIC: &str = "root-pixel8";
+/// The approval bound of these tests (`approval.token_ttl`).
+const BOUND: Duration = Duration::from_secs(10);
+const WAITING: &str = "Pushed a login request to your device...\nPress Enter once you have \
+                       answered it: ";
+
+fn params() -> TotpParams {
+    TotpParams {
+        algorithm: HashAlgorithm::Sha1,
+        digits: 6,
+        period: 30,
+    }
+}
+
+/// A free port on 127.0.0.1 for the approval endpoint, whose public URL must be known before
+/// the daemon is built.
+fn free_port() -> u16 {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    l.local_addr().unwrap().port()
+}
+
+/// mfad on a private socket with its approval endpoint, pointed at a fake phone. The daemon
+/// stops on drop, then the phone.
+struct OobDaemon {
+    dir: tempfile::TempDir,
+    clock: FakeClock,
+    public_url: String,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+    phone: FakePhone,
+}
+
+impl OobDaemon {
+    fn start() -> OobDaemon {
+        Self::start_with(|_| {})
+    }
+
+    fn start_with(tune: impl FnOnce(&mut Config)) -> OobDaemon {
+        let phone = FakePhone::start().unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+        let port = free_port();
+        let public_url = format!("http://127.0.0.1:{port}");
+        let mut config = Config {
+            socket: dir.path().join("mfad.sock"),
+            database: dir.path().join("db/mfa.db"),
+            issuer: Some("testhost".into()),
+            ..Config::default()
+        };
+        config.log.syslog = false;
+        config.approval = Some(ApprovalConfig {
+            listen: ([127, 0, 0, 1], port).into(),
+            public_url: public_url.clone(),
+            token_ttl: BOUND.as_secs(),
+            ..ApprovalConfig::default()
+        });
+        config.push = Some(PushConfig {
+            notifier: NotifierKind::Ntfy,
+            url: phone.ntfy_url().to_string(),
+            token: Some(Secret::new(PUSH_TOKEN)),
+            timeout: 2,
+        });
+        config.twilio = Some(TwilioConfig {
+            api_base: phone.twilio_url().to_string(),
+            account_sid: ACCOUNT_SID.into(),
+            auth_token: Secret::new(AUTH_TOKEN),
+            from: FROM.into(),
+            timeout: 2,
+        });
+        tune(&mut config);
+        let clock = FakeClock::new(T0);
+        let store = Store::open(&config.database).unwrap();
+        let daemon = Arc::new(Daemon::new(config.clone(), store, Arc::new(clock.clone())).unwrap());
+        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+        let thread = std::thread::spawn(move || {
+            let rt = tokio::runtime::Runtime::new().unwrap();
+            rt.block_on(async move {
+                let listener = mfad::server::bind(&config.socket).unwrap();
+                let endpoint = ApprovalEndpoint::bind(
+                    config.approval.as_ref().unwrap(),
+                    daemon.approvals(),
+                    daemon.approval_hooks(),
+                    Some(Secret::new(AUTH_TOKEN)),
+                )
+                .await
+                .unwrap();
+                let (stop_all, stopped) = tokio::sync::watch::channel(false);
+                let mut endpoint_stop = stopped.clone();
+                let endpoint = tokio::spawn(endpoint.serve(async move {
+                    let _ = endpoint_stop.wait_for(|s| *s).await;
+                }));
+                ready_tx.send(()).unwrap();
+                mfad::server::serve(daemon, listener, async {
+                    let _ = rx.await;
+                })
+                .await;
+                let _ = stop_all.send(true);
+                let _ = endpoint.await;
+            });
+        });
+        ready_rx.recv_timeout(Duration::from_secs(10)).unwrap();
+        OobDaemon {
+            dir,
+            clock,
+            public_url,
+            stop: Some(tx),
+            thread: Some(thread),
+            phone,
+        }
+    }
+
+    fn socket(&self) -> PathBuf {
+        self.dir.path().join("mfad.sock")
+    }
+
+    fn store(&self) -> Store {
+        Store::open(&self.dir.path().join("db/mfa.db")).unwrap()
+    }
+
+    fn add(&self, kind: DeviceKind, name: &str, address: &str) {
+        let row = NewDeviceRow {
+            kind,
+            name: name.into(),
+            otp: None,
+            address: Some(address.into()),
+        };
+        self.store().add_device("root", &row, T0).unwrap();
+    }
+
+    /// root with a push device (the default) and a phone: the seed's three-option menu.
+    fn push_and_phone(&self) {
+        self.add(DeviceKind::Push, "Pixel 8", TOPIC);
+        self.add(DeviceKind::Phone, "Work phone", NUMBER);
+    }
+
+    fn add_totp(&self) {
+        let step = totp::step_of(self.clock.now(), params());
+        self.store()
+            .add_totp_device("root", "app", SECRET, params(), step - 5, T0)
+            .unwrap();
+    }
+
+    /// A TOTP code not used before: each call moves the clock one step on.
+    fn fresh_totp(&self) -> String {
+        self.clock.advance(30);
+        let step = totp::step_of(self.clock.now(), params());
+        totp::code_at_step(SECRET, params(), step).to_string()
+    }
+
+    fn run(&self, op: Operation, answers: &[Say]) -> (Outcome, Script<'_>) {
+        let mut script = Script {
+            phone: &self.phone,
+            answers: answers.to_vec(),
+            next: 0,
+            shown: Vec::new(),
+        };
+        // Reads wait longer than any approval bound.
+        let mut client = Client::connect(
+            &self.socket(),
+            Duration::from_secs(2),
+            Duration::from_secs(40),
+        )
+        .unwrap();
+        let outcome = mfa_proto::run_conversation(&mut client, op, &mut script).unwrap();
+        assert_eq!(
+            script.next,
+            script.answers.len(),
+            "answers left over; conversation:\n{}",
+            script.text()
+        );
+        (outcome, script)
+    }
+
+    fn login(&self, answers: &[Say]) -> (Outcome, Script<'_>) {
+        self.run(
+            Operation::Authenticate(AuthContext {
+                user: "root".into(),
+                service: "sshd".into(),
+                rhost: Some("192.0.2.7".into()),
+                tty: Some("ssh".into()),
+                ..Default::default()
+            }),
+            answers,
+        )
+    }
+
+    fn locked(&self) -> bool {
+        self.store()
+            .lock_state("root")
+            .unwrap()
+            .locked_until
+            .is_some_and(|until| until > self.clock.now())
+    }
+}
+
+impl Drop for OobDaemon {
+    fn drop(&mut self) {
+        if let Some(tx) = self.stop.take() {
+            let _ = tx.send(());
+        }
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// One answer the user gives.
+#[derive(Clone)]
+enum Say {
+    Text(String),
+    /// The code in the phone's `n`th SMS (1-based), read when the prompt comes.
+    Sms(usize),
+}
+
+fn say(s: &str) -> Say {
+    Say::Text(s.to_string())
+}
+
+/// Answers prompts in order; fails the test on a prompt it has no answer for.
+struct Script<'a> {
+    phone: &'a FakePhone,
+    answers: Vec<Say>,
+    next: usize,
+    shown: Vec<String>,
+}
+
+impl Script<'_> {
+    fn text(&self) -> String {
+        self.shown.join("\n")
+    }
+    fn has(&self, needle: &str) -> bool {
+        self.shown.iter().any(|s| s.contains(needle))
+    }
+    fn prompts(&self) -> Vec<&str> {
+        self.shown
+            .iter()
+            .filter_map(|s| s.strip_prefix("prompt: "))
+            .collect()
+    }
+}
+
+impl Conversation for Script<'_> {
+    fn info(&mut self, text: &str) {
+        self.shown.push(format!("info: {text}"));
+    }
+    fn error(&mut self, text: &str) {
+        self.shown.push(format!("error: {text}"));
+    }
+    fn prompt(&mut self, text: &str, _echo: bool) -> Option<Zeroizing<String>> {
+        self.shown.push(format!("prompt: {text}"));
+        let answer = match self.answers.get(self.next) {
+            Some(Say::Text(t)) => t.clone(),
+            Some(Say::Sms(n)) => self
+                .phone
+                .wait_sms_code(*n, Duration::from_secs(10))
+                .unwrap_or_else(|| panic!("no SMS number {n}; conversation:\n{}", self.text())),
+            None => panic!("unexpected prompt {text:?}; conversation:\n{}", self.text()),
+        };
+        self.next += 1;
+        Some(Zeroizing::new(answer))
+    }
+}
+
+const MENU: &str = "info: Two-factor login for root\n\nEnter a passcode or select one of the \
+                    following options:\n\n 1. Push to Pixel 8\n 2. Phone call to XXX-XXX-1234\n \
+                    3. SMS passcodes to XXX-XXX-1234\n";
+
+#[test]
+fn the_menu_has_the_seed_shape_and_an_approved_push_logs_in() {
+    let d = OobDaemon::start();
+    d.push_and_phone();
+    let (outcome, script) = d.login(&[say("1"), say("")]);
+    assert_eq!(outcome, Outcome::Allow, "{}", script.text());
+    assert_eq!(script.shown[0], MENU, "{}", script.text());
+    assert_eq!(
+        script.prompts(),
+        ["Passcode or option (1-3): ", WAITING],
+        "{}",
+        script.text()
+    );
+    assert!(script.has("Success. Logging you in..."));
+
+    // What ntfy was sent: the device's topic, the context, and the approval link.
+    let requests = d.phone.requests();
+    assert_eq!(requests.len(), 1, "{requests:?}");
+    assert_eq!(
+        requests[0].authorization.as_deref(),
+        Some(format!("Bearer {PUSH_TOKEN}").as_str())
+    );
+    let note = &d.phone.notifications()[0];
+    assert_eq!(note["topic"], TOPIC);
+    let message = note["message"].as_str().unwrap();
+    for part in ["root", "testhost", "192.0.2.7"] {
+        assert!(message.contains(part), "{message}");
+    }
+    let link = fake_phone::approval_link(note).unwrap();
+    assert!(link.starts_with(&format!("{}/a/", d.public_url)), "{link}");
+
+    // What the phone did: opened the page (which showed the context), then tapped Approve.
+    let steps = d.phone.wait_steps(2, Duration::from_secs(5)).unwrap();
+    assert_eq!(steps.len(), 2, "{steps:?}");
+    assert_eq!(
+        (steps[0].what.as_str(), steps[0].status),
+        ("open page", 200)
+    );
+    for part in [
+        "root",
+        "testhost",
+        "192.0.2.7",
+        "Approve",
+        "Deny and report",
+    ] {
+        assert!(steps[0].body.contains(part), "page lacks {part}");
+    }
+    assert_eq!(
+        (steps[1].what.as_str(), steps[1].status),
+        ("tap approve", 200)
+    );
+    assert!(steps[1].body.contains("The login may go ahead."));
+}
+
+#[test]
+fn a_denied_push_refuses_the_login() {
+    let d = OobDaemon::start();
+    d.push_and_phone();
+    d.phone.on_push(Answer::Deny);
+    let (outcome, script) = d.login(&[say("1"), say("")]);
+    assert_eq!(outcome, Outcome::Deny, "{}", script.text());
+    assert!(
+        script.has("error: Login request denied."),
+        "{}",
+        script.text()
+    );
+    assert!(!script.has("Success"));
+    assert!(!d.locked());
+}
+
+#[test]
+fn deny_and_report_refuses_and_locks_the_account() {
+    let d = OobDaemon::start();
+    d.push_and_phone();
+    d.add_totp();
+    d.phone.on_push(Answer::Report);
+    let (outcome, script) = d.login(&[say("1"), say("")]);
+    assert_eq!(outcome, Outcome::Deny, "{}", script.text());
+    assert!(
+        script.has("Login request denied and reported. The account is locked"),
+        "{}",
+        script.text()
+    );
+    let steps = d.phone.wait_steps(2, Duration::from_secs(5)).unwrap();
+    assert_eq!(steps[1].what, "tap report");
+    assert!(d.locked(), "a report locks the account");
+
+    // A later login is refused as locked before anything is asked, even with a right code.
+    let (outcome, script) = d.login(&[]);
+    assert_eq!(outcome, Outcome::Deny);
+    assert!(script.has("locked out"), "{}", script.text());
+    assert!(script.prompts().is_empty());
+}
+
+#[test]
+fn pressing_9_on_the_call_reports_and_locks() {
+    let d = OobDaemon::start();
+    d.push_and_phone();
+    d.phone.on_call(Answer::Report);
+    let (outcome, script) = d.login(&[say("2"), say("")]);
+    assert_eq!(outcome, Outcome::Deny, "{}", script.text());
+    assert!(script.has("denied and reported"), "{}", script.text());
+    assert!(d.locked());
+}
+
+#[test]
+fn an_unanswered_push_is_refused_after_the_bound_and_a_late_tap_decides_nothing() {
+    let d = OobDaemon::start();
+    d.push_and_phone();
+    // The owner opens the page but never taps: a GET decides nothing.
+    d.phone.on_push(Answer::Look);
+    let started = Instant::now();
+    let (outcome, script) = d.login(&[say("1"), say("")]);
+    let waited = started.elapsed();
+    assert_eq!(outcome, Outcome::Deny, "{}", script.text());
+    assert!(
+        script.has("No answer to the login request in time; login refused."),
+        "{}",
+        script.text()
+    );
+    assert!(
+        waited >= BOUND && waited < BOUND + Duration::from_secs(5),
+        "waited {waited:?}"
+    );
+    let steps = d.phone.steps();
+    assert_eq!(steps.len(), 1, "{steps:?}");
+    assert_eq!(
+        (steps[0].what.as_str(), steps[0].status),
+        ("open page", 200)
+    );
+    assert!(steps[0].body.contains("192.0.2.7"));
+
+    // Tapping Approve now finds the request withdrawn.
+    let link = fake_phone::approval_link(&d.phone.notifications()[0]).unwrap();
+    let late = late_tap(&link, "approve");
+    assert_eq!(late.0, 404, "{}", late.1);
+    assert!(late.1.contains("Nothing was approved"), "{}", late.1);
+}
+
+#[test]
+fn a_failing_notifier_says_so_returns_to_the_menu_and_a_passcode_still_works() {
+    let d = OobDaemon::start();
+    d.push_and_phone();
+    d.add_totp();
+    for (service, says) in [
+        (
+            Service::Fails(500),
+            "Could not send the push: ntfy refused the request (HTTP 500). Choose another \
+             option or enter a passcode.",
+        ),
+        (
+            Service::Hangs,
+            "Could not send the push: ntfy did not answer in time. Choose another option or \
+             enter a passcode.",
+        ),
+        (
+            Service::Garbage,
+            "Could not send the push: ntfy sent an answer that could not be read. Choose \
+             another option or enter a passcode.",
+        ),
+    ] {
+        d.phone.ntfy_service(service);
+        let code = d.fresh_totp();
+        let started = Instant::now();
+        let (outcome, script) = d.login(&[say("1"), say(&code)]);
+        assert_eq!(outcome, Outcome::Allow, "{service:?}: {}", script.text());
+        assert!(
+            started.elapsed() < Duration::from_secs(6),
+            "{service:?} took {:?}",
+            started.elapsed()
+        );
+        assert!(
+            script.has(&format!("error: {says}")),
+            "{service:?}: {}",
+            script.text()
+        );
+        // The menu's prompt again, not a waiting prompt.
+        assert_eq!(
+            script.prompts(),
+            ["Passcode or option (1-3): ", "Passcode or option (1-3): "],
+            "{service:?}: {}",
+            script.text()
+        );
+        assert!(!script.text().contains(PUSH_TOKEN));
+    }
+    // Three pushes went out; the phone never saw one it could open.
+    assert_eq!(d.phone.notifications().len(), 3);
+    assert!(d.phone.steps().is_empty());
+}
+
+#[test]
+fn a_failing_sms_provider_says_so_and_leaves_the_menu() {
+    let d = OobDaemon::start();
+    d.push_and_phone();
+    d.add_totp();
+    d.phone.twilio_service(Service::Fails(500));
+    let code = d.fresh_totp();
+    let (outcome, script) = d.login(&[say("3"), say(&code)]);
+    assert_eq!(outcome, Outcome::Allow, "{}", script.text());
+    assert!(
+        script.has(
+            "error: Could not send an SMS: the SMS and voice provider refused the request \
+             (HTTP 500, error 20500). Choose another option or enter a passcode."
+        ),
+        "{}",
+        script.text()
+    );
+    assert!(!script.text().contains(AUTH_TOKEN));
+}
+
+#[test]
+fn an_sms_passcode_logs_in_once_and_a_wrong_one_is_counted() {
+    let d = OobDaemon::start();
+    d.push_and_phone();
+    let (outcome, script) = d.login(&[say("3"), Say::Sms(1)]);
+    assert_eq!(outcome, Outcome::Allow, "{}", script.text());
+    assert!(
+        script.has("info: SMS passcode sent to XXX-XXX-1234. Enter it below."),
+        "{}",
+        script.text()
+    );
+    // The SMS: to the number, from the account's number, with the code and the host.
+    let sms = &d.phone.sms()[0];
+    assert_eq!(
+        sms.path,
+        format!("/2010-04-01/Accounts/{ACCOUNT_SID}/Messages.json")
+    );
+    assert_eq!(sms.param("To").as_deref(), Some(NUMBER));
+    assert_eq!(sms.param("From").as_deref(), Some(FROM));
+    let body = sms.param("Body").unwrap();
+    let code = fake_phone::code_in(&body).unwrap();
+    assert_eq!(code.len(), 7, "{body}");
+    assert!(body.contains("testhost"), "{body}");
+
+    // The same code again: refused as used, and counted.
+    let (outcome, script) = d.login(&[say(&code), say(&code), say(&code)]);
+    assert_eq!(outcome, Outcome::Deny);
+    assert!(script.has("already used"), "{}", script.text());
+    d.store().clear_failures("root").unwrap();
+
+    // A wrong code of the SMS length is counted as a failure.
+    let (outcome, script) = d.login(&[say("3"), say("0000000"), Say::Sms(2)]);
+    assert_eq!(outcome, Outcome::Allow, "{}", script.text());
+    assert!(script.has("Incorrect passcode"), "{}", script.text());
+    let (outcome, script) = d.login(&[say("3"), say("1111111"), say("2222222"), say("3333333")]);
+    assert_eq!(outcome, Outcome::Deny);
+    assert!(script.has("Too many attempts"), "{}", script.text());
+    assert_eq!(d.store().lock_state("root").unwrap().failures, 3);
+}
+
+#[test]
+fn an_sms_passcode_expires_after_five_minutes() {
+    let d = OobDaemon::start();
+    d.push_and_phone();
+    d.add_totp();
+    let (outcome, _) = d.login(&[say("3"), say(&d.fresh_totp())]);
+    assert_eq!(outcome, Outcome::Allow);
+    let code = d.phone.wait_sms_code(1, Duration::from_secs(5)).unwrap();
+    d.clock.advance(301);
+    let (outcome, script) = d.login(&[say(&code), say(&code), say(&code)]);
+    assert_eq!(outcome, Outcome::Deny, "{}", script.text());
+}
+
+#[test]
+fn an_approved_call_logs_in_through_signed_callbacks() {
+    let d = OobDaemon::start();
+    d.push_and_phone();
+    let (outcome, script) = d.login(&[say("2"), say("")]);
+    assert_eq!(outcome, Outcome::Allow, "{}", script.text());
+    assert_eq!(
+        script.prompts()[1],
+        "Calling XXX-XXX-1234... Answer it and press 1 to approve.\nPress Enter once you have \
+         answered it: "
+    );
+    let call = &d.phone.calls()[0];
+    assert_eq!(call.param("To").as_deref(), Some(NUMBER));
+    assert_eq!(call.param("From").as_deref(), Some(FROM));
+    assert_eq!(call.param("Method").as_deref(), Some("POST"));
+    let voice = call.param("Url").unwrap();
+    assert!(
+        voice.starts_with(&format!("{}/twilio/voice/", d.public_url)),
+        "{voice}"
+    );
+    let steps = d.phone.wait_steps(2, Duration::from_secs(5)).unwrap();
+    assert_eq!(steps.len(), 2, "{steps:?}");
+    assert_eq!(
+        (steps[0].what.as_str(), steps[0].status),
+        ("answer call", 200)
+    );
+    assert!(steps[0].body.contains("<Gather"), "{}", steps[0].body);
+    assert!(steps[0].body.contains("Press 1 to approve"));
+    assert_eq!((steps[1].what.as_str(), steps[1].status), ("press 1", 200));
+    assert!(
+        steps[1].body.contains("Approved. Goodbye."),
+        "{}",
+        steps[1].body
+    );
+}
+
+#[test]
+fn a_call_with_a_bad_signature_is_refused_and_not_approved() {
+    let d = OobDaemon::start();
+    d.push_and_phone();
+    d.phone.sign_callbacks(Signing::WrongKey);
+    let (outcome, script) = d.login(&[say("2"), say("")]);
+    assert_eq!(outcome, Outcome::Deny, "{}", script.text());
+    assert!(script.has("No answer to the login request in time"));
+    let steps = d.phone.wait_steps(2, Duration::from_secs(5)).unwrap();
+    assert_eq!(steps.len(), 2, "{steps:?}");
+    assert_eq!(
+        (steps[0].what.as_str(), steps[0].status),
+        ("answer call", 403)
+    );
+    assert_eq!((steps[1].what.as_str(), steps[1].status), ("press 1", 403));
+}
+
+#[test]
+fn an_empty_answer_runs_the_default_method() {
+    let d = OobDaemon::start();
+    d.push_and_phone();
+    // The push device came first, so it is the default.
+    let (outcome, script) = d.login(&[say(""), say("")]);
+    assert_eq!(outcome, Outcome::Allow, "{}", script.text());
+    assert_eq!(d.phone.notifications().len(), 1);
+    assert!(d.phone.calls().is_empty());
+
+    // Making the phone the default takes a fresh factor (the push), then Enter calls.
+    let (outcome, script) = d.run(Operation::SetDefault { index: 2 }, &[say("1"), say("")]);
+    assert_eq!(outcome, Outcome::Allow, "{}", script.text());
+    assert_eq!(d.phone.notifications().len(), 2);
+    let (outcome, script) = d.login(&[say(""), say("")]);
+    assert_eq!(outcome, Outcome::Allow, "{}", script.text());
+    assert_eq!(d.phone.calls().len(), 1);
+    assert_eq!(d.phone.notifications().len(), 2);
+}
+
+fn add_phone(number: &str) -> Operation {
+    Operation::AddDevice(NewDevice::Phone {
+        name: Some("Work phone".into()),
+        number: number.into(),
+    })
+}
+
+#[test]
+fn adding_a_phone_needs_the_code_sent_to_it() {
+    let d = OobDaemon::start();
+    let (outcome, script) = d.run(
+        add_phone("+1 (555) 555-1234"),
+        &[say("0000000"), say("1111111"), say("2222222")],
+    );
+    assert_eq!(outcome, Outcome::Deny, "{}", script.text());
+    assert!(script.has("Enter the code sent to XXX-XXX-1234: "));
+    assert!(script.has("nothing was added"), "{}", script.text());
+    assert!(d.store().devices("root").unwrap().is_empty());
+
+    let (outcome, script) = d.run(add_phone("+1 (555) 555-1234"), &[Say::Sms(2)]);
+    assert_eq!(outcome, Outcome::Allow, "{}", script.text());
+    let devices = d.store().devices("root").unwrap();
+    assert_eq!(devices.len(), 1);
+    assert_eq!(devices[0].kind, DeviceKind::Phone);
+    assert_eq!(devices[0].address.as_deref(), Some(NUMBER));
+    assert_eq!(d.phone.sms()[1].param("To").as_deref(), Some(NUMBER));
+}
+
+#[test]
+fn adding_a_push_target_needs_the_test_push_approved() {
+    let d = OobDaemon::start();
+    let add = || {
+        Operation::AddDevice(NewDevice::Push {
+            name: Some("Pixel 8".into()),
+            target: TOPIC.into(),
+        })
+    };
+    let (outcome, script) = d.run(
+        Operation::AddDevice(NewDevice::Push {
+            name: None,
+            target: "not a topic!".into(),
+        }),
+        &[],
+    );
+    assert_eq!(outcome, Outcome::Deny);
+    assert!(script.has("An ntfy topic has"), "{}", script.text());
+    assert!(d.phone.requests().is_empty());
+
+    d.phone.on_push(Answer::Deny);
+    let (outcome, script) = d.run(add(), &[say("")]);
+    assert_eq!(outcome, Outcome::Deny, "{}", script.text());
+    assert!(script.has("nothing was added"), "{}", script.text());
+    assert!(d.store().devices("root").unwrap().is_empty());
+    // The test push says what it is for.
+    let page = &d.phone.steps()[0].body;
+    assert!(page.contains("adding this device"), "{page}");
+
+    d.phone.on_push(Answer::Approve);
+    let (outcome, script) = d.run(add(), &[say("")]);
+    assert_eq!(outcome, Outcome::Allow, "{}", script.text());
+    let devices = d.store().devices("root").unwrap();
+    assert_eq!(devices.len(), 1);
+    assert_eq!(devices[0].kind, DeviceKind::Push);
+    assert_eq!(devices[0].address.as_deref(), Some(TOPIC));
+    assert_eq!(d.phone.notifications()[1]["topic"], TOPIC);
+}
+
+/// A tap on the page's button from outside the phone, after the fact: status and body.
+fn late_tap(url: &str, action: &str) -> (u16, String) {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let resp = reqwest::Client::new()
+            .post(url)
+            .form(&[("action", action)])
+            .timeout(Duration::from_secs(10))
+            .send()
+            .await
+            .unwrap();
+        (resp.status().as_u16(), resp.text().await.unwrap())
+    })
+}
