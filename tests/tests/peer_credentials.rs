@@ -36,16 +36,23 @@ fn non_root_user_cannot_run_admin_commands() {
 }
 
 #[test]
-fn non_root_process_cannot_use_mfad_to_check_a_login() {
-    // pam_mfa loaded by an unprivileged program (pamtester run as the user) reaches mfad, but
-    // mfad refuses to authenticate for anyone but root, so a user cannot use it as an oracle.
-    let env = TestEnv::new().unwrap();
+fn non_root_process_cannot_use_mfad_to_check_another_users_login() {
+    // pam_mfa loaded by an unprivileged program (pamtester run as the user) reaches mfad. A
+    // user may prove their own second factor (that is what the ForceCommand helper does, as
+    // the user), but mfad refuses to check anyone else's, so it is no oracle for other users.
+    // The stack has pam_mfa alone: pam_unix would stop an unprivileged caller before it.
+    let env = TestEnv::builder()
+        .pam_file(
+            "auth required pam_mfa.so socket=/run/mfa/mfad.sock\naccount required pam_permit.so\n",
+        )
+        .start()
+        .unwrap();
     let mut device = env.enroll_totp().unwrap();
     let user = env.user().unwrap();
     let code = device.totp.fresh_code();
 
     let mut cmd = timed(Duration::from_secs(30), "pamtester");
-    cmd.args([&env.pam_service(), &user.name, "authenticate"])
+    cmd.args([&env.pam_service(), "root", "authenticate"])
         .env_clear()
         .env("PATH", "/usr/bin:/bin")
         .current_dir(&user.home)
