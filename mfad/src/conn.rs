@@ -77,6 +77,18 @@ impl Conn {
         self.send(&ServerMsg::Info { text: text.into() }).await
     }
 
+    /// Shows text that holds a secret (a new TOTP secret, bypass codes), then wipes it.
+    pub async fn secret_info(&mut self, text: Zeroizing<String>) -> Result<(), ConnError> {
+        let mut msg = ServerMsg::Info {
+            text: text.as_str().to_owned(),
+        };
+        let sent = self.send(&msg).await;
+        if let ServerMsg::Info { text } = &mut msg {
+            zeroize::Zeroize::zeroize(text);
+        }
+        sent
+    }
+
     pub async fn error(&mut self, text: impl Into<String>) -> Result<(), ConnError> {
         self.send(&ServerMsg::Error { text: text.into() }).await
     }

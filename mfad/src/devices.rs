@@ -349,7 +349,7 @@ impl Daemon {
         let secret = totp::new_secret();
         let uri = totp::otpauth_uri(&secret, params, &self.issuer, who.user);
         let b32 = totp::secret_base32(&secret);
-        conn.info(format!(
+        conn.secret_info(Zeroizing::new(format!(
             "Scan this QR code with your authenticator app:\n\n{}\nOr add the account by hand \
              ({} digits, {} s, SHA1):\nSecret: {}\n{}\n",
             text::qr_code(&uri),
@@ -357,7 +357,7 @@ impl Daemon {
             params.period,
             b32.as_str(),
             uri.as_str()
-        ))
+        )))
         .await?;
         self.confirm_token(conn, who, DeviceKind::Totp, name, secret, params)
             .await
@@ -581,15 +581,14 @@ impl Daemon {
             list.push_str(code);
             list.push('\n');
         }
-        let text = format!(
+        let text = Zeroizing::new(format!(
             "New bypass codes for {} (each works once; earlier codes no longer work):\n\n{list}\n\
              Keep them somewhere safe, away from your phone.",
             who.user
-        );
+        ));
         // `list` held the codes in clear; wipe it before it is freed.
         list.zeroize();
-        let sent = conn.info(text).await;
-        sent?;
+        conn.secret_info(text).await?;
         conn.done(Outcome::Allow).await?;
         Ok(())
     }
