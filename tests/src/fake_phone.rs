@@ -267,6 +267,20 @@ impl FakePhone {
         locked(&self.shared.steps).clone()
     }
 
+    /// The owner opens a notification now (one the phone ignored when it came) and does
+    /// `answer`; returns once done.
+    pub fn open_notification(&self, notification: &Value, answer: Answer) {
+        let (Some(rt), Some(link)) = (&self.runtime, approval_link(notification)) else {
+            return;
+        };
+        rt.block_on(open_push(
+            Arc::clone(&self.shared),
+            link,
+            answer,
+            Duration::ZERO,
+        ));
+    }
+
     /// Waits (at most `limit`) for the `n`th notification (1-based).
     pub fn wait_notification(&self, n: usize, limit: Duration) -> Option<Value> {
         poll(limit, || self.notifications().into_iter().nth(n - 1))
@@ -295,6 +309,14 @@ impl Drop for FakePhone {
             rt.shutdown_timeout(Duration::from_secs(2));
         }
     }
+}
+
+/// A port of 127.0.0.1 free a moment ago, for a listener whose URL must be written into a
+/// config before it starts (mfad's approval endpoint).
+pub fn free_port() -> std::io::Result<u16> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port())
 }
 
 /// Polls `f` every 50 ms until it answers, at most `limit`.
