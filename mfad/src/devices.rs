@@ -36,6 +36,16 @@ pub(crate) fn describe(d: &Device) -> String {
     )
 }
 
+/// The log context of a user changing their own settings with the `mfa` command.
+fn own(user: &str) -> Who<'_> {
+    Who {
+        user,
+        rhost: "local",
+        service: "mfa",
+        can_prompt: true,
+    }
+}
+
 /// A device name a user typed: 1 to 64 printable characters.
 fn device_name(name: Option<String>, fallback: &str) -> std::result::Result<String, String> {
     let name = name.unwrap_or_else(|| fallback.to_string());
@@ -100,12 +110,7 @@ impl Daemon {
         let Some(user) = self.caller(conn, uid).await? else {
             return Ok(());
         };
-        let who = Who {
-            user: &user,
-            rhost: "local",
-            service: "mfa-devices",
-            can_prompt: true,
-        };
+        let who = own(&user);
         // Check the request before asking for anything.
         let checked = match &new {
             NewDevice::Totp { name } => device_name(name.clone(), "Authenticator app").map(|_| ()),
@@ -462,15 +467,19 @@ impl Daemon {
         Ok(())
     }
 
-    /// The caller's device number `index` as listed, after a fresh second factor.
+    /// The caller and its device number `index` as listed, after a fresh second factor;
+    /// `None` once the conversation has been refused.
     async fn pick_device(
         &self,
         conn: &mut Conn,
-        who: &Who<'_>,
+        uid: u32,
         index: u32,
-    ) -> Result<Option<Device>> {
-        let user = who.user.to_string();
-        let devices = self.db(move |s| s.devices(&user)).await?;
+    ) -> Result<Option<(String, Device)>> {
+        let Some(user) = self.caller(conn, uid).await? else {
+            return Ok(None);
+        };
+        let u = user.clone();
+        let devices = self.db(move |s| s.devices(&u)).await?;
         let Some(device) = (index as usize)
             .checked_sub(1)
             .and_then(|i| devices.into_iter().nth(i))
@@ -482,33 +491,20 @@ impl Daemon {
             .await?;
             return Ok(None);
         };
-        if !self.require_fresh_factor(conn, who).await? {
+        if !self.require_fresh_factor(conn, &own(&user)).await? {
             return Ok(None);
         }
-        Ok(Some(device))
+        Ok(Some((user, device)))
     }
 
     pub(crate) async fn set_default(&self, conn: &mut Conn, uid: u32, index: u32) -> Result<()> {
-        let Some(user) = self.caller(conn, uid).await? else {
-            return Ok(());
-        };
-        let who = Who {
-            user: &user,
-            rhost: "local",
-            service: "mfa-devices",
-            can_prompt: true,
-        };
-        let Some(device) = self.pick_device(conn, &who, index).await? else {
+        let Some((user, device)) = self.pick_device(conn, uid, index).await? else {
             return Ok(());
         };
         let (u, id) = (user.clone(), device.id);
         self.db(move |s| s.set_default(&u, id)).await?;
-        decision(
-            &who,
-            device.kind.as_str(),
-            "default set",
-            &format!("device {}", clean(&device.name)),
-        );
+        let what = format!("device {}", clean(&device.name));
+        decision(&own(&user), device.kind.as_str(), "default set", &what);
         conn.info(format!("\"{}\" is now your default method.", device.name))
             .await?;
         conn.done(Outcome::Allow).await?;
@@ -516,26 +512,13 @@ impl Daemon {
     }
 
     pub(crate) async fn remove_device(&self, conn: &mut Conn, uid: u32, index: u32) -> Result<()> {
-        let Some(user) = self.caller(conn, uid).await? else {
-            return Ok(());
-        };
-        let who = Who {
-            user: &user,
-            rhost: "local",
-            service: "mfa-devices",
-            can_prompt: true,
-        };
-        let Some(device) = self.pick_device(conn, &who, index).await? else {
+        let Some((user, device)) = self.pick_device(conn, uid, index).await? else {
             return Ok(());
         };
         let (u, id) = (user.clone(), device.id);
         self.db(move |s| s.remove_device(&u, id)).await?;
-        decision(
-            &who,
-            device.kind.as_str(),
-            "removed",
-            &format!("device {}", clean(&device.name)),
-        );
+        let what = format!("device {}", clean(&device.name));
+        decision(&own(&user), device.kind.as_str(), "removed", &what);
         let mut msg = format!("Removed \"{}\".", device.name);
         if !self.is_enrolled(&user).await? {
             msg.push_str(
@@ -551,12 +534,7 @@ impl Daemon {
         let Some(user) = self.caller(conn, uid).await? else {
             return Ok(());
         };
-        let who = Who {
-            user: &user,
-            rhost: "local",
-            service: "mfa-bypass-codes",
-            can_prompt: true,
-        };
+        let who = own(&user);
         if !self.require_fresh_factor(conn, &who).await? {
             return Ok(());
         }

@@ -338,15 +338,7 @@ impl Store {
             "SELECT id, salt, hash, used_at IS NOT NULL FROM sms_codes
              WHERE user = ?1 AND expires > ?2 ORDER BY id",
         )?;
-        let rows = stmt.query_map(params![user, now], |r| {
-            Ok((
-                r.get::<_, i64>(0)?,
-                r.get::<_, Vec<u8>>(1)?,
-                r.get::<_, Vec<u8>>(2)?,
-                r.get::<_, bool>(3)?,
-            ))
-        })?;
-        collect_codes(rows)
+        collect_codes(stmt.query_map(params![user, now], code_row)?)
     }
 
     /// Spends an SMS passcode: succeeds only for the first caller, before it expires.
@@ -628,15 +620,7 @@ impl Store {
         let mut stmt = self.conn.prepare_cached(
             "SELECT id, salt, hash, used_at IS NOT NULL FROM bypass_codes WHERE user = ?1 ORDER BY id",
         )?;
-        let rows = stmt.query_map([user], |r| {
-            Ok((
-                r.get::<_, i64>(0)?,
-                r.get::<_, Vec<u8>>(1)?,
-                r.get::<_, Vec<u8>>(2)?,
-                r.get::<_, bool>(3)?,
-            ))
-        })?;
-        collect_codes(rows)
+        collect_codes(stmt.query_map([user], code_row)?)
     }
 
     /// Replaces all of a user's bypass codes with `codes`, in one transaction.
@@ -669,6 +653,11 @@ impl Store {
 }
 
 type CodeRow = (i64, Vec<u8>, Vec<u8>, bool);
+
+/// Reads `id, salt, hash, used` of a one-time code table.
+fn code_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<CodeRow> {
+    Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
+}
 
 fn collect_codes(
     rows: impl Iterator<Item = rusqlite::Result<CodeRow>>,
