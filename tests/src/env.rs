@@ -32,6 +32,28 @@ impl FailMode {
     }
 }
 
+/// How sshd authenticates a login, and who asks for the second factor.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SshSetup {
+    /// keyboard-interactive only: the password, then pam_mfa, in one PAM conversation.
+    PasswordThenPam,
+    /// A key first, then keyboard-interactive (password, then pam_mfa); sshd shows the key to
+    /// PAM (`SSH_AUTH_INFO_0`).
+    KeyThenPam,
+    /// A key only; `ForceCommand mfa-login-prompt` asks for the second factor, then runs the
+    /// shell or command. `DisableForwarding yes`, as the helper is the only gate.
+    KeyThenLoginPrompt(SftpSubsystem),
+}
+
+/// What `Subsystem sftp` names in sshd's config.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SftpSubsystem {
+    /// `/usr/lib/openssh/sftp-server`, a program the helper runs through the user's shell.
+    Server,
+    /// `internal-sftp`: the helper gets the word and runs its `--sftp-server` instead.
+    Internal,
+}
+
 pub struct TestEnvBuilder {
     config: MfadConfig,
     failmode: FailMode,
@@ -39,6 +61,8 @@ pub struct TestEnvBuilder {
     module_timeout: u64,
     pam_file: Option<String>,
     sshd_config_head: String,
+    pam_args: String,
+    setup: SshSetup,
 }
 
 impl TestEnvBuilder {
@@ -70,6 +94,18 @@ impl TestEnvBuilder {
     /// Lines put first in sshd's config, where they win over the harness's own.
     pub fn sshd_config_head(mut self, text: &str) -> Self {
         self.sshd_config_head = text.to_string();
+        self
+    }
+
+    /// More arguments for the pam_mfa line, e.g. `mode=auto`.
+    pub fn pam_module_args(mut self, args: &str) -> Self {
+        self.pam_args = args.to_string();
+        self
+    }
+
+    /// How logins authenticate (default: [`SshSetup::PasswordThenPam`]).
+    pub fn setup(mut self, setup: SshSetup) -> Self {
+        self.setup = setup;
         self
     }
 
@@ -124,6 +160,8 @@ pub struct TestEnv {
     pub client: SshClient,
     pub cli: MfaCli,
     pub dir: PathBuf,
+    /// The user's first key pair (private key path), in the setups that use keys.
+    pub key: Option<PathBuf>,
 }
 
 impl TestEnv {
@@ -136,6 +174,8 @@ impl TestEnv {
             module_timeout: 10,
             pam_file: None,
             sshd_config_head: String::new(),
+            pam_args: String::new(),
+            setup: SshSetup::PasswordThenPam,
         }
     }
 
@@ -175,6 +215,7 @@ impl TestEnv {
             failmode: b.failmode,
             cli,
             dir: dir.clone(),
+            key: None,
         };
         let service = env.pam_service();
         let mfa_line = if b.second_factor {
@@ -184,11 +225,12 @@ impl TestEnv {
             let mfad = Mfad::start(&mfad_dir, &b.config)?;
             env.cli.socket = mfad.socket.clone();
             let line = format!(
-                "auth required {} socket={} failmode={} timeout={} connect_timeout=2",
+                "auth required {} socket={} failmode={} timeout={} connect_timeout=2 {}",
                 module.display(),
                 mfad.socket.display(),
                 b.failmode.arg(),
-                b.module_timeout
+                b.module_timeout,
+                b.pam_args
             );
             env.mfad = Some(mfad);
             Some(line)
@@ -205,12 +247,39 @@ impl TestEnv {
             None => pam_stack(mfa_line.as_deref()),
         };
         env.pam = Some(PamService::install(&service, &pam_text)?);
+        let mut head = b.sshd_config_head.clone();
+        if b.setup != SshSetup::PasswordThenPam {
+            env.key = Some(env.add_user_key("first")?);
+            head.push_str(&setup_config(b.setup, &env.cli.socket, b.failmode, &bin)?);
+        }
         let sshd_dir = dir.join("sshd");
         std::fs::create_dir_all(&sshd_dir).context("creating sshd dir")?;
-        let sshd = PrivateSshd::start(&sshd_dir, &service, &b.sshd_config_head)?;
+        let sshd = PrivateSshd::start(&sshd_dir, &service, &head)?;
         env.client = SshClient::new(&dir, sshd.port, &env.user()?.name);
+        if let Some(key) = &env.key {
+            env.client = env.client.with_key(key);
+        }
         env.sshd = Some(sshd);
         Ok(env)
+    }
+
+    /// A new key pair (no passphrase) the user may log in with; returns the private key.
+    pub fn add_user_key(&self, name: &str) -> Result<PathBuf> {
+        let keys = self.dir.join("keys");
+        std::fs::create_dir_all(&keys).context("creating keys dir")?;
+        set_mode(&keys, 0o700)?;
+        let private = keys.join(format!("id_{name}"));
+        crate::process::run_ok(
+            std::process::Command::new("ssh-keygen")
+                .args(["-q", "-t", "ed25519", "-N", "", "-C"])
+                .arg(format!("mfa-e2e-{name}"))
+                .arg("-f")
+                .arg(&private),
+        )?;
+        let public = std::fs::read_to_string(private.with_extension("pub"))
+            .context("reading the new public key")?;
+        self.user()?.authorize_key(&public)?;
+        Ok(private)
     }
 
     pub fn user(&self) -> Result<&TestUser> {
@@ -318,6 +387,38 @@ impl TestEnv {
             self.sshd_log()
         )
     }
+}
+
+/// sshd_config lines of a setup that uses keys (put first: they win over the harness's).
+fn setup_config(
+    setup: SshSetup,
+    socket: &std::path::Path,
+    failmode: FailMode,
+    bin: &std::path::Path,
+) -> Result<String> {
+    let mut c = String::from("# The login setup of this test.\nPubkeyAuthentication yes\n");
+    match setup {
+        SshSetup::PasswordThenPam => {}
+        SshSetup::KeyThenPam => {
+            c.push_str("AuthenticationMethods publickey,keyboard-interactive\n");
+        }
+        SshSetup::KeyThenLoginPrompt(subsystem) => {
+            let helper = copy_for_users(&built("mfa-login-prompt")?, bin)?;
+            c.push_str(&format!(
+                "AuthenticationMethods publickey\n\
+                 ForceCommand {} --socket {} --failmode {}\n\
+                 DisableForwarding yes\n",
+                helper.display(),
+                socket.display(),
+                failmode.arg()
+            ));
+            c.push_str(match subsystem {
+                SftpSubsystem::Server => "Subsystem sftp /usr/lib/openssh/sftp-server\n",
+                SftpSubsystem::Internal => "Subsystem sftp internal-sftp\n",
+            });
+        }
+    }
+    Ok(c)
 }
 
 /// The socket path the shipped examples use.

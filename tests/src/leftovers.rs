@@ -4,7 +4,7 @@
 
 use crate::process::run;
 use crate::scratch::PREFIX;
-use crate::user::{GECOS_MARK, remove_user};
+use crate::user::{GECOS_MARK, remove_group, remove_user};
 use std::path::Path;
 use std::process::Command;
 
@@ -25,6 +25,7 @@ pub fn sweep() {
     ONCE.call_once(|| {
         stop_orphan_processes();
         remove_orphan_users();
+        remove_orphan_groups();
         remove_orphan_pam_services();
         remove_orphan_dirs();
     });
@@ -70,6 +71,21 @@ fn remove_orphan_users() {
             .is_some_and(|pid| owner_pid(name) == Some(pid) && !pid_alive(pid));
         if orphan {
             remove_user(name);
+        }
+    }
+}
+
+/// Groups a dead test process made (users' own groups went with `userdel`).
+fn remove_orphan_groups() {
+    let Ok(groups) = std::fs::read_to_string("/etc/group") else {
+        return;
+    };
+    for line in groups.lines() {
+        let Some(name) = line.split(':').next() else {
+            continue;
+        };
+        if owner_pid(name).is_some_and(|pid| !pid_alive(pid)) {
+            remove_group(name);
         }
     }
 }

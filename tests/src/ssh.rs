@@ -3,15 +3,24 @@
 //! ssh asks every keyboard-interactive prompt through `SSH_ASKPASS` (forced, in a new session
 //! with no tty). The askpass program written here records each prompt text it is given and
 //! answers from a queue, so a test can check what the user saw and what was asked when.
+//! scp, sftp and rsync run ssh underneath and meet the same askpass.
 
 use crate::error::Result;
 use crate::process::{run, text};
 use crate::scratch::write_file;
-use std::ffi::OsString;
+use std::ffi::{OsStr, OsString};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
+
+/// Numbers client runs, so clients of one test (other keys, other addresses) never share a
+/// record directory.
+static RUNS: AtomicU32 = AtomicU32::new(0);
+
+/// An askpass answer computed when the prompt comes: the current TOTP code of the `Secret:`
+/// the prompt shows (in-login enrolment), by `oathtool`.
+pub const CODE_OF_SHOWN_SECRET: &str = "@code-of-shown-secret@";
 
 /// Separates recorded prompts (a prompt may span lines).
 const RECORD_SEPARATOR: char = '\u{1e}';
@@ -37,6 +46,11 @@ case "$a" in
     i=0
     while [ ! -s "$f" ] && [ "$i" -lt 300 ]; do sleep 0.1; i=$((i + 1)); done
     cat "$f" 2>/dev/null || exit 1
+    ;;
+'@code-of-shown-secret@')
+    # The current code of the TOTP secret this prompt shows (in-login enrolment).
+    s=$(printf '%s\n' "$1" | sed -n 's/^Secret: *\([A-Z2-7]*\).*/\1/p' | head -n 1)
+    oathtool --totp -b "$s" || exit 1
     ;;
 *) printf '%s\n' "$a" ;;
 esac
@@ -99,11 +113,15 @@ impl LoginOutcome {
 }
 
 /// The ssh/scp client of one test, pointed at its private sshd.
+#[derive(Debug, Clone)]
 pub struct SshClient {
     pub port: u16,
     pub user: String,
     dir: PathBuf,
-    runs: AtomicU32,
+    /// The private key offered first (publickey), when the login uses one.
+    pub identity: Option<PathBuf>,
+    /// The local address connections come from (`BindAddress`), e.g. 127.0.0.2.
+    pub source: Option<String>,
 }
 
 impl SshClient {
@@ -112,8 +130,49 @@ impl SshClient {
             port,
             user: user.to_string(),
             dir: dir.to_path_buf(),
-            runs: AtomicU32::new(0),
+            identity: None,
+            source: None,
         }
+    }
+
+    /// The same client, logging in with the key `identity` (then keyboard-interactive).
+    pub fn with_key(&self, identity: &Path) -> Self {
+        let mut c = self.clone();
+        c.identity = Some(identity.to_path_buf());
+        c
+    }
+
+    /// The same client, connecting from the local address `source` (any of 127.0.0.0/8).
+    pub fn from_address(&self, source: &str) -> Self {
+        let mut c = self.clone();
+        c.source = Some(source.to_string());
+        c
+    }
+
+    /// This client's ssh options: its key and source address, then [`Self::common_options`]
+    /// (for ssh the first value of an option wins).
+    pub fn options(&self) -> Vec<String> {
+        let mut o = Vec::new();
+        if let Some(key) = &self.identity {
+            o.extend([
+                "-o".to_string(),
+                format!("IdentityFile={}", key.display()),
+                "-o".to_string(),
+                "IdentitiesOnly=yes".to_string(),
+                "-o".to_string(),
+                "PreferredAuthentications=publickey,keyboard-interactive".to_string(),
+            ]);
+        }
+        if let Some(addr) = &self.source {
+            o.extend(["-o".to_string(), format!("BindAddress={addr}")]);
+        }
+        o.extend(Self::common_options(10));
+        o
+    }
+
+    /// `user@127.0.0.1:path`, the remote side of a copy.
+    pub fn remote(&self, path: &str) -> String {
+        format!("{}@127.0.0.1:{path}", self.user)
     }
 
     /// Options every client run uses: no config files, no agent, no host key questions,
@@ -152,10 +211,7 @@ impl SshClient {
 
     /// `ssh user@127.0.0.1 -- command`, answering prompts in order with `answers`.
     pub fn login(&self, answers: &[&str], command: &str) -> Result<LoginOutcome> {
-        let mut args: Vec<OsString> = Self::common_options(10)
-            .into_iter()
-            .map(OsString::from)
-            .collect();
+        let mut args: Vec<OsString> = self.options().into_iter().map(OsString::from).collect();
         args.push("-p".into());
         args.push(self.port.to_string().into());
         args.push(format!("{}@127.0.0.1", self.user).into());
@@ -166,24 +222,59 @@ impl SshClient {
 
     /// `scp local user@127.0.0.1:remote`, answering prompts with `answers`.
     pub fn scp_upload(&self, local: &Path, remote: &str, answers: &[&str]) -> Result<LoginOutcome> {
-        let mut args: Vec<OsString> = Self::common_options(10)
-            .into_iter()
-            .map(OsString::from)
-            .collect();
+        self.scp(&[], local.as_os_str(), self.remote(remote), answers)
+    }
+
+    /// `scp EXTRA from to` (`-O`: the legacy scp protocol instead of sftp).
+    pub fn scp(
+        &self,
+        extra: &[&str],
+        from: impl AsRef<OsStr>,
+        to: impl AsRef<OsStr>,
+        answers: &[&str],
+    ) -> Result<LoginOutcome> {
+        let mut args: Vec<OsString> = self.options().into_iter().map(OsString::from).collect();
+        args.extend(extra.iter().map(OsString::from));
         args.push("-P".into());
         args.push(self.port.to_string().into());
-        args.push(local.as_os_str().to_os_string());
-        args.push(format!("{}@127.0.0.1:{remote}", self.user).into());
+        args.push(from.as_ref().to_os_string());
+        args.push(to.as_ref().to_os_string());
         self.run_client("scp", args, answers)
     }
 
-    fn run_client(
+    /// `sftp -b BATCH`: the batch file's commands, stopping at the first that fails.
+    /// `BatchMode=no` comes before `-b` (which would turn keyboard-interactive off).
+    pub fn sftp_batch(&self, batch: &Path, answers: &[&str]) -> Result<LoginOutcome> {
+        let mut args: Vec<OsString> = self.options().into_iter().map(OsString::from).collect();
+        args.push("-o".into());
+        args.push("BatchMode=no".into());
+        args.push("-b".into());
+        args.push(batch.as_os_str().to_os_string());
+        args.push("-P".into());
+        args.push(self.port.to_string().into());
+        args.push(format!("{}@127.0.0.1", self.user).into());
+        self.run_client("sftp", args, answers)
+    }
+
+    /// `rsync -e "ssh OPTIONS -p PORT" RSYNC_ARGS`.
+    pub fn rsync(&self, rsync_args: &[&OsStr], answers: &[&str]) -> Result<LoginOutcome> {
+        let mut rsh = vec!["ssh".to_string()];
+        rsh.extend(self.options());
+        rsh.extend(["-p".to_string(), self.port.to_string()]);
+        let mut args: Vec<OsString> = vec!["-e".into(), rsh.join(" ").into()];
+        args.extend(rsync_args.iter().map(OsString::from));
+        self.run_client("rsync", args, answers)
+    }
+
+    /// Runs `program ARGS` the way every client here runs: no tty, prompts through the
+    /// recording askpass answered from `answers`, bounded by [`CLIENT_TIMEOUT`].
+    pub fn run_client(
         &self,
         program: &str,
         args: Vec<OsString>,
         answers: &[&str],
     ) -> Result<LoginOutcome> {
-        let n = self.runs.fetch_add(1, Ordering::Relaxed) + 1;
+        let n = RUNS.fetch_add(1, Ordering::Relaxed) + 1;
         let dir = self.dir.join(format!("client-{n}"));
         std::fs::create_dir_all(&dir)?;
         let mut queue = String::new();

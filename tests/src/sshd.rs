@@ -95,6 +95,15 @@ impl PrivateSshd {
         head: &str,
     ) -> Result<Self> {
         let config_path = dir.join("sshd_config");
+        // sshd refuses a second `Subsystem sftp`: a head that sets one replaces the default.
+        let subsystem = if head
+            .lines()
+            .any(|l| l.split_whitespace().next() == Some("Subsystem"))
+        {
+            ""
+        } else {
+            "Subsystem sftp /usr/lib/openssh/sftp-server\n"
+        };
         let config = format!(
             "{head}\n# Written by the mfa-e2e harness.\n\
              Port {port}\n\
@@ -114,7 +123,7 @@ impl PrivateSshd {
              PrintLastLog no\n\
              MaxStartups 50\n\
              LogLevel VERBOSE\n\
-             Subsystem sftp /usr/lib/openssh/sftp-server\n",
+             {subsystem}",
             host_key = host_key.display(),
             pid = dir.join("sshd.pid").display(),
         );

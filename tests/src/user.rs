@@ -62,6 +62,61 @@ impl TestUser {
     }
 }
 
+impl TestUser {
+    /// Adds `public_key` (one line of a .pub file) to `~/.ssh/authorized_keys`, owned by the
+    /// user as sshd expects.
+    pub fn authorize_key(&self, public_key: &str) -> Result<()> {
+        use std::io::Write;
+        let ssh = std::path::Path::new(&self.home).join(".ssh");
+        std::fs::create_dir_all(&ssh).context("creating ~/.ssh")?;
+        let path = ssh.join("authorized_keys");
+        let mut file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&path)
+            .context(format!("opening {}", path.display()))?;
+        writeln!(file, "{}", public_key.trim()).context("writing authorized_keys")?;
+        for p in [&ssh, &path] {
+            std::os::unix::fs::chown(p, Some(self.uid), Some(self.gid))
+                .context(format!("chown {}", p.display()))?;
+        }
+        Ok(())
+    }
+
+    /// Adds the user to `group` (its supplementary groups).
+    pub fn join_group(&self, group: &str) -> Result<()> {
+        accounts_cmd(Command::new("usermod").args(["-a", "-G", group, &self.name]))
+            .context(format!("adding {} to group {group}", self.name))
+    }
+}
+
+/// A throwaway group, removed on drop (also by the leftovers sweep when its test was killed).
+pub struct TestGroup {
+    pub name: String,
+}
+
+impl TestGroup {
+    pub fn create() -> Result<Self> {
+        crate::leftovers::sweep();
+        let name = crate::scratch::unique_name();
+        accounts_cmd(Command::new("groupadd").arg(&name))
+            .context(format!("creating group {name}"))?;
+        Ok(TestGroup { name })
+    }
+}
+
+impl Drop for TestGroup {
+    fn drop(&mut self) {
+        remove_group(&self.name);
+    }
+}
+
+pub(crate) fn remove_group(name: &str) {
+    if let Err(e) = accounts_cmd(Command::new("groupdel").arg(name)) {
+        eprintln!("mfa-e2e: could not remove group {name}: {e}");
+    }
+}
+
 impl Drop for TestUser {
     fn drop(&mut self) {
         remove_user(&self.name);
