@@ -164,6 +164,20 @@ impl Browser {
             .to_string()
     }
 
+    /// Waits (at most 10 s) for the page titled `want`, as after a form's POST; returns the
+    /// last title seen.
+    fn wait_title(&self, want: &str) -> String {
+        let mut last = String::new();
+        let found = clock::wait_for(Duration::from_secs(10), || {
+            last = self.title();
+            (last == want).then_some(())
+        });
+        if found.is_none() {
+            println!("still titled {last:?}, not {want:?}");
+        }
+        last
+    }
+
     /// The element matching the CSS `selector`.
     fn find(&self, selector: &str) -> String {
         let el = self.session_call(
@@ -276,7 +290,7 @@ fn approving_in_chromium_lets_the_waiting_ssh_login_in() {
     let login = login_while(&env, "echo approved in chromium", || {
         open_the_push(&browser, &phone, &env, "approval-page.png");
         browser.click("button.approve");
-        assert_eq!(browser.title(), "Approved");
+        assert_eq!(browser.wait_title("Approved"), "Approved");
         assert!(browser.text("main").contains("The login may go ahead."));
         browser.screenshot("approval-page-approved.png");
     });
@@ -299,7 +313,10 @@ fn deny_and_report_in_chromium_refuses_the_login_and_locks_the_account() {
     let login = login_while(&env, "echo should not run", || {
         open_the_push(&browser, &phone, &env, "approval-page-before-report.png");
         browser.click("button.report");
-        assert_eq!(browser.title(), "Denied and reported");
+        assert_eq!(
+            browser.wait_title("Denied and reported"),
+            "Denied and reported"
+        );
         browser.screenshot("approval-page-reported.png");
     });
     assert!(login.refused(), "{}", login.describe());
