@@ -77,6 +77,12 @@ impl TestEnvBuilder {
         self
     }
 
+    /// `unenrolled = MODE`: "deny" (default), "allow" or "enroll".
+    pub fn unenrolled(mut self, mode: &str) -> Self {
+        self.config.unenrolled = mode.into();
+        self
+    }
+
     /// pam_mfa's `timeout=` argument: how long it waits for each message of mfad.
     pub fn module_timeout(mut self, secs: u64) -> Self {
         self.module_timeout = secs;
