@@ -34,6 +34,10 @@ pub struct Config {
     pub twilio: Option<TwilioConfig>,
     pub sms: SmsConfig,
     pub policy: crate::policy::PolicyConfig,
+    /// Duo Auth API provider (see `duo/config.rs`): when set, every login goes through Duo.
+    pub duo: Option<crate::duo::config::DuoConfig>,
+    /// An existing pam_duo.conf / login_duo.conf to read `[duo]` settings from.
+    pub duo_conf: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -128,6 +132,8 @@ impl Default for Config {
             twilio: None,
             sms: SmsConfig::default(),
             policy: crate::policy::PolicyConfig::default(),
+            duo: None,
+            duo_conf: None,
         }
     }
 }
@@ -190,11 +196,18 @@ impl Config {
     /// Parses `text` (read from `path`, used only in messages).
     pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
         // toml's message names the line, the column and the offending key.
-        let config: Config = toml::from_str(text).map_err(|e| ConfigError::Parse {
+        let mut config: Config = toml::from_str(text).map_err(|e| ConfigError::Parse {
             path: path.to_path_buf(),
             message: e.to_string().trim_end().to_string(),
         })?;
         config.validate(path)?;
+        // Duo: merges duo_conf into [duo] and validates the result.
+        crate::duo::config::resolve(&mut config.duo, config.duo_conf.as_deref()).map_err(
+            |message| ConfigError::Parse {
+                path: path.to_path_buf(),
+                message,
+            },
+        )?;
         Ok(config)
     }
 

@@ -40,6 +40,8 @@ pub struct Daemon {
     pub(crate) approvals: Arc<ApprovalStore>,
     pub(crate) notifier: Option<Notifier>,
     pub(crate) twilio: Option<Twilio>,
+    /// The Duo provider and its pooled HTTPS client, when `[duo]` is configured.
+    pub(crate) duo: Option<Arc<crate::duo::Duo>>,
 }
 
 /// What the approval endpoint tells the daemon: a report locks the account at once.
@@ -133,7 +135,21 @@ impl Daemon {
         } else {
             (None, None)
         };
+        let duo = match &config.duo {
+            Some(cfg) => {
+                for note in &cfg.notes {
+                    warn!("{note}");
+                }
+                let duo = crate::duo::Duo::new(cfg, Arc::clone(&clock)).map_err(|e| {
+                    error!("{e}");
+                    ProviderError::Client
+                })?;
+                Some(Arc::new(duo))
+            }
+            None => None,
+        };
         Ok(Daemon {
+            duo,
             config,
             issuer,
             store: Arc::new(Mutex::new(store)),

@@ -9,6 +9,7 @@ pub mod config;
 pub mod conn;
 pub mod daemon;
 pub mod devices;
+pub mod duo;
 pub mod factor;
 pub mod logging;
 pub mod login;

@@ -67,6 +67,9 @@ impl Daemon {
                 .deny(conn, "Two-factor login is not available for this account.")
                 .await;
         }
+        if let Some(duo) = &self.duo {
+            return self.duo_login(conn, &who, &ctx, duo).await;
+        }
         let policy = &self.config.policy;
         if !policy.exempt_groups.is_empty() || !policy.require_groups.is_empty() {
             let user = ctx.user.clone();

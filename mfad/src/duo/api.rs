@@ -1,0 +1,532 @@
+//! The Duo Auth API v2 client: `/ping` (clock offset), `/check`, `/preauth`, `/auth` and
+//! `/auth_status`, each signed (see `sign.rs`) and bounded in time, over one pooled HTTPS
+//! client. Failures are sorted the way a login must treat them: [`DuoError::Unavailable`]
+//! (Duo cannot be asked: the fail mode decides) or [`DuoError::Refused`] (Duo said no).
+
+use super::config::{DuoConfig, load_cafile};
+use super::sign::{self, Params};
+use crate::clock::Clock;
+use crate::oob::config::Secret;
+use serde::Deserialize;
+use serde::de::DeserializeOwned;
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::time::Duration;
+
+/// Largest answer read from Duo; its answers are small JSON objects.
+const MAX_RESPONSE: usize = 256 * 1024;
+/// How long a clock offset learnt from `/ping` is trusted before asking again.
+const CLOCK_SYNC_EVERY: i64 = 600;
+/// Requests sent for one call, the first included, while Duo answers 429.
+const MAX_TRIES: u32 = 4;
+
+/// Why Duo could not be asked. Never holds a key, a signature or a passcode.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Outage {
+    #[error("could not connect to Duo (network or TLS failure)")]
+    Connect,
+    #[error("Duo did not answer within {} s", .0.as_secs())]
+    Timeout(Duration),
+    #[error(
+        "Duo refused mfad's credentials or signature (HTTP 401); check ikey, skey and the clock"
+    )]
+    Unauthorized,
+    #[error("Duo had a server error (HTTP {0})")]
+    Server(u16),
+    #[error("Duo sent an answer that could not be read")]
+    BadResponse,
+    #[error("Duo is rate-limiting requests and asked to wait longer than allowed")]
+    RateLimited,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DuoError {
+    #[error("{0}")]
+    Unavailable(#[from] Outage),
+    /// Duo understood the request and refused it (a 4xx other than 401 and 429).
+    #[error("Duo refused the request: {message}")]
+    Refused {
+        status: u16,
+        code: Option<u64>,
+        message: String,
+    },
+}
+
+/// `/preauth`'s verdict on a user.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PreauthResult {
+    /// Second factor required: the devices (and the text prompt) follow.
+    Auth,
+    /// Let in without a second factor (bypass status, policy).
+    Allow,
+    /// Refused (locked out, disabled, policy).
+    Deny,
+    /// Not enrolled, and allowed to enrol: `enroll_portal_url`.
+    Enroll,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct Preauth {
+    pub result: PreauthResult,
+    #[serde(default)]
+    pub status_msg: String,
+    #[serde(default)]
+    pub enroll_portal_url: Option<String>,
+    #[serde(default)]
+    pub devices: Vec<DuoDevice>,
+    /// With `text_prompt=1`: Duo's own menu text and what each answer selects.
+    #[serde(default)]
+    pub prompt: Option<TextPrompt>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct DuoDevice {
+    /// The device id sent back as `device`.
+    pub device: String,
+    #[serde(default)]
+    pub display_name: Option<String>,
+    #[serde(default)]
+    pub name: Option<String>,
+    #[serde(default)]
+    pub number: Option<String>,
+    /// `auto`, `push`, `sms`, `phone`, `mobile_otp`...
+    #[serde(default)]
+    pub capabilities: Vec<String>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct TextPrompt {
+    pub text: String,
+    /// `"1" -> "push1"`, `"default" -> "push1"`...
+    #[serde(default)]
+    pub factors: BTreeMap<String, String>,
+}
+
+/// The answer of `/auth` (sync) or `/auth_status`; an async `/auth` carries only `txid`.
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct AuthAnswer {
+    /// `allow`, `deny` or `waiting`.
+    #[serde(default)]
+    pub result: Option<String>,
+    /// `pushed`, `calling`, `answered`, `sent`, `allow`, `deny`, `fraud`, `locked_out`,
+    /// `timeout`, `bypass`...
+    #[serde(default)]
+    pub status: Option<String>,
+    #[serde(default)]
+    pub status_msg: Option<String>,
+    #[serde(default)]
+    pub txid: Option<String>,
+}
+
+impl AuthAnswer {
+    pub fn is_waiting(&self) -> bool {
+        self.result.as_deref() == Some("waiting")
+    }
+    pub fn is_allow(&self) -> bool {
+        self.result.as_deref() == Some("allow")
+    }
+}
+
+#[derive(Deserialize)]
+struct Envelope {
+    stat: String,
+    #[serde(default)]
+    response: Option<serde_json::Value>,
+    #[serde(default)]
+    code: Option<u64>,
+    #[serde(default)]
+    message: Option<String>,
+    #[serde(default)]
+    message_detail: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+struct Time {
+    time: i64,
+}
+
+/// Builds the HTTPS client for Duo: rustls with the built-in roots, the system's CA bundle
+/// and `cafile`; the configured proxy or none (never the environment's); `https_timeout` for
+/// connecting (TCP and TLS) and for each request as a whole; no redirects.
+pub fn http_client(cfg: &DuoConfig) -> Result<reqwest::Client, String> {
+    let mut builder = reqwest::Client::builder()
+        .connect_timeout(cfg.https_timeout())
+        .timeout(cfg.status_timeout().max(cfg.https_timeout()))
+        .redirect(reqwest::redirect::Policy::none())
+        .pool_idle_timeout(Duration::from_secs(90))
+        .tcp_nodelay(true)
+        .user_agent(concat!(
+            "mfad/",
+            env!("CARGO_PKG_VERSION"),
+            " (Duo Auth API v2)"
+        ));
+    for bundle in [
+        "/etc/ssl/certs/ca-certificates.crt",
+        "/etc/pki/tls/certs/ca-bundle.crt",
+    ] {
+        if let Ok(bytes) = std::fs::read(bundle)
+            && let Ok(certs) = reqwest::Certificate::from_pem_bundle(&bytes)
+        {
+            for c in certs {
+                builder = builder.add_root_certificate(c);
+            }
+            break;
+        }
+    }
+    if let Some(path) = &cfg.cafile {
+        for c in load_cafile(path)? {
+            builder = builder.add_root_certificate(c);
+        }
+    }
+    builder = match &cfg.http_proxy {
+        Some(p) => builder.proxy(
+            reqwest::Proxy::all(p.as_str()).map_err(|_| format!("duo: bad http_proxy {p:?}"))?,
+        ),
+        None => builder.no_proxy(),
+    };
+    builder
+        .build()
+        .map_err(|_| "duo: the HTTPS client could not be set up".to_string())
+}
+
+/// A signed, bounded conversation with one Duo API host.
+pub struct DuoClient {
+    http: reqwest::Client,
+    host: String,
+    ikey: String,
+    skey: Secret,
+    https_timeout: Duration,
+    status_timeout: Duration,
+    max_retry_wait: Duration,
+    clock: Arc<dyn Clock>,
+    /// Duo's clock minus ours, in seconds, learnt from `/ping`.
+    offset: AtomicI64,
+    /// When (our clock) the offset was learnt; `i64::MIN` before the first `/ping`.
+    synced_at: AtomicI64,
+}
+
+impl std::fmt::Debug for DuoClient {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DuoClient")
+            .field("host", &self.host)
+            .field("ikey", &self.ikey)
+            .field("skey", &self.skey)
+            .field("https_timeout", &self.https_timeout)
+            .finish_non_exhaustive()
+    }
+}
+
+impl DuoClient {
+    /// `cfg` should have passed `validate()`; `http` is shared by every login.
+    pub fn new(cfg: &DuoConfig, http: reqwest::Client, clock: Arc<dyn Clock>) -> DuoClient {
+        DuoClient {
+            http,
+            host: cfg.host.clone().unwrap_or_default(),
+            ikey: cfg.ikey.clone().unwrap_or_default(),
+            skey: cfg.skey.clone().unwrap_or_default(),
+            https_timeout: cfg.https_timeout(),
+            status_timeout: cfg.status_timeout(),
+            max_retry_wait: cfg.max_retry_wait(),
+            clock,
+            offset: AtomicI64::new(0),
+            synced_at: AtomicI64::new(i64::MIN),
+        }
+    }
+
+    /// How long a push or call is waited for.
+    pub fn status_limit(&self) -> Duration {
+        self.status_timeout
+    }
+
+    pub fn host(&self) -> &str {
+        &self.host
+    }
+
+    /// Duo's clock minus ours, as last learnt.
+    pub fn clock_offset(&self) -> i64 {
+        self.offset.load(Ordering::Relaxed)
+    }
+
+    /// `/ping` (unsigned): Duo's time, from which the offset used in signed dates follows.
+    pub async fn ping(&self) -> Result<i64, DuoError> {
+        let t: Time = self
+            .call(
+                "GET",
+                "/auth/v2/ping",
+                Vec::new(),
+                false,
+                self.https_timeout,
+            )
+            .await?;
+        let now = self.clock.now();
+        self.offset.store(t.time - now, Ordering::Relaxed);
+        self.synced_at.store(now, Ordering::Relaxed);
+        Ok(t.time)
+    }
+
+    /// Pings when the offset is unknown or old, so a skewed clock never breaks signatures.
+    pub async fn sync_clock(&self) -> Result<(), DuoError> {
+        let at = self.synced_at.load(Ordering::Relaxed);
+        if at == i64::MIN || self.clock.now().saturating_sub(at) > CLOCK_SYNC_EVERY {
+            self.ping().await?;
+        }
+        Ok(())
+    }
+
+    /// `/check`: the keys and the signature are accepted.
+    pub async fn check(&self) -> Result<i64, DuoError> {
+        let t: Time = self
+            .call(
+                "GET",
+                "/auth/v2/check",
+                Vec::new(),
+                true,
+                self.https_timeout,
+            )
+            .await?;
+        Ok(t.time)
+    }
+
+    /// `/preauth` for `username`, asking for Duo's text prompt.
+    pub async fn preauth(
+        &self,
+        username: &str,
+        ipaddr: Option<&str>,
+        hostname: &str,
+    ) -> Result<Preauth, DuoError> {
+        let mut params = vec![
+            ("username".to_string(), username.to_string()),
+            ("text_prompt".to_string(), "1".to_string()),
+        ];
+        if let Some(ip) = ipaddr {
+            params.push(("ipaddr".into(), ip.into()));
+        }
+        if !hostname.is_empty() {
+            params.push(("hostname".into(), hostname.into()));
+        }
+        self.call("POST", "/auth/v2/preauth", params, true, self.https_timeout)
+            .await
+    }
+
+    /// `/auth` with the parameters of one factor (see `flow.rs`). Async requests answer with a
+    /// `txid` at once; sync ones (passcode, SMS) with the result.
+    pub async fn auth(&self, params: Params) -> Result<AuthAnswer, DuoError> {
+        self.call("POST", "/auth/v2/auth", params, true, self.https_timeout)
+            .await
+    }
+
+    /// `/auth_status`: long-polls for the transaction's next status, so it may take up to the
+    /// status timeout (connecting is still bounded by `https_timeout`).
+    pub async fn auth_status(&self, txid: &str) -> Result<AuthAnswer, DuoError> {
+        let params = vec![("txid".to_string(), txid.to_string())];
+        self.call(
+            "GET",
+            "/auth/v2/auth_status",
+            params,
+            true,
+            self.status_timeout,
+        )
+        .await
+    }
+
+    /// One API call: signs, sends, waits out 429s up to `max_retry_wait`, and sorts failures.
+    async fn call<T: DeserializeOwned>(
+        &self,
+        method: &str,
+        path: &str,
+        params: Params,
+        signed: bool,
+        limit: Duration,
+    ) -> Result<T, DuoError> {
+        let body = sign::canon_params(&params);
+        let mut backoff = Duration::from_secs(1);
+        for attempt in 1..=MAX_TRIES {
+            let url = if method == "GET" && !body.is_empty() {
+                format!("https://{}{path}?{body}", self.host)
+            } else {
+                format!("https://{}{path}", self.host)
+            };
+            let mut req = if method == "GET" {
+                self.http.get(&url)
+            } else {
+                self.http
+                    .post(&url)
+                    .header("Content-Type", "application/x-www-form-urlencoded")
+                    .body(body.clone())
+            };
+            if signed {
+                let date = sign::rfc2822(self.clock.now() + self.clock_offset());
+                let canon = sign::canonical(&date, method, &self.host, path, &params);
+                req = req
+                    .header("Date", &date)
+                    .header("X-Duo-Date", &date)
+                    .header(
+                        "Authorization",
+                        sign::authorization(&self.ikey, self.skey.expose(), &canon),
+                    );
+            }
+            // The whole exchange, body included, is bounded; reqwest's own timeout is the
+            // same bound, this one also covers reading the body.
+            let exchange = async {
+                let resp = req.timeout(limit).send().await?;
+                let status = resp.status().as_u16();
+                let retry_after = resp
+                    .headers()
+                    .get("Retry-After")
+                    .and_then(|v| v.to_str().ok())
+                    .map(str::to_string);
+                let mut resp = resp;
+                let mut bytes = Vec::new();
+                while let Some(chunk) = resp.chunk().await? {
+                    if bytes.len() + chunk.len() > MAX_RESPONSE {
+                        return Ok((status, retry_after, None));
+                    }
+                    bytes.extend_from_slice(&chunk);
+                }
+                Ok::<_, reqwest::Error>((status, retry_after, Some(bytes)))
+            };
+            let (status, retry_after, bytes) = match tokio::time::timeout(limit, exchange).await {
+                Err(_) => return Err(Outage::Timeout(limit).into()),
+                Ok(Err(e)) => return Err(classify(&e, limit).into()),
+                Ok(Ok(r)) => r,
+            };
+            let Some(bytes) = bytes else {
+                return Err(Outage::BadResponse.into());
+            };
+            match status {
+                200..=299 => return parse(&bytes, status),
+                401 => return Err(Outage::Unauthorized.into()),
+                429 => {
+                    let wait = retry_after
+                        .as_deref()
+                        .and_then(|v| self.retry_after(v))
+                        .unwrap_or(backoff);
+                    if attempt == MAX_TRIES || wait > self.max_retry_wait {
+                        return Err(Outage::RateLimited.into());
+                    }
+                    tokio::time::sleep(wait).await;
+                    backoff = backoff.saturating_mul(2);
+                }
+                500..=599 => return Err(Outage::Server(status).into()),
+                400..=499 => {
+                    let env: Option<Envelope> = serde_json::from_slice(&bytes).ok();
+                    return Err(DuoError::Refused {
+                        status,
+                        code: env.as_ref().and_then(|e| e.code),
+                        message: env
+                            .and_then(|e| e.message)
+                            .map(|m| super::clean_text(&m))
+                            .unwrap_or_else(|| format!("HTTP {status}")),
+                    });
+                }
+                _ => return Err(Outage::BadResponse.into()),
+            }
+        }
+        Err(Outage::RateLimited.into())
+    }
+
+    /// `Retry-After` as seconds or as an HTTP date.
+    fn retry_after(&self, value: &str) -> Option<Duration> {
+        if let Ok(secs) = value.trim().parse::<u64>() {
+            return Some(Duration::from_secs(secs));
+        }
+        let at = httpdate_secs(value.trim())?;
+        let now = self.clock.now() + self.clock_offset();
+        Some(Duration::from_secs(at.saturating_sub(now).max(0) as u64))
+    }
+}
+
+/// Sorts a transport error without formatting it (its text may hold the URL).
+fn classify(e: &reqwest::Error, limit: Duration) -> Outage {
+    if e.is_timeout() {
+        Outage::Timeout(limit)
+    } else if e.is_connect() {
+        Outage::Connect
+    } else if e.is_decode() || e.is_body() {
+        Outage::BadResponse
+    } else {
+        Outage::Connect
+    }
+}
+
+fn parse<T: DeserializeOwned>(bytes: &[u8], status: u16) -> Result<T, DuoError> {
+    let env: Envelope = serde_json::from_slice(bytes).map_err(|_| Outage::BadResponse)?;
+    if env.stat.eq_ignore_ascii_case("OK") {
+        let response = env.response.ok_or(Outage::BadResponse)?;
+        return serde_json::from_value(response).map_err(|_| Outage::BadResponse.into());
+    }
+    let mut message = env.message.unwrap_or_else(|| "no reason given".into());
+    if let Some(detail) = env.message_detail {
+        message = format!("{message}: {detail}");
+    }
+    Err(DuoError::Refused {
+        status,
+        code: env.code,
+        message: super::clean_text(&message),
+    })
+}
+
+/// An IMF-fixdate (`Sun, 06 Nov 1994 08:49:37 GMT`) as Unix seconds.
+fn httpdate_secs(s: &str) -> Option<i64> {
+    const MONTHS: [&str; 12] = [
+        "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
+    ];
+    let mut it = s.split_whitespace().skip(1);
+    let day: i64 = it.next()?.parse().ok()?;
+    let month = MONTHS.iter().position(|m| Some(*m) == it.clone().next())? as i64 + 1;
+    it.next();
+    let year: i64 = it.next()?.parse().ok()?;
+    let mut hms = it.next()?.split(':').map(|p| p.parse::<i64>().ok());
+    let (h, m, sec) = (hms.next()??, hms.next()??, hms.next()??);
+    // Days from civil (after Howard Hinnant).
+    let y = if month <= 2 { year - 1 } else { year };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let mp = (month + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + day - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    let days = era * 146_097 + doe - 719_468;
+    Some(days * 86_400 + h * 3600 + m * 60 + sec)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn http_dates_parse() {
+        assert_eq!(httpdate_secs("Thu, 01 Jan 1970 00:00:00 GMT"), Some(0));
+        assert_eq!(
+            httpdate_secs("Fri, 07 Dec 2012 17:18:00 GMT"),
+            Some(1_354_900_680)
+        );
+        assert_eq!(httpdate_secs("soon"), None);
+    }
+
+    #[test]
+    fn envelopes_sort_ok_fail_and_garbage() {
+        let ok: Result<Time, _> = parse(br#"{"stat":"OK","response":{"time":5}}"#, 200);
+        assert_eq!(ok.unwrap().time, 5);
+        let fail: Result<Time, _> = parse(
+            br#"{"stat":"FAIL","code":40002,"message":"Invalid request parameters","message_detail":"username"}"#,
+            400,
+        );
+        assert_eq!(
+            fail.unwrap_err(),
+            DuoError::Refused {
+                status: 400,
+                code: Some(40002),
+                message: "Invalid request parameters: username".into()
+            }
+        );
+        let bad: Result<Time, _> = parse(b"{not json", 200);
+        assert_eq!(bad.unwrap_err(), DuoError::Unavailable(Outage::BadResponse));
+        let shapeless: Result<Time, _> = parse(br#"{"stat":"OK","response":{"t":1}}"#, 200);
+        assert_eq!(
+            shapeless.unwrap_err(),
+            DuoError::Unavailable(Outage::BadResponse)
+        );
+    }
+}
