@@ -285,13 +285,7 @@ impl Daemon {
         conn.info("Sending a test notification; approve it on your phone to finish.")
             .await?;
         let result = self
-            .approve(
-                conn,
-                who,
-                ApprovalMethod::Push,
-                &target,
-                Some("adding this device"),
-            )
+            .approve(conn, who, ApprovalMethod::Push, &target, true)
             .await?;
         match result {
             OobResult::Decided(ApprovalDecision::Approved) => {

@@ -117,11 +117,11 @@ impl Daemon {
         match option {
             MenuOption::Sms { number } => self.send_sms_passcode(conn, who, number).await,
             MenuOption::Push { target, .. } => {
-                self.approve(conn, who, ApprovalMethod::Push, target, None)
+                self.approve(conn, who, ApprovalMethod::Push, target, false)
                     .await
             }
             MenuOption::Call { number } => {
-                self.approve(conn, who, ApprovalMethod::Call, number, None)
+                self.approve(conn, who, ApprovalMethod::Call, number, false)
                     .await
             }
         }
@@ -180,7 +180,7 @@ impl Daemon {
         who: &Who<'_>,
         method: ApprovalMethod,
         target: &str,
-        purpose: Option<&str>,
+        adding_device: bool,
     ) -> Result<OobResult> {
         let Some(approval) = &self.config.approval else {
             return Ok(OobResult::Failed);
@@ -189,9 +189,10 @@ impl Daemon {
         let request = ApprovalRequest {
             user: who.user.to_string(),
             host: self.issuer.clone(),
-            rhost: purpose.unwrap_or(who.rhost).to_string(),
+            rhost: who.rhost.to_string(),
             method,
             created: self.clock.now(),
+            adding_device,
         };
         let pending = match self.approvals.create(request, ttl) {
             Ok(p) => p,
@@ -209,10 +210,11 @@ impl Daemon {
                         &PushMessage {
                             user: who.user.to_string(),
                             host: self.issuer.clone(),
-                            rhost: purpose.unwrap_or(who.rhost).to_string(),
+                            rhost: who.rhost.to_string(),
                             time_text: text::utc(self.clock.now()),
                             approve_url: approval.approval_url(&pending.token),
                             number_required: pending.verify_number.is_some(),
+                            adding_device,
                         },
                     )
                     .await

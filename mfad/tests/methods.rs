@@ -682,9 +682,15 @@ fn adding_a_push_target_needs_the_test_push_approved() {
     assert_eq!(outcome, Outcome::Deny, "{}", script.text());
     assert!(script.has("nothing was added"), "{}", script.text());
     assert!(d.store().devices("root").unwrap().is_empty());
-    // The test push says what it is for.
+    // The test push says what it is for, not that someone is logging in.
     let page = &d.phone.steps()[0].body;
-    assert!(page.contains("adding this device"), "{page}");
+    assert!(page.contains("is adding this phone"), "{page}");
+    assert!(!page.contains("logging in"), "{page}");
+    let note = &d.phone.notifications()[0]["message"];
+    assert!(
+        note.as_str().unwrap().contains("adding this phone"),
+        "{note}"
+    );
 
     d.phone.on_push(Answer::Approve);
     let (outcome, script) = d.run(add(), &[say("")]);

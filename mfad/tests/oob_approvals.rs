@@ -21,6 +21,7 @@ fn request(user: &str, method: ApprovalMethod) -> ApprovalRequest {
         rhost: "192.0.2.10".to_string(),
         method,
         created: T0,
+        adding_device: false,
     }
 }
 

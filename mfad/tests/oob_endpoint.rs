@@ -109,6 +109,7 @@ fn request(user: &str, method: ApprovalMethod) -> ApprovalRequest {
         rhost: "192.0.2.10".to_string(),
         method,
         created: T0,
+        adding_device: false,
     }
 }
 
@@ -371,6 +372,7 @@ async fn hostile_user_and_host_strings_are_escaped() {
                 rhost: "10.0.0.1&evil='x'\u{202e}gpj.exe".into(),
                 method: ApprovalMethod::Push,
                 created: T0,
+                adding_device: false,
             },
             Duration::from_secs(60),
         )

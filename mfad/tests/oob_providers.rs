@@ -119,6 +119,7 @@ fn message(number_required: bool) -> PushMessage {
         time_text: "2026-01-01 00:00 UTC".into(),
         approve_url: "https://mfa.example.org/a/TOKEN123".into(),
         number_required,
+        adding_device: false,
     }
 }
 

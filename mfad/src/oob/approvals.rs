@@ -48,6 +48,8 @@ pub struct ApprovalRequest {
     pub method: ApprovalMethod,
     /// Unix time the login asked.
     pub created: i64,
+    /// Not a login: the user is adding this phone as a device (the page and push say so).
+    pub adding_device: bool,
 }
 
 /// What became of a request.

@@ -199,8 +199,20 @@ async fn show(State(app): Shared, Path(token): Path<String>) -> Response {
              <button type=\"submit\" class=\"{class}\">{label}</button></form>"
         )
     };
+    let lead = if r.adding_device {
+        format!(
+            "<p><b>{}</b> is adding this phone to their two-factor devices. Approve only if \
+             you are doing that, now.</p>",
+            shown(&r.user)
+        )
+    } else {
+        format!(
+            "<p>Someone is logging in as <b>{}</b>. Approve only if it is you, now.</p>",
+            shown(&r.user)
+        )
+    };
     let body = format!(
-        "<p>Someone is logging in as <b>{user}</b>. Approve only if it is you, now.</p>\
+        "{lead}\
          <dl><dt>User</dt><dd>{user}</dd><dt>Host</dt><dd>{host}</dd>\
          <dt>From</dt><dd>{rhost}</dd><dt>Time</dt><dd>{time}</dd></dl>{approve}{deny}{report}\
          <p class=\"note\">Did not start this login? Use <b>Deny and report</b>: the login \

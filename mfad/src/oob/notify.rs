@@ -120,6 +120,8 @@ pub struct PushMessage {
     pub approve_url: String,
     /// Verified push is on: the page will ask for the number shown at the login prompt.
     pub number_required: bool,
+    /// Not a login: the user is adding this phone as a device.
+    pub adding_device: bool,
 }
 
 /// An ntfy topic as ntfy accepts it: 1 to 64 of letters, digits, `-` and `_`. Checked at
@@ -218,10 +220,18 @@ impl Notifier {
                 if !is_ntfy_topic(target) {
                     return Err(ProviderError::BadTarget);
                 }
-                let mut message = format!(
-                    "{} is logging in to {} from {} at {}. Open to approve or deny.",
-                    msg.user, msg.host, msg.rhost, msg.time_text
-                );
+                let mut message = if msg.adding_device {
+                    format!(
+                        "{} is adding this phone as a two-factor device on {} at {}. Open to \
+                         approve or deny.",
+                        msg.user, msg.host, msg.time_text
+                    )
+                } else {
+                    format!(
+                        "{} is logging in to {} from {} at {}. Open to approve or deny.",
+                        msg.user, msg.host, msg.rhost, msg.time_text
+                    )
+                };
                 if msg.number_required {
                     message.push_str(" You will need the number shown at the login prompt.");
                 }

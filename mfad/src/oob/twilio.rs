@@ -258,6 +258,7 @@ mod tests {
             rhost: "r".into(),
             method: crate::oob::approvals::ApprovalMethod::Call,
             created: 0,
+            adding_device: false,
         };
         let x = voice_twiml(&r, "https://m.example.org/twilio/gather/T?a=1&b=2");
         assert!(x.contains("action=\"https://m.example.org/twilio/gather/T?a=1&amp;b=2\""));
