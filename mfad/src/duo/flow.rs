@@ -531,6 +531,8 @@ impl Daemon {
         let answer = match duo.client.auth(params).await {
             Ok(a) if factor.is_async() => match a.txid {
                 Some(txid) => self.duo_wait(conn, who, duo, txid).await?,
+                // Decided at once (a locked-out account, say).
+                None if a.result.is_some() => a,
                 None => return Err(Outage::BadResponse.into()),
             },
             Ok(a) => a,
