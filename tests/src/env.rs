@@ -127,12 +127,11 @@ impl TestEnvBuilder {
     }
 
     /// Adds `text` to the generated mfad.toml (see [`MfadConfig::extra_toml`]): the
-    /// out-of-band sections, `wait_prompt`, and the like.
+    /// out-of-band sections, `wait_prompt`, and the like. Each call's top-level keys stay
+    /// top-level, also after an earlier call's tables.
     pub fn mfad_toml(mut self, text: &str) -> Self {
-        self.config.extra_toml.push_str(text);
-        if !text.ends_with('\n') {
-            self.config.extra_toml.push('\n');
-        }
+        let (top, tables) = crate::mfad::split_top_level(text);
+        self.config.extra_toml = format!("{top}{}{tables}", self.config.extra_toml);
         self
     }
 

@@ -75,7 +75,7 @@ impl MfadConfig {
 
 /// `text` cut before its first table header: (top-level keys, tables), each ending in a
 /// newline when not empty.
-fn split_top_level(text: &str) -> (String, String) {
+pub(crate) fn split_top_level(text: &str) -> (String, String) {
     let mut top = String::new();
     let mut tables = String::new();
     for line in text.lines() {
