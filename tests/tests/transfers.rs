@@ -6,7 +6,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use mfa_e2e::env::{SftpSubsystem, SshSetup};
-use mfa_e2e::fake_phone::{FakePhone, PUSH_TOKEN, free_port};
+use mfa_e2e::fake_phone::{Answer, FakePhone, PUSH_TOKEN, free_port};
 use mfa_e2e::{LoginOutcome, SshClient, TestEnv, TestEnvBuilder};
 use std::ffi::OsStr;
 use std::io::Read;
@@ -70,7 +70,7 @@ fn assert_one_passcode_prompt_without_menu(run: &LoginOutcome) {
 }
 
 /// How long a push waits for the phone (`approval.token_ttl`).
-const PUSH_BOUND: u64 = 15;
+const PUSH_BOUND: u64 = 10;
 const PUSH_WAITING: &str =
     "Pushed a login request to your device...\nPress Enter once you have answered it: ";
 
@@ -628,6 +628,78 @@ fn helper_on_a_terminal_shows_the_menu_and_accepts_an_app_code() {
         env.mfad_log()
             .lines()
             .any(|l| l.contains("service=mfa-login-prompt") && l.contains("method=totp")),
+        "{}",
+        env.mfad_log()
+    );
+}
+
+#[test]
+fn helper_push_unanswered_ends_the_transfer_after_the_bound() {
+    let host = PushHost::with_push_default(
+        TestEnv::builder().setup(SshSetup::KeyThenLoginPrompt(SftpSubsystem::Server)),
+        true,
+    );
+    host.phone.on_push(Answer::Ignore);
+    let env = &host.env;
+    let local = random_file(env, "small.bin", 1000);
+
+    let started = Instant::now();
+    let run = env
+        .client
+        .scp(&["-O"], &local, env.client.remote("x.bin"), &[])
+        .unwrap();
+    let took = started.elapsed();
+    println!("took {took:?}\n{}", run.describe());
+    assert_ne!(run.status, Some(0), "{}", run.describe());
+    let bound = Duration::from_secs(PUSH_BOUND);
+    assert!(
+        took >= bound && took < bound + Duration::from_secs(10),
+        "took {took:?}: {}",
+        run.describe()
+    );
+    assert!(
+        run.stderr
+            .contains("No answer to the login request in time"),
+        "{}",
+        run.describe()
+    );
+    assert!(!in_home(env, "x.bin").exists());
+}
+
+#[test]
+fn helper_remembers_an_approved_push_for_the_same_address_and_key() {
+    let host = PushHost::with_push_default(
+        TestEnv::builder()
+            .setup(SshSetup::KeyThenLoginPrompt(SftpSubsystem::Server))
+            .mfad_toml("[policy]\nremember_for = 300\n"),
+        true,
+    );
+    let env = &host.env;
+    let local = random_file(env, "small.bin", 1000);
+    let pushes = || host.phone.notifications().len();
+    let copy = |client: &SshClient, name: &str| {
+        let run = client.scp(&[], &local, client.remote(name), &[]).unwrap();
+        assert_eq!(run.status, Some(0), "{name}: {}", run.describe());
+        assert_same_file(&local, &in_home(env, name));
+    };
+
+    let before = pushes();
+    copy(&env.client, "first.bin");
+    assert_eq!(pushes(), before + 1);
+    // The next connection of the same client: no push.
+    copy(&env.client, "second.bin");
+    assert_eq!(pushes(), before + 1);
+    // Another key, or another address: pushed again.
+    let other_key = env.add_user_key("second").unwrap();
+    copy(&env.client.with_key(&other_key), "other-key.bin");
+    assert_eq!(pushes(), before + 2);
+    copy(&env.client.from_address("127.0.0.2"), "other-address.bin");
+    assert_eq!(pushes(), before + 3);
+    assert_eq!(
+        env.mfad_log()
+            .matches("reason=\"remembered from this address and key\"")
+            .count(),
+        1,
         "{}",
         env.mfad_log()
     );
