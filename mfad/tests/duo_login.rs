@@ -1,0 +1,537 @@
+//! Logins through mfad's Duo provider, over mfad's real socket, against the fake Duo API:
+//! what the user sees, what Duo is sent, and how outages reach the client's fail mode.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use fake_duo::{FakeDuo, Options, Scenario};
+use mfa_proto::{AuthContext, AuthMode, Client, ClientError, Conversation, Operation, Outcome};
+use mfad::duo::config::DuoConfig;
+use mfad::oob::config::Secret;
+use mfad::{Config, Daemon, FakeClock, Store};
+use std::os::unix::fs::PermissionsExt;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use zeroize::Zeroizing;
+
+/// The fake on a runtime of its own, so the blocking test body can talk to mfad.
+struct Duo {
+    fake: FakeDuo,
+    _rt: tokio::runtime::Runtime,
+}
+
+impl Duo {
+    fn start(tune: impl FnOnce(&mut Options)) -> Duo {
+        let rt = tokio::runtime::Runtime::new().unwrap();
+        let mut opts = Options {
+            push_delay: Duration::from_millis(200),
+            ..Options::default()
+        };
+        tune(&mut opts);
+        let fake = rt.block_on(FakeDuo::start(opts)).unwrap();
+        Duo { fake, _rt: rt }
+    }
+
+    /// Everyone (root, daemon, bin...) gets `s`.
+    fn with(s: Scenario) -> Duo {
+        Duo::start(|o| o.default_scenario = s)
+    }
+}
+
+struct TestDaemon {
+    dir: tempfile::TempDir,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl TestDaemon {
+    fn start(duo: &Duo, tune: impl FnOnce(&mut Config)) -> TestDaemon {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+        let cafile = dir.path().join("duo-ca.pem");
+        std::fs::write(&cafile, duo.fake.ca_pem()).unwrap();
+        let mut config = Config {
+            socket: dir.path().join("mfad.sock"),
+            database: dir.path().join("db/mfa.db"),
+            issuer: Some("testhost".into()),
+            duo: Some(DuoConfig {
+                host: Some(duo.fake.host()),
+                ikey: Some(duo.fake.ikey().into()),
+                skey: Some(Secret::new(duo.fake.skey())),
+                cafile: Some(cafile),
+                https_timeout: Some(2),
+                status_timeout: Some(10),
+                ..Default::default()
+            }),
+            ..Config::default()
+        };
+        config.log.syslog = false;
+        tune(&mut config);
+        // mfad's clock is far from Duo's: only the offset learnt from /ping makes dates right.
+        let clock = FakeClock::new(1_800_000_000);
+        let store = Store::open(&config.database).unwrap();
+        let daemon = Arc::new(Daemon::new(config.clone(), store, Arc::new(clock)).unwrap());
+        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+        let socket = config.socket.clone();
+        let thread = std::thread::spawn(move || {
+            let rt = tokio::runtime::Runtime::new().unwrap();
+            rt.block_on(async move {
+                let listener = mfad::server::bind(&socket).unwrap();
+                ready_tx.send(()).unwrap();
+                mfad::server::serve(daemon, listener, async {
+                    let _ = rx.await;
+                })
+                .await;
+            });
+        });
+        ready_rx.recv_timeout(Duration::from_secs(10)).unwrap();
+        TestDaemon {
+            dir,
+            stop: Some(tx),
+            thread: Some(thread),
+        }
+    }
+
+    fn run(&self, ctx: AuthContext, answers: &[&str]) -> (Result<Outcome, ClientError>, Script) {
+        let mut script = Script::new(answers);
+        let mut client = Client::connect(
+            &self.dir.path().join("mfad.sock"),
+            Duration::from_secs(2),
+            Duration::from_secs(20),
+        )
+        .unwrap();
+        let outcome =
+            mfa_proto::run_conversation(&mut client, Operation::Authenticate(ctx), &mut script);
+        (outcome, script)
+    }
+
+    /// An interactive login of `user` answering `answers`; every answer must be asked for.
+    fn login(&self, user: &str, answers: &[&str]) -> (Outcome, Script) {
+        let (outcome, script) = self.run(ssh(user), answers);
+        let outcome = outcome.unwrap_or_else(|e| panic!("{e}:\n{}", script.text()));
+        script.all_answered();
+        (outcome, script)
+    }
+}
+
+impl Drop for TestDaemon {
+    fn drop(&mut self) {
+        if let Some(tx) = self.stop.take() {
+            let _ = tx.send(());
+        }
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+fn ssh(user: &str) -> AuthContext {
+    AuthContext {
+        user: user.into(),
+        service: "sshd".into(),
+        rhost: Some("192.0.2.7".into()),
+        tty: Some("ssh".into()),
+        ..Default::default()
+    }
+}
+
+/// The ForceCommand helper without a terminal (scp, sftp, rsync).
+fn headless(user: &str, command: &str) -> AuthContext {
+    AuthContext {
+        user: user.into(),
+        service: "mfa-login-prompt".into(),
+        rhost: Some("192.0.2.7".into()),
+        ssh_connection: Some("192.0.2.7 50022 192.0.2.1 22".into()),
+        mode: AuthMode::Auto,
+        can_prompt: false,
+        command: Some(command.into()),
+        ..Default::default()
+    }
+}
+
+struct Script {
+    answers: Vec<String>,
+    next: usize,
+    shown: Vec<String>,
+}
+
+impl Script {
+    fn new(answers: &[&str]) -> Self {
+        Script {
+            answers: answers.iter().map(|s| s.to_string()).collect(),
+            next: 0,
+            shown: Vec::new(),
+        }
+    }
+    fn text(&self) -> String {
+        self.shown.join("\n")
+    }
+    fn prompts(&self) -> Vec<&str> {
+        self.shown
+            .iter()
+            .filter_map(|s| s.strip_prefix("prompt: "))
+            .collect()
+    }
+    fn all_answered(&self) {
+        assert_eq!(
+            self.next,
+            self.answers.len(),
+            "prompts left unanswered; conversation was:\n{}",
+            self.text()
+        );
+    }
+}
+
+impl Conversation for Script {
+    fn info(&mut self, text: &str) {
+        self.shown.push(format!("info: {text}"));
+    }
+    fn error(&mut self, text: &str) {
+        self.shown.push(format!("error: {text}"));
+    }
+    fn prompt(&mut self, text: &str, _echo: bool) -> Option<Zeroizing<String>> {
+        self.shown.push(format!("prompt: {text}"));
+        let answer = self.answers.get(self.next).unwrap_or_else(|| {
+            panic!("unexpected prompt {text:?}; conversation:\n{}", self.text())
+        });
+        self.next += 1;
+        Some(Zeroizing::new(answer.clone()))
+    }
+}
+
+const MENU: &str = "Duo two-factor login for root\n\nEnter a passcode or select one of the \
+                    following options:\n\n 1. Duo Push to XXX-XXX-1234\n 2. Phone call to \
+                    XXX-XXX-1234\n 3. SMS passcodes to XXX-XXX-1234\n\nPasscode or option (1-3): ";
+
+#[test]
+fn the_menu_is_duos_own_and_an_approved_push_logs_in() {
+    let duo = Duo::with(Scenario::Push);
+    let d = TestDaemon::start(&duo, |_| {});
+    let (outcome, script) = d.login("root", &["1", ""]);
+    assert_eq!(outcome, Outcome::Allow, "{}", script.text());
+    let prompts = script.prompts();
+    assert_eq!(prompts[0], MENU);
+    // OpenSSH before 10.3 shows PAM text only with a prompt: the waiting line is one.
+    assert_eq!(
+        prompts[1],
+        "Pushed a login request to your device...\nPress Enter once you have answered it: "
+    );
+    assert!(
+        script.shown.last().unwrap() == "info: Success. Logging you in...",
+        "{}",
+        script.text()
+    );
+    let preauth = &duo.fake.requests_to("/auth/v2/preauth")[0];
+    assert_eq!(preauth.params["username"], "root");
+    assert_eq!(preauth.params["ipaddr"], "192.0.2.7");
+    assert_eq!(preauth.params["text_prompt"], "1");
+    let auth = &duo.fake.requests_to("/auth/v2/auth")[0];
+    assert_eq!(auth.params["factor"], "push");
+    assert_eq!(auth.params["device"], fake_duo::DEVICE);
+    assert_eq!(auth.params["async"], "1");
+    assert!(
+        !duo.fake.requests_to("/auth/v2/auth_status").is_empty(),
+        "the push was followed through /auth_status"
+    );
+    let all = duo.fake.requests();
+    assert!(all.iter().all(|r| r.rejected.is_none()), "{all:?}");
+}
+
+#[test]
+fn without_wait_prompt_phone_progress_is_shown_as_duo_reports_it() {
+    let duo = Duo::with(Scenario::Phone);
+    let d = TestDaemon::start(&duo, |c| c.wait_prompt = false);
+    let (outcome, script) = d.login("root", &["2"]);
+    assert_eq!(outcome, Outcome::Allow, "{}", script.text());
+    let after_menu: Vec<&String> = script.shown.iter().skip(1).collect();
+    assert_eq!(
+        after_menu,
+        [
+            "info: Dialing XXX-XXX-1234...",
+            "info: Answered. Press any key on your phone to log in.",
+            "info: Success. Logging you in...",
+        ],
+        "{}",
+        script.text()
+    );
+    let auth = &duo.fake.requests_to("/auth/v2/auth")[0];
+    assert_eq!(auth.params["factor"], "phone");
+}
+
+#[test]
+fn a_denied_push_goes_back_to_the_menu_where_a_passcode_works() {
+    let duo = Duo::with(Scenario::PushDeny);
+    let d = TestDaemon::start(&duo, |_| {});
+    let (outcome, script) = d.login("root", &["1", "", fake_duo::PASSCODE]);
+    assert_eq!(outcome, Outcome::Allow, "{}", script.text());
+    assert!(script.text().contains("error: Login request denied."));
+    assert_eq!(script.prompts()[2], MENU);
+    let auths = duo.fake.requests_to("/auth/v2/auth");
+    assert_eq!(auths[1].params["factor"], "passcode");
+    assert_eq!(auths[1].params["passcode"], "(hidden)");
+}
+
+#[test]
+fn a_timed_out_push_is_refused_when_no_round_is_left() {
+    let duo = Duo::with(Scenario::PushTimeout);
+    let d = TestDaemon::start(&duo, |c| {
+        c.duo.as_mut().unwrap().prompts = Some(1);
+    });
+    let (outcome, script) = d.login("root", &["", ""]);
+    assert_eq!(outcome, Outcome::Deny, "{}", script.text());
+    assert!(script.text().contains("error: Login timed out."));
+    assert!(script.text().contains("Too many attempts"));
+}
+
+#[test]
+fn sms_passcodes_are_sent_then_one_logs_in() {
+    let duo = Duo::with(Scenario::Sms);
+    let d = TestDaemon::start(&duo, |_| {});
+    let (outcome, script) = d.login("root", &["3", fake_duo::SMS_PASSCODE]);
+    assert_eq!(outcome, Outcome::Allow, "{}", script.text());
+    assert!(script.text().contains("info: New SMS passcodes sent."));
+    let auths = duo.fake.requests_to("/auth/v2/auth");
+    assert_eq!(auths[0].params["factor"], "sms");
+    assert_eq!(auths[1].params["factor"], "passcode");
+}
+
+#[test]
+fn wrong_passcodes_are_refused_after_the_prompts() {
+    let duo = Duo::with(Scenario::Passcode);
+    let d = TestDaemon::start(&duo, |_| {});
+    let (outcome, script) = d.login("root", &["111111", "222222", "333333"]);
+    assert_eq!(outcome, Outcome::Deny, "{}", script.text());
+    assert_eq!(
+        script
+            .shown
+            .iter()
+            .filter(|s| s.contains("Incorrect passcode. Please try again."))
+            .count(),
+        3,
+        "{}",
+        script.text()
+    );
+    assert_eq!(
+        script.prompts()[0],
+        "Duo two-factor login for root\n\nEnter a passcode: "
+    );
+}
+
+#[test]
+fn allow_deny_and_enroll_come_from_preauth() {
+    let duo = Duo::start(|o| {
+        o.users.insert("root".into(), Scenario::Allow);
+        o.users.insert("daemon".into(), Scenario::Deny);
+        o.users.insert("bin".into(), Scenario::Enroll);
+    });
+    let d = TestDaemon::start(&duo, |_| {});
+    let (outcome, script) = d.login("root", &[]);
+    assert_eq!(outcome, Outcome::Allow, "{}", script.text());
+    assert!(
+        script
+            .text()
+            .contains("allows this login without two-factor")
+    );
+
+    let (outcome, script) = d.login("daemon", &[]);
+    assert_eq!(outcome, Outcome::Deny);
+    assert!(
+        script
+            .text()
+            .contains("error: Login denied by your administrator.")
+    );
+
+    let (outcome, script) = d.login("bin", &[]);
+    assert_eq!(outcome, Outcome::Deny);
+    let text = script.text();
+    assert!(
+        text.contains(&format!("Please enroll at {}", fake_duo::ENROLL_URL)),
+        "{text}"
+    );
+    assert!(
+        text.contains('█') || text.contains('▀') || text.contains('▄'),
+        "a QR code of the portal: {text}"
+    );
+}
+
+#[test]
+fn a_locked_out_account_ends_the_login_at_once() {
+    let duo = Duo::with(Scenario::Locked);
+    let d = TestDaemon::start(&duo, |_| {});
+    let (outcome, script) = d.login("root", &[fake_duo::PASSCODE]);
+    assert_eq!(outcome, Outcome::Deny, "{}", script.text());
+    assert!(
+        script
+            .text()
+            .contains("locked out due to excessive authentication failures")
+    );
+    assert_eq!(script.prompts().len(), 1);
+}
+
+#[test]
+fn escape_sequences_from_duo_never_reach_the_user() {
+    let duo = Duo::with(Scenario::Escapes);
+    let d = TestDaemon::start(&duo, |_| {});
+    let (outcome, script) = d.login("root", &["1", ""]);
+    assert_eq!(outcome, Outcome::Allow, "{}", script.text());
+    let text = script.text();
+    assert!(
+        !text.contains('\u{1b}') && !text.contains('\u{7}'),
+        "{text:?}"
+    );
+    assert!(text.contains("Duo two-factor login for root"), "{text}");
+    assert!(
+        text.contains("Pushed a login request to your device..."),
+        "{text}"
+    );
+    assert!(text.contains("Success. Logging you in..."), "{text}");
+}
+
+#[test]
+fn without_a_terminal_the_default_factor_runs_with_push_information() {
+    let duo = Duo::with(Scenario::Push);
+    let d = TestDaemon::start(&duo, |c| {
+        c.duo.as_mut().unwrap().pushinfo = Some(true);
+    });
+    let (outcome, script) = d.run(headless("root", "scp -t /data"), &[]);
+    assert_eq!(outcome.unwrap(), Outcome::Allow, "{}", script.text());
+    assert!(script.prompts().is_empty(), "{}", script.text());
+    assert_eq!(
+        script.shown,
+        [
+            "info: Autopushing login request to phone...",
+            "info: Pushed a login request to your device...",
+            "info: Success. Logging you in...",
+        ]
+    );
+    let auth = &duo.fake.requests_to("/auth/v2/auth")[0];
+    assert_eq!(auth.params["factor"], "push");
+    let hostname = nix::unistd::gethostname().unwrap().into_string().unwrap();
+    assert_eq!(
+        auth.params["pushinfo"],
+        format!("Server={hostname}&From=192.0.2.7&Command=scp%20-t%20%2Fdata")
+    );
+}
+
+#[test]
+fn without_a_terminal_an_sms_default_is_refused_at_once() {
+    let duo = Duo::with(Scenario::Sms);
+    let d = TestDaemon::start(&duo, |_| {});
+    let (outcome, script) = d.run(headless("root", "sftp-server"), &[]);
+    assert_eq!(outcome.unwrap(), Outcome::Deny);
+    assert!(
+        script.text().contains("need a terminal"),
+        "{}",
+        script.text()
+    );
+    assert!(duo.fake.requests_to("/auth/v2/auth").is_empty());
+}
+
+#[test]
+fn autopush_skips_the_menu_on_a_terminal_too() {
+    let duo = Duo::with(Scenario::Push);
+    let d = TestDaemon::start(&duo, |c| {
+        c.wait_prompt = false;
+        c.duo.as_mut().unwrap().autopush = Some(true);
+    });
+    let (outcome, script) = d.login("root", &[]);
+    assert_eq!(outcome, Outcome::Allow, "{}", script.text());
+    assert!(
+        script
+            .text()
+            .contains("Autopushing login request to phone...")
+    );
+}
+
+#[test]
+fn duo_outages_answer_unavailable_so_the_fail_mode_decides() {
+    for scenario in [
+        Scenario::Unauthorized,
+        Scenario::ServerError,
+        Scenario::Malformed,
+        Scenario::Hang,
+    ] {
+        let duo = Duo::with(scenario);
+        let d = TestDaemon::start(&duo, |_| {});
+        let started = Instant::now();
+        let (outcome, script) = d.run(ssh("root"), &[]);
+        let took = started.elapsed();
+        match outcome {
+            Err(ClientError::Unavailable(reason)) => {
+                assert!(reason.contains("Duo"), "{scenario:?}: {reason}")
+            }
+            other => panic!("{scenario:?}: {other:?}\n{}", script.text()),
+        }
+        // https_timeout = 2 bounds even the request that never gets an answer.
+        assert!(took < Duration::from_secs(4), "{scenario:?} took {took:?}");
+    }
+}
+
+#[test]
+fn duo_down_answers_unavailable() {
+    let duo = Duo::with(Scenario::Push);
+    let port = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
+    let d = TestDaemon::start(&duo, |c| {
+        c.duo.as_mut().unwrap().host = Some(format!("127.0.0.1:{port}"));
+    });
+    let (outcome, _) = d.run(ssh("root"), &[]);
+    assert!(
+        matches!(outcome, Err(ClientError::Unavailable(ref r)) if r.contains("could not connect")),
+        "{outcome:?}"
+    );
+}
+
+#[test]
+fn a_rate_limited_preauth_is_retried_after_retry_after() {
+    let duo = Duo::with(Scenario::RateLimited);
+    let d = TestDaemon::start(&duo, |_| {});
+    let started = Instant::now();
+    let (outcome, script) = d.login("root", &["1", ""]);
+    assert_eq!(outcome, Outcome::Allow, "{}", script.text());
+    assert!(started.elapsed() >= Duration::from_secs(1));
+    assert_eq!(duo.fake.requests_to("/auth/v2/preauth").len(), 2);
+}
+
+#[test]
+fn a_skewed_duo_clock_does_not_break_signatures() {
+    let duo = Duo::start(|o| {
+        o.default_scenario = Scenario::Passcode;
+        o.skew = -5400;
+    });
+    let d = TestDaemon::start(&duo, |_| {});
+    let (outcome, script) = d.login("root", &[fake_duo::PASSCODE]);
+    assert_eq!(outcome, Outcome::Allow, "{}", script.text());
+    let signed: Vec<_> = duo
+        .fake
+        .requests()
+        .into_iter()
+        .filter(|r| r.path != "/auth/v2/ping")
+        .collect();
+    assert!(signed.iter().all(|r| r.rejected.is_none()), "{signed:?}");
+}
+
+#[test]
+fn logins_share_one_pooled_connection() {
+    let duo = Duo::with(Scenario::Passcode);
+    let d = TestDaemon::start(&duo, |_| {});
+    for _ in 0..5 {
+        let (outcome, _) = d.login("root", &[fake_duo::PASSCODE]);
+        assert_eq!(outcome, Outcome::Allow);
+    }
+    assert_eq!(duo.fake.connections(), 1);
+    // One /ping for all of them: the clock offset is kept.
+    assert_eq!(duo.fake.requests_to("/auth/v2/ping").len(), 1);
+}
+
+#[test]
+fn users_outside_the_duo_groups_are_not_asked() {
+    let duo = Duo::with(Scenario::Push);
+    let d = TestDaemon::start(&duo, |c| {
+        c.duo.as_mut().unwrap().groups = Some("no-such-group-here,!root".into());
+    });
+    let (outcome, script) = d.login("root", &[]);
+    assert_eq!(outcome, Outcome::Allow, "{}", script.text());
+    assert!(duo.fake.requests().is_empty());
+}
