@@ -421,6 +421,41 @@ fn pam_auto_push_default_without_wait_prompt_asks_only_the_password() {
     assert_eq!(run.prompts.len(), 1, "{}", run.describe());
 }
 
+// ---- publickey, then pam_mfa alone -------------------------------------------------------
+
+/// `AuthenticationMethods publickey,keyboard-interactive` with an auth stack of pam_mfa only:
+/// the key replaces the password, and the one question is the passcode.
+#[test]
+fn key_then_pam_mfa_alone_asks_only_the_passcode() {
+    let env = TestEnv::builder()
+        .setup(SshSetup::KeyThenPam)
+        .pam_file(
+            "auth required pam_mfa.so socket=/run/mfa/mfad.sock mode=auto\n\
+             account required pam_unix.so\n\
+             session required pam_unix.so\n",
+        )
+        .start()
+        .unwrap();
+    let mut device = env.enroll_totp().unwrap();
+    let local = random_file(&env, "big.bin", BIG);
+
+    let code = device.totp.fresh_code();
+    let up = env
+        .client
+        .scp(&[], &local, env.client.remote("up.bin"), &[&code])
+        .unwrap();
+    println!("{}", up.describe());
+    assert_eq!(up.status, Some(0), "{}", up.describe());
+    assert_eq!(up.prompts.len(), 1, "{}", up.describe());
+    assert!(up.prompts[0].ends_with("Passcode: "), "{}", up.describe());
+    assert_same_file(&local, &in_home(&env, "up.bin"));
+
+    let code = device.totp.fresh_code();
+    let run = env.client.login(&[&code], "exit 9").unwrap();
+    assert_eq!(run.status, Some(9), "{}", run.describe());
+    assert_eq!(run.prompts.len(), 1, "{}", run.describe());
+}
+
 // ---- publickey + ForceCommand mfa-login-prompt ---------------------------------------------
 
 fn helper_host(subsystem: SftpSubsystem) -> TestEnv {
