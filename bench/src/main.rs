@@ -1,1 +1,318 @@
-fn main() {}
+//! `mfa-bench`: measures mfad over its socket and ssh logins through a private sshd, prints
+//! the tables, and (with `--write`) puts them into docs/BENCHMARKS.md between its markers.
+//!
+//! Run it through `scripts/bench.sh`, which builds the release binaries first. The machine
+//! is shared and noisy: every comparison is made within one run, interleaved, by medians.
+
+mod daemon;
+mod ntfy;
+mod report;
+mod socket;
+mod ssh;
+mod stats;
+
+use report::Report;
+use socket::{Op, UserPool};
+use stats::{Samples, median};
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+/// Any failure of the harness itself, as one readable sentence.
+#[derive(Debug)]
+pub struct BenchError(pub String);
+
+impl std::fmt::Display for BenchError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl From<std::io::Error> for BenchError {
+    fn from(e: std::io::Error) -> Self {
+        BenchError(format!("i/o error: {e}"))
+    }
+}
+
+impl From<rusqlite::Error> for BenchError {
+    fn from(e: rusqlite::Error) -> Self {
+        BenchError(format!("sqlite: {e}"))
+    }
+}
+
+impl From<mfa_e2e::HarnessError> for BenchError {
+    fn from(e: mfa_e2e::HarnessError) -> Self {
+        BenchError(e.to_string())
+    }
+}
+
+/// How long and how often: the full run, or the smoke run CI may afford.
+#[derive(Debug, Clone)]
+pub struct Plan {
+    pub smoke: bool,
+    pub phase: Duration,
+    pub rounds: usize,
+    pub pool: usize,
+    pub pending: usize,
+    pub big_store: usize,
+    pub ssh_rounds: usize,
+    pub clients: Vec<usize>,
+}
+
+impl Plan {
+    fn new(smoke: bool) -> Plan {
+        if smoke {
+            Plan {
+                smoke,
+                phase: Duration::from_millis(300),
+                rounds: 1,
+                pool: 2_000,
+                pending: 100,
+                big_store: 10_000,
+                ssh_rounds: 3,
+                clients: vec![1, 10, 50, 200],
+            }
+        } else {
+            Plan {
+                smoke,
+                phase: Duration::from_secs(3),
+                rounds: 3,
+                pool: 15_000,
+                pending: 1_000,
+                big_store: 100_000,
+                ssh_rounds: 100,
+                clients: vec![1, 10, 50, 200],
+            }
+        }
+    }
+}
+
+struct Args {
+    smoke: bool,
+    write: Option<PathBuf>,
+    skip_ssh: bool,
+    only_ssh: bool,
+    ssh_rounds: Option<usize>,
+}
+
+fn parse_args() -> Result<Args, BenchError> {
+    let mut a = Args {
+        smoke: false,
+        write: None,
+        skip_ssh: false,
+        only_ssh: false,
+        ssh_rounds: None,
+    };
+    let mut it = std::env::args().skip(1);
+    while let Some(arg) = it.next() {
+        match arg.as_str() {
+            "--smoke" => a.smoke = true,
+            "--skip-ssh" => a.skip_ssh = true,
+            "--only-ssh" => a.only_ssh = true,
+            "--write" => {
+                a.write = Some(PathBuf::from(it.next().ok_or_else(|| {
+                    BenchError("--write needs the path of BENCHMARKS.md".into())
+                })?))
+            }
+            "--ssh-rounds" => {
+                a.ssh_rounds = it.next().and_then(|n| n.parse().ok());
+                if a.ssh_rounds.is_none() {
+                    return Err(BenchError("--ssh-rounds needs a number".into()));
+                }
+            }
+            "-h" | "--help" => {
+                println!(
+                    "mfa-bench [--smoke] [--skip-ssh | --only-ssh] [--ssh-rounds N] [--write docs/BENCHMARKS.md]\n\
+                     Needs root, the release build (scripts/bench.sh builds it) and \
+                     libnss-wrapper, libpam-google-authenticator, libpam-oath, python3-paramiko."
+                );
+                std::process::exit(0);
+            }
+            other => {
+                return Err(BenchError(format!(
+                    "unknown argument {other:?}; try --help"
+                )));
+            }
+        }
+    }
+    Ok(a)
+}
+
+fn main() {
+    match run() {
+        Ok(()) => {}
+        Err(e) => {
+            eprintln!("mfa-bench: {e}");
+            std::process::exit(1);
+        }
+    }
+}
+
+fn run() -> Result<(), BenchError> {
+    let args = parse_args()?;
+    let mut plan = Plan::new(args.smoke);
+    if let Some(n) = args.ssh_rounds {
+        plan.ssh_rounds = n;
+    }
+    socket::raise_nofile();
+    // Absolute: sshd's children load pam_mfa by this path from another directory.
+    let bin = mfa_e2e::paths::bin_dir();
+    let bin = bin.canonicalize().unwrap_or(bin);
+    let mfad = bin.join("mfad");
+    if !mfad.is_file() {
+        return Err(BenchError(format!(
+            "{} is missing: run scripts/bench.sh (it builds the release binaries)",
+            mfad.display()
+        )));
+    }
+    let scratch = tempdir("mfa-bench")?;
+    let mut report = Report::new(&plan, &bin);
+    let started = Instant::now();
+    if !args.only_ssh {
+        concurrency(&mfad, &scratch.join("load"), &plan, &mut report)?;
+        memory(&mfad, &scratch.join("memory"), &plan, &mut report)?;
+        growth(&mfad, &scratch.join("growth"), &plan, &mut report)?;
+    }
+    if !args.skip_ssh {
+        let result = ssh::bench(&bin, plan.ssh_rounds)?;
+        report.ssh(&result);
+    }
+    report.finish(started.elapsed());
+    let text = report.markdown();
+    println!("{text}");
+    if let Some(path) = args.write {
+        report::write_into(&path, &text)?;
+        eprintln!("mfa-bench: wrote {}", path.display());
+    }
+    let _ = std::fs::remove_dir_all(&scratch);
+    Ok(())
+}
+
+fn tempdir(prefix: &str) -> Result<PathBuf, BenchError> {
+    let dir = std::env::temp_dir().join(format!("{prefix}-{}", std::process::id()));
+    std::fs::create_dir_all(&dir)?;
+    Ok(dir)
+}
+
+/// Rows of the concurrency table: for each (op, clients), per-round throughputs and all
+/// latencies, the rounds interleaved so drift in the machine's load hits every row alike.
+fn concurrency(
+    mfad: &std::path::Path,
+    dir: &std::path::Path,
+    plan: &Plan,
+    report: &mut Report,
+) -> Result<(), BenchError> {
+    eprintln!("mfa-bench: mfad with {} enrolled users", plan.pool);
+    let d = socket::daemon(mfad, dir, plan.pool, plan.pool, "", 0)?;
+    let pool = UserPool::new(plan.pool);
+    // Warm up: page cache, the first connections, SQLite's statement cache.
+    socket::phase(&d.socket, Op::Policy, 4, Duration::from_millis(200), &pool)?;
+    socket::phase(&d.socket, Op::Totp, 4, Duration::from_millis(200), &pool)?;
+    let ops = [Op::Totp, Op::Policy];
+    let mut rows: Vec<(Op, usize, Vec<f64>, Samples, usize)> = Vec::new();
+    for &op in &ops {
+        for &c in &plan.clients {
+            rows.push((op, c, Vec::new(), Samples::default(), 0));
+        }
+    }
+    for round in 0..plan.rounds {
+        eprintln!("mfa-bench: socket round {}/{}", round + 1, plan.rounds);
+        // Alternate the order each round.
+        let order: Vec<usize> = if round % 2 == 0 {
+            (0..rows.len()).collect()
+        } else {
+            (0..rows.len()).rev().collect()
+        };
+        for i in order {
+            let (op, c) = (rows[i].0, rows[i].1);
+            let p = socket::phase(&d.socket, op, c, plan.phase, &pool)?;
+            rows[i].2.push(p.per_second());
+            rows[i].3.extend(&p.samples);
+            rows[i].4 += p.failed;
+        }
+    }
+    for (op, c, rates, samples, failed) in rows {
+        report.load_row(op, c, median(&rates), &samples, failed);
+    }
+    drop(d);
+    Ok(())
+}
+
+fn memory(
+    mfad: &std::path::Path,
+    dir: &std::path::Path,
+    plan: &Plan,
+    report: &mut Report,
+) -> Result<(), BenchError> {
+    let ntfy = ntfy::FakeNtfy::start()?;
+    let approval_port = std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port();
+    let extra = format!(
+        "\n[approval]\nlisten = \"127.0.0.1:{approval_port}\"\n\
+         public_url = \"http://127.0.0.1:{approval_port}\"\ntoken_ttl = 600\n\n\
+         [push]\nnotifier = \"ntfy\"\nurl = \"http://127.0.0.1:{}/\"\n",
+        ntfy.port
+    );
+    let users = plan.pending;
+    // Every user's default method is a push to its own topic.
+    let mut d = socket::daemon(mfad, dir, users, users, &extra, users)?;
+    std::thread::sleep(Duration::from_millis(500));
+    let (idle, _) = d.rss_kib()?;
+    // One login of each kind, so the idle figure after use counts warmed-up caches.
+    let pool = UserPool::new(users);
+    let _ = socket::one(&d.socket, Op::Policy, &pool)?;
+    std::thread::sleep(Duration::from_millis(200));
+    let (idle_used, _) = d.rss_kib()?;
+    let started = Instant::now();
+    let clients = socket::pending_pushes(&d.socket, users)?;
+    while ntfy.count() < users && started.elapsed() < Duration::from_secs(120) {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let sent = ntfy.count();
+    std::thread::sleep(Duration::from_millis(300));
+    let (pending, peak) = d.rss_kib()?;
+    drop(clients);
+    d.stop();
+    report.memory(idle, idle_used, pending, peak, sent, users);
+    Ok(())
+}
+
+fn growth(
+    mfad: &std::path::Path,
+    dir: &std::path::Path,
+    plan: &Plan,
+    report: &mut Report,
+) -> Result<(), BenchError> {
+    const MEASURED: usize = 10;
+    let sizes = [MEASURED, plan.big_store];
+    eprintln!("mfa-bench: stores of {} and {} users", sizes[0], sizes[1]);
+    let daemons: Vec<_> = sizes
+        .iter()
+        .map(|&n| socket::daemon(mfad, &dir.join(format!("users-{n}")), n, MEASURED, "", 0))
+        .collect::<Result<_, _>>()?;
+    let pools: Vec<UserPool> = sizes.iter().map(|_| UserPool::new(MEASURED)).collect();
+    let ops = [(Op::Policy, 200), (Op::WrongCode, 50), (Op::Totp, 6)];
+    let mut samples = vec![vec![Samples::default(); ops.len()]; sizes.len()];
+    let rounds = if plan.smoke { 1 } else { 5 };
+    for round in 0..rounds {
+        for k in 0..sizes.len() {
+            let k = if round % 2 == 0 {
+                k
+            } else {
+                sizes.len() - 1 - k
+            };
+            for (j, &(op, n)) in ops.iter().enumerate() {
+                for _ in 0..n {
+                    let (ok, took) = socket::one(&daemons[k].socket, op, &pools[k])?;
+                    if ok {
+                        samples[k][j].push(took);
+                    }
+                }
+            }
+        }
+    }
+    for (j, &(op, _)) in ops.iter().enumerate() {
+        report.growth_row(op, sizes, &samples[0][j], &samples[1][j]);
+    }
+    Ok(())
+}

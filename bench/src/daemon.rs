@@ -1,0 +1,217 @@
+//! A private mfad for the socket benchmarks: the release binary, its own config, socket and
+//! database, and its own user database through nss_wrapper, so thousands of bench users exist
+//! for mfad (its `getpwnam`) without touching /etc/passwd.
+
+use crate::BenchError;
+use mfad::factor::totp::{self, HashAlgorithm, TotpParams};
+use mfad::store::{DeviceKind, NewDeviceRow, OtpKey, Store};
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use zeroize::Zeroizing;
+
+pub const NSS_WRAPPER: &str = "libnss_wrapper.so";
+
+/// The TOTP parameters of every bench device (mfad's defaults).
+pub fn params() -> TotpParams {
+    TotpParams {
+        algorithm: HashAlgorithm::Sha1,
+        digits: 6,
+        period: 30,
+    }
+}
+
+/// Bench user `i`: its name and its own 20-byte secret.
+pub fn user_name(i: usize) -> String {
+    format!("b{i:06}")
+}
+
+pub fn secret_of(i: usize) -> Vec<u8> {
+    format!("bench-secret-{i:07}!").into_bytes()
+}
+
+pub fn unix_now() -> f64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs_f64())
+        .unwrap_or(0.0)
+}
+
+pub struct BenchDaemon {
+    child: Option<Child>,
+    pub dir: PathBuf,
+    pub socket: PathBuf,
+}
+
+impl BenchDaemon {
+    /// Seeds a store in `dir` with `enrolled` users (a TOTP device each; the first
+    /// `in_nss` of them also exist for NSS), then starts `mfad` on it.
+    pub fn start(
+        mfad: &Path,
+        dir: &Path,
+        enrolled: usize,
+        in_nss: usize,
+        extra_toml: &str,
+        push_users: usize,
+    ) -> Result<BenchDaemon, BenchError> {
+        std::fs::create_dir_all(dir)?;
+        let socket = dir.join("run/mfad.sock");
+        let database = dir.join("lib/mfa.db");
+        seed(&database, enrolled)?;
+        if push_users > 0 {
+            add_push_devices(&database, push_users)?;
+        }
+        let mut passwd = String::from("root:x:0:0:root:/root:/bin/sh\n");
+        for i in 0..in_nss.min(enrolled) {
+            passwd.push_str(&format!(
+                "{}:x:{}:{}:bench:/nonexistent:/bin/false\n",
+                user_name(i),
+                100_000 + i,
+                100_000
+            ));
+        }
+        std::fs::write(dir.join("passwd"), passwd)?;
+        std::fs::write(dir.join("group"), "root:x:0:\nbench:x:100000:\n")?;
+        let config = dir.join("mfad.toml");
+        std::fs::write(
+            &config,
+            format!(
+                "socket = \"{}\"\ndatabase = \"{}\"\nissuer = \"bench\"\nmax_attempts = 1\n\
+                 answer_timeout = 120\nwait_prompt = false\n\n[lockout]\nmax_failures = 0\n\n\
+                 [log]\nsyslog = false\nlevel = \"info\"\n\n[policy]\n\
+                 trusted_networks = [\"10.0.0.0/8\"]\n{extra_toml}",
+                socket.display(),
+                database.display()
+            ),
+        )?;
+        let log = File::create(dir.join("mfad.stderr"))?;
+        let child = Command::new(mfad)
+            .arg("--foreground")
+            .arg("--config")
+            .arg(&config)
+            .env("LD_PRELOAD", NSS_WRAPPER)
+            .env("NSS_WRAPPER_PASSWD", dir.join("passwd"))
+            .env("NSS_WRAPPER_GROUP", dir.join("group"))
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .map_err(|e| BenchError(format!("starting {}: {e}", mfad.display())))?;
+        let mut d = BenchDaemon {
+            child: Some(child),
+            dir: dir.to_path_buf(),
+            socket,
+        };
+        let started = Instant::now();
+        while !d.socket.exists() {
+            if let Some(Ok(Some(status))) = d.child.as_mut().map(|c| c.try_wait()) {
+                return Err(BenchError(format!("mfad exited ({status}):\n{}", d.log())));
+            }
+            if started.elapsed() > Duration::from_secs(30) {
+                return Err(BenchError(format!("mfad did not start:\n{}", d.log())));
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Ok(d)
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().map(Child::id).unwrap_or(0)
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.join("mfad.stderr")).unwrap_or_default()
+    }
+
+    /// Resident memory of the daemon now, and its peak, in KiB (from /proc).
+    pub fn rss_kib(&self) -> Result<(u64, u64), BenchError> {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid()))?;
+        let field = |name: &str| {
+            status
+                .lines()
+                .find_map(|l| l.strip_prefix(name))
+                .and_then(|v| v.split_whitespace().next()?.parse::<u64>().ok())
+                .unwrap_or(0)
+        };
+        Ok((field("VmRSS:"), field("VmHWM:")))
+    }
+
+    pub fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            // SIGTERM: mfad removes its socket; SIGKILL if it does not go.
+            unsafe_kill(child.id(), libc::SIGTERM);
+            let started = Instant::now();
+            while started.elapsed() < Duration::from_secs(5) {
+                if let Ok(Some(_)) = child.try_wait() {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+impl Drop for BenchDaemon {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+fn unsafe_kill(pid: u32, signal: i32) {
+    if let Ok(pid) = i32::try_from(pid) {
+        // SAFETY: kill(2) with a pid this process started and still owns (not yet reaped).
+        unsafe {
+            libc::kill(pid, signal);
+        }
+    }
+}
+
+/// `enrolled` users with one TOTP device each, whose last spent step lies in the past, in
+/// one transaction.
+fn seed(database: &Path, enrolled: usize) -> Result<(), BenchError> {
+    let mut store = Store::open(database).map_err(|e| BenchError(e.to_string()))?;
+    let now = unix_now() as i64;
+    let step = totp::step_of(now, params()) as i64;
+    let rows: Vec<(String, NewDeviceRow)> = (0..enrolled)
+        .map(|i| {
+            (
+                user_name(i),
+                NewDeviceRow {
+                    kind: DeviceKind::Totp,
+                    name: "bench app".into(),
+                    otp: Some(OtpKey {
+                        secret: Zeroizing::new(secret_of(i)),
+                        params: params(),
+                        counter: step - 10,
+                    }),
+                    address: None,
+                },
+            )
+        })
+        .collect();
+    store
+        .add_devices(&rows, now)
+        .map_err(|e| BenchError(e.to_string()))?;
+    Ok(())
+}
+
+/// Adds a push device (an ntfy topic) as the default method of users `0..n`.
+pub fn add_push_devices(database: &Path, n: usize) -> Result<(), BenchError> {
+    let conn = rusqlite::Connection::open(database)?;
+    conn.busy_timeout(Duration::from_secs(10))?;
+    conn.execute_batch("BEGIN IMMEDIATE; UPDATE devices SET is_default = 0;")?;
+    {
+        let mut stmt = conn.prepare(
+            "INSERT INTO devices(user, kind, name, address, is_default, created)
+             VALUES (?1, 'push', 'bench phone', ?2, 1, 0)",
+        )?;
+        for i in 0..n {
+            stmt.execute(rusqlite::params![user_name(i), format!("bench_topic_{i}")])?;
+        }
+    }
+    conn.execute_batch("COMMIT;")?;
+    Ok(())
+}

@@ -1,0 +1,271 @@
+//! mfad alone, over its socket: verifications per second and latency at several numbers of
+//! concurrent clients, daemon memory idle and with pending push approvals, and how the cost
+//! grows with the number of enrolled users.
+//!
+//! Every TOTP verification is a real accept with its durable replay record: each check uses
+//! a (user, time step) pair that nobody used before. A user accepts steps now-1, now and
+//! now+1 (window 1) in increasing order, so a pool of users gives three fresh checks each
+//! per 30 s; the pool is sized so that no phase runs out.
+
+use crate::BenchError;
+use crate::daemon::{BenchDaemon, params, secret_of, unix_now, user_name};
+use crate::stats::Samples;
+use mfa_proto::{AuthContext, AuthMode, Client, ClientMsg, Conversation, Operation, Outcome};
+use mfad::factor::totp;
+use std::path::Path;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+use zeroize::Zeroizing;
+
+/// What one client asks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Op {
+    /// A right TOTP code of a step not used before: accepted, step recorded durably.
+    Totp,
+    /// A login from a trusted network: allowed by policy, no code asked.
+    Policy,
+    /// A well-formed wrong code: refused, failure counted durably.
+    WrongCode,
+}
+
+impl Op {
+    pub fn label(self) -> &'static str {
+        match self {
+            Op::Totp => "TOTP accept + replay record",
+            Op::Policy => "policy allow (trusted network)",
+            Op::WrongCode => "wrong code (failure recorded)",
+        }
+    }
+}
+
+/// Bench users and the last time step each has spent, shared by all client threads.
+pub struct UserPool {
+    last: Vec<AtomicU64>,
+    cursor: AtomicUsize,
+}
+
+impl UserPool {
+    pub fn new(users: usize) -> UserPool {
+        let start = totp::step_of(unix_now() as i64, params()).saturating_sub(10);
+        UserPool {
+            last: (0..users).map(|_| AtomicU64::new(start)).collect(),
+            cursor: AtomicUsize::new(0),
+        }
+    }
+
+    /// A user and an unused step mfad accepts now; waits for the clock when every user has
+    /// spent its window (up to one period).
+    pub fn claim(&self) -> Option<(usize, u64)> {
+        let deadline = Instant::now() + Duration::from_secs(35);
+        while Instant::now() < deadline {
+            for _ in 0..self.last.len() {
+                let user = self.cursor.fetch_add(1, Ordering::Relaxed) % self.last.len();
+                let now = unix_now();
+                let step = (now / 30.0).floor() as u64;
+                let left = 30.0 - (now - step as f64 * 30.0);
+                // now-1 stays valid only until this step ends: keep a margin.
+                let first = if left > 2.0 { step - 1 } else { step };
+                for candidate in first..=step + 1 {
+                    let last = self.last[user].load(Ordering::Relaxed);
+                    if candidate > last
+                        && self.last[user]
+                            .compare_exchange(last, candidate, Ordering::SeqCst, Ordering::SeqCst)
+                            .is_ok()
+                    {
+                        return Some((user, candidate));
+                    }
+                }
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        None
+    }
+
+    /// Any user, round robin (for checks that spend nothing).
+    pub fn any(&self) -> usize {
+        self.cursor.fetch_add(1, Ordering::Relaxed) % self.last.len()
+    }
+}
+
+struct Answer(Option<String>);
+
+impl Conversation for Answer {
+    fn info(&mut self, _: &str) {}
+    fn error(&mut self, _: &str) {}
+    fn prompt(&mut self, _: &str, _: bool) -> Option<Zeroizing<String>> {
+        self.0.take().map(Zeroizing::new)
+    }
+}
+
+fn auth_op(user: String, rhost: &str, mode: AuthMode) -> Operation {
+    Operation::Authenticate(AuthContext {
+        user,
+        service: "sshd".into(),
+        rhost: Some(rhost.into()),
+        tty: Some("ssh".into()),
+        mode,
+        ..Default::default()
+    })
+}
+
+/// A well-formed code that matches none of `user`'s steps near now.
+fn wrong_code(user: usize) -> String {
+    let step = totp::step_of(unix_now() as i64, params());
+    let near: Vec<String> = (step - 3..=step + 3)
+        .map(|s| totp::code_at_step(&secret_of(user), params(), s).to_string())
+        .collect();
+    (0..)
+        .map(|n| format!("{n:06}"))
+        .find(|c| !near.contains(c))
+        .unwrap_or_default()
+}
+
+/// One whole conversation as pam_mfa has it: connect, hello, relay, done. Returns whether it
+/// ended as `op` should, and how long it took.
+pub fn one(socket: &Path, op: Op, pool: &UserPool) -> Result<(bool, Duration), BenchError> {
+    let (operation, answer, want) = match op {
+        Op::Totp => {
+            let (user, step) = pool
+                .claim()
+                .ok_or_else(|| BenchError("the user pool ran out of fresh steps".into()))?;
+            let code = totp::code_at_step(&secret_of(user), params(), step).to_string();
+            (
+                auth_op(user_name(user), "192.0.2.7", AuthMode::Menu),
+                Some(code),
+                Outcome::Allow,
+            )
+        }
+        Op::Policy => (
+            auth_op(user_name(pool.any()), "10.1.2.3", AuthMode::Menu),
+            None,
+            Outcome::Allow,
+        ),
+        Op::WrongCode => {
+            let user = pool.any();
+            (
+                auth_op(user_name(user), "192.0.2.7", AuthMode::Menu),
+                Some(wrong_code(user)),
+                Outcome::Deny,
+            )
+        }
+    };
+    let started = Instant::now();
+    let mut client = Client::connect(socket, Duration::from_secs(10), Duration::from_secs(60))
+        .map_err(|e| BenchError(e.to_string()))?;
+    let outcome = mfa_proto::run_conversation(&mut client, operation, &mut Answer(answer));
+    let took = started.elapsed();
+    Ok((matches!(outcome, Ok(o) if o == want), took))
+}
+
+/// What one phase measured.
+#[derive(Debug, Clone, Default)]
+pub struct Phase {
+    pub done: usize,
+    pub failed: usize,
+    pub elapsed: Duration,
+    pub samples: Samples,
+}
+
+impl Phase {
+    pub fn per_second(&self) -> f64 {
+        self.done as f64 / self.elapsed.as_secs_f64().max(1e-9)
+    }
+}
+
+/// `clients` threads each running `op` back to back until `duration` has passed.
+pub fn phase(
+    socket: &Path,
+    op: Op,
+    clients: usize,
+    duration: Duration,
+    pool: &UserPool,
+) -> Result<Phase, BenchError> {
+    let started = Instant::now();
+    let deadline = started + duration;
+    let results: Vec<Result<Phase, BenchError>> = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..clients)
+            .map(|_| {
+                std::thread::Builder::new()
+                    .stack_size(256 * 1024)
+                    .spawn_scoped(s, || {
+                        let mut mine = Phase::default();
+                        while Instant::now() < deadline {
+                            let (ok, took) = one(socket, op, pool)?;
+                            if ok {
+                                mine.done += 1;
+                                mine.samples.push(took);
+                            } else {
+                                mine.failed += 1;
+                            }
+                        }
+                        Ok(mine)
+                    })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| match h {
+                Ok(h) => h
+                    .join()
+                    .unwrap_or_else(|_| Err(BenchError("a client thread panicked".into()))),
+                Err(e) => Err(BenchError(format!("cannot start a client thread: {e}"))),
+            })
+            .collect()
+    });
+    let mut total = Phase {
+        elapsed: started.elapsed(),
+        ..Phase::default()
+    };
+    for r in results {
+        let r = r?;
+        total.done += r.done;
+        total.failed += r.failed;
+        total.samples.extend(&r.samples);
+    }
+    Ok(total)
+}
+
+/// Opens `n` logins whose default method is a push and leaves them waiting for the phone.
+/// Returns the open connections (dropping them hangs up).
+pub fn pending_pushes(socket: &Path, n: usize) -> Result<Vec<Client>, BenchError> {
+    let mut clients = Vec::with_capacity(n);
+    for i in 0..n {
+        let mut c = Client::connect(socket, Duration::from_secs(10), Duration::from_secs(120))
+            .map_err(|e| BenchError(e.to_string()))?;
+        c.send(&ClientMsg::Hello {
+            version: mfa_proto::PROTOCOL_VERSION,
+            op: auth_op(user_name(i), "192.0.2.7", AuthMode::Auto),
+        })
+        .map_err(|e| BenchError(e.to_string()))?;
+        clients.push(c);
+    }
+    Ok(clients)
+}
+
+/// Raises this process's open-file limit to its hard limit (children inherit it): a
+/// thousand waiting logins are a thousand sockets on each side.
+pub fn raise_nofile() {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit/setrlimit with a valid pointer to a local rlimit.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) == 0 {
+            lim.rlim_cur = lim.rlim_max.min(65_536);
+            libc::setrlimit(libc::RLIMIT_NOFILE, &lim);
+        }
+    }
+}
+
+/// Starts mfad with `enrolled` users, all known to NSS.
+pub fn daemon(
+    mfad: &Path,
+    dir: &Path,
+    enrolled: usize,
+    in_nss: usize,
+    extra: &str,
+    push_users: usize,
+) -> Result<BenchDaemon, BenchError> {
+    BenchDaemon::start(mfad, dir, enrolled, in_nss, extra, push_users)
+}
