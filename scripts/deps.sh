@@ -20,6 +20,9 @@ PACKAGES=(
     chromium chromium-driver
     # useradd/chpasswd/userdel, setsid/setpriv/flock, timeout, systemd-analyze (checks the unit)
     passwd util-linux coreutils systemd
+    # benchmarks (scripts/bench.sh) and the profile: the modules compared with pam_mfa, a
+    # private user database for mfad (nss_wrapper), callgrind
+    libpam-google-authenticator libpam-oath libnss-wrapper valgrind
 )
 
 as_root() {
