@@ -15,6 +15,7 @@ pub mod fake_phone;
 pub mod interactive;
 pub mod leftovers;
 pub mod mfad;
+pub mod pam_login;
 pub mod paths;
 pub mod process;
 pub mod scratch;

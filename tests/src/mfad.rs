@@ -166,6 +166,15 @@ impl Mfad {
         matches!(self.child.as_mut().map(|c| c.try_wait()), Some(Ok(None)))
     }
 
+    /// Kills mfad at once (SIGKILL), as a crash or the OOM killer would: no clean shutdown,
+    /// the socket file and the database's WAL stay behind.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
     /// Stops mfad (SIGTERM, then SIGKILL after 5 s). The socket file may stay behind, as
     /// after a crash.
     pub fn stop(&mut self) {
