@@ -86,7 +86,18 @@ impl BenchDaemon {
             ),
         )?;
         let log = File::create(dir.join("mfad.stderr"))?;
-        let child = Command::new(mfad)
+        // MFA_BENCH_WRAPPER runs mfad under a profiler, e.g. "valgrind --tool=callgrind".
+        let wrapper = std::env::var("MFA_BENCH_WRAPPER").unwrap_or_default();
+        let mut words = wrapper.split_whitespace();
+        let mut command = match words.next() {
+            Some(program) => {
+                let mut c = Command::new(program);
+                c.args(words).arg(mfad);
+                c
+            }
+            None => Command::new(mfad),
+        };
+        let child = command
             .arg("--foreground")
             .arg("--config")
             .arg(&config)
@@ -108,7 +119,7 @@ impl BenchDaemon {
             if let Some(Ok(Some(status))) = d.child.as_mut().map(|c| c.try_wait()) {
                 return Err(BenchError(format!("mfad exited ({status}):\n{}", d.log())));
             }
-            if started.elapsed() > Duration::from_secs(30) {
+            if started.elapsed() > Duration::from_secs(120) {
                 return Err(BenchError(format!("mfad did not start:\n{}", d.log())));
             }
             std::thread::sleep(Duration::from_millis(20));

@@ -92,6 +92,7 @@ struct Args {
     skip_ssh: bool,
     only_ssh: bool,
     ssh_rounds: Option<usize>,
+    profile: Option<usize>,
 }
 
 fn parse_args() -> Result<Args, BenchError> {
@@ -101,6 +102,7 @@ fn parse_args() -> Result<Args, BenchError> {
         skip_ssh: false,
         only_ssh: false,
         ssh_rounds: None,
+        profile: None,
     };
     let mut it = std::env::args().skip(1);
     while let Some(arg) = it.next() {
@@ -119,9 +121,17 @@ fn parse_args() -> Result<Args, BenchError> {
                     return Err(BenchError("--ssh-rounds needs a number".into()));
                 }
             }
+            "--profile" => {
+                a.profile = it.next().and_then(|n| n.parse().ok());
+                if a.profile.is_none() {
+                    return Err(BenchError("--profile needs a number of logins".into()));
+                }
+            }
             "-h" | "--help" => {
                 println!(
                     "mfa-bench [--smoke] [--skip-ssh | --only-ssh] [--ssh-rounds N] [--write docs/BENCHMARKS.md]\n\
+                     mfa-bench --profile N   (N TOTP accepts and N policy decisions, one client; \
+                     with MFA_BENCH_WRAPPER=\"valgrind --tool=callgrind\")\n\
                      Needs root, the release build (scripts/bench.sh builds it) and \
                      libnss-wrapper, libpam-google-authenticator, libpam-oath, python3-paramiko."
                 );
@@ -165,6 +175,9 @@ fn run() -> Result<(), BenchError> {
         )));
     }
     let scratch = tempdir("mfa-bench")?;
+    if let Some(n) = args.profile {
+        return profile(&mfad, &scratch.join("profile"), n);
+    }
     let mut report = Report::new(&plan, &bin);
     let started = Instant::now();
     if !args.only_ssh {
@@ -184,6 +197,23 @@ fn run() -> Result<(), BenchError> {
         eprintln!("mfa-bench: wrote {}", path.display());
     }
     let _ = std::fs::remove_dir_all(&scratch);
+    Ok(())
+}
+
+/// A fixed, sequential load for a profiler: `n` TOTP accepts, then `n` policy decisions.
+fn profile(mfad: &std::path::Path, dir: &std::path::Path, n: usize) -> Result<(), BenchError> {
+    let mut d = socket::daemon(mfad, dir, 2_000, 2_000, "", 0)?;
+    let pool = UserPool::new(2_000);
+    let started = Instant::now();
+    for op in [Op::Totp, Op::Policy] {
+        let mut ok = 0;
+        for _ in 0..n {
+            ok += usize::from(socket::one(&d.socket, op, &pool)?.0);
+        }
+        eprintln!("mfa-bench: {ok}/{n} {} as expected", op.label());
+    }
+    eprintln!("mfa-bench: profile load took {:?}", started.elapsed());
+    d.stop();
     Ok(())
 }
 
