@@ -199,6 +199,9 @@ impl Store {
 
     fn init(conn: Connection) -> Result<Store, StoreError> {
         conn.busy_timeout(std::time::Duration::from_secs(5))?;
+        // Every statement of a login's path is prepared once and kept (about 15 of them):
+        // parsing SQL was a tenth of mfad's instructions per login.
+        conn.set_prepared_statement_cache_capacity(32);
         // WAL keeps readers off the writer's back; FULL sync makes every spent code durable
         // before the login it opened goes ahead.
         let _mode: String = conn.query_row("PRAGMA journal_mode=WAL", [], |r| r.get(0))?;
@@ -234,16 +237,13 @@ impl Store {
     pub fn lock_state(&self, user: &str) -> Result<LockState, StoreError> {
         Ok(self
             .conn
-            .query_row(
-                "SELECT failures, locked_until FROM users WHERE name = ?1",
-                [user],
-                |r| {
-                    Ok(LockState {
-                        failures: r.get(0)?,
-                        locked_until: r.get(1)?,
-                    })
-                },
-            )
+            .prepare_cached("SELECT failures, locked_until FROM users WHERE name = ?1")?
+            .query_row([user], |r| {
+                Ok(LockState {
+                    failures: r.get(0)?,
+                    locked_until: r.get(1)?,
+                })
+            })
             .optional()?
             .unwrap_or_default())
     }
@@ -259,15 +259,14 @@ impl Store {
         let tx = self
             .conn
             .transaction_with_behavior(TransactionBehavior::Immediate)?;
-        tx.execute(
+        tx.prepare_cached(
             "INSERT INTO users(name, failures) VALUES (?1, 1)
              ON CONFLICT(name) DO UPDATE SET failures = failures + 1",
-            [user],
-        )?;
-        let failures: u32 =
-            tx.query_row("SELECT failures FROM users WHERE name = ?1", [user], |r| {
-                r.get(0)
-            })?;
+        )?
+        .execute([user])?;
+        let failures: u32 = tx
+            .prepare_cached("SELECT failures FROM users WHERE name = ?1")?
+            .query_row([user], |r| r.get(0))?;
         let effect = if max_failures > 0 && failures >= max_failures {
             let until = now.saturating_add(duration as i64);
             tx.execute(
@@ -284,10 +283,9 @@ impl Store {
 
     /// After a success: the count of consecutive failures starts again.
     pub fn clear_failures(&mut self, user: &str) -> Result<(), StoreError> {
-        self.conn.execute(
-            "UPDATE users SET failures = 0 WHERE name = ?1 AND failures <> 0",
-            [user],
-        )?;
+        self.conn
+            .prepare_cached("UPDATE users SET failures = 0 WHERE name = ?1 AND failures <> 0")?
+            .execute([user])?;
         Ok(())
     }
 
@@ -343,10 +341,12 @@ impl Store {
 
     /// Spends an SMS passcode: succeeds only for the first caller, before it expires.
     pub fn spend_sms_code(&mut self, id: i64, now: i64) -> Result<bool, StoreError> {
-        let n = self.conn.execute(
-            "UPDATE sms_codes SET used_at = ?2 WHERE id = ?1 AND used_at IS NULL AND expires > ?2",
-            params![id, now],
-        )?;
+        let n = self
+            .conn
+            .prepare_cached(
+                "UPDATE sms_codes SET used_at = ?2 WHERE id = ?1 AND used_at IS NULL AND expires > ?2",
+            )?
+            .execute(params![id, now])?;
         Ok(n == 1)
     }
 
@@ -378,12 +378,13 @@ impl Store {
         key: &str,
         now: i64,
     ) -> Result<bool, StoreError> {
-        Ok(self.conn.query_row(
-            "SELECT EXISTS(SELECT 1 FROM remembered
-              WHERE user = ?1 AND addr = ?2 AND key = ?3 AND until > ?4)",
-            params![user, addr, key, now],
-            |r| r.get(0),
-        )?)
+        Ok(self
+            .conn
+            .prepare_cached(
+                "SELECT EXISTS(SELECT 1 FROM remembered
+                  WHERE user = ?1 AND addr = ?2 AND key = ?3 AND until > ?4)",
+            )?
+            .query_row(params![user, addr, key, now], |r| r.get(0))?)
     }
 
     /// Forgets everything about `user`: devices, bypass codes, counters.
@@ -590,20 +591,24 @@ impl Store {
 
     /// Spends time step `step` of a TOTP device: succeeds only if no step as late was spent.
     pub fn spend_totp_step(&mut self, device: i64, step: u64) -> Result<bool, StoreError> {
-        let n = self.conn.execute(
-            "UPDATE devices SET counter = ?2 WHERE id = ?1 AND kind = 'totp' AND counter < ?2",
-            params![device, step as i64],
-        )?;
+        let n = self
+            .conn
+            .prepare_cached(
+                "UPDATE devices SET counter = ?2 WHERE id = ?1 AND kind = 'totp' AND counter < ?2",
+            )?
+            .execute(params![device, step as i64])?;
         Ok(n == 1)
     }
 
     /// Spends HOTP counter `counter`: the next expected becomes `counter + 1`, and succeeds
     /// only if no caller got there first.
     pub fn spend_hotp_counter(&mut self, device: i64, counter: u64) -> Result<bool, StoreError> {
-        let n = self.conn.execute(
-            "UPDATE devices SET counter = ?2 + 1 WHERE id = ?1 AND kind = 'hotp' AND counter <= ?2",
-            params![device, counter as i64],
-        )?;
+        let n = self
+            .conn
+            .prepare_cached(
+                "UPDATE devices SET counter = ?2 + 1 WHERE id = ?1 AND kind = 'hotp' AND counter <= ?2",
+            )?
+            .execute(params![device, counter as i64])?;
         Ok(n == 1)
     }
 
@@ -644,10 +649,12 @@ impl Store {
 
     /// Spends a bypass code: succeeds only for the first caller.
     pub fn spend_bypass_code(&mut self, id: i64, now: i64) -> Result<bool, StoreError> {
-        let n = self.conn.execute(
-            "UPDATE bypass_codes SET used_at = ?2 WHERE id = ?1 AND used_at IS NULL",
-            params![id, now],
-        )?;
+        let n = self
+            .conn
+            .prepare_cached(
+                "UPDATE bypass_codes SET used_at = ?2 WHERE id = ?1 AND used_at IS NULL",
+            )?
+            .execute(params![id, now])?;
         Ok(n == 1)
     }
 }
