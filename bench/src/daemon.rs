@@ -153,7 +153,13 @@ impl BenchDaemon {
             // SIGTERM: mfad removes its socket; SIGKILL if it does not go.
             unsafe_kill(child.id(), libc::SIGTERM);
             let started = Instant::now();
-            while started.elapsed() < Duration::from_secs(5) {
+            // A profiler writes its data at exit: give it time.
+            let grace = if std::env::var_os("MFA_BENCH_WRAPPER").is_some() {
+                Duration::from_secs(120)
+            } else {
+                Duration::from_secs(5)
+            };
+            while started.elapsed() < grace {
                 if let Ok(Some(_)) = child.try_wait() {
                     return;
                 }
