@@ -20,4 +20,8 @@ if [ -f "$HOME/.cargo/env" ]; then
 fi
 
 cargo build --workspace
+# The benchmarks' smoke run, on the debug build: checks that the harness works (sshd with
+# four PAM stacks, mfad under load, pending pushes); it never fails on a time. The full
+# run is scripts/bench.sh.
+"${CARGO_TARGET_DIR:-target}/debug/mfa-bench" --smoke >/dev/null
 cargo test --workspace --no-fail-fast "$@"
