@@ -81,7 +81,7 @@ impl Plan {
                 pool: 8_000,
                 pending: 1_000,
                 big_store: 100_000,
-                ssh_rounds: 100,
+                ssh_rounds: 200,
                 clients: vec![1, 10, 50, 200],
             }
         }

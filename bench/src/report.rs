@@ -3,7 +3,7 @@
 
 use crate::socket::Op;
 use crate::ssh::{SshResult, Stack};
-use crate::stats::{Samples, median, ms};
+use crate::stats::{Samples, median, median_interval, ms};
 use crate::{BenchError, Plan};
 use std::path::Path;
 use std::time::Duration;
@@ -96,18 +96,20 @@ impl Report {
              round, two warm-up rounds dropped); each login is connect, keyboard-interactive \
              authentication, `true`, close, by one paramiko client. {}.\n\n\
              | PAM stack | median (ms) | p90 (ms) | added over password only, median of \
-             per-round differences (ms) | ratio of medians | failed |\n\
-             |---|---:|---:|---:|---:|---:|\n",
+             per-round differences (ms) | its 95 % interval (bootstrap) | ratio of medians | \
+             failed |\n|---|---:|---:|---:|---:|---:|---:|\n",
             r.rounds, r.versions
         );
         let mut headline = String::new();
         for (stack, samples) in &r.samples {
-            let delta = r
+            let diffs: &[f64] = r
                 .deltas
                 .iter()
                 .find(|(s, _)| s == stack)
-                .map(|(_, d)| median(d))
-                .unwrap_or(0.0);
+                .map(|(_, d)| d.as_slice())
+                .unwrap_or(&[]);
+            let delta = median(diffs);
+            let (lo, hi) = median_interval(diffs);
             let failed = r
                 .failures
                 .iter()
@@ -115,24 +117,22 @@ impl Report {
                 .map(|(_, n)| *n)
                 .unwrap_or(0);
             let ratio = samples.median().as_secs_f64() / base.as_secs_f64().max(1e-9);
+            let (added, interval) = if *stack == Stack::Password {
+                ("—".to_string(), "—".to_string())
+            } else {
+                (format!("{delta:+.2}"), format!("{lo:+.2} to {hi:+.2}"))
+            };
             t.push_str(&format!(
-                "| {} | {} | {} | {} | {:.3} | {} |\n",
+                "| {} | {} | {} | {added} | {interval} | {ratio:.3} | {failed} |\n",
                 stack.label(),
                 ms(samples.median()),
                 ms(samples.percentile(90.0)),
-                if *stack == Stack::Password {
-                    "—".to_string()
-                } else {
-                    format!("{delta:+.2}")
-                },
-                ratio,
-                failed
             ));
             if *stack == Stack::PamMfa {
                 headline = format!(
                     "**Headline: pam_mfa adds {delta:+.2} ms to a password login** (median of \
-                     per-round differences; password only {} ms, with pam_mfa {} ms, ratio \
-                     {ratio:.3}).\n\n",
+                     per-round differences, 95 % interval {lo:+.2} to {hi:+.2} ms; password \
+                     only {} ms, with pam_mfa {} ms, ratio {ratio:.3}).\n\n",
                     ms(base),
                     ms(samples.median())
                 );
