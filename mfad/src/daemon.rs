@@ -160,6 +160,11 @@ impl Daemon {
         })
     }
 
+    /// How long a reported login locks the account: the lockout duration, at least an hour.
+    pub(crate) fn report_lock_secs(&self) -> i64 {
+        self.config.lockout.duration.max(3600) as i64
+    }
+
     /// The pending approvals, for the approval endpoint.
     pub fn approvals(&self) -> Arc<ApprovalStore> {
         Arc::clone(&self.approvals)
@@ -170,7 +175,7 @@ impl Daemon {
         Arc::new(ReportHook {
             store: Arc::clone(&self.store),
             clock: Arc::clone(&self.clock),
-            lock_for: self.config.lockout.duration.max(3600) as i64,
+            lock_for: self.report_lock_secs(),
         })
     }
 

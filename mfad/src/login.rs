@@ -448,6 +448,11 @@ impl Daemon {
             }
             ApprovalDecision::Reported => {
                 decision(who, method, "deny", "denied and reported on the phone");
+                // The endpoint's hook locks too, but in the background; the lock must be in
+                // place before this login answers, so no next login slips in before it.
+                let until = self.clock.now().saturating_add(self.report_lock_secs());
+                let user = who.user.to_string();
+                self.db(move |s| s.lock_until(&user, until)).await?;
                 conn.error(
                     "Login request denied and reported. The account is locked; contact your \
                      administrator.",
