@@ -24,4 +24,10 @@ cargo build --workspace
 # four PAM stacks, mfad under load, pending pushes); it never fails on a time. The full
 # run is scripts/bench.sh.
 "${CARGO_TARGET_DIR:-target}/debug/mfa-bench" --smoke >/dev/null
+# The fuzz targets (frame codec, config parser, token secrets and otpauth URIs), briefly:
+# for the whole suite only, not when arguments pick tests. MFA_FUZZ_SECS sets the seconds
+# per target (default 15; 0 skips). Their sanitizer build takes about 6 minutes.
+if [ "$#" -eq 0 ] && [ "${MFA_FUZZ_SECS:-15}" != 0 ]; then
+    scripts/fuzz.sh "${MFA_FUZZ_SECS:-15}"
+fi
 cargo test --workspace --no-fail-fast "$@"
