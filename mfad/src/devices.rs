@@ -179,14 +179,7 @@ impl Daemon {
                 secret,
                 digits,
             } => {
-                let name = device_name(name, "Hardware token").unwrap_or_default();
-                let secret = factor::parse_secret(&secret).unwrap_or_default();
-                let params = totp::TotpParams {
-                    algorithm: totp::HashAlgorithm::Sha1,
-                    digits,
-                    period: 0,
-                };
-                self.confirm_token(conn, &who, DeviceKind::Hotp, name, secret, params)
+                self.add_token(conn, &who, DeviceKind::Hotp, name, &secret, digits, 0)
                     .await
             }
             NewDevice::TotpToken {
@@ -195,14 +188,7 @@ impl Daemon {
                 digits,
                 period,
             } => {
-                let name = device_name(name, "Hardware token").unwrap_or_default();
-                let secret = factor::parse_secret(&secret).unwrap_or_default();
-                let params = totp::TotpParams {
-                    algorithm: totp::HashAlgorithm::Sha1,
-                    digits,
-                    period,
-                };
-                self.confirm_token(conn, &who, DeviceKind::Totp, name, secret, params)
+                self.add_token(conn, &who, DeviceKind::Totp, name, &secret, digits, period)
                     .await
             }
             NewDevice::Phone { name, number } => {
@@ -335,6 +321,30 @@ impl Daemon {
         conn.info(format!("Added \"{name}\".")).await?;
         conn.done(Outcome::Allow).await?;
         Ok(())
+    }
+
+    /// A hardware token added by its secret (checked before anything was asked); `period`
+    /// is 0 for HOTP.
+    #[allow(clippy::too_many_arguments)]
+    async fn add_token(
+        &self,
+        conn: &mut Conn,
+        who: &Who<'_>,
+        kind: DeviceKind,
+        name: Option<String>,
+        secret: &str,
+        digits: u32,
+        period: u64,
+    ) -> Result<()> {
+        let name = device_name(name, "Hardware token").unwrap_or_default();
+        let secret = factor::parse_secret(secret).unwrap_or_default();
+        let params = totp::TotpParams {
+            algorithm: totp::HashAlgorithm::Sha1,
+            digits,
+            period,
+        };
+        self.confirm_token(conn, who, kind, name, secret, params)
+            .await
     }
 
     /// An authenticator app: the daemon makes the secret, shows it, and waits for one code.
