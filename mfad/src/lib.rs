@@ -16,6 +16,7 @@ pub mod login;
 pub mod methods;
 pub mod oob;
 pub mod policy;
+pub mod secret_file;
 pub mod server;
 pub mod store;
 pub mod text;

@@ -210,16 +210,9 @@ pub fn resolve(duo: &mut Option<DuoConfig>, duo_conf: Option<&Path>) -> Result<(
 /// Reads a pam_duo.conf or login_duo.conf. Like pam_duo, refuses a file that its group or
 /// others may read: it holds the secret key.
 pub fn read_ini(path: &Path) -> Result<DuoConfig, String> {
-    use std::os::unix::fs::PermissionsExt;
     let meta = std::fs::metadata(path)
         .map_err(|e| format!("duo_conf: cannot read {}: {e}", path.display()))?;
-    if meta.permissions().mode() & 0o044 != 0 {
-        return Err(format!(
-            "duo_conf: {} is readable by its group or others, and it holds the secret key; \
-             chmod 600 it (pam_duo refuses such a file too)",
-            path.display()
-        ));
-    }
+    crate::secret_file::check_private(path, &meta, "duo_conf")?;
     let text = std::fs::read_to_string(path)
         .map_err(|e| format!("duo_conf: cannot read {}: {e}", path.display()))?;
     parse_ini(&text, &path.display().to_string())
