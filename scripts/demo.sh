@@ -107,6 +107,7 @@ cat > "$WORK/mfad.toml" <<TOML
 # mfad config of the demo (see conf/mfad.toml for every key).
 socket = "$SOCKET"
 database = "$WORK/lib/mfa.db"
+store_key = "$WORK/store.key"
 issuer = "mfa-demo"
 unenrolled = "deny"
 max_attempts = 3

@@ -77,12 +77,13 @@ impl BenchDaemon {
         std::fs::write(
             &config,
             format!(
-                "socket = \"{}\"\ndatabase = \"{}\"\nissuer = \"bench\"\nmax_attempts = 1\n\
+                "socket = \"{}\"\ndatabase = \"{}\"\nstore_key = \"{}\"\nissuer = \"bench\"\nmax_attempts = 1\n\
                  answer_timeout = 120\nwait_prompt = false\n\n[lockout]\nmax_failures = 0\n\n\
                  [log]\nsyslog = false\nlevel = \"info\"\n\n[policy]\n\
                  trusted_networks = [\"10.0.0.0/8\"]\n{extra_toml}",
                 socket.display(),
-                database.display()
+                database.display(),
+                store_key_of(&database).display()
             ),
         )?;
         let log = File::create(dir.join("mfad.stderr"))?;
@@ -188,8 +189,14 @@ fn unsafe_kill(pid: u32, signal: i32) {
 
 /// `enrolled` users with one TOTP device each, whose last spent step lies in the past, in
 /// one transaction.
+/// The store key of the bench's database: beside it, in the bench's own directory.
+fn store_key_of(database: &Path) -> std::path::PathBuf {
+    database.with_file_name("store.key")
+}
+
 fn seed(database: &Path, enrolled: usize) -> Result<(), BenchError> {
-    let mut store = Store::open(database).map_err(|e| BenchError(e.to_string()))?;
+    let mut store = Store::open_with_key_file(database, &store_key_of(database))
+        .map_err(|e| BenchError(e.to_string()))?;
     let now = unix_now() as i64;
     let step = totp::step_of(now, params()) as i64;
     let rows: Vec<(String, NewDeviceRow)> = (0..enrolled)

@@ -127,7 +127,7 @@ impl World {
         set_mode(&mfad_dir, 0o755)?;
         let mfad = Mfad::start(&mfad_dir, &MfadConfig::default())?;
         let step = totp::step_of(unix_now() as i64, params());
-        mfad::Store::open(&mfad.database)
+        mfad::Store::open_with_key_file(&mfad.database, &mfad.store_key)
             .and_then(|mut s| {
                 s.add_totp_device(
                     &user.name,

@@ -77,6 +77,10 @@ pub enum AdminOp {
     BypassCodes {
         user: String,
     },
+    /// Forget the user's remembered logins, so the next login asks again.
+    Forget {
+        user: String,
+    },
     /// Add hardware tokens from a CSV text (see `mfa admin import-tokens --help`).
     ImportTokens {
         csv: String,
@@ -187,6 +191,7 @@ impl Operation {
             Operation::Admin(AdminOp::BypassCodes { user }) => {
                 format!("admin-bypass-codes user={user}")
             }
+            Operation::Admin(AdminOp::Forget { user }) => format!("admin-forget user={user}"),
         }
     }
 }

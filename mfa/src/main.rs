@@ -111,6 +111,8 @@ enum AdminCommand {
     Reset { user: String },
     /// Issue new bypass codes for a user (the old ones stop working).
     BypassCodes { user: String },
+    /// Forget a user's remembered logins (`remember_for`), so the next login asks again.
+    Forget { user: String },
     /// Add hardware tokens from a file, all or none. One token per line:
     /// `user,kind,name,secret,digits[,extra]` where kind is hotp or totp, the secret is
     /// base32 (or hex after `hex:`), and extra is the HOTP start counter (default 0) or the
@@ -237,6 +239,7 @@ fn main() -> ExitCode {
             AdminCommand::Unlock { user } => AdminOp::Unlock { user },
             AdminCommand::Reset { user } => AdminOp::Reset { user },
             AdminCommand::BypassCodes { user } => AdminOp::BypassCodes { user },
+            AdminCommand::Forget { user } => AdminOp::Forget { user },
             AdminCommand::ImportTokens { file } => {
                 let csv = match std::fs::read(&file) {
                     Ok(bytes) if bytes.len() > mfa_proto::MAX_FRAME - 1024 => {

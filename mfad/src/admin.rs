@@ -2,7 +2,7 @@
 //! of hardware tokens. Every one is refused to any other uid.
 
 use crate::conn::Conn;
-use crate::daemon::{Daemon, Result, Who, decision, user_exists};
+use crate::daemon::{Daemon, Result, Who, decision};
 use crate::devices::describe;
 use crate::factor::{self, totp};
 use crate::store::{DeviceKind, NewDeviceRow, OtpKey};
@@ -90,18 +90,24 @@ impl Daemon {
             AdminOp::Status { user }
             | AdminOp::Unlock { user }
             | AdminOp::Reset { user }
-            | AdminOp::BypassCodes { user } => user.clone(),
+            | AdminOp::BypassCodes { user }
+            | AdminOp::Forget { user } => user.clone(),
             AdminOp::ImportTokens { csv } => return self.import_tokens(conn, csv).await,
         };
+        if let Err(e) = mfa_proto::check_user_name(&user) {
+            return self.deny(conn, format!("Refused: {e}.")).await;
+        }
+        // State is keyed by the name the directory gives: `mfa admin unlock ALICE` unlocks
+        // the account that logs in as alice (or ALICE) under a case-insensitive directory.
+        let account = self.account(&user).await?;
+        let exists = account.is_some();
+        let user = account.map_or(user, |a| a.name);
         let who = Who {
             user: &user,
             rhost: "local",
             service: "mfa-admin",
             can_prompt: true,
         };
-        if let Err(e) = mfa_proto::check_user_name(&user) {
-            return self.deny(conn, format!("Refused: {e}.")).await;
-        }
         match op {
             AdminOp::Status { .. } => {
                 let u = user.clone();
@@ -111,7 +117,6 @@ impl Daemon {
                         Ok((devices, s.unused_bypass_codes(&u)?.len(), s.lock_state(&u)?))
                     })
                     .await?;
-                let exists = user_exists(&user).await?;
                 conn.info(text::status_report(
                     &user,
                     exists,
@@ -143,8 +148,23 @@ impl Daemon {
                 ))
                 .await?;
             }
+            AdminOp::Forget { .. } => {
+                let u = user.clone();
+                let n = self.db(move |s| s.forget_remembered(&u)).await?;
+                decision(
+                    &who,
+                    "-",
+                    "forgotten",
+                    &format!("by root: {n} remembered logins"),
+                );
+                conn.info(format!(
+                    "{user}: {n} remembered logins forgotten; the next login asks for a second \
+                     factor."
+                ))
+                .await?;
+            }
             AdminOp::BypassCodes { .. } => {
-                if !user_exists(&user).await? {
+                if !exists {
                     return self
                         .deny(conn, format!("There is no user {user} on this host."))
                         .await;
@@ -172,10 +192,12 @@ impl Daemon {
                     .await;
             }
         };
+        let mut rows = rows;
         let mut unknown = Vec::new();
-        for (user, _) in &rows {
-            if !user_exists(user).await? {
-                unknown.push(user.clone());
+        for (user, _) in &mut rows {
+            match self.account(user).await? {
+                Some(a) => *user = a.name,
+                None => unknown.push(user.clone()),
             }
         }
         if !unknown.is_empty() {

@@ -14,6 +14,8 @@ pub const DEFAULT_CONFIG: &str = "/etc/mfa/mfad.toml";
 pub struct Config {
     pub socket: PathBuf,
     pub database: PathBuf,
+    /// The key that seals secrets in the database (created at first start when missing).
+    pub store_key: PathBuf,
     pub issuer: Option<String>,
     pub unenrolled: Unenrolled,
     pub max_attempts: u32,
@@ -118,6 +120,7 @@ impl Default for Config {
         Config {
             socket: PathBuf::from(mfa_proto::DEFAULT_SOCKET),
             database: PathBuf::from("/var/lib/mfa/mfa.db"),
+            store_key: PathBuf::from("/etc/mfa/store.key"),
             issuer: None,
             unenrolled: Unenrolled::Deny,
             max_attempts: 3,
@@ -317,6 +320,13 @@ impl Config {
             return Err(range(
                 "database",
                 self.database.display().to_string(),
+                "must be an absolute path",
+            ));
+        }
+        if !self.store_key.is_absolute() {
+            return Err(range(
+                "store_key",
+                self.store_key.display().to_string(),
                 "must be an absolute path",
             ));
         }

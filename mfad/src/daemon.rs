@@ -2,6 +2,7 @@
 //! themselves live in `login` (a login's second factor), `devices` (a user's own settings)
 //! and `admin` (root's operations). All policy lives in mfad; clients only relay.
 
+use crate::accounts::{Account, Accounts, AccountsError, NssAccounts};
 use crate::clock::Clock;
 use crate::config::Config;
 use crate::conn::{Conn, ConnError};
@@ -27,6 +28,8 @@ pub enum SessionError {
     Poisoned,
     #[error("a background task failed: {0}")]
     Join(#[from] tokio::task::JoinError),
+    #[error(transparent)]
+    Accounts(#[from] AccountsError),
 }
 
 pub(crate) type Result<T> = std::result::Result<T, SessionError>;
@@ -42,6 +45,8 @@ pub struct Daemon {
     pub(crate) twilio: Option<Twilio>,
     /// The Duo provider and its pooled HTTPS client, when `[duo]` is configured.
     pub(crate) duo: Option<Arc<crate::duo::Duo>>,
+    /// Who the system says users are (NSS in production).
+    accounts: Arc<dyn Accounts>,
 }
 
 /// What the approval endpoint tells the daemon: a report locks the account at once.
@@ -97,6 +102,17 @@ pub(crate) struct Who<'a> {
     pub service: &'a str,
     /// The client can show prompts (false: the ForceCommand helper without a terminal).
     pub can_prompt: bool,
+}
+
+impl<'a> Who<'a> {
+    pub(crate) fn new(user: &'a str, rhost: &'a str, ctx: &'a mfa_proto::AuthContext) -> Self {
+        Who {
+            user,
+            rhost,
+            service: &ctx.service,
+            can_prompt: ctx.can_prompt,
+        }
+    }
 }
 
 pub(crate) fn decision(who: &Who<'_>, method: &str, outcome: &str, reason: &str) {
@@ -157,7 +173,14 @@ impl Daemon {
             approvals,
             notifier,
             twilio,
+            accounts: Arc::new(NssAccounts),
         })
+    }
+
+    /// Uses `accounts` instead of NSS (tests: a case-insensitive or failing directory).
+    pub fn with_accounts(mut self, accounts: Arc<dyn Accounts>) -> Self {
+        self.accounts = accounts;
+        self
     }
 
     /// How long a reported login locks the account: the lockout duration, at least an hour.
@@ -281,23 +304,23 @@ impl Daemon {
 }
 
 impl Daemon {
-    /// The user name of `uid`, through NSS.
-    pub(crate) async fn name_of(&self, uid: u32) -> Result<Option<String>> {
-        Ok(tokio::task::spawn_blocking(move || {
-            nix::unistd::User::from_uid(nix::unistd::Uid::from_raw(uid))
-                .ok()
-                .flatten()
-                .map(|u| u.name)
-        })
-        .await?)
+    /// The account `name` refers to, as the directory spells it.
+    pub(crate) async fn account(&self, name: &str) -> Result<Option<Account>> {
+        let (accounts, name) = (Arc::clone(&self.accounts), name.to_string());
+        Ok(tokio::task::spawn_blocking(move || accounts.by_name(&name)).await??)
     }
-}
 
-/// Whether the system (NSS: files, LDAP, sssd...) knows `user`. Runs off the async threads.
-pub(crate) async fn user_exists(user: &str) -> Result<bool> {
-    let user = user.to_string();
-    Ok(tokio::task::spawn_blocking(move || {
-        matches!(nix::unistd::User::from_name(&user), Ok(Some(_)))
-    })
-    .await?)
+    /// The user name of `uid`.
+    pub(crate) async fn name_of(&self, uid: u32) -> Result<Option<String>> {
+        let accounts = Arc::clone(&self.accounts);
+        Ok(tokio::task::spawn_blocking(move || accounts.by_uid(uid))
+            .await??
+            .map(|a| a.name))
+    }
+
+    /// The names of `account`'s groups; an error when the directory cannot say.
+    pub(crate) async fn groups(&self, account: &Account) -> Result<Vec<String>> {
+        let (accounts, account) = (Arc::clone(&self.accounts), account.clone());
+        Ok(tokio::task::spawn_blocking(move || accounts.groups(&account)).await??)
+    }
 }

@@ -3,6 +3,7 @@
 //! pam_mfa, mfa-login-prompt and the mfa CLI connect to its Unix socket; it checks each
 //! caller's uid, drives the conversation, and keeps devices, codes and counters in SQLite.
 
+pub mod accounts;
 pub mod admin;
 pub mod clock;
 pub mod config;
@@ -16,6 +17,7 @@ pub mod login;
 pub mod methods;
 pub mod oob;
 pub mod policy;
+pub mod sealing;
 pub mod secret_file;
 pub mod server;
 pub mod store;

@@ -4,13 +4,13 @@
 
 use crate::config::Unenrolled;
 use crate::conn::Conn;
-use crate::daemon::{Daemon, Result, Who, decision, user_exists};
+use crate::daemon::{Daemon, Result, SessionError, Who, decision};
 use crate::factor::{self, bypass, hotp, totp};
 use crate::methods::{MenuOption, OobResult, menu_text};
 use crate::oob::approvals::ApprovalDecision;
 use crate::policy::{self, GroupRule};
-use crate::store::Device;
-use crate::store::{DeviceKind, FailureEffect};
+use crate::store::{Device, Store, StoreError};
+use crate::store::{DeviceKind, FailureEffect, RememberScope};
 use crate::text::{self, clean};
 use mfa_proto::{AuthContext, AuthMode, Outcome};
 use zeroize::Zeroizing;
@@ -30,9 +30,13 @@ pub(crate) enum Verdict {
     Empty,
     /// Not in the form of any passcode; not counted as a failure.
     NotAPasscode,
-    /// A real code that was already spent.
-    Replayed,
-    Wrong,
+    /// A real code that was already spent; the failure it counted.
+    Replayed(FailureEffect),
+    Wrong(FailureEffect),
+    /// The account is locked: no code was checked (the attempt still counts).
+    Locked {
+        until: i64,
+    },
 }
 
 impl Daemon {
@@ -40,40 +44,50 @@ impl Daemon {
         &self,
         conn: &mut Conn,
         uid: u32,
-        ctx: AuthContext,
+        mut ctx: AuthContext,
     ) -> Result<()> {
         let rhost = ctx.rhost.clone().unwrap_or_else(|| "-".into());
-        let who = Who {
-            user: &ctx.user,
-            rhost: &rhost,
-            service: &ctx.service,
-            can_prompt: ctx.can_prompt,
-        };
         if let Err(e) = mfa_proto::check_user_name(&ctx.user) {
+            let who = Who::new(&ctx.user, &rhost, &ctx);
             decision(&who, "-", "deny", &format!("bad user name: {e}"));
             return self.deny(conn, format!("Login refused: {e}.")).await;
         }
+        let account = match self.account(&ctx.user).await {
+            Ok(a) => a,
+            Err(e) => {
+                let who = Who::new(&ctx.user, &rhost, &ctx);
+                return self.directory_down(conn, &who, &e).await;
+            }
+        };
         // Root (sshd's PAM stack) may ask about anyone; anyone else (the ForceCommand
         // helper, running as the user) only about itself.
-        if uid != 0 && self.name_of(uid).await?.as_deref() != Some(ctx.user.as_str()) {
+        if uid != 0 && account.as_ref().is_none_or(|a| a.uid != uid) {
+            let who = Who::new(&ctx.user, &rhost, &ctx);
             decision(&who, "-", "deny", &format!("caller uid {uid} is not root"));
             return self
                 .deny(conn, "Only root may ask mfad to authenticate another user.")
                 .await;
         }
-        if !user_exists(&ctx.user).await? {
+        let Some(account) = account else {
+            let who = Who::new(&ctx.user, &rhost, &ctx);
             decision(&who, "-", "deny", "unknown user");
             return self
                 .deny(conn, "Two-factor login is not available for this account.")
                 .await;
-        }
+        };
+        // From here on the user is the directory's spelling of the name: `ALICE` and `alice`
+        // are one account with one set of devices, counters and locks.
+        ctx.user = account.name.clone();
+        let who = Who::new(&ctx.user, &rhost, &ctx);
         if let Some(duo) = &self.duo {
             return self.duo_login(conn, &who, &ctx, duo).await;
         }
         let policy = &self.config.policy;
         if !policy.exempt_groups.is_empty() || !policy.require_groups.is_empty() {
-            let user = ctx.user.clone();
-            let groups = tokio::task::spawn_blocking(move || policy::groups_of(&user)).await?;
+            let groups = match self.groups(&account).await {
+                Ok(g) => g,
+                Err(e) => return self.directory_down(conn, &who, &e).await,
+            };
             match policy::group_rule(policy, &groups) {
                 GroupRule::Exempt(g) => {
                     decision(&who, "-", "allow", &format!("member of exempt group {g}"));
@@ -102,6 +116,13 @@ impl Daemon {
             return Ok(());
         }
         let key = policy::key_fingerprint(ctx.ssh_auth_info.as_deref());
+        // sshd (root) vouches for the client address; the user's own helper only says what
+        // the user's process says. A helper's entry never opens an sshd login.
+        let scope = if uid == 0 {
+            RememberScope::Sshd
+        } else {
+            RememberScope::OwnHelper
+        };
         if policy.remember_for > 0
             && let Some(addr) = addr
         {
@@ -112,7 +133,7 @@ impl Daemon {
                 self.clock.now(),
             );
             if self
-                .db(move |s| s.is_remembered(&user, &addr, &key, now))
+                .db(move |s| s.is_remembered(&user, scope, &addr, &key, now))
                 .await?
             {
                 decision(&who, "-", "allow", "remembered from this address and key");
@@ -142,7 +163,7 @@ impl Daemon {
                 let now = self.clock.now();
                 let until = now.saturating_add(policy.remember_for as i64);
                 let (user, addr) = (ctx.user.clone(), addr.to_string());
-                self.db(move |s| s.remember(&user, &addr, &key, now, until))
+                self.db(move |s| s.remember(&user, scope, &addr, &key, now, until))
                     .await?;
             }
             conn.info("Success. Logging you in...").await?;
@@ -150,6 +171,16 @@ impl Daemon {
         } else {
             conn.done(Outcome::Deny).await?;
         }
+        Ok(())
+    }
+
+    /// The directory (NSS) could not say who the user is or which groups they are in:
+    /// nothing is decided on a guess. Unavailable, before any prompt, so the module's fail
+    /// mode decides, as pam_duo does on a failed group lookup.
+    async fn directory_down(&self, conn: &mut Conn, who: &Who<'_>, e: &SessionError) -> Result<()> {
+        decision(who, "-", "unavailable", &format!("user lookup failed: {e}"));
+        conn.unavailable("mfad could not look the user up in the system's user database")
+            .await?;
         Ok(())
     }
 
@@ -350,7 +381,6 @@ impl Daemon {
             let again = if last { "" } else { " Try again." };
             match verdict {
                 Verdict::Code { method, device } => {
-                    self.clear_failures(who.user).await?;
                     decision(
                         who,
                         method,
@@ -360,12 +390,10 @@ impl Daemon {
                     return Ok(true);
                 }
                 Verdict::Sms => {
-                    self.clear_failures(who.user).await?;
                     decision(who, "sms", "allow", "SMS passcode");
                     return Ok(true);
                 }
                 Verdict::Bypass { left } => {
-                    self.clear_failures(who.user).await?;
                     decision(who, "bypass", "allow", &format!("{left} bypass codes left"));
                     conn.info(format!(
                         "Bypass code accepted. You have {left} left; make new ones with `mfa bypass-codes`."
@@ -387,17 +415,26 @@ impl Daemon {
                     ))
                     .await?;
                 }
-                Verdict::Replayed | Verdict::Wrong => {
-                    let replayed = verdict == Verdict::Replayed;
+                Verdict::Locked { until } => {
+                    // Locked while this login was at its prompt (by failures in other
+                    // sessions, a report, an admin): nothing more is accepted here.
+                    decision(who, "-", "deny", "account locked; no code checked");
+                    let now = self.clock.now();
+                    conn.error(text::locked_message(who.user, until, now))
+                        .await?;
+                    return Ok(false);
+                }
+                Verdict::Replayed(effect) | Verdict::Wrong(effect) => {
+                    let replayed = matches!(verdict, Verdict::Replayed(_));
                     let reason = if replayed {
                         "code already used"
                     } else {
                         "wrong code"
                     };
-                    let now = self.clock.now();
-                    match self.record_failure(who.user, now).await? {
+                    match effect {
                         FailureEffect::Locked { until } => {
                             decision(who, "-", "deny", &format!("{reason}; account now locked"));
+                            let now = self.clock.now();
                             conn.error(text::locked_message(who.user, until, now))
                                 .await?;
                             return Ok(false);
@@ -437,14 +474,39 @@ impl Daemon {
         };
         match outcome {
             ApprovalDecision::Approved => {
-                self.clear_failures(who.user).await?;
+                let (user, now) = (who.user.to_string(), self.clock.now());
+                let locked = self
+                    .db(move |s| {
+                        s.in_transaction(|s| {
+                            match s.lock_state(&user)?.locked_until {
+                                Some(until) if until > now => return Ok(Some(until)),
+                                _ => {}
+                            }
+                            s.clear_failures(&user)?;
+                            Ok(None)
+                        })
+                    })
+                    .await?;
+                if let Some(until) = locked {
+                    // The account was locked while the phone was ringing: even the right
+                    // answer is refused.
+                    decision(who, method, "deny", "approved, but the account is locked");
+                    conn.error(text::locked_message(who.user, until, now))
+                        .await?;
+                    return Ok(false);
+                }
                 decision(who, method, "allow", "approved on the phone");
                 Ok(true)
             }
             ApprovalDecision::Denied => {
-                decision(who, method, "deny", "denied on the phone");
-                conn.error("Login request denied.").await?;
-                Ok(false)
+                self.out_of_band_failure(
+                    conn,
+                    who,
+                    method,
+                    "denied on the phone",
+                    "Login request denied.",
+                )
+                .await
             }
             ApprovalDecision::Reported => {
                 decision(who, method, "deny", "denied and reported on the phone");
@@ -461,12 +523,52 @@ impl Daemon {
                 Ok(false)
             }
             ApprovalDecision::TimedOut => {
-                decision(who, method, "deny", "no answer from the phone in time");
-                conn.error("No answer to the login request in time; login refused.")
-                    .await?;
-                Ok(false)
+                self.out_of_band_failure(
+                    conn,
+                    who,
+                    method,
+                    "no answer from the phone in time",
+                    "No answer to the login request in time; login refused.",
+                )
+                .await
             }
         }
+    }
+
+    /// A push or call denied or left unanswered counts toward the lockout like a wrong
+    /// code: a flood of requests ("push fatigue") locks the account instead of going on
+    /// until the user taps Approve by mistake.
+    async fn out_of_band_failure(
+        &self,
+        conn: &mut Conn,
+        who: &Who<'_>,
+        method: &str,
+        reason: &str,
+        message: &str,
+    ) -> Result<bool> {
+        let now = self.clock.now();
+        match self.record_failure(who.user, now).await? {
+            FailureEffect::Locked { until } => {
+                decision(
+                    who,
+                    method,
+                    "deny",
+                    &format!("{reason}; account now locked"),
+                );
+                conn.error(text::locked_message(who.user, until, now))
+                    .await?;
+            }
+            FailureEffect::Counted { failures } => {
+                decision(
+                    who,
+                    method,
+                    "deny",
+                    &format!("{reason}; {failures} consecutive failures"),
+                );
+                conn.error(message).await?;
+            }
+        }
+        Ok(false)
     }
 
     pub(crate) async fn record_failure(&self, user: &str, now: i64) -> Result<FailureEffect> {
@@ -477,11 +579,6 @@ impl Daemon {
         );
         self.db(move |s| s.record_failure(&user, now, max, dur))
             .await
-    }
-
-    async fn clear_failures(&self, user: &str) -> Result<()> {
-        let user = user.to_string();
-        self.db(move |s| s.clear_failures(&user)).await
     }
 
     /// Checks `answer` against the user's code devices and bypass codes, spending what
@@ -498,72 +595,129 @@ impl Daemon {
         let code = Zeroizing::new(code.to_string());
         let user = user.to_string();
         let now = self.clock.now();
-        let window = self.config.totp.window;
-        let look_ahead = self.config.hotp.look_ahead;
-        let sms_digits = self.config.sms.digits as usize;
+        let limits = CodeLimits {
+            window: self.config.totp.window,
+            look_ahead: self.config.hotp.look_ahead,
+            sms_digits: self.config.sms.digits as usize,
+        };
+        let (max_failures, lock_for) = (
+            self.config.lockout.max_failures,
+            self.config.lockout.duration,
+        );
+        // One write transaction: the lock is read, the code checked and spent, and the
+        // failure counted (or the count cleared) together, so a lock set by another session
+        // a moment ago is seen, and no code is checked while it holds.
         self.db(move |s| {
-            let mut replayed = false;
-            for device in s.devices(&user)? {
-                let Some(key) = &device.otp else { continue };
-                match device.kind {
-                    DeviceKind::Totp => {
-                        let Some(step) =
-                            totp::matching_step(&key.secret, key.params, &code, now, window)
-                        else {
-                            continue;
-                        };
-                        if s.spend_totp_step(device.id, step)? {
-                            return Ok(Verdict::Code {
-                                method: "totp",
-                                device: device.name,
-                            });
-                        }
-                        replayed = true;
-                    }
-                    DeviceKind::Hotp => {
-                        let next = key.counter.max(0) as u64;
-                        if let Some(counter) =
-                            hotp::matching_counter(&key.secret, key.params, &code, next, look_ahead)
-                            && s.spend_hotp_counter(device.id, counter)?
-                        {
-                            return Ok(Verdict::Code {
-                                method: "hotp",
-                                device: device.name,
-                            });
-                        }
-                        // A used HOTP code lies behind the counter: it is simply wrong now.
-                    }
-                    DeviceKind::Phone | DeviceKind::Push => {}
+            s.in_transaction(|s| {
+                if let Some(until) = s.lock_state(&user)?.locked_until.filter(|u| *u > now) {
+                    let until = match s.record_failure(&user, now, max_failures, lock_for)? {
+                        FailureEffect::Locked { until: later } => later.max(until),
+                        FailureEffect::Counted { .. } => until,
+                    };
+                    return Ok(Verdict::Locked { until });
                 }
-            }
-            if code.len() == sms_digits {
-                for row in s.sms_codes(&user, now)? {
-                    if bypass::matches(&row.code, &code) {
-                        if !row.used && s.spend_sms_code(row.id, now)? {
-                            return Ok(Verdict::Sms);
-                        }
-                        replayed = true;
+                let found = match_passcode(s, &user, &code, now, &limits)?;
+                Ok(match found {
+                    Match::Accepted(verdict) => {
+                        s.clear_failures(&user)?;
+                        verdict
                     }
-                }
-            }
-            if code.len() == bypass::DIGITS {
-                let rows = s.bypass_codes(&user)?;
-                let left = rows.iter().filter(|r| !r.used).count().saturating_sub(1);
-                for row in rows {
-                    if bypass::matches(&row.code, &code) {
-                        if !row.used && s.spend_bypass_code(row.id, now)? {
-                            return Ok(Verdict::Bypass { left });
-                        }
-                        replayed = true;
+                    Match::Replayed => {
+                        Verdict::Replayed(s.record_failure(&user, now, max_failures, lock_for)?)
                     }
-                }
-            }
-            Ok(if replayed {
-                Verdict::Replayed
-            } else {
-                Verdict::Wrong
+                    Match::Wrong => {
+                        Verdict::Wrong(s.record_failure(&user, now, max_failures, lock_for)?)
+                    }
+                })
             })
         })
         .await
     }
+}
+
+/// How far a code may be from the expected one, and the length of SMS passcodes.
+struct CodeLimits {
+    window: u64,
+    look_ahead: u64,
+    sms_digits: usize,
+}
+
+/// What a passcode matched.
+enum Match {
+    Accepted(Verdict),
+    /// A real code that was already spent.
+    Replayed,
+    Wrong,
+}
+
+/// Checks `code` against the user's code devices, SMS passcodes and bypass codes, spending
+/// what matches; each spend is a conditional update whose row count decides a race.
+fn match_passcode(
+    s: &mut Store,
+    user: &str,
+    code: &str,
+    now: i64,
+    limits: &CodeLimits,
+) -> std::result::Result<Match, StoreError> {
+    let mut replayed = false;
+    for device in s.devices(user)? {
+        let Some(key) = &device.otp else { continue };
+        match device.kind {
+            DeviceKind::Totp => {
+                let Some(step) =
+                    totp::matching_step(&key.secret, key.params, code, now, limits.window)
+                else {
+                    continue;
+                };
+                if s.spend_totp_step(device.id, step)? {
+                    return Ok(Match::Accepted(Verdict::Code {
+                        method: "totp",
+                        device: device.name,
+                    }));
+                }
+                replayed = true;
+            }
+            DeviceKind::Hotp => {
+                let next = key.counter.max(0) as u64;
+                if let Some(counter) =
+                    hotp::matching_counter(&key.secret, key.params, code, next, limits.look_ahead)
+                    && s.spend_hotp_counter(device.id, counter)?
+                {
+                    return Ok(Match::Accepted(Verdict::Code {
+                        method: "hotp",
+                        device: device.name,
+                    }));
+                }
+                // A used HOTP code lies behind the counter: it is simply wrong now.
+            }
+            DeviceKind::Phone | DeviceKind::Push => {}
+        }
+    }
+    if code.len() == limits.sms_digits {
+        for row in s.sms_codes(user, now)? {
+            if s.code_matches(&row.code, code) {
+                if !row.used && s.spend_sms_code(row.id, now)? {
+                    return Ok(Match::Accepted(Verdict::Sms));
+                }
+                replayed = true;
+            }
+        }
+    }
+    if code.len() == bypass::DIGITS {
+        let rows = s.bypass_codes(user)?;
+        let left = rows.iter().filter(|r| !r.used).count().saturating_sub(1);
+        for row in rows {
+            if s.code_matches(&row.code, code) {
+                if !row.used && s.spend_bypass_code(row.id, now)? {
+                    return Ok(Match::Accepted(Verdict::Bypass { left }));
+                }
+                replayed = true;
+            }
+        }
+    }
+    Ok(if replayed {
+        Match::Replayed
+    } else {
+        Match::Wrong
+    })
 }

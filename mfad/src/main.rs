@@ -21,6 +21,10 @@ struct Args {
     /// Check the configuration file, print the settings in force, and exit.
     #[arg(long)]
     check_config: bool,
+    /// Create the store key (`store_key`) when it does not exist yet, then exit. The unit
+    /// runs this outside its sandbox, where /etc/mfa is read-only.
+    #[arg(long)]
+    create_store_key: bool,
 }
 
 fn main() -> ExitCode {
@@ -37,6 +41,15 @@ fn main() -> ExitCode {
         println!("{config:#?}");
         return ExitCode::SUCCESS;
     }
+    if args.create_store_key {
+        return match mfad::sealing::StoreKey::load(&config.store_key, true) {
+            Ok(_) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("mfad: {e}");
+                ExitCode::FAILURE
+            }
+        };
+    }
     logging::init(&config.log, args.foreground);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -52,7 +65,7 @@ fn main() -> ExitCode {
 }
 
 async fn run(config: Config) -> ExitCode {
-    let store = match Store::open(&config.database) {
+    let store = match Store::open_with_key_file(&config.database, &config.store_key) {
         Ok(s) => s,
         Err(e) => {
             error!(

@@ -3,12 +3,14 @@
 //! Every write is one transaction. Spending a code is a conditional UPDATE whose row count
 //! says whether this caller won, so two logins racing on one code cannot both succeed.
 
-use crate::factor::bypass::StoredCode;
+use crate::factor::bypass::{self, StoredCode};
 use crate::factor::totp::{HashAlgorithm, TotpParams};
+use crate::sealing::{KeyError, StoreKey};
 use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
 use std::fs::{DirBuilder, OpenOptions};
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::Path;
+use subtle::ConstantTimeEq;
 use zeroize::Zeroizing;
 
 #[derive(Debug, thiserror::Error)]
@@ -24,6 +26,13 @@ pub enum StoreError {
     TooNew(i64),
     #[error("a stored value is corrupt: {0}")]
     Corrupt(&'static str),
+    #[error(transparent)]
+    Key(#[from] KeyError),
+    #[error(
+        "the store key is not the one this database was written with (its secrets cannot be \
+         read); use the key file that belongs to this database"
+    )]
+    WrongKey,
 }
 
 /// Schema migrations, in order; `PRAGMA user_version` records how many have run.
@@ -78,10 +87,48 @@ const MIGRATIONS: &[&str] = &[
         until INTEGER NOT NULL,
         PRIMARY KEY (user, addr, key)
      ) STRICT;",
+    // 2: the security review. Secrets sealed with the store key (the rows are converted by
+    // `Store::seal_legacy`, which needs the key); remembered logins carry who vouched for
+    // the address (sshd through root, or the user's own helper) and start afresh.
+    "CREATE TABLE meta (
+        key TEXT PRIMARY KEY,
+        value BLOB NOT NULL
+     ) STRICT;
+     ALTER TABLE devices ADD COLUMN sealed INTEGER NOT NULL DEFAULT 0;
+     ALTER TABLE bypass_codes ADD COLUMN keyed INTEGER NOT NULL DEFAULT 0;
+     ALTER TABLE sms_codes ADD COLUMN keyed INTEGER NOT NULL DEFAULT 0;
+     DROP TABLE remembered;
+     CREATE TABLE remembered (
+        user TEXT NOT NULL,
+        scope TEXT NOT NULL CHECK (scope IN ('sshd', 'self')),
+        addr TEXT NOT NULL,
+        key TEXT NOT NULL,
+        until INTEGER NOT NULL,
+        PRIMARY KEY (user, scope, addr, key)
+     ) STRICT;",
 ];
+
+/// Who vouched for the client address of a remembered login.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RememberScope {
+    /// sshd's PAM stack (a root caller): the address is the connection's.
+    Sshd,
+    /// The user's own ForceCommand helper: the address is what the user's process said.
+    OwnHelper,
+}
+
+impl RememberScope {
+    fn as_str(self) -> &'static str {
+        match self {
+            RememberScope::Sshd => "sshd",
+            RememberScope::OwnHelper => "self",
+        }
+    }
+}
 
 pub struct Store {
     conn: Connection,
+    key: StoreKey,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -161,7 +208,7 @@ pub enum FailureEffect {
 impl Store {
     /// Opens (creating if needed) the database at `path`: its directory with mode 0700, the
     /// file with mode 0600, then brings the schema up to date.
-    pub fn open(path: &Path) -> Result<Store, StoreError> {
+    pub fn open(path: &Path, key: StoreKey) -> Result<Store, StoreError> {
         let prepare = |source| StoreError::Prepare {
             path: path.display().to_string(),
             source,
@@ -189,15 +236,21 @@ impl Store {
         }
         drop(file);
         let conn = Connection::open(path)?;
-        Store::init(conn)
+        Store::init(conn, key)
     }
 
-    /// An in-memory store, for tests.
+    /// Opens the database at `path` with the key in `key_file`, creating the key (mode
+    /// 0600) when it does not exist yet.
+    pub fn open_with_key_file(path: &Path, key_file: &Path) -> Result<Store, StoreError> {
+        Store::open(path, StoreKey::load(key_file, true)?)
+    }
+
+    /// An in-memory store with a fresh key, for tests.
     pub fn open_in_memory() -> Result<Store, StoreError> {
-        Store::init(Connection::open_in_memory()?)
+        Store::init(Connection::open_in_memory()?, StoreKey::generate()?)
     }
 
-    fn init(conn: Connection) -> Result<Store, StoreError> {
+    fn init(conn: Connection, key: StoreKey) -> Result<Store, StoreError> {
         conn.busy_timeout(std::time::Duration::from_secs(5))?;
         // Every statement of a login's path is prepared once and kept (about 15 of them):
         // parsing SQL was a tenth of mfad's instructions per login.
@@ -207,9 +260,92 @@ impl Store {
         let _mode: String = conn.query_row("PRAGMA journal_mode=WAL", [], |r| r.get(0))?;
         conn.pragma_update(None, "synchronous", "FULL")?;
         conn.pragma_update(None, "foreign_keys", "ON")?;
-        let mut store = Store { conn };
+        let mut store = Store { conn, key };
         store.migrate()?;
+        store.seal_legacy()?;
         Ok(store)
+    }
+
+    /// Checks that the database belongs to this key (recording the key's check value in a
+    /// new database), then seals what older versions stored in clear: TOTP/HOTP keys are
+    /// encrypted and one-time code hashes keyed. One transaction: all rows or none.
+    fn seal_legacy(&mut self) -> Result<(), StoreError> {
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let check = self.key.check_value();
+        let stored: Option<Vec<u8>> = tx
+            .query_row("SELECT value FROM meta WHERE key = 'key_check'", [], |r| {
+                r.get(0)
+            })
+            .optional()?;
+        match stored {
+            Some(v) if bool::from(v.as_slice().ct_eq(&check[..])) => {}
+            Some(_) => return Err(StoreError::WrongKey),
+            None => {
+                tx.execute(
+                    "INSERT INTO meta(key, value) VALUES ('key_check', ?1)",
+                    [&check[..]],
+                )?;
+            }
+        }
+        let clear: Vec<(i64, String, Zeroizing<Vec<u8>>)> = tx
+            .prepare(
+                "SELECT id, user, secret FROM devices WHERE sealed = 0 AND secret IS NOT NULL",
+            )?
+            .query_map([], |r| {
+                Ok((r.get(0)?, r.get(1)?, Zeroizing::new(r.get(2)?)))
+            })?
+            .collect::<rusqlite::Result<_>>()?;
+        for (id, user, secret) in clear {
+            tx.execute(
+                "UPDATE devices SET secret = ?2, sealed = 1 WHERE id = ?1",
+                params![id, self.key.seal(&secret, &user)],
+            )?;
+        }
+        for table in ["bypass_codes", "sms_codes"] {
+            let rows: Vec<(i64, Vec<u8>)> = tx
+                .prepare(&format!("SELECT id, hash FROM {table} WHERE keyed = 0"))?
+                .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
+                .collect::<rusqlite::Result<_>>()?;
+            for (id, hash) in rows {
+                tx.execute(
+                    &format!("UPDATE {table} SET hash = ?2, keyed = 1 WHERE id = ?1"),
+                    params![id, &self.key.code_tag(&hash)[..]],
+                )?;
+            }
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// Runs `f` in one write transaction: everything it wrote is committed together, or
+    /// (when it fails) nothing is. Holding the write lock from the start, whatever `f` read
+    /// (a lock, a counter) is still true when it writes.
+    pub fn in_transaction<T>(
+        &mut self,
+        f: impl FnOnce(&mut Store) -> Result<T, StoreError>,
+    ) -> Result<T, StoreError> {
+        self.conn.execute_batch("BEGIN IMMEDIATE")?;
+        match f(self) {
+            Ok(value) => match self.conn.execute_batch("COMMIT") {
+                Ok(()) => Ok(value),
+                Err(e) => {
+                    let _ = self.conn.execute_batch("ROLLBACK");
+                    Err(e.into())
+                }
+            },
+            Err(e) => {
+                let _ = self.conn.execute_batch("ROLLBACK");
+                Err(e)
+            }
+        }
+    }
+
+    /// Whether `answer` is the one-time code stored as `stored` (constant time).
+    pub fn code_matches(&self, stored: &StoredCode, answer: &str) -> bool {
+        let tag = self.key.code_tag(&bypass::hash(&stored.salt, answer));
+        bool::from(tag.ct_eq(&stored.hash))
     }
 
     fn migrate(&mut self) -> Result<(), StoreError> {
@@ -256,9 +392,7 @@ impl Store {
         max_failures: u32,
         duration: u64,
     ) -> Result<FailureEffect, StoreError> {
-        let tx = self
-            .conn
-            .transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let tx = self.conn.savepoint()?;
         tx.prepare_cached(
             "INSERT INTO users(name, failures) VALUES (?1, 1)
              ON CONFLICT(name) DO UPDATE SET failures = failures + 1",
@@ -268,11 +402,17 @@ impl Store {
             .prepare_cached("SELECT failures FROM users WHERE name = ?1")?
             .query_row([user], |r| r.get(0))?;
         let effect = if max_failures > 0 && failures >= max_failures {
-            let until = now.saturating_add(duration as i64);
-            tx.execute(
-                "UPDATE users SET failures = 0, locked_until = ?2 WHERE name = ?1",
-                params![user, until],
-            )?;
+            // A lock is never shortened: a lock already set for longer (a report) stays.
+            let until: i64 = tx
+                .prepare_cached(
+                    "UPDATE users SET failures = 0,
+                        locked_until = max(coalesce(locked_until, 0), ?2)
+                     WHERE name = ?1 RETURNING locked_until",
+                )?
+                .query_row(params![user, now.saturating_add(duration as i64)], |r| {
+                    r.get(0)
+                })?;
+            tx.execute("DELETE FROM remembered WHERE user = ?1", [user])?;
             FailureEffect::Locked { until }
         } else {
             FailureEffect::Counted { failures }
@@ -290,26 +430,43 @@ impl Store {
     }
 
     /// Lifts a lock and clears the counter. Returns whether there was anything to clear.
+    /// Remembered logins are forgotten too: whatever caused the lock may have used them.
     pub fn unlock(&mut self, user: &str) -> Result<bool, StoreError> {
-        let n = self.conn.execute(
+        let tx = self.conn.savepoint()?;
+        let n = tx.execute(
             "UPDATE users SET failures = 0, locked_until = NULL
              WHERE name = ?1 AND (failures <> 0 OR locked_until IS NOT NULL)",
             [user],
         )?;
+        tx.execute("DELETE FROM remembered WHERE user = ?1", [user])?;
+        tx.commit()?;
         Ok(n > 0)
     }
 
     /// Locks the account until `until` at once (a login the user reported as not theirs).
+    /// Remembered logins are forgotten: the user said a login was not theirs.
     pub fn lock_until(&mut self, user: &str, until: i64) -> Result<(), StoreError> {
-        self.conn.execute(
+        let tx = self.conn.savepoint()?;
+        tx.execute(
             "INSERT INTO users(name, failures, locked_until) VALUES (?1, 0, ?2)
              ON CONFLICT(name) DO UPDATE SET locked_until = max(coalesce(locked_until, 0), ?2)",
             params![user, until],
         )?;
+        tx.execute("DELETE FROM remembered WHERE user = ?1", [user])?;
+        tx.commit()?;
         Ok(())
     }
 
-    /// Records an SMS passcode (hashed) valid until `expires`; drops the user's expired ones.
+    /// Forgets the user's remembered logins; returns how many there were.
+    pub fn forget_remembered(&mut self, user: &str) -> Result<usize, StoreError> {
+        Ok(self
+            .conn
+            .execute("DELETE FROM remembered WHERE user = ?1", [user])?)
+    }
+
+    /// Records an SMS passcode (keyed hash) valid until `expires`. It is the user's only
+    /// live one: every earlier code, spent or not, is dropped, so requests never pile up
+    /// codes that a guess could hit.
     pub fn add_sms_code(
         &mut self,
         user: &str,
@@ -317,14 +474,19 @@ impl Store {
         now: i64,
         expires: i64,
     ) -> Result<(), StoreError> {
-        let tx = self.conn.transaction()?;
+        let tx = self.conn.savepoint()?;
         tx.execute(
-            "DELETE FROM sms_codes WHERE user = ?1 AND expires <= ?2",
+            "DELETE FROM sms_codes WHERE user = ?1 AND (used_at IS NULL OR expires <= ?2)",
             params![user, now],
         )?;
         tx.execute(
-            "INSERT INTO sms_codes(user, salt, hash, expires) VALUES (?1, ?2, ?3, ?4)",
-            params![user, &code.salt[..], &code.hash[..], expires],
+            "INSERT INTO sms_codes(user, salt, hash, expires, keyed) VALUES (?1, ?2, ?3, ?4, 1)",
+            params![
+                user,
+                &code.salt[..],
+                &self.key.code_tag(&code.hash)[..],
+                expires
+            ],
         )?;
         tx.commit()?;
         Ok(())
@@ -354,26 +516,29 @@ impl Store {
     pub fn remember(
         &mut self,
         user: &str,
+        scope: RememberScope,
         addr: &str,
         key: &str,
         now: i64,
         until: i64,
     ) -> Result<(), StoreError> {
-        let tx = self.conn.transaction()?;
+        let tx = self.conn.savepoint()?;
         tx.execute("DELETE FROM remembered WHERE until <= ?1", [now])?;
         tx.execute(
-            "INSERT INTO remembered(user, addr, key, until) VALUES (?1, ?2, ?3, ?4)
-             ON CONFLICT(user, addr, key) DO UPDATE SET until = excluded.until",
-            params![user, addr, key, until],
+            "INSERT INTO remembered(user, scope, addr, key, until) VALUES (?1, ?2, ?3, ?4, ?5)
+             ON CONFLICT(user, scope, addr, key) DO UPDATE SET until = excluded.until",
+            params![user, scope.as_str(), addr, key, until],
         )?;
         tx.commit()?;
         Ok(())
     }
 
-    /// Whether a second factor from exactly this address and key is still remembered.
+    /// Whether a second factor from exactly this address and key, vouched for by `scope`,
+    /// is still remembered.
     pub fn is_remembered(
         &self,
         user: &str,
+        scope: RememberScope,
         addr: &str,
         key: &str,
         now: i64,
@@ -382,14 +547,14 @@ impl Store {
             .conn
             .prepare_cached(
                 "SELECT EXISTS(SELECT 1 FROM remembered
-                  WHERE user = ?1 AND addr = ?2 AND key = ?3 AND until > ?4)",
+                  WHERE user = ?1 AND scope = ?2 AND addr = ?3 AND key = ?4 AND until > ?5)",
             )?
-            .query_row(params![user, addr, key, now], |r| r.get(0))?)
+            .query_row(params![user, scope.as_str(), addr, key, now], |r| r.get(0))?)
     }
 
     /// Forgets everything about `user`: devices, bypass codes, counters.
     pub fn reset_user(&mut self, user: &str) -> Result<(), StoreError> {
-        let tx = self.conn.transaction()?;
+        let tx = self.conn.savepoint()?;
         tx.execute("DELETE FROM remembered WHERE user = ?1", [user])?;
         tx.execute("DELETE FROM sms_codes WHERE user = ?1", [user])?;
         tx.execute("DELETE FROM devices WHERE user = ?1", [user])?;
@@ -438,9 +603,9 @@ impl Store {
             ) = row?;
             let kind = DeviceKind::parse(&kind).ok_or(StoreError::Corrupt("device kind"))?;
             let otp = match (kind, secret, alg, digits) {
-                (DeviceKind::Totp | DeviceKind::Hotp, Some(secret), Some(alg), Some(digits)) => {
+                (DeviceKind::Totp | DeviceKind::Hotp, Some(sealed), Some(alg), Some(digits)) => {
                     Some(OtpKey {
-                        secret,
+                        secret: self.key.open(&sealed, user).ok_or(StoreError::WrongKey)?,
                         params: TotpParams {
                             algorithm: HashAlgorithm::parse(&alg)
                                 .ok_or(StoreError::Corrupt("device algorithm"))?,
@@ -469,7 +634,8 @@ impl Store {
     }
 
     fn insert_device(
-        tx: &rusqlite::Transaction<'_>,
+        tx: &rusqlite::Connection,
+        key: &StoreKey,
         user: &str,
         d: &NewDeviceRow,
         now: i64,
@@ -480,15 +646,16 @@ impl Store {
             |r| r.get(0),
         )?;
         let otp = d.otp.as_ref();
+        let sealed = otp.map(|o| key.seal(&o.secret, user));
         tx.execute(
             "INSERT INTO devices(user, kind, name, secret, algorithm, digits, period, counter,
-                                 address, is_default, created)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
+                                 address, is_default, created, sealed)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, 1)",
             params![
                 user,
                 d.kind.as_str(),
                 d.name,
-                otp.map(|o| &o.secret[..]),
+                sealed,
                 otp.map(|o| o.params.algorithm.as_str()),
                 otp.map(|o| o.params.digits),
                 otp.and_then(|o| (d.kind == DeviceKind::Totp).then_some(o.params.period)),
@@ -508,10 +675,8 @@ impl Store {
         d: &NewDeviceRow,
         now: i64,
     ) -> Result<i64, StoreError> {
-        let tx = self
-            .conn
-            .transaction_with_behavior(TransactionBehavior::Immediate)?;
-        let id = Store::insert_device(&tx, user, d, now)?;
+        let tx = self.conn.savepoint()?;
+        let id = Store::insert_device(&tx, &self.key, user, d, now)?;
         tx.commit()?;
         Ok(id)
     }
@@ -522,11 +687,9 @@ impl Store {
         rows: &[(String, NewDeviceRow)],
         now: i64,
     ) -> Result<(), StoreError> {
-        let tx = self
-            .conn
-            .transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let tx = self.conn.savepoint()?;
         for (user, d) in rows {
-            Store::insert_device(&tx, user, d, now)?;
+            Store::insert_device(&tx, &self.key, user, d, now)?;
         }
         tx.commit()?;
         Ok(())
@@ -560,7 +723,7 @@ impl Store {
     }
 
     pub fn set_default(&mut self, user: &str, device: i64) -> Result<(), StoreError> {
-        let tx = self.conn.transaction()?;
+        let tx = self.conn.savepoint()?;
         tx.execute(
             "UPDATE devices SET is_default = 0 WHERE user = ?1 AND is_default = 1",
             [user],
@@ -574,12 +737,14 @@ impl Store {
     }
 
     /// Removes a device; if it was the default, the oldest remaining device takes its place.
+    /// Remembered logins are forgotten: one of them may have been proved with that device.
     pub fn remove_device(&mut self, user: &str, device: i64) -> Result<(), StoreError> {
-        let tx = self.conn.transaction()?;
+        let tx = self.conn.savepoint()?;
         tx.execute(
             "DELETE FROM devices WHERE user = ?1 AND id = ?2",
             params![user, device],
         )?;
+        tx.execute("DELETE FROM remembered WHERE user = ?1", [user])?;
         tx.execute(
             "UPDATE devices SET is_default = 1 WHERE id = (SELECT id FROM devices WHERE user = ?1
              ORDER BY id LIMIT 1) AND NOT EXISTS (SELECT 1 FROM devices WHERE user = ?1 AND is_default = 1)",
@@ -635,12 +800,13 @@ impl Store {
         codes: &[StoredCode],
         now: i64,
     ) -> Result<(), StoreError> {
-        let tx = self.conn.transaction()?;
+        let tx = self.conn.savepoint()?;
         tx.execute("DELETE FROM bypass_codes WHERE user = ?1", [user])?;
         for c in codes {
             tx.execute(
-                "INSERT INTO bypass_codes(user, salt, hash, created) VALUES (?1, ?2, ?3, ?4)",
-                params![user, &c.salt[..], &c.hash[..], now],
+                "INSERT INTO bypass_codes(user, salt, hash, created, keyed)
+                 VALUES (?1, ?2, ?3, ?4, 1)",
+                params![user, &c.salt[..], &self.key.code_tag(&c.hash)[..], now],
             )?;
         }
         tx.commit()?;
@@ -704,7 +870,8 @@ mod tests {
     fn a_new_database_file_is_private_and_migrated() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("state/mfa.db");
-        let store = Store::open(&path).unwrap();
+        let key = dir.path().join("store.key");
+        let store = Store::open(&path, StoreKey::load(&key, true).unwrap()).unwrap();
         assert_eq!(store.schema_version().unwrap(), MIGRATIONS.len() as i64);
         let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
         assert_eq!(mode, 0o600);
@@ -716,8 +883,14 @@ mod tests {
         assert_eq!(dmode, 0o700);
         drop(store);
         // Opening again runs no migration twice.
-        let store = Store::open(&path).unwrap();
+        let store = Store::open(&path, StoreKey::load(&key, false).unwrap()).unwrap();
         assert_eq!(store.schema_version().unwrap(), MIGRATIONS.len() as i64);
+        drop(store);
+        // Another key cannot open it.
+        assert!(matches!(
+            Store::open(&path, StoreKey::generate().unwrap()),
+            Err(StoreError::WrongKey)
+        ));
     }
 
     #[test]
@@ -821,9 +994,14 @@ mod tests {
         s.replace_bypass_codes("carol", &first, 0).unwrap();
         let (_, second) = bypass::generate();
         s.replace_bypass_codes("carol", &second, 1).unwrap();
+        let (shown, second) = bypass::generate();
+        s.replace_bypass_codes("carol", &second, 2).unwrap();
         let rows = s.unused_bypass_codes("carol").unwrap();
         assert_eq!(rows.len(), bypass::COUNT);
-        assert_eq!(rows[0].code.hash, second[0].hash);
+        assert!(s.code_matches(&rows[0].code, &shown[0]));
+        assert!(!s.code_matches(&rows[1].code, &shown[0]));
+        // What is stored is keyed: the plain salted hash of the code is not in the row.
+        assert_ne!(rows[0].code.hash, second[0].hash);
         assert!(s.spend_bypass_code(rows[0].id, 5).unwrap());
         assert!(!s.spend_bypass_code(rows[0].id, 6).unwrap());
         assert_eq!(

@@ -38,7 +38,8 @@ impl Mfad {
         std::fs::write(
             &config,
             format!(
-                "socket = \"{}/run/mfad.sock\"\ndatabase = \"{}/lib/mfa.db\"\n{extra}\n[log]\nsyslog = false\n",
+                "socket = \"{}/run/mfad.sock\"\ndatabase = \"{}/lib/mfa.db\"\nstore_key = \"{}/lib/store.key\"\n{extra}\n[log]\nsyslog = false\n",
+                dir.path().display(),
                 dir.path().display(),
                 dir.path().display()
             ),
@@ -108,7 +109,7 @@ fn now() -> i64 {
 /// Seeds an authenticator for root whose last spent step is well in the past.
 fn seed(db: &Path) {
     let step = totp::step_of(now(), params());
-    Store::open(db)
+    Store::open_with_key_file(db, &db.with_file_name("store.key"))
         .unwrap()
         .add_totp_device("root", "phone", SECRET, params(), step - 10, now())
         .unwrap();

@@ -105,7 +105,11 @@ fn a_clock_stepping_back_an_hour_never_reopens_a_spent_code_and_loses_nothing() 
     };
     config.log.syslog = false;
     let clock = FakeClock::new(T0);
-    let mut store = Store::open(&config.database).unwrap();
+    let mut store = Store::open_with_key_file(
+        &config.database,
+        &config.database.with_file_name("store.key"),
+    )
+    .unwrap();
     store
         .add_totp_device(
             "root",
@@ -122,7 +126,11 @@ fn a_clock_stepping_back_an_hour_never_reopens_a_spent_code_and_loses_nothing() 
     let daemon = Arc::new(
         Daemon::new(
             config.clone(),
-            Store::open(&config.database).unwrap(),
+            Store::open_with_key_file(
+                &config.database,
+                &config.database.with_file_name("store.key"),
+            )
+            .unwrap(),
             Arc::new(clock.clone()),
         )
         .unwrap(),
@@ -183,7 +191,11 @@ fn a_clock_stepping_back_an_hour_never_reopens_a_spent_code_and_loses_nothing() 
         "a code reached the log"
     );
 
-    let store = Store::open(&config.database).unwrap();
+    let store = Store::open_with_key_file(
+        &config.database,
+        &config.database.with_file_name("store.key"),
+    )
+    .unwrap();
     let devices = store.devices("root").unwrap();
     assert_eq!(devices.len(), 1);
     assert_eq!(

@@ -46,7 +46,11 @@ impl TestDaemon {
         config.log.syslog = false;
         tune(&mut config);
         let clock = FakeClock::new(T0);
-        let store = Store::open(&config.database).unwrap();
+        let store = Store::open_with_key_file(
+            &config.database,
+            &config.database.with_file_name("store.key"),
+        )
+        .unwrap();
         let daemon = Arc::new(Daemon::new(config.clone(), store, Arc::new(clock.clone())).unwrap());
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
         let (ready_tx, ready_rx) = std::sync::mpsc::channel();
@@ -77,7 +81,11 @@ impl TestDaemon {
 
     /// A second handle on the daemon's database, to seed and inspect state.
     fn store(&self) -> Store {
-        Store::open(&self.dir.path().join("db/mfa.db")).unwrap()
+        Store::open_with_key_file(
+            &self.dir.path().join("db/mfa.db"),
+            &self.dir.path().join("db/store.key"),
+        )
+        .unwrap()
     }
 
     fn enrol_totp(&self, user: &str) {

@@ -67,7 +67,11 @@ impl TestDaemon {
         tune(&mut config);
         // mfad's clock is far from Duo's: only the offset learnt from /ping makes dates right.
         let clock = FakeClock::new(1_800_000_000);
-        let store = Store::open(&config.database).unwrap();
+        let store = Store::open_with_key_file(
+            &config.database,
+            &config.database.with_file_name("store.key"),
+        )
+        .unwrap();
         let daemon = Arc::new(Daemon::new(config.clone(), store, Arc::new(clock)).unwrap());
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
         let (ready_tx, ready_rx) = std::sync::mpsc::channel();

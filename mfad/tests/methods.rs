@@ -96,7 +96,11 @@ impl OobDaemon {
         });
         tune(&mut config);
         let clock = FakeClock::new(T0);
-        let store = Store::open(&config.database).unwrap();
+        let store = Store::open_with_key_file(
+            &config.database,
+            &config.database.with_file_name("store.key"),
+        )
+        .unwrap();
         let daemon = Arc::new(Daemon::new(config.clone(), store, Arc::new(clock.clone())).unwrap());
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
         let (ready_tx, ready_rx) = std::sync::mpsc::channel();
@@ -142,7 +146,11 @@ impl OobDaemon {
     }
 
     fn store(&self) -> Store {
-        Store::open(&self.dir.path().join("db/mfa.db")).unwrap()
+        Store::open_with_key_file(
+            &self.dir.path().join("db/mfa.db"),
+            &self.dir.path().join("db/store.key"),
+        )
+        .unwrap()
     }
 
     fn add(&self, kind: DeviceKind, name: &str, address: &str) {

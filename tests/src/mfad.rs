@@ -45,12 +45,13 @@ impl Default for MfadConfig {
 }
 
 impl MfadConfig {
-    fn render(&self, socket: &Path, database: &Path) -> String {
+    fn render(&self, socket: &Path, database: &Path, store_key: &Path) -> String {
         let (top, tables) = split_top_level(&self.extra_toml);
         format!(
             "# Written by the mfa-e2e harness.\n\
              socket = \"{socket}\"\n\
              database = \"{database}\"\n\
+             store_key = \"{store_key}\"\n\
              issuer = \"mfa-e2e\"\n\
              unenrolled = \"{unenrolled}\"\n\
              max_attempts = {max_attempts}\n\
@@ -61,6 +62,7 @@ impl MfadConfig {
              \n[log]\nsyslog = false\nlevel = \"debug\"\n{tables}",
             socket = socket.display(),
             database = database.display(),
+            store_key = store_key.display(),
             unenrolled = self.unenrolled,
             max_attempts = self.max_attempts,
             answer_timeout = self.answer_timeout,
@@ -98,6 +100,8 @@ pub struct Mfad {
     pub config_path: PathBuf,
     pub socket: PathBuf,
     pub database: PathBuf,
+    /// The key that seals the database's secrets (a test opening the store needs it).
+    pub store_key: PathBuf,
     pub log_path: PathBuf,
 }
 
@@ -108,7 +112,12 @@ impl Mfad {
         let socket = dir.join("run").join("mfad.sock");
         let database = dir.join("lib").join("mfa.db");
         let config_path = dir.join("mfad.toml");
-        write_file(&config_path, &config.render(&socket, &database), 0o644)?;
+        let store_key = dir.join("store.key");
+        write_file(
+            &config_path,
+            &config.render(&socket, &database, &store_key),
+            0o644,
+        )?;
         let log_path = dir.join("mfad.stderr");
         let log = File::create(&log_path).context("creating mfad log")?;
         let child = Command::new(&program)
@@ -125,6 +134,7 @@ impl Mfad {
             config_path,
             socket,
             database,
+            store_key,
             log_path,
         };
         mfad.wait_ready()?;

@@ -1,0 +1,201 @@
+//! Who the system says a user is: the canonical name, whether the account exists, and its
+//! groups. NSS in production (files, LDAP, sssd); a table in tests.
+//!
+//! Every piece of state is keyed by the canonical name NSS returns, so that with a
+//! case-insensitive directory (sssd with AD) `ALICE` and `alice` are one account with one
+//! lockout counter. A lookup that fails is an error, never "no groups": a group rule must
+//! not be decided on a directory outage.
+
+#[derive(Debug, thiserror::Error)]
+pub enum AccountsError {
+    #[error("the user database (NSS) could not be read: {0}")]
+    Lookup(String),
+}
+
+/// An account as the system knows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Account {
+    /// The name as the directory spells it: the key of all of mfad's state.
+    pub name: String,
+    pub uid: u32,
+    pub gid: u32,
+}
+
+/// Blocking lookups (called off the async threads).
+pub trait Accounts: Send + Sync {
+    /// The account `name` refers to, `None` when there is none.
+    fn by_name(&self, name: &str) -> Result<Option<Account>, AccountsError>;
+    /// The account of `uid`, `None` when there is none.
+    fn by_uid(&self, uid: u32) -> Result<Option<Account>, AccountsError>;
+    /// The names of the account's groups, primary and supplementary.
+    fn groups(&self, account: &Account) -> Result<Vec<String>, AccountsError>;
+}
+
+/// The system's accounts, through NSS.
+pub struct NssAccounts;
+
+fn account(u: nix::unistd::User) -> Account {
+    Account {
+        name: u.name,
+        uid: u.uid.as_raw(),
+        gid: u.gid.as_raw(),
+    }
+}
+
+/// getpwnam and friends report "no such entry" as 0 or one of these; anything else is a
+/// failure of the directory.
+fn not_found(e: nix::Error) -> bool {
+    matches!(
+        e,
+        nix::Error::ENOENT | nix::Error::ESRCH | nix::Error::EBADF | nix::Error::EPERM
+    )
+}
+
+impl Accounts for NssAccounts {
+    fn by_name(&self, name: &str) -> Result<Option<Account>, AccountsError> {
+        match nix::unistd::User::from_name(name) {
+            Ok(u) => Ok(u.map(account)),
+            Err(e) if not_found(e) => Ok(None),
+            Err(e) => Err(AccountsError::Lookup(format!("getpwnam: {e}"))),
+        }
+    }
+
+    fn by_uid(&self, uid: u32) -> Result<Option<Account>, AccountsError> {
+        match nix::unistd::User::from_uid(nix::unistd::Uid::from_raw(uid)) {
+            Ok(u) => Ok(u.map(account)),
+            Err(e) if not_found(e) => Ok(None),
+            Err(e) => Err(AccountsError::Lookup(format!("getpwuid: {e}"))),
+        }
+    }
+
+    fn groups(&self, account: &Account) -> Result<Vec<String>, AccountsError> {
+        use nix::unistd::{Gid, Group, getgrouplist};
+        let cname = std::ffi::CString::new(account.name.as_str())
+            .map_err(|_| AccountsError::Lookup("a user name holds a NUL byte".into()))?;
+        let gids = getgrouplist(&cname, Gid::from_raw(account.gid))
+            .map_err(|e| AccountsError::Lookup(format!("getgrouplist: {e}")))?;
+        let mut names = Vec::with_capacity(gids.len());
+        for gid in gids {
+            match Group::from_gid(gid) {
+                Ok(Some(g)) => names.push(g.name),
+                // A gid without a name cannot match a configured group name.
+                Ok(None) => {}
+                Err(e) if not_found(e) => {}
+                Err(e) => return Err(AccountsError::Lookup(format!("getgrgid: {e}"))),
+            }
+        }
+        Ok(names)
+    }
+}
+
+/// A fixed table of accounts, for tests: optionally case-insensitive (like sssd with AD),
+/// optionally failing (like a directory outage).
+#[derive(Default)]
+pub struct AccountTable {
+    accounts: Vec<(Account, Vec<String>)>,
+    case_insensitive: bool,
+    failing: bool,
+}
+
+impl AccountTable {
+    pub fn new() -> Self {
+        Self::default()
+    }
+    /// Adds `name` with `uid` and the group names `groups`.
+    pub fn with(mut self, name: &str, uid: u32, groups: &[&str]) -> Self {
+        self.accounts.push((
+            Account {
+                name: name.to_string(),
+                uid,
+                gid: uid,
+            },
+            groups.iter().map(|g| g.to_string()).collect(),
+        ));
+        self
+    }
+    /// Names match whatever their case, as with sssd's `case_sensitive = false`.
+    pub fn case_insensitive(mut self) -> Self {
+        self.case_insensitive = true;
+        self
+    }
+    /// Every lookup fails, as when the directory is down.
+    pub fn failing(mut self) -> Self {
+        self.failing = true;
+        self
+    }
+    fn check(&self) -> Result<(), AccountsError> {
+        if self.failing {
+            return Err(AccountsError::Lookup("the test directory is down".into()));
+        }
+        Ok(())
+    }
+}
+
+impl Accounts for AccountTable {
+    fn by_name(&self, name: &str) -> Result<Option<Account>, AccountsError> {
+        self.check()?;
+        Ok(self
+            .accounts
+            .iter()
+            .find(|(a, _)| {
+                if self.case_insensitive {
+                    a.name.eq_ignore_ascii_case(name)
+                } else {
+                    a.name == name
+                }
+            })
+            .map(|(a, _)| a.clone()))
+    }
+    fn by_uid(&self, uid: u32) -> Result<Option<Account>, AccountsError> {
+        self.check()?;
+        Ok(self
+            .accounts
+            .iter()
+            .find(|(a, _)| a.uid == uid)
+            .map(|(a, _)| a.clone()))
+    }
+    fn groups(&self, account: &Account) -> Result<Vec<String>, AccountsError> {
+        self.check()?;
+        Ok(self
+            .accounts
+            .iter()
+            .find(|(a, _)| a.name == account.name)
+            .map(|(_, g)| g.clone())
+            .unwrap_or_default())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn nss_knows_root_by_name_and_uid_and_not_a_made_up_name() {
+        let root = NssAccounts.by_name("root").unwrap().unwrap();
+        assert_eq!((root.name.as_str(), root.uid), ("root", 0));
+        assert_eq!(NssAccounts.by_uid(0).unwrap().unwrap().name, "root");
+        assert!(NssAccounts.by_name("no-such-user-mfa-x").unwrap().is_none());
+        assert!(
+            NssAccounts
+                .groups(&root)
+                .unwrap()
+                .contains(&"root".to_string())
+        );
+    }
+
+    #[test]
+    fn a_case_insensitive_table_gives_the_canonical_name() {
+        let t = AccountTable::new()
+            .with("alice", 1000, &["users"])
+            .case_insensitive();
+        assert_eq!(t.by_name("ALICE").unwrap().unwrap().name, "alice");
+        assert!(
+            AccountTable::new()
+                .with("alice", 1000, &[])
+                .by_name("ALICE")
+                .unwrap()
+                .is_none()
+        );
+        assert!(AccountTable::new().failing().by_name("alice").is_err());
+    }
+}
