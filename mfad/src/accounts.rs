@@ -95,6 +95,7 @@ pub struct AccountTable {
     accounts: Vec<(Account, Vec<String>)>,
     case_insensitive: bool,
     failing: bool,
+    failing_groups: bool,
 }
 
 impl AccountTable {
@@ -121,6 +122,11 @@ impl AccountTable {
     /// Every lookup fails, as when the directory is down.
     pub fn failing(mut self) -> Self {
         self.failing = true;
+        self
+    }
+    /// Group lookups fail (users are still found), as when only the group map is down.
+    pub fn failing_groups(mut self) -> Self {
+        self.failing_groups = true;
         self
     }
     fn check(&self) -> Result<(), AccountsError> {
@@ -156,6 +162,9 @@ impl Accounts for AccountTable {
     }
     fn groups(&self, account: &Account) -> Result<Vec<String>, AccountsError> {
         self.check()?;
+        if self.failing_groups {
+            return Err(AccountsError::Lookup("the test group map is down".into()));
+        }
         Ok(self
             .accounts
             .iter()

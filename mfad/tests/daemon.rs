@@ -35,6 +35,14 @@ struct TestDaemon {
 
 impl TestDaemon {
     fn start(tune: impl FnOnce(&mut Config)) -> TestDaemon {
+        TestDaemon::start_with(tune, None)
+    }
+
+    /// With `accounts` in place of the system's user database.
+    fn start_with(
+        tune: impl FnOnce(&mut Config),
+        accounts: Option<Arc<dyn mfad::accounts::Accounts>>,
+    ) -> TestDaemon {
         let dir = tempfile::tempdir().unwrap();
         std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
         let mut config = Config {
@@ -51,7 +59,11 @@ impl TestDaemon {
             &config.database.with_file_name("store.key"),
         )
         .unwrap();
-        let daemon = Arc::new(Daemon::new(config.clone(), store, Arc::new(clock.clone())).unwrap());
+        let mut daemon = Daemon::new(config.clone(), store, Arc::new(clock.clone())).unwrap();
+        if let Some(accounts) = accounts {
+            daemon = daemon.with_accounts(accounts);
+        }
+        let daemon = Arc::new(daemon);
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
         let (ready_tx, ready_rx) = std::sync::mpsc::channel();
         let socket = config.socket.clone();
@@ -729,14 +741,12 @@ fn a_remembered_login_skips_within_the_window_and_asks_after_or_elsewhere() {
         &["000000", "000001", "000002"],
     );
     assert_eq!(outcome, Outcome::Deny);
-    d.store().unlock("root").unwrap();
     let (outcome, _) = login_op(
         &d,
         auth_from("root", "198.51.100.7", Some("AAAAkeyTWO")),
         &["000000", "000001", "000002"],
     );
     assert_eq!(outcome, Outcome::Deny);
-    d.store().unlock("root").unwrap();
     // After the window: asked again.
     d.clock.advance(1801);
     let (outcome, script) = login_op(&d, here(), &[&d.code_now()]);
@@ -834,4 +844,285 @@ fn a_user_may_authenticate_itself_but_not_another_user() {
     assert!(reply.contains("needs a default method"), "{reply}");
     let reply = as_nobody(&d.socket(), &hello("root"));
     assert!(reply.contains("Only root may ask mfad"), "{reply}");
+}
+
+// ---- The security review (issue 9): locks, names, groups, remembered logins, secrets ----
+
+/// A login left waiting at its passcode prompt.
+fn at_prompt(d: &TestDaemon, user: &str) -> Client {
+    let mut client =
+        Client::connect(&d.socket(), Duration::from_secs(2), Duration::from_secs(10)).unwrap();
+    client
+        .send(&mfa_proto::ClientMsg::Hello {
+            version: mfa_proto::PROTOCOL_VERSION,
+            op: auth(user),
+        })
+        .unwrap();
+    loop {
+        match client.recv().unwrap() {
+            ServerMsg::Prompt { .. } => return client,
+            ServerMsg::Info { .. } => {}
+            other => panic!("expected a prompt, got {other:?}"),
+        }
+    }
+}
+
+/// Answers the prompt `client` waits at; returns what mfad said up to its verdict or the
+/// next prompt, and the verdict if there was one.
+fn answer(client: &mut Client, text: &str) -> (String, Option<Outcome>) {
+    client
+        .send(&mfa_proto::ClientMsg::Answer {
+            text: Some(Zeroizing::new(text.to_string())),
+        })
+        .unwrap();
+    let mut said = String::new();
+    loop {
+        match client.recv().unwrap() {
+            ServerMsg::Info { text } | ServerMsg::Error { text } => {
+                said.push_str(&text);
+                said.push('\n');
+            }
+            ServerMsg::Prompt { .. } => return (said, None),
+            ServerMsg::Done { outcome } => return (said, Some(outcome)),
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+}
+
+#[test]
+fn a_session_already_at_its_prompt_accepts_no_code_once_the_account_is_locked() {
+    let d = TestDaemon::start(|_| {});
+    d.enrol_totp("root");
+    // Five logins reach the prompt before the lock...
+    let mut waiting: Vec<Client> = (0..5).map(|_| at_prompt(&d, "root")).collect();
+    // ...then ten wrong codes elsewhere lock the account.
+    for _ in 0..3 {
+        d.login("root", &["000000", "000001", "000002"]);
+    }
+    let (outcome, script) = d.login("root", &["000003"]);
+    assert_eq!(outcome, Outcome::Deny);
+    assert!(script.text().contains("locked"), "{}", script.text());
+    let locked_until = d.store().lock_state("root").unwrap().locked_until.unwrap();
+    // The right code, typed in each old session, is not even checked.
+    let code = d.code_now();
+    for client in &mut waiting {
+        let (said, outcome) = answer(client, &code);
+        assert_eq!(outcome, Some(Outcome::Deny), "{said}");
+        assert!(said.contains("locked"), "{said}");
+    }
+    // Those attempts still counted (five more failures), and the lock was not shortened.
+    let state = d.store().lock_state("root").unwrap();
+    assert_eq!(state.failures, 5);
+    assert_eq!(state.locked_until, Some(locked_until));
+    // No code was spent: once unlocked, the same code opens a login.
+    d.store().unlock("root").unwrap();
+    assert_eq!(d.login("root", &[&code]).0, Outcome::Allow);
+}
+
+#[test]
+fn failures_while_locked_extend_the_lock_and_never_shorten_it() {
+    let d = TestDaemon::start(|c| c.lockout.max_failures = 3);
+    d.enrol_totp("root");
+    // A report locks for longer than the lockout would.
+    let far = T0 + 10 * 3600;
+    d.store().lock_until("root", far).unwrap();
+    for _ in 0..3 {
+        let mut c = at_prompt_after_lock(&d);
+        let _ = answer(&mut c, "123456");
+    }
+    assert_eq!(
+        d.store().lock_state("root").unwrap().locked_until,
+        Some(far),
+        "three failures while locked must not bring the end of a longer lock forward"
+    );
+}
+
+/// A locked account is refused before the prompt; to reach the code check while locked,
+/// a session must get to its prompt first: lock after it is there.
+fn at_prompt_after_lock(d: &TestDaemon) -> Client {
+    let store = d.store();
+    let saved = store.lock_state("root").unwrap().locked_until;
+    drop(store);
+    d.store().unlock("root").unwrap();
+    let c = at_prompt(d, "root");
+    if let Some(until) = saved {
+        d.store().lock_until("root", until).unwrap();
+    }
+    c
+}
+
+#[test]
+fn a_user_name_in_another_case_is_the_same_account_with_one_lockout() {
+    let accounts = mfad::accounts::AccountTable::new()
+        .with("root", 0, &["root"])
+        .with("alice", 4242, &["users"])
+        .case_insensitive();
+    let d = TestDaemon::start_with(|_| {}, Some(Arc::new(accounts)));
+    d.enrol_totp("alice");
+    // Five failures as ALICE and five as alice: one account, locked at the tenth.
+    for name in ["ALICE", "alice", "Alice"] {
+        d.login(name, &["000000", "000001", "000002"]);
+    }
+    let (_, script) = d.login("aLiCe", &["000003"]);
+    assert!(script.text().contains("locked"), "{}", script.text());
+    let (outcome, script) = d.run(auth("ALICE"), &[]);
+    assert_eq!(outcome.unwrap(), Outcome::Deny);
+    assert!(script.text().contains("locked"), "{}", script.text());
+    // Nothing was recorded under another spelling.
+    assert_eq!(d.store().lock_state("ALICE").unwrap().failures, 0);
+    assert!(
+        d.store()
+            .lock_state("ALICE")
+            .unwrap()
+            .locked_until
+            .is_none()
+    );
+    // The admin may name the user in any case too.
+    let (outcome, _) = d.run(
+        Operation::Admin(AdminOp::Unlock {
+            user: "ALICE".into(),
+        }),
+        &[],
+    );
+    assert_eq!(outcome.unwrap(), Outcome::Allow);
+    assert_eq!(d.login("ALICE", &[&d.code_now()]).0, Outcome::Allow);
+}
+
+#[test]
+fn a_failed_group_lookup_decides_nothing_and_the_fail_mode_applies() {
+    let accounts = || {
+        mfad::accounts::AccountTable::new()
+            .with("root", 0, &["root"])
+            .failing_groups()
+    };
+    for tune in [
+        (|c: &mut Config| c.policy.require_groups = vec!["staff".into()]) as fn(&mut Config),
+        |c: &mut Config| c.policy.exempt_groups = vec!["robots".into()],
+    ] {
+        let d = TestDaemon::start_with(tune, Some(Arc::new(accounts())));
+        d.enrol_totp("root");
+        let (outcome, script) = d.run(auth("root"), &[]);
+        match outcome {
+            Err(ClientError::Unavailable(reason)) => {
+                assert!(reason.contains("user database"), "{reason}")
+            }
+            other => panic!(
+                "a group lookup failure decided {other:?}: {}",
+                script.text()
+            ),
+        }
+    }
+    // A user lookup failure, too.
+    let d = TestDaemon::start_with(
+        |_| {},
+        Some(Arc::new(mfad::accounts::AccountTable::new().failing())),
+    );
+    assert!(matches!(
+        d.run(auth("root"), &[]).0,
+        Err(ClientError::Unavailable(_))
+    ));
+}
+
+/// Runs a whole login as uid 65534 (`nobody`, as the ForceCommand helper would), answering
+/// each prompt from `answers`; returns mfad's messages as JSON.
+fn helper_login_as_nobody(socket: &Path, rhost: &str, answers: &[&str]) -> String {
+    let script = r#"
+import json, socket, struct, sys
+s = socket.socket(socket.AF_UNIX); s.settimeout(5); s.connect(sys.argv[1])
+def send(obj):
+    body = json.dumps(obj).encode(); s.sendall(struct.pack('>I', len(body)) + body)
+answers = json.loads(sys.argv[3])
+send({"type": "hello", "version": int(sys.argv[4]), "op": {"op": "authenticate", "user": "nobody",
+      "service": "mfa-login-prompt", "rhost": sys.argv[2], "tty": None, "ssh_connection": None,
+      "ssh_auth_info": None, "mode": "menu", "can_prompt": True}})
+out = []
+while True:
+    hdr = s.recv(4, socket.MSG_WAITALL)
+    if len(hdr) < 4: break
+    msg = json.loads(s.recv(struct.unpack('>I', hdr)[0], socket.MSG_WAITALL))
+    out.append(msg)
+    if msg['type'] == 'prompt':
+        send({"type": "answer", "text": answers.pop(0) if answers else None})
+    if msg['type'] in ('done', 'unavailable'): break
+print(json.dumps(out))
+"#;
+    let out = Command::new("/usr/bin/python3")
+        .args(["-c", script])
+        .arg(socket)
+        .arg(rhost)
+        .arg(serde_json_list(answers))
+        .arg(mfa_proto::PROTOCOL_VERSION.to_string())
+        .uid(65534)
+        .gid(65534)
+        .output()
+        .expect("python3 runs");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn serde_json_list(items: &[&str]) -> String {
+    let quoted: Vec<String> = items.iter().map(|s| format!("\"{s}\"")).collect();
+    format!("[{}]", quoted.join(","))
+}
+
+#[test]
+fn a_login_remembered_by_the_users_own_helper_never_opens_an_sshd_login() {
+    let d = TestDaemon::start(|c| c.policy.remember_for = 3600);
+    d.enrol_totp("nobody");
+    // The helper, running as the user, claims an address the user chose and passes.
+    let reply = helper_login_as_nobody(&d.socket(), "203.0.113.9", &[&d.code_now()]);
+    assert!(reply.contains(r#""outcome": "allow""#), "{reply}");
+    // The helper's own next login from there is remembered...
+    d.clock.advance(60);
+    let reply = helper_login_as_nobody(&d.socket(), "203.0.113.9", &[]);
+    assert!(reply.contains(r#""outcome": "allow""#), "{reply}");
+    assert!(!reply.contains("prompt"), "{reply}");
+    // ...but sshd (root) asking for a login from that address still gets the prompt.
+    let (outcome, script) = login_op(
+        &d,
+        auth_from("nobody", "203.0.113.9", None),
+        &["000000", "000001", "000002"],
+    );
+    assert_eq!(outcome, Outcome::Deny);
+    assert!(script.text().contains("prompt:"), "{}", script.text());
+}
+
+#[test]
+fn remembered_logins_are_forgotten_by_the_admin_and_on_unlock() {
+    let d = TestDaemon::start(|c| c.policy.remember_for = 3600);
+    d.enrol_totp("root");
+    // One login from the same address and key, with a fresh code; whether it was asked.
+    let asked = |d: &TestDaemon| {
+        d.clock.advance(30);
+        let (outcome, script) = d.run(
+            auth_from("root", "198.51.100.7", Some("AAAAkey")),
+            &[&d.code_now()],
+        );
+        assert_eq!(outcome.unwrap(), Outcome::Allow, "{}", script.text());
+        script.text().contains("prompt:")
+    };
+    assert!(asked(&d));
+    assert!(!asked(&d), "remembered");
+    let (outcome, script) = d.run(
+        Operation::Admin(AdminOp::Forget {
+            user: "root".into(),
+        }),
+        &[],
+    );
+    assert_eq!(outcome.unwrap(), Outcome::Allow);
+    assert!(script.text().contains("1 remembered"), "{}", script.text());
+    assert!(asked(&d), "forgotten by `mfa admin forget`");
+    assert!(!asked(&d), "remembered again");
+    let (outcome, _) = d.run(
+        Operation::Admin(AdminOp::Unlock {
+            user: "root".into(),
+        }),
+        &[],
+    );
+    assert_eq!(outcome.unwrap(), Outcome::Allow);
+    assert!(asked(&d), "forgotten by `mfa admin unlock`");
 }
