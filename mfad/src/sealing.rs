@@ -132,7 +132,7 @@ impl StoreKey {
             .seal_in_place_separate_tag(
                 Nonce::assume_unique_for_key(nonce),
                 Aad::from(context.as_bytes()),
-                &mut *buf,
+                &mut buf,
             )
             // Sealing fails only for inputs of over 256 GiB.
             .map(|t| t.as_ref().to_vec())

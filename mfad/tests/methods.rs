@@ -727,3 +727,25 @@ fn late_tap(url: &str, action: &str) -> (u16, String) {
         (resp.status().as_u16(), resp.text().await.unwrap())
     })
 }
+
+#[test]
+fn denied_and_unanswered_pushes_count_toward_the_lockout() {
+    let d = OobDaemon::start_with(|c| c.lockout.max_failures = 3);
+    d.push_and_phone();
+    d.phone.on_push(Answer::Deny);
+    for n in 1..=2 {
+        let (outcome, script) = d.login(&[say("1"), say("")]);
+        assert_eq!(outcome, Outcome::Deny, "{}", script.text());
+        assert!(script.has("Login request denied."), "{}", script.text());
+        assert_eq!(d.store().lock_state("root").unwrap().failures, n);
+    }
+    // The third request is left unanswered: it counts too, and locks.
+    d.phone.on_push(Answer::Look);
+    let (outcome, script) = d.login(&[say("1"), say("")]);
+    assert_eq!(outcome, Outcome::Deny, "{}", script.text());
+    assert!(script.has("locked"), "{}", script.text());
+    assert!(
+        d.locked(),
+        "push fatigue ends in a lock, not in an approval"
+    );
+}
