@@ -30,8 +30,8 @@ pub(crate) enum Verdict {
     Empty,
     /// Not in the form of any passcode; not counted as a failure.
     NotAPasscode,
-    /// A real code that was already spent; the failure it counted.
-    Replayed(FailureEffect),
+    /// A real code that was already spent (of what kind); the failure it counted.
+    Replayed(FailureEffect, Spent),
     Wrong(FailureEffect),
     /// The account is locked: no code was checked (the attempt still counts).
     Locked {
@@ -424,9 +424,12 @@ impl Daemon {
                         .await?;
                     return Ok(false);
                 }
-                Verdict::Replayed(effect) | Verdict::Wrong(effect) => {
-                    let replayed = matches!(verdict, Verdict::Replayed(_));
-                    let reason = if replayed {
+                Verdict::Replayed(effect, _) | Verdict::Wrong(effect) => {
+                    let spent = match verdict {
+                        Verdict::Replayed(_, kind) => Some(kind),
+                        _ => None,
+                    };
+                    let reason = if spent.is_some() {
                         "code already used"
                     } else {
                         "wrong code"
@@ -446,10 +449,9 @@ impl Daemon {
                                 if last { "deny" } else { "retry" },
                                 &format!("{reason}; {failures} consecutive failures"),
                             );
-                            let msg = if replayed {
-                                "That passcode was already used; wait for the next one."
-                            } else {
-                                "Incorrect passcode."
+                            let msg = match spent {
+                                Some(kind) => kind.message(),
+                                None => "Incorrect passcode.",
                             };
                             conn.error(format!("{msg}{again}")).await?;
                         }
@@ -622,9 +624,10 @@ impl Daemon {
                         s.clear_failures(&user)?;
                         verdict
                     }
-                    Match::Replayed => {
-                        Verdict::Replayed(s.record_failure(&user, now, max_failures, lock_for)?)
-                    }
+                    Match::Replayed(kind) => Verdict::Replayed(
+                        s.record_failure(&user, now, max_failures, lock_for)?,
+                        kind,
+                    ),
                     Match::Wrong => {
                         Verdict::Wrong(s.record_failure(&user, now, max_failures, lock_for)?)
                     }
@@ -646,9 +649,35 @@ struct CodeLimits {
 enum Match {
     Accepted(Verdict),
     /// A real code that was already spent.
-    Replayed,
+    Replayed(Spent),
     Wrong,
 }
+
+/// The kind of a code that was already used, for advice that fits it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Spent {
+    Totp,
+    Hotp,
+    Sms,
+    Bypass,
+}
+
+impl Spent {
+    fn message(self) -> &'static str {
+        match self {
+            Spent::Totp => "That passcode was already used; wait for the next one.",
+            Spent::Hotp => {
+                "That passcode was already used; press your token's button for a new one."
+            }
+            Spent::Sms => "That SMS passcode was already used; ask for a new one.",
+            Spent::Bypass => "That bypass code was already used; each one works once.",
+        }
+    }
+}
+
+/// How many HOTP counters behind the expected one still count as "already used" rather
+/// than "wrong" (a code typed twice, or the previous press).
+const HOTP_RECENT: u64 = 5;
 
 /// Checks `code` against the user's code devices, SMS passcodes and bypass codes, spending
 /// what matches; each spend is a conditional update whose row count decides a race.
@@ -659,7 +688,7 @@ fn match_passcode(
     now: i64,
     limits: &CodeLimits,
 ) -> std::result::Result<Match, StoreError> {
-    let mut replayed = false;
+    let mut replayed = None;
     for device in s.devices(user)? {
         let Some(key) = &device.otp else { continue };
         match device.kind {
@@ -675,7 +704,7 @@ fn match_passcode(
                         device: device.name,
                     }));
                 }
-                replayed = true;
+                replayed = Some(Spent::Totp);
             }
             DeviceKind::Hotp => {
                 let next = key.counter.max(0) as u64;
@@ -688,7 +717,13 @@ fn match_passcode(
                         device: device.name,
                     }));
                 }
-                // A used HOTP code lies behind the counter: it is simply wrong now.
+                // A used HOTP code lies just behind the counter.
+                let recent = next.min(HOTP_RECENT);
+                if hotp::matching_counter(&key.secret, key.params, code, next - recent, recent)
+                    .is_some()
+                {
+                    replayed = Some(Spent::Hotp);
+                }
             }
             DeviceKind::Phone | DeviceKind::Push => {}
         }
@@ -699,7 +734,7 @@ fn match_passcode(
                 if !row.used && s.spend_sms_code(row.id, now)? {
                     return Ok(Match::Accepted(Verdict::Sms));
                 }
-                replayed = true;
+                replayed = Some(Spent::Sms);
             }
         }
     }
@@ -711,13 +746,9 @@ fn match_passcode(
                 if !row.used && s.spend_bypass_code(row.id, now)? {
                     return Ok(Match::Accepted(Verdict::Bypass { left }));
                 }
-                replayed = true;
+                replayed = Some(Spent::Bypass);
             }
         }
     }
-    Ok(if replayed {
-        Match::Replayed
-    } else {
-        Match::Wrong
-    })
+    Ok(replayed.map_or(Match::Wrong, Match::Replayed))
 }

@@ -332,7 +332,19 @@ fn a_bypass_code_works_once() {
     );
     let (outcome, script) = d.login("root", &[&codes[3], &codes[3], &codes[3]]);
     assert_eq!(outcome, Outcome::Deny);
-    assert!(script.text().contains("already used"), "{}", script.text());
+    // The advice fits a bypass code: no "wait for the next one".
+    assert!(
+        script
+            .text()
+            .contains("That bypass code was already used; each one works once."),
+        "{}",
+        script.text()
+    );
+    assert!(
+        !script.text().contains("wait for the next"),
+        "{}",
+        script.text()
+    );
     // Another code still works.
     assert_eq!(d.login("root", &[&codes[4]]).0, Outcome::Allow);
 }
@@ -578,9 +590,18 @@ fn a_hardware_hotp_token_logs_in_and_its_code_never_works_twice() {
     // The token ran ahead (button pressed twice without logging in): look-ahead finds it.
     let (outcome, script) = d.login("root", &[HOTP_CODES[3]]);
     assert_eq!(outcome, Outcome::Allow, "{}", script.text());
-    // The same code, and any earlier one, is refused.
-    let (outcome, _) = d.login("root", &[HOTP_CODES[3], HOTP_CODES[2], HOTP_CODES[0]]);
+    // The same code, and any earlier one, is refused as already used.
+    let (outcome, script) = d.login("root", &[HOTP_CODES[3], HOTP_CODES[2], HOTP_CODES[0]]);
     assert_eq!(outcome, Outcome::Deny);
+    assert_eq!(
+        script
+            .text()
+            .matches("That passcode was already used; press your token's button")
+            .count(),
+        3,
+        "{}",
+        script.text()
+    );
     assert_eq!(d.login("root", &[HOTP_CODES[4]]).0, Outcome::Allow);
 }
 
