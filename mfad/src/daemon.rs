@@ -42,6 +42,8 @@ pub struct Daemon {
     pub(crate) twilio: Option<Twilio>,
     /// The Duo provider and its pooled HTTPS client, when `[duo]` is configured.
     pub(crate) duo: Option<Arc<crate::duo::Duo>>,
+    /// Rate limits on texts, calls and pushes (`[limits]`).
+    pub(crate) limits: crate::oob::limits::OobLimits,
 }
 
 /// What the approval endpoint tells the daemon: a report locks the account at once.
@@ -148,7 +150,9 @@ impl Daemon {
             }
             None => None,
         };
+        let limits = crate::oob::limits::OobLimits::new(config.limits.clone(), Arc::clone(&clock));
         Ok(Daemon {
+            limits,
             duo,
             config,
             issuer,

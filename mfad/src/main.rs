@@ -34,7 +34,7 @@ fn main() -> ExitCode {
     };
     if args.check_config {
         println!("{}: OK", args.config.display());
-        println!("{config:#?}");
+        println!("{}", config.describe());
         return ExitCode::SUCCESS;
     }
     logging::init(&config.log, args.foreground);

@@ -103,11 +103,7 @@ pub fn escape(s: &str) -> String {
 /// and direction overrides dropped (they could make an address read as another), then
 /// escaped.
 fn shown(s: &str) -> String {
-    let visible: String = s
-        .chars()
-        .filter(|c| !matches!(c, '\u{200e}' | '\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}'))
-        .collect();
-    escape(&clean(&visible))
+    escape(&crate::oob::notify::visible(s))
 }
 
 struct App {
