@@ -108,7 +108,8 @@ impl Mfad {
         let socket = dir.join("run").join("mfad.sock");
         let database = dir.join("lib").join("mfa.db");
         let config_path = dir.join("mfad.toml");
-        write_file(&config_path, &config.render(&socket, &database), 0o644)?;
+        // 0600, as installed: it may hold provider tokens, and mfad refuses those world-readable.
+        write_file(&config_path, &config.render(&socket, &database), 0o600)?;
         let log_path = dir.join("mfad.stderr");
         let log = File::create(&log_path).context("creating mfad log")?;
         let child = Command::new(&program)
