@@ -239,7 +239,11 @@ impl Config {
 
     fn find_inline_secrets(&self) -> Vec<&'static str> {
         let mut found = Vec::new();
-        if self.twilio.as_ref().is_some_and(|t| !t.auth_token.is_empty()) {
+        if self
+            .twilio
+            .as_ref()
+            .is_some_and(|t| !t.auth_token.is_empty())
+        {
             found.push("twilio.auth_token");
         }
         if self.push.as_ref().is_some_and(|p| p.token.is_some()) {
@@ -254,10 +258,9 @@ impl Config {
 
     /// Reads every `*_file` secret (each must be private).
     fn resolve_secret_files(&mut self, path: &Path) -> Result<(), ConfigError> {
-        let oob = |e: crate::oob::config::OobConfigError| ConfigError::Insecure(format!(
-            "{}: {e}",
-            path.display()
-        ));
+        let oob = |e: crate::oob::config::OobConfigError| {
+            ConfigError::Insecure(format!("{}: {e}", path.display()))
+        };
         if let Some(t) = &mut self.twilio {
             t.resolve_files().map_err(oob)?;
         }

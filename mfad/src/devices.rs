@@ -330,7 +330,10 @@ impl Daemon {
         )))
         .await?;
         if conn
-            .prompt("Press Enter once you have subscribed, to send a test notification: ", true)
+            .prompt(
+                "Press Enter once you have subscribed, to send a test notification: ",
+                true,
+            )
             .await?
             .is_none()
         {

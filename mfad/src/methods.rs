@@ -106,14 +106,25 @@ impl Daemon {
 
     /// Refuses (and says so) a number outside `twilio.allowed_country_codes`, which may
     /// have been narrowed since the number was added.
-    async fn number_allowed(&self, conn: &mut Conn, who: &Who<'_>, method: &str, number: &str) -> Result<bool> {
+    async fn number_allowed(
+        &self,
+        conn: &mut Conn,
+        who: &Who<'_>,
+        method: &str,
+        number: &str,
+    ) -> Result<bool> {
         let Some(cfg) = &self.config.twilio else {
             return Ok(false);
         };
         if cfg.number_allowed(number) {
             return Ok(true);
         }
-        decision(who, method, "deny", "number outside twilio.allowed_country_codes");
+        decision(
+            who,
+            method,
+            "deny",
+            "number outside twilio.allowed_country_codes",
+        );
         conn.error(format!(
             "{} is outside the countries this host sends to; choose another option or enter \
              a passcode.",

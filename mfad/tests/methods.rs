@@ -746,7 +746,10 @@ fn mfad_generates_each_push_topic_and_refuses_one_the_user_picks() {
         "{}",
         script.text()
     );
-    assert!(script.has(&format!("{}/{topic}", d.phone.ntfy_url().trim_end_matches('/'))));
+    assert!(script.has(&format!(
+        "{}/{topic}",
+        d.phone.ntfy_url().trim_end_matches('/')
+    )));
     // 128 random bits in URL-safe base64 after the prefix.
     let random = topic.strip_prefix("mfa-").unwrap();
     assert_eq!(random.len(), 22, "{topic}");
@@ -874,7 +877,12 @@ fn a_flood_of_calls_is_cut_at_the_limit_and_another_user_is_unaffected() {
 fn a_flood_of_pushes_is_cut_at_the_limit_and_another_user_is_unaffected() {
     let d = OobDaemon::start_with(|c| c.limits.pushes_per_user = 3);
     d.add(DeviceKind::Push, "Pixel 8", TOPIC);
-    d.add_for("daemon", DeviceKind::Push, "Phone", "daemon-topic-0123456789abcdef");
+    d.add_for(
+        "daemon",
+        DeviceKind::Push,
+        "Phone",
+        "daemon-topic-0123456789abcdef",
+    );
     d.add_totp();
     // Push fatigue: the attacker has the password and pushes again and again.
     d.phone.on_push(Answer::Deny);

@@ -156,7 +156,10 @@ fn a_world_readable_config_may_name_private_secret_files_but_not_readable_ones()
     let out = check(&config);
     let all = text(&out);
     assert_eq!(out.status.code(), Some(0), "{all}");
-    assert!(!all.contains(TWILIO_TOKEN) && !all.contains(PUSH_TOKEN), "{all}");
+    assert!(
+        !all.contains(TWILIO_TOKEN) && !all.contains(PUSH_TOKEN),
+        "{all}"
+    );
     // The file's token is the one in force (shown only as set).
     assert!(all.contains("auth_token: (hidden)"), "{all}");
     assert!(all.contains("token: Some(\n"), "{all}");

@@ -709,7 +709,10 @@ async fn half_sent_requests_from_one_address_cannot_shut_out_another() {
     // That address gets nothing more...
     let mut more = connect_from([127, 0, 0, 2], &e.base).await;
     let answer = whole_get(&mut more).await;
-    assert!(answer.is_empty(), "the flooding address was served: {answer}");
+    assert!(
+        answer.is_empty(),
+        "the flooding address was served: {answer}"
+    );
     // ...while everyone else still is.
     let mut other = connect_from([127, 0, 0, 3], &e.base).await;
     let answer = whole_get(&mut other).await;

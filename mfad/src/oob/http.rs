@@ -524,7 +524,9 @@ struct AddressSlot {
 
 impl AddressSlot {
     fn take(counts: &OpenCounts, key: std::net::IpAddr, cap: usize) -> Option<AddressSlot> {
-        let mut map = counts.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut map = counts
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         let n = map.entry(key).or_insert(0);
         if *n >= cap {
             return None;

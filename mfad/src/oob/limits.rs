@@ -374,7 +374,13 @@ mod tests {
         let refused = l.take(Channel::Sms, "alice").unwrap_err();
         // The first text was 50 s ago; the window is 900 s.
         assert!(
-            matches!(refused, Refusal::User { retry_after: 850, .. }),
+            matches!(
+                refused,
+                Refusal::User {
+                    retry_after: 850,
+                    ..
+                }
+            ),
             "{refused:?}"
         );
         assert_eq!(
@@ -400,7 +406,10 @@ mod tests {
             l.take(Channel::Sms, user).unwrap();
         }
         let refused = l.take(Channel::Sms, "d").unwrap_err();
-        assert!(refused.user_message().contains("from this host"), "{refused:?}");
+        assert!(
+            refused.user_message().contains("from this host"),
+            "{refused:?}"
+        );
         let cfg = LimitsConfig {
             pushes_per_host: 0,
             ..LimitsConfig::default()
