@@ -82,10 +82,11 @@ enum AddKind {
         #[arg(long)]
         name: Option<String>,
     },
-    /// A push target: your ntfy topic (or your site's webhook device id). A test push is
-    /// sent, and the device is added once you approve it.
+    /// Push approvals. With ntfy, leave out the target: mfad makes a private topic and shows
+    /// it (a webhook site gives its device id). A test push is sent, and the device is added
+    /// once you approve it.
     Push {
-        target: String,
+        target: Option<String>,
         #[arg(long)]
         name: Option<String>,
     },
@@ -205,7 +206,11 @@ fn main() -> ExitCode {
         Command::Add { kind } => Operation::AddDevice(match kind {
             AddKind::Totp { name } => NewDevice::Totp { name },
             AddKind::Phone { number, name } => NewDevice::Phone { name, number },
-            AddKind::Push { target, name } => NewDevice::Push { name, target },
+            // An empty target asks mfad to generate the topic.
+            AddKind::Push { target, name } => NewDevice::Push {
+                name,
+                target: target.unwrap_or_default(),
+            },
             AddKind::Hotp { name, digits } => {
                 let Some(secret) = read_secret(&mut terminal) else {
                     eprintln!("mfa: no secret given");

@@ -40,6 +40,12 @@ pub struct Config {
     pub duo: Option<crate::duo::config::DuoConfig>,
     /// An existing pam_duo.conf / login_duo.conf to read `[duo]` settings from.
     pub duo_conf: Option<PathBuf>,
+    /// Rate limits on texts, calls and pushes, and on unconfirmed phone additions.
+    pub limits: crate::oob::limits::LimitsConfig,
+    /// The secrets written in this file itself (`twilio.auth_token`...), found while
+    /// parsing: such a file must be private.
+    #[serde(skip)]
+    pub inline_secrets: Vec<&'static str>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -137,6 +143,8 @@ impl Default for Config {
             policy: crate::policy::PolicyConfig::default(),
             duo: None,
             duo_conf: None,
+            limits: crate::oob::limits::LimitsConfig::default(),
+            inline_secrets: Vec::new(),
         }
     }
 }
@@ -185,15 +193,31 @@ pub enum ConfigError {
         value: String,
         why: &'static str,
     },
+    /// A file holding a secret that others may read, or that root does not own.
+    #[error("{0}")]
+    Insecure(String),
 }
 
 impl Config {
+    /// Reads and checks the file. A file holding a secret inline must be private (root's,
+    /// mode 0600), like every `*_file` it names; one without may stay world-readable.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+        let read_err = |source| ConfigError::Read {
             path: path.to_path_buf(),
             source,
-        })?;
-        Config::parse(&text, path)
+        };
+        let text = std::fs::read_to_string(path).map_err(read_err)?;
+        let config = Config::parse(&text, path)?;
+        if let Some(first) = config.inline_secrets.first() {
+            let meta = std::fs::metadata(path).map_err(read_err)?;
+            crate::secret_file::check_private(path, &meta, &format!("{first} is set inline"))
+                .map_err(|e| {
+                    ConfigError::Insecure(format!(
+                        "{e} (or move the secret into a private file named by {first}_file)"
+                    ))
+                })?;
+        }
+        Ok(config)
     }
 
     /// Parses `text` (read from `path`, used only in messages).
@@ -203,6 +227,8 @@ impl Config {
             path: path.to_path_buf(),
             message: e.to_string().trim_end().to_string(),
         })?;
+        config.inline_secrets = config.find_inline_secrets();
+        config.resolve_secret_files(path)?;
         config.validate(path)?;
         // Duo: merges duo_conf into [duo] and validates the result.
         crate::duo::config::resolve(&mut config.duo, config.duo_conf.as_deref()).map_err(
@@ -212,6 +238,39 @@ impl Config {
             },
         )?;
         Ok(config)
+    }
+
+    fn find_inline_secrets(&self) -> Vec<&'static str> {
+        let mut found = Vec::new();
+        if self
+            .twilio
+            .as_ref()
+            .is_some_and(|t| !t.auth_token.is_empty())
+        {
+            found.push("twilio.auth_token");
+        }
+        if self.push.as_ref().is_some_and(|p| p.token.is_some()) {
+            found.push("push.token");
+        }
+        // Before duo_conf is merged in: a skey here was written in this file.
+        if self.duo.as_ref().is_some_and(|d| d.skey.is_some()) {
+            found.push("duo.skey");
+        }
+        found
+    }
+
+    /// Reads every `*_file` secret (each must be private).
+    fn resolve_secret_files(&mut self, path: &Path) -> Result<(), ConfigError> {
+        let oob = |e: crate::oob::config::OobConfigError| {
+            ConfigError::Insecure(format!("{}: {e}", path.display()))
+        };
+        if let Some(t) = &mut self.twilio {
+            t.resolve_files().map_err(oob)?;
+        }
+        if let Some(p) = &mut self.push {
+            p.resolve_files().map_err(oob)?;
+        }
+        Ok(())
     }
 
     fn validate(&self, path: &Path) -> Result<(), ConfigError> {
@@ -284,6 +343,12 @@ impl Config {
                 "must be 60 to 900 seconds",
             ));
         }
+        self.limits
+            .validate()
+            .map_err(|message| ConfigError::Parse {
+                path: path.to_path_buf(),
+                message,
+            })?;
         self.policy
             .validate()
             .map_err(|message| ConfigError::Parse {
@@ -333,6 +398,12 @@ impl Config {
         Ok(())
     }
 
+    /// The settings in force, as `--check-config` prints them: secrets hidden, and the
+    /// credentials of every URL (a proxy's `user:password@`) redacted.
+    pub fn describe(&self) -> String {
+        redact_urls(&format!("{self:#?}"))
+    }
+
     /// The issuer shown in authenticator apps: the configured one, else the host name.
     pub fn issuer(&self) -> String {
         if let Some(issuer) = &self.issuer {
@@ -343,6 +414,38 @@ impl Config {
             .and_then(|h| h.into_string().ok())
             .unwrap_or_else(|| "mfa".to_string())
     }
+}
+
+/// Replaces the user-info part of every `scheme://user:password@host` in `text`: the
+/// password (or a lone token) becomes `(hidden)`.
+pub fn redact_urls(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(at) = rest.find("://") {
+        let (head, tail) = rest.split_at(at + 3);
+        out.push_str(head);
+        let end = tail
+            .find(|c: char| matches!(c, '/' | '"' | '?' | '#' | '\\') || c.is_whitespace())
+            .unwrap_or(tail.len());
+        let authority = &tail[..end];
+        match authority.rfind('@') {
+            Some(userinfo_end) => {
+                let userinfo = &authority[..userinfo_end];
+                match userinfo.split_once(':') {
+                    Some((user, _)) => {
+                        out.push_str(user);
+                        out.push_str(":(hidden)");
+                    }
+                    None => out.push_str("(hidden)"),
+                }
+                out.push_str(&authority[userinfo_end..]);
+            }
+            None => out.push_str(authority),
+        }
+        rest = &tail[end..];
+    }
+    out.push_str(rest);
+    out
 }
 
 #[cfg(test)]
@@ -365,6 +468,19 @@ mod tests {
         assert_eq!(c.lockout.max_failures, 10);
         assert_eq!(c.lockout.duration, 3600);
         assert_eq!(c.totp.window, 1);
+    }
+
+    #[test]
+    fn credentials_in_printed_urls_are_redacted() {
+        assert_eq!(
+            redact_urls("http_proxy: Some(\"http://squid:pa55word@proxy.example.org:3128/\")"),
+            "http_proxy: Some(\"http://squid:(hidden)@proxy.example.org:3128/\")"
+        );
+        assert_eq!(
+            redact_urls("a https://tok3n@h.example.org b http://h:80/x@y"),
+            "a https://(hidden)@h.example.org b http://h:80/x@y"
+        );
+        assert_eq!(redact_urls("no url here"), "no url here");
     }
 
     #[test]

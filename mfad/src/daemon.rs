@@ -47,6 +47,8 @@ pub struct Daemon {
     pub(crate) duo: Option<Arc<crate::duo::Duo>>,
     /// Who the system says users are (NSS in production).
     accounts: Arc<dyn Accounts>,
+    /// Rate limits on texts, calls and pushes (`[limits]`).
+    pub(crate) limits: crate::oob::limits::OobLimits,
 }
 
 /// What the approval endpoint tells the daemon: a report locks the account at once.
@@ -164,7 +166,9 @@ impl Daemon {
             }
             None => None,
         };
+        let limits = crate::oob::limits::OobLimits::new(config.limits.clone(), Arc::clone(&clock));
         Ok(Daemon {
+            limits,
             duo,
             config,
             issuer,

@@ -7,6 +7,7 @@ use crate::daemon::{Daemon, Result, Who, decision};
 use crate::factor::{self, bypass, hotp, totp};
 use crate::methods::{OobResult, menu_text};
 use crate::oob::approvals::{ApprovalDecision, ApprovalMethod};
+use crate::oob::limits::Channel;
 use crate::oob::notify::is_ntfy_topic;
 use crate::oob::phone::{check_phone, mask_phone};
 use crate::store::{Device, DeviceKind, NewDeviceRow, OtpKey};
@@ -44,6 +45,14 @@ fn own(user: &str) -> Who<'_> {
         service: "mfa",
         can_prompt: true,
     }
+}
+
+/// A fresh ntfy topic: `mfa-` and 128 random bits in URL-safe base64 (26 characters).
+fn new_topic() -> String {
+    use rand::RngCore;
+    let mut raw = [0u8; 16];
+    rand::rng().fill_bytes(&mut raw);
+    format!("mfa-{}", data_encoding::BASE64URL_NOPAD.encode(&raw))
 }
 
 /// A device name a user typed: 1 to 64 printable characters.
@@ -139,20 +148,38 @@ impl Daemon {
                     )
                 } else {
                     device_name(name.clone(), "Phone")
-                        .and_then(|_| check_phone(number).map(drop).map_err(|e| e.to_string()))
+                        .and_then(|_| check_phone(number).map_err(|e| e.to_string()))
+                        .and_then(|number| self.country_allowed(&number))
                 }
             }
             NewDevice::Push { name, target } => {
+                let ntfy = self
+                    .config
+                    .push
+                    .as_ref()
+                    .filter(|p| p.notifier == crate::oob::config::NotifierKind::Ntfy);
                 if !self.can_push() {
                     Err(
                         "Push notifications are not configured on this host ([push] and \
                          [approval] in mfad.toml)."
                             .to_string(),
                     )
-                } else if self.config.push.as_ref().is_some_and(|p| {
-                    p.notifier == crate::oob::config::NotifierKind::Ntfy && !is_ntfy_topic(target)
-                }) {
-                    Err("An ntfy topic has 1 to 64 letters, digits, - and _.".to_string())
+                } else if let Some(ntfy) = ntfy {
+                    if target.is_empty() {
+                        // mfad generates the topic below.
+                        device_name(name.clone(), "Phone app").map(drop)
+                    } else if !ntfy.allow_chosen_topics {
+                        Err(
+                            "On this host mfad picks the push topic itself (a topic someone \
+                             could guess would let them approve your logins): run `mfa add \
+                             push` without a topic, and subscribe to the topic it shows."
+                                .to_string(),
+                        )
+                    } else if !is_ntfy_topic(target) {
+                        Err("An ntfy topic has 1 to 64 letters, digits, - and _.".to_string())
+                    } else {
+                        device_name(name.clone(), "Phone app").map(drop)
+                    }
                 } else if target.is_empty()
                     || target.len() > 256
                     || target.chars().any(char::is_control)
@@ -198,7 +225,11 @@ impl Daemon {
             }
             NewDevice::Push { name, target } => {
                 let name = device_name(name, "Phone app").unwrap_or_default();
-                self.confirm_push(conn, &who, name, target).await
+                if target.is_empty() {
+                    self.confirm_new_topic(conn, &who, name).await
+                } else {
+                    self.confirm_push(conn, &who, name, target).await
+                }
             }
         }
     }
@@ -214,6 +245,14 @@ impl Daemon {
         let Some(twilio) = &self.twilio else {
             return self.deny(conn, "SMS is not configured on this host.").await;
         };
+        // Toll fraud adds many numbers; a real user confirms the one they typed.
+        if let Err(refusal) = self.limits.start_phone_addition(who.user, &number) {
+            self.refuse_limited(conn, who, "phone", &refusal).await?;
+            return self.deny(conn, "Nothing was added.").await;
+        }
+        if !self.within_limits(conn, who, Channel::Sms).await? {
+            return self.deny(conn, "Nothing was added.").await;
+        }
         let (code, stored) = bypass::new_code(self.config.sms.digits);
         let body = Zeroizing::new(format!(
             "{} is your code to add this phone to {} on {}.",
@@ -242,6 +281,7 @@ impl Daemon {
                 return self.deny(conn, "No code entered; nothing was added.").await;
             };
             if bypass::matches(&stored, answer.trim()) {
+                self.limits.phone_confirmed(who.user, &number);
                 return self
                     .store_contact_device(conn, who, DeviceKind::Phone, name, number)
                     .await;
@@ -258,6 +298,48 @@ impl Daemon {
         );
         self.deny(conn, "That code does not match; nothing was added.")
             .await
+    }
+
+    /// `allowed_country_codes` refuses the number before anything is sent.
+    fn country_allowed(&self, number: &str) -> std::result::Result<(), String> {
+        match &self.config.twilio {
+            Some(t) if !t.number_allowed(number) => Err(format!(
+                "This host sends texts and calls only to numbers starting with {}; {} is not \
+                 one. Nothing was sent.",
+                t.allowed_country_codes.join(", "),
+                mask_phone(number)
+            )),
+            _ => Ok(()),
+        }
+    }
+
+    /// ntfy with a topic mfad makes: 128 random bits, so nobody can guess it and subscribe.
+    /// The user subscribes to it, then approves the test push.
+    async fn confirm_new_topic(&self, conn: &mut Conn, who: &Who<'_>, name: String) -> Result<()> {
+        let server = self
+            .config
+            .push
+            .as_ref()
+            .map(|p| p.url.trim_end_matches('/').to_string())
+            .unwrap_or_default();
+        let topic = new_topic();
+        conn.secret_info(Zeroizing::new(format!(
+            "Your private push topic is {topic}\n\nIn the ntfy app, subscribe to it on the \
+             server {server}\n(or open {server}/{topic}). Keep it to yourself: whoever \
+             subscribes to it can answer your login requests."
+        )))
+        .await?;
+        if conn
+            .prompt(
+                "Press Enter once you have subscribed, to send a test notification: ",
+                true,
+            )
+            .await?
+            .is_none()
+        {
+            return self.deny(conn, "Nothing was added.").await;
+        }
+        self.confirm_push(conn, who, name, topic).await
     }
 
     /// Sends a test push and adds the target only when it is approved from the phone.

@@ -32,13 +32,14 @@ fn main() -> ExitCode {
     let config = match Config::load(&args.config) {
         Ok(c) => c,
         Err(e) => {
-            eprintln!("mfad: {e}");
+            // A bad proxy URL is quoted in its error: never with its password.
+            eprintln!("mfad: {}", mfad::config::redact_urls(&e.to_string()));
             return ExitCode::from(2);
         }
     };
     if args.check_config {
         println!("{}: OK", args.config.display());
-        println!("{config:#?}");
+        println!("{}", config.describe());
         return ExitCode::SUCCESS;
     }
     if args.create_store_key {

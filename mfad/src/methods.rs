@@ -8,6 +8,7 @@ use crate::conn::Conn;
 use crate::daemon::{Daemon, Result, Who, decision};
 use crate::factor::bypass;
 use crate::oob::approvals::{ApprovalDecision, ApprovalMethod, ApprovalRequest};
+use crate::oob::limits::{Channel, Refusal};
 use crate::oob::notify::PushMessage;
 use crate::oob::phone::mask_phone;
 use crate::store::{Device, DeviceKind};
@@ -73,6 +74,66 @@ impl Daemon {
         self.twilio.is_some() && self.config.approval.is_some()
     }
 
+    /// Counts one text, call or push for the user, or tells them (and the log) why not.
+    /// Returns whether it may be sent.
+    pub(crate) async fn within_limits(
+        &self,
+        conn: &mut Conn,
+        who: &Who<'_>,
+        channel: Channel,
+    ) -> Result<bool> {
+        match self.limits.take(channel, who.user) {
+            Ok(()) => Ok(true),
+            Err(refusal) => {
+                self.refuse_limited(conn, who, channel.as_str(), &refusal)
+                    .await?;
+                Ok(false)
+            }
+        }
+    }
+
+    pub(crate) async fn refuse_limited(
+        &self,
+        conn: &mut Conn,
+        who: &Who<'_>,
+        method: &str,
+        refusal: &Refusal,
+    ) -> Result<()> {
+        decision(who, method, "rate-limited", &refusal.log_reason());
+        conn.error(refusal.user_message()).await?;
+        Ok(())
+    }
+
+    /// Refuses (and says so) a number outside `twilio.allowed_country_codes`, which may
+    /// have been narrowed since the number was added.
+    async fn number_allowed(
+        &self,
+        conn: &mut Conn,
+        who: &Who<'_>,
+        method: &str,
+        number: &str,
+    ) -> Result<bool> {
+        let Some(cfg) = &self.config.twilio else {
+            return Ok(false);
+        };
+        if cfg.number_allowed(number) {
+            return Ok(true);
+        }
+        decision(
+            who,
+            method,
+            "deny",
+            "number outside twilio.allowed_country_codes",
+        );
+        conn.error(format!(
+            "{} is outside the countries this host sends to; choose another option or enter \
+             a passcode.",
+            mask_phone(number)
+        ))
+        .await?;
+        Ok(false)
+    }
+
     /// The menu options of `devices`, in device order, and the index of the default
     /// device's first option.
     pub(crate) fn menu_options(&self, devices: &[Device]) -> (Vec<MenuOption>, Option<usize>) {
@@ -136,6 +197,11 @@ impl Daemon {
         let Some(twilio) = &self.twilio else {
             return Ok(OobResult::Failed);
         };
+        if !self.number_allowed(conn, who, "sms", number).await?
+            || !self.within_limits(conn, who, Channel::Sms).await?
+        {
+            return Ok(OobResult::Failed);
+        }
         let (code, stored) = bypass::new_code(self.config.sms.digits);
         let now = self.clock.now();
         let ttl = self.config.sms.code_ttl as i64;
@@ -185,6 +251,18 @@ impl Daemon {
         let Some(approval) = &self.config.approval else {
             return Ok(OobResult::Failed);
         };
+        let channel = match method {
+            ApprovalMethod::Push => Channel::Push,
+            ApprovalMethod::Call => {
+                if !self.number_allowed(conn, who, "call", target).await? {
+                    return Ok(OobResult::Failed);
+                }
+                Channel::Call
+            }
+        };
+        if !self.within_limits(conn, who, channel).await? {
+            return Ok(OobResult::Failed);
+        }
         let ttl = Duration::from_secs(approval.token_ttl);
         let request = ApprovalRequest {
             user: who.user.to_string(),

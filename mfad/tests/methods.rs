@@ -86,6 +86,7 @@ impl OobDaemon {
             url: phone.ntfy_url().to_string(),
             token: Some(Secret::new(PUSH_TOKEN)),
             timeout: 2,
+            ..PushConfig::default()
         });
         config.twilio = Some(TwilioConfig {
             api_base: phone.twilio_url().to_string(),
@@ -93,6 +94,7 @@ impl OobDaemon {
             auth_token: Secret::new(AUTH_TOKEN),
             from: FROM.into(),
             timeout: 2,
+            ..TwilioConfig::default()
         });
         tune(&mut config);
         let clock = FakeClock::new(T0);
@@ -154,13 +156,17 @@ impl OobDaemon {
     }
 
     fn add(&self, kind: DeviceKind, name: &str, address: &str) {
+        self.add_for("root", kind, name, address);
+    }
+
+    fn add_for(&self, user: &str, kind: DeviceKind, name: &str, address: &str) {
         let row = NewDeviceRow {
             kind,
             name: name.into(),
             otp: None,
             address: Some(address.into()),
         };
-        self.store().add_device("root", &row, T0).unwrap();
+        self.store().add_device(user, &row, T0).unwrap();
     }
 
     /// root with a push device (the default) and a phone: the seed's three-option menu.
@@ -208,9 +214,14 @@ impl OobDaemon {
     }
 
     fn login(&self, answers: &[Say]) -> (Outcome, Script<'_>) {
+        self.login_as("root", answers)
+    }
+
+    /// A login of `user` (who must exist on the host: root, daemon).
+    fn login_as(&self, user: &str, answers: &[Say]) -> (Outcome, Script<'_>) {
         self.run(
             Operation::Authenticate(AuthContext {
-                user: "root".into(),
+                user: user.into(),
                 service: "sshd".into(),
                 rhost: Some("192.0.2.7".into()),
                 tty: Some("ssh".into()),
@@ -665,15 +676,26 @@ fn adding_a_phone_needs_the_code_sent_to_it() {
     assert_eq!(d.phone.sms()[1].param("To").as_deref(), Some(NUMBER));
 }
 
+fn add_push(target: &str) -> Operation {
+    Operation::AddDevice(NewDevice::Push {
+        name: Some("Pixel 8".into()),
+        target: target.into(),
+    })
+}
+
+/// The topic `mfa add push` showed, from its conversation.
+fn shown_topic(script: &Script<'_>) -> String {
+    let text = script.text();
+    let line = text
+        .lines()
+        .find_map(|l| l.strip_prefix("info: Your private push topic is "))
+        .unwrap_or_else(|| panic!("no topic shown:\n{text}"));
+    line.trim().to_string()
+}
+
 #[test]
 fn adding_a_push_target_needs_the_test_push_approved() {
-    let d = OobDaemon::start();
-    let add = || {
-        Operation::AddDevice(NewDevice::Push {
-            name: Some("Pixel 8".into()),
-            target: TOPIC.into(),
-        })
-    };
+    let d = OobDaemon::start_with(|c| c.push.as_mut().unwrap().allow_chosen_topics = true);
     let (outcome, script) = d.run(
         Operation::AddDevice(NewDevice::Push {
             name: None,
@@ -686,7 +708,7 @@ fn adding_a_push_target_needs_the_test_push_approved() {
     assert!(d.phone.requests().is_empty());
 
     d.phone.on_push(Answer::Deny);
-    let (outcome, script) = d.run(add(), &[say("")]);
+    let (outcome, script) = d.run(add_push(TOPIC), &[say("")]);
     assert_eq!(outcome, Outcome::Deny, "{}", script.text());
     assert!(script.has("nothing was added"), "{}", script.text());
     assert!(d.store().devices("root").unwrap().is_empty());
@@ -701,13 +723,56 @@ fn adding_a_push_target_needs_the_test_push_approved() {
     );
 
     d.phone.on_push(Answer::Approve);
-    let (outcome, script) = d.run(add(), &[say("")]);
+    let (outcome, script) = d.run(add_push(TOPIC), &[say("")]);
     assert_eq!(outcome, Outcome::Allow, "{}", script.text());
     let devices = d.store().devices("root").unwrap();
     assert_eq!(devices.len(), 1);
     assert_eq!(devices[0].kind, DeviceKind::Push);
     assert_eq!(devices[0].address.as_deref(), Some(TOPIC));
     assert_eq!(d.phone.notifications()[1]["topic"], TOPIC);
+}
+
+#[test]
+fn mfad_generates_each_push_topic_and_refuses_one_the_user_picks() {
+    let d = OobDaemon::start();
+    // `mfa add push a`: a guessable topic is refused before anything is sent.
+    let (outcome, script) = d.run(add_push("a"), &[]);
+    assert_eq!(outcome, Outcome::Deny, "{}", script.text());
+    assert!(
+        script.has("mfad picks the push topic itself"),
+        "{}",
+        script.text()
+    );
+    assert!(d.phone.requests().is_empty());
+
+    // Without a topic: mfad shows one, waits for the subscription, then pushes to it.
+    let (outcome, script) = d.run(add_push(""), &[say(""), say("")]);
+    assert_eq!(outcome, Outcome::Allow, "{}", script.text());
+    let topic = shown_topic(&script);
+    assert!(
+        script.prompts()[0].starts_with("Press Enter once you have subscribed"),
+        "{}",
+        script.text()
+    );
+    assert!(script.has(&format!(
+        "{}/{topic}",
+        d.phone.ntfy_url().trim_end_matches('/')
+    )));
+    // 128 random bits in URL-safe base64 after the prefix.
+    let random = topic.strip_prefix("mfa-").unwrap();
+    assert_eq!(random.len(), 22, "{topic}");
+    assert!(mfad::oob::is_ntfy_topic(&topic), "{topic}");
+    assert_eq!(d.phone.notifications()[0]["topic"], topic.as_str());
+    let devices = d.store().devices("root").unwrap();
+    assert_eq!(devices[0].address.as_deref(), Some(topic.as_str()));
+
+    // A second device gets a topic of its own. (root is enrolled now: the push proves it.)
+    let (outcome, script) = d.run(add_push(""), &[say("1"), say(""), say(""), say("")]);
+    assert_eq!(outcome, Outcome::Allow, "{}", script.text());
+    let second = shown_topic(&script);
+    assert_ne!(second, topic);
+    let devices = d.store().devices("root").unwrap();
+    assert_eq!(devices[1].address.as_deref(), Some(second.as_str()));
 }
 
 /// A tap on the page's button from outside the phone, after the fact: status and body.
@@ -748,4 +813,173 @@ fn denied_and_unanswered_pushes_count_toward_the_lockout() {
         d.locked(),
         "push fatigue ends in a lock, not in an approval"
     );
+}
+/// root with only a phone; daemon (another user) too.
+fn phones_for_root_and_daemon(d: &OobDaemon) {
+    d.add(DeviceKind::Phone, "Work phone", NUMBER);
+    d.add_for("daemon", DeviceKind::Phone, "Phone", "+15555559876");
+}
+
+const TOO_MANY_TEXTS: &str =
+    "error: Too many texts were sent for this account; wait 15 minutes or use another method.";
+
+#[test]
+fn a_flood_of_texts_is_cut_at_five_per_user_and_another_user_is_unaffected() {
+    let d = OobDaemon::start();
+    phones_for_root_and_daemon(&d);
+    // Options of a phone-only menu: 1 call, 2 SMS. Three requests per login, then refused.
+    for _ in 0..2 {
+        let (outcome, script) = d.login(&[say("2"), say("2"), say("2"), say("2")]);
+        assert_eq!(outcome, Outcome::Deny, "{}", script.text());
+    }
+    // Six asked for, five sent; the sixth was refused in plain words.
+    assert_eq!(d.phone.sms().len(), 5);
+    let (_, script) = d.login(&[say("2"), say("0000000"), say("1111111"), say("2222222")]);
+    assert!(script.has(TOO_MANY_TEXTS), "{}", script.text());
+    assert_eq!(d.phone.sms().len(), 5);
+    d.store().clear_failures("root").unwrap();
+
+    // Another user still gets a text, and logs in with it.
+    let (outcome, script) = d.login_as("daemon", &[say("2"), Say::Sms(6)]);
+    assert_eq!(outcome, Outcome::Allow, "{}", script.text());
+    assert_eq!(
+        d.phone.sms()[5].param("To").as_deref(),
+        Some("+15555559876")
+    );
+
+    // Fifteen minutes after the first, root may text again.
+    d.clock.advance(15 * 60);
+    let (outcome, script) = d.login(&[say("2"), Say::Sms(7)]);
+    assert_eq!(outcome, Outcome::Allow, "{}", script.text());
+}
+
+#[test]
+fn the_host_wide_text_limit_holds_across_users() {
+    let d = OobDaemon::start_with(|c| c.limits.sms_per_host = 3);
+    phones_for_root_and_daemon(&d);
+    let (outcome, _) = d.login(&[say("2"), say("2"), say("2"), say("2")]);
+    assert_eq!(outcome, Outcome::Deny);
+    assert_eq!(d.phone.sms().len(), 3);
+    let (_, script) = d.login_as("daemon", &[say("2"), say("0000000"), say("1"), say("1")]);
+    assert!(
+        script.has(
+            "error: Too many texts were sent from this host; wait 60 minutes or use another \
+             method."
+        ),
+        "{}",
+        script.text()
+    );
+    assert_eq!(d.phone.sms().len(), 3);
+}
+
+#[test]
+fn a_flood_of_calls_is_cut_at_the_limit_and_another_user_is_unaffected() {
+    let d = OobDaemon::start_with(|c| c.limits.calls_per_user = 2);
+    phones_for_root_and_daemon(&d);
+    d.add_totp();
+    d.phone.on_call(Answer::Deny);
+    for _ in 0..2 {
+        let (outcome, script) = d.login(&[say("1"), say("")]);
+        assert_eq!(outcome, Outcome::Deny, "{}", script.text());
+    }
+    assert_eq!(d.phone.calls().len(), 2);
+    // The third call is refused; the user is back at the menu and a passcode still works.
+    let code = d.fresh_totp();
+    let (outcome, script) = d.login(&[say("1"), say(&code)]);
+    assert_eq!(outcome, Outcome::Allow, "{}", script.text());
+    assert!(
+        script.has(
+            "error: Too many calls were placed for this account; wait 15 minutes or use \
+             another method."
+        ),
+        "{}",
+        script.text()
+    );
+    assert_eq!(d.phone.calls().len(), 2);
+    d.phone.on_call(Answer::Approve);
+    let (outcome, script) = d.login_as("daemon", &[say("1"), say("")]);
+    assert_eq!(outcome, Outcome::Allow, "{}", script.text());
+    assert_eq!(d.phone.calls().len(), 3);
+}
+
+#[test]
+fn a_flood_of_pushes_is_cut_at_the_limit_and_another_user_is_unaffected() {
+    let d = OobDaemon::start_with(|c| c.limits.pushes_per_user = 3);
+    d.add(DeviceKind::Push, "Pixel 8", TOPIC);
+    d.add_for(
+        "daemon",
+        DeviceKind::Push,
+        "Phone",
+        "daemon-topic-0123456789abcdef",
+    );
+    d.add_totp();
+    // Push fatigue: the attacker has the password and pushes again and again.
+    d.phone.on_push(Answer::Deny);
+    for _ in 0..3 {
+        let (outcome, script) = d.login(&[say("1"), say("")]);
+        assert_eq!(outcome, Outcome::Deny, "{}", script.text());
+    }
+    assert_eq!(d.phone.notifications().len(), 3);
+    let code = d.fresh_totp();
+    let (outcome, script) = d.login(&[say("1"), say(&code)]);
+    assert_eq!(outcome, Outcome::Allow, "{}", script.text());
+    assert!(
+        script.has(
+            "error: Too many push requests were sent for this account; wait 15 minutes or use \
+             another method."
+        ),
+        "{}",
+        script.text()
+    );
+    assert_eq!(d.phone.notifications().len(), 3);
+    d.phone.on_push(Answer::Approve);
+    let (outcome, script) = d.login_as("daemon", &[say("1"), say("")]);
+    assert_eq!(outcome, Outcome::Allow, "{}", script.text());
+    assert_eq!(
+        d.phone.notifications()[3]["topic"],
+        "daemon-topic-0123456789abcdef"
+    );
+}
+
+#[test]
+fn unconfirmed_phone_additions_are_capped_at_three_numbers() {
+    let d = OobDaemon::start();
+    let wrong = [say("0000000"), say("1111111"), say("2222222")];
+    for n in ["+15555550001", "+15555550002", "+15555550003"] {
+        let (outcome, script) = d.run(add_phone(n), &wrong);
+        assert_eq!(outcome, Outcome::Deny, "{}", script.text());
+    }
+    assert_eq!(d.phone.sms().len(), 3);
+    // A fourth number gets nothing sent, and says why.
+    let (outcome, script) = d.run(add_phone("+15555550004"), &[]);
+    assert_eq!(outcome, Outcome::Deny, "{}", script.text());
+    assert!(
+        script.has("You already have 3 phone numbers waiting for their confirmation code"),
+        "{}",
+        script.text()
+    );
+    assert_eq!(d.phone.sms().len(), 3);
+    // One of the pending numbers may still be confirmed.
+    let (outcome, script) = d.run(add_phone("+15555550002"), &[Say::Sms(4)]);
+    assert_eq!(outcome, Outcome::Allow, "{}", script.text());
+}
+
+#[test]
+fn a_number_outside_the_allowed_countries_is_refused_before_any_text() {
+    let d = OobDaemon::start_with(|c| {
+        c.twilio.as_mut().unwrap().allowed_country_codes = vec!["+44".into(), "+33".into()]
+    });
+    let (outcome, script) = d.run(add_phone(NUMBER), &[]);
+    assert_eq!(outcome, Outcome::Deny, "{}", script.text());
+    assert!(
+        script.has(
+            "error: This host sends texts and calls only to numbers starting with +44, +33; \
+             XXX-XXX-1234 is not one. Nothing was sent."
+        ),
+        "{}",
+        script.text()
+    );
+    assert!(d.phone.requests().is_empty());
+    let (outcome, script) = d.run(add_phone("+447700900123"), &[Say::Sms(1)]);
+    assert_eq!(outcome, Outcome::Allow, "{}", script.text());
 }

@@ -674,3 +674,68 @@ async fn bad_tls_or_listen_settings_are_refused_at_bind() {
         .unwrap();
     assert!(err.to_string().contains("approval.listen"), "{err}");
 }
+
+/// A connection from `from` (any 127.x address works on loopback) to the endpoint.
+async fn connect_from(from: [u8; 4], to: &str) -> tokio::net::TcpStream {
+    let to: SocketAddr = to.trim_start_matches("http://").parse().unwrap();
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.bind(SocketAddr::from((from, 0))).unwrap();
+    socket.connect(to).await.unwrap()
+}
+
+/// Sends a whole GET and reads whatever comes back before the server closes (or 5 s).
+async fn whole_get(stream: &mut tokio::net::TcpStream) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let _ = stream
+        .write_all(b"GET /a/unknowntoken HTTP/1.1\r\nHost: mfa\r\nConnection: close\r\n\r\n")
+        .await;
+    let mut got = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(5), stream.read_to_end(&mut got)).await;
+    String::from_utf8_lossy(&got).into_owned()
+}
+
+#[tokio::test]
+async fn half_sent_requests_from_one_address_cannot_shut_out_another() {
+    use tokio::io::AsyncWriteExt;
+    let e = start(false).await;
+    // 300 requests from one address, each stopped half-way through its headers.
+    let mut flood = Vec::new();
+    for _ in 0..300 {
+        let mut s = connect_from([127, 0, 0, 2], &e.base).await;
+        let _ = s.write_all(b"GET /a/x HTTP/1.1\r\nHost: mfa\r\n").await;
+        flood.push(s);
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    // That address gets nothing more...
+    let mut more = connect_from([127, 0, 0, 2], &e.base).await;
+    let answer = whole_get(&mut more).await;
+    assert!(
+        answer.is_empty(),
+        "the flooding address was served: {answer}"
+    );
+    // ...while everyone else still is.
+    let mut other = connect_from([127, 0, 0, 3], &e.base).await;
+    let answer = whole_get(&mut other).await;
+    assert!(answer.starts_with("HTTP/1.1 404"), "{answer:?}");
+    assert!(answer.contains("Nothing was approved"), "{answer}");
+    drop(flood);
+}
+
+#[tokio::test]
+async fn a_connection_that_sends_nothing_is_closed_after_the_first_byte_timeout() {
+    use tokio::io::AsyncReadExt;
+    let e = start(false).await;
+    let mut silent = connect_from([127, 0, 0, 1], &e.base).await;
+    let started = std::time::Instant::now();
+    let mut buf = [0u8; 64];
+    let read = tokio::time::timeout(Duration::from_secs(20), silent.read(&mut buf))
+        .await
+        .expect("the silent connection was never closed");
+    let waited = started.elapsed();
+    assert!(matches!(read, Ok(0) | Err(_)), "{read:?}");
+    let limit = mfad::oob::http::FIRST_BYTE_TIMEOUT;
+    assert!(
+        waited >= limit - Duration::from_millis(200) && waited < limit + Duration::from_secs(2),
+        "closed after {waited:?}"
+    );
+}

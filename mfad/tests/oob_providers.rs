@@ -129,6 +129,7 @@ fn notifier(kind: NotifierKind, url: &str, token: Option<&str>, timeout: u64) ->
         url: url.to_string(),
         token: token.map(Secret::new),
         timeout,
+        ..PushConfig::default()
     };
     cfg.validate().unwrap();
     Notifier::new(&cfg, http_client().unwrap())
@@ -141,6 +142,7 @@ fn twilio(api_base: &str, timeout: u64) -> Twilio {
         auth_token: Secret::new(AUTH_TOKEN),
         from: "+15550001111".into(),
         timeout,
+        ..TwilioConfig::default()
     };
     cfg.validate().unwrap();
     Twilio::new(&cfg, http_client().unwrap())
@@ -339,6 +341,50 @@ async fn the_webhook_gets_the_documented_json_body() {
             "number_required": true
         })
     );
+}
+
+/// Hostile text from the client side of a login: a right-to-left override that would make
+/// the address read backwards, and a newline that would start a fake line.
+fn hostile_message() -> PushMessage {
+    PushMessage {
+        user: "abc\u{202e}321".into(),
+        host: "login1.example.org".into(),
+        rhost: "10.0.0.1\nApproved by IT: 192.0.2.1\u{2066}".into(),
+        ..message(false)
+    }
+}
+
+fn assert_clean(field: &str, text: &str) {
+    for bad in ['\u{202e}', '\u{2066}', '\n'] {
+        assert!(!text.contains(bad), "{field} carries {bad:?}: {text:?}");
+    }
+}
+
+#[tokio::test]
+async fn push_text_is_cleaned_of_direction_overrides_and_control_characters() {
+    let (url, seen) = fake(Reply::Answer(200, NTFY_OK)).await;
+    notifier(NotifierKind::Ntfy, &url, None, 5)
+        .push("abc123-phone", &hostile_message())
+        .await
+        .unwrap();
+    let body = seen.lock().unwrap()[0].json();
+    let message = body["message"].as_str().unwrap();
+    assert_clean("title", body["title"].as_str().unwrap());
+    assert_clean("message", message);
+    // Shown as the page shows it: the override dropped, the newline escaped.
+    assert!(message.contains("abc321 is logging in"), "{message}");
+    assert!(message.contains("10.0.0.1\\nApproved by IT"), "{message}");
+
+    let (url, seen) = fake(Reply::Answer(200, "ok")).await;
+    notifier(NotifierKind::Webhook, &url, None, 5)
+        .push("device-7", &hostile_message())
+        .await
+        .unwrap();
+    let body = seen.lock().unwrap()[0].json();
+    for field in ["user", "rhost"] {
+        assert_clean(field, body[field].as_str().unwrap());
+    }
+    assert_eq!(body["user"], "abc321");
 }
 
 #[tokio::test]

@@ -113,10 +113,11 @@ impl Mfad {
         let database = dir.join("lib").join("mfa.db");
         let config_path = dir.join("mfad.toml");
         let store_key = dir.join("store.key");
+        // 0600, as installed: it may hold provider tokens, and mfad refuses those world-readable.
         write_file(
             &config_path,
             &config.render(&socket, &database, &store_key),
-            0o644,
+            0o600,
         )?;
         let log_path = dir.join("mfad.stderr");
         let log = File::create(&log_path).context("creating mfad log")?;

@@ -14,7 +14,6 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-const TOPIC: &str = "e2e-browser";
 /// Long enough for a browser on a busy two-core machine, short enough to fail fast.
 const TOKEN_TTL: u64 = 30;
 
@@ -40,8 +39,9 @@ fn world(phone: &FakePhone) -> TestEnv {
         .cli
         .as_user(
             env.user().unwrap(),
-            &["add", "push", TOPIC, "--name", "Pixel 8"],
-            "\n",
+            &["add", "push", "--name", "Pixel 8"],
+            // Enter once subscribed to the generated topic, Enter at the test push.
+            "\n\n",
         )
         .unwrap();
     assert_eq!(out.status, Some(0), "{}", out.describe());

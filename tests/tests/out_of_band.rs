@@ -12,7 +12,6 @@ use mfa_e2e::{LoginOutcome, TestEnv};
 use std::io::{Read, Write};
 use std::time::{Duration, Instant};
 
-const TOPIC: &str = "e2e-pixel8";
 const NUMBER: &str = "+15555551234";
 /// `approval.token_ttl`: how long a push or call waits for the phone.
 const BOUND: Duration = Duration::from_secs(10);
@@ -51,15 +50,16 @@ impl World {
         World { env, phone }
     }
 
-    /// `mfa add push TOPIC` as the user; the phone approves the test push.
+    /// `mfa add push` as the user: mfad shows the topic it made, the user presses Enter
+    /// once subscribed, and the phone approves the test push sent to that topic.
     fn add_push(&self) {
         let out = self
             .env
             .cli
             .as_user(
                 self.env.user().unwrap(),
-                &["add", "push", TOPIC, "--name", "Pixel 8"],
-                "\n",
+                &["add", "push", "--name", "Pixel 8"],
+                "\n\n",
             )
             .unwrap();
         assert_eq!(out.status, Some(0), "{}", out.describe());
@@ -68,6 +68,15 @@ impl World {
             "{}",
             out.describe()
         );
+        let topic = out
+            .stdout
+            .lines()
+            .find_map(|l| l.strip_prefix("Your private push topic is "))
+            .unwrap_or_else(|| panic!("no topic shown: {}", out.describe()))
+            .trim()
+            .to_string();
+        assert!(topic.starts_with("mfa-") && topic.len() == 26, "{topic}");
+        assert_eq!(self.phone.notifications()[0]["topic"], topic.as_str());
     }
 
     /// `mfa add phone NUMBER` as the user: `first` answers the fresh-factor questions, then

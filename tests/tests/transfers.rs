@@ -97,15 +97,17 @@ impl PushHost {
     }
 
     /// `mfa add push` as the user, answering `input` (a fresh second factor, when the user
-    /// already has one, then Enter at the test push); the phone approves the test push.
+    /// already has one, then Enter at the test push) and Enter once subscribed to the
+    /// generated topic; the phone approves the test push.
     fn add_push(&self, input: &str) {
         let out = self
             .env
             .cli
             .as_user(
                 self.env.user().unwrap(),
-                &["add", "push", "e2e-pixel8", "--name", "Pixel 8"],
-                input,
+                &["add", "push", "--name", "Pixel 8"],
+                // One more Enter: subscribed to the topic mfad generated.
+                &format!("{input}\n"),
             )
             .unwrap();
         assert_eq!(out.status, Some(0), "{}", out.describe());

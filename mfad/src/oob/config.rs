@@ -59,6 +59,10 @@ pub struct ApprovalConfig {
     /// Verified push: the login prompt shows a two-digit number that the user must type on
     /// the approval page; a wrong number denies. Default false.
     pub verified_push: bool,
+    /// Connections one client address (an IPv6 /64) may hold open at once. Default 16;
+    /// 1 to 256. Behind a reverse proxy every connection comes from the proxy: raise it, and
+    /// let the proxy limit each client.
+    pub connections_per_address: u32,
 }
 
 impl Default for ApprovalConfig {
@@ -70,6 +74,7 @@ impl Default for ApprovalConfig {
             tls_key: None,
             token_ttl: 60,
             verified_push: false,
+            connections_per_address: 16,
         }
     }
 }
@@ -95,10 +100,17 @@ pub struct PushConfig {
     /// `https://` unless the host is loopback.
     pub url: String,
     /// Optional bearer token sent as `Authorization: Bearer …` (an ntfy access token). Never
-    /// logged.
+    /// logged. A config holding it must be private (mode 0600); or use `token_file`.
     pub token: Option<Secret>,
+    /// A private file (root's, mode 0600) holding the token instead.
+    pub token_file: Option<PathBuf>,
     /// Seconds to wait for the notifier, connection included. Default 10; 1 to 60.
     pub timeout: u64,
+    /// ntfy only: accept a topic the user picks (`mfa add push --name N TOPIC`). Off by
+    /// default: mfad then generates every topic (128 random bits), because on a server
+    /// without read access control anyone who guesses a topic can approve its logins. Turn
+    /// it on only when the ntfy server enforces per-user access to topics.
+    pub allow_chosen_topics: bool,
 }
 
 impl Default for PushConfig {
@@ -107,7 +119,9 @@ impl Default for PushConfig {
             notifier: NotifierKind::Ntfy,
             url: String::new(),
             token: None,
+            token_file: None,
             timeout: 10,
+            allow_chosen_topics: false,
         }
     }
 }
@@ -118,7 +132,9 @@ impl fmt::Debug for PushConfig {
             .field("notifier", &self.notifier)
             .field("url", &self.url)
             .field("token", &self.token)
+            .field("token_file", &self.token_file)
             .field("timeout", &self.timeout)
+            .field("allow_chosen_topics", &self.allow_chosen_topics)
             .finish()
     }
 }
@@ -132,12 +148,18 @@ pub struct TwilioConfig {
     /// The account SID (`AC…`), used as the basic-auth user and in the API paths. Required.
     pub account_sid: String,
     /// The account's auth token: the basic-auth password, and the key that signs the
-    /// provider's callbacks. Required. Never logged.
+    /// provider's callbacks. Required, here or in `auth_token_file`. Never logged. A config
+    /// holding it must be private (mode 0600).
     pub auth_token: Secret,
+    /// A private file (root's, mode 0600) holding the auth token instead.
+    pub auth_token_file: Option<PathBuf>,
     /// The sending number in E.164 form (`+15551234567`). Required.
     pub from: String,
     /// Seconds to wait for the API, connection included. Default 10; 1 to 60.
     pub timeout: u64,
+    /// Prefixes (`"+1"`, `"+44"`) a phone number must start with to be added, texted or
+    /// called. Empty (the default): any number.
+    pub allowed_country_codes: Vec<String>,
 }
 
 impl Default for TwilioConfig {
@@ -146,8 +168,10 @@ impl Default for TwilioConfig {
             api_base: "https://api.twilio.com".to_string(),
             account_sid: String::new(),
             auth_token: Secret::default(),
+            auth_token_file: None,
             from: String::new(),
             timeout: 10,
+            allowed_country_codes: Vec::new(),
         }
     }
 }
@@ -158,8 +182,10 @@ impl fmt::Debug for TwilioConfig {
             .field("api_base", &self.api_base)
             .field("account_sid", &self.account_sid)
             .field("auth_token", &self.auth_token)
+            .field("auth_token_file", &self.auth_token_file)
             .field("from", &self.from)
             .field("timeout", &self.timeout)
+            .field("allowed_country_codes", &self.allowed_country_codes)
             .finish()
     }
 }
@@ -242,6 +268,13 @@ impl ApprovalConfig {
         // The public URL is what a phone opens; a reverse proxy in front may terminate TLS,
         // so plain http is allowed here (it only makes sense for a test or a private network).
         check_url("approval.public_url", &self.public_url, true)?;
+        if !(1..=256).contains(&self.connections_per_address) {
+            return Err(invalid(
+                "approval.connections_per_address",
+                self.connections_per_address,
+                "must be 1 to 256",
+            ));
+        }
         if !(10..=600).contains(&self.token_ttl) {
             return Err(invalid(
                 "approval.token_ttl",
@@ -310,7 +343,67 @@ impl PushConfig {
     }
 }
 
+/// Fills `secret` from `file` (read after the private-file check), refusing both at once.
+fn resolve_secret(
+    secret: &mut Option<Secret>,
+    file: Option<&std::path::Path>,
+    key: &'static str,
+    file_key: &'static str,
+) -> Result<(), OobConfigError> {
+    let Some(file) = file else {
+        return Ok(());
+    };
+    if secret.as_ref().is_some_and(|s| !s.is_empty()) {
+        return Err(OobConfigError {
+            key: file_key,
+            value: format!("\"{}\"", file.display()),
+            why: format!("set {key} or {file_key}, not both"),
+        });
+    }
+    let value = crate::secret_file::read_secret(file, file_key).map_err(|why| OobConfigError {
+        key: file_key,
+        value: format!("\"{}\"", file.display()),
+        why,
+    })?;
+    *secret = Some(Secret(value));
+    Ok(())
+}
+
+impl PushConfig {
+    /// Reads `token_file` into `token`.
+    pub fn resolve_files(&mut self) -> Result<(), OobConfigError> {
+        resolve_secret(
+            &mut self.token,
+            self.token_file.as_deref(),
+            "push.token",
+            "push.token_file",
+        )
+    }
+}
+
 impl TwilioConfig {
+    /// Reads `auth_token_file` into `auth_token`.
+    pub fn resolve_files(&mut self) -> Result<(), OobConfigError> {
+        let mut token = Some(std::mem::take(&mut self.auth_token));
+        let result = resolve_secret(
+            &mut token,
+            self.auth_token_file.as_deref(),
+            "twilio.auth_token",
+            "twilio.auth_token_file",
+        );
+        self.auth_token = token.unwrap_or_default();
+        result
+    }
+
+    /// Whether `number` (E.164) may be texted or called under `allowed_country_codes`.
+    pub fn number_allowed(&self, number: &str) -> bool {
+        self.allowed_country_codes.is_empty()
+            || self
+                .allowed_country_codes
+                .iter()
+                .any(|p| number.starts_with(p.as_str()))
+    }
+
     pub fn validate(&self) -> Result<(), OobConfigError> {
         check_url("twilio.api_base", &self.api_base, false)?;
         // The SID goes into the request path, so it may hold only what a SID is made of.
@@ -328,7 +421,21 @@ impl TwilioConfig {
             ));
         }
         if self.auth_token.is_empty() {
-            return Err(invalid("twilio.auth_token", "", "must be set"));
+            return Err(invalid(
+                "twilio.auth_token",
+                "",
+                "must be set (or twilio.auth_token_file)",
+            ));
+        }
+        for prefix in &self.allowed_country_codes {
+            let digits = prefix.strip_prefix('+').unwrap_or("");
+            if !(1..=6).contains(&digits.len()) || !digits.bytes().all(|b| b.is_ascii_digit()) {
+                return Err(invalid(
+                    "twilio.allowed_country_codes",
+                    prefix,
+                    "each must be + and 1 to 6 digits, like \"+1\" or \"+44\"",
+                ));
+            }
         }
         if let Err(e) = crate::oob::phone::check_phone(&self.from) {
             return Err(invalid("twilio.from", &self.from, e.to_string()));

@@ -36,6 +36,9 @@ use tracing::{info, warn};
 /// Connections served at once; past that new ones are closed at once rather than queued, so
 /// a flood cannot hold memory.
 const MAX_CONNECTIONS: usize = 256;
+/// A connection that sends nothing at all within this is closed: a phone or the voice
+/// provider sends its request at once; a flood of idle sockets does not.
+pub const FIRST_BYTE_TIMEOUT: Duration = Duration::from_secs(5);
 /// A TLS handshake must finish within this.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// A request's headers must arrive within this (slow-header clients are cut off).
@@ -103,11 +106,7 @@ pub fn escape(s: &str) -> String {
 /// and direction overrides dropped (they could make an address read as another), then
 /// escaped.
 fn shown(s: &str) -> String {
-    let visible: String = s
-        .chars()
-        .filter(|c| !matches!(c, '\u{200e}' | '\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}'))
-        .collect();
-    escape(&clean(&visible))
+    escape(&crate::oob::notify::visible(s))
 }
 
 struct App {
@@ -497,6 +496,62 @@ pub struct ApprovalEndpoint {
     tls: Option<TlsAcceptor>,
     router: Router,
     local_addr: SocketAddr,
+    per_address: usize,
+}
+
+/// The address a per-address cap counts: an IPv4 address, or an IPv6 /64 (one subscriber
+/// usually holds a whole /64, so counting single IPv6 addresses would cap nothing).
+fn client_key(addr: std::net::IpAddr) -> std::net::IpAddr {
+    match addr {
+        std::net::IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => std::net::IpAddr::V4(v4),
+            None => {
+                let s = v6.segments();
+                std::net::IpAddr::V6(std::net::Ipv6Addr::new(s[0], s[1], s[2], s[3], 0, 0, 0, 0))
+            }
+        },
+        v4 => v4,
+    }
+}
+
+type OpenCounts = Arc<std::sync::Mutex<std::collections::HashMap<std::net::IpAddr, usize>>>;
+
+/// One connection counted against its address; uncounted when dropped.
+struct AddressSlot {
+    counts: OpenCounts,
+    key: std::net::IpAddr,
+}
+
+impl AddressSlot {
+    fn take(counts: &OpenCounts, key: std::net::IpAddr, cap: usize) -> Option<AddressSlot> {
+        let mut map = counts
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let n = map.entry(key).or_insert(0);
+        if *n >= cap {
+            return None;
+        }
+        *n += 1;
+        Some(AddressSlot {
+            counts: Arc::clone(counts),
+            key,
+        })
+    }
+}
+
+impl Drop for AddressSlot {
+    fn drop(&mut self) {
+        let mut map = self
+            .counts
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(n) = map.get_mut(&self.key) {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                map.remove(&self.key);
+            }
+        }
+    }
 }
 
 impl ApprovalEndpoint {
@@ -537,6 +592,7 @@ impl ApprovalEndpoint {
             tls,
             router: router(app),
             local_addr,
+            per_address: cfg.connections_per_address as usize,
         })
     }
 
@@ -553,6 +609,7 @@ impl ApprovalEndpoint {
     /// within [`CONNECTION_LIFETIME`].
     pub async fn serve(self, shutdown: impl Future<Output = ()>) {
         let limit = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+        let open: OpenCounts = Arc::default();
         info!(
             "approval endpoint listening on {} ({})",
             self.local_addr,
@@ -567,13 +624,19 @@ impl ApprovalEndpoint {
             tokio::select! {
                 _ = &mut shutdown => return,
                 accepted = self.listener.accept() => {
-                    let stream = match accepted {
-                        Ok((stream, _)) => stream,
+                    let (stream, peer) = match accepted {
+                        Ok(accepted) => accepted,
                         Err(e) => {
                             warn!("approval endpoint: accept failed: {e}");
                             tokio::time::sleep(Duration::from_millis(50)).await;
                             continue;
                         }
+                    };
+                    // One address may not take the whole endpoint: past its cap its new
+                    // connections are closed at once, and everyone else is still served.
+                    let Some(slot) = AddressSlot::take(&open, client_key(peer.ip()), self.per_address)
+                    else {
+                        continue;
                     };
                     let Ok(permit) = Arc::clone(&limit).try_acquire_owned() else {
                         // Full: shed the newcomer instead of queueing it.
@@ -588,6 +651,7 @@ impl ApprovalEndpoint {
                         )
                         .await;
                         drop(permit);
+                        drop(slot);
                     });
                 }
             }
@@ -596,6 +660,11 @@ impl ApprovalEndpoint {
 }
 
 async fn serve_connection(stream: TcpStream, tls: Option<TlsAcceptor>, router: Router) {
+    // Nothing (not even a TLS hello) within the first-byte timeout: not a client worth a slot.
+    match tokio::time::timeout(FIRST_BYTE_TIMEOUT, stream.peek(&mut [0u8; 1])).await {
+        Ok(Ok(n)) if n > 0 => {}
+        _ => return,
+    }
     let service = TowerToHyperService::new(router);
     let mut http = hyper::server::conn::http1::Builder::new();
     http.timer(TokioTimer::new())

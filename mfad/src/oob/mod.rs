@@ -6,6 +6,7 @@
 pub mod approvals;
 pub mod config;
 pub mod http;
+pub mod limits;
 pub mod notify;
 pub mod phone;
 pub mod twilio;

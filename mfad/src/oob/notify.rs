@@ -124,6 +124,20 @@ pub struct PushMessage {
     pub adding_device: bool,
 }
 
+/// Client-supplied text (a user name, a remote host) made safe to show a person: cut to a
+/// length, control characters shown as escapes, and direction overrides and isolates
+/// dropped (U+202E could make one address read as another). The approval page, pushes and
+/// webhooks all show it this way.
+pub fn visible(s: &str) -> String {
+    let kept: String = s
+        .chars()
+        .filter(|c| {
+            !matches!(c, '\u{200e}' | '\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}')
+        })
+        .collect();
+    crate::text::clean(&kept)
+}
+
 /// An ntfy topic as ntfy accepts it: 1 to 64 of letters, digits, `-` and `_`. Checked at
 /// enrolment and again before each push, since the topic goes into the request.
 pub fn is_ntfy_topic(s: &str) -> bool {
@@ -215,6 +229,7 @@ impl Notifier {
     /// push id enrolled for the device (passed through as `target`).
     pub async fn push(&self, target: &str, msg: &PushMessage) -> Result<(), ProviderError> {
         let provider = self.provider();
+        let (user, host, rhost) = (visible(&msg.user), visible(&msg.host), visible(&msg.rhost));
         let request = match self.kind {
             NotifierKind::Ntfy => {
                 if !is_ntfy_topic(target) {
@@ -222,14 +237,15 @@ impl Notifier {
                 }
                 let mut message = if msg.adding_device {
                     format!(
-                        "{} is adding this phone as a two-factor device on {} at {}. Open to \
-                         approve or deny.",
-                        msg.user, msg.host, msg.time_text
+                        "{user} is adding this phone as a two-factor device on {host} at {}. \
+                         Open to approve or deny.",
+                        msg.time_text
                     )
                 } else {
                     format!(
-                        "{} is logging in to {} from {} at {}. Open to approve or deny.",
-                        msg.user, msg.host, msg.rhost, msg.time_text
+                        "{user} is logging in to {host} from {rhost} at {}. Open to approve or \
+                         deny.",
+                        msg.time_text
                     )
                 };
                 if msg.number_required {
@@ -237,7 +253,7 @@ impl Notifier {
                 }
                 let body = NtfyPublish {
                     topic: target,
-                    title: format!("Login request: {} on {}", msg.user, msg.host),
+                    title: format!("Login request: {user} on {host}"),
                     message,
                     // 4 = "high": the phone should ring through, a login is waiting.
                     priority: 4,
@@ -256,9 +272,9 @@ impl Notifier {
                 let body = WebhookBody {
                     event: "mfa.login_request",
                     target,
-                    user: &msg.user,
-                    host: &msg.host,
-                    rhost: &msg.rhost,
+                    user: &user,
+                    host: &host,
+                    rhost: &rhost,
                     time: &msg.time_text,
                     approve_url: &msg.approve_url,
                     number_required: msg.number_required,
