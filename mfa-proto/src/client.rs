@@ -3,14 +3,24 @@
 //! Every connect, read and write carries a timeout, so a stuck or dead daemon costs the
 //! caller at most that long. [`run_conversation`] is the whole relay loop: the daemon
 //! drives, the [`Conversation`] shows text and asks the user.
+//!
+//! The errors say which side of one line they fall on: before mfad has spoken (nothing
+//! listens, the listener is not root, the first message never came or is unreadable or
+//! says "unavailable"), a caller may apply its fail mode; once mfad has spoken
+//! ([`ClientError::Interrupted`]), a broken conversation is always a refusal, or waiting
+//! at a prompt would be a way round the second factor.
 
 use crate::frame::{self, FrameError};
 use crate::{ClientMsg, MAX_ANSWER, Operation, Outcome, PROTOCOL_VERSION, ServerMsg};
 use socket2::{Domain, SockAddr, Socket, Type};
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use zeroize::Zeroizing;
+
+/// However many keep-alives come, a client waits at most this long for a real message: the
+/// longest wait mfad can configure (a push's `token_ttl`, 600 s) with room to spare.
+pub const MAX_WAIT: Duration = Duration::from_secs(900);
 
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
@@ -29,6 +39,20 @@ pub enum ClientError {
     Unavailable(String),
     #[error("i/o error talking to mfad: {0}")]
     Io(std::io::Error),
+    /// Whatever listens on the socket is not root, so it is not mfad: nothing was sent to it.
+    #[error("the process serving {path} runs as uid {uid}, not root; it is not mfad")]
+    NotRoot { path: PathBuf, uid: u32 },
+    /// mfad had started the conversation when it broke. Never a reason for a fail mode.
+    #[error("the conversation with mfad broke off: {0}")]
+    Interrupted(Box<ClientError>),
+}
+
+impl ClientError {
+    /// Whether the conversation had started (mfad had sent a message) when this happened.
+    /// Only errors before that may be answered by a fail mode.
+    pub fn mfad_had_spoken(&self) -> bool {
+        matches!(self, ClientError::Interrupted(_))
+    }
 }
 
 impl From<FrameError> for ClientError {
@@ -64,6 +88,17 @@ impl Client {
             .connect_timeout(&addr, connect_timeout)
             .map_err(connect_err)?;
         let stream: UnixStream = socket.into();
+        // Only root may serve mfad's socket: a user's process there (left free by a dead
+        // mfad) must not see a login's context or answers, nor give a verdict.
+        let uid = nix::sys::socket::getsockopt(&stream, nix::sys::socket::sockopt::PeerCredentials)
+            .map_err(|e| connect_err(std::io::Error::from(e)))?
+            .uid();
+        if uid != 0 {
+            return Err(ClientError::NotRoot {
+                path: path.to_path_buf(),
+                uid,
+            });
+        }
         stream
             .set_read_timeout(Some(io_timeout))
             .map_err(ClientError::Io)?;
@@ -104,25 +139,62 @@ fn bound_answer(answer: Zeroizing<String>) -> Zeroizing<String> {
 }
 
 /// Runs one whole conversation: says hello with `op`, then relays until the daemon is done.
+///
+/// Any error after mfad's first real message (not a keep-alive) comes back as
+/// [`ClientError::Interrupted`].
 pub fn run_conversation(
     client: &mut Client,
     op: Operation,
     conv: &mut dyn Conversation,
 ) -> Result<Outcome, ClientError> {
+    let mut spoken = false;
+    relay(client, op, conv, &mut spoken).map_err(|e| {
+        if spoken {
+            ClientError::Interrupted(Box::new(e))
+        } else {
+            e
+        }
+    })
+}
+
+fn relay(
+    client: &mut Client,
+    op: Operation,
+    conv: &mut dyn Conversation,
+    spoken: &mut bool,
+) -> Result<Outcome, ClientError> {
     client.send(&ClientMsg::Hello {
         version: PROTOCOL_VERSION,
         op,
     })?;
+    let mut waiting_since = Instant::now();
     loop {
-        match client.recv()? {
+        let msg = client.recv()?;
+        if matches!(msg, ServerMsg::KeepAlive) {
+            // Resets the read timeout (each read has its own), but not the overall bound.
+            if waiting_since.elapsed() > MAX_WAIT {
+                return Err(ClientError::TimedOut);
+            }
+            continue;
+        }
+        let first = !*spoken;
+        *spoken = true;
+        waiting_since = Instant::now();
+        match msg {
             ServerMsg::Info { text } => conv.info(&text),
             ServerMsg::Error { text } => conv.error(&text),
             ServerMsg::Prompt { text, echo } => {
                 let answer = conv.prompt(&text, echo).map(bound_answer);
                 client.send(&ClientMsg::Answer { text: answer })?;
+                waiting_since = Instant::now();
             }
             ServerMsg::Done { outcome } => return Ok(outcome),
-            ServerMsg::Unavailable { reason } => return Err(ClientError::Unavailable(reason)),
+            ServerMsg::Unavailable { reason } => {
+                // Only a first message "unavailable" means mfad could not serve at all.
+                *spoken = !first;
+                return Err(ClientError::Unavailable(reason));
+            }
+            ServerMsg::KeepAlive => {}
         }
     }
 }
