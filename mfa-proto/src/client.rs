@@ -202,6 +202,140 @@ fn relay(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::frame::write_frame;
+    use std::io::Write;
+
+    /// Shows nothing, answers every prompt with "123456".
+    struct Quiet;
+    impl Conversation for Quiet {
+        fn info(&mut self, _: &str) {}
+        fn error(&mut self, _: &str) {}
+        fn prompt(&mut self, _: &str, _: bool) -> Option<Zeroizing<String>> {
+            Some(Zeroizing::new("123456".into()))
+        }
+    }
+
+    /// Runs a conversation against a peer that reads the hello, then plays `script`.
+    fn converse(
+        read_timeout: Duration,
+        script: impl FnOnce(&mut UnixStream) + Send + 'static,
+    ) -> Result<Outcome, ClientError> {
+        let (mine, mut theirs) = UnixStream::pair().unwrap();
+        mine.set_read_timeout(Some(read_timeout)).unwrap();
+        let peer = std::thread::spawn(move || {
+            let _: ClientMsg = frame::read_frame(&mut theirs).unwrap();
+            script(&mut theirs);
+            // Held until the client is done with it.
+            let _ = frame::read_frame::<_, ClientMsg>(&mut theirs);
+        });
+        let mut client = Client { stream: mine };
+        let result = run_conversation(&mut client, Operation::ListDevices, &mut Quiet);
+        drop(client);
+        peer.join().unwrap();
+        result
+    }
+
+    fn send(s: &mut UnixStream, msg: ServerMsg) {
+        write_frame(s, &msg).unwrap();
+    }
+
+    fn info() -> ServerMsg {
+        ServerMsg::Info {
+            text: "Two-factor login for alice".into(),
+        }
+    }
+
+    fn close(s: &mut UnixStream) {
+        s.shutdown(std::net::Shutdown::Both).unwrap();
+    }
+
+    #[test]
+    fn before_mfads_first_message_a_break_leaves_the_fail_mode_to_the_caller() {
+        let short = Duration::from_millis(300);
+        let cases: Vec<(&str, Result<Outcome, ClientError>)> = vec![
+            ("close at once", converse(short, close)),
+            ("garbage", converse(short, |s| s.write_all(b"HTTP/1.1 400").unwrap())),
+            ("silence", converse(short, |_| std::thread::sleep(Duration::from_millis(600)))),
+            (
+                "unavailable first",
+                converse(short, |s| {
+                    send(s, ServerMsg::Unavailable { reason: "db".into() })
+                }),
+            ),
+            (
+                "keep-alives, then a close",
+                converse(short, |s| {
+                    send(s, ServerMsg::KeepAlive);
+                    close(s)
+                }),
+            ),
+        ];
+        for (what, result) in cases {
+            let e = result.expect_err(what);
+            assert!(!e.mfad_had_spoken(), "{what}: {e}");
+        }
+    }
+
+    #[test]
+    fn after_mfads_first_message_any_break_is_an_interruption() {
+        let short = Duration::from_millis(300);
+        let cases: Vec<(&str, Result<Outcome, ClientError>)> = vec![
+            (
+                "close after info",
+                converse(short, |s| {
+                    send(s, info());
+                    close(s)
+                }),
+            ),
+            (
+                "close after a prompt",
+                converse(short, |s| {
+                    send(s, ServerMsg::Prompt { text: "Passcode: ".into(), echo: false });
+                    let _ = frame::read_frame::<_, ClientMsg>(s);
+                    close(s)
+                }),
+            ),
+            (
+                "silence after info",
+                converse(short, |s| {
+                    send(s, info());
+                    std::thread::sleep(Duration::from_millis(600))
+                }),
+            ),
+            (
+                "garbage after info",
+                converse(short, |s| {
+                    send(s, info());
+                    s.write_all(&[0, 0, 0, 3, b'x', b'y', b'z']).unwrap()
+                }),
+            ),
+            (
+                "unavailable after info",
+                converse(short, |s| {
+                    send(s, info());
+                    send(s, ServerMsg::Unavailable { reason: "db".into() })
+                }),
+            ),
+        ];
+        for (what, result) in cases {
+            let e = result.expect_err(what);
+            assert!(e.mfad_had_spoken(), "{what}: {e}");
+            assert!(matches!(e, ClientError::Interrupted(_)), "{what}: {e:?}");
+        }
+    }
+
+    #[test]
+    fn keep_alives_keep_a_slow_conversation_within_the_read_timeout() {
+        let result = converse(Duration::from_millis(400), |s| {
+            send(s, info());
+            for _ in 0..6 {
+                std::thread::sleep(Duration::from_millis(200));
+                send(s, ServerMsg::KeepAlive);
+            }
+            send(s, ServerMsg::Done { outcome: Outcome::Allow });
+        });
+        assert_eq!(result.unwrap(), Outcome::Allow);
+    }
 
     #[test]
     fn long_answers_are_cut_just_past_the_limit() {
