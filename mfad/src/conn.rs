@@ -45,6 +45,9 @@ pub struct Timeouts {
     pub hello: Duration,
     /// For each answer to a prompt.
     pub answer: Duration,
+    /// How often to send a keep-alive while mfad is the one who is slow
+    /// ([`KEEPALIVE_INTERVAL`] but in tests).
+    pub keepalive: Duration,
 }
 
 /// What the keep-alive task needs to know about the conversation.
@@ -126,16 +129,15 @@ impl Conn {
         }
         let writer = Arc::clone(&self.writer);
         let activity = Arc::clone(&self.activity);
+        let every = self.timeouts.keepalive;
         self.keepalive = Some(tokio::spawn(async move {
             let Ok(bytes) = frame::encode(&ServerMsg::KeepAlive) else {
                 return;
             };
-            let tick = KEEPALIVE_INTERVAL / 5;
+            let tick = every / 5;
             loop {
                 tokio::time::sleep(tick).await;
-                if activity.reading.load(Ordering::SeqCst)
-                    || activity.quiet_for() < KEEPALIVE_INTERVAL
-                {
+                if activity.reading.load(Ordering::SeqCst) || activity.quiet_for() < every {
                     continue;
                 }
                 let mut w = writer.lock().await;
@@ -283,5 +285,94 @@ impl Conn {
                 Err(ConnError::Protocol("a second hello instead of an answer"))
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use mfa_proto::frame::{read_frame, write_frame};
+
+    const EVERY: Duration = Duration::from_millis(200);
+
+    fn pair() -> (Conn, std::os::unix::net::UnixStream) {
+        let (ours, theirs) = std::os::unix::net::UnixStream::pair().unwrap();
+        ours.set_nonblocking(true).unwrap();
+        theirs
+            .set_read_timeout(Some(Duration::from_secs(5)))
+            .unwrap();
+        let timeouts = Timeouts {
+            hello: IO_TIMEOUT,
+            answer: Duration::from_secs(5),
+            keepalive: EVERY,
+        };
+        let conn = Conn::new(UnixStream::from_std(ours).unwrap(), 0, timeouts);
+        (conn, theirs)
+    }
+
+    /// Every frame the client has been sent so far.
+    fn received(client: &mut std::os::unix::net::UnixStream) -> Vec<ServerMsg> {
+        client.set_nonblocking(true).unwrap();
+        let mut got = Vec::new();
+        while let Ok(msg) = read_frame::<_, ServerMsg>(client) {
+            got.push(msg);
+        }
+        client.set_nonblocking(false).unwrap();
+        got
+    }
+
+    #[tokio::test]
+    async fn keep_alives_flow_while_mfad_waits_but_not_while_the_user_is_asked() {
+        let (mut conn, mut client) = pair();
+        conn.start_keepalive();
+        conn.info("Pushed a login request to your device...")
+            .await
+            .unwrap();
+        // mfad waits (a push pending): about one keep-alive per interval.
+        tokio::time::sleep(EVERY * 5).await;
+        let got = received(&mut client);
+        let alive = got.iter().filter(|m| **m == ServerMsg::KeepAlive).count();
+        assert_eq!(got[0], ServerMsg::Info { text: "Pushed a login request to your device...".into() });
+        assert!((3..=6).contains(&alive), "{got:?}");
+
+        // The user is at the prompt: nothing is sent while mfad waits for the answer.
+        conn.send(&ServerMsg::Prompt { text: "Passcode: ".into(), echo: false })
+            .await
+            .unwrap();
+        let typist = std::thread::spawn(move || {
+            std::thread::sleep(EVERY * 5);
+            write_frame(&mut client, &mfa_proto::ClientMsg::Answer { text: None }).unwrap();
+            client
+        });
+        assert_eq!(conn.answer().await.unwrap(), None);
+        let mut client = typist.join().unwrap();
+        assert_eq!(
+            received(&mut client),
+            vec![ServerMsg::Prompt { text: "Passcode: ".into(), echo: false }]
+        );
+        assert!(conn.has_spoken());
+    }
+
+    #[tokio::test]
+    async fn unavailable_after_anything_was_said_is_a_refusal() {
+        let (mut conn, mut client) = pair();
+        conn.unavailable("database is locked").await.unwrap();
+        assert_eq!(
+            received(&mut client),
+            vec![ServerMsg::Unavailable { reason: "database is locked".into() }]
+        );
+        let (mut conn, mut client) = pair();
+        conn.info("Two-factor login for alice").await.unwrap();
+        conn.unavailable("Duo could not be reached").await.unwrap();
+        let got = received(&mut client);
+        assert_eq!(
+            got[1..],
+            [
+                ServerMsg::Error {
+                    text: "Two-factor authentication is unavailable right now (Duo could not be reached); login refused.".into()
+                },
+                ServerMsg::Done { outcome: Outcome::Deny }
+            ]
+        );
     }
 }

@@ -249,6 +249,7 @@ pub async fn serve(
                 let timeouts = Timeouts {
                     hello: if uid == 0 { conn::IO_TIMEOUT } else { USER_HELLO_TIMEOUT },
                     answer: daemon.answer_timeout(),
+                    keepalive: conn::KEEPALIVE_INTERVAL,
                 };
                 let daemon = Arc::clone(&daemon);
                 tokio::spawn(async move {
