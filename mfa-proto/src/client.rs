@@ -168,8 +168,18 @@ fn relay(
         op,
     })?;
     let mut waiting_since = Instant::now();
+    // An answer mfad could no longer take (it gave up on the prompt and closed): its last
+    // words may still wait in the socket, so read them before reporting the failed write.
+    let mut unsent: Option<ClientError> = None;
     loop {
-        let msg = client.recv()?;
+        let msg = match (client.recv(), unsent.take()) {
+            (Ok(msg), unsent_error) => {
+                unsent = unsent_error;
+                msg
+            }
+            (Err(_), Some(unsent_error)) => return Err(unsent_error),
+            (Err(e), None) => return Err(e),
+        };
         if matches!(msg, ServerMsg::KeepAlive) {
             // Resets the read timeout (each read has its own), but not the overall bound.
             if waiting_since.elapsed() > MAX_WAIT {
@@ -185,7 +195,9 @@ fn relay(
             ServerMsg::Error { text } => conv.error(&text),
             ServerMsg::Prompt { text, echo } => {
                 let answer = conv.prompt(&text, echo).map(bound_answer);
-                client.send(&ClientMsg::Answer { text: answer })?;
+                if let Err(e) = client.send(&ClientMsg::Answer { text: answer }) {
+                    unsent = Some(e);
+                }
                 waiting_since = Instant::now();
             }
             ServerMsg::Done { outcome } => return Ok(outcome),
@@ -322,6 +334,38 @@ mod tests {
             assert!(e.mfad_had_spoken(), "{what}: {e}");
             assert!(matches!(e, ClientError::Interrupted(_)), "{what}: {e:?}");
         }
+    }
+
+    /// Answers after mfad has given up on the prompt and closed.
+    struct Late(Vec<String>);
+    impl Conversation for Late {
+        fn info(&mut self, _: &str) {}
+        fn error(&mut self, text: &str) {
+            self.0.push(text.to_string());
+        }
+        fn prompt(&mut self, _: &str, _: bool) -> Option<Zeroizing<String>> {
+            std::thread::sleep(Duration::from_millis(300));
+            Some(Zeroizing::new("123456".into()))
+        }
+    }
+
+    #[test]
+    fn a_late_answer_still_gets_mfads_refusal() {
+        let (mine, mut theirs) = UnixStream::pair().unwrap();
+        mine.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+        let peer = std::thread::spawn(move || {
+            let _: ClientMsg = frame::read_frame(&mut theirs).unwrap();
+            send(&mut theirs, ServerMsg::Prompt { text: "Passcode: ".into(), echo: false });
+            send(&mut theirs, ServerMsg::Error { text: "No answer within 5 seconds; login refused.".into() });
+            send(&mut theirs, ServerMsg::Done { outcome: Outcome::Deny });
+            drop(theirs);
+        });
+        let mut client = Client { stream: mine };
+        let mut late = Late(Vec::new());
+        let result = run_conversation(&mut client, Operation::ListDevices, &mut late);
+        peer.join().unwrap();
+        assert_eq!(result.unwrap(), Outcome::Deny);
+        assert_eq!(late.0, vec!["No answer within 5 seconds; login refused."]);
     }
 
     #[test]
