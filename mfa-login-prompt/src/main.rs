@@ -37,7 +37,8 @@ struct Args {
     /// What to do when mfad cannot be reached or answers nonsense.
     #[arg(long, value_enum, default_value_t = FailMode::Secure)]
     failmode: FailMode,
-    /// Seconds to wait for each message from mfad (covers a push or call wait).
+    /// Seconds to wait for each message from mfad; keep it above 5, as mfad sends a
+    /// keep-alive every 5 s while a push or call is pending.
     #[arg(long, default_value_t = 75)]
     timeout: u64,
     /// The program run for `Subsystem sftp internal-sftp` setups, where sshd hands the

@@ -266,12 +266,23 @@ mod tests {
         let short = Duration::from_millis(300);
         let cases: Vec<(&str, Result<Outcome, ClientError>)> = vec![
             ("close at once", converse(short, close)),
-            ("garbage", converse(short, |s| s.write_all(b"HTTP/1.1 400").unwrap())),
-            ("silence", converse(short, |_| std::thread::sleep(Duration::from_millis(600)))),
+            (
+                "garbage",
+                converse(short, |s| s.write_all(b"HTTP/1.1 400").unwrap()),
+            ),
+            (
+                "silence",
+                converse(short, |_| std::thread::sleep(Duration::from_millis(600))),
+            ),
             (
                 "unavailable first",
                 converse(short, |s| {
-                    send(s, ServerMsg::Unavailable { reason: "db".into() })
+                    send(
+                        s,
+                        ServerMsg::Unavailable {
+                            reason: "db".into(),
+                        },
+                    )
                 }),
             ),
             (
@@ -302,7 +313,13 @@ mod tests {
             (
                 "close after a prompt",
                 converse(short, |s| {
-                    send(s, ServerMsg::Prompt { text: "Passcode: ".into(), echo: false });
+                    send(
+                        s,
+                        ServerMsg::Prompt {
+                            text: "Passcode: ".into(),
+                            echo: false,
+                        },
+                    );
                     let _ = frame::read_frame::<_, ClientMsg>(s);
                     close(s)
                 }),
@@ -325,7 +342,12 @@ mod tests {
                 "unavailable after info",
                 converse(short, |s| {
                     send(s, info());
-                    send(s, ServerMsg::Unavailable { reason: "db".into() })
+                    send(
+                        s,
+                        ServerMsg::Unavailable {
+                            reason: "db".into(),
+                        },
+                    )
                 }),
             ),
         ];
@@ -355,9 +377,25 @@ mod tests {
         mine.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
         let peer = std::thread::spawn(move || {
             let _: ClientMsg = frame::read_frame(&mut theirs).unwrap();
-            send(&mut theirs, ServerMsg::Prompt { text: "Passcode: ".into(), echo: false });
-            send(&mut theirs, ServerMsg::Error { text: "No answer within 5 seconds; login refused.".into() });
-            send(&mut theirs, ServerMsg::Done { outcome: Outcome::Deny });
+            send(
+                &mut theirs,
+                ServerMsg::Prompt {
+                    text: "Passcode: ".into(),
+                    echo: false,
+                },
+            );
+            send(
+                &mut theirs,
+                ServerMsg::Error {
+                    text: "No answer within 5 seconds; login refused.".into(),
+                },
+            );
+            send(
+                &mut theirs,
+                ServerMsg::Done {
+                    outcome: Outcome::Deny,
+                },
+            );
             drop(theirs);
         });
         let mut client = Client { stream: mine };
@@ -376,7 +414,12 @@ mod tests {
                 std::thread::sleep(Duration::from_millis(200));
                 send(s, ServerMsg::KeepAlive);
             }
-            send(s, ServerMsg::Done { outcome: Outcome::Allow });
+            send(
+                s,
+                ServerMsg::Done {
+                    outcome: Outcome::Allow,
+                },
+            );
         });
         assert_eq!(result.unwrap(), Outcome::Allow);
     }

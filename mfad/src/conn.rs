@@ -332,13 +332,21 @@ mod tests {
         tokio::time::sleep(EVERY * 5).await;
         let got = received(&mut client);
         let alive = got.iter().filter(|m| **m == ServerMsg::KeepAlive).count();
-        assert_eq!(got[0], ServerMsg::Info { text: "Pushed a login request to your device...".into() });
+        assert_eq!(
+            got[0],
+            ServerMsg::Info {
+                text: "Pushed a login request to your device...".into()
+            }
+        );
         assert!((3..=6).contains(&alive), "{got:?}");
 
         // The user is at the prompt: nothing is sent while mfad waits for the answer.
-        conn.send(&ServerMsg::Prompt { text: "Passcode: ".into(), echo: false })
-            .await
-            .unwrap();
+        conn.send(&ServerMsg::Prompt {
+            text: "Passcode: ".into(),
+            echo: false,
+        })
+        .await
+        .unwrap();
         let typist = std::thread::spawn(move || {
             std::thread::sleep(EVERY * 5);
             write_frame(&mut client, &mfa_proto::ClientMsg::Answer { text: None }).unwrap();
@@ -348,7 +356,10 @@ mod tests {
         let mut client = typist.join().unwrap();
         assert_eq!(
             received(&mut client),
-            vec![ServerMsg::Prompt { text: "Passcode: ".into(), echo: false }]
+            vec![ServerMsg::Prompt {
+                text: "Passcode: ".into(),
+                echo: false
+            }]
         );
         assert!(conn.has_spoken());
     }
@@ -359,7 +370,9 @@ mod tests {
         conn.unavailable("database is locked").await.unwrap();
         assert_eq!(
             received(&mut client),
-            vec![ServerMsg::Unavailable { reason: "database is locked".into() }]
+            vec![ServerMsg::Unavailable {
+                reason: "database is locked".into()
+            }]
         );
         let (mut conn, mut client) = pair();
         conn.info("Two-factor login for alice").await.unwrap();

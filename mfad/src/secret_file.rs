@@ -61,7 +61,10 @@ mod tests {
         std::fs::write(&path, "s3cret\n").unwrap();
         std::fs::set_permissions(&path, Permissions::from_mode(0o644)).unwrap();
         let err = read_secret(&path, "twilio.auth_token_file").unwrap_err();
-        assert!(err.contains("twilio.auth_token_file") && err.contains("chmod 600"), "{err}");
+        assert!(
+            err.contains("twilio.auth_token_file") && err.contains("chmod 600"),
+            "{err}"
+        );
         std::fs::set_permissions(&path, Permissions::from_mode(0o640)).unwrap();
         assert!(read_secret(&path, "x").is_err());
         std::fs::set_permissions(&path, Permissions::from_mode(0o600)).unwrap();

@@ -131,7 +131,13 @@ impl Limits {
             Some(r) => std::mem::take(&mut r.unlogged),
             None => 0,
         };
-        reports.insert(uid, Report { at: now, unlogged: 0 });
+        reports.insert(
+            uid,
+            Report {
+                at: now,
+                unlogged: 0,
+            },
+        );
         let why = match over {
             Over::Root => format!("root already holds {MAX_ROOT} connections"),
             Over::User(n) => format!("uid {uid} already holds {n} connections (the limit)"),

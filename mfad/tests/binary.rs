@@ -316,5 +316,8 @@ fn a_malformed_frame_cannot_forge_a_log_line() {
         !log.lines().any(|l| l.starts_with("FORGED")),
         "a client forged a log line:\n{log}"
     );
-    assert!(!log.contains('\u{1b}'), "a terminal escape reached the log:\n{log}");
+    assert!(
+        !log.contains('\u{1b}'),
+        "a terminal escape reached the log:\n{log}"
+    );
 }

@@ -110,7 +110,10 @@ fn refusals_name_the_key_the_file_and_the_line() {
     let err = Config::parse(&format!("duo_conf = \"{}\"\n", open.display()), toml)
         .unwrap_err()
         .to_string();
-    assert!(err.contains("read or written by its group or others"), "{err}");
+    assert!(
+        err.contains("read or written by its group or others"),
+        "{err}"
+    );
 }
 
 #[test]

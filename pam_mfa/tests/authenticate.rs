@@ -454,7 +454,9 @@ fn once_mfad_has_spoken_a_broken_conversation_is_refused_even_with_failmode_safe
                 app.logs
             );
             assert!(
-                !app.logs.iter().any(|(_, m)| m.contains("without a second factor")),
+                !app.logs
+                    .iter()
+                    .any(|(_, m)| m.contains("without a second factor")),
                 "{mode} {what}: {:?}",
                 app.logs
             );
@@ -600,7 +602,9 @@ fn a_socket_served_by_a_non_root_process_is_not_mfad() {
         let expected = if mode == "failmode=secure" {
             Expect::Error(SECURE_TEXT)
         } else {
-            Expect::Info("Two-factor authentication is unavailable right now; continuing without it.")
+            Expect::Info(
+                "Two-factor authentication is unavailable right now; continuing without it.",
+            )
         };
         let mut app = ScriptedApp::sshd("alice", vec![expected]);
         let code = authenticate(&mut app, &args(&socket, &[mode]));
@@ -609,7 +613,10 @@ fn a_socket_served_by_a_non_root_process_is_not_mfad() {
         app.finish();
         // Treated as an unreachable mfad, loudly, and told nothing: not even the user name.
         assert!(
-            app.logged(LogLevel::Alert, "runs as uid 65534, not root; it is not mfad"),
+            app.logged(
+                LogLevel::Alert,
+                "runs as uid 65534, not root; it is not mfad"
+            ),
             "{mode}: {:?}",
             app.logs
         );

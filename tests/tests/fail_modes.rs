@@ -137,7 +137,12 @@ fn waiting_at_the_prompt_past_mfads_answer_timeout_is_refused_even_with_failmode
     }
     let login = finish(pamtester, started).unwrap();
 
-    assert!(login.refused(), "{}\n{}", login.describe(), env.diagnostics());
+    assert!(
+        login.refused(),
+        "{}\n{}",
+        login.describe(),
+        env.diagnostics()
+    );
     assert!(
         login
             .shown()
@@ -145,9 +150,14 @@ fn waiting_at_the_prompt_past_mfads_answer_timeout_is_refused_even_with_failmode
         "{}",
         login.describe()
     );
-    assert!(!login.shown().contains("continuing without it"), "{}", login.describe());
     assert!(
-        env.mfad_log().contains("outcome=deny reason=\"no answer within 5 s\""),
+        !login.shown().contains("continuing without it"),
+        "{}",
+        login.describe()
+    );
+    assert!(
+        env.mfad_log()
+            .contains("outcome=deny reason=\"no answer within 5 s\""),
         "{}",
         env.diagnostics()
     );
