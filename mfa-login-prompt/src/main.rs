@@ -19,7 +19,9 @@ use zeroize::Zeroizing;
 enum FailMode {
     /// Refuse the session when mfad cannot be asked (default).
     Secure,
-    /// Let the session through when mfad cannot be asked, and say so on stderr.
+    /// Let the session through when mfad cannot be asked (nothing listens, the listener is
+    /// not root, or mfad says nothing), and say so on stderr. Once mfad has spoken, a broken
+    /// conversation is refused in either mode.
     Safe,
 }
 
@@ -35,7 +37,8 @@ struct Args {
     /// What to do when mfad cannot be reached or answers nonsense.
     #[arg(long, value_enum, default_value_t = FailMode::Secure)]
     failmode: FailMode,
-    /// Seconds to wait for each message from mfad (covers a push or call wait).
+    /// Seconds to wait for each message from mfad; keep it above 5, as mfad sends a
+    /// keep-alive every 5 s while a push or call is pending.
     #[arg(long, default_value_t = 75)]
     timeout: u64,
     /// The program run for `Subsystem sftp internal-sftp` setups, where sshd hands the
@@ -125,6 +128,15 @@ fn main() -> ExitCode {
     match result {
         Ok(Outcome::Allow) => {}
         Ok(Outcome::Deny | Outcome::Ignore) => return ExitCode::from(1),
+        // Once mfad has spoken, only its verdict lets anyone in: waiting at the prompt
+        // until mfad gives up must not turn into failmode=safe.
+        Err(e) if e.mfad_had_spoken() => {
+            eprintln!(
+                "Two-factor authentication is unavailable right now: the login was \
+                 interrupted and is refused ({e}). Please try again."
+            );
+            return ExitCode::from(1);
+        }
         Err(e) if args.failmode == FailMode::Safe => {
             eprintln!(
                 "mfa-login-prompt: two-factor service unavailable ({e}); failmode=safe lets you in"

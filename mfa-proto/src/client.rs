@@ -3,14 +3,24 @@
 //! Every connect, read and write carries a timeout, so a stuck or dead daemon costs the
 //! caller at most that long. [`run_conversation`] is the whole relay loop: the daemon
 //! drives, the [`Conversation`] shows text and asks the user.
+//!
+//! The errors say which side of one line they fall on: before mfad has spoken (nothing
+//! listens, the listener is not root, the first message never came or is unreadable or
+//! says "unavailable"), a caller may apply its fail mode; once mfad has spoken
+//! ([`ClientError::Interrupted`]), a broken conversation is always a refusal, or waiting
+//! at a prompt would be a way round the second factor.
 
 use crate::frame::{self, FrameError};
 use crate::{ClientMsg, MAX_ANSWER, Operation, Outcome, PROTOCOL_VERSION, ServerMsg};
 use socket2::{Domain, SockAddr, Socket, Type};
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use zeroize::Zeroizing;
+
+/// However many keep-alives come, a client waits at most this long for a real message: the
+/// longest wait mfad can configure (a push's `token_ttl`, 600 s) with room to spare.
+pub const MAX_WAIT: Duration = Duration::from_secs(900);
 
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
@@ -29,6 +39,20 @@ pub enum ClientError {
     Unavailable(String),
     #[error("i/o error talking to mfad: {0}")]
     Io(std::io::Error),
+    /// Whatever listens on the socket is not root, so it is not mfad: nothing was sent to it.
+    #[error("the process serving {path} runs as uid {uid}, not root; it is not mfad")]
+    NotRoot { path: PathBuf, uid: u32 },
+    /// mfad had started the conversation when it broke. Never a reason for a fail mode.
+    #[error("the conversation with mfad broke off: {0}")]
+    Interrupted(Box<ClientError>),
+}
+
+impl ClientError {
+    /// Whether the conversation had started (mfad had sent a message) when this happened.
+    /// Only errors before that may be answered by a fail mode.
+    pub fn mfad_had_spoken(&self) -> bool {
+        matches!(self, ClientError::Interrupted(_))
+    }
 }
 
 impl From<FrameError> for ClientError {
@@ -64,6 +88,17 @@ impl Client {
             .connect_timeout(&addr, connect_timeout)
             .map_err(connect_err)?;
         let stream: UnixStream = socket.into();
+        // Only root may serve mfad's socket: a user's process there (left free by a dead
+        // mfad) must not see a login's context or answers, nor give a verdict.
+        let uid = nix::sys::socket::getsockopt(&stream, nix::sys::socket::sockopt::PeerCredentials)
+            .map_err(|e| connect_err(std::io::Error::from(e)))?
+            .uid();
+        if uid != 0 {
+            return Err(ClientError::NotRoot {
+                path: path.to_path_buf(),
+                uid,
+            });
+        }
         stream
             .set_read_timeout(Some(io_timeout))
             .map_err(ClientError::Io)?;
@@ -104,25 +139,74 @@ fn bound_answer(answer: Zeroizing<String>) -> Zeroizing<String> {
 }
 
 /// Runs one whole conversation: says hello with `op`, then relays until the daemon is done.
+///
+/// Any error after mfad's first real message (not a keep-alive) comes back as
+/// [`ClientError::Interrupted`].
 pub fn run_conversation(
     client: &mut Client,
     op: Operation,
     conv: &mut dyn Conversation,
 ) -> Result<Outcome, ClientError> {
+    let mut spoken = false;
+    relay(client, op, conv, &mut spoken).map_err(|e| {
+        if spoken {
+            ClientError::Interrupted(Box::new(e))
+        } else {
+            e
+        }
+    })
+}
+
+fn relay(
+    client: &mut Client,
+    op: Operation,
+    conv: &mut dyn Conversation,
+    spoken: &mut bool,
+) -> Result<Outcome, ClientError> {
     client.send(&ClientMsg::Hello {
         version: PROTOCOL_VERSION,
         op,
     })?;
+    let mut waiting_since = Instant::now();
+    // An answer mfad could no longer take (it gave up on the prompt and closed): its last
+    // words may still wait in the socket, so read them before reporting the failed write.
+    let mut unsent: Option<ClientError> = None;
     loop {
-        match client.recv()? {
+        let msg = match (client.recv(), unsent.take()) {
+            (Ok(msg), unsent_error) => {
+                unsent = unsent_error;
+                msg
+            }
+            (Err(_), Some(unsent_error)) => return Err(unsent_error),
+            (Err(e), None) => return Err(e),
+        };
+        if matches!(msg, ServerMsg::KeepAlive) {
+            // Resets the read timeout (each read has its own), but not the overall bound.
+            if waiting_since.elapsed() > MAX_WAIT {
+                return Err(ClientError::TimedOut);
+            }
+            continue;
+        }
+        let first = !*spoken;
+        *spoken = true;
+        waiting_since = Instant::now();
+        match msg {
             ServerMsg::Info { text } => conv.info(&text),
             ServerMsg::Error { text } => conv.error(&text),
             ServerMsg::Prompt { text, echo } => {
                 let answer = conv.prompt(&text, echo).map(bound_answer);
-                client.send(&ClientMsg::Answer { text: answer })?;
+                if let Err(e) = client.send(&ClientMsg::Answer { text: answer }) {
+                    unsent = Some(e);
+                }
+                waiting_since = Instant::now();
             }
             ServerMsg::Done { outcome } => return Ok(outcome),
-            ServerMsg::Unavailable { reason } => return Err(ClientError::Unavailable(reason)),
+            ServerMsg::Unavailable { reason } => {
+                // Only a first message "unavailable" means mfad could not serve at all.
+                *spoken = !first;
+                return Err(ClientError::Unavailable(reason));
+            }
+            ServerMsg::KeepAlive => {}
         }
     }
 }
@@ -130,6 +214,215 @@ pub fn run_conversation(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::frame::write_frame;
+    use std::io::Write;
+
+    /// Shows nothing, answers every prompt with "123456".
+    struct Quiet;
+    impl Conversation for Quiet {
+        fn info(&mut self, _: &str) {}
+        fn error(&mut self, _: &str) {}
+        fn prompt(&mut self, _: &str, _: bool) -> Option<Zeroizing<String>> {
+            Some(Zeroizing::new("123456".into()))
+        }
+    }
+
+    /// Runs a conversation against a peer that reads the hello, then plays `script`.
+    fn converse(
+        read_timeout: Duration,
+        script: impl FnOnce(&mut UnixStream) + Send + 'static,
+    ) -> Result<Outcome, ClientError> {
+        let (mine, mut theirs) = UnixStream::pair().unwrap();
+        mine.set_read_timeout(Some(read_timeout)).unwrap();
+        let peer = std::thread::spawn(move || {
+            let _: ClientMsg = frame::read_frame(&mut theirs).unwrap();
+            script(&mut theirs);
+            // Held until the client is done with it.
+            let _ = frame::read_frame::<_, ClientMsg>(&mut theirs);
+        });
+        let mut client = Client { stream: mine };
+        let result = run_conversation(&mut client, Operation::ListDevices, &mut Quiet);
+        drop(client);
+        peer.join().unwrap();
+        result
+    }
+
+    fn send(s: &mut UnixStream, msg: ServerMsg) {
+        write_frame(s, &msg).unwrap();
+    }
+
+    fn info() -> ServerMsg {
+        ServerMsg::Info {
+            text: "Two-factor login for alice".into(),
+        }
+    }
+
+    fn close(s: &mut UnixStream) {
+        s.shutdown(std::net::Shutdown::Both).unwrap();
+    }
+
+    #[test]
+    fn before_mfads_first_message_a_break_leaves_the_fail_mode_to_the_caller() {
+        let short = Duration::from_millis(300);
+        let cases: Vec<(&str, Result<Outcome, ClientError>)> = vec![
+            ("close at once", converse(short, close)),
+            (
+                "garbage",
+                converse(short, |s| s.write_all(b"HTTP/1.1 400").unwrap()),
+            ),
+            (
+                "silence",
+                converse(short, |_| std::thread::sleep(Duration::from_millis(600))),
+            ),
+            (
+                "unavailable first",
+                converse(short, |s| {
+                    send(
+                        s,
+                        ServerMsg::Unavailable {
+                            reason: "db".into(),
+                        },
+                    )
+                }),
+            ),
+            (
+                "keep-alives, then a close",
+                converse(short, |s| {
+                    send(s, ServerMsg::KeepAlive);
+                    close(s)
+                }),
+            ),
+        ];
+        for (what, result) in cases {
+            let e = result.expect_err(what);
+            assert!(!e.mfad_had_spoken(), "{what}: {e}");
+        }
+    }
+
+    #[test]
+    fn after_mfads_first_message_any_break_is_an_interruption() {
+        let short = Duration::from_millis(300);
+        let cases: Vec<(&str, Result<Outcome, ClientError>)> = vec![
+            (
+                "close after info",
+                converse(short, |s| {
+                    send(s, info());
+                    close(s)
+                }),
+            ),
+            (
+                "close after a prompt",
+                converse(short, |s| {
+                    send(
+                        s,
+                        ServerMsg::Prompt {
+                            text: "Passcode: ".into(),
+                            echo: false,
+                        },
+                    );
+                    let _ = frame::read_frame::<_, ClientMsg>(s);
+                    close(s)
+                }),
+            ),
+            (
+                "silence after info",
+                converse(short, |s| {
+                    send(s, info());
+                    std::thread::sleep(Duration::from_millis(600))
+                }),
+            ),
+            (
+                "garbage after info",
+                converse(short, |s| {
+                    send(s, info());
+                    s.write_all(&[0, 0, 0, 3, b'x', b'y', b'z']).unwrap()
+                }),
+            ),
+            (
+                "unavailable after info",
+                converse(short, |s| {
+                    send(s, info());
+                    send(
+                        s,
+                        ServerMsg::Unavailable {
+                            reason: "db".into(),
+                        },
+                    )
+                }),
+            ),
+        ];
+        for (what, result) in cases {
+            let e = result.expect_err(what);
+            assert!(e.mfad_had_spoken(), "{what}: {e}");
+            assert!(matches!(e, ClientError::Interrupted(_)), "{what}: {e:?}");
+        }
+    }
+
+    /// Answers after mfad has given up on the prompt and closed.
+    struct Late(Vec<String>);
+    impl Conversation for Late {
+        fn info(&mut self, _: &str) {}
+        fn error(&mut self, text: &str) {
+            self.0.push(text.to_string());
+        }
+        fn prompt(&mut self, _: &str, _: bool) -> Option<Zeroizing<String>> {
+            std::thread::sleep(Duration::from_millis(300));
+            Some(Zeroizing::new("123456".into()))
+        }
+    }
+
+    #[test]
+    fn a_late_answer_still_gets_mfads_refusal() {
+        let (mine, mut theirs) = UnixStream::pair().unwrap();
+        mine.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+        let peer = std::thread::spawn(move || {
+            let _: ClientMsg = frame::read_frame(&mut theirs).unwrap();
+            send(
+                &mut theirs,
+                ServerMsg::Prompt {
+                    text: "Passcode: ".into(),
+                    echo: false,
+                },
+            );
+            send(
+                &mut theirs,
+                ServerMsg::Error {
+                    text: "No answer within 5 seconds; login refused.".into(),
+                },
+            );
+            send(
+                &mut theirs,
+                ServerMsg::Done {
+                    outcome: Outcome::Deny,
+                },
+            );
+            drop(theirs);
+        });
+        let mut client = Client { stream: mine };
+        let mut late = Late(Vec::new());
+        let result = run_conversation(&mut client, Operation::ListDevices, &mut late);
+        peer.join().unwrap();
+        assert_eq!(result.unwrap(), Outcome::Deny);
+        assert_eq!(late.0, vec!["No answer within 5 seconds; login refused."]);
+    }
+
+    #[test]
+    fn keep_alives_keep_a_slow_conversation_within_the_read_timeout() {
+        let result = converse(Duration::from_millis(400), |s| {
+            send(s, info());
+            for _ in 0..6 {
+                std::thread::sleep(Duration::from_millis(200));
+                send(s, ServerMsg::KeepAlive);
+            }
+            send(
+                s,
+                ServerMsg::Done {
+                    outcome: Outcome::Allow,
+                },
+            );
+        });
+        assert_eq!(result.unwrap(), Outcome::Allow);
+    }
 
     #[test]
     fn long_answers_are_cut_just_past_the_limit() {

@@ -62,10 +62,23 @@ pub fn body_len(header: [u8; 4]) -> Result<usize, FrameError> {
 }
 
 /// Parses a frame body. Bodies must be UTF-8 JSON of the expected shape.
+///
+/// The error names a fixed class and a position only: serde_json's own message quotes the
+/// peer's input (an unknown variant, a bad string), newlines and escapes included, and this
+/// text ends up in logs.
 pub fn decode<T: DeserializeOwned>(body: &[u8]) -> Result<T, FrameError> {
     serde_json::from_slice(body).map_err(|e| {
-        // serde_json's message names the position and the expected shape, never the input.
-        FrameError::Malformed(e.to_string())
+        let class = match e.classify() {
+            serde_json::error::Category::Syntax => "not valid JSON",
+            serde_json::error::Category::Data => "JSON of the wrong shape",
+            serde_json::error::Category::Eof => "truncated JSON",
+            serde_json::error::Category::Io => "unreadable",
+        };
+        FrameError::Malformed(format!(
+            "{class} at line {} column {}",
+            e.line(),
+            e.column()
+        ))
     })
 }
 
@@ -115,6 +128,20 @@ mod tests {
             read_frame::<_, ClientMsg>(&mut Cursor::new(vec![0, 0, 0, 0])),
             Err(FrameError::Empty)
         ));
+    }
+
+    #[test]
+    fn a_malformed_frame_error_never_quotes_the_input() {
+        let forged = "hello\nJan  1 00:00:00 host mfad: user=root outcome=allow\u{1b}[2J";
+        let body = serde_json::json!({ "type": forged, "version": 2 }).to_string();
+        let Err(FrameError::Malformed(text)) = decode::<ClientMsg>(body.as_bytes()) else {
+            panic!("a hello of an unknown type was accepted");
+        };
+        assert_eq!(text, "JSON of the wrong shape at line 1 column 76");
+        let Err(FrameError::Malformed(text)) = decode::<ClientMsg>(b"{\"type\":\"x\ny") else {
+            panic!("bad JSON was accepted");
+        };
+        assert!(!text.contains('\n') && !text.contains('y'), "{text}");
     }
 
     #[test]

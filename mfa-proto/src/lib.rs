@@ -14,8 +14,18 @@ use zeroize::Zeroizing;
 
 pub use client::{Client, ClientError, Conversation, run_conversation};
 
-/// Bumped whenever a message changes shape; the daemon refuses other versions.
-pub const PROTOCOL_VERSION: u32 = 1;
+/// Bumped whenever a message changes shape. Version 2 added [`ServerMsg::KeepAlive`]; mfad
+/// still serves version 1 clients (it sends them no keep-alives) and refuses other versions.
+pub const PROTOCOL_VERSION: u32 = 2;
+
+/// The oldest client version mfad still serves.
+pub const MIN_PROTOCOL_VERSION: u32 = 1;
+
+/// While mfad itself waits (a push or call pending, a provider's answer, the database), it
+/// sends [`ServerMsg::KeepAlive`] this often, so that a client's read timeout measures
+/// whether mfad is alive rather than how long the user's phone takes. A client's timeout
+/// must be longer than this.
+pub const KEEPALIVE_INTERVAL_SECS: u64 = 5;
 
 /// Largest JSON body accepted on either side (a QR code in text is about 4 KiB).
 pub const MAX_FRAME: usize = 64 * 1024;
@@ -208,9 +218,13 @@ pub enum ServerMsg {
     Prompt { text: String, echo: bool },
     /// The conversation is over.
     Done { outcome: Outcome },
-    /// The daemon could not serve this client at all (e.g. protocol version). Clients treat
-    /// it like an unreachable daemon: the fail mode decides.
+    /// The daemon could not serve this client at all (e.g. protocol version). As the first
+    /// message, clients treat it like an unreachable daemon: the fail mode decides. After
+    /// any other message it ends the conversation as a refusal.
     Unavailable { reason: String },
+    /// mfad is still working on the conversation (version 2 and later); no answer expected,
+    /// nothing to show. It only proves mfad alive, so it never counts as mfad having spoken.
+    KeepAlive,
 }
 
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]

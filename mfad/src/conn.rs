@@ -1,16 +1,32 @@
 //! One client connection: framed messages with a timeout on every read and write, and the
-//! caller's uid as the kernel reports it (SO_PEERCRED).
+//! caller's uid as the kernel reports it (SO_PEERCRED, read once at accept).
+//!
+//! Two promises to clients live here. While mfad itself is slow (a push pending, a provider,
+//! the database), a keep-alive goes out every [`KEEPALIVE_INTERVAL`], so the client's read
+//! timeout never expires under a live mfad. And once anything has been said, the
+//! conversation ends with a verdict: [`Conn::unavailable`] and [`Conn::refuse_after_break`]
+//! turn into an explicit refusal, never a silent close a client could read as "mfad down".
 
 use mfa_proto::frame::{self, FrameError};
-use mfa_proto::{ClientMsg, Outcome, ServerMsg};
+use mfa_proto::{ClientMsg, KEEPALIVE_INTERVAL_SECS, Outcome, ServerMsg};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::UnixStream;
-use tokio::time::timeout;
+use tokio::net::unix::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::task::JoinHandle;
+use tokio::time::{Instant, timeout};
 use zeroize::Zeroizing;
 
-/// How long a client may take to say hello, and any write may take.
+/// How long root may take to say hello, and any write may take.
 pub const IO_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// How long the last words of a broken conversation (a refusal) may take to write.
+const FAREWELL_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// How often mfad tells a waiting client it is alive (see [`KEEPALIVE_INTERVAL_SECS`]).
+pub const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(KEEPALIVE_INTERVAL_SECS);
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConnError {
@@ -22,55 +38,160 @@ pub enum ConnError {
     Protocol(&'static str),
 }
 
+/// The timeouts of one connection, which depend on who is calling.
+#[derive(Debug, Clone, Copy)]
+pub struct Timeouts {
+    /// For the first message.
+    pub hello: Duration,
+    /// For each answer to a prompt.
+    pub answer: Duration,
+    /// How often to send a keep-alive while mfad is the one who is slow
+    /// ([`KEEPALIVE_INTERVAL`] but in tests).
+    pub keepalive: Duration,
+}
+
+/// What the keep-alive task needs to know about the conversation.
+struct Activity {
+    /// mfad is waiting for the client (an answer): the client is busy with its user.
+    reading: AtomicBool,
+    /// When mfad last wrote anything.
+    last_write: Mutex<Instant>,
+}
+
+impl Activity {
+    fn touch(&self) {
+        if let Ok(mut t) = self.last_write.lock() {
+            *t = Instant::now();
+        }
+    }
+
+    fn quiet_for(&self) -> Duration {
+        self.last_write
+            .lock()
+            .map(|t| t.elapsed())
+            .unwrap_or_default()
+    }
+}
+
 pub struct Conn {
-    stream: UnixStream,
-    answer_timeout: Duration,
+    reader: OwnedReadHalf,
+    writer: Arc<tokio::sync::Mutex<OwnedWriteHalf>>,
+    uid: u32,
+    timeouts: Timeouts,
+    /// A message other than a keep-alive has been sent: from now on the client counts on a
+    /// verdict, and a break must be a refusal.
+    spoken: bool,
+    activity: Arc<Activity>,
+    keepalive: Option<JoinHandle<()>>,
+}
+
+impl Drop for Conn {
+    fn drop(&mut self) {
+        if let Some(task) = self.keepalive.take() {
+            task.abort();
+        }
+    }
 }
 
 impl Conn {
-    pub fn new(stream: UnixStream, answer_timeout: Duration) -> Self {
+    /// `uid` is the caller's, from SO_PEERCRED at accept.
+    pub fn new(stream: UnixStream, uid: u32, timeouts: Timeouts) -> Self {
+        let (reader, writer) = stream.into_split();
         Conn {
-            stream,
-            answer_timeout,
+            reader,
+            writer: Arc::new(tokio::sync::Mutex::new(writer)),
+            uid,
+            timeouts,
+            spoken: false,
+            activity: Arc::new(Activity {
+                reading: AtomicBool::new(false),
+                last_write: Mutex::new(Instant::now()),
+            }),
+            keepalive: None,
         }
     }
 
     /// The uid of the process at the other end, from the kernel.
     pub fn peer_uid(&self) -> std::io::Result<u32> {
-        Ok(self.stream.peer_cred()?.uid())
+        Ok(self.uid)
+    }
+
+    /// Whether the client has been sent anything but keep-alives.
+    pub fn has_spoken(&self) -> bool {
+        self.spoken
+    }
+
+    /// From now on, while mfad is the one who is slow, send a keep-alive every
+    /// [`KEEPALIVE_INTERVAL`]. Only for clients of protocol version 2 or later.
+    pub fn start_keepalive(&mut self) {
+        if self.keepalive.is_some() {
+            return;
+        }
+        let writer = Arc::clone(&self.writer);
+        let activity = Arc::clone(&self.activity);
+        let every = self.timeouts.keepalive;
+        self.keepalive = Some(tokio::spawn(async move {
+            let Ok(bytes) = frame::encode(&ServerMsg::KeepAlive) else {
+                return;
+            };
+            let tick = every / 5;
+            loop {
+                tokio::time::sleep(tick).await;
+                if activity.reading.load(Ordering::SeqCst) || activity.quiet_for() < every {
+                    continue;
+                }
+                let mut w = writer.lock().await;
+                match timeout(IO_TIMEOUT, w.write_all(&bytes)).await {
+                    Ok(Ok(())) => activity.touch(),
+                    _ => return,
+                }
+            }
+        }));
     }
 
     async fn read_msg(&mut self, limit: Duration) -> Result<ClientMsg, ConnError> {
+        let reader = &mut self.reader;
         let read = async {
             let mut header = [0u8; 4];
-            self.stream
+            reader
                 .read_exact(&mut header)
                 .await
                 .map_err(FrameError::from)?;
             let len = frame::body_len(header)?;
             let mut body = Zeroizing::new(vec![0u8; len]);
-            self.stream
+            reader
                 .read_exact(&mut body)
                 .await
                 .map_err(FrameError::from)?;
             Ok::<_, ConnError>(frame::decode(&body)?)
         };
-        timeout(limit, read)
-            .await
-            .map_err(|_| ConnError::TimedOut(limit))?
+        self.activity.reading.store(true, Ordering::SeqCst);
+        let result = timeout(limit, read).await;
+        self.activity.reading.store(false, Ordering::SeqCst);
+        self.activity.touch();
+        result.map_err(|_| ConnError::TimedOut(limit))?
     }
 
     pub async fn read_hello(&mut self) -> Result<ClientMsg, ConnError> {
-        self.read_msg(IO_TIMEOUT).await
+        self.read_msg(self.timeouts.hello).await
+    }
+
+    async fn write_bytes(&self, bytes: &[u8], limit: Duration) -> Result<(), ConnError> {
+        let mut w = self.writer.lock().await;
+        timeout(limit, w.write_all(bytes))
+            .await
+            .map_err(|_| ConnError::TimedOut(limit))?
+            .map_err(FrameError::from)?;
+        self.activity.touch();
+        Ok(())
     }
 
     pub async fn send(&mut self, msg: &ServerMsg) -> Result<(), ConnError> {
         let bytes = frame::encode(msg)?;
-        timeout(IO_TIMEOUT, self.stream.write_all(&bytes))
-            .await
-            .map_err(|_| ConnError::TimedOut(IO_TIMEOUT))?
-            .map_err(FrameError::from)?;
-        Ok(())
+        if !matches!(msg, ServerMsg::KeepAlive) {
+            self.spoken = true;
+        }
+        self.write_bytes(&bytes, IO_TIMEOUT).await
     }
 
     pub async fn info(&mut self, text: impl Into<String>) -> Result<(), ConnError> {
@@ -97,11 +218,49 @@ impl Conn {
         self.send(&ServerMsg::Done { outcome }).await
     }
 
+    /// mfad cannot serve this conversation. Before anything was said, the client is told
+    /// "unavailable" and its fail mode decides; after, the conversation is refused, as a
+    /// client that has shown a prompt must get a verdict.
     pub async fn unavailable(&mut self, reason: impl Into<String>) -> Result<(), ConnError> {
-        self.send(&ServerMsg::Unavailable {
-            reason: reason.into(),
-        })
-        .await
+        let reason = reason.into();
+        if self.spoken {
+            self.error(format!(
+                "Two-factor authentication is unavailable right now ({reason}); login refused."
+            ))
+            .await?;
+            return self.done(Outcome::Deny).await;
+        }
+        self.send(&ServerMsg::Unavailable { reason }).await
+    }
+
+    /// The last words after a conversation broke on `cause` (no answer in time, a bad
+    /// frame): an explicit refusal, written within a short bound, when anything was said.
+    pub async fn refuse_after_break(&mut self, cause: &ConnError) {
+        if !self.spoken {
+            return;
+        }
+        let text = match cause {
+            ConnError::TimedOut(limit) => format!(
+                "No answer within {} seconds; login refused.",
+                limit.as_secs()
+            ),
+            ConnError::Frame(_) | ConnError::Protocol(_) => {
+                "The client broke the conversation; login refused.".to_string()
+            }
+        };
+        for msg in [
+            ServerMsg::Error { text },
+            ServerMsg::Done {
+                outcome: Outcome::Deny,
+            },
+        ] {
+            let Ok(bytes) = frame::encode(&msg) else {
+                return;
+            };
+            if self.write_bytes(&bytes, FAREWELL_TIMEOUT).await.is_err() {
+                return;
+            }
+        }
     }
 
     /// Asks the user; `None` when the client could not ask.
@@ -120,11 +279,113 @@ impl Conn {
 
     /// Reads the answer to a prompt already sent, waiting at most the answer timeout.
     pub async fn answer(&mut self) -> Result<Option<Zeroizing<String>>, ConnError> {
-        match self.read_msg(self.answer_timeout).await? {
+        match self.read_msg(self.timeouts.answer).await? {
             ClientMsg::Answer { text } => Ok(text),
             ClientMsg::Hello { .. } => {
                 Err(ConnError::Protocol("a second hello instead of an answer"))
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use mfa_proto::frame::{read_frame, write_frame};
+
+    const EVERY: Duration = Duration::from_millis(200);
+
+    fn pair() -> (Conn, std::os::unix::net::UnixStream) {
+        let (ours, theirs) = std::os::unix::net::UnixStream::pair().unwrap();
+        ours.set_nonblocking(true).unwrap();
+        theirs
+            .set_read_timeout(Some(Duration::from_secs(5)))
+            .unwrap();
+        let timeouts = Timeouts {
+            hello: IO_TIMEOUT,
+            answer: Duration::from_secs(5),
+            keepalive: EVERY,
+        };
+        let conn = Conn::new(UnixStream::from_std(ours).unwrap(), 0, timeouts);
+        (conn, theirs)
+    }
+
+    /// Every frame the client has been sent so far.
+    fn received(client: &mut std::os::unix::net::UnixStream) -> Vec<ServerMsg> {
+        client.set_nonblocking(true).unwrap();
+        let mut got = Vec::new();
+        while let Ok(msg) = read_frame::<_, ServerMsg>(client) {
+            got.push(msg);
+        }
+        client.set_nonblocking(false).unwrap();
+        got
+    }
+
+    #[tokio::test]
+    async fn keep_alives_flow_while_mfad_waits_but_not_while_the_user_is_asked() {
+        let (mut conn, mut client) = pair();
+        conn.start_keepalive();
+        conn.info("Pushed a login request to your device...")
+            .await
+            .unwrap();
+        // mfad waits (a push pending): about one keep-alive per interval.
+        tokio::time::sleep(EVERY * 5).await;
+        let got = received(&mut client);
+        let alive = got.iter().filter(|m| **m == ServerMsg::KeepAlive).count();
+        assert_eq!(
+            got[0],
+            ServerMsg::Info {
+                text: "Pushed a login request to your device...".into()
+            }
+        );
+        assert!((3..=6).contains(&alive), "{got:?}");
+
+        // The user is at the prompt: nothing is sent while mfad waits for the answer.
+        conn.send(&ServerMsg::Prompt {
+            text: "Passcode: ".into(),
+            echo: false,
+        })
+        .await
+        .unwrap();
+        let typist = std::thread::spawn(move || {
+            std::thread::sleep(EVERY * 5);
+            write_frame(&mut client, &mfa_proto::ClientMsg::Answer { text: None }).unwrap();
+            client
+        });
+        assert_eq!(conn.answer().await.unwrap(), None);
+        let mut client = typist.join().unwrap();
+        assert_eq!(
+            received(&mut client),
+            vec![ServerMsg::Prompt {
+                text: "Passcode: ".into(),
+                echo: false
+            }]
+        );
+        assert!(conn.has_spoken());
+    }
+
+    #[tokio::test]
+    async fn unavailable_after_anything_was_said_is_a_refusal() {
+        let (mut conn, mut client) = pair();
+        conn.unavailable("database is locked").await.unwrap();
+        assert_eq!(
+            received(&mut client),
+            vec![ServerMsg::Unavailable {
+                reason: "database is locked".into()
+            }]
+        );
+        let (mut conn, mut client) = pair();
+        conn.info("Two-factor login for alice").await.unwrap();
+        conn.unavailable("Duo could not be reached").await.unwrap();
+        let got = received(&mut client);
+        assert_eq!(
+            got[1..],
+            [
+                ServerMsg::Error {
+                    text: "Two-factor authentication is unavailable right now (Duo could not be reached); login refused.".into()
+                },
+                ServerMsg::Done { outcome: Outcome::Deny }
+            ]
+        );
     }
 }

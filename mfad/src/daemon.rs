@@ -13,7 +13,7 @@ use crate::oob::notify::{Notifier, ProviderError, http_client};
 use crate::oob::twilio::Twilio;
 use crate::store::{Store, StoreError};
 use crate::text::{self, clean};
-use mfa_proto::{ClientMsg, Operation, Outcome, PROTOCOL_VERSION};
+use mfa_proto::{ClientMsg, MIN_PROTOCOL_VERSION, Operation, Outcome, PROTOCOL_VERSION};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tracing::{error, info, warn};
@@ -232,7 +232,10 @@ impl Daemon {
         }
     }
 
-    /// Serves one connection from hello to done.
+    /// Serves one connection from hello to done. Once anything has been said to the client,
+    /// the conversation ends with a verdict: a timeout, a bad frame or a store error after
+    /// that point is an explicit refusal, never a silent close (which a client may only read
+    /// as "mfad unavailable" before mfad has spoken).
     pub async fn serve(&self, mut conn: Conn) {
         let uid = match conn.peer_uid() {
             Ok(uid) => uid,
@@ -242,7 +245,14 @@ impl Daemon {
             }
         };
         let op = match conn.read_hello().await {
-            Ok(ClientMsg::Hello { version, op }) if version == PROTOCOL_VERSION => op,
+            Ok(ClientMsg::Hello { version, op })
+                if (MIN_PROTOCOL_VERSION..=PROTOCOL_VERSION).contains(&version) =>
+            {
+                if version >= 2 {
+                    conn.start_keepalive();
+                }
+                op
+            }
             Ok(ClientMsg::Hello { version, .. }) => {
                 warn!("uid {uid} speaks protocol version {version}; refused");
                 let _ = conn
@@ -262,6 +272,16 @@ impl Daemon {
             }
         };
         let what = op.safe_string();
+        // Who a refusal after a break is logged for, when the conversation is a login.
+        let login = match &op {
+            Operation::Authenticate(ctx) => Some((
+                ctx.user.clone(),
+                ctx.rhost.clone().unwrap_or_else(|| "-".into()),
+                ctx.service.clone(),
+                ctx.can_prompt,
+            )),
+            _ => None,
+        };
         let result = match op {
             Operation::Authenticate(ctx) => self.authenticate(&mut conn, uid, ctx).await,
             Operation::EnrollTotp { name } => self.enroll_totp(&mut conn, uid, name).await,
@@ -272,11 +292,37 @@ impl Daemon {
             Operation::RemoveDevice { index } => self.remove_device(&mut conn, uid, index).await,
             Operation::Admin(op) => self.admin(&mut conn, uid, op).await,
         };
+        let refused = |reason: &str| {
+            if let Some((user, rhost, service, can_prompt)) = &login {
+                let who = Who {
+                    user,
+                    rhost,
+                    service,
+                    can_prompt: *can_prompt,
+                };
+                decision(&who, "-", "deny", reason);
+            }
+        };
         match result {
             Ok(()) => {}
-            Err(SessionError::Conn(e)) => warn!("uid {uid} {}: {e}", clean(&what)),
+            Err(SessionError::Conn(e)) => {
+                warn!("uid {uid} {}: {e}", clean(&what));
+                if conn.has_spoken() {
+                    refused(&match &e {
+                        ConnError::TimedOut(limit) => {
+                            format!("no answer within {} s", limit.as_secs())
+                        }
+                        _ => "the client broke the conversation".to_string(),
+                    });
+                    conn.refuse_after_break(&e).await;
+                }
+            }
             Err(e) => {
                 error!("uid {uid} {}: {e}", clean(&what));
+                if conn.has_spoken() {
+                    refused("mfad could not read or write its database");
+                }
+                // After anything was said, this is a refusal (see Conn::unavailable).
                 let _ = conn
                     .unavailable("mfad could not read or write its database")
                     .await;

@@ -1,17 +1,171 @@
-//! The listening socket: created with the right modes, one task per connection.
+//! The listening socket: created with the right modes, one task per connection, and the
+//! limits that keep one local user from starving everyone else.
+//!
+//! The caller's uid is read (SO_PEERCRED) as soon as a connection is accepted. Each non-root
+//! uid may hold [`MAX_PER_USER`] connections, all non-root uids together [`MAX_USERS_TOTAL`];
+//! root (sshd's PAM module) has its own [`MAX_ROOT`], which no user can take. A connection
+//! over its limit is told so and closed at once, so the accept loop never waits, and a
+//! flood by one user leaves root's logins as fast as ever.
 
-use crate::conn::Conn;
+use crate::conn::{self, Conn, Timeouts};
 use crate::daemon::Daemon;
+use mfa_proto::ServerMsg;
+use std::collections::HashMap;
 use std::future::Future;
 use std::os::unix::fs::{DirBuilderExt, FileTypeExt, PermissionsExt};
 use std::path::Path;
-use std::sync::Arc;
-use tokio::net::UnixListener;
-use tokio::sync::Semaphore;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::net::{UnixListener, UnixStream};
+use tokio::time::Instant;
 use tracing::{info, warn};
 
-/// Connections served at once; more wait in the kernel's backlog.
-const MAX_CONNECTIONS: usize = 1024;
+/// Connections one non-root uid may hold at once (its `mfa` commands and its
+/// ForceCommand logins waiting at a prompt); more are closed at once.
+pub const MAX_PER_USER: usize = 8;
+
+/// Connections all non-root uids together may hold at once.
+pub const MAX_USERS_TOTAL: usize = 256;
+
+/// Connections root may hold at once: reserved for root, whatever the users do.
+pub const MAX_ROOT: usize = 1024;
+
+/// How long a non-root caller may take to say hello (its client says it at once); root has
+/// [`conn::IO_TIMEOUT`].
+pub const USER_HELLO_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// A uid over its limit is logged at most once per this interval, with how many
+/// connections were closed meanwhile.
+const REPORT_EVERY: Duration = Duration::from_secs(60);
+
+/// The connections held now, by uid.
+#[derive(Default)]
+struct Counts {
+    by_uid: HashMap<u32, usize>,
+    users: usize,
+    root: usize,
+}
+
+/// When a uid over its limit was last logged, and how many closes went unlogged since.
+struct Report {
+    at: Instant,
+    unlogged: u64,
+}
+
+#[derive(Default)]
+struct Limits {
+    counts: Mutex<Counts>,
+    reports: Mutex<HashMap<u32, Report>>,
+}
+
+/// One connection's place in the counts, given back when it is dropped.
+struct Slot {
+    limits: Arc<Limits>,
+    uid: u32,
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        if let Ok(mut c) = self.limits.counts.lock() {
+            if self.uid == 0 {
+                c.root = c.root.saturating_sub(1);
+            } else {
+                c.users = c.users.saturating_sub(1);
+                if let Some(n) = c.by_uid.get_mut(&self.uid) {
+                    *n = n.saturating_sub(1);
+                    if *n == 0 {
+                        c.by_uid.remove(&self.uid);
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Why a connection was not taken.
+enum Over {
+    Root,
+    User(usize),
+    AllUsers,
+}
+
+impl Limits {
+    fn take(self: &Arc<Self>, uid: u32) -> Result<Slot, Over> {
+        let mut c = self.counts.lock().map_err(|_| Over::AllUsers)?;
+        if uid == 0 {
+            if c.root >= MAX_ROOT {
+                return Err(Over::Root);
+            }
+            c.root += 1;
+        } else {
+            let mine = c.by_uid.get(&uid).copied().unwrap_or(0);
+            if mine >= MAX_PER_USER {
+                return Err(Over::User(mine));
+            }
+            if c.users >= MAX_USERS_TOTAL {
+                return Err(Over::AllUsers);
+            }
+            c.users += 1;
+            *c.by_uid.entry(uid).or_insert(0) += 1;
+        }
+        Ok(Slot {
+            limits: Arc::clone(self),
+            uid,
+        })
+    }
+
+    /// Logs a refused connection, at most once per uid per [`REPORT_EVERY`].
+    fn report(&self, uid: u32, over: &Over) {
+        let Ok(mut reports) = self.reports.lock() else {
+            return;
+        };
+        let now = Instant::now();
+        if reports.len() > 4096 {
+            reports.retain(|_, r| now.duration_since(r.at) < REPORT_EVERY);
+        }
+        let unlogged = match reports.get_mut(&uid) {
+            Some(r) if now.duration_since(r.at) < REPORT_EVERY => {
+                r.unlogged += 1;
+                return;
+            }
+            Some(r) => std::mem::take(&mut r.unlogged),
+            None => 0,
+        };
+        reports.insert(
+            uid,
+            Report {
+                at: now,
+                unlogged: 0,
+            },
+        );
+        let why = match over {
+            Over::Root => format!("root already holds {MAX_ROOT} connections"),
+            Over::User(n) => format!("uid {uid} already holds {n} connections (the limit)"),
+            Over::AllUsers => {
+                format!("non-root callers already hold {MAX_USERS_TOTAL} connections")
+            }
+        };
+        warn!(
+            "{why}; closing new connections from uid {uid} at once \
+             ({unlogged} more closed since the last report; next report in at least {} s)",
+            REPORT_EVERY.as_secs()
+        );
+    }
+}
+
+/// Tells a refused caller why, if its socket takes the frame now; never waits.
+fn turn_away(stream: &UnixStream, over: &Over) {
+    let reason = match over {
+        Over::Root => "mfad is serving too many logins; try again",
+        Over::User(_) => "too many connections from this user at once",
+        Over::AllUsers => "too many connections from users at once; try again",
+    };
+    if let Ok(bytes) = mfa_proto::frame::encode(&ServerMsg::Unavailable {
+        reason: reason.into(),
+    }) {
+        let _ = stream.try_write(&bytes);
+    }
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum BindError {
@@ -59,13 +213,14 @@ pub fn bind(path: &Path) -> Result<UnixListener, BindError> {
     Ok(listener)
 }
 
-/// Accepts connections until `shutdown` resolves.
+/// Accepts connections until `shutdown` resolves. Never waits for a connection to end:
+/// one over its limit is closed at once.
 pub async fn serve(
     daemon: Arc<Daemon>,
     listener: UnixListener,
     shutdown: impl Future<Output = ()>,
 ) {
-    let limit = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+    let limits = Arc::new(Limits::default());
     tokio::pin!(shutdown);
     loop {
         tokio::select! {
@@ -78,18 +233,34 @@ pub async fn serve(
                     Ok((stream, _)) => stream,
                     Err(e) => {
                         warn!("accept failed: {e}");
-                        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                        tokio::time::sleep(Duration::from_millis(50)).await;
                         continue;
                     }
                 };
-                let Ok(permit) = Arc::clone(&limit).acquire_owned().await else {
-                    return;
+                let uid = match stream.peer_cred() {
+                    Ok(cred) => cred.uid(),
+                    Err(e) => {
+                        warn!("cannot read the peer credentials of a connection: {e}");
+                        continue;
+                    }
+                };
+                let slot = match limits.take(uid) {
+                    Ok(slot) => slot,
+                    Err(over) => {
+                        limits.report(uid, &over);
+                        turn_away(&stream, &over);
+                        continue;
+                    }
+                };
+                let timeouts = Timeouts {
+                    hello: if uid == 0 { conn::IO_TIMEOUT } else { USER_HELLO_TIMEOUT },
+                    answer: daemon.answer_timeout(),
+                    keepalive: conn::KEEPALIVE_INTERVAL,
                 };
                 let daemon = Arc::clone(&daemon);
                 tokio::spawn(async move {
-                    let conn = Conn::new(stream, daemon.answer_timeout());
-                    daemon.serve(conn).await;
-                    drop(permit);
+                    daemon.serve(Conn::new(stream, uid, timeouts)).await;
+                    drop(slot);
                 });
             }
         }

@@ -221,3 +221,104 @@ fn concurrent_logins_racing_on_one_code_let_exactly_one_in() {
     let allowed = outcomes.iter().filter(|o| **o == Outcome::Allow).count();
     assert_eq!(allowed, 1, "{outcomes:?}");
 }
+
+/// A raw connection as root, speaking frames by hand.
+fn raw(socket: &Path) -> std::os::unix::net::UnixStream {
+    let s = std::os::unix::net::UnixStream::connect(socket).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    s
+}
+
+fn send_body(s: &mut std::os::unix::net::UnixStream, body: &[u8]) {
+    use std::io::Write;
+    s.write_all(&(body.len() as u32).to_be_bytes()).unwrap();
+    s.write_all(body).unwrap();
+}
+
+#[test]
+fn a_prompt_left_unanswered_ends_in_an_explicit_refusal_not_a_silent_close() {
+    use mfa_proto::ServerMsg;
+    use mfa_proto::frame::read_frame;
+    let m = Mfad::start("answer_timeout = 5");
+    seed(&m.db());
+    let mut s = raw(&m.socket());
+    let hello = mfa_proto::ClientMsg::Hello {
+        version: mfa_proto::PROTOCOL_VERSION,
+        op: Operation::Authenticate(AuthContext {
+            user: "root".into(),
+            service: "sshd".into(),
+            rhost: Some("203.0.113.9".into()),
+            ..Default::default()
+        }),
+    };
+    mfa_proto::frame::write_frame(&mut s, &hello).unwrap();
+    loop {
+        match read_frame::<_, ServerMsg>(&mut s).unwrap() {
+            ServerMsg::Prompt { .. } => break,
+            ServerMsg::Info { .. } => {}
+            other => panic!("expected the passcode prompt, got {other:?}"),
+        }
+    }
+    // The user types nothing; mfad's answer_timeout (5 s) runs out.
+    let asked = Instant::now();
+    let mut after = Vec::new();
+    loop {
+        match read_frame::<_, ServerMsg>(&mut s) {
+            Ok(ServerMsg::KeepAlive) => {}
+            Ok(msg) => {
+                let done = matches!(msg, ServerMsg::Done { .. });
+                after.push(msg);
+                if done {
+                    break;
+                }
+            }
+            Err(e) => panic!("mfad broke off without a verdict ({e}); it sent {after:?}"),
+        }
+    }
+    let waited = asked.elapsed();
+    assert!(
+        waited >= Duration::from_millis(4500) && waited < Duration::from_secs(10),
+        "{waited:?}"
+    );
+    assert_eq!(
+        after,
+        vec![
+            ServerMsg::Error {
+                text: "No answer within 5 seconds; login refused.".into()
+            },
+            ServerMsg::Done {
+                outcome: Outcome::Deny
+            }
+        ]
+    );
+    std::thread::sleep(Duration::from_millis(200));
+    let log = m.log();
+    assert!(
+        log.contains("user=root rhost=203.0.113.9 service=sshd method=- outcome=deny reason=\"no answer within 5 s\""),
+        "{log}"
+    );
+}
+
+#[test]
+fn a_malformed_frame_cannot_forge_a_log_line() {
+    let m = Mfad::start("");
+    let mut s = raw(&m.socket());
+    // serde_json's own error would quote this type name, newline and all.
+    send_body(
+        &mut s,
+        br#"{"type":"hello\nFORGED mfad: user=root outcome=allow\u001b[2J","version":2}"#,
+    );
+    let mut rest = Vec::new();
+    let _ = std::io::Read::read_to_end(&mut s, &mut rest);
+    std::thread::sleep(Duration::from_millis(200));
+    let log = m.log();
+    assert!(log.contains("malformed message"), "{log}");
+    assert!(
+        !log.lines().any(|l| l.starts_with("FORGED")),
+        "a client forged a log line:\n{log}"
+    );
+    assert!(
+        !log.contains('\u{1b}'),
+        "a terminal escape reached the log:\n{log}"
+    );
+}

@@ -22,8 +22,9 @@ pub struct ModuleArgs {
     pub socket: PathBuf,
     /// `failmode=secure|safe`.
     pub failmode: FailMode,
-    /// `timeout=SECONDS`: bound on each read and write on the socket. It must cover the
-    /// longest wait mfad can impose between two messages (a push approval waits 60 s).
+    /// `timeout=SECONDS`: bound on each read and write on the socket. mfad sends a
+    /// keep-alive every 5 s while it waits (a push or call pending), so anything above that
+    /// covers every wait.
     pub timeout: Duration,
     /// `connect_timeout=SECONDS`: bound on connecting to the socket.
     pub connect_timeout: Duration,

@@ -2,7 +2,9 @@
 //! and turn its outcome, or its absence, into a PAM result.
 //!
 //! mfad decides everything it can; this side only decides what an unreachable mfad
-//! means, by the `failmode` argument.
+//! means, by the `failmode` argument. Once mfad has spoken (sent its first message), a
+//! conversation that breaks off is a refusal whatever the fail mode: otherwise a user could
+//! wait at the prompt until mfad gives up, and be let in by `failmode=safe`.
 
 use crate::args::{FailMode, ModuleArgs};
 use crate::env::{LogLevel, PamEnv, PamItem};
@@ -16,6 +18,10 @@ pub const UNAVAILABLE_SECURE_TEXT: &str = "Two-factor authentication is unavaila
 /// Shown (PAM_TEXT_INFO) when mfad cannot answer and `failmode=safe`.
 pub const UNAVAILABLE_SAFE_TEXT: &str =
     "Two-factor authentication is unavailable right now; continuing without it.";
+
+/// Shown (PAM_ERROR_MSG) when the conversation breaks off after mfad has spoken. It starts
+/// like the two texts above, as it is the same kind of trouble for the user.
+pub const INTERRUPTED_TEXT: &str = "Two-factor authentication is unavailable right now: the login was interrupted and is refused. Please try again.";
 
 /// The whole of `pam_sm_authenticate`, given the module arguments as strings.
 pub fn authenticate<E: PamEnv>(env: &mut E, args: &[String]) -> PamResultCode {
@@ -92,6 +98,18 @@ pub fn authenticate<E: PamEnv>(env: &mut E, args: &[String]) -> PamResultCode {
                 Outcome::Ignore => PamResultCode::PAM_IGNORE,
             }
         }
+        Err(e) if e.mfad_had_spoken() => {
+            env.syslog(
+                LogLevel::Err,
+                &printable(&format!(
+                    "{e}; refusing {} from {} (the fail mode applies only before mfad speaks)",
+                    ctx.user,
+                    ctx.rhost.as_deref().unwrap_or("an unknown host")
+                )),
+            );
+            let _ = env.error(INTERRUPTED_TEXT);
+            PamResultCode::PAM_AUTH_ERR
+        }
         Err(e) => fail_mode(env, args.failmode, &ctx, &e),
     }
 }
@@ -108,6 +126,13 @@ fn fail_mode<E: PamEnv>(
         ctx.user,
         ctx.rhost.as_deref().unwrap_or("an unknown host")
     );
+    if let ClientError::NotRoot { .. } = error {
+        // Someone else's process holds mfad's socket path: worth an alert in either mode.
+        env.syslog(
+            LogLevel::Alert,
+            &printable(&format!("impostor on mfad's socket: {error}")),
+        );
+    }
     match failmode {
         FailMode::Secure => {
             env.syslog(

@@ -11,7 +11,9 @@ pub mod env;
 pub mod handle;
 
 pub use args::{FailMode, ModuleArgs};
-pub use authenticate::{UNAVAILABLE_SAFE_TEXT, UNAVAILABLE_SECURE_TEXT, authenticate};
+pub use authenticate::{
+    INTERRUPTED_TEXT, UNAVAILABLE_SAFE_TEXT, UNAVAILABLE_SECURE_TEXT, authenticate,
+};
 pub use env::{LogLevel, PamEnv, PamItem};
 
 use pam::constants::{PamFlag, PamResultCode};

@@ -339,7 +339,7 @@ fn a_daemon_that_never_answers_costs_one_timeout() {
     }
 }
 
-/// Daemons that answer, but with something the module cannot use.
+/// Daemons that answer, but whose first message the module cannot use: mfad never spoke.
 fn broken_daemons() -> Vec<(&'static str, Vec<Step>)> {
     let mut oversize = (u32::MAX).to_be_bytes().to_vec();
     oversize.extend_from_slice(b"{}");
@@ -353,14 +353,44 @@ fn broken_daemons() -> Vec<(&'static str, Vec<Step>)> {
         ("oversize header", vec![Step::Raw(oversize)]),
         ("a frame that is not json", vec![Step::Raw(not_json)]),
         ("an empty frame", vec![Step::Raw(vec![0, 0, 0, 0])]),
-        ("a close before done", vec![Step::Info("Two-factor login")]),
-        (
-            "a close after a prompt",
-            vec![Step::PromptAndHangUp("Passcode: ")],
-        ),
+        ("a close before any message", vec![]),
         (
             "unavailable",
             vec![Step::Unavailable("protocol version 1 is not supported")],
+        ),
+    ]
+}
+
+/// Daemons that spoke first, then broke off: each must be a refusal in either fail mode.
+fn interrupted_daemons() -> Vec<(&'static str, Vec<Step>, Vec<Expect>)> {
+    let mut not_json = 5u32.to_be_bytes().to_vec();
+    not_json.extend_from_slice(b"hello");
+    let login = "Two-factor login for alice";
+    vec![
+        (
+            "a close before done",
+            vec![Step::Info(login)],
+            vec![Expect::Info(login)],
+        ),
+        (
+            "a close after a prompt",
+            vec![Step::PromptAndHangUp("Passcode: ")],
+            vec![Expect::Prompt("Passcode: ", false, Reply::Types("123456"))],
+        ),
+        (
+            "silence after a prompt",
+            vec![Step::Prompt("Passcode: ", false), Step::Hang],
+            vec![Expect::Prompt("Passcode: ", false, Reply::Types("123456"))],
+        ),
+        (
+            "garbage after info",
+            vec![Step::Info(login), Step::Raw(not_json)],
+            vec![Expect::Info(login)],
+        ),
+        (
+            "unavailable after info",
+            vec![Step::Info(login), Step::Unavailable("database is locked")],
+            vec![Expect::Info(login)],
         ),
     ]
 }
@@ -369,15 +399,7 @@ fn broken_daemons() -> Vec<(&'static str, Vec<Step>)> {
 fn a_broken_daemon_with_failmode_secure_refuses() {
     for (what, script) in broken_daemons() {
         let mfad = FakeMfad::start(script.clone());
-        let mut expected = Vec::new();
-        if let Some(Step::Info(text)) = script.first() {
-            expected.push(Expect::Info(text));
-        }
-        if let Some(Step::PromptAndHangUp(text)) = script.first() {
-            expected.push(Expect::Prompt(text, false, Reply::Types("123456")));
-        }
-        expected.push(Expect::Error(SECURE_TEXT));
-        let mut app = ScriptedApp::sshd("alice", expected);
+        let mut app = ScriptedApp::sshd("alice", vec![Expect::Error(SECURE_TEXT)]);
         let code = authenticate(&mut app, &args(mfad.socket(), &["timeout=5"]));
         assert_eq!(code, PamResultCode::PAM_AUTH_ERR, "{what}");
         app.finish();
@@ -394,17 +416,12 @@ fn a_broken_daemon_with_failmode_secure_refuses() {
 fn a_broken_daemon_with_failmode_safe_allows() {
     for (what, script) in broken_daemons() {
         let mfad = FakeMfad::start(script.clone());
-        let mut expected = Vec::new();
-        if let Some(Step::Info(text)) = script.first() {
-            expected.push(Expect::Info(text));
-        }
-        if let Some(Step::PromptAndHangUp(text)) = script.first() {
-            expected.push(Expect::Prompt(text, false, Reply::Types("123456")));
-        }
-        expected.push(Expect::Info(
-            "Two-factor authentication is unavailable right now; continuing without it.",
-        ));
-        let mut app = ScriptedApp::sshd("alice", expected);
+        let mut app = ScriptedApp::sshd(
+            "alice",
+            vec![Expect::Info(
+                "Two-factor authentication is unavailable right now; continuing without it.",
+            )],
+        );
         let code = authenticate(
             &mut app,
             &args(mfad.socket(), &["timeout=5", "failmode=safe"]),
@@ -417,6 +434,34 @@ fn a_broken_daemon_with_failmode_safe_allows() {
             app.logs
         );
         mfad.finish();
+    }
+}
+
+#[test]
+fn once_mfad_has_spoken_a_broken_conversation_is_refused_even_with_failmode_safe() {
+    for mode in ["failmode=safe", "failmode=secure"] {
+        for (what, script, mut expected) in interrupted_daemons() {
+            let mfad = FakeMfad::start(script);
+            expected.push(Expect::Error(pam_mfa::INTERRUPTED_TEXT));
+            let mut app = ScriptedApp::sshd("alice", expected);
+            let code = authenticate(&mut app, &args(mfad.socket(), &["timeout=2", mode]));
+            assert_eq!(code, PamResultCode::PAM_AUTH_ERR, "{mode} {what}");
+            app.finish();
+            assert!(
+                app.logged(LogLevel::Err, "broke off")
+                    && app.logged(LogLevel::Err, "refusing alice from 192.0.2.7"),
+                "{mode} {what}: {:?}",
+                app.logs
+            );
+            assert!(
+                !app.logs
+                    .iter()
+                    .any(|(_, m)| m.contains("without a second factor")),
+                "{mode} {what}: {:?}",
+                app.logs
+            );
+            drop(mfad);
+        }
     }
 }
 
@@ -497,4 +542,84 @@ fn missing_context_is_sent_as_absent() {
     assert_eq!(ctx.tty, None);
     assert_eq!(ctx.ssh_connection, None);
     assert_eq!(ctx.ssh_auth_info, None);
+}
+
+/// A fake mfad run by `nobody`: accepts one connection, says "allow" at once, and writes to
+/// `heard` how many bytes the client sent it.
+const IMPOSTOR: &str = r#"
+import socket, sys, os, time
+path, heard = sys.argv[1], sys.argv[2]
+s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+s.bind(path)
+s.listen(1)
+open(heard + ".ready", "w").close()
+c, _ = s.accept()
+body = b'{"type":"done","outcome":"allow"}'
+try:
+    c.sendall(len(body).to_bytes(4, "big") + body)
+except OSError:
+    pass
+c.settimeout(2)
+got = b""
+try:
+    while True:
+        chunk = c.recv(65536)
+        if not chunk:
+            break
+        got += chunk
+except (socket.timeout, OSError):
+    pass
+with open(heard, "w") as f:
+    f.write(str(len(got)))
+"#;
+
+#[test]
+fn a_socket_served_by_a_non_root_process_is_not_mfad() {
+    use std::os::unix::fs::PermissionsExt;
+    use std::os::unix::process::CommandExt;
+    for (mode, want) in [
+        ("failmode=secure", PamResultCode::PAM_AUTH_ERR),
+        ("failmode=safe", PamResultCode::PAM_SUCCESS),
+    ] {
+        let (dir, socket) = FakeMfad::absent_socket();
+        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o777)).unwrap();
+        let heard = dir.path().join("heard");
+        let mut impostor = std::process::Command::new("/usr/bin/python3")
+            .arg("-c")
+            .arg(IMPOSTOR)
+            .arg(&socket)
+            .arg(&heard)
+            .uid(65534)
+            .gid(65534)
+            .spawn()
+            .unwrap();
+        let ready = heard.with_extension("ready");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !ready.exists() {
+            assert!(Instant::now() < deadline, "the impostor never listened");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        let expected = if mode == "failmode=secure" {
+            Expect::Error(SECURE_TEXT)
+        } else {
+            Expect::Info(
+                "Two-factor authentication is unavailable right now; continuing without it.",
+            )
+        };
+        let mut app = ScriptedApp::sshd("alice", vec![expected]);
+        let code = authenticate(&mut app, &args(&socket, &[mode]));
+        assert!(impostor.wait().unwrap().success());
+        assert_eq!(code, want, "{mode}: {:?}", app.logs);
+        app.finish();
+        // Treated as an unreachable mfad, loudly, and told nothing: not even the user name.
+        assert!(
+            app.logged(
+                LogLevel::Alert,
+                "runs as uid 65534, not root; it is not mfad"
+            ),
+            "{mode}: {:?}",
+            app.logs
+        );
+        assert_eq!(std::fs::read_to_string(&heard).unwrap(), "0", "{mode}");
+    }
 }

@@ -285,7 +285,8 @@ fn pamtester_without_a_daemon_is_let_in_by_failmode_safe_and_it_is_logged() {
 fn a_daemon_hanging_up_after_the_prompt_does_not_kill_the_application() {
     // The answer is written to a closed socket: a plain write(2) would raise SIGPIPE, and
     // pamtester (like sshd's child, which does not ignore it) would die without a PAM result.
-    for (mode, want) in [("failmode=secure", 1), ("failmode=safe", 0)] {
+    // mfad had spoken (the prompt), so the hang-up is a refusal in both fail modes.
+    for (mode, want) in [("failmode=secure", 1), ("failmode=safe", 1)] {
         let mfad = FakeMfad::start(vec![Step::PromptAndHangUp("Passcode: ")]);
         let pamd = service_dir(&module_args(mfad.socket(), mode));
         // Type only once the daemon has hung up, so the answer surely meets a closed socket.

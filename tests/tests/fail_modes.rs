@@ -103,3 +103,62 @@ fn silent_mfad_with_failmode_safe_lets_the_login_through_within_the_timeout() {
     assert!(login.logged_in(), "{}", login.describe());
     assert!(took < Duration::from_secs(20), "took {took:?}");
 }
+
+/// The audit's reproduction (issue 9, item 3): mfad's `answer_timeout` is 5 s; the user
+/// types nothing for 7 s, then anything. mfad has asked, so only its verdict may end the
+/// login: it refuses, and `failmode=safe` does not let the user in.
+#[test]
+fn waiting_at_the_prompt_past_mfads_answer_timeout_is_refused_even_with_failmode_safe() {
+    use mfa_e2e::mfad::Mfad;
+    use mfa_e2e::pam_login::{PamTester, finish};
+    use std::io::Write;
+    let mut env = TestEnv::builder()
+        .failmode(FailMode::Safe)
+        .pam_file(
+            "auth required pam_mfa.so socket=/run/mfa/mfad.sock failmode=safe timeout=20 \
+             connect_timeout=2\naccount required pam_permit.so\n",
+        )
+        .start()
+        .unwrap();
+    let mut device = env.enroll_totp().unwrap();
+    env.stop_mfad();
+    let mut config = env.config.clone();
+    config.answer_timeout = 5;
+    let _mfad = Mfad::start(&env.dir.join("mfad"), &config).unwrap();
+
+    let started = Instant::now();
+    let mut pamtester = PamTester::new(&env.pam_service())
+        .spawn(env.username().as_bytes())
+        .unwrap();
+    std::thread::sleep(Duration::from_secs(7));
+    let late = device.totp.fresh_code();
+    if let Some(mut stdin) = pamtester.stdin.take() {
+        let _ = stdin.write_all(format!("{late}\n").as_bytes());
+    }
+    let login = finish(pamtester, started).unwrap();
+
+    assert!(
+        login.refused(),
+        "{}\n{}",
+        login.describe(),
+        env.diagnostics()
+    );
+    assert!(
+        login
+            .shown()
+            .contains("No answer within 5 seconds; login refused."),
+        "{}",
+        login.describe()
+    );
+    assert!(
+        !login.shown().contains("continuing without it"),
+        "{}",
+        login.describe()
+    );
+    assert!(
+        env.mfad_log()
+            .contains("outcome=deny reason=\"no answer within 5 s\""),
+        "{}",
+        env.diagnostics()
+    );
+}
