@@ -820,7 +820,12 @@ fn auth(state: &State, params: &BTreeMap<String, String>) -> Response<Full<Bytes
                 Scenario::Locked => locked,
                 Scenario::PushDeny => (d, "deny", "deny", "Login request denied.".to_string()),
                 Scenario::PushTimeout => (d, "deny", "timeout", "Login timed out.".to_string()),
-                _ => (d, "allow", "allow", format!("{esc}Success. Logging you in...")),
+                _ => (
+                    d,
+                    "allow",
+                    "allow",
+                    format!("{esc}Success. Logging you in..."),
+                ),
             };
             let phone = factor == "phone" || (factor == "auto" && s == Scenario::Phone);
             let mut steps = Vec::new();
@@ -885,7 +890,11 @@ async fn auth_status(state: &State, params: &BTreeMap<String, String>) -> Respon
     let Some(txid) = params.get("txid") else {
         return fail(StatusCode::BAD_REQUEST, 40002, "Invalid request parameters");
     };
-    if let Some(user) = state.tx_users.lock().ok().and_then(|m| m.get(txid).cloned())
+    if let Some(user) = state
+        .tx_users
+        .lock()
+        .ok()
+        .and_then(|m| m.get(txid).cloned())
         && scenario(state, &user) == Scenario::StatusError
     {
         return reply(
@@ -1152,7 +1161,10 @@ mod tests {
         };
         let mut headers = hyper::HeaderMap::new();
         headers.insert("date", VECTOR_DATE.parse().unwrap());
-        let auth = format!("Basic {}", BASE64.encode(format!("test_ikey:{sig}").as_bytes()));
+        let auth = format!(
+            "Basic {}",
+            BASE64.encode(format!("test_ikey:{sig}").as_bytes())
+        );
         headers.insert("authorization", auth.parse().unwrap());
         let params = parse_params(VECTOR_PARAMS).unwrap();
         let now = parse_rfc2822(VECTOR_DATE).unwrap();
@@ -1179,9 +1191,8 @@ mod tests {
         // Reached on another port than 443, the signature still covers the bare name.
         assert_eq!(vector_request("foO.BAr52.cOm:8443", VECTOR_SIG), Ok(()));
         // A signature over `host:port` (the mistake Duo refuses with 401) is refused here too.
-        let canonical = format!(
-            "{VECTOR_DATE}\nPOST\nfoo.bar52.com:8443\n/Foo/BaR2/qux\n{VECTOR_PARAMS}"
-        );
+        let canonical =
+            format!("{VECTOR_DATE}\nPOST\nfoo.bar52.com:8443\n/Foo/BaR2/qux\n{VECTOR_PARAMS}");
         let mut mac = Hmac::<Sha512>::new_from_slice(VECTOR_SKEY.as_bytes()).unwrap();
         mac.update(canonical.as_bytes());
         let with_port = data_encoding::HEXLOWER.encode(&mac.finalize().into_bytes());

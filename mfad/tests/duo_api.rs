@@ -328,7 +328,9 @@ async fn a_persistent_429_is_rate_limiting_not_an_outage() {
     c.sync_clock().await.unwrap();
     let started = Instant::now();
     assert_eq!(
-        c.preauth("rate-limited-always", None, "h").await.unwrap_err(),
+        c.preauth("rate-limited-always", None, "h")
+            .await
+            .unwrap_err(),
         DuoError::RateLimited
     );
     // Four tries, Retry-After: 1 between them.
@@ -383,7 +385,10 @@ async fn connections_to_duo_carry_tcp_keepalive_probes() {
     // Timer 2 on an idle established socket is the keep-alive timer (none without it),
     // due within mfad's 15 s.
     let (timer, jiffies) = tcp_timer(port).expect("mfad's connection in /proc/net/tcp");
-    assert_eq!(timer, 2, "no keep-alive timer on the idle connection to Duo");
+    assert_eq!(
+        timer, 2,
+        "no keep-alive timer on the idle connection to Duo"
+    );
     assert!(jiffies > 0, "{jiffies}");
 }
 

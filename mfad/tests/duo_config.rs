@@ -110,7 +110,10 @@ fn refusals_name_the_key_the_file_and_the_line() {
     let err = Config::parse(&format!("duo_conf = \"{}\"\n", open.display()), toml)
         .unwrap_err()
         .to_string();
-    assert!(err.contains("read or written by its group or others"), "{err}");
+    assert!(
+        err.contains("read or written by its group or others"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -136,7 +139,11 @@ fn check_config_shows_the_duo_settings_without_the_secret_key() {
 fn the_secret_key_can_live_in_a_private_file_of_its_own() {
     let dir = tempfile::tempdir().unwrap();
     let toml = Path::new("/etc/mfa/mfad.toml");
-    let key = write_private(dir.path(), "duo-skey", "Zh5eGmUq9zpfQnyUIu5OL9iWoMMv5ZNmk3zLJ4Ep\n");
+    let key = write_private(
+        dir.path(),
+        "duo-skey",
+        "Zh5eGmUq9zpfQnyUIu5OL9iWoMMv5ZNmk3zLJ4Ep\n",
+    );
     let duo_keys = "host = \"api-x.duosecurity.com\"\nikey = \"DIWJ8X6AEYOR5OMC8TQZ\"\n";
     let text = format!("[duo]\n{duo_keys}skey_file = \"{}\"\n", key.display());
     let duo = Config::parse(&text, toml).unwrap().duo.unwrap();
@@ -155,7 +162,10 @@ fn the_secret_key_can_live_in_a_private_file_of_its_own() {
         other.display()
     );
     let duo = Config::parse(&text, toml).unwrap().duo.unwrap();
-    assert_eq!(duo.skey.as_ref().map(|s| s.expose()), Some("another-secret-key"));
+    assert_eq!(
+        duo.skey.as_ref().map(|s| s.expose()),
+        Some("another-secret-key")
+    );
 
     // A key file its group or others may read is refused, naming the key and the file.
     std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o640)).unwrap();

@@ -586,7 +586,11 @@ fn a_push_left_unanswered_past_status_timeout_is_refused_not_unavailable() {
     let started = Instant::now();
     let (outcome, script) = d.run(ssh("root"), &["1"]);
     assert_eq!(outcome.unwrap(), Outcome::Deny, "{}", script.text());
-    assert!(script.text().contains("did not answer within 10 s"), "{}", script.text());
+    assert!(
+        script.text().contains("did not answer within 10 s"),
+        "{}",
+        script.text()
+    );
     assert!(started.elapsed() < Duration::from_secs(14));
 }
 
@@ -600,7 +604,9 @@ fn a_persistent_rate_limit_refuses_the_login() {
         Outcome::Deny
     );
     assert!(
-        script.text().contains("error: Duo is rate-limiting logins right now"),
+        script
+            .text()
+            .contains("error: Duo is rate-limiting logins right now"),
         "{}",
         script.text()
     );
@@ -627,7 +633,11 @@ fn options_work_when_preauth_lists_no_devices() {
     let d = TestDaemon::start(&duo, |c| c.wait_prompt = false);
     let (outcome, script) = d.login("root", &["1"]);
     assert_eq!(outcome, Outcome::Allow, "{}", script.text());
-    assert!(!script.text().contains("neither an option"), "{}", script.text());
+    assert!(
+        !script.text().contains("neither an option"),
+        "{}",
+        script.text()
+    );
     let auth = &duo.fake.requests_to("/auth/v2/auth")[0];
     assert_eq!(auth.params["factor"], "prompt");
     assert_eq!(auth.params["prompt"], "push1");
@@ -636,7 +646,8 @@ fn options_work_when_preauth_lists_no_devices() {
     let (outcome, script) = d.run(headless("root", "scp -t /data"), &[]);
     assert_eq!(outcome.unwrap(), Outcome::Allow, "{}", script.text());
     assert_eq!(
-        script.shown[0], "info: Autopushing login request to phone...",
+        script.shown[0],
+        "info: Autopushing login request to phone...",
         "{}",
         script.text()
     );

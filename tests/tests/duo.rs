@@ -301,7 +301,10 @@ fn a_duo_error_after_the_challenge_refuses_even_with_failmode_safe() {
     assert!(login.refused(), "{}", login.describe());
     assert!(login.stdout.is_empty());
     assert!(
-        login.prompts.iter().any(|p| p.contains("Passcode or option")),
+        login
+            .prompts
+            .iter()
+            .any(|p| p.contains("Passcode or option")),
         "{}",
         login.describe()
     );

@@ -389,18 +389,20 @@ impl DuoClient {
         let mut renewed = false;
         loop {
             let may_be_pooled = self.may_be_pooled();
-            let (status, retry_after, bytes) =
-                match self.exchange(method, path, &params, signed, limit).await {
-                    Ok(r) => r,
-                    Err(o) if idempotent && !renewed && may_be_pooled && o != Outage::BadResponse => {
-                        // The pooled connection may be dead (a NAT or firewall dropped it
-                        // silently): a new pool, so a new connection, and one more try.
-                        renewed = true;
-                        self.renew_pool();
-                        continue;
-                    }
-                    Err(o) => return Err(o.into()),
-                };
+            let (status, retry_after, bytes) = match self
+                .exchange(method, path, &params, signed, limit)
+                .await
+            {
+                Ok(r) => r,
+                Err(o) if idempotent && !renewed && may_be_pooled && o != Outage::BadResponse => {
+                    // The pooled connection may be dead (a NAT or firewall dropped it
+                    // silently): a new pool, so a new connection, and one more try.
+                    renewed = true;
+                    self.renew_pool();
+                    continue;
+                }
+                Err(o) => return Err(o.into()),
+            };
             self.mark_ok();
             let Some(bytes) = bytes else {
                 return Err(Outage::BadResponse.into());
@@ -473,10 +475,13 @@ impl DuoClient {
         if signed {
             let date = sign::rfc2822(self.duo_now());
             let canon = sign::canonical(&date, method, &self.signed_host, path, params);
-            req = req.header("Date", &date).header("X-Duo-Date", &date).header(
-                "Authorization",
-                sign::authorization(&self.ikey, self.skey.expose(), &canon),
-            );
+            req = req
+                .header("Date", &date)
+                .header("X-Duo-Date", &date)
+                .header(
+                    "Authorization",
+                    sign::authorization(&self.ikey, self.skey.expose(), &canon),
+                );
         }
         // The whole exchange, body included, is bounded; reqwest's own timeout is the
         // same bound, this one also covers reading the body.
@@ -624,15 +629,24 @@ mod tests {
 
     #[test]
     fn the_signed_host_is_the_bare_lower_cased_name() {
-        assert_eq!(signed_host("API-abc.DuoSecurity.com"), "api-abc.duosecurity.com");
-        assert_eq!(signed_host("api-abc.duosecurity.com:8443"), "api-abc.duosecurity.com");
+        assert_eq!(
+            signed_host("API-abc.DuoSecurity.com"),
+            "api-abc.duosecurity.com"
+        );
+        assert_eq!(
+            signed_host("api-abc.duosecurity.com:8443"),
+            "api-abc.duosecurity.com"
+        );
         assert_eq!(signed_host("127.0.0.1:40000"), "127.0.0.1");
     }
 
     #[test]
     fn an_unknown_stat_or_a_fail_without_code_is_a_refusal() {
         let odd: Result<Time, _> = parse(br#"{"stat":"MAYBE","response":{"time":5}}"#, 200);
-        assert!(matches!(odd, Err(DuoError::Refused { code: None, .. })), "{odd:?}");
+        assert!(
+            matches!(odd, Err(DuoError::Refused { code: None, .. })),
+            "{odd:?}"
+        );
         let codeless: Result<Time, _> = parse(br#"{"stat":"FAIL","message":"no"}"#, 200);
         assert!(
             matches!(codeless, Err(DuoError::Refused { code: None, .. })),

@@ -82,10 +82,18 @@ impl Factor {
     /// The method named in decision logs.
     pub fn method(&self) -> &'static str {
         match self {
-            Factor::Option { kind: Kind::Push, .. } => "duo-push",
-            Factor::Option { kind: Kind::Phone, .. } => "duo-phone",
-            Factor::Option { kind: Kind::Sms, .. } => "duo-sms",
-            Factor::Option { kind: Kind::Auto, .. } => "duo-auto",
+            Factor::Option {
+                kind: Kind::Push, ..
+            } => "duo-push",
+            Factor::Option {
+                kind: Kind::Phone, ..
+            } => "duo-phone",
+            Factor::Option {
+                kind: Kind::Sms, ..
+            } => "duo-sms",
+            Factor::Option {
+                kind: Kind::Auto, ..
+            } => "duo-auto",
             Factor::Passcode(_) => "duo-passcode",
         }
     }
@@ -101,7 +109,10 @@ impl Factor {
     fn params(&self) -> Params {
         let (factor, value) = match self {
             // Bare `auto` (no `default` in the prompt): the documented form.
-            Factor::Option { kind: Kind::Auto, name } if name == "auto" => {
+            Factor::Option {
+                kind: Kind::Auto,
+                name,
+            } if name == "auto" => {
                 return vec![
                     ("factor".into(), "auto".into()),
                     ("device".into(), "auto".into()),
@@ -279,7 +290,10 @@ impl Daemon {
                     who,
                     "duo",
                     "deny",
-                    &format!("Duo failed after asking for a second factor: {}", clean(&o.to_string())),
+                    &format!(
+                        "Duo failed after asking for a second factor: {}",
+                        clean(&o.to_string())
+                    ),
                 );
                 self.deny(
                     conn,
