@@ -359,39 +359,6 @@ async fn a_silently_dropped_pooled_connection_is_retried_on_a_new_one() {
     assert_eq!(f.requests_to("/auth/v2/preauth").len(), 1);
 }
 
-/// The `tr` (timer) field of /proc/net/tcp for the connection from local port `port`.
-fn tcp_timer(port: u16) -> Option<(u8, u64)> {
-    let table = std::fs::read_to_string("/proc/net/tcp").ok()?;
-    table.lines().skip(1).find_map(|line| {
-        let f: Vec<&str> = line.split_whitespace().collect();
-        let local = u16::from_str_radix(f.get(1)?.rsplit(':').next()?, 16).ok()?;
-        if local != port || f.get(3)? != &"01" {
-            return None;
-        }
-        let (tr, when) = f.get(5)?.split_once(':')?;
-        Some((tr.parse().ok()?, u64::from_str_radix(when, 16).ok()?))
-    })
-}
-
-#[tokio::test]
-async fn connections_to_duo_carry_tcp_keepalive_probes() {
-    let f = fake(|_| {}).await;
-    let proxy = DroppingProxy::start(f.addr()).await.unwrap();
-    let s = config_for(&proxy.host(), f.ikey(), f.skey(), Some(f.ca_pem()));
-    let c = client(&s);
-    c.sync_clock().await.unwrap();
-    tokio::time::sleep(Duration::from_millis(200)).await;
-    let port = proxy.client_ports()[0];
-    // Timer 2 on an idle established socket is the keep-alive timer (none without it),
-    // due within mfad's 15 s.
-    let (timer, jiffies) = tcp_timer(port).expect("mfad's connection in /proc/net/tcp");
-    assert_eq!(
-        timer, 2,
-        "no keep-alive timer on the idle connection to Duo"
-    );
-    assert!(jiffies > 0, "{jiffies}");
-}
-
 #[tokio::test]
 async fn one_client_keeps_one_connection_across_calls() {
     let f = fake(|_| {}).await;
