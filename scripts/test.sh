@@ -20,6 +20,8 @@ if [ -f "$HOME/.cargo/env" ]; then
 fi
 
 cargo build --workspace
+# The Duo benchmark is built (not run) so that it keeps compiling with the client it measures.
+cargo bench -p mfad --bench duo_login --no-run
 # The benchmarks' smoke run, on the debug build: checks that the harness works (sshd with
 # four PAM stacks, mfad under load, pending pushes); it never fails on a time. The full
 # run is scripts/bench.sh.

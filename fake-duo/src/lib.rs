@@ -17,14 +17,25 @@
 //! | `locked`        | every authentication says locked out                                 |
 //! | `unauthorized`  | 401 to preauth                                                       |
 //! | `rate-limited`  | the first preauth gets 429 with `Retry-After: 1`, then as `push`     |
+//! | `rate-limited-x`| the first preauth gets 429 with `X-Retry-After: 2` only, then `push` |
+//! | `rate-limited-always` | every preauth gets 429 with `Retry-After: 1`                   |
+//! | `no-devices`    | as `push`, but preauth lists the prompt's `factors` and no `devices` |
+//! | `auth-error`    | as `push`, but `/auth` answers HTTP 500                              |
+//! | `status-error`  | as `push`, but `/auth_status` answers HTTP 500                       |
 //! | `server-error`  | 503 to preauth                                                       |
 //! | `malformed`     | preauth answers with broken JSON                                     |
 //! | `hang`          | preauth never answers                                                |
 //! | `escapes`       | as `push`, with terminal escape sequences in every text              |
 //!
 //! A user's scenario is the one mapped to the name, else the name itself when it names a
-//! scenario, else the default. `skew` moves the fake's clock: a client must learn the offset
-//! from `/ping` to sign with an acceptable date.
+//! scenario, else the default. `skew` moves the fake's clock (and `step_clock` while it
+//! runs): a client must learn the offset from `/ping` to sign with an acceptable date.
+//!
+//! Signatures are checked as Duo checks them: the canonical request names the API host
+//! without its port, lower-cased, although the fake listens on a port other than 443 (the
+//! `verify` tests pin this to Duo's published worked example). `/auth` takes the documented
+//! factors and `factor=prompt` with `prompt=` an option name or a passcode, as duo_unix
+//! sends it; with `async=1` every factor answers with a `txid`.
 
 use bytes::Bytes;
 use data_encoding::{BASE64, HEXLOWER_PERMISSIVE};
@@ -39,7 +50,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::str::FromStr;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use tokio::net::{TcpListener, TcpStream};
@@ -72,6 +83,11 @@ pub enum Scenario {
     Malformed,
     Hang,
     Escapes,
+    RateLimitedX,
+    RateLimitedAlways,
+    NoDevices,
+    AuthError,
+    StatusError,
 }
 
 impl FromStr for Scenario {
@@ -94,6 +110,11 @@ impl FromStr for Scenario {
             "malformed" => Scenario::Malformed,
             "hang" => Scenario::Hang,
             "escapes" => Scenario::Escapes,
+            "rate-limited-x" => Scenario::RateLimitedX,
+            "rate-limited-always" => Scenario::RateLimitedAlways,
+            "no-devices" => Scenario::NoDevices,
+            "auth-error" => Scenario::AuthError,
+            "status-error" => Scenario::StatusError,
             _ => return Err(format!("no scenario {s:?}")),
         })
     }
@@ -151,8 +172,12 @@ struct Tx {
 
 struct State {
     opts: Options,
+    /// The fake's clock minus the machine's: `opts.skew`, moved by `step_clock`.
+    skew: AtomicI64,
     requests: Mutex<Vec<Recorded>>,
     txs: Mutex<HashMap<String, Tx>>,
+    /// Whose transaction each txid is.
+    tx_users: Mutex<HashMap<String, String>>,
     sms_sent: Mutex<HashMap<String, bool>>,
     limited: Mutex<HashMap<String, u32>>,
     next_tx: AtomicUsize,
@@ -206,9 +231,11 @@ impl FakeDuo {
         let listener = TcpListener::bind("127.0.0.1:0").await?;
         let addr = listener.local_addr()?;
         let state = Arc::new(State {
+            skew: AtomicI64::new(opts.skew),
             opts,
             requests: Mutex::new(Vec::new()),
             txs: Mutex::new(HashMap::new()),
+            tx_users: Mutex::new(HashMap::new()),
             sms_sent: Mutex::new(HashMap::new()),
             limited: Mutex::new(HashMap::new()),
             next_tx: AtomicUsize::new(1),
@@ -269,6 +296,11 @@ impl FakeDuo {
             .into_iter()
             .filter(|r| r.path == path)
             .collect()
+    }
+
+    /// Steps the fake's clock by `secs` (as NTP stepping one side would), from now on.
+    pub fn step_clock(&self, secs: i64) {
+        self.state.skew.fetch_add(secs, Ordering::SeqCst);
     }
 
     /// TLS connections accepted so far.
@@ -392,9 +424,14 @@ fn parse_rfc2822(s: &str) -> Option<i64> {
     Some(days * 86_400 + h * 3600 + m * 60 + sec - offset)
 }
 
-/// Checks Basic authorization, the date and the HMAC-SHA512 of the canonical request.
+/// Checks Basic authorization, the date (against `now`, the fake's clock) and the
+/// HMAC-SHA512 of the canonical request. The host in it is `host` (the Host header) without
+/// its port, lower-cased: Duo's clients sign the bare API host name, whatever port they
+/// connect to, and Duo checks against its own name.
+#[allow(clippy::too_many_arguments)]
 fn verify(
     opts: &Options,
+    now: i64,
     method: &str,
     host: &str,
     path: &str,
@@ -410,7 +447,6 @@ fn verify(
     let Some(when) = when else {
         return (Err(format!("unreadable date {date:?}")), None);
     };
-    let now = now_secs() + opts.skew;
     if (when - now).abs() > opts.date_tolerance {
         return (
             Err(format!("date is {} s off the server's clock", when - now)),
@@ -448,10 +484,11 @@ fn verify(
             Some(when),
         );
     }
+    let bare_host = host.split(':').next().unwrap_or(host);
     let canonical = format!(
         "{date}\n{}\n{}\n{path}\n{canon_params}",
         method.to_ascii_uppercase(),
-        host.to_ascii_lowercase()
+        bare_host.to_ascii_lowercase()
     );
     let Ok(mut mac) = Hmac::<Sha512>::new_from_slice(opts.skey.as_bytes()) else {
         return (Err("bad key".into()), Some(when));
@@ -491,8 +528,9 @@ async fn handle(state: Arc<State>, req: Request<Incoming>) -> Response<Full<Byte
         return fail(StatusCode::BAD_REQUEST, 40002, "Invalid request parameters");
     };
     let signed = path != "/auth/v2/ping";
+    let now = now_secs() + state.skew.load(Ordering::SeqCst);
     let (verdict, date) = if signed {
-        verify(opts, &method, &host, &path, &raw, &params, &headers)
+        verify(opts, now, &method, &host, &path, &raw, &params, &headers)
     } else {
         (Ok(()), None)
     };
@@ -507,6 +545,11 @@ async fn handle(state: Arc<State>, req: Request<Incoming>) -> Response<Full<Byte
         .params
         .remove("passcode")
         .map(|_| record.params.insert("passcode".into(), "(hidden)".into()));
+    if let Some(p) = record.params.get_mut("prompt")
+        && option_kind(p).is_none()
+    {
+        *p = "(hidden)".into();
+    }
     if let Err(why) = &verdict {
         record.rejected = Some(why.clone());
     }
@@ -522,7 +565,7 @@ async fn handle(state: Arc<State>, req: Request<Incoming>) -> Response<Full<Byte
     }
     match (method.as_str(), path.as_str()) {
         ("GET", "/auth/v2/ping") | ("GET", "/auth/v2/check") => {
-            ok(serde_json::json!({"time": now_secs() + opts.skew}))
+            ok(serde_json::json!({"time": now}))
         }
         ("POST", "/auth/v2/preauth") => preauth(&state, &params).await,
         ("POST", "/auth/v2/auth") => auth(&state, &params),
@@ -571,6 +614,14 @@ fn menu(user: &str, s: Scenario) -> serde_json::Value {
     } else {
         serde_json::json!(["auto", "push", "sms", "phone", "mobile_otp"])
     };
+    if s == Scenario::NoDevices {
+        // Duo may send the prompt without a device list: options are resolved by Duo.
+        return serde_json::json!({
+            "result": "auth",
+            "status_msg": "Account is active",
+            "prompt": {"text": text, "factors": factors},
+        });
+    }
     serde_json::json!({
         "result": "auth",
         "status_msg": "Account is active",
@@ -624,7 +675,15 @@ async fn preauth(state: &State, params: &BTreeMap<String, String>) -> Response<F
             std::future::pending::<()>().await;
             fail(StatusCode::INTERNAL_SERVER_ERROR, 50000, "unreachable")
         }
-        Scenario::RateLimited => {
+        Scenario::RateLimitedAlways => {
+            let mut r = fail(StatusCode::TOO_MANY_REQUESTS, 42901, "Too Many Requests");
+            r.headers_mut().insert(
+                hyper::header::RETRY_AFTER,
+                hyper::header::HeaderValue::from_static("1"),
+            );
+            r
+        }
+        Scenario::RateLimited | Scenario::RateLimitedX => {
             let first = state
                 .limited
                 .lock()
@@ -636,9 +695,14 @@ async fn preauth(state: &State, params: &BTreeMap<String, String>) -> Response<F
                 .unwrap_or(false);
             if first {
                 let mut r = fail(StatusCode::TOO_MANY_REQUESTS, 42901, "Too Many Requests");
+                let (name, value) = if s == Scenario::RateLimitedX {
+                    ("x-retry-after", "2")
+                } else {
+                    ("retry-after", "1")
+                };
                 r.headers_mut().insert(
-                    hyper::header::RETRY_AFTER,
-                    hyper::header::HeaderValue::from_static("1"),
+                    hyper::header::HeaderName::from_static(name),
+                    hyper::header::HeaderValue::from_static(value),
                 );
                 r
             } else {
@@ -649,26 +713,68 @@ async fn preauth(state: &State, params: &BTreeMap<String, String>) -> Response<F
     }
 }
 
+/// What an option name of the text prompt selects: `push1`, `phone2`, `voice1`, `sms1`,
+/// `smsrefresh1`, `auto` (one device here, so any number but 1 selects nothing).
+fn option_kind(name: &str) -> Option<&'static str> {
+    let kind = name.trim_end_matches(|c: char| c.is_ascii_digit());
+    let number = &name[kind.len()..];
+    if !(number.is_empty() || number == "1") {
+        return None;
+    }
+    Some(match kind {
+        "push" => "push",
+        "phone" | "voice" => "phone",
+        "sms" | "smsrefresh" => "sms",
+        "auto" => "auto",
+        _ => return None,
+    })
+}
+
+type Step = (Duration, &'static str, &'static str, String);
+
 fn auth(state: &State, params: &BTreeMap<String, String>) -> Response<Full<Bytes>> {
     let (Some(user), Some(factor)) = (params.get("username"), params.get("factor")) else {
         return fail(StatusCode::BAD_REQUEST, 40002, "Invalid request parameters");
     };
     let s = scenario(state, user);
+    if s == Scenario::AuthError {
+        return reply(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "<html><body>Internal Server Error</body></html>".into(),
+        );
+    }
     let esc = if s == Scenario::Escapes { ESC } else { "" };
-    let locked = (
+    let asynchronous = params.get("async").map(String::as_str) == Some("1");
+    // factor=prompt (duo_unix's form): an option name, else a passcode.
+    let (factor, passcode) = match factor.as_str() {
+        "prompt" => {
+            let Some(p) = params.get("prompt") else {
+                return fail(StatusCode::BAD_REQUEST, 40002, "Invalid request parameters");
+            };
+            match option_kind(p) {
+                Some(kind) => (kind, None),
+                None => ("passcode", Some(p.as_str())),
+            }
+        }
+        "passcode" => ("passcode", params.get("passcode").map(String::as_str)),
+        "push" | "phone" | "sms" | "auto" => {
+            if params.get("device").is_none() {
+                return fail(StatusCode::BAD_REQUEST, 40002, "Invalid request parameters");
+            }
+            (factor.as_str(), None)
+        }
+        _ => return fail(StatusCode::BAD_REQUEST, 40002, "Invalid request parameters"),
+    };
+    let locked: Step = (
+        Duration::ZERO,
         "deny",
         "locked_out",
         "Your account has been locked out due to excessive authentication failures.".to_string(),
     );
-    let sync = |(result, status, msg): (&str, &str, String)| {
-        ok(serde_json::json!({"result": result, "status": status, "status_msg": msg}))
-    };
-    match factor.as_str() {
+    let d = state.opts.push_delay;
+    let steps: Vec<Step> = match factor {
         "passcode" => {
-            let code = params.get("passcode").map(String::as_str).unwrap_or("");
-            if s == Scenario::Locked {
-                return sync(locked);
-            }
+            let code = passcode.unwrap_or("");
             let sms_ok = s == Scenario::Sms
                 && code == SMS_PASSCODE
                 && state
@@ -676,35 +782,50 @@ fn auth(state: &State, params: &BTreeMap<String, String>) -> Response<Full<Bytes
                     .lock()
                     .map(|m| m.get(user).copied().unwrap_or(false))
                     .unwrap_or(false);
-            if code == PASSCODE || sms_ok {
-                sync(("allow", "allow", format!("{esc}Success. Logging you in...")))
+            if s == Scenario::Locked {
+                vec![locked]
+            } else if code == PASSCODE || sms_ok {
+                vec![(
+                    Duration::ZERO,
+                    "allow",
+                    "allow",
+                    format!("{esc}Success. Logging you in..."),
+                )]
             } else {
-                sync((
+                vec![(
+                    Duration::ZERO,
                     "deny",
                     "deny",
                     "Incorrect passcode. Please try again.".into(),
-                ))
+                )]
             }
         }
         "sms" => {
             if s == Scenario::Locked {
-                return sync(locked);
+                vec![locked]
+            } else {
+                if let Ok(mut m) = state.sms_sent.lock() {
+                    m.insert(user.clone(), true);
+                }
+                vec![(
+                    Duration::ZERO,
+                    "deny",
+                    "sent",
+                    "New SMS passcodes sent.".into(),
+                )]
             }
-            if let Ok(mut m) = state.sms_sent.lock() {
-                m.insert(user.clone(), true);
-            }
-            sync(("deny", "sent", "New SMS passcodes sent.".into()))
         }
-        "push" | "phone" | "auto" => {
-            if params.get("device").is_none() {
-                return fail(StatusCode::BAD_REQUEST, 40002, "Invalid request parameters");
-            }
-            let d = state.opts.push_delay;
-            let final_step = match s {
+        _ => {
+            let final_step: Step = match s {
                 Scenario::Locked => locked,
-                Scenario::PushDeny => ("deny", "deny", "Login request denied.".to_string()),
-                Scenario::PushTimeout => ("deny", "timeout", "Login timed out.".to_string()),
-                _ => ("allow", "allow", format!("{esc}Success. Logging you in...")),
+                Scenario::PushDeny => (d, "deny", "deny", "Login request denied.".to_string()),
+                Scenario::PushTimeout => (d, "deny", "timeout", "Login timed out.".to_string()),
+                _ => (
+                    d,
+                    "allow",
+                    "allow",
+                    format!("{esc}Success. Logging you in..."),
+                ),
             };
             let phone = factor == "phone" || (factor == "auto" && s == Scenario::Phone);
             let mut steps = Vec::new();
@@ -731,44 +852,37 @@ fn auth(state: &State, params: &BTreeMap<String, String>) -> Response<Full<Bytes
                     ));
                 }
             }
-            let (result, status, msg) = final_step;
-            let result: &'static str = if result == "allow" { "allow" } else { "deny" };
-            let status: &'static str = match status {
-                "allow" => "allow",
-                "deny" => "deny",
-                "timeout" => "timeout",
-                _ => "locked_out",
-            };
-            steps.push((
-                if steps.is_empty() { Duration::ZERO } else { d },
-                result,
-                status,
-                msg,
-            ));
-            let n = state.next_tx.fetch_add(1, Ordering::SeqCst);
-            let txid = format!("45f7c92b-f45f-4862-8545-{n:012}");
-            if let Ok(mut txs) = state.txs.lock() {
-                txs.insert(
-                    txid.clone(),
-                    Tx {
-                        created: Instant::now(),
-                        steps,
-                        returned: 0,
-                    },
-                );
-            }
-            if params.get("async").map(String::as_str) == Some("1") {
-                ok(serde_json::json!({"txid": txid}))
-            } else {
-                fail(
+            steps.push(final_step);
+            if !asynchronous {
+                return fail(
                     StatusCode::BAD_REQUEST,
                     40002,
                     "This fake only does async push and phone",
-                )
+                );
             }
+            steps
         }
-        _ => fail(StatusCode::BAD_REQUEST, 40002, "Invalid request parameters"),
+    };
+    if !asynchronous {
+        let (_, result, status, msg) = steps[0].clone();
+        return ok(serde_json::json!({"result": result, "status": status, "status_msg": msg}));
     }
+    let n = state.next_tx.fetch_add(1, Ordering::SeqCst);
+    let txid = format!("45f7c92b-f45f-4862-8545-{n:012}");
+    if let Ok(mut txs) = state.txs.lock() {
+        txs.insert(
+            txid.clone(),
+            Tx {
+                created: Instant::now(),
+                steps,
+                returned: 0,
+            },
+        );
+    }
+    if let Ok(mut users) = state.tx_users.lock() {
+        users.insert(txid.clone(), user.clone());
+    }
+    ok(serde_json::json!({"txid": txid}))
 }
 
 /// Long-polls: answers with the transaction's next status once it is due.
@@ -776,6 +890,18 @@ async fn auth_status(state: &State, params: &BTreeMap<String, String>) -> Respon
     let Some(txid) = params.get("txid") else {
         return fail(StatusCode::BAD_REQUEST, 40002, "Invalid request parameters");
     };
+    if let Some(user) = state
+        .tx_users
+        .lock()
+        .ok()
+        .and_then(|m| m.get(txid).cloned())
+        && scenario(state, &user) == Scenario::StatusError
+    {
+        return reply(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "<html><body>Internal Server Error</body></html>".into(),
+        );
+    }
     let next = state.txs.lock().ok().and_then(|mut txs| {
         let tx = txs.get_mut(txid)?;
         let i = tx.returned.min(tx.steps.len().saturating_sub(1));
@@ -836,6 +962,125 @@ impl LatencyProxy {
     }
 }
 
+/// A TCP proxy on 127.0.0.1 that can drop the connections it carries silently, as a NAT
+/// gateway or a firewall forgets idle state: after `drop_silently`, nothing more passes on
+/// any connection open so far, in either direction, and none is closed (no FIN, no RST);
+/// connections made afterwards work.
+pub struct DroppingProxy {
+    addr: SocketAddr,
+    dropped: Arc<AtomicUsize>,
+    client_ports: Arc<Mutex<Vec<u16>>>,
+    tasks: Arc<Mutex<Vec<tokio::task::AbortHandle>>>,
+}
+
+impl Drop for DroppingProxy {
+    fn drop(&mut self) {
+        if let Ok(tasks) = self.tasks.lock() {
+            for t in tasks.iter() {
+                t.abort();
+            }
+        }
+    }
+}
+
+impl DroppingProxy {
+    pub async fn start(upstream: SocketAddr) -> std::io::Result<DroppingProxy> {
+        let listener = TcpListener::bind("127.0.0.1:0").await?;
+        let addr = listener.local_addr()?;
+        let dropped = Arc::new(AtomicUsize::new(0));
+        let client_ports = Arc::new(Mutex::new(Vec::new()));
+        let tasks: Arc<Mutex<Vec<tokio::task::AbortHandle>>> = Arc::new(Mutex::new(Vec::new()));
+        let (d, ports, held) = (
+            Arc::clone(&dropped),
+            Arc::clone(&client_ports),
+            Arc::clone(&tasks),
+        );
+        let accept = tokio::spawn(async move {
+            loop {
+                let Ok((client, peer)) = listener.accept().await else {
+                    continue;
+                };
+                if let Ok(mut p) = ports.lock() {
+                    p.push(peer.port());
+                }
+                let d = Arc::clone(&d);
+                let conn = tokio::spawn(async move {
+                    let Ok(server) = TcpStream::connect(upstream).await else {
+                        return;
+                    };
+                    let generation = d.load(Ordering::SeqCst);
+                    let (cr, cw) = client.into_split();
+                    let (sr, sw) = server.into_split();
+                    tokio::join!(
+                        relay(cr, sw, generation, Arc::clone(&d)),
+                        relay(sr, cw, generation, d)
+                    );
+                });
+                if let Ok(mut t) = held.lock() {
+                    t.push(conn.abort_handle());
+                }
+            }
+        });
+        if let Ok(mut t) = tasks.lock() {
+            t.push(accept.abort_handle());
+        }
+        Ok(DroppingProxy {
+            addr,
+            dropped,
+            client_ports,
+            tasks,
+        })
+    }
+
+    /// The host to give the client: `127.0.0.1:PORT`.
+    pub fn host(&self) -> String {
+        self.addr.to_string()
+    }
+
+    /// From now on, the connections open so far carry nothing and are never closed.
+    pub fn drop_silently(&self) {
+        self.dropped.fetch_add(1, Ordering::SeqCst);
+    }
+
+    /// The client-side ports of the connections accepted so far, oldest first.
+    pub fn client_ports(&self) -> Vec<u16> {
+        self.client_ports
+            .lock()
+            .map(|p| p.clone())
+            .unwrap_or_default()
+    }
+}
+
+/// Forwards `from` to `to` until the proxy drops the connection's generation; then swallows
+/// what comes and holds `to` open, so the other side sees silence, not a close.
+async fn relay(
+    mut from: tokio::net::tcp::OwnedReadHalf,
+    mut to: tokio::net::tcp::OwnedWriteHalf,
+    generation: usize,
+    dropped: Arc<AtomicUsize>,
+) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut buf = vec![0u8; 16 * 1024];
+    loop {
+        match from.read(&mut buf).await {
+            Ok(0) | Err(_) => break,
+            Ok(n) => {
+                if dropped.load(Ordering::SeqCst) != generation {
+                    continue;
+                }
+                if to.write_all(&buf[..n]).await.is_err() {
+                    break;
+                }
+            }
+        }
+    }
+    if dropped.load(Ordering::SeqCst) != generation {
+        // Until the proxy itself is dropped (which aborts this task).
+        std::future::pending::<()>().await;
+    }
+    let _ = to.shutdown().await;
+}
+
 /// Copies `from` to `to`, each chunk delivered `delay` after it was read, without holding
 /// back the chunks behind it (latency, not bandwidth).
 async fn pipe(
@@ -888,6 +1133,80 @@ mod tests {
             Some(1_354_900_680)
         );
         assert_eq!(parse_rfc2822("yesterday"), None);
+    }
+
+    // Duo's published worked example of signature version 2 with HMAC-SHA512
+    // (duo_client_python tests/test_client.py, `test_hmac_sha512`): the request, the keys
+    // and the expected signature exactly as published. The fake must accept it, so that
+    // the fake and mfad cannot agree on a mistake of their own.
+    const VECTOR_DATE: &str = "Fri, 07 Dec 2012 17:18:00 -0000";
+    const VECTOR_SKEY: &str = "gtdfxv9YgVBYcF6dl2Eq17KUQJN2PLM2ODVTkvoT";
+    const VECTOR_SIG: &str = "0508065035a03b2a1de2f453e629e791d180329e157f65df6b3e0f08299d4321\
+                              e1c5c7a7c7ee6b9e5fc80d1fb6fbf3ad5eb7c44dd3b3985a02c37aca53ec3698";
+    const VECTOR_PARAMS: &str = "%E4%9A%9A%E2%A1%BB%E3%97%90%E8%BB%B3%E6%9C%A7%E5%80%AA%E0%A0%90\
+        %ED%82%91%C3%88%EC%85%B0=%E0%BD%85%E1%A9%B6%E3%90%9A%E6%95%8C%EC%88%BF%E9%AC%89%EA%AF%A2\
+        %E8%8D%83%E1%AC%A7%E6%83%90&%E7%91%89%E7%B9%8B%EC%B3%BB%E5%A7%BF%EF%B9%9F%E8%8E%B7%EA%B7\
+        %8C%E9%80%8C%EC%BF%91%E7%A0%93=%E8%B6%B7%E5%80%A2%E9%8B%93%E4%8B%AF%E2%81%BD%E8%9C%B0%EA\
+        %B3%BE%E5%98%97%E0%A5%86%E4%B8%B0&%E7%91%B0%E9%8C%94%E9%80%9C%E9%BA%AE%E4%83%98%E4%88%81\
+        %E8%8B%98%E8%B1%B0%E1%B4%B1%EA%81%82=%E1%9F%99%E0%AE%A8%E9%8D%98%EA%AB%9F%EA%90%AA%E4%A2\
+        %BE%EF%AE%96%E6%BF%A9%EB%9F%BF%E3%8B%B3&%EC%8B%85%E2%B0%9D%E2%98%A0%E3%98%97%E9%9A%B3F\
+        %E8%98%85%E2%83%A8%EA%B0%A1%E5%A4%B4=%EF%AE%A9%E4%86%AA%EB%B6%83%E8%90%8B%E2%98%95%E3%B9\
+        %AE%E6%94%AD%EA%A2%B5%ED%95%ABU";
+
+    fn vector_request(host: &str, sig: &str) -> Result<(), String> {
+        let opts = Options {
+            ikey: "test_ikey".into(),
+            skey: VECTOR_SKEY.into(),
+            ..Options::default()
+        };
+        let mut headers = hyper::HeaderMap::new();
+        headers.insert("date", VECTOR_DATE.parse().unwrap());
+        let auth = format!(
+            "Basic {}",
+            BASE64.encode(format!("test_ikey:{sig}").as_bytes())
+        );
+        headers.insert("authorization", auth.parse().unwrap());
+        let params = parse_params(VECTOR_PARAMS).unwrap();
+        let now = parse_rfc2822(VECTOR_DATE).unwrap();
+        verify(
+            &opts,
+            now,
+            "POST",
+            host,
+            "/Foo/BaR2/qux",
+            VECTOR_PARAMS,
+            &params,
+            &headers,
+        )
+        .0
+    }
+
+    #[test]
+    fn verify_accepts_duos_published_example() {
+        assert_eq!(vector_request("foO.BAr52.cOm", VECTOR_SIG), Ok(()));
+    }
+
+    #[test]
+    fn verify_signs_the_host_without_its_port_as_duo_does() {
+        // Reached on another port than 443, the signature still covers the bare name.
+        assert_eq!(vector_request("foO.BAr52.cOm:8443", VECTOR_SIG), Ok(()));
+        // A signature over `host:port` (the mistake Duo refuses with 401) is refused here too.
+        let canonical =
+            format!("{VECTOR_DATE}\nPOST\nfoo.bar52.com:8443\n/Foo/BaR2/qux\n{VECTOR_PARAMS}");
+        let mut mac = Hmac::<Sha512>::new_from_slice(VECTOR_SKEY.as_bytes()).unwrap();
+        mac.update(canonical.as_bytes());
+        let with_port = data_encoding::HEXLOWER.encode(&mac.finalize().into_bytes());
+        assert_eq!(
+            vector_request("foO.BAr52.cOm:8443", &with_port),
+            Err("signature does not match".into())
+        );
+        // And one character off the published signature is refused.
+        let mut wrong = VECTOR_SIG.to_string();
+        wrong.replace_range(0..1, "1");
+        assert_eq!(
+            vector_request("foO.BAr52.cOm", &wrong),
+            Err("signature does not match".into())
+        );
     }
 
     #[test]

@@ -2,7 +2,7 @@
 //! failure sorted into "Duo said no" or "Duo cannot be asked", each within its time bound.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use fake_duo::{FakeDuo, Options, Scenario};
+use fake_duo::{DroppingProxy, FakeDuo, Options, Scenario};
 use mfad::duo::api::{DuoClient, DuoError, Outage, PreauthResult, http_client};
 use mfad::duo::config::DuoConfig;
 use mfad::oob::config::Secret;
@@ -97,12 +97,7 @@ async fn a_skewed_duo_clock_is_learnt_from_ping() {
         http_client(&s.config).unwrap(),
         Arc::new(FakeClock::new(1_000_000_000)),
     );
-    assert_eq!(
-        c.check().await.unwrap_err(),
-        DuoError::Unavailable(Outage::Unauthorized),
-        "without /ping the date is refused"
-    );
-    c.sync_clock().await.unwrap();
+    // Without /ping the date is refused; the 401 makes the client ping and sign again.
     c.check().await.unwrap();
     let checks = f.requests_to("/auth/v2/check");
     assert!(
@@ -113,6 +108,66 @@ async fn a_skewed_duo_clock_is_learnt_from_ping() {
             .contains("off the server's clock")
     );
     assert!(checks[1].rejected.is_none());
+    assert_eq!(f.requests_to("/auth/v2/ping").len(), 1);
+}
+
+#[tokio::test]
+async fn a_host_with_a_port_is_signed_over_the_bare_host_name() {
+    // The fake listens on a port other than 443 and, like Duo, checks the signature over
+    // the host name alone.
+    let f = fake(|_| {}).await;
+    assert!(f.host().contains(':') && !f.host().ends_with(":443"));
+    let s = setup(&f);
+    let c = client(&s);
+    c.sync_clock().await.unwrap();
+    c.check().await.unwrap();
+    c.preauth("push", None, "h").await.unwrap();
+    let reqs = f.requests();
+    assert!(reqs.iter().all(|r| r.rejected.is_none()), "{reqs:?}");
+}
+
+#[tokio::test]
+async fn a_clock_step_after_the_first_ping_costs_one_re_ping_not_a_refusal() {
+    let f = fake(|_| {}).await;
+    let s = setup(&f);
+    let c = client(&s);
+    c.sync_clock().await.unwrap();
+    c.preauth("push", None, "h").await.unwrap();
+    // NTP steps the clocks 20 minutes apart: the next signed date is off by more than 300 s.
+    f.step_clock(1200);
+    c.sync_clock().await.unwrap();
+    let pre = c.preauth("push", None, "h").await.unwrap();
+    assert_eq!(pre.result, PreauthResult::Auth);
+    let paths: Vec<(String, bool)> = f
+        .requests()
+        .iter()
+        .map(|r| (r.path.clone(), r.rejected.is_none()))
+        .collect();
+    let expected: Vec<(String, bool)> = [
+        ("/auth/v2/ping", true),
+        ("/auth/v2/preauth", true),
+        ("/auth/v2/preauth", false),
+        ("/auth/v2/ping", true),
+        ("/auth/v2/preauth", true),
+    ]
+    .iter()
+    .map(|(p, ok)| (p.to_string(), *ok))
+    .collect();
+    assert_eq!(paths, expected);
+}
+
+#[tokio::test]
+async fn a_wrong_key_costs_one_re_ping_then_is_unauthorized() {
+    let f = fake(|_| {}).await;
+    let s = config_for(&f.host(), f.ikey(), "not-the-secret", Some(f.ca_pem()));
+    let c = client(&s);
+    c.sync_clock().await.unwrap();
+    assert_eq!(
+        c.check().await.unwrap_err(),
+        DuoError::Unavailable(Outage::Unauthorized)
+    );
+    assert_eq!(f.requests_to("/auth/v2/check").len(), 2);
+    assert_eq!(f.requests_to("/auth/v2/ping").len(), 2);
 }
 
 #[tokio::test]
@@ -152,7 +207,7 @@ async fn server_errors_bad_json_and_401_are_outages() {
 }
 
 #[tokio::test]
-async fn a_hanging_answer_times_out_within_https_timeout() {
+async fn a_hanging_answer_times_out_within_https_timeout_per_try() {
     let f = fake(|_| {}).await;
     let s = setup(&f);
     let c = client(&s);
@@ -164,10 +219,14 @@ async fn a_hanging_answer_times_out_within_https_timeout() {
         err,
         DuoError::Unavailable(Outage::Timeout(Duration::from_secs(2)))
     );
+    // The pooled connection (from /ping) may be the dead one: one more try on a new
+    // connection, each bounded by https_timeout.
     assert!(
-        took >= Duration::from_secs(2) && took < Duration::from_secs(4),
+        took >= Duration::from_secs(4) && took < Duration::from_secs(6),
         "{took:?}"
     );
+    assert_eq!(f.requests_to("/auth/v2/preauth").len(), 2);
+    assert_eq!(f.connections(), 2);
 }
 
 #[tokio::test]
@@ -239,8 +298,65 @@ async fn rate_limits_are_waited_out_up_to_the_cap() {
     c.sync_clock().await.unwrap();
     assert_eq!(
         c.preauth("someone", None, "h").await.unwrap_err(),
-        DuoError::Unavailable(Outage::RateLimited)
+        DuoError::RateLimited
     );
+}
+
+#[tokio::test]
+async fn x_retry_after_is_honoured_like_retry_after() {
+    // The fake sends only `X-Retry-After: 2`; the default back-off would wait 1 s.
+    let f = fake(|_| {}).await;
+    let s = setup(&f);
+    let c = client(&s);
+    c.sync_clock().await.unwrap();
+    let started = Instant::now();
+    let pre = c.preauth("rate-limited-x", None, "h").await.unwrap();
+    let took = started.elapsed();
+    assert_eq!(pre.result, PreauthResult::Auth);
+    assert!(
+        took >= Duration::from_secs(2) && took < Duration::from_secs(4),
+        "{took:?}"
+    );
+    assert_eq!(f.requests_to("/auth/v2/preauth").len(), 2);
+}
+
+#[tokio::test]
+async fn a_persistent_429_is_rate_limiting_not_an_outage() {
+    let f = fake(|_| {}).await;
+    let s = setup(&f);
+    let c = client(&s);
+    c.sync_clock().await.unwrap();
+    let started = Instant::now();
+    assert_eq!(
+        c.preauth("rate-limited-always", None, "h")
+            .await
+            .unwrap_err(),
+        DuoError::RateLimited
+    );
+    // Four tries, Retry-After: 1 between them.
+    assert_eq!(f.requests_to("/auth/v2/preauth").len(), 4);
+    assert!(started.elapsed() < Duration::from_secs(6));
+}
+
+#[tokio::test]
+async fn a_silently_dropped_pooled_connection_is_retried_on_a_new_one() {
+    let f = fake(|_| {}).await;
+    let proxy = DroppingProxy::start(f.addr()).await.unwrap();
+    // The proxy answers as 127.0.0.1 too, so the fake's certificate fits.
+    let s = config_for(&proxy.host(), f.ikey(), f.skey(), Some(f.ca_pem()));
+    let c = client(&s);
+    c.sync_clock().await.unwrap();
+    assert_eq!(f.connections(), 1);
+    // A NAT gateway forgets the idle connection: no FIN, no RST, just silence.
+    proxy.drop_silently();
+    let started = Instant::now();
+    let pre = c.preauth("push", None, "h").await.unwrap();
+    let took = started.elapsed();
+    assert_eq!(pre.result, PreauthResult::Auth);
+    assert_eq!(f.connections(), 2, "the retry went over a new connection");
+    // One https_timeout (2 s) lost on the dead connection, then a prompt answer.
+    assert!(took < Duration::from_secs(4), "{took:?}");
+    assert_eq!(f.requests_to("/auth/v2/preauth").len(), 1);
 }
 
 #[tokio::test]

@@ -134,3 +134,54 @@ fn check_config_shows_the_duo_settings_without_the_secret_key() {
     assert!(stdout.contains("(hidden)"), "{stdout}");
     assert!(!stdout.contains("Zh5eGmUq9zpfQnyU"), "{stdout}");
 }
+
+#[test]
+fn the_secret_key_can_live_in_a_private_file_of_its_own() {
+    let dir = tempfile::tempdir().unwrap();
+    let toml = Path::new("/etc/mfa/mfad.toml");
+    let key = write_private(
+        dir.path(),
+        "duo-skey",
+        "Zh5eGmUq9zpfQnyUIu5OL9iWoMMv5ZNmk3zLJ4Ep\n",
+    );
+    let duo_keys = "host = \"api-x.duosecurity.com\"\nikey = \"DIWJ8X6AEYOR5OMC8TQZ\"\n";
+    let text = format!("[duo]\n{duo_keys}skey_file = \"{}\"\n", key.display());
+    let duo = Config::parse(&text, toml).unwrap().duo.unwrap();
+    assert_eq!(
+        duo.skey.as_ref().map(|s| s.expose()),
+        Some("Zh5eGmUq9zpfQnyUIu5OL9iWoMMv5ZNmk3zLJ4Ep")
+    );
+    assert!(!format!("{duo:?}").contains("Zh5eGmUq9zpfQnyU"));
+
+    // With a pam_duo.conf, the key file named in [duo] wins over the file's skey.
+    let ini = write_private(dir.path(), "pam_duo.conf", PAM_DUO_CONF);
+    let other = write_private(dir.path(), "other-skey", "another-secret-key");
+    let text = format!(
+        "duo_conf = \"{}\"\n[duo]\nskey_file = \"{}\"\n",
+        ini.display(),
+        other.display()
+    );
+    let duo = Config::parse(&text, toml).unwrap().duo.unwrap();
+    assert_eq!(
+        duo.skey.as_ref().map(|s| s.expose()),
+        Some("another-secret-key")
+    );
+
+    // A key file its group or others may read is refused, naming the key and the file.
+    std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o640)).unwrap();
+    let text = format!("[duo]\n{duo_keys}skey_file = \"{}\"\n", key.display());
+    let err = Config::parse(&text, toml).unwrap_err().to_string();
+    assert!(
+        err.contains("skey_file") && err.contains("duo-skey") && err.contains("chmod 600"),
+        "{err}"
+    );
+
+    // Both at once is a mistake, not a silent choice.
+    std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let text = format!(
+        "[duo]\n{duo_keys}skey = \"s\"\nskey_file = \"{}\"\n",
+        key.display()
+    );
+    let err = Config::parse(&text, toml).unwrap_err().to_string();
+    assert!(err.contains("skey or skey_file, not both"), "{err}");
+}

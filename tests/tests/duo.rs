@@ -130,7 +130,10 @@ fn ssh_shows_duos_menu_and_an_approved_push_logs_in() {
     );
     let seen = duo.requests();
     assert!(seen.contains("/auth/v2/preauth"), "{seen}");
-    assert!(seen.contains("factor=push"), "{seen}");
+    assert!(
+        seen.contains("factor=prompt") && seen.contains("prompt=push1"),
+        "{seen}"
+    );
     assert!(seen.contains("ipaddr=127.0.0.1"), "{seen}");
     assert!(!seen.contains("REJECTED"), "{seen}");
 }
@@ -169,7 +172,7 @@ fn scp_through_the_forcecommand_helper_uses_duos_default_factor() {
     let seen = duo.requests();
     let auth = seen
         .lines()
-        .find(|l| l.contains("/auth/v2/auth ") && l.contains("factor=push"))
+        .find(|l| l.contains("/auth/v2/auth ") && l.contains("prompt=push1"))
         .unwrap_or_else(|| panic!("no push:\n{seen}"));
     // pushinfo: this host, the client's address, and the command scp ran.
     assert!(auth.contains("pushinfo=Server="), "{auth}");
@@ -285,4 +288,31 @@ fn duo_hanging_with_failmode_safe_lets_the_login_through_within_https_timeout() 
     let took = started.elapsed();
     assert!(login.logged_in(), "{}", login.describe());
     assert!(took < Duration::from_secs(10), "took {took:?}");
+}
+
+#[test]
+fn a_duo_error_after_the_challenge_refuses_even_with_failmode_safe() {
+    // Duo shows its menu (the user is challenged), then /auth fails with HTTP 500. pam_duo
+    // refuses here; so does mfad, whatever pam_mfa's failmode.
+    let duo = FakeDuoProcess::start("auth-error");
+    let env = with_duo(TestEnv::builder().failmode(FailMode::Safe), &duo);
+    let login = env.login(&["1"], "echo should not run").unwrap();
+    println!("{}", login.describe());
+    assert!(login.refused(), "{}", login.describe());
+    assert!(login.stdout.is_empty());
+    assert!(
+        login
+            .prompts
+            .iter()
+            .any(|p| p.contains("Passcode or option")),
+        "{}",
+        login.describe()
+    );
+    let log = env.mfad_log();
+    assert!(
+        log.lines().any(|l| l.contains("outcome=deny")
+            && l.contains("Duo failed after asking for a second factor")),
+        "{log}"
+    );
+    assert!(!log.contains("outcome=unavailable"), "{log}");
 }

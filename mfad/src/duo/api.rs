@@ -1,7 +1,9 @@
 //! The Duo Auth API v2 client: `/ping` (clock offset), `/check`, `/preauth`, `/auth` and
 //! `/auth_status`, each signed (see `sign.rs`) and bounded in time, over one pooled HTTPS
 //! client. Failures are sorted the way a login must treat them: [`DuoError::Unavailable`]
-//! (Duo cannot be asked: the fail mode decides) or [`DuoError::Refused`] (Duo said no).
+//! (Duo cannot be asked: before the challenge, the fail mode decides), [`DuoError::RateLimited`]
+//! (Duo asked to wait longer than allowed: a refusal, as pam_duo makes it, not an outage) or
+//! [`DuoError::Refused`] (Duo said no).
 
 use super::config::{DuoConfig, load_cafile};
 use super::sign::{self, Params};
@@ -10,14 +12,21 @@ use crate::oob::config::Secret;
 use serde::Deserialize;
 use serde::de::DeserializeOwned;
 use std::collections::BTreeMap;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
+use tokio::time::Instant;
 
 /// Largest answer read from Duo; its answers are small JSON objects.
 const MAX_RESPONSE: usize = 256 * 1024;
-/// How long a clock offset learnt from `/ping` is trusted before asking again.
-const CLOCK_SYNC_EVERY: i64 = 600;
+/// How long (monotonic) a clock learnt from `/ping` is trusted before asking again.
+const CLOCK_SYNC_EVERY: Duration = Duration::from_secs(600);
+/// Idle pooled connections are closed after this long: below the idle timeouts of common
+/// NAT gateways and firewalls (60 s and up), so a connection whose state they dropped is
+/// never reused.
+pub const POOL_IDLE: Duration = Duration::from_secs(30);
+/// TCP keep-alive probes on every connection to Duo after this much silence: they keep NAT
+/// state alive and let the kernel find a dead peer.
+pub const TCP_KEEPALIVE: Duration = Duration::from_secs(15);
 /// Requests sent for one call, the first included, while Duo answers 429.
 const MAX_TRIES: u32 = 4;
 
@@ -36,14 +45,16 @@ pub enum Outage {
     Server(u16),
     #[error("Duo sent an answer that could not be read")]
     BadResponse,
-    #[error("Duo is rate-limiting requests and asked to wait longer than allowed")]
-    RateLimited,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum DuoError {
     #[error("{0}")]
     Unavailable(#[from] Outage),
+    /// Duo kept answering 429 (or asked to wait longer than `max_retry_wait`). Duo is up and
+    /// refusing this traffic: pam_duo denies, and so does mfad (no fail mode).
+    #[error("Duo is rate-limiting requests and asked to wait longer than allowed")]
+    RateLimited,
     /// Duo understood the request and refused it (a 4xx other than 401 and 429).
     #[error("Duo refused the request: {message}")]
     Refused {
@@ -155,7 +166,8 @@ pub fn http_client(cfg: &DuoConfig) -> Result<reqwest::Client, String> {
         .connect_timeout(cfg.https_timeout())
         .timeout(cfg.status_timeout().max(cfg.https_timeout()))
         .redirect(reqwest::redirect::Policy::none())
-        .pool_idle_timeout(Duration::from_secs(90))
+        .pool_idle_timeout(POOL_IDLE)
+        .tcp_keepalive(TCP_KEEPALIVE)
         .tcp_nodelay(true)
         .user_agent(concat!(
             "mfad/",
@@ -193,18 +205,26 @@ pub fn http_client(cfg: &DuoConfig) -> Result<reqwest::Client, String> {
 
 /// A signed, bounded conversation with one Duo API host.
 pub struct DuoClient {
-    http: reqwest::Client,
+    /// Replaced by a new client (a new pool) when a pooled connection turned out dead.
+    http: Mutex<reqwest::Client>,
+    /// Builds that new client; `None` when it cannot be built (then the old one is kept).
+    rebuild: Arc<dyn Fn() -> Option<reqwest::Client> + Send + Sync>,
+    /// `host` as configured: where to connect (`name` or `name:port`).
     host: String,
+    /// What is signed: the host name alone, lower-cased, as Duo's clients sign it.
+    signed_host: String,
     ikey: String,
     skey: Secret,
     https_timeout: Duration,
     status_timeout: Duration,
     max_retry_wait: Duration,
     clock: Arc<dyn Clock>,
-    /// Duo's clock minus ours, in seconds, learnt from `/ping`.
-    offset: AtomicI64,
-    /// When (our clock) the offset was learnt; `i64::MIN` before the first `/ping`.
-    synced_at: AtomicI64,
+    /// Duo's time at the last `/ping` and when (monotonic) it was learnt. Signed dates are
+    /// that time plus the monotonic time since, so a step of the host's wall clock changes
+    /// nothing; `None` before the first `/ping`.
+    synced: Mutex<Option<(i64, Instant)>>,
+    /// When (monotonic) the last exchange ended well: a connection to Duo may be pooled.
+    last_ok: Mutex<Option<Instant>>,
 }
 
 impl std::fmt::Debug for DuoClient {
@@ -221,17 +241,21 @@ impl std::fmt::Debug for DuoClient {
 impl DuoClient {
     /// `cfg` should have passed `validate()`; `http` is shared by every login.
     pub fn new(cfg: &DuoConfig, http: reqwest::Client, clock: Arc<dyn Clock>) -> DuoClient {
+        let host = cfg.host.clone().unwrap_or_default();
+        let own = cfg.clone();
         DuoClient {
-            http,
-            host: cfg.host.clone().unwrap_or_default(),
+            http: Mutex::new(http),
+            rebuild: Arc::new(move || http_client(&own).ok()),
+            signed_host: signed_host(&host),
+            host,
             ikey: cfg.ikey.clone().unwrap_or_default(),
             skey: cfg.skey.clone().unwrap_or_default(),
             https_timeout: cfg.https_timeout(),
             status_timeout: cfg.status_timeout(),
             max_retry_wait: cfg.max_retry_wait(),
             clock,
-            offset: AtomicI64::new(0),
-            synced_at: AtomicI64::new(i64::MIN),
+            synced: Mutex::new(None),
+            last_ok: Mutex::new(None),
         }
     }
 
@@ -244,9 +268,18 @@ impl DuoClient {
         &self.host
     }
 
-    /// Duo's clock minus ours, as last learnt.
+    /// Duo's time now, as far as mfad knows: the last `/ping`'s answer plus the monotonic
+    /// time since; our wall clock before the first `/ping`.
+    pub fn duo_now(&self) -> i64 {
+        match self.synced.lock().ok().and_then(|s| *s) {
+            Some((duo, at)) => duo.saturating_add(at.elapsed().as_secs() as i64),
+            None => self.clock.now(),
+        }
+    }
+
+    /// Duo's clock minus our wall clock, as last learnt (0 before the first `/ping`).
     pub fn clock_offset(&self) -> i64 {
-        self.offset.load(Ordering::Relaxed)
+        self.duo_now() - self.clock.now()
     }
 
     /// `/ping` (unsigned): Duo's time, from which the offset used in signed dates follows.
@@ -260,16 +293,22 @@ impl DuoClient {
                 self.https_timeout,
             )
             .await?;
-        let now = self.clock.now();
-        self.offset.store(t.time - now, Ordering::Relaxed);
-        self.synced_at.store(now, Ordering::Relaxed);
+        if let Ok(mut s) = self.synced.lock() {
+            *s = Some((t.time, Instant::now()));
+        }
         Ok(t.time)
     }
 
-    /// Pings when the offset is unknown or old, so a skewed clock never breaks signatures.
+    /// Pings when Duo's time is unknown or was learnt more than 10 minutes ago (monotonic),
+    /// so a skewed clock never breaks signatures.
     pub async fn sync_clock(&self) -> Result<(), DuoError> {
-        let at = self.synced_at.load(Ordering::Relaxed);
-        if at == i64::MIN || self.clock.now().saturating_sub(at) > CLOCK_SYNC_EVERY {
+        let fresh = self
+            .synced
+            .lock()
+            .ok()
+            .and_then(|s| *s)
+            .is_some_and(|(_, at)| at.elapsed() <= CLOCK_SYNC_EVERY);
+        if !fresh {
             self.ping().await?;
         }
         Ok(())
@@ -332,6 +371,9 @@ impl DuoClient {
     }
 
     /// One API call: signs, sends, waits out 429s up to `max_retry_wait`, and sorts failures.
+    /// A signed call refused with 401 re-pings once (the clocks may have stepped apart) and is
+    /// sent again; an idempotent call (every GET, and `/preauth`) that fails in transport
+    /// while a pooled connection may have been used is sent once more on a new connection.
     async fn call<T: DeserializeOwned>(
         &self,
         method: &str,
@@ -340,71 +382,48 @@ impl DuoClient {
         signed: bool,
         limit: Duration,
     ) -> Result<T, DuoError> {
-        let body = sign::canon_params(&params);
+        let idempotent = method == "GET" || path == "/auth/v2/preauth";
         let mut backoff = Duration::from_secs(1);
-        for attempt in 1..=MAX_TRIES {
-            let url = if method == "GET" && !body.is_empty() {
-                format!("https://{}{path}?{body}", self.host)
-            } else {
-                format!("https://{}{path}", self.host)
-            };
-            let mut req = if method == "GET" {
-                self.http.get(&url)
-            } else {
-                self.http
-                    .post(&url)
-                    .header("Content-Type", "application/x-www-form-urlencoded")
-                    .body(body.clone())
-            };
-            if signed {
-                let date = sign::rfc2822(self.clock.now() + self.clock_offset());
-                let canon = sign::canonical(&date, method, &self.host, path, &params);
-                req = req
-                    .header("Date", &date)
-                    .header("X-Duo-Date", &date)
-                    .header(
-                        "Authorization",
-                        sign::authorization(&self.ikey, self.skey.expose(), &canon),
-                    );
-            }
-            // The whole exchange, body included, is bounded; reqwest's own timeout is the
-            // same bound, this one also covers reading the body.
-            let exchange = async {
-                let resp = req.timeout(limit).send().await?;
-                let status = resp.status().as_u16();
-                let retry_after = resp
-                    .headers()
-                    .get("Retry-After")
-                    .and_then(|v| v.to_str().ok())
-                    .map(str::to_string);
-                let mut resp = resp;
-                let mut bytes = Vec::new();
-                while let Some(chunk) = resp.chunk().await? {
-                    if bytes.len() + chunk.len() > MAX_RESPONSE {
-                        return Ok((status, retry_after, None));
-                    }
-                    bytes.extend_from_slice(&chunk);
+        let mut rate_limited = 0;
+        let mut repinged = false;
+        let mut renewed = false;
+        loop {
+            let may_be_pooled = self.may_be_pooled();
+            let (status, retry_after, bytes) = match self
+                .exchange(method, path, &params, signed, limit)
+                .await
+            {
+                Ok(r) => r,
+                Err(o) if idempotent && !renewed && may_be_pooled && o != Outage::BadResponse => {
+                    // The pooled connection may be dead (a NAT or firewall dropped it
+                    // silently): a new pool, so a new connection, and one more try.
+                    renewed = true;
+                    self.renew_pool();
+                    continue;
                 }
-                Ok::<_, reqwest::Error>((status, retry_after, Some(bytes)))
+                Err(o) => return Err(o.into()),
             };
-            let (status, retry_after, bytes) = match tokio::time::timeout(limit, exchange).await {
-                Err(_) => return Err(Outage::Timeout(limit).into()),
-                Ok(Err(e)) => return Err(classify(&e, limit).into()),
-                Ok(Ok(r)) => r,
-            };
+            self.mark_ok();
             let Some(bytes) = bytes else {
                 return Err(Outage::BadResponse.into());
             };
             match status {
                 200..=299 => return parse(&bytes, status),
+                401 if signed && !repinged => {
+                    // Duo's clock and ours may have moved apart since the last /ping (NTP
+                    // stepped one of them): learn the offset again, then send once more.
+                    repinged = true;
+                    Box::pin(self.ping()).await?;
+                }
                 401 => return Err(Outage::Unauthorized.into()),
                 429 => {
+                    rate_limited += 1;
                     let wait = retry_after
                         .as_deref()
                         .and_then(|v| self.retry_after(v))
                         .unwrap_or(backoff);
-                    if attempt == MAX_TRIES || wait > self.max_retry_wait {
-                        return Err(Outage::RateLimited.into());
+                    if rate_limited >= MAX_TRIES || wait > self.max_retry_wait {
+                        return Err(DuoError::RateLimited);
                     }
                     tokio::time::sleep(wait).await;
                     backoff = backoff.saturating_mul(2);
@@ -424,7 +443,100 @@ impl DuoClient {
                 _ => return Err(Outage::BadResponse.into()),
             }
         }
-        Err(Outage::RateLimited.into())
+    }
+
+    /// One request and its answer, bounded by `limit` as a whole: (status, the retry-after
+    /// header, the body or `None` when it is too large).
+    async fn exchange(
+        &self,
+        method: &str,
+        path: &str,
+        params: &Params,
+        signed: bool,
+        limit: Duration,
+    ) -> Result<(u16, Option<String>, Option<Vec<u8>>), Outage> {
+        let body = sign::canon_params(params);
+        let url = if method == "GET" && !body.is_empty() {
+            format!("https://{}{path}?{body}", self.host)
+        } else {
+            format!("https://{}{path}", self.host)
+        };
+        let http = match self.http.lock() {
+            Ok(h) => h.clone(),
+            Err(p) => p.into_inner().clone(),
+        };
+        let mut req = if method == "GET" {
+            http.get(&url)
+        } else {
+            http.post(&url)
+                .header("Content-Type", "application/x-www-form-urlencoded")
+                .body(body)
+        };
+        if signed {
+            let date = sign::rfc2822(self.duo_now());
+            let canon = sign::canonical(&date, method, &self.signed_host, path, params);
+            req = req
+                .header("Date", &date)
+                .header("X-Duo-Date", &date)
+                .header(
+                    "Authorization",
+                    sign::authorization(&self.ikey, self.skey.expose(), &canon),
+                );
+        }
+        // The whole exchange, body included, is bounded; reqwest's own timeout is the
+        // same bound, this one also covers reading the body.
+        let exchange = async {
+            let resp = req.timeout(limit).send().await?;
+            let status = resp.status().as_u16();
+            // Duo's clients honour both headers (duo_unix reads either).
+            let retry_after = ["Retry-After", "X-Retry-After"].iter().find_map(|h| {
+                resp.headers()
+                    .get(*h)
+                    .and_then(|v| v.to_str().ok())
+                    .map(str::to_string)
+            });
+            let mut resp = resp;
+            let mut bytes = Vec::new();
+            while let Some(chunk) = resp.chunk().await? {
+                if bytes.len() + chunk.len() > MAX_RESPONSE {
+                    return Ok((status, retry_after, None));
+                }
+                bytes.extend_from_slice(&chunk);
+            }
+            Ok::<_, reqwest::Error>((status, retry_after, Some(bytes)))
+        };
+        match tokio::time::timeout(limit, exchange).await {
+            Err(_) => Err(Outage::Timeout(limit)),
+            Ok(Err(e)) => Err(classify(&e, limit)),
+            Ok(Ok(r)) => Ok(r),
+        }
+    }
+
+    /// Whether a connection from an earlier exchange may still sit in the pool.
+    fn may_be_pooled(&self) -> bool {
+        self.last_ok
+            .lock()
+            .ok()
+            .and_then(|t| *t)
+            .is_some_and(|at| at.elapsed() < POOL_IDLE)
+    }
+
+    fn mark_ok(&self) {
+        if let Ok(mut t) = self.last_ok.lock() {
+            *t = Some(Instant::now());
+        }
+    }
+
+    /// Drops the pool (its connections close once no request uses them) for a new one.
+    fn renew_pool(&self) {
+        if let Some(fresh) = (self.rebuild)()
+            && let Ok(mut http) = self.http.lock()
+        {
+            *http = fresh;
+        }
+        if let Ok(mut t) = self.last_ok.lock() {
+            *t = None;
+        }
     }
 
     /// `Retry-After` as seconds or as an HTTP date.
@@ -433,9 +545,15 @@ impl DuoClient {
             return Some(Duration::from_secs(secs));
         }
         let at = httpdate_secs(value.trim())?;
-        let now = self.clock.now() + self.clock_offset();
+        let now = self.duo_now();
         Some(Duration::from_secs(at.saturating_sub(now).max(0) as u64))
     }
+}
+
+/// The host as Duo's clients sign it: the name without `:port`, lower-cased (duo_unix
+/// splits `host:port` and signs the name; Duo checks against its own host name).
+pub fn signed_host(host: &str) -> String {
+    host.split(':').next().unwrap_or(host).to_ascii_lowercase()
 }
 
 /// Sorts a transport error without formatting it (its text may hold the URL).
@@ -451,6 +569,10 @@ fn classify(e: &reqwest::Error, limit: Duration) -> Outage {
     }
 }
 
+/// A 2xx answer: `stat: OK` with a readable `response`, or Duo's refusal. Text that is not
+/// JSON, or OK without a readable `response`, could not be read (an outage). Any other
+/// `stat`, and a FAIL without a `code`, is kept as a refusal: duo_unix counts those as
+/// server errors (its fail mode), but refusing is the safer side of an answer Duo did send.
 fn parse<T: DeserializeOwned>(bytes: &[u8], status: u16) -> Result<T, DuoError> {
     let env: Envelope = serde_json::from_slice(bytes).map_err(|_| Outage::BadResponse)?;
     if env.stat.eq_ignore_ascii_case("OK") {
@@ -503,6 +625,33 @@ mod tests {
             Some(1_354_900_680)
         );
         assert_eq!(httpdate_secs("soon"), None);
+    }
+
+    #[test]
+    fn the_signed_host_is_the_bare_lower_cased_name() {
+        assert_eq!(
+            signed_host("API-abc.DuoSecurity.com"),
+            "api-abc.duosecurity.com"
+        );
+        assert_eq!(
+            signed_host("api-abc.duosecurity.com:8443"),
+            "api-abc.duosecurity.com"
+        );
+        assert_eq!(signed_host("127.0.0.1:40000"), "127.0.0.1");
+    }
+
+    #[test]
+    fn an_unknown_stat_or_a_fail_without_code_is_a_refusal() {
+        let odd: Result<Time, _> = parse(br#"{"stat":"MAYBE","response":{"time":5}}"#, 200);
+        assert!(
+            matches!(odd, Err(DuoError::Refused { code: None, .. })),
+            "{odd:?}"
+        );
+        let codeless: Result<Time, _> = parse(br#"{"stat":"FAIL","message":"no"}"#, 200);
+        assert!(
+            matches!(codeless, Err(DuoError::Refused { code: None, .. })),
+            "{codeless:?}"
+        );
     }
 
     #[test]

@@ -27,6 +27,9 @@ pub struct DuoConfig {
     pub ikey: Option<String>,
     /// Secret key: signs every request; never logged or shown.
     pub skey: Option<Secret>,
+    /// A file holding the secret key instead (root-owned, no group or other access), so
+    /// the key can live apart from mfad.toml. Read when the config is resolved.
+    pub skey_file: Option<PathBuf>,
     /// API host name, `api-XXXXXXXX.duosecurity.com` (a `:port` may follow, for tests).
     pub host: Option<String>,
     /// PEM file of CA certificates trusted besides the system's.
@@ -83,6 +86,7 @@ impl DuoConfig {
         take!(
             ikey,
             skey,
+            skey_file,
             host,
             cafile,
             http_proxy,
@@ -193,7 +197,18 @@ pub fn resolve(duo: &mut Option<DuoConfig>, duo_conf: Option<&Path>) -> Result<(
         None => DuoConfig::default(),
     };
     if let Some(own) = duo.take() {
+        if own.skey.is_some() && own.skey_file.is_some() {
+            return Err("duo: set skey or skey_file, not both".into());
+        }
+        // A key file named in [duo] replaces the skey of pam_duo.conf, as any [duo] key does.
+        if own.skey_file.is_some() {
+            merged.skey = None;
+        }
         merged.overlay(own);
+    }
+    if let Some(path) = &merged.skey_file {
+        let key = crate::secret_file::read_secret(path, "duo: skey_file")?;
+        merged.skey = Some(Secret::new(key.trim().to_string()));
     }
     if merged.group_patterns().is_some_and(|g| g.all_negated()) {
         merged.notes.push(

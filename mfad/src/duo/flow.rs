@@ -2,9 +2,11 @@
 //! check, `/preauth`, then Duo's own menu (or, without a terminal, Duo's default factor),
 //! then `/auth`, with push and phone progress from `/auth_status` shown as Duo reports it.
 //! Every text from Duo is cleaned of control characters before a user sees it. When Duo
-//! cannot be asked, the client is told "unavailable" and its fail mode decides.
+//! cannot be asked before it challenged the user (`/ping`, `/preauth`), the client is told
+//! "unavailable" and its fail mode decides; once Duo has asked for a second factor, any
+//! failure refuses the login, as pam_duo does. Rate limiting is a refusal, never an outage.
 
-use super::api::{AuthAnswer, DuoDevice, DuoError, Outage, Preauth, PreauthResult};
+use super::api::{AuthAnswer, DuoError, Outage, Preauth, PreauthResult};
 use super::sign::{self, Params};
 use super::{Duo, clean_text};
 use crate::conn::{Conn, ConnError};
@@ -17,10 +19,13 @@ use std::sync::Arc;
 use tokio::sync::mpsc;
 use zeroize::Zeroizing;
 
-/// What ends a Duo login early: the client's connection, or Duo out of reach.
+/// What ends a Duo login early: the client's connection, Duo out of reach (before the
+/// challenge), Duo failing after it challenged the user, or Duo rate-limiting us.
 enum Stop {
     Session(SessionError),
     Outage(Outage),
+    AfterChallenge(Outage),
+    RateLimited,
 }
 
 impl From<SessionError> for Stop {
@@ -38,25 +43,38 @@ impl From<Outage> for Stop {
         Stop::Outage(o)
     }
 }
+/// From a call where any answer other than success means Duo could not be asked (`/ping`,
+/// `/auth_status`): a refusal there is an answer of the wrong kind.
+impl From<DuoError> for Stop {
+    fn from(e: DuoError) -> Self {
+        match e {
+            DuoError::Unavailable(o) => Stop::Outage(o),
+            DuoError::RateLimited => Stop::RateLimited,
+            DuoError::Refused { .. } => Stop::Outage(Outage::BadResponse),
+        }
+    }
+}
 
 type Flow<T> = std::result::Result<T, Stop>;
 
-/// A factor as `/auth` takes it.
+/// What an option of Duo's prompt ends in, for the status line and the decision log.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    Push,
+    /// `phone` and `voice`.
+    Phone,
+    /// `sms` and `smsrefresh`: new passcodes sent, typed at the next prompt.
+    Sms,
+    /// Duo picks (the user's default device and method).
+    Auto,
+}
+
+/// A factor as `/auth` takes it. Options go as Duo's own client sends them, `factor=prompt`
+/// with `prompt=<the option's name>`, and Duo resolves the name (`push1`, `phone2`,
+/// `smsrefresh1`...) against the user's devices; mfad needs no `devices` list for that.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Factor {
-    Push {
-        device: String,
-    },
-    Phone {
-        device: String,
-    },
-    Sms {
-        device: String,
-    },
-    /// Duo picks (the user's default device and method).
-    Auto {
-        device: String,
-    },
+    Option { kind: Kind, name: String },
     Passcode(Zeroizing<String>),
 }
 
@@ -64,61 +82,81 @@ impl Factor {
     /// The method named in decision logs.
     pub fn method(&self) -> &'static str {
         match self {
-            Factor::Push { .. } => "duo-push",
-            Factor::Phone { .. } => "duo-phone",
-            Factor::Sms { .. } => "duo-sms",
-            Factor::Auto { .. } => "duo-auto",
+            Factor::Option {
+                kind: Kind::Push, ..
+            } => "duo-push",
+            Factor::Option {
+                kind: Kind::Phone, ..
+            } => "duo-phone",
+            Factor::Option {
+                kind: Kind::Sms, ..
+            } => "duo-sms",
+            Factor::Option {
+                kind: Kind::Auto, ..
+            } => "duo-auto",
             Factor::Passcode(_) => "duo-passcode",
         }
     }
 
-    /// Push, phone and auto end on the phone: asked asynchronously, then polled.
-    fn is_async(&self) -> bool {
-        matches!(
-            self,
-            Factor::Push { .. } | Factor::Phone { .. } | Factor::Auto { .. }
-        )
+    fn kind(&self) -> Option<Kind> {
+        match self {
+            Factor::Option { kind, .. } => Some(*kind),
+            Factor::Passcode(_) => None,
+        }
+    }
+
+    /// `/auth` parameters of this factor (besides user, host and address).
+    fn params(&self) -> Params {
+        let (factor, value) = match self {
+            // Bare `auto` (no `default` in the prompt): the documented form.
+            Factor::Option {
+                kind: Kind::Auto,
+                name,
+            } if name == "auto" => {
+                return vec![
+                    ("factor".into(), "auto".into()),
+                    ("device".into(), "auto".into()),
+                    ("async".into(), "1".into()),
+                ];
+            }
+            Factor::Option { name, .. } => ("prompt", name.clone()),
+            Factor::Passcode(code) => ("prompt", code.to_string()),
+        };
+        vec![
+            ("factor".into(), factor.into()),
+            ("prompt".into(), value),
+            ("async".into(), "1".into()),
+        ]
     }
 }
 
-/// A factor name of Duo's text prompt (`push1`, `phone2`, `sms`, `auto`) against the
-/// devices of `/preauth`: the number picks the device (1-based), none means Duo's choice.
-pub fn factor_from_name(name: &str, devices: &[DuoDevice]) -> Option<Factor> {
-    let split = name
-        .find(|c: char| c.is_ascii_digit())
-        .unwrap_or(name.len());
-    let (kind, number) = name.split_at(split);
-    let device = if number.is_empty() {
-        "auto".to_string()
-    } else {
-        let n: usize = number.parse().ok()?;
-        devices.get(n.checked_sub(1)?)?.device.clone()
-    };
-    Some(match kind {
-        "push" => Factor::Push { device },
-        "phone" => Factor::Phone { device },
-        "sms" => Factor::Sms { device },
-        "auto" => Factor::Auto { device },
+/// A factor name of Duo's text prompt (`push1`, `phone2`, `voice1`, `sms1`, `smsrefresh1`,
+/// `auto`): the kind from the name, the device left to Duo. `None`: not a factor name.
+pub fn factor_from_name(name: &str) -> Option<Factor> {
+    let name = name.trim().to_ascii_lowercase();
+    let kind = name.trim_end_matches(|c: char| c.is_ascii_digit());
+    let kind = match kind {
+        "push" => Kind::Push,
+        "phone" | "voice" => Kind::Phone,
+        "sms" | "smsrefresh" => Kind::Sms,
+        "auto" => Kind::Auto,
         _ => return None,
-    })
+    };
+    Some(Factor::Option { kind, name })
 }
 
-/// What the user typed at the menu: an option number, a factor name, or a passcode. An empty
-/// answer is the default factor. `None`: not even a passcode.
-pub fn interpret(
-    answer: &str,
-    factors: &BTreeMap<String, String>,
-    devices: &[DuoDevice],
-) -> Option<Factor> {
+/// What the user typed at the menu: an option number (through Duo's `factors`), a factor
+/// name, or a passcode. An empty answer is the default factor. `None`: not even a passcode.
+pub fn interpret(answer: &str, factors: &BTreeMap<String, String>) -> Option<Factor> {
     let a = answer.trim();
     if a.is_empty() {
         let default = factors.get("default").map(String::as_str).unwrap_or("auto");
-        return factor_from_name(default, devices);
+        return factor_from_name(default);
     }
     if let Some(name) = factors.get(a) {
-        return factor_from_name(name, devices);
+        return factor_from_name(name);
     }
-    if let Some(f) = factor_from_name(a, devices) {
+    if let Some(f) = factor_from_name(a) {
         return Some(f);
     }
     // Duo passcodes: app and SMS codes, bypass codes, hardware tokens (YubiKey OTPs are 44
@@ -245,6 +283,32 @@ impl Daemon {
                 conn.unavailable(o.to_string()).await?;
                 Ok(())
             }
+            // Duo asked for a second factor: whatever fails now, the answer is no, whatever
+            // the client's fail mode (pam_duo refuses here too).
+            Err(Stop::AfterChallenge(o)) => {
+                decision(
+                    who,
+                    "duo",
+                    "deny",
+                    &format!(
+                        "Duo failed after asking for a second factor: {}",
+                        clean(&o.to_string())
+                    ),
+                );
+                self.deny(
+                    conn,
+                    format!("{o}, after it had asked for a second factor; login refused."),
+                )
+                .await
+            }
+            Err(Stop::RateLimited) => {
+                decision(who, "duo", "deny", "Duo is rate-limiting requests");
+                self.deny(
+                    conn,
+                    "Duo is rate-limiting logins right now; login refused. Try again in a minute.",
+                )
+                .await
+            }
         }
     }
 
@@ -267,7 +331,7 @@ impl Daemon {
             }
         }
         let ipaddr = client_ip(ctx, duo.fallback_local_ip);
-        duo.client.sync_clock().await.map_err(outage)?;
+        duo.client.sync_clock().await?;
         let pre = match duo
             .client
             .preauth(&ctx.user, ipaddr.as_deref(), &duo.hostname)
@@ -275,6 +339,7 @@ impl Daemon {
         {
             Ok(p) => p,
             Err(DuoError::Unavailable(o)) => return Err(o.into()),
+            Err(DuoError::RateLimited) => return Err(Stop::RateLimited),
             Err(DuoError::Refused { message, .. }) => {
                 decision(
                     who,
@@ -326,12 +391,16 @@ impl Daemon {
             PreauthResult::Auth => {}
         }
         let headless = ctx.mode == AuthMode::Auto || !ctx.can_prompt || duo.autopush;
-        if headless {
+        let challenged = if headless {
             self.duo_default_factor(conn, who, ctx, duo, &pre, ipaddr.as_deref())
                 .await
         } else {
             self.duo_menu(conn, who, ctx, duo, &pre, ipaddr.as_deref())
                 .await
+        };
+        match challenged {
+            Err(Stop::Outage(o)) => Err(Stop::AfterChallenge(o)),
+            other => other,
         }
     }
 
@@ -402,7 +471,7 @@ impl Daemon {
                     .await?;
                 return Ok(());
             };
-            let Some(factor) = interpret(&answer, &factors, &pre.devices) else {
+            let Some(factor) = interpret(&answer, &factors) else {
                 conn.error("That is neither an option nor a passcode.")
                     .await?;
                 continue;
@@ -436,15 +505,16 @@ impl Daemon {
             .and_then(|p| p.factors.get("default"))
             .map(String::as_str)
             .unwrap_or("auto");
-        let factor = factor_from_name(default, &pre.devices).unwrap_or(Factor::Auto {
-            device: "auto".into(),
+        let factor = factor_from_name(default).unwrap_or(Factor::Option {
+            kind: Kind::Auto,
+            name: "auto".into(),
         });
-        let line = match &factor {
-            Factor::Push { .. } => "Autopushing login request to phone...",
-            Factor::Phone { .. } => "Calling your phone...",
+        let line = match factor.kind() {
+            Some(Kind::Push) => "Autopushing login request to phone...",
+            Some(Kind::Phone) => "Calling your phone...",
             _ => "Using default second-factor authentication.",
         };
-        if matches!(factor, Factor::Sms { .. }) && !who.can_prompt {
+        if factor.kind() == Some(Kind::Sms) && !who.can_prompt {
             decision(
                 who,
                 "duo-sms",
@@ -470,9 +540,9 @@ impl Daemon {
         {
             return Ok(());
         }
-        if matches!(factor, Factor::Sms { .. })
+        if factor.kind() == Some(Kind::Sms)
             && let Some(answer) = conn.prompt("Passcode: ", true).await?
-            && let Some(code @ Factor::Passcode(_)) = interpret(&answer, &BTreeMap::new(), &[])
+            && let Some(code @ Factor::Passcode(_)) = interpret(&answer, &BTreeMap::new())
             && let End::Over = self.duo_factor(conn, who, ctx, duo, &code, ipaddr).await?
         {
             return Ok(());
@@ -505,38 +575,23 @@ impl Daemon {
         if let Some(ip) = ipaddr {
             params.push(("ipaddr".into(), ip.into()));
         }
-        let (name, device) = match factor {
-            Factor::Push { device } => ("push", Some(device)),
-            Factor::Phone { device } => ("phone", Some(device)),
-            Factor::Sms { device } => ("sms", Some(device)),
-            Factor::Auto { device } => ("auto", Some(device)),
-            Factor::Passcode(code) => {
-                params.push(("passcode".into(), code.to_string()));
-                ("passcode", None)
-            }
-        };
-        params.push(("factor".into(), name.into()));
-        if let Some(d) = device {
-            params.push(("device".into(), d.clone()));
-        }
-        if factor.is_async() {
-            params.push(("async".into(), "1".into()));
-            if duo.pushinfo {
-                params.push((
-                    "pushinfo".into(),
-                    pushinfo(&duo.hostname, ipaddr, ctx.command.as_deref()),
-                ));
-            }
+        params.extend(factor.params());
+        if duo.pushinfo && factor.kind().is_some() {
+            params.push((
+                "pushinfo".into(),
+                pushinfo(&duo.hostname, ipaddr, ctx.command.as_deref()),
+            ));
         }
         let answer = match duo.client.auth(params).await {
-            Ok(a) if factor.is_async() => match a.txid {
-                Some(txid) => self.duo_wait(conn, who, duo, txid).await?,
-                // Decided at once (a locked-out account, say).
-                None if a.result.is_some() => a,
-                None => return Err(Outage::BadResponse.into()),
-            },
-            Ok(a) => a,
+            // Sent with async=1: a txid to follow through /auth_status.
+            Ok(AuthAnswer {
+                txid: Some(txid), ..
+            }) => self.duo_wait(conn, who, duo, txid).await?,
+            // Decided at once (a passcode, a locked-out account).
+            Ok(a) if a.result.is_some() => a,
+            Ok(_) => return Err(Outage::BadResponse.into()),
             Err(DuoError::Unavailable(o)) => return Err(o.into()),
+            Err(DuoError::RateLimited) => return Err(Stop::RateLimited),
             Err(DuoError::Refused { message, .. }) => AuthAnswer {
                 result: Some("deny".into()),
                 status: Some("refused".into()),
@@ -622,7 +677,7 @@ impl Daemon {
         duo: &Arc<Duo>,
         txid: String,
     ) -> Flow<AuthAnswer> {
-        let first = duo.client.auth_status(&txid).await.map_err(outage)?;
+        let first = duo.client.auth_status(&txid).await?;
         if !first.is_waiting() {
             return Ok(first);
         }
@@ -698,6 +753,7 @@ impl Daemon {
         match result {
             Ok(a) => Ok(a),
             Err(DuoError::Unavailable(o)) => Err(o.into()),
+            Err(DuoError::RateLimited) => Err(Stop::RateLimited),
             Err(DuoError::Refused { message, .. }) => Ok(AuthAnswer {
                 result: Some("deny".into()),
                 status: Some("refused".into()),
@@ -705,15 +761,6 @@ impl Daemon {
                 txid: None,
             }),
         }
-    }
-}
-
-/// A refusal from a call where any answer other than success means Duo is out of reach
-/// (`/ping`, `/auth_status`).
-fn outage(e: DuoError) -> Stop {
-    match e {
-        DuoError::Unavailable(o) => Stop::Outage(o),
-        DuoError::Refused { .. } => Stop::Outage(Outage::BadResponse),
     }
 }
 
@@ -735,6 +782,7 @@ fn read_motd() -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::duo::api::DuoDevice;
 
     fn device(id: &str) -> DuoDevice {
         DuoDevice {
@@ -746,64 +794,74 @@ mod tests {
         }
     }
 
+    fn option(kind: Kind, name: &str) -> Option<Factor> {
+        Some(Factor::Option {
+            kind,
+            name: name.into(),
+        })
+    }
+
     #[test]
-    fn factor_names_pick_devices_by_number() {
-        let devices = [device("D1"), device("D2")];
+    fn every_factor_name_of_duos_prompt_is_known_without_devices() {
+        assert_eq!(factor_from_name("push1"), option(Kind::Push, "push1"));
+        assert_eq!(factor_from_name("phone2"), option(Kind::Phone, "phone2"));
+        assert_eq!(factor_from_name("voice1"), option(Kind::Phone, "voice1"));
+        assert_eq!(factor_from_name("sms3"), option(Kind::Sms, "sms3"));
         assert_eq!(
-            factor_from_name("push1", &devices),
-            Some(Factor::Push {
-                device: "D1".into()
-            })
+            factor_from_name("smsrefresh1"),
+            option(Kind::Sms, "smsrefresh1")
+        );
+        assert_eq!(factor_from_name("auto"), option(Kind::Auto, "auto"));
+        assert_eq!(factor_from_name("Push"), option(Kind::Push, "push"));
+        assert_eq!(factor_from_name("fax1"), None);
+        assert_eq!(factor_from_name("123456"), None);
+    }
+
+    #[test]
+    fn options_go_to_duo_as_factor_prompt_with_the_name() {
+        let sent = |f: Factor| -> Vec<(String, String)> { f.params() };
+        let p = |pairs: &[(&str, &str)]| -> Vec<(String, String)> {
+            pairs
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect()
+        };
+        assert_eq!(
+            sent(factor_from_name("phone2").unwrap()),
+            p(&[("factor", "prompt"), ("prompt", "phone2"), ("async", "1")])
         );
         assert_eq!(
-            factor_from_name("phone2", &devices),
-            Some(Factor::Phone {
-                device: "D2".into()
-            })
+            sent(Factor::Passcode(Zeroizing::new("123456".into()))),
+            p(&[("factor", "prompt"), ("prompt", "123456"), ("async", "1")])
         );
         assert_eq!(
-            factor_from_name("sms", &devices),
-            Some(Factor::Sms {
-                device: "auto".into()
-            })
+            sent(factor_from_name("auto").unwrap()),
+            p(&[("factor", "auto"), ("device", "auto"), ("async", "1")])
         );
-        assert_eq!(factor_from_name("push3", &devices), None);
-        assert_eq!(factor_from_name("push0", &devices), None);
-        assert_eq!(factor_from_name("fax1", &devices), None);
     }
 
     #[test]
     fn answers_are_options_names_or_passcodes() {
-        let devices = [device("D1")];
-        let factors: BTreeMap<String, String> =
-            [("1", "push1"), ("2", "phone1"), ("default", "push1")]
-                .iter()
-                .map(|(k, v)| (k.to_string(), v.to_string()))
-                .collect();
+        let factors: BTreeMap<String, String> = [
+            ("1", "push1"),
+            ("2", "voice1"),
+            ("3", "smsrefresh1"),
+            ("default", "push1"),
+        ]
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+        assert_eq!(interpret("1", &factors), option(Kind::Push, "push1"));
+        assert_eq!(interpret("2", &factors), option(Kind::Phone, "voice1"));
+        assert_eq!(interpret("3", &factors), option(Kind::Sms, "smsrefresh1"));
+        assert_eq!(interpret(" ", &factors), option(Kind::Push, "push1"));
+        assert_eq!(interpret("phone", &factors), option(Kind::Phone, "phone"));
         assert_eq!(
-            interpret("1", &factors, &devices),
-            Some(Factor::Push {
-                device: "D1".into()
-            })
-        );
-        assert_eq!(
-            interpret(" ", &factors, &devices),
-            Some(Factor::Push {
-                device: "D1".into()
-            })
-        );
-        assert_eq!(
-            interpret("phone", &factors, &devices),
-            Some(Factor::Phone {
-                device: "auto".into()
-            })
-        );
-        assert_eq!(
-            interpret("123456", &factors, &devices),
+            interpret("123456", &factors),
             Some(Factor::Passcode(Zeroizing::new("123456".into())))
         );
-        assert_eq!(interpret("12 34", &factors, &devices), None);
-        assert_eq!(interpret("a\u{1b}b", &factors, &devices), None);
+        assert_eq!(interpret("12 34", &factors), None);
+        assert_eq!(interpret("a\u{1b}b", &factors), None);
     }
 
     #[test]
