@@ -80,7 +80,7 @@ impl Daemon {
         ctx.user = account.name.clone();
         let who = Who::new(&ctx.user, &rhost, &ctx);
         if let Some(duo) = &self.duo {
-            return self.duo_login(conn, &who, &ctx, duo).await;
+            return self.duo_login(conn, &who, &ctx, &account, duo).await;
         }
         let policy = &self.config.policy;
         if !policy.exempt_groups.is_empty() || !policy.require_groups.is_empty() {
@@ -177,7 +177,12 @@ impl Daemon {
     /// The directory (NSS) could not say who the user is or which groups they are in:
     /// nothing is decided on a guess. Unavailable, before any prompt, so the module's fail
     /// mode decides, as pam_duo does on a failed group lookup.
-    async fn directory_down(&self, conn: &mut Conn, who: &Who<'_>, e: &SessionError) -> Result<()> {
+    pub(crate) async fn directory_down(
+        &self,
+        conn: &mut Conn,
+        who: &Who<'_>,
+        e: &SessionError,
+    ) -> Result<()> {
         decision(who, "-", "unavailable", &format!("user lookup failed: {e}"));
         conn.unavailable("mfad could not look the user up in the system's user database")
             .await?;

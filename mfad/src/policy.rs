@@ -96,21 +96,6 @@ pub fn key_fingerprint(auth_info: Option<&str>) -> String {
     data_encoding::HEXLOWER.encode(&h.finalize())
 }
 
-/// The user's groups (primary and supplementary) by name, through NSS. Blocking.
-pub fn groups_of(user: &str) -> Vec<String> {
-    use nix::unistd::{Group, User, getgrouplist};
-    let Ok(Some(u)) = User::from_name(user) else {
-        return Vec::new();
-    };
-    let Ok(cname) = std::ffi::CString::new(user) else {
-        return Vec::new();
-    };
-    let gids = getgrouplist(&cname, u.gid).unwrap_or_else(|_| vec![u.gid]);
-    gids.into_iter()
-        .filter_map(|gid| Group::from_gid(gid).ok().flatten().map(|g| g.name))
-        .collect()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

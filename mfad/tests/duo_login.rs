@@ -44,6 +44,15 @@ struct TestDaemon {
 
 impl TestDaemon {
     fn start(duo: &Duo, tune: impl FnOnce(&mut Config)) -> TestDaemon {
+        TestDaemon::start_with(duo, tune, None)
+    }
+
+    /// With `accounts` in place of the system's user database.
+    fn start_with(
+        duo: &Duo,
+        tune: impl FnOnce(&mut Config),
+        accounts: Option<Arc<dyn mfad::accounts::Accounts>>,
+    ) -> TestDaemon {
         let dir = tempfile::tempdir().unwrap();
         std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
         let cafile = dir.path().join("duo-ca.pem");
@@ -72,7 +81,11 @@ impl TestDaemon {
             &config.database.with_file_name("store.key"),
         )
         .unwrap();
-        let daemon = Arc::new(Daemon::new(config.clone(), store, Arc::new(clock)).unwrap());
+        let mut daemon = Daemon::new(config.clone(), store, Arc::new(clock)).unwrap();
+        if let Some(accounts) = accounts {
+            daemon = daemon.with_accounts(accounts);
+        }
+        let daemon = Arc::new(daemon);
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
         let (ready_tx, ready_rx) = std::sync::mpsc::channel();
         let socket = config.socket.clone();
@@ -541,6 +554,25 @@ fn users_outside_the_duo_groups_are_not_asked() {
     });
     let (outcome, script) = d.login("root", &[]);
     assert_eq!(outcome, Outcome::Allow, "{}", script.text());
+    assert!(duo.fake.requests().is_empty());
+}
+
+#[test]
+fn a_failed_group_lookup_asks_duo_nothing_and_leaves_it_to_the_fail_mode() {
+    let duo = Duo::with(Scenario::Push);
+    let accounts = mfad::accounts::AccountTable::new()
+        .with("root", 0, &["root"])
+        .failing_groups();
+    let d = TestDaemon::start_with(
+        &duo,
+        |c| c.duo.as_mut().unwrap().groups = Some("no-such-group-here,!root".into()),
+        Some(Arc::new(accounts)),
+    );
+    let (outcome, script) = d.run(ssh("root"), &[]);
+    match outcome {
+        Err(ClientError::Unavailable(reason)) => assert!(reason.contains("user database")),
+        other => panic!("a failed group lookup decided {other:?}: {}", script.text()),
+    }
     assert!(duo.fake.requests().is_empty());
 }
 

@@ -9,6 +9,7 @@
 use super::api::{AuthAnswer, DuoError, Outage, Preauth, PreauthResult};
 use super::sign::{self, Params};
 use super::{Duo, clean_text};
+use crate::accounts::Account;
 use crate::conn::{Conn, ConnError};
 use crate::daemon::{Daemon, Result, SessionError, Who, decision};
 use crate::policy;
@@ -273,9 +274,10 @@ impl Daemon {
         conn: &mut Conn,
         who: &Who<'_>,
         ctx: &AuthContext,
+        account: &Account,
         duo: &Arc<Duo>,
     ) -> Result<()> {
-        match self.duo_flow(conn, who, ctx, duo).await {
+        match self.duo_flow(conn, who, ctx, account, duo).await {
             Ok(()) => Ok(()),
             Err(Stop::Session(e)) => Err(e),
             Err(Stop::Outage(o)) => {
@@ -317,13 +319,15 @@ impl Daemon {
         conn: &mut Conn,
         who: &Who<'_>,
         ctx: &AuthContext,
+        account: &Account,
         duo: &Arc<Duo>,
     ) -> Flow<()> {
         if let Some(groups) = &duo.groups {
-            let user = ctx.user.clone();
-            let member_of = tokio::task::spawn_blocking(move || policy::groups_of(&user))
-                .await
-                .map_err(SessionError::from)?;
+            // A failed lookup decides nothing (pam_duo refuses too): the fail mode decides.
+            let member_of = match self.groups(account).await {
+                Ok(g) => g,
+                Err(e) => return Ok(self.directory_down(conn, who, &e).await?),
+            };
             if !groups.matches(&member_of) {
                 decision(who, "duo", "allow", "in none of the Duo groups");
                 conn.done(Outcome::Allow).await?;
