@@ -79,11 +79,12 @@ impl Daemon {
         // are one account with one set of devices, counters and locks.
         ctx.user = account.name.clone();
         let who = Who::new(&ctx.user, &rhost, &ctx);
-        if let Some(duo) = &self.duo {
-            return self.duo_login(conn, &who, &ctx, &account, duo).await;
-        }
+        // One pipeline for every provider: groups, lock, trusted networks and remembered
+        // logins, then the provider, then counting, locking and remembering. With Duo,
+        // `[duo] local_policy = false` leaves every decision to Duo.
+        let local_policy = self.duo.as_ref().is_none_or(|d| d.local_policy);
         let policy = &self.config.policy;
-        if !policy.exempt_groups.is_empty() || !policy.require_groups.is_empty() {
+        if local_policy && (!policy.exempt_groups.is_empty() || !policy.require_groups.is_empty()) {
             let groups = match self.groups(&account).await {
                 Ok(g) => g,
                 Err(e) => return self.directory_down(conn, &who, &e).await,
@@ -102,11 +103,55 @@ impl Daemon {
                 GroupRule::Required => {}
             }
         }
-        if !self.check_not_locked(conn, &who).await? {
+        if local_policy && !self.check_not_locked(conn, &who).await? {
             return Ok(());
         }
         let addr = policy::client_addr(ctx.rhost.as_deref(), ctx.ssh_connection.as_deref());
         let trusted = policy.is_trusted(addr);
+        // sshd (root) vouches for the client address; the user's own helper only says what
+        // the user's process says. A helper's entry never opens an sshd login.
+        let remembered = Remembered {
+            user: ctx.user.clone(),
+            scope: if uid == 0 {
+                RememberScope::Sshd
+            } else {
+                RememberScope::OwnHelper
+            },
+            addr: addr
+                .filter(|_| policy.remember_for > 0)
+                .map(|a| a.to_string()),
+            key: policy::key_fingerprint(ctx.ssh_auth_info.as_deref()),
+        };
+        if let Some(duo) = &self.duo {
+            if local_policy {
+                if trusted {
+                    decision(&who, "-", "allow", "trusted network");
+                    conn.done(Outcome::Allow).await?;
+                    return Ok(());
+                }
+                if self.is_remembered(&remembered).await? {
+                    decision(&who, "-", "allow", "remembered from this address and key");
+                    conn.done(Outcome::Allow).await?;
+                    return Ok(());
+                }
+            }
+            let Some(run) = self.duo_login(conn, &who, &ctx, &account, duo).await? else {
+                return Ok(());
+            };
+            if !local_policy {
+                conn.done(run.outcome.unwrap_or(Outcome::Deny)).await?;
+                return Ok(());
+            }
+            let passed = match run.outcome {
+                Some(Outcome::Allow) => self.accept_unless_locked(conn, &who, "duo").await?,
+                _ => {
+                    self.count_provider_failures(conn, &who, run.failures, run.reported)
+                        .await?;
+                    false
+                }
+            };
+            return self.conclude_login(conn, passed, &remembered, false).await;
+        }
         if !self.is_enrolled(&ctx.user).await? {
             return self.unenrolled(conn, &who, trusted).await;
         }
@@ -115,31 +160,10 @@ impl Daemon {
             conn.done(Outcome::Allow).await?;
             return Ok(());
         }
-        let key = policy::key_fingerprint(ctx.ssh_auth_info.as_deref());
-        // sshd (root) vouches for the client address; the user's own helper only says what
-        // the user's process says. A helper's entry never opens an sshd login.
-        let scope = if uid == 0 {
-            RememberScope::Sshd
-        } else {
-            RememberScope::OwnHelper
-        };
-        if policy.remember_for > 0
-            && let Some(addr) = addr
-        {
-            let (user, addr, key, now) = (
-                ctx.user.clone(),
-                addr.to_string(),
-                key.clone(),
-                self.clock.now(),
-            );
-            if self
-                .db(move |s| s.is_remembered(&user, scope, &addr, &key, now))
-                .await?
-            {
-                decision(&who, "-", "allow", "remembered from this address and key");
-                conn.done(Outcome::Allow).await?;
-                return Ok(());
-            }
+        if self.is_remembered(&remembered).await? {
+            decision(&who, "-", "allow", "remembered from this address and key");
+            conn.done(Outcome::Allow).await?;
+            return Ok(());
         }
         let user = ctx.user.clone();
         let devices = self.db(move |s| s.devices(&user)).await?;
@@ -156,20 +180,110 @@ impl Daemon {
                     .await?
             }
         };
-        if passed {
-            if policy.remember_for > 0
-                && let Some(addr) = addr
-            {
-                let now = self.clock.now();
-                let until = now.saturating_add(policy.remember_for as i64);
-                let (user, addr) = (ctx.user.clone(), addr.to_string());
-                self.db(move |s| s.remember(&user, scope, &addr, &key, now, until))
-                    .await?;
-            }
-            conn.info("Success. Logging you in...").await?;
-            conn.done(Outcome::Allow).await?;
-        } else {
+        self.conclude_login(conn, passed, &remembered, true).await
+    }
+
+    /// Whether a second factor from this address and key is remembered.
+    async fn is_remembered(&self, r: &Remembered) -> Result<bool> {
+        let Some(addr) = r.addr.clone() else {
+            return Ok(false);
+        };
+        let (user, scope, key, now) = (r.user.clone(), r.scope, r.key.clone(), self.clock.now());
+        self.db(move |s| s.is_remembered(&user, scope, &addr, &key, now))
+            .await
+    }
+
+    /// The end of every login: remembers a success (with `remember_for`), and answers.
+    async fn conclude_login(
+        &self,
+        conn: &mut Conn,
+        passed: bool,
+        r: &Remembered,
+        say_success: bool,
+    ) -> Result<()> {
+        if !passed {
             conn.done(Outcome::Deny).await?;
+            return Ok(());
+        }
+        if let Some(addr) = r.addr.clone() {
+            let now = self.clock.now();
+            let until = now.saturating_add(self.config.policy.remember_for as i64);
+            let (user, scope, key) = (r.user.clone(), r.scope, r.key.clone());
+            self.db(move |s| s.remember(&user, scope, &addr, &key, now, until))
+                .await?;
+        }
+        if say_success {
+            conn.info("Success. Logging you in...").await?;
+        }
+        conn.done(Outcome::Allow).await?;
+        Ok(())
+    }
+
+    /// A provider said yes: accepted unless the account was locked meanwhile (by failures
+    /// in other sessions, a report, an admin), in the same transaction that clears the
+    /// failure count.
+    pub(crate) async fn accept_unless_locked(
+        &self,
+        conn: &mut Conn,
+        who: &Who<'_>,
+        method: &str,
+    ) -> Result<bool> {
+        let (user, now) = (who.user.to_string(), self.clock.now());
+        let locked = self
+            .db(move |s| {
+                s.in_transaction(|s| {
+                    match s.lock_state(&user)?.locked_until {
+                        Some(until) if until > now => return Ok(Some(until)),
+                        _ => {}
+                    }
+                    s.clear_failures(&user)?;
+                    Ok(None)
+                })
+            })
+            .await?;
+        if let Some(until) = locked {
+            decision(
+                who,
+                method,
+                "deny",
+                "second factor passed, but the account is locked",
+            );
+            conn.error(text::locked_message(who.user, until, now))
+                .await?;
+            return Ok(false);
+        }
+        Ok(true)
+    }
+
+    /// A provider said no after `failures` failed attempts (each counts toward the
+    /// lockout), or after the user reported the request (locks at once).
+    async fn count_provider_failures(
+        &self,
+        conn: &mut Conn,
+        who: &Who<'_>,
+        failures: u32,
+        reported: bool,
+    ) -> Result<()> {
+        let now = self.clock.now();
+        if reported {
+            let until = now.saturating_add(self.report_lock_secs());
+            let user = who.user.to_string();
+            self.db(move |s| s.lock_until(&user, until)).await?;
+            decision(who, "-", "locked", "reported as fraud; account locked");
+            return Ok(());
+        }
+        for _ in 0..failures {
+            if let FailureEffect::Locked { until } = self.record_failure(who.user, now).await? {
+                decision(
+                    who,
+                    "-",
+                    "locked",
+                    "failed second factors; account now locked",
+                );
+                conn.error(text::locked_message(who.user, until, now))
+                    .await?;
+                break;
+            }
         }
         Ok(())
     }
@@ -481,25 +595,8 @@ impl Daemon {
         };
         match outcome {
             ApprovalDecision::Approved => {
-                let (user, now) = (who.user.to_string(), self.clock.now());
-                let locked = self
-                    .db(move |s| {
-                        s.in_transaction(|s| {
-                            match s.lock_state(&user)?.locked_until {
-                                Some(until) if until > now => return Ok(Some(until)),
-                                _ => {}
-                            }
-                            s.clear_failures(&user)?;
-                            Ok(None)
-                        })
-                    })
-                    .await?;
-                if let Some(until) = locked {
-                    // The account was locked while the phone was ringing: even the right
-                    // answer is refused.
-                    decision(who, method, "deny", "approved, but the account is locked");
-                    conn.error(text::locked_message(who.user, until, now))
-                        .await?;
+                // Even the right answer is refused when the account locked meanwhile.
+                if !self.accept_unless_locked(conn, who, method).await? {
                     return Ok(false);
                 }
                 decision(who, method, "allow", "approved on the phone");
@@ -641,6 +738,15 @@ impl Daemon {
         })
         .await
     }
+}
+
+/// Where a login may be remembered: the user, who vouches for the address, the address
+/// (`None` when remembering is off or the address is unknown) and the key's fingerprint.
+struct Remembered {
+    user: String,
+    scope: RememberScope,
+    addr: Option<String>,
+    key: String,
 }
 
 /// How far a code may be from the expected one, and the length of SMS passcodes.

@@ -690,3 +690,58 @@ fn options_work_when_preauth_lists_no_devices() {
     let auth = &duo.fake.requests_to("/auth/v2/auth")[1];
     assert_eq!(auth.params["prompt"], "push1");
 }
+
+// ---- mfad's policy over Duo (`[duo] local_policy`, on by default) ----
+
+#[test]
+fn a_duo_login_from_a_trusted_network_is_not_sent_to_duo() {
+    let duo = Duo::with(Scenario::Push);
+    let d = TestDaemon::start(&duo, |c| {
+        c.policy.trusted_networks = vec!["192.0.2.0/24".parse().unwrap()];
+    });
+    let (outcome, script) = d.login("root", &[]);
+    assert_eq!(outcome, Outcome::Allow, "{}", script.text());
+    assert!(duo.fake.requests().is_empty(), "Duo was asked");
+}
+
+#[test]
+fn a_user_failing_duo_is_locked_by_mfad_after_max_failures() {
+    let duo = Duo::with(Scenario::PushDeny);
+    let d = TestDaemon::start(&duo, |c| {
+        c.lockout.max_failures = 3;
+        c.duo.as_mut().unwrap().prompts = Some(1);
+    });
+    for _ in 0..3 {
+        let (outcome, script) = d.login("root", &["1", ""]);
+        assert_eq!(outcome, Outcome::Deny, "{}", script.text());
+    }
+    let asked = duo.fake.requests().len();
+    // The fourth login is refused as locked before Duo hears of it.
+    let (outcome, script) = d.login("root", &[]);
+    assert_eq!(outcome, Outcome::Deny, "{}", script.text());
+    assert!(script.text().contains("locked"), "{}", script.text());
+    assert_eq!(
+        duo.fake.requests().len(),
+        asked,
+        "Duo was asked while locked"
+    );
+}
+
+#[test]
+fn with_local_policy_off_duo_alone_decides() {
+    let duo = Duo::with(Scenario::PushDeny);
+    let d = TestDaemon::start(&duo, |c| {
+        c.lockout.max_failures = 3;
+        c.policy.trusted_networks = vec!["192.0.2.0/24".parse().unwrap()];
+        let duo = c.duo.as_mut().unwrap();
+        duo.prompts = Some(1);
+        duo.local_policy = Some(false);
+    });
+    for _ in 0..4 {
+        // Asked although the network is trusted, and never locked by mfad.
+        let (outcome, script) = d.login("root", &["1", ""]);
+        assert_eq!(outcome, Outcome::Deny, "{}", script.text());
+        assert!(!script.text().contains("locked"), "{}", script.text());
+    }
+    assert!(duo.fake.requests_to("/auth/v2/auth").len() >= 4);
+}

@@ -54,6 +54,9 @@ pub struct DuoConfig {
     pub max_retry_wait: Option<u64>,
     /// After a successful login through mfa-login-prompt, show /etc/motd (login_duo's motd).
     pub motd: Option<bool>,
+    /// mfad's own policy also applies to Duo logins (default true): [policy] groups,
+    /// trusted networks and remembered logins, and [lockout]. false: Duo alone decides.
+    pub local_policy: Option<bool>,
     /// What mfad read but does not honour, to be logged when it starts.
     #[serde(skip)]
     pub notes: Vec<String>,
@@ -98,7 +101,8 @@ impl DuoConfig {
             https_timeout,
             status_timeout,
             max_retry_wait,
-            motd
+            motd,
+            local_policy
         );
         self.notes.extend(over.notes);
     }

@@ -254,6 +254,17 @@ enum End {
     Again,
 }
 
+/// How a Duo login went, for the login pipeline to conclude.
+#[derive(Debug, Default)]
+pub(crate) struct DuoRun {
+    /// The answer to give; `None` while undecided.
+    pub(crate) outcome: Option<Outcome>,
+    /// Factor attempts that failed (wrong passcode, push denied or unanswered).
+    pub(crate) failures: u32,
+    /// The user reported the request as fraud in Duo Mobile.
+    pub(crate) reported: bool,
+}
+
 enum Poll {
     Status(String),
     Done(std::result::Result<AuthAnswer, DuoError>),
@@ -268,7 +279,10 @@ impl Drop for AbortOnDrop {
 }
 
 impl Daemon {
-    /// The whole second factor of a login through Duo.
+    /// The second factor of a login through Duo. Returns how it went for the login
+    /// pipeline to conclude (count failures, remember, answer), or `None` when this has
+    /// already ended the conversation (Duo unreachable before the challenge, the user
+    /// database down): then nothing more is said.
     pub(crate) async fn duo_login(
         &self,
         conn: &mut Conn,
@@ -276,14 +290,16 @@ impl Daemon {
         ctx: &AuthContext,
         account: &Account,
         duo: &Arc<Duo>,
-    ) -> Result<()> {
-        match self.duo_flow(conn, who, ctx, account, duo).await {
-            Ok(()) => Ok(()),
+    ) -> Result<Option<DuoRun>> {
+        let mut run = DuoRun::default();
+        match self.duo_flow(conn, &mut run, who, ctx, account, duo).await {
+            Ok(()) if run.outcome.is_some() => Ok(Some(run)),
+            Ok(()) => Ok(None),
             Err(Stop::Session(e)) => Err(e),
             Err(Stop::Outage(o)) => {
                 decision(who, "duo", "unavailable", &clean(&o.to_string()));
                 conn.unavailable(o.to_string()).await?;
-                Ok(())
+                Ok(None)
             }
             // Duo asked for a second factor: whatever fails now, the answer is no, whatever
             // the client's fail mode (pam_duo refuses here too).
@@ -297,26 +313,43 @@ impl Daemon {
                         clean(&o.to_string())
                     ),
                 );
-                self.deny(
+                self.duo_refuse(
                     conn,
+                    &mut run,
                     format!("{o}, after it had asked for a second factor; login refused."),
                 )
-                .await
+                .await?;
+                Ok(Some(run))
             }
             Err(Stop::RateLimited) => {
                 decision(who, "duo", "deny", "Duo is rate-limiting requests");
-                self.deny(
+                self.duo_refuse(
                     conn,
+                    &mut run,
                     "Duo is rate-limiting logins right now; login refused. Try again in a minute.",
                 )
-                .await
+                .await?;
+                Ok(Some(run))
             }
         }
+    }
+
+    /// Tells the user why, and marks the login refused.
+    async fn duo_refuse(
+        &self,
+        conn: &mut Conn,
+        run: &mut DuoRun,
+        message: impl Into<String>,
+    ) -> Result<()> {
+        conn.error(message).await?;
+        run.outcome = Some(Outcome::Deny);
+        Ok(())
     }
 
     async fn duo_flow(
         &self,
         conn: &mut Conn,
+        run: &mut DuoRun,
         who: &Who<'_>,
         ctx: &AuthContext,
         account: &Account,
@@ -330,7 +363,7 @@ impl Daemon {
             };
             if !groups.matches(&member_of) {
                 decision(who, "duo", "allow", "in none of the Duo groups");
-                conn.done(Outcome::Allow).await?;
+                run.outcome = Some(Outcome::Allow);
                 return Ok(());
             }
         }
@@ -351,7 +384,7 @@ impl Daemon {
                     "deny",
                     &format!("preauth refused: {}", clean(&message)),
                 );
-                self.deny(conn, format!("Duo refused this login: {message}"))
+                self.duo_refuse(conn, run, format!("Duo refused this login: {message}"))
                     .await?;
                 return Ok(());
             }
@@ -368,7 +401,7 @@ impl Daemon {
                 if !status.is_empty() {
                     conn.info(status).await?;
                 }
-                conn.done(Outcome::Allow).await?;
+                run.outcome = Some(Outcome::Allow);
                 return Ok(());
             }
             PreauthResult::Deny => {
@@ -388,18 +421,18 @@ impl Daemon {
                 } else {
                     status
                 };
-                self.deny(conn, shown).await?;
+                self.duo_refuse(conn, run, shown).await?;
                 return Ok(());
             }
-            PreauthResult::Enroll => return self.duo_enroll(conn, who, ctx, &pre).await,
+            PreauthResult::Enroll => return self.duo_enroll(conn, run, who, ctx, &pre).await,
             PreauthResult::Auth => {}
         }
         let headless = ctx.mode == AuthMode::Auto || !ctx.can_prompt || duo.autopush;
         let challenged = if headless {
-            self.duo_default_factor(conn, who, ctx, duo, &pre, ipaddr.as_deref())
+            self.duo_default_factor(conn, run, who, ctx, duo, &pre, ipaddr.as_deref())
                 .await
         } else {
-            self.duo_menu(conn, who, ctx, duo, &pre, ipaddr.as_deref())
+            self.duo_menu(conn, run, who, ctx, duo, &pre, ipaddr.as_deref())
                 .await
         };
         match challenged {
@@ -413,6 +446,7 @@ impl Daemon {
     async fn duo_enroll(
         &self,
         conn: &mut Conn,
+        run: &mut DuoRun,
         who: &Who<'_>,
         ctx: &AuthContext,
         pre: &Preauth,
@@ -448,7 +482,7 @@ impl Daemon {
             "not enrolled in Duo; enrolment link shown",
         );
         conn.info(message).await?;
-        conn.done(Outcome::Deny).await?;
+        run.outcome = Some(Outcome::Deny);
         Ok(())
     }
 
@@ -456,6 +490,7 @@ impl Daemon {
     async fn duo_menu(
         &self,
         conn: &mut Conn,
+        run: &mut DuoRun,
         who: &Who<'_>,
         ctx: &AuthContext,
         duo: &Arc<Duo>,
@@ -471,7 +506,7 @@ impl Daemon {
                     "deny",
                     "the client could not ask for a passcode",
                 );
-                self.deny(conn, "No passcode was entered; login refused.")
+                self.duo_refuse(conn, run, "No passcode was entered; login refused.")
                     .await?;
                 return Ok(());
             };
@@ -481,14 +516,15 @@ impl Daemon {
                 continue;
             };
             if let End::Over = self
-                .duo_factor(conn, who, ctx, duo, &factor, ipaddr)
+                .duo_factor(conn, run, who, ctx, duo, &factor, ipaddr)
                 .await?
             {
                 return Ok(());
             }
         }
         decision(who, "duo", "deny", "no attempts left");
-        self.deny(conn, "Too many attempts; login refused.").await?;
+        self.duo_refuse(conn, run, "Too many attempts; login refused.")
+            .await?;
         Ok(())
     }
 
@@ -497,6 +533,7 @@ impl Daemon {
     async fn duo_default_factor(
         &self,
         conn: &mut Conn,
+        run: &mut DuoRun,
         who: &Who<'_>,
         ctx: &AuthContext,
         duo: &Arc<Duo>,
@@ -525,8 +562,9 @@ impl Daemon {
                 "deny",
                 "default factor needs typing; no terminal",
             );
-            self.deny(
+            self.duo_refuse(
                 conn,
+                run,
                 format!(
                     "Duo's default method for {} is SMS passcodes, which need a terminal to \
                      type them. Make Duo Push or a phone call your default method, or log in \
@@ -539,7 +577,7 @@ impl Daemon {
         }
         conn.info(line).await?;
         if let End::Over = self
-            .duo_factor(conn, who, ctx, duo, &factor, ipaddr)
+            .duo_factor(conn, run, who, ctx, duo, &factor, ipaddr)
             .await?
         {
             return Ok(());
@@ -547,7 +585,9 @@ impl Daemon {
         if factor.kind() == Some(Kind::Sms)
             && let Some(answer) = conn.prompt("Passcode: ", true).await?
             && let Some(code @ Factor::Passcode(_)) = interpret(&answer, &BTreeMap::new())
-            && let End::Over = self.duo_factor(conn, who, ctx, duo, &code, ipaddr).await?
+            && let End::Over = self
+                .duo_factor(conn, run, who, ctx, duo, &code, ipaddr)
+                .await?
         {
             return Ok(());
         }
@@ -557,7 +597,7 @@ impl Daemon {
             "deny",
             "default factor did not succeed",
         );
-        conn.done(Outcome::Deny).await?;
+        run.outcome = Some(Outcome::Deny);
         Ok(())
     }
 
@@ -566,6 +606,7 @@ impl Daemon {
     async fn duo_factor(
         &self,
         conn: &mut Conn,
+        run: &mut DuoRun,
         who: &Who<'_>,
         ctx: &AuthContext,
         duo: &Arc<Duo>,
@@ -623,7 +664,7 @@ impl Daemon {
                     conn.info(motd).await?;
                 }
             }
-            conn.done(Outcome::Allow).await?;
+            run.outcome = Some(Outcome::Allow);
             return Ok(End::Over);
         }
         if answer.result.as_deref() != Some("deny") {
@@ -646,6 +687,8 @@ impl Daemon {
             msg.clone()
         };
         if is_lockout(Some(&status), &msg) || status == "fraud" {
+            // "Deny and report" in Duo Mobile: mfad locks too, as for its own pushes.
+            run.reported |= status == "fraud";
             let outcome = if status == "fraud" {
                 "fraud"
             } else {
@@ -657,7 +700,7 @@ impl Daemon {
                 outcome,
                 &format!("Duo: {}", clean(&msg)),
             );
-            self.deny(conn, shown).await?;
+            self.duo_refuse(conn, run, shown).await?;
             return Ok(End::Over);
         }
         decision(
@@ -666,6 +709,8 @@ impl Daemon {
             "failed",
             &format!("Duo: {} ({})", clean(&status), clean(&msg)),
         );
+        // A wrong passcode, a denied or unanswered push: counted toward mfad's lockout.
+        run.failures += 1;
         conn.error(shown).await?;
         Ok(End::Again)
     }

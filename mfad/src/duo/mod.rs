@@ -28,6 +28,8 @@ pub struct Duo {
     pub(crate) prompts: u32,
     pub(crate) fallback_local_ip: bool,
     pub(crate) motd: bool,
+    /// mfad's policy and lockout apply to Duo logins too (`local_policy`).
+    pub(crate) local_policy: bool,
     /// This host's name, sent as `hostname` and in push information.
     pub(crate) hostname: String,
 }
@@ -53,6 +55,7 @@ impl Duo {
             prompts: cfg.prompts(),
             fallback_local_ip: cfg.fallback_local_ip.unwrap_or(false),
             motd: cfg.motd.unwrap_or(false),
+            local_policy: cfg.local_policy.unwrap_or(true),
             hostname,
         }
     }
