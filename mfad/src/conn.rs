@@ -9,6 +9,8 @@
 
 use mfa_proto::frame::{self, FrameError};
 use mfa_proto::{ClientMsg, KEEPALIVE_INTERVAL_SECS, Outcome, ServerMsg};
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -73,19 +75,33 @@ impl Activity {
     }
 }
 
-pub struct Conn {
+/// A future a [`Dialogue`] returns (boxed: conversations hold the dialogue as a trait
+/// object, so the same code runs over a socket and over a script).
+pub type DialogueFuture<'a, T> = Pin<Box<dyn Future<Output = Result<T, ConnError>> + Send + 'a>>;
+
+/// The channel a conversation runs over: whatever carries mfad's messages to the user and
+/// the user's answers back. The client's socket in production ([`SocketDialogue`]); an
+/// in-memory script in tests ([`ScriptDialogue`]), so that login, device and admin
+/// conversations run in-process, without root, a socket or real waits.
+pub trait Dialogue: Send {
+    /// Writes one message, within `limit`.
+    fn write<'a>(&'a mut self, msg: &'a ServerMsg, limit: Duration) -> DialogueFuture<'a, ()>;
+    /// Reads the client's next message, within `limit`.
+    fn read(&mut self, limit: Duration) -> DialogueFuture<'_, ClientMsg>;
+    /// While mfad itself is slow, tell the client every `every` that it is alive.
+    fn start_keepalive(&mut self, _every: Duration) {}
+}
+
+/// The client's socket: framed messages with a timeout on every read and write, and
+/// keep-alives while mfad waits.
+pub struct SocketDialogue {
     reader: OwnedReadHalf,
     writer: Arc<tokio::sync::Mutex<OwnedWriteHalf>>,
-    uid: u32,
-    timeouts: Timeouts,
-    /// A message other than a keep-alive has been sent: from now on the client counts on a
-    /// verdict, and a break must be a refusal.
-    spoken: bool,
     activity: Arc<Activity>,
     keepalive: Option<JoinHandle<()>>,
 }
 
-impl Drop for Conn {
+impl Drop for SocketDialogue {
     fn drop(&mut self) {
         if let Some(task) = self.keepalive.take() {
             task.abort();
@@ -93,16 +109,12 @@ impl Drop for Conn {
     }
 }
 
-impl Conn {
-    /// `uid` is the caller's, from SO_PEERCRED at accept.
-    pub fn new(stream: UnixStream, uid: u32, timeouts: Timeouts) -> Self {
+impl SocketDialogue {
+    pub fn new(stream: UnixStream) -> Self {
         let (reader, writer) = stream.into_split();
-        Conn {
+        SocketDialogue {
             reader,
             writer: Arc::new(tokio::sync::Mutex::new(writer)),
-            uid,
-            timeouts,
-            spoken: false,
             activity: Arc::new(Activity {
                 reading: AtomicBool::new(false),
                 last_write: Mutex::new(Instant::now()),
@@ -110,26 +122,53 @@ impl Conn {
             keepalive: None,
         }
     }
+}
 
-    /// The uid of the process at the other end, from the kernel.
-    pub fn peer_uid(&self) -> std::io::Result<u32> {
-        Ok(self.uid)
+impl Dialogue for SocketDialogue {
+    fn write<'a>(&'a mut self, msg: &'a ServerMsg, limit: Duration) -> DialogueFuture<'a, ()> {
+        Box::pin(async move {
+            let bytes = frame::encode(msg)?;
+            let mut w = self.writer.lock().await;
+            timeout(limit, w.write_all(&bytes))
+                .await
+                .map_err(|_| ConnError::TimedOut(limit))?
+                .map_err(FrameError::from)?;
+            self.activity.touch();
+            Ok(())
+        })
     }
 
-    /// Whether the client has been sent anything but keep-alives.
-    pub fn has_spoken(&self) -> bool {
-        self.spoken
+    fn read(&mut self, limit: Duration) -> DialogueFuture<'_, ClientMsg> {
+        Box::pin(async move {
+            let reader = &mut self.reader;
+            let read = async {
+                let mut header = [0u8; 4];
+                reader
+                    .read_exact(&mut header)
+                    .await
+                    .map_err(FrameError::from)?;
+                let len = frame::body_len(header)?;
+                let mut body = Zeroizing::new(vec![0u8; len]);
+                reader
+                    .read_exact(&mut body)
+                    .await
+                    .map_err(FrameError::from)?;
+                Ok::<_, ConnError>(frame::decode(&body)?)
+            };
+            self.activity.reading.store(true, Ordering::SeqCst);
+            let result = timeout(limit, read).await;
+            self.activity.reading.store(false, Ordering::SeqCst);
+            self.activity.touch();
+            result.map_err(|_| ConnError::TimedOut(limit))?
+        })
     }
 
-    /// From now on, while mfad is the one who is slow, send a keep-alive every
-    /// [`KEEPALIVE_INTERVAL`]. Only for clients of protocol version 2 or later.
-    pub fn start_keepalive(&mut self) {
+    fn start_keepalive(&mut self, every: Duration) {
         if self.keepalive.is_some() {
             return;
         }
         let writer = Arc::clone(&self.writer);
         let activity = Arc::clone(&self.activity);
-        let every = self.timeouts.keepalive;
         self.keepalive = Some(tokio::spawn(async move {
             let Ok(bytes) = frame::encode(&ServerMsg::KeepAlive) else {
                 return;
@@ -148,50 +187,128 @@ impl Conn {
             }
         }));
     }
+}
 
-    async fn read_msg(&mut self, limit: Duration) -> Result<ClientMsg, ConnError> {
-        let reader = &mut self.reader;
-        let read = async {
-            let mut header = [0u8; 4];
-            reader
-                .read_exact(&mut header)
-                .await
-                .map_err(FrameError::from)?;
-            let len = frame::body_len(header)?;
-            let mut body = Zeroizing::new(vec![0u8; len]);
-            reader
-                .read_exact(&mut body)
-                .await
-                .map_err(FrameError::from)?;
-            Ok::<_, ConnError>(frame::decode(&body)?)
-        };
-        self.activity.reading.store(true, Ordering::SeqCst);
-        let result = timeout(limit, read).await;
-        self.activity.reading.store(false, Ordering::SeqCst);
-        self.activity.touch();
-        result.map_err(|_| ConnError::TimedOut(limit))?
+/// A scripted user, for tests: answers prompts from a list and keeps everything mfad said.
+/// A prompt with no answer left breaks the conversation as a client that hung up would.
+#[derive(Clone, Default)]
+pub struct ScriptDialogue {
+    inner: Arc<Mutex<Script>>,
+}
+
+#[derive(Default)]
+struct Script {
+    answers: std::collections::VecDeque<Option<String>>,
+    said: Vec<ServerMsg>,
+}
+
+impl ScriptDialogue {
+    /// A user who gives these answers, in order.
+    pub fn answering(answers: &[&str]) -> Self {
+        let d = ScriptDialogue::default();
+        if let Ok(mut s) = d.inner.lock() {
+            s.answers = answers.iter().map(|a| Some(a.to_string())).collect();
+        }
+        d
+    }
+
+    /// Everything mfad has said so far, keep-alives aside.
+    pub fn said(&self) -> Vec<ServerMsg> {
+        self.inner
+            .lock()
+            .map(|s| s.said.clone())
+            .unwrap_or_default()
+    }
+
+    /// How many answers are left unused.
+    pub fn unanswered(&self) -> usize {
+        self.inner
+            .lock()
+            .map(|s| s.answers.len())
+            .unwrap_or_default()
+    }
+}
+
+impl Dialogue for ScriptDialogue {
+    fn write<'a>(&'a mut self, msg: &'a ServerMsg, _limit: Duration) -> DialogueFuture<'a, ()> {
+        if let Ok(mut s) = self.inner.lock()
+            && !matches!(msg, ServerMsg::KeepAlive)
+        {
+            s.said.push(msg.clone());
+        }
+        Box::pin(async { Ok(()) })
+    }
+
+    fn read(&mut self, _limit: Duration) -> DialogueFuture<'_, ClientMsg> {
+        let next = self
+            .inner
+            .lock()
+            .ok()
+            .and_then(|mut s| s.answers.pop_front());
+        Box::pin(async move {
+            match next {
+                Some(text) => Ok(ClientMsg::Answer {
+                    text: text.map(Zeroizing::new),
+                }),
+                None => Err(ConnError::Frame(FrameError::Closed)),
+            }
+        })
+    }
+}
+
+/// One conversation with a client: the caller's uid, the timeouts that apply to it, and
+/// the promise that once anything was said, it ends with a verdict.
+pub struct Conn {
+    wire: Box<dyn Dialogue>,
+    uid: u32,
+    timeouts: Timeouts,
+    /// A message other than a keep-alive has been sent: from now on the client counts on a
+    /// verdict, and a break must be a refusal.
+    spoken: bool,
+}
+
+impl Conn {
+    /// A conversation over the client's socket; `uid` is the caller's, from SO_PEERCRED at
+    /// accept.
+    pub fn new(stream: UnixStream, uid: u32, timeouts: Timeouts) -> Self {
+        Conn::over(Box::new(SocketDialogue::new(stream)), uid, timeouts)
+    }
+
+    /// A conversation over any dialogue (tests: a [`ScriptDialogue`]) with caller `uid`.
+    pub fn over(wire: Box<dyn Dialogue>, uid: u32, timeouts: Timeouts) -> Self {
+        Conn {
+            wire,
+            uid,
+            timeouts,
+            spoken: false,
+        }
+    }
+
+    /// The uid of the process at the other end, from the kernel.
+    pub fn peer_uid(&self) -> std::io::Result<u32> {
+        Ok(self.uid)
+    }
+
+    /// Whether the client has been sent anything but keep-alives.
+    pub fn has_spoken(&self) -> bool {
+        self.spoken
+    }
+
+    /// From now on, while mfad is the one who is slow, send a keep-alive every
+    /// [`KEEPALIVE_INTERVAL`]. Only for clients of protocol version 2 or later.
+    pub fn start_keepalive(&mut self) {
+        self.wire.start_keepalive(self.timeouts.keepalive);
     }
 
     pub async fn read_hello(&mut self) -> Result<ClientMsg, ConnError> {
-        self.read_msg(self.timeouts.hello).await
-    }
-
-    async fn write_bytes(&self, bytes: &[u8], limit: Duration) -> Result<(), ConnError> {
-        let mut w = self.writer.lock().await;
-        timeout(limit, w.write_all(bytes))
-            .await
-            .map_err(|_| ConnError::TimedOut(limit))?
-            .map_err(FrameError::from)?;
-        self.activity.touch();
-        Ok(())
+        self.wire.read(self.timeouts.hello).await
     }
 
     pub async fn send(&mut self, msg: &ServerMsg) -> Result<(), ConnError> {
-        let bytes = frame::encode(msg)?;
         if !matches!(msg, ServerMsg::KeepAlive) {
             self.spoken = true;
         }
-        self.write_bytes(&bytes, IO_TIMEOUT).await
+        self.wire.write(msg, IO_TIMEOUT).await
     }
 
     pub async fn info(&mut self, text: impl Into<String>) -> Result<(), ConnError> {
@@ -254,10 +371,7 @@ impl Conn {
                 outcome: Outcome::Deny,
             },
         ] {
-            let Ok(bytes) = frame::encode(&msg) else {
-                return;
-            };
-            if self.write_bytes(&bytes, FAREWELL_TIMEOUT).await.is_err() {
+            if self.wire.write(&msg, FAREWELL_TIMEOUT).await.is_err() {
                 return;
             }
         }
@@ -279,7 +393,7 @@ impl Conn {
 
     /// Reads the answer to a prompt already sent, waiting at most the answer timeout.
     pub async fn answer(&mut self) -> Result<Option<Zeroizing<String>>, ConnError> {
-        match self.read_msg(self.timeouts.answer).await? {
+        match self.wire.read(self.timeouts.answer).await? {
             ClientMsg::Answer { text } => Ok(text),
             ClientMsg::Hello { .. } => {
                 Err(ConnError::Protocol("a second hello instead of an answer"))

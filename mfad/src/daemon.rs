@@ -271,6 +271,20 @@ impl Daemon {
                 return;
             }
         };
+        self.converse(&mut conn, op).await;
+    }
+
+    /// Runs the conversation `op` asks for, over `conn`, to its end (a verdict, or a
+    /// refusal once anything was said). The socket server calls it after the hello; tests
+    /// call it with a scripted dialogue, in-process.
+    pub async fn converse(&self, conn: &mut Conn, op: Operation) {
+        let uid = match conn.peer_uid() {
+            Ok(uid) => uid,
+            Err(e) => {
+                warn!("cannot read the peer credentials of a connection: {e}");
+                return;
+            }
+        };
         let what = op.safe_string();
         // Who a refusal after a break is logged for, when the conversation is a login.
         let login = match &op {
@@ -283,14 +297,14 @@ impl Daemon {
             _ => None,
         };
         let result = match op {
-            Operation::Authenticate(ctx) => self.authenticate(&mut conn, uid, ctx).await,
-            Operation::EnrollTotp { name } => self.enroll_totp(&mut conn, uid, name).await,
-            Operation::BypassCodes => self.own_bypass_codes(&mut conn, uid).await,
-            Operation::ListDevices => self.list_devices(&mut conn, uid).await,
-            Operation::AddDevice(new) => self.add_device(&mut conn, uid, new).await,
-            Operation::SetDefault { index } => self.set_default(&mut conn, uid, index).await,
-            Operation::RemoveDevice { index } => self.remove_device(&mut conn, uid, index).await,
-            Operation::Admin(op) => self.admin(&mut conn, uid, op).await,
+            Operation::Authenticate(ctx) => self.authenticate(conn, uid, ctx).await,
+            Operation::EnrollTotp { name } => self.enroll_totp(conn, uid, name).await,
+            Operation::BypassCodes => self.own_bypass_codes(conn, uid).await,
+            Operation::ListDevices => self.list_devices(conn, uid).await,
+            Operation::AddDevice(new) => self.add_device(conn, uid, new).await,
+            Operation::SetDefault { index } => self.set_default(conn, uid, index).await,
+            Operation::RemoveDevice { index } => self.remove_device(conn, uid, index).await,
+            Operation::Admin(op) => self.admin(conn, uid, op).await,
         };
         let refused = |reason: &str| {
             if let Some((user, rhost, service, can_prompt)) = &login {
