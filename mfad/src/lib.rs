@@ -5,6 +5,7 @@
 
 pub mod accounts;
 pub mod admin;
+pub mod calendar;
 pub mod clock;
 pub mod config;
 pub mod conn;
