@@ -13,6 +13,7 @@ pub mod daemon;
 pub mod devices;
 pub mod duo;
 pub mod factor;
+pub mod http;
 pub mod logging;
 pub mod login;
 pub mod methods;

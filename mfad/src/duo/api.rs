@@ -162,18 +162,14 @@ struct Time {
 /// and `cafile`; the configured proxy or none (never the environment's); `https_timeout` for
 /// connecting (TCP and TLS) and for each request as a whole; no redirects.
 pub fn http_client(cfg: &DuoConfig) -> Result<reqwest::Client, String> {
-    let mut builder = reqwest::Client::builder()
-        .connect_timeout(cfg.https_timeout())
-        .timeout(cfg.status_timeout().max(cfg.https_timeout()))
-        .redirect(reqwest::redirect::Policy::none())
-        .pool_idle_timeout(POOL_IDLE)
-        .tcp_keepalive(TCP_KEEPALIVE)
-        .tcp_nodelay(true)
-        .user_agent(concat!(
-            "mfad/",
-            env!("CARGO_PKG_VERSION"),
-            " (Duo Auth API v2)"
-        ));
+    let mut builder = crate::http::client_builder(
+        cfg.https_timeout(),
+        cfg.status_timeout().max(cfg.https_timeout()),
+        concat!("mfad/", env!("CARGO_PKG_VERSION"), " (Duo Auth API v2)"),
+    )
+    .pool_idle_timeout(POOL_IDLE)
+    .tcp_keepalive(TCP_KEEPALIVE)
+    .tcp_nodelay(true);
     for bundle in [
         "/etc/ssl/certs/ca-certificates.crt",
         "/etc/pki/tls/certs/ca-bundle.crt",
@@ -495,15 +491,8 @@ impl DuoClient {
                     .and_then(|v| v.to_str().ok())
                     .map(str::to_string)
             });
-            let mut resp = resp;
-            let mut bytes = Vec::new();
-            while let Some(chunk) = resp.chunk().await? {
-                if bytes.len() + chunk.len() > MAX_RESPONSE {
-                    return Ok((status, retry_after, None));
-                }
-                bytes.extend_from_slice(&chunk);
-            }
-            Ok::<_, reqwest::Error>((status, retry_after, Some(bytes)))
+            let body = crate::http::read_capped(resp, MAX_RESPONSE).await?;
+            Ok::<_, reqwest::Error>((status, retry_after, body))
         };
         match tokio::time::timeout(limit, exchange).await {
             Err(_) => Err(Outage::Timeout(limit)),
