@@ -6,24 +6,15 @@
 //! sftp or scp stream. Then it replaces itself with the user's shell or command, so exit
 //! status, environment and signals are the ones the user expects.
 
-use clap::{Parser, ValueEnum};
-use mfa_proto::{AuthContext, AuthMode, Client, Conversation, Operation, Outcome};
-use std::io::{BufRead, IsTerminal, Write};
+use clap::Parser;
+use clap::builder::{PossibleValuesParser, TypedValueParser};
+use mfa_proto::client::{INTERRUPTED_TEXT, UNAVAILABLE_SECURE_TEXT};
+use mfa_proto::{AuthContext, AuthMode, Client, FailMode, Operation, Outcome, Terminal};
+use std::io::IsTerminal;
 use std::os::unix::process::CommandExt;
 use std::path::PathBuf;
 use std::process::{Command, ExitCode};
 use std::time::Duration;
-use zeroize::Zeroizing;
-
-#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
-enum FailMode {
-    /// Refuse the session when mfad cannot be asked (default).
-    Secure,
-    /// Let the session through when mfad cannot be asked (nothing listens, the listener is
-    /// not root, or mfad says nothing), and say so on stderr. Once mfad has spoken, a broken
-    /// conversation is refused in either mode.
-    Safe,
-}
 
 #[derive(Parser)]
 #[command(
@@ -34,8 +25,14 @@ struct Args {
     /// mfad's socket.
     #[arg(long, default_value = mfa_proto::DEFAULT_SOCKET)]
     socket: PathBuf,
-    /// What to do when mfad cannot be reached or answers nonsense.
-    #[arg(long, value_enum, default_value_t = FailMode::Secure)]
+    /// What to do when mfad cannot be reached or answers nonsense: `secure` refuses the
+    /// session (default); `safe` lets it through and says so on stderr. Once mfad has spoken,
+    /// a broken conversation is refused in either mode.
+    #[arg(
+        long,
+        default_value = "secure",
+        value_parser = PossibleValuesParser::new(FailMode::NAMES).try_map(|s| s.parse::<FailMode>())
+    )]
     failmode: FailMode,
     /// Seconds to wait for each message from mfad; keep it above 5, as mfad sends a
     /// keep-alive every 5 s while a push or call is pending.
@@ -45,36 +42,6 @@ struct Args {
     /// helper the word `internal-sftp` instead of a program.
     #[arg(long, default_value = "/usr/lib/openssh/sftp-server")]
     sftp_server: PathBuf,
-}
-
-/// Shows mfad's text on stderr and reads answers from the terminal, if there is one.
-struct Terminal {
-    interactive: bool,
-}
-
-impl Conversation for Terminal {
-    fn info(&mut self, text: &str) {
-        eprintln!("{text}");
-    }
-    fn error(&mut self, text: &str) {
-        eprintln!("{text}");
-    }
-    fn prompt(&mut self, text: &str, _echo: bool) -> Option<Zeroizing<String>> {
-        if !self.interactive {
-            return None;
-        }
-        eprint!("{text}");
-        let _ = std::io::stderr().flush();
-        let mut line = Zeroizing::new(String::new());
-        match std::io::stdin().lock().read_line(&mut line) {
-            Ok(0) | Err(_) => None,
-            Ok(_) => {
-                let end = line.trim_end_matches(['\n', '\r']).len();
-                line.truncate(end);
-                Some(line)
-            }
-        }
-    }
 }
 
 fn env(name: &str) -> Option<String> {
@@ -116,7 +83,7 @@ fn main() -> ExitCode {
         can_prompt: interactive,
         command: command.clone(),
     };
-    let mut terminal = Terminal { interactive };
+    let mut terminal = Terminal::for_login_prompt(interactive);
     let result = Client::connect(
         &args.socket,
         Duration::from_secs(3),
@@ -131,10 +98,7 @@ fn main() -> ExitCode {
         // Once mfad has spoken, only its verdict lets anyone in: waiting at the prompt
         // until mfad gives up must not turn into failmode=safe.
         Err(e) if e.mfad_had_spoken() => {
-            eprintln!(
-                "Two-factor authentication is unavailable right now: the login was \
-                 interrupted and is refused ({e}). Please try again."
-            );
+            eprintln!("{INTERRUPTED_TEXT} ({e})");
             return ExitCode::from(1);
         }
         Err(e) if args.failmode == FailMode::Safe => {
@@ -143,10 +107,7 @@ fn main() -> ExitCode {
             );
         }
         Err(e) => {
-            eprintln!(
-                "Two-factor authentication is unavailable right now ({e}); login refused. \
-                 Please try again later or contact your administrator."
-            );
+            eprintln!("{UNAVAILABLE_SECURE_TEXT} ({e})");
             return ExitCode::from(1);
         }
     }

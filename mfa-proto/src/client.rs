@@ -66,6 +66,47 @@ impl From<FrameError> for ClientError {
     }
 }
 
+/// What a caller does when mfad cannot give an answer (before mfad has spoken).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum FailMode {
+    /// Refuse the login (the default).
+    #[default]
+    Secure,
+    /// Allow the login without a second factor, and say so.
+    Safe,
+}
+
+impl FailMode {
+    /// The spellings a sysadmin writes (`failmode=secure|safe`).
+    pub const NAMES: [&'static str; 2] = ["secure", "safe"];
+}
+
+/// A fail mode other than `secure` or `safe` (exact, lower-case).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("failmode={0:?} is neither secure nor safe")]
+pub struct BadFailMode(pub String);
+
+impl std::str::FromStr for FailMode {
+    type Err = BadFailMode;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "secure" => Ok(FailMode::Secure),
+            "safe" => Ok(FailMode::Safe),
+            other => Err(BadFailMode(other.to_string())),
+        }
+    }
+}
+
+/// Shown when mfad cannot answer and the fail mode is `secure`.
+pub const UNAVAILABLE_SECURE_TEXT: &str = "Two-factor authentication is unavailable right now; login refused. Please try again later or contact your administrator.";
+
+/// Shown when mfad cannot answer and the fail mode is `safe`.
+pub const UNAVAILABLE_SAFE_TEXT: &str =
+    "Two-factor authentication is unavailable right now; continuing without it.";
+
+/// Shown when the conversation broke after mfad had spoken: a refusal in either fail mode.
+pub const INTERRUPTED_TEXT: &str = "Two-factor authentication is unavailable right now: the login was interrupted and is refused. Please try again.";
+
 /// One connection to mfad.
 pub struct Client {
     stream: UnixStream,
@@ -213,6 +254,20 @@ fn relay(
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn a_fail_mode_is_secure_or_safe_exactly() {
+        assert_eq!("secure".parse(), Ok(FailMode::Secure));
+        assert_eq!("safe".parse(), Ok(FailMode::Safe));
+        for bad in ["SAFE", "", "open", "safe "] {
+            assert_eq!(
+                bad.parse::<FailMode>(),
+                Err(BadFailMode(bad.to_string())),
+                "{bad}"
+            );
+        }
+        assert_eq!(FailMode::default(), FailMode::Secure);
+    }
+
     use super::*;
     use crate::frame::write_frame;
     use std::io::Write;

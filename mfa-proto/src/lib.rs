@@ -8,11 +8,14 @@
 
 pub mod client;
 pub mod frame;
+pub mod terminal;
+pub mod text;
 
 use serde::{Deserialize, Serialize};
 use zeroize::Zeroizing;
 
-pub use client::{Client, ClientError, Conversation, run_conversation};
+pub use client::{Client, ClientError, Conversation, FailMode, run_conversation};
+pub use terminal::Terminal;
 
 /// Bumped whenever a message changes shape. Version 2 added [`ServerMsg::KeepAlive`]; mfad
 /// still serves version 1 clients (it sends them no keep-alives) and refuses other versions.

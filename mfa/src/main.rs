@@ -2,8 +2,9 @@
 //! reset). It only relays: mfad decides who may do what, from the caller's uid.
 
 use clap::{Parser, Subcommand};
-use mfa_proto::{AdminOp, Client, ClientError, Conversation, NewDevice, Operation, Outcome};
-use std::io::{BufRead, IsTerminal, Write};
+use mfa_proto::{
+    AdminOp, Client, ClientError, Conversation, NewDevice, Operation, Outcome, Terminal,
+};
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
@@ -121,80 +122,18 @@ enum AdminCommand {
     ImportTokens { file: PathBuf },
 }
 
-/// Reads a token secret from stdin without echo (or from a pipe).
+/// Reads a token secret from stdin without echo (or from a pipe); `None` when there is none.
 fn read_secret(terminal: &mut Terminal) -> Option<Zeroizing<String>> {
-    terminal.prompt("Token secret (base32, or hex:...): ", false)
-}
-
-/// Shows the daemon's text on the terminal and reads answers from stdin.
-struct Terminal {
-    interactive: bool,
-}
-
-impl Conversation for Terminal {
-    fn info(&mut self, text: &str) {
-        println!("{text}");
+    let secret = terminal.prompt("Token secret (base32, or hex:...): ", false);
+    if secret.is_none() {
+        eprintln!("mfa: no secret given");
     }
-
-    fn error(&mut self, text: &str) {
-        eprintln!("{text}");
-    }
-
-    fn prompt(&mut self, text: &str, echo: bool) -> Option<Zeroizing<String>> {
-        print!("{text}");
-        let _ = std::io::stdout().flush();
-        let _quiet = (!echo && self.interactive).then(EchoOff::new).flatten();
-        let mut line = Zeroizing::new(String::new());
-        let read = std::io::stdin().lock().read_line(&mut line);
-        if !self.interactive || !echo {
-            println!();
-        }
-        match read {
-            Ok(0) | Err(_) => None,
-            Ok(_) => {
-                let trimmed = line.trim_end_matches(['\n', '\r']).len();
-                line.truncate(trimmed);
-                Some(line)
-            }
-        }
-    }
-}
-
-/// Turns terminal echo off until dropped.
-struct EchoOff(libc::termios);
-
-impl EchoOff {
-    fn new() -> Option<Self> {
-        // SAFETY: tcgetattr/tcsetattr on fd 0 with a zeroed, then filled, termios struct.
-        unsafe {
-            let mut t: libc::termios = std::mem::zeroed();
-            if libc::tcgetattr(0, &mut t) != 0 {
-                return None;
-            }
-            let saved = t;
-            t.c_lflag &= !libc::ECHO;
-            if libc::tcsetattr(0, libc::TCSANOW, &t) != 0 {
-                return None;
-            }
-            Some(EchoOff(saved))
-        }
-    }
-}
-
-impl Drop for EchoOff {
-    fn drop(&mut self) {
-        // SAFETY: restores the attributes read in `new`.
-        unsafe {
-            libc::tcsetattr(0, libc::TCSANOW, &self.0);
-        }
-    }
+    secret
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let mut terminal = Terminal {
-        interactive: std::io::stdin().is_terminal(),
-    };
+    let mut terminal = Terminal::for_cli();
     let op = match cli.command {
         Command::Enroll {
             kind: EnrollKind::Totp { name },
@@ -211,33 +150,27 @@ fn main() -> ExitCode {
                 name,
                 target: target.unwrap_or_default(),
             },
-            AddKind::Hotp { name, digits } => {
-                let Some(secret) = read_secret(&mut terminal) else {
-                    eprintln!("mfa: no secret given");
-                    return ExitCode::from(2);
-                };
-                NewDevice::Hotp {
+            AddKind::Hotp { name, digits } => match read_secret(&mut terminal) {
+                Some(secret) => NewDevice::Hotp {
                     name,
                     secret,
                     digits,
-                }
-            }
+                },
+                None => return ExitCode::from(2),
+            },
             AddKind::TotpToken {
                 name,
                 digits,
                 period,
-            } => {
-                let Some(secret) = read_secret(&mut terminal) else {
-                    eprintln!("mfa: no secret given");
-                    return ExitCode::from(2);
-                };
-                NewDevice::TotpToken {
+            } => match read_secret(&mut terminal) {
+                Some(secret) => NewDevice::TotpToken {
                     name,
                     secret,
                     digits,
                     period,
-                }
-            }
+                },
+                None => return ExitCode::from(2),
+            },
         }),
         Command::Admin { command } => Operation::Admin(match command {
             AdminCommand::Status { user } => AdminOp::Status { user },

@@ -5,6 +5,7 @@
 
 pub mod accounts;
 pub mod admin;
+pub mod calendar;
 pub mod clock;
 pub mod config;
 pub mod conn;
@@ -12,6 +13,7 @@ pub mod daemon;
 pub mod devices;
 pub mod duo;
 pub mod factor;
+pub mod http;
 pub mod logging;
 pub mod login;
 pub mod methods;

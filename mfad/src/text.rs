@@ -5,44 +5,10 @@ use crate::store::LockState;
 use qrcode::QrCode;
 use qrcode::render::unicode::Dense1x2;
 
-/// A client-supplied string made safe for a log line: control characters escaped, length cut.
-pub fn clean(s: &str) -> String {
-    let mut out: String = s
-        .chars()
-        .take(128)
-        .flat_map(|c| {
-            if c.is_control() || c == '"' || c == '\\' {
-                c.escape_default().collect::<Vec<_>>()
-            } else {
-                vec![c]
-            }
-        })
-        .collect();
-    if s.chars().count() > 128 {
-        out.push_str("...");
-    }
-    out
-}
-
-/// `YYYY-MM-DD HH:MM UTC` for a Unix time (days-to-civil, after Howard Hinnant).
-pub fn utc(ts: i64) -> String {
-    let days = ts.div_euclid(86_400);
-    let secs = ts.rem_euclid(86_400);
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    format!(
-        "{year:04}-{month:02}-{day:02} {:02}:{:02} UTC",
-        secs / 3600,
-        (secs % 3600) / 60
-    )
-}
+pub use crate::calendar::utc;
+/// A client-supplied string made safe for a log line: control characters, `"` and `\`
+/// escaped, length cut.
+pub use mfa_proto::text::log_field as clean;
 
 fn minutes_left(until: i64, now: i64) -> i64 {
     ((until - now) + 59) / 60
@@ -103,22 +69,6 @@ pub fn status_report(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn utc_formats_known_instants() {
-        assert_eq!(utc(0), "1970-01-01 00:00 UTC");
-        assert_eq!(utc(1_111_111_111), "2005-03-18 01:58 UTC");
-        assert_eq!(utc(951_782_400), "2000-02-29 00:00 UTC");
-    }
-
-    #[test]
-    fn clean_escapes_what_could_forge_a_log_line() {
-        assert_eq!(clean("alice"), "alice");
-        assert_eq!(clean("a\nuser=root"), "a\\nuser=root");
-        assert_eq!(clean("x\u{1b}[2J"), "x\\u{1b}[2J");
-        assert_eq!(clean("q\"uote"), "q\\\"uote");
-        assert!(clean(&"y".repeat(500)).ends_with("..."));
-    }
 
     #[test]
     fn the_lock_message_says_when_and_how() {

@@ -7,14 +7,7 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-/// What to do when mfad cannot give an answer.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum FailMode {
-    /// Refuse the login (the default).
-    Secure,
-    /// Allow the login without a second factor, and log it loudly.
-    Safe,
-}
+pub use mfa_proto::FailMode;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ModuleArgs {
@@ -85,14 +78,11 @@ impl ModuleArgs {
                         mfa_proto::DEFAULT_SOCKET
                     ));
                 }
-                ("failmode", Some("secure")) => parsed.failmode = FailMode::Secure,
-                ("failmode", Some("safe")) => parsed.failmode = FailMode::Safe,
                 ("failmode", v) => {
-                    parsed.failmode = FailMode::Secure;
-                    problems.push(format!(
-                        "failmode={:?} is neither secure nor safe; using failmode=secure",
-                        v.unwrap_or_default()
-                    ));
+                    parsed.failmode = v.unwrap_or_default().parse().unwrap_or_else(|e| {
+                        problems.push(format!("{e}; using failmode=secure"));
+                        FailMode::Secure
+                    });
                 }
                 ("timeout", v) => {
                     parsed.timeout = seconds(

@@ -8,26 +8,17 @@
 
 use crate::args::{FailMode, ModuleArgs};
 use crate::env::{LogLevel, PamEnv, PamItem};
+use mfa_proto::client::{INTERRUPTED_TEXT, UNAVAILABLE_SAFE_TEXT, UNAVAILABLE_SECURE_TEXT};
+use mfa_proto::text::escape_controls;
 use mfa_proto::{AuthContext, Client, ClientError, Conversation, Operation, Outcome};
 use pam::constants::PamResultCode;
 use zeroize::Zeroizing;
-
-/// Shown (PAM_ERROR_MSG) when mfad cannot answer and `failmode=secure`.
-pub const UNAVAILABLE_SECURE_TEXT: &str = "Two-factor authentication is unavailable right now; login refused. Please try again later or contact your administrator.";
-
-/// Shown (PAM_TEXT_INFO) when mfad cannot answer and `failmode=safe`.
-pub const UNAVAILABLE_SAFE_TEXT: &str =
-    "Two-factor authentication is unavailable right now; continuing without it.";
-
-/// Shown (PAM_ERROR_MSG) when the conversation breaks off after mfad has spoken. It starts
-/// like the two texts above, as it is the same kind of trouble for the user.
-pub const INTERRUPTED_TEXT: &str = "Two-factor authentication is unavailable right now: the login was interrupted and is refused. Please try again.";
 
 /// The whole of `pam_sm_authenticate`, given the module arguments as strings.
 pub fn authenticate<E: PamEnv>(env: &mut E, args: &[String]) -> PamResultCode {
     let (args, problems) = ModuleArgs::parse(args);
     for problem in &problems {
-        env.syslog(LogLevel::Err, &printable(problem));
+        env.syslog(LogLevel::Err, &escape_controls(problem));
     }
 
     let user = match env.user() {
@@ -44,7 +35,7 @@ pub fn authenticate<E: PamEnv>(env: &mut E, args: &[String]) -> PamResultCode {
         // Refused before mfad hears of it: such a name cannot be an account.
         env.syslog(
             LogLevel::Err,
-            &format!("refusing user name \"{}\": {e}", printable(&user)),
+            &format!("refusing user name \"{}\": {e}", escape_controls(&user)),
         );
         return PamResultCode::PAM_AUTH_ERR;
     }
@@ -64,7 +55,7 @@ pub fn authenticate<E: PamEnv>(env: &mut E, args: &[String]) -> PamResultCode {
     if args.debug {
         env.syslog(
             LogLevel::Debug,
-            &printable(&format!(
+            &escape_controls(&format!(
                 "asking mfad at {}: {}",
                 args.socket.display(),
                 op.safe_string()
@@ -89,7 +80,7 @@ pub fn authenticate<E: PamEnv>(env: &mut E, args: &[String]) -> PamResultCode {
             if args.debug {
                 env.syslog(
                     LogLevel::Debug,
-                    &printable(&format!("mfad answered {outcome:?} for {}", ctx.user)),
+                    &escape_controls(&format!("mfad answered {outcome:?} for {}", ctx.user)),
                 );
             }
             match outcome {
@@ -101,7 +92,7 @@ pub fn authenticate<E: PamEnv>(env: &mut E, args: &[String]) -> PamResultCode {
         Err(e) if e.mfad_had_spoken() => {
             env.syslog(
                 LogLevel::Err,
-                &printable(&format!(
+                &escape_controls(&format!(
                     "{e}; refusing {} from {} (the fail mode applies only before mfad speaks)",
                     ctx.user,
                     ctx.rhost.as_deref().unwrap_or("an unknown host")
@@ -130,14 +121,14 @@ fn fail_mode<E: PamEnv>(
         // Someone else's process holds mfad's socket path: worth an alert in either mode.
         env.syslog(
             LogLevel::Alert,
-            &printable(&format!("impostor on mfad's socket: {error}")),
+            &escape_controls(&format!("impostor on mfad's socket: {error}")),
         );
     }
     match failmode {
         FailMode::Secure => {
             env.syslog(
                 LogLevel::Err,
-                &printable(&format!(
+                &escape_controls(&format!(
                     "mfad unreachable ({error}); failmode=secure: refusing {who}"
                 )),
             );
@@ -147,7 +138,7 @@ fn fail_mode<E: PamEnv>(
         FailMode::Safe => {
             env.syslog(
                 LogLevel::Alert,
-                &printable(&format!(
+                &escape_controls(&format!(
                     "mfad unreachable ({error}); failmode=safe: allowing {who} without a second factor"
                 )),
             );
@@ -196,32 +187,5 @@ impl<E: PamEnv> Conversation for Relay<'_, E> {
                 None
             }
         }
-    }
-}
-
-/// Text from outside (user names, host names, error messages) made safe for one log line.
-fn printable(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for c in s.chars() {
-        if c.is_control() {
-            out.extend(c.escape_default());
-        } else {
-            out.push(c);
-        }
-    }
-    out
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn log_text_cannot_forge_lines() {
-        assert_eq!(
-            printable("evil\nJan 1 sshd: ok\0"),
-            "evil\\nJan 1 sshd: ok\\u{0}"
-        );
-        assert_eq!(printable("ünïcode host-1"), "ünïcode host-1");
     }
 }

@@ -11,10 +11,9 @@ pub mod env;
 pub mod handle;
 
 pub use args::{FailMode, ModuleArgs};
-pub use authenticate::{
-    INTERRUPTED_TEXT, UNAVAILABLE_SAFE_TEXT, UNAVAILABLE_SECURE_TEXT, authenticate,
-};
+pub use authenticate::authenticate;
 pub use env::{LogLevel, PamEnv, PamItem};
+pub use mfa_proto::client::{INTERRUPTED_TEXT, UNAVAILABLE_SAFE_TEXT, UNAVAILABLE_SECURE_TEXT};
 
 use pam::constants::{PamFlag, PamResultCode};
 use pam::module::{PamHandle, PamHooks};

@@ -162,18 +162,14 @@ struct Time {
 /// and `cafile`; the configured proxy or none (never the environment's); `https_timeout` for
 /// connecting (TCP and TLS) and for each request as a whole; no redirects.
 pub fn http_client(cfg: &DuoConfig) -> Result<reqwest::Client, String> {
-    let mut builder = reqwest::Client::builder()
-        .connect_timeout(cfg.https_timeout())
-        .timeout(cfg.status_timeout().max(cfg.https_timeout()))
-        .redirect(reqwest::redirect::Policy::none())
-        .pool_idle_timeout(POOL_IDLE)
-        .tcp_keepalive(TCP_KEEPALIVE)
-        .tcp_nodelay(true)
-        .user_agent(concat!(
-            "mfad/",
-            env!("CARGO_PKG_VERSION"),
-            " (Duo Auth API v2)"
-        ));
+    let mut builder = crate::http::client_builder(
+        cfg.https_timeout(),
+        cfg.status_timeout().max(cfg.https_timeout()),
+        concat!("mfad/", env!("CARGO_PKG_VERSION"), " (Duo Auth API v2)"),
+    )
+    .pool_idle_timeout(POOL_IDLE)
+    .tcp_keepalive(TCP_KEEPALIVE)
+    .tcp_nodelay(true);
     for bundle in [
         "/etc/ssl/certs/ca-certificates.crt",
         "/etc/pki/tls/certs/ca-bundle.crt",
@@ -473,7 +469,7 @@ impl DuoClient {
                 .body(body)
         };
         if signed {
-            let date = sign::rfc2822(self.duo_now());
+            let date = crate::calendar::rfc2822(self.duo_now());
             let canon = sign::canonical(&date, method, &self.signed_host, path, params);
             req = req
                 .header("Date", &date)
@@ -495,15 +491,8 @@ impl DuoClient {
                     .and_then(|v| v.to_str().ok())
                     .map(str::to_string)
             });
-            let mut resp = resp;
-            let mut bytes = Vec::new();
-            while let Some(chunk) = resp.chunk().await? {
-                if bytes.len() + chunk.len() > MAX_RESPONSE {
-                    return Ok((status, retry_after, None));
-                }
-                bytes.extend_from_slice(&chunk);
-            }
-            Ok::<_, reqwest::Error>((status, retry_after, Some(bytes)))
+            let body = crate::http::read_capped(resp, MAX_RESPONSE).await?;
+            Ok::<_, reqwest::Error>((status, retry_after, body))
         };
         match tokio::time::timeout(limit, exchange).await {
             Err(_) => Err(Outage::Timeout(limit)),
@@ -544,9 +533,8 @@ impl DuoClient {
         if let Ok(secs) = value.trim().parse::<u64>() {
             return Some(Duration::from_secs(secs));
         }
-        let at = httpdate_secs(value.trim())?;
-        let now = self.duo_now();
-        Some(Duration::from_secs(at.saturating_sub(now).max(0) as u64))
+        let at = crate::calendar::parse_http_date(value)?;
+        Some(crate::calendar::until(at, self.duo_now()))
     }
 }
 
@@ -590,42 +578,9 @@ fn parse<T: DeserializeOwned>(bytes: &[u8], status: u16) -> Result<T, DuoError> 
     })
 }
 
-/// An IMF-fixdate (`Sun, 06 Nov 1994 08:49:37 GMT`) as Unix seconds.
-fn httpdate_secs(s: &str) -> Option<i64> {
-    const MONTHS: [&str; 12] = [
-        "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
-    ];
-    let mut it = s.split_whitespace().skip(1);
-    let day: i64 = it.next()?.parse().ok()?;
-    let month = MONTHS.iter().position(|m| Some(*m) == it.clone().next())? as i64 + 1;
-    it.next();
-    let year: i64 = it.next()?.parse().ok()?;
-    let mut hms = it.next()?.split(':').map(|p| p.parse::<i64>().ok());
-    let (h, m, sec) = (hms.next()??, hms.next()??, hms.next()??);
-    // Days from civil (after Howard Hinnant).
-    let y = if month <= 2 { year - 1 } else { year };
-    let era = y.div_euclid(400);
-    let yoe = y - era * 400;
-    let mp = (month + 9) % 12;
-    let doy = (153 * mp + 2) / 5 + day - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    let days = era * 146_097 + doe - 719_468;
-    Some(days * 86_400 + h * 3600 + m * 60 + sec)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn http_dates_parse() {
-        assert_eq!(httpdate_secs("Thu, 01 Jan 1970 00:00:00 GMT"), Some(0));
-        assert_eq!(
-            httpdate_secs("Fri, 07 Dec 2012 17:18:00 GMT"),
-            Some(1_354_900_680)
-        );
-        assert_eq!(httpdate_secs("soon"), None);
-    }
 
     #[test]
     fn the_signed_host_is_the_bare_lower_cased_name() {

@@ -71,38 +71,6 @@ pub fn authorization(ikey: &str, skey: &str, canonical: &str) -> String {
     format!("Basic {}", BASE64.encode(pair.as_bytes()))
 }
 
-/// An RFC 2822 date in UTC as Duo's clients write it: `Fri, 07 Dec 2012 17:18:00 -0000`.
-pub fn rfc2822(unix: i64) -> String {
-    const DAYS: [&str; 7] = ["Thu", "Fri", "Sat", "Sun", "Mon", "Tue", "Wed"];
-    const MONTHS: [&str; 12] = [
-        "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
-    ];
-    let days = unix.div_euclid(86_400);
-    let secs = unix.rem_euclid(86_400);
-    let (year, month, day) = civil(days);
-    format!(
-        "{}, {day:02} {} {year:04} {:02}:{:02}:{:02} -0000",
-        DAYS[days.rem_euclid(7) as usize],
-        MONTHS[(month - 1) as usize],
-        secs / 3600,
-        (secs % 3600) / 60,
-        secs % 60
-    )
-}
-
-/// (year, month 1-12, day 1-31) of a day count since 1970-01-01 (after Howard Hinnant).
-fn civil(days: i64) -> (i64, i64, i64) {
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    (yoe + era * 400 + i64::from(month <= 2), month, day)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -208,13 +176,5 @@ mod tests {
                 BASE64.encode(format!("test_ikey:{expected}").as_bytes())
             )
         );
-    }
-
-    #[test]
-    fn dates_are_rfc_2822_in_utc() {
-        // 2012-12-07 17:18:00 UTC, the date of Duo's worked example.
-        assert_eq!(rfc2822(1_354_900_680), "Fri, 07 Dec 2012 17:18:00 -0000");
-        assert_eq!(rfc2822(0), "Thu, 01 Jan 1970 00:00:00 -0000");
-        assert_eq!(rfc2822(951_782_400), "Tue, 29 Feb 2000 00:00:00 -0000");
     }
 }

@@ -79,33 +79,25 @@ impl ProviderError {
 /// redirects (a redirect could carry a credential to another host). Each call adds its own
 /// total timeout. Clone it freely; clones share the pool.
 pub fn http_client() -> Result<reqwest::Client, ProviderError> {
-    reqwest::Client::builder()
-        .connect_timeout(CONNECT_TIMEOUT)
-        // A backstop only: every request sets its configured timeout.
-        .timeout(Duration::from_secs(60))
-        .redirect(reqwest::redirect::Policy::none())
-        .user_agent(concat!("mfad/", env!("CARGO_PKG_VERSION")))
-        .build()
-        .map_err(|_| ProviderError::Client)
+    // The total timeout is a backstop only: every request sets its configured timeout.
+    crate::http::client_builder(
+        CONNECT_TIMEOUT,
+        Duration::from_secs(60),
+        concat!("mfad/", env!("CARGO_PKG_VERSION")),
+    )
+    .build()
+    .map_err(|_| ProviderError::Client)
 }
 
-/// Reads at most [`MAX_RESPONSE`] bytes of a response body.
+/// Reads at most [`MAX_RESPONSE`] bytes of a response body; a larger one cannot be read.
 pub(crate) async fn read_capped(
     provider: &'static str,
-    mut resp: reqwest::Response,
+    resp: reqwest::Response,
 ) -> Result<Vec<u8>, ProviderError> {
-    let mut body = Vec::new();
-    while let Some(chunk) = resp
-        .chunk()
+    crate::http::read_capped(resp, MAX_RESPONSE)
         .await
         .map_err(|e| ProviderError::from_reqwest(provider, &e))?
-    {
-        if body.len() + chunk.len() > MAX_RESPONSE {
-            return Err(ProviderError::BadResponse { provider });
-        }
-        body.extend_from_slice(&chunk);
-    }
-    Ok(body)
+        .ok_or(ProviderError::BadResponse { provider })
 }
 
 /// What a push says. Built by the daemon from the login's context.

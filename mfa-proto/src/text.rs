@@ -1,0 +1,65 @@
+//! The one log-line sanitizer: text from outside (user names, hosts, error messages)
+//! escaped so it cannot forge a line or drive a terminal. mfad writes client-supplied
+//! fields with [`log_field`]; pam_mfa writes whole lines with [`escape_controls`].
+
+/// Longest client-supplied field [`log_field`] keeps, in characters.
+pub const LOG_FIELD_MAX: usize = 128;
+
+/// Every control character escaped (`\n`, `\u{1b}`...); nothing cut.
+pub fn escape_controls(s: &str) -> String {
+    escape(s, usize::MAX, char::is_control)
+}
+
+/// A client-supplied field for a log line: control characters, `"` and `\` escaped (so a
+/// quoted field cannot be closed early), cut to [`LOG_FIELD_MAX`] characters with `...`.
+pub fn log_field(s: &str) -> String {
+    escape(s, LOG_FIELD_MAX, |c| {
+        c.is_control() || c == '"' || c == '\\'
+    })
+}
+
+fn escape(s: &str, max_chars: usize, needs_escape: impl Fn(char) -> bool) -> String {
+    let mut out = String::with_capacity(s.len().min(max_chars.saturating_mul(4)));
+    let mut chars = s.chars();
+    for c in chars.by_ref().take(max_chars) {
+        if needs_escape(c) {
+            out.extend(c.escape_default());
+        } else {
+            out.push(c);
+        }
+    }
+    if chars.next().is_some() {
+        out.push_str("...");
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_log_field_cannot_forge_a_log_line() {
+        assert_eq!(log_field("alice"), "alice");
+        assert_eq!(log_field("a\nuser=root"), "a\\nuser=root");
+        assert_eq!(log_field("x\u{1b}[2J"), "x\\u{1b}[2J");
+        assert_eq!(log_field("q\"uote"), "q\\\"uote");
+        assert_eq!(log_field("back\\slash"), "back\\\\slash");
+        let long = log_field(&"y".repeat(500));
+        assert_eq!(long, format!("{}...", "y".repeat(LOG_FIELD_MAX)));
+        assert_eq!(
+            log_field(&"z".repeat(LOG_FIELD_MAX)),
+            "z".repeat(LOG_FIELD_MAX)
+        );
+    }
+
+    #[test]
+    fn a_whole_line_keeps_its_quotes_and_length() {
+        assert_eq!(
+            escape_controls("evil\nJan 1 sshd: ok\0"),
+            "evil\\nJan 1 sshd: ok\\u{0}"
+        );
+        assert_eq!(escape_controls("ünïcode \"host-1\""), "ünïcode \"host-1\"");
+        assert_eq!(escape_controls(&"w".repeat(500)), "w".repeat(500));
+    }
+}
