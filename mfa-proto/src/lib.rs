@@ -130,6 +130,12 @@ pub enum NewDevice {
         target: String,
     },
 }
+impl From<AuthContext> for Operation {
+    fn from(ctx: AuthContext) -> Self {
+        Operation::Authenticate(ctx)
+    }
+}
+
 /// What the PAM module (or login helper) knows about the login being authenticated.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub struct AuthContext {

@@ -3,19 +3,19 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use fake_duo::{FakeDuo, Options, Scenario};
-use mfa_proto::{AuthContext, AuthMode, Client, ClientError, Conversation, Operation, Outcome};
+use mfa_proto::{AuthContext, AuthMode, ClientError, Outcome};
+use mfa_test_support::{TestDaemon, ssh};
+use mfad::Config;
 use mfad::duo::config::DuoConfig;
 use mfad::oob::config::Secret;
-use mfad::{Config, Daemon, FakeClock, Store};
-use std::os::unix::fs::PermissionsExt;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use zeroize::Zeroizing;
 
 /// The fake on a runtime of its own, so the blocking test body can talk to mfad.
 struct Duo {
     fake: FakeDuo,
     _rt: tokio::runtime::Runtime,
+    ca_dir: tempfile::TempDir,
 }
 
 impl Duo {
@@ -27,7 +27,18 @@ impl Duo {
         };
         tune(&mut opts);
         let fake = rt.block_on(FakeDuo::start(opts)).unwrap();
-        Duo { fake, _rt: rt }
+        let ca_dir = tempfile::tempdir().unwrap();
+        std::fs::write(ca_dir.path().join("duo-ca.pem"), fake.ca_pem()).unwrap();
+        Duo {
+            fake,
+            _rt: rt,
+            ca_dir,
+        }
+    }
+
+    /// The fake's CA certificate, for `[duo] cafile`.
+    fn cafile(&self) -> std::path::PathBuf {
+        self.ca_dir.path().join("duo-ca.pem")
     }
 
     /// Everyone (root, daemon, bin...) gets `s`.
@@ -36,119 +47,32 @@ impl Duo {
     }
 }
 
-struct TestDaemon {
-    dir: tempfile::TempDir,
-    stop: Option<tokio::sync::oneshot::Sender<()>>,
-    thread: Option<std::thread::JoinHandle<()>>,
+/// mfad with `[duo]` pointed at `duo`'s fake, then `tune`d.
+fn duo_daemon(duo: &Duo, tune: impl FnOnce(&mut Config)) -> TestDaemon {
+    duo_daemon_with(duo, tune, None)
 }
 
-impl TestDaemon {
-    fn start(duo: &Duo, tune: impl FnOnce(&mut Config)) -> TestDaemon {
-        TestDaemon::start_with(duo, tune, None)
-    }
-
-    /// With `accounts` in place of the system's user database.
-    fn start_with(
-        duo: &Duo,
-        tune: impl FnOnce(&mut Config),
-        accounts: Option<Arc<dyn mfad::accounts::Accounts>>,
-    ) -> TestDaemon {
-        let dir = tempfile::tempdir().unwrap();
-        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
-        let cafile = dir.path().join("duo-ca.pem");
-        std::fs::write(&cafile, duo.fake.ca_pem()).unwrap();
-        let mut config = Config {
-            socket: dir.path().join("mfad.sock"),
-            database: dir.path().join("db/mfa.db"),
-            issuer: Some("testhost".into()),
-            duo: Some(DuoConfig {
+/// The same, with `accounts` in place of the system's user database.
+fn duo_daemon_with(
+    duo: &Duo,
+    tune: impl FnOnce(&mut Config),
+    accounts: Option<Arc<dyn mfad::accounts::Accounts>>,
+) -> TestDaemon {
+    TestDaemon::start_with(
+        |c| {
+            c.duo = Some(DuoConfig {
                 host: Some(duo.fake.host()),
                 ikey: Some(duo.fake.ikey().into()),
                 skey: Some(Secret::new(duo.fake.skey())),
-                cafile: Some(cafile),
+                cafile: Some(duo.cafile()),
                 https_timeout: Some(2),
                 status_timeout: Some(10),
                 ..Default::default()
-            }),
-            ..Config::default()
-        };
-        config.log.syslog = false;
-        tune(&mut config);
-        // mfad's clock is far from Duo's: only the offset learnt from /ping makes dates right.
-        let clock = FakeClock::new(1_800_000_000);
-        let store = Store::open_with_key_file(
-            &config.database,
-            &config.database.with_file_name("store.key"),
-        )
-        .unwrap();
-        let mut daemon = Daemon::new(config.clone(), store, Arc::new(clock)).unwrap();
-        if let Some(accounts) = accounts {
-            daemon = daemon.with_accounts(accounts);
-        }
-        let daemon = Arc::new(daemon);
-        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-        let (ready_tx, ready_rx) = std::sync::mpsc::channel();
-        let socket = config.socket.clone();
-        let thread = std::thread::spawn(move || {
-            let rt = tokio::runtime::Runtime::new().unwrap();
-            rt.block_on(async move {
-                let listener = mfad::server::bind(&socket).unwrap();
-                ready_tx.send(()).unwrap();
-                mfad::server::serve(daemon, listener, async {
-                    let _ = rx.await;
-                })
-                .await;
             });
-        });
-        ready_rx.recv_timeout(Duration::from_secs(10)).unwrap();
-        TestDaemon {
-            dir,
-            stop: Some(tx),
-            thread: Some(thread),
-        }
-    }
-
-    fn run(&self, ctx: AuthContext, answers: &[&str]) -> (Result<Outcome, ClientError>, Script) {
-        let mut script = Script::new(answers);
-        let mut client = Client::connect(
-            &self.dir.path().join("mfad.sock"),
-            Duration::from_secs(2),
-            Duration::from_secs(20),
-        )
-        .unwrap();
-        let outcome =
-            mfa_proto::run_conversation(&mut client, Operation::Authenticate(ctx), &mut script);
-        (outcome, script)
-    }
-
-    /// An interactive login of `user` answering `answers`; every answer must be asked for.
-    fn login(&self, user: &str, answers: &[&str]) -> (Outcome, Script) {
-        let (outcome, script) = self.run(ssh(user), answers);
-        let outcome = outcome.unwrap_or_else(|e| panic!("{e}:\n{}", script.text()));
-        script.all_answered();
-        (outcome, script)
-    }
-}
-
-impl Drop for TestDaemon {
-    fn drop(&mut self) {
-        if let Some(tx) = self.stop.take() {
-            let _ = tx.send(());
-        }
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
-    }
-}
-
-fn ssh(user: &str) -> AuthContext {
-    AuthContext {
-        user: user.into(),
-        service: "sshd".into(),
-        rhost: Some("192.0.2.7".into()),
-        tty: Some("ssh".into()),
-        ..Default::default()
-    }
+            tune(c);
+        },
+        accounts,
+    )
 }
 
 /// The ForceCommand helper without a terminal (scp, sftp, rsync).
@@ -165,56 +89,6 @@ fn headless(user: &str, command: &str) -> AuthContext {
     }
 }
 
-struct Script {
-    answers: Vec<String>,
-    next: usize,
-    shown: Vec<String>,
-}
-
-impl Script {
-    fn new(answers: &[&str]) -> Self {
-        Script {
-            answers: answers.iter().map(|s| s.to_string()).collect(),
-            next: 0,
-            shown: Vec::new(),
-        }
-    }
-    fn text(&self) -> String {
-        self.shown.join("\n")
-    }
-    fn prompts(&self) -> Vec<&str> {
-        self.shown
-            .iter()
-            .filter_map(|s| s.strip_prefix("prompt: "))
-            .collect()
-    }
-    fn all_answered(&self) {
-        assert_eq!(
-            self.next,
-            self.answers.len(),
-            "prompts left unanswered; conversation was:\n{}",
-            self.text()
-        );
-    }
-}
-
-impl Conversation for Script {
-    fn info(&mut self, text: &str) {
-        self.shown.push(format!("info: {text}"));
-    }
-    fn error(&mut self, text: &str) {
-        self.shown.push(format!("error: {text}"));
-    }
-    fn prompt(&mut self, text: &str, _echo: bool) -> Option<Zeroizing<String>> {
-        self.shown.push(format!("prompt: {text}"));
-        let answer = self.answers.get(self.next).unwrap_or_else(|| {
-            panic!("unexpected prompt {text:?}; conversation:\n{}", self.text())
-        });
-        self.next += 1;
-        Some(Zeroizing::new(answer.clone()))
-    }
-}
-
 const MENU: &str = "Duo two-factor login for root\n\nEnter a passcode or select one of the \
                     following options:\n\n 1. Duo Push to XXX-XXX-1234\n 2. Phone call to \
                     XXX-XXX-1234\n 3. SMS passcodes to XXX-XXX-1234\n\nPasscode or option (1-3): ";
@@ -222,7 +96,7 @@ const MENU: &str = "Duo two-factor login for root\n\nEnter a passcode or select 
 #[test]
 fn the_menu_is_duos_own_and_an_approved_push_logs_in() {
     let duo = Duo::with(Scenario::Push);
-    let d = TestDaemon::start(&duo, |_| {});
+    let d = duo_daemon(&duo, |_| {});
     let (outcome, script) = d.login("root", &["1", ""]);
     assert_eq!(outcome, Outcome::Allow, "{}", script.text());
     let prompts = script.prompts();
@@ -257,7 +131,7 @@ fn the_menu_is_duos_own_and_an_approved_push_logs_in() {
 #[test]
 fn without_wait_prompt_phone_progress_is_shown_as_duo_reports_it() {
     let duo = Duo::with(Scenario::Phone);
-    let d = TestDaemon::start(&duo, |c| c.wait_prompt = false);
+    let d = duo_daemon(&duo, |c| c.wait_prompt = false);
     let (outcome, script) = d.login("root", &["2"]);
     assert_eq!(outcome, Outcome::Allow, "{}", script.text());
     let after_menu: Vec<&String> = script.shown.iter().skip(1).collect();
@@ -279,7 +153,7 @@ fn without_wait_prompt_phone_progress_is_shown_as_duo_reports_it() {
 #[test]
 fn a_denied_push_goes_back_to_the_menu_where_a_passcode_works() {
     let duo = Duo::with(Scenario::PushDeny);
-    let d = TestDaemon::start(&duo, |_| {});
+    let d = duo_daemon(&duo, |_| {});
     let (outcome, script) = d.login("root", &["1", "", fake_duo::PASSCODE]);
     assert_eq!(outcome, Outcome::Allow, "{}", script.text());
     assert!(script.text().contains("error: Login request denied."));
@@ -292,7 +166,7 @@ fn a_denied_push_goes_back_to_the_menu_where_a_passcode_works() {
 #[test]
 fn a_timed_out_push_is_refused_when_no_round_is_left() {
     let duo = Duo::with(Scenario::PushTimeout);
-    let d = TestDaemon::start(&duo, |c| {
+    let d = duo_daemon(&duo, |c| {
         c.duo.as_mut().unwrap().prompts = Some(1);
     });
     let (outcome, script) = d.login("root", &["", ""]);
@@ -304,7 +178,7 @@ fn a_timed_out_push_is_refused_when_no_round_is_left() {
 #[test]
 fn sms_passcodes_are_sent_then_one_logs_in() {
     let duo = Duo::with(Scenario::Sms);
-    let d = TestDaemon::start(&duo, |_| {});
+    let d = duo_daemon(&duo, |_| {});
     let (outcome, script) = d.login("root", &["3", fake_duo::SMS_PASSCODE]);
     assert_eq!(outcome, Outcome::Allow, "{}", script.text());
     assert!(script.text().contains("info: New SMS passcodes sent."));
@@ -316,7 +190,7 @@ fn sms_passcodes_are_sent_then_one_logs_in() {
 #[test]
 fn wrong_passcodes_are_refused_after_the_prompts() {
     let duo = Duo::with(Scenario::Passcode);
-    let d = TestDaemon::start(&duo, |_| {});
+    let d = duo_daemon(&duo, |_| {});
     let (outcome, script) = d.login("root", &["111111", "222222", "333333"]);
     assert_eq!(outcome, Outcome::Deny, "{}", script.text());
     assert_eq!(
@@ -342,7 +216,7 @@ fn allow_deny_and_enroll_come_from_preauth() {
         o.users.insert("daemon".into(), Scenario::Deny);
         o.users.insert("bin".into(), Scenario::Enroll);
     });
-    let d = TestDaemon::start(&duo, |_| {});
+    let d = duo_daemon(&duo, |_| {});
     let (outcome, script) = d.login("root", &[]);
     assert_eq!(outcome, Outcome::Allow, "{}", script.text());
     assert!(
@@ -375,7 +249,7 @@ fn allow_deny_and_enroll_come_from_preauth() {
 #[test]
 fn a_locked_out_account_ends_the_login_at_once() {
     let duo = Duo::with(Scenario::Locked);
-    let d = TestDaemon::start(&duo, |_| {});
+    let d = duo_daemon(&duo, |_| {});
     let (outcome, script) = d.login("root", &[fake_duo::PASSCODE]);
     assert_eq!(outcome, Outcome::Deny, "{}", script.text());
     assert!(
@@ -389,7 +263,7 @@ fn a_locked_out_account_ends_the_login_at_once() {
 #[test]
 fn escape_sequences_from_duo_never_reach_the_user() {
     let duo = Duo::with(Scenario::Escapes);
-    let d = TestDaemon::start(&duo, |_| {});
+    let d = duo_daemon(&duo, |_| {});
     let (outcome, script) = d.login("root", &["1", ""]);
     assert_eq!(outcome, Outcome::Allow, "{}", script.text());
     let text = script.text();
@@ -408,7 +282,7 @@ fn escape_sequences_from_duo_never_reach_the_user() {
 #[test]
 fn without_a_terminal_the_default_factor_runs_with_push_information() {
     let duo = Duo::with(Scenario::Push);
-    let d = TestDaemon::start(&duo, |c| {
+    let d = duo_daemon(&duo, |c| {
         c.duo.as_mut().unwrap().pushinfo = Some(true);
     });
     let (outcome, script) = d.run(headless("root", "scp -t /data"), &[]);
@@ -435,7 +309,7 @@ fn without_a_terminal_the_default_factor_runs_with_push_information() {
 #[test]
 fn without_a_terminal_an_sms_default_is_refused_at_once() {
     let duo = Duo::with(Scenario::Sms);
-    let d = TestDaemon::start(&duo, |_| {});
+    let d = duo_daemon(&duo, |_| {});
     let (outcome, script) = d.run(headless("root", "sftp-server"), &[]);
     assert_eq!(outcome.unwrap(), Outcome::Deny);
     assert!(
@@ -449,7 +323,7 @@ fn without_a_terminal_an_sms_default_is_refused_at_once() {
 #[test]
 fn autopush_skips_the_menu_on_a_terminal_too() {
     let duo = Duo::with(Scenario::Push);
-    let d = TestDaemon::start(&duo, |c| {
+    let d = duo_daemon(&duo, |c| {
         c.wait_prompt = false;
         c.duo.as_mut().unwrap().autopush = Some(true);
     });
@@ -471,7 +345,7 @@ fn duo_outages_answer_unavailable_so_the_fail_mode_decides() {
         Scenario::Hang,
     ] {
         let duo = Duo::with(scenario);
-        let d = TestDaemon::start(&duo, |_| {});
+        let d = duo_daemon(&duo, |_| {});
         let started = Instant::now();
         let (outcome, script) = d.run(ssh("root"), &[]);
         let took = started.elapsed();
@@ -494,7 +368,7 @@ fn duo_down_answers_unavailable() {
         let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         l.local_addr().unwrap().port()
     };
-    let d = TestDaemon::start(&duo, |c| {
+    let d = duo_daemon(&duo, |c| {
         c.duo.as_mut().unwrap().host = Some(format!("127.0.0.1:{port}"));
     });
     let (outcome, _) = d.run(ssh("root"), &[]);
@@ -507,7 +381,7 @@ fn duo_down_answers_unavailable() {
 #[test]
 fn a_rate_limited_preauth_is_retried_after_retry_after() {
     let duo = Duo::with(Scenario::RateLimited);
-    let d = TestDaemon::start(&duo, |_| {});
+    let d = duo_daemon(&duo, |_| {});
     let started = Instant::now();
     let (outcome, script) = d.login("root", &["1", ""]);
     assert_eq!(outcome, Outcome::Allow, "{}", script.text());
@@ -521,7 +395,7 @@ fn a_skewed_duo_clock_does_not_break_signatures() {
         o.default_scenario = Scenario::Passcode;
         o.skew = -5400;
     });
-    let d = TestDaemon::start(&duo, |_| {});
+    let d = duo_daemon(&duo, |_| {});
     let (outcome, script) = d.login("root", &[fake_duo::PASSCODE]);
     assert_eq!(outcome, Outcome::Allow, "{}", script.text());
     let signed: Vec<_> = duo
@@ -536,7 +410,7 @@ fn a_skewed_duo_clock_does_not_break_signatures() {
 #[test]
 fn logins_share_one_pooled_connection() {
     let duo = Duo::with(Scenario::Passcode);
-    let d = TestDaemon::start(&duo, |_| {});
+    let d = duo_daemon(&duo, |_| {});
     for _ in 0..5 {
         let (outcome, _) = d.login("root", &[fake_duo::PASSCODE]);
         assert_eq!(outcome, Outcome::Allow);
@@ -549,7 +423,7 @@ fn logins_share_one_pooled_connection() {
 #[test]
 fn users_outside_the_duo_groups_are_not_asked() {
     let duo = Duo::with(Scenario::Push);
-    let d = TestDaemon::start(&duo, |c| {
+    let d = duo_daemon(&duo, |c| {
         c.duo.as_mut().unwrap().groups = Some("no-such-group-here,!root".into());
     });
     let (outcome, script) = d.login("root", &[]);
@@ -563,7 +437,7 @@ fn a_failed_group_lookup_asks_duo_nothing_and_leaves_it_to_the_fail_mode() {
     let accounts = mfad::accounts::AccountTable::new()
         .with("root", 0, &["root"])
         .failing_groups();
-    let d = TestDaemon::start_with(
+    let d = duo_daemon_with(
         &duo,
         |c| c.duo.as_mut().unwrap().groups = Some("no-such-group-here,!root".into()),
         Some(Arc::new(accounts)),
@@ -586,7 +460,7 @@ fn a_provider_error_after_the_challenge_refuses_whatever_the_fail_mode() {
         (Scenario::AuthError, &[fake_duo::PASSCODE][..]),
     ] {
         let duo = Duo::with(scenario);
-        let d = TestDaemon::start(&duo, |_| {});
+        let d = duo_daemon(&duo, |_| {});
         let (outcome, script) = d.run(ssh("root"), answers);
         assert_eq!(
             outcome.unwrap_or_else(|e| panic!("{scenario:?}: {e}\n{}", script.text())),
@@ -615,7 +489,7 @@ fn a_push_left_unanswered_past_status_timeout_is_refused_not_unavailable() {
         o.default_scenario = Scenario::Push;
         o.push_delay = Duration::from_secs(30);
     });
-    let d = TestDaemon::start(&duo, |c| {
+    let d = duo_daemon(&duo, |c| {
         c.wait_prompt = false;
         c.duo.as_mut().unwrap().status_timeout = Some(10);
     });
@@ -633,7 +507,7 @@ fn a_push_left_unanswered_past_status_timeout_is_refused_not_unavailable() {
 #[test]
 fn a_persistent_rate_limit_refuses_the_login() {
     let duo = Duo::with(Scenario::RateLimitedAlways);
-    let d = TestDaemon::start(&duo, |_| {});
+    let d = duo_daemon(&duo, |_| {});
     let (outcome, script) = d.run(ssh("root"), &[]);
     assert_eq!(
         outcome.unwrap_or_else(|e| panic!("{e}\n{}", script.text())),
@@ -651,7 +525,7 @@ fn a_persistent_rate_limit_refuses_the_login() {
 #[test]
 fn a_clock_step_between_logins_costs_one_re_ping() {
     let duo = Duo::with(Scenario::Passcode);
-    let d = TestDaemon::start(&duo, |_| {});
+    let d = duo_daemon(&duo, |_| {});
     let (outcome, _) = d.login("root", &[fake_duo::PASSCODE]);
     assert_eq!(outcome, Outcome::Allow);
     // The host's clock and Duo's step 15 minutes apart (NTP) after mfad's first /ping.
@@ -666,7 +540,7 @@ fn a_clock_step_between_logins_costs_one_re_ping() {
 #[test]
 fn options_work_when_preauth_lists_no_devices() {
     let duo = Duo::with(Scenario::NoDevices);
-    let d = TestDaemon::start(&duo, |c| c.wait_prompt = false);
+    let d = duo_daemon(&duo, |c| c.wait_prompt = false);
     let (outcome, script) = d.login("root", &["1"]);
     assert_eq!(outcome, Outcome::Allow, "{}", script.text());
     assert!(
@@ -696,7 +570,7 @@ fn options_work_when_preauth_lists_no_devices() {
 #[test]
 fn a_duo_login_from_a_trusted_network_is_not_sent_to_duo() {
     let duo = Duo::with(Scenario::Push);
-    let d = TestDaemon::start(&duo, |c| {
+    let d = duo_daemon(&duo, |c| {
         c.policy.trusted_networks = vec!["192.0.2.0/24".parse().unwrap()];
     });
     let (outcome, script) = d.login("root", &[]);
@@ -707,7 +581,7 @@ fn a_duo_login_from_a_trusted_network_is_not_sent_to_duo() {
 #[test]
 fn a_user_failing_duo_is_locked_by_mfad_after_max_failures() {
     let duo = Duo::with(Scenario::PushDeny);
-    let d = TestDaemon::start(&duo, |c| {
+    let d = duo_daemon(&duo, |c| {
         c.lockout.max_failures = 3;
         c.duo.as_mut().unwrap().prompts = Some(1);
     });
@@ -730,7 +604,7 @@ fn a_user_failing_duo_is_locked_by_mfad_after_max_failures() {
 #[test]
 fn with_local_policy_off_duo_alone_decides() {
     let duo = Duo::with(Scenario::PushDeny);
-    let d = TestDaemon::start(&duo, |c| {
+    let d = duo_daemon(&duo, |c| {
         c.lockout.max_failures = 3;
         c.policy.trusted_networks = vec!["192.0.2.0/24".parse().unwrap()];
         let duo = c.duo.as_mut().unwrap();

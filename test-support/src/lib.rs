@@ -1,0 +1,274 @@
+//! What mfad's tests share, once: a daemon on a private socket in a temporary directory,
+//! with a clock the test controls ([`TestDaemon`]); a scripted user that answers prompts
+//! from a list and fails the test on any prompt it was not ready for ([`Script`]); and the
+//! same conversations run in-process over a [`mfad::conn::ScriptDialogue`], without a
+//! socket ([`TestDaemon::converse`]).
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use mfa_proto::{AuthContext, ClientError, Conversation, Operation, Outcome, ServerMsg};
+use mfad::accounts::Accounts;
+use mfad::conn::{Conn, KEEPALIVE_INTERVAL, ScriptDialogue, Timeouts};
+use mfad::{Config, Daemon, FakeClock, Store};
+use std::os::unix::fs::PermissionsExt;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+use zeroize::Zeroizing;
+
+/// The fake clock's start: 2027-01-15, far from the machine's own time.
+pub const T0: i64 = 1_800_000_000;
+
+/// A daemon on a private socket, stopped on drop.
+pub struct TestDaemon {
+    pub dir: tempfile::TempDir,
+    pub config: Config,
+    pub clock: FakeClock,
+    daemon: Arc<Daemon>,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl TestDaemon {
+    /// The default test config (socket and database in a fresh directory, issuer
+    /// "testhost", no syslog), changed by `tune`.
+    pub fn start(tune: impl FnOnce(&mut Config)) -> TestDaemon {
+        TestDaemon::start_with(tune, None)
+    }
+
+    /// With `accounts` in place of the system's user database.
+    pub fn start_with(
+        tune: impl FnOnce(&mut Config),
+        accounts: Option<Arc<dyn Accounts>>,
+    ) -> TestDaemon {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+        let mut config = Config {
+            socket: dir.path().join("mfad.sock"),
+            database: dir.path().join("db/mfa.db"),
+            store_key: dir.path().join("db/store.key"),
+            issuer: Some("testhost".into()),
+            ..Config::default()
+        };
+        config.log.syslog = false;
+        tune(&mut config);
+        let clock = FakeClock::new(T0);
+        let store = Store::open_with_key_file(&config.database, &config.store_key).unwrap();
+        let mut daemon = Daemon::new(config.clone(), store, Arc::new(clock.clone())).unwrap();
+        if let Some(accounts) = accounts {
+            daemon = daemon.with_accounts(accounts);
+        }
+        let daemon = Arc::new(daemon);
+        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+        let socket = config.socket.clone();
+        let serving = Arc::clone(&daemon);
+        let thread = std::thread::spawn(move || {
+            let rt = tokio::runtime::Runtime::new().unwrap();
+            rt.block_on(async move {
+                let listener = mfad::server::bind(&socket).unwrap();
+                ready_tx.send(()).unwrap();
+                mfad::server::serve(serving, listener, async {
+                    let _ = rx.await;
+                })
+                .await;
+            });
+        });
+        ready_rx.recv_timeout(Duration::from_secs(10)).unwrap();
+        TestDaemon {
+            dir,
+            config,
+            clock,
+            daemon,
+            stop: Some(tx),
+            thread: Some(thread),
+        }
+    }
+
+    pub fn socket(&self) -> PathBuf {
+        self.config.socket.clone()
+    }
+
+    /// A second handle on the daemon's database, to seed and inspect state.
+    pub fn store(&self) -> Store {
+        Store::open_with_key_file(&self.config.database, &self.config.store_key).unwrap()
+    }
+
+    /// One conversation over the socket, as root, answered by a [`Script`].
+    pub fn run(
+        &self,
+        op: impl Into<Operation>,
+        answers: &[&str],
+    ) -> (Result<Outcome, ClientError>, Script) {
+        let op = op.into();
+        let mut script = Script::new(answers);
+        let mut client = mfa_proto::Client::connect(
+            &self.socket(),
+            Duration::from_secs(2),
+            Duration::from_secs(20),
+        )
+        .unwrap();
+        let outcome = mfa_proto::run_conversation(&mut client, op, &mut script);
+        (outcome, script)
+    }
+
+    /// An interactive ssh login of `user` (through sshd's PAM stack, from 192.0.2.7)
+    /// answering `answers`; every answer must be asked for, and mfad must give a verdict.
+    pub fn login(&self, user: &str, answers: &[&str]) -> (Outcome, Script) {
+        let (outcome, script) = self.run(ssh(user), answers);
+        let outcome = outcome.unwrap_or_else(|e| panic!("{e}:\n{}", script.text()));
+        script.all_answered();
+        (outcome, script)
+    }
+
+    /// One conversation in-process, as the caller `uid`, answered from `answers`: no socket,
+    /// so any uid can be played without root.
+    pub fn converse(&self, uid: u32, op: Operation, answers: &[&str]) -> Conversed {
+        let dialogue = ScriptDialogue::answering(answers);
+        let timeouts = Timeouts {
+            hello: Duration::from_secs(10),
+            answer: Duration::from_secs(10),
+            keepalive: KEEPALIVE_INTERVAL,
+        };
+        let mut conn = Conn::over(Box::new(dialogue.clone()), uid, timeouts);
+        let daemon = Arc::clone(&self.daemon);
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(daemon.converse(&mut conn, op));
+        Conversed {
+            said: dialogue.said(),
+            unanswered: dialogue.unanswered(),
+        }
+    }
+}
+
+impl Drop for TestDaemon {
+    fn drop(&mut self) {
+        if let Some(tx) = self.stop.take() {
+            let _ = tx.send(());
+        }
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// What sshd's PAM stack sends for an interactive login of `user` from 192.0.2.7.
+pub fn ssh(user: &str) -> AuthContext {
+    AuthContext {
+        user: user.into(),
+        service: "sshd".into(),
+        rhost: Some("192.0.2.7".into()),
+        tty: Some("ssh".into()),
+        ..Default::default()
+    }
+}
+
+/// What an in-process conversation came to.
+#[derive(Debug)]
+pub struct Conversed {
+    /// Everything mfad said, in order.
+    pub said: Vec<ServerMsg>,
+    /// Answers the script had left.
+    pub unanswered: usize,
+}
+
+impl Conversed {
+    /// The verdict, if mfad gave one.
+    pub fn outcome(&self) -> Option<Outcome> {
+        self.said.iter().find_map(|m| match m {
+            ServerMsg::Done { outcome } => Some(*outcome),
+            _ => None,
+        })
+    }
+
+    /// Whether mfad answered "unavailable" (the client's fail mode decides).
+    pub fn unavailable(&self) -> bool {
+        self.said
+            .iter()
+            .any(|m| matches!(m, ServerMsg::Unavailable { .. }))
+    }
+
+    /// The conversation as the user saw it, a line per message ("prompt: …").
+    pub fn text(&self) -> String {
+        self.said
+            .iter()
+            .filter_map(|m| match m {
+                ServerMsg::Info { text } => Some(format!("info: {text}")),
+                ServerMsg::Error { text } => Some(format!("error: {text}")),
+                ServerMsg::Prompt { text, .. } => Some(format!("prompt: {text}")),
+                ServerMsg::Unavailable { reason } => Some(format!("unavailable: {reason}")),
+                ServerMsg::Done { outcome } => Some(format!("done: {outcome:?}")),
+                ServerMsg::KeepAlive => None,
+            })
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
+
+    /// How many prompts were shown.
+    pub fn prompts(&self) -> usize {
+        self.said
+            .iter()
+            .filter(|m| matches!(m, ServerMsg::Prompt { .. }))
+            .count()
+    }
+}
+
+/// A user who answers prompts from a list; fails the test on a prompt it has no answer for.
+pub struct Script {
+    answers: Vec<String>,
+    next: usize,
+    /// What the user saw, a line per message ("info: …", "error: …", "prompt: …").
+    pub shown: Vec<String>,
+}
+
+impl Script {
+    pub fn new(answers: &[&str]) -> Self {
+        Script {
+            answers: answers.iter().map(|s| s.to_string()).collect(),
+            next: 0,
+            shown: Vec::new(),
+        }
+    }
+
+    /// What the user saw, a line per message ("info: …", "error: …", "prompt: …").
+    pub fn text(&self) -> String {
+        self.shown.join("\n")
+    }
+
+    /// The prompts, in order.
+    pub fn prompts(&self) -> Vec<&str> {
+        self.shown
+            .iter()
+            .filter_map(|s| s.strip_prefix("prompt: "))
+            .collect()
+    }
+
+    /// Fails the test unless every answer was asked for.
+    pub fn all_answered(&self) {
+        assert_eq!(
+            self.next,
+            self.answers.len(),
+            "prompts left unanswered; conversation was:\n{}",
+            self.text()
+        );
+    }
+}
+
+impl Conversation for Script {
+    fn info(&mut self, text: &str) {
+        self.shown.push(format!("info: {text}"));
+    }
+    fn error(&mut self, text: &str) {
+        self.shown.push(format!("error: {text}"));
+    }
+    fn prompt(&mut self, text: &str, _echo: bool) -> Option<Zeroizing<String>> {
+        self.shown.push(format!("prompt: {text}"));
+        let answer = self.answers.get(self.next).unwrap_or_else(|| {
+            panic!("unexpected prompt {text:?}; conversation:\n{}", self.text())
+        });
+        self.next += 1;
+        Some(Zeroizing::new(answer.clone()))
+    }
+}
