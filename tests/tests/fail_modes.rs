@@ -57,7 +57,27 @@ fn mfad_running_with_failmode_safe_still_asks_for_the_code() {
         .login(&[&wrong, &wrong, &wrong], "echo should not run")
         .unwrap();
 
+    // mfad is up, so the fail mode plays no part: the user is asked for the code three
+    // times and told each wrong one is wrong.
     assert!(login.refused(), "{}", login.describe());
+    assert!(login.stdout.is_empty(), "{}", login.describe());
+    assert_eq!(
+        login.prompts_containing("Passcode: "),
+        3,
+        "{}",
+        login.describe()
+    );
+    assert!(
+        login.shown().contains("Incorrect passcode"),
+        "{}",
+        login.describe()
+    );
+    let log = env.mfad_log();
+    assert!(
+        log.lines()
+            .any(|l| l.contains(&format!("user={}", env.username())) && l.contains("outcome=deny")),
+        "{log}"
+    );
 }
 
 /// Replaces mfad by a socket that accepts connections and never answers.

@@ -10,7 +10,7 @@
 
 use mfa_e2e::mfad::Mfad;
 use mfa_e2e::pam_login::{PamLogin, PamTester, finish, sqlite};
-use mfa_e2e::process::{run, text};
+use mfa_e2e::process::{run, text, timed};
 use mfa_e2e::{Enrolment, TestEnv};
 use std::io::{Read, Write};
 use std::net::TcpListener;
@@ -242,6 +242,10 @@ fn mfad_restarted_under_load_never_hangs_a_login_and_keeps_every_record() {
     let spent = device.totp.fresh_code();
     assert!(login(&env, &[&spent]).succeeded());
     let wrong = device.totp.wrong_code();
+    // Every row of every table, raw (sealed secrets as hex), except the failure count the
+    // wrong codes of the load are meant to change: checked on its own below.
+    let before = every_row(&database(&env));
+    assert!(before.contains("\ndevices|"), "{before}");
 
     let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let load: Vec<_> = (0..8)
@@ -294,12 +298,66 @@ fn mfad_restarted_under_load_never_hangs_a_login_and_keeps_every_record() {
         "logins met mfad both down ({unavailable}) and up ({wrong_code})"
     );
     assert_eq!(unavailable + wrong_code, logins.len());
-    // The replay record made before the crash survived it.
+    // Every record made before the crash survived it, unchanged.
+    let db = database(&env);
+    assert_eq!(every_row(&db), before, "the store changed across the crash");
+    // Each wrong code mfad answered was counted; one it counted as it was killed may have
+    // reached the user as "unavailable".
+    let failures: usize = sqlite(
+        &db,
+        &format!(
+            "SELECT failures FROM users WHERE name = '{}'",
+            env.username()
+        ),
+    )
+    .unwrap()
+    .parse()
+    .unwrap();
+    assert!(
+        (wrong_code..=logins.len()).contains(&failures),
+        "{failures} failures counted for {wrong_code} wrong codes answered of {} logins",
+        logins.len()
+    );
+    // The replay record is among them: the spent code is refused as spent.
     let replay = login(&env, &[&spent]);
     assert!(!replay.succeeded(), "{}", replay.describe());
+    assert!(
+        replay.shown().contains("That passcode was already used"),
+        "{}",
+        replay.describe()
+    );
     let fresh = device.totp.fresh_code();
     assert!(login(&env, &[&fresh]).succeeded());
     assert_store_whole(&env);
+}
+
+/// Every row of every table of `db` as raw values (BLOBs in hex), in a stable order; of
+/// `users`, all but the failure count.
+fn every_row(db: &Path) -> String {
+    let tables = sqlite(
+        db,
+        "SELECT name FROM sqlite_master WHERE type = 'table' ORDER BY name",
+    )
+    .unwrap();
+    let mut all = String::new();
+    for table in tables.lines() {
+        let sql = if table == "users" {
+            "SELECT name, locked_until FROM users ORDER BY name".to_string()
+        } else {
+            format!("SELECT * FROM \"{table}\" ORDER BY 1, 2")
+        };
+        let out = run(timed(Duration::from_secs(30), "sqlite3")
+            .arg("-quote")
+            .arg(db)
+            .arg(&sql))
+        .unwrap();
+        assert!(out.status.success(), "{sql}: {}", text(&out.stderr));
+        let rows = text(&out.stdout);
+        for row in rows.lines() {
+            all.push_str(&format!("\n{table}|{row}"));
+        }
+    }
+    all
 }
 
 /// A tmpfs mounted over mfad's database directory, unmounted on drop.
@@ -466,6 +524,9 @@ fn free_port() -> u16 {
         .port()
 }
 
+/// `[push] timeout` of [`push_world`].
+const PUSH_TIMEOUT_SECS: u64 = 2;
+
 /// A world whose push provider is `provider_port`, with a TOTP app (the default) and a push
 /// device: the menu is "1. Push to phone".
 fn push_world(provider_port: u16) -> (TestEnv, Enrolment) {
@@ -474,7 +535,7 @@ fn push_world(provider_port: u16) -> (TestEnv, Enrolment) {
         .mfad_toml(&format!(
             "wait_prompt = false\n[approval]\nlisten = \"127.0.0.1:{approval}\"\n\
              public_url = \"http://127.0.0.1:{approval}\"\n\n[push]\nnotifier = \"ntfy\"\n\
-             url = \"http://127.0.0.1:{provider_port}/\"\ntimeout = 2\n"
+             url = \"http://127.0.0.1:{provider_port}/\"\ntimeout = {PUSH_TIMEOUT_SECS}\n"
         ))
         .start()
         .unwrap();
@@ -492,8 +553,8 @@ fn push_world(provider_port: u16) -> (TestEnv, Enrolment) {
 }
 
 /// Choosing the push fails within the provider's timeout, says so, and the same login goes
-/// on with a passcode.
-fn provider_failure_then_passcode(provider_port: u16) {
+/// on with a passcode. Returns how long the login took.
+fn provider_failure_then_passcode(provider_port: u16) -> Duration {
     let (env, mut device) = push_world(provider_port);
     let code = device.totp.fresh_code();
 
@@ -513,6 +574,7 @@ fn provider_failure_then_passcode(provider_port: u16) {
         env.diagnostics()
     );
     assert_store_whole(&env);
+    l.took
 }
 
 #[test]
@@ -522,7 +584,17 @@ fn a_push_provider_that_hangs_costs_its_timeout_and_the_login_goes_on() {
         let _keep = stream;
         std::thread::sleep(Duration::from_secs(60));
     });
-    provider_failure_then_passcode(port);
+    let took = provider_failure_then_passcode(port);
+    // The push waited out `[push] timeout = 2` (not the 10 s default), and no more: the rest
+    // of a pamtester login takes well under a second.
+    assert!(
+        took >= Duration::from_secs(PUSH_TIMEOUT_SECS),
+        "took {took:?}: the push gave up before its timeout"
+    );
+    assert!(
+        took < Duration::from_secs(PUSH_TIMEOUT_SECS + 2),
+        "took {took:?}: the push did not give up after its {PUSH_TIMEOUT_SECS} s timeout"
+    );
 }
 
 #[test]
@@ -534,7 +606,7 @@ fn a_push_provider_answering_garbage_is_a_provider_error_and_the_login_goes_on()
             b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 12\r\n\r\n\xff\xfe{not json!",
         );
     });
-    provider_failure_then_passcode(port);
+    let _ = provider_failure_then_passcode(port);
 }
 
 #[test]
@@ -544,5 +616,5 @@ fn a_push_provider_speaking_no_http_is_a_provider_error_and_the_login_goes_on() 
         let _ = stream.read(&mut buf);
         let _ = stream.write_all(b"\x00\x01\x02 SSH-2.0-garbage\r\n\r\n\x1b[2J");
     });
-    provider_failure_then_passcode(port);
+    let _ = provider_failure_then_passcode(port);
 }
