@@ -349,6 +349,13 @@ fn hotp_token_code_logs_in_once() {
     );
     assert!(again.refused(), "{}", again.describe());
     assert!(again.stdout.is_empty());
+    assert!(
+        again
+            .shown()
+            .contains("That passcode was already used; press your token's button for a new one."),
+        "{}",
+        again.describe()
+    );
     let next = w.login(&[HOTP_CODES[3]], "echo next press");
     assert!(next.logged_in(), "{}", next.describe());
 }

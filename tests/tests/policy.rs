@@ -116,6 +116,21 @@ fn trusted_network_lets_transfers_through_the_forcecommand_helper() {
         .unwrap();
     assert_ne!(refused.status, Some(0), "{}", refused.describe());
     assert!(!in_home(&env, "elsewhere.txt").exists());
+    // Refused by mfad for the reason that address is not trusted: the TOTP-only user has
+    // no default that works without a terminal. The trusted copy was decided as trusted.
+    let log = env.mfad_log();
+    let refusals: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains(&format!("user={} ", env.username())) && l.contains("outcome=deny"))
+        .collect();
+    assert_eq!(refusals.len(), 1, "{log}");
+    assert!(
+        refusals[0].contains(&format!("rhost={OTHER_ADDRESS} "))
+            && refusals[0]
+                .contains("reason=\"no usable default method for a session without a terminal"),
+        "{log}"
+    );
+    assert_eq!(decisions(&env, "reason=\"trusted network\""), 1, "{log}");
 }
 
 #[test]
