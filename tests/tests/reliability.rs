@@ -71,22 +71,59 @@ fn next_step_code(device: &Enrolment) -> String {
     device.totp.code_at_step(now / 30 + 1)
 }
 
-/// Starts `n` logins at once, each typing `answers`, and waits for all of them.
-fn race(env: &TestEnv, n: usize, answers: &[&str]) -> Vec<PamLogin> {
+/// Starts `n` logins, waits until every one shows its password prompt, then releases them
+/// together (a barrier): each types `answers` at the same moment, and they overlap.
+/// Returns them all, and how many others were still running when the first success ended.
+fn race(env: &TestEnv, n: usize, answers: &[&str]) -> (Vec<PamLogin>, usize) {
     let tester = PamTester::new(&env.pam_service());
-    let input = typed(env, answers);
-    let started = Instant::now();
-    let mut children: Vec<_> = (0..n)
-        .map(|_| tester.spawn(env.username().as_bytes()).unwrap())
+    let input = Arc::new(typed(env, answers));
+    let barrier = Arc::new(std::sync::Barrier::new(n));
+    let threads: Vec<_> = (0..n)
+        .map(|_| {
+            let mut child = tester.spawn(env.username().as_bytes()).unwrap();
+            let (input, barrier) = (Arc::clone(&input), Arc::clone(&barrier));
+            std::thread::spawn(move || {
+                // pamtester prompts on stderr; read up to the password prompt.
+                let mut stderr = child.stderr.take().unwrap();
+                let mut seen = Vec::new();
+                let mut byte = [0u8; 1];
+                while !seen.ends_with(b"Password: ") {
+                    match stderr.read(&mut byte) {
+                        Ok(1) => seen.push(byte[0]),
+                        _ => break,
+                    }
+                }
+                barrier.wait();
+                let started = Instant::now();
+                let _ = child.stdin.take().unwrap().write_all(&input);
+                let mut rest = Vec::new();
+                let _ = stderr.read_to_end(&mut rest);
+                let mut login = finish(child, started).unwrap();
+                seen.extend(rest);
+                login.stderr = format!("{}{}", String::from_utf8_lossy(&seen), login.stderr);
+                (login, Instant::now())
+            })
+        })
         .collect();
-    // Everyone is waiting at the password prompt; now they all type.
-    for c in &mut children {
-        let _ = c.stdin.take().unwrap().write_all(&input);
-    }
-    children
-        .into_iter()
-        .map(|c| finish(c, started).unwrap())
-        .collect()
+    let ended: Vec<(PamLogin, Instant)> = threads.into_iter().map(|t| t.join().unwrap()).collect();
+    let first_success = ended
+        .iter()
+        .filter(|(l, _)| l.succeeded())
+        .map(|(_, end)| *end)
+        .min();
+    let in_flight = first_success.map_or(0, |first| {
+        ended.iter().filter(|(_, end)| *end > first).count()
+    });
+    println!("{in_flight} of {n} logins were in flight when the first one succeeded");
+    (ended.into_iter().map(|(l, _)| l).collect(), in_flight)
+}
+
+/// The race overlapped: when the winner got in, others were still being decided.
+fn assert_overlapped(in_flight: usize) {
+    assert!(
+        in_flight >= 10,
+        "only {in_flight} logins were in flight when the first succeeded"
+    );
 }
 
 fn assert_exactly_one_in(env: &TestEnv, logins: &[PamLogin]) {
@@ -118,7 +155,8 @@ fn a_hundred_logins_racing_on_one_totp_code_let_exactly_one_in() {
     let device = env.enroll_totp().unwrap();
     let code = next_step_code(&device);
 
-    let logins = race(&env, 100, &[&code]);
+    let (logins, in_flight) = race(&env, 100, &[&code]);
+    assert_overlapped(in_flight);
 
     assert_exactly_one_in(&env, &logins);
     let replays = logins
@@ -143,7 +181,8 @@ fn a_hundred_logins_racing_on_one_bypass_code_let_exactly_one_in() {
     let _device = env.enroll_totp().unwrap();
     let codes = env.admin_bypass_codes().unwrap();
 
-    let logins = race(&env, 100, &[&codes[0]]);
+    let (logins, in_flight) = race(&env, 100, &[&codes[0]]);
+    assert_overlapped(in_flight);
 
     assert_exactly_one_in(&env, &logins);
     let unused = sqlite(
