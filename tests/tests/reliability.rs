@@ -8,7 +8,7 @@
 //! is checked at the daemon level, with a fake clock: mfad/tests/clock_step.rs.)
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use mfa_e2e::mfad::Mfad;
+use mfa_e2e::mfad::{APPROVAL_PORT, Mfad};
 use mfa_e2e::pam_login::{PamLogin, PamTester, finish, sqlite};
 use mfa_e2e::process::{run, text, timed};
 use mfa_e2e::{Enrolment, TestEnv};
@@ -556,21 +556,13 @@ fn bad_provider(what: fn(std::net::TcpStream)) -> u16 {
     port
 }
 
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 /// `[push] timeout` of [`push_world`].
 const PUSH_TIMEOUT_SECS: u64 = 2;
 
 /// A world whose push provider is `provider_port`, with a TOTP app (the default) and a push
 /// device: the menu is "1. Push to phone".
 fn push_world(provider_port: u16) -> (TestEnv, Enrolment) {
-    let approval = free_port();
+    let approval = APPROVAL_PORT;
     let env = TestEnv::builder()
         .mfad_toml(&format!(
             "wait_prompt = false\n[approval]\nlisten = \"127.0.0.1:{approval}\"\n\

@@ -6,7 +6,8 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use mfa_e2e::env::{SftpSubsystem, SshSetup};
-use mfa_e2e::fake_phone::{Answer, FakePhone, PUSH_TOKEN, free_port};
+use mfa_e2e::fake_phone::{Answer, FakePhone, PUSH_TOKEN};
+use mfa_e2e::mfad::APPROVAL_PORT;
 use mfa_e2e::{LoginOutcome, SshClient, TestEnv, TestEnvBuilder};
 use std::ffi::OsStr;
 use std::io::Read;
@@ -84,7 +85,7 @@ struct PushHost {
 impl PushHost {
     fn start(builder: TestEnvBuilder, wait_prompt: bool) -> PushHost {
         let phone = FakePhone::start().unwrap();
-        let port = free_port().unwrap();
+        let port = APPROVAL_PORT;
         let toml = format!(
             "wait_prompt = {wait_prompt}\n\
              [approval]\nlisten = \"127.0.0.1:{port}\"\npublic_url = \"http://127.0.0.1:{port}\"\n\
