@@ -8,11 +8,7 @@ use libfuzzer_sys::fuzz_target;
 use std::path::Path;
 
 /// The credentials a config file can hold inline, as (table, key).
-const SECRETS: [(&str, &str); 3] = [
-    ("push", "token"),
-    ("twilio", "auth_token"),
-    ("duo", "skey"),
-];
+const SECRETS: [(&str, &str); 3] = [("push", "token"), ("twilio", "auth_token"), ("duo", "skey")];
 
 fuzz_target!(|data: &[u8]| {
     let Ok(text) = std::str::from_utf8(data) else {
