@@ -14,6 +14,8 @@ PACKAGES=(
     # end-to-end tests and the demo: a real sshd and clients, PAM test tools, expect, TOTP
     openssh-server openssh-client pamtester libpam-wrapper sshpass expect
     python3-paramiko oathtool sqlite3
+    # reads back the QR codes mfa draws in the terminal (tests/src/qr.rs)
+    zbar-tools
     # transfers through the second factor (scp and sftp come with openssh-client)
     rsync
     # the approval page tested as a person meets it: headless Chromium under chromedriver

@@ -199,6 +199,13 @@ fn run() -> Result<(), BenchError> {
         eprintln!("mfa-bench: wrote {}", path.display());
     }
     let _ = std::fs::remove_dir_all(&scratch);
+    // The figures above mean nothing if what they time did not work.
+    if !report.problems().is_empty() {
+        return Err(BenchError(format!(
+            "what was measured did not all work:\n  {}",
+            report.problems().join("\n  ")
+        )));
+    }
     Ok(())
 }
 
@@ -326,6 +333,7 @@ fn growth(
     let pools: Vec<UserPool> = sizes.iter().map(|_| UserPool::new(MEASURED)).collect();
     let ops = [(Op::Policy, 200), (Op::WrongCode, 50), (Op::Totp, 6)];
     let mut samples = vec![vec![Samples::default(); ops.len()]; sizes.len()];
+    let mut failed = vec![vec![0usize; ops.len()]; sizes.len()];
     let rounds = if plan.smoke { 1 } else { 5 };
     for round in 0..rounds {
         for k in 0..sizes.len() {
@@ -339,6 +347,8 @@ fn growth(
                     let (ok, took) = socket::one(&daemons[k].socket, op, &pools[k])?;
                     if ok {
                         samples[k][j].push(took);
+                    } else {
+                        failed[k][j] += 1;
                     }
                 }
             }
@@ -346,6 +356,15 @@ fn growth(
     }
     for (j, &(op, _)) in ops.iter().enumerate() {
         report.growth_row(op, sizes, &samples[0][j], &samples[1][j]);
+        for (k, size) in sizes.iter().enumerate() {
+            if failed[k][j] > 0 {
+                report.problem(format!(
+                    "{} of the {} checks against {size} users did not end as expected",
+                    failed[k][j],
+                    op.label()
+                ));
+            }
+        }
     }
     Ok(())
 }

@@ -19,6 +19,9 @@ pub struct Report {
     memory: String,
     growth: String,
     load_before: String,
+    /// What went wrong while measuring: a login that should have succeeded and did not, or
+    /// fewer pushes sent than asked. Any of it makes the run fail.
+    problems: Vec<String>,
 }
 
 fn loadavg() -> String {
@@ -71,7 +74,18 @@ impl Report {
             memory: String::new(),
             growth: String::new(),
             load_before: loadavg(),
+            problems: Vec::new(),
         }
+    }
+
+    /// Records something that should have worked and did not.
+    pub fn problem(&mut self, what: String) {
+        self.problems.push(what);
+    }
+
+    /// Everything that should have worked and did not, one line each.
+    pub fn problems(&self) -> &[String] {
+        &self.problems
     }
 
     pub fn finish(&mut self, took: Duration) {
@@ -116,6 +130,10 @@ impl Report {
                 .find(|(s, _)| s == stack)
                 .map(|(_, n)| *n)
                 .unwrap_or(0);
+            if failed > 0 {
+                self.problems
+                    .push(format!("{failed} ssh logins with {} failed", stack.label()));
+            }
             let ratio = samples.median().as_secs_f64() / base.as_secs_f64().max(1e-9);
             let (added, interval) = if *stack == Stack::Password {
                 ("—".to_string(), "—".to_string())
@@ -161,6 +179,12 @@ impl Report {
                  | not as expected |\n|---|---:|---:|---:|---:|---:|---:|\n",
             );
         }
+        if failed > 0 {
+            self.problem(format!(
+                "{failed} {} verifications with {clients} clients did not end as expected",
+                op.label()
+            ));
+        }
         self.load.push_str(&format!(
             "| {} | {clients} | {per_second:.0} | {} | {} | {} | {failed} |\n",
             op.label(),
@@ -179,6 +203,9 @@ impl Report {
         sent: usize,
         wanted: usize,
     ) {
+        if sent < wanted {
+            self.problem(format!("{sent} pushes sent of {wanted} asked"));
+        }
         let per = (pending.saturating_sub(idle_used) as f64 * 1024.0) / (sent.max(1) as f64);
         self.memory = format!(
             "### mfad memory (RSS)\n\n| state | RSS (KiB) |\n|---|---:|\n\

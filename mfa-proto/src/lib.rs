@@ -332,8 +332,38 @@ mod tests {
     }
 
     #[test]
-    fn safe_string_has_no_answer_text() {
-        let op = Operation::Admin(AdminOp::Unlock { user: "bob".into() });
-        assert_eq!(op.safe_string(), "admin-unlock user=bob");
+    fn safe_string_has_no_secret_of_the_operations_that_carry_one() {
+        const SECRET: &str = "GEZDGNBVGY3TQOJQGEZDGNBVGY3TQOJQ";
+        let ops = [
+            (
+                Operation::AddDevice(NewDevice::Hotp {
+                    name: Some("YubiKey".into()),
+                    secret: Zeroizing::new(SECRET.into()),
+                    digits: 6,
+                }),
+                "add-device kind=hotp",
+            ),
+            (
+                Operation::AddDevice(NewDevice::TotpToken {
+                    name: None,
+                    secret: Zeroizing::new(SECRET.into()),
+                    digits: 8,
+                    period: 60,
+                }),
+                "add-device kind=totp-token",
+            ),
+            (
+                Operation::Admin(AdminOp::ImportTokens {
+                    csv: format!("user,kind,secret\nbob,hotp,{SECRET}\n"),
+                }),
+                "admin-import-tokens lines=2",
+            ),
+        ];
+        for (op, expected) in ops {
+            let safe = op.safe_string();
+            assert_eq!(safe, expected);
+            // Not even a part of the secret (a prefix shown "for debugging").
+            assert!(!safe.contains(&SECRET[..8]), "{safe}");
+        }
     }
 }

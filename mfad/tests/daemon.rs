@@ -352,12 +352,34 @@ fn a_bypass_code_works_once() {
 #[test]
 fn enrolment_needs_a_matching_code_and_then_a_fresh_factor_to_change() {
     let d = TestDaemon::start(|_| {});
+    // A code that does not match the secret shown enrols nothing.
+    let mut client =
+        Client::connect(&d.socket(), Duration::from_secs(2), Duration::from_secs(10)).unwrap();
+    let mut conv = Enroller {
+        now: d.clock.now_secs(),
+        shown: String::new(),
+        mistype: true,
+    };
+    let outcome =
+        mfa_proto::run_conversation(&mut client, Operation::EnrollTotp { name: None }, &mut conv)
+            .unwrap();
+    assert_eq!(outcome, Outcome::Deny, "{}", conv.shown);
+    assert!(conv.shown.contains("otpauth://totp/testhost:root?"));
+    assert!(conv.shown.contains("does not match"), "{}", conv.shown);
+    assert!(
+        conv.shown.contains("Nothing was enrolled."),
+        "{}",
+        conv.shown
+    );
+    assert!(d.store().devices("root").unwrap().is_empty());
+
     // Enrol root's own authenticator, reading the secret from what the daemon showed.
     let mut client =
         Client::connect(&d.socket(), Duration::from_secs(2), Duration::from_secs(10)).unwrap();
     let mut conv = Enroller {
         now: d.clock.now_secs(),
         shown: String::new(),
+        mistype: false,
     };
     let outcome =
         mfa_proto::run_conversation(&mut client, Operation::EnrollTotp { name: None }, &mut conv)
@@ -373,10 +395,12 @@ fn enrolment_needs_a_matching_code_and_then_a_fresh_factor_to_change() {
     assert!(d.store().unused_bypass_codes("root").unwrap().is_empty());
 }
 
-/// Plays the user of `mfa enroll totp`: reads the secret, types its current code.
+/// Plays the user of `mfa enroll totp`: reads the secret, types its current code (or, with
+/// `mistype`, a code one off it).
 struct Enroller {
     now: i64,
     shown: String,
+    mistype: bool,
 }
 
 impl Conversation for Enroller {
@@ -397,9 +421,16 @@ impl Conversation for Enroller {
             .decode(secret.as_bytes())
             .unwrap();
         let step = totp::step_of(self.now, params());
-        Some(Zeroizing::new(
-            totp::code_at_step(&bytes, params(), step).to_string(),
-        ))
+        let code: u32 = totp::code_at_step(&bytes, params(), step)
+            .to_string()
+            .parse()
+            .unwrap();
+        let code = if self.mistype {
+            (code + 1) % 1_000_000
+        } else {
+            code
+        };
+        Some(Zeroizing::new(format!("{code:06}")))
     }
 }
 
@@ -445,6 +476,13 @@ fn bad_answers_are_refused_clearly_and_change_no_state() {
 #[test]
 fn bad_user_names_and_unknown_users_are_refused_without_state() {
     let d = TestDaemon::start(|_| {});
+    d.enrol_totp("root");
+    let db = d.dir.path().join("db/mfa.db");
+    let before = every_row(&db);
+    assert!(
+        before.iter().any(|r| r.starts_with("devices|")),
+        "{before:?}"
+    );
     for user in [
         "",
         "a\nb",
@@ -455,6 +493,7 @@ fn bad_user_names_and_unknown_users_are_refused_without_state() {
         let (outcome, script) = d.login(user, &[]);
         assert_eq!(outcome, Outcome::Deny, "user {user:?}");
         assert!(!script.text().is_empty());
+        assert_eq!(every_row(&db), before, "user {user:?} changed the store");
     }
     let (outcome, _) = d.run(
         Operation::Admin(AdminOp::Status {
@@ -463,13 +502,39 @@ fn bad_user_names_and_unknown_users_are_refused_without_state() {
         &[],
     );
     assert_eq!(outcome.unwrap(), Outcome::Deny);
-    assert_eq!(
-        d.store()
-            .lock_state("no-such-user-mfa-test")
+    assert_eq!(every_row(&db), before, "admin status changed the store");
+}
+
+/// Every row of every table of the store, as raw values (sealed secrets as bytes).
+fn every_row(db: &Path) -> Vec<String> {
+    let conn = rusqlite::Connection::open(db).unwrap();
+    let tables: Vec<String> = conn
+        .prepare("SELECT name FROM sqlite_master WHERE type = 'table' ORDER BY name")
+        .unwrap()
+        .query_map([], |r| r.get(0))
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap();
+    let mut rows = Vec::new();
+    for table in tables {
+        let mut stmt = conn.prepare(&format!("SELECT * FROM \"{table}\"")).unwrap();
+        let columns = stmt.column_count();
+        let mut found = stmt
+            .query_map([], |r| {
+                (0..columns)
+                    .map(|i| {
+                        r.get::<_, rusqlite::types::Value>(i)
+                            .map(|v| format!("{v:?}"))
+                    })
+                    .collect::<Result<Vec<_>, _>>()
+            })
             .unwrap()
-            .failures,
-        0
-    );
+            .map(|r| format!("{table}|{}", r.unwrap().join("|")))
+            .collect::<Vec<_>>();
+        found.sort();
+        rows.extend(found);
+    }
+    rows
 }
 
 #[test]
@@ -841,6 +906,7 @@ fn in_login_enrolment_works_from_a_trusted_network_and_is_refused_elsewhere() {
     let mut conv = Enroller {
         now: d.clock.now_secs(),
         shown: String::new(),
+        mistype: false,
     };
     let outcome =
         mfa_proto::run_conversation(&mut client, auth_from("root", "10.1.1.1", None), &mut conv)

@@ -123,14 +123,3 @@ impl PamEnv for PamHandleEnv<'_> {
         }
     }
 }
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn echo_decides_the_prompt_style() {
-        assert_eq!(prompt_style(false), PAM_PROMPT_ECHO_OFF);
-        assert_eq!(prompt_style(true), PAM_PROMPT_ECHO_ON);
-    }
-}

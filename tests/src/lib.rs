@@ -18,6 +18,7 @@ pub mod mfad;
 pub mod pam_login;
 pub mod paths;
 pub mod process;
+pub mod qr;
 pub mod scratch;
 pub mod ssh;
 pub mod sshd;

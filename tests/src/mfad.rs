@@ -95,8 +95,15 @@ pub(crate) fn split_top_level(text: &str) -> (String, String) {
     (top, tables)
 }
 
+/// Written in [`MfadConfig::extra_toml`] where the approval endpoint's port goes (`listen`
+/// and `public_url` alike): [`Mfad::start`] puts a free port there, and another one when mfad
+/// finds that port taken by the time it binds (another test got it first).
+pub const APPROVAL_PORT: &str = "@APPROVAL_PORT@";
+
 pub struct Mfad {
     child: Option<Child>,
+    /// The port put in place of [`APPROVAL_PORT`], if the config had it.
+    pub approval_port: Option<u16>,
     pub config_path: PathBuf,
     pub socket: PathBuf,
     pub database: PathBuf,
@@ -106,19 +113,39 @@ pub struct Mfad {
 }
 
 impl Mfad {
-    /// Writes the config into `dir` and starts mfad; returns once its socket exists.
+    /// Writes the config into `dir` and starts mfad; returns once its socket exists (and its
+    /// approval endpoint listens, when it has one).
     pub fn start(dir: &Path, config: &MfadConfig) -> Result<Self> {
+        if !config.extra_toml.contains(APPROVAL_PORT) {
+            return Self::start_once(dir, config);
+        }
+        let mut last_error = String::new();
+        for _ in 0..5 {
+            let port = crate::sshd::free_port()?;
+            let mut with_port = config.clone();
+            with_port.extra_toml = config.extra_toml.replace(APPROVAL_PORT, &port.to_string());
+            match Self::start_once(dir, &with_port) {
+                Ok(mut mfad) => {
+                    mfad.approval_port = Some(port);
+                    return Ok(mfad);
+                }
+                // Taken between finding it free and mfad binding it: try another.
+                Err(e) if e.to_string().contains("in use") => last_error = e.to_string(),
+                Err(e) => return Err(e),
+            }
+        }
+        bail!("no free port for mfad's approval endpoint: {last_error}")
+    }
+
+    fn start_once(dir: &Path, config: &MfadConfig) -> Result<Self> {
         let program = built("mfad")?;
         let socket = dir.join("run").join("mfad.sock");
         let database = dir.join("lib").join("mfa.db");
         let config_path = dir.join("mfad.toml");
         let store_key = dir.join("store.key");
         // 0600, as installed: it may hold provider tokens, and mfad refuses those world-readable.
-        write_file(
-            &config_path,
-            &config.render(&socket, &database, &store_key),
-            0o600,
-        )?;
+        let text = config.render(&socket, &database, &store_key);
+        write_file(&config_path, &text, 0o600)?;
         let log_path = dir.join("mfad.stderr");
         let log = File::create(&log_path).context("creating mfad log")?;
         let child = Command::new(&program)
@@ -132,6 +159,7 @@ impl Mfad {
             .context(format!("starting {}", program.display()))?;
         let mut mfad = Mfad {
             child: Some(child),
+            approval_port: None,
             config_path,
             socket,
             database,
@@ -139,7 +167,37 @@ impl Mfad {
             log_path,
         };
         mfad.wait_ready()?;
+        if text.lines().any(|l| l.trim() == "[approval]") {
+            mfad.wait_endpoint()?;
+        }
         Ok(mfad)
+    }
+
+    /// mfad binds its approval endpoint after its socket: waits for the log line saying it
+    /// listens, or for mfad to exit (the port was taken).
+    fn wait_endpoint(&mut self) -> Result<()> {
+        let log_path = self.log_path.clone();
+        let listening = clock::wait_for(Duration::from_secs(15), || {
+            let log = std::fs::read_to_string(&log_path).unwrap_or_default();
+            if log.contains("approval endpoint on ") {
+                return Some(Ok(()));
+            }
+            match self.child.as_mut().map(|c| c.try_wait()) {
+                Some(Ok(Some(status))) => Some(Err(status.to_string())),
+                _ => None,
+            }
+        });
+        match listening {
+            Some(Ok(())) => Ok(()),
+            Some(Err(status)) => bail!(
+                "mfad exited ({status}) before its approval endpoint listened:\n{}",
+                self.log()
+            ),
+            None => bail!(
+                "mfad's approval endpoint did not listen within 15 s:\n{}",
+                self.log()
+            ),
+        }
     }
 
     fn wait_ready(&mut self) -> Result<()> {

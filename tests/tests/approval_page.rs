@@ -7,6 +7,7 @@
 use mfa_e2e::fake_phone::{
     ACCOUNT_SID, AUTH_TOKEN, Answer, FROM, FakePhone, PUSH_TOKEN, approval_link, free_port,
 };
+use mfa_e2e::mfad::APPROVAL_PORT;
 use mfa_e2e::paths::workspace_root;
 use mfa_e2e::{LoginOutcome, TestEnv, clock};
 use serde_json::{Value, json};
@@ -20,7 +21,7 @@ const TOKEN_TTL: u64 = 30;
 /// A world whose pushes go to the fake ntfy, with a push device added (the fake phone
 /// approved the test push); from then on the phone only records, and Chromium answers.
 fn world(phone: &FakePhone) -> TestEnv {
-    let port = free_port().unwrap();
+    let port = APPROVAL_PORT;
     let toml = format!(
         "[approval]\nlisten = \"127.0.0.1:{port}\"\npublic_url = \"http://127.0.0.1:{port}\"\n\
          token_ttl = {TOKEN_TTL}\n\
@@ -60,18 +61,48 @@ struct Browser {
 }
 
 impl Browser {
-    fn start(dir: &Path) -> Browser {
-        let port = free_port().unwrap();
-        let log = dir.join("chromedriver.log");
-        let driver = Command::new("chromedriver")
-            .arg(format!("--port={port}"))
-            .stdin(Stdio::null())
-            .stdout(std::fs::File::create(&log).unwrap())
-            .stderr(std::fs::File::create(dir.join("chromedriver.stderr")).unwrap())
-            .spawn()
-            .unwrap_or_else(|e| {
-                panic!("chromedriver: {e} (scripts/deps.sh installs chromium-driver)")
+    /// chromedriver on a port free a moment ago; on another one when that port was taken
+    /// meanwhile (chromedriver then exits instead of saying it started).
+    fn spawn_driver(log: &Path, stderr: &Path) -> (Child, u16) {
+        for _ in 0..5 {
+            let port = free_port().unwrap();
+            let mut driver = Command::new("chromedriver")
+                .arg(format!("--port={port}"))
+                .stdin(Stdio::null())
+                .stdout(std::fs::File::create(log).unwrap())
+                .stderr(std::fs::File::create(stderr).unwrap())
+                .spawn()
+                .unwrap_or_else(|e| {
+                    panic!("chromedriver: {e} (scripts/deps.sh installs chromium-driver)")
+                });
+            let started = clock::wait_for(Duration::from_secs(20), || {
+                if std::fs::read_to_string(log)
+                    .unwrap_or_default()
+                    .contains("started successfully")
+                {
+                    return Some(true);
+                }
+                matches!(driver.try_wait(), Ok(Some(_))).then_some(false)
             });
+            match started {
+                Some(true) => return (driver, port),
+                Some(false) => continue,
+                None => {
+                    let _ = driver.kill();
+                    let _ = driver.wait();
+                    panic!(
+                        "chromedriver did not start within 20 s:\n{}",
+                        std::fs::read_to_string(log).unwrap_or_default()
+                    );
+                }
+            }
+        }
+        panic!("chromedriver found no free port in five tries")
+    }
+
+    fn start(dir: &Path) -> Browser {
+        let log = dir.join("chromedriver.log");
+        let (driver, port) = Browser::spawn_driver(&log, &dir.join("chromedriver.stderr"));
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()

@@ -402,10 +402,19 @@ fn malformed_frames_from_a_user_are_refused_and_change_nothing() {
         )
         .unwrap();
         let took = started.elapsed();
-        // mfad logs after it closes; give the line a moment.
-        std::thread::sleep(Duration::from_millis(100));
-        let logged = w.env.mfad_log()[log_before..].to_string();
         let reply = String::from_utf8_lossy(&out.stdout).to_string();
+        // mfad may log after it closes: wait (bounded) for the line when the reply lacks it.
+        let logged = if reply.contains(case.want) {
+            w.env.mfad_log()[log_before..].to_string()
+        } else {
+            mfa_e2e::clock::wait_for(Duration::from_secs(5), || {
+                let log = w.env.mfad_log();
+                log[log_before..]
+                    .contains(case.want)
+                    .then(|| log[log_before..].to_string())
+            })
+            .unwrap_or_else(|| w.env.mfad_log()[log_before..].to_string())
+        };
         let seen = format!("{reply}\n{logged}");
         let problem = if !out.status.success() {
             Some(format!(

@@ -19,6 +19,13 @@ fn bypass_code_opens_one_login_only() {
         .unwrap();
     assert!(again.refused(), "{}", again.describe());
     assert!(again.stdout.is_empty(), "{}", again.describe());
+    assert!(
+        again
+            .shown()
+            .contains("That bypass code was already used; each one works once."),
+        "{}",
+        again.describe()
+    );
 
     // Another code of the set still works.
     let other = env.login(&[&codes[1]], "echo second code").unwrap();

@@ -65,10 +65,15 @@ impl FakeDuoProcess {
         self.dir.join("ca.pem")
     }
 
-    /// What the fake was asked, one request a line.
-    fn requests(&self) -> String {
-        std::thread::sleep(Duration::from_millis(150));
-        std::fs::read_to_string(self.dir.join("requests.log")).unwrap_or_default()
+    /// What the fake was asked, one request a line, once a line holds `needle` (the fake
+    /// writes its log as it answers; at most 5 s): all of it either way.
+    fn requests(&self, needle: &str) -> String {
+        let read = || std::fs::read_to_string(self.dir.join("requests.log")).unwrap_or_default();
+        mfa_e2e::clock::wait_for(Duration::from_secs(5), || {
+            let text = read();
+            text.contains(needle).then_some(text)
+        })
+        .unwrap_or_else(read)
     }
 
     /// `[duo]` for mfad.toml.
@@ -128,7 +133,7 @@ fn ssh_shows_duos_menu_and_an_approved_push_logs_in() {
             && l.contains("outcome=allow")),
         "{log}"
     );
-    let seen = duo.requests();
+    let seen = duo.requests("/auth/v2/auth ");
     assert!(seen.contains("/auth/v2/preauth"), "{seen}");
     assert!(
         seen.contains("factor=prompt") && seen.contains("prompt=push1"),
@@ -169,7 +174,7 @@ fn scp_through_the_forcecommand_helper_uses_duos_default_factor() {
         std::fs::read(&landed).unwrap(),
         b"carried by scp after a Duo push\n"
     );
-    let seen = duo.requests();
+    let seen = duo.requests("/auth/v2/auth ");
     let auth = seen
         .lines()
         .find(|l| l.contains("/auth/v2/auth ") && l.contains("prompt=push1"))

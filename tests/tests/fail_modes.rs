@@ -57,7 +57,27 @@ fn mfad_running_with_failmode_safe_still_asks_for_the_code() {
         .login(&[&wrong, &wrong, &wrong], "echo should not run")
         .unwrap();
 
+    // mfad is up, so the fail mode plays no part: the user is asked for the code three
+    // times and told each wrong one is wrong.
     assert!(login.refused(), "{}", login.describe());
+    assert!(login.stdout.is_empty(), "{}", login.describe());
+    assert_eq!(
+        login.prompts_containing("Passcode: "),
+        3,
+        "{}",
+        login.describe()
+    );
+    assert!(
+        login.shown().contains("Incorrect passcode"),
+        "{}",
+        login.describe()
+    );
+    let log = env.mfad_log();
+    assert!(
+        log.lines()
+            .any(|l| l.contains(&format!("user={}", env.username())) && l.contains("outcome=deny")),
+        "{log}"
+    );
 }
 
 /// Replaces mfad by a socket that accepts connections and never answers.
@@ -130,7 +150,13 @@ fn waiting_at_the_prompt_past_mfads_answer_timeout_is_refused_even_with_failmode
     let mut pamtester = PamTester::new(&env.pam_service())
         .spawn(env.username().as_bytes())
         .unwrap();
-    std::thread::sleep(Duration::from_secs(7));
+    // Answer only once mfad has given up waiting (it logs the refusal at its 5 s).
+    let gave_up = mfa_e2e::clock::wait_for(Duration::from_secs(20), || {
+        env.mfad_log()
+            .contains("no answer within 5 s")
+            .then_some(())
+    });
+    assert!(gave_up.is_some(), "{}", env.diagnostics());
     let late = device.totp.fresh_code();
     if let Some(mut stdin) = pamtester.stdin.take() {
         let _ = stdin.write_all(format!("{late}\n").as_bytes());

@@ -21,7 +21,7 @@ fn password_only_login_through_the_private_sshd_runs_a_command() {
 }
 
 #[test]
-fn wrong_password_is_refused_before_any_second_factor() {
+fn wrong_password_is_refused_by_the_password_only_stack() {
     let env = TestEnv::builder().without_second_factor().start().unwrap();
     let login = env.client.login(&["not-the-password"], "true").unwrap();
     assert!(login.refused(), "{}", login.describe());

@@ -78,19 +78,41 @@ fn ten_wrong_codes_lock_the_account_until_an_admin_unlocks_it() {
 
 #[test]
 fn lock_lifts_by_itself_after_the_configured_duration() {
-    let env = TestEnv::builder().lockout(3, 5).start().unwrap();
+    const LOCK_SECS: u64 = 8;
+    let env = TestEnv::builder().lockout(3, LOCK_SECS).start().unwrap();
     let mut device = env.enroll_totp().unwrap();
     let wrong = device.totp.wrong_code();
 
     let login = env.login(&[&wrong, &wrong, &wrong], "true").unwrap();
+    // The lock began before this login ended, so `locked_at` is at or after it.
+    let locked_at = clock::deadline(Duration::ZERO);
     assert!(login.refused(), "{}", login.describe());
     assert!(login.shown().contains("locked"), "{}", login.describe());
 
+    // Well into the lock but before its end it still holds: the user is told, and not
+    // asked for a passcode.
     let code = device.totp.fresh_code();
-    let locked = env.login(&[&code], "true").unwrap();
+    clock::pause(Duration::from_secs(LOCK_SECS - 3));
+    let locked = env.login(&[&code], "echo should not run").unwrap();
+    println!("{}", locked.describe());
+    assert!(
+        !clock::passed(locked_at + Duration::from_secs(LOCK_SECS)),
+        "the machine is too slow to check the lock before it ends"
+    );
     assert!(locked.refused(), "{}", locked.describe());
+    assert!(locked.shown().contains("locked"), "{}", locked.describe());
+    assert_eq!(
+        locked.prompts_containing("Passcode: "),
+        0,
+        "{}",
+        locked.describe()
+    );
 
-    clock::pause(Duration::from_secs(6));
+    let after = locked_at + Duration::from_secs(LOCK_SECS + 1);
+    while !clock::passed(after) {
+        clock::pause(Duration::from_millis(100));
+    }
+    let code = device.totp.fresh_code();
     let login = env.login(&[&code], "echo lock expired").unwrap();
     assert!(login.logged_in(), "{}", login.describe());
     assert_eq!(login.stdout.trim(), "lock expired");

@@ -4,9 +4,8 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use mfa_e2e::clock;
-use mfa_e2e::fake_phone::{
-    ACCOUNT_SID, AUTH_TOKEN, Answer, FROM, FakePhone, PUSH_TOKEN, Step, free_port,
-};
+use mfa_e2e::fake_phone::{ACCOUNT_SID, AUTH_TOKEN, Answer, FROM, FakePhone, PUSH_TOKEN, Step};
+use mfa_e2e::mfad::APPROVAL_PORT;
 use mfa_e2e::ssh::answer_from_file;
 use mfa_e2e::{LoginOutcome, TestEnv};
 use std::io::{Read, Write};
@@ -29,7 +28,7 @@ struct World {
 impl World {
     fn new(wait_prompt: bool) -> World {
         let phone = FakePhone::start().unwrap();
-        let port = free_port().unwrap();
+        let port = APPROVAL_PORT;
         let toml = format!(
             "wait_prompt = {wait_prompt}\n\
              [approval]\nlisten = \"127.0.0.1:{port}\"\npublic_url = \"http://127.0.0.1:{port}\"\n\
@@ -349,6 +348,13 @@ fn hotp_token_code_logs_in_once() {
     );
     assert!(again.refused(), "{}", again.describe());
     assert!(again.stdout.is_empty());
+    assert!(
+        again
+            .shown()
+            .contains("That passcode was already used; press your token's button for a new one."),
+        "{}",
+        again.describe()
+    );
     let next = w.login(&[HOTP_CODES[3]], "echo next press");
     assert!(next.logged_in(), "{}", next.describe());
 }

@@ -116,6 +116,21 @@ fn trusted_network_lets_transfers_through_the_forcecommand_helper() {
         .unwrap();
     assert_ne!(refused.status, Some(0), "{}", refused.describe());
     assert!(!in_home(&env, "elsewhere.txt").exists());
+    // Refused by mfad for the reason that address is not trusted: the TOTP-only user has
+    // no default that works without a terminal. The trusted copy was decided as trusted.
+    let log = env.mfad_log();
+    let refusals: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains(&format!("user={} ", env.username())) && l.contains("outcome=deny"))
+        .collect();
+    assert_eq!(refusals.len(), 1, "{log}");
+    assert!(
+        refusals[0].contains(&format!("rhost={OTHER_ADDRESS} "))
+            && refusals[0]
+                .contains("reason=\"no usable default method for a session without a terminal"),
+        "{log}"
+    );
+    assert_eq!(decisions(&env, "reason=\"trusted network\""), 1, "{log}");
 }
 
 #[test]
@@ -289,11 +304,14 @@ fn unenrolled_user_enrols_during_the_login_from_a_trusted_network_and_the_comman
     assert_eq!(run.prompts.len(), 2, "{}", run.describe());
     let shown = &run.prompts[1];
     assert!(shown.contains("Scan this QR code"), "{shown}");
-    assert!(
-        shown.contains('█') || shown.contains('▀') || shown.contains('▄'),
-        "no QR code drawn: {shown}"
-    );
-    assert!(shown.contains("otpauth://totp/"), "{shown}");
+    let uri = shown
+        .lines()
+        .map(str::trim)
+        .find(|l| l.starts_with("otpauth://totp/"))
+        .unwrap_or_else(|| panic!("no otpauth:// line: {shown}"));
+    // The QR code drawn in the prompt is that URI, as a phone's camera reads it.
+    let scanned = mfa_e2e::qr::decode_drawn_qr(shown, &env.dir).unwrap();
+    assert_eq!(scanned, uri, "{shown}");
     assert!(
         shown.ends_with("Enter the code your device shows to finish: "),
         "{shown}"

@@ -8,9 +8,9 @@
 //! is checked at the daemon level, with a fake clock: mfad/tests/clock_step.rs.)
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use mfa_e2e::mfad::Mfad;
+use mfa_e2e::mfad::{APPROVAL_PORT, Mfad};
 use mfa_e2e::pam_login::{PamLogin, PamTester, finish, sqlite};
-use mfa_e2e::process::{run, text};
+use mfa_e2e::process::{run, text, timed};
 use mfa_e2e::{Enrolment, TestEnv};
 use std::io::{Read, Write};
 use std::net::TcpListener;
@@ -71,22 +71,59 @@ fn next_step_code(device: &Enrolment) -> String {
     device.totp.code_at_step(now / 30 + 1)
 }
 
-/// Starts `n` logins at once, each typing `answers`, and waits for all of them.
-fn race(env: &TestEnv, n: usize, answers: &[&str]) -> Vec<PamLogin> {
+/// Starts `n` logins, waits until every one shows its password prompt, then releases them
+/// together (a barrier): each types `answers` at the same moment, and they overlap.
+/// Returns them all, and how many others were still running when the first success ended.
+fn race(env: &TestEnv, n: usize, answers: &[&str]) -> (Vec<PamLogin>, usize) {
     let tester = PamTester::new(&env.pam_service());
-    let input = typed(env, answers);
-    let started = Instant::now();
-    let mut children: Vec<_> = (0..n)
-        .map(|_| tester.spawn(env.username().as_bytes()).unwrap())
+    let input = Arc::new(typed(env, answers));
+    let barrier = Arc::new(std::sync::Barrier::new(n));
+    let threads: Vec<_> = (0..n)
+        .map(|_| {
+            let mut child = tester.spawn(env.username().as_bytes()).unwrap();
+            let (input, barrier) = (Arc::clone(&input), Arc::clone(&barrier));
+            std::thread::spawn(move || {
+                // pamtester prompts on stderr; read up to the password prompt.
+                let mut stderr = child.stderr.take().unwrap();
+                let mut seen = Vec::new();
+                let mut byte = [0u8; 1];
+                while !seen.ends_with(b"Password: ") {
+                    match stderr.read(&mut byte) {
+                        Ok(1) => seen.push(byte[0]),
+                        _ => break,
+                    }
+                }
+                barrier.wait();
+                let started = Instant::now();
+                let _ = child.stdin.take().unwrap().write_all(&input);
+                let mut rest = Vec::new();
+                let _ = stderr.read_to_end(&mut rest);
+                let mut login = finish(child, started).unwrap();
+                seen.extend(rest);
+                login.stderr = format!("{}{}", String::from_utf8_lossy(&seen), login.stderr);
+                (login, Instant::now())
+            })
+        })
         .collect();
-    // Everyone is waiting at the password prompt; now they all type.
-    for c in &mut children {
-        let _ = c.stdin.take().unwrap().write_all(&input);
-    }
-    children
-        .into_iter()
-        .map(|c| finish(c, started).unwrap())
-        .collect()
+    let ended: Vec<(PamLogin, Instant)> = threads.into_iter().map(|t| t.join().unwrap()).collect();
+    let first_success = ended
+        .iter()
+        .filter(|(l, _)| l.succeeded())
+        .map(|(_, end)| *end)
+        .min();
+    let in_flight = first_success.map_or(0, |first| {
+        ended.iter().filter(|(_, end)| *end > first).count()
+    });
+    println!("{in_flight} of {n} logins were in flight when the first one succeeded");
+    (ended.into_iter().map(|(l, _)| l).collect(), in_flight)
+}
+
+/// The race overlapped: when the winner got in, others were still being decided.
+fn assert_overlapped(in_flight: usize) {
+    assert!(
+        in_flight >= 10,
+        "only {in_flight} logins were in flight when the first succeeded"
+    );
 }
 
 fn assert_exactly_one_in(env: &TestEnv, logins: &[PamLogin]) {
@@ -118,7 +155,8 @@ fn a_hundred_logins_racing_on_one_totp_code_let_exactly_one_in() {
     let device = env.enroll_totp().unwrap();
     let code = next_step_code(&device);
 
-    let logins = race(&env, 100, &[&code]);
+    let (logins, in_flight) = race(&env, 100, &[&code]);
+    assert_overlapped(in_flight);
 
     assert_exactly_one_in(&env, &logins);
     let replays = logins
@@ -143,7 +181,8 @@ fn a_hundred_logins_racing_on_one_bypass_code_let_exactly_one_in() {
     let _device = env.enroll_totp().unwrap();
     let codes = env.admin_bypass_codes().unwrap();
 
-    let logins = race(&env, 100, &[&codes[0]]);
+    let (logins, in_flight) = race(&env, 100, &[&codes[0]]);
+    assert_overlapped(in_flight);
 
     assert_exactly_one_in(&env, &logins);
     let unused = sqlite(
@@ -242,6 +281,10 @@ fn mfad_restarted_under_load_never_hangs_a_login_and_keeps_every_record() {
     let spent = device.totp.fresh_code();
     assert!(login(&env, &[&spent]).succeeded());
     let wrong = device.totp.wrong_code();
+    // Every row of every table, raw (sealed secrets as hex), except `users`: the failure
+    // count the wrong codes of the load are meant to change, checked on its own below.
+    let before = every_row(&database(&env));
+    assert!(before.contains("\ndevices|"), "{before}");
 
     let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let load: Vec<_> = (0..8)
@@ -294,12 +337,67 @@ fn mfad_restarted_under_load_never_hangs_a_login_and_keeps_every_record() {
         "logins met mfad both down ({unavailable}) and up ({wrong_code})"
     );
     assert_eq!(unavailable + wrong_code, logins.len());
-    // The replay record made before the crash survived it.
+    // Every record made before the crash survived it, unchanged.
+    let db = database(&env);
+    assert_eq!(every_row(&db), before, "the store changed across the crash");
+    // Each wrong code mfad answered was counted; one it counted as it was killed may have
+    // reached the user as "unavailable".
+    let (failures, lock) = sqlite(
+        &db,
+        &format!(
+            "SELECT failures, quote(locked_until) FROM users WHERE name = '{}'",
+            env.username()
+        ),
+    )
+    .unwrap()
+    .split_once('|')
+    .map(|(f, l)| (f.parse::<usize>().unwrap(), l.to_string()))
+    .unwrap();
+    assert_eq!(lock, "NULL", "lockout is off here");
+    assert!(
+        (wrong_code..=logins.len()).contains(&failures),
+        "{failures} failures counted for {wrong_code} wrong codes answered of {} logins",
+        logins.len()
+    );
+    // The replay record is among them: the spent code is refused as spent.
     let replay = login(&env, &[&spent]);
     assert!(!replay.succeeded(), "{}", replay.describe());
+    assert!(
+        replay.shown().contains("That passcode was already used"),
+        "{}",
+        replay.describe()
+    );
     let fresh = device.totp.fresh_code();
     assert!(login(&env, &[&fresh]).succeeded());
     assert_store_whole(&env);
+}
+
+/// Every row of every table of `db` as raw values (BLOBs in hex), in a stable order, but
+/// `users` (failure counts and locks).
+fn every_row(db: &Path) -> String {
+    let tables = sqlite(
+        db,
+        "SELECT name FROM sqlite_master WHERE type = 'table' ORDER BY name",
+    )
+    .unwrap();
+    let mut all = String::new();
+    for table in tables.lines() {
+        if table == "users" {
+            continue;
+        }
+        let sql = format!("SELECT * FROM \"{table}\" ORDER BY 1, 2");
+        let out = run(timed(Duration::from_secs(30), "sqlite3")
+            .arg("-quote")
+            .arg(db)
+            .arg(&sql))
+        .unwrap();
+        assert!(out.status.success(), "{sql}: {}", text(&out.stderr));
+        let rows = text(&out.stdout);
+        for row in rows.lines() {
+            all.push_str(&format!("\n{table}|{row}"));
+        }
+    }
+    all
 }
 
 /// A tmpfs mounted over mfad's database directory, unmounted on drop.
@@ -458,23 +556,18 @@ fn bad_provider(what: fn(std::net::TcpStream)) -> u16 {
     port
 }
 
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
+/// `[push] timeout` of [`push_world`].
+const PUSH_TIMEOUT_SECS: u64 = 2;
 
 /// A world whose push provider is `provider_port`, with a TOTP app (the default) and a push
 /// device: the menu is "1. Push to phone".
 fn push_world(provider_port: u16) -> (TestEnv, Enrolment) {
-    let approval = free_port();
+    let approval = APPROVAL_PORT;
     let env = TestEnv::builder()
         .mfad_toml(&format!(
             "wait_prompt = false\n[approval]\nlisten = \"127.0.0.1:{approval}\"\n\
              public_url = \"http://127.0.0.1:{approval}\"\n\n[push]\nnotifier = \"ntfy\"\n\
-             url = \"http://127.0.0.1:{provider_port}/\"\ntimeout = 2\n"
+             url = \"http://127.0.0.1:{provider_port}/\"\ntimeout = {PUSH_TIMEOUT_SECS}\n"
         ))
         .start()
         .unwrap();
@@ -492,8 +585,8 @@ fn push_world(provider_port: u16) -> (TestEnv, Enrolment) {
 }
 
 /// Choosing the push fails within the provider's timeout, says so, and the same login goes
-/// on with a passcode.
-fn provider_failure_then_passcode(provider_port: u16) {
+/// on with a passcode. Returns how long the login took.
+fn provider_failure_then_passcode(provider_port: u16) -> Duration {
     let (env, mut device) = push_world(provider_port);
     let code = device.totp.fresh_code();
 
@@ -513,6 +606,7 @@ fn provider_failure_then_passcode(provider_port: u16) {
         env.diagnostics()
     );
     assert_store_whole(&env);
+    l.took
 }
 
 #[test]
@@ -522,7 +616,17 @@ fn a_push_provider_that_hangs_costs_its_timeout_and_the_login_goes_on() {
         let _keep = stream;
         std::thread::sleep(Duration::from_secs(60));
     });
-    provider_failure_then_passcode(port);
+    let took = provider_failure_then_passcode(port);
+    // The push waited out `[push] timeout = 2` (not the 10 s default), and no more: the rest
+    // of a pamtester login takes well under a second.
+    assert!(
+        took >= Duration::from_secs(PUSH_TIMEOUT_SECS),
+        "took {took:?}: the push gave up before its timeout"
+    );
+    assert!(
+        took < Duration::from_secs(PUSH_TIMEOUT_SECS + 2),
+        "took {took:?}: the push did not give up after its {PUSH_TIMEOUT_SECS} s timeout"
+    );
 }
 
 #[test]
@@ -534,7 +638,7 @@ fn a_push_provider_answering_garbage_is_a_provider_error_and_the_login_goes_on()
             b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 12\r\n\r\n\xff\xfe{not json!",
         );
     });
-    provider_failure_then_passcode(port);
+    let _ = provider_failure_then_passcode(port);
 }
 
 #[test]
@@ -544,5 +648,5 @@ fn a_push_provider_speaking_no_http_is_a_provider_error_and_the_login_goes_on() 
         let _ = stream.read(&mut buf);
         let _ = stream.write_all(b"\x00\x01\x02 SSH-2.0-garbage\r\n\r\n\x1b[2J");
     });
-    provider_failure_then_passcode(port);
+    let _ = provider_failure_then_passcode(port);
 }

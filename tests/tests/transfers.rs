@@ -6,7 +6,8 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use mfa_e2e::env::{SftpSubsystem, SshSetup};
-use mfa_e2e::fake_phone::{Answer, FakePhone, PUSH_TOKEN, free_port};
+use mfa_e2e::fake_phone::{Answer, FakePhone, PUSH_TOKEN};
+use mfa_e2e::mfad::APPROVAL_PORT;
 use mfa_e2e::{LoginOutcome, SshClient, TestEnv, TestEnvBuilder};
 use std::ffi::OsStr;
 use std::io::Read;
@@ -84,7 +85,7 @@ struct PushHost {
 impl PushHost {
     fn start(builder: TestEnvBuilder, wait_prompt: bool) -> PushHost {
         let phone = FakePhone::start().unwrap();
-        let port = free_port().unwrap();
+        let port = APPROVAL_PORT;
         let toml = format!(
             "wait_prompt = {wait_prompt}\n\
              [approval]\nlisten = \"127.0.0.1:{port}\"\npublic_url = \"http://127.0.0.1:{port}\"\n\
@@ -421,6 +422,57 @@ fn pam_auto_push_default_without_wait_prompt_asks_only_the_password() {
     let run = env.login(&[], "exit 3").unwrap();
     assert_eq!(run.status, Some(3), "{}", run.describe());
     assert_eq!(run.prompts.len(), 1, "{}", run.describe());
+
+    // The second factor was not skipped: each connection pushed once and the phone's
+    // approval decided it.
+    assert_eq!(
+        host.phone.notifications().len(),
+        1 + 2,
+        "the test push of `mfa add push`, then one push per connection"
+    );
+    let log = env.mfad_log();
+    assert_eq!(
+        log.lines()
+            .filter(|l| l.contains(&format!("user={}", env.username()))
+                && l.contains("method=push outcome=allow"))
+            .count(),
+        2,
+        "{log}"
+    );
+}
+
+/// The same host when the phone denies: the password alone opens nothing, and mfad logs
+/// the denial.
+#[test]
+fn pam_auto_push_default_without_wait_prompt_refuses_when_the_phone_denies() {
+    let host = PushHost::with_push_default(TestEnv::builder().pam_module_args("mode=auto"), false);
+    let env = &host.env;
+    host.phone.on_push(Answer::Deny);
+    let local = random_file(env, "small.bin", 1000);
+
+    let up = env
+        .client
+        .scp(&[], &local, env.client.remote("up.bin"), &[env.password()])
+        .unwrap();
+    println!("{}", up.describe());
+    assert_ne!(up.status, Some(0), "{}", up.describe());
+    assert!(!in_home(env, "up.bin").exists(), "{}", up.describe());
+
+    let run = env.login(&[], "echo should not run").unwrap();
+    println!("{}", run.describe());
+    assert!(run.refused(), "{}", run.describe());
+    assert!(run.stdout.is_empty(), "{}", run.describe());
+
+    assert_eq!(host.phone.notifications().len(), 1 + 2);
+    let log = env.mfad_log();
+    assert_eq!(
+        log.lines()
+            .filter(|l| l.contains("method=push outcome=deny"))
+            .count(),
+        2,
+        "{log}"
+    );
+    assert!(!log.contains("method=push outcome=allow"), "{log}");
 }
 
 // ---- publickey, then pam_mfa alone -------------------------------------------------------
@@ -520,7 +572,7 @@ fn helper_refuses_at_once_without_a_usable_default_naming_mfa_default() {
         let took = started.elapsed();
         println!("{what} took {took:?}\n{}", out.describe());
         assert!(
-            took < Duration::from_secs(20),
+            took < Duration::from_secs(5),
             "{what} took {took:?}: {}",
             out.describe()
         );
@@ -608,13 +660,8 @@ fn helper_replaces_itself_with_the_users_shell() {
     );
     let env = &host.env;
     // The command's shell is sshd's child: the helper exec'd it rather than waiting.
-    let run = env
-        .client
-        .login(
-            &[],
-            "ps -o comm= -p $PPID; echo \"$SSH_ORIGINAL_COMMAND\" | wc -c",
-        )
-        .unwrap();
+    let command = "ps -o comm= -p $PPID; echo \"$SSH_ORIGINAL_COMMAND\" | wc -c";
+    let run = env.client.login(&[], command).unwrap();
     println!("{}", run.describe());
     assert_eq!(run.status, Some(0), "{}", run.describe());
     let mut lines = run.stdout.lines();
@@ -624,7 +671,14 @@ fn helper_replaces_itself_with_the_users_shell() {
         "parent {parent:?}: {}",
         run.describe()
     );
-    assert!(lines.next().is_some(), "{}", run.describe());
+    // `wc -c` counts the command sshd passed on, plus echo's newline: the helper handed
+    // the command through unchanged.
+    assert_eq!(
+        lines.next().map(str::trim),
+        Some((command.len() + 1).to_string().as_str()),
+        "{}",
+        run.describe()
+    );
     // A signal ends the command as it would without the helper.
     let killed = env.client.login(&[], "kill -TERM $$").unwrap();
     assert_eq!(killed.status, Some(255), "{}", killed.describe());
