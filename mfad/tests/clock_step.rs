@@ -114,7 +114,6 @@ fn a_clock_stepping_back_an_hour_never_reopens_a_spent_code_and_loses_nothing() 
 
     let database = d.config.database.clone();
     let store = d.store();
-    drop(d);
     let text = log.text();
     assert!(
         text.contains("outcome=deny reason=\"code already used; 1 consecutive failures\""),
@@ -138,4 +137,5 @@ fn a_clock_stepping_back_an_hour_never_reopens_a_spent_code_and_loses_nothing() 
         .query_row("PRAGMA integrity_check", [], |r| r.get(0))
         .unwrap();
     assert_eq!(check, "ok");
+    drop(d);
 }
