@@ -4,17 +4,17 @@
 use mfa_proto::{
     AdminOp, AuthContext, Client, ClientError, Conversation, Operation, Outcome, ServerMsg,
 };
+use mfa_test_support::{Script, T0, TestDaemon};
+use mfad::Config;
 use mfad::config::Unenrolled;
 use mfad::factor::totp::{self, HashAlgorithm, TotpParams};
-use mfad::{Config, Daemon, FakeClock, Store};
-use std::os::unix::fs::PermissionsExt;
-use std::path::{Path, PathBuf};
+
+use std::path::Path;
 use std::process::Command;
 use std::sync::Arc;
 use std::time::Duration;
 use zeroize::Zeroizing;
 
-const T0: i64 = 1_800_000_000;
 const SECRET: &[u8] = b"an-authenticator-key";
 
 fn params() -> TotpParams {
@@ -25,130 +25,23 @@ fn params() -> TotpParams {
     }
 }
 
-/// A daemon on a private socket, stopped on drop.
-struct TestDaemon {
-    dir: tempfile::TempDir,
-    clock: FakeClock,
-    stop: Option<tokio::sync::oneshot::Sender<()>>,
-    thread: Option<std::thread::JoinHandle<()>>,
+/// The authenticator app every test enrols.
+trait Totp {
+    fn enrol_totp(&self, user: &str);
+    fn code_now(&self) -> String;
 }
 
-impl TestDaemon {
-    fn start(tune: impl FnOnce(&mut Config)) -> TestDaemon {
-        TestDaemon::start_with(tune, None)
-    }
-
-    /// With `accounts` in place of the system's user database.
-    fn start_with(
-        tune: impl FnOnce(&mut Config),
-        accounts: Option<Arc<dyn mfad::accounts::Accounts>>,
-    ) -> TestDaemon {
-        let dir = tempfile::tempdir().unwrap();
-        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
-        let mut config = Config {
-            socket: dir.path().join("mfad.sock"),
-            database: dir.path().join("db/mfa.db"),
-            issuer: Some("testhost".into()),
-            ..Config::default()
-        };
-        config.log.syslog = false;
-        tune(&mut config);
-        let clock = FakeClock::new(T0);
-        let store = Store::open_with_key_file(
-            &config.database,
-            &config.database.with_file_name("store.key"),
-        )
-        .unwrap();
-        let mut daemon = Daemon::new(config.clone(), store, Arc::new(clock.clone())).unwrap();
-        if let Some(accounts) = accounts {
-            daemon = daemon.with_accounts(accounts);
-        }
-        let daemon = Arc::new(daemon);
-        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-        let (ready_tx, ready_rx) = std::sync::mpsc::channel();
-        let socket = config.socket.clone();
-        let thread = std::thread::spawn(move || {
-            let rt = tokio::runtime::Runtime::new().unwrap();
-            rt.block_on(async move {
-                let listener = mfad::server::bind(&socket).unwrap();
-                ready_tx.send(()).unwrap();
-                mfad::server::serve(daemon, listener, async {
-                    let _ = rx.await;
-                })
-                .await;
-            });
-        });
-        ready_rx.recv_timeout(Duration::from_secs(10)).unwrap();
-        TestDaemon {
-            dir,
-            clock,
-            stop: Some(tx),
-            thread: Some(thread),
-        }
-    }
-
-    fn socket(&self) -> PathBuf {
-        self.dir.path().join("mfad.sock")
-    }
-
-    /// A second handle on the daemon's database, to seed and inspect state.
-    fn store(&self) -> Store {
-        Store::open_with_key_file(
-            &self.dir.path().join("db/mfa.db"),
-            &self.dir.path().join("db/store.key"),
-        )
-        .unwrap()
-    }
-
+impl Totp for TestDaemon {
     fn enrol_totp(&self, user: &str) {
-        let step = totp::step_of(self.clock.now_secs(), params());
+        let step = totp::step_of(mfad::Clock::now(&self.clock), params());
         self.store()
             .add_totp_device(user, "phone", SECRET, params(), step - 5, T0)
             .unwrap();
     }
 
     fn code_now(&self) -> String {
-        let step = totp::step_of(self.clock.now_secs(), params());
+        let step = totp::step_of(mfad::Clock::now(&self.clock), params());
         totp::code_at_step(SECRET, params(), step).to_string()
-    }
-
-    fn run(&self, op: Operation, answers: &[&str]) -> (Result<Outcome, ClientError>, Script) {
-        let mut script = Script::new(answers);
-        let mut client = Client::connect(
-            &self.socket(),
-            Duration::from_secs(2),
-            Duration::from_secs(10),
-        )
-        .unwrap();
-        let outcome = mfa_proto::run_conversation(&mut client, op, &mut script);
-        (outcome, script)
-    }
-
-    fn login(&self, user: &str, answers: &[&str]) -> (Outcome, Script) {
-        let (outcome, script) = self.run(auth(user), answers);
-        let outcome = outcome.unwrap();
-        script.all_answered();
-        (outcome, script)
-    }
-}
-
-trait NowSecs {
-    fn now_secs(&self) -> i64;
-}
-impl NowSecs for FakeClock {
-    fn now_secs(&self) -> i64 {
-        mfad::Clock::now(self)
-    }
-}
-
-impl Drop for TestDaemon {
-    fn drop(&mut self) {
-        if let Some(tx) = self.stop.take() {
-            let _ = tx.send(());
-        }
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
     }
 }
 
@@ -160,51 +53,6 @@ fn auth(user: &str) -> Operation {
         tty: Some("ssh".into()),
         ..Default::default()
     })
-}
-
-/// Answers prompts from a list; fails the test on a prompt it has no answer for.
-struct Script {
-    answers: Vec<String>,
-    next: usize,
-    shown: Vec<String>,
-}
-
-impl Script {
-    fn new(answers: &[&str]) -> Self {
-        Script {
-            answers: answers.iter().map(|s| s.to_string()).collect(),
-            next: 0,
-            shown: Vec::new(),
-        }
-    }
-    fn text(&self) -> String {
-        self.shown.join("\n")
-    }
-    fn all_answered(&self) {
-        assert_eq!(
-            self.next,
-            self.answers.len(),
-            "prompts left unanswered; conversation was:\n{}",
-            self.text()
-        );
-    }
-}
-
-impl Conversation for Script {
-    fn info(&mut self, text: &str) {
-        self.shown.push(format!("info: {text}"));
-    }
-    fn error(&mut self, text: &str) {
-        self.shown.push(format!("error: {text}"));
-    }
-    fn prompt(&mut self, text: &str, _echo: bool) -> Option<Zeroizing<String>> {
-        self.shown.push(format!("prompt: {text}"));
-        let answer = self.answers.get(self.next).unwrap_or_else(|| {
-            panic!("unexpected prompt {text:?}; conversation:\n{}", self.text())
-        });
-        self.next += 1;
-        Some(Zeroizing::new(answer.clone()))
-    }
 }
 
 #[test]
@@ -227,7 +75,7 @@ fn a_right_code_logs_in_and_the_same_code_is_refused_after() {
 fn an_earlier_step_is_refused_once_a_later_one_was_used() {
     let d = TestDaemon::start(|_| {});
     d.enrol_totp("root");
-    let step = totp::step_of(d.clock.now_secs(), params());
+    let step = totp::step_of(mfad::Clock::now(&d.clock), params());
     let earlier = totp::code_at_step(SECRET, params(), step - 1).to_string();
     let (outcome, _) = d.login("root", &[&d.code_now()]);
     assert_eq!(outcome, Outcome::Allow);
@@ -356,7 +204,7 @@ fn enrolment_needs_a_matching_code_and_then_a_fresh_factor_to_change() {
     let mut client =
         Client::connect(&d.socket(), Duration::from_secs(2), Duration::from_secs(10)).unwrap();
     let mut conv = Enroller {
-        now: d.clock.now_secs(),
+        now: mfad::Clock::now(&d.clock),
         shown: String::new(),
         mistype: true,
     };
@@ -377,7 +225,7 @@ fn enrolment_needs_a_matching_code_and_then_a_fresh_factor_to_change() {
     let mut client =
         Client::connect(&d.socket(), Duration::from_secs(2), Duration::from_secs(10)).unwrap();
     let mut conv = Enroller {
-        now: d.clock.now_secs(),
+        now: mfad::Clock::now(&d.clock),
         shown: String::new(),
         mistype: false,
     };
@@ -904,7 +752,7 @@ fn in_login_enrolment_works_from_a_trusted_network_and_is_refused_elsewhere() {
     let mut client =
         Client::connect(&d.socket(), Duration::from_secs(2), Duration::from_secs(10)).unwrap();
     let mut conv = Enroller {
-        now: d.clock.now_secs(),
+        now: mfad::Clock::now(&d.clock),
         shown: String::new(),
         mistype: false,
     };

@@ -5,13 +5,15 @@
 //! socket ([`TestDaemon::converse`]).
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use mfa_proto::{AuthContext, ClientError, Conversation, Operation, Outcome, ServerMsg};
+use mfa_proto::{AuthContext, ClientError, ClientMsg, Conversation, Operation, Outcome, ServerMsg};
 use mfad::accounts::Accounts;
-use mfad::conn::{Conn, KEEPALIVE_INTERVAL, ScriptDialogue, Timeouts};
+use mfad::conn::{
+    Conn, ConnError, Dialogue, DialogueFuture, KEEPALIVE_INTERVAL, ScriptDialogue, Timeouts,
+};
 use mfad::{Config, Daemon, FakeClock, Store};
 use std::os::unix::fs::PermissionsExt;
 use std::path::PathBuf;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use zeroize::Zeroizing;
 
@@ -24,6 +26,9 @@ pub struct TestDaemon {
     pub config: Config,
     pub clock: FakeClock,
     daemon: Arc<Daemon>,
+    /// The daemon's own runtime: in-process conversations run on it too, so what lives
+    /// across logins (pooled HTTPS connections, pending approvals) is shared as in mfad.
+    runtime: tokio::runtime::Handle,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
     thread: Option<std::thread::JoinHandle<()>>,
 }
@@ -66,19 +71,20 @@ impl TestDaemon {
             let rt = tokio::runtime::Runtime::new().unwrap();
             rt.block_on(async move {
                 let listener = mfad::server::bind(&socket).unwrap();
-                ready_tx.send(()).unwrap();
+                ready_tx.send(tokio::runtime::Handle::current()).unwrap();
                 mfad::server::serve(serving, listener, async {
                     let _ = rx.await;
                 })
                 .await;
             });
         });
-        ready_rx.recv_timeout(Duration::from_secs(10)).unwrap();
+        let runtime = ready_rx.recv_timeout(Duration::from_secs(10)).unwrap();
         TestDaemon {
             dir,
             config,
             clock,
             daemon,
+            runtime,
             stop: Some(tx),
             thread: Some(thread),
         }
@@ -93,8 +99,34 @@ impl TestDaemon {
         Store::open_with_key_file(&self.config.database, &self.config.store_key).unwrap()
     }
 
-    /// One conversation over the socket, as root, answered by a [`Script`].
+    /// One conversation as root (sshd's PAM stack), in-process: the daemon's conversation
+    /// runs over a dialogue that hands each message to a [`Script`], as the client's relay
+    /// would. No socket, no root needed.
     pub fn run(
+        &self,
+        op: impl Into<Operation>,
+        answers: &[&str],
+    ) -> (Result<Outcome, ClientError>, Script) {
+        self.run_as(0, op, answers)
+    }
+
+    /// The same as the caller `uid` (a user's own CLI or ForceCommand helper).
+    pub fn run_as(
+        &self,
+        uid: u32,
+        op: impl Into<Operation>,
+        answers: &[&str],
+    ) -> (Result<Outcome, ClientError>, Script) {
+        let client = ClientSide::new(Script::new(answers));
+        let mut conn = Conn::over(Box::new(client.clone()), uid, self.timeouts());
+        self.block_on_converse(&mut conn, op.into());
+        drop(conn);
+        client.finish()
+    }
+
+    /// One conversation over the socket, as root, answered by a [`Script`]: for what only
+    /// the socket shows (framing, peer credentials, the binary).
+    pub fn run_over_socket(
         &self,
         op: impl Into<Operation>,
         answers: &[&str],
@@ -111,6 +143,19 @@ impl TestDaemon {
         (outcome, script)
     }
 
+    fn timeouts(&self) -> Timeouts {
+        Timeouts {
+            hello: Duration::from_secs(10),
+            answer: Duration::from_secs(self.config.answer_timeout),
+            keepalive: KEEPALIVE_INTERVAL,
+        }
+    }
+
+    fn block_on_converse(&self, conn: &mut Conn, op: Operation) {
+        let daemon = Arc::clone(&self.daemon);
+        self.runtime.block_on(daemon.converse(conn, op));
+    }
+
     /// An interactive ssh login of `user` (through sshd's PAM stack, from 192.0.2.7)
     /// answering `answers`; every answer must be asked for, and mfad must give a verdict.
     pub fn login(&self, user: &str, answers: &[&str]) -> (Outcome, Script) {
@@ -120,26 +165,102 @@ impl TestDaemon {
         (outcome, script)
     }
 
-    /// One conversation in-process, as the caller `uid`, answered from `answers`: no socket,
-    /// so any uid can be played without root.
+    /// One conversation in-process, as the caller `uid`, answered from `answers` by a
+    /// [`ScriptDialogue`]: every message mfad sent, to inspect.
     pub fn converse(&self, uid: u32, op: Operation, answers: &[&str]) -> Conversed {
         let dialogue = ScriptDialogue::answering(answers);
-        let timeouts = Timeouts {
-            hello: Duration::from_secs(10),
-            answer: Duration::from_secs(10),
-            keepalive: KEEPALIVE_INTERVAL,
-        };
-        let mut conn = Conn::over(Box::new(dialogue.clone()), uid, timeouts);
-        let daemon = Arc::clone(&self.daemon);
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap();
-        rt.block_on(daemon.converse(&mut conn, op));
+        let mut conn = Conn::over(Box::new(dialogue.clone()), uid, self.timeouts());
+        self.block_on_converse(&mut conn, op);
         Conversed {
             said: dialogue.said(),
             unanswered: dialogue.unanswered(),
         }
+    }
+}
+
+/// The client's side of an in-process conversation: what `mfa_proto::run_conversation`
+/// does with mfad's messages, without the socket.
+#[derive(Clone)]
+struct ClientSide {
+    state: Arc<Mutex<ClientState>>,
+}
+
+struct ClientState {
+    script: Script,
+    prompt: Option<(String, bool)>,
+    spoken: bool,
+    result: Option<Result<Outcome, ClientError>>,
+}
+
+impl ClientSide {
+    fn new(script: Script) -> Self {
+        ClientSide {
+            state: Arc::new(Mutex::new(ClientState {
+                script,
+                prompt: None,
+                spoken: false,
+                result: None,
+            })),
+        }
+    }
+
+    /// The outcome (or the error a client would see) and the script.
+    fn finish(self) -> (Result<Outcome, ClientError>, Script) {
+        let state = Arc::try_unwrap(self.state)
+            .ok()
+            .expect("the conversation is over")
+            .into_inner()
+            .unwrap();
+        let result = state.result.unwrap_or_else(|| {
+            let closed = ClientError::Closed;
+            Err(if state.spoken {
+                ClientError::Interrupted(Box::new(closed))
+            } else {
+                closed
+            })
+        });
+        (result, state.script)
+    }
+}
+
+impl Dialogue for ClientSide {
+    fn write<'a>(&'a mut self, msg: &'a ServerMsg, _limit: Duration) -> DialogueFuture<'a, ()> {
+        let mut s = self.state.lock().unwrap();
+        if s.result.is_none() {
+            match msg {
+                ServerMsg::Info { text } => s.script.info(text),
+                ServerMsg::Error { text } => s.script.error(text),
+                ServerMsg::Prompt { text, echo } => s.prompt = Some((text.clone(), *echo)),
+                ServerMsg::Done { outcome } => s.result = Some(Ok(*outcome)),
+                ServerMsg::Unavailable { reason } => {
+                    let e = ClientError::Unavailable(reason.clone());
+                    s.result = Some(Err(if s.spoken {
+                        ClientError::Interrupted(Box::new(e))
+                    } else {
+                        e
+                    }));
+                }
+                ServerMsg::KeepAlive => {}
+            }
+            if !matches!(msg, ServerMsg::KeepAlive) {
+                s.spoken = true;
+            }
+        }
+        Box::pin(async { Ok(()) })
+    }
+
+    fn read(&mut self, _limit: Duration) -> DialogueFuture<'_, ClientMsg> {
+        let mut s = self.state.lock().unwrap();
+        let answer = s
+            .prompt
+            .take()
+            .map(|(text, echo)| s.script.prompt(&text, echo));
+        Box::pin(async move {
+            match answer {
+                Some(text) => Ok(ClientMsg::Answer { text }),
+                None => Err(ConnError::Protocol("no prompt to answer")),
+            }
+        })
     }
 }
 
