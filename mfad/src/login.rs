@@ -123,17 +123,12 @@ impl Daemon {
             key: policy::key_fingerprint(ctx.ssh_auth_info.as_deref()),
         };
         if let Some(duo) = &self.duo {
-            if local_policy {
-                if trusted {
-                    decision(&who, "-", "allow", "trusted network");
-                    conn.done(Outcome::Allow).await?;
-                    return Ok(());
-                }
-                if self.is_remembered(&remembered).await? {
-                    decision(&who, "-", "allow", "remembered from this address and key");
-                    conn.done(Outcome::Allow).await?;
-                    return Ok(());
-                }
+            if local_policy
+                && self
+                    .let_in_without_asking(conn, &who, trusted, &remembered)
+                    .await?
+            {
+                return Ok(());
             }
             let Some(run) = self.duo_login(conn, &who, &ctx, &account, duo).await? else {
                 return Ok(());
@@ -155,14 +150,10 @@ impl Daemon {
         if !self.is_enrolled(&ctx.user).await? {
             return self.unenrolled(conn, &who, trusted).await;
         }
-        if trusted {
-            decision(&who, "-", "allow", "trusted network");
-            conn.done(Outcome::Allow).await?;
-            return Ok(());
-        }
-        if self.is_remembered(&remembered).await? {
-            decision(&who, "-", "allow", "remembered from this address and key");
-            conn.done(Outcome::Allow).await?;
+        if self
+            .let_in_without_asking(conn, &who, trusted, &remembered)
+            .await?
+        {
             return Ok(());
         }
         let user = ctx.user.clone();
@@ -181,6 +172,27 @@ impl Daemon {
             }
         };
         self.conclude_login(conn, passed, &remembered, true).await
+    }
+
+    /// A login from a trusted network, or remembered from this address and key, is let in
+    /// without a second factor (and answered); returns whether it was.
+    async fn let_in_without_asking(
+        &self,
+        conn: &mut Conn,
+        who: &Who<'_>,
+        trusted: bool,
+        remembered: &Remembered,
+    ) -> Result<bool> {
+        let reason = if trusted {
+            "trusted network"
+        } else if self.is_remembered(remembered).await? {
+            "remembered from this address and key"
+        } else {
+            return Ok(false);
+        };
+        decision(who, "-", "allow", reason);
+        conn.done(Outcome::Allow).await?;
+        Ok(true)
     }
 
     /// Whether a second factor from this address and key is remembered.

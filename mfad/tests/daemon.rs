@@ -197,20 +197,27 @@ fn a_bypass_code_works_once() {
     assert_eq!(d.login("root", &[&codes[4]]).0, Outcome::Allow);
 }
 
-#[test]
-fn enrolment_needs_a_matching_code_and_then_a_fresh_factor_to_change() {
-    let d = TestDaemon::start(|_| {});
-    // A code that does not match the secret shown enrols nothing.
+/// `mfa enroll totp` over the socket, typing a code made from the secret shown (`mistype`:
+/// a wrong one).
+fn enrol_over_socket(d: &TestDaemon, mistype: bool) -> (Outcome, Enroller) {
     let mut client =
         Client::connect(&d.socket(), Duration::from_secs(2), Duration::from_secs(10)).unwrap();
     let mut conv = Enroller {
         now: mfad::Clock::now(&d.clock),
         shown: String::new(),
-        mistype: true,
+        mistype,
     };
     let outcome =
         mfa_proto::run_conversation(&mut client, Operation::EnrollTotp { name: None }, &mut conv)
             .unwrap();
+    (outcome, conv)
+}
+
+#[test]
+fn enrolment_needs_a_matching_code_and_then_a_fresh_factor_to_change() {
+    let d = TestDaemon::start(|_| {});
+    // A code that does not match the secret shown enrols nothing.
+    let (outcome, conv) = enrol_over_socket(&d, true);
     assert_eq!(outcome, Outcome::Deny, "{}", conv.shown);
     assert!(conv.shown.contains("otpauth://totp/testhost:root?"));
     assert!(conv.shown.contains("does not match"), "{}", conv.shown);
@@ -222,16 +229,7 @@ fn enrolment_needs_a_matching_code_and_then_a_fresh_factor_to_change() {
     assert!(d.store().devices("root").unwrap().is_empty());
 
     // Enrol root's own authenticator, reading the secret from what the daemon showed.
-    let mut client =
-        Client::connect(&d.socket(), Duration::from_secs(2), Duration::from_secs(10)).unwrap();
-    let mut conv = Enroller {
-        now: mfad::Clock::now(&d.clock),
-        shown: String::new(),
-        mistype: false,
-    };
-    let outcome =
-        mfa_proto::run_conversation(&mut client, Operation::EnrollTotp { name: None }, &mut conv)
-            .unwrap();
+    let (outcome, conv) = enrol_over_socket(&d, false);
     assert_eq!(outcome, Outcome::Allow, "{}", conv.shown);
     assert!(conv.shown.contains("otpauth://totp/testhost:root?"));
     assert_eq!(d.store().devices("root").unwrap().len(), 1);
