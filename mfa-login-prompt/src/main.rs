@@ -55,6 +55,9 @@ fn auth_info() -> Option<String> {
     Some(text.chars().take(16 * 1024).collect())
 }
 
+// The helper runs as the user and reads its own passwd entry (name, shell): it is not mfad,
+// whose lookups go through its Accounts trait.
+#[allow(clippy::disallowed_methods)]
 fn main() -> ExitCode {
     let args = Args::parse();
     let uid = nix::unistd::getuid();

@@ -49,9 +49,8 @@ fn own(user: &str) -> Who<'_> {
 
 /// A fresh ntfy topic: `mfa-` and 128 random bits in URL-safe base64 (26 characters).
 fn new_topic() -> String {
-    use rand::RngCore;
     let mut raw = [0u8; 16];
-    rand::rng().fill_bytes(&mut raw);
+    crate::random::fill(&mut raw);
     format!("mfa-{}", data_encoding::BASE64URL_NOPAD.encode(&raw))
 }
 

@@ -19,6 +19,7 @@ pub mod login;
 pub mod methods;
 pub mod oob;
 pub mod policy;
+pub mod random;
 pub mod sealing;
 pub mod secret_file;
 pub mod server;

@@ -6,7 +6,6 @@
 //! key lives in its own root-only file (`store_key`, default /etc/mfa/store.key), never in
 //! the database; one 256-bit master key, from which each use derives its own.
 
-use rand::RngCore;
 use ring::aead::{self, Aad, CHACHA20_POLY1305, LessSafeKey, Nonce, UnboundKey};
 use ring::hmac;
 use std::io::Write;
@@ -59,7 +58,7 @@ impl StoreKey {
     /// A fresh random key (in-memory stores, tests).
     pub fn generate() -> Result<Self, KeyError> {
         let mut master = Zeroizing::new([0u8; 32]);
-        rand::rng().fill_bytes(&mut master[..]);
+        crate::random::fill(&mut master[..]);
         Self::from_master(&master)
     }
 
@@ -97,7 +96,7 @@ impl StoreKey {
                 .map_err(err)?;
         }
         let mut master = Zeroizing::new([0u8; 32]);
-        rand::rng().fill_bytes(&mut master[..]);
+        crate::random::fill(&mut master[..]);
         let hex = Zeroizing::new(data_encoding::HEXLOWER.encode(&master[..]));
         let mut file = std::fs::OpenOptions::new()
             .write(true)
@@ -125,7 +124,7 @@ impl StoreKey {
     /// another row does not open.
     pub fn seal(&self, secret: &[u8], context: &str) -> Vec<u8> {
         let mut nonce = [0u8; NONCE_LEN];
-        rand::rng().fill_bytes(&mut nonce);
+        crate::random::fill(&mut nonce);
         let mut buf = Zeroizing::new(secret.to_vec());
         let tag = self
             .aead

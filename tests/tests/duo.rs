@@ -25,10 +25,7 @@ impl FakeDuoProcess {
         let dir = std::env::temp_dir().join(format!(
             "mfa-e2e-duo-{}-{}",
             std::process::id(),
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .unwrap()
-                .as_nanos()
+            (mfa_e2e::clock::unix_now() * 1e9) as u128
         ));
         std::fs::create_dir_all(&dir).unwrap();
         let mut child = Command::new(built("fake-duo").unwrap())

@@ -1,6 +1,6 @@
 //! Bypass codes: ten single-use 8-digit codes, shown once and stored only as salted hashes.
 
-use rand::{Rng, RngCore};
+use crate::random;
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 use zeroize::Zeroizing;
@@ -24,15 +24,14 @@ pub fn hash(salt: &[u8; 16], code: &str) -> [u8; 32] {
 
 /// One random code of `digits` digits (at most 9), and what to store of it.
 pub fn new_code(digits: u32) -> (Zeroizing<String>, StoredCode) {
-    let mut rng = rand::rng();
     let digits = digits.min(9);
     let code = Zeroizing::new(format!(
         "{:0width$}",
-        rng.random_range(0..10u32.pow(digits)),
+        random::in_range(0..=10u32.pow(digits) - 1),
         width = digits as usize
     ));
     let mut salt = [0u8; 16];
-    rng.fill_bytes(&mut salt);
+    random::fill(&mut salt);
     let stored = StoredCode {
         salt,
         hash: hash(&salt, &code),

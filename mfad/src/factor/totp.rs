@@ -3,7 +3,6 @@
 //! Matching reports the step that matched, so the caller can record it and never accept the
 //! same step (or an older one) again.
 
-use rand::RngCore;
 use subtle::ConstantTimeEq;
 use totp_rs::{Algorithm, TOTP};
 use zeroize::Zeroizing;
@@ -99,7 +98,7 @@ pub fn matching_step(
 
 pub fn new_secret() -> Zeroizing<Vec<u8>> {
     let mut secret = Zeroizing::new(vec![0u8; SECRET_LEN]);
-    rand::rng().fill_bytes(&mut secret);
+    crate::random::fill(&mut secret);
     secret
 }
 

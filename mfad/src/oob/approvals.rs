@@ -4,7 +4,6 @@
 
 use crate::clock::Clock;
 use data_encoding::BASE64URL_NOPAD;
-use rand::{Rng, RngCore};
 use sha2::{Digest, Sha256};
 use std::collections::HashMap;
 use std::fmt;
@@ -174,13 +173,12 @@ impl ApprovalStore {
 
     /// Registers a login waiting for approval; its token is valid for `ttl`.
     pub fn create(&self, request: ApprovalRequest, ttl: Duration) -> Result<Pending, CreateError> {
-        let mut rng = rand::rng();
         let mut raw = [0u8; TOKEN_BYTES];
-        rng.fill_bytes(&mut raw);
+        crate::random::fill(&mut raw);
         let token = BASE64URL_NOPAD.encode(&raw);
         let key = key_of(&token);
         let verify_number = (self.verified_push && request.method == ApprovalMethod::Push)
-            .then(|| rng.random_range(10..=99u8));
+            .then(|| crate::random::in_range(10..=99) as u8);
         let expires = self
             .clock
             .now()
