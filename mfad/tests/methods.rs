@@ -4,21 +4,15 @@
 //! is bounded by `token_ttl = 10`, the smallest the config allows.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-// Shared with the end-to-end tests, which use all of it; this file uses a part.
-#[allow(dead_code)]
-#[path = "../../tests/src/fake_phone.rs"]
-mod fake_phone;
-
-use fake_phone::{ACCOUNT_SID, AUTH_TOKEN, Answer, FROM, FakePhone, PUSH_TOKEN, Service, Signing};
-use mfa_proto::{AuthContext, Client, Conversation, NewDevice, Operation, Outcome};
+use mfa_proto::{AuthContext, Conversation, NewDevice, Operation, Outcome};
+use mfa_test_support::TestDaemon;
+use mfa_test_support::fake_phone::{
+    self, ACCOUNT_SID, AUTH_TOKEN, Answer, FROM, FakePhone, PUSH_TOKEN, Service, Signing,
+};
 use mfad::factor::totp::{self, HashAlgorithm, TotpParams};
-use mfad::oob::http::ApprovalEndpoint;
 use mfad::oob::{ApprovalConfig, NotifierKind, PushConfig, Secret, TwilioConfig};
 use mfad::store::{DeviceKind, NewDeviceRow};
-use mfad::{Clock, Config, Daemon, FakeClock, Store};
-use std::os::unix::fs::PermissionsExt;
-use std::path::PathBuf;
-use std::sync::Arc;
+use mfad::{Clock, Config, FakeClock, Store};
 use std::time::{Duration, Instant};
 use zeroize::Zeroizing;
 
@@ -46,14 +40,12 @@ fn free_port() -> u16 {
     l.local_addr().unwrap().port()
 }
 
-/// mfad on a private socket with its approval endpoint, pointed at a fake phone. The daemon
-/// stops on drop, then the phone.
+/// mfad on a private socket with its approval endpoint (the shared test daemon), pointed at
+/// a fake phone. The daemon stops on drop, then the phone.
 struct OobDaemon {
-    dir: tempfile::TempDir,
+    d: TestDaemon,
     clock: FakeClock,
     public_url: String,
-    stop: Option<tokio::sync::oneshot::Sender<()>>,
-    thread: Option<std::thread::JoinHandle<()>>,
     phone: FakePhone,
 }
 
@@ -64,95 +56,42 @@ impl OobDaemon {
 
     fn start_with(tune: impl FnOnce(&mut Config)) -> OobDaemon {
         let phone = FakePhone::start().unwrap();
-        let dir = tempfile::tempdir().unwrap();
-        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
         let port = free_port();
         let public_url = format!("http://127.0.0.1:{port}");
-        let mut config = Config {
-            socket: dir.path().join("mfad.sock"),
-            database: dir.path().join("db/mfa.db"),
-            issuer: Some("testhost".into()),
-            ..Config::default()
-        };
-        config.log.syslog = false;
-        config.approval = Some(ApprovalConfig {
-            listen: ([127, 0, 0, 1], port).into(),
-            public_url: public_url.clone(),
-            token_ttl: BOUND.as_secs(),
-            ..ApprovalConfig::default()
-        });
-        config.push = Some(PushConfig {
-            notifier: NotifierKind::Ntfy,
-            url: phone.ntfy_url().to_string(),
-            token: Some(Secret::new(PUSH_TOKEN)),
-            timeout: 2,
-            ..PushConfig::default()
-        });
-        config.twilio = Some(TwilioConfig {
-            api_base: phone.twilio_url().to_string(),
-            account_sid: ACCOUNT_SID.into(),
-            auth_token: Secret::new(AUTH_TOKEN),
-            from: FROM.into(),
-            timeout: 2,
-            ..TwilioConfig::default()
-        });
-        tune(&mut config);
-        let clock = FakeClock::new(T0);
-        let store = Store::open_with_key_file(
-            &config.database,
-            &config.database.with_file_name("store.key"),
-        )
-        .unwrap();
-        let daemon = Arc::new(Daemon::new(config.clone(), store, Arc::new(clock.clone())).unwrap());
-        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-        let (ready_tx, ready_rx) = std::sync::mpsc::channel();
-        let thread = std::thread::spawn(move || {
-            let rt = tokio::runtime::Runtime::new().unwrap();
-            rt.block_on(async move {
-                let listener = mfad::server::bind(&config.socket).unwrap();
-                let endpoint = ApprovalEndpoint::bind(
-                    config.approval.as_ref().unwrap(),
-                    daemon.approvals(),
-                    daemon.approval_hooks(),
-                    Some(Secret::new(AUTH_TOKEN)),
-                )
-                .await
-                .unwrap();
-                let (stop_all, stopped) = tokio::sync::watch::channel(false);
-                let mut endpoint_stop = stopped.clone();
-                let endpoint = tokio::spawn(endpoint.serve(async move {
-                    let _ = endpoint_stop.wait_for(|s| *s).await;
-                }));
-                ready_tx.send(()).unwrap();
-                mfad::server::serve(daemon, listener, async {
-                    let _ = rx.await;
-                })
-                .await;
-                let _ = stop_all.send(true);
-                let _ = endpoint.await;
+        let d = TestDaemon::start(|config| {
+            config.approval = Some(ApprovalConfig {
+                listen: ([127, 0, 0, 1], port).into(),
+                public_url: public_url.clone(),
+                token_ttl: BOUND.as_secs(),
+                ..ApprovalConfig::default()
             });
+            config.push = Some(PushConfig {
+                notifier: NotifierKind::Ntfy,
+                url: phone.ntfy_url().to_string(),
+                token: Some(Secret::new(PUSH_TOKEN)),
+                timeout: 2,
+                ..PushConfig::default()
+            });
+            config.twilio = Some(TwilioConfig {
+                api_base: phone.twilio_url().to_string(),
+                account_sid: ACCOUNT_SID.into(),
+                auth_token: Secret::new(AUTH_TOKEN),
+                from: FROM.into(),
+                timeout: 2,
+                ..TwilioConfig::default()
+            });
+            tune(config);
         });
-        ready_rx.recv_timeout(Duration::from_secs(10)).unwrap();
         OobDaemon {
-            dir,
-            clock,
+            clock: d.clock.clone(),
+            d,
             public_url,
-            stop: Some(tx),
-            thread: Some(thread),
             phone,
         }
     }
 
-    fn socket(&self) -> PathBuf {
-        self.dir.path().join("mfad.sock")
-    }
-
     fn store(&self) -> Store {
-        Store::open_with_key_file(
-            &self.dir.path().join("db/mfa.db"),
-            &self.dir.path().join("db/store.key"),
-        )
-        .unwrap()
+        self.d.store()
     }
 
     fn add(&self, kind: DeviceKind, name: &str, address: &str) {
@@ -196,14 +135,7 @@ impl OobDaemon {
             next: 0,
             shown: Vec::new(),
         };
-        // Reads wait longer than any approval bound.
-        let mut client = Client::connect(
-            &self.socket(),
-            Duration::from_secs(2),
-            Duration::from_secs(40),
-        )
-        .unwrap();
-        let outcome = mfa_proto::run_conversation(&mut client, op, &mut script).unwrap();
+        let outcome = self.d.run_over_socket_with(op, &mut script).unwrap();
         assert_eq!(
             script.next,
             script.answers.len(),
@@ -237,17 +169,6 @@ impl OobDaemon {
             .unwrap()
             .locked_until
             .is_some_and(|until| until > self.clock.now())
-    }
-}
-
-impl Drop for OobDaemon {
-    fn drop(&mut self) {
-        if let Some(tx) = self.stop.take() {
-            let _ = tx.send(());
-        }
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
     }
 }
 

@@ -5,11 +5,14 @@
 //! socket ([`TestDaemon::converse`]).
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+pub mod fake_phone;
+
 use mfa_proto::{AuthContext, ClientError, ClientMsg, Conversation, Operation, Outcome, ServerMsg};
 use mfad::accounts::Accounts;
 use mfad::conn::{
     Conn, ConnError, Dialogue, DialogueFuture, KEEPALIVE_INTERVAL, ScriptDialogue, Timeouts,
 };
+use mfad::oob::http::ApprovalEndpoint;
 use mfad::{Config, Daemon, FakeClock, Store};
 use std::os::unix::fs::PermissionsExt;
 use std::path::PathBuf;
@@ -66,16 +69,41 @@ impl TestDaemon {
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
         let (ready_tx, ready_rx) = std::sync::mpsc::channel();
         let socket = config.socket.clone();
+        let approval = config.approval.clone();
+        let twilio_token = config.twilio.as_ref().map(|t| t.auth_token.clone());
         let serving = Arc::clone(&daemon);
         let thread = std::thread::spawn(move || {
             let rt = tokio::runtime::Runtime::new().unwrap();
             rt.block_on(async move {
                 let listener = mfad::server::bind(&socket).unwrap();
+                // The approval endpoint too, when configured, as mfad's main starts it.
+                let (stop_all, stopped) = tokio::sync::watch::channel(false);
+                let endpoint = match &approval {
+                    Some(cfg) => {
+                        let endpoint = ApprovalEndpoint::bind(
+                            cfg,
+                            serving.approvals(),
+                            serving.approval_hooks(),
+                            twilio_token,
+                        )
+                        .await
+                        .unwrap();
+                        let mut stop = stopped.clone();
+                        Some(tokio::spawn(endpoint.serve(async move {
+                            let _ = stop.wait_for(|s| *s).await;
+                        })))
+                    }
+                    None => None,
+                };
                 ready_tx.send(tokio::runtime::Handle::current()).unwrap();
                 mfad::server::serve(serving, listener, async {
                     let _ = rx.await;
                 })
                 .await;
+                let _ = stop_all.send(true);
+                if let Some(endpoint) = endpoint {
+                    let _ = endpoint.await;
+                }
             });
         });
         let runtime = ready_rx.recv_timeout(Duration::from_secs(10)).unwrap();
@@ -122,6 +150,22 @@ impl TestDaemon {
         self.block_on_converse(&mut conn, op.into());
         drop(conn);
         client.finish()
+    }
+
+    /// One conversation over the socket, as root, answered by `conv`.
+    pub fn run_over_socket_with(
+        &self,
+        op: impl Into<Operation>,
+        conv: &mut dyn Conversation,
+    ) -> Result<Outcome, ClientError> {
+        // Reads wait longer than any approval bound.
+        let mut client = mfa_proto::Client::connect(
+            &self.socket(),
+            Duration::from_secs(2),
+            Duration::from_secs(40),
+        )
+        .unwrap();
+        mfa_proto::run_conversation(&mut client, op.into(), conv)
     }
 
     /// One conversation over the socket, as root, answered by a [`Script`]: for what only

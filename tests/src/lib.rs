@@ -11,7 +11,8 @@ pub mod cli;
 pub mod clock;
 pub mod env;
 pub mod error;
-pub mod fake_phone;
+/// The fake phone (ntfy, Twilio and the phone's owner) lives with mfad's test support.
+pub use mfa_test_support::fake_phone;
 pub mod interactive;
 pub mod leftovers;
 pub mod mfad;

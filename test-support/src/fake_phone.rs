@@ -3,9 +3,8 @@
 //! then do what the phone's owner would: open the approval page and tap a button, answer the
 //! call and press a key, or let the test read the code in an SMS.
 //!
-//! The file needs only tokio, axum, reqwest, hmac, sha1, data-encoding and serde_json, so
-//! mfad's own tests include it too (`#[path]`): the daemon and the end-to-end tests meet the
-//! same phone.
+//! mfad's daemon tests and the end-to-end tests (which re-export it as
+//! `mfa_e2e::fake_phone`) meet the same phone.
 
 use axum::Router;
 use axum::body::Bytes;
