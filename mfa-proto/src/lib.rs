@@ -98,6 +98,57 @@ pub enum AdminOp {
     ImportTokens {
         csv: String,
     },
+    /// The users mfad's store knows, filtered; as a table, or as one JSON document
+    /// (fields in docs/admin-json.md).
+    List {
+        #[serde(default)]
+        filter: ListFilter,
+        /// "Low on bypass codes" means fewer unused codes than this.
+        #[serde(default = "default_low_bypass")]
+        low_bypass_below: u32,
+        #[serde(default)]
+        json: bool,
+    },
+    /// `Status` as one JSON document (fields in docs/admin-json.md).
+    StatusJson {
+        user: String,
+    },
+}
+
+/// Which users `mfa admin list` shows.
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum ListFilter {
+    /// Every user the store knows.
+    #[default]
+    All,
+    /// With a device or an unused bypass code.
+    Enrolled,
+    /// Known to the store (failures, spent codes) but with no device and no unused code.
+    Unenrolled,
+    /// Locked out now.
+    Locked,
+    /// Enrolled, with fewer unused bypass codes than the threshold.
+    LowBypass,
+}
+
+impl ListFilter {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ListFilter::All => "all",
+            ListFilter::Enrolled => "enrolled",
+            ListFilter::Unenrolled => "unenrolled",
+            ListFilter::Locked => "locked",
+            ListFilter::LowBypass => "low_bypass",
+        }
+    }
+}
+
+/// The default threshold of [`AdminOp::List`]'s `low_bypass_below`.
+pub const DEFAULT_LOW_BYPASS: u32 = 3;
+
+fn default_low_bypass() -> u32 {
+    DEFAULT_LOW_BYPASS
 }
 
 /// A device a user adds to their own account.
@@ -205,6 +256,12 @@ impl Operation {
                 format!("admin-bypass-codes user={user}")
             }
             Operation::Admin(AdminOp::Forget { user }) => format!("admin-forget user={user}"),
+            Operation::Admin(AdminOp::List { filter, .. }) => {
+                format!("admin-list filter={}", filter.as_str())
+            }
+            Operation::Admin(AdminOp::StatusJson { user }) => {
+                format!("admin-status-json user={user}")
+            }
         }
     }
 }

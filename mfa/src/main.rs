@@ -3,7 +3,8 @@
 
 use clap::{Parser, Subcommand};
 use mfa_proto::{
-    AdminOp, Client, ClientError, Conversation, NewDevice, Operation, Outcome, Terminal,
+    AdminOp, Client, ClientError, Conversation, ListFilter, NewDevice, Operation, Outcome,
+    Terminal,
 };
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -106,7 +107,35 @@ enum AddKind {
 #[derive(Subcommand)]
 enum AdminCommand {
     /// Show a user's devices, bypass codes, failures and lock.
-    Status { user: String },
+    Status {
+        user: String,
+        /// One JSON document (fields in docs/admin-json.md) instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+    /// List the users mfad knows: their methods, bypass codes left, failures and lock.
+    #[command(group(clap::ArgGroup::new("filter").multiple(false)))]
+    List {
+        /// Only users with a device or an unused bypass code.
+        #[arg(long, group = "filter")]
+        enrolled: bool,
+        /// Only users mfad has a record of (failures, spent codes) but nothing to log in
+        /// with: no device and no unused bypass code.
+        #[arg(long, group = "filter")]
+        unenrolled: bool,
+        /// Only users locked out now.
+        #[arg(long, group = "filter")]
+        locked: bool,
+        /// Only enrolled users with fewer than N unused bypass codes (N: --low-bypass-below).
+        #[arg(long, group = "filter")]
+        low_bypass: bool,
+        /// The threshold of --low-bypass.
+        #[arg(long, value_name = "N", default_value_t = mfa_proto::DEFAULT_LOW_BYPASS)]
+        low_bypass_below: u32,
+        /// One JSON document (fields in docs/admin-json.md) instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
     /// Lift a lockout and clear the failure count.
     Unlock { user: String },
     /// Remove all of a user's devices and codes (for a user who lost everything).
@@ -173,7 +202,26 @@ fn main() -> ExitCode {
             },
         }),
         Command::Admin { command } => Operation::Admin(match command {
-            AdminCommand::Status { user } => AdminOp::Status { user },
+            AdminCommand::Status { user, json: false } => AdminOp::Status { user },
+            AdminCommand::Status { user, json: true } => AdminOp::StatusJson { user },
+            AdminCommand::List {
+                enrolled,
+                unenrolled,
+                locked,
+                low_bypass,
+                low_bypass_below,
+                json,
+            } => AdminOp::List {
+                filter: match (enrolled, unenrolled, locked, low_bypass) {
+                    (true, ..) => ListFilter::Enrolled,
+                    (_, true, ..) => ListFilter::Unenrolled,
+                    (_, _, true, _) => ListFilter::Locked,
+                    (.., true) => ListFilter::LowBypass,
+                    _ => ListFilter::All,
+                },
+                low_bypass_below,
+                json,
+            },
             AdminCommand::Unlock { user } => AdminOp::Unlock { user },
             AdminCommand::Reset { user } => AdminOp::Reset { user },
             AdminCommand::BypassCodes { user } => AdminOp::BypassCodes { user },

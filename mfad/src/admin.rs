@@ -1,14 +1,31 @@
-//! Root's operations: status, unlock, reset, bypass codes for a user, and importing a batch
-//! of hardware tokens. Every one is refused to any other uid.
+//! Root's operations: status, list, unlock, reset, bypass codes for a user, and importing a
+//! batch of hardware tokens. Every one is refused to any other uid, and every one, refused
+//! or done, is logged with who asked (see docs/LOGS.md, "admin lines").
+
+pub mod report;
 
 use crate::conn::Conn;
-use crate::daemon::{Daemon, Result, Who, decision};
+use crate::daemon::{Daemon, Result, Who};
 use crate::devices::describe;
 use crate::factor::{self, totp};
+use crate::logging::admin_action;
 use crate::store::{DeviceKind, NewDeviceRow, OtpKey};
-use crate::text::{self, clean};
+use crate::text;
 use mfa_proto::{AdminOp, Outcome};
-use tracing::warn;
+
+/// The action's name in admin log lines.
+fn action_name(op: &AdminOp) -> &'static str {
+    match op {
+        AdminOp::Status { .. } => "status",
+        AdminOp::StatusJson { .. } => "status",
+        AdminOp::List { .. } => "list",
+        AdminOp::Unlock { .. } => "unlock",
+        AdminOp::Reset { .. } => "reset",
+        AdminOp::BypassCodes { .. } => "bypass-codes",
+        AdminOp::Forget { .. } => "forget",
+        AdminOp::ImportTokens { .. } => "import-tokens",
+    }
+}
 
 /// Parses a token file: `user,kind,name,secret,digits[,period_or_counter]` per line, with
 /// `kind` hotp or totp; blank lines and `#` comments skipped. Every error is collected with
@@ -79,22 +96,42 @@ fn parse_tokens(csv: &str) -> std::result::Result<Vec<(String, NewDeviceRow)>, V
 
 impl Daemon {
     pub(crate) async fn admin(&self, conn: &mut Conn, uid: u32, op: AdminOp) -> Result<()> {
+        // Who asked, for the record: the name of the caller's uid (its number if it has none).
+        let by = self.name_of(uid).await?.unwrap_or_else(|| format!("uid{uid}"));
+        let action = action_name(&op);
         if uid != 0 {
-            warn!(
-                "uid {uid} asked for {}; refused",
-                clean(&format!("{op:?}").chars().take(40).collect::<String>())
-            );
+            let target = match &op {
+                AdminOp::Status { user }
+                | AdminOp::StatusJson { user }
+                | AdminOp::Unlock { user }
+                | AdminOp::Reset { user }
+                | AdminOp::BypassCodes { user }
+                | AdminOp::Forget { user } => user.as_str(),
+                AdminOp::List { .. } | AdminOp::ImportTokens { .. } => "-",
+            };
+            admin_action(&by, uid, action, target, "refused: not root");
             return self.deny(conn, "Only root may run admin commands.").await;
         }
         let user = match &op {
             AdminOp::Status { user }
+            | AdminOp::StatusJson { user }
             | AdminOp::Unlock { user }
             | AdminOp::Reset { user }
             | AdminOp::BypassCodes { user }
             | AdminOp::Forget { user } => user.clone(),
-            AdminOp::ImportTokens { csv } => return self.import_tokens(conn, csv).await,
+            AdminOp::ImportTokens { csv } => return self.import_tokens(conn, &by, uid, csv).await,
+            AdminOp::List {
+                filter,
+                low_bypass_below,
+                json,
+            } => {
+                return self
+                    .list_users(conn, &by, uid, *filter, *low_bypass_below, *json)
+                    .await;
+            }
         };
         if let Err(e) = mfa_proto::check_user_name(&user) {
+            admin_action(&by, uid, action, &user, "refused: bad user name");
             return self.deny(conn, format!("Refused: {e}.")).await;
         }
         // State is keyed by the name the directory gives: `mfa admin unlock ALICE` unlocks
@@ -109,28 +146,42 @@ impl Daemon {
             can_prompt: true,
         };
         match op {
-            AdminOp::Status { .. } => {
+            AdminOp::Status { .. } | AdminOp::StatusJson { .. } => {
+                let json = matches!(op, AdminOp::StatusJson { .. });
                 let u = user.clone();
                 let (devices, codes, lock) = self
                     .db(move |s| {
-                        let devices: Vec<String> = s.devices(&u)?.iter().map(describe).collect();
+                        let devices = s.devices(&u)?;
                         Ok((devices, s.unused_bypass_codes(&u)?.len(), s.lock_state(&u)?))
                     })
                     .await?;
-                conn.info(text::status_report(
-                    &user,
-                    exists,
-                    &devices,
-                    codes,
-                    &lock,
-                    self.clock.now(),
-                ))
-                .await?;
+                let now = self.clock.now();
+                let out = if json {
+                    let r = report::status(user.clone(), exists, &devices, codes, &lock, now);
+                    serde_json::to_string_pretty(&r).unwrap_or_default()
+                } else {
+                    let devices: Vec<String> = devices.iter().map(describe).collect();
+                    text::status_report(&user, exists, &devices, codes, &lock, now)
+                };
+                admin_action(&by, uid, action, &user, "shown");
+                for piece in report::chunks(&out) {
+                    conn.info(piece).await?;
+                }
             }
             AdminOp::Unlock { .. } => {
                 let u = user.clone();
                 let changed = self.db(move |s| s.unlock(&u)).await?;
-                decision(&who, "-", "unlocked", "by root");
+                admin_action(
+                    &by,
+                    uid,
+                    action,
+                    &user,
+                    if changed {
+                        "unlocked; failures cleared"
+                    } else {
+                        "was not locked"
+                    },
+                );
                 conn.info(if changed {
                     format!("{user} is unlocked and its failure count is cleared.")
                 } else {
@@ -141,7 +192,7 @@ impl Daemon {
             AdminOp::Reset { .. } => {
                 let u = user.clone();
                 self.db(move |s| s.reset_user(&u)).await?;
-                decision(&who, "-", "reset", "by root: all devices and codes removed");
+                admin_action(&by, uid, action, &user, "all devices and codes removed");
                 conn.info(format!(
                     "{user} has no devices, bypass codes or failures any more. They can enrol \
                      again with `mfa enroll totp`."
@@ -151,11 +202,12 @@ impl Daemon {
             AdminOp::Forget { .. } => {
                 let u = user.clone();
                 let n = self.db(move |s| s.forget_remembered(&u)).await?;
-                decision(
-                    &who,
-                    "-",
-                    "forgotten",
-                    &format!("by root: {n} remembered logins"),
+                admin_action(
+                    &by,
+                    uid,
+                    action,
+                    &user,
+                    &format!("{n} remembered logins forgotten"),
                 );
                 conn.info(format!(
                     "{user}: {n} remembered logins forgotten; the next login asks for a second \
@@ -165,22 +217,61 @@ impl Daemon {
             }
             AdminOp::BypassCodes { .. } => {
                 if !exists {
+                    admin_action(&by, uid, action, &user, "refused: no such user");
                     return self
                         .deny(conn, format!("There is no user {user} on this host."))
                         .await;
                 }
+                admin_action(&by, uid, action, &user, "new codes issued");
                 return self.issue_bypass_codes(conn, &who).await;
             }
-            AdminOp::ImportTokens { .. } => {}
+            AdminOp::ImportTokens { .. } | AdminOp::List { .. } => {}
         }
         conn.done(Outcome::Allow).await?;
         Ok(())
     }
 
-    async fn import_tokens(&self, conn: &mut Conn, csv: &str) -> Result<()> {
+    async fn list_users(
+        &self,
+        conn: &mut Conn,
+        by: &str,
+        uid: u32,
+        filter: mfa_proto::ListFilter,
+        low_bypass_below: u32,
+        json: bool,
+    ) -> Result<()> {
+        let summaries = self.db(|s| s.user_summaries()).await?;
+        let report = report::list(summaries, filter, low_bypass_below, self.clock.now());
+        let out = if json {
+            serde_json::to_string_pretty(&report).unwrap_or_default()
+        } else {
+            report::table(&report)
+        };
+        admin_action(
+            by,
+            uid,
+            "list",
+            "-",
+            &format!("{} users ({})", report.users.len(), filter.as_str()),
+        );
+        for piece in report::chunks(&out) {
+            conn.info(piece).await?;
+        }
+        conn.done(Outcome::Allow).await?;
+        Ok(())
+    }
+
+    async fn import_tokens(&self, conn: &mut Conn, by: &str, uid: u32, csv: &str) -> Result<()> {
         let rows = match parse_tokens(csv) {
             Ok(rows) => rows,
             Err(errors) => {
+                admin_action(
+                    by,
+                    uid,
+                    "import-tokens",
+                    "-",
+                    &format!("refused: {} bad lines; nothing imported", errors.len()),
+                );
                 return self
                     .deny(
                         conn,
@@ -202,6 +293,13 @@ impl Daemon {
         }
         if !unknown.is_empty() {
             unknown.dedup();
+            admin_action(
+                by,
+                uid,
+                "import-tokens",
+                "-",
+                &format!("refused: {} unknown users; nothing imported", unknown.len()),
+            );
             return self
                 .deny(
                     conn,
@@ -213,9 +311,18 @@ impl Daemon {
                 .await;
         }
         let count = rows.len();
+        let mut users: Vec<String> = rows.iter().map(|(u, _)| u.clone()).collect();
+        users.sort();
+        users.dedup();
         let now = self.clock.now();
         self.db(move |s| s.add_devices(&rows, now)).await?;
-        tracing::info!(target: "mfad::decision", "root imported {count} hardware tokens");
+        admin_action(
+            by,
+            uid,
+            "import-tokens",
+            &users.join(","),
+            &format!("{count} hardware tokens imported"),
+        );
         conn.info(format!("Imported {count} tokens.")).await?;
         conn.done(Outcome::Allow).await?;
         Ok(())
