@@ -3,8 +3,7 @@
 
 use clap::{Parser, Subcommand};
 use mfa_proto::{
-    AdminOp, Client, ClientError, Conversation, ListFilter, NewDevice, Operation, Outcome,
-    Terminal,
+    AdminOp, Client, ClientError, Conversation, ListFilter, NewDevice, Operation, Outcome, Terminal,
 };
 use std::path::PathBuf;
 use std::process::ExitCode;

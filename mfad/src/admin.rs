@@ -97,7 +97,10 @@ fn parse_tokens(csv: &str) -> std::result::Result<Vec<(String, NewDeviceRow)>, V
 impl Daemon {
     pub(crate) async fn admin(&self, conn: &mut Conn, uid: u32, op: AdminOp) -> Result<()> {
         // Who asked, for the record: the name of the caller's uid (its number if it has none).
-        let by = self.name_of(uid).await?.unwrap_or_else(|| format!("uid{uid}"));
+        let by = self
+            .name_of(uid)
+            .await?
+            .unwrap_or_else(|| format!("uid{uid}"));
         let action = action_name(&op);
         if uid != 0 {
             let target = match &op {

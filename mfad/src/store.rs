@@ -865,15 +865,15 @@ impl Store {
                 u.locked_until = locked_until;
             }
             let mut stmt = tx.prepare("SELECT user, kind FROM devices ORDER BY user, id")?;
-            let rows = stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))?;
+            let rows =
+                stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))?;
             for row in rows {
                 let (name, kind) = row?;
                 let kind = DeviceKind::parse(&kind).ok_or(StoreError::Corrupt("device kind"))?;
                 slot(&mut users, name).device_kinds.push(kind);
             }
-            let mut stmt = tx.prepare(
-                "SELECT user, sum(used_at IS NULL) FROM bypass_codes GROUP BY user",
-            )?;
+            let mut stmt =
+                tx.prepare("SELECT user, sum(used_at IS NULL) FROM bypass_codes GROUP BY user")?;
             let rows = stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, u32>(1)?)))?;
             for row in rows {
                 let (name, left) = row?;
