@@ -63,6 +63,24 @@ pub fn field(value: &str) -> String {
     if plain { clean } else { format!("\"{clean}\"") }
 }
 
+/// Free text (a reason) for inside double quotes: control characters, `"` and `\` escaped,
+/// cut at 512 characters.
+pub fn quoted_text(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut chars = text.chars();
+    for c in chars.by_ref().take(512) {
+        if c.is_control() || c == '"' || c == '\\' {
+            out.extend(c.escape_default());
+        } else {
+            out.push(c);
+        }
+    }
+    if chars.next().is_some() {
+        out.push_str("...");
+    }
+    out
+}
+
 /// Records an administrator's action (or a refused attempt at one) with who asked: the
 /// caller's user name and uid, as the socket's peer credentials give them.
 pub fn admin_action(by: &str, uid: u32, action: &str, user: &str, result: &str) {
