@@ -113,6 +113,11 @@ pub enum AdminOp {
     StatusJson {
         user: String,
     },
+    /// A consistent copy of the store, written by mfad to `path` (absolute, a new file,
+    /// mode 0600).
+    Backup {
+        path: String,
+    },
 }
 
 /// Which users `mfa admin list` shows.
@@ -259,6 +264,7 @@ impl Operation {
             Operation::Admin(AdminOp::List { filter, .. }) => {
                 format!("admin-list filter={}", filter.as_str())
             }
+            Operation::Admin(AdminOp::Backup { .. }) => "admin-backup".to_string(),
             Operation::Admin(AdminOp::StatusJson { user }) => {
                 format!("admin-status-json user={user}")
             }

@@ -143,6 +143,9 @@ enum AdminCommand {
     BypassCodes { user: String },
     /// Forget a user's remembered logins (`remember_for`), so the next login asks again.
     Forget { user: String },
+    /// Write a consistent copy of mfad's database to FILE (a new file, mode 0600), while
+    /// mfad runs. Restoring is done with mfad stopped: `mfad --restore FILE`.
+    Backup { file: PathBuf },
     /// Add hardware tokens from a file, all or none. One token per line:
     /// `user,kind,name,secret,digits[,extra]` where kind is hotp or totp, the secret is
     /// base32 (or hex after `hex:`), and extra is the HOTP start counter (default 0) or the
@@ -225,6 +228,29 @@ fn main() -> ExitCode {
             AdminCommand::Reset { user } => AdminOp::Reset { user },
             AdminCommand::BypassCodes { user } => AdminOp::BypassCodes { user },
             AdminCommand::Forget { user } => AdminOp::Forget { user },
+            AdminCommand::Backup { file } => {
+                // mfad writes the file: give it the path as seen from here.
+                let file = if file.is_absolute() {
+                    file
+                } else {
+                    match std::env::current_dir() {
+                        Ok(dir) => dir.join(file),
+                        Err(e) => {
+                            eprintln!("mfa: cannot tell the current directory: {e}");
+                            return ExitCode::from(2);
+                        }
+                    }
+                };
+                match file.to_str() {
+                    Some(path) => AdminOp::Backup {
+                        path: path.to_string(),
+                    },
+                    None => {
+                        eprintln!("mfa: {} is not a UTF-8 path", file.display());
+                        return ExitCode::from(2);
+                    }
+                }
+            }
             AdminCommand::ImportTokens { file } => {
                 let csv = match std::fs::read(&file) {
                     Ok(bytes) if bytes.len() > mfa_proto::MAX_FRAME - 1024 => {

@@ -2,6 +2,7 @@
 //! batch of hardware tokens. Every one is refused to any other uid, and every one, refused
 //! or done, is logged with who asked (see docs/LOGS.md, "admin lines").
 
+pub mod backup;
 pub mod report;
 
 use crate::conn::Conn;
@@ -24,6 +25,7 @@ fn action_name(op: &AdminOp) -> &'static str {
         AdminOp::BypassCodes { .. } => "bypass-codes",
         AdminOp::Forget { .. } => "forget",
         AdminOp::ImportTokens { .. } => "import-tokens",
+        AdminOp::Backup { .. } => "backup",
     }
 }
 
@@ -110,7 +112,7 @@ impl Daemon {
                 | AdminOp::Reset { user }
                 | AdminOp::BypassCodes { user }
                 | AdminOp::Forget { user } => user.as_str(),
-                AdminOp::List { .. } | AdminOp::ImportTokens { .. } => "-",
+                AdminOp::List { .. } | AdminOp::ImportTokens { .. } | AdminOp::Backup { .. } => "-",
             };
             admin_action(&by, uid, action, target, "refused: not root");
             return self.deny(conn, "Only root may run admin commands.").await;
@@ -123,6 +125,7 @@ impl Daemon {
             | AdminOp::BypassCodes { user }
             | AdminOp::Forget { user } => user.clone(),
             AdminOp::ImportTokens { csv } => return self.import_tokens(conn, &by, uid, csv).await,
+            AdminOp::Backup { path } => return self.backup(conn, &by, uid, path).await,
             AdminOp::List {
                 filter,
                 low_bypass_below,
@@ -228,10 +231,50 @@ impl Daemon {
                 admin_action(&by, uid, action, &user, "new codes issued");
                 return self.issue_bypass_codes(conn, &who).await;
             }
-            AdminOp::ImportTokens { .. } | AdminOp::List { .. } => {}
+            AdminOp::ImportTokens { .. } | AdminOp::List { .. } | AdminOp::Backup { .. } => {}
         }
         conn.done(Outcome::Allow).await?;
         Ok(())
+    }
+
+    /// Writes a backup while logins go on: the copy reads the database through its own
+    /// connection, so the store's writer is not held up.
+    async fn backup(&self, conn: &mut Conn, by: &str, uid: u32, path: &str) -> Result<()> {
+        let database = self.config.database.clone();
+        let dest = std::path::PathBuf::from(path);
+        let now = self.clock.now();
+        let result =
+            tokio::task::spawn_blocking(move || backup::backup(&database, &dest, now)).await?;
+        match result {
+            Ok(summary) => {
+                admin_action(
+                    by,
+                    uid,
+                    "backup",
+                    "-",
+                    &format!(
+                        "written to {path}: {} users, {} devices",
+                        summary.users, summary.devices
+                    ),
+                );
+                conn.info(format!(
+                    "Backup written to {path} (mode 0600): {} users, {} devices.\n\
+                     It can be restored only with this host's store key ({}): keep a copy \
+                     of the key, apart from the backups.",
+                    summary.users,
+                    summary.devices,
+                    self.config.store_key.display()
+                ))
+                .await?;
+                conn.done(Outcome::Allow).await?;
+                Ok(())
+            }
+            Err(e) => {
+                admin_action(by, uid, "backup", "-", &format!("failed: {e}"));
+                self.deny(conn, format!("No backup was written: {e}."))
+                    .await
+            }
+        }
     }
 
     async fn list_users(

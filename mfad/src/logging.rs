@@ -86,11 +86,11 @@ pub fn quoted_text(text: &str) -> String {
 pub fn admin_action(by: &str, uid: u32, action: &str, user: &str, result: &str) {
     tracing::info!(
         target: "mfad::admin",
-        "admin action={} user={} by={} uid={uid} result={}",
+        "admin action={} user={} by={} uid={uid} result=\"{}\"",
         field(action),
         field(user),
         field(by),
-        field(result)
+        quoted_text(result)
     );
 }
 
