@@ -118,6 +118,34 @@ pub enum AdminOp {
     Backup {
         path: String,
     },
+    /// Enrolments from another second-factor module's files, all or none; with `dry_run`,
+    /// only what would change is shown.
+    Import {
+        format: ImportFormat,
+        files: Vec<ImportFile>,
+        #[serde(default)]
+        dry_run: bool,
+    },
+}
+
+/// Whose files [`AdminOp::Import`] reads.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum ImportFormat {
+    /// google-authenticator-libpam: one `~/.google_authenticator` per user.
+    GoogleAuthenticator,
+    /// pam_oath: one users file (`/etc/users.oath`) for everyone.
+    Oath,
+}
+
+/// One file to import, read by the `mfa` command (root) and sent whole.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct ImportFile {
+    /// Where it was read, for messages naming the file and line.
+    pub path: String,
+    /// The user it belongs to (google-authenticator); none for a users file.
+    pub user: Option<String>,
+    pub text: Zeroizing<String>,
 }
 
 /// Which users `mfa admin list` shows.
@@ -265,6 +293,9 @@ impl Operation {
                 format!("admin-list filter={}", filter.as_str())
             }
             Operation::Admin(AdminOp::Backup { .. }) => "admin-backup".to_string(),
+            Operation::Admin(AdminOp::Import { files, .. }) => {
+                format!("admin-import files={}", files.len())
+            }
             Operation::Admin(AdminOp::StatusJson { user }) => {
                 format!("admin-status-json user={user}")
             }

@@ -3,6 +3,7 @@
 //! or done, is logged with who asked (see docs/LOGS.md, "admin lines").
 
 pub mod backup;
+pub mod import;
 pub mod report;
 
 use crate::conn::Conn;
@@ -12,7 +13,7 @@ use crate::factor::{self, totp};
 use crate::logging::admin_action;
 use crate::store::{DeviceKind, NewDeviceRow, OtpKey};
 use crate::text;
-use mfa_proto::{AdminOp, Outcome};
+use mfa_proto::{AdminOp, ImportFile, ImportFormat, Outcome};
 
 /// The action's name in admin log lines.
 fn action_name(op: &AdminOp) -> &'static str {
@@ -26,6 +27,14 @@ fn action_name(op: &AdminOp) -> &'static str {
         AdminOp::Forget { .. } => "forget",
         AdminOp::ImportTokens { .. } => "import-tokens",
         AdminOp::Backup { .. } => "backup",
+        AdminOp::Import {
+            format: ImportFormat::GoogleAuthenticator,
+            ..
+        } => "import-google-authenticator",
+        AdminOp::Import {
+            format: ImportFormat::Oath,
+            ..
+        } => "import-oath",
     }
 }
 
@@ -96,6 +105,21 @@ fn parse_tokens(csv: &str) -> std::result::Result<Vec<(String, NewDeviceRow)>, V
     }
 }
 
+/// A device about to be added, for the import report.
+fn describe_new(d: &NewDeviceRow) -> String {
+    match (d.kind, &d.otp) {
+        (DeviceKind::Totp, Some(k)) => format!(
+            "time-based codes, {} digits every {} s",
+            k.params.digits, k.params.period
+        ),
+        (DeviceKind::Hotp, Some(k)) => format!(
+            "counter-based codes, {} digits, next counter {}",
+            k.params.digits, k.counter
+        ),
+        _ => d.kind.as_str().to_string(),
+    }
+}
+
 impl Daemon {
     pub(crate) async fn admin(&self, conn: &mut Conn, uid: u32, op: AdminOp) -> Result<()> {
         // Who asked, for the record: the name of the caller's uid (its number if it has none).
@@ -112,7 +136,10 @@ impl Daemon {
                 | AdminOp::Reset { user }
                 | AdminOp::BypassCodes { user }
                 | AdminOp::Forget { user } => user.as_str(),
-                AdminOp::List { .. } | AdminOp::ImportTokens { .. } | AdminOp::Backup { .. } => "-",
+                AdminOp::List { .. }
+                | AdminOp::ImportTokens { .. }
+                | AdminOp::Backup { .. }
+                | AdminOp::Import { .. } => "-",
             };
             admin_action(&by, uid, action, target, "refused: not root");
             return self.deny(conn, "Only root may run admin commands.").await;
@@ -126,6 +153,15 @@ impl Daemon {
             | AdminOp::Forget { user } => user.clone(),
             AdminOp::ImportTokens { csv } => return self.import_tokens(conn, &by, uid, csv).await,
             AdminOp::Backup { path } => return self.backup(conn, &by, uid, path).await,
+            AdminOp::Import {
+                format,
+                files,
+                dry_run,
+            } => {
+                return self
+                    .import(conn, &by, uid, action, *format, files, *dry_run)
+                    .await;
+            }
             AdminOp::List {
                 filter,
                 low_bypass_below,
@@ -231,7 +267,10 @@ impl Daemon {
                 admin_action(&by, uid, action, &user, "new codes issued");
                 return self.issue_bypass_codes(conn, &who).await;
             }
-            AdminOp::ImportTokens { .. } | AdminOp::List { .. } | AdminOp::Backup { .. } => {}
+            AdminOp::ImportTokens { .. }
+            | AdminOp::List { .. }
+            | AdminOp::Backup { .. }
+            | AdminOp::Import { .. } => {}
         }
         conn.done(Outcome::Allow).await?;
         Ok(())
@@ -275,6 +314,161 @@ impl Daemon {
                     .await
             }
         }
+    }
+
+    /// Imports enrolments from google-authenticator or pam_oath files: every file read,
+    /// every user known to this host and not enrolled in mfad yet, or nothing changes.
+    #[allow(clippy::too_many_arguments)]
+    async fn import(
+        &self,
+        conn: &mut Conn,
+        by: &str,
+        uid: u32,
+        action: &str,
+        format: ImportFormat,
+        files: &[ImportFile],
+        dry_run: bool,
+    ) -> Result<()> {
+        let mut imported = Vec::new();
+        let mut errors = Vec::new();
+        for f in files {
+            let parsed = match (format, &f.user) {
+                (ImportFormat::GoogleAuthenticator, Some(user)) => {
+                    import::google_authenticator(&f.path, user, &f.text).map(|i| vec![i])
+                }
+                (ImportFormat::GoogleAuthenticator, None) => {
+                    Err(vec![format!("{}: whose file is it? (no user given)", f.path)])
+                }
+                (ImportFormat::Oath, _) => import::oath_users(&f.path, &f.text),
+            };
+            match parsed {
+                Ok(mut i) => imported.append(&mut i),
+                Err(mut e) => errors.append(&mut e),
+            }
+        }
+        if imported.is_empty() && errors.is_empty() {
+            errors.push("no enrolment found in the files given".into());
+        }
+        // Users: known to this host (the directory's spelling), not enrolled in mfad yet.
+        for i in &mut imported {
+            match self.account(&i.user).await? {
+                Some(a) => i.user = a.name,
+                None => errors.push(format!("{}: no user {} on this host", i.origin, i.user)),
+            }
+        }
+        let users: Vec<String> = imported.iter().map(|i| i.user.clone()).collect();
+        let enrolled = self
+            .db(move |s| {
+                let mut enrolled = Vec::new();
+                for u in users {
+                    if !s.devices(&u)?.is_empty() || !s.bypass_codes(&u)?.is_empty() {
+                        enrolled.push(u);
+                    }
+                }
+                Ok(enrolled)
+            })
+            .await?;
+        for i in &imported {
+            if enrolled.contains(&i.user) {
+                errors.push(format!(
+                    "{}: {} is already enrolled in mfa (`mfa admin reset {}` first, or leave \
+                     them out)",
+                    i.origin, i.user, i.user
+                ));
+            }
+        }
+        let mut seen = std::collections::HashSet::new();
+        for i in &imported {
+            if !i.bypass.is_empty() && !seen.insert(i.user.clone()) {
+                errors.push(format!("{}: {} has scratch codes in two files", i.origin, i.user));
+            }
+        }
+        if !errors.is_empty() {
+            admin_action(
+                by,
+                uid,
+                action,
+                "-",
+                &format!("refused: {} errors; nothing imported", errors.len()),
+            );
+            return self
+                .deny(
+                    conn,
+                    format!(
+                        "Nothing was imported; fix these first:\n{}",
+                        errors.join("\n")
+                    ),
+                )
+                .await;
+        }
+        let mut report = Vec::new();
+        for i in &imported {
+            let mut line = format!(
+                "{}: {} ({}), {} bypass codes from scratch codes",
+                i.user,
+                describe_new(&i.device),
+                i.origin,
+                i.bypass.len()
+            );
+            for note in &i.notes {
+                line.push_str("; ");
+                line.push_str(note);
+            }
+            report.push(line);
+        }
+        let users: Vec<String> = {
+            let mut u: Vec<String> = imported.iter().map(|i| i.user.clone()).collect();
+            u.sort();
+            u.dedup();
+            u
+        };
+        if dry_run {
+            admin_action(
+                by,
+                uid,
+                action,
+                &users.join(","),
+                &format!("dry run: {} devices would be imported", imported.len()),
+            );
+            conn.info(format!(
+                "Dry run, nothing changed. Would import:\n{}",
+                report.join("\n")
+            ))
+            .await?;
+            conn.done(Outcome::Allow).await?;
+            return Ok(());
+        }
+        let count = imported.len();
+        let now = self.clock.now();
+        self.db(move |s| {
+            s.in_transaction(|s| {
+                let mut rows = Vec::new();
+                let mut codes = Vec::new();
+                for i in imported {
+                    if !i.bypass.is_empty() {
+                        codes.push((i.user.clone(), i.bypass));
+                    }
+                    rows.push((i.user, i.device));
+                }
+                s.add_devices(&rows, now)?;
+                for (user, c) in codes {
+                    s.replace_bypass_codes(&user, &c, now)?;
+                }
+                Ok(())
+            })
+        })
+        .await?;
+        admin_action(
+            by,
+            uid,
+            action,
+            &users.join(","),
+            &format!("{count} devices imported"),
+        );
+        conn.info(format!("Imported:\n{}", report.join("\n")))
+            .await?;
+        conn.done(Outcome::Allow).await?;
+        Ok(())
     }
 
     async fn list_users(
