@@ -3,7 +3,8 @@
 
 use clap::{Parser, Subcommand};
 use mfa_proto::{
-    AdminOp, Client, ClientError, Conversation, ListFilter, NewDevice, Operation, Outcome, Terminal,
+    AdminOp, Client, ClientError, Conversation, ImportFile, ImportFormat, ListFilter, NewDevice,
+    Operation, Outcome, Terminal,
 };
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -184,8 +185,8 @@ enum ImportFrom {
 /// Reads a file to import, naming it in any error.
 fn read_import(path: &std::path::Path, user: Option<String>) -> Result<ImportFile, String> {
     let bytes = std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
-    let text = String::from_utf8(bytes)
-        .map_err(|_| format!("{} is not UTF-8 text", path.display()))?;
+    let text =
+        String::from_utf8(bytes).map_err(|_| format!("{} is not UTF-8 text", path.display()))?;
     Ok(ImportFile {
         path: path.display().to_string(),
         user,

@@ -336,9 +336,10 @@ impl Daemon {
                 (ImportFormat::GoogleAuthenticator, Some(user)) => {
                     import::google_authenticator(&f.path, user, &f.text).map(|i| vec![i])
                 }
-                (ImportFormat::GoogleAuthenticator, None) => {
-                    Err(vec![format!("{}: whose file is it? (no user given)", f.path)])
-                }
+                (ImportFormat::GoogleAuthenticator, None) => Err(vec![format!(
+                    "{}: whose file is it? (no user given)",
+                    f.path
+                )]),
                 (ImportFormat::Oath, _) => import::oath_users(&f.path, &f.text),
             };
             match parsed {
@@ -380,7 +381,10 @@ impl Daemon {
         let mut seen = std::collections::HashSet::new();
         for i in &imported {
             if !i.bypass.is_empty() && !seen.insert(i.user.clone()) {
-                errors.push(format!("{}: {} has scratch codes in two files", i.origin, i.user));
+                errors.push(format!(
+                    "{}: {} has scratch codes in two files",
+                    i.origin, i.user
+                ));
             }
         }
         if !errors.is_empty() {

@@ -40,11 +40,7 @@ fn otp(secret: Zeroizing<Vec<u8>>, digits: u32, period: u64, counter: i64) -> Ot
 /// Reads one `~/.google_authenticator` of `user`: the secret on line 1, then `" OPTION`
 /// lines and 8-digit scratch codes. TOTP unless `HOTP_COUNTER`; `DISALLOW_REUSE` steps are
 /// spent already; scratch codes become bypass codes.
-pub fn google_authenticator(
-    path: &str,
-    user: &str,
-    text: &str,
-) -> Result<Imported, Vec<String>> {
+pub fn google_authenticator(path: &str, user: &str, text: &str) -> Result<Imported, Vec<String>> {
     let mut errors = Vec::new();
     let mut lines = text.lines().enumerate();
     let secret = match lines.next() {
@@ -75,7 +71,10 @@ pub fn google_authenticator(
             let words: Vec<&str> = option.split_whitespace().collect();
             let numbers: Result<Vec<i64>, _> = words.iter().skip(1).map(|w| w.parse()).collect();
             let Ok(numbers) = numbers else {
-                errors.push(format!("{at}: {:?} has a value that is not a number", words[0]));
+                errors.push(format!(
+                    "{at}: {:?} has a value that is not a number",
+                    words[0]
+                ));
                 continue;
             };
             match words.first().copied() {
@@ -166,7 +165,9 @@ pub fn oath_users(path: &str, text: &str) -> Result<Vec<Imported>, Vec<String>> 
             };
             let mut parts = kind.split('/');
             if parts.next() != Some("HOTP") {
-                return Err(format!("type {kind:?} is not HOTP, HOTP/E or HOTP/T<seconds>"));
+                return Err(format!(
+                    "type {kind:?} is not HOTP, HOTP/E or HOTP/T<seconds>"
+                ));
             }
             let mut period = None;
             let mut digits = 6;
@@ -174,11 +175,15 @@ pub fn oath_users(path: &str, text: &str) -> Result<Vec<Imported>, Vec<String>> 
                 if part == "E" {
                     continue;
                 } else if let Some(p) = part.strip_prefix('T') {
-                    let p: u64 = p.parse().map_err(|_| format!("bad time step in {kind:?}"))?;
+                    let p: u64 = p
+                        .parse()
+                        .map_err(|_| format!("bad time step in {kind:?}"))?;
                     factor::check_period(p)?;
                     period = Some(p);
                 } else {
-                    digits = part.parse().map_err(|_| format!("bad digits in {kind:?}"))?;
+                    digits = part
+                        .parse()
+                        .map_err(|_| format!("bad digits in {kind:?}"))?;
                     factor::check_digits(digits)?;
                 }
             }
@@ -198,7 +203,10 @@ pub fn oath_users(path: &str, text: &str) -> Result<Vec<Imported>, Vec<String>> 
             let used = rest.len() >= 2;
             let (kind, key) = match period {
                 // The last step used is spent; without one, none is.
-                Some(p) => (DeviceKind::Totp, otp(secret, digits, p, counter.unwrap_or(0))),
+                Some(p) => (
+                    DeviceKind::Totp,
+                    otp(secret, digits, p, counter.unwrap_or(0)),
+                ),
                 // A counter with its code was used: the next one is expected.
                 None => {
                     let c = counter.unwrap_or(0);
@@ -268,6 +276,9 @@ mod tests {
         };
         assert_eq!(e.len(), 2, "{e:?}");
         assert!(e[0].starts_with("/etc/users.oath:2:"), "{e:?}");
-        assert!(e[1].starts_with("/etc/users.oath:3:") && e[1].contains("PIN"), "{e:?}");
+        assert!(
+            e[1].starts_with("/etc/users.oath:3:") && e[1].contains("PIN"),
+            "{e:?}"
+        );
     }
 }
