@@ -139,3 +139,152 @@ fn admin_list_json_through_the_real_cli_and_who_ran_it_is_logged() {
         "{log}"
     );
 }
+
+fn tool(cmd: &str, args: &[&str]) -> String {
+    let out = Command::new(cmd).args(args).output().expect(cmd);
+    assert!(
+        out.status.success(),
+        "{cmd} {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+fn devices_of(env: &TestEnv) -> usize {
+    let out = env
+        .cli
+        .as_root(&["admin", "status", env.username(), "--json"], "")
+        .unwrap();
+    let status: serde_json::Value = serde_json::from_str(&out.stdout).unwrap();
+    status["devices"].as_array().unwrap().len()
+}
+
+#[test]
+fn a_google_authenticator_file_is_imported_and_its_codes_and_scratch_codes_log_in() {
+    let env = TestEnv::new().unwrap();
+    let user = env.username().to_string();
+    let file = format!("/home/{user}/.google_authenticator");
+    // The real google-authenticator CLI: time-based, no reuse, rate limit, 5 scratch codes.
+    tool(
+        "google-authenticator",
+        &[
+            "-t", "-d", "-f", "-q", "-C", "-r", "3", "-R", "30", "-w", "3", "-e", "5", "-s", &file,
+        ],
+    );
+    let text = std::fs::read_to_string(&file).unwrap();
+    let secret = text.lines().next().unwrap().to_string();
+    let scratch: Vec<String> = text
+        .lines()
+        .filter(|l| l.len() == 8 && l.chars().all(|c| c.is_ascii_digit()))
+        .map(str::to_string)
+        .collect();
+    assert_eq!(scratch.len(), 5, "{text}");
+
+    let dry = env
+        .cli
+        .as_root(
+            &[
+                "admin",
+                "import",
+                "google-authenticator",
+                "--dry-run",
+                &user,
+            ],
+            "",
+        )
+        .unwrap();
+    assert_eq!(dry.status, Some(0), "{}", dry.describe());
+    assert!(
+        dry.stdout.contains("Dry run, nothing changed"),
+        "{}",
+        dry.describe()
+    );
+    assert!(dry.stdout.contains(&file), "{}", dry.describe());
+    assert_eq!(devices_of(&env), 0, "a dry run changes nothing");
+
+    let done = env
+        .cli
+        .as_root(&["admin", "import", "google-authenticator", &user], "")
+        .unwrap();
+    assert_eq!(done.status, Some(0), "{}", done.describe());
+    assert!(
+        done.stdout.contains("5 bypass codes"),
+        "{}",
+        done.describe()
+    );
+    assert!(
+        done.stdout.contains("rate limit 3 per 30 s"),
+        "{}",
+        done.describe()
+    );
+
+    // The code the user's app shows (oathtool computes it from the same secret) logs in
+    // through sshd and pam_mfa; a scratch code works once, as a bypass code.
+    let code = tool("oathtool", &["--totp", "-b", &secret]);
+    let login = env.login(&[&code], "true").unwrap();
+    assert!(login.logged_in(), "{}", login.describe());
+    let login = env.login(&[&scratch[0]], "true").unwrap();
+    assert!(login.logged_in(), "{}", login.describe());
+    let again = env.login(&[&scratch[0]], "true").unwrap();
+    assert!(again.refused(), "{}", again.describe());
+    assert!(
+        env.mfad_log().contains(&format!(
+            "admin action=import-google-authenticator user={user} by=root uid=0"
+        )),
+        "{}",
+        env.mfad_log()
+    );
+}
+
+#[test]
+fn a_pam_oath_users_file_is_imported_and_a_broken_one_is_refused_by_line() {
+    let env = TestEnv::new().unwrap();
+    let user = env.username().to_string();
+    let hex = "3132333435363738393031323334353637383930";
+    let users = env.dir.join("users.oath");
+    // A broken line 3: nothing at all is imported, and the error names file and line.
+    std::fs::write(
+        &users,
+        format!("# pam_oath users\nHOTP {user} - {hex}\nHOTP/T30 {user} 1234 {hex}\n"),
+    )
+    .unwrap();
+    let refused = env
+        .cli
+        .as_root(&["admin", "import", "oath", users.to_str().unwrap()], "")
+        .unwrap();
+    assert_eq!(refused.status, Some(1), "{}", refused.describe());
+    assert!(
+        refused.stderr.contains(&format!("{}:3:", users.display()))
+            && refused.stderr.contains("Nothing was imported"),
+        "{}",
+        refused.describe()
+    );
+    assert_eq!(devices_of(&env), 0);
+
+    // pam_oath had used counter 4 (code 338314 at counter 4, per the usersfile format).
+    std::fs::write(
+        &users,
+        format!("HOTP {user} - {hex} 4 338314 2026-01-01T00:00:00L\n"),
+    )
+    .unwrap();
+    let done = env
+        .cli
+        .as_root(&["admin", "import", "oath", users.to_str().unwrap()], "")
+        .unwrap();
+    assert_eq!(done.status, Some(0), "{}", done.describe());
+    assert!(
+        done.stdout.contains("next counter 5"),
+        "{}",
+        done.describe()
+    );
+    let used = tool("oathtool", &["--hotp", "-c", "4", hex]);
+    let next = tool("oathtool", &["--hotp", "-c", "5", hex]);
+    let login = env.login(&[&used, &next], "true").unwrap();
+    assert!(login.logged_in(), "{}", login.describe());
+    assert_eq!(
+        login.prompts_containing("Passcode: "),
+        2,
+        "{}",
+        login.describe()
+    );
+}
