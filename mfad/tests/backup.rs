@@ -282,4 +282,30 @@ fn a_backup_is_refused_by_a_host_with_another_store_key_and_nothing_changes() {
     );
     assert_eq!(other.store().devices("root").unwrap().len(), 1);
     assert!(!other.path("lib/mfa.db.restoring").exists());
+
+    // A fresh host (no database, not even its directory) given the first host's key: the
+    // backup restores there.
+    let fresh = Host::new();
+    std::fs::create_dir_all(fresh.path("keys")).unwrap();
+    std::fs::copy(host.path("lib/store.key"), fresh.path("keys/store.key")).unwrap();
+    let toml = std::fs::read_to_string(fresh.path("mfad.toml"))
+        .unwrap()
+        .replace(
+            &format!("{}/lib/store.key", fresh.dir.path().display()),
+            &format!("{}/keys/store.key", fresh.dir.path().display()),
+        );
+    std::fs::write(fresh.path("mfad.toml"), toml).unwrap();
+    let out = fresh.restore(&file, &[]);
+    assert!(out.status.success(), "{out:?}");
+    let _mfad = fresh.start();
+    let (outcome, _) = run(
+        &fresh.socket(),
+        Operation::Admin(AdminOp::List {
+            filter: mfa_proto::ListFilter::All,
+            low_bypass_below: 3,
+            json: true,
+        }),
+        "",
+    );
+    assert_eq!(outcome, Outcome::Allow);
 }

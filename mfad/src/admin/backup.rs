@@ -160,6 +160,20 @@ pub fn restore(
         path: from.display().to_string(),
         source,
     })?;
+    // A fresh host has no database directory yet: made as the store makes it (0700).
+    if let Some(dir) = database.parent()
+        && !dir.exists()
+    {
+        use std::os::unix::fs::DirBuilderExt;
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir)
+            .map_err(|source| BackupError::Create {
+                path: dir.display().to_string(),
+                source,
+            })?;
+    }
     let tmp = PathBuf::from(format!("{}.restoring", database.display()));
     let _ = std::fs::remove_file(&tmp);
     let result = (|| {
