@@ -123,10 +123,11 @@ fn describe_new(d: &NewDeviceRow) -> String {
 impl Daemon {
     pub(crate) async fn admin(&self, conn: &mut Conn, uid: u32, op: AdminOp) -> Result<()> {
         // Who asked, for the record: the name of the caller's uid (its number if it has none).
-        let by = self
-            .name_of(uid)
-            .await?
-            .unwrap_or_else(|| format!("uid{uid}"));
+        // A directory outage must not stop root's commands: the uid alone is then logged.
+        let by = match self.name_of(uid).await {
+            Ok(Some(name)) => name,
+            _ => format!("uid{uid}"),
+        };
         let action = action_name(&op);
         if uid != 0 {
             let target = match &op {
@@ -399,8 +400,18 @@ impl Daemon {
                 .deny(
                     conn,
                     format!(
-                        "Nothing was imported; fix these first:\n{}",
-                        errors.join("\n")
+                        "Nothing was imported; fix these first:\n{}{}",
+                        errors
+                            .iter()
+                            .take(50)
+                            .cloned()
+                            .collect::<Vec<_>>()
+                            .join("\n"),
+                        if errors.len() > 50 {
+                            format!("\n... and {} more", errors.len() - 50)
+                        } else {
+                            String::new()
+                        }
                     ),
                 )
                 .await;
@@ -434,11 +445,13 @@ impl Daemon {
                 &users.join(","),
                 &format!("dry run: {} devices would be imported", imported.len()),
             );
-            conn.info(format!(
+            let text = format!(
                 "Dry run, nothing changed. Would import:\n{}",
                 report.join("\n")
-            ))
-            .await?;
+            );
+            for piece in report::chunks(&text) {
+                conn.info(piece).await?;
+            }
             conn.done(Outcome::Allow).await?;
             return Ok(());
         }
@@ -469,8 +482,9 @@ impl Daemon {
             &users.join(","),
             &format!("{count} devices imported"),
         );
-        conn.info(format!("Imported:\n{}", report.join("\n")))
-            .await?;
+        for piece in report::chunks(&format!("Imported:\n{}", report.join("\n"))) {
+            conn.info(piece).await?;
+        }
         conn.done(Outcome::Allow).await?;
         Ok(())
     }
