@@ -69,6 +69,10 @@ pub fn google_authenticator(path: &str, user: &str, text: &str) -> Result<Import
         }
         if let Some(option) = line.strip_prefix('"') {
             let words: Vec<&str> = option.split_whitespace().collect();
+            // The module's own bookkeeping while it re-learns a clock skew ("123+1 124+1").
+            if words.first() == Some(&"RESETTING_TIME_SKEW") {
+                continue;
+            }
             let numbers: Result<Vec<i64>, _> = words.iter().skip(1).map(|w| w.parse()).collect();
             let Ok(numbers) = numbers else {
                 errors.push(format!(
@@ -249,6 +253,7 @@ mod tests {
     fn a_google_authenticator_file_becomes_a_device_and_bypass_codes() {
         let text = "AEMCCKNKZKPO3NO6S4M5UVW5XQ\n\" RATE_LIMIT 3 30 1700000000\n\
                     \" WINDOW_SIZE 17\n\" DISALLOW_REUSE 56666666 56666667\n\" TOTP_AUTH\n\
+                    \" RESETTING_TIME_SKEW 56666660+1 56666661+1\n\" TIME_SKEW -1\n\
                     12345678\n87654321\n";
         let i = match google_authenticator("/home/a/.google_authenticator", "a", text) {
             Ok(i) => i,
@@ -258,7 +263,7 @@ mod tests {
         assert_eq!(i.device.otp.as_ref().map(|k| k.counter), Some(56666667));
         assert_eq!(i.bypass.len(), 2);
         assert!(bypass::matches(&i.bypass[0], "12345678"));
-        assert_eq!(i.notes.len(), 2);
+        assert_eq!(i.notes.len(), 3);
     }
 
     #[test]
