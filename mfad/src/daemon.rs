@@ -124,6 +124,7 @@ impl<'a> Who<'a> {
 /// Values are escaped so that none can close its quotes or start a new line.
 pub(crate) fn decision(who: &Who<'_>, method: &str, outcome: &str, reason: &str) {
     use crate::logging::field;
+    crate::metrics::count_decision(method, &outcome.replace(' ', "-"));
     info!(
         target: "mfad::decision",
         "decision user={} rhost={} service={} method={} outcome={} reason=\"{}\"",

@@ -187,6 +187,7 @@ async fn run(config: Config) -> ExitCode {
         config.database.display()
     );
     let approval = config.approval.clone();
+    let metrics = config.metrics.clone();
     let twilio_token = config.twilio.as_ref().map(|t| t.auth_token.clone());
     let daemon = match Daemon::new(config, store, Arc::new(SystemClock)) {
         Ok(d) => Arc::new(d),
@@ -200,6 +201,21 @@ async fn run(config: Config) -> ExitCode {
     let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
         let _ = rx.wait_for(|stop| *stop).await;
     };
+    let mut metrics_task = None;
+    if let Some(cfg) = metrics {
+        let listener = match tokio::net::TcpListener::bind(cfg.listen).await {
+            Ok(l) => l,
+            Err(e) => {
+                error!("cannot listen for metrics on {}: {e}", cfg.listen);
+                return ExitCode::FAILURE;
+            }
+        };
+        metrics_task = Some(tokio::spawn(mfad::metrics::serve(
+            Arc::clone(&daemon),
+            listener,
+            stopped(stop_rx.clone()),
+        )));
+    }
     let mut endpoint_task = None;
     if let Some(cfg) = approval {
         let endpoint = match ApprovalEndpoint::bind(
@@ -236,6 +252,9 @@ async fn run(config: Config) -> ExitCode {
     };
     server::serve(daemon, listener, shutdown).await;
     if let Some(task) = endpoint_task {
+        let _ = task.await;
+    }
+    if let Some(task) = metrics_task {
         let _ = task.await;
     }
     let _ = std::fs::remove_file(&socket);

@@ -837,6 +837,15 @@ pub struct UserSummary {
 }
 
 impl Store {
+    /// How many accounts are locked out at `now`.
+    pub fn locked_users(&self, now: i64) -> Result<i64, StoreError> {
+        Ok(self.conn.query_row(
+            "SELECT count(*) FROM users WHERE locked_until > ?1",
+            [now],
+            |r| r.get(0),
+        )?)
+    }
+
     /// Every user the store holds anything for (a failure count, a lock, a device, a bypass
     /// code, spent or not), sorted by name. Read in one transaction, so the counts agree.
     pub fn user_summaries(&mut self) -> Result<Vec<UserSummary>, StoreError> {
