@@ -25,6 +25,8 @@ PACKAGES=(
     # benchmarks (scripts/bench.sh) and the profile: the modules compared with pam_mfa, a
     # private user database for mfad (nss_wrapper), callgrind
     libpam-google-authenticator libpam-oath libnss-wrapper valgrind
+    # the shipped fail2ban filter, checked with fail2ban-regex against real decision lines
+    fail2ban
 )
 
 as_root() {

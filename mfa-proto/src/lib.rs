@@ -98,6 +98,90 @@ pub enum AdminOp {
     ImportTokens {
         csv: String,
     },
+    /// The users mfad's store knows, filtered; as a table, or as one JSON document
+    /// (fields in docs/admin-json.md).
+    List {
+        #[serde(default)]
+        filter: ListFilter,
+        /// "Low on bypass codes" means fewer unused codes than this.
+        #[serde(default = "default_low_bypass")]
+        low_bypass_below: u32,
+        #[serde(default)]
+        json: bool,
+    },
+    /// `Status` as one JSON document (fields in docs/admin-json.md).
+    StatusJson {
+        user: String,
+    },
+    /// A consistent copy of the store, written by mfad to `path` (absolute, a new file,
+    /// mode 0600).
+    Backup {
+        path: String,
+    },
+    /// Enrolments from another second-factor module's files, all or none; with `dry_run`,
+    /// only what would change is shown.
+    Import {
+        format: ImportFormat,
+        files: Vec<ImportFile>,
+        #[serde(default)]
+        dry_run: bool,
+    },
+}
+
+/// Whose files [`AdminOp::Import`] reads.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum ImportFormat {
+    /// google-authenticator-libpam: one `~/.google_authenticator` per user.
+    GoogleAuthenticator,
+    /// pam_oath: one users file (`/etc/users.oath`) for everyone.
+    Oath,
+}
+
+/// One file to import, read by the `mfa` command (root) and sent whole.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct ImportFile {
+    /// Where it was read, for messages naming the file and line.
+    pub path: String,
+    /// The user it belongs to (google-authenticator); none for a users file.
+    pub user: Option<String>,
+    pub text: Zeroizing<String>,
+}
+
+/// Which users `mfa admin list` shows.
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum ListFilter {
+    /// Every user the store knows.
+    #[default]
+    All,
+    /// With a device or an unused bypass code.
+    Enrolled,
+    /// Known to the store (failures, spent codes) but with no device and no unused code.
+    Unenrolled,
+    /// Locked out now.
+    Locked,
+    /// Enrolled, with fewer unused bypass codes than the threshold.
+    LowBypass,
+}
+
+impl ListFilter {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ListFilter::All => "all",
+            ListFilter::Enrolled => "enrolled",
+            ListFilter::Unenrolled => "unenrolled",
+            ListFilter::Locked => "locked",
+            ListFilter::LowBypass => "low_bypass",
+        }
+    }
+}
+
+/// The default threshold of [`AdminOp::List`]'s `low_bypass_below`.
+pub const DEFAULT_LOW_BYPASS: u32 = 3;
+
+fn default_low_bypass() -> u32 {
+    DEFAULT_LOW_BYPASS
 }
 
 /// A device a user adds to their own account.
@@ -211,6 +295,16 @@ impl Operation {
                 format!("admin-bypass-codes user={user}")
             }
             Operation::Admin(AdminOp::Forget { user }) => format!("admin-forget user={user}"),
+            Operation::Admin(AdminOp::List { filter, .. }) => {
+                format!("admin-list filter={}", filter.as_str())
+            }
+            Operation::Admin(AdminOp::Backup { .. }) => "admin-backup".to_string(),
+            Operation::Admin(AdminOp::Import { files, .. }) => {
+                format!("admin-import files={}", files.len())
+            }
+            Operation::Admin(AdminOp::StatusJson { user }) => {
+                format!("admin-status-json user={user}")
+            }
         }
     }
 }

@@ -3,7 +3,8 @@
 
 use clap::{Parser, Subcommand};
 use mfa_proto::{
-    AdminOp, Client, ClientError, Conversation, NewDevice, Operation, Outcome, Terminal,
+    AdminOp, Client, ClientError, Conversation, ImportFile, ImportFormat, ListFilter, NewDevice,
+    Operation, Outcome, Terminal,
 };
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -106,7 +107,35 @@ enum AddKind {
 #[derive(Subcommand)]
 enum AdminCommand {
     /// Show a user's devices, bypass codes, failures and lock.
-    Status { user: String },
+    Status {
+        user: String,
+        /// One JSON document (fields in docs/admin-json.md) instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+    /// List the users mfad knows: their methods, bypass codes left, failures and lock.
+    #[command(group(clap::ArgGroup::new("filter").multiple(false)))]
+    List {
+        /// Only users with a device or an unused bypass code.
+        #[arg(long, group = "filter")]
+        enrolled: bool,
+        /// Only users mfad has a record of (failures, spent codes) but nothing to log in
+        /// with: no device and no unused bypass code.
+        #[arg(long, group = "filter")]
+        unenrolled: bool,
+        /// Only users locked out now.
+        #[arg(long, group = "filter")]
+        locked: bool,
+        /// Only enrolled users with fewer than N unused bypass codes (N: --low-bypass-below).
+        #[arg(long, group = "filter")]
+        low_bypass: bool,
+        /// The threshold of --low-bypass.
+        #[arg(long, value_name = "N", default_value_t = mfa_proto::DEFAULT_LOW_BYPASS)]
+        low_bypass_below: u32,
+        /// One JSON document (fields in docs/admin-json.md) instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
     /// Lift a lockout and clear the failure count.
     Unlock { user: String },
     /// Remove all of a user's devices and codes (for a user who lost everything).
@@ -115,11 +144,100 @@ enum AdminCommand {
     BypassCodes { user: String },
     /// Forget a user's remembered logins (`remember_for`), so the next login asks again.
     Forget { user: String },
+    /// Import enrolments from google-authenticator or pam_oath, all or none.
+    Import {
+        #[command(subcommand)]
+        from: ImportFrom,
+    },
+    /// Write a consistent copy of mfad's database to FILE (a new file, mode 0600), while
+    /// mfad runs. Restoring is done with mfad stopped: `mfad --restore FILE`.
+    Backup { file: PathBuf },
     /// Add hardware tokens from a file, all or none. One token per line:
     /// `user,kind,name,secret,digits[,extra]` where kind is hotp or totp, the secret is
     /// base32 (or hex after `hex:`), and extra is the HOTP start counter (default 0) or the
     /// TOTP period (default 30). Blank lines and lines starting with # are skipped.
     ImportTokens { file: PathBuf },
+}
+
+#[derive(Subcommand)]
+enum ImportFrom {
+    /// Each user's `~/.google_authenticator` (google-authenticator-libpam): the secret,
+    /// TOTP or HOTP, the codes already used (DISALLOW_REUSE); scratch codes become bypass
+    /// codes. Without USERs, every HOME_ROOT/NAME/.google_authenticator there is.
+    GoogleAuthenticator {
+        /// Where home directories are: USER's file is HOME_ROOT/USER/.google_authenticator.
+        #[arg(long, value_name = "DIR", default_value = "/home")]
+        home_root: PathBuf,
+        /// Show what would be imported; change nothing.
+        #[arg(long)]
+        dry_run: bool,
+        users: Vec<String>,
+    },
+    /// A pam_oath users file (`/etc/users.oath`): HOTP and TOTP tokens, digits, counters.
+    Oath {
+        file: PathBuf,
+        /// Show what would be imported; change nothing.
+        #[arg(long)]
+        dry_run: bool,
+    },
+}
+
+/// Reads a file to import, naming it in any error.
+fn read_import(path: &std::path::Path, user: Option<String>) -> Result<ImportFile, String> {
+    let bytes = std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    let text =
+        String::from_utf8(bytes).map_err(|_| format!("{} is not UTF-8 text", path.display()))?;
+    Ok(ImportFile {
+        path: path.display().to_string(),
+        user,
+        text: Zeroizing::new(text),
+    })
+}
+
+/// The files `mfa admin import` sends, or the error to print.
+fn import_files(from: &ImportFrom) -> Result<(ImportFormat, Vec<ImportFile>, bool), String> {
+    let (format, files, dry_run) = match from {
+        ImportFrom::Oath { file, dry_run } => {
+            (ImportFormat::Oath, vec![read_import(file, None)?], *dry_run)
+        }
+        ImportFrom::GoogleAuthenticator {
+            home_root,
+            dry_run,
+            users,
+        } => {
+            let users = if users.is_empty() {
+                let mut found = Vec::new();
+                let dir = std::fs::read_dir(home_root)
+                    .map_err(|e| format!("cannot list {}: {e}", home_root.display()))?;
+                for entry in dir.flatten() {
+                    if entry.path().join(".google_authenticator").is_file() {
+                        found.push(entry.file_name().to_string_lossy().into_owned());
+                    }
+                }
+                found.sort();
+                if found.is_empty() {
+                    return Err(format!(
+                        "no {}/*/.google_authenticator found",
+                        home_root.display()
+                    ));
+                }
+                found
+            } else {
+                users.clone()
+            };
+            let mut files = Vec::new();
+            for user in users {
+                let path = home_root.join(&user).join(".google_authenticator");
+                files.push(read_import(&path, Some(user))?);
+            }
+            (ImportFormat::GoogleAuthenticator, files, *dry_run)
+        }
+    };
+    let size: usize = files.iter().map(|f| f.text.len() + f.path.len() + 64).sum();
+    if size > mfa_proto::MAX_FRAME / 2 {
+        return Err("too much to import at once; give fewer users per run".into());
+    }
+    Ok((format, files, dry_run))
 }
 
 /// Reads a token secret from stdin without echo (or from a pipe); `None` when there is none.
@@ -173,11 +291,64 @@ fn main() -> ExitCode {
             },
         }),
         Command::Admin { command } => Operation::Admin(match command {
-            AdminCommand::Status { user } => AdminOp::Status { user },
+            AdminCommand::Status { user, json: false } => AdminOp::Status { user },
+            AdminCommand::Status { user, json: true } => AdminOp::StatusJson { user },
+            AdminCommand::List {
+                enrolled,
+                unenrolled,
+                locked,
+                low_bypass,
+                low_bypass_below,
+                json,
+            } => AdminOp::List {
+                filter: match (enrolled, unenrolled, locked, low_bypass) {
+                    (true, ..) => ListFilter::Enrolled,
+                    (_, true, ..) => ListFilter::Unenrolled,
+                    (_, _, true, _) => ListFilter::Locked,
+                    (.., true) => ListFilter::LowBypass,
+                    _ => ListFilter::All,
+                },
+                low_bypass_below,
+                json,
+            },
             AdminCommand::Unlock { user } => AdminOp::Unlock { user },
             AdminCommand::Reset { user } => AdminOp::Reset { user },
             AdminCommand::BypassCodes { user } => AdminOp::BypassCodes { user },
             AdminCommand::Forget { user } => AdminOp::Forget { user },
+            AdminCommand::Import { from } => match import_files(&from) {
+                Ok((format, files, dry_run)) => AdminOp::Import {
+                    format,
+                    files,
+                    dry_run,
+                },
+                Err(e) => {
+                    eprintln!("mfa: {e}; nothing was imported");
+                    return ExitCode::from(2);
+                }
+            },
+            AdminCommand::Backup { file } => {
+                // mfad writes the file: give it the path as seen from here.
+                let file = if file.is_absolute() {
+                    file
+                } else {
+                    match std::env::current_dir() {
+                        Ok(dir) => dir.join(file),
+                        Err(e) => {
+                            eprintln!("mfa: cannot tell the current directory: {e}");
+                            return ExitCode::from(2);
+                        }
+                    }
+                };
+                match file.to_str() {
+                    Some(path) => AdminOp::Backup {
+                        path: path.to_string(),
+                    },
+                    None => {
+                        eprintln!("mfa: {} is not a UTF-8 path", file.display());
+                        return ExitCode::from(2);
+                    }
+                }
+            }
             AdminCommand::ImportTokens { file } => {
                 let csv = match std::fs::read(&file) {
                     Ok(bytes) if bytes.len() > mfa_proto::MAX_FRAME - 1024 => {

@@ -1,14 +1,42 @@
-//! Root's operations: status, unlock, reset, bypass codes for a user, and importing a batch
-//! of hardware tokens. Every one is refused to any other uid.
+//! Root's operations: status, list, unlock, reset, bypass codes for a user, and importing a
+//! batch of hardware tokens. Every one is refused to any other uid, and every one, refused
+//! or done, is logged with who asked (see docs/LOGS.md, "admin lines").
+
+pub mod backup;
+pub mod import;
+pub mod report;
 
 use crate::conn::Conn;
-use crate::daemon::{Daemon, Result, Who, decision};
+use crate::daemon::{Daemon, Result, Who};
 use crate::devices::describe;
 use crate::factor::{self, totp};
+use crate::logging::admin_action;
 use crate::store::{DeviceKind, NewDeviceRow, OtpKey};
-use crate::text::{self, clean};
-use mfa_proto::{AdminOp, Outcome};
-use tracing::warn;
+use crate::text;
+use mfa_proto::{AdminOp, ImportFile, ImportFormat, Outcome};
+
+/// The action's name in admin log lines.
+fn action_name(op: &AdminOp) -> &'static str {
+    match op {
+        AdminOp::Status { .. } => "status",
+        AdminOp::StatusJson { .. } => "status",
+        AdminOp::List { .. } => "list",
+        AdminOp::Unlock { .. } => "unlock",
+        AdminOp::Reset { .. } => "reset",
+        AdminOp::BypassCodes { .. } => "bypass-codes",
+        AdminOp::Forget { .. } => "forget",
+        AdminOp::ImportTokens { .. } => "import-tokens",
+        AdminOp::Backup { .. } => "backup",
+        AdminOp::Import {
+            format: ImportFormat::GoogleAuthenticator,
+            ..
+        } => "import-google-authenticator",
+        AdminOp::Import {
+            format: ImportFormat::Oath,
+            ..
+        } => "import-oath",
+    }
+}
 
 /// Parses a token file: `user,kind,name,secret,digits[,period_or_counter]` per line, with
 /// `kind` hotp or totp; blank lines and `#` comments skipped. Every error is collected with
@@ -77,24 +105,76 @@ fn parse_tokens(csv: &str) -> std::result::Result<Vec<(String, NewDeviceRow)>, V
     }
 }
 
+/// A device about to be added, for the import report.
+fn describe_new(d: &NewDeviceRow) -> String {
+    match (d.kind, &d.otp) {
+        (DeviceKind::Totp, Some(k)) => format!(
+            "time-based codes, {} digits every {} s",
+            k.params.digits, k.params.period
+        ),
+        (DeviceKind::Hotp, Some(k)) => format!(
+            "counter-based codes, {} digits, next counter {}",
+            k.params.digits, k.counter
+        ),
+        _ => d.kind.as_str().to_string(),
+    }
+}
+
 impl Daemon {
     pub(crate) async fn admin(&self, conn: &mut Conn, uid: u32, op: AdminOp) -> Result<()> {
+        // Who asked, for the record: the name of the caller's uid (its number if it has none).
+        // A directory outage must not stop root's commands: the uid alone is then logged.
+        let by = match self.name_of(uid).await {
+            Ok(Some(name)) => name,
+            _ => format!("uid{uid}"),
+        };
+        let action = action_name(&op);
         if uid != 0 {
-            warn!(
-                "uid {uid} asked for {}; refused",
-                clean(&format!("{op:?}").chars().take(40).collect::<String>())
-            );
+            let target = match &op {
+                AdminOp::Status { user }
+                | AdminOp::StatusJson { user }
+                | AdminOp::Unlock { user }
+                | AdminOp::Reset { user }
+                | AdminOp::BypassCodes { user }
+                | AdminOp::Forget { user } => user.as_str(),
+                AdminOp::List { .. }
+                | AdminOp::ImportTokens { .. }
+                | AdminOp::Backup { .. }
+                | AdminOp::Import { .. } => "-",
+            };
+            admin_action(&by, uid, action, target, "refused: not root");
             return self.deny(conn, "Only root may run admin commands.").await;
         }
         let user = match &op {
             AdminOp::Status { user }
+            | AdminOp::StatusJson { user }
             | AdminOp::Unlock { user }
             | AdminOp::Reset { user }
             | AdminOp::BypassCodes { user }
             | AdminOp::Forget { user } => user.clone(),
-            AdminOp::ImportTokens { csv } => return self.import_tokens(conn, csv).await,
+            AdminOp::ImportTokens { csv } => return self.import_tokens(conn, &by, uid, csv).await,
+            AdminOp::Backup { path } => return self.backup(conn, &by, uid, path).await,
+            AdminOp::Import {
+                format,
+                files,
+                dry_run,
+            } => {
+                return self
+                    .import(conn, &by, uid, action, *format, files, *dry_run)
+                    .await;
+            }
+            AdminOp::List {
+                filter,
+                low_bypass_below,
+                json,
+            } => {
+                return self
+                    .list_users(conn, &by, uid, *filter, *low_bypass_below, *json)
+                    .await;
+            }
         };
         if let Err(e) = mfa_proto::check_user_name(&user) {
+            admin_action(&by, uid, action, &user, "refused: bad user name");
             return self.deny(conn, format!("Refused: {e}.")).await;
         }
         // State is keyed by the name the directory gives: `mfa admin unlock ALICE` unlocks
@@ -109,28 +189,42 @@ impl Daemon {
             can_prompt: true,
         };
         match op {
-            AdminOp::Status { .. } => {
+            AdminOp::Status { .. } | AdminOp::StatusJson { .. } => {
+                let json = matches!(op, AdminOp::StatusJson { .. });
                 let u = user.clone();
                 let (devices, codes, lock) = self
                     .db(move |s| {
-                        let devices: Vec<String> = s.devices(&u)?.iter().map(describe).collect();
+                        let devices = s.devices(&u)?;
                         Ok((devices, s.unused_bypass_codes(&u)?.len(), s.lock_state(&u)?))
                     })
                     .await?;
-                conn.info(text::status_report(
-                    &user,
-                    exists,
-                    &devices,
-                    codes,
-                    &lock,
-                    self.clock.now(),
-                ))
-                .await?;
+                let now = self.clock.now();
+                let out = if json {
+                    let r = report::status(user.clone(), exists, &devices, codes, &lock, now);
+                    serde_json::to_string_pretty(&r).unwrap_or_default()
+                } else {
+                    let devices: Vec<String> = devices.iter().map(describe).collect();
+                    text::status_report(&user, exists, &devices, codes, &lock, now)
+                };
+                admin_action(&by, uid, action, &user, "shown");
+                for piece in report::chunks(&out) {
+                    conn.info(piece).await?;
+                }
             }
             AdminOp::Unlock { .. } => {
                 let u = user.clone();
                 let changed = self.db(move |s| s.unlock(&u)).await?;
-                decision(&who, "-", "unlocked", "by root");
+                admin_action(
+                    &by,
+                    uid,
+                    action,
+                    &user,
+                    if changed {
+                        "unlocked; failures cleared"
+                    } else {
+                        "was not locked"
+                    },
+                );
                 conn.info(if changed {
                     format!("{user} is unlocked and its failure count is cleared.")
                 } else {
@@ -141,7 +235,7 @@ impl Daemon {
             AdminOp::Reset { .. } => {
                 let u = user.clone();
                 self.db(move |s| s.reset_user(&u)).await?;
-                decision(&who, "-", "reset", "by root: all devices and codes removed");
+                admin_action(&by, uid, action, &user, "all devices and codes removed");
                 conn.info(format!(
                     "{user} has no devices, bypass codes or failures any more. They can enrol \
                      again with `mfa enroll totp`."
@@ -151,11 +245,12 @@ impl Daemon {
             AdminOp::Forget { .. } => {
                 let u = user.clone();
                 let n = self.db(move |s| s.forget_remembered(&u)).await?;
-                decision(
-                    &who,
-                    "-",
-                    "forgotten",
-                    &format!("by root: {n} remembered logins"),
+                admin_action(
+                    &by,
+                    uid,
+                    action,
+                    &user,
+                    &format!("{n} remembered logins forgotten"),
                 );
                 conn.info(format!(
                     "{user}: {n} remembered logins forgotten; the next login asks for a second \
@@ -165,22 +260,276 @@ impl Daemon {
             }
             AdminOp::BypassCodes { .. } => {
                 if !exists {
+                    admin_action(&by, uid, action, &user, "refused: no such user");
                     return self
                         .deny(conn, format!("There is no user {user} on this host."))
                         .await;
                 }
+                admin_action(&by, uid, action, &user, "new codes issued");
                 return self.issue_bypass_codes(conn, &who).await;
             }
-            AdminOp::ImportTokens { .. } => {}
+            AdminOp::ImportTokens { .. }
+            | AdminOp::List { .. }
+            | AdminOp::Backup { .. }
+            | AdminOp::Import { .. } => {}
         }
         conn.done(Outcome::Allow).await?;
         Ok(())
     }
 
-    async fn import_tokens(&self, conn: &mut Conn, csv: &str) -> Result<()> {
+    /// Writes a backup while logins go on: the copy reads the database through its own
+    /// connection, so the store's writer is not held up.
+    async fn backup(&self, conn: &mut Conn, by: &str, uid: u32, path: &str) -> Result<()> {
+        let database = self.config.database.clone();
+        let dest = std::path::PathBuf::from(path);
+        let now = self.clock.now();
+        let result =
+            tokio::task::spawn_blocking(move || backup::backup(&database, &dest, now)).await?;
+        match result {
+            Ok(summary) => {
+                admin_action(
+                    by,
+                    uid,
+                    "backup",
+                    "-",
+                    &format!(
+                        "written to {path}: {} users, {} devices",
+                        summary.users, summary.devices
+                    ),
+                );
+                conn.info(format!(
+                    "Backup written to {path} (mode 0600): {} users, {} devices.\n\
+                     It can be restored only with this host's store key ({}): keep a copy \
+                     of the key, apart from the backups.",
+                    summary.users,
+                    summary.devices,
+                    self.config.store_key.display()
+                ))
+                .await?;
+                conn.done(Outcome::Allow).await?;
+                Ok(())
+            }
+            Err(e) => {
+                admin_action(by, uid, "backup", "-", &format!("failed: {e}"));
+                self.deny(conn, format!("No backup was written: {e}."))
+                    .await
+            }
+        }
+    }
+
+    /// Imports enrolments from google-authenticator or pam_oath files: every file read,
+    /// every user known to this host and not enrolled in mfad yet, or nothing changes.
+    #[allow(clippy::too_many_arguments)]
+    async fn import(
+        &self,
+        conn: &mut Conn,
+        by: &str,
+        uid: u32,
+        action: &str,
+        format: ImportFormat,
+        files: &[ImportFile],
+        dry_run: bool,
+    ) -> Result<()> {
+        let mut imported = Vec::new();
+        let mut errors = Vec::new();
+        for f in files {
+            let parsed = match (format, &f.user) {
+                (ImportFormat::GoogleAuthenticator, Some(user)) => {
+                    import::google_authenticator(&f.path, user, &f.text).map(|i| vec![i])
+                }
+                (ImportFormat::GoogleAuthenticator, None) => Err(vec![format!(
+                    "{}: whose file is it? (no user given)",
+                    f.path
+                )]),
+                (ImportFormat::Oath, _) => import::oath_users(&f.path, &f.text),
+            };
+            match parsed {
+                Ok(mut i) => imported.append(&mut i),
+                Err(mut e) => errors.append(&mut e),
+            }
+        }
+        if imported.is_empty() && errors.is_empty() {
+            errors.push("no enrolment found in the files given".into());
+        }
+        // Users: known to this host (the directory's spelling), not enrolled in mfad yet.
+        for i in &mut imported {
+            match self.account(&i.user).await? {
+                Some(a) => i.user = a.name,
+                None => errors.push(format!("{}: no user {} on this host", i.origin, i.user)),
+            }
+        }
+        let users: Vec<String> = imported.iter().map(|i| i.user.clone()).collect();
+        let enrolled = self
+            .db(move |s| {
+                let mut enrolled = Vec::new();
+                for u in users {
+                    if !s.devices(&u)?.is_empty() || !s.bypass_codes(&u)?.is_empty() {
+                        enrolled.push(u);
+                    }
+                }
+                Ok(enrolled)
+            })
+            .await?;
+        for i in &imported {
+            if enrolled.contains(&i.user) {
+                errors.push(format!(
+                    "{}: {} is already enrolled in mfa (`mfa admin reset {}` first, or leave \
+                     them out)",
+                    i.origin, i.user, i.user
+                ));
+            }
+        }
+        let mut seen = std::collections::HashSet::new();
+        for i in &imported {
+            if !i.bypass.is_empty() && !seen.insert(i.user.clone()) {
+                errors.push(format!(
+                    "{}: {} has scratch codes in two files",
+                    i.origin, i.user
+                ));
+            }
+        }
+        if !errors.is_empty() {
+            admin_action(
+                by,
+                uid,
+                action,
+                "-",
+                &format!("refused: {} errors; nothing imported", errors.len()),
+            );
+            return self
+                .deny(
+                    conn,
+                    format!(
+                        "Nothing was imported; fix these first:\n{}{}",
+                        errors
+                            .iter()
+                            .take(50)
+                            .cloned()
+                            .collect::<Vec<_>>()
+                            .join("\n"),
+                        if errors.len() > 50 {
+                            format!("\n... and {} more", errors.len() - 50)
+                        } else {
+                            String::new()
+                        }
+                    ),
+                )
+                .await;
+        }
+        let mut report = Vec::new();
+        for i in &imported {
+            let mut line = format!(
+                "{}: {} ({}), {} bypass codes from scratch codes",
+                i.user,
+                describe_new(&i.device),
+                i.origin,
+                i.bypass.len()
+            );
+            for note in &i.notes {
+                line.push_str("; ");
+                line.push_str(note);
+            }
+            report.push(line);
+        }
+        let users: Vec<String> = {
+            let mut u: Vec<String> = imported.iter().map(|i| i.user.clone()).collect();
+            u.sort();
+            u.dedup();
+            u
+        };
+        if dry_run {
+            admin_action(
+                by,
+                uid,
+                action,
+                &users.join(","),
+                &format!("dry run: {} devices would be imported", imported.len()),
+            );
+            let text = format!(
+                "Dry run, nothing changed. Would import:\n{}",
+                report.join("\n")
+            );
+            for piece in report::chunks(&text) {
+                conn.info(piece).await?;
+            }
+            conn.done(Outcome::Allow).await?;
+            return Ok(());
+        }
+        let count = imported.len();
+        let now = self.clock.now();
+        self.db(move |s| {
+            s.in_transaction(|s| {
+                let mut rows = Vec::new();
+                let mut codes = Vec::new();
+                for i in imported {
+                    if !i.bypass.is_empty() {
+                        codes.push((i.user.clone(), i.bypass));
+                    }
+                    rows.push((i.user, i.device));
+                }
+                s.add_devices(&rows, now)?;
+                for (user, c) in codes {
+                    s.replace_bypass_codes(&user, &c, now)?;
+                }
+                Ok(())
+            })
+        })
+        .await?;
+        admin_action(
+            by,
+            uid,
+            action,
+            &users.join(","),
+            &format!("{count} devices imported"),
+        );
+        for piece in report::chunks(&format!("Imported:\n{}", report.join("\n"))) {
+            conn.info(piece).await?;
+        }
+        conn.done(Outcome::Allow).await?;
+        Ok(())
+    }
+
+    async fn list_users(
+        &self,
+        conn: &mut Conn,
+        by: &str,
+        uid: u32,
+        filter: mfa_proto::ListFilter,
+        low_bypass_below: u32,
+        json: bool,
+    ) -> Result<()> {
+        let summaries = self.db(|s| s.user_summaries()).await?;
+        let report = report::list(summaries, filter, low_bypass_below, self.clock.now());
+        let out = if json {
+            serde_json::to_string_pretty(&report).unwrap_or_default()
+        } else {
+            report::table(&report)
+        };
+        admin_action(
+            by,
+            uid,
+            "list",
+            "-",
+            &format!("{} users ({})", report.users.len(), filter.as_str()),
+        );
+        for piece in report::chunks(&out) {
+            conn.info(piece).await?;
+        }
+        conn.done(Outcome::Allow).await?;
+        Ok(())
+    }
+
+    async fn import_tokens(&self, conn: &mut Conn, by: &str, uid: u32, csv: &str) -> Result<()> {
         let rows = match parse_tokens(csv) {
             Ok(rows) => rows,
             Err(errors) => {
+                admin_action(
+                    by,
+                    uid,
+                    "import-tokens",
+                    "-",
+                    &format!("refused: {} bad lines; nothing imported", errors.len()),
+                );
                 return self
                     .deny(
                         conn,
@@ -202,6 +551,13 @@ impl Daemon {
         }
         if !unknown.is_empty() {
             unknown.dedup();
+            admin_action(
+                by,
+                uid,
+                "import-tokens",
+                "-",
+                &format!("refused: {} unknown users; nothing imported", unknown.len()),
+            );
             return self
                 .deny(
                     conn,
@@ -213,9 +569,18 @@ impl Daemon {
                 .await;
         }
         let count = rows.len();
+        let mut users: Vec<String> = rows.iter().map(|(u, _)| u.clone()).collect();
+        users.sort();
+        users.dedup();
         let now = self.clock.now();
         self.db(move |s| s.add_devices(&rows, now)).await?;
-        tracing::info!(target: "mfad::decision", "root imported {count} hardware tokens");
+        admin_action(
+            by,
+            uid,
+            "import-tokens",
+            &users.join(","),
+            &format!("{count} hardware tokens imported"),
+        );
         conn.info(format!("Imported {count} tokens.")).await?;
         conn.done(Outcome::Allow).await?;
         Ok(())

@@ -42,6 +42,8 @@ pub struct Config {
     pub duo_conf: Option<PathBuf>,
     /// Rate limits on texts, calls and pushes, and on unconfirmed phone additions.
     pub limits: crate::oob::limits::LimitsConfig,
+    /// `[metrics]`: the Prometheus listener, off unless configured.
+    pub metrics: Option<crate::metrics::MetricsConfig>,
     /// The secrets written in this file itself (`twilio.auth_token`...), found while
     /// parsing: such a file must be private.
     #[serde(skip)]
@@ -144,6 +146,7 @@ impl Default for Config {
             duo: None,
             duo_conf: None,
             limits: crate::oob::limits::LimitsConfig::default(),
+            metrics: None,
             inline_secrets: Vec::new(),
         }
     }

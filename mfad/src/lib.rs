@@ -17,6 +17,7 @@ pub mod http;
 pub mod logging;
 pub mod login;
 pub mod methods;
+pub mod metrics;
 pub mod oob;
 pub mod policy;
 pub mod random;

@@ -50,3 +50,61 @@ pub fn init(config: &LogConfig, stderr: bool) {
         .with(syslog_layer)
         .try_init();
 }
+
+/// A value for a `key=value` log line: bare when it is one plain token (letters, digits,
+/// `._:@/+-`), otherwise in double quotes. Either way control characters, `"` and `\` are
+/// escaped (so no value can close its quotes or forge a line) and long values are cut.
+pub fn field(value: &str) -> String {
+    let clean = mfa_proto::text::log_field(value);
+    let plain = !clean.is_empty()
+        && clean
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "._:@/+-".contains(c));
+    if plain { clean } else { format!("\"{clean}\"") }
+}
+
+/// Free text (a reason) for inside double quotes: control characters, `"` and `\` escaped,
+/// cut at 512 characters.
+pub fn quoted_text(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut chars = text.chars();
+    for c in chars.by_ref().take(512) {
+        if c.is_control() || c == '"' || c == '\\' {
+            out.extend(c.escape_default());
+        } else {
+            out.push(c);
+        }
+    }
+    if chars.next().is_some() {
+        out.push_str("...");
+    }
+    out
+}
+
+/// Records an administrator's action (or a refused attempt at one) with who asked: the
+/// caller's user name and uid, as the socket's peer credentials give them.
+pub fn admin_action(by: &str, uid: u32, action: &str, user: &str, result: &str) {
+    tracing::info!(
+        target: "mfad::admin",
+        "admin action={} user={} by={} uid={uid} result=\"{}\"",
+        field(action),
+        field(user),
+        field(by),
+        quoted_text(result)
+    );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::field;
+
+    #[test]
+    fn values_with_spaces_or_quotes_are_quoted_and_cannot_close_their_quotes() {
+        assert_eq!(field("alice"), "alice");
+        assert_eq!(field("203.0.113.9"), "203.0.113.9");
+        assert_eq!(field("not enrolled"), "\"not enrolled\"");
+        assert_eq!(field(""), "\"\"");
+        assert_eq!(field("a\" outcome=allow"), "\"a\\\" outcome=allow\"");
+        assert_eq!(field("x\ny=1"), "\"x\\ny=1\"");
+    }
+}

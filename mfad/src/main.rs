@@ -25,6 +25,90 @@ struct Args {
     /// runs this outside its sandbox, where /etc/mfa is read-only.
     #[arg(long)]
     create_store_key: bool,
+    /// Replace the database with the backup FILE (from `mfa admin backup`), then exit. mfad
+    /// must be stopped. Every TOTP device's last spent step is raised to now (plus the
+    /// window), HOTP counters move forward, unused bypass codes are marked spent, SMS
+    /// passcodes and remembered logins are dropped: no code spent after the backup works again.
+    #[arg(long, value_name = "FILE")]
+    restore: Option<PathBuf>,
+    /// With --restore: go on even though something answers on mfad's socket.
+    #[arg(long, requires = "restore")]
+    force: bool,
+    /// With --restore: how far HOTP counters move forward (default: [hotp] look_ahead).
+    #[arg(long, value_name = "N", requires = "restore")]
+    hotp_advance: Option<u64>,
+    /// With --restore: keep the backup's unused bypass codes usable (default: all spent).
+    #[arg(long, requires = "restore")]
+    keep_bypass_codes: bool,
+}
+
+/// `mfad --restore`: offline, because it replaces the file a running mfad holds open.
+fn restore(args: &Args, config: &Config, from: &std::path::Path) -> ExitCode {
+    if std::os::unix::net::UnixStream::connect(&config.socket).is_ok() && !args.force {
+        eprintln!(
+            "mfad: mfad is running (it answers on {}); stop it first (systemctl stop mfad), \
+             or add --force if that socket is not this mfad's",
+            config.socket.display()
+        );
+        return ExitCode::from(2);
+    }
+    let key = match mfad::sealing::StoreKey::load(&config.store_key, false) {
+        Ok(k) => k,
+        Err(e) => {
+            eprintln!("mfad: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let policy = mfad::admin::backup::RestorePolicy {
+        totp_window: config.totp.window,
+        hotp_advance: args.hotp_advance.unwrap_or(config.hotp.look_ahead),
+        keep_bypass_codes: args.keep_bypass_codes,
+    };
+    let now = mfad::Clock::now(&SystemClock);
+    match mfad::admin::backup::restore(from, &config.database, key, policy, now) {
+        Ok(r) => {
+            let taken = r
+                .taken_at
+                .map_or_else(|| "unknown".to_string(), mfad::text::utc);
+            let summary = format!(
+                "{} restored from {} (taken {taken}): {} TOTP devices raised to the current \
+                 step, {} HOTP counters advanced by {}, {}",
+                config.database.display(),
+                from.display(),
+                r.totp_devices,
+                r.hotp_devices,
+                policy.hotp_advance,
+                if policy.keep_bypass_codes {
+                    "bypass codes kept".to_string()
+                } else {
+                    format!(
+                        "unused bypass codes of {} users marked spent",
+                        r.bypass_users.len()
+                    )
+                }
+            );
+            let uid = nix::unistd::getuid().as_raw();
+            let by = nix::unistd::User::from_uid(nix::unistd::getuid())
+                .ok()
+                .flatten()
+                .map_or_else(|| format!("uid{uid}"), |u| u.name);
+            logging::admin_action(&by, uid, "restore", "-", &summary);
+            println!("{summary}.");
+            if !r.bypass_users.is_empty() {
+                println!(
+                    "These users need new bypass codes (mfa admin bypass-codes USER): {}",
+                    r.bypass_users.join(" ")
+                );
+            }
+            println!("Start mfad again.");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            error!("restore failed: {e}");
+            eprintln!("mfad: restore failed; the database was not replaced: {e}");
+            ExitCode::FAILURE
+        }
+    }
 }
 
 fn main() -> ExitCode {
@@ -52,6 +136,9 @@ fn main() -> ExitCode {
         };
     }
     logging::init(&config.log, args.foreground);
+    if let Some(from) = &args.restore {
+        return restore(&args, &config, from);
+    }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -100,6 +187,7 @@ async fn run(config: Config) -> ExitCode {
         config.database.display()
     );
     let approval = config.approval.clone();
+    let metrics = config.metrics.clone();
     let twilio_token = config.twilio.as_ref().map(|t| t.auth_token.clone());
     let daemon = match Daemon::new(config, store, Arc::new(SystemClock)) {
         Ok(d) => Arc::new(d),
@@ -113,6 +201,21 @@ async fn run(config: Config) -> ExitCode {
     let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
         let _ = rx.wait_for(|stop| *stop).await;
     };
+    let mut metrics_task = None;
+    if let Some(cfg) = metrics {
+        let listener = match tokio::net::TcpListener::bind(cfg.listen).await {
+            Ok(l) => l,
+            Err(e) => {
+                error!("cannot listen for metrics on {}: {e}", cfg.listen);
+                return ExitCode::FAILURE;
+            }
+        };
+        metrics_task = Some(tokio::spawn(mfad::metrics::serve(
+            Arc::clone(&daemon),
+            listener,
+            stopped(stop_rx.clone()),
+        )));
+    }
     let mut endpoint_task = None;
     if let Some(cfg) = approval {
         let endpoint = match ApprovalEndpoint::bind(
@@ -149,6 +252,9 @@ async fn run(config: Config) -> ExitCode {
     };
     server::serve(daemon, listener, shutdown).await;
     if let Some(task) = endpoint_task {
+        let _ = task.await;
+    }
+    if let Some(task) = metrics_task {
         let _ = task.await;
     }
     let _ = std::fs::remove_file(&socket);

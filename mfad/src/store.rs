@@ -825,6 +825,75 @@ impl Store {
     }
 }
 
+/// What `mfa admin list` shows of one user: no secret, only counts and state.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct UserSummary {
+    pub name: String,
+    pub failures: u32,
+    pub locked_until: Option<i64>,
+    /// The kind of each device, oldest first.
+    pub device_kinds: Vec<DeviceKind>,
+    pub bypass_left: u32,
+}
+
+impl Store {
+    /// How many accounts are locked out at `now`.
+    pub fn locked_users(&self, now: i64) -> Result<i64, StoreError> {
+        Ok(self.conn.query_row(
+            "SELECT count(*) FROM users WHERE locked_until > ?1",
+            [now],
+            |r| r.get(0),
+        )?)
+    }
+
+    /// Every user the store holds anything for (a failure count, a lock, a device, a bypass
+    /// code, spent or not), sorted by name. Read in one transaction, so the counts agree.
+    pub fn user_summaries(&mut self) -> Result<Vec<UserSummary>, StoreError> {
+        use std::collections::BTreeMap;
+        let tx = self.conn.transaction()?;
+        let mut users: BTreeMap<String, UserSummary> = BTreeMap::new();
+        fn slot(users: &mut BTreeMap<String, UserSummary>, name: String) -> &mut UserSummary {
+            users.entry(name.clone()).or_insert_with(|| UserSummary {
+                name,
+                ..Default::default()
+            })
+        }
+        {
+            let mut stmt = tx.prepare("SELECT name, failures, locked_until FROM users")?;
+            let rows = stmt.query_map([], |r| {
+                Ok((
+                    r.get::<_, String>(0)?,
+                    r.get::<_, u32>(1)?,
+                    r.get::<_, Option<i64>>(2)?,
+                ))
+            })?;
+            for row in rows {
+                let (name, failures, locked_until) = row?;
+                let u = slot(&mut users, name);
+                u.failures = failures;
+                u.locked_until = locked_until;
+            }
+            let mut stmt = tx.prepare("SELECT user, kind FROM devices ORDER BY user, id")?;
+            let rows =
+                stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))?;
+            for row in rows {
+                let (name, kind) = row?;
+                let kind = DeviceKind::parse(&kind).ok_or(StoreError::Corrupt("device kind"))?;
+                slot(&mut users, name).device_kinds.push(kind);
+            }
+            let mut stmt =
+                tx.prepare("SELECT user, sum(used_at IS NULL) FROM bypass_codes GROUP BY user")?;
+            let rows = stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, u32>(1)?)))?;
+            for row in rows {
+                let (name, left) = row?;
+                slot(&mut users, name).bypass_left = left;
+            }
+        }
+        tx.commit()?;
+        Ok(users.into_values().collect())
+    }
+}
+
 type CodeRow = (i64, Vec<u8>, Vec<u8>, bool);
 
 /// Reads `id, salt, hash, used` of a one-time code table.

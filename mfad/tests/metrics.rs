@@ -1,0 +1,151 @@
+//! The Prometheus endpoint of the real mfad binary, scraped before and after real logins.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use mfa_proto::{AuthContext, Client, Conversation, Operation, Outcome};
+use mfad::Store;
+use mfad::factor::totp::{self, HashAlgorithm, TotpParams};
+use std::collections::HashMap;
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::path::Path;
+use std::process::{Child, Command};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use zeroize::Zeroizing;
+
+const SECRET: &[u8] = b"metrics-test-secret!";
+
+fn params() -> TotpParams {
+    TotpParams {
+        algorithm: HashAlgorithm::Sha1,
+        digits: 6,
+        period: 30,
+    }
+}
+
+fn now() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64
+}
+
+struct Mfad(Child);
+impl Drop for Mfad {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+struct Answers(Vec<String>);
+impl Conversation for Answers {
+    fn info(&mut self, _: &str) {}
+    fn error(&mut self, _: &str) {}
+    fn prompt(&mut self, _: &str, _: bool) -> Option<Zeroizing<String>> {
+        Some(Zeroizing::new(self.0.remove(0)))
+    }
+}
+
+fn login(socket: &Path, answers: &[&str]) -> Outcome {
+    let mut c = Client::connect(socket, Duration::from_secs(2), Duration::from_secs(20)).unwrap();
+    mfa_proto::run_conversation(
+        &mut c,
+        Operation::Authenticate(AuthContext {
+            user: "root".into(),
+            service: "sshd".into(),
+            rhost: Some("203.0.113.9".into()),
+            ..Default::default()
+        }),
+        &mut Answers(answers.iter().map(|s| s.to_string()).collect()),
+    )
+    .unwrap()
+}
+
+/// `GET /metrics`, as `name{labels}` → value.
+fn scrape(port: u16) -> HashMap<String, f64> {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    s.write_all(b"GET /metrics HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n")
+        .unwrap();
+    let mut text = String::new();
+    s.read_to_string(&mut text).unwrap();
+    assert!(text.starts_with("HTTP/1.0 200"), "{text}");
+    let body = text.split("\r\n\r\n").nth(1).unwrap();
+    body.lines()
+        .filter(|l| !l.starts_with('#') && !l.is_empty())
+        .map(|l| {
+            let (k, v) = l.rsplit_once(' ').unwrap();
+            (k.to_string(), v.parse().unwrap())
+        })
+        .collect()
+}
+
+fn get(m: &HashMap<String, f64>, key: &str) -> f64 {
+    m.get(key).copied().unwrap_or(0.0)
+}
+
+#[test]
+fn the_metrics_endpoint_counts_real_logins_by_outcome_and_the_lockout() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let d = dir.path().display();
+    let config = dir.path().join("mfad.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "socket = \"{d}/run/mfad.sock\"\ndatabase = \"{d}/lib/mfa.db\"\n\
+             store_key = \"{d}/lib/store.key\"\n[lockout]\nmax_failures = 3\n\
+             [log]\nsyslog = false\n[metrics]\nlisten = \"127.0.0.1:{port}\"\n"
+        ),
+    )
+    .unwrap();
+    let _mfad = Mfad(
+        Command::new(env!("CARGO_BIN_EXE_mfad"))
+            .arg("--config")
+            .arg(&config)
+            .spawn()
+            .unwrap(),
+    );
+    let socket = dir.path().join("run/mfad.sock");
+    let start = Instant::now();
+    while !socket.exists() {
+        assert!(start.elapsed() < Duration::from_secs(10));
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let step = totp::step_of(now(), params());
+    Store::open_with_key_file(
+        &dir.path().join("lib/mfa.db"),
+        &dir.path().join("lib/store.key"),
+    )
+    .unwrap()
+    .add_totp_device("root", "phone", SECRET, params(), step - 10, now())
+    .unwrap();
+
+    let allow = r#"mfa_decisions_total{method="totp",outcome="allow"}"#;
+    let deny = r#"mfa_decisions_total{method="-",outcome="deny"}"#;
+    let before = scrape(port);
+    assert_eq!(get(&before, "mfa_locked_users"), 0.0, "{before:?}");
+    assert_eq!(get(&before, "mfa_pending_approvals"), 0.0, "{before:?}");
+
+    let code = totp::code_at_step(SECRET, params(), totp::step_of(now(), params())).to_string();
+    assert_eq!(login(&socket, &[&code]), Outcome::Allow);
+    // Three wrong codes: refused, and the third failure locks the account.
+    assert_eq!(
+        login(&socket, &["000000", "000000", "000000"]),
+        Outcome::Deny
+    );
+
+    let after = scrape(port);
+    assert_eq!(get(&after, allow) - get(&before, allow), 1.0, "{after:?}");
+    assert_eq!(get(&after, deny) - get(&before, deny), 1.0, "{after:?}");
+    assert_eq!(
+        get(&after, r#"mfa_decisions_total{method="-",outcome="retry"}"#),
+        2.0,
+        "{after:?}"
+    );
+    assert_eq!(get(&after, "mfa_locked_users"), 1.0, "{after:?}");
+}
