@@ -88,7 +88,7 @@ fn restore(args: &Args, config: &Config, from: &std::path::Path) -> ExitCode {
                 }
             );
             let uid = nix::unistd::getuid().as_raw();
-            let by = nix::unistd::User::from_uid(nix::unistd::getuid())
+            let by = mfad::accounts::Accounts::by_uid(&mfad::accounts::NssAccounts, uid)
                 .ok()
                 .flatten()
                 .map_or_else(|| format!("uid{uid}"), |u| u.name);
