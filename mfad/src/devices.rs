@@ -55,6 +55,28 @@ fn new_topic() -> String {
 }
 
 /// A device name a user typed: 1 to 64 printable characters.
+/// A device request, checked: what `add_device` adds once the user proved a fresh factor.
+enum CheckedDevice {
+    App {
+        name: String,
+    },
+    Token {
+        kind: DeviceKind,
+        name: String,
+        secret: Zeroizing<Vec<u8>>,
+        params: totp::TotpParams,
+    },
+    Phone {
+        name: String,
+        number: String,
+    },
+    /// `target: None`: mfad makes an ntfy topic.
+    Push {
+        name: String,
+        target: Option<String>,
+    },
+}
+
 fn device_name(name: Option<String>, fallback: &str) -> std::result::Result<String, String> {
     let name = name.unwrap_or_else(|| fallback.to_string());
     if name.trim().is_empty() || name.chars().count() > 64 || name.chars().any(char::is_control) {
@@ -119,116 +141,127 @@ impl Daemon {
             return Ok(());
         };
         let who = own(&user);
-        // Check the request before asking for anything.
-        let checked = match &new {
-            NewDevice::Totp { name } => device_name(name.clone(), "Authenticator app").map(|_| ()),
+        // Check the request before asking for anything, once, into what is added below.
+        let checked = match self.check_new_device(new) {
+            Ok(c) => c,
+            Err(why) => return self.deny(conn, why).await,
+        };
+        if !self.require_fresh_factor(conn, &who).await? {
+            return Ok(());
+        }
+        match checked {
+            CheckedDevice::App { name } => self.enroll_app(conn, &who, name).await,
+            CheckedDevice::Token {
+                kind,
+                name,
+                secret,
+                params,
+            } => {
+                self.confirm_token(conn, &who, kind, name, secret, params)
+                    .await
+            }
+            CheckedDevice::Phone { name, number } => {
+                self.confirm_phone(conn, &who, name, number).await
+            }
+            CheckedDevice::Push { name, target: None } => {
+                self.confirm_new_topic(conn, &who, name).await
+            }
+            CheckedDevice::Push {
+                name,
+                target: Some(target),
+            } => self.confirm_push(conn, &who, name, target).await,
+        }
+    }
+
+    /// A device request from a client, checked into what can be added, or the reason it
+    /// cannot (said to the user as it is).
+    fn check_new_device(&self, new: NewDevice) -> std::result::Result<CheckedDevice, String> {
+        let token = |kind, name, secret: &str, digits, period| {
+            factor::check_digits(digits)?;
+            if kind == DeviceKind::Totp {
+                factor::check_period(period)?;
+            }
+            Ok(CheckedDevice::Token {
+                kind,
+                name: device_name(name, "Hardware token")?,
+                secret: factor::parse_secret(secret)?,
+                params: totp::TotpParams {
+                    algorithm: totp::HashAlgorithm::Sha1,
+                    digits,
+                    period,
+                },
+            })
+        };
+        match new {
+            NewDevice::Totp { name } => Ok(CheckedDevice::App {
+                name: device_name(name, "Authenticator app")?,
+            }),
             NewDevice::Hotp {
                 name,
                 secret,
                 digits,
-            } => device_name(name.clone(), "Hardware token")
-                .and_then(|_| factor::parse_secret(secret).map(drop))
-                .and_then(|_| factor::check_digits(*digits)),
+            } => token(DeviceKind::Hotp, name, &secret, digits, 0),
             NewDevice::TotpToken {
                 name,
                 secret,
                 digits,
                 period,
-            } => device_name(name.clone(), "Hardware token")
-                .and_then(|_| factor::parse_secret(secret).map(drop))
-                .and_then(|_| factor::check_digits(*digits))
-                .and_then(|_| factor::check_period(*period)),
+            } => token(DeviceKind::Totp, name, &secret, digits, period),
             NewDevice::Phone { name, number } => {
                 if !self.can_sms() {
-                    Err(
+                    return Err(
                         "Phone numbers need SMS, which is not configured on this host ([twilio] \
                          in mfad.toml)."
                             .to_string(),
-                    )
-                } else {
-                    device_name(name.clone(), "Phone")
-                        .and_then(|_| check_phone(number).map_err(|e| e.to_string()))
-                        .and_then(|number| self.country_allowed(&number))
+                    );
                 }
+                let name = device_name(name, "Phone")?;
+                let number = check_phone(&number).map_err(|e| e.to_string())?;
+                self.country_allowed(&number)?;
+                Ok(CheckedDevice::Phone { name, number })
             }
             NewDevice::Push { name, target } => {
+                if !self.can_push() {
+                    return Err(
+                        "Push notifications are not configured on this host ([push] and \
+                         [approval] in mfad.toml)."
+                            .to_string(),
+                    );
+                }
                 let ntfy = self
                     .config
                     .push
                     .as_ref()
                     .filter(|p| p.notifier == crate::oob::config::NotifierKind::Ntfy);
-                if !self.can_push() {
-                    Err(
-                        "Push notifications are not configured on this host ([push] and \
-                         [approval] in mfad.toml)."
-                            .to_string(),
-                    )
-                } else if let Some(ntfy) = ntfy {
-                    if target.is_empty() {
-                        // mfad generates the topic below.
-                        device_name(name.clone(), "Phone app").map(drop)
-                    } else if !ntfy.allow_chosen_topics {
-                        Err(
+                let target = match ntfy {
+                    // mfad generates the topic.
+                    Some(_) if target.is_empty() => None,
+                    Some(ntfy) if !ntfy.allow_chosen_topics => {
+                        return Err(
                             "On this host mfad picks the push topic itself (a topic someone \
                              could guess would let them approve your logins): run `mfa add \
                              push` without a topic, and subscribe to the topic it shows."
                                 .to_string(),
-                        )
-                    } else if !is_ntfy_topic(target) {
-                        Err("An ntfy topic has 1 to 64 letters, digits, - and _.".to_string())
-                    } else {
-                        device_name(name.clone(), "Phone app").map(drop)
+                        );
                     }
-                } else if target.is_empty()
-                    || target.len() > 256
-                    || target.chars().any(char::is_control)
-                {
-                    Err("A push target has 1 to 256 printable characters.".to_string())
-                } else {
-                    device_name(name.clone(), "Phone app").map(drop)
-                }
-            }
-        };
-        if let Err(why) = checked {
-            return self.deny(conn, why).await;
-        }
-        if !self.require_fresh_factor(conn, &who).await? {
-            return Ok(());
-        }
-        match new {
-            NewDevice::Totp { name } => {
-                let name = device_name(name, "Authenticator app").unwrap_or_default();
-                self.enroll_app(conn, &who, name).await
-            }
-            NewDevice::Hotp {
-                name,
-                secret,
-                digits,
-            } => {
-                self.add_token(conn, &who, DeviceKind::Hotp, name, &secret, digits, 0)
-                    .await
-            }
-            NewDevice::TotpToken {
-                name,
-                secret,
-                digits,
-                period,
-            } => {
-                self.add_token(conn, &who, DeviceKind::Totp, name, &secret, digits, period)
-                    .await
-            }
-            NewDevice::Phone { name, number } => {
-                let name = device_name(name, "Phone").unwrap_or_default();
-                let number = check_phone(&number).unwrap_or_default();
-                self.confirm_phone(conn, &who, name, number).await
-            }
-            NewDevice::Push { name, target } => {
-                let name = device_name(name, "Phone app").unwrap_or_default();
-                if target.is_empty() {
-                    self.confirm_new_topic(conn, &who, name).await
-                } else {
-                    self.confirm_push(conn, &who, name, target).await
-                }
+                    Some(_) if !is_ntfy_topic(&target) => {
+                        return Err(
+                            "An ntfy topic has 1 to 64 letters, digits, - and _.".to_string()
+                        );
+                    }
+                    Some(_) => Some(target),
+                    None if target.is_empty()
+                        || target.len() > 256
+                        || target.chars().any(char::is_control) =>
+                    {
+                        return Err("A push target has 1 to 256 printable characters.".to_string());
+                    }
+                    None => Some(target),
+                };
+                Ok(CheckedDevice::Push {
+                    name: device_name(name, "Phone app")?,
+                    target,
+                })
             }
         }
     }
@@ -402,30 +435,6 @@ impl Daemon {
         conn.info(format!("Added \"{name}\".")).await?;
         conn.done(Outcome::Allow).await?;
         Ok(())
-    }
-
-    /// A hardware token added by its secret (checked before anything was asked); `period`
-    /// is 0 for HOTP.
-    #[allow(clippy::too_many_arguments)]
-    async fn add_token(
-        &self,
-        conn: &mut Conn,
-        who: &Who<'_>,
-        kind: DeviceKind,
-        name: Option<String>,
-        secret: &str,
-        digits: u32,
-        period: u64,
-    ) -> Result<()> {
-        let name = device_name(name, "Hardware token").unwrap_or_default();
-        let secret = factor::parse_secret(secret).unwrap_or_default();
-        let params = totp::TotpParams {
-            algorithm: totp::HashAlgorithm::Sha1,
-            digits,
-            period,
-        };
-        self.confirm_token(conn, who, kind, name, secret, params)
-            .await
     }
 
     /// An authenticator app: the daemon makes the secret, shows it, and waits for one code.
