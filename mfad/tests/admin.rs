@@ -3,14 +3,11 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use mfa_proto::{AdminOp, Client, Conversation, ListFilter, Operation, Outcome};
-use mfad::Store;
+use mfa_test_support::binary::BinaryMfad;
 use mfad::factor::bypass;
 use mfad::factor::totp::{self, HashAlgorithm, TotpParams};
 use serde::Deserialize;
-use std::os::unix::fs::PermissionsExt;
-use std::path::PathBuf;
-use std::process::{Child, Command};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use zeroize::Zeroizing;
 
 fn params() -> TotpParams {
@@ -30,49 +27,17 @@ fn now() -> i64 {
         .as_secs() as i64
 }
 
-struct Mfad {
-    child: Child,
-    dir: tempfile::TempDir,
+/// The mfad binary under test, running on a config of its own.
+fn start() -> BinaryMfad {
+    BinaryMfad::start(env!("CARGO_BIN_EXE_mfad"), "")
 }
 
-impl Mfad {
-    fn start() -> Mfad {
-        let dir = tempfile::tempdir().unwrap();
-        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
-        let config = dir.path().join("mfad.toml");
-        let d = dir.path().display();
-        std::fs::write(
-            &config,
-            format!(
-                "socket = \"{d}/run/mfad.sock\"\ndatabase = \"{d}/lib/mfa.db\"\n\
-                 store_key = \"{d}/lib/store.key\"\n[log]\nsyslog = false\n"
-            ),
-        )
-        .unwrap();
-        let child = Command::new(env!("CARGO_BIN_EXE_mfad"))
-            .args(["--foreground", "--config"])
-            .arg(&config)
-            .stderr(std::fs::File::create(dir.path().join("stderr")).unwrap())
-            .spawn()
-            .unwrap();
-        let m = Mfad { child, dir };
-        let start = Instant::now();
-        while !m.socket().exists() {
-            assert!(start.elapsed() < Duration::from_secs(10), "{}", m.log());
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        m
-    }
-    fn socket(&self) -> PathBuf {
-        self.dir.path().join("run/mfad.sock")
-    }
-    fn store(&self) -> Store {
-        let lib = self.dir.path().join("lib");
-        Store::open_with_key_file(&lib.join("mfa.db"), &lib.join("store.key")).unwrap()
-    }
-    fn log(&self) -> String {
-        std::fs::read_to_string(self.dir.path().join("stderr")).unwrap_or_default()
-    }
+/// Root's admin commands over the socket.
+trait Admin {
+    fn admin(&self, op: AdminOp) -> (Outcome, String);
+}
+
+impl Admin for BinaryMfad {
     /// Runs an admin command as root; returns the outcome and what the `mfa` command
     /// prints on stdout (each info message on its own line).
     fn admin(&self, op: AdminOp) -> (Outcome, String) {
@@ -85,13 +50,6 @@ impl Mfad {
         let mut out = Printed::default();
         let outcome = mfa_proto::run_conversation(&mut c, Operation::Admin(op), &mut out).unwrap();
         (outcome, out.stdout)
-    }
-}
-
-impl Drop for Mfad {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
 }
 
@@ -164,7 +122,7 @@ fn codes(n: usize) -> Vec<bypass::StoredCode> {
 
 /// alice: an app and 10 codes. bob: an app and 1 code. carol: only failures. dave: an app,
 /// locked. erin: bypass codes only, all spent.
-fn seed(m: &Mfad) -> i64 {
+fn seed(m: &BinaryMfad) -> i64 {
     let t = now();
     let step = totp::step_of(t, params());
     let mut s = m.store();
@@ -191,7 +149,7 @@ fn seed(m: &Mfad) -> i64 {
     t
 }
 
-fn list(m: &Mfad, filter: ListFilter) -> List {
+fn list(m: &BinaryMfad, filter: ListFilter) -> List {
     let (outcome, out) = m.admin(AdminOp::List {
         filter,
         low_bypass_below: 3,
@@ -207,7 +165,7 @@ fn names(l: &List) -> Vec<&str> {
 
 #[test]
 fn admin_list_json_shows_who_is_enrolled_unenrolled_locked_and_low_on_bypass_codes() {
-    let m = Mfad::start();
+    let m = start();
     let t = seed(&m);
 
     let all = list(&m, ListFilter::All);
@@ -255,7 +213,7 @@ fn admin_list_json_shows_who_is_enrolled_unenrolled_locked_and_low_on_bypass_cod
 
 #[test]
 fn admin_status_json_shows_devices_codes_and_lock_without_secrets() {
-    let m = Mfad::start();
+    let m = start();
     seed(&m);
     let (outcome, out) = m.admin(AdminOp::StatusJson {
         user: "dave".into(),
@@ -281,7 +239,7 @@ fn admin_status_json_shows_devices_codes_and_lock_without_secrets() {
 
 #[test]
 fn every_admin_action_is_logged_with_who_did_it() {
-    let m = Mfad::start();
+    let m = start();
     seed(&m);
     let (outcome, _) = m.admin(AdminOp::Unlock {
         user: "dave".into(),

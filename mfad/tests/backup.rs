@@ -3,13 +3,13 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use mfa_proto::{AdminOp, AuthContext, Client, Conversation, Operation, Outcome};
-use mfad::Store;
+use mfa_test_support::binary::BinaryHost;
 use mfad::factor::totp::{HashAlgorithm, TotpParams};
 use mfad::factor::{bypass, totp};
 use std::os::unix::fs::PermissionsExt;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::path::Path;
+use std::process::Output;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use zeroize::Zeroizing;
 
 const SECRET: &[u8] = b"backup-test-secret!!";
@@ -35,68 +35,28 @@ fn code_now() -> String {
     totp::code_at_step(SECRET, params(), totp::step_of(now(), params())).to_string()
 }
 
-/// mfad's files in one directory, so that it can be stopped and started again on them.
-struct Host {
-    dir: tempfile::TempDir,
-}
+/// mfad's files in one directory, so that it can be stopped and started again on them;
+/// its log is shown when a test fails.
+struct Host(BinaryHost);
 
 impl Host {
     fn new() -> Host {
-        let dir = tempfile::tempdir().unwrap();
-        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
-        let d = dir.path().display();
-        std::fs::write(
-            dir.path().join("mfad.toml"),
-            format!(
-                "socket = \"{d}/run/mfad.sock\"\ndatabase = \"{d}/lib/mfa.db\"\n\
-                 store_key = \"{d}/lib/store.key\"\n[lockout]\nmax_failures = 1000\n\
-                 [log]\nsyslog = false\n"
-            ),
-        )
-        .unwrap();
-        Host { dir }
-    }
-    fn path(&self, p: &str) -> PathBuf {
-        self.dir.path().join(p)
-    }
-    fn mfad(&self, args: &[&str]) -> Command {
-        let mut c = Command::new(env!("CARGO_BIN_EXE_mfad"));
-        c.arg("--config").arg(self.path("mfad.toml")).args(args);
-        c
-    }
-    fn start(&self) -> Running {
-        let _ = std::fs::remove_file(self.path("run/mfad.sock"));
-        let child = self
-            .mfad(&["--foreground"])
-            .stderr(
-                std::fs::OpenOptions::new()
-                    .create(true)
-                    .append(true)
-                    .open(self.path("stderr"))
-                    .unwrap(),
-            )
-            .spawn()
-            .unwrap();
-        let start = Instant::now();
-        while !self.path("run/mfad.sock").exists() {
-            assert!(start.elapsed() < Duration::from_secs(10), "{}", self.log());
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        Running { child }
+        Host(BinaryHost::new(
+            env!("CARGO_BIN_EXE_mfad"),
+            "[lockout]\nmax_failures = 1000",
+        ))
     }
     fn restore(&self, file: &Path, extra: &[&str]) -> Output {
         let mut args = vec!["--foreground", "--restore", file.to_str().unwrap()];
         args.extend_from_slice(extra);
-        self.mfad(&args).output().unwrap()
+        self.command(&args).output().unwrap()
     }
-    fn store(&self) -> Store {
-        Store::open_with_key_file(&self.path("lib/mfa.db"), &self.path("lib/store.key")).unwrap()
-    }
-    fn log(&self) -> String {
-        std::fs::read_to_string(self.path("stderr")).unwrap_or_default()
-    }
-    fn socket(&self) -> PathBuf {
-        self.path("run/mfad.sock")
+}
+
+impl std::ops::Deref for Host {
+    type Target = BinaryHost;
+    fn deref(&self) -> &BinaryHost {
+        &self.0
     }
 }
 
@@ -105,21 +65,6 @@ impl Drop for Host {
         if std::thread::panicking() {
             eprintln!("--- mfad log ---\n{}", self.log());
         }
-    }
-}
-
-struct Running {
-    child: Child,
-}
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        // SIGTERM: mfad closes its database cleanly, as `systemctl stop` would.
-        // SAFETY: kill(2) on our own child's pid, which wait() below has not reaped yet.
-        unsafe {
-            libc::kill(self.child.id() as i32, libc::SIGTERM);
-        }
-        let _ = self.child.wait();
     }
 }
 
@@ -293,8 +238,8 @@ fn a_backup_is_refused_by_a_host_with_another_store_key_and_nothing_changes() {
     let toml = std::fs::read_to_string(fresh.path("mfad.toml"))
         .unwrap()
         .replace(
-            &format!("{}/lib/store.key", fresh.dir.path().display()),
-            &format!("{}/keys/store.key", fresh.dir.path().display()),
+            &fresh.path("lib/store.key").display().to_string(),
+            &fresh.path("keys/store.key").display().to_string(),
         );
     std::fs::write(fresh.path("mfad.toml"), toml).unwrap();
     let out = fresh.restore(&file, &[]);

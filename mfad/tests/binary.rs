@@ -2,11 +2,12 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use mfa_proto::{AuthContext, Client, Conversation, Operation, Outcome};
+use mfa_test_support::binary::BinaryMfad;
 use mfad::Store;
 use mfad::factor::totp::{self, HashAlgorithm, TotpParams};
 use std::os::unix::fs::PermissionsExt;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::path::Path;
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use zeroize::Zeroizing;
 
@@ -20,59 +21,9 @@ fn params() -> TotpParams {
     }
 }
 
-struct Mfad {
-    child: Child,
-    dir: tempfile::TempDir,
-}
-
-impl Mfad {
-    fn socket(&self) -> PathBuf {
-        self.dir.path().join("run/mfad.sock")
-    }
-    fn db(&self) -> PathBuf {
-        self.dir.path().join("lib/mfa.db")
-    }
-    fn start(extra: &str) -> Mfad {
-        let dir = tempfile::tempdir().unwrap();
-        let config = dir.path().join("mfad.toml");
-        std::fs::write(
-            &config,
-            format!(
-                "socket = \"{}/run/mfad.sock\"\ndatabase = \"{}/lib/mfa.db\"\nstore_key = \"{}/lib/store.key\"\n{extra}\n[log]\nsyslog = false\n",
-                dir.path().display(),
-                dir.path().display(),
-                dir.path().display()
-            ),
-        )
-        .unwrap();
-        let child = Command::new(env!("CARGO_BIN_EXE_mfad"))
-            .args(["--foreground", "--config"])
-            .arg(&config)
-            .stderr(std::fs::File::create(dir.path().join("stderr")).unwrap())
-            .spawn()
-            .unwrap();
-        let m = Mfad { child, dir };
-        let start = Instant::now();
-        while !m.socket().exists() {
-            assert!(
-                start.elapsed() < Duration::from_secs(10),
-                "mfad did not start: {}",
-                m.log()
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        m
-    }
-    fn log(&self) -> String {
-        std::fs::read_to_string(self.dir.path().join("stderr")).unwrap_or_default()
-    }
-}
-
-impl Drop for Mfad {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+/// The mfad binary under test, running with `extra` in its config.
+fn start(extra: &str) -> BinaryMfad {
+    BinaryMfad::start(env!("CARGO_BIN_EXE_mfad"), extra)
 }
 
 struct Answer(String);
@@ -150,7 +101,7 @@ fn a_bad_config_is_refused_naming_the_key_and_line() {
 
 #[test]
 fn files_get_tight_modes_and_decisions_are_logged_without_codes() {
-    let m = Mfad::start("");
+    let m = start("");
     let sock_mode = std::fs::metadata(m.socket()).unwrap().permissions().mode() & 0o777;
     assert_eq!(
         sock_mode, 0o666,
@@ -185,8 +136,8 @@ fn files_get_tight_modes_and_decisions_are_logged_without_codes() {
 
 #[test]
 fn a_second_mfad_on_a_live_socket_refuses_to_start() {
-    let m = Mfad::start("");
-    let config = m.dir.path().join("mfad.toml");
+    let m = start("");
+    let config = m.path("mfad.toml");
     let out = Command::new(env!("CARGO_BIN_EXE_mfad"))
         .args(["--foreground", "--config"])
         .arg(&config)
@@ -201,7 +152,7 @@ fn a_second_mfad_on_a_live_socket_refuses_to_start() {
 
 #[test]
 fn concurrent_logins_racing_on_one_code_let_exactly_one_in() {
-    let m = Mfad::start("max_attempts = 1");
+    let m = start("max_attempts = 1");
     seed(&m.db());
     // Stay clear of a step boundary so every racer sends a code of the same step.
     while now() % 30 > 25 {
@@ -241,7 +192,7 @@ fn send_body(s: &mut std::os::unix::net::UnixStream, body: &[u8]) {
 fn a_prompt_left_unanswered_ends_in_an_explicit_refusal_not_a_silent_close() {
     use mfa_proto::ServerMsg;
     use mfa_proto::frame::read_frame;
-    let m = Mfad::start("answer_timeout = 5");
+    let m = start("answer_timeout = 5");
     seed(&m.db());
     let mut s = raw(&m.socket());
     let hello = mfa_proto::ClientMsg::Hello {
@@ -303,7 +254,7 @@ fn a_prompt_left_unanswered_ends_in_an_explicit_refusal_not_a_silent_close() {
 
 #[test]
 fn a_malformed_frame_cannot_forge_a_log_line() {
-    let m = Mfad::start("");
+    let m = start("");
     let mut s = raw(&m.socket());
     // serde_json's own error would quote this type name, newline and all.
     send_body(

@@ -2,14 +2,13 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use mfa_proto::{AuthContext, Client, Conversation, Operation, Outcome};
-use mfad::Store;
+use mfa_test_support::binary::BinaryMfad;
 use mfad::factor::totp::{self, HashAlgorithm, TotpParams};
 use std::collections::HashMap;
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::path::Path;
-use std::process::{Child, Command};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use zeroize::Zeroizing;
 
 const SECRET: &[u8] = b"metrics-test-secret!";
@@ -29,14 +28,6 @@ fn now() -> i64 {
         .duration_since(UNIX_EPOCH)
         .unwrap()
         .as_secs() as i64
-}
-
-struct Mfad(Child);
-impl Drop for Mfad {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
 }
 
 struct Answers(Vec<String>);
@@ -88,44 +79,20 @@ fn get(m: &HashMap<String, f64>, key: &str) -> f64 {
 
 #[test]
 fn the_metrics_endpoint_counts_real_logins_by_outcome_and_the_lockout() {
-    let dir = tempfile::tempdir().unwrap();
     let port = std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
         .unwrap()
         .port();
-    let d = dir.path().display();
-    let config = dir.path().join("mfad.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "socket = \"{d}/run/mfad.sock\"\ndatabase = \"{d}/lib/mfa.db\"\n\
-             store_key = \"{d}/lib/store.key\"\n[lockout]\nmax_failures = 3\n\
-             [log]\nsyslog = false\n[metrics]\nlisten = \"127.0.0.1:{port}\"\n"
-        ),
-    )
-    .unwrap();
-    let _mfad = Mfad(
-        Command::new(env!("CARGO_BIN_EXE_mfad"))
-            .arg("--config")
-            .arg(&config)
-            .spawn()
-            .unwrap(),
+    let m = BinaryMfad::start(
+        env!("CARGO_BIN_EXE_mfad"),
+        &format!("[lockout]\nmax_failures = 3\n[metrics]\nlisten = \"127.0.0.1:{port}\""),
     );
-    let socket = dir.path().join("run/mfad.sock");
-    let start = Instant::now();
-    while !socket.exists() {
-        assert!(start.elapsed() < Duration::from_secs(10));
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    let socket = m.socket();
     let step = totp::step_of(now(), params());
-    Store::open_with_key_file(
-        &dir.path().join("lib/mfa.db"),
-        &dir.path().join("lib/store.key"),
-    )
-    .unwrap()
-    .add_totp_device("root", "phone", SECRET, params(), step - 10, now())
-    .unwrap();
+    m.store()
+        .add_totp_device("root", "phone", SECRET, params(), step - 10, now())
+        .unwrap();
 
     let allow = r#"mfa_decisions_total{method="totp",outcome="allow"}"#;
     let deny = r#"mfa_decisions_total{method="-",outcome="deny"}"#;

@@ -5,6 +5,7 @@
 //! socket ([`TestDaemon::converse`]).
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+pub mod binary;
 pub mod fake_phone;
 
 use mfa_proto::{AuthContext, ClientError, ClientMsg, Conversation, Operation, Outcome, ServerMsg};
