@@ -3,29 +3,12 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use mfa_proto::{AdminOp, Client, Conversation, ListFilter, Operation, Outcome};
-use mfa_test_support::binary::BinaryMfad;
+use mfa_test_support::binary::{BinaryMfad, now, params};
 use mfad::factor::bypass;
-use mfad::factor::totp::{self, HashAlgorithm, TotpParams};
+use mfad::factor::totp;
 use serde::Deserialize;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 use zeroize::Zeroizing;
-
-fn params() -> TotpParams {
-    TotpParams {
-        algorithm: HashAlgorithm::Sha1,
-        digits: 6,
-        period: 30,
-    }
-}
-
-/// The real time: the processes under test read the wall clock too.
-#[allow(clippy::disallowed_methods)]
-fn now() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_secs() as i64
-}
 
 /// The mfad binary under test, running on a config of its own.
 fn start() -> BinaryMfad {

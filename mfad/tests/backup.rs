@@ -3,33 +3,15 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use mfa_proto::{AdminOp, AuthContext, Client, Conversation, Operation, Outcome};
-use mfa_test_support::binary::BinaryHost;
-use mfad::factor::totp::{HashAlgorithm, TotpParams};
+use mfa_test_support::binary::{BinaryHost, now, params};
 use mfad::factor::{bypass, totp};
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::process::Output;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 use zeroize::Zeroizing;
 
 const SECRET: &[u8] = b"backup-test-secret!!";
-
-fn params() -> TotpParams {
-    TotpParams {
-        algorithm: HashAlgorithm::Sha1,
-        digits: 6,
-        period: 30,
-    }
-}
-
-/// The real time: the mfad binary under test reads the wall clock too.
-#[allow(clippy::disallowed_methods)]
-fn now() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_secs() as i64
-}
 
 fn code_now() -> String {
     totp::code_at_step(SECRET, params(), totp::step_of(now(), params())).to_string()

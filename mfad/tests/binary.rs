@@ -2,24 +2,16 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use mfa_proto::{AuthContext, Client, Conversation, Operation, Outcome};
-use mfa_test_support::binary::BinaryMfad;
+use mfa_test_support::binary::{BinaryMfad, now, params};
 use mfad::Store;
-use mfad::factor::totp::{self, HashAlgorithm, TotpParams};
+use mfad::factor::totp;
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 use zeroize::Zeroizing;
 
 const SECRET: &[u8] = b"binary-test-secret!!";
-
-fn params() -> TotpParams {
-    TotpParams {
-        algorithm: HashAlgorithm::Sha1,
-        digits: 6,
-        period: 30,
-    }
-}
 
 /// The mfad binary under test, running with `extra` in its config.
 fn start(extra: &str) -> BinaryMfad {
@@ -48,15 +40,6 @@ fn login(socket: &Path, code: &str) -> Outcome {
         &mut Answer(code.into()),
     )
     .unwrap()
-}
-
-/// The real time: the mfad binary under test reads the wall clock too.
-#[allow(clippy::disallowed_methods)]
-fn now() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_secs() as i64
 }
 
 /// Seeds an authenticator for root whose last spent step is well in the past.

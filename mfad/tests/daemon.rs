@@ -420,10 +420,14 @@ except Exception as e:
     out.append({'error': str(e)})
 print(json.dumps(out))
 "#;
+    python_as_nobody(script, &[socket.as_os_str(), payload.as_ref()])
+}
+
+/// Runs a Python `script` with `args` as uid 65534 (Debian's python3); returns its stdout.
+fn python_as_nobody(script: &str, args: &[&std::ffi::OsStr]) -> String {
     let out = Command::new("/usr/bin/python3")
         .args(["-c", script])
-        .arg(socket)
-        .arg(payload)
+        .args(args)
         .uid(65534)
         .gid(65534)
         .output()
@@ -979,22 +983,19 @@ while True:
     if msg['type'] in ('done', 'unavailable'): break
 print(json.dumps(out))
 "#;
-    let out = Command::new("/usr/bin/python3")
-        .args(["-c", script])
-        .arg(socket)
-        .arg(rhost)
-        .arg(serde_json_list(answers))
-        .arg(mfa_proto::PROTOCOL_VERSION.to_string())
-        .uid(65534)
-        .gid(65534)
-        .output()
-        .expect("python3 runs");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    let (answers, version) = (
+        serde_json_list(answers),
+        mfa_proto::PROTOCOL_VERSION.to_string(),
     );
-    String::from_utf8_lossy(&out.stdout).into_owned()
+    python_as_nobody(
+        script,
+        &[
+            socket.as_os_str(),
+            rhost.as_ref(),
+            answers.as_ref(),
+            version.as_ref(),
+        ],
+    )
 }
 
 fn serde_json_list(items: &[&str]) -> String {

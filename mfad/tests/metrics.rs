@@ -2,33 +2,16 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use mfa_proto::{AuthContext, Client, Conversation, Operation, Outcome};
-use mfa_test_support::binary::BinaryMfad;
-use mfad::factor::totp::{self, HashAlgorithm, TotpParams};
+use mfa_test_support::binary::{BinaryMfad, now, params};
+use mfad::factor::totp;
 use std::collections::HashMap;
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::path::Path;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 use zeroize::Zeroizing;
 
 const SECRET: &[u8] = b"metrics-test-secret!";
-
-fn params() -> TotpParams {
-    TotpParams {
-        algorithm: HashAlgorithm::Sha1,
-        digits: 6,
-        period: 30,
-    }
-}
-
-/// The real time: the processes under test read the wall clock too.
-#[allow(clippy::disallowed_methods)]
-fn now() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_secs() as i64
-}
 
 struct Answers(Vec<String>);
 impl Conversation for Answers {

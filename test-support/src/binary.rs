@@ -3,11 +3,29 @@
 //! caller passes the binary (`env!("CARGO_BIN_EXE_mfad")` in mfad's own tests).
 
 use mfad::Store;
+use mfad::factor::totp::{HashAlgorithm, TotpParams};
 use std::ops::Deref;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+/// An authenticator app's usual parameters (SHA-1, 6 digits, 30 s), as mfad enrols them.
+pub fn params() -> TotpParams {
+    TotpParams {
+        algorithm: HashAlgorithm::Sha1,
+        digits: 6,
+        period: 30,
+    }
+}
+
+/// The real time in seconds: the binary under test reads the wall clock, so its tests do.
+#[allow(clippy::disallowed_methods)]
+pub fn now() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64)
+}
 
 /// mfad's config and files in one directory, so it can be stopped and started again on
 /// them.
