@@ -857,35 +857,27 @@ fn a_session_already_at_its_prompt_accepts_no_code_once_the_account_is_locked() 
 }
 
 #[test]
-fn failures_while_locked_extend_the_lock_and_never_shorten_it() {
+fn failures_while_locked_count_and_never_shorten_a_longer_lock() {
     let d = TestDaemon::start(|c| c.lockout.max_failures = 3);
     d.enrol_totp("root");
-    // A report locks for longer than the lockout would.
+    // Three logins reach the prompt; then a report locks for longer than a lockout would.
+    let mut waiting: Vec<Client> = (0..3).map(|_| at_prompt(&d, "root")).collect();
     let far = T0 + 10 * 3600;
     d.store().lock_until("root", far).unwrap();
-    for _ in 0..3 {
-        let mut c = at_prompt_after_lock(&d);
-        let _ = answer(&mut c, "123456");
+    for (n, client) in waiting.iter_mut().enumerate().take(2) {
+        let (said, outcome) = answer(client, "123456");
+        assert_eq!(outcome, Some(Outcome::Deny), "{said}");
+        assert_eq!(d.store().lock_state("root").unwrap().failures, n as u32 + 1);
     }
+    // The third reaches max_failures: a lockout of an hour, which must not replace the
+    // ten-hour lock.
+    let (said, _) = answer(&mut waiting[2], "123456");
+    assert!(said.contains("locked"), "{said}");
     assert_eq!(
         d.store().lock_state("root").unwrap().locked_until,
         Some(far),
-        "three failures while locked must not bring the end of a longer lock forward"
+        "a lockout while locked must not bring the end of a longer lock forward"
     );
-}
-
-/// A locked account is refused before the prompt; to reach the code check while locked,
-/// a session must get to its prompt first: lock after it is there.
-fn at_prompt_after_lock(d: &TestDaemon) -> Client {
-    let store = d.store();
-    let saved = store.lock_state("root").unwrap().locked_until;
-    drop(store);
-    d.store().unlock("root").unwrap();
-    let c = at_prompt(d, "root");
-    if let Some(until) = saved {
-        d.store().lock_until("root", until).unwrap();
-    }
-    c
 }
 
 #[test]
