@@ -113,7 +113,7 @@ fn a_clock_stepping_back_an_hour_never_reopens_a_spent_code_and_loses_nothing() 
     assert_eq!(outcome, Outcome::Deny);
 
     let database = d.config.database.clone();
-    let store = d.store();
+    let mut store = d.store();
     let text = log.text();
     assert!(
         text.contains("outcome=deny reason=\"code already used; 1 consecutive failures\""),

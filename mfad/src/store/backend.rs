@@ -1,0 +1,217 @@
+//! The seam between the store's rules and a database: [`Backend`] holds rows as they are
+//! stored (secrets sealed, one-time codes keyed), and [`super::Store`] seals, opens and
+//! checks them with the store key. SQLite ([`super::sqlite`]) is the embedded default;
+//! PostgreSQL ([`super::postgres`]) holds one state for a cluster of nodes.
+//!
+//! Every method is one atomic change: methods that write several rows run in a transaction
+//! of their own, or inside the caller's when [`Backend::begin`] opened one. Spending a code
+//! is a conditional UPDATE whose row count says whether this caller won, so two logins
+//! racing on one code cannot both succeed, whichever node they run on.
+
+use super::{FailureEffect, LockState, StoreError, UserSummary};
+
+/// A device row as stored: the secret sealed with the store key for its user.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeviceRecord {
+    pub id: i64,
+    /// `totp`, `hotp`, `phone` or `push`.
+    pub kind: String,
+    pub name: String,
+    pub sealed_secret: Option<Vec<u8>>,
+    pub algorithm: Option<String>,
+    pub digits: Option<u32>,
+    pub period: Option<u64>,
+    /// TOTP: the last time step spent. HOTP: the next counter expected.
+    pub counter: i64,
+    /// phone: an E.164 number; push: the notifier's target.
+    pub address: Option<String>,
+    pub is_default: bool,
+    pub created: i64,
+}
+
+/// A device to insert. The user's first device becomes the default method.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewDeviceRecord {
+    pub user: String,
+    pub kind: String,
+    pub name: String,
+    pub sealed_secret: Option<Vec<u8>>,
+    pub algorithm: Option<String>,
+    pub digits: Option<u32>,
+    pub period: Option<u64>,
+    pub counter: i64,
+    pub address: Option<String>,
+}
+
+/// A bypass or SMS code as stored: its salt and its keyed hash.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CodeRecord {
+    pub id: i64,
+    pub salt: Vec<u8>,
+    pub tag: Vec<u8>,
+    pub used: bool,
+}
+
+/// Everything a store holds, as stored (secrets stay sealed): what `mfad --migrate-store`
+/// copies from one backend into another.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Dump {
+    /// name, consecutive failures, locked until.
+    pub users: Vec<(String, u32, Option<i64>)>,
+    /// The owner and the row (ids are the source's; a load assigns its own).
+    pub devices: Vec<(String, DeviceRecord)>,
+    /// owner, salt, keyed hash, created, used at.
+    pub bypass_codes: Vec<DumpedCode>,
+    /// owner, salt, keyed hash, expires (in `created`), used at.
+    pub sms_codes: Vec<DumpedCode>,
+    pub remembered: Vec<DumpedRemembered>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DumpedCode {
+    pub user: String,
+    pub salt: Vec<u8>,
+    pub tag: Vec<u8>,
+    /// Bypass codes: when they were made. SMS codes: when they expire.
+    pub time: i64,
+    pub used_at: Option<i64>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DumpedRemembered {
+    pub user: String,
+    /// `sshd` or `self`.
+    pub scope: String,
+    pub addr: String,
+    pub key: String,
+    pub until: i64,
+}
+
+/// One connection to a database that holds the store.
+pub trait Backend: Send {
+    /// `sqlite` or `postgresql`, for logs and errors.
+    fn kind(&self) -> &'static str;
+
+    /// Whether the connection is beyond use (lost, timed out mid-statement): a pool drops it
+    /// instead of handing it out again.
+    fn is_broken(&self) -> bool {
+        false
+    }
+
+    /// Opens a write transaction. Until [`Backend::commit`], whatever a method read is still
+    /// true when a later one writes: SQLite takes the write lock at once (`BEGIN
+    /// IMMEDIATE`); PostgreSQL locks the user's row when [`Backend::lock_state`] reads it.
+    fn begin(&mut self) -> Result<(), StoreError>;
+    fn commit(&mut self) -> Result<(), StoreError>;
+    /// Undoes the open transaction; never fails (a lost connection undoes it anyway).
+    fn rollback(&mut self);
+
+    /// How many of this backend's migrations have run.
+    fn schema_version(&mut self) -> Result<i64, StoreError>;
+
+    /// Records `check` (derived from the store key) in a new database; in one that has a
+    /// check value, compares it in constant time and fails with [`StoreError::WrongKey`]
+    /// when it differs.
+    fn check_key(&mut self, check: &[u8; 32]) -> Result<(), StoreError>;
+
+    /// A user's failure count and lock; the defaults for a user the store does not know.
+    /// Inside a transaction, on PostgreSQL, the user's row stays locked until it ends.
+    fn lock_state(&mut self, user: &str) -> Result<LockState, StoreError>;
+    /// Counts one failure; at `max_failures` (0: never) locks until `now + duration`, never
+    /// shortening a longer lock, clears the count and forgets remembered logins.
+    fn record_failure(
+        &mut self,
+        user: &str,
+        now: i64,
+        max_failures: u32,
+        duration: u64,
+    ) -> Result<FailureEffect, StoreError>;
+    /// After a success: the count of consecutive failures starts again.
+    fn clear_failures(&mut self, user: &str) -> Result<(), StoreError>;
+    /// Lifts a lock, clears the count and forgets remembered logins. Returns whether there
+    /// was a count or a lock to clear.
+    fn unlock(&mut self, user: &str) -> Result<bool, StoreError>;
+    /// Locks until `until` (never shortening a longer lock) and forgets remembered logins.
+    fn lock_until(&mut self, user: &str, until: i64) -> Result<(), StoreError>;
+    /// Forgets the user's remembered logins; returns how many there were.
+    fn forget_remembered(&mut self, user: &str) -> Result<usize, StoreError>;
+    /// How many accounts are locked at `now`.
+    fn locked_users(&mut self, now: i64) -> Result<i64, StoreError>;
+
+    /// Makes (salt, tag) the user's only live SMS code until `expires`: every earlier code
+    /// that is unspent or expired at `now` is dropped.
+    fn replace_sms_code(
+        &mut self,
+        user: &str,
+        salt: &[u8],
+        tag: &[u8],
+        now: i64,
+        expires: i64,
+    ) -> Result<(), StoreError>;
+    /// The user's SMS codes that have not expired at `now`, spent or not, oldest first.
+    fn sms_codes(&mut self, user: &str, now: i64) -> Result<Vec<CodeRecord>, StoreError>;
+    /// Spends SMS code `id`: true only for the first caller, before it expires.
+    fn spend_sms_code(&mut self, id: i64, now: i64) -> Result<bool, StoreError>;
+
+    /// Remembers a login from `addr` with key fingerprint `key`, vouched for by `scope`,
+    /// until `until`; drops every remembered login that ended by `now`.
+    fn remember(
+        &mut self,
+        user: &str,
+        scope: &str,
+        addr: &str,
+        key: &str,
+        now: i64,
+        until: i64,
+    ) -> Result<(), StoreError>;
+    fn is_remembered(
+        &mut self,
+        user: &str,
+        scope: &str,
+        addr: &str,
+        key: &str,
+        now: i64,
+    ) -> Result<bool, StoreError>;
+
+    /// Forgets everything about `user`: devices, codes, counters, lock, remembered logins.
+    fn reset_user(&mut self, user: &str) -> Result<(), StoreError>;
+
+    /// A user's devices, oldest first (the order `mfa devices` numbers them in).
+    fn devices(&mut self, user: &str) -> Result<Vec<DeviceRecord>, StoreError>;
+    /// Inserts devices, all or none; returns their ids in order. A device becomes its
+    /// user's default when the user had none.
+    fn add_devices(&mut self, rows: &[NewDeviceRecord], now: i64) -> Result<Vec<i64>, StoreError>;
+    fn set_default(&mut self, user: &str, device: i64) -> Result<(), StoreError>;
+    /// Removes a device of `user`; if it was the default, the oldest remaining device takes
+    /// its place. Remembered logins are forgotten.
+    fn remove_device(&mut self, user: &str, device: i64) -> Result<(), StoreError>;
+    /// Spends TOTP step `step` of device `device`: true only if no step as late was spent.
+    fn spend_totp_step(&mut self, device: i64, step: u64) -> Result<bool, StoreError>;
+    /// Spends HOTP counter `counter`: the next expected becomes `counter + 1`; true only if
+    /// no caller got there first.
+    fn spend_hotp_counter(&mut self, device: i64, counter: u64) -> Result<bool, StoreError>;
+
+    /// All of a user's current bypass codes, spent or not, oldest first.
+    fn bypass_codes(&mut self, user: &str) -> Result<Vec<CodeRecord>, StoreError>;
+    /// Replaces all of a user's bypass codes with `codes` (salt, tag).
+    fn replace_bypass_codes(
+        &mut self,
+        user: &str,
+        codes: &[(Vec<u8>, Vec<u8>)],
+        now: i64,
+    ) -> Result<(), StoreError>;
+    /// Spends bypass code `id`: true only for the first caller.
+    fn spend_bypass_code(&mut self, id: i64, now: i64) -> Result<bool, StoreError>;
+
+    /// Every user the store holds anything for, sorted by name; read in one snapshot.
+    fn user_summaries(&mut self) -> Result<Vec<UserSummary>, StoreError>;
+
+    /// Everything, in one consistent read.
+    fn dump(&mut self) -> Result<Dump, StoreError>;
+    /// Whether the store holds no user, device, code or remembered login.
+    fn is_empty(&mut self) -> Result<bool, StoreError>;
+    /// Writes `dump` in one transaction, all or none, keeping the ids it does not need to
+    /// change; with `replace`, everything stored before is deleted first (the merge rules of
+    /// `mfad --migrate-store` are applied above the backend, where the store key is).
+    fn load(&mut self, dump: &Dump, replace: bool) -> Result<(), StoreError>;
+}

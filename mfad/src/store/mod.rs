@@ -1,0 +1,835 @@
+//! The store: enrolled devices, bypass codes, SMS codes, failure counters, lockouts and
+//! remembered logins, behind a [`Backend`] (SQLite on one host, PostgreSQL for a cluster).
+//!
+//! [`Store`] holds the rules that do not depend on the database: device secrets are sealed
+//! with the store key before they reach a backend and opened when read; one-time codes are
+//! stored as keyed hashes and compared in constant time. Every write is one transaction.
+//! Spending a code is a conditional UPDATE whose row count says whether this caller won, so
+//! two logins racing on one code cannot both succeed.
+
+pub mod backend;
+pub mod sqlite;
+
+use crate::factor::bypass::{self, StoredCode};
+use crate::factor::totp::{HashAlgorithm, TotpParams};
+use crate::sealing::{KeyError, StoreKey};
+pub use backend::Backend;
+use backend::{CodeRecord, DeviceRecord, NewDeviceRecord};
+use sqlite::SqliteBackend;
+use std::path::Path;
+use std::sync::Arc;
+use subtle::ConstantTimeEq;
+use zeroize::Zeroizing;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("cannot prepare {path}: {source}")]
+    Prepare {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("database error: {0}")]
+    Sqlite(#[from] rusqlite::Error),
+    #[error("the database has schema version {0}, newer than this mfad understands")]
+    TooNew(i64),
+    #[error("a stored value is corrupt: {0}")]
+    Corrupt(&'static str),
+    #[error(transparent)]
+    Key(#[from] KeyError),
+    #[error(
+        "the store key is not the one this database was written with (its secrets cannot be \
+         read); use the key file that belongs to this database"
+    )]
+    WrongKey,
+}
+
+/// Who vouched for the client address of a remembered login.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RememberScope {
+    /// sshd's PAM stack (a root caller): the address is the connection's.
+    Sshd,
+    /// The user's own ForceCommand helper: the address is what the user's process said.
+    OwnHelper,
+}
+
+impl RememberScope {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RememberScope::Sshd => "sshd",
+            RememberScope::OwnHelper => "self",
+        }
+    }
+}
+
+/// The store's rules over a [`Backend`]: secrets sealed and opened, one-time codes keyed
+/// and compared in constant time, with the store key.
+pub struct Store {
+    backend: Box<dyn Backend>,
+    key: Arc<StoreKey>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct LockState {
+    pub failures: u32,
+    pub locked_until: Option<i64>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DeviceKind {
+    Totp,
+    Hotp,
+    Phone,
+    Push,
+}
+
+impl DeviceKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DeviceKind::Totp => "totp",
+            DeviceKind::Hotp => "hotp",
+            DeviceKind::Phone => "phone",
+            DeviceKind::Push => "push",
+        }
+    }
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "totp" => Some(DeviceKind::Totp),
+            "hotp" => Some(DeviceKind::Hotp),
+            "phone" => Some(DeviceKind::Phone),
+            "push" => Some(DeviceKind::Push),
+            _ => None,
+        }
+    }
+}
+
+/// The key of a code-generating device.
+pub struct OtpKey {
+    pub secret: Zeroizing<Vec<u8>>,
+    /// For HOTP the period is 0.
+    pub params: TotpParams,
+    /// TOTP: last spent step. HOTP: next counter expected.
+    pub counter: i64,
+}
+
+pub struct Device {
+    pub id: i64,
+    pub kind: DeviceKind,
+    pub name: String,
+    pub otp: Option<OtpKey>,
+    pub address: Option<String>,
+    pub is_default: bool,
+    pub created: i64,
+}
+
+/// A device to insert.
+pub struct NewDeviceRow {
+    pub kind: DeviceKind,
+    pub name: String,
+    pub otp: Option<OtpKey>,
+    pub address: Option<String>,
+}
+
+pub struct BypassRow {
+    pub id: i64,
+    pub code: StoredCode,
+    pub used: bool,
+}
+
+/// What a failed attempt did to the account.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FailureEffect {
+    Counted { failures: u32 },
+    Locked { until: i64 },
+}
+
+/// What `mfa admin list` shows of one user: no secret, only counts and state.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct UserSummary {
+    pub name: String,
+    pub failures: u32,
+    pub locked_until: Option<i64>,
+    /// The kind of each device, oldest first.
+    pub device_kinds: Vec<DeviceKind>,
+    pub bypass_left: u32,
+}
+
+impl Store {
+    /// A store over `backend`, checking (or, in a new database, recording) that the
+    /// backend's data belongs to `key`.
+    pub fn from_backend(
+        mut backend: Box<dyn Backend>,
+        key: Arc<StoreKey>,
+    ) -> Result<Store, StoreError> {
+        backend.check_key(&key.check_value())?;
+        Ok(Store { backend, key })
+    }
+
+    /// Opens (creating if needed) the SQLite database at `path`: its directory with mode
+    /// 0700, the file with mode 0600, then brings the schema up to date.
+    pub fn open(path: &Path, key: StoreKey) -> Result<Store, StoreError> {
+        let backend = SqliteBackend::open(path, &key)?;
+        Store::from_backend(Box::new(backend), Arc::new(key))
+    }
+
+    /// Opens the SQLite database at `path` with the key in `key_file`, creating the key
+    /// (mode 0600) when it does not exist yet.
+    pub fn open_with_key_file(path: &Path, key_file: &Path) -> Result<Store, StoreError> {
+        Store::open(path, StoreKey::load(key_file, true)?)
+    }
+
+    /// An in-memory SQLite store with a fresh key, for tests.
+    pub fn open_in_memory() -> Result<Store, StoreError> {
+        let key = StoreKey::generate()?;
+        let backend = SqliteBackend::open_in_memory(&key)?;
+        Store::from_backend(Box::new(backend), Arc::new(key))
+    }
+
+    /// `sqlite` or `postgresql`.
+    pub fn backend_kind(&self) -> &'static str {
+        self.backend.kind()
+    }
+
+    /// Whether the connection under this store is beyond use.
+    pub fn is_broken(&self) -> bool {
+        self.backend.is_broken()
+    }
+
+    /// The backend, as stored (for copying a store: secrets stay sealed).
+    pub fn backend(&mut self) -> &mut dyn Backend {
+        self.backend.as_mut()
+    }
+
+    /// Runs `f` in one write transaction: everything it wrote is committed together, or
+    /// (when it fails) nothing is. Whatever `f` read (a lock, a counter) is still true when
+    /// it writes: SQLite holds the write lock from the start, PostgreSQL the user's row
+    /// from [`Store::lock_state`] on.
+    pub fn in_transaction<T>(
+        &mut self,
+        f: impl FnOnce(&mut Store) -> Result<T, StoreError>,
+    ) -> Result<T, StoreError> {
+        self.backend.begin()?;
+        match f(self) {
+            Ok(value) => match self.backend.commit() {
+                Ok(()) => Ok(value),
+                Err(e) => {
+                    self.backend.rollback();
+                    Err(e)
+                }
+            },
+            Err(e) => {
+                self.backend.rollback();
+                Err(e)
+            }
+        }
+    }
+
+    /// Whether `answer` is the one-time code stored as `stored` (constant time).
+    pub fn code_matches(&self, stored: &StoredCode, answer: &str) -> bool {
+        let tag = self.key.code_tag(&bypass::hash(&stored.salt, answer));
+        bool::from(tag.ct_eq(&stored.hash))
+    }
+
+    pub fn schema_version(&mut self) -> Result<i64, StoreError> {
+        self.backend.schema_version()
+    }
+
+    pub fn lock_state(&mut self, user: &str) -> Result<LockState, StoreError> {
+        self.backend.lock_state(user)
+    }
+
+    /// Counts one failure; at `max_failures` (0: never) locks until `now + duration`.
+    pub fn record_failure(
+        &mut self,
+        user: &str,
+        now: i64,
+        max_failures: u32,
+        duration: u64,
+    ) -> Result<FailureEffect, StoreError> {
+        self.backend
+            .record_failure(user, now, max_failures, duration)
+    }
+
+    /// After a success: the count of consecutive failures starts again.
+    pub fn clear_failures(&mut self, user: &str) -> Result<(), StoreError> {
+        self.backend.clear_failures(user)
+    }
+
+    /// Lifts a lock and clears the counter. Returns whether there was anything to clear.
+    /// Remembered logins are forgotten too: whatever caused the lock may have used them.
+    pub fn unlock(&mut self, user: &str) -> Result<bool, StoreError> {
+        self.backend.unlock(user)
+    }
+
+    /// Locks the account until `until` at once (a login the user reported as not theirs).
+    /// Remembered logins are forgotten: the user said a login was not theirs.
+    pub fn lock_until(&mut self, user: &str, until: i64) -> Result<(), StoreError> {
+        self.backend.lock_until(user, until)
+    }
+
+    /// Forgets the user's remembered logins; returns how many there were.
+    pub fn forget_remembered(&mut self, user: &str) -> Result<usize, StoreError> {
+        self.backend.forget_remembered(user)
+    }
+
+    /// Records an SMS passcode (keyed hash) valid until `expires`. It is the user's only
+    /// live one: every earlier code, spent or not, is dropped, so requests never pile up
+    /// codes that a guess could hit.
+    pub fn add_sms_code(
+        &mut self,
+        user: &str,
+        code: &StoredCode,
+        now: i64,
+        expires: i64,
+    ) -> Result<(), StoreError> {
+        let tag = self.key.code_tag(&code.hash);
+        self.backend
+            .replace_sms_code(user, &code.salt, &tag, now, expires)
+    }
+
+    /// The user's SMS passcodes that have not expired, spent or not.
+    pub fn sms_codes(&mut self, user: &str, now: i64) -> Result<Vec<BypassRow>, StoreError> {
+        collect_codes(self.backend.sms_codes(user, now)?)
+    }
+
+    /// Spends an SMS passcode: succeeds only for the first caller, before it expires.
+    pub fn spend_sms_code(&mut self, id: i64, now: i64) -> Result<bool, StoreError> {
+        self.backend.spend_sms_code(id, now)
+    }
+
+    /// Remembers a second factor from `addr` with key fingerprint `key` until `until`.
+    pub fn remember(
+        &mut self,
+        user: &str,
+        scope: RememberScope,
+        addr: &str,
+        key: &str,
+        now: i64,
+        until: i64,
+    ) -> Result<(), StoreError> {
+        self.backend
+            .remember(user, scope.as_str(), addr, key, now, until)
+    }
+
+    /// Whether a second factor from exactly this address and key, vouched for by `scope`,
+    /// is still remembered.
+    pub fn is_remembered(
+        &mut self,
+        user: &str,
+        scope: RememberScope,
+        addr: &str,
+        key: &str,
+        now: i64,
+    ) -> Result<bool, StoreError> {
+        self.backend
+            .is_remembered(user, scope.as_str(), addr, key, now)
+    }
+
+    /// Forgets everything about `user`: devices, bypass codes, counters.
+    pub fn reset_user(&mut self, user: &str) -> Result<(), StoreError> {
+        self.backend.reset_user(user)
+    }
+
+    /// A user's devices, oldest first (the order `mfa devices` numbers them in), their
+    /// secrets opened.
+    pub fn devices(&mut self, user: &str) -> Result<Vec<Device>, StoreError> {
+        self.backend
+            .devices(user)?
+            .into_iter()
+            .map(|r| self.open_device(user, r))
+            .collect()
+    }
+
+    fn open_device(&self, user: &str, r: DeviceRecord) -> Result<Device, StoreError> {
+        let kind = DeviceKind::parse(&r.kind).ok_or(StoreError::Corrupt("device kind"))?;
+        let otp = match (kind, r.sealed_secret, r.algorithm, r.digits) {
+            (DeviceKind::Totp | DeviceKind::Hotp, Some(sealed), Some(alg), Some(digits)) => {
+                Some(OtpKey {
+                    secret: self.key.open(&sealed, user).ok_or(StoreError::WrongKey)?,
+                    params: TotpParams {
+                        algorithm: HashAlgorithm::parse(&alg)
+                            .ok_or(StoreError::Corrupt("device algorithm"))?,
+                        digits,
+                        period: r.period.unwrap_or(0),
+                    },
+                    counter: r.counter,
+                })
+            }
+            (DeviceKind::Totp | DeviceKind::Hotp, ..) => {
+                return Err(StoreError::Corrupt("code device without a key"));
+            }
+            _ => None,
+        };
+        Ok(Device {
+            id: r.id,
+            kind,
+            name: r.name,
+            otp,
+            address: r.address,
+            is_default: r.is_default,
+            created: r.created,
+        })
+    }
+
+    fn seal_device(&self, user: &str, d: &NewDeviceRow) -> NewDeviceRecord {
+        let otp = d.otp.as_ref();
+        NewDeviceRecord {
+            user: user.to_string(),
+            kind: d.kind.as_str().to_string(),
+            name: d.name.clone(),
+            sealed_secret: otp.map(|o| self.key.seal(&o.secret, user)),
+            algorithm: otp.map(|o| o.params.algorithm.as_str().to_string()),
+            digits: otp.map(|o| o.params.digits),
+            period: otp.and_then(|o| (d.kind == DeviceKind::Totp).then_some(o.params.period)),
+            counter: otp.map(|o| o.counter).unwrap_or(0),
+            address: d.address.clone(),
+        }
+    }
+
+    /// Adds a device; the user's first device becomes the default method.
+    pub fn add_device(
+        &mut self,
+        user: &str,
+        d: &NewDeviceRow,
+        now: i64,
+    ) -> Result<i64, StoreError> {
+        let row = self.seal_device(user, d);
+        self.backend
+            .add_devices(std::slice::from_ref(&row), now)?
+            .first()
+            .copied()
+            .ok_or(StoreError::Corrupt("no id for a new device"))
+    }
+
+    /// Adds many devices in one transaction: all or none.
+    pub fn add_devices(
+        &mut self,
+        rows: &[(String, NewDeviceRow)],
+        now: i64,
+    ) -> Result<(), StoreError> {
+        let sealed: Vec<NewDeviceRecord> = rows
+            .iter()
+            .map(|(user, d)| self.seal_device(user, d))
+            .collect();
+        self.backend.add_devices(&sealed, now)?;
+        Ok(())
+    }
+
+    /// An authenticator app whose code for `confirmed_step` the user just typed; that step
+    /// counts as spent.
+    pub fn add_totp_device(
+        &mut self,
+        user: &str,
+        name: &str,
+        secret: &[u8],
+        params: TotpParams,
+        confirmed_step: u64,
+        now: i64,
+    ) -> Result<i64, StoreError> {
+        self.add_device(
+            user,
+            &NewDeviceRow {
+                kind: DeviceKind::Totp,
+                name: name.to_string(),
+                otp: Some(OtpKey {
+                    secret: Zeroizing::new(secret.to_vec()),
+                    params,
+                    counter: confirmed_step as i64,
+                }),
+                address: None,
+            },
+            now,
+        )
+    }
+
+    pub fn set_default(&mut self, user: &str, device: i64) -> Result<(), StoreError> {
+        self.backend.set_default(user, device)
+    }
+
+    /// Removes a device; if it was the default, the oldest remaining device takes its place.
+    /// Remembered logins are forgotten: one of them may have been proved with that device.
+    pub fn remove_device(&mut self, user: &str, device: i64) -> Result<(), StoreError> {
+        self.backend.remove_device(user, device)
+    }
+
+    /// Spends time step `step` of a TOTP device: succeeds only if no step as late was spent.
+    pub fn spend_totp_step(&mut self, device: i64, step: u64) -> Result<bool, StoreError> {
+        self.backend.spend_totp_step(device, step)
+    }
+
+    /// Spends HOTP counter `counter`: the next expected becomes `counter + 1`, and succeeds
+    /// only if no caller got there first.
+    pub fn spend_hotp_counter(&mut self, device: i64, counter: u64) -> Result<bool, StoreError> {
+        self.backend.spend_hotp_counter(device, counter)
+    }
+
+    pub fn unused_bypass_codes(&mut self, user: &str) -> Result<Vec<BypassRow>, StoreError> {
+        Ok(self
+            .bypass_codes(user)?
+            .into_iter()
+            .filter(|r| !r.used)
+            .collect())
+    }
+
+    /// All of a user's current bypass codes, spent or not.
+    pub fn bypass_codes(&mut self, user: &str) -> Result<Vec<BypassRow>, StoreError> {
+        collect_codes(self.backend.bypass_codes(user)?)
+    }
+
+    /// Replaces all of a user's bypass codes with `codes`, in one transaction.
+    pub fn replace_bypass_codes(
+        &mut self,
+        user: &str,
+        codes: &[StoredCode],
+        now: i64,
+    ) -> Result<(), StoreError> {
+        let keyed: Vec<(Vec<u8>, Vec<u8>)> = codes
+            .iter()
+            .map(|c| (c.salt.to_vec(), self.key.code_tag(&c.hash).to_vec()))
+            .collect();
+        self.backend.replace_bypass_codes(user, &keyed, now)
+    }
+
+    /// Spends a bypass code: succeeds only for the first caller.
+    pub fn spend_bypass_code(&mut self, id: i64, now: i64) -> Result<bool, StoreError> {
+        self.backend.spend_bypass_code(id, now)
+    }
+
+    /// How many accounts are locked out at `now`.
+    pub fn locked_users(&mut self, now: i64) -> Result<i64, StoreError> {
+        self.backend.locked_users(now)
+    }
+
+    /// Every user the store holds anything for (a failure count, a lock, a device, a bypass
+    /// code, spent or not), sorted by name. Read in one transaction, so the counts agree.
+    pub fn user_summaries(&mut self) -> Result<Vec<UserSummary>, StoreError> {
+        self.backend.user_summaries()
+    }
+}
+
+fn collect_codes(rows: Vec<CodeRecord>) -> Result<Vec<BypassRow>, StoreError> {
+    rows.into_iter()
+        .map(|r| {
+            Ok(BypassRow {
+                id: r.id,
+                code: StoredCode {
+                    salt: r
+                        .salt
+                        .try_into()
+                        .map_err(|_| StoreError::Corrupt("code salt"))?,
+                    hash: r
+                        .tag
+                        .try_into()
+                        .map_err(|_| StoreError::Corrupt("code hash"))?,
+                },
+                used: r.used,
+            })
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::sqlite::MIGRATIONS;
+    use super::*;
+    use crate::factor::bypass;
+    use rusqlite::{Connection, params};
+    use std::os::unix::fs::PermissionsExt;
+
+    fn params() -> TotpParams {
+        TotpParams {
+            algorithm: HashAlgorithm::Sha1,
+            digits: 6,
+            period: 30,
+        }
+    }
+
+    #[test]
+    fn a_new_database_file_is_private_and_migrated() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("state/mfa.db");
+        let key = dir.path().join("store.key");
+        let mut store = Store::open(&path, StoreKey::load(&key, true).unwrap()).unwrap();
+        assert_eq!(store.schema_version().unwrap(), MIGRATIONS.len() as i64);
+        let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600);
+        let dmode = std::fs::metadata(path.parent().unwrap())
+            .unwrap()
+            .permissions()
+            .mode()
+            & 0o777;
+        assert_eq!(dmode, 0o700);
+        drop(store);
+        // Opening again runs no migration twice.
+        let mut store = Store::open(&path, StoreKey::load(&key, false).unwrap()).unwrap();
+        assert_eq!(store.schema_version().unwrap(), MIGRATIONS.len() as i64);
+        drop(store);
+        // Another key cannot open it.
+        assert!(matches!(
+            Store::open(&path, StoreKey::generate().unwrap()),
+            Err(StoreError::WrongKey)
+        ));
+    }
+
+    #[test]
+    fn a_time_step_is_spent_once_and_older_steps_never() {
+        let mut s = Store::open_in_memory().unwrap();
+        let id = s
+            .add_totp_device("alice", "phone", b"k", params(), 100, 0)
+            .unwrap();
+        assert!(
+            !s.spend_totp_step(id, 100).unwrap(),
+            "confirming step is spent"
+        );
+        assert!(s.spend_totp_step(id, 102).unwrap());
+        assert!(!s.spend_totp_step(id, 102).unwrap());
+        assert!(!s.spend_totp_step(id, 101).unwrap());
+        assert!(s.spend_totp_step(id, 103).unwrap());
+    }
+
+    #[test]
+    fn an_hotp_counter_moves_forward_only() {
+        let mut s = Store::open_in_memory().unwrap();
+        let id = s
+            .add_device(
+                "dave",
+                &NewDeviceRow {
+                    kind: DeviceKind::Hotp,
+                    name: "token".into(),
+                    otp: Some(OtpKey {
+                        secret: Zeroizing::new(b"k".to_vec()),
+                        params: TotpParams {
+                            algorithm: HashAlgorithm::Sha1,
+                            digits: 6,
+                            period: 0,
+                        },
+                        counter: 0,
+                    }),
+                    address: None,
+                },
+                0,
+            )
+            .unwrap();
+        assert!(s.spend_hotp_counter(id, 3).unwrap());
+        assert_eq!(
+            s.devices("dave").unwrap()[0].otp.as_ref().unwrap().counter,
+            4
+        );
+        assert!(!s.spend_hotp_counter(id, 3).unwrap());
+        assert!(!s.spend_hotp_counter(id, 2).unwrap());
+        assert!(s.spend_hotp_counter(id, 4).unwrap());
+    }
+
+    #[test]
+    fn the_first_device_is_the_default_and_removal_hands_it_on() {
+        let mut s = Store::open_in_memory().unwrap();
+        let a = s.add_totp_device("e", "a", b"k", params(), 1, 0).unwrap();
+        let b = s.add_totp_device("e", "b", b"k", params(), 1, 0).unwrap();
+        let c = s.add_totp_device("e", "c", b"k", params(), 1, 0).unwrap();
+        let defaults = |s: &mut Store| -> Vec<i64> {
+            s.devices("e")
+                .unwrap()
+                .iter()
+                .filter(|d| d.is_default)
+                .map(|d| d.id)
+                .collect()
+        };
+        assert_eq!(defaults(&mut s), vec![a]);
+        s.set_default("e", c).unwrap();
+        assert_eq!(defaults(&mut s), vec![c]);
+        s.remove_device("e", c).unwrap();
+        assert_eq!(defaults(&mut s), vec![a]);
+        s.remove_device("e", b).unwrap();
+        assert_eq!(defaults(&mut s), vec![a]);
+        // Another user's device id is not ours to remove.
+        s.remove_device("f", a).unwrap();
+        assert_eq!(s.devices("e").unwrap().len(), 1);
+    }
+
+    #[test]
+    fn failures_lock_at_the_limit_and_reset() {
+        let mut s = Store::open_in_memory().unwrap();
+        for i in 1..3 {
+            assert_eq!(
+                s.record_failure("bob", 1000, 3, 60).unwrap(),
+                FailureEffect::Counted { failures: i }
+            );
+        }
+        assert_eq!(
+            s.record_failure("bob", 1000, 3, 60).unwrap(),
+            FailureEffect::Locked { until: 1060 }
+        );
+        assert_eq!(s.lock_state("bob").unwrap().locked_until, Some(1060));
+        assert!(s.unlock("bob").unwrap());
+        assert_eq!(s.lock_state("bob").unwrap(), LockState::default());
+        assert!(!s.unlock("bob").unwrap());
+    }
+
+    #[test]
+    fn bypass_codes_are_replaced_whole_and_spent_once() {
+        let mut s = Store::open_in_memory().unwrap();
+        let (_, first) = bypass::generate();
+        s.replace_bypass_codes("carol", &first, 0).unwrap();
+        let (_, second) = bypass::generate();
+        s.replace_bypass_codes("carol", &second, 1).unwrap();
+        let (shown, second) = bypass::generate();
+        s.replace_bypass_codes("carol", &second, 2).unwrap();
+        let rows = s.unused_bypass_codes("carol").unwrap();
+        assert_eq!(rows.len(), bypass::COUNT);
+        assert!(s.code_matches(&rows[0].code, &shown[0]));
+        assert!(!s.code_matches(&rows[1].code, &shown[0]));
+        // What is stored is keyed: the plain salted hash of the code is not in the row.
+        assert_ne!(rows[0].code.hash, second[0].hash);
+        assert!(s.spend_bypass_code(rows[0].id, 5).unwrap());
+        assert!(!s.spend_bypass_code(rows[0].id, 6).unwrap());
+        assert_eq!(
+            s.unused_bypass_codes("carol").unwrap().len(),
+            bypass::COUNT - 1
+        );
+    }
+
+    #[test]
+    fn reset_forgets_the_user_only() {
+        let mut s = Store::open_in_memory().unwrap();
+        s.add_totp_device("a", "x", b"k", params(), 1, 0).unwrap();
+        s.add_totp_device("b", "x", b"k", params(), 1, 0).unwrap();
+        s.record_failure("a", 0, 10, 60).unwrap();
+        s.reset_user("a").unwrap();
+        assert!(s.devices("a").unwrap().is_empty());
+        assert_eq!(s.lock_state("a").unwrap(), LockState::default());
+        assert_eq!(s.devices("b").unwrap().len(), 1);
+    }
+
+    #[test]
+    fn remembered_logins_go_on_lock_report_unlock_and_device_removal() {
+        let mut s = Store::open_in_memory().unwrap();
+        let id = s.add_totp_device("u", "app", b"k", params(), 1, 0).unwrap();
+        let sshd = RememberScope::Sshd;
+        let remember = |s: &mut Store| s.remember("u", sshd, "192.0.2.1", "", 0, 1000).unwrap();
+        let is = |s: &mut Store| s.is_remembered("u", sshd, "192.0.2.1", "", 10).unwrap();
+        remember(&mut s);
+        assert!(is(&mut s));
+        assert!(
+            !s.is_remembered("u", RememberScope::OwnHelper, "192.0.2.1", "", 10)
+                .unwrap()
+        );
+        s.lock_until("u", 500).unwrap();
+        assert!(!is(&mut s), "a report or lock forgets");
+        remember(&mut s);
+        s.unlock("u").unwrap();
+        assert!(!is(&mut s), "an unlock forgets");
+        remember(&mut s);
+        for _ in 0..3 {
+            s.record_failure("u", 10, 3, 60).unwrap();
+        }
+        assert!(!is(&mut s), "a lockout forgets");
+        s.unlock("u").unwrap();
+        remember(&mut s);
+        s.remove_device("u", id).unwrap();
+        assert!(!is(&mut s), "removing a device forgets");
+        remember(&mut s);
+        assert_eq!(s.forget_remembered("u").unwrap(), 1);
+        assert!(!is(&mut s));
+    }
+
+    #[test]
+    fn a_new_sms_code_replaces_every_earlier_one() {
+        let mut s = Store::open_in_memory().unwrap();
+        let mut shown = Vec::new();
+        for _ in 0..3 {
+            let (code, stored) = bypass::new_code(7);
+            s.add_sms_code("u", &stored, 100, 400).unwrap();
+            shown.push(code);
+        }
+        let rows = s.sms_codes("u", 100).unwrap();
+        assert_eq!(rows.len(), 1, "one live SMS code per user");
+        assert!(s.code_matches(&rows[0].code, &shown[2]));
+        assert!(!s.code_matches(&rows[0].code, &shown[0]) || shown[0] == shown[2]);
+    }
+
+    #[test]
+    fn a_lock_is_never_shortened_by_a_lockout() {
+        let mut s = Store::open_in_memory().unwrap();
+        s.lock_until("u", 100_000).unwrap();
+        for _ in 0..3 {
+            s.record_failure("u", 1000, 3, 60).unwrap();
+        }
+        assert_eq!(s.lock_state("u").unwrap().locked_until, Some(100_000));
+    }
+
+    #[test]
+    fn a_copy_of_the_database_holds_no_secret_and_no_plain_code_hash() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join("mfa.db");
+        let mut s = Store::open_with_key_file(&db, &dir.path().join("store.key")).unwrap();
+        let secret = b"a-very-recognisable-totp-key";
+        s.add_totp_device("u", "app", secret, params(), 1, 0)
+            .unwrap();
+        let (shown, stored) = bypass::generate();
+        s.replace_bypass_codes("u", &stored, 0).unwrap();
+        drop(s);
+        let raw = std::fs::read(&db).unwrap();
+        let wal = std::fs::read(db.with_extension("db-wal")).unwrap_or_default();
+        for bytes in [&raw, &wal] {
+            assert!(!bytes.windows(secret.len()).any(|w| w == secret));
+            for c in &stored {
+                assert!(
+                    !bytes.windows(32).any(|w| w == c.hash),
+                    "a plain salted hash is stored"
+                );
+            }
+        }
+        // Brute force over the 10^8 codes needs the key: with the salt alone, the stored
+        // value matches none of the candidates (checked on the real code).
+        let conn = Connection::open(&db).unwrap();
+        let (salt, hash): (Vec<u8>, Vec<u8>) = conn
+            .query_row(
+                "SELECT salt, hash FROM bypass_codes ORDER BY id LIMIT 1",
+                [],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .unwrap();
+        let salt: [u8; 16] = salt.try_into().unwrap();
+        assert_ne!(bypass::hash(&salt, &shown[0]).to_vec(), hash);
+    }
+
+    #[test]
+    fn a_database_from_before_the_store_key_is_sealed_at_its_first_open() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join("old.db");
+        // Schema 1 as an older mfad wrote it: the key and the salted hash in clear.
+        let conn = Connection::open(&db).unwrap();
+        conn.execute_batch(MIGRATIONS[0]).unwrap();
+        conn.pragma_update(None, "user_version", 1).unwrap();
+        let (code, stored) = bypass::new_code(8);
+        conn.execute(
+            "INSERT INTO devices(user, kind, name, secret, algorithm, digits, period, counter,
+                                 is_default, created)
+             VALUES ('u', 'totp', 'app', ?1, 'SHA1', 6, 30, 0, 1, 0)",
+            [&b"old-clear-secret"[..]],
+        )
+        .unwrap();
+        conn.execute(
+            "INSERT INTO bypass_codes(user, salt, hash, created) VALUES ('u', ?1, ?2, 0)",
+            params![&stored.salt[..], &stored.hash[..]],
+        )
+        .unwrap();
+        drop(conn);
+        let mut s = Store::open_with_key_file(&db, &dir.path().join("k")).unwrap();
+        let devices = s.devices("u").unwrap();
+        assert_eq!(
+            &devices[0].otp.as_ref().unwrap().secret[..],
+            b"old-clear-secret"
+        );
+        let rows = s.unused_bypass_codes("u").unwrap();
+        assert!(
+            s.code_matches(&rows[0].code, &code),
+            "an old bypass code still works"
+        );
+        drop(s);
+        let conn = Connection::open(&db).unwrap();
+        let raw: Vec<u8> = conn
+            .query_row("SELECT secret FROM devices", [], |r| r.get(0))
+            .unwrap();
+        assert_ne!(raw, b"old-clear-secret");
+    }
+}

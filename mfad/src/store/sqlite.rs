@@ -1,0 +1,771 @@
+//! The SQLite backend: the embedded default for a single host. One file (mode 0600, in a
+//! 0700 directory), WAL, `synchronous = FULL`: every spent code is durable before the login
+//! it opened goes ahead.
+
+use super::backend::{
+    Backend, CodeRecord, DeviceRecord, Dump, DumpedCode, DumpedRemembered, NewDeviceRecord,
+};
+use super::{DeviceKind, FailureEffect, LockState, StoreError, UserSummary};
+use crate::sealing::StoreKey;
+use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
+use std::fs::{DirBuilder, OpenOptions};
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
+use std::path::Path;
+use subtle::ConstantTimeEq;
+use zeroize::Zeroizing;
+
+/// Schema migrations, in order; `PRAGMA user_version` records how many have run.
+pub const MIGRATIONS: &[&str] = &[
+    // 1: the walking skeleton.
+    "CREATE TABLE users (
+        name TEXT PRIMARY KEY,
+        failures INTEGER NOT NULL DEFAULT 0,
+        locked_until INTEGER
+     ) STRICT;
+     CREATE TABLE devices (
+        id INTEGER PRIMARY KEY,
+        user TEXT NOT NULL,
+        kind TEXT NOT NULL CHECK (kind IN ('totp', 'hotp', 'phone', 'push')),
+        name TEXT NOT NULL,
+        -- totp and hotp: the key and how codes are made from it
+        secret BLOB,
+        algorithm TEXT,
+        digits INTEGER,
+        period INTEGER,
+        -- totp: the last time step spent; hotp: the next counter expected
+        counter INTEGER NOT NULL DEFAULT 0,
+        -- phone: an E.164 number; push: the notifier's target (e.g. an ntfy topic)
+        address TEXT,
+        is_default INTEGER NOT NULL DEFAULT 0,
+        created INTEGER NOT NULL
+     ) STRICT;
+     CREATE UNIQUE INDEX devices_one_default ON devices(user) WHERE is_default = 1;
+     CREATE INDEX devices_user ON devices(user);
+     CREATE TABLE bypass_codes (
+        id INTEGER PRIMARY KEY,
+        user TEXT NOT NULL,
+        salt BLOB NOT NULL,
+        hash BLOB NOT NULL,
+        created INTEGER NOT NULL,
+        used_at INTEGER
+     ) STRICT;
+     CREATE INDEX bypass_codes_user ON bypass_codes(user);
+     CREATE TABLE sms_codes (
+        id INTEGER PRIMARY KEY,
+        user TEXT NOT NULL,
+        salt BLOB NOT NULL,
+        hash BLOB NOT NULL,
+        expires INTEGER NOT NULL,
+        used_at INTEGER
+     ) STRICT;
+     CREATE INDEX sms_codes_user ON sms_codes(user);
+     CREATE TABLE remembered (
+        user TEXT NOT NULL,
+        addr TEXT NOT NULL,
+        key TEXT NOT NULL,
+        until INTEGER NOT NULL,
+        PRIMARY KEY (user, addr, key)
+     ) STRICT;",
+    // 2: the security review. Secrets sealed with the store key (the rows are converted by
+    // `Store::seal_legacy`, which needs the key); remembered logins carry who vouched for
+    // the address (sshd through root, or the user's own helper) and start afresh.
+    "CREATE TABLE meta (
+        key TEXT PRIMARY KEY,
+        value BLOB NOT NULL
+     ) STRICT;
+     ALTER TABLE devices ADD COLUMN sealed INTEGER NOT NULL DEFAULT 0;
+     ALTER TABLE bypass_codes ADD COLUMN keyed INTEGER NOT NULL DEFAULT 0;
+     ALTER TABLE sms_codes ADD COLUMN keyed INTEGER NOT NULL DEFAULT 0;
+     DROP TABLE remembered;
+     CREATE TABLE remembered (
+        user TEXT NOT NULL,
+        scope TEXT NOT NULL CHECK (scope IN ('sshd', 'self')),
+        addr TEXT NOT NULL,
+        key TEXT NOT NULL,
+        until INTEGER NOT NULL,
+        PRIMARY KEY (user, scope, addr, key)
+     ) STRICT;",
+];
+
+/// One SQLite connection.
+pub struct SqliteBackend {
+    conn: Connection,
+}
+
+impl SqliteBackend {
+    /// Opens (creating if needed) the database at `path`: its directory with mode 0700, the
+    /// file with mode 0600, then brings the schema up to date and seals what older versions
+    /// stored in clear with `key`.
+    pub fn open(path: &Path, key: &StoreKey) -> Result<SqliteBackend, StoreError> {
+        let prepare = |source| StoreError::Prepare {
+            path: path.display().to_string(),
+            source,
+        };
+        if let Some(dir) = path.parent()
+            && !dir.exists()
+        {
+            DirBuilder::new()
+                .recursive(true)
+                .mode(0o700)
+                .create(dir)
+                .map_err(prepare)?;
+        }
+        // Create the file ourselves so that it never exists with a looser mode.
+        let file = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .mode(0o600)
+            .open(path)
+            .map_err(prepare)?;
+        let mut perms = file.metadata().map_err(prepare)?.permissions();
+        if perms.mode() & 0o077 != 0 {
+            perms.set_mode(0o600);
+            std::fs::set_permissions(path, perms).map_err(prepare)?;
+        }
+        drop(file);
+        SqliteBackend::init(Connection::open(path)?, key)
+    }
+
+    /// An in-memory database, for tests.
+    pub fn open_in_memory(key: &StoreKey) -> Result<SqliteBackend, StoreError> {
+        SqliteBackend::init(Connection::open_in_memory()?, key)
+    }
+
+    fn init(conn: Connection, key: &StoreKey) -> Result<SqliteBackend, StoreError> {
+        conn.busy_timeout(std::time::Duration::from_secs(5))?;
+        // Every statement of a login's path is prepared once and kept (about 15 of them):
+        // parsing SQL was a tenth of mfad's instructions per login.
+        conn.set_prepared_statement_cache_capacity(32);
+        // WAL keeps readers off the writer's back; FULL sync makes every spent code durable
+        // before the login it opened goes ahead.
+        let _mode: String = conn.query_row("PRAGMA journal_mode=WAL", [], |r| r.get(0))?;
+        conn.pragma_update(None, "synchronous", "FULL")?;
+        conn.pragma_update(None, "foreign_keys", "ON")?;
+        let mut backend = SqliteBackend { conn };
+        backend.migrate()?;
+        backend.seal_legacy(key)?;
+        Ok(backend)
+    }
+
+    fn migrate(&mut self) -> Result<(), StoreError> {
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let version: i64 = tx.query_row("PRAGMA user_version", [], |r| r.get(0))?;
+        if version > MIGRATIONS.len() as i64 {
+            return Err(StoreError::TooNew(version));
+        }
+        for (i, sql) in MIGRATIONS.iter().enumerate().skip(version as usize) {
+            tx.execute_batch(sql)?;
+            tx.pragma_update(None, "user_version", (i + 1) as i64)?;
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// Checks that the database belongs to this key (recording the key's check value in a
+    /// new database), then seals what older versions stored in clear: TOTP/HOTP keys are
+    /// encrypted and one-time code hashes keyed. One transaction: all rows or none.
+    fn seal_legacy(&mut self, key: &StoreKey) -> Result<(), StoreError> {
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)?;
+        check_key(&tx, &key.check_value())?;
+        let clear: Vec<(i64, String, Zeroizing<Vec<u8>>)> = tx
+            .prepare(
+                "SELECT id, user, secret FROM devices WHERE sealed = 0 AND secret IS NOT NULL",
+            )?
+            .query_map([], |r| {
+                Ok((r.get(0)?, r.get(1)?, Zeroizing::new(r.get(2)?)))
+            })?
+            .collect::<rusqlite::Result<_>>()?;
+        for (id, user, secret) in clear {
+            tx.execute(
+                "UPDATE devices SET secret = ?2, sealed = 1 WHERE id = ?1",
+                params![id, key.seal(&secret, &user)],
+            )?;
+        }
+        for table in ["bypass_codes", "sms_codes"] {
+            let rows: Vec<(i64, Vec<u8>)> = tx
+                .prepare(&format!("SELECT id, hash FROM {table} WHERE keyed = 0"))?
+                .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
+                .collect::<rusqlite::Result<_>>()?;
+            for (id, hash) in rows {
+                tx.execute(
+                    &format!("UPDATE {table} SET hash = ?2, keyed = 1 WHERE id = ?1"),
+                    params![id, &key.code_tag(&hash)[..]],
+                )?;
+            }
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    fn codes(
+        &mut self,
+        sql: &str,
+        args: impl rusqlite::Params,
+    ) -> Result<Vec<CodeRecord>, StoreError> {
+        let mut stmt = self.conn.prepare_cached(sql)?;
+        let rows = stmt.query_map(args, |r| {
+            Ok(CodeRecord {
+                id: r.get(0)?,
+                salt: r.get(1)?,
+                tag: r.get(2)?,
+                used: r.get(3)?,
+            })
+        })?;
+        Ok(rows.collect::<rusqlite::Result<_>>()?)
+    }
+}
+
+fn check_key(tx: &Connection, check: &[u8; 32]) -> Result<(), StoreError> {
+    let stored: Option<Vec<u8>> = tx
+        .query_row("SELECT value FROM meta WHERE key = 'key_check'", [], |r| {
+            r.get(0)
+        })
+        .optional()?;
+    match stored {
+        Some(v) if bool::from(v.as_slice().ct_eq(&check[..])) => Ok(()),
+        Some(_) => Err(StoreError::WrongKey),
+        None => {
+            tx.execute(
+                "INSERT INTO meta(key, value) VALUES ('key_check', ?1)",
+                [&check[..]],
+            )?;
+            Ok(())
+        }
+    }
+}
+
+fn insert_device(tx: &Connection, d: &NewDeviceRecord, now: i64) -> Result<i64, StoreError> {
+    let has_default: bool = tx
+        .prepare_cached("SELECT EXISTS(SELECT 1 FROM devices WHERE user = ?1 AND is_default = 1)")?
+        .query_row([&d.user], |r| r.get(0))?;
+    tx.prepare_cached(
+        "INSERT INTO devices(user, kind, name, secret, algorithm, digits, period, counter,
+                             address, is_default, created, sealed)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, 1)",
+    )?
+    .execute(params![
+        d.user,
+        d.kind,
+        d.name,
+        d.sealed_secret,
+        d.algorithm,
+        d.digits,
+        d.period,
+        d.counter,
+        d.address,
+        !has_default,
+        now
+    ])?;
+    Ok(tx.last_insert_rowid())
+}
+
+impl Backend for SqliteBackend {
+    fn kind(&self) -> &'static str {
+        "sqlite"
+    }
+
+    fn begin(&mut self) -> Result<(), StoreError> {
+        self.conn.execute_batch("BEGIN IMMEDIATE")?;
+        Ok(())
+    }
+
+    fn commit(&mut self) -> Result<(), StoreError> {
+        self.conn.execute_batch("COMMIT")?;
+        Ok(())
+    }
+
+    fn rollback(&mut self) {
+        let _ = self.conn.execute_batch("ROLLBACK");
+    }
+
+    fn schema_version(&mut self) -> Result<i64, StoreError> {
+        Ok(self
+            .conn
+            .query_row("PRAGMA user_version", [], |r| r.get(0))?)
+    }
+
+    fn check_key(&mut self, check: &[u8; 32]) -> Result<(), StoreError> {
+        check_key(&self.conn, check)
+    }
+
+    fn lock_state(&mut self, user: &str) -> Result<LockState, StoreError> {
+        Ok(self
+            .conn
+            .prepare_cached("SELECT failures, locked_until FROM users WHERE name = ?1")?
+            .query_row([user], |r| {
+                Ok(LockState {
+                    failures: r.get(0)?,
+                    locked_until: r.get(1)?,
+                })
+            })
+            .optional()?
+            .unwrap_or_default())
+    }
+
+    fn record_failure(
+        &mut self,
+        user: &str,
+        now: i64,
+        max_failures: u32,
+        duration: u64,
+    ) -> Result<FailureEffect, StoreError> {
+        let tx = self.conn.savepoint()?;
+        let failures: u32 = tx
+            .prepare_cached(
+                "INSERT INTO users(name, failures) VALUES (?1, 1)
+                 ON CONFLICT(name) DO UPDATE SET failures = failures + 1
+                 RETURNING failures",
+            )?
+            .query_row([user], |r| r.get(0))?;
+        let effect = if max_failures > 0 && failures >= max_failures {
+            // A lock is never shortened: a lock already set for longer (a report) stays.
+            let until: i64 = tx
+                .prepare_cached(
+                    "UPDATE users SET failures = 0,
+                        locked_until = max(coalesce(locked_until, 0), ?2)
+                     WHERE name = ?1 RETURNING locked_until",
+                )?
+                .query_row(params![user, now.saturating_add(duration as i64)], |r| {
+                    r.get(0)
+                })?;
+            tx.execute("DELETE FROM remembered WHERE user = ?1", [user])?;
+            FailureEffect::Locked { until }
+        } else {
+            FailureEffect::Counted { failures }
+        };
+        tx.commit()?;
+        Ok(effect)
+    }
+
+    fn clear_failures(&mut self, user: &str) -> Result<(), StoreError> {
+        self.conn
+            .prepare_cached("UPDATE users SET failures = 0 WHERE name = ?1 AND failures <> 0")?
+            .execute([user])?;
+        Ok(())
+    }
+
+    fn unlock(&mut self, user: &str) -> Result<bool, StoreError> {
+        let tx = self.conn.savepoint()?;
+        let n = tx.execute(
+            "UPDATE users SET failures = 0, locked_until = NULL
+             WHERE name = ?1 AND (failures <> 0 OR locked_until IS NOT NULL)",
+            [user],
+        )?;
+        tx.execute("DELETE FROM remembered WHERE user = ?1", [user])?;
+        tx.commit()?;
+        Ok(n > 0)
+    }
+
+    fn lock_until(&mut self, user: &str, until: i64) -> Result<(), StoreError> {
+        let tx = self.conn.savepoint()?;
+        tx.execute(
+            "INSERT INTO users(name, failures, locked_until) VALUES (?1, 0, ?2)
+             ON CONFLICT(name) DO UPDATE SET locked_until = max(coalesce(locked_until, 0), ?2)",
+            params![user, until],
+        )?;
+        tx.execute("DELETE FROM remembered WHERE user = ?1", [user])?;
+        tx.commit()?;
+        Ok(())
+    }
+
+    fn forget_remembered(&mut self, user: &str) -> Result<usize, StoreError> {
+        Ok(self
+            .conn
+            .execute("DELETE FROM remembered WHERE user = ?1", [user])?)
+    }
+
+    fn locked_users(&mut self, now: i64) -> Result<i64, StoreError> {
+        Ok(self.conn.query_row(
+            "SELECT count(*) FROM users WHERE locked_until > ?1",
+            [now],
+            |r| r.get(0),
+        )?)
+    }
+
+    fn replace_sms_code(
+        &mut self,
+        user: &str,
+        salt: &[u8],
+        tag: &[u8],
+        now: i64,
+        expires: i64,
+    ) -> Result<(), StoreError> {
+        let tx = self.conn.savepoint()?;
+        tx.execute(
+            "DELETE FROM sms_codes WHERE user = ?1 AND (used_at IS NULL OR expires <= ?2)",
+            params![user, now],
+        )?;
+        tx.execute(
+            "INSERT INTO sms_codes(user, salt, hash, expires, keyed) VALUES (?1, ?2, ?3, ?4, 1)",
+            params![user, salt, tag, expires],
+        )?;
+        tx.commit()?;
+        Ok(())
+    }
+
+    fn sms_codes(&mut self, user: &str, now: i64) -> Result<Vec<CodeRecord>, StoreError> {
+        self.codes(
+            "SELECT id, salt, hash, used_at IS NOT NULL FROM sms_codes
+             WHERE user = ?1 AND expires > ?2 ORDER BY id",
+            params![user, now],
+        )
+    }
+
+    fn spend_sms_code(&mut self, id: i64, now: i64) -> Result<bool, StoreError> {
+        let n = self
+            .conn
+            .prepare_cached(
+                "UPDATE sms_codes SET used_at = ?2 WHERE id = ?1 AND used_at IS NULL AND expires > ?2",
+            )?
+            .execute(params![id, now])?;
+        Ok(n == 1)
+    }
+
+    fn remember(
+        &mut self,
+        user: &str,
+        scope: &str,
+        addr: &str,
+        key: &str,
+        now: i64,
+        until: i64,
+    ) -> Result<(), StoreError> {
+        let tx = self.conn.savepoint()?;
+        tx.execute("DELETE FROM remembered WHERE until <= ?1", [now])?;
+        tx.execute(
+            "INSERT INTO remembered(user, scope, addr, key, until) VALUES (?1, ?2, ?3, ?4, ?5)
+             ON CONFLICT(user, scope, addr, key) DO UPDATE SET until = excluded.until",
+            params![user, scope, addr, key, until],
+        )?;
+        tx.commit()?;
+        Ok(())
+    }
+
+    fn is_remembered(
+        &mut self,
+        user: &str,
+        scope: &str,
+        addr: &str,
+        key: &str,
+        now: i64,
+    ) -> Result<bool, StoreError> {
+        Ok(self
+            .conn
+            .prepare_cached(
+                "SELECT EXISTS(SELECT 1 FROM remembered
+                  WHERE user = ?1 AND scope = ?2 AND addr = ?3 AND key = ?4 AND until > ?5)",
+            )?
+            .query_row(params![user, scope, addr, key, now], |r| r.get(0))?)
+    }
+
+    fn reset_user(&mut self, user: &str) -> Result<(), StoreError> {
+        let tx = self.conn.savepoint()?;
+        tx.execute("DELETE FROM remembered WHERE user = ?1", [user])?;
+        tx.execute("DELETE FROM sms_codes WHERE user = ?1", [user])?;
+        tx.execute("DELETE FROM devices WHERE user = ?1", [user])?;
+        tx.execute("DELETE FROM bypass_codes WHERE user = ?1", [user])?;
+        tx.execute("DELETE FROM users WHERE name = ?1", [user])?;
+        tx.commit()?;
+        Ok(())
+    }
+
+    fn devices(&mut self, user: &str) -> Result<Vec<DeviceRecord>, StoreError> {
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT id, kind, name, secret, algorithm, digits, period, counter, address,
+                    is_default, created
+             FROM devices WHERE user = ?1 ORDER BY id",
+        )?;
+        let rows = stmt.query_map([user], device_record)?;
+        Ok(rows.collect::<rusqlite::Result<_>>()?)
+    }
+
+    fn add_devices(&mut self, rows: &[NewDeviceRecord], now: i64) -> Result<Vec<i64>, StoreError> {
+        let tx = self.conn.savepoint()?;
+        let mut ids = Vec::with_capacity(rows.len());
+        for d in rows {
+            ids.push(insert_device(&tx, d, now)?);
+        }
+        tx.commit()?;
+        Ok(ids)
+    }
+
+    fn set_default(&mut self, user: &str, device: i64) -> Result<(), StoreError> {
+        let tx = self.conn.savepoint()?;
+        tx.execute(
+            "UPDATE devices SET is_default = 0 WHERE user = ?1 AND is_default = 1",
+            [user],
+        )?;
+        tx.execute(
+            "UPDATE devices SET is_default = 1 WHERE user = ?1 AND id = ?2",
+            params![user, device],
+        )?;
+        tx.commit()?;
+        Ok(())
+    }
+
+    fn remove_device(&mut self, user: &str, device: i64) -> Result<(), StoreError> {
+        let tx = self.conn.savepoint()?;
+        tx.execute(
+            "DELETE FROM devices WHERE user = ?1 AND id = ?2",
+            params![user, device],
+        )?;
+        tx.execute("DELETE FROM remembered WHERE user = ?1", [user])?;
+        tx.execute(
+            "UPDATE devices SET is_default = 1 WHERE id = (SELECT id FROM devices WHERE user = ?1
+             ORDER BY id LIMIT 1) AND NOT EXISTS (SELECT 1 FROM devices WHERE user = ?1 AND is_default = 1)",
+            [user],
+        )?;
+        tx.commit()?;
+        Ok(())
+    }
+
+    fn spend_totp_step(&mut self, device: i64, step: u64) -> Result<bool, StoreError> {
+        let n = self
+            .conn
+            .prepare_cached(
+                "UPDATE devices SET counter = ?2 WHERE id = ?1 AND kind = 'totp' AND counter < ?2",
+            )?
+            .execute(params![device, step as i64])?;
+        Ok(n == 1)
+    }
+
+    fn spend_hotp_counter(&mut self, device: i64, counter: u64) -> Result<bool, StoreError> {
+        let n = self
+            .conn
+            .prepare_cached(
+                "UPDATE devices SET counter = ?2 + 1 WHERE id = ?1 AND kind = 'hotp' AND counter <= ?2",
+            )?
+            .execute(params![device, counter as i64])?;
+        Ok(n == 1)
+    }
+
+    fn bypass_codes(&mut self, user: &str) -> Result<Vec<CodeRecord>, StoreError> {
+        self.codes(
+            "SELECT id, salt, hash, used_at IS NOT NULL FROM bypass_codes
+             WHERE user = ?1 ORDER BY id",
+            [user],
+        )
+    }
+
+    fn replace_bypass_codes(
+        &mut self,
+        user: &str,
+        codes: &[(Vec<u8>, Vec<u8>)],
+        now: i64,
+    ) -> Result<(), StoreError> {
+        let tx = self.conn.savepoint()?;
+        tx.execute("DELETE FROM bypass_codes WHERE user = ?1", [user])?;
+        for (salt, tag) in codes {
+            tx.execute(
+                "INSERT INTO bypass_codes(user, salt, hash, created, keyed)
+                 VALUES (?1, ?2, ?3, ?4, 1)",
+                params![user, salt, tag, now],
+            )?;
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    fn spend_bypass_code(&mut self, id: i64, now: i64) -> Result<bool, StoreError> {
+        let n = self
+            .conn
+            .prepare_cached(
+                "UPDATE bypass_codes SET used_at = ?2 WHERE id = ?1 AND used_at IS NULL",
+            )?
+            .execute(params![id, now])?;
+        Ok(n == 1)
+    }
+
+    fn user_summaries(&mut self) -> Result<Vec<UserSummary>, StoreError> {
+        use std::collections::BTreeMap;
+        let tx = self.conn.transaction()?;
+        let mut users: BTreeMap<String, UserSummary> = BTreeMap::new();
+        fn slot(users: &mut BTreeMap<String, UserSummary>, name: String) -> &mut UserSummary {
+            users.entry(name.clone()).or_insert_with(|| UserSummary {
+                name,
+                ..Default::default()
+            })
+        }
+        {
+            let mut stmt = tx.prepare("SELECT name, failures, locked_until FROM users")?;
+            let rows = stmt.query_map([], |r| {
+                Ok((
+                    r.get::<_, String>(0)?,
+                    r.get::<_, u32>(1)?,
+                    r.get::<_, Option<i64>>(2)?,
+                ))
+            })?;
+            for row in rows {
+                let (name, failures, locked_until) = row?;
+                let u = slot(&mut users, name);
+                u.failures = failures;
+                u.locked_until = locked_until;
+            }
+            let mut stmt = tx.prepare("SELECT user, kind FROM devices ORDER BY user, id")?;
+            let rows =
+                stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))?;
+            for row in rows {
+                let (name, kind) = row?;
+                let kind = DeviceKind::parse(&kind).ok_or(StoreError::Corrupt("device kind"))?;
+                slot(&mut users, name).device_kinds.push(kind);
+            }
+            let mut stmt =
+                tx.prepare("SELECT user, sum(used_at IS NULL) FROM bypass_codes GROUP BY user")?;
+            let rows = stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, u32>(1)?)))?;
+            for row in rows {
+                let (name, left) = row?;
+                slot(&mut users, name).bypass_left = left;
+            }
+        }
+        tx.commit()?;
+        Ok(users.into_values().collect())
+    }
+
+    fn dump(&mut self) -> Result<Dump, StoreError> {
+        let tx = self.conn.transaction()?;
+        let mut dump = Dump::default();
+        {
+            let mut stmt =
+                tx.prepare("SELECT name, failures, locked_until FROM users ORDER BY name")?;
+            dump.users = stmt
+                .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
+                .collect::<rusqlite::Result<_>>()?;
+            let mut stmt = tx.prepare(
+                "SELECT id, kind, name, secret, algorithm, digits, period, counter, address,
+                        is_default, created, user
+                 FROM devices ORDER BY id",
+            )?;
+            dump.devices = stmt
+                .query_map([], |r| Ok((r.get(11)?, device_record(r)?)))?
+                .collect::<rusqlite::Result<_>>()?;
+            for (table, time, out) in [
+                ("bypass_codes", "created", &mut dump.bypass_codes),
+                ("sms_codes", "expires", &mut dump.sms_codes),
+            ] {
+                let mut stmt = tx.prepare(&format!(
+                    "SELECT user, salt, hash, {time}, used_at FROM {table} ORDER BY id"
+                ))?;
+                *out = stmt
+                    .query_map([], |r| {
+                        Ok(DumpedCode {
+                            user: r.get(0)?,
+                            salt: r.get(1)?,
+                            tag: r.get(2)?,
+                            time: r.get(3)?,
+                            used_at: r.get(4)?,
+                        })
+                    })?
+                    .collect::<rusqlite::Result<_>>()?;
+            }
+            let mut stmt = tx.prepare(
+                "SELECT user, scope, addr, key, until FROM remembered ORDER BY user, scope, addr, key",
+            )?;
+            dump.remembered = stmt
+                .query_map([], |r| {
+                    Ok(DumpedRemembered {
+                        user: r.get(0)?,
+                        scope: r.get(1)?,
+                        addr: r.get(2)?,
+                        key: r.get(3)?,
+                        until: r.get(4)?,
+                    })
+                })?
+                .collect::<rusqlite::Result<_>>()?;
+        }
+        tx.commit()?;
+        Ok(dump)
+    }
+
+    fn is_empty(&mut self) -> Result<bool, StoreError> {
+        Ok(self.conn.query_row(
+            "SELECT NOT EXISTS(SELECT 1 FROM users) AND NOT EXISTS(SELECT 1 FROM devices)
+                AND NOT EXISTS(SELECT 1 FROM bypass_codes) AND NOT EXISTS(SELECT 1 FROM sms_codes)
+                AND NOT EXISTS(SELECT 1 FROM remembered)",
+            [],
+            |r| r.get(0),
+        )?)
+    }
+
+    fn load(&mut self, dump: &Dump, replace: bool) -> Result<(), StoreError> {
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)?;
+        if replace {
+            tx.execute_batch(
+                "DELETE FROM remembered; DELETE FROM sms_codes; DELETE FROM bypass_codes;
+                 DELETE FROM devices; DELETE FROM users;",
+            )?;
+        }
+        for (name, failures, locked_until) in &dump.users {
+            tx.execute(
+                "INSERT INTO users(name, failures, locked_until) VALUES (?1, ?2, ?3)
+                 ON CONFLICT(name) DO UPDATE SET failures = excluded.failures,
+                    locked_until = excluded.locked_until",
+                params![name, failures, locked_until],
+            )?;
+        }
+        for (user, d) in &dump.devices {
+            tx.execute(
+                "INSERT INTO devices(user, kind, name, secret, algorithm, digits, period, counter,
+                                     address, is_default, created, sealed)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, 1)",
+                params![
+                    user,
+                    d.kind,
+                    d.name,
+                    d.sealed_secret,
+                    d.algorithm,
+                    d.digits,
+                    d.period,
+                    d.counter,
+                    d.address,
+                    d.is_default,
+                    d.created
+                ],
+            )?;
+        }
+        for (table, time, codes) in [
+            ("bypass_codes", "created", &dump.bypass_codes),
+            ("sms_codes", "expires", &dump.sms_codes),
+        ] {
+            for c in codes {
+                tx.execute(
+                    &format!(
+                        "INSERT INTO {table}(user, salt, hash, {time}, used_at, keyed)
+                         VALUES (?1, ?2, ?3, ?4, ?5, 1)"
+                    ),
+                    params![c.user, c.salt, c.tag, c.time, c.used_at],
+                )?;
+            }
+        }
+        for r in &dump.remembered {
+            tx.execute(
+                "INSERT INTO remembered(user, scope, addr, key, until) VALUES (?1, ?2, ?3, ?4, ?5)
+                 ON CONFLICT(user, scope, addr, key) DO UPDATE SET until = max(until, excluded.until)",
+                params![r.user, r.scope, r.addr, r.key, r.until],
+            )?;
+        }
+        tx.commit()?;
+        Ok(())
+    }
+}
+
+fn device_record(r: &rusqlite::Row<'_>) -> rusqlite::Result<DeviceRecord> {
+    Ok(DeviceRecord {
+        id: r.get(0)?,
+        kind: r.get(1)?,
+        name: r.get(2)?,
+        sealed_secret: r.get(3)?,
+        algorithm: r.get(4)?,
+        digits: r.get(5)?,
+        period: r.get(6)?,
+        counter: r.get(7)?,
+        address: r.get(8)?,
+        is_default: r.get(9)?,
+        created: r.get(10)?,
+    })
+}
