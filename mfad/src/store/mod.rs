@@ -8,6 +8,7 @@
 //! two logins racing on one code cannot both succeed.
 
 pub mod backend;
+pub mod postgres;
 pub mod sqlite;
 
 use crate::factor::bypass::{self, StoredCode};
@@ -41,6 +42,20 @@ pub enum StoreError {
          read); use the key file that belongs to this database"
     )]
     WrongKey,
+    /// tokio-postgres never shows the password in its messages.
+    #[error("PostgreSQL: {0}")]
+    Postgres(#[from] tokio_postgres::Error),
+    #[error("PostgreSQL did not finish {what} within {after:?}; the connection is dropped")]
+    Timeout {
+        what: &'static str,
+        after: std::time::Duration,
+    },
+    #[error("PostgreSQL store: {0}")]
+    Config(String),
+    #[error("the PostgreSQL connection is lost or timed out; a new one is needed")]
+    Broken,
+    #[error("an earlier statement failed, so PostgreSQL rolled the transaction back")]
+    TransactionAborted,
 }
 
 /// Who vouched for the client address of a remembered login.

@@ -1,0 +1,602 @@
+//! The store on PostgreSQL: the same scenarios as on SQLite (one suite, generic over how a
+//! store is opened), then what only a shared database has: two nodes racing on one code,
+//! failures counted across nodes, concurrent migrations, TLS, and a slow, locked or dead
+//! server. Each test starts (and stops) its own private server.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod pg_harness;
+
+use mfad::factor::bypass;
+use mfad::factor::totp::{HashAlgorithm, TotpParams};
+use mfad::sealing::StoreKey;
+use mfad::store::postgres::{self, MIGRATIONS, PgBackend, PgOptions};
+use mfad::store::{
+    Backend, DeviceKind, FailureEffect, LockState, NewDeviceRow, OtpKey, RememberScope, Store,
+    StoreError,
+};
+use pg_harness::TestPostgres;
+use std::os::unix::fs::PermissionsExt;
+use std::path::PathBuf;
+use std::sync::{Arc, Barrier};
+use std::time::{Duration, Instant};
+use zeroize::Zeroizing;
+
+/// The scenarios every backend must pass, each on a fresh, empty store from `open`.
+mod suite {
+    use super::*;
+
+    pub type Open<'a> = &'a dyn Fn() -> Store;
+
+    fn params() -> TotpParams {
+        TotpParams {
+            algorithm: HashAlgorithm::Sha1,
+            digits: 6,
+            period: 30,
+        }
+    }
+
+    pub fn a_time_step_is_spent_once_and_older_steps_never(open: Open) {
+        let mut s = open();
+        let id = s
+            .add_totp_device("alice", "phone", b"k", params(), 100, 0)
+            .unwrap();
+        assert!(
+            !s.spend_totp_step(id, 100).unwrap(),
+            "confirming step is spent"
+        );
+        assert!(s.spend_totp_step(id, 102).unwrap());
+        assert!(!s.spend_totp_step(id, 102).unwrap());
+        assert!(!s.spend_totp_step(id, 101).unwrap());
+        assert!(s.spend_totp_step(id, 103).unwrap());
+    }
+
+    pub fn an_hotp_counter_moves_forward_only(open: Open) {
+        let mut s = open();
+        let id = s
+            .add_device(
+                "dave",
+                &NewDeviceRow {
+                    kind: DeviceKind::Hotp,
+                    name: "token".into(),
+                    otp: Some(OtpKey {
+                        secret: Zeroizing::new(b"k".to_vec()),
+                        params: TotpParams {
+                            algorithm: HashAlgorithm::Sha1,
+                            digits: 6,
+                            period: 0,
+                        },
+                        counter: 0,
+                    }),
+                    address: None,
+                },
+                0,
+            )
+            .unwrap();
+        assert!(s.spend_hotp_counter(id, 3).unwrap());
+        assert_eq!(
+            s.devices("dave").unwrap()[0].otp.as_ref().unwrap().counter,
+            4
+        );
+        assert!(!s.spend_hotp_counter(id, 3).unwrap());
+        assert!(!s.spend_hotp_counter(id, 2).unwrap());
+        assert!(s.spend_hotp_counter(id, 4).unwrap());
+    }
+
+    pub fn the_first_device_is_the_default_and_removal_hands_it_on(open: Open) {
+        let mut s = open();
+        let a = s.add_totp_device("e", "a", b"k", params(), 1, 0).unwrap();
+        let b = s.add_totp_device("e", "b", b"k", params(), 1, 0).unwrap();
+        let c = s.add_totp_device("e", "c", b"k", params(), 1, 0).unwrap();
+        let defaults = |s: &mut Store| -> Vec<i64> {
+            s.devices("e")
+                .unwrap()
+                .iter()
+                .filter(|d| d.is_default)
+                .map(|d| d.id)
+                .collect()
+        };
+        assert_eq!(defaults(&mut s), vec![a]);
+        s.set_default("e", c).unwrap();
+        assert_eq!(defaults(&mut s), vec![c]);
+        s.remove_device("e", c).unwrap();
+        assert_eq!(defaults(&mut s), vec![a]);
+        s.remove_device("e", b).unwrap();
+        assert_eq!(defaults(&mut s), vec![a]);
+        // Another user's device id is not ours to remove.
+        s.remove_device("f", a).unwrap();
+        assert_eq!(s.devices("e").unwrap().len(), 1);
+        // The secret comes back opened.
+        assert_eq!(&s.devices("e").unwrap()[0].otp.as_ref().unwrap().secret[..], b"k");
+    }
+
+    pub fn failures_lock_at_the_limit_and_reset(open: Open) {
+        let mut s = open();
+        for i in 1..3 {
+            assert_eq!(
+                s.record_failure("bob", 1000, 3, 60).unwrap(),
+                FailureEffect::Counted { failures: i }
+            );
+        }
+        assert_eq!(
+            s.record_failure("bob", 1000, 3, 60).unwrap(),
+            FailureEffect::Locked { until: 1060 }
+        );
+        assert_eq!(s.lock_state("bob").unwrap().locked_until, Some(1060));
+        assert_eq!(s.locked_users(1059).unwrap(), 1);
+        assert_eq!(s.locked_users(1060).unwrap(), 0);
+        assert!(s.unlock("bob").unwrap());
+        assert_eq!(s.lock_state("bob").unwrap(), LockState::default());
+        assert!(!s.unlock("bob").unwrap());
+    }
+
+    pub fn bypass_codes_are_replaced_whole_and_spent_once(open: Open) {
+        let mut s = open();
+        let (_, first) = bypass::generate();
+        s.replace_bypass_codes("carol", &first, 0).unwrap();
+        let (_, second) = bypass::generate();
+        s.replace_bypass_codes("carol", &second, 1).unwrap();
+        let (shown, second) = bypass::generate();
+        s.replace_bypass_codes("carol", &second, 2).unwrap();
+        let rows = s.unused_bypass_codes("carol").unwrap();
+        assert_eq!(rows.len(), bypass::COUNT);
+        assert!(s.code_matches(&rows[0].code, &shown[0]));
+        assert!(!s.code_matches(&rows[1].code, &shown[0]));
+        // What is stored is keyed: the plain salted hash of the code is not in the row.
+        assert_ne!(rows[0].code.hash, second[0].hash);
+        assert!(s.spend_bypass_code(rows[0].id, 5).unwrap());
+        assert!(!s.spend_bypass_code(rows[0].id, 6).unwrap());
+        assert_eq!(
+            s.unused_bypass_codes("carol").unwrap().len(),
+            bypass::COUNT - 1
+        );
+    }
+
+    pub fn reset_forgets_the_user_only(open: Open) {
+        let mut s = open();
+        s.add_totp_device("a", "x", b"k", params(), 1, 0).unwrap();
+        s.add_totp_device("b", "x", b"k", params(), 1, 0).unwrap();
+        s.record_failure("a", 0, 10, 60).unwrap();
+        s.reset_user("a").unwrap();
+        assert!(s.devices("a").unwrap().is_empty());
+        assert_eq!(s.lock_state("a").unwrap(), LockState::default());
+        assert_eq!(s.devices("b").unwrap().len(), 1);
+    }
+
+    pub fn remembered_logins_go_on_lock_report_unlock_and_device_removal(open: Open) {
+        let mut s = open();
+        let id = s.add_totp_device("u", "app", b"k", params(), 1, 0).unwrap();
+        let sshd = RememberScope::Sshd;
+        let remember = |s: &mut Store| s.remember("u", sshd, "192.0.2.1", "", 0, 1000).unwrap();
+        let is = |s: &mut Store| s.is_remembered("u", sshd, "192.0.2.1", "", 10).unwrap();
+        remember(&mut s);
+        assert!(is(&mut s));
+        assert!(
+            !s.is_remembered("u", RememberScope::OwnHelper, "192.0.2.1", "", 10)
+                .unwrap()
+        );
+        s.lock_until("u", 500).unwrap();
+        assert!(!is(&mut s), "a report or lock forgets");
+        remember(&mut s);
+        s.unlock("u").unwrap();
+        assert!(!is(&mut s), "an unlock forgets");
+        remember(&mut s);
+        for _ in 0..3 {
+            s.record_failure("u", 10, 3, 60).unwrap();
+        }
+        assert!(!is(&mut s), "a lockout forgets");
+        s.unlock("u").unwrap();
+        remember(&mut s);
+        s.remove_device("u", id).unwrap();
+        assert!(!is(&mut s), "removing a device forgets");
+        remember(&mut s);
+        assert_eq!(s.forget_remembered("u").unwrap(), 1);
+        assert!(!is(&mut s));
+    }
+
+    pub fn a_new_sms_code_replaces_every_earlier_one(open: Open) {
+        let mut s = open();
+        let mut shown = Vec::new();
+        for _ in 0..3 {
+            let (code, stored) = bypass::new_code(7);
+            s.add_sms_code("u", &stored, 100, 400).unwrap();
+            shown.push(code);
+        }
+        let rows = s.sms_codes("u", 100).unwrap();
+        assert_eq!(rows.len(), 1, "one live SMS code per user");
+        assert!(s.code_matches(&rows[0].code, &shown[2]));
+        assert!(!s.code_matches(&rows[0].code, &shown[0]) || shown[0] == shown[2]);
+        assert!(s.spend_sms_code(rows[0].id, 200).unwrap());
+        assert!(!s.spend_sms_code(rows[0].id, 201).unwrap(), "spent once");
+        assert!(s.sms_codes("u", 400).unwrap().is_empty(), "expired");
+    }
+
+    pub fn a_lock_is_never_shortened_by_a_lockout(open: Open) {
+        let mut s = open();
+        s.lock_until("u", 100_000).unwrap();
+        for _ in 0..3 {
+            s.record_failure("u", 1000, 3, 60).unwrap();
+        }
+        assert_eq!(s.lock_state("u").unwrap().locked_until, Some(100_000));
+    }
+
+    pub fn a_failed_transaction_leaves_nothing_behind(open: Open) {
+        let mut s = open();
+        let r: Result<(), StoreError> = s.in_transaction(|s| {
+            s.lock_state("u")?;
+            s.record_failure("u", 0, 10, 60)?;
+            s.add_totp_device("u", "app", b"k", params(), 1, 0)?;
+            Err(StoreError::Corrupt("the caller gave up"))
+        });
+        assert!(r.is_err());
+        assert_eq!(s.lock_state("u").unwrap(), LockState::default());
+        assert!(s.devices("u").unwrap().is_empty());
+        s.in_transaction(|s| {
+            s.lock_state("u")?;
+            s.record_failure("u", 0, 10, 60)
+        })
+        .unwrap();
+        assert_eq!(s.lock_state("u").unwrap().failures, 1);
+    }
+
+    pub fn a_dump_loads_into_an_empty_store_as_it_was(open: Open) {
+        let mut s = open();
+        assert!(s.backend().is_empty().unwrap());
+        s.add_totp_device("u", "app", b"k", params(), 5, 7).unwrap();
+        let (_, codes) = bypass::generate();
+        s.replace_bypass_codes("u", &codes, 3).unwrap();
+        let (_, sms) = bypass::new_code(7);
+        s.add_sms_code("v", &sms, 0, 900).unwrap();
+        s.remember("u", RememberScope::Sshd, "192.0.2.1", "k1", 0, 99)
+            .unwrap();
+        s.lock_until("w", 1234).unwrap();
+        assert!(!s.backend().is_empty().unwrap());
+        let dump = s.backend().dump().unwrap();
+        assert_eq!(dump.devices.len(), 1);
+        assert_eq!(dump.bypass_codes.len(), bypass::COUNT);
+        s.backend().load(&dump, true).unwrap();
+        let mut again = s.backend().dump().unwrap();
+        // Ids are the loader's own; everything else is as it was.
+        for (_, d) in again.devices.iter_mut() {
+            d.id = dump.devices[0].1.id;
+        }
+        assert_eq!(again, dump);
+        let summaries = s.user_summaries().unwrap();
+        let names: Vec<&str> = summaries.iter().map(|u| u.name.as_str()).collect();
+        assert_eq!(names, ["u", "w"]);
+        assert_eq!(summaries[0].device_kinds, [DeviceKind::Totp]);
+        assert_eq!(summaries[0].bypass_left as usize, bypass::COUNT);
+        assert_eq!(summaries[1].locked_until, Some(1234));
+    }
+}
+
+macro_rules! on_both {
+    ($($name:ident),* $(,)?) => {
+        mod on_sqlite {
+            use super::*;
+            $(#[test]
+            fn $name() {
+                suite::$name(&|| Store::open_in_memory().unwrap());
+            })*
+        }
+        mod on_postgresql {
+            use super::*;
+            $(#[test]
+            fn $name() {
+                let db = Db::start();
+                suite::$name(&|| db.store());
+            })*
+        }
+    };
+}
+
+on_both!(
+    a_time_step_is_spent_once_and_older_steps_never,
+    an_hotp_counter_moves_forward_only,
+    the_first_device_is_the_default_and_removal_hands_it_on,
+    failures_lock_at_the_limit_and_reset,
+    bypass_codes_are_replaced_whole_and_spent_once,
+    reset_forgets_the_user_only,
+    remembered_logins_go_on_lock_report_unlock_and_device_removal,
+    a_new_sms_code_replaces_every_earlier_one,
+    a_lock_is_never_shortened_by_a_lockout,
+    a_failed_transaction_leaves_nothing_behind,
+    a_dump_loads_into_an_empty_store_as_it_was,
+);
+
+/// A private server with the schema prepared, the runtime the connections run on, and the
+/// store key.
+struct Db {
+    pg: TestPostgres,
+    rt: tokio::runtime::Runtime,
+    key: Arc<StoreKey>,
+}
+
+fn options(url: String, password_file: Option<PathBuf>) -> PgOptions {
+    PgOptions {
+        url,
+        password_file,
+        ca_file: None,
+        connect_timeout: Duration::from_secs(5),
+        statement_timeout: Duration::from_secs(2),
+    }
+}
+
+impl Db {
+    fn start() -> Db {
+        Db::with(TestPostgres::start())
+    }
+
+    fn with(pg: TestPostgres) -> Db {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .unwrap();
+        let key = Arc::new(StoreKey::generate().unwrap());
+        let db = Db { pg, rt, key };
+        db.rt
+            .block_on(postgres::prepare(&db.opts(), &db.key.check_value()))
+            .unwrap();
+        db
+    }
+
+    fn opts(&self) -> PgOptions {
+        options(self.pg.url(), Some(self.pg.password_file()))
+    }
+
+    fn backend(&self) -> PgBackend {
+        self.rt.block_on(postgres::connect(&self.opts())).unwrap()
+    }
+
+    fn store(&self) -> Store {
+        Store::from_backend(Box::new(self.backend()), self.key.clone()).unwrap()
+    }
+}
+
+fn totp() -> TotpParams {
+    TotpParams {
+        algorithm: HashAlgorithm::Sha1,
+        digits: 6,
+        period: 30,
+    }
+}
+
+#[test]
+fn two_nodes_racing_on_one_time_step_let_exactly_one_login_in() {
+    let db = Db::start();
+    let device = db
+        .store()
+        .add_totp_device("alice", "app", b"k", totp(), 1000, 0)
+        .unwrap();
+    let rounds = 100u64;
+    let barrier = Arc::new(Barrier::new(2));
+    let wins: Vec<Vec<u64>> = std::thread::scope(|scope| {
+        let nodes: Vec<_> = (0..2)
+            .map(|_| {
+                let mut store = db.store();
+                let barrier = barrier.clone();
+                scope.spawn(move || {
+                    let mut won = Vec::new();
+                    for step in 1001..=1000 + rounds {
+                        barrier.wait();
+                        if store.spend_totp_step(device, step).unwrap() {
+                            won.push(step);
+                        }
+                    }
+                    won
+                })
+            })
+            .collect();
+        nodes.into_iter().map(|n| n.join().unwrap()).collect()
+    });
+    let mut all: Vec<u64> = wins.concat();
+    all.sort_unstable();
+    assert_eq!(
+        all,
+        (1001..=1000 + rounds).collect::<Vec<_>>(),
+        "each step won by exactly one node (node 1 won {}, node 2 {})",
+        wins[0].len(),
+        wins[1].len()
+    );
+}
+
+#[test]
+fn ten_failures_split_over_two_nodes_lock_the_user() {
+    let db = Db::start();
+    let barrier = Arc::new(Barrier::new(2));
+    let effects: Vec<FailureEffect> = std::thread::scope(|scope| {
+        let nodes: Vec<_> = (0..2)
+            .map(|_| {
+                let mut store = db.store();
+                let barrier = barrier.clone();
+                scope.spawn(move || {
+                    (0..5)
+                        .map(|_| {
+                            barrier.wait();
+                            store
+                                .in_transaction(|s| {
+                                    s.lock_state("bob")?;
+                                    s.record_failure("bob", 1000, 10, 3600)
+                                })
+                                .unwrap()
+                        })
+                        .collect::<Vec<_>>()
+                })
+            })
+            .collect();
+        nodes
+            .into_iter()
+            .flat_map(|n| n.join().unwrap())
+            .collect()
+    });
+    let locked = effects
+        .iter()
+        .filter(|e| matches!(e, FailureEffect::Locked { until: 4600 }))
+        .count();
+    assert_eq!(locked, 1, "{effects:?}");
+    assert_eq!(db.store().lock_state("bob").unwrap().locked_until, Some(4600));
+}
+
+#[test]
+fn a_lock_set_on_one_node_is_seen_by_the_other_at_once() {
+    let db = Db::start();
+    let mut one = db.store();
+    let mut two = db.store();
+    assert_eq!(two.lock_state("carol").unwrap(), LockState::default());
+    one.lock_until("carol", 9999).unwrap();
+    assert_eq!(two.lock_state("carol").unwrap().locked_until, Some(9999));
+    two.unlock("carol").unwrap();
+    assert_eq!(one.lock_state("carol").unwrap().locked_until, None);
+}
+
+#[test]
+fn two_nodes_starting_on_an_empty_database_migrate_it_once() {
+    let pg = TestPostgres::start();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let key = StoreKey::generate().unwrap();
+    let opts = options(pg.url(), Some(pg.password_file()));
+    let check = key.check_value();
+    let (a, b) = rt.block_on(async {
+        tokio::join!(
+            postgres::prepare(&opts, &check),
+            postgres::prepare(&opts, &check)
+        )
+    });
+    a.unwrap();
+    b.unwrap();
+    assert_eq!(
+        pg.psql("SELECT version FROM schema_version").trim(),
+        MIGRATIONS.len().to_string()
+    );
+    assert_eq!(
+        pg.psql("SELECT count(*) FROM pg_tables WHERE tablename = 'devices'")
+            .trim(),
+        "1"
+    );
+    let mut backend = rt.block_on(postgres::connect(&opts)).unwrap();
+    assert_eq!(backend.schema_version().unwrap(), MIGRATIONS.len() as i64);
+}
+
+#[test]
+fn a_newer_schema_is_refused() {
+    let db = Db::start();
+    db.pg.psql("UPDATE schema_version SET version = 99");
+    let err = db
+        .rt
+        .block_on(postgres::prepare(&db.opts(), &db.key.check_value()))
+        .unwrap_err();
+    assert!(matches!(err, StoreError::TooNew(99)), "{err}");
+}
+
+#[test]
+fn another_key_is_refused() {
+    let db = Db::start();
+    let other = StoreKey::generate().unwrap();
+    let err = db
+        .rt
+        .block_on(postgres::prepare(&db.opts(), &other.check_value()))
+        .unwrap_err();
+    assert!(matches!(err, StoreError::WrongKey), "{err}");
+    let refused = Store::from_backend(Box::new(db.backend()), Arc::new(other));
+    assert!(matches!(refused, Err(StoreError::WrongKey)));
+}
+
+#[test]
+fn tls_with_verify_full_works_and_the_certificate_is_checked() {
+    let pg = TestPostgres::start_tls();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let key = StoreKey::generate().unwrap();
+    let mut opts = options(pg.url_tls(), Some(pg.password_file()));
+    assert!(opts.url.contains("sslmode=verify-full"), "{}", opts.url);
+    opts.ca_file = Some(pg.ca_file());
+    rt.block_on(postgres::prepare(&opts, &key.check_value()))
+        .unwrap();
+    let mut backend = rt.block_on(postgres::connect(&opts)).unwrap();
+    assert_eq!(backend.schema_version().unwrap(), MIGRATIONS.len() as i64);
+    // Without our CA (the public roots only), the server's certificate is not trusted.
+    opts.ca_file = None;
+    let err = rt.block_on(postgres::connect(&opts)).err().unwrap();
+    assert!(err.to_string().contains("certificate"), "{err}");
+    // The server really spoke TLS to us.
+    let ssl = pg.psql("SELECT count(*) FROM pg_stat_ssl s JOIN pg_stat_activity a USING (pid) WHERE s.ssl AND a.application_name = 'mfad'");
+    assert_eq!(ssl.trim(), "1");
+}
+
+#[test]
+fn clear_text_to_another_host_and_a_password_in_the_url_are_refused_before_connecting() {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let refusal = |url: &str| match rt.block_on(postgres::connect(&options(url.into(), None))) {
+        Err(StoreError::Config(msg)) => msg,
+        Err(e) => panic!("{url}: not a config error: {e}"),
+        Ok(_) => panic!("{url}: accepted"),
+    };
+    // 192.0.2.0/24 is TEST-NET: nothing answers there, so a connect attempt would time out.
+    let msg = refusal("postgresql://mfa@192.0.2.7:5432/mfa?sslmode=disable");
+    assert!(msg.contains("sslmode=disable") && msg.contains("loopback"), "{msg}");
+    let msg = refusal("postgresql://mfa:hunter2@127.0.0.1:5432/mfa?sslmode=disable");
+    assert!(msg.contains("password_file") && !msg.contains("hunter2"), "{msg}");
+}
+
+#[test]
+fn a_password_file_others_can_read_is_refused() {
+    let pg = TestPostgres::start();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("pgpass");
+    std::fs::copy(pg.password_file(), &file).unwrap();
+    std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let opts = options(pg.url(), Some(file.clone()));
+    let err = rt.block_on(postgres::connect(&opts)).err().unwrap();
+    let msg = err.to_string();
+    assert!(
+        matches!(err, StoreError::Config(_))
+            && msg.contains(&file.display().to_string())
+            && msg.contains("644"),
+        "{msg}"
+    );
+    std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o600)).unwrap();
+    rt.block_on(postgres::connect(&opts)).unwrap();
+}
+
+#[test]
+fn a_statement_stuck_behind_a_lock_times_out_and_the_connection_is_dropped() {
+    let db = Db::start();
+    let mut opts = db.opts();
+    opts.statement_timeout = Duration::from_secs(1);
+    let mut backend = db.rt.block_on(postgres::connect(&opts)).unwrap();
+    backend.lock_state("alice").unwrap();
+    assert!(!backend.is_broken());
+    let _held = db.pg.hold_lock("LOCK TABLE users IN ACCESS EXCLUSIVE MODE");
+    let started = Instant::now();
+    let err = backend.lock_state("alice").unwrap_err();
+    let took = started.elapsed();
+    assert!(matches!(err, StoreError::Timeout { .. }), "{err}");
+    assert!(
+        took >= Duration::from_millis(900) && took < Duration::from_secs(2),
+        "{took:?}"
+    );
+    assert!(backend.is_broken(), "a timed-out connection is not used again");
+    assert!(matches!(backend.lock_state("alice"), Err(StoreError::Broken)));
+}
+
+#[test]
+fn a_dead_server_fails_calls_fast_and_a_new_connection_works_once_it_is_back() {
+    let mut db = Db::start();
+    let mut store = db.store();
+    store.lock_until("dave", 50).unwrap();
+    db.pg.kill();
+    let started = Instant::now();
+    let err = store.lock_state("dave").unwrap_err();
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "{:?}",
+        started.elapsed()
+    );
+    assert!(store.is_broken(), "{err}");
+    let started = Instant::now();
+    assert!(db.rt.block_on(postgres::connect(&db.opts())).is_err());
+    assert!(started.elapsed() < Duration::from_secs(5));
+    db.pg.start_again();
+    let mut again = db.store();
+    assert_eq!(again.lock_state("dave").unwrap().locked_until, Some(50));
+}
