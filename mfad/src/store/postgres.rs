@@ -570,7 +570,8 @@ impl PgBackend {
         // block_on panics on a runtime worker thread or a runtime that is shutting down:
         // that must not unwind through a login.
         let outcome = std::panic::catch_unwind(AssertUnwindSafe(|| {
-            handle.block_on(tokio::time::timeout(limit, f(conn)))
+            // The timer is made inside: it needs the runtime's context.
+            handle.block_on(async move { tokio::time::timeout(limit, f(conn)).await })
         }));
         let result = match outcome {
             Err(_) => {
