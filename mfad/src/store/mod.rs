@@ -42,8 +42,9 @@ pub enum StoreError {
          read); use the key file that belongs to this database"
     )]
     WrongKey,
-    /// tokio-postgres never shows the password in its messages.
-    #[error("PostgreSQL: {0}")]
+    /// tokio-postgres never shows the password in its messages; its causes (a TLS or io
+    /// error) are shown too, since they say what to fix.
+    #[error("PostgreSQL: {}", postgres::describe(.0))]
     Postgres(#[from] tokio_postgres::Error),
     #[error("PostgreSQL did not finish {what} within {after:?}; the connection is dropped")]
     Timeout {

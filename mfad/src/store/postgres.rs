@@ -528,6 +528,22 @@ pub struct PgBackend {
     broken: bool,
 }
 
+/// The driver's message and its causes ("error performing TLS handshake: invalid peer
+/// certificate: UnknownIssuer").
+pub(crate) fn describe(e: &tokio_postgres::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = std::error::Error::source(e);
+    while let Some(cause) = source {
+        let more = cause.to_string();
+        if !text.contains(&more) {
+            text.push_str(": ");
+            text.push_str(&more);
+        }
+        source = cause.source();
+    }
+    text
+}
+
 /// SQLSTATEs that mean the server gave a statement up: statement_timeout (57014) or
 /// lock_timeout (55P03).
 fn is_timeout(e: &tokio_postgres::Error) -> bool {
