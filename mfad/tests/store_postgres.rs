@@ -106,7 +106,10 @@ mod suite {
         s.remove_device("f", a).unwrap();
         assert_eq!(s.devices("e").unwrap().len(), 1);
         // The secret comes back opened.
-        assert_eq!(&s.devices("e").unwrap()[0].otp.as_ref().unwrap().secret[..], b"k");
+        assert_eq!(
+            &s.devices("e").unwrap()[0].otp.as_ref().unwrap().secret[..],
+            b"k"
+        );
     }
 
     pub fn failures_lock_at_the_limit_and_reset(open: Open) {
@@ -424,17 +427,17 @@ fn ten_failures_split_over_two_nodes_lock_the_user() {
                 })
             })
             .collect();
-        nodes
-            .into_iter()
-            .flat_map(|n| n.join().unwrap())
-            .collect()
+        nodes.into_iter().flat_map(|n| n.join().unwrap()).collect()
     });
     let locked = effects
         .iter()
         .filter(|e| matches!(e, FailureEffect::Locked { until: 4600 }))
         .count();
     assert_eq!(locked, 1, "{effects:?}");
-    assert_eq!(db.store().lock_state("bob").unwrap().locked_until, Some(4600));
+    assert_eq!(
+        db.store().lock_state("bob").unwrap().locked_until,
+        Some(4600)
+    );
 }
 
 #[test]
@@ -532,9 +535,15 @@ fn clear_text_to_another_host_and_a_password_in_the_url_are_refused_before_conne
     };
     // 192.0.2.0/24 is TEST-NET: nothing answers there, so a connect attempt would time out.
     let msg = refusal("postgresql://mfa@192.0.2.7:5432/mfa?sslmode=disable");
-    assert!(msg.contains("sslmode=disable") && msg.contains("loopback"), "{msg}");
+    assert!(
+        msg.contains("sslmode=disable") && msg.contains("loopback"),
+        "{msg}"
+    );
     let msg = refusal("postgresql://mfa:hunter2@127.0.0.1:5432/mfa?sslmode=disable");
-    assert!(msg.contains("password_file") && !msg.contains("hunter2"), "{msg}");
+    assert!(
+        msg.contains("password_file") && !msg.contains("hunter2"),
+        "{msg}"
+    );
 }
 
 #[test]
@@ -575,8 +584,14 @@ fn a_statement_stuck_behind_a_lock_times_out_and_the_connection_is_dropped() {
         took >= Duration::from_millis(900) && took < Duration::from_secs(2),
         "{took:?}"
     );
-    assert!(backend.is_broken(), "a timed-out connection is not used again");
-    assert!(matches!(backend.lock_state("alice"), Err(StoreError::Broken)));
+    assert!(
+        backend.is_broken(),
+        "a timed-out connection is not used again"
+    );
+    assert!(matches!(
+        backend.lock_state("alice"),
+        Err(StoreError::Broken)
+    ));
 }
 
 #[test]

@@ -212,8 +212,7 @@ fn parse_options(opts: &PgOptions) -> Result<Parsed, StoreError> {
 
 fn is_loopback_name(name: &str) -> bool {
     let bare = name.trim_start_matches('[').trim_end_matches(']');
-    bare.eq_ignore_ascii_case("localhost")
-        || bare.parse::<IpAddr>().is_ok_and(|a| a.is_loopback())
+    bare.eq_ignore_ascii_case("localhost") || bare.parse::<IpAddr>().is_ok_and(|a| a.is_loopback())
 }
 
 /// Takes `sslmode` out of the URL's query: the driver knows only disable/prefer/require.
@@ -294,12 +293,13 @@ fn tls_config(ca_file: Option<&Path>) -> Result<rustls::ClientConfig, StoreError
         }
         None => roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned()),
     }
-    let config =
-        rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
-            .with_safe_default_protocol_versions()
-            .map_err(|e| config_error(format!("TLS setup: {e}")))?
-            .with_root_certificates(roots)
-            .with_no_client_auth();
+    let config = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .map_err(|e| config_error(format!("TLS setup: {e}")))?
+    .with_root_certificates(roots)
+    .with_no_client_auth();
     Ok(config)
 }
 
@@ -489,12 +489,20 @@ impl Conn {
         Ok(self.client.execute(&s, params).await?)
     }
 
-    async fn query(&mut self, sql: &'static str, params: Params<'_>) -> Result<Vec<Row>, StoreError> {
+    async fn query(
+        &mut self,
+        sql: &'static str,
+        params: Params<'_>,
+    ) -> Result<Vec<Row>, StoreError> {
         let s = self.statement(sql).await?;
         Ok(self.client.query(&s, params).await?)
     }
 
-    async fn query_one(&mut self, sql: &'static str, params: Params<'_>) -> Result<Row, StoreError> {
+    async fn query_one(
+        &mut self,
+        sql: &'static str,
+        params: Params<'_>,
+    ) -> Result<Row, StoreError> {
         let s = self.statement(sql).await?;
         Ok(self.client.query_one(&s, params).await?)
     }
@@ -1422,7 +1430,9 @@ mod tests {
         }
         let p = parse_options(&opts("postgresql://mfa@db.example.org/mfa")).unwrap();
         assert!(p.tls, "TLS is the default over TCP");
-        assert!(refusal("postgresql://mfa@%2Frun%2Fpostgresql/mfa?sslmode=require").contains("Unix"));
+        assert!(
+            refusal("postgresql://mfa@%2Frun%2Fpostgresql/mfa?sslmode=require").contains("Unix")
+        );
     }
 
     #[test]

@@ -58,7 +58,10 @@ impl TestPostgres {
     }
 
     fn make(tls: bool) -> TestPostgres {
-        let dir = tempfile::Builder::new().prefix("mfa-pg-").tempdir().unwrap();
+        let dir = tempfile::Builder::new()
+            .prefix("mfa-pg-")
+            .tempdir()
+            .unwrap();
         std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
         let pw = dir.path().join("initpw");
         std::fs::write(&pw, PASSWORD).unwrap();
@@ -67,7 +70,11 @@ impl TestPostgres {
         std::fs::set_permissions(&secret, std::fs::Permissions::from_mode(0o600)).unwrap();
         chown_postgres(dir.path());
         // The password file is the test's (root's), mode 0600.
-        let st = Command::new("chown").arg("root:root").arg(&secret).status().unwrap();
+        let st = Command::new("chown")
+            .arg("root:root")
+            .arg(&secret)
+            .status()
+            .unwrap();
         assert!(st.success());
         let data = dir.path().join("data");
         as_postgres(
@@ -151,20 +158,33 @@ impl TestPostgres {
         let _ = Command::new("runuser")
             .args(["-u", "postgres", "--"])
             .arg(format!("{BIN}/pg_ctl"))
-            .args(["-D", self.data().to_str().unwrap(), "-m", mode, "-w", "stop"])
+            .args([
+                "-D",
+                self.data().to_str().unwrap(),
+                "-m",
+                mode,
+                "-w",
+                "stop",
+            ])
             .current_dir("/")
             .output();
     }
 
     /// Over TCP to 127.0.0.1, without TLS.
     pub fn url(&self) -> String {
-        format!("postgresql://mfa@127.0.0.1:{}/mfa?sslmode=disable", self.port)
+        format!(
+            "postgresql://mfa@127.0.0.1:{}/mfa?sslmode=disable",
+            self.port
+        )
     }
 
     /// Over TCP to localhost, TLS with the certificate and host name verified.
     pub fn url_tls(&self) -> String {
         assert!(self.tls, "started without TLS");
-        format!("postgresql://mfa@localhost:{}/mfa?sslmode=verify-full", self.port)
+        format!(
+            "postgresql://mfa@localhost:{}/mfa?sslmode=verify-full",
+            self.port
+        )
     }
 
     /// The password alone, in a file of mode 0600.
