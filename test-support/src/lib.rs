@@ -62,7 +62,12 @@ impl TestDaemon {
         tune(&mut config);
         let clock = FakeClock::new(T0);
         let store = Store::open_with_key_file(&config.database, &config.store_key).unwrap();
-        let mut daemon = Daemon::new(config.clone(), store, Arc::new(clock.clone())).unwrap();
+        let mut daemon = Daemon::new(
+            config.clone(),
+            mfad::store::pool::StorePool::single(store).unwrap(),
+            Arc::new(clock.clone()),
+        )
+        .unwrap();
         if let Some(accounts) = accounts {
             daemon = daemon.with_accounts(accounts);
         }

@@ -8,6 +8,8 @@
 //! two logins racing on one code cannot both succeed.
 
 pub mod backend;
+pub mod open;
+pub mod pool;
 pub mod sqlite;
 
 use crate::factor::bypass::{self, StoredCode};
@@ -41,6 +43,18 @@ pub enum StoreError {
          read); use the key file that belongs to this database"
     )]
     WrongKey,
+    /// The store cannot be reached (no connection within the time allowed, a connection
+    /// lost): logins get the fail mode.
+    #[error("the store is unavailable: {0}")]
+    Unavailable(String),
+}
+
+impl StoreError {
+    /// Whether the error says the store is out of reach (rather than wrong or corrupt):
+    /// such errors are logged once per outage.
+    pub fn is_outage(&self) -> bool {
+        matches!(self, StoreError::Unavailable(_))
+    }
 }
 
 /// Who vouched for the client address of a remembered login.
