@@ -231,11 +231,12 @@ impl TestPostgres {
             "postgres",
             &format!(
                 "SET password_encryption = 'scram-sha-256';\n\
-                 CREATE ROLE mfa LOGIN PASSWORD '{}';\n\
-                 CREATE DATABASE mfa OWNER mfa;",
+                 CREATE ROLE mfa LOGIN PASSWORD '{}';",
                 self.password
             ),
         );
+        // Not in a transaction block: a call of its own.
+        self.psql_in("postgres", "CREATE DATABASE mfa OWNER mfa");
         let file = self.password_file();
         std::fs::write(&file, "").unwrap();
         set_mode(&file, 0o600);
