@@ -61,7 +61,9 @@ impl TestPostgres {
         // Under /tmp when the server runs as another user: every parent must let it through
         // ($TMPDIR may be inside root's home). tempfile makes 0700 directories; open it up.
         let dir = if root {
-            tempfile::Builder::new().prefix("mfa-pg.").tempdir_in("/tmp")
+            tempfile::Builder::new()
+                .prefix("mfa-pg.")
+                .tempdir_in("/tmp")
         } else {
             tempfile::Builder::new().prefix("mfa-pg.").tempdir()
         }
@@ -127,7 +129,11 @@ impl TestPostgres {
             "local all {su} trust\n\
              host mfa mfa 127.0.0.1/32 scram-sha-256\n"
         };
-        std::fs::write(data.join("pg_hba.conf"), hba.replace("{su}", &self.superuser)).unwrap();
+        std::fs::write(
+            data.join("pg_hba.conf"),
+            hba.replace("{su}", &self.superuser),
+        )
+        .unwrap();
     }
 
     /// A throwaway CA (its certificate in `ca.pem`, readable by anyone) and a server
@@ -145,8 +151,7 @@ impl TestPostgres {
         let issuer = Issuer::new(ca_params, ca_key);
 
         let mut params =
-            CertificateParams::new(vec!["localhost".to_string(), "127.0.0.1".to_string()])
-                .unwrap();
+            CertificateParams::new(vec!["localhost".to_string(), "127.0.0.1".to_string()]).unwrap();
         params
             .distinguished_name
             .push(DnType::CommonName, "localhost");
@@ -344,7 +349,14 @@ impl TestPostgres {
         c.current_dir(self.dir.path())
             .args(["-X", "-A", "-t", "-q", "-v", "ON_ERROR_STOP=1", "-h"])
             .arg(self.socket_dir())
-            .args(["-p", &self.port.to_string(), "-U", &self.superuser, "-d", database]);
+            .args([
+                "-p",
+                &self.port.to_string(),
+                "-U",
+                &self.superuser,
+                "-d",
+                database,
+            ]);
         c
     }
 
@@ -429,7 +441,9 @@ impl TestPostgres {
         c.current_dir(self.dir.path());
         if let Some(u) = &self.server_user {
             c.uid(u.uid.as_raw()).gid(u.gid.as_raw());
-            c.env("HOME", &u.dir).env("USER", &u.name).env("LOGNAME", &u.name);
+            c.env("HOME", &u.dir)
+                .env("USER", &u.name)
+                .env("LOGNAME", &u.name);
         }
         c
     }

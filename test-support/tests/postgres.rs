@@ -1,6 +1,7 @@
 //! The PostgreSQL harness against the real server: who may connect and how, TLS, restarts,
 //! a held lock, and that nothing is left running. As root, the whole file also runs again as
 //! `nobody`, so the non-root path is checked too.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use mfa_test_support::postgres::{TestPostgres, process_alive};
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
@@ -45,14 +46,23 @@ fn tcp(pg: &TestPostgres) -> String {
 #[test]
 fn mfa_connects_over_tcp_with_its_password_and_not_without() {
     let pg = TestPostgres::start();
-    assert_eq!(pg.url(), format!("postgresql://mfa@127.0.0.1:{}/mfa", pg.port()));
+    assert_eq!(
+        pg.url(),
+        format!("postgresql://mfa@127.0.0.1:{}/mfa", pg.port())
+    );
     assert_eq!(pg.url_tls(), pg.url());
     assert!(pg.ca_file().is_none());
 
     let me = client_psql(&pg, &pg.url(), Some(pg.password()), "SELECT current_user").unwrap();
     assert_eq!(me.trim(), "mfa");
     // The role owns its database: it can make tables in it.
-    client_psql(&pg, &tcp(&pg), Some(pg.password()), "CREATE TABLE t (x int)").unwrap();
+    client_psql(
+        &pg,
+        &tcp(&pg),
+        Some(pg.password()),
+        "CREATE TABLE t (x int)",
+    )
+    .unwrap();
 
     let none = client_psql(&pg, &tcp(&pg), None, "SELECT 1").unwrap_err();
     assert!(none.contains("no password supplied"), "{none}");
@@ -62,7 +72,11 @@ fn mfa_connects_over_tcp_with_its_password_and_not_without() {
         "{wrong}"
     );
     // The superuser has no way in over TCP, even with mfa's password.
-    let su = format!("host=127.0.0.1 port={} dbname=mfa user={}", pg.port(), pg.superuser());
+    let su = format!(
+        "host=127.0.0.1 port={} dbname=mfa user={}",
+        pg.port(),
+        pg.superuser()
+    );
     let refused = client_psql(&pg, &su, Some(pg.password()), "SELECT 1").unwrap_err();
     assert!(refused.contains("no pg_hba.conf entry"), "{refused}");
 
@@ -70,7 +84,10 @@ fn mfa_connects_over_tcp_with_its_password_and_not_without() {
     let meta = std::fs::metadata(pg.password_file()).unwrap();
     assert_eq!(meta.permissions().mode() & 0o777, 0o600);
     assert_eq!(meta.uid(), nix::unistd::geteuid().as_raw());
-    assert_eq!(std::fs::read_to_string(pg.password_file()).unwrap(), pg.password());
+    assert_eq!(
+        std::fs::read_to_string(pg.password_file()).unwrap(),
+        pg.password()
+    );
     assert!(pg.password().len() >= 32);
 
     // The harness's superuser session over the Unix socket; durability is real.
@@ -86,7 +103,10 @@ fn tls_server_verifies_and_refuses_plain_tcp() {
     let ca = pg.ca_file().expect("a TLS server has a CA").to_path_buf();
     assert_eq!(
         pg.url_tls(),
-        format!("postgresql://mfa@127.0.0.1:{}/mfa?sslmode=verify-full", pg.port())
+        format!(
+            "postgresql://mfa@127.0.0.1:{}/mfa?sslmode=verify-full",
+            pg.port()
+        )
     );
     let ssl_in_use = "SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()";
     for host in ["localhost", "127.0.0.1"] {
@@ -156,7 +176,11 @@ fn rows_survive_a_stop_and_a_crash() {
     assert!(!pg.is_running());
     pg.start_again();
     assert_eq!(pg.psql("SELECT sum(x) FROM kept").trim(), "7");
-    assert!(pg.log().contains("database system was interrupted"), "{}", pg.log());
+    assert!(
+        pg.log().contains("database system was interrupted"),
+        "{}",
+        pg.log()
+    );
 }
 
 #[test]
@@ -223,9 +247,16 @@ fn server_runs_as_an_unprivileged_user() {
     if me.is_root() {
         let postgres = std::fs::metadata(pg.data_dir()).unwrap().uid();
         assert_ne!(postgres, 0, "the data directory belongs to root");
-        assert_eq!(uid, postgres, "the server does not run as the data directory's owner");
+        assert_eq!(
+            uid, postgres,
+            "the server does not run as the data directory's owner"
+        );
     } else {
-        assert_eq!(uid, me.as_raw(), "the server does not run as the test's user");
+        assert_eq!(
+            uid,
+            me.as_raw(),
+            "the server does not run as the test's user"
+        );
     }
     assert_ne!(uid, 0);
     drop(pg);
@@ -233,7 +264,11 @@ fn server_runs_as_an_unprivileged_user() {
     // As root, every test of this file once more as `nobody`: the non-root path.
     if me.is_root() && std::env::var_os("MFA_PG_NESTED").is_none() {
         let out = Command::new(std::env::current_exe().unwrap())
-            .args(["--test-threads=2", "--skip", "server_runs_as_an_unprivileged_user"])
+            .args([
+                "--test-threads=2",
+                "--skip",
+                "server_runs_as_an_unprivileged_user",
+            ])
             .env("MFA_PG_NESTED", "1")
             .env("HOME", "/nonexistent")
             .env("TMPDIR", "/tmp")
