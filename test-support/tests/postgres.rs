@@ -191,17 +191,17 @@ fn a_held_lock_blocks_other_writers_until_dropped() {
     let insert = "SET statement_timeout = '300ms'; INSERT INTO users VALUES ('abc123')";
 
     let holder = pg.hold_lock("LOCK TABLE users IN ACCESS EXCLUSIVE MODE;");
-    let waited = client_psql(&pg, &tcp(&pg), pw, insert).unwrap_err();
-    assert!(
-        waited.contains("canceling statement due to statement timeout"),
-        "{waited}"
-    );
-    // The holder's session shows as an open transaction with its lock granted.
+    // Held as soon as hold_lock returns: granted, in a transaction still open.
     let held = pg.psql(
         "SELECT count(*) FROM pg_locks l JOIN pg_class c ON c.oid = l.relation \
          WHERE c.relname = 'users' AND l.mode = 'AccessExclusiveLock' AND l.granted",
     );
     assert_eq!(held.trim(), "1");
+    let waited = client_psql(&pg, &tcp(&pg), pw, insert).unwrap_err();
+    assert!(
+        waited.contains("canceling statement due to statement timeout"),
+        "{waited}"
+    );
 
     drop(holder);
     client_psql(&pg, &tcp(&pg), pw, insert).unwrap();
@@ -217,23 +217,25 @@ fn drop_leaves_no_server_and_no_files() {
     assert!(process_alive(pid));
     drop(holder);
     drop(pg);
-    assert!(!process_alive(pid), "postmaster {pid} is still running");
+    if process_alive(pid) {
+        // Stop it anyway (SIGQUIT: immediate shutdown), so a failure leaves nothing behind.
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(pid),
+            nix::sys::signal::Signal::SIGQUIT,
+        );
+        panic!("postmaster {pid} is still running after drop");
+    }
     assert!(!data.exists(), "{} is still there", data.display());
-    // Nor any backend: every process of the cluster has the data directory on its command
-    // line or is a child of the postmaster.
+    // Nor any backend or helper: each works in the data directory (its cwd).
     for entry in std::fs::read_dir("/proc").unwrap().flatten() {
-        let Ok(status) = std::fs::read_to_string(entry.path().join("status")) else {
+        let Ok(cwd) = std::fs::read_link(entry.path().join("cwd")) else {
             continue;
         };
-        let ppid = status
-            .lines()
-            .find_map(|l| l.strip_prefix("PPid:"))
-            .map(|p| p.trim().to_string());
-        assert_ne!(
-            ppid.as_deref(),
-            Some(pid.to_string().as_str()),
-            "a child of the postmaster is left: {}",
-            entry.path().display()
+        assert!(
+            !cwd.starts_with(&data),
+            "{} is left, working in {}",
+            entry.path().display(),
+            cwd.display()
         );
     }
 }
@@ -283,6 +285,27 @@ fn server_runs_as_an_unprivileged_user() {
             "as nobody:\n{stdout}\n{}",
             String::from_utf8_lossy(&out.stderr)
         );
-        assert!(stdout.contains("test result: ok. 5 passed"), "{stdout}");
+        assert!(stdout.contains("test result: ok. 6 passed"), "{stdout}");
     }
+}
+
+#[test]
+fn a_failed_start_shows_the_server_log() {
+    let pg = TestPostgres::start();
+    pg.stop();
+    let conf = pg.data_dir().join("postgresql.conf");
+    let mut text = std::fs::read_to_string(&conf).unwrap();
+    text.push_str("\nshared_buffers = 'plenty'\n");
+    std::fs::write(&conf, text).unwrap();
+
+    let failed = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| pg.start_again()))
+        .expect_err("a server with a broken config started");
+    let message = failed.downcast_ref::<String>().cloned().unwrap_or_default();
+    assert!(message.contains("did not start again"), "{message}");
+    // The server's own words, from its log.
+    assert!(
+        message.contains("invalid value for parameter \"shared_buffers\": \"plenty\""),
+        "{message}"
+    );
+    assert!(!pg.is_running());
 }
