@@ -236,12 +236,11 @@ impl TestPostgres {
             "postgres",
             &format!(
                 "SET password_encryption = 'scram-sha-256';\n\
-                 CREATE ROLE mfa LOGIN PASSWORD '{}';",
+                 CREATE ROLE mfa LOGIN PASSWORD '{}';\n\
+                 CREATE DATABASE mfa OWNER mfa;",
                 self.password
             ),
         );
-        // Not in a transaction block: a call of its own.
-        self.psql_in("postgres", "CREATE DATABASE mfa OWNER mfa");
         let file = self.password_file();
         std::fs::write(&file, "").unwrap();
         set_mode(&file, 0o600);
@@ -323,18 +322,29 @@ impl TestPostgres {
         self.postmaster_pid().is_some_and(process_alive)
     }
 
-    /// Runs `sql` as the superuser over the Unix socket in the database `mfa`; its output
-    /// (unaligned, tuples only). Panics with psql's stderr when a statement fails.
+    /// Runs `sql` as the superuser over the Unix socket in the database `mfa`, as a script
+    /// (statements one by one, stopping at the first error); its output (unaligned, tuples
+    /// only). Panics with psql's stderr when a statement fails.
     pub fn psql(&self, sql: &str) -> String {
         self.psql_in("mfa", sql)
     }
 
+    /// The SQL goes through stdin, as a script (each statement in its own transaction
+    /// unless it says BEGIN), never on a command line other users can read (passwords).
     fn psql_in(&self, database: &str, sql: &str) -> String {
-        let out = self
+        let mut child = self
             .superuser_psql(database)
-            .args(["-c", sql])
-            .output()
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
             .unwrap();
+        let mut stdin = child.stdin.take().unwrap();
+        let script = format!("{sql}\n");
+        // Written from another thread: a long output must not block psql while we write.
+        let writer = std::thread::spawn(move || stdin.write_all(script.as_bytes()));
+        let out = child.wait_with_output().unwrap();
+        let _ = writer.join();
         if !out.status.success() {
             panic!(
                 "psql failed on {sql:?}:\n{}",
@@ -527,6 +537,15 @@ impl Drop for TestPostgres {
                 .stdout(Stdio::null())
                 .stderr(Stdio::null())
                 .status();
+        }
+        // Should pg_ctl have failed: what it would have done (SIGQUIT is the immediate stop).
+        if let Some(pid) = self.postmaster_pid().filter(|&p| process_alive(p)) {
+            let pid = nix::unistd::Pid::from_raw(pid);
+            let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGQUIT);
+            let deadline = Instant::now() + WAIT;
+            while process_alive(pid.as_raw()) && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(50));
+            }
         }
         // The TempDir removes the directory after this.
     }

@@ -95,6 +95,19 @@ fn mfa_connects_over_tcp_with_its_password_and_not_without() {
     assert_eq!(pg.psql("SELECT current_database()").trim(), "mfa");
     let listen = pg.psql("SHOW listen_addresses");
     assert_eq!(listen.trim(), "127.0.0.1");
+    // A failing statement stops the script and the panic carries psql's error.
+    let failed = std::panic::catch_unwind(|| {
+        pg.psql("CREATE TABLE before (x int); SELECT x FROM nowhere; CREATE TABLE after (x int)")
+    })
+    .expect_err("a failing statement did not panic");
+    let message = failed.downcast_ref::<String>().cloned().unwrap_or_default();
+    assert!(
+        message.contains("relation \"nowhere\" does not exist"),
+        "{message}"
+    );
+    let tables = pg
+        .psql("SELECT string_agg(relname, ',') FROM pg_class WHERE relname IN ('before', 'after')");
+    assert_eq!(tables.trim(), "before");
 }
 
 #[test]
