@@ -381,7 +381,10 @@ impl TestPostgres {
         self.pg_ctl_stop("immediate");
     }
 
+    /// pg_ctl returns once `postmaster.pid` is gone, a moment before the process itself:
+    /// waits for the process too, so "stopped" means no postmaster.
     fn pg_ctl_stop(&self, mode: &str) {
+        let pid = self.postmaster_pid();
         let out = self
             .server_command("pg_ctl")
             .arg("-D")
@@ -390,6 +393,12 @@ impl TestPostgres {
             .output()
             .unwrap();
         check(&format!("pg_ctl stop -m {mode}"), &out);
+        if let Some(pid) = pid {
+            assert!(
+                wait_gone(pid),
+                "the postmaster {pid} outlived pg_ctl stop -m {mode}"
+            );
+        }
     }
 
     /// Starts the server again on the same data directory and port; returns once it
@@ -528,6 +537,7 @@ impl Drop for LockHolder<'_> {
 
 impl Drop for TestPostgres {
     fn drop(&mut self) {
+        let pid = self.postmaster_pid();
         if self.is_running() {
             let _ = self
                 .server_command("pg_ctl")
@@ -539,13 +549,10 @@ impl Drop for TestPostgres {
                 .status();
         }
         // Should pg_ctl have failed: what it would have done (SIGQUIT is the immediate stop).
-        if let Some(pid) = self.postmaster_pid().filter(|&p| process_alive(p)) {
+        if let Some(pid) = pid.filter(|&p| !wait_gone(p)) {
             let pid = nix::unistd::Pid::from_raw(pid);
             let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGQUIT);
-            let deadline = Instant::now() + WAIT;
-            while process_alive(pid.as_raw()) && Instant::now() < deadline {
-                std::thread::sleep(Duration::from_millis(50));
-            }
+            wait_gone(pid.as_raw());
         }
         // The TempDir removes the directory after this.
     }
@@ -611,6 +618,18 @@ pub fn process_alive(pid: i32) -> bool {
             .is_some_and(|state| state != 'Z' && state != 'X'),
         Err(_) => false,
     }
+}
+
+/// Waits (bounded) until `pid` has exited; whether it has.
+fn wait_gone(pid: i32) -> bool {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while process_alive(pid) {
+        if Instant::now() > deadline {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    true
 }
 
 fn set_mode(path: &Path, mode: u32) {
