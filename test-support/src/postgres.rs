@@ -29,7 +29,7 @@ pub struct TestPostgres {
     server_user: Option<nix::unistd::User>,
     superuser: String,
     port: u16,
-    password: String,
+    password: zeroize::Zeroizing<String>,
     tls: bool,
     /// The CA's certificate, with TLS.
     ca: Option<PathBuf>,
@@ -73,15 +73,15 @@ impl TestPostgres {
             Some(u) => u.name.clone(),
             None => current_user_name(),
         };
-        let mut password = [0u8; 24];
-        mfad::random::fill(&mut password);
+        let mut password = zeroize::Zeroizing::new([0u8; 24]);
+        mfad::random::fill(password.as_mut_slice());
         let mut pg = TestPostgres {
             dir,
             bin,
             server_user,
             superuser,
             port: 0,
-            password: data_encoding::HEXLOWER.encode(&password),
+            password: zeroize::Zeroizing::new(data_encoding::HEXLOWER.encode(password.as_slice())),
             tls,
             ca: None,
         };
@@ -232,19 +232,17 @@ impl TestPostgres {
 
     fn create_application_role(&self) {
         // The password is hex: nothing to quote. scram-sha-256 is PostgreSQL 15's default.
-        self.psql_in(
-            "postgres",
-            &format!(
-                "SET password_encryption = 'scram-sha-256';\n\
-                 CREATE ROLE mfa LOGIN PASSWORD '{}';\n\
-                 CREATE DATABASE mfa OWNER mfa;",
-                self.password
-            ),
-        );
+        let sql = zeroize::Zeroizing::new(format!(
+            "SET password_encryption = 'scram-sha-256';\n\
+             CREATE ROLE mfa LOGIN PASSWORD '{}';\n\
+             CREATE DATABASE mfa OWNER mfa;",
+            self.password.as_str()
+        ));
+        self.psql_in("postgres", &sql, "creating the role and database mfa");
         let file = self.password_file();
         std::fs::write(&file, "").unwrap();
         set_mode(&file, 0o600);
-        std::fs::write(&file, &self.password).unwrap();
+        std::fs::write(&file, self.password.as_bytes()).unwrap();
     }
 
     /// The TCP port on 127.0.0.1.
@@ -326,12 +324,12 @@ impl TestPostgres {
     /// (statements one by one, stopping at the first error); its output (unaligned, tuples
     /// only). Panics with psql's stderr when a statement fails.
     pub fn psql(&self, sql: &str) -> String {
-        self.psql_in("mfa", sql)
+        self.psql_in("mfa", sql, sql)
     }
 
     /// The SQL goes through stdin, as a script (each statement in its own transaction
     /// unless it says BEGIN), never on a command line other users can read (passwords).
-    fn psql_in(&self, database: &str, sql: &str) -> String {
+    fn psql_in(&self, database: &str, sql: &str, what: &str) -> String {
         let mut child = self
             .superuser_psql(database)
             .stdin(Stdio::piped())
@@ -340,14 +338,14 @@ impl TestPostgres {
             .spawn()
             .unwrap();
         let mut stdin = child.stdin.take().unwrap();
-        let script = format!("{sql}\n");
+        let script = zeroize::Zeroizing::new(format!("{sql}\n"));
         // Written from another thread: a long output must not block psql while we write.
         let writer = std::thread::spawn(move || stdin.write_all(script.as_bytes()));
         let out = child.wait_with_output().unwrap();
         let _ = writer.join();
         if !out.status.success() {
             panic!(
-                "psql failed on {sql:?}:\n{}",
+                "psql failed on {what:?}:\n{}",
                 String::from_utf8_lossy(&out.stderr)
             );
         }
