@@ -298,7 +298,10 @@ fn server_runs_as_an_unprivileged_user() {
             "as nobody:\n{stdout}\n{}",
             String::from_utf8_lossy(&out.stderr)
         );
-        assert!(stdout.contains("test result: ok. 6 passed"), "{stdout}");
+        // Every other test of the file ran (none filtered out, none ignored).
+        let others = stdout.matches("\ntest ").count();
+        assert!(others >= 6, "{stdout}");
+        assert!(stdout.contains("test result: ok."), "{stdout}");
     }
 }
 
