@@ -27,6 +27,10 @@ PACKAGES=(
     libpam-google-authenticator libpam-oath libnss-wrapper valgrind
     # the shipped fail2ban filter, checked with fail2ban-regex against real decision lines
     fail2ban
+    # the PostgreSQL store's tests: each starts a throwaway server of its own as the
+    # `postgres` user (test-support/src/postgres.rs); Debian 12's metapackage brings
+    # postgresql-15. Its system cluster is never used (and without systemd never starts).
+    postgresql
 )
 
 as_root() {

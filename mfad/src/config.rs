@@ -13,7 +13,16 @@ pub const DEFAULT_CONFIG: &str = "/etc/mfa/mfad.toml";
 #[serde(deny_unknown_fields, default)]
 pub struct Config {
     pub socket: PathBuf,
+    /// Where the state lives: `sqlite:///path/to/file.db` (one host) or a `postgresql://`
+    /// URL (a cluster's nodes sharing one state). Unset: SQLite at `database`.
+    pub store: Option<String>,
+    /// The SQLite file (the older spelling of `store = "sqlite://…"`).
     pub database: PathBuf,
+    /// `[postgres]`: how a `postgresql://` store is reached.
+    pub postgres: PostgresConfig,
+    /// The backend `store` (or `database`) names, resolved while parsing.
+    #[serde(skip)]
+    pub location: StoreLocation,
     /// The key that seals secrets in the database (created at first start when missing).
     pub store_key: PathBuf,
     pub issuer: Option<String>,
@@ -48,6 +57,45 @@ pub struct Config {
     /// parsing: such a file must be private.
     #[serde(skip)]
     pub inline_secrets: Vec<&'static str>,
+}
+
+/// Which backend holds the state.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum StoreLocation {
+    /// The SQLite file in `database`.
+    #[default]
+    Sqlite,
+    /// A PostgreSQL database (the URL, with no password in it).
+    Postgres(String),
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PostgresConfig {
+    /// A file (root's, mode 0600) holding the role's password; systemd credentials work
+    /// too (`LoadCredential=`, then `%d/…` is `$CREDENTIALS_DIRECTORY/…`).
+    pub password_file: Option<PathBuf>,
+    /// The CA certificates (PEM) the server's certificate is checked against; unset: the
+    /// public web roots.
+    pub ca_file: Option<PathBuf>,
+    /// Connections each mfad keeps at most.
+    pub pool_size: u32,
+    /// Seconds to open a connection.
+    pub connect_timeout: u64,
+    /// Seconds a statement may run (also the server's `statement_timeout`).
+    pub statement_timeout: u64,
+}
+
+impl Default for PostgresConfig {
+    fn default() -> Self {
+        PostgresConfig {
+            password_file: None,
+            ca_file: None,
+            pool_size: 8,
+            connect_timeout: 5,
+            statement_timeout: 5,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -127,7 +175,10 @@ impl Default for Config {
     fn default() -> Self {
         Config {
             socket: PathBuf::from(mfa_proto::DEFAULT_SOCKET),
+            store: None,
             database: PathBuf::from("/var/lib/mfa/mfa.db"),
+            postgres: PostgresConfig::default(),
+            location: StoreLocation::Sqlite,
             store_key: PathBuf::from("/etc/mfa/store.key"),
             issuer: None,
             unenrolled: Unenrolled::Deny,
@@ -231,6 +282,7 @@ impl Config {
             message: e.to_string().trim_end().to_string(),
         })?;
         config.inline_secrets = config.find_inline_secrets();
+        config.resolve_store(path)?;
         config.resolve_secret_files(path)?;
         config.validate(path)?;
         // Duo: merges duo_conf into [duo] and validates the result.
@@ -260,6 +312,89 @@ impl Config {
             found.push("duo.skey");
         }
         found
+    }
+
+    /// Resolves `store` (or `database`) into [`Config::location`].
+    fn resolve_store(&mut self, path: &Path) -> Result<(), ConfigError> {
+        let range = |key, value: String, why| ConfigError::Range {
+            path: path.to_path_buf(),
+            key,
+            value,
+            why,
+        };
+        let Some(store) = self.store.clone() else {
+            self.location = StoreLocation::Sqlite;
+            return Ok(());
+        };
+        if self.database != Config::default().database {
+            return Err(range(
+                "database",
+                self.database.display().to_string(),
+                "set either store or database, not both",
+            ));
+        }
+        if let Some(file) = store.strip_prefix("sqlite://") {
+            if !file.starts_with('/') {
+                return Err(range(
+                    "store",
+                    store.clone(),
+                    "an SQLite store is sqlite:// and an absolute path, e.g. sqlite:///var/lib/mfa/mfa.db",
+                ));
+            }
+            self.database = PathBuf::from(file);
+            self.location = StoreLocation::Sqlite;
+        } else if store.starts_with("postgresql://") || store.starts_with("postgres://") {
+            let authority = store.split("://").nth(1).unwrap_or("");
+            let authority = authority.split(['/', '?']).next().unwrap_or("");
+            if authority
+                .rsplit_once('@')
+                .is_some_and(|(u, _)| u.contains(':'))
+            {
+                return Err(range(
+                    "store",
+                    redact_urls(&store),
+                    "must not hold a password (this file is readable by all): put it in                      [postgres] password_file",
+                ));
+            }
+            self.location = StoreLocation::Postgres(store);
+        } else {
+            return Err(range(
+                "store",
+                redact_urls(&store),
+                "must start with sqlite:// or postgresql://",
+            ));
+        }
+        let pg = &self.postgres;
+        if !(1..=256).contains(&pg.pool_size) {
+            return Err(range(
+                "postgres.pool_size",
+                pg.pool_size.to_string(),
+                "must be 1 to 256",
+            ));
+        }
+        for (key, v) in [
+            ("postgres.connect_timeout", pg.connect_timeout),
+            ("postgres.statement_timeout", pg.statement_timeout),
+        ] {
+            if !(1..=60).contains(&v) {
+                return Err(range(key, v.to_string(), "must be 1 to 60 seconds"));
+            }
+        }
+        for (key, file) in [
+            ("postgres.password_file", &pg.password_file),
+            ("postgres.ca_file", &pg.ca_file),
+        ] {
+            if let Some(f) = file
+                && !f.is_absolute()
+            {
+                return Err(range(
+                    key,
+                    f.display().to_string(),
+                    "must be an absolute path",
+                ));
+            }
+        }
+        Ok(())
     }
 
     /// Reads every `*_file` secret (each must be private).

@@ -11,12 +11,13 @@ use crate::oob::approvals::{ApprovalDecision, ApprovalRequest, ApprovalStore};
 use crate::oob::http::ApprovalHooks;
 use crate::oob::notify::{Notifier, ProviderError, http_client};
 use crate::oob::twilio::Twilio;
+use crate::store::pool::StorePool;
 use crate::store::{Store, StoreError};
 use crate::text::{self, clean};
 use mfa_proto::{ClientMsg, MIN_PROTOCOL_VERSION, Operation, Outcome, PROTOCOL_VERSION};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
-use tracing::{error, info, warn};
+use tracing::{debug, error, info, warn};
 
 #[derive(Debug, thiserror::Error)]
 pub enum SessionError {
@@ -24,8 +25,6 @@ pub enum SessionError {
     Conn(#[from] ConnError),
     #[error(transparent)]
     Store(#[from] StoreError),
-    #[error("the database lock was poisoned by an earlier crash")]
-    Poisoned,
     #[error("a background task failed: {0}")]
     Join(#[from] tokio::task::JoinError),
     #[error(transparent)]
@@ -37,7 +36,7 @@ pub(crate) type Result<T> = std::result::Result<T, SessionError>;
 pub struct Daemon {
     pub(crate) config: Config,
     pub(crate) issuer: String,
-    store: Arc<Mutex<Store>>,
+    store: Arc<StorePool>,
     pub(crate) clock: Arc<dyn Clock>,
     /// Pushes and calls waiting for the phone's answer; shared with the approval endpoint.
     pub(crate) approvals: Arc<ApprovalStore>,
@@ -53,7 +52,7 @@ pub struct Daemon {
 
 /// What the approval endpoint tells the daemon: a report locks the account at once.
 struct ReportHook {
-    store: Arc<Mutex<Store>>,
+    store: Arc<StorePool>,
     clock: Arc<dyn Clock>,
     lock_for: i64,
 }
@@ -73,16 +72,20 @@ impl ApprovalHooks for ReportHook {
         let store = Arc::clone(&self.store);
         let user = request.user.clone();
         // The endpoint's task must not block on the database; the lock is written beside it.
-        tokio::task::spawn_blocking(move || match store.lock() {
-            Ok(mut s) => {
-                if let Err(e) = s.lock_until(&user, until) {
-                    error!("cannot lock {} after a report: {e}", clean(&user));
+        tokio::spawn(async move {
+            let locked = match store.get().await {
+                Ok(mut s) => {
+                    let user = user.clone();
+                    tokio::task::spawn_blocking(move || s.lock_until(&user, until))
+                        .await
+                        .map_err(|e| e.to_string())
+                        .and_then(|r| r.map_err(|e| e.to_string()))
                 }
+                Err(e) => Err(e.to_string()),
+            };
+            if let Err(e) = locked {
+                error!("cannot lock {} after a report: {e}", clean(&user));
             }
-            Err(_) => error!(
-                "cannot lock {} after a report: store poisoned",
-                clean(&user)
-            ),
         });
     }
 
@@ -142,7 +145,7 @@ impl Daemon {
     /// for the providers cannot be built (its TLS roots cannot be loaded).
     pub fn new(
         config: Config,
-        store: Store,
+        store: StorePool,
         clock: Arc<dyn Clock>,
     ) -> std::result::Result<Self, ProviderError> {
         let issuer = config.issuer();
@@ -179,7 +182,7 @@ impl Daemon {
             duo,
             config,
             issuer,
-            store: Arc::new(Mutex::new(store)),
+            store: Arc::new(store),
             clock,
             approvals,
             notifier,
@@ -217,18 +220,20 @@ impl Daemon {
         Duration::from_secs(self.config.answer_timeout)
     }
 
-    /// Runs `f` on the store off the async threads (SQLite blocks on fsync).
+    /// Runs `f` on a connection of the store, off the async threads (SQLite blocks on
+    /// fsync; the PostgreSQL backend waits for the server).
     pub(crate) async fn db<T, F>(&self, f: F) -> Result<T>
     where
         T: Send + 'static,
         F: FnOnce(&mut Store) -> std::result::Result<T, StoreError> + Send + 'static,
     {
-        let store = Arc::clone(&self.store);
-        tokio::task::spawn_blocking(move || {
-            let mut guard = store.lock().map_err(|_| SessionError::Poisoned)?;
-            Ok(f(&mut guard)?)
-        })
-        .await?
+        let mut store = self.store.get().await?;
+        let result = tokio::task::spawn_blocking(move || f(&mut store)).await?;
+        match &result {
+            Ok(_) => self.store.answered(),
+            Err(e) => self.store.failed(e),
+        }
+        Ok(result?)
     }
 
     pub(crate) fn totp_params(&self) -> totp::TotpParams {
@@ -339,7 +344,12 @@ impl Daemon {
                 }
             }
             Err(e) => {
-                error!("uid {uid} {}: {e}", clean(&what));
+                if matches!(&e, SessionError::Store(s) if s.is_outage()) {
+                    // Logged once per outage by the pool; each login only says it failed.
+                    debug!("uid {uid} {}: {e}", clean(&what));
+                } else {
+                    error!("uid {uid} {}: {e}", clean(&what));
+                }
                 if conn.has_spoken() {
                     refused("mfad could not read or write its database");
                 }

@@ -2,7 +2,7 @@
 
 use clap::Parser;
 use mfad::oob::http::ApprovalEndpoint;
-use mfad::{Config, Daemon, Store, SystemClock, config::DEFAULT_CONFIG, logging, server};
+use mfad::{Config, Daemon, SystemClock, config::DEFAULT_CONFIG, logging, server};
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -153,12 +153,12 @@ fn main() -> ExitCode {
 }
 
 async fn run(config: Config) -> ExitCode {
-    let store = match Store::open_with_key_file(&config.database, &config.store_key) {
+    let store = match mfad::store::open::open_pool(&config).await {
         Ok(s) => s,
         Err(e) => {
             error!(
-                "cannot open the database {}: {e}",
-                config.database.display()
+                "cannot open the {}: {e}",
+                mfad::store::open::describe(&config)
             );
             return ExitCode::FAILURE;
         }
@@ -182,9 +182,9 @@ async fn run(config: Config) -> ExitCode {
     };
     let socket = config.socket.clone();
     info!(
-        "listening on {} (database {})",
+        "listening on {} ({})",
         socket.display(),
-        config.database.display()
+        mfad::store::open::describe(&config)
     );
     let approval = config.approval.clone();
     let metrics = config.metrics.clone();

@@ -4,8 +4,7 @@
 //! server. Each test starts (and stops) its own private server.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-mod pg_harness;
-
+use mfa_test_support::postgres::TestPostgres;
 use mfad::factor::bypass;
 use mfad::factor::totp::{HashAlgorithm, TotpParams};
 use mfad::sealing::StoreKey;
@@ -14,7 +13,6 @@ use mfad::store::{
     Backend, DeviceKind, FailureEffect, LockState, NewDeviceRow, OtpKey, RememberScope, Store,
     StoreError,
 };
-use pg_harness::TestPostgres;
 use std::os::unix::fs::PermissionsExt;
 use std::path::PathBuf;
 use std::sync::{Arc, Barrier};
@@ -511,7 +509,7 @@ fn tls_with_verify_full_works_and_the_certificate_is_checked() {
     let key = StoreKey::generate().unwrap();
     let mut opts = options(pg.url_tls(), Some(pg.password_file()));
     assert!(opts.url.contains("sslmode=verify-full"), "{}", opts.url);
-    opts.ca_file = Some(pg.ca_file());
+    opts.ca_file = pg.ca_file().map(Into::into);
     rt.block_on(postgres::prepare(&opts, &key.check_value()))
         .unwrap();
     let mut backend = rt.block_on(postgres::connect(&opts)).unwrap();
@@ -596,7 +594,7 @@ fn a_statement_stuck_behind_a_lock_times_out_and_the_connection_is_dropped() {
 
 #[test]
 fn a_dead_server_fails_calls_fast_and_a_new_connection_works_once_it_is_back() {
-    let mut db = Db::start();
+    let db = Db::start();
     let mut store = db.store();
     store.lock_until("dave", 50).unwrap();
     db.pg.kill();

@@ -7,6 +7,7 @@
 
 pub mod binary;
 pub mod fake_phone;
+pub mod postgres;
 
 use mfa_proto::{AuthContext, ClientError, ClientMsg, Conversation, Operation, Outcome, ServerMsg};
 use mfad::accounts::Accounts;
@@ -62,7 +63,12 @@ impl TestDaemon {
         tune(&mut config);
         let clock = FakeClock::new(T0);
         let store = Store::open_with_key_file(&config.database, &config.store_key).unwrap();
-        let mut daemon = Daemon::new(config.clone(), store, Arc::new(clock.clone())).unwrap();
+        let mut daemon = Daemon::new(
+            config.clone(),
+            mfad::store::pool::StorePool::single(store).unwrap(),
+            Arc::new(clock.clone()),
+        )
+        .unwrap();
         if let Some(accounts) = accounts {
             daemon = daemon.with_accounts(accounts);
         }

@@ -8,6 +8,8 @@
 //! two logins racing on one code cannot both succeed.
 
 pub mod backend;
+pub mod open;
+pub mod pool;
 pub mod postgres;
 pub mod sqlite;
 
@@ -57,6 +59,22 @@ pub enum StoreError {
     Broken,
     #[error("an earlier statement failed, so PostgreSQL rolled the transaction back")]
     TransactionAborted,
+    /// The store cannot be reached (no connection within the time allowed, a connection
+    /// lost): logins get the fail mode.
+    #[error("the store is unavailable: {0}")]
+    Unavailable(String),
+}
+
+impl StoreError {
+    /// Whether the error says the store is out of reach (rather than wrong or corrupt):
+    /// such errors are logged once per outage.
+    pub fn is_outage(&self) -> bool {
+        match self {
+            StoreError::Unavailable(_) | StoreError::Timeout { .. } | StoreError::Broken => true,
+            StoreError::Postgres(e) => postgres::is_connection_error(e),
+            _ => false,
+        }
+    }
 }
 
 /// Who vouched for the client address of a remembered login.

@@ -93,11 +93,11 @@ const CLIENT_SLACK: Duration = Duration::from_millis(500);
 pub struct PgOptions {
     /// `postgresql://user@host:port/db?sslmode=...`, without a password. `sslmode`:
     /// - `disable`: no TLS; only for a Unix-socket host or a loopback address (127.0.0.0/8,
-    ///   ::1, localhost). The default for a Unix-socket host.
+    ///   ::1, localhost): nothing crosses the network. The default for such hosts.
     /// - `require`: TLS, and the server's certificate is still verified against `ca_file`
     ///   (or the bundled webpki roots) with its host name: rustls has no unverified mode.
     /// - `verify-full`: the same (TLS, certificate and host name verified). The default for
-    ///   a TCP host.
+    ///   any other host.
     ///
     /// `prefer`, `allow` and `verify-ca` are refused: the first two fall back to clear text,
     /// the last skips the host name check.
@@ -149,10 +149,9 @@ fn parse_options(opts: &PgOptions) -> Result<Parsed, StoreError> {
             "the PostgreSQL URL names no host (postgresql://user@host:port/database)",
         ));
     }
-    let unix = hosts.iter().all(|h| matches!(h, Host::Unix(_)));
     let any_unix = hosts.iter().any(|h| matches!(h, Host::Unix(_)));
     let tls = match sslmode.as_deref() {
-        None => !unix,
+        None => !is_local(&config),
         Some("disable") => false,
         Some("require" | "verify-full") => true,
         Some(other @ ("prefer" | "allow")) => {
@@ -179,16 +178,7 @@ fn parse_options(opts: &PgOptions) -> Result<Parsed, StoreError> {
         ));
     }
     if !tls {
-        let addrs = config.get_hostaddrs();
-        let local = if addrs.is_empty() {
-            hosts.iter().all(|h| match h {
-                Host::Unix(_) => true,
-                Host::Tcp(name) => is_loopback_name(name),
-            })
-        } else {
-            addrs.iter().all(|a| a.is_loopback())
-        };
-        if !local {
+        if !is_local(&config) {
             return Err(config_error(
                 "sslmode=disable is only allowed for a Unix socket or a loopback address \
                  (127.0.0.0/8, ::1, localhost): the codes and the lock state would cross the \
@@ -208,6 +198,20 @@ fn parse_options(opts: &PgOptions) -> Result<Parsed, StoreError> {
         .application_name("mfad")
         .connect_timeout(opts.connect_timeout);
     Ok(Parsed { config, tls })
+}
+
+/// Whether every host the config names is a Unix socket or a loopback address (where the
+/// connection's `hostaddr`s, when given, decide).
+fn is_local(config: &tokio_postgres::Config) -> bool {
+    let addrs = config.get_hostaddrs();
+    if addrs.is_empty() {
+        config.get_hosts().iter().all(|h| match h {
+            Host::Unix(_) => true,
+            Host::Tcp(name) => is_loopback_name(name),
+        })
+    } else {
+        addrs.iter().all(|a| a.is_loopback())
+    }
 }
 
 fn is_loopback_name(name: &str) -> bool {
@@ -563,7 +567,7 @@ fn is_timeout(e: &tokio_postgres::Error) -> bool {
 
 /// Whether the error says the connection itself is gone (no SQLSTATE: io, closed; class 08
 /// connection exception; class 57P operator intervention such as a shutdown).
-fn is_connection_error(e: &tokio_postgres::Error) -> bool {
+pub(crate) fn is_connection_error(e: &tokio_postgres::Error) -> bool {
     if e.is_closed() {
         return true;
     }
@@ -1429,7 +1433,9 @@ mod tests {
             assert_eq!(refusal(url), "accepted", "{url}");
         }
         let p = parse_options(&opts("postgresql://mfa@db.example.org/mfa")).unwrap();
-        assert!(p.tls, "TLS is the default over TCP");
+        assert!(p.tls, "TLS is the default over the network");
+        let p = parse_options(&opts("postgresql://mfa@127.0.0.1:5432/mfa")).unwrap();
+        assert!(!p.tls, "clear text is the default on loopback");
         assert!(
             refusal("postgresql://mfa@%2Frun%2Fpostgresql/mfa?sslmode=require").contains("Unix")
         );
