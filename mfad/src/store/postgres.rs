@@ -177,14 +177,12 @@ fn parse_options(opts: &PgOptions) -> Result<Parsed, StoreError> {
             "TLS cannot run over a Unix socket: use sslmode=disable with a Unix-socket host",
         ));
     }
-    if !tls {
-        if !is_local(&config) {
-            return Err(config_error(
-                "sslmode=disable is only allowed for a Unix socket or a loopback address \
-                 (127.0.0.0/8, ::1, localhost): the codes and the lock state would cross the \
-                 network in clear; use sslmode=verify-full",
-            ));
-        }
+    if !tls && !is_local(&config) {
+        return Err(config_error(
+            "sslmode=disable is only allowed for a Unix socket or a loopback address \
+             (127.0.0.0/8, ::1, localhost): the codes and the lock state would cross the \
+             network in clear; use sslmode=verify-full",
+        ));
     }
     if let Some(path) = &opts.password_file {
         config.password(read_password(path)?.as_bytes());
