@@ -438,6 +438,38 @@ fn ten_failures_split_over_two_nodes_lock_the_user() {
     );
 }
 
+/// A login transaction that has read the lock holds the user's row: a lock set by another
+/// node waits for it to end, so the code is never accepted against a lock already lifted
+/// or set elsewhere in the meantime.
+#[test]
+fn a_login_transaction_holds_the_user_until_it_ends() {
+    let db = Db::start();
+    let mut login = db.backend();
+    let mut other = db.store();
+    // The user's row exists already (a failure counted earlier).
+    other.record_failure("erin", 0, 10, 60).unwrap();
+    login.begin().unwrap();
+    assert_eq!(login.lock_state("erin").unwrap().failures, 1);
+    let hold = Duration::from_millis(500);
+    let waited = std::thread::scope(|scope| {
+        let admin = scope.spawn(move || {
+            let started = Instant::now();
+            other.lock_until("erin", 7777).unwrap();
+            started.elapsed()
+        });
+        std::thread::sleep(hold);
+        // Still unlocked as far as the login's transaction is concerned, until it commits.
+        assert_eq!(login.lock_state("erin").unwrap().locked_until, None);
+        login.commit().unwrap();
+        admin.join().unwrap()
+    });
+    assert!(waited >= hold - Duration::from_millis(50), "{waited:?}");
+    assert_eq!(
+        db.store().lock_state("erin").unwrap().locked_until,
+        Some(7777)
+    );
+}
+
 #[test]
 fn a_lock_set_on_one_node_is_seen_by_the_other_at_once() {
     let db = Db::start();
