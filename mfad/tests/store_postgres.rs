@@ -470,6 +470,49 @@ fn a_login_transaction_holds_the_user_until_it_ends() {
     );
 }
 
+/// PostgreSQL answers COMMIT of a transaction aborted by an error with a quiet rollback:
+/// a caller that went on after an error must hear that nothing was written.
+#[test]
+fn a_transaction_that_hit_an_error_does_not_report_a_commit() {
+    let db = Db::start();
+    let mut s = db.store();
+    let bogus = mfad::store::backend::Dump {
+        devices: vec![(
+            "u".to_string(),
+            mfad::store::backend::DeviceRecord {
+                id: 1,
+                kind: "carrier-pigeon".into(),
+                name: "x".into(),
+                sealed_secret: None,
+                algorithm: None,
+                digits: None,
+                period: None,
+                counter: 0,
+                address: None,
+                is_default: false,
+                created: 0,
+            },
+        )],
+        ..Default::default()
+    };
+    let r = s.in_transaction(|s| {
+        s.lock_state("u")?;
+        assert!(
+            s.backend().load(&bogus, false).is_err(),
+            "the CHECK refuses it"
+        );
+        let _ = s.lock_until("u", 500);
+        Ok(())
+    });
+    assert!(
+        matches!(r, Err(StoreError::TransactionAborted)),
+        "{:?}",
+        r.err()
+    );
+    assert_eq!(s.lock_state("u").unwrap(), LockState::default());
+    assert!(!s.is_broken(), "the connection itself is fine");
+}
+
 #[test]
 fn a_lock_set_on_one_node_is_seen_by_the_other_at_once() {
     let db = Db::start();
