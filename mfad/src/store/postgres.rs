@@ -563,18 +563,18 @@ fn is_timeout(e: &tokio_postgres::Error) -> bool {
     })
 }
 
-/// Whether the error says the connection itself is gone (no SQLSTATE: io, closed; class 08
-/// connection exception; class 57P operator intervention such as a shutdown).
+/// Whether the error says the connection itself is gone: closed, an io error (reset,
+/// refused, TLS), SQLSTATE class 08 (connection exception) or 57P (a server shutdown).
 pub(crate) fn is_connection_error(e: &tokio_postgres::Error) -> bool {
     if e.is_closed() {
         return true;
     }
     match e.code() {
-        None => e.as_db_error().is_none(),
         Some(c) => {
             let c = c.code();
             c.starts_with("08") || c.starts_with("57P")
         }
+        None => std::error::Error::source(e).is_some_and(|s| s.is::<std::io::Error>()),
     }
 }
 
@@ -601,6 +601,11 @@ impl PgBackend {
         }));
         let result = match outcome {
             Err(_) => {
+                tracing::error!(
+                    what,
+                    "a PostgreSQL store call was made outside a blocking thread, or while the \
+                     runtime shut down; the connection is dropped"
+                );
                 self.broken = true;
                 Err(StoreError::Broken)
             }
