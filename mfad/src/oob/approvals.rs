@@ -148,10 +148,7 @@ pub trait ApprovalRelay: Send + Sync {
         key: [u8; 32],
     ) -> RelayFuture<'_, Result<Option<ApprovalDecision>, RelayError>>;
     /// The answers recorded for any of `keys` (the bounded poll behind the wake-ups).
-    fn decided<'a>(
-        &'a self,
-        keys: &'a [[u8; 32]],
-    ) -> RelayFuture<'a, Result<Found, RelayError>>;
+    fn decided<'a>(&'a self, keys: &'a [[u8; 32]]) -> RelayFuture<'a, Result<Found, RelayError>>;
 }
 
 /// The decision an answer stands for: with verified push, an approval counts only when
