@@ -272,7 +272,7 @@ impl Daemon {
             created: self.clock.now(),
             adding_device,
         };
-        let pending = match self.approvals.create(request, ttl) {
+        let pending = match self.approvals.create(request, ttl).await {
             Ok(p) => p,
             Err(e) => {
                 conn.error(format!("{e}; enter a passcode instead."))
@@ -308,7 +308,7 @@ impl Daemon {
             },
         };
         if let Err(e) = sent {
-            self.approvals.cancel(&pending);
+            self.approvals.cancel(&pending).await;
             decision(who, method.as_str(), "provider-error", &e.to_string());
             let what = match method {
                 ApprovalMethod::Push => "send the push",

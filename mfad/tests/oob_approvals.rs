@@ -38,16 +38,20 @@ async fn an_approval_reaches_the_waiter_and_the_token_is_single_use() {
     let (store, _) = store(false);
     let pending = store
         .create(request("abc123", ApprovalMethod::Push), TTL)
+        .await
         .unwrap();
     let token = pending.token.clone();
-    let decided = store.decide(&token, ApprovalDecision::Approved).unwrap();
+    let decided = store
+        .decide(&token, ApprovalDecision::Approved)
+        .await
+        .unwrap();
     assert_eq!(decided.user, "abc123");
     assert_eq!(
         store.wait(pending, Duration::from_secs(5)).await,
         ApprovalDecision::Approved
     );
     assert_eq!(
-        store.decide(&token, ApprovalDecision::Approved),
+        store.decide(&token, ApprovalDecision::Approved).await,
         Err(DecideError::Unknown),
         "a spent token must not decide twice"
     );
@@ -60,8 +64,9 @@ async fn deny_and_report_reach_the_waiter() {
     for decision in [ApprovalDecision::Denied, ApprovalDecision::Reported] {
         let pending = store
             .create(request("u", ApprovalMethod::Push), TTL)
+            .await
             .unwrap();
-        store.decide(&pending.token, decision).unwrap();
+        store.decide(&pending.token, decision).await.unwrap();
         assert_eq!(store.wait(pending, Duration::from_secs(5)).await, decision);
     }
 }
@@ -71,6 +76,7 @@ async fn a_wrong_token_decides_nothing() {
     let (store, _) = store(false);
     let pending = store
         .create(request("u", ApprovalMethod::Push), TTL)
+        .await
         .unwrap();
     let mut wrong = pending.token.clone();
     // Same shape, one character off.
@@ -78,14 +84,14 @@ async fn a_wrong_token_decides_nothing() {
     wrong.push(if last == 'A' { 'B' } else { 'A' });
     for token in [wrong.as_str(), "", "nope", &pending.token[..20]] {
         assert_eq!(
-            store.decide(token, ApprovalDecision::Approved),
+            store.decide(token, ApprovalDecision::Approved).await,
             Err(DecideError::Unknown),
             "{token:?}"
         );
-        assert!(store.peek(token).is_none());
+        assert!(store.peek(token).await.is_none());
     }
     assert_eq!(store.len(), 1);
-    assert!(store.peek(&pending.token).is_some());
+    assert!(store.peek(&pending.token).await.is_some());
 }
 
 #[tokio::test]
@@ -93,20 +99,23 @@ async fn a_token_expires_on_the_injected_clock() {
     let (store, clock) = store(false);
     let pending = store
         .create(request("u", ApprovalMethod::Push), TTL)
+        .await
         .unwrap();
     assert_eq!(pending.expires, T0 + 60);
     clock.advance(59);
     assert!(
-        store.peek(&pending.token).is_some(),
+        store.peek(&pending.token).await.is_some(),
         "still valid at 59 seconds"
     );
     clock.advance(1);
     assert!(
-        store.peek(&pending.token).is_none(),
+        store.peek(&pending.token).await.is_none(),
         "expired at 60 seconds"
     );
     assert_eq!(
-        store.decide(&pending.token, ApprovalDecision::Approved),
+        store
+            .decide(&pending.token, ApprovalDecision::Approved)
+            .await,
         Err(DecideError::Expired)
     );
     // The expired entry is gone, so the waiter learns at once instead of waiting out its bound.
@@ -123,6 +132,7 @@ async fn purge_wakes_the_waiter_of_an_expired_request() {
     let (store, clock) = store(false);
     let pending = store
         .create(request("u", ApprovalMethod::Call), TTL)
+        .await
         .unwrap();
     let waiter = {
         let store = Arc::clone(&store);
@@ -142,6 +152,7 @@ async fn an_unanswered_request_times_out_and_is_withdrawn() {
     let (store, _) = store(false);
     let pending = store
         .create(request("u", ApprovalMethod::Push), TTL)
+        .await
         .unwrap();
     let token = pending.token.clone();
     let started = Instant::now();
@@ -152,7 +163,7 @@ async fn an_unanswered_request_times_out_and_is_withdrawn() {
     assert!(started.elapsed() >= Duration::from_millis(200));
     // A late tap must not approve a login that was already refused.
     assert_eq!(
-        store.decide(&token, ApprovalDecision::Approved),
+        store.decide(&token, ApprovalDecision::Approved).await,
         Err(DecideError::Unknown)
     );
 }
@@ -162,21 +173,24 @@ async fn an_answer_after_the_login_went_away_is_abandoned() {
     let (store, _) = store(false);
     let pending = store
         .create(request("u", ApprovalMethod::Push), TTL)
+        .await
         .unwrap();
     let token = pending.token.clone();
     drop(pending);
     assert_eq!(
-        store.decide(&token, ApprovalDecision::Approved),
+        store.decide(&token, ApprovalDecision::Approved).await,
         Err(DecideError::Abandoned)
     );
     // A report still counts (the endpoint calls the hook on it).
     let pending = store
         .create(request("v", ApprovalMethod::Push), TTL)
+        .await
         .unwrap();
     let token = pending.token.clone();
     drop(pending);
     let answered = store
         .answer(&token, ApprovalDecision::Reported, None)
+        .await
         .unwrap();
     assert_eq!(answered.decision, ApprovalDecision::Reported);
     assert!(!answered.waiting);
@@ -188,6 +202,7 @@ async fn verified_push_needs_the_number_and_a_wrong_one_denies() {
     let (store, _) = store(true);
     let call = store
         .create(request("u", ApprovalMethod::Call), TTL)
+        .await
         .unwrap();
     assert_eq!(
         call.verify_number, None,
@@ -196,10 +211,11 @@ async fn verified_push_needs_the_number_and_a_wrong_one_denies() {
 
     let pending = store
         .create(request("u", ApprovalMethod::Push), TTL)
+        .await
         .unwrap();
     let n = pending.verify_number.expect("a push gets a number");
     assert!((10..=99).contains(&n));
-    assert!(store.peek(&pending.token).unwrap().needs_number);
+    assert!(store.peek(&pending.token).await.unwrap().needs_number);
     let wrong = if n == 99 { 98 } else { n + 1 };
     let answered = store
         .answer(
@@ -207,6 +223,7 @@ async fn verified_push_needs_the_number_and_a_wrong_one_denies() {
             ApprovalDecision::Approved,
             Some(&wrong.to_string()),
         )
+        .await
         .unwrap();
     assert_eq!(answered.decision, ApprovalDecision::Denied);
     assert_eq!(
@@ -216,6 +233,7 @@ async fn verified_push_needs_the_number_and_a_wrong_one_denies() {
 
     let pending = store
         .create(request("u", ApprovalMethod::Push), TTL)
+        .await
         .unwrap();
     let n = pending.verify_number.unwrap();
     let answered = store
@@ -224,14 +242,17 @@ async fn verified_push_needs_the_number_and_a_wrong_one_denies() {
             ApprovalDecision::Approved,
             Some(&format!(" {n} ")),
         )
+        .await
         .unwrap();
     assert_eq!(answered.decision, ApprovalDecision::Approved);
 
     let pending = store
         .create(request("u", ApprovalMethod::Push), TTL)
+        .await
         .unwrap();
     let answered = store
         .answer(&pending.token, ApprovalDecision::Approved, None)
+        .await
         .unwrap();
     assert_eq!(
         answered.decision,
@@ -245,9 +266,10 @@ async fn without_verified_push_there_is_no_number() {
     let (store, _) = store(false);
     let pending = store
         .create(request("u", ApprovalMethod::Push), TTL)
+        .await
         .unwrap();
     assert_eq!(pending.verify_number, None);
-    assert!(!store.peek(&pending.token).unwrap().needs_number);
+    assert!(!store.peek(&pending.token).await.unwrap().needs_number);
     assert!(!format!("{pending:?}").contains(&pending.token));
 }
 
@@ -260,6 +282,7 @@ async fn a_thousand_logins_wait_at_once_each_with_its_own_token() {
         pendings.push(
             store
                 .create(request(&format!("user{i}"), ApprovalMethod::Push), TTL)
+                .await
                 .unwrap(),
         );
     }
@@ -288,7 +311,7 @@ async fn a_thousand_logins_wait_at_once_each_with_its_own_token() {
         } else {
             ApprovalDecision::Denied
         };
-        let req = store.decide(&p.token, decision).unwrap();
+        let req = store.decide(&p.token, decision).await.unwrap();
         assert_eq!(req.user, format!("user{i}"));
         let store = Arc::clone(&store);
         waiters.push(tokio::spawn(async move {
@@ -307,13 +330,15 @@ async fn a_thousand_logins_wait_at_once_each_with_its_own_token() {
     assert!(store.is_empty());
 
     // Expired ones are purged in one sweep.
-    let still_waiting: Vec<_> = (0..1000)
-        .map(|i| {
+    let mut still_waiting = Vec::with_capacity(1000);
+    for i in 0..1000 {
+        still_waiting.push(
             store
                 .create(request(&format!("user{i}"), ApprovalMethod::Push), TTL)
-                .unwrap()
-        })
-        .collect();
+                .await
+                .unwrap(),
+        );
+    }
     clock.advance(59);
     assert_eq!(store.purge(), 0, "nothing has expired yet");
     clock.advance(1);
@@ -330,18 +355,21 @@ async fn the_store_refuses_past_its_cap_until_entries_expire() {
         keep.push(
             store
                 .create(request("u", ApprovalMethod::Push), TTL)
+                .await
                 .unwrap(),
         );
     }
     assert_eq!(
         store
             .create(request("u", ApprovalMethod::Push), TTL)
+            .await
             .unwrap_err(),
         CreateError::Full
     );
     clock.advance(60);
     store
         .create(request("u", ApprovalMethod::Push), TTL)
+        .await
         .expect("expired entries make room");
     assert_eq!(store.len(), 1);
 }
@@ -351,6 +379,7 @@ async fn the_purger_task_sweeps_and_stops_with_the_store() {
     let (store, clock) = store(false);
     let _p = store
         .create(request("u", ApprovalMethod::Push), TTL)
+        .await
         .unwrap();
     let purger = store.spawn_purger(Duration::from_millis(20));
     clock.advance(60);

@@ -114,9 +114,10 @@ fn request(user: &str, method: ApprovalMethod) -> ApprovalRequest {
 }
 
 impl Endpoint {
-    fn create(&self, user: &str, method: ApprovalMethod) -> Pending {
+    async fn create(&self, user: &str, method: ApprovalMethod) -> Pending {
         self.store
             .create(request(user, method), Duration::from_secs(60))
+            .await
             .unwrap()
     }
 
@@ -211,7 +212,7 @@ fn call_form(digits: Option<&'static str>) -> Vec<(&'static str, &'static str)> 
 #[tokio::test]
 async fn the_page_shows_the_context_and_a_get_decides_nothing() {
     let ep = start(false).await;
-    let pending = ep.create("abc123", ApprovalMethod::Push);
+    let pending = ep.create("abc123", ApprovalMethod::Push).await;
     let path = format!("/a/{}", pending.token);
     for _ in 0..3 {
         // Link previews, scanners and reloads: none of them may decide.
@@ -264,7 +265,7 @@ async fn the_page_shows_the_context_and_a_get_decides_nothing() {
 #[tokio::test]
 async fn approving_on_the_page_lets_the_waiting_login_in_once() {
     let ep = start(false).await;
-    let pending = ep.create("abc123", ApprovalMethod::Push);
+    let pending = ep.create("abc123", ApprovalMethod::Push).await;
     let path = format!("/a/{}", pending.token);
     let waiter = ep.waiter(pending);
     let resp = ep.post(&path, &[("action", "approve")]).await;
@@ -286,7 +287,7 @@ async fn approving_on_the_page_lets_the_waiting_login_in_once() {
 #[tokio::test]
 async fn denying_on_the_page_refuses_the_login() {
     let ep = start(false).await;
-    let pending = ep.create("abc123", ApprovalMethod::Push);
+    let pending = ep.create("abc123", ApprovalMethod::Push).await;
     let path = format!("/a/{}", pending.token);
     let waiter = ep.waiter(pending);
     let resp = ep.post(&path, &[("action", "deny")]).await;
@@ -299,7 +300,7 @@ async fn denying_on_the_page_refuses_the_login() {
 #[tokio::test]
 async fn deny_and_report_calls_the_report_hook() {
     let ep = start(false).await;
-    let pending = ep.create("victim", ApprovalMethod::Push);
+    let pending = ep.create("victim", ApprovalMethod::Push).await;
     let path = format!("/a/{}", pending.token);
     let waiter = ep.waiter(pending);
     let resp = ep.post(&path, &[("action", "report")]).await;
@@ -316,7 +317,7 @@ async fn deny_and_report_calls_the_report_hook() {
 #[tokio::test]
 async fn a_report_after_the_login_stopped_waiting_still_reaches_the_hook() {
     let ep = start(false).await;
-    let pending = ep.create("victim", ApprovalMethod::Push);
+    let pending = ep.create("victim", ApprovalMethod::Push).await;
     let path = format!("/a/{}", pending.token);
     drop(pending);
     let resp = ep.post(&path, &[("action", "report")]).await;
@@ -333,7 +334,7 @@ async fn a_report_after_the_login_stopped_waiting_still_reaches_the_hook() {
 #[tokio::test]
 async fn verified_push_asks_for_the_number_and_a_wrong_one_denies() {
     let ep = start(true).await;
-    let pending = ep.create("abc123", ApprovalMethod::Push);
+    let pending = ep.create("abc123", ApprovalMethod::Push).await;
     let n = pending.verify_number.unwrap();
     let path = format!("/a/{}", pending.token);
     let body = ep.get(&path).await.text().await.unwrap();
@@ -351,7 +352,7 @@ async fn verified_push_asks_for_the_number_and_a_wrong_one_denies() {
     assert!(resp.text().await.unwrap().contains("did not match"));
     assert_eq!(waiter.await.unwrap(), ApprovalDecision::Denied);
 
-    let pending = ep.create("abc123", ApprovalMethod::Push);
+    let pending = ep.create("abc123", ApprovalMethod::Push).await;
     let n = pending.verify_number.unwrap().to_string();
     let path = format!("/a/{}", pending.token);
     let waiter = ep.waiter(pending);
@@ -376,6 +377,7 @@ async fn hostile_user_and_host_strings_are_escaped() {
             },
             Duration::from_secs(60),
         )
+        .await
         .unwrap();
     let body = ep
         .get(&format!("/a/{}", pending.token))
@@ -401,7 +403,7 @@ async fn hostile_user_and_host_strings_are_escaped() {
 #[tokio::test]
 async fn unknown_tokens_and_bad_answers_decide_nothing() {
     let ep = start(false).await;
-    let pending = ep.create("abc123", ApprovalMethod::Push);
+    let pending = ep.create("abc123", ApprovalMethod::Push).await;
     let path = format!("/a/{}", pending.token);
     let long = "A".repeat(500);
     for bad in [
@@ -431,7 +433,7 @@ async fn unknown_tokens_and_bad_answers_decide_nothing() {
 #[tokio::test]
 async fn a_phone_call_fetches_twiml_that_gathers_one_key() {
     let ep = start(false).await;
-    let pending = ep.create("abc123", ApprovalMethod::Call);
+    let pending = ep.create("abc123", ApprovalMethod::Call).await;
     let path = format!("/twilio/voice/{}", pending.token);
     let form = call_form(None);
     let sig = twilio_sign(AUTH_TOKEN, &format!("{PUBLIC}{path}"), &form);
@@ -459,7 +461,7 @@ async fn a_phone_call_fetches_twiml_that_gathers_one_key() {
 #[tokio::test]
 async fn phone_callbacks_without_a_valid_signature_are_refused() {
     let ep = start(false).await;
-    let pending = ep.create("abc123", ApprovalMethod::Call);
+    let pending = ep.create("abc123", ApprovalMethod::Call).await;
     let gather = format!("/twilio/gather/{}", pending.token);
     let voice = format!("/twilio/voice/{}", pending.token);
     let form = call_form(Some("1"));
@@ -509,7 +511,7 @@ async fn keypad_1_approves_9_reports_and_anything_else_denies() {
         ("3", ApprovalDecision::Denied),
         ("", ApprovalDecision::Denied),
     ] {
-        let pending = ep.create("abc123", ApprovalMethod::Call);
+        let pending = ep.create("abc123", ApprovalMethod::Call).await;
         let path = format!("/twilio/gather/{}", pending.token);
         let waiter = ep.waiter(pending);
         let form = call_form(Some(digits));
@@ -526,7 +528,7 @@ async fn keypad_1_approves_9_reports_and_anything_else_denies() {
 #[tokio::test]
 async fn without_a_provider_token_every_callback_is_refused() {
     let ep = start_with(config(false), None).await;
-    let pending = ep.create("abc123", ApprovalMethod::Call);
+    let pending = ep.create("abc123", ApprovalMethod::Call).await;
     let path = format!("/twilio/gather/{}", pending.token);
     let form = call_form(Some("1"));
     let sig = twilio_sign("", &format!("{PUBLIC}{path}"), &form);
@@ -584,6 +586,7 @@ async fn https_serves_the_page_with_the_configured_certificate() {
             request("abc123", ApprovalMethod::Push),
             Duration::from_secs(60),
         )
+        .await
         .unwrap();
     let client = reqwest::Client::builder()
         .add_root_certificate(reqwest::Certificate::from_pem(tls.cert_pem.as_bytes()).unwrap())

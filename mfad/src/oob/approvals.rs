@@ -1,13 +1,20 @@
 //! Pending push and phone approvals: one unguessable, single-use, short-lived token per login
 //! that waits for a phone. The login's task waits on a channel; the approval endpoint answers
 //! it. Only a hash of each token is kept, so the map never holds a usable link.
+//!
+//! In a cluster, the phone's answer may reach another node's endpoint than the one whose
+//! login waits: an [`ApprovalRelay`] (the PostgreSQL store's) shares the pending requests.
+//! Every answer is then recorded there first, once (the first answer wins), and reaches the
+//! waiting node at once (LISTEN/NOTIFY) or within a bounded poll.
 
 use crate::clock::Clock;
 use data_encoding::BASE64URL_NOPAD;
 use sha2::{Digest, Sha256};
 use std::collections::HashMap;
 use std::fmt;
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError, Weak};
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError, Weak};
 use std::time::Duration;
 use tokio::sync::oneshot;
 
@@ -84,12 +91,85 @@ pub enum DecideError {
     /// The login gave up waiting (its connection closed) before the answer came.
     #[error("the login that made this request is no longer waiting")]
     Abandoned,
+    /// The cluster's shared store cannot be reached: nothing was recorded.
+    #[error("login requests cannot be answered right now; try again in a moment")]
+    Unavailable,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum CreateError {
     #[error("too many login requests are already waiting for approval")]
     Full,
+    #[error("the cluster's shared store cannot be reached")]
+    Unavailable,
+}
+
+/// A relay failed to reach the shared store.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct RelayError(pub String);
+
+pub type RelayFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// Answers found for waiting requests: the request's key and the decision.
+pub type Found = Vec<([u8; 32], ApprovalDecision)>;
+
+/// Where the nodes of a cluster share their pending approvals. Keys are the SHA-256 of the
+/// tokens: the shared store never holds a usable link either.
+pub trait ApprovalRelay: Send + Sync {
+    /// Makes a request answerable from every node until `expires`.
+    fn publish<'a>(
+        &'a self,
+        key: [u8; 32],
+        request: &'a ApprovalRequest,
+        expires: i64,
+        verify_number: Option<u8>,
+    ) -> RelayFuture<'a, Result<(), RelayError>>;
+    /// A request still waiting (unanswered, not expired at `now`).
+    fn peek(
+        &self,
+        key: [u8; 32],
+        now: i64,
+    ) -> RelayFuture<'_, Result<Option<PendingView>, RelayError>>;
+    /// Records an answer, once: only the first answer to an unanswered, unexpired request is
+    /// taken (the verify number checked as [`taken_decision`] does), and the waiting node is
+    /// woken. Returns the request and the decision taken.
+    fn answer<'a>(
+        &'a self,
+        key: [u8; 32],
+        decision: ApprovalDecision,
+        typed_number: Option<&'a str>,
+        now: i64,
+    ) -> RelayFuture<'a, Result<(ApprovalRequest, ApprovalDecision), DecideError>>;
+    /// Withdraws a request nobody answered in time; when an answer was recorded first,
+    /// returns it instead.
+    fn withdraw(
+        &self,
+        key: [u8; 32],
+    ) -> RelayFuture<'_, Result<Option<ApprovalDecision>, RelayError>>;
+    /// The answers recorded for any of `keys` (the bounded poll behind the wake-ups).
+    fn decided<'a>(&'a self, keys: &'a [[u8; 32]]) -> RelayFuture<'a, Result<Found, RelayError>>;
+}
+
+/// The decision an answer stands for: with verified push, an approval counts only when
+/// `typed_number` is the number the login prompt showed; otherwise it becomes a denial, so
+/// the number cannot be guessed twice.
+pub fn taken_decision(
+    decision: ApprovalDecision,
+    verify_number: Option<u8>,
+    typed_number: Option<&str>,
+) -> ApprovalDecision {
+    match (decision, verify_number) {
+        (ApprovalDecision::Approved, Some(expected)) => {
+            let typed = typed_number.and_then(|t| t.trim().parse::<u8>().ok());
+            if typed == Some(expected) {
+                ApprovalDecision::Approved
+            } else {
+                ApprovalDecision::Denied
+            }
+        }
+        (d, _) => d,
+    }
 }
 
 /// A request the caller waits on. Hand `token` to the phone (inside a link or a callback
@@ -146,6 +226,8 @@ pub struct ApprovalStore {
     clock: Arc<dyn Clock>,
     verified_push: bool,
     pending: Mutex<HashMap<[u8; 32], Entry>>,
+    /// The cluster's shared pending approvals, when the store is shared.
+    relay: OnceLock<Arc<dyn ApprovalRelay>>,
 }
 
 /// Looking a token up by its SHA-256 makes the lookup constant-time in the token: the map
@@ -162,7 +244,18 @@ impl ApprovalStore {
             clock,
             verified_push,
             pending: Mutex::new(HashMap::new()),
+            relay: OnceLock::new(),
         }
+    }
+
+    /// Shares the pending approvals through `relay` (a cluster's PostgreSQL store). Set
+    /// once, before the first login.
+    pub fn set_relay(&self, relay: Arc<dyn ApprovalRelay>) {
+        let _ = self.relay.set(relay);
+    }
+
+    fn relay(&self) -> Option<&Arc<dyn ApprovalRelay>> {
+        self.relay.get()
     }
 
     fn map(&self) -> MutexGuard<'_, HashMap<[u8; 32], Entry>> {
@@ -171,8 +264,37 @@ impl ApprovalStore {
         self.pending.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// Registers a login waiting for approval; its token is valid for `ttl`.
-    pub fn create(&self, request: ApprovalRequest, ttl: Duration) -> Result<Pending, CreateError> {
+    /// Registers a login waiting for approval; its token is valid for `ttl`. In a cluster,
+    /// the request is published before this returns, so any node can answer it.
+    pub async fn create(
+        &self,
+        request: ApprovalRequest,
+        ttl: Duration,
+    ) -> Result<Pending, CreateError> {
+        let published = self.relay().map(|_| request.clone());
+        let pending = self.create_local(request, ttl)?;
+        if let (Some(relay), Some(request)) = (self.relay(), published)
+            && let Err(e) = relay
+                .publish(
+                    pending.key,
+                    &request,
+                    pending.expires,
+                    pending.verify_number,
+                )
+                .await
+        {
+            tracing::debug!("cannot publish an approval request: {e}");
+            self.map().remove(&pending.key);
+            return Err(CreateError::Unavailable);
+        }
+        Ok(pending)
+    }
+
+    fn create_local(
+        &self,
+        request: ApprovalRequest,
+        ttl: Duration,
+    ) -> Result<Pending, CreateError> {
         let mut raw = [0u8; TOKEN_BYTES];
         crate::random::fill(&mut raw);
         let token = BASE64URL_NOPAD.encode(&raw);
@@ -210,25 +332,35 @@ impl ApprovalStore {
         })
     }
 
-    /// The request behind a live token, for the page; decides nothing.
-    pub fn peek(&self, token: &str) -> Option<PendingView> {
+    /// The request behind a live token, for the page; decides nothing. In a cluster, a
+    /// request of another node is looked up in the shared store.
+    pub async fn peek(&self, token: &str) -> Option<PendingView> {
         let now = self.clock.now();
-        let map = self.map();
-        let entry = map.get(&key_of(token))?;
-        (entry.expires > now).then(|| PendingView {
-            request: entry.request.clone(),
-            expires: entry.expires,
-            needs_number: entry.verify_number.is_some(),
-        })
+        let key = key_of(token);
+        let local = self.map().get(&key).map(|entry| {
+            (entry.expires > now).then(|| PendingView {
+                request: entry.request.clone(),
+                expires: entry.expires,
+                needs_number: entry.verify_number.is_some(),
+            })
+        });
+        match (local, self.relay()) {
+            (Some(view), _) => view,
+            (None, Some(relay)) => relay.peek(key, now).await.unwrap_or_else(|e| {
+                tracing::debug!("cannot look up an approval request: {e}");
+                None
+            }),
+            (None, None) => None,
+        }
     }
 
     /// Answers a request. The token is spent whatever the outcome.
-    pub fn decide(
+    pub async fn decide(
         &self,
         token: &str,
         decision: ApprovalDecision,
     ) -> Result<ApprovalRequest, DecideError> {
-        let answered = self.answer(token, decision, None)?;
+        let answered = self.answer(token, decision, None).await?;
         if answered.waiting {
             Ok(answered.request)
         } else {
@@ -240,29 +372,33 @@ impl ApprovalStore {
     /// approval counts only when `typed_number` is the number the login prompt showed;
     /// otherwise it becomes a denial, so the number cannot be guessed twice. The token is
     /// spent whatever the outcome.
-    pub fn answer(
+    /// In a cluster, the answer is recorded in the shared store first (the first answer
+    /// from any node wins), then handed to the login if it waits on this node; another
+    /// node's login learns of it from the store.
+    pub async fn answer(
         &self,
         token: &str,
         decision: ApprovalDecision,
         typed_number: Option<&str>,
     ) -> Result<Answered, DecideError> {
+        let key = key_of(token);
+        if let Some(relay) = self.relay() {
+            let now = self.clock.now();
+            let (request, taken) = relay.answer(key, decision, typed_number, now).await?;
+            let waiting = self.deliver(key, taken).unwrap_or(true);
+            return Ok(Answered {
+                request,
+                decision: taken,
+                waiting,
+            });
+        }
         let now = self.clock.now();
         let mut map = self.map();
-        let entry = map.remove(&key_of(token)).ok_or(DecideError::Unknown)?;
+        let entry = map.remove(&key).ok_or(DecideError::Unknown)?;
         if entry.expires <= now {
             return Err(DecideError::Expired);
         }
-        let decision = match (decision, entry.verify_number) {
-            (ApprovalDecision::Approved, Some(expected)) => {
-                let typed = typed_number.and_then(|t| t.trim().parse::<u8>().ok());
-                if typed == Some(expected) {
-                    ApprovalDecision::Approved
-                } else {
-                    ApprovalDecision::Denied
-                }
-            }
-            (d, _) => d,
-        };
+        let decision = taken_decision(decision, entry.verify_number, typed_number);
         // Sent under the lock, so a waiter that times out and finds the entry gone knows the
         // decision is already in its channel (see `wait`).
         let waiting = entry.tx.send(decision).is_ok();
@@ -273,6 +409,18 @@ impl ApprovalStore {
         })
     }
 
+    /// Hands an answer recorded in the shared store to the login waiting on this node.
+    /// Returns whether that login still waited, or `None` when it does not wait here.
+    pub fn deliver(&self, key: [u8; 32], decision: ApprovalDecision) -> Option<bool> {
+        let entry = self.map().remove(&key)?;
+        Some(entry.tx.send(decision).is_ok())
+    }
+
+    /// The keys of the requests waiting on this node.
+    pub fn pending_keys(&self) -> Vec<[u8; 32]> {
+        self.map().keys().copied().collect()
+    }
+
     /// Waits for the answer, at most `bound`; an unanswered request is withdrawn so a late
     /// tap cannot approve a login that was already refused.
     pub async fn wait(&self, pending: Pending, bound: Duration) -> ApprovalDecision {
@@ -280,11 +428,11 @@ impl ApprovalStore {
         match tokio::time::timeout(bound, &mut rx).await {
             Ok(Ok(decision)) => decision,
             // The sender went away: the entry expired and was purged.
-            Ok(Err(_)) => ApprovalDecision::TimedOut,
+            Ok(Err(_)) => self.withdraw_shared(key).await,
             Err(_) => {
                 let withdrawn = self.map().remove(&key).is_some();
                 if withdrawn {
-                    ApprovalDecision::TimedOut
+                    self.withdraw_shared(key).await
                 } else {
                     // Answered in the instant the bound ran out; the answer is in the channel.
                     rx.try_recv().unwrap_or(ApprovalDecision::TimedOut)
@@ -293,9 +441,61 @@ impl ApprovalStore {
         }
     }
 
+    /// In a cluster: withdraws the request from the shared store, unless an answer got
+    /// there first (it is taken then: it came before the bound).
+    async fn withdraw_shared(&self, key: [u8; 32]) -> ApprovalDecision {
+        let Some(relay) = self.relay() else {
+            return ApprovalDecision::TimedOut;
+        };
+        match relay.withdraw(key).await {
+            Ok(Some(decision)) => decision,
+            Ok(None) => ApprovalDecision::TimedOut,
+            Err(e) => {
+                tracing::debug!("cannot withdraw an approval request: {e}");
+                ApprovalDecision::TimedOut
+            }
+        }
+    }
+
     /// Withdraws a request whose login went away without waiting.
-    pub fn cancel(&self, pending: &Pending) {
+    pub async fn cancel(&self, pending: &Pending) {
         self.map().remove(&pending.key);
+        if let Some(relay) = self.relay()
+            && let Err(e) = relay.withdraw(pending.key).await
+        {
+            tracing::debug!("cannot withdraw an approval request: {e}");
+        }
+    }
+
+    /// In a cluster: every `period`, asks the shared store for answers to this node's
+    /// waiting requests, in case a wake-up was lost (a dropped listener connection).
+    pub fn spawn_relay_poller(self: &Arc<Self>, period: Duration) -> tokio::task::JoinHandle<()> {
+        let store: Weak<Self> = Arc::downgrade(self);
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(period);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tick.tick().await;
+                let Some(store) = store.upgrade() else {
+                    return;
+                };
+                let Some(relay) = store.relay().cloned() else {
+                    return;
+                };
+                let keys = store.pending_keys();
+                if keys.is_empty() {
+                    continue;
+                }
+                match relay.decided(&keys).await {
+                    Ok(found) => {
+                        for (key, decision) in found {
+                            store.deliver(key, decision);
+                        }
+                    }
+                    Err(e) => tracing::debug!("cannot poll the approval requests: {e}"),
+                }
+            }
+        })
     }
 
     /// Requests waiting now (expired ones count until purged).

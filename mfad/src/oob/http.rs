@@ -176,7 +176,7 @@ async fn show(State(app): Shared, Path(token): Path<String>) -> Response {
     if !looks_like_token(&token) {
         return not_found();
     }
-    let Some(view) = app.store.peek(&token) else {
+    let Some(view) = app.store.peek(&token).await else {
         return not_found();
     };
     let r = &view.request;
@@ -249,14 +249,14 @@ fn log_answer(request: &ApprovalRequest, decision: ApprovalDecision, via: &str) 
 }
 
 /// Takes an answer and runs the hooks; the token is spent whatever happens.
-fn take_answer(
+async fn take_answer(
     app: &App,
     token: &str,
     wanted: ApprovalDecision,
     typed_number: Option<&str>,
     via: &str,
 ) -> Result<(ApprovalDecision, bool), DecideError> {
-    let answered = app.store.answer(token, wanted, typed_number)?;
+    let answered = app.store.answer(token, wanted, typed_number).await?;
     log_answer(&answered.request, answered.decision, via);
     if answered.decision == ApprovalDecision::Reported {
         warn!(
@@ -292,7 +292,7 @@ async fn decide(
             );
         }
     };
-    match take_answer(&app, &token, wanted, form.number.as_deref(), "web") {
+    match take_answer(&app, &token, wanted, form.number.as_deref(), "web").await {
         Ok((decision, waiting)) => {
             let late = if waiting {
                 ""
@@ -329,6 +329,10 @@ async fn decide(
             "The login that made this request is no longer waiting.",
         ),
         Err(DecideError::Unknown) => not_found(),
+        Err(DecideError::Unavailable) => gone(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "Login requests cannot be answered right now. Try again in a moment.",
+        ),
     }
 }
 
@@ -382,9 +386,11 @@ async fn voice(
     if !signed_by_provider(&app, &uri, &headers, &params) {
         return refused();
     }
-    let view = looks_like_token(&token)
-        .then(|| app.store.peek(&token))
-        .flatten();
+    let view = if looks_like_token(&token) {
+        app.store.peek(&token).await
+    } else {
+        None
+    };
     match view {
         Some(view) => twiml(twilio::voice_twiml(
             &view.request,
@@ -419,7 +425,7 @@ async fn gather(
         "9" => ApprovalDecision::Reported,
         _ => ApprovalDecision::Denied,
     };
-    let said = match take_answer(&app, &token, wanted, None, "phone") {
+    let said = match take_answer(&app, &token, wanted, None, "phone").await {
         Ok((ApprovalDecision::Approved, _)) => "Approved. Goodbye.",
         Ok((ApprovalDecision::Reported, _)) => {
             "The login was denied and reported to your administrator. Goodbye."

@@ -8,6 +8,7 @@
 //! two logins racing on one code cannot both succeed.
 
 pub mod backend;
+pub mod migrate;
 pub mod open;
 pub mod pool;
 pub mod postgres;
