@@ -513,6 +513,55 @@ fn a_transaction_that_hit_an_error_does_not_report_a_commit() {
     assert!(!s.is_broken(), "the connection itself is fine");
 }
 
+/// A host's SQLite state copied into the cluster's PostgreSQL store (`mfad --migrate-store`)
+/// arrives whole: devices with their sealed secrets and counters, codes spent or not,
+/// locks, remembered logins; and logins work on it.
+#[test]
+fn a_sqlite_store_migrates_into_postgresql_whole() {
+    let db = Db::start();
+    let backend = mfad::store::sqlite::SqliteBackend::open_in_memory(&db.key).unwrap();
+    let mut host = Store::from_backend(Box::new(backend), db.key.clone()).unwrap();
+    host.add_totp_device("u", "app", b"k-u", totp(), 500, 1)
+        .unwrap();
+    host.add_totp_device("v", "app", b"k-v", totp(), 9, 2)
+        .unwrap();
+    let (shown, codes) = bypass::generate();
+    host.replace_bypass_codes("u", &codes, 3).unwrap();
+    let spent = host.unused_bypass_codes("u").unwrap()[0].id;
+    assert!(host.spend_bypass_code(spent, 4).unwrap());
+    host.record_failure("v", 5, 10, 60).unwrap();
+    host.lock_until("w", 8888).unwrap();
+    host.remember("u", RememberScope::Sshd, "192.0.2.1", "fp", 0, 777)
+        .unwrap();
+    let mut cluster = db.store();
+    mfad::store::migrate::migrate(&mut host, &mut cluster, false).unwrap();
+    let (mut from, mut to) = (
+        host.backend().dump().unwrap(),
+        cluster.backend().dump().unwrap(),
+    );
+    for (_, d) in from.devices.iter_mut().chain(to.devices.iter_mut()) {
+        d.id = 0;
+    }
+    assert_eq!(to, from);
+    let device = cluster.devices("u").unwrap().remove(0);
+    assert_eq!(&device.otp.as_ref().unwrap().secret[..], b"k-u");
+    assert!(
+        !cluster.spend_totp_step(device.id, 500).unwrap(),
+        "spent on the host"
+    );
+    assert!(cluster.spend_totp_step(device.id, 501).unwrap());
+    let rows = cluster.unused_bypass_codes("u").unwrap();
+    assert_eq!(rows.len(), bypass::COUNT - 1, "the spent code stays spent");
+    assert!(cluster.code_matches(&rows[0].code, &shown[1]));
+    assert_eq!(cluster.lock_state("v").unwrap().failures, 1);
+    assert_eq!(cluster.lock_state("w").unwrap().locked_until, Some(8888));
+    assert!(
+        cluster
+            .is_remembered("u", RememberScope::Sshd, "192.0.2.1", "fp", 10)
+            .unwrap()
+    );
+}
+
 #[test]
 fn a_lock_set_on_one_node_is_seen_by_the_other_at_once() {
     let db = Db::start();
