@@ -364,40 +364,59 @@ fn totp() -> TotpParams {
 
 #[test]
 fn two_nodes_racing_on_one_time_step_let_exactly_one_login_in() {
+    race_on_time_steps(&Db::start());
+}
+
+/// A server whose default isolation is SERIALIZABLE would answer the loser of a race with a
+/// serialization failure (a store error, so a failed login) instead of "already spent".
+#[test]
+fn a_server_defaulting_to_serializable_still_settles_races_cleanly() {
     let db = Db::start();
+    db.pg
+        .psql("ALTER DATABASE mfa SET default_transaction_isolation = 'serializable'");
+    race_on_time_steps(&db);
+}
+
+fn race_on_time_steps(db: &Db) {
     let device = db
         .store()
         .add_totp_device("alice", "app", b"k", totp(), 1000, 0)
         .unwrap();
     let rounds = 100u64;
     let barrier = Arc::new(Barrier::new(2));
-    let wins: Vec<Vec<u64>> = std::thread::scope(|scope| {
+    // Per node: the steps it won, and its errors (kept, never raised in the thread: the
+    // other node must not be left waiting at the barrier).
+    let nodes: Vec<(Vec<u64>, Vec<String>)> = std::thread::scope(|scope| {
         let nodes: Vec<_> = (0..2)
             .map(|_| {
                 let mut store = db.store();
                 let barrier = barrier.clone();
                 scope.spawn(move || {
-                    let mut won = Vec::new();
+                    let (mut won, mut errors) = (Vec::new(), Vec::new());
                     for step in 1001..=1000 + rounds {
                         barrier.wait();
-                        if store.spend_totp_step(device, step).unwrap() {
-                            won.push(step);
+                        match store.spend_totp_step(device, step) {
+                            Ok(true) => won.push(step),
+                            Ok(false) => {}
+                            Err(e) => errors.push(format!("step {step}: {e}")),
                         }
                     }
-                    won
+                    (won, errors)
                 })
             })
             .collect();
         nodes.into_iter().map(|n| n.join().unwrap()).collect()
     });
-    let mut all: Vec<u64> = wins.concat();
+    let errors: Vec<&String> = nodes.iter().flat_map(|n| &n.1).collect();
+    assert!(errors.is_empty(), "{errors:?}");
+    let mut all: Vec<u64> = nodes.iter().flat_map(|n| n.0.clone()).collect();
     all.sort_unstable();
     assert_eq!(
         all,
         (1001..=1000 + rounds).collect::<Vec<_>>(),
         "each step won by exactly one node (node 1 won {}, node 2 {})",
-        wins[0].len(),
-        wins[1].len()
+        nodes[0].0.len(),
+        nodes[1].0.len()
     );
 }
 
@@ -405,7 +424,8 @@ fn two_nodes_racing_on_one_time_step_let_exactly_one_login_in() {
 fn ten_failures_split_over_two_nodes_lock_the_user() {
     let db = Db::start();
     let barrier = Arc::new(Barrier::new(2));
-    let effects: Vec<FailureEffect> = std::thread::scope(|scope| {
+    // Errors are kept, never raised in a thread (the other would wait at the barrier).
+    let effects: Vec<Result<FailureEffect, String>> = std::thread::scope(|scope| {
         let nodes: Vec<_> = (0..2)
             .map(|_| {
                 let mut store = db.store();
@@ -419,7 +439,7 @@ fn ten_failures_split_over_two_nodes_lock_the_user() {
                                     s.lock_state("bob")?;
                                     s.record_failure("bob", 1000, 10, 3600)
                                 })
-                                .unwrap()
+                                .map_err(|e| e.to_string())
                         })
                         .collect::<Vec<_>>()
                 })
@@ -427,6 +447,7 @@ fn ten_failures_split_over_two_nodes_lock_the_user() {
             .collect();
         nodes.into_iter().flat_map(|n| n.join().unwrap()).collect()
     });
+    let effects: Vec<FailureEffect> = effects.into_iter().map(|e| e.unwrap()).collect();
     let locked = effects
         .iter()
         .filter(|e| matches!(e, FailureEffect::Locked { until: 4600 }))

@@ -339,10 +339,13 @@ pub async fn connect(opts: &PgOptions) -> Result<PgBackend, StoreError> {
                 client
             }
         };
+        // READ COMMITTED whatever the server's default: a conditional UPDATE that waited
+        // for another node's re-checks its condition instead of failing to serialize.
         let ms = opts.statement_timeout.as_millis();
         client
             .batch_execute(&format!(
-                "SET statement_timeout = {ms}; SET lock_timeout = {ms}"
+                "SET statement_timeout = {ms}; SET lock_timeout = {ms};
+                 SET default_transaction_isolation = 'read committed'"
             ))
             .await?;
         Ok::<_, tokio_postgres::Error>(client)
