@@ -583,6 +583,23 @@ fn a_sqlite_store_migrates_into_postgresql_whole() {
     );
 }
 
+/// The row a login transaction locks for a user the store does not know holds nothing:
+/// the store still counts as empty, `mfa admin list` and a dump do not show the user.
+#[test]
+fn a_login_for_an_unknown_user_leaves_no_trace() {
+    let db = Db::start();
+    let mut s = db.store();
+    let state = s.in_transaction(|s| s.lock_state("ghost")).unwrap();
+    assert_eq!(state, LockState::default());
+    assert!(s.backend().is_empty().unwrap());
+    assert!(s.user_summaries().unwrap().is_empty());
+    assert!(s.backend().dump().unwrap().users.is_empty());
+    // Once there is something to keep, it shows.
+    s.record_failure("ghost", 0, 10, 60).unwrap();
+    assert!(!s.backend().is_empty().unwrap());
+    assert_eq!(s.user_summaries().unwrap()[0].failures, 1);
+}
+
 #[test]
 fn a_lock_set_on_one_node_is_seen_by_the_other_at_once() {
     let db = Db::start();

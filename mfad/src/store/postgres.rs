@@ -685,6 +685,9 @@ impl PgBackend {
 
 /// Locks the user's row until the transaction ends, creating it when needed: everything
 /// the transaction does for that user after this is serialized against other writers.
+/// A row created here holds nothing (no failure, no lock): [`Backend::user_summaries`],
+/// [`Backend::dump`] and [`Backend::is_empty`] pass over such blank rows, so a login leaves
+/// no more trace than on SQLite, where a read creates no row.
 async fn lock_user_row(c: &mut Conn, user: &str) -> Result<Option<Row>, StoreError> {
     c.execute(
         "INSERT INTO users(name) VALUES ($1) ON CONFLICT (name) DO NOTHING",
@@ -1203,7 +1206,11 @@ impl Backend for PgBackend {
                 })
             }
             for r in c
-                .query("SELECT name, failures, locked_until FROM users", &[])
+                .query(
+                    "SELECT name, failures, locked_until FROM users
+                     WHERE failures <> 0 OR locked_until IS NOT NULL",
+                    &[],
+                )
                 .await?
             {
                 let u = slot(&mut users, r.try_get(0)?);
@@ -1237,7 +1244,8 @@ impl Backend for PgBackend {
             let mut dump = Dump::default();
             for r in c
                 .query(
-                    "SELECT name, failures, locked_until FROM users ORDER BY name COLLATE \"C\"",
+                    "SELECT name, failures, locked_until FROM users
+                     WHERE failures <> 0 OR locked_until IS NOT NULL ORDER BY name COLLATE \"C\"",
                     &[],
                 )
                 .await?
@@ -1307,7 +1315,9 @@ impl Backend for PgBackend {
     fn is_empty(&mut self) -> Result<bool, StoreError> {
         self.run("is_empty", async |c: &mut Conn| {
             Ok(c.query_one(
-                "SELECT NOT EXISTS(SELECT 1 FROM users) AND NOT EXISTS(SELECT 1 FROM devices)
+                "SELECT NOT EXISTS(SELECT 1 FROM users
+                                   WHERE failures <> 0 OR locked_until IS NOT NULL)
+                    AND NOT EXISTS(SELECT 1 FROM devices)
                     AND NOT EXISTS(SELECT 1 FROM bypass_codes)
                     AND NOT EXISTS(SELECT 1 FROM sms_codes)
                     AND NOT EXISTS(SELECT 1 FROM remembered)",
