@@ -40,6 +40,91 @@ struct Args {
     /// With --restore: keep the backup's unused bypass codes usable (default: all spent).
     #[arg(long, requires = "restore")]
     keep_bypass_codes: bool,
+    /// Copy the state in the SQLite file FILE (a node's /var/lib/mfa/mfa.db) into the store
+    /// the configuration names (`store = "postgresql://…"`), all or nothing, then exit. The
+    /// target must be empty unless --merge. FILE must have been written with this
+    /// configuration's `store_key`.
+    #[arg(long, value_name = "FILE")]
+    migrate_store: Option<PathBuf>,
+    /// With --migrate-store: merge into a store that already holds state (another node's):
+    /// devices keep the larger counter, failures are summed, the later lock is kept.
+    #[arg(long, requires = "migrate_store")]
+    merge: bool,
+}
+
+/// `mfad --migrate-store`: offline, from a node's SQLite file into the configured store.
+fn migrate_store(args: &Args, config: &Config, from: &std::path::Path) -> ExitCode {
+    if config.location == mfad::config::StoreLocation::Sqlite && config.database == from {
+        eprintln!(
+            "mfad: {} is already the configured store; set store = \"postgresql://…\" in {} first",
+            from.display(),
+            args.config.display()
+        );
+        return ExitCode::from(2);
+    }
+    if !from.is_file() {
+        eprintln!("mfad: {}: no such database file", from.display());
+        return ExitCode::from(2);
+    }
+    let load_key = || mfad::sealing::StoreKey::load(&config.store_key, false);
+    let (source_key, target_key) = match (load_key(), load_key()) {
+        (Ok(a), Ok(b)) => (a, b),
+        (Err(e), _) | (_, Err(e)) => {
+            eprintln!("mfad: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("mfad: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let mut source = match mfad::Store::open(from, source_key) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("mfad: {}: {e}", from.display());
+            return ExitCode::FAILURE;
+        }
+    };
+    let mut target = match runtime.block_on(mfad::store::open::open_store(config, target_key)) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!(
+                "mfad: cannot open the {}: {e}",
+                mfad::store::open::describe(config)
+            );
+            return ExitCode::FAILURE;
+        }
+    };
+    // The store's calls block on the runtime: run them outside it, on this thread.
+    match mfad::store::migrate::migrate(&mut source, &mut target, args.merge) {
+        Ok(r) => {
+            let summary = format!(
+                "copied {} into the {}: {} users, {} devices ({} merged with devices already \
+                 there), {} bypass codes, {} remembered logins",
+                from.display(),
+                mfad::store::open::describe(config),
+                r.users,
+                r.devices,
+                r.devices_merged,
+                r.bypass_codes,
+                r.remembered
+            );
+            let uid = nix::unistd::getuid().as_raw();
+            logging::admin_action(&format!("uid{uid}"), uid, "migrate-store", "-", &summary);
+            println!("{summary}.");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("mfad: migration failed; nothing was written: {e}");
+            ExitCode::FAILURE
+        }
+    }
 }
 
 /// `mfad --restore`: offline, because it replaces the file a running mfad holds open.
@@ -138,6 +223,9 @@ fn main() -> ExitCode {
     logging::init(&config.log, args.foreground);
     if let Some(from) = &args.restore {
         return restore(&args, &config, from);
+    }
+    if let Some(from) = &args.migrate_store {
+        return migrate_store(&args, &config, from);
     }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
