@@ -280,6 +280,15 @@ impl Daemon {
     /// Writes a backup while logins go on: the copy reads the database through its own
     /// connection, so the store's writer is not held up.
     async fn backup(&self, conn: &mut Conn, by: &str, uid: u32, path: &str) -> Result<()> {
+        if let crate::config::StoreLocation::Postgres(_) = self.config.location {
+            conn.error(
+                "This store is PostgreSQL: back it up with the database's own tools \
+                 (pg_dump, or the replication the site runs), not mfa admin backup.",
+            )
+            .await?;
+            conn.done(Outcome::Deny).await?;
+            return Ok(());
+        }
         let database = self.config.database.clone();
         let dest = std::path::PathBuf::from(path);
         let now = self.clock.now();

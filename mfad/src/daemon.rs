@@ -202,6 +202,17 @@ impl Daemon {
         self.config.lockout.duration.max(3600) as i64
     }
 
+    /// In a cluster (a PostgreSQL store): shares the pending approvals with the other
+    /// nodes, so any node's endpoint answers any node's login. Call once, on the runtime.
+    pub fn share_approvals(&self) {
+        if let crate::config::StoreLocation::Postgres(url) = &self.config.location {
+            crate::store::pg_approvals::PgRelay::share(
+                crate::store::open::pg_options(&self.config, url),
+                &self.approvals,
+            );
+        }
+    }
+
     /// The pending approvals, for the approval endpoint.
     pub fn approvals(&self) -> Arc<ApprovalStore> {
         Arc::clone(&self.approvals)

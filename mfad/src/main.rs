@@ -129,6 +129,14 @@ fn migrate_store(args: &Args, config: &Config, from: &std::path::Path) -> ExitCo
 
 /// `mfad --restore`: offline, because it replaces the file a running mfad holds open.
 fn restore(args: &Args, config: &Config, from: &std::path::Path) -> ExitCode {
+    if let mfad::config::StoreLocation::Postgres(_) = config.location {
+        eprintln!(
+            "mfad: --restore replaces an SQLite file; this configuration's store is PostgreSQL: \
+             restore it with the database's own tools (pg_restore), then raise every TOTP \
+             device's spent step as docs/CLUSTER.md says"
+        );
+        return ExitCode::from(2);
+    }
     if std::os::unix::net::UnixStream::connect(&config.socket).is_ok() && !args.force {
         eprintln!(
             "mfad: mfad is running (it answers on {}); stop it first (systemctl stop mfad), \
@@ -284,6 +292,7 @@ async fn run(config: Config) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    daemon.share_approvals();
     // One signal stops the socket server and the approval endpoint alike.
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {

@@ -10,6 +10,7 @@
 pub mod backend;
 pub mod migrate;
 pub mod open;
+pub mod pg_approvals;
 pub mod pool;
 pub mod postgres;
 pub mod sqlite;

@@ -25,7 +25,8 @@ use tokio_postgres::{Client, Row, Statement};
 /// Schema migrations, in order; the table `schema_version` records how many have run.
 /// The schema is SQLite's final one (see [`super::sqlite::MIGRATIONS`]), with the owner of
 /// a row in `owner` (`user` is a reserved word here).
-pub const MIGRATIONS: &[&str] = &["CREATE TABLE meta (
+pub const MIGRATIONS: &[&str] = &[
+    "CREATE TABLE meta (
         key TEXT PRIMARY KEY,
         value BYTEA NOT NULL
      );
@@ -78,7 +79,23 @@ pub const MIGRATIONS: &[&str] = &["CREATE TABLE meta (
         key TEXT NOT NULL,
         until BIGINT NOT NULL,
         PRIMARY KEY (owner, scope, addr, key)
-     );"];
+     );",
+    // 2: push and call approvals shared by the nodes (see `pg_approvals.rs`): any node's
+    // endpoint answers any node's login. `key` is the SHA-256 of the token.
+    "CREATE TABLE approvals (
+        key BYTEA PRIMARY KEY,
+        owner TEXT NOT NULL,
+        host TEXT NOT NULL,
+        rhost TEXT NOT NULL,
+        method TEXT NOT NULL CHECK (method IN ('push', 'phone')),
+        created BIGINT NOT NULL,
+        adding_device BOOLEAN NOT NULL,
+        expires BIGINT NOT NULL,
+        verify_number SMALLINT,
+        decision TEXT CHECK (decision IN ('approved', 'denied', 'reported', 'timed-out'))
+     );
+     CREATE INDEX approvals_expires ON approvals(expires);",
+];
 
 /// The key of the transaction-scoped advisory lock the migrations run under ("mfa_schm"),
 /// so that two mfads starting at once against an empty database do not both migrate.
@@ -318,6 +335,27 @@ pub fn check_options(opts: &PgOptions) -> Result<(), StoreError> {
 /// `application_name = 'mfad'`). The connection runs on the current tokio runtime, which
 /// the backend's calls then block on.
 pub async fn connect(opts: &PgOptions) -> Result<PgBackend, StoreError> {
+    let client = connect_client(opts, None).await?;
+    Ok(PgBackend {
+        conn: Conn {
+            client,
+            statements: HashMap::new(),
+        },
+        handle: tokio::runtime::Handle::current(),
+        statement_timeout: opts.statement_timeout,
+        in_tx: false,
+        tx_failed: false,
+        broken: false,
+    })
+}
+
+/// Connects within `connect_timeout` and sets the session up; the connection is driven by a
+/// task of the current runtime, which hands the server's notifications (LISTEN) to
+/// `notifications` when given.
+pub(crate) async fn connect_client(
+    opts: &PgOptions,
+    notifications: Option<Notifications>,
+) -> Result<Client, StoreError> {
     let parsed = parse_options(opts)?;
     let tls = if parsed.tls {
         Some(tokio_postgres_rustls::MakeRustlsConnect::new(tls_config(
@@ -326,16 +364,16 @@ pub async fn connect(opts: &PgOptions) -> Result<PgBackend, StoreError> {
     } else {
         None
     };
-    let client = tokio::time::timeout(opts.connect_timeout, async {
+    tokio::time::timeout(opts.connect_timeout, async {
         let client = match tls {
             Some(tls) => {
                 let (client, connection) = parsed.config.connect(tls).await?;
-                spawn_connection(connection);
+                spawn_connection(connection, notifications);
                 client
             }
             None => {
                 let (client, connection) = parsed.config.connect(tokio_postgres::NoTls).await?;
-                spawn_connection(connection);
+                spawn_connection(connection, notifications);
                 client
             }
         };
@@ -354,27 +392,35 @@ pub async fn connect(opts: &PgOptions) -> Result<PgBackend, StoreError> {
     .map_err(|_| StoreError::Timeout {
         what: "connect",
         after: opts.connect_timeout,
-    })??;
-    Ok(PgBackend {
-        conn: Conn {
-            client,
-            statements: HashMap::new(),
-        },
-        handle: tokio::runtime::Handle::current(),
-        statement_timeout: opts.statement_timeout,
-        in_tx: false,
-        tx_failed: false,
-        broken: false,
-    })
+    })?
+    .map_err(StoreError::from)
 }
 
-fn spawn_connection<F>(connection: F)
-where
-    F: std::future::Future<Output = Result<(), tokio_postgres::Error>> + Send + 'static,
+/// Where a connection hands the notifications it receives.
+pub(crate) type Notifications = tokio::sync::mpsc::UnboundedSender<tokio_postgres::Notification>;
+
+fn spawn_connection<S, T>(
+    mut connection: tokio_postgres::Connection<S, T>,
+    notifications: Option<Notifications>,
+) where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+    T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
     tokio::spawn(async move {
-        if let Err(e) = connection.await {
-            tracing::debug!(error = %e, "PostgreSQL connection ended");
+        loop {
+            match std::future::poll_fn(|cx| connection.poll_message(cx)).await {
+                Some(Ok(tokio_postgres::AsyncMessage::Notification(n))) => {
+                    if let Some(tx) = &notifications {
+                        let _ = tx.send(n);
+                    }
+                }
+                Some(Ok(_)) => {}
+                Some(Err(e)) => {
+                    tracing::debug!(error = %e, "PostgreSQL connection ended");
+                    return;
+                }
+                None => return,
+            }
         }
     });
 }
