@@ -54,13 +54,28 @@ impl PgRelay {
     /// Shares `approvals` through the store `opts` names: sets the relay, and starts the
     /// listener and the poll. Both stop when `approvals` is dropped.
     pub fn share(opts: PgOptions, approvals: &Arc<ApprovalStore>) -> Arc<PgRelay> {
+        PgRelay::share_with(opts, approvals, true, Some(POLL))
+    }
+
+    /// [`PgRelay::share`] with the wake-ups chosen: the listener (`listen_for_answers`) and
+    /// the poll (`poll`, its period). Tests use it to prove each path alone.
+    pub fn share_with(
+        opts: PgOptions,
+        approvals: &Arc<ApprovalStore>,
+        listen_for_answers: bool,
+        poll: Option<Duration>,
+    ) -> Arc<PgRelay> {
         let relay = Arc::new(PgRelay {
             opts,
             client: RwLock::new(None),
         });
         approvals.set_relay(Arc::clone(&relay) as Arc<dyn ApprovalRelay>);
-        tokio::spawn(listen(relay.opts.clone(), Arc::downgrade(approvals)));
-        approvals.spawn_relay_poller(POLL);
+        if listen_for_answers {
+            tokio::spawn(listen(relay.opts.clone(), Arc::downgrade(approvals)));
+        }
+        if let Some(period) = poll {
+            approvals.spawn_relay_poller(period);
+        }
         relay
     }
 
