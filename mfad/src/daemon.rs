@@ -382,6 +382,17 @@ impl Daemon {
     pub(crate) async fn check_not_locked(&self, conn: &mut Conn, who: &Who<'_>) -> Result<bool> {
         let user = who.user.to_string();
         let state = self.db(move |s| s.lock_state(&user)).await?;
+        self.not_locked(conn, who, &state).await
+    }
+
+    /// Refuses (and says so) when `state` is a lock still in force. Returns whether it may
+    /// go on.
+    pub(crate) async fn not_locked(
+        &self,
+        conn: &mut Conn,
+        who: &Who<'_>,
+        state: &crate::store::LockState,
+    ) -> Result<bool> {
         let now = self.clock.now();
         match state.locked_until {
             Some(until) if until > now => {

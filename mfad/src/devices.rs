@@ -112,12 +112,12 @@ impl Daemon {
         )
         .await?;
         let user = who.user.to_string();
-        let devices = self.db(move |s| s.devices(&user)).await?;
+        let devices = std::sync::Arc::new(self.db(move |s| s.devices(&user)).await?);
         let (options, default) = self.menu_options(&devices);
         let (menu, prompt) = menu_text(who.user, &options);
         conn.info(menu).await?;
         if self
-            .prove_second_factor(conn, who, &prompt, &options, default)
+            .prove_second_factor(conn, who, &prompt, &options, default, &devices)
             .await?
         {
             Ok(true)

@@ -9,10 +9,11 @@ use crate::factor::{self, bypass, hotp, totp};
 use crate::methods::{MenuOption, OobResult, menu_text};
 use crate::oob::approvals::ApprovalDecision;
 use crate::policy::{self, GroupRule};
-use crate::store::{Device, Store, StoreError};
+use crate::store::{Device, LoginSnapshot, Store, StoreError};
 use crate::store::{DeviceKind, FailureEffect, RememberScope};
 use crate::text::{self, clean};
 use mfa_proto::{AuthContext, AuthMode, Outcome};
+use std::sync::Arc;
 use zeroize::Zeroizing;
 
 /// What a typed answer turned out to be.
@@ -103,9 +104,6 @@ impl Daemon {
                 GroupRule::Required => {}
             }
         }
-        if local_policy && !self.check_not_locked(conn, &who).await? {
-            return Ok(());
-        }
         let addr = policy::client_addr(ctx.rhost.as_deref(), ctx.ssh_connection.as_deref());
         let trusted = policy.is_trusted(addr);
         // sshd (root) vouches for the client address; the user's own helper only says what
@@ -122,21 +120,30 @@ impl Daemon {
                 .map(|a| a.to_string()),
             key: policy::key_fingerprint(ctx.ssh_auth_info.as_deref()),
         };
+        if let Some(duo) = &self.duo
+            && !local_policy
+        {
+            // Every decision is Duo's: the store is not read at all.
+            if let Some(run) = self.duo_login(conn, &who, &ctx, &account, duo).await? {
+                conn.done(run.outcome.unwrap_or(Outcome::Deny)).await?;
+            }
+            return Ok(());
+        }
+        // The one read of the store before the first prompt.
+        let snapshot = self.login_snapshot(&remembered).await?;
+        if !self.not_locked(conn, &who, &snapshot.lock).await? {
+            return Ok(());
+        }
         if let Some(duo) = &self.duo {
-            if local_policy
-                && self
-                    .let_in_without_asking(conn, &who, trusted, &remembered)
-                    .await?
+            if self
+                .let_in_without_asking(conn, &who, trusted, snapshot.remembered)
+                .await?
             {
                 return Ok(());
             }
             let Some(run) = self.duo_login(conn, &who, &ctx, &account, duo).await? else {
                 return Ok(());
             };
-            if !local_policy {
-                conn.done(run.outcome.unwrap_or(Outcome::Deny)).await?;
-                return Ok(());
-            }
             let passed = match run.outcome {
                 Some(Outcome::Allow) => self.accept_unless_locked(conn, &who, "duo").await?,
                 _ => {
@@ -147,23 +154,22 @@ impl Daemon {
             };
             return self.conclude_login(conn, passed, &remembered, false).await;
         }
-        if !self.is_enrolled(&ctx.user).await? {
+        if snapshot.devices.is_empty() && snapshot.bypass_left == 0 {
             return self.unenrolled(conn, &who, trusted).await;
         }
         if self
-            .let_in_without_asking(conn, &who, trusted, &remembered)
+            .let_in_without_asking(conn, &who, trusted, snapshot.remembered)
             .await?
         {
             return Ok(());
         }
-        let user = ctx.user.clone();
-        let devices = self.db(move |s| s.devices(&user)).await?;
+        let devices = std::sync::Arc::new(snapshot.devices);
         let (options, default) = self.menu_options(&devices);
         let passed = match ctx.mode {
             AuthMode::Menu if ctx.can_prompt => {
                 let (menu, prompt) = menu_text(&ctx.user, &options);
                 conn.info(menu).await?;
-                self.prove_second_factor(conn, &who, &prompt, &options, default)
+                self.prove_second_factor(conn, &who, &prompt, &options, default, &devices)
                     .await?
             }
             _ => {
@@ -181,11 +187,11 @@ impl Daemon {
         conn: &mut Conn,
         who: &Who<'_>,
         trusted: bool,
-        remembered: &Remembered,
+        remembered: bool,
     ) -> Result<bool> {
         let reason = if trusted {
             "trusted network"
-        } else if self.is_remembered(remembered).await? {
+        } else if remembered {
             "remembered from this address and key"
         } else {
             return Ok(false);
@@ -195,14 +201,20 @@ impl Daemon {
         Ok(true)
     }
 
-    /// Whether a second factor from this address and key is remembered.
-    async fn is_remembered(&self, r: &Remembered) -> Result<bool> {
-        let Some(addr) = r.addr.clone() else {
-            return Ok(false);
-        };
-        let (user, scope, key, now) = (r.user.clone(), r.scope, r.key.clone(), self.clock.now());
-        self.db(move |s| s.is_remembered(&user, scope, &addr, &key, now))
-            .await
+    /// The one read before a login's first prompt (see [`Store::login_snapshot`]).
+    async fn login_snapshot(&self, r: &Remembered) -> Result<LoginSnapshot> {
+        let (user, scope, addr, key, now) = (
+            r.user.clone(),
+            r.scope,
+            r.addr.clone(),
+            r.key.clone(),
+            self.clock.now(),
+        );
+        self.db(move |s| {
+            let remembered = addr.as_deref().map(|a| (scope, a, key.as_str()));
+            s.login_snapshot(&user, remembered, now)
+        })
+        .await
     }
 
     /// The end of every login: remembers a success (with `remember_for`), and answers.
@@ -393,7 +405,7 @@ impl Daemon {
         &self,
         conn: &mut Conn,
         who: &Who<'_>,
-        devices: &[Device],
+        devices: &Arc<Vec<Device>>,
         options: &[MenuOption],
         default: Option<usize>,
     ) -> Result<bool> {
@@ -408,7 +420,7 @@ impl Daemon {
                     OobResult::Decided(d) => return self.conclude(conn, who, option, d).await,
                     OobResult::SmsSent if who.can_prompt => {
                         return self
-                            .prove_second_factor(conn, who, "SMS passcode: ", &[], None)
+                            .prove_second_factor(conn, who, "SMS passcode: ", &[], None, devices)
                             .await;
                     }
                     OobResult::SmsSent | OobResult::Failed => {}
@@ -419,7 +431,7 @@ impl Daemon {
         if who.can_prompt && (default_is_code || default.is_some()) {
             // The default makes codes, or its provider failed: one prompt for a passcode.
             return self
-                .prove_second_factor(conn, who, "Passcode: ", &[], None)
+                .prove_second_factor(conn, who, "Passcode: ", &[], None, devices)
                 .await;
         }
         decision(
@@ -457,6 +469,7 @@ impl Daemon {
         prompt: &str,
         options: &[MenuOption],
         default: Option<usize>,
+        devices: &Arc<Vec<Device>>,
     ) -> Result<bool> {
         const MAX_REQUESTS: u32 = 3;
         let attempts = self.config.max_attempts;
@@ -508,7 +521,7 @@ impl Daemon {
             }
             attempt += 1;
             let last = attempt == attempts;
-            let verdict = self.check_passcode(who.user, &answer).await?;
+            let verdict = self.check_passcode(who.user, &answer, devices).await?;
             let again = if last { "" } else { " Try again." };
             match verdict {
                 Verdict::Code { method, device } => {
@@ -697,10 +710,16 @@ impl Daemon {
             .await
     }
 
-    /// Checks `answer` against the user's code devices and bypass codes, spending what
-    /// matches. The store stays locked throughout, and each spend is a conditional update,
-    /// so a code opens one login even when several hosts race on it.
-    pub(crate) async fn check_passcode(&self, user: &str, answer: &str) -> Result<Verdict> {
+    /// Checks `answer` against the user's code devices (as read before the prompt) and
+    /// bypass codes, spending what matches. The store stays locked throughout, and each
+    /// spend is a conditional update by device id, so a code opens one login even when
+    /// several hosts race on it, and a device removed meanwhile opens none.
+    pub(crate) async fn check_passcode(
+        &self,
+        user: &str,
+        answer: &str,
+        devices: &Arc<Vec<Device>>,
+    ) -> Result<Verdict> {
         let Some(code) = factor::as_passcode(answer) else {
             return Ok(if answer.trim().is_empty() {
                 Verdict::Empty
@@ -710,6 +729,7 @@ impl Daemon {
         };
         let code = Zeroizing::new(code.to_string());
         let user = user.to_string();
+        let devices = Arc::clone(devices);
         let now = self.clock.now();
         let limits = CodeLimits {
             window: self.config.totp.window,
@@ -732,7 +752,7 @@ impl Daemon {
                     };
                     return Ok(Verdict::Locked { until });
                 }
-                let found = match_passcode(s, &user, &code, now, &limits)?;
+                let found = match_passcode(s, &user, &devices, &code, now, &limits)?;
                 Ok(match found {
                     Match::Accepted(verdict) => {
                         s.clear_failures(&user)?;
@@ -807,12 +827,13 @@ const HOTP_RECENT: u64 = 5;
 fn match_passcode(
     s: &mut Store,
     user: &str,
+    devices: &[Device],
     code: &str,
     now: i64,
     limits: &CodeLimits,
 ) -> std::result::Result<Match, StoreError> {
     let mut replayed = None;
-    for device in s.devices(user)? {
+    for device in devices {
         let Some(key) = &device.otp else { continue };
         match device.kind {
             DeviceKind::Totp => {
@@ -824,7 +845,7 @@ fn match_passcode(
                 if s.spend_totp_step(device.id, step)? {
                     return Ok(Match::Accepted(Verdict::Code {
                         method: "totp",
-                        device: device.name,
+                        device: device.name.clone(),
                     }));
                 }
                 replayed = Some(Spent::Totp);
@@ -837,7 +858,7 @@ fn match_passcode(
                 {
                     return Ok(Match::Accepted(Verdict::Code {
                         method: "hotp",
-                        device: device.name,
+                        device: device.name.clone(),
                     }));
                 }
                 // A used HOTP code lies just behind the counter.

@@ -15,6 +15,7 @@ use mfad::conn::{
     Conn, ConnError, Dialogue, DialogueFuture, KEEPALIVE_INTERVAL, ScriptDialogue, Timeouts,
 };
 use mfad::oob::http::ApprovalEndpoint;
+use mfad::store::Backend;
 use mfad::{Config, Daemon, FakeClock, Store};
 use std::os::unix::fs::PermissionsExt;
 use std::path::PathBuf;
@@ -50,6 +51,24 @@ impl TestDaemon {
         tune: impl FnOnce(&mut Config),
         accounts: Option<Arc<dyn Accounts>>,
     ) -> TestDaemon {
+        TestDaemon::start_inner(tune, accounts, None)
+    }
+
+    /// With the daemon's store backend wrapped by `wrap` (e.g. to watch the calls a
+    /// login makes); [`TestDaemon::store`] still opens the file directly.
+    pub fn start_wrapping_backend(
+        tune: impl FnOnce(&mut Config),
+        wrap: impl FnOnce(Box<dyn Backend>) -> Box<dyn Backend> + 'static,
+    ) -> TestDaemon {
+        TestDaemon::start_inner(tune, None, Some(Box::new(wrap)))
+    }
+
+    #[allow(clippy::type_complexity)]
+    fn start_inner(
+        tune: impl FnOnce(&mut Config),
+        accounts: Option<Arc<dyn Accounts>>,
+        wrap: Option<Box<dyn FnOnce(Box<dyn Backend>) -> Box<dyn Backend>>>,
+    ) -> TestDaemon {
         let dir = tempfile::tempdir().unwrap();
         std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
         let mut config = Config {
@@ -62,7 +81,15 @@ impl TestDaemon {
         config.log.syslog = false;
         tune(&mut config);
         let clock = FakeClock::new(T0);
-        let store = Store::open_with_key_file(&config.database, &config.store_key).unwrap();
+        let store = match wrap {
+            None => Store::open_with_key_file(&config.database, &config.store_key).unwrap(),
+            Some(wrap) => {
+                let key = mfad::sealing::StoreKey::load(&config.store_key, true).unwrap();
+                let backend =
+                    mfad::store::sqlite::SqliteBackend::open(&config.database, &key).unwrap();
+                Store::from_backend(wrap(Box::new(backend)), Arc::new(key)).unwrap()
+            }
+        };
         let mut daemon = Daemon::new(
             config.clone(),
             mfad::store::pool::StorePool::single(store).unwrap(),

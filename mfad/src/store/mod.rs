@@ -178,6 +178,17 @@ pub enum FailureEffect {
     Locked { until: i64 },
 }
 
+/// What a login needs to know about its user before asking anything, read in one go.
+pub struct LoginSnapshot {
+    pub lock: LockState,
+    /// The user's devices, secrets opened, oldest first.
+    pub devices: Vec<Device>,
+    /// Bypass codes not yet used.
+    pub bypass_left: usize,
+    /// A second factor from this address and key is remembered (false when not asked).
+    pub remembered: bool,
+}
+
 /// What `mfa admin list` shows of one user: no secret, only counts and state.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct UserSummary {
@@ -344,6 +355,36 @@ impl Store {
     ) -> Result<(), StoreError> {
         self.backend
             .remember(user, scope.as_str(), addr, key, now, until)
+    }
+
+    /// Everything a login reads before its first prompt: the lock, the devices, the bypass
+    /// codes left and, when `remembered` names an address, whether a login from there
+    /// (`scope`, `addr`, `key`) is remembered. The device rows (secrets included) are read
+    /// once per login; the login's write transaction spends from them by id.
+    pub fn login_snapshot(
+        &mut self,
+        user: &str,
+        remembered: Option<(RememberScope, &str, &str)>,
+        now: i64,
+    ) -> Result<LoginSnapshot, StoreError> {
+        let lock = self.backend.lock_state(user)?;
+        let devices = self.devices(user)?;
+        let bypass_left = self
+            .backend
+            .bypass_codes(user)?
+            .iter()
+            .filter(|c| !c.used)
+            .count();
+        let remembered = match remembered {
+            Some((scope, addr, key)) => self.is_remembered(user, scope, addr, key, now)?,
+            None => false,
+        };
+        Ok(LoginSnapshot {
+            lock,
+            devices,
+            bypass_left,
+            remembered,
+        })
     }
 
     /// Whether a second factor from exactly this address and key, vouched for by `scope`,

@@ -1,0 +1,252 @@
+//! What one login asks of the store, watched at the backend: one read before the first
+//! prompt (lock, devices with their secrets, bypass codes left, remembered) and one write
+//! transaction for the answer (lock re-read under the write lock, the spend, the count
+//! cleared). The device rows, secrets included, are read once per login.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use mfa_proto::Outcome;
+use mfa_test_support::{T0, TestDaemon};
+use mfad::factor::totp::{self, HashAlgorithm, TotpParams};
+use mfad::store::backend::{CodeRecord, DeviceRecord, Dump, NewDeviceRecord};
+use mfad::store::{Backend, FailureEffect, LockState, StoreError, UserSummary};
+use std::sync::{Arc, Mutex};
+
+const SECRET: &[u8] = b"an-authenticator-key";
+
+fn params() -> TotpParams {
+    TotpParams {
+        algorithm: HashAlgorithm::Sha1,
+        digits: 6,
+        period: 30,
+    }
+}
+
+type Calls = Arc<Mutex<Vec<&'static str>>>;
+
+/// A backend that records the name of every call, then makes it on `inner`.
+struct Counting {
+    inner: Box<dyn Backend>,
+    calls: Calls,
+}
+
+macro_rules! pass {
+    ($self:ident, $name:ident ( $($arg:expr),* )) => {{
+        $self.calls.lock().unwrap().push(stringify!($name));
+        $self.inner.$name($($arg),*)
+    }};
+}
+
+impl Backend for Counting {
+    fn kind(&self) -> &'static str {
+        self.inner.kind()
+    }
+    fn begin(&mut self) -> Result<(), StoreError> {
+        pass!(self, begin())
+    }
+    fn commit(&mut self) -> Result<(), StoreError> {
+        pass!(self, commit())
+    }
+    fn rollback(&mut self) {
+        pass!(self, rollback())
+    }
+    fn schema_version(&mut self) -> Result<i64, StoreError> {
+        pass!(self, schema_version())
+    }
+    fn check_key(&mut self, check: &[u8; 32]) -> Result<(), StoreError> {
+        pass!(self, check_key(check))
+    }
+    fn lock_state(&mut self, user: &str) -> Result<LockState, StoreError> {
+        pass!(self, lock_state(user))
+    }
+    fn record_failure(
+        &mut self,
+        user: &str,
+        now: i64,
+        max: u32,
+        duration: u64,
+    ) -> Result<FailureEffect, StoreError> {
+        pass!(self, record_failure(user, now, max, duration))
+    }
+    fn clear_failures(&mut self, user: &str) -> Result<(), StoreError> {
+        pass!(self, clear_failures(user))
+    }
+    fn unlock(&mut self, user: &str) -> Result<bool, StoreError> {
+        pass!(self, unlock(user))
+    }
+    fn lock_until(&mut self, user: &str, until: i64) -> Result<(), StoreError> {
+        pass!(self, lock_until(user, until))
+    }
+    fn forget_remembered(&mut self, user: &str) -> Result<usize, StoreError> {
+        pass!(self, forget_remembered(user))
+    }
+    fn locked_users(&mut self, now: i64) -> Result<i64, StoreError> {
+        pass!(self, locked_users(now))
+    }
+    fn replace_sms_code(
+        &mut self,
+        user: &str,
+        salt: &[u8],
+        tag: &[u8],
+        now: i64,
+        expires: i64,
+    ) -> Result<(), StoreError> {
+        pass!(self, replace_sms_code(user, salt, tag, now, expires))
+    }
+    fn sms_codes(&mut self, user: &str, now: i64) -> Result<Vec<CodeRecord>, StoreError> {
+        pass!(self, sms_codes(user, now))
+    }
+    fn spend_sms_code(&mut self, id: i64, now: i64) -> Result<bool, StoreError> {
+        pass!(self, spend_sms_code(id, now))
+    }
+    fn remember(
+        &mut self,
+        user: &str,
+        scope: &str,
+        addr: &str,
+        key: &str,
+        now: i64,
+        until: i64,
+    ) -> Result<(), StoreError> {
+        pass!(self, remember(user, scope, addr, key, now, until))
+    }
+    fn is_remembered(
+        &mut self,
+        user: &str,
+        scope: &str,
+        addr: &str,
+        key: &str,
+        now: i64,
+    ) -> Result<bool, StoreError> {
+        pass!(self, is_remembered(user, scope, addr, key, now))
+    }
+    fn reset_user(&mut self, user: &str) -> Result<(), StoreError> {
+        pass!(self, reset_user(user))
+    }
+    fn devices(&mut self, user: &str) -> Result<Vec<DeviceRecord>, StoreError> {
+        pass!(self, devices(user))
+    }
+    fn add_devices(&mut self, rows: &[NewDeviceRecord], now: i64) -> Result<Vec<i64>, StoreError> {
+        pass!(self, add_devices(rows, now))
+    }
+    fn set_default(&mut self, user: &str, device: i64) -> Result<(), StoreError> {
+        pass!(self, set_default(user, device))
+    }
+    fn remove_device(&mut self, user: &str, device: i64) -> Result<(), StoreError> {
+        pass!(self, remove_device(user, device))
+    }
+    fn spend_totp_step(&mut self, device: i64, step: u64) -> Result<bool, StoreError> {
+        pass!(self, spend_totp_step(device, step))
+    }
+    fn spend_hotp_counter(&mut self, device: i64, counter: u64) -> Result<bool, StoreError> {
+        pass!(self, spend_hotp_counter(device, counter))
+    }
+    fn bypass_codes(&mut self, user: &str) -> Result<Vec<CodeRecord>, StoreError> {
+        pass!(self, bypass_codes(user))
+    }
+    fn replace_bypass_codes(
+        &mut self,
+        user: &str,
+        codes: &[(Vec<u8>, Vec<u8>)],
+        now: i64,
+    ) -> Result<(), StoreError> {
+        pass!(self, replace_bypass_codes(user, codes, now))
+    }
+    fn spend_bypass_code(&mut self, id: i64, now: i64) -> Result<bool, StoreError> {
+        pass!(self, spend_bypass_code(id, now))
+    }
+    fn user_summaries(&mut self) -> Result<Vec<UserSummary>, StoreError> {
+        pass!(self, user_summaries())
+    }
+    fn dump(&mut self) -> Result<Dump, StoreError> {
+        pass!(self, dump())
+    }
+    fn is_empty(&mut self) -> Result<bool, StoreError> {
+        pass!(self, is_empty())
+    }
+    fn load(&mut self, dump: &Dump, replace: bool) -> Result<(), StoreError> {
+        pass!(self, load(dump, replace))
+    }
+}
+
+fn daemon(tune: impl FnOnce(&mut mfad::Config)) -> (TestDaemon, Calls) {
+    let calls: Calls = Arc::default();
+    let seen = Arc::clone(&calls);
+    let d = TestDaemon::start_wrapping_backend(tune, move |inner| {
+        Box::new(Counting { inner, calls: seen })
+    });
+    let step = totp::step_of(mfad::Clock::now(&d.clock), params());
+    d.store()
+        .add_totp_device("root", "phone", SECRET, params(), step - 5, T0)
+        .unwrap();
+    calls.lock().unwrap().clear();
+    (d, calls)
+}
+
+fn code_now(d: &TestDaemon) -> String {
+    let step = totp::step_of(mfad::Clock::now(&d.clock), params());
+    totp::code_at_step(SECRET, params(), step).to_string()
+}
+
+#[test]
+fn a_totp_login_reads_the_store_once_and_writes_once() {
+    let (d, calls) = daemon(|_| {});
+    let (outcome, _) = d.login("root", &[&code_now(&d)]);
+    assert_eq!(outcome, Outcome::Allow);
+    assert_eq!(
+        *calls.lock().unwrap(),
+        [
+            // The one read before the prompt.
+            "lock_state",
+            "devices",
+            "bypass_codes",
+            // The one write transaction for the answer.
+            "begin",
+            "lock_state",
+            "spend_totp_step",
+            "clear_failures",
+            "commit",
+        ]
+    );
+}
+
+#[test]
+fn with_remembered_logins_on_the_read_asks_and_the_success_is_remembered() {
+    let (d, calls) = daemon(|c| c.policy.remember_for = 3600);
+    let (outcome, _) = d.login("root", &[&code_now(&d)]);
+    assert_eq!(outcome, Outcome::Allow);
+    let calls = calls.lock().unwrap().clone();
+    assert_eq!(
+        calls,
+        [
+            "lock_state",
+            "devices",
+            "bypass_codes",
+            "is_remembered",
+            "begin",
+            "lock_state",
+            "spend_totp_step",
+            "clear_failures",
+            "commit",
+            "remember",
+        ]
+    );
+}
+
+#[test]
+fn a_wrong_code_then_a_right_one_reads_the_devices_once() {
+    let (d, calls) = daemon(|_| {});
+    let (outcome, _) = d.login("root", &["000000", &code_now(&d)]);
+    assert_eq!(outcome, Outcome::Allow);
+    let calls = calls.lock().unwrap().clone();
+    assert_eq!(
+        calls.iter().filter(|c| **c == "devices").count(),
+        1,
+        "{calls:?}"
+    );
+    assert_eq!(
+        calls.iter().filter(|c| **c == "begin").count(),
+        2,
+        "{calls:?}"
+    );
+    assert_eq!(calls.iter().filter(|c| **c == "record_failure").count(), 1);
+}
