@@ -36,6 +36,10 @@ struct NodeSpec {
     /// The password (pam_unix) before pam_mfa, as sshd logins do; without it, the stack is
     /// pam_mfa alone, for pamtester runs by the hundred.
     password_first: bool,
+    /// `[lockout] max_failures`.
+    max_failures: u32,
+    /// `[postgres] connect_timeout` and `statement_timeout` (seconds).
+    db_timeout: u64,
     /// More mfad.toml (see `MfadConfig::extra_toml`).
     extra_toml: String,
 }
@@ -45,6 +49,8 @@ impl Default for NodeSpec {
         NodeSpec {
             failmode: "secure",
             password_first: true,
+            max_failures: 10,
+            db_timeout: DB_TIMEOUT,
             extra_toml: String::new(),
         }
     }
@@ -98,11 +104,13 @@ impl Cluster {
             store: Some(self.pg.url()),
             // Both nodes seal secrets with one key: node A creates it, node B reads it.
             store_key: Some(self.scratch.join("store.key")),
+            lockout_max_failures: spec.max_failures,
             extra_toml: format!(
-                "{}\n[postgres]\npassword_file = \"{}\"\nconnect_timeout = {DB_TIMEOUT}\n\
-                 statement_timeout = {DB_TIMEOUT}\n",
+                "{}\n[postgres]\npassword_file = \"{}\"\nconnect_timeout = {t}\n\
+                 statement_timeout = {t}\n",
                 spec.extra_toml,
-                self.pg.password_file().display()
+                self.pg.password_file().display(),
+                t = spec.db_timeout,
             ),
             ..MfadConfig::default()
         };
@@ -428,16 +436,25 @@ fn pam_logins_at_once(c: &Cluster, logins: &[(usize, &str, String)]) -> Vec<PamL
         .collect()
 }
 
+/// pam_mfa alone; the documented database timeouts (5 s): a hundred logins at once make
+/// each node open its whole pool on a busy machine.
 fn pam_only() -> NodeSpec {
     NodeSpec {
         password_first: false,
+        db_timeout: 5,
         ..NodeSpec::default()
     }
 }
 
 #[test]
 fn one_code_raced_by_a_hundred_logins_over_both_nodes_opens_exactly_one() {
-    let c = Cluster::start(pam_only(), pam_only());
+    // Every lost race counts as a failure: no lock after ten here, so each loser meets the
+    // spent code itself rather than the lock.
+    let spec = NodeSpec {
+        max_failures: 1000,
+        ..pam_only()
+    };
+    let c = Cluster::start(spec.clone(), spec);
     let mut totp = c.enroll(0, c.user());
     let code = totp.fresh_code();
     let name = c.user().name.clone();
@@ -457,7 +474,15 @@ fn one_code_raced_by_a_hundred_logins_over_both_nodes_opens_exactly_one() {
             .join("\n"),
         c.diagnostics()
     );
-    assert_eq!(lost, 99, "every other login is refused, none crashed");
+    assert_eq!(
+        lost,
+        99,
+        "every other login is refused, none crashed: {:?}",
+        results
+            .iter()
+            .map(|r| (r.status, r.signal))
+            .collect::<Vec<_>>()
+    );
     // The losers were told why: the code was spent (not an outage, not a wrong code).
     let spent = results
         .iter()
