@@ -669,6 +669,11 @@ fn a_stuck_database_ends_logins_within_the_statement_timeout_and_changes_nothing
     assert_eq!(login.stdout.trim(), "after the lock");
     let login = c.login(1, &[&code], "echo should not run");
     assert!(login.refused(), "{}", login.describe());
+    assert!(
+        login.shown().contains("That passcode was already used"),
+        "{}",
+        login.describe()
+    );
     for node in [0, 1] {
         let log = c.mfad_log(node);
         assert_eq!(count(&log, "is unavailable"), 1, "{log}");
