@@ -98,8 +98,14 @@ impl Cluster {
     fn start_node(&self, label: &str, spec: &NodeSpec) -> Node {
         let dir = self.scratch.subdir(label, 0o755).unwrap();
         let bin = self.scratch.subdir(&format!("{label}/bin"), 0o755).unwrap();
-        let mfad_dir = self.scratch.subdir(&format!("{label}/mfad"), 0o755).unwrap();
-        let sshd_dir = self.scratch.subdir(&format!("{label}/sshd"), 0o755).unwrap();
+        let mfad_dir = self
+            .scratch
+            .subdir(&format!("{label}/mfad"), 0o755)
+            .unwrap();
+        let sshd_dir = self
+            .scratch
+            .subdir(&format!("{label}/sshd"), 0o755)
+            .unwrap();
         let config = MfadConfig {
             store: Some(self.pg.url()),
             // Both nodes seal secrets with one key: node A creates it, node B reads it.
@@ -235,12 +241,7 @@ fn enrolled_on_one_node_logs_in_on_the_other_and_a_code_spent_on_one_is_refused_
     // Enrolled through A, logged in through B.
     let code = totp.fresh_code();
     let on_b = c.login(1, &[&code], "echo in on B as $(id -un)");
-    assert!(
-        on_b.logged_in(),
-        "{}\n{}",
-        on_b.describe(),
-        c.diagnostics()
-    );
+    assert!(on_b.logged_in(), "{}\n{}", on_b.describe(), c.diagnostics());
     assert_eq!(on_b.stdout.trim(), format!("in on B as {}", c.user().name));
 
     // The same code replayed on A: already spent.
@@ -590,7 +591,12 @@ fn a_database_outage_ends_logins_by_the_fail_mode_and_they_work_again_once_it_is
     );
     assert!(took < OUTAGE_BOUND, "B took {took:?}");
     // Logged once for the outage, not once per login.
-    assert_eq!(count(&c.mfad_log(0), "is unavailable"), 1, "{}", c.mfad_log(0));
+    assert_eq!(
+        count(&c.mfad_log(0), "is unavailable"),
+        1,
+        "{}",
+        c.mfad_log(0)
+    );
     assert_eq!(count(&c.mfad_log(0), "answers again"), 0);
 
     // Back: no mfad restart. The code spent before the outage stays spent, the enrolment
@@ -614,7 +620,12 @@ fn a_database_outage_ends_logins_by_the_fail_mode_and_they_work_again_once_it_is
     );
     assert_eq!(login.stdout.trim(), "back on A");
     assert_eq!(count(&c.mfad_log(0), "is unavailable"), 1);
-    assert_eq!(count(&c.mfad_log(0), "answers again"), 1, "{}", c.mfad_log(0));
+    assert_eq!(
+        count(&c.mfad_log(0), "answers again"),
+        1,
+        "{}",
+        c.mfad_log(0)
+    );
 }
 
 #[test]
