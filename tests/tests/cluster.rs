@@ -558,6 +558,7 @@ fn a_database_outage_ends_logins_by_the_fail_mode_and_they_work_again_once_it_is
         let started = Instant::now();
         let login = c.login(0, &[&wrong], "echo should not run");
         let took = started.elapsed();
+        println!("took {took:?}");
         assert!(
             login.refused(),
             "A, login {n}: {}\n{}",
@@ -576,6 +577,7 @@ fn a_database_outage_ends_logins_by_the_fail_mode_and_they_work_again_once_it_is
     let started = Instant::now();
     let login = c.login(1, &[&wrong], "echo in without the second factor");
     let took = started.elapsed();
+    println!("took {took:?}");
     assert!(
         login.logged_in(),
         "{}\n{}",
@@ -643,6 +645,7 @@ fn a_stuck_database_ends_logins_within_the_statement_timeout_and_changes_nothing
         let started = Instant::now();
         let login = c.login(node, &[&code], "echo in on the stuck database");
         let took = started.elapsed();
+        println!("took {took:?}");
         assert!(
             took < OUTAGE_BOUND,
             "node {}: took {took:?}\n{}",
