@@ -23,6 +23,12 @@ pub struct MfadConfig {
     pub totp_window: u64,
     pub lockout_max_failures: u32,
     pub lockout_duration: u64,
+    /// `store = "…"` (e.g. a `postgresql://` URL), written instead of `database`; the
+    /// `[postgres]` table then goes in [`MfadConfig::extra_toml`].
+    pub store: Option<String>,
+    /// The store key to use instead of a fresh one in mfad's directory: the nodes of a
+    /// cluster share one (created by the first mfad that starts).
+    pub store_key: Option<PathBuf>,
     /// More TOML for the generated mfad.toml: lines before the first `[table]` header join
     /// the top level (`wait_prompt = false`), the rest goes after the harness's own tables.
     pub extra_toml: String,
@@ -39,6 +45,8 @@ impl Default for MfadConfig {
             totp_window: 1,
             lockout_max_failures: 10,
             lockout_duration: 3600,
+            store: None,
+            store_key: None,
             extra_toml: String::new(),
         }
     }
@@ -47,10 +55,14 @@ impl Default for MfadConfig {
 impl MfadConfig {
     fn render(&self, socket: &Path, database: &Path, store_key: &Path) -> String {
         let (top, tables) = split_top_level(&self.extra_toml);
+        let store = match &self.store {
+            Some(url) => format!("store = \"{url}\"\n"),
+            None => format!("database = \"{}\"\n", database.display()),
+        };
         format!(
             "# Written by the mfa-e2e harness.\n\
              socket = \"{socket}\"\n\
-             database = \"{database}\"\n\
+             {store}\
              store_key = \"{store_key}\"\n\
              issuer = \"mfa-e2e\"\n\
              unenrolled = \"{unenrolled}\"\n\
@@ -61,7 +73,6 @@ impl MfadConfig {
              \n[lockout]\nmax_failures = {max_failures}\nduration = {duration}\n\
              \n[log]\nsyslog = false\nlevel = \"debug\"\n{tables}",
             socket = socket.display(),
-            database = database.display(),
             store_key = store_key.display(),
             unenrolled = self.unenrolled,
             max_attempts = self.max_attempts,
@@ -106,6 +117,7 @@ pub struct Mfad {
     pub approval_port: Option<u16>,
     pub config_path: PathBuf,
     pub socket: PathBuf,
+    /// The SQLite file (unused when [`MfadConfig::store`] names another store).
     pub database: PathBuf,
     /// The key that seals the database's secrets (a test opening the store needs it).
     pub store_key: PathBuf,
@@ -142,7 +154,10 @@ impl Mfad {
         let socket = dir.join("run").join("mfad.sock");
         let database = dir.join("lib").join("mfa.db");
         let config_path = dir.join("mfad.toml");
-        let store_key = dir.join("store.key");
+        let store_key = config
+            .store_key
+            .clone()
+            .unwrap_or_else(|| dir.join("store.key"));
         // 0600, as installed: it may hold provider tokens, and mfad refuses those world-readable.
         let text = config.render(&socket, &database, &store_key);
         write_file(&config_path, &text, 0o600)?;
