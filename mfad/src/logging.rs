@@ -2,7 +2,7 @@
 
 use crate::config::{LogConfig, LogLevel};
 use std::ffi::CStr;
-use tracing_subscriber::filter::LevelFilter;
+use tracing_subscriber::filter::{LevelFilter, Targets};
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::{Layer, fmt};
@@ -18,14 +18,23 @@ fn level(l: LogLevel) -> LevelFilter {
     }
 }
 
+/// mfad's own lines at the configured level; every library's at most warnings, whatever the
+/// level: at debug, the PostgreSQL driver logs each statement with its parameters (sealed
+/// secrets, keyed code hashes, the key's check value), and the HTTP clients their URLs.
+pub fn targets(l: LogLevel) -> Targets {
+    Targets::new()
+        .with_target("mfad", level(l))
+        .with_default(level(l).min(LevelFilter::WARN))
+}
+
 pub fn init(config: &LogConfig, stderr: bool) {
-    let filter = level(config.level);
+    let filter = targets(config.level);
     let stderr_layer = stderr.then(|| {
         fmt::layer()
             .with_writer(std::io::stderr)
             .with_ansi(false)
             .with_target(false)
-            .with_filter(filter)
+            .with_filter(filter.clone())
     });
     let syslog_layer = if config.syslog {
         syslog_tracing::Syslog::new(
@@ -96,7 +105,23 @@ pub fn admin_action(by: &str, uid: u32, action: &str, user: &str, result: &str) 
 
 #[cfg(test)]
 mod tests {
-    use super::field;
+    use super::{field, targets};
+    use crate::config::LogLevel;
+
+    #[test]
+    fn at_debug_mfad_speaks_but_the_database_driver_does_not() {
+        use tracing::Level;
+        let t = targets(LogLevel::Debug);
+        assert!(t.would_enable("mfad::login", &Level::DEBUG));
+        assert!(t.would_enable("mfad::decision", &Level::INFO));
+        assert!(!t.would_enable("tokio_postgres::query", &Level::DEBUG));
+        assert!(!t.would_enable("tokio_postgres::prepare", &Level::INFO));
+        assert!(t.would_enable("tokio_postgres", &Level::WARN));
+        assert!(!t.would_enable("reqwest::connect", &Level::DEBUG));
+        let t = targets(LogLevel::Error);
+        assert!(!t.would_enable("mfad::login", &Level::WARN));
+        assert!(!t.would_enable("tokio_postgres", &Level::WARN));
+    }
 
     #[test]
     fn values_with_spaces_or_quotes_are_quoted_and_cannot_close_their_quotes() {
