@@ -238,11 +238,25 @@ impl Daemon {
         T: Send + 'static,
         F: FnOnce(&mut Store) -> std::result::Result<T, StoreError> + Send + 'static,
     {
-        let mut store = self.store.get().await?;
-        let result = tokio::task::spawn_blocking(move || f(&mut store)).await?;
+        let started = tokio::time::Instant::now();
+        let result = match self.store.get().await {
+            Ok(mut store) => {
+                let backend = store.backend_kind();
+                let result = tokio::task::spawn_blocking(move || f(&mut store)).await?;
+                (backend, result)
+            }
+            Err(e) => ("unavailable", Err(e)),
+        };
+        let (backend, result) = result;
         match &result {
-            Ok(_) => self.store.answered(),
-            Err(e) => self.store.failed(e),
+            Ok(_) => {
+                self.store.answered();
+                crate::metrics::store_operation(backend, started.elapsed(), None);
+            }
+            Err(e) => {
+                self.store.failed(e);
+                crate::metrics::store_operation(backend, started.elapsed(), Some(e.is_outage()));
+            }
         }
         Ok(result?)
     }

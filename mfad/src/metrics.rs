@@ -1,6 +1,8 @@
 //! Prometheus metrics in the text format, on an opt-in TCP listener (`[metrics] listen`):
 //! decisions by outcome and method (every decision line counts once), users locked out now,
-//! and push/call approvals pending. Nothing secret, no user name, is ever a label.
+//! push/call approvals pending, the store's latency and errors, each provider's requests,
+//! errors and latency, and connections the per-uid limits turned away. Nothing secret, no
+//! user name, is ever a label.
 
 use crate::daemon::Daemon;
 use axum::Router;
@@ -15,6 +17,7 @@ use prometheus_client::encoding::text::encode;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 use serde::Deserialize;
 use std::future::Future;
@@ -40,6 +43,16 @@ struct Metrics {
     decisions: Family<Labels, Counter>,
     locked_users: Gauge,
     pending_approvals: Gauge,
+    store_seconds: Family<Labels, Histogram>,
+    store_errors: Family<Labels, Counter>,
+    provider_requests: Family<Labels, Counter>,
+    provider_seconds: Family<Labels, Histogram>,
+    connections_refused: Family<Labels, Counter>,
+}
+
+/// Latency buckets from 0.5 ms to about 33 s.
+fn latency() -> Histogram {
+    Histogram::new(exponential_buckets(0.0005, 2.0, 17))
 }
 
 static METRICS: OnceLock<Metrics> = OnceLock::new();
@@ -65,13 +78,115 @@ fn metrics() -> &'static Metrics {
             "Pushes and calls waiting for the phone's answer",
             pending_approvals.clone(),
         );
+        let store_seconds = Family::<Labels, Histogram>::new_with_constructor(latency as fn() -> Histogram);
+        let store_errors = Family::<Labels, Counter>::default();
+        let provider_requests = Family::<Labels, Counter>::default();
+        let provider_seconds = Family::<Labels, Histogram>::new_with_constructor(latency as fn() -> Histogram);
+        let connections_refused = Family::<Labels, Counter>::default();
+        registry.register(
+            "mfa_store_seconds",
+            "Time a conversation waited for one store operation (a connection, then the work), by backend",
+            store_seconds.clone(),
+        );
+        registry.register(
+            "mfa_store_errors",
+            "Store operations that failed, by kind (outage: the store out of reach; error: anything else)",
+            store_errors.clone(),
+        );
+        registry.register(
+            "mfa_provider_requests",
+            "Requests to providers (ntfy, webhook, twilio, duo), by provider, call and result (ok, error)",
+            provider_requests.clone(),
+        );
+        registry.register(
+            "mfa_provider_seconds",
+            "Time a provider took to answer, by provider and call (Duo's auth_status long-polls)",
+            provider_seconds.clone(),
+        );
+        registry.register(
+            "mfa_connections_refused",
+            "Connections turned away by the limits, by reason (user: one uid's limit; all_users: \
+             the limit for all non-root callers; root: root's reserve)",
+            connections_refused.clone(),
+        );
         Metrics {
             registry,
             decisions,
             locked_users,
             pending_approvals,
+            store_seconds,
+            store_errors,
+            provider_requests,
+            provider_seconds,
+            connections_refused,
         }
     })
+}
+
+fn labels(pairs: &[(&str, &str)]) -> Labels {
+    pairs
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
+}
+
+/// Records one store operation: how long it took and, when it failed, how.
+pub fn store_operation(backend: &'static str, took: Duration, error: Option<bool>) {
+    let m = metrics();
+    m.store_seconds
+        .get_or_create(&labels(&[("backend", backend)]))
+        .observe(took.as_secs_f64());
+    if let Some(outage) = error {
+        let kind = if outage { "outage" } else { "error" };
+        m.store_errors
+            .get_or_create(&labels(&[("backend", backend), ("kind", kind)]))
+            .inc();
+    }
+}
+
+/// Runs one provider request (`provider`, its `call`), recording its latency and result.
+pub async fn provider_request<T, E>(
+    provider: &'static str,
+    call: &str,
+    request: impl Future<Output = Result<T, E>>,
+) -> Result<T, E> {
+    let started = tokio::time::Instant::now();
+    let result = request.await;
+    let m = metrics();
+    m.provider_seconds
+        .get_or_create(&labels(&[("provider", provider), ("call", call)]))
+        .observe(started.elapsed().as_secs_f64());
+    let outcome = if result.is_ok() { "ok" } else { "error" };
+    m.provider_requests
+        .get_or_create(&labels(&[
+            ("provider", provider),
+            ("call", call),
+            ("result", outcome),
+        ]))
+        .inc();
+    result
+}
+
+/// Counts a connection the limits turned away (`reason`: user, all_users, root).
+pub fn connection_refused(reason: &'static str) {
+    metrics()
+        .connections_refused
+        .get_or_create(&labels(&[("reason", reason)]))
+        .inc();
+}
+
+/// Everything counted so far, in the OpenMetrics text format (what `GET /metrics` serves).
+pub fn render() -> Option<String> {
+    let mut body = String::new();
+    encode(&mut body, &metrics().registry).ok()?;
+    Some(body)
+}
+
+/// The value of the sample `name{labels}` in `text` (0 when absent), for tests.
+pub fn sample(text: &str, key: &str) -> f64 {
+    text.lines()
+        .find_map(|l| l.strip_prefix(key)?.strip_prefix(' ')?.parse().ok())
+        .unwrap_or(0.0)
 }
 
 /// Counts one decision (called for every decision line).
@@ -99,10 +214,9 @@ async fn scrape(State(daemon): State<Arc<Daemon>>) -> Response {
     let m = metrics();
     m.pending_approvals
         .set(daemon.approvals().len().try_into().unwrap_or(i64::MAX));
-    let mut body = String::new();
-    if encode(&mut body, &m.registry).is_err() {
+    let Some(body) = render() else {
         return StatusCode::INTERNAL_SERVER_ERROR.into_response();
-    }
+    };
     (
         [(
             CONTENT_TYPE,

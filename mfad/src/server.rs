@@ -247,6 +247,11 @@ pub async fn serve(
                 let slot = match limits.take(uid) {
                     Ok(slot) => slot,
                     Err(over) => {
+                        crate::metrics::connection_refused(match over {
+                            Over::Root => "root",
+                            Over::User(_) => "user",
+                            Over::AllUsers => "all_users",
+                        });
                         limits.report(uid, &over);
                         turn_away(&stream, &over);
                         continue;

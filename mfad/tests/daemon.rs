@@ -443,6 +443,41 @@ fn python_as_nobody(script: &str, args: &[&std::ffi::OsStr]) -> String {
 use std::os::unix::process::CommandExt;
 
 #[test]
+fn connections_over_a_users_limit_are_turned_away_and_counted() {
+    let d = TestDaemon::start(|_| {});
+    let refused = r#"mfa_connections_refused_total{reason="user"}"#;
+    let before = mfad::metrics::sample(&mfad::metrics::render().unwrap(), refused);
+    // Nobody holds the limit's worth of connections open, then asks for one more.
+    let script = r#"
+import socket, sys, time
+held = []
+for _ in range(int(sys.argv[2])):
+    s = socket.socket(socket.AF_UNIX); s.connect(sys.argv[1]); held.append(s)
+time.sleep(0.3)
+extra = socket.socket(socket.AF_UNIX); extra.connect(sys.argv[1])
+extra.settimeout(5)
+data = b""
+try:
+    while True:
+        chunk = extra.recv(4096)
+        if not chunk: break
+        data += chunk
+except Exception:
+    pass
+print(len(data) > 0)
+"#;
+    let limit = mfad::server::MAX_PER_USER.to_string();
+    let out = python_as_nobody(script, &[d.socket().as_os_str(), limit.as_ref()]);
+    assert_eq!(
+        out.trim(),
+        "True",
+        "the extra connection was told why and closed"
+    );
+    let after = mfad::metrics::sample(&mfad::metrics::render().unwrap(), refused);
+    assert!(after - before >= 1.0, "{before} -> {after}");
+}
+
+#[test]
 fn a_non_root_caller_cannot_authenticate_or_administer_another_user() {
     let d = TestDaemon::start(|_| {});
     d.enrol_totp("root");

@@ -237,8 +237,16 @@ const MENU: &str = "info: Two-factor login for root\n\nEnter a passcode or selec
 fn the_menu_has_the_seed_shape_and_an_approved_push_logs_in() {
     let d = OobDaemon::start();
     d.push_and_phone();
+    let pushed = r#"mfa_provider_requests_total{provider="ntfy",call="push",result="ok"}"#;
+    let before = mfad::metrics::render().unwrap();
     let (outcome, script) = d.login(&[say("1"), say("")]);
     assert_eq!(outcome, Outcome::Allow, "{}", script.text());
+    let after = mfad::metrics::render().unwrap();
+    assert!(
+        mfad::metrics::sample(&after, pushed) - mfad::metrics::sample(&before, pushed) >= 1.0,
+        "{after}"
+    );
+    assert!(after.contains(r#"mfa_provider_seconds_count{provider="ntfy",call="push"}"#));
     assert_eq!(script.shown[0], MENU, "{}", script.text());
     assert_eq!(
         script.prompts(),
@@ -377,6 +385,8 @@ fn a_failing_notifier_says_so_returns_to_the_menu_and_a_passcode_still_works() {
     let d = OobDaemon::start();
     d.push_and_phone();
     d.add_totp();
+    let failed = r#"mfa_provider_requests_total{provider="ntfy",call="push",result="error"}"#;
+    let before = mfad::metrics::sample(&mfad::metrics::render().unwrap(), failed);
     for (service, says) in [
         (
             Service::Fails(500),
@@ -420,6 +430,9 @@ fn a_failing_notifier_says_so_returns_to_the_menu_and_a_passcode_still_works() {
     }
     // Three pushes went out; the phone never saw one it could open.
     assert_eq!(d.phone.notifications().len(), 3);
+    // The metrics count the three failed requests.
+    let after = mfad::metrics::sample(&mfad::metrics::render().unwrap(), failed);
+    assert!(after - before >= 3.0, "{before} -> {after}");
     assert!(d.phone.steps().is_empty());
 }
 

@@ -100,4 +100,14 @@ fn the_metrics_endpoint_counts_real_logins_by_outcome_and_the_lockout() {
         "{after:?}"
     );
     assert_eq!(get(&after, "mfa_locked_users"), 1.0, "{after:?}");
+    // Every store operation of those logins was timed; none failed.
+    let ops = r#"mfa_store_seconds_count{backend="sqlite"}"#;
+    assert!(get(&after, ops) - get(&before, ops) >= 5.0, "{after:?}");
+    assert_eq!(
+        get(
+            &after,
+            r#"mfa_store_errors_total{backend="sqlite",kind="error"}"#
+        ),
+        0.0
+    );
 }

@@ -378,6 +378,23 @@ impl DuoClient {
         signed: bool,
         limit: Duration,
     ) -> Result<T, DuoError> {
+        let name = path.trim_start_matches("/auth/v2/");
+        crate::metrics::provider_request(
+            "duo",
+            name,
+            self.call_with_retries(method, path, params, signed, limit),
+        )
+        .await
+    }
+
+    async fn call_with_retries<T: DeserializeOwned>(
+        &self,
+        method: &str,
+        path: &str,
+        params: Params,
+        signed: bool,
+        limit: Duration,
+    ) -> Result<T, DuoError> {
         let idempotent = method == "GET" || path == "/auth/v2/preauth";
         let mut backoff = Duration::from_secs(1);
         let mut rate_limited = 0;

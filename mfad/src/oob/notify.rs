@@ -220,6 +220,10 @@ impl Notifier {
     /// Sends one login request to `target`: the device's ntfy topic, or for a webhook the
     /// push id enrolled for the device (passed through as `target`).
     pub async fn push(&self, target: &str, msg: &PushMessage) -> Result<(), ProviderError> {
+        crate::metrics::provider_request(self.provider(), "push", self.send_push(target, msg)).await
+    }
+
+    async fn send_push(&self, target: &str, msg: &PushMessage) -> Result<(), ProviderError> {
         let provider = self.provider();
         let (user, host, rhost) = (visible(&msg.user), visible(&msg.host), visible(&msg.rhost));
         let request = match self.kind {

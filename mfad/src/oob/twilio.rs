@@ -153,6 +153,19 @@ impl Twilio {
     }
 
     async fn create(&self, resource: &str, form: &[(&str, &str)]) -> Result<String, ProviderError> {
+        let call = if resource.starts_with("Calls") {
+            "call"
+        } else {
+            "sms"
+        };
+        crate::metrics::provider_request(PROVIDER, call, self.send_create(resource, form)).await
+    }
+
+    async fn send_create(
+        &self,
+        resource: &str,
+        form: &[(&str, &str)],
+    ) -> Result<String, ProviderError> {
         let url = format!(
             "{}/2010-04-01/Accounts/{}/{resource}",
             self.api_base, self.account_sid
