@@ -32,7 +32,7 @@ impl Opener for PgOpener {
         let (opts, key) = (self.opts.clone(), Arc::clone(&self.key));
         Box::pin(async move {
             let backend = postgres::connect(&opts).await?;
-            Store::from_backend(Box::new(backend), key)
+            checked(backend, key).await
         })
     }
 
@@ -42,6 +42,15 @@ impl Opener for PgOpener {
             crate::config::redact_urls(&self.opts.url)
         )
     }
+}
+
+/// A store over a new connection, once the database's key check matches `key`. The check
+/// is a blocking store call: it runs on a blocking thread, as every store call does (on a
+/// runtime worker it would fail, and every new connection of the pool with it).
+async fn checked(backend: postgres::PgBackend, key: Arc<StoreKey>) -> Result<Store, StoreError> {
+    tokio::task::spawn_blocking(move || Store::from_backend(Box::new(backend), key))
+        .await
+        .map_err(|e| StoreError::Unavailable(format!("the store's key check stopped: {e}")))?
 }
 
 /// Opens one connection to the configured store (for offline tools: migrate, restore).
@@ -58,7 +67,7 @@ pub async fn open_store(config: &Config, key: StoreKey) -> Result<Store, StoreEr
             let opts = pg_options(config, url);
             postgres::prepare(&opts, &key.check_value()).await?;
             let backend = postgres::connect(&opts).await?;
-            Store::from_backend(Box::new(backend), Arc::new(key))
+            checked(backend, Arc::new(key)).await
         }
     }
 }
