@@ -300,6 +300,17 @@ fn concurrency(
         (vec![nodes[0].socket.clone()], &pg_pool),
         (nodes.iter().map(|n| n.socket.clone()).collect(), &pg_pool),
     ];
+    // One login per node on its own first: two nodes' first concurrent lookups through
+    // nss_wrapper once found no such user (its files are read on first use); a site's
+    // NSS has no such start.
+    for socket in [&sqlite.socket, &nodes[0].socket, &nodes[1].socket] {
+        if !socket::one(socket, Op::Policy, &sqlite_pool)?.0 {
+            return Err(BenchError(format!(
+                "the first login through {} did not end as expected",
+                socket.display()
+            )));
+        }
+    }
     // Warm up: page cache, the first connections, SQLite's statement cache, each node's
     // pool of PostgreSQL connections.
     for (sockets, pool) in &setups {
