@@ -1,6 +1,7 @@
 //! mfad alone, over its socket: verifications per second and latency at several numbers of
-//! concurrent clients, daemon memory idle and with pending push approvals, and how the cost
-//! grows with the number of enrolled users.
+//! concurrent clients (on SQLite, and on PostgreSQL with one node or two), daemon memory
+//! idle and with pending push approvals, and how the cost grows with the number of enrolled
+//! users.
 //!
 //! Every TOTP verification is a real accept with its durable replay record: each check uses
 //! a (user, time step) pair that nobody used before. A user accepts steps now-1, now and
