@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # The benchmark command: builds the release binaries, then measures ssh logins through a
 # private sshd (password only; + pam_mfa; + pam_google_authenticator; + pam_oath, same
-# secret), mfad alone over its socket (1 to 200 concurrent clients), its memory, and the
-# cost against the store's size. Prints the tables and writes them into
-# docs/BENCHMARKS.md. Needs root (a throwaway user, /etc/pam.d, a private sshd).
+# secret), mfad alone over its socket (1 to 200 concurrent clients; SQLite, and a private
+# PostgreSQL with one mfad and with two), its memory, and the cost against the store's
+# size. Prints the tables and writes them into docs/BENCHMARKS.md. Needs root (a throwaway
+# user, /etc/pam.d, a private sshd, a PostgreSQL server run as the postgres user).
 #
 #   scripts/bench.sh            full run (a few minutes), rewrites docs/BENCHMARKS.md
 #   scripts/bench.sh --smoke    a short run that writes nothing (what CI may afford)

@@ -46,6 +46,18 @@ pub struct BenchDaemon {
     pub socket: PathBuf,
 }
 
+/// Where a bench mfad keeps its state.
+pub enum StoreSpec<'a> {
+    /// An SQLite file of its own, in its directory (seeded by [`BenchDaemon::start`]).
+    Sqlite(&'a Path),
+    /// A PostgreSQL database shared with other nodes, and the store key they share.
+    Postgres {
+        url: &'a str,
+        password_file: &'a Path,
+        store_key: &'a Path,
+    },
+}
+
 impl BenchDaemon {
     /// Seeds a store in `dir` with `enrolled` users (a TOTP device each; the first
     /// `in_nss` of them also exist for NSS), then starts `mfad` on it.
@@ -58,36 +70,23 @@ impl BenchDaemon {
         push_users: usize,
     ) -> Result<BenchDaemon, BenchError> {
         std::fs::create_dir_all(dir)?;
-        let socket = dir.join("run/mfad.sock");
         let database = dir.join("lib/mfa.db");
         seed(&database, enrolled)?;
         if push_users > 0 {
             add_push_devices(&database, push_users)?;
         }
-        let mut passwd = String::from("root:x:0:0:root:/root:/bin/sh\n");
-        for i in 0..in_nss.min(enrolled) {
-            passwd.push_str(&format!(
-                "{}:x:{}:{}:bench:/nonexistent:/bin/false\n",
-                user_name(i),
-                100_000 + i,
-                100_000
-            ));
-        }
-        std::fs::write(dir.join("passwd"), passwd)?;
-        std::fs::write(dir.join("group"), "root:x:0:\nbench:x:100000:\n")?;
-        let config = dir.join("mfad.toml");
-        std::fs::write(
-            &config,
-            format!(
-                "socket = \"{}\"\ndatabase = \"{}\"\nstore_key = \"{}\"\nissuer = \"bench\"\nmax_attempts = 1\n\
-                 answer_timeout = 120\nwait_prompt = false\n\n[lockout]\nmax_failures = 0\n\n\
-                 [log]\nsyslog = false\nlevel = \"info\"\n\n[policy]\n\
-                 trusted_networks = [\"10.0.0.0/8\"]\n{extra_toml}",
-                socket.display(),
-                database.display(),
-                store_key_of(&database).display()
-            ),
+        let config = write_config(
+            dir,
+            in_nss.min(enrolled),
+            &StoreSpec::Sqlite(&database),
+            extra_toml,
         )?;
+        BenchDaemon::spawn(mfad, dir, &config)
+    }
+
+    /// Starts `mfad` on the configuration `config` (from [`write_config`]) in `dir`.
+    pub fn spawn(mfad: &Path, dir: &Path, config: &Path) -> Result<BenchDaemon, BenchError> {
+        let socket = dir.join("run/mfad.sock");
         let log = File::create(dir.join("mfad.stderr"))?;
         // MFA_BENCH_WRAPPER runs mfad under a profiler, e.g. "valgrind --tool=callgrind".
         let wrapper = std::env::var("MFA_BENCH_WRAPPER").unwrap_or_default();
@@ -103,7 +102,7 @@ impl BenchDaemon {
         let child = command
             .arg("--foreground")
             .arg("--config")
-            .arg(&config)
+            .arg(config)
             .env("LD_PRELOAD", NSS_WRAPPER)
             .env("NSS_WRAPPER_PASSWD", dir.join("passwd"))
             .env("NSS_WRAPPER_GROUP", dir.join("group"))
@@ -180,6 +179,103 @@ impl Drop for BenchDaemon {
     }
 }
 
+/// Writes `dir/mfad.toml` for a node on `store`, with bench users `0..in_nss` in its
+/// nss_wrapper files (`dir/passwd`, `dir/group`); returns the config's path.
+pub fn write_config(
+    dir: &Path,
+    in_nss: usize,
+    store: &StoreSpec<'_>,
+    extra_toml: &str,
+) -> Result<PathBuf, BenchError> {
+    std::fs::create_dir_all(dir)?;
+    let mut passwd = String::from("root:x:0:0:root:/root:/bin/sh\n");
+    for i in 0..in_nss {
+        passwd.push_str(&format!(
+            "{}:x:{}:{}:bench:/nonexistent:/bin/false\n",
+            user_name(i),
+            100_000 + i,
+            100_000
+        ));
+    }
+    std::fs::write(dir.join("passwd"), passwd)?;
+    std::fs::write(dir.join("group"), "root:x:0:\nbench:x:100000:\n")?;
+    let (location, key, postgres) = match store {
+        StoreSpec::Sqlite(database) => (
+            format!("database = \"{}\"", database.display()),
+            store_key_of(database),
+            String::new(),
+        ),
+        // The server's defaults for the pool (8 connections) and its timeouts.
+        StoreSpec::Postgres {
+            url,
+            password_file,
+            store_key,
+        } => (
+            format!("store = \"{url}\""),
+            store_key.to_path_buf(),
+            format!(
+                "\n[postgres]\npassword_file = \"{}\"\n",
+                password_file.display()
+            ),
+        ),
+    };
+    let config = dir.join("mfad.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "socket = \"{}\"\n{location}\nstore_key = \"{}\"\nissuer = \"bench\"\nmax_attempts = 1\n\
+             answer_timeout = 120\nwait_prompt = false\n\n[lockout]\nmax_failures = 0\n\n\
+             [log]\nsyslog = false\nlevel = \"info\"\n\n[policy]\n\
+             trusted_networks = [\"10.0.0.0/8\"]\n{postgres}{extra_toml}",
+            dir.join("run/mfad.sock").display(),
+            key.display()
+        ),
+    )?;
+    Ok(config)
+}
+
+/// Seeds the PostgreSQL store `config` names the way a site moves a node onto it: an SQLite
+/// file seeded like the SQLite bench's (in `dir`), then `mfad --migrate-store`. Returns the
+/// store key the nodes share (beside that file).
+pub fn seed_postgres(
+    mfad: &Path,
+    dir: &Path,
+    enrolled: usize,
+    url: &str,
+    password_file: &Path,
+) -> Result<PathBuf, BenchError> {
+    let database = dir.join("lib/mfa.db");
+    seed(&database, enrolled)?;
+    let store_key = store_key_of(&database);
+    let config = write_config(
+        dir,
+        0,
+        &StoreSpec::Postgres {
+            url,
+            password_file,
+            store_key: &store_key,
+        },
+        "",
+    )?;
+    let out = Command::new(mfad)
+        .arg("--config")
+        .arg(&config)
+        .arg("--migrate-store")
+        .arg(&database)
+        .stdin(Stdio::null())
+        .output()
+        .map_err(|e| BenchError(format!("starting {}: {e}", mfad.display())))?;
+    if !out.status.success() {
+        return Err(BenchError(format!(
+            "mfad --migrate-store into {url} failed ({}):\n{}{}",
+            out.status,
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        )));
+    }
+    Ok(store_key)
+}
+
 fn unsafe_kill(pid: u32, signal: i32) {
     if let Ok(pid) = i32::try_from(pid) {
         // SAFETY: kill(2) with a pid this process started and still owns (not yet reaped).
@@ -189,13 +285,13 @@ fn unsafe_kill(pid: u32, signal: i32) {
     }
 }
 
-/// `enrolled` users with one TOTP device each, whose last spent step lies in the past, in
-/// one transaction.
 /// The store key of the bench's database: beside it, in the bench's own directory.
 fn store_key_of(database: &Path) -> std::path::PathBuf {
     database.with_file_name("store.key")
 }
 
+/// `enrolled` users with one TOTP device each, whose last spent step lies in the past, in
+/// one transaction.
 fn seed(database: &Path, enrolled: usize) -> Result<(), BenchError> {
     let mut store = Store::open_with_key_file(database, &store_key_of(database))
         .map_err(|e| BenchError(e.to_string()))?;

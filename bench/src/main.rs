@@ -11,7 +11,9 @@ mod socket;
 mod ssh;
 mod stats;
 
-use report::Report;
+use daemon::{BenchDaemon, StoreSpec};
+use mfa_test_support::postgres::TestPostgres;
+use report::{Report, StoreRow};
 use socket::{Op, UserPool};
 use stats::{Samples, median};
 use std::path::PathBuf;
@@ -233,25 +235,118 @@ fn tempdir(prefix: &str) -> Result<PathBuf, BenchError> {
     Ok(dir)
 }
 
-/// Rows of the concurrency table: for each (op, clients), per-round throughputs and all
-/// latencies, the rounds interleaved so drift in the machine's load hits every row alike.
+/// The stores the concurrency table compares, in its order.
+const SETUPS: [&str; 3] = [
+    "SQLite, 1 node",
+    "PostgreSQL, 1 node",
+    "PostgreSQL, 2 nodes",
+];
+
+/// A real PostgreSQL server (the test harness's: a fresh cluster, fsync on), or why not.
+fn start_postgres() -> Result<TestPostgres, BenchError> {
+    // The harness panics with its reason (no server installed, initdb failed): keep it.
+    std::panic::catch_unwind(TestPostgres::start).map_err(|why| {
+        let why = why
+            .downcast_ref::<String>()
+            .cloned()
+            .or_else(|| why.downcast_ref::<&str>().map(|s| s.to_string()))
+            .unwrap_or_default();
+        BenchError(format!("cannot start PostgreSQL for the benchmark: {why}"))
+    })
+}
+
+/// Rows of the concurrency tables: for each (op, clients) and each store setup, per-round
+/// throughputs and all latencies. The setups of one (op, clients) run next to each other and
+/// the rounds are interleaved, so drift in the machine's load hits every row alike.
 fn concurrency(
     mfad: &std::path::Path,
     dir: &std::path::Path,
     plan: &Plan,
     report: &mut Report,
 ) -> Result<(), BenchError> {
-    eprintln!("mfa-bench: mfad with {} enrolled users", plan.pool);
-    let d = socket::daemon(mfad, dir, plan.pool, plan.pool, "", 0)?;
-    let pool = UserPool::new(plan.pool);
-    // Warm up: page cache, the first connections, SQLite's statement cache.
-    socket::phase(&d.socket, Op::Policy, 4, Duration::from_millis(200), &pool)?;
-    socket::phase(&d.socket, Op::Totp, 4, Duration::from_millis(200), &pool)?;
-    let ops = [Op::Totp, Op::Policy];
-    let mut rows: Vec<(Op, usize, Vec<f64>, Samples, usize)> = Vec::new();
-    for &op in &ops {
-        for &c in &plan.clients {
-            rows.push((op, c, Vec::new(), Samples::default(), 0));
+    eprintln!(
+        "mfa-bench: mfad with {} enrolled users, on SQLite and on PostgreSQL",
+        plan.pool
+    );
+    let sqlite = socket::daemon(mfad, &dir.join("sqlite"), plan.pool, plan.pool, "", 0)?;
+    let pg = start_postgres()?;
+    let password_file = pg.password_file();
+    let url = pg.url();
+    let started = Instant::now();
+    let store_key =
+        daemon::seed_postgres(mfad, &dir.join("pg-seed"), plan.pool, &url, &password_file)?;
+    eprintln!(
+        "mfa-bench: PostgreSQL seeded by mfad --migrate-store in {:.1} s",
+        started.elapsed().as_secs_f64()
+    );
+    let spec = StoreSpec::Postgres {
+        url: &url,
+        password_file: &password_file,
+        store_key: &store_key,
+    };
+    let nodes: Vec<BenchDaemon> = ["pg-a", "pg-b"]
+        .iter()
+        .map(|name| {
+            let node = dir.join(name);
+            let config = daemon::write_config(&node, plan.pool, &spec, "")?;
+            BenchDaemon::spawn(mfad, &node, &config)
+        })
+        .collect::<Result<_, _>>()?;
+    // The two PostgreSQL setups share one database, hence one record of spent steps.
+    let sqlite_pool = UserPool::new(plan.pool);
+    let pg_pool = UserPool::new(plan.pool);
+    let setups: [(Vec<PathBuf>, &UserPool); 3] = [
+        (vec![sqlite.socket.clone()], &sqlite_pool),
+        (vec![nodes[0].socket.clone()], &pg_pool),
+        (nodes.iter().map(|n| n.socket.clone()).collect(), &pg_pool),
+    ];
+    // One login per node on its own first: two nodes' first concurrent lookups through
+    // nss_wrapper once found no such user (its files are read on first use); a site's
+    // NSS has no such start.
+    for socket in [&sqlite.socket, &nodes[0].socket, &nodes[1].socket] {
+        if !socket::one(socket, Op::Policy, &sqlite_pool)?.0 {
+            return Err(BenchError(format!(
+                "the first login through {} did not end as expected",
+                socket.display()
+            )));
+        }
+    }
+    // Warm up: page cache, the first connections, SQLite's statement cache, each node's
+    // pool of PostgreSQL connections.
+    for (sockets, pool) in &setups {
+        for op in [Op::Policy, Op::Totp] {
+            let w = socket::phase(sockets, op, 8, Duration::from_millis(200), pool)?;
+            if w.failed > 0 {
+                return Err(BenchError(format!(
+                    "{} of {} warm-up checks ({}) did not end as expected",
+                    w.failed,
+                    w.failed + w.done,
+                    op.label()
+                )));
+            }
+        }
+    }
+    struct Row {
+        setup: usize,
+        op: Op,
+        clients: usize,
+        rates: Vec<f64>,
+        samples: Samples,
+        failed: usize,
+    }
+    let mut rows: Vec<Row> = Vec::new();
+    for op in [Op::Totp, Op::Policy] {
+        for &clients in &plan.clients {
+            for setup in 0..setups.len() {
+                rows.push(Row {
+                    setup,
+                    op,
+                    clients,
+                    rates: Vec::new(),
+                    samples: Samples::default(),
+                    failed: 0,
+                });
+            }
         }
     }
     for round in 0..plan.rounds {
@@ -263,18 +358,49 @@ fn concurrency(
             (0..rows.len()).rev().collect()
         };
         for i in order {
-            let (op, c) = (rows[i].0, rows[i].1);
-            let p = socket::phase(&d.socket, op, c, plan.phase, &pool)?;
-            rows[i].2.push(p.per_second());
-            rows[i].3.extend(&p.samples);
-            rows[i].4 += p.failed;
+            let row = &mut rows[i];
+            let (sockets, pool) = &setups[row.setup];
+            let p = socket::phase(sockets, row.op, row.clients, plan.phase, pool)?;
+            row.rates.push(p.per_second());
+            row.samples.extend(&p.samples);
+            row.failed += p.failed;
         }
     }
-    for (op, c, rates, samples, failed) in rows {
-        report.load_row(op, c, median(&rates), &samples, failed);
+    let mut compared = Vec::new();
+    for row in rows {
+        let rate = median(&row.rates);
+        if row.setup == 0 {
+            report.load_row(row.op, row.clients, rate, &row.samples, row.failed);
+        }
+        compared.push(StoreRow {
+            setup: SETUPS[row.setup],
+            reference: row.setup == 0,
+            op: row.op,
+            clients: row.clients,
+            per_second: rate,
+            samples: row.samples,
+            failed: row.failed,
+        });
     }
-    drop(d);
+    report.stores(
+        &compared,
+        &postgres_version(&pg),
+        [sqlite_pool.waits(), pg_pool.waits()],
+    );
+    drop(nodes);
+    drop(sqlite);
     Ok(())
+}
+
+/// `postgres (PostgreSQL) 15.x (Debian …)`, from the server binary in use.
+fn postgres_version(pg: &TestPostgres) -> String {
+    std::process::Command::new(pg.bin_dir().join("postgres"))
+        .arg("--version")
+        .output()
+        .ok()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+        .filter(|v| !v.is_empty())
+        .unwrap_or_else(|| "PostgreSQL (version unknown)".into())
 }
 
 fn memory(

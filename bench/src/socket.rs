@@ -1,6 +1,7 @@
 //! mfad alone, over its socket: verifications per second and latency at several numbers of
-//! concurrent clients, daemon memory idle and with pending push approvals, and how the cost
-//! grows with the number of enrolled users.
+//! concurrent clients (on SQLite, and on PostgreSQL with one node or two), daemon memory
+//! idle and with pending push approvals, and how the cost grows with the number of enrolled
+//! users.
 //!
 //! Every TOTP verification is a real accept with its durable replay record: each check uses
 //! a (user, time step) pair that nobody used before. A user accepts steps now-1, now and
@@ -12,7 +13,7 @@ use crate::daemon::{BenchDaemon, params, secret_of, unix_now, user_name};
 use crate::stats::Samples;
 use mfa_proto::{AuthContext, AuthMode, Client, ClientMsg, Conversation, Operation, Outcome};
 use mfad::factor::totp;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 use zeroize::Zeroizing;
@@ -42,6 +43,9 @@ impl Op {
 pub struct UserPool {
     last: Vec<AtomicU64>,
     cursor: AtomicUsize,
+    /// Times a client found no fresh step and waited for the clock: throughput then
+    /// measures the pool, not mfad.
+    waits: AtomicUsize,
 }
 
 impl UserPool {
@@ -50,6 +54,7 @@ impl UserPool {
         UserPool {
             last: (0..users).map(|_| AtomicU64::new(start)).collect(),
             cursor: AtomicUsize::new(0),
+            waits: AtomicUsize::new(0),
         }
     }
 
@@ -76,9 +81,15 @@ impl UserPool {
                     }
                 }
             }
+            self.waits.fetch_add(1, Ordering::Relaxed);
             std::thread::sleep(Duration::from_millis(200));
         }
         None
+    }
+
+    /// How many times a client waited for the clock because every user had spent its window.
+    pub fn waits(&self) -> usize {
+        self.waits.load(Ordering::Relaxed)
     }
 
     /// Any user, round robin (for checks that spend nothing).
@@ -172,9 +183,10 @@ impl Phase {
     }
 }
 
-/// `clients` threads each running `op` back to back until `duration` has passed.
+/// `clients` threads each running `op` back to back until `duration` has passed; thread `i`
+/// talks to `sockets[i % sockets.len()]` (one node, or each of several in turn).
 pub fn phase(
-    socket: &Path,
+    sockets: &[PathBuf],
     op: Op,
     clients: usize,
     duration: Duration,
@@ -184,10 +196,14 @@ pub fn phase(
     let deadline = started + duration;
     let results: Vec<Result<Phase, BenchError>> = std::thread::scope(|s| {
         let handles: Vec<_> = (0..clients)
-            .map(|_| {
+            .map(|i| {
+                let socket = sockets
+                    .get(i % sockets.len().max(1))
+                    .ok_or_else(|| BenchError("a phase needs at least one socket".into()));
                 std::thread::Builder::new()
                     .stack_size(256 * 1024)
-                    .spawn_scoped(s, || {
+                    .spawn_scoped(s, move || {
+                        let socket = socket?;
                         let mut mine = Phase::default();
                         while Instant::now() < deadline {
                             let (ok, took) = one(socket, op, pool)?;
