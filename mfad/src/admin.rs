@@ -187,6 +187,7 @@ impl Daemon {
             rhost: "local",
             service: "mfa-admin",
             can_prompt: true,
+            vouched: "-",
         };
         match op {
             AdminOp::Status { .. } | AdminOp::StatusJson { .. } => {

@@ -107,22 +107,38 @@ pub(crate) struct Who<'a> {
     pub service: &'a str,
     /// The client can show prompts (false: the ForceCommand helper without a terminal).
     pub can_prompt: bool,
+    /// Who vouches for `rhost`: `root` (sshd's PAM stack: the connection's address),
+    /// `user` (the user's own process, e.g. the ForceCommand helper: what it claimed), `-`
+    /// for the local commands. fail2ban acts only on `root`'s: a local user must not get
+    /// an address of their choosing banned.
+    pub vouched: &'static str,
+}
+
+/// [`Who::vouched`] for a conversation with caller `uid`.
+pub(crate) fn vouched_by(uid: u32) -> &'static str {
+    if uid == 0 { "root" } else { "user" }
 }
 
 impl<'a> Who<'a> {
-    pub(crate) fn new(user: &'a str, rhost: &'a str, ctx: &'a mfa_proto::AuthContext) -> Self {
+    pub(crate) fn new(
+        user: &'a str,
+        rhost: &'a str,
+        ctx: &'a mfa_proto::AuthContext,
+        uid: u32,
+    ) -> Self {
         Who {
             user,
             rhost,
             service: &ctx.service,
             can_prompt: ctx.can_prompt,
+            vouched: vouched_by(uid),
         }
     }
 }
 
 /// Logs one decision in the stable line format of docs/LOGS.md:
-/// `decision user=U rhost=H service=S method=M outcome=O reason="R"`, always these keys in
-/// this order. The reason is always quoted; every other value is quoted when it is not one
+/// `decision user=U rhost=H service=S method=M outcome=O reason="R" vouched=V`, always these
+/// keys in this order. The reason is always quoted; every other value is quoted when it is not one
 /// plain token, and the outcome is one token (`not enrolled` is written `not-enrolled`).
 /// Values are escaped so that none can close its quotes or start a new line.
 pub(crate) fn decision(who: &Who<'_>, method: &str, outcome: &str, reason: &str) {
@@ -130,13 +146,14 @@ pub(crate) fn decision(who: &Who<'_>, method: &str, outcome: &str, reason: &str)
     crate::metrics::count_decision(method, &outcome.replace(' ', "-"));
     info!(
         target: "mfad::decision",
-        "decision user={} rhost={} service={} method={} outcome={} reason=\"{}\"",
+        "decision user={} rhost={} service={} method={} outcome={} reason=\"{}\" vouched={}",
         field(who.user),
         field(who.rhost),
         field(who.service),
         field(method),
         field(&outcome.replace(' ', "-")),
-        crate::logging::quoted_text(reason)
+        crate::logging::quoted_text(reason),
+        who.vouched
     );
 }
 
@@ -350,6 +367,7 @@ impl Daemon {
                     rhost,
                     service,
                     can_prompt: *can_prompt,
+                    vouched: vouched_by(uid),
                 };
                 decision(&who, "-", "deny", reason);
             }

@@ -44,6 +44,7 @@ fn own(user: &str) -> Who<'_> {
         rhost: "local",
         service: "mfa",
         can_prompt: true,
+        vouched: "-",
     }
 }
 

@@ -49,28 +49,28 @@ impl Daemon {
     ) -> Result<()> {
         let rhost = ctx.rhost.clone().unwrap_or_else(|| "-".into());
         if let Err(e) = mfa_proto::check_user_name(&ctx.user) {
-            let who = Who::new(&ctx.user, &rhost, &ctx);
+            let who = Who::new(&ctx.user, &rhost, &ctx, uid);
             decision(&who, "-", "deny", &format!("bad user name: {e}"));
             return self.deny(conn, format!("Login refused: {e}.")).await;
         }
         let account = match self.account(&ctx.user).await {
             Ok(a) => a,
             Err(e) => {
-                let who = Who::new(&ctx.user, &rhost, &ctx);
+                let who = Who::new(&ctx.user, &rhost, &ctx, uid);
                 return self.directory_down(conn, &who, &e).await;
             }
         };
         // Root (sshd's PAM stack) may ask about anyone; anyone else (the ForceCommand
         // helper, running as the user) only about itself.
         if uid != 0 && account.as_ref().is_none_or(|a| a.uid != uid) {
-            let who = Who::new(&ctx.user, &rhost, &ctx);
+            let who = Who::new(&ctx.user, &rhost, &ctx, uid);
             decision(&who, "-", "deny", &format!("caller uid {uid} is not root"));
             return self
                 .deny(conn, "Only root may ask mfad to authenticate another user.")
                 .await;
         }
         let Some(account) = account else {
-            let who = Who::new(&ctx.user, &rhost, &ctx);
+            let who = Who::new(&ctx.user, &rhost, &ctx, uid);
             decision(&who, "-", "deny", "unknown user");
             return self
                 .deny(conn, "Two-factor login is not available for this account.")
@@ -79,7 +79,7 @@ impl Daemon {
         // From here on the user is the directory's spelling of the name: `ALICE` and `alice`
         // are one account with one set of devices, counters and locks.
         ctx.user = account.name.clone();
-        let who = Who::new(&ctx.user, &rhost, &ctx);
+        let who = Who::new(&ctx.user, &rhost, &ctx, uid);
         // One pipeline for every provider: groups, lock, trusted networks and remembered
         // logins, then the provider, then counting, locking and remembering. With Duo,
         // `[duo] local_policy = false` leaves every decision to Duo.

@@ -4,6 +4,7 @@
 
 use mfa_e2e::TestEnv;
 use mfa_e2e::paths::workspace_root;
+use std::os::unix::process::CommandExt;
 use std::path::Path;
 use std::process::Command;
 
@@ -58,7 +59,49 @@ fn fail2ban_filter_matches_every_second_factor_refusal_and_no_success() {
         assert!(refused.refused(), "{}", refused.describe());
     }
 
+    // The same user's own process (as the ForceCommand helper would) asks mfad with an
+    // address of its choosing and types wrong codes: refused, logged with vouched=user,
+    // and never banned: a local user must not get someone else's address banned.
+    let user = env.user().unwrap();
+    let spoofed = "198.51.100.77";
+    let script = r#"
+import json, socket, struct, sys
+s = socket.socket(socket.AF_UNIX); s.settimeout(20); s.connect(sys.argv[1])
+def send(m):
+    b = json.dumps(m).encode(); s.sendall(struct.pack('>I', len(b)) + b)
+send({"type": "hello", "version": 1, "op": {"op": "authenticate", "user": sys.argv[2],
+      "service": "sshd", "rhost": sys.argv[3], "tty": "ssh", "ssh_connection": None,
+      "ssh_auth_info": None}})
+while True:
+    hdr = s.recv(4, socket.MSG_WAITALL)
+    if len(hdr) < 4: break
+    msg = json.loads(s.recv(struct.unpack('>I', hdr)[0], socket.MSG_WAITALL))
+    if msg["type"] == "prompt": send({"type": "answer", "text": sys.argv[4]})
+    if msg["type"] in ("done", "unavailable"):
+        print(msg.get("outcome", msg["type"])); break
+"#;
+    let out = std::process::Command::new("/usr/bin/python3")
+        .args(["-c", script])
+        .arg(env.socket())
+        .args([&user.name, spoofed, &wrong])
+        .uid(user.uid)
+        .gid(user.gid)
+        .output()
+        .unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        "deny",
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
     let log = env.mfad_log();
+    let from_user: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains(&format!("rhost={spoofed}")) && l.contains("outcome=deny"))
+        .collect();
+    assert_eq!(from_user.len(), 1, "{log}");
+    assert!(from_user[0].ends_with("vouched=user"), "{}", from_user[0]);
     let refusals: Vec<&str> = log
         .lines()
         .filter(|l| l.contains("rhost=127.0.0.1"))
@@ -72,6 +115,10 @@ fn fail2ban_filter_matches_every_second_factor_refusal_and_no_success() {
     let banned = banned_ips(&env.dir, &log);
     assert_eq!(banned.len(), refusals.len(), "{banned:?}\n{log}");
     assert!(banned.iter().all(|ip| ip == "127.0.0.1"), "{banned:?}");
+    assert!(
+        refusals.iter().all(|l| l.ends_with("vouched=root")),
+        "{refusals:?}"
+    );
 
     // The successes (and the retries within a login) alone ban nobody.
     let successes: String = log
