@@ -694,3 +694,149 @@ fn a_stuck_database_ends_logins_within_the_statement_timeout_and_changes_nothing
         assert_eq!(count(&log, "answers again"), 1, "{log}");
     }
 }
+
+/// A conversation with node `node`'s mfad as sshd's PAM stack would have (root): `answer`
+/// runs at the first prompt and gives the text to send.
+fn converse(
+    c: &Cluster,
+    node: usize,
+    answer: &mut dyn FnMut() -> String,
+) -> (Result<mfa_proto::Outcome, mfa_proto::ClientError>, String) {
+    struct Conv<'a> {
+        answer: &'a mut dyn FnMut() -> String,
+        shown: String,
+    }
+    impl mfa_proto::Conversation for Conv<'_> {
+        fn info(&mut self, text: &str) {
+            self.shown.push_str(text);
+            self.shown.push('\n');
+        }
+        fn error(&mut self, text: &str) {
+            self.shown.push_str(text);
+            self.shown.push('\n');
+        }
+        fn prompt(&mut self, text: &str, _: bool) -> Option<zeroize::Zeroizing<String>> {
+            self.shown.push_str(text);
+            self.shown.push('\n');
+            Some(zeroize::Zeroizing::new((self.answer)()))
+        }
+    }
+    let mut client = mfa_proto::Client::connect(
+        &c.nodes[node].mfad.socket,
+        Duration::from_secs(2),
+        Duration::from_secs(MODULE_TIMEOUT),
+    )
+    .unwrap();
+    let mut conv = Conv {
+        answer,
+        shown: String::new(),
+    };
+    let op = mfa_proto::Operation::Authenticate(mfa_proto::AuthContext {
+        user: c.user().name.clone(),
+        service: "sshd".into(),
+        rhost: Some("192.0.2.44".into()),
+        tty: Some("ssh".into()),
+        mode: mfa_proto::AuthMode::Menu,
+        can_prompt: true,
+        ..Default::default()
+    });
+    let outcome = mfa_proto::run_conversation(&mut client, op, &mut conv);
+    (outcome, conv.shown)
+}
+
+#[test]
+fn the_database_stopped_mid_conversation_refuses_the_login_and_spends_nothing() {
+    let c = Cluster::start(NodeSpec::default(), NodeSpec::default());
+    let mut totp = c.enroll(0, c.user());
+    let code = totp.fresh_code();
+    // The user is at the passcode prompt when the database goes away.
+    let started = Instant::now();
+    let (outcome, shown) = converse(&c, 0, &mut || {
+        c.pg.stop();
+        code.clone()
+    });
+    let took = started.elapsed();
+    println!("took {took:?}: {outcome:?}\n{shown}");
+    assert!(took < OUTAGE_BOUND, "took {took:?}");
+    // mfad had spoken: whatever the fail mode, the login is refused, never let in.
+    match outcome {
+        Ok(o) => assert_eq!(o, mfa_proto::Outcome::Deny, "{shown}"),
+        Err(mfa_proto::ClientError::Interrupted(_)) => {}
+        Err(e) => panic!("not a refusal: {e}\n{shown}"),
+    }
+    assert!(shown.contains("Passcode"), "{shown}");
+    // Back, with no mfad restart: the code was never spent, so it opens one login now,
+    // through the other node, and then no more.
+    c.pg.start_again();
+    let login = c.login(1, &[&code], "echo after the restart");
+    assert!(
+        login.logged_in(),
+        "{}\n{}",
+        login.describe(),
+        c.diagnostics()
+    );
+    let login = c.login(0, &[&code], "echo should not run");
+    assert!(login.refused(), "{}", login.describe());
+}
+
+#[test]
+fn the_database_restarted_under_load_ends_every_login_in_bound_and_comes_back() {
+    // No lockout: the load is wrong codes, each a durable failure count.
+    let spec = NodeSpec {
+        max_failures: 0,
+        ..NodeSpec::default()
+    };
+    let c = Cluster::start(spec.clone(), spec);
+    let mut totp = c.enroll(0, c.user());
+    let wrong = totp.wrong_code();
+    let stop = std::sync::atomic::AtomicBool::new(false);
+    let (ended, slowest) = std::thread::scope(|s| {
+        let workers: Vec<_> = (0..6)
+            .map(|i| {
+                let (c, stop, wrong) = (&c, &stop, wrong.clone());
+                s.spawn(move || {
+                    let mut ended = 0;
+                    let mut slowest = Duration::ZERO;
+                    while !stop.load(std::sync::atomic::Ordering::SeqCst) {
+                        let started = Instant::now();
+                        let (outcome, shown) = converse(c, i % 2, &mut || wrong.clone());
+                        slowest = slowest.max(started.elapsed());
+                        // A wrong code is never let in; an outage ends by "unavailable"
+                        // (before mfad spoke) or a refusal.
+                        match outcome {
+                            Ok(o) => assert_eq!(o, mfa_proto::Outcome::Deny, "{shown}"),
+                            Err(_) => {}
+                        }
+                        ended += 1;
+                    }
+                    (ended, slowest)
+                })
+            })
+            .collect();
+        std::thread::sleep(Duration::from_secs(2));
+        c.pg.stop();
+        std::thread::sleep(Duration::from_secs(2));
+        c.pg.start_again();
+        std::thread::sleep(Duration::from_secs(3));
+        stop.store(true, std::sync::atomic::Ordering::SeqCst);
+        workers
+            .into_iter()
+            .map(|w| w.join().unwrap())
+            .fold((0, Duration::ZERO), |(n, m), (e, s)| (n + e, m.max(s)))
+    });
+    println!("{ended} logins ended; the slowest took {slowest:?}");
+    assert!(slowest < OUTAGE_BOUND, "a login took {slowest:?}");
+    assert!(ended >= 12, "only {ended} logins ended");
+    // After the restart, with no mfad restart, both nodes log in.
+    for node in [0, 1] {
+        let code = totp.fresh_code();
+        let login = c.login(node, &[&code], "echo back");
+        assert!(
+            login.logged_in(),
+            "node {}: {}\n{}",
+            label(node),
+            login.describe(),
+            c.diagnostics()
+        );
+    }
+}
