@@ -166,11 +166,19 @@ enum ImportFrom {
     /// codes. Without USERs, every HOME_ROOT/NAME/.google_authenticator there is.
     GoogleAuthenticator {
         /// Where home directories are: USER's file is HOME_ROOT/USER/.google_authenticator.
-        #[arg(long, value_name = "DIR", default_value = "/home")]
-        home_root: PathBuf,
+        /// Default: each USER's home directory as the user database (passwd, LDAP...) gives
+        /// it; /home when no USER is named.
+        #[arg(long, value_name = "DIR")]
+        home_root: Option<PathBuf>,
+        /// Where each USER's file is, as pam_google_authenticator's `secret=` option says it:
+        /// `${USER}`, `${HOME}` and a leading `~` are replaced, e.g. `/var/lib/ga/${USER}`.
+        /// Needs the USERs named.
+        #[arg(long, value_name = "PATH", conflicts_with = "home_root")]
+        secret: Option<String>,
         /// Show what would be imported; change nothing.
         #[arg(long)]
         dry_run: bool,
+        /// The users to import (default: every file under HOME_ROOT, /home).
         users: Vec<String>,
     },
     /// A pam_oath users file (`/etc/users.oath`): HOTP and TOTP tokens, digits, counters.
@@ -180,6 +188,44 @@ enum ImportFrom {
         #[arg(long)]
         dry_run: bool,
     },
+}
+
+/// The home directory the user database gives `user`.
+// The CLI only finds which file to read; mfad looks the account up again and decides.
+#[allow(clippy::disallowed_methods)]
+fn home_of(user: &str) -> Result<PathBuf, String> {
+    match nix::unistd::User::from_name(user) {
+        Ok(Some(u)) => Ok(u.dir),
+        Ok(None) => Err(format!("{user}: no such user")),
+        Err(e) => Err(format!("{user}: cannot look the user up: {e}")),
+    }
+}
+
+/// Where `user`'s google-authenticator file is: `secret` (pam_google_authenticator's
+/// `secret=` syntax), else HOME_ROOT/USER, else the user's home directory.
+fn ga_file(
+    user: &str,
+    home_root: Option<&std::path::Path>,
+    secret: Option<&str>,
+) -> Result<PathBuf, String> {
+    if let Some(template) = secret {
+        let needs_home = template.starts_with('~') || template.contains("${HOME}");
+        let home = if needs_home {
+            home_of(user)?.display().to_string()
+        } else {
+            String::new()
+        };
+        let mut path = template.replace("${USER}", user).replace("${HOME}", &home);
+        if let Some(rest) = path.strip_prefix('~') {
+            path = format!("{home}{rest}");
+        }
+        return Ok(PathBuf::from(path));
+    }
+    let home = match home_root {
+        Some(root) => root.join(user),
+        None => home_of(user)?,
+    };
+    Ok(home.join(".google_authenticator"))
 }
 
 /// Reads a file to import, naming it in any error.
@@ -202,12 +248,17 @@ fn import_files(from: &ImportFrom) -> Result<(ImportFormat, Vec<ImportFile>, boo
         }
         ImportFrom::GoogleAuthenticator {
             home_root,
+            secret,
             dry_run,
             users,
         } => {
             let users = if users.is_empty() {
+                if secret.is_some() {
+                    return Err("--secret needs the users to import named".into());
+                }
+                let home_root = home_root.clone().unwrap_or_else(|| PathBuf::from("/home"));
                 let mut found = Vec::new();
-                let dir = std::fs::read_dir(home_root)
+                let dir = std::fs::read_dir(&home_root)
                     .map_err(|e| format!("cannot list {}: {e}", home_root.display()))?;
                 for entry in dir.flatten() {
                     if entry.path().join(".google_authenticator").is_file() {
@@ -227,7 +278,7 @@ fn import_files(from: &ImportFrom) -> Result<(ImportFormat, Vec<ImportFile>, boo
             };
             let mut files = Vec::new();
             for user in users {
-                let path = home_root.join(&user).join(".google_authenticator");
+                let path = ga_file(&user, home_root.as_deref(), secret.as_deref())?;
                 files.push(read_import(&path, Some(user))?);
             }
             (ImportFormat::GoogleAuthenticator, files, *dry_run)
@@ -388,5 +439,39 @@ fn main() -> ExitCode {
             eprintln!("mfa: {e}");
             ExitCode::from(3)
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::ga_file;
+    use std::path::{Path, PathBuf};
+
+    #[test]
+    fn a_users_google_authenticator_file_is_found_where_pam_google_authenticator_looks() {
+        // Default: the home directory the user database gives.
+        assert_eq!(
+            ga_file("root", None, None),
+            Ok(PathBuf::from("/root/.google_authenticator"))
+        );
+        assert_eq!(
+            ga_file("root", Some(Path::new("/srv/homes")), None),
+            Ok(PathBuf::from("/srv/homes/root/.google_authenticator"))
+        );
+        // pam_google_authenticator's secret= syntax.
+        assert_eq!(
+            ga_file("root", None, Some("/var/lib/ga/${USER}")),
+            Ok(PathBuf::from("/var/lib/ga/root"))
+        );
+        assert_eq!(
+            ga_file("root", None, Some("~/.ga-${USER}")),
+            Ok(PathBuf::from("/root/.ga-root"))
+        );
+        assert_eq!(
+            ga_file("root", None, Some("${HOME}/.config/ga")),
+            Ok(PathBuf::from("/root/.config/ga"))
+        );
+        let unknown = ga_file("no-such-user-mfa-test", None, None).unwrap_err();
+        assert!(unknown.contains("no such user"), "{unknown}");
     }
 }
