@@ -29,6 +29,8 @@ pub trait Accounts: Send + Sync {
     fn by_uid(&self, uid: u32) -> Result<Option<Account>, AccountsError>;
     /// The names of the account's groups, primary and supplementary.
     fn groups(&self, account: &Account) -> Result<Vec<String>, AccountsError>;
+    /// Whether a group of this name exists (a configured group that does not is a typo).
+    fn group_exists(&self, name: &str) -> Result<bool, AccountsError>;
 }
 
 /// The system's accounts, through NSS.
@@ -87,6 +89,14 @@ impl Accounts for NssAccounts {
             }
         }
         Ok(names)
+    }
+
+    fn group_exists(&self, name: &str) -> Result<bool, AccountsError> {
+        match nix::unistd::Group::from_name(name) {
+            Ok(g) => Ok(g.is_some()),
+            Err(e) if not_found(e) => Ok(false),
+            Err(e) => Err(AccountsError::Lookup(format!("getgrnam: {e}"))),
+        }
     }
 }
 
@@ -173,6 +183,13 @@ impl Accounts for AccountTable {
             .find(|(a, _)| a.name == account.name)
             .map(|(_, g)| g.clone())
             .unwrap_or_default())
+    }
+    fn group_exists(&self, name: &str) -> Result<bool, AccountsError> {
+        self.check()?;
+        Ok(self
+            .accounts
+            .iter()
+            .any(|(_, g)| g.iter().any(|n| n == name)))
     }
 }
 

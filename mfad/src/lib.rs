@@ -6,6 +6,7 @@
 pub mod accounts;
 pub mod admin;
 pub mod calendar;
+pub mod check;
 pub mod clock;
 pub mod config;
 pub mod conn;

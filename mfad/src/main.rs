@@ -204,6 +204,33 @@ fn restore(args: &Args, config: &Config, from: &std::path::Path) -> ExitCode {
     }
 }
 
+/// `mfad --check-config`: errors exit 2; warnings are printed and the check passes. Written
+/// so that a closed pipe (`mfad --check-config | head -1`) ends it quietly.
+fn check_config(args: &Args, config: &Config) -> ExitCode {
+    use std::io::Write;
+    let found = mfad::check::check(config, &mfad::accounts::NssAccounts);
+    for w in &found.warnings {
+        eprintln!("mfad: {}: warning: {w}", args.config.display());
+    }
+    if !found.errors.is_empty() {
+        for e in &found.errors {
+            eprintln!("mfad: {}: {e}", args.config.display());
+        }
+        return ExitCode::from(2);
+    }
+    let text = format!("{}: OK\n{}\n", args.config.display(), config.describe());
+    let mut out = std::io::stdout().lock();
+    match out.write_all(text.as_bytes()).and_then(|()| out.flush()) {
+        Ok(()) => ExitCode::SUCCESS,
+        // The reader went away (`| head -1`): what it read said OK.
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("mfad: cannot write the settings: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
 fn main() -> ExitCode {
     let args = Args::parse();
     let config = match Config::load(&args.config) {
@@ -215,9 +242,7 @@ fn main() -> ExitCode {
         }
     };
     if args.check_config {
-        println!("{}: OK", args.config.display());
-        println!("{}", config.describe());
-        return ExitCode::SUCCESS;
+        return check_config(&args, &config);
     }
     if args.create_store_key {
         return match mfad::sealing::StoreKey::load(&config.store_key, true) {
