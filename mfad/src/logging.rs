@@ -27,7 +27,28 @@ pub fn targets(l: LogLevel) -> Targets {
         .with_default(level(l).min(LevelFilter::WARN))
 }
 
+/// What to tell the sysadmin when syslog is on but nothing listens at `socket` (/dev/log):
+/// every line sent there is lost.
+pub fn missing_syslog(socket: &std::path::Path) -> Option<String> {
+    (!socket.exists()).then(|| {
+        format!(
+            "{} does not exist (no syslog daemon): mfad's decision lines sent to syslog go \
+             nowhere. On Debian 12 they reach the journal when systemd-journald runs (`journalctl \
+             -t mfad`) or /var/log/auth.log with rsyslog; `mfad --foreground` also writes them to \
+             stderr",
+            socket.display()
+        )
+    })
+}
+
 pub fn init(config: &LogConfig, stderr: bool) {
+    if config.syslog
+        && let Some(warning) = missing_syslog(std::path::Path::new("/dev/log"))
+    {
+        // Before the subscriber: this reaches stderr (and so a unit's journal) even when
+        // syslog is the only configured destination.
+        eprintln!("mfad: warning: {warning}");
+    }
     let filter = targets(config.level);
     let stderr_layer = stderr.then(|| {
         fmt::layer()
@@ -107,6 +128,19 @@ pub fn admin_action(by: &str, uid: u32, action: &str, user: &str, result: &str) 
 mod tests {
     use super::{field, targets};
     use crate::config::LogLevel;
+
+    #[test]
+    fn a_missing_syslog_socket_is_said_with_where_to_look() {
+        let dir = tempfile::tempdir().unwrap();
+        let missing = dir.path().join("log");
+        let w = super::missing_syslog(&missing).unwrap();
+        assert!(
+            w.contains("no syslog daemon") && w.contains("journalctl -t mfad"),
+            "{w}"
+        );
+        std::fs::write(&missing, "").unwrap();
+        assert_eq!(super::missing_syslog(&missing), None);
+    }
 
     #[test]
     fn at_debug_mfad_speaks_but_the_database_driver_does_not() {

@@ -54,14 +54,21 @@ pub fn status_report(
         out.push_str(&format!("  {}. {device}\n", i + 1));
     }
     out.push_str(&format!("Bypass codes: {bypass_left} unused\n"));
-    out.push_str(&format!("Failures:     {} consecutive\n", lock.failures));
-    match lock.locked_until {
-        Some(until) if until > now => out.push_str(&format!(
+    let locked = lock.locked_until.filter(|until| *until > now);
+    // The count starts again at a lockout: "0 consecutive" beside "Locked: yes" read as if
+    // nothing had failed.
+    out.push_str(&match (lock.failures, locked) {
+        (0, Some(_)) => "Failures:     none since the lock\n".to_string(),
+        (n, Some(_)) => format!("Failures:     {n} since the lock\n"),
+        (n, None) => format!("Failures:     {n} consecutive\n"),
+    });
+    match locked {
+        Some(until) => out.push_str(&format!(
             "Locked:       yes, until {} ({} minutes left)",
             utc(until),
             minutes_left(until, now)
         )),
-        _ => out.push_str("Locked:       no"),
+        None => out.push_str("Locked:       no"),
     }
     out
 }
@@ -69,6 +76,24 @@ pub fn status_report(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_locked_account_does_not_show_zero_failures_as_if_nothing_failed() {
+        let locked = LockState {
+            failures: 0,
+            locked_until: Some(3600),
+        };
+        let r = status_report("bob", true, &[], 0, &locked, 60);
+        assert!(r.contains("Failures:     none since the lock"), "{r}");
+        assert!(r.contains("Locked:       yes"), "{r}");
+        let open = LockState {
+            failures: 2,
+            locked_until: None,
+        };
+        let r = status_report("bob", true, &[], 0, &open, 60);
+        assert!(r.contains("Failures:     2 consecutive"), "{r}");
+        assert!(r.contains("Locked:       no"), "{r}");
+    }
 
     #[test]
     fn the_lock_message_says_when_and_how() {
