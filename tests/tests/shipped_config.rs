@@ -5,6 +5,7 @@
 
 use mfa_e2e::TestEnv;
 use mfa_e2e::paths::workspace_root;
+use mfa_e2e::scratch::{ScratchDir, unique_name};
 
 fn shipped(name: &str) -> String {
     std::fs::read_to_string(workspace_root().join("conf").join(name)).unwrap()
@@ -57,4 +58,57 @@ fn shipped_pam_stack_refuses_a_wrong_password_before_the_second_factor() {
         "{}",
         login.describe()
     );
+}
+
+/// The `mfa.conf` blocks of docs/transfer-hosts.md and conf/sshd_config.snippet, each put in
+/// `sshd_config.d` beside a copy of this machine's stock Debian `/etc/ssh/sshd_config`:
+/// `sshd -t` accepts them (a second `Subsystem sftp` line would fail: "already defined").
+#[test]
+fn documented_sshd_snippets_pass_sshd_t_beside_debians_stock_sshd_config() {
+    mfa_e2e::paths::require_root().unwrap();
+    let doc = std::fs::read_to_string(workspace_root().join("docs/transfer-hosts.md")).unwrap();
+    let mut blocks = Vec::new();
+    let mut lines = doc.lines();
+    while let Some(line) = lines.next() {
+        if line.starts_with("`/etc/ssh/sshd_config.d/mfa.conf`") {
+            let _fence = lines.find(|l| l.starts_with("```")).unwrap();
+            let block: Vec<&str> = lines
+                .by_ref()
+                .take_while(|l| !l.starts_with("```"))
+                .collect();
+            blocks.push(block.join("\n"));
+        }
+    }
+    assert_eq!(blocks.len(), 2, "the two mfa.conf blocks of the doc");
+    blocks.push(shipped("sshd_config.snippet"));
+    let stock = std::fs::read_to_string("/etc/ssh/sshd_config").unwrap();
+    assert!(
+        stock.contains("Subsystem"),
+        "a stock sshd_config with its sftp line"
+    );
+    for (i, block) in blocks.iter().enumerate() {
+        let scratch = ScratchDir::new(&unique_name()).unwrap();
+        let confd = scratch.subdir("sshd_config.d", 0o755).unwrap();
+        std::fs::write(confd.join("mfa.conf"), format!("{block}\n")).unwrap();
+        let main = scratch.join("sshd_config");
+        std::fs::write(
+            &main,
+            stock.replace(
+                "Include /etc/ssh/sshd_config.d/*.conf",
+                &format!("Include {}/*.conf", confd.display()),
+            ),
+        )
+        .unwrap();
+        let out = std::process::Command::new("/usr/sbin/sshd")
+            .arg("-t")
+            .arg("-f")
+            .arg(&main)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "block {i} fails sshd -t: {}\n{block}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
 }
