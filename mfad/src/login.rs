@@ -409,8 +409,6 @@ impl Daemon {
         options: &[MenuOption],
         default: Option<usize>,
     ) -> Result<bool> {
-        let fix = "Set a push or phone default with `mfa devices` and `mfa default N` in an \
-                   interactive ssh session.";
         if let Some(i) = default {
             let option = &options[i];
             // An SMS passcode needs typing; without a terminal it cannot be the method.
@@ -442,11 +440,36 @@ impl Daemon {
         );
         conn.error(format!(
             "Two-factor login for {} needs a default method that works without a terminal \
-             (push or phone call), and there is none.\n{fix}",
-            who.user
+             (push or phone call), and there is none.\n{}",
+            who.user,
+            self.headless_fix()
         ))
         .await?;
         Ok(false)
+    }
+
+    /// What a user without a terminal-free default can do about it, on this host: advice
+    /// that names only what the host offers.
+    fn headless_fix(&self) -> String {
+        let approvals = self.config.approval.is_some();
+        let mut offers = Vec::new();
+        if approvals && self.notifier.is_some() {
+            offers.push("a push device (`mfa add push`)");
+        }
+        if approvals && self.twilio.is_some() {
+            offers.push("a phone for calls (`mfa add phone`)");
+        }
+        if offers.is_empty() {
+            "This host offers neither (no push or phone calls are configured): ask your \
+             administrator. Logins with a terminal still work with a passcode."
+                .to_string()
+        } else {
+            format!(
+                "Add {} in an interactive ssh session, then make it the default with `mfa \
+                 devices` and `mfa default N`.",
+                offers.join(" or ")
+            )
+        }
     }
 
     /// Whether the user has anything that can prove a second factor.

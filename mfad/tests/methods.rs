@@ -296,6 +296,28 @@ fn the_menu_has_the_seed_shape_and_an_approved_push_logs_in() {
 }
 
 #[test]
+fn without_a_terminal_the_advice_names_what_this_host_offers() {
+    let d = OobDaemon::start();
+    d.add_totp();
+    let (outcome, script) = d.run(
+        Operation::Authenticate(AuthContext {
+            user: "root".into(),
+            service: "sshd".into(),
+            rhost: Some("192.0.2.7".into()),
+            mode: mfa_proto::AuthMode::Auto,
+            can_prompt: false,
+            ..Default::default()
+        }),
+        &[],
+    );
+    assert_eq!(outcome, Outcome::Deny);
+    let text = script.text();
+    assert!(text.contains("`mfa add push`"), "{text}");
+    assert!(text.contains("`mfa add phone`"), "{text}");
+    assert!(text.contains("mfa default N"), "{text}");
+}
+
+#[test]
 fn a_denied_push_refuses_the_login() {
     let d = OobDaemon::start();
     d.push_and_phone();

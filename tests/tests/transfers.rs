@@ -525,7 +525,7 @@ fn helper_host(subsystem: SftpSubsystem) -> TestEnv {
 /// of a subsystem (sftp, and scp in its default sftp mode), so those clients only see the
 /// connection close, and the reason is in mfad's log.
 #[test]
-fn helper_refuses_at_once_without_a_usable_default_naming_mfa_default() {
+fn helper_refuses_at_once_without_a_usable_default_saying_what_the_host_offers() {
     let env = helper_host(SftpSubsystem::Server);
     let _device = env.enroll_totp().unwrap();
     let local = random_file(&env, "small.bin", 1000);
@@ -581,7 +581,8 @@ fn helper_refuses_at_once_without_a_usable_default_naming_mfa_default() {
         assert!(out.stdout.is_empty(), "{what}: {}", out.describe());
         if shows_stderr {
             assert!(
-                out.stderr.contains("mfa default") && out.stderr.contains("push or phone call"),
+                out.stderr.contains("push or phone call")
+                    && out.stderr.contains("This host offers neither"),
                 "{what}: the refusal should name the fix: {}",
                 out.describe()
             );
