@@ -361,8 +361,13 @@ async fn listen(opts: PgOptions, approvals: Weak<ApprovalStore>) {
                 continue;
             }
         };
-        if let Err(e) = client.batch_execute(&format!("LISTEN {CHANNEL}")).await {
-            debug!("approval listener: LISTEN failed: {e}");
+        // Every statement of the listener is bounded too: a stuck server must not hold it
+        // forever (the poll would still deliver, but wake-ups would stop for good).
+        let bound = opts.statement_timeout + Duration::from_millis(500);
+        let listening =
+            tokio::time::timeout(bound, client.batch_execute(&format!("LISTEN {CHANNEL}"))).await;
+        if !matches!(listening, Ok(Ok(()))) {
+            debug!("approval listener: LISTEN failed or timed out");
             tokio::time::sleep(POLL).await;
             continue;
         }
@@ -385,7 +390,8 @@ async fn listen(opts: PgOptions, approvals: Weak<ApprovalStore>) {
                 Ok(None) => break,
                 // Quiet for a while: check the connection is alive.
                 Err(_) => {
-                    if client.is_closed() || client.simple_query("SELECT 1").await.is_err() {
+                    let alive = tokio::time::timeout(bound, client.simple_query("SELECT 1")).await;
+                    if client.is_closed() || !matches!(alive, Ok(Ok(_))) {
                         break;
                     }
                 }
