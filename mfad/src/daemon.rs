@@ -81,7 +81,10 @@ impl ApprovalHooks for ReportHook {
                         .map_err(|e| e.to_string())
                         .and_then(|r| r.map_err(|e| e.to_string()))
                 }
-                Err(e) => Err(e.to_string()),
+                Err(e) => {
+                    store.failed(&e);
+                    Err(e.to_string())
+                }
             };
             if let Err(e) = locked {
                 error!("cannot lock {} after a report: {e}", clean(&user));
@@ -256,15 +259,16 @@ impl Daemon {
         F: FnOnce(&mut Store) -> std::result::Result<T, StoreError> + Send + 'static,
     {
         let started = tokio::time::Instant::now();
-        let result = match self.store.get().await {
+        let (backend, result) = match self.store.get().await {
             Ok(mut store) => {
                 let backend = store.backend_kind();
-                let result = tokio::task::spawn_blocking(move || f(&mut store)).await?;
-                (backend, result)
+                (
+                    backend,
+                    tokio::task::spawn_blocking(move || f(&mut store)).await?,
+                )
             }
             Err(e) => ("unavailable", Err(e)),
         };
-        let (backend, result) = result;
         match &result {
             Ok(_) => {
                 self.store.answered();

@@ -121,22 +121,16 @@ impl StorePool {
         Ok(StorePool { pool })
     }
 
-    /// A connection, waiting for one to be free (within the wait timeout).
+    /// A connection, waiting for one to be free (within the wait timeout). The caller
+    /// reports how using it went ([`StorePool::failed`], [`StorePool::answered`]).
     pub async fn get(&self) -> Result<PooledStore, StoreError> {
-        match self.pool.get().await {
-            Ok(store) => Ok(store),
-            Err(e) => {
-                let e = match e {
-                    PoolError::Backend(e) => e,
-                    PoolError::Timeout(t) => StoreError::Unavailable(format!(
-                        "no connection to the store within the time allowed ({t:?})"
-                    )),
-                    other => StoreError::Unavailable(other.to_string()),
-                };
-                self.failed(&e);
-                Err(e)
-            }
-        }
+        self.pool.get().await.map_err(|e| match e {
+            PoolError::Backend(e) => e,
+            PoolError::Timeout(t) => StoreError::Unavailable(format!(
+                "no connection to the store within the time allowed ({t:?})"
+            )),
+            other => StoreError::Unavailable(other.to_string()),
+        })
     }
 
     /// Notes that using the store failed with `e`: the first failure of an outage is
