@@ -10,6 +10,7 @@ use crate::oob::approvals::{ApprovalDecision, ApprovalMethod};
 use crate::oob::limits::Channel;
 use crate::oob::notify::is_ntfy_topic;
 use crate::oob::phone::{check_phone, mask_phone};
+use crate::providers::local::{LocalFactors, Menu};
 use crate::store::{Device, DeviceKind, NewDeviceRow, OtpKey};
 use crate::text::{self, clean};
 use mfa_proto::{NewDevice, Outcome};
@@ -117,8 +118,13 @@ impl Daemon {
         let (options, default) = self.menu_options(&devices);
         let (menu, prompt) = menu_text(who.user, &options);
         conn.info(menu).await?;
-        if self
-            .prove_second_factor(conn, who, &prompt, &options, default, &devices)
+        let menu = Menu {
+            options: &options,
+            default,
+        };
+        let local = LocalFactors { daemon: self };
+        if local
+            .prove_second_factor(conn, who, &prompt, menu, &devices, None)
             .await?
         {
             Ok(true)

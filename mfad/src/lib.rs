@@ -21,6 +21,7 @@ pub mod methods;
 pub mod metrics;
 pub mod oob;
 pub mod policy;
+pub mod providers;
 pub mod random;
 pub mod sealing;
 pub mod secret_file;

@@ -11,9 +11,9 @@ use crate::oob::approvals::{ApprovalDecision, ApprovalMethod, ApprovalRequest};
 use crate::oob::limits::{Channel, Refusal};
 use crate::oob::notify::PushMessage;
 use crate::oob::phone::mask_phone;
+use crate::providers::menu;
 use crate::store::{Device, DeviceKind};
 use crate::text;
-use mfa_proto::ServerMsg;
 use std::time::Duration;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -43,24 +43,15 @@ pub(crate) enum OobResult {
     Failed,
 }
 
-/// The menu, from the first line to the prompt. Without options it asks for a passcode only.
+/// The menu of mfad's own factors, from the first line to the prompt (the shape is
+/// [`menu::render`]'s, shared with Duo). Without options it asks for a passcode only.
 pub(crate) fn menu_text(user: &str, options: &[MenuOption]) -> (String, String) {
-    if options.is_empty() {
-        return (
-            format!(
-                "Two-factor login for {user}\n\nEnter a passcode from your authenticator app or \
-                 token, or a bypass code.\n"
-            ),
-            "Passcode: ".to_string(),
-        );
-    }
-    let mut text = format!(
-        "Two-factor login for {user}\n\nEnter a passcode or select one of the following options:\n\n"
-    );
-    for (i, option) in options.iter().enumerate() {
-        text.push_str(&format!(" {}. {}\n", i + 1, option.label()));
-    }
-    (text, format!("Passcode or option (1-{}): ", options.len()))
+    let labels: Vec<String> = options.iter().map(MenuOption::label).collect();
+    menu::render(
+        &format!("Two-factor login for {user}"),
+        &labels,
+        "Enter a passcode from your authenticator app or token, or a bypass code.",
+    )
 }
 
 impl Daemon {
@@ -237,9 +228,8 @@ impl Daemon {
         }
     }
 
-    /// Sends a push or places a call, then waits (bounded) for the phone's answer. With
-    /// `wait_prompt`, the waiting text goes into a prompt that the user confirms with Enter:
-    /// OpenSSH before 10.3 shows PAM text only together with a prompt (bug 2876).
+    /// Sends a push or places a call, then waits (bounded) for the phone's answer (with
+    /// `wait_prompt`, in a prompt the user confirms with Enter: [`menu::wait_for_phone`]).
     pub(crate) async fn approve(
         &self,
         conn: &mut Conn,
@@ -330,21 +320,15 @@ impl Daemon {
         if let Some(n) = pending.verify_number {
             waiting.push_str(&format!("\nOn the approval page, enter the number {n}."));
         }
-        let outcome = if self.config.wait_prompt && who.can_prompt {
-            conn.send(&ServerMsg::Prompt {
-                text: format!("{waiting}\nPress Enter once you have answered it: "),
-                echo: true,
-            })
-            .await?;
-            // The user's Enter and the phone's answer may come in either order; both are
-            // awaited, each with its own bound.
-            let (answer, outcome) = tokio::join!(conn.answer(), self.approvals.wait(pending, ttl));
-            answer?;
-            outcome
-        } else {
-            conn.info(waiting).await?;
-            self.approvals.wait(pending, ttl).await
-        };
+        let press_enter = self.config.wait_prompt && who.can_prompt;
+        let outcome = menu::wait_for_phone(
+            conn,
+            &waiting,
+            press_enter,
+            None,
+            self.approvals.wait(pending, ttl),
+        )
+        .await?;
         Ok(OobResult::Decided(outcome))
     }
 }

@@ -210,7 +210,7 @@ fn a_totp_login_reads_the_store_once_and_writes_once() {
 }
 
 #[test]
-fn with_remembered_logins_on_the_read_asks_and_the_success_is_remembered() {
+fn with_remembered_logins_the_read_asks_and_the_one_write_remembers_the_success() {
     let (d, calls) = daemon(|c| c.policy.remember_for = 3600);
     let (outcome, _) = d.login("root", &[&code_now(&d)]);
     assert_eq!(outcome, Outcome::Allow);
@@ -226,8 +226,9 @@ fn with_remembered_logins_on_the_read_asks_and_the_success_is_remembered() {
             "lock_state",
             "spend_totp_step",
             "clear_failures",
-            "commit",
+            // Remembered in the same transaction: one write per login.
             "remember",
+            "commit",
         ]
     );
 }

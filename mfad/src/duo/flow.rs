@@ -13,11 +13,13 @@ use crate::accounts::Account;
 use crate::conn::{Conn, ConnError};
 use crate::daemon::{Daemon, Result, SessionError, Who, decision};
 use crate::policy;
+use crate::providers::menu::{self, Answer};
+use crate::providers::{LoginContext, SecondFactor, Verdict};
 use crate::text::{self, clean};
-use mfa_proto::{AuthContext, AuthMode, Outcome, ServerMsg};
+use mfa_proto::{AuthContext, AuthMode, Outcome};
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
 use zeroize::Zeroizing;
 
 /// What ends a Duo login early: the client's connection, Duo out of reach (before the
@@ -146,26 +148,49 @@ pub fn factor_from_name(name: &str) -> Option<Factor> {
     Some(Factor::Option { kind, name })
 }
 
-/// What the user typed at the menu: an option number (through Duo's `factors`), a factor
-/// name, or a passcode. An empty answer is the default factor. `None`: not even a passcode.
-pub fn interpret(answer: &str, factors: &BTreeMap<String, String>) -> Option<Factor> {
-    let a = answer.trim();
-    if a.is_empty() {
-        let default = factors.get("default").map(String::as_str).unwrap_or("auto");
-        return factor_from_name(default);
-    }
+/// What the user typed at the menu ([`menu::read_answer`], shared with mfad's own
+/// factors): an option number (through Duo's `factors`), a factor name, or a passcode. An
+/// empty answer is the default factor. `Err`: what to tell the user.
+pub fn interpret(
+    answer: &str,
+    factors: &BTreeMap<String, String>,
+) -> std::result::Result<Factor, String> {
+    let neither = || "That is neither an option nor a passcode.".to_string();
+    let options = factors
+        .keys()
+        .filter(|k| k.parse::<usize>().is_ok())
+        .count();
+    let a = match menu::read_answer(answer, options) {
+        Answer::Default => {
+            let default = factors.get("default").map(String::as_str).unwrap_or("auto");
+            return factor_from_name(default).ok_or_else(neither);
+        }
+        Answer::Option(i) => {
+            return factors
+                .get(&(i + 1).to_string())
+                .and_then(|name| factor_from_name(name))
+                .ok_or_else(neither);
+        }
+        Answer::NoSuchOption(message) => {
+            return factors
+                .get(answer.trim())
+                .and_then(|name| factor_from_name(name))
+                .ok_or(message);
+        }
+        Answer::Other(a) => a,
+    };
     if let Some(name) = factors.get(a) {
-        return factor_from_name(name);
+        return factor_from_name(name).ok_or_else(neither);
     }
     if let Some(f) = factor_from_name(a) {
-        return Some(f);
+        return Ok(f);
     }
     // Duo passcodes: app and SMS codes, bypass codes, hardware tokens (YubiKey OTPs are 44
     // letters). Nothing with spaces or control characters.
     if a.len() <= 64 && a.chars().all(|c| c.is_ascii_alphanumeric()) {
-        return Some(Factor::Passcode(Zeroizing::new(a.to_string())));
+        return Ok(Factor::Passcode(Zeroizing::new(a.to_string())));
     }
-    None
+    Err(neither())
 }
 
 /// Duo's menu and what its answers select: the text prompt of `/preauth` when Duo sent one,
@@ -176,11 +201,8 @@ pub fn menu(user: &str, pre: &Preauth) -> (String, BTreeMap<String, String>) {
     {
         return (clean_text(&p.text), p.factors.clone());
     }
-    let mut text = format!(
-        "Duo two-factor login for {user}\n\nEnter a passcode or select one of the following options:\n\n"
-    );
+    let mut labels = Vec::new();
     let mut factors = BTreeMap::new();
-    let mut n = 0;
     for (i, d) in pre.devices.iter().enumerate() {
         let name = clean_text(
             d.display_name
@@ -194,22 +216,21 @@ pub fn menu(user: &str, pre: &Preauth) -> (String, BTreeMap<String, String>) {
             ("sms", "SMS passcodes to"),
         ] {
             if d.capabilities.iter().any(|c| c == cap) {
-                n += 1;
                 let factor = format!("{cap}{}", i + 1);
                 if !factors.contains_key("default") && cap != "sms" {
                     factors.insert("default".to_string(), factor.clone());
                 }
-                factors.insert(n.to_string(), factor);
-                text.push_str(&format!(" {n}. {label} {name}\n"));
+                labels.push(format!("{label} {name}"));
+                factors.insert(labels.len().to_string(), factor);
             }
         }
     }
-    text.push_str(&if n == 0 {
-        "\nPasscode: ".to_string()
-    } else {
-        format!("\nPasscode or option (1-{n}): ")
-    });
-    (text, factors)
+    let (text, prompt) = menu::render(
+        &format!("Duo two-factor login for {user}"),
+        &labels,
+        "Enter a passcode.",
+    );
+    (format!("{text}\n{prompt}"), factors)
 }
 
 /// The client's address as Duo should see it: PAM_RHOST or SSH_CONNECTION's first field;
@@ -265,11 +286,6 @@ pub(crate) struct DuoRun {
     pub(crate) reported: bool,
 }
 
-enum Poll {
-    Status(String),
-    Done(std::result::Result<AuthAnswer, DuoError>),
-}
-
 /// Aborts the poller when the login ends first.
 struct AbortOnDrop(tokio::task::JoinHandle<()>);
 impl Drop for AbortOnDrop {
@@ -278,7 +294,37 @@ impl Drop for AbortOnDrop {
     }
 }
 
-impl Daemon {
+/// Duo as a second-factor provider: its own enrolment, menu, factors and verdicts, below
+/// mfad's pipeline (which adds the local policy unless `[duo] local_policy = false`).
+pub(crate) struct DuoProvider<'a> {
+    pub(crate) daemon: &'a Daemon,
+    pub(crate) duo: &'a Arc<Duo>,
+}
+
+impl SecondFactor for DuoProvider<'_> {
+    async fn authenticate(&self, conn: &mut Conn, login: &LoginContext<'_>) -> Result<Verdict> {
+        let run = self
+            .duo_login(conn, &login.who, login.ctx, login.account)
+            .await?;
+        Ok(match run {
+            None => Verdict::Answered,
+            Some(DuoRun {
+                outcome: Some(Outcome::Allow),
+                ..
+            }) => Verdict::Passed {
+                method: "duo",
+                accepted: false,
+                say_success: false,
+            },
+            Some(run) => Verdict::Refused {
+                failures: run.failures,
+                reported: run.reported,
+            },
+        })
+    }
+}
+
+impl DuoProvider<'_> {
     /// The second factor of a login through Duo. Returns how it went for the login
     /// pipeline to conclude (count failures, remember, answer), or `None` when this has
     /// already ended the conversation (Duo unreachable before the challenge, the user
@@ -289,10 +335,9 @@ impl Daemon {
         who: &Who<'_>,
         ctx: &AuthContext,
         account: &Account,
-        duo: &Arc<Duo>,
     ) -> Result<Option<DuoRun>> {
         let mut run = DuoRun::default();
-        match self.duo_flow(conn, &mut run, who, ctx, account, duo).await {
+        match self.duo_flow(conn, &mut run, who, ctx, account).await {
             Ok(()) if run.outcome.is_some() => Ok(Some(run)),
             Ok(()) => Ok(None),
             Err(Stop::Session(e)) => Err(e),
@@ -353,13 +398,12 @@ impl Daemon {
         who: &Who<'_>,
         ctx: &AuthContext,
         account: &Account,
-        duo: &Arc<Duo>,
     ) -> Flow<()> {
-        if let Some(groups) = &duo.groups {
+        if let Some(groups) = &self.duo.groups {
             // A failed lookup decides nothing (pam_duo refuses too): the fail mode decides.
-            let member_of = match self.groups(account).await {
+            let member_of = match self.daemon.groups(account).await {
                 Ok(g) => g,
-                Err(e) => return Ok(self.directory_down(conn, who, &e).await?),
+                Err(e) => return Ok(self.daemon.directory_down(conn, who, &e).await?),
             };
             if !groups.matches(&member_of) {
                 decision(who, "duo", "allow", "in none of the Duo groups");
@@ -367,11 +411,12 @@ impl Daemon {
                 return Ok(());
             }
         }
-        let ipaddr = client_ip(ctx, duo.fallback_local_ip);
-        duo.client.sync_clock().await?;
-        let pre = match duo
+        let ipaddr = client_ip(ctx, self.duo.fallback_local_ip);
+        self.duo.client.sync_clock().await?;
+        let pre = match self
+            .duo
             .client
-            .preauth(&ctx.user, ipaddr.as_deref(), &duo.hostname)
+            .preauth(&ctx.user, ipaddr.as_deref(), &self.duo.hostname)
             .await
         {
             Ok(p) => p,
@@ -427,12 +472,12 @@ impl Daemon {
             PreauthResult::Enroll => return self.duo_enroll(conn, run, who, ctx, &pre).await,
             PreauthResult::Auth => {}
         }
-        let headless = ctx.mode == AuthMode::Auto || !ctx.can_prompt || duo.autopush;
+        let headless = !menu::shows_menu(ctx) || self.duo.autopush;
         let challenged = if headless {
-            self.duo_default_factor(conn, run, who, ctx, duo, &pre, ipaddr.as_deref())
+            self.duo_default_factor(conn, run, who, ctx, &pre, ipaddr.as_deref())
                 .await
         } else {
-            self.duo_menu(conn, run, who, ctx, duo, &pre, ipaddr.as_deref())
+            self.duo_menu(conn, run, who, ctx, &pre, ipaddr.as_deref())
                 .await
         };
         match challenged {
@@ -487,21 +532,17 @@ impl Daemon {
     }
 
     /// The menu, up to `prompts` rounds.
-    // The login's context travels as arguments; a struct for it comes with the provider
-    // trait (docs/ARCHITECTURE.md).
-    #[allow(clippy::too_many_arguments)]
     async fn duo_menu(
         &self,
         conn: &mut Conn,
         run: &mut DuoRun,
         who: &Who<'_>,
         ctx: &AuthContext,
-        duo: &Arc<Duo>,
         pre: &Preauth,
         ipaddr: Option<&str>,
     ) -> Flow<()> {
         let (text, factors) = menu(&ctx.user, pre);
-        for _ in 0..duo.prompts {
+        for _ in 0..self.duo.prompts {
             let Some(answer) = conn.prompt(text.clone(), true).await? else {
                 decision(
                     who,
@@ -513,13 +554,15 @@ impl Daemon {
                     .await?;
                 return Ok(());
             };
-            let Some(factor) = interpret(&answer, &factors) else {
-                conn.error("That is neither an option nor a passcode.")
-                    .await?;
-                continue;
+            let factor = match interpret(&answer, &factors) {
+                Ok(factor) => factor,
+                Err(message) => {
+                    conn.error(message).await?;
+                    continue;
+                }
             };
             if let End::Over = self
-                .duo_factor(conn, run, who, ctx, duo, &factor, ipaddr)
+                .duo_factor(conn, run, who, ctx, &factor, ipaddr)
                 .await?
             {
                 return Ok(());
@@ -533,16 +576,12 @@ impl Daemon {
 
     /// No menu (no terminal, PAM mode=auto, or autopush): Duo's default factor at once, as
     /// login_duo does for scp, sftp and rsync.
-    // The login's context travels as arguments; a struct for it comes with the provider
-    // trait (docs/ARCHITECTURE.md).
-    #[allow(clippy::too_many_arguments)]
     async fn duo_default_factor(
         &self,
         conn: &mut Conn,
         run: &mut DuoRun,
         who: &Who<'_>,
         ctx: &AuthContext,
-        duo: &Arc<Duo>,
         pre: &Preauth,
         ipaddr: Option<&str>,
     ) -> Flow<()> {
@@ -571,11 +610,11 @@ impl Daemon {
             self.duo_refuse(
                 conn,
                 run,
-                format!(
-                    "Duo's default method for {} is SMS passcodes, which need a terminal to \
-                     type them. Make Duo Push or a phone call your default method, or log in \
-                     with `ssh` in a terminal.",
-                    who.user
+                menu::no_headless_default(
+                    who.user,
+                    Some("Duo's SMS passcodes"),
+                    "Make Duo Push or a phone call your default method, or log in with `ssh` \
+                     in a terminal.",
                 ),
             )
             .await?;
@@ -583,17 +622,15 @@ impl Daemon {
         }
         conn.info(line).await?;
         if let End::Over = self
-            .duo_factor(conn, run, who, ctx, duo, &factor, ipaddr)
+            .duo_factor(conn, run, who, ctx, &factor, ipaddr)
             .await?
         {
             return Ok(());
         }
         if factor.kind() == Some(Kind::Sms)
             && let Some(answer) = conn.prompt("Passcode: ", true).await?
-            && let Some(code @ Factor::Passcode(_)) = interpret(&answer, &BTreeMap::new())
-            && let End::Over = self
-                .duo_factor(conn, run, who, ctx, duo, &code, ipaddr)
-                .await?
+            && let Ok(code @ Factor::Passcode(_)) = interpret(&answer, &BTreeMap::new())
+            && let End::Over = self.duo_factor(conn, run, who, ctx, &code, ipaddr).await?
         {
             return Ok(());
         }
@@ -609,38 +646,34 @@ impl Daemon {
 
     /// Runs one factor and tells the user how it ended. Allowed and final refusals end the
     /// conversation here.
-    // The login's context travels as arguments; a struct for it comes with the provider
-    // trait (docs/ARCHITECTURE.md).
-    #[allow(clippy::too_many_arguments)]
     async fn duo_factor(
         &self,
         conn: &mut Conn,
         run: &mut DuoRun,
         who: &Who<'_>,
         ctx: &AuthContext,
-        duo: &Arc<Duo>,
         factor: &Factor,
         ipaddr: Option<&str>,
     ) -> Flow<End> {
         let mut params: Params = vec![
             ("username".into(), ctx.user.clone()),
-            ("hostname".into(), duo.hostname.clone()),
+            ("hostname".into(), self.duo.hostname.clone()),
         ];
         if let Some(ip) = ipaddr {
             params.push(("ipaddr".into(), ip.into()));
         }
         params.extend(factor.params());
-        if duo.pushinfo && factor.kind().is_some() {
+        if self.duo.pushinfo && factor.kind().is_some() {
             params.push((
                 "pushinfo".into(),
-                pushinfo(&duo.hostname, ipaddr, ctx.command.as_deref()),
+                pushinfo(&self.duo.hostname, ipaddr, ctx.command.as_deref()),
             ));
         }
-        let answer = match duo.client.auth(params).await {
+        let answer = match self.duo.client.auth(params).await {
             // Sent with async=1: a txid to follow through /auth_status.
             Ok(AuthAnswer {
                 txid: Some(txid), ..
-            }) => self.duo_wait(conn, who, duo, txid).await?,
+            }) => self.duo_wait(conn, who, txid).await?,
             // Decided at once (a passcode, a locked-out account).
             Ok(a) if a.result.is_some() => a,
             Ok(_) => return Err(Outage::BadResponse.into()),
@@ -665,7 +698,7 @@ impl Daemon {
             if !msg.is_empty() {
                 conn.info(msg).await?;
             }
-            if duo.motd && ctx.service == "mfa-login-prompt" {
+            if self.duo.motd && ctx.service == "mfa-login-prompt" {
                 let motd = tokio::task::spawn_blocking(read_motd)
                     .await
                     .map_err(SessionError::from)?;
@@ -728,86 +761,50 @@ impl Daemon {
     /// `wait_prompt`, the first line goes into a prompt the user confirms with Enter, since
     /// OpenSSH before 10.3 shows PAM text only with a prompt; the lines that arrive meanwhile
     /// follow once it is answered, and the rest as they come.
-    async fn duo_wait(
-        &self,
-        conn: &mut Conn,
-        who: &Who<'_>,
-        duo: &Arc<Duo>,
-        txid: String,
-    ) -> Flow<AuthAnswer> {
-        let first = duo.client.auth_status(&txid).await?;
+    async fn duo_wait(&self, conn: &mut Conn, who: &Who<'_>, txid: String) -> Flow<AuthAnswer> {
+        let first = self.duo.client.auth_status(&txid).await?;
         if !first.is_waiting() {
             return Ok(first);
         }
         let first_msg = clean_text(first.status_msg.as_deref().unwrap_or("Waiting for Duo..."));
-        let (tx, mut rx) = mpsc::channel(16);
-        let poller = Arc::clone(duo);
-        let limit = duo.client.status_limit();
+        // The poller sends each new status line, then the verdict.
+        let (lines, updates) = mpsc::channel(16);
+        let (verdict, decided) = oneshot::channel();
+        let poller = Arc::clone(self.duo);
+        let limit = self.duo.client.status_limit();
         let last = first_msg.clone();
         let _guard = AbortOnDrop(tokio::spawn(async move {
             let mut last = last;
             let deadline = tokio::time::Instant::now() + limit;
-            loop {
+            let result = loop {
                 let polled =
                     tokio::time::timeout_at(deadline, poller.client.auth_status(&txid)).await;
-                let event = match polled {
-                    Err(_) => Poll::Done(Err(Outage::Timeout(limit).into())),
-                    Ok(Err(e)) => Poll::Done(Err(e)),
+                match polled {
+                    Err(_) => break Err(Outage::Timeout(limit).into()),
+                    Ok(Err(e)) => break Err(e),
                     Ok(Ok(a)) if a.is_waiting() => {
                         let msg = clean_text(a.status_msg.as_deref().unwrap_or_default());
                         if msg.is_empty() || msg == last {
                             continue;
                         }
                         last = msg.clone();
-                        Poll::Status(msg)
+                        if lines.send(msg).await.is_err() {
+                            return;
+                        }
                     }
-                    Ok(Ok(a)) => Poll::Done(Ok(a)),
-                };
-                let done = matches!(event, Poll::Done(_));
-                if tx.send(event).await.is_err() || done {
-                    return;
+                    Ok(Ok(a)) => break Ok(a),
                 }
-            }
+            };
+            let _ = verdict.send(result);
         }));
-        let mut early = None;
-        let mut held = Vec::new();
-        if self.config.wait_prompt && who.can_prompt {
-            conn.send(&ServerMsg::Prompt {
-                text: format!("{first_msg}\nPress Enter once you have answered it: "),
-                echo: true,
-            })
-            .await?;
-            let answer = conn.answer();
-            tokio::pin!(answer);
-            loop {
-                tokio::select! {
-                    a = &mut answer => {
-                        a?;
-                        break;
-                    }
-                    event = rx.recv(), if early.is_none() => match event {
-                        Some(Poll::Status(m)) => held.push(m),
-                        Some(Poll::Done(r)) => early = Some(r),
-                        None => early = Some(Err(Outage::BadResponse.into())),
-                    },
-                }
-            }
-        } else {
-            conn.info(first_msg).await?;
-        }
-        for m in held {
-            conn.info(m).await?;
-        }
-        let result = match early {
-            Some(r) => r,
-            None => loop {
-                match rx.recv().await {
-                    Some(Poll::Status(m)) => conn.info(m).await?,
-                    Some(Poll::Done(r)) => break r,
-                    None => break Err(Outage::BadResponse.into()),
-                }
-            },
+        let press_enter = self.daemon.config.wait_prompt && who.can_prompt;
+        let decided = async {
+            decided
+                .await
+                .unwrap_or_else(|_| Err(Outage::BadResponse.into()))
         };
+        let result =
+            menu::wait_for_phone(conn, &first_msg, press_enter, Some(updates), decided).await?;
         match result {
             Ok(a) => Ok(a),
             Err(DuoError::Unavailable(o)) => Err(o.into()),
@@ -909,17 +906,22 @@ mod tests {
         .iter()
         .map(|(k, v)| (k.to_string(), v.to_string()))
         .collect();
-        assert_eq!(interpret("1", &factors), option(Kind::Push, "push1"));
-        assert_eq!(interpret("2", &factors), option(Kind::Phone, "voice1"));
-        assert_eq!(interpret("3", &factors), option(Kind::Sms, "smsrefresh1"));
-        assert_eq!(interpret(" ", &factors), option(Kind::Push, "push1"));
-        assert_eq!(interpret("phone", &factors), option(Kind::Phone, "phone"));
+        let got = |a: &str| interpret(a, &factors).ok();
+        assert_eq!(got("1"), option(Kind::Push, "push1"));
+        assert_eq!(got("2"), option(Kind::Phone, "voice1"));
+        assert_eq!(got("3"), option(Kind::Sms, "smsrefresh1"));
+        assert_eq!(got(" "), option(Kind::Push, "push1"));
+        assert_eq!(got("phone"), option(Kind::Phone, "phone"));
         assert_eq!(
-            interpret("123456", &factors),
+            got("123456"),
             Some(Factor::Passcode(Zeroizing::new("123456".into())))
         );
-        assert_eq!(interpret("12 34", &factors), None);
-        assert_eq!(interpret("a\u{1b}b", &factors), None);
+        assert_eq!(
+            interpret("7", &factors),
+            Err("There is no option 7; choose 1 to 3.".to_string())
+        );
+        assert_eq!(got("12 34"), None);
+        assert_eq!(got("a\u{1b}b"), None);
     }
 
     #[test]
