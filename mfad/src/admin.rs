@@ -7,13 +7,15 @@ pub mod import;
 pub mod report;
 
 use crate::conn::Conn;
-use crate::daemon::{Daemon, Result, Who};
+use crate::core::Core;
+use crate::daemon::{Result, Who};
 use crate::devices::describe;
 use crate::factor::{self, totp};
 use crate::logging::admin_action;
 use crate::store::{DeviceKind, NewDeviceRow, OtpKey};
 use crate::text;
 use mfa_proto::{AdminOp, ImportFile, ImportFormat, Outcome};
+use std::sync::Arc;
 
 /// The action's name in admin log lines.
 fn action_name(op: &AdminOp) -> &'static str {
@@ -120,11 +122,16 @@ fn describe_new(d: &NewDeviceRow) -> String {
     }
 }
 
-impl Daemon {
+/// Root's operations: the shared core only.
+pub(crate) struct AdminService {
+    pub(crate) core: Arc<Core>,
+}
+
+impl AdminService {
     pub(crate) async fn admin(&self, conn: &mut Conn, uid: u32, op: AdminOp) -> Result<()> {
         // Who asked, for the record: the name of the caller's uid (its number if it has none).
         // A directory outage must not stop root's commands: the uid alone is then logged.
-        let by = match self.name_of(uid).await {
+        let by = match self.core.name_of(uid).await {
             Ok(Some(name)) => name,
             _ => format!("uid{uid}"),
         };
@@ -143,7 +150,10 @@ impl Daemon {
                 | AdminOp::Import { .. } => "-",
             };
             admin_action(&by, uid, action, target, "refused: not root");
-            return self.deny(conn, "Only root may run admin commands.").await;
+            return self
+                .core
+                .deny(conn, "Only root may run admin commands.")
+                .await;
         }
         let user = match &op {
             AdminOp::Status { user }
@@ -175,11 +185,11 @@ impl Daemon {
         };
         if let Err(e) = mfa_proto::check_user_name(&user) {
             admin_action(&by, uid, action, &user, "refused: bad user name");
-            return self.deny(conn, format!("Refused: {e}.")).await;
+            return self.core.deny(conn, format!("Refused: {e}.")).await;
         }
         // State is keyed by the name the directory gives: `mfa admin unlock ALICE` unlocks
         // the account that logs in as alice (or ALICE) under a case-insensitive directory.
-        let account = self.account(&user).await?;
+        let account = self.core.account(&user).await?;
         let exists = account.is_some();
         let user = account.map_or(user, |a| a.name);
         let who = Who {
@@ -194,12 +204,13 @@ impl Daemon {
                 let json = matches!(op, AdminOp::StatusJson { .. });
                 let u = user.clone();
                 let (devices, codes, lock) = self
+                    .core
                     .db(move |s| {
                         let devices = s.devices(&u)?;
                         Ok((devices, s.unused_bypass_codes(&u)?.len(), s.lock_state(&u)?))
                     })
                     .await?;
-                let now = self.clock.now();
+                let now = self.core.clock.now();
                 let out = if json {
                     let r = report::status(user.clone(), exists, &devices, codes, &lock, now);
                     serde_json::to_string_pretty(&r).unwrap_or_default()
@@ -214,7 +225,7 @@ impl Daemon {
             }
             AdminOp::Unlock { .. } => {
                 let u = user.clone();
-                let changed = self.db(move |s| s.unlock(&u)).await?;
+                let changed = self.core.db(move |s| s.unlock(&u)).await?;
                 admin_action(
                     &by,
                     uid,
@@ -235,7 +246,7 @@ impl Daemon {
             }
             AdminOp::Reset { .. } => {
                 let u = user.clone();
-                self.db(move |s| s.reset_user(&u)).await?;
+                self.core.db(move |s| s.reset_user(&u)).await?;
                 admin_action(&by, uid, action, &user, "all devices and codes removed");
                 conn.info(format!(
                     "{user} has no devices, bypass codes or failures any more. They can enrol \
@@ -245,7 +256,7 @@ impl Daemon {
             }
             AdminOp::Forget { .. } => {
                 let u = user.clone();
-                let n = self.db(move |s| s.forget_remembered(&u)).await?;
+                let n = self.core.db(move |s| s.forget_remembered(&u)).await?;
                 admin_action(
                     &by,
                     uid,
@@ -263,11 +274,12 @@ impl Daemon {
                 if !exists {
                     admin_action(&by, uid, action, &user, "refused: no such user");
                     return self
+                        .core
                         .deny(conn, format!("There is no user {user} on this host."))
                         .await;
                 }
                 admin_action(&by, uid, action, &user, "new codes issued");
-                return self.issue_bypass_codes(conn, &who).await;
+                return self.core.issue_bypass_codes(conn, &who).await;
             }
             AdminOp::ImportTokens { .. }
             | AdminOp::List { .. }
@@ -281,7 +293,7 @@ impl Daemon {
     /// Writes a backup while logins go on: the copy reads the database through its own
     /// connection, so the store's writer is not held up.
     async fn backup(&self, conn: &mut Conn, by: &str, uid: u32, path: &str) -> Result<()> {
-        if let crate::config::StoreLocation::Postgres(_) = self.config.location {
+        if let crate::config::StoreLocation::Postgres(_) = self.core.config.location {
             conn.error(
                 "This store is PostgreSQL: back it up with the database's own tools \
                  (pg_dump, or the replication the site runs), not mfa admin backup.",
@@ -290,9 +302,9 @@ impl Daemon {
             conn.done(Outcome::Deny).await?;
             return Ok(());
         }
-        let database = self.config.database.clone();
+        let database = self.core.config.database.clone();
         let dest = std::path::PathBuf::from(path);
-        let now = self.clock.now();
+        let now = self.core.clock.now();
         let result =
             tokio::task::spawn_blocking(move || backup::backup(&database, &dest, now)).await?;
         match result {
@@ -313,7 +325,7 @@ impl Daemon {
                      of the key, apart from the backups.",
                     summary.users,
                     summary.devices,
-                    self.config.store_key.display()
+                    self.core.config.store_key.display()
                 ))
                 .await?;
                 conn.done(Outcome::Allow).await?;
@@ -321,7 +333,8 @@ impl Daemon {
             }
             Err(e) => {
                 admin_action(by, uid, "backup", "-", &format!("failed: {e}"));
-                self.deny(conn, format!("No backup was written: {e}."))
+                self.core
+                    .deny(conn, format!("No backup was written: {e}."))
                     .await
             }
         }
@@ -363,13 +376,14 @@ impl Daemon {
         }
         // Users: known to this host (the directory's spelling), not enrolled in mfad yet.
         for i in &mut imported {
-            match self.account(&i.user).await? {
+            match self.core.account(&i.user).await? {
                 Some(a) => i.user = a.name,
                 None => errors.push(format!("{}: no user {} on this host", i.origin, i.user)),
             }
         }
         let users: Vec<String> = imported.iter().map(|i| i.user.clone()).collect();
         let enrolled = self
+            .core
             .db(move |s| {
                 let mut enrolled = Vec::new();
                 for u in users {
@@ -407,6 +421,7 @@ impl Daemon {
                 &format!("refused: {} errors; nothing imported", errors.len()),
             );
             return self
+                .core
                 .deny(
                     conn,
                     format!(
@@ -466,25 +481,26 @@ impl Daemon {
             return Ok(());
         }
         let count = imported.len();
-        let now = self.clock.now();
-        self.db(move |s| {
-            s.in_transaction(|s| {
-                let mut rows = Vec::new();
-                let mut codes = Vec::new();
-                for i in imported {
-                    if !i.bypass.is_empty() {
-                        codes.push((i.user.clone(), i.bypass));
+        let now = self.core.clock.now();
+        self.core
+            .db(move |s| {
+                s.in_transaction(|s| {
+                    let mut rows = Vec::new();
+                    let mut codes = Vec::new();
+                    for i in imported {
+                        if !i.bypass.is_empty() {
+                            codes.push((i.user.clone(), i.bypass));
+                        }
+                        rows.push((i.user, i.device));
                     }
-                    rows.push((i.user, i.device));
-                }
-                s.add_devices(&rows, now)?;
-                for (user, c) in codes {
-                    s.replace_bypass_codes(&user, &c, now)?;
-                }
-                Ok(())
+                    s.add_devices(&rows, now)?;
+                    for (user, c) in codes {
+                        s.replace_bypass_codes(&user, &c, now)?;
+                    }
+                    Ok(())
+                })
             })
-        })
-        .await?;
+            .await?;
         admin_action(
             by,
             uid,
@@ -508,8 +524,8 @@ impl Daemon {
         low_bypass_below: u32,
         json: bool,
     ) -> Result<()> {
-        let summaries = self.db(|s| s.user_summaries()).await?;
-        let report = report::list(summaries, filter, low_bypass_below, self.clock.now());
+        let summaries = self.core.db(|s| s.user_summaries()).await?;
+        let report = report::list(summaries, filter, low_bypass_below, self.core.clock.now());
         let out = if json {
             serde_json::to_string_pretty(&report).unwrap_or_default()
         } else {
@@ -541,6 +557,7 @@ impl Daemon {
                     &format!("refused: {} bad lines; nothing imported", errors.len()),
                 );
                 return self
+                    .core
                     .deny(
                         conn,
                         format!(
@@ -554,7 +571,7 @@ impl Daemon {
         let mut rows = rows;
         let mut unknown = Vec::new();
         for (user, _) in &mut rows {
-            match self.account(user).await? {
+            match self.core.account(user).await? {
                 Some(a) => *user = a.name,
                 None => unknown.push(user.clone()),
             }
@@ -569,6 +586,7 @@ impl Daemon {
                 &format!("refused: {} unknown users; nothing imported", unknown.len()),
             );
             return self
+                .core
                 .deny(
                     conn,
                     format!(
@@ -582,8 +600,8 @@ impl Daemon {
         let mut users: Vec<String> = rows.iter().map(|(u, _)| u.clone()).collect();
         users.sort();
         users.dedup();
-        let now = self.clock.now();
-        self.db(move |s| s.add_devices(&rows, now)).await?;
+        let now = self.core.clock.now();
+        self.core.db(move |s| s.add_devices(&rows, now)).await?;
         admin_action(
             by,
             uid,

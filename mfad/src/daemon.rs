@@ -2,19 +2,23 @@
 //! themselves live in `login` (a login's second factor), `devices` (a user's own settings)
 //! and `admin` (root's operations). All policy lives in mfad; clients only relay.
 
-use crate::accounts::{Account, Accounts, AccountsError, NssAccounts};
+use crate::accounts::{Accounts, AccountsError, NssAccounts};
+use crate::admin::AdminService;
 use crate::clock::Clock;
 use crate::config::Config;
 use crate::conn::{Conn, ConnError};
-use crate::factor::totp;
+use crate::core::Core;
+use crate::devices::AccountService;
+use crate::login::LoginService;
 use crate::oob::approvals::{ApprovalDecision, ApprovalRequest, ApprovalStore};
 use crate::oob::http::ApprovalHooks;
 use crate::oob::notify::{Notifier, ProviderError, http_client};
 use crate::oob::twilio::Twilio;
+use crate::providers::local::LocalFactors;
+use crate::store::StoreError;
 use crate::store::pool::StorePool;
-use crate::store::{Store, StoreError};
 use crate::text::{self, clean};
-use mfa_proto::{ClientMsg, MIN_PROTOCOL_VERSION, Operation, Outcome, PROTOCOL_VERSION};
+use mfa_proto::{ClientMsg, MIN_PROTOCOL_VERSION, Operation, PROTOCOL_VERSION};
 use std::sync::Arc;
 use std::time::Duration;
 use tracing::{debug, error, info, warn};
@@ -33,21 +37,18 @@ pub enum SessionError {
 
 pub(crate) type Result<T> = std::result::Result<T, SessionError>;
 
+/// The daemon: the services a conversation is dispatched to, each holding only what it
+/// needs. The socket server (`server.rs`) accepts connections and calls [`Daemon::serve`].
 pub struct Daemon {
-    pub(crate) config: Config,
-    pub(crate) issuer: String,
-    store: Arc<StorePool>,
-    pub(crate) clock: Arc<dyn Clock>,
+    core: Arc<Core>,
+    /// A login's second factor (`login.rs`, the providers below it).
+    login: LoginService,
+    /// A user's own devices (`devices.rs`).
+    account: AccountService,
+    /// Root's operations (`admin.rs`).
+    admin: AdminService,
     /// Pushes and calls waiting for the phone's answer; shared with the approval endpoint.
-    pub(crate) approvals: Arc<ApprovalStore>,
-    pub(crate) notifier: Option<Notifier>,
-    pub(crate) twilio: Option<Twilio>,
-    /// The Duo provider and its pooled HTTPS client, when `[duo]` is configured.
-    pub(crate) duo: Option<Arc<crate::duo::Duo>>,
-    /// Who the system says users are (NSS in production).
-    accounts: Arc<dyn Accounts>,
-    /// Rate limits on texts, calls and pushes (`[limits]`).
-    pub(crate) limits: crate::oob::limits::OobLimits,
+    approvals: Arc<ApprovalStore>,
 }
 
 /// What the approval endpoint tells the daemon: a report locks the account at once.
@@ -168,6 +169,17 @@ impl Daemon {
         store: StorePool,
         clock: Arc<dyn Clock>,
     ) -> std::result::Result<Self, ProviderError> {
+        Daemon::with_directory(config, store, clock, Arc::new(NssAccounts))
+    }
+
+    /// As [`Daemon::new`], with `accounts` instead of NSS (tests: a case-insensitive or
+    /// failing directory).
+    pub fn with_directory(
+        config: Config,
+        store: StorePool,
+        clock: Arc<dyn Clock>,
+        accounts: Arc<dyn Accounts>,
+    ) -> std::result::Result<Self, ProviderError> {
         let issuer = config.issuer();
         let verified = config.approval.as_ref().is_some_and(|a| a.verified_push);
         let approvals = Arc::new(ApprovalStore::new(Arc::clone(&clock), verified));
@@ -197,40 +209,52 @@ impl Daemon {
             None => None,
         };
         let limits = crate::oob::limits::OobLimits::new(config.limits.clone(), Arc::clone(&clock));
-        Ok(Daemon {
-            limits,
-            duo,
+        let core = Arc::new(Core {
             config,
             issuer,
             store: Arc::new(store),
             clock,
-            approvals,
+            accounts,
+        });
+        let local = Arc::new(LocalFactors {
+            core: Arc::clone(&core),
+            approvals: Arc::clone(&approvals),
             notifier,
             twilio,
-            accounts: Arc::new(NssAccounts),
+            limits,
+        });
+        Ok(Daemon {
+            login: LoginService {
+                core: Arc::clone(&core),
+                local: Arc::clone(&local),
+                duo,
+            },
+            account: AccountService {
+                core: Arc::clone(&core),
+                local,
+            },
+            admin: AdminService {
+                core: Arc::clone(&core),
+            },
+            core,
+            approvals,
         })
-    }
-
-    /// Uses `accounts` instead of NSS (tests: a case-insensitive or failing directory).
-    pub fn with_accounts(mut self, accounts: Arc<dyn Accounts>) -> Self {
-        self.accounts = accounts;
-        self
-    }
-
-    /// How long a reported login locks the account: the lockout duration, at least an hour.
-    pub(crate) fn report_lock_secs(&self) -> i64 {
-        self.config.lockout.duration.max(3600) as i64
     }
 
     /// In a cluster (a PostgreSQL store): shares the pending approvals with the other
     /// nodes, so any node's endpoint answers any node's login. Call once, on the runtime.
     pub fn share_approvals(&self) {
-        if let crate::config::StoreLocation::Postgres(url) = &self.config.location {
+        if let crate::config::StoreLocation::Postgres(url) = &self.core.config.location {
             crate::store::pg_approvals::PgRelay::share(
-                crate::store::open::pg_options(&self.config, url),
+                crate::store::open::pg_options(&self.core.config, url),
                 &self.approvals,
             );
         }
+    }
+
+    /// What every service shares (the metrics read the store through it).
+    pub(crate) fn core(&self) -> &Core {
+        &self.core
     }
 
     /// The pending approvals, for the approval endpoint.
@@ -241,53 +265,14 @@ impl Daemon {
     /// What the approval endpoint calls when a phone answers.
     pub fn approval_hooks(&self) -> Arc<dyn ApprovalHooks> {
         Arc::new(ReportHook {
-            store: Arc::clone(&self.store),
-            clock: Arc::clone(&self.clock),
-            lock_for: self.report_lock_secs(),
+            store: Arc::clone(&self.core.store),
+            clock: Arc::clone(&self.core.clock),
+            lock_for: self.core.report_lock_secs(),
         })
     }
 
     pub fn answer_timeout(&self) -> Duration {
-        Duration::from_secs(self.config.answer_timeout)
-    }
-
-    /// Runs `f` on a connection of the store, off the async threads (SQLite blocks on
-    /// fsync; the PostgreSQL backend waits for the server).
-    pub(crate) async fn db<T, F>(&self, f: F) -> Result<T>
-    where
-        T: Send + 'static,
-        F: FnOnce(&mut Store) -> std::result::Result<T, StoreError> + Send + 'static,
-    {
-        let started = tokio::time::Instant::now();
-        let (backend, result) = match self.store.get().await {
-            Ok(mut store) => {
-                let backend = store.backend_kind();
-                (
-                    backend,
-                    tokio::task::spawn_blocking(move || f(&mut store)).await?,
-                )
-            }
-            Err(e) => ("unavailable", Err(e)),
-        };
-        match &result {
-            Ok(_) => {
-                self.store.answered();
-                crate::metrics::store_operation(backend, started.elapsed(), None);
-            }
-            Err(e) => {
-                self.store.failed(e);
-                crate::metrics::store_operation(backend, started.elapsed(), Some(e.is_outage()));
-            }
-        }
-        Ok(result?)
-    }
-
-    pub(crate) fn totp_params(&self) -> totp::TotpParams {
-        totp::TotpParams {
-            algorithm: totp::HashAlgorithm::Sha1,
-            digits: self.config.totp.digits,
-            period: self.config.totp.period,
-        }
+        Duration::from_secs(self.core.config.answer_timeout)
     }
 
     /// Serves one connection from hello to done. Once anything has been said to the client,
@@ -355,14 +340,14 @@ impl Daemon {
             _ => None,
         };
         let result = match op {
-            Operation::Authenticate(ctx) => self.authenticate(conn, uid, ctx).await,
-            Operation::EnrollTotp { name } => self.enroll_totp(conn, uid, name).await,
-            Operation::BypassCodes => self.own_bypass_codes(conn, uid).await,
-            Operation::ListDevices => self.list_devices(conn, uid).await,
-            Operation::AddDevice(new) => self.add_device(conn, uid, new).await,
-            Operation::SetDefault { index } => self.set_default(conn, uid, index).await,
-            Operation::RemoveDevice { index } => self.remove_device(conn, uid, index).await,
-            Operation::Admin(op) => self.admin(conn, uid, op).await,
+            Operation::Authenticate(ctx) => self.login.authenticate(conn, uid, ctx).await,
+            Operation::EnrollTotp { name } => self.account.enroll_totp(conn, uid, name).await,
+            Operation::BypassCodes => self.account.own_bypass_codes(conn, uid).await,
+            Operation::ListDevices => self.account.list_devices(conn, uid).await,
+            Operation::AddDevice(new) => self.account.add_device(conn, uid, new).await,
+            Operation::SetDefault { index } => self.account.set_default(conn, uid, index).await,
+            Operation::RemoveDevice { index } => self.account.remove_device(conn, uid, index).await,
+            Operation::Admin(op) => self.admin.admin(conn, uid, op).await,
         };
         let refused = |reason: &str| {
             if let Some((user, rhost, service, can_prompt)) = &login {
@@ -406,60 +391,5 @@ impl Daemon {
                     .await;
             }
         }
-    }
-
-    pub(crate) async fn deny(&self, conn: &mut Conn, message: impl Into<String>) -> Result<()> {
-        conn.error(message).await?;
-        conn.done(Outcome::Deny).await?;
-        Ok(())
-    }
-
-    /// Refuses (and says so) when the account is locked. Returns whether it may go on.
-    pub(crate) async fn check_not_locked(&self, conn: &mut Conn, who: &Who<'_>) -> Result<bool> {
-        let user = who.user.to_string();
-        let state = self.db(move |s| s.lock_state(&user)).await?;
-        self.not_locked(conn, who, &state).await
-    }
-
-    /// Refuses (and says so) when `state` is a lock still in force. Returns whether it may
-    /// go on.
-    pub(crate) async fn not_locked(
-        &self,
-        conn: &mut Conn,
-        who: &Who<'_>,
-        state: &crate::store::LockState,
-    ) -> Result<bool> {
-        let now = self.clock.now();
-        match state.locked_until {
-            Some(until) if until > now => {
-                decision(who, "-", "deny", "account locked");
-                self.deny(conn, text::locked_message(who.user, until, now))
-                    .await?;
-                Ok(false)
-            }
-            _ => Ok(true),
-        }
-    }
-}
-
-impl Daemon {
-    /// The account `name` refers to, as the directory spells it.
-    pub(crate) async fn account(&self, name: &str) -> Result<Option<Account>> {
-        let (accounts, name) = (Arc::clone(&self.accounts), name.to_string());
-        Ok(tokio::task::spawn_blocking(move || accounts.by_name(&name)).await??)
-    }
-
-    /// The user name of `uid`.
-    pub(crate) async fn name_of(&self, uid: u32) -> Result<Option<String>> {
-        let accounts = Arc::clone(&self.accounts);
-        Ok(tokio::task::spawn_blocking(move || accounts.by_uid(uid))
-            .await??
-            .map(|a| a.name))
-    }
-
-    /// The names of `account`'s groups; an error when the directory cannot say.
-    pub(crate) async fn groups(&self, account: &Account) -> Result<Vec<String>> {
-        let (accounts, account) = (Arc::clone(&self.accounts), account.clone());
-        Ok(tokio::task::spawn_blocking(move || accounts.groups(&account)).await??)
     }
 }

@@ -3,18 +3,20 @@
 //! fresh second factor, so a stolen password alone cannot add the thief's phone.
 
 use crate::conn::Conn;
-use crate::daemon::{Daemon, Result, Who, decision};
-use crate::factor::{self, bypass, hotp, totp};
-use crate::methods::{OobResult, menu_text};
+use crate::core::Core;
+use crate::daemon::{Result, Who, decision};
+use crate::factor::{self, bypass, totp};
 use crate::oob::approvals::{ApprovalDecision, ApprovalMethod};
 use crate::oob::limits::Channel;
 use crate::oob::notify::is_ntfy_topic;
 use crate::oob::phone::{check_phone, mask_phone};
 use crate::providers::local::{LocalFactors, Menu};
-use crate::store::{Device, DeviceKind, NewDeviceRow, OtpKey};
+use crate::providers::out_of_band::{OobResult, menu_text};
+use crate::store::{Device, DeviceKind, NewDeviceRow};
 use crate::text::{self, clean};
 use mfa_proto::{NewDevice, Outcome};
-use zeroize::{Zeroize, Zeroizing};
+use std::sync::Arc;
+use zeroize::Zeroizing;
 
 /// One line describing a device, as `mfa devices` and `mfa admin status` show it.
 pub(crate) fn describe(d: &Device) -> String {
@@ -87,26 +89,34 @@ fn device_name(name: Option<String>, fallback: &str) -> std::result::Result<Stri
     Ok(name)
 }
 
-impl Daemon {
+/// A user's own settings: the shared core, and mfad's own factors (a fresh second factor
+/// before a change; the phone for adding a phone or a push device).
+pub(crate) struct AccountService {
+    pub(crate) core: Arc<Core>,
+    pub(crate) local: Arc<LocalFactors>,
+}
+
+impl AccountService {
     /// The caller's own user name, from its uid; refuses the conversation if it has none.
     async fn caller(&self, conn: &mut Conn, uid: u32) -> Result<Option<String>> {
-        let name = self.name_of(uid).await?;
+        let name = self.core.name_of(uid).await?;
         if name.is_none() {
-            self.deny(
-                conn,
-                format!("Your uid {uid} has no user name on this host."),
-            )
-            .await?;
+            self.core
+                .deny(
+                    conn,
+                    format!("Your uid {uid} has no user name on this host."),
+                )
+                .await?;
         }
         Ok(name)
     }
 
     /// Once anything is enrolled, changing it takes a fresh second factor.
     async fn require_fresh_factor(&self, conn: &mut Conn, who: &Who<'_>) -> Result<bool> {
-        if !self.is_enrolled(who.user).await? {
+        if !self.core.is_enrolled(who.user).await? {
             return Ok(true);
         }
-        if !self.check_not_locked(conn, who).await? {
+        if !self.core.check_not_locked(conn, who).await? {
             return Ok(false);
         }
         conn.info(
@@ -114,16 +124,16 @@ impl Daemon {
         )
         .await?;
         let user = who.user.to_string();
-        let devices = std::sync::Arc::new(self.db(move |s| s.devices(&user)).await?);
-        let (options, default) = self.menu_options(&devices);
+        let devices = std::sync::Arc::new(self.core.db(move |s| s.devices(&user)).await?);
+        let (options, default) = self.local.menu_options(&devices);
         let (menu, prompt) = menu_text(who.user, &options);
         conn.info(menu).await?;
         let menu = Menu {
             options: &options,
             default,
         };
-        let local = LocalFactors { daemon: self };
-        if local
+        if self
+            .local
             .prove_second_factor(conn, who, &prompt, menu, &devices, None)
             .await?
         {
@@ -151,20 +161,21 @@ impl Daemon {
         // Check the request before asking for anything, once, into what is added below.
         let checked = match self.check_new_device(new) {
             Ok(c) => c,
-            Err(why) => return self.deny(conn, why).await,
+            Err(why) => return self.core.deny(conn, why).await,
         };
         if !self.require_fresh_factor(conn, &who).await? {
             return Ok(());
         }
         match checked {
-            CheckedDevice::App { name } => self.enroll_app(conn, &who, name).await,
+            CheckedDevice::App { name } => self.local.enroll_app(conn, &who, name).await,
             CheckedDevice::Token {
                 kind,
                 name,
                 secret,
                 params,
             } => {
-                self.confirm_token(conn, &who, kind, name, secret, params)
+                self.local
+                    .confirm_token(conn, &who, kind, name, secret, params)
                     .await
             }
             CheckedDevice::Phone { name, number } => {
@@ -215,7 +226,7 @@ impl Daemon {
                 period,
             } => token(DeviceKind::Totp, name, &secret, digits, period),
             NewDevice::Phone { name, number } => {
-                if !self.can_sms() {
+                if !self.local.can_sms() {
                     return Err(
                         "Phone numbers need SMS, which is not configured on this host ([twilio] \
                          in mfad.toml)."
@@ -228,7 +239,7 @@ impl Daemon {
                 Ok(CheckedDevice::Phone { name, number })
             }
             NewDevice::Push { name, target } => {
-                if !self.can_push() {
+                if !self.local.can_push() {
                     return Err(
                         "Push notifications are not configured on this host ([push] and \
                          [approval] in mfad.toml)."
@@ -236,6 +247,7 @@ impl Daemon {
                     );
                 }
                 let ntfy = self
+                    .core
                     .config
                     .push
                     .as_ref()
@@ -281,27 +293,33 @@ impl Daemon {
         name: String,
         number: String,
     ) -> Result<()> {
-        let Some(twilio) = &self.twilio else {
-            return self.deny(conn, "SMS is not configured on this host.").await;
+        let Some(twilio) = &self.local.twilio else {
+            return self
+                .core
+                .deny(conn, "SMS is not configured on this host.")
+                .await;
         };
         // Toll fraud adds many numbers; a real user confirms the one they typed.
-        if let Err(refusal) = self.limits.start_phone_addition(who.user, &number) {
-            self.refuse_limited(conn, who, "phone", &refusal).await?;
-            return self.deny(conn, "Nothing was added.").await;
+        if let Err(refusal) = self.local.limits.start_phone_addition(who.user, &number) {
+            self.local
+                .refuse_limited(conn, who, "phone", &refusal)
+                .await?;
+            return self.core.deny(conn, "Nothing was added.").await;
         }
-        if !self.within_limits(conn, who, Channel::Sms).await? {
-            return self.deny(conn, "Nothing was added.").await;
+        if !self.local.within_limits(conn, who, Channel::Sms).await? {
+            return self.core.deny(conn, "Nothing was added.").await;
         }
-        let (code, stored) = bypass::new_code(self.config.sms.digits);
+        let (code, stored) = bypass::new_code(self.core.config.sms.digits);
         let body = Zeroizing::new(format!(
             "{} is your code to add this phone to {} on {}.",
             code.as_str(),
             who.user,
-            self.issuer
+            self.core.issuer
         ));
         if let Err(e) = twilio.send_sms(&number, &body).await {
             decision(who, "phone", "provider-error", &e.to_string());
             return self
+                .core
                 .deny(
                     conn,
                     format!("Could not send an SMS to {}: {e}.", mask_phone(&number)),
@@ -317,10 +335,13 @@ impl Daemon {
                 )
                 .await?
             else {
-                return self.deny(conn, "No code entered; nothing was added.").await;
+                return self
+                    .core
+                    .deny(conn, "No code entered; nothing was added.")
+                    .await;
             };
             if bypass::matches(&stored, answer.trim()) {
-                self.limits.phone_confirmed(who.user, &number);
+                self.local.limits.phone_confirmed(who.user, &number);
                 return self
                     .store_contact_device(conn, who, DeviceKind::Phone, name, number)
                     .await;
@@ -335,13 +356,14 @@ impl Daemon {
             "not enrolled",
             "no matching confirmation code",
         );
-        self.deny(conn, "That code does not match; nothing was added.")
+        self.core
+            .deny(conn, "That code does not match; nothing was added.")
             .await
     }
 
     /// `allowed_country_codes` refuses the number before anything is sent.
     fn country_allowed(&self, number: &str) -> std::result::Result<(), String> {
-        match &self.config.twilio {
+        match &self.core.config.twilio {
             Some(t) if !t.number_allowed(number) => Err(format!(
                 "This host sends texts and calls only to numbers starting with {}; {} is not \
                  one. Nothing was sent.",
@@ -356,6 +378,7 @@ impl Daemon {
     /// The user subscribes to it, then approves the test push.
     async fn confirm_new_topic(&self, conn: &mut Conn, who: &Who<'_>, name: String) -> Result<()> {
         let server = self
+            .core
             .config
             .push
             .as_ref()
@@ -376,7 +399,7 @@ impl Daemon {
             .await?
             .is_none()
         {
-            return self.deny(conn, "Nothing was added.").await;
+            return self.core.deny(conn, "Nothing was added.").await;
         }
         self.confirm_push(conn, who, name, topic).await
     }
@@ -392,6 +415,7 @@ impl Daemon {
         conn.info("Sending a test notification; approve it on your phone to finish.")
             .await?;
         let result = self
+            .local
             .approve(conn, who, ApprovalMethod::Push, &target, true)
             .await?;
         match result {
@@ -406,13 +430,16 @@ impl Daemon {
                     "not enrolled",
                     &format!("test push {}", d.as_str()),
                 );
-                self.deny(
-                    conn,
-                    "The test notification was not approved; nothing was added.",
-                )
-                .await
+                self.core
+                    .deny(
+                        conn,
+                        "The test notification was not approved; nothing was added.",
+                    )
+                    .await
             }
-            OobResult::SmsSent | OobResult::Failed => self.deny(conn, "Nothing was added.").await,
+            OobResult::SmsSent | OobResult::Failed => {
+                self.core.deny(conn, "Nothing was added.").await
+            }
         }
     }
 
@@ -431,8 +458,10 @@ impl Daemon {
             address: Some(address),
         };
         let user = who.user.to_string();
-        let now = self.clock.now();
-        self.db(move |s| s.add_device(&user, &row, now)).await?;
+        let now = self.core.clock.now();
+        self.core
+            .db(move |s| s.add_device(&user, &row, now))
+            .await?;
         decision(
             who,
             kind.as_str(),
@@ -444,115 +473,13 @@ impl Daemon {
         Ok(())
     }
 
-    /// An authenticator app: the daemon makes the secret, shows it, and waits for one code.
-    pub(crate) async fn enroll_app(
-        &self,
-        conn: &mut Conn,
-        who: &Who<'_>,
-        name: String,
-    ) -> Result<()> {
-        let params = self.totp_params();
-        let secret = totp::new_secret();
-        let uri = totp::otpauth_uri(&secret, params, &self.issuer, who.user);
-        let b32 = totp::secret_base32(&secret);
-        conn.secret_info(Zeroizing::new(format!(
-            "Scan this QR code with your authenticator app:\n\n{}\nOr add the account by hand \
-             ({} digits, {} s, SHA1):\nSecret: {}\n{}\n",
-            text::qr_code(&uri),
-            params.digits,
-            params.period,
-            b32.as_str(),
-            uri.as_str()
-        )))
-        .await?;
-        self.confirm_token(conn, who, DeviceKind::Totp, name, secret, params)
-            .await
-    }
-
-    /// Asks for a code from the new device; stores it only when one matches, with that
-    /// code counted as spent.
-    async fn confirm_token(
-        &self,
-        conn: &mut Conn,
-        who: &Who<'_>,
-        kind: DeviceKind,
-        name: String,
-        secret: Zeroizing<Vec<u8>>,
-        params: totp::TotpParams,
-    ) -> Result<()> {
-        for attempt in 1..=3 {
-            let Some(answer) = conn
-                .prompt("Enter the code your device shows to finish: ", true)
-                .await?
-            else {
-                decision(
-                    who,
-                    kind.as_str(),
-                    "not enrolled",
-                    "no confirmation code entered",
-                );
-                return self
-                    .deny(conn, "No code entered; nothing was enrolled.")
-                    .await;
-            };
-            let now = self.clock.now();
-            let counter = factor::as_passcode(&answer).and_then(|code| match kind {
-                DeviceKind::Hotp => {
-                    // A fresh token starts at 0; a used one may be far along.
-                    hotp::matching_counter(&secret, params, code, 0, 1000).map(|c| c as i64 + 1)
-                }
-                _ => totp::matching_step(&secret, params, code, now, self.config.totp.window)
-                    .map(|s| s as i64),
-            });
-            if let Some(counter) = counter {
-                let row = NewDeviceRow {
-                    kind,
-                    name: name.clone(),
-                    otp: Some(OtpKey {
-                        secret: secret.clone(),
-                        params,
-                        counter,
-                    }),
-                    address: None,
-                };
-                let user = who.user.to_string();
-                self.db(move |s| s.add_device(&user, &row, now)).await?;
-                decision(
-                    who,
-                    kind.as_str(),
-                    "enrolled",
-                    &format!("device {}", clean(&name)),
-                );
-                conn.info(format!(
-                    "Enrolled \"{name}\". From now on, logins as {} accept its codes.",
-                    who.user
-                ))
-                .await?;
-                conn.done(Outcome::Allow).await?;
-                return Ok(());
-            }
-            let hint = if attempt < 3 { " Try again." } else { "" };
-            conn.error(format!(
-                "That code does not match. Check the device (and, for an app, that the phone's \
-                 clock is right).{hint}"
-            ))
-            .await?;
-        }
-        decision(
-            who,
-            kind.as_str(),
-            "not enrolled",
-            "no matching confirmation code",
-        );
-        self.deny(conn, "Nothing was enrolled.").await
-    }
-
     pub(crate) async fn list_devices(&self, conn: &mut Conn, uid: u32) -> Result<()> {
         let Some(user) = self.caller(conn, uid).await? else {
             return Ok(());
         };
         let u = user.clone();
         let (devices, codes) = self
+            .core
             .db(move |s| Ok((s.devices(&u)?, s.unused_bypass_codes(&u)?.len())))
             .await?;
         let mut out = format!("Devices of {user}:\n");
@@ -580,16 +507,17 @@ impl Daemon {
             return Ok(None);
         };
         let u = user.clone();
-        let devices = self.db(move |s| s.devices(&u)).await?;
+        let devices = self.core.db(move |s| s.devices(&u)).await?;
         let Some(device) = (index as usize)
             .checked_sub(1)
             .and_then(|i| devices.into_iter().nth(i))
         else {
-            self.deny(
-                conn,
-                format!("You have no device number {index}; `mfa devices` lists them."),
-            )
-            .await?;
+            self.core
+                .deny(
+                    conn,
+                    format!("You have no device number {index}; `mfa devices` lists them."),
+                )
+                .await?;
             return Ok(None);
         };
         if !self.require_fresh_factor(conn, &own(&user)).await? {
@@ -603,7 +531,7 @@ impl Daemon {
             return Ok(());
         };
         let (u, id) = (user.clone(), device.id);
-        self.db(move |s| s.set_default(&u, id)).await?;
+        self.core.db(move |s| s.set_default(&u, id)).await?;
         let what = format!("device {}", clean(&device.name));
         decision(&own(&user), device.kind.as_str(), "default set", &what);
         conn.info(format!("\"{}\" is now your default method.", device.name))
@@ -617,11 +545,11 @@ impl Daemon {
             return Ok(());
         };
         let (u, id) = (user.clone(), device.id);
-        self.db(move |s| s.remove_device(&u, id)).await?;
+        self.core.db(move |s| s.remove_device(&u, id)).await?;
         let what = format!("device {}", clean(&device.name));
         decision(&own(&user), device.kind.as_str(), "removed", &what);
         let mut msg = format!("Removed \"{}\".", device.name);
-        if !self.is_enrolled(&user).await? {
+        if !self.core.is_enrolled(&user).await? {
             msg.push_str(
                 "\nYou have no second factor left: logins will refuse you until you enrol one.",
             );
@@ -639,36 +567,6 @@ impl Daemon {
         if !self.require_fresh_factor(conn, &who).await? {
             return Ok(());
         }
-        self.issue_bypass_codes(conn, &who).await
-    }
-
-    pub(crate) async fn issue_bypass_codes(&self, conn: &mut Conn, who: &Who<'_>) -> Result<()> {
-        let (shown, stored) = bypass::generate();
-        let user = who.user.to_string();
-        let now = self.clock.now();
-        self.db(move |s| s.replace_bypass_codes(&user, &stored, now))
-            .await?;
-        decision(
-            who,
-            "bypass",
-            "issued",
-            &format!("{} new codes", shown.len()),
-        );
-        let mut list = String::new();
-        for code in &shown {
-            list.push_str("  ");
-            list.push_str(code);
-            list.push('\n');
-        }
-        let text = Zeroizing::new(format!(
-            "New bypass codes for {} (each works once; earlier codes no longer work):\n\n{list}\n\
-             Keep them somewhere safe, away from your phone.",
-            who.user
-        ));
-        // `list` held the codes in clear; wipe it before it is freed.
-        list.zeroize();
-        conn.secret_info(text).await?;
-        conn.done(Outcome::Allow).await?;
-        Ok(())
+        self.core.issue_bypass_codes(conn, &who).await
     }
 }

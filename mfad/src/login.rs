@@ -5,7 +5,8 @@
 //! a success remembered, the answer given.
 
 use crate::conn::Conn;
-use crate::daemon::{Daemon, Result, SessionError, Who, decision};
+use crate::core::Core;
+use crate::daemon::{Result, Who, decision};
 use crate::duo::flow::DuoProvider;
 use crate::policy::{self, GroupRule};
 use crate::providers::local::LocalFactors;
@@ -15,7 +16,15 @@ use crate::text;
 use mfa_proto::{AuthContext, Outcome};
 use std::sync::Arc;
 
-impl Daemon {
+/// Logins: the shared core, mfad's own factors, and Duo when `[duo]` is configured.
+pub(crate) struct LoginService {
+    pub(crate) core: Arc<Core>,
+    pub(crate) local: Arc<LocalFactors>,
+    /// The Duo provider and its pooled HTTPS client.
+    pub(crate) duo: Option<Arc<crate::duo::Duo>>,
+}
+
+impl LoginService {
     /// The one login pipeline, for every provider: the user name's form, the account and
     /// the caller, then (mfad's policy) the groups, the lock, trusted networks and
     /// remembered logins, then the provider's second factor, then the conclusion (see
@@ -30,13 +39,13 @@ impl Daemon {
         if let Err(e) = mfa_proto::check_user_name(&ctx.user) {
             let who = Who::new(&ctx.user, &rhost, &ctx, uid);
             decision(&who, "-", "deny", &format!("bad user name: {e}"));
-            return self.deny(conn, format!("Login refused: {e}.")).await;
+            return self.core.deny(conn, format!("Login refused: {e}.")).await;
         }
-        let account = match self.account(&ctx.user).await {
+        let account = match self.core.account(&ctx.user).await {
             Ok(a) => a,
             Err(e) => {
                 let who = Who::new(&ctx.user, &rhost, &ctx, uid);
-                return self.directory_down(conn, &who, &e).await;
+                return self.core.directory_down(conn, &who, &e).await;
             }
         };
         // Root (sshd's PAM stack) may ask about anyone; anyone else (the ForceCommand
@@ -45,6 +54,7 @@ impl Daemon {
             let who = Who::new(&ctx.user, &rhost, &ctx, uid);
             decision(&who, "-", "deny", &format!("caller uid {uid} is not root"));
             return self
+                .core
                 .deny(conn, "Only root may ask mfad to authenticate another user.")
                 .await;
         }
@@ -52,6 +62,7 @@ impl Daemon {
             let who = Who::new(&ctx.user, &rhost, &ctx, uid);
             decision(&who, "-", "deny", "unknown user");
             return self
+                .core
                 .deny(conn, "Two-factor login is not available for this account.")
                 .await;
         };
@@ -59,7 +70,7 @@ impl Daemon {
         // are one account with one set of devices, counters and locks.
         ctx.user = account.name.clone();
         let who = Who::new(&ctx.user, &rhost, &ctx, uid);
-        let policy = &self.config.policy;
+        let policy = &self.core.config.policy;
         let addr = policy::client_addr(ctx.rhost.as_deref(), ctx.ssh_connection.as_deref());
         // sshd (root) vouches for the client address; the user's own helper only says what
         // the user's process says. A helper's entry never opens an sshd login.
@@ -85,13 +96,16 @@ impl Daemon {
         };
         match &self.duo {
             Some(duo) => {
-                let provider = DuoProvider { daemon: self, duo };
+                let provider = DuoProvider {
+                    core: &self.core,
+                    duo,
+                };
                 self.pipeline(conn, &provider, &mut login, duo.local_policy)
                     .await
             }
             None => {
-                let provider = LocalFactors { daemon: self };
-                self.pipeline(conn, &provider, &mut login, true).await
+                self.pipeline(conn, self.local.as_ref(), &mut login, true)
+                    .await
             }
         }
     }
@@ -114,11 +128,11 @@ impl Daemon {
             conn.done(outcome).await?;
             return Ok(());
         }
-        let policy = &self.config.policy;
+        let policy = &self.core.config.policy;
         if !policy.exempt_groups.is_empty() || !policy.require_groups.is_empty() {
-            let groups = match self.groups(login.account).await {
+            let groups = match self.core.groups(login.account).await {
                 Ok(g) => g,
-                Err(e) => return self.directory_down(conn, &login.who, &e).await,
+                Err(e) => return self.core.directory_down(conn, &login.who, &e).await,
             };
             let why = match policy::group_rule(policy, &groups) {
                 GroupRule::Exempt(g) => format!("member of exempt group {g}"),
@@ -133,7 +147,11 @@ impl Daemon {
         }
         // The one read of the store before the first prompt.
         let snapshot = self.login_snapshot(login).await?;
-        if !self.not_locked(conn, &login.who, &snapshot.lock).await? {
+        if !self
+            .core
+            .not_locked(conn, &login.who, &snapshot.lock)
+            .await?
+        {
             return Ok(());
         }
         login.devices = Arc::new(snapshot.devices);
@@ -177,15 +195,16 @@ impl Daemon {
         let (user, remember, now) = (
             login.who.user.to_string(),
             login.remember.clone(),
-            self.clock.now(),
+            self.core.clock.now(),
         );
-        self.db(move |s| {
-            let remembered = remember
-                .as_ref()
-                .map(|r| (r.scope, r.addr.as_str(), r.key.as_str()));
-            s.login_snapshot(&user, remembered, now)
-        })
-        .await
+        self.core
+            .db(move |s| {
+                let remembered = remember
+                    .as_ref()
+                    .map(|r| (r.scope, r.addr.as_str(), r.key.as_str()));
+                s.login_snapshot(&user, remembered, now)
+            })
+            .await
     }
 
     /// The end of every login the provider did not answer itself: a success is accepted
@@ -206,6 +225,7 @@ impl Daemon {
             } => {
                 let passed = accepted
                     || self
+                        .core
                         .accept_unless_locked(conn, &login.who, method, login.remember.as_ref())
                         .await?;
                 if passed && say_success {
@@ -228,46 +248,6 @@ impl Daemon {
         Ok(())
     }
 
-    /// A provider said yes: accepted unless the account was locked meanwhile (by failures
-    /// in other sessions, a report, an admin), in the same transaction that clears the
-    /// failure count and remembers the login (`remember`).
-    pub(crate) async fn accept_unless_locked(
-        &self,
-        conn: &mut Conn,
-        who: &Who<'_>,
-        method: &str,
-        remember: Option<&Remember>,
-    ) -> Result<bool> {
-        let (user, now, remember) = (who.user.to_string(), self.clock.now(), remember.cloned());
-        let locked = self
-            .db(move |s| {
-                s.in_transaction(|s| {
-                    match s.lock_state(&user)?.locked_until {
-                        Some(until) if until > now => return Ok(Some(until)),
-                        _ => {}
-                    }
-                    s.clear_failures(&user)?;
-                    if let Some(r) = &remember {
-                        r.write(s, now)?;
-                    }
-                    Ok(None)
-                })
-            })
-            .await?;
-        if let Some(until) = locked {
-            decision(
-                who,
-                method,
-                "deny",
-                "second factor passed, but the account is locked",
-            );
-            conn.error(text::locked_message(who.user, until, now))
-                .await?;
-            return Ok(false);
-        }
-        Ok(true)
-    }
-
     /// A provider said no after `failures` failed attempts (each counts toward the
     /// lockout), or after the user reported the request (locks at once).
     async fn count_provider_failures(
@@ -277,16 +257,17 @@ impl Daemon {
         failures: u32,
         reported: bool,
     ) -> Result<()> {
-        let now = self.clock.now();
+        let now = self.core.clock.now();
         if reported {
-            let until = now.saturating_add(self.report_lock_secs());
+            let until = now.saturating_add(self.core.report_lock_secs());
             let user = who.user.to_string();
-            self.db(move |s| s.lock_until(&user, until)).await?;
+            self.core.db(move |s| s.lock_until(&user, until)).await?;
             decision(who, "-", "locked", "reported as fraud; account locked");
             return Ok(());
         }
         for _ in 0..failures {
-            if let FailureEffect::Locked { until } = self.record_failure(who.user, now).await? {
+            if let FailureEffect::Locked { until } = self.core.record_failure(who.user, now).await?
+            {
                 decision(
                     who,
                     "-",
@@ -299,39 +280,5 @@ impl Daemon {
             }
         }
         Ok(())
-    }
-
-    /// The directory (NSS) could not say who the user is or which groups they are in:
-    /// nothing is decided on a guess. Unavailable, before any prompt, so the module's fail
-    /// mode decides, as pam_duo does on a failed group lookup.
-    pub(crate) async fn directory_down(
-        &self,
-        conn: &mut Conn,
-        who: &Who<'_>,
-        e: &SessionError,
-    ) -> Result<()> {
-        decision(who, "-", "unavailable", &format!("user lookup failed: {e}"));
-        conn.unavailable("mfad could not look the user up in the system's user database")
-            .await?;
-        Ok(())
-    }
-
-    /// Whether the user has anything that can prove a second factor.
-    pub(crate) async fn is_enrolled(&self, user: &str) -> Result<bool> {
-        let user = user.to_string();
-        self.db(move |s| {
-            Ok(!s.devices(&user)?.is_empty() || !s.unused_bypass_codes(&user)?.is_empty())
-        })
-        .await
-    }
-
-    pub(crate) async fn record_failure(&self, user: &str, now: i64) -> Result<FailureEffect> {
-        let user = user.to_string();
-        let (max, dur) = (
-            self.config.lockout.max_failures,
-            self.config.lockout.duration,
-        );
-        self.db(move |s| s.record_failure(&user, now, max, dur))
-            .await
     }
 }

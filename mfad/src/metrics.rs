@@ -201,8 +201,8 @@ pub fn count_decision(method: &str, outcome: &str) {
 }
 
 async fn scrape(State(daemon): State<Arc<Daemon>>) -> Response {
-    let now = daemon.clock.now();
-    match daemon.db(move |s| s.locked_users(now)).await {
+    let now = daemon.core().clock.now();
+    match daemon.core().db(move |s| s.locked_users(now)).await {
         Ok(n) => {
             metrics().locked_users.set(n);
         }

@@ -90,16 +90,14 @@ impl TestDaemon {
                 Store::from_backend(wrap(Box::new(backend)), Arc::new(key)).unwrap()
             }
         };
-        let mut daemon = Daemon::new(
-            config.clone(),
-            mfad::store::pool::StorePool::single(store).unwrap(),
-            Arc::new(clock.clone()),
-        )
-        .unwrap();
-        if let Some(accounts) = accounts {
-            daemon = daemon.with_accounts(accounts);
-        }
-        let daemon = Arc::new(daemon);
+        let store = mfad::store::pool::StorePool::single(store).unwrap();
+        let daemon = match accounts {
+            None => Daemon::new(config.clone(), store, Arc::new(clock.clone())),
+            Some(accounts) => {
+                Daemon::with_directory(config.clone(), store, Arc::new(clock.clone()), accounts)
+            }
+        };
+        let daemon = Arc::new(daemon.unwrap());
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
         let (ready_tx, ready_rx) = std::sync::mpsc::channel();
         let socket = config.socket.clone();

@@ -11,7 +11,8 @@ use super::sign::{self, Params};
 use super::{Duo, clean_text};
 use crate::accounts::Account;
 use crate::conn::{Conn, ConnError};
-use crate::daemon::{Daemon, Result, SessionError, Who, decision};
+use crate::core::Core;
+use crate::daemon::{Result, SessionError, Who, decision};
 use crate::policy;
 use crate::providers::menu::{self, Answer};
 use crate::providers::{LoginContext, SecondFactor, Verdict};
@@ -297,7 +298,7 @@ impl Drop for AbortOnDrop {
 /// Duo as a second-factor provider: its own enrolment, menu, factors and verdicts, below
 /// mfad's pipeline (which adds the local policy unless `[duo] local_policy = false`).
 pub(crate) struct DuoProvider<'a> {
-    pub(crate) daemon: &'a Daemon,
+    pub(crate) core: &'a Core,
     pub(crate) duo: &'a Arc<Duo>,
 }
 
@@ -401,9 +402,9 @@ impl DuoProvider<'_> {
     ) -> Flow<()> {
         if let Some(groups) = &self.duo.groups {
             // A failed lookup decides nothing (pam_duo refuses too): the fail mode decides.
-            let member_of = match self.daemon.groups(account).await {
+            let member_of = match self.core.groups(account).await {
                 Ok(g) => g,
-                Err(e) => return Ok(self.daemon.directory_down(conn, who, &e).await?),
+                Err(e) => return Ok(self.core.directory_down(conn, who, &e).await?),
             };
             if !groups.matches(&member_of) {
                 decision(who, "duo", "allow", "in none of the Duo groups");
@@ -797,7 +798,7 @@ impl DuoProvider<'_> {
             };
             let _ = verdict.send(result);
         }));
-        let press_enter = self.daemon.config.wait_prompt && who.can_prompt;
+        let press_enter = self.core.config.wait_prompt && who.can_prompt;
         let decided = async {
             decided
                 .await

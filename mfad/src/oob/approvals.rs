@@ -425,11 +425,16 @@ impl ApprovalStore {
     /// tap cannot approve a login that was already refused.
     pub async fn wait(&self, pending: Pending, bound: Duration) -> ApprovalDecision {
         let Pending { key, mut rx, .. } = pending;
-        match tokio::time::timeout(bound, &mut rx).await {
-            Ok(Ok(decision)) => decision,
+        // The bound is the clock's (a test moves a fake clock on instead of waiting).
+        let answered = tokio::select! {
+            answer = &mut rx => Some(answer),
+            _ = self.clock.sleep(bound) => None,
+        };
+        match answered {
+            Some(Ok(decision)) => decision,
             // The sender went away: the entry expired and was purged.
-            Ok(Err(_)) => self.withdraw_shared(key).await,
-            Err(_) => {
+            Some(Err(_)) => self.withdraw_shared(key).await,
+            None => {
                 let withdrawn = self.map().remove(&key).is_some();
                 if withdrawn {
                     self.withdraw_shared(key).await

@@ -4,13 +4,18 @@
 //! write transaction with the lock and the failure count.
 
 use super::menu::{self, Answer};
+use super::out_of_band::{MenuOption, OobResult, menu_text};
 use super::{LoginContext, Remember, SecondFactor, Verdict};
 use crate::config::Unenrolled;
 use crate::conn::Conn;
-use crate::daemon::{Daemon, Result, Who, decision};
+use crate::core::Core;
+use crate::daemon::{Result, Who, decision};
 use crate::factor::{self, bypass, hotp, totp};
-use crate::methods::{MenuOption, OobResult, menu_text};
 use crate::oob::approvals::ApprovalDecision;
+use crate::oob::approvals::ApprovalStore;
+use crate::oob::limits::OobLimits;
+use crate::oob::notify::Notifier;
+use crate::oob::twilio::Twilio;
 use crate::store::{Device, DeviceKind, FailureEffect, Store, StoreError};
 use crate::text::{self, clean};
 use mfa_proto::Outcome;
@@ -41,9 +46,16 @@ pub(crate) enum CodeVerdict {
     },
 }
 
-/// The local provider, over the daemon's store, clock and out-of-band providers.
-pub(crate) struct LocalFactors<'a> {
-    pub(crate) daemon: &'a Daemon,
+/// The local provider: the shared core, and the phone's channels (pending approvals,
+/// the push notifier, Twilio, their rate limits).
+pub(crate) struct LocalFactors {
+    pub(crate) core: Arc<Core>,
+    /// Pushes and calls waiting for the phone's answer; shared with the approval endpoint.
+    pub(crate) approvals: Arc<ApprovalStore>,
+    pub(crate) notifier: Option<Notifier>,
+    pub(crate) twilio: Option<Twilio>,
+    /// Rate limits on texts, calls and pushes (`[limits]`).
+    pub(crate) limits: OobLimits,
 }
 
 /// The options of a menu and which one is the default (`Menu::NONE`: a passcode prompt).
@@ -60,7 +72,7 @@ impl Menu<'_> {
     };
 }
 
-impl SecondFactor for LocalFactors<'_> {
+impl SecondFactor for LocalFactors {
     async fn unenrolled(
         &self,
         conn: &mut Conn,
@@ -76,7 +88,7 @@ impl SecondFactor for LocalFactors<'_> {
 
     async fn authenticate(&self, conn: &mut Conn, login: &LoginContext<'_>) -> Result<Verdict> {
         let who = &login.who;
-        let (options, default) = self.daemon.menu_options(&login.devices);
+        let (options, default) = self.menu_options(&login.devices);
         let menu = Menu {
             options: &options,
             default,
@@ -108,12 +120,12 @@ impl SecondFactor for LocalFactors<'_> {
     }
 }
 
-impl LocalFactors<'_> {
+impl LocalFactors {
     /// A user with nothing enrolled: refuse, allow, or enrol during this login.
     async fn refuse_or_enrol(&self, conn: &mut Conn, who: &Who<'_>, trusted: bool) -> Result<()> {
         let how = "Enrol one with `mfa enroll totp` in a session on this host, or ask your \
                    administrator.";
-        match self.daemon.config.unenrolled {
+        match self.core.config.unenrolled {
             Unenrolled::Allow => {
                 decision(who, "-", "allow", "not enrolled; unenrolled=allow");
                 conn.done(Outcome::Allow).await?;
@@ -121,7 +133,7 @@ impl LocalFactors<'_> {
             }
             Unenrolled::Enroll if !who.can_prompt => {
                 decision(who, "-", "deny", "not enrolled; no terminal to enrol on");
-                self.daemon
+                self.core
                     .deny(
                         conn,
                         format!(
@@ -133,7 +145,7 @@ impl LocalFactors<'_> {
                     )
                     .await
             }
-            Unenrolled::Enroll if trusted || self.daemon.config.policy.enroll_from_anywhere => {
+            Unenrolled::Enroll if trusted || self.core.config.policy.enroll_from_anywhere => {
                 decision(who, "totp", "enrolling", "not enrolled; in-login enrolment");
                 conn.info(format!(
                     "Two-factor authentication is required for {}, and you have no device yet. \
@@ -141,8 +153,7 @@ impl LocalFactors<'_> {
                     who.user
                 ))
                 .await?;
-                self.daemon
-                    .enroll_app(conn, who, "Authenticator app".to_string())
+                self.enroll_app(conn, who, "Authenticator app".to_string())
                     .await
             }
             Unenrolled::Enroll => {
@@ -152,7 +163,7 @@ impl LocalFactors<'_> {
                     "deny",
                     "not enrolled; enrolment refused outside trusted networks",
                 );
-                self.daemon
+                self.core
                     .deny(
                         conn,
                         format!(
@@ -171,7 +182,7 @@ impl LocalFactors<'_> {
             }
             Unenrolled::Deny => {
                 decision(who, "-", "deny", "not enrolled; unenrolled=deny");
-                self.daemon
+                self.core
                     .deny(
                         conn,
                         format!(
@@ -199,7 +210,7 @@ impl LocalFactors<'_> {
             // An SMS passcode needs typing; without a terminal it cannot be the method.
             let usable = who.can_prompt || !matches!(option, MenuOption::Sms { .. });
             if usable {
-                match self.daemon.run_option(conn, who, option).await? {
+                match self.run_option(conn, who, option).await? {
                     OobResult::Decided(d) => {
                         return self.conclude(conn, who, option, d, remember).await;
                     }
@@ -244,12 +255,12 @@ impl LocalFactors<'_> {
     /// What a user without a terminal-free default can do about it, on this host: advice
     /// that names only what the host offers.
     fn headless_fix(&self) -> String {
-        let approvals = self.daemon.config.approval.is_some();
+        let approvals = self.core.config.approval.is_some();
         let mut offers = Vec::new();
-        if approvals && self.daemon.notifier.is_some() {
+        if approvals && self.notifier.is_some() {
             offers.push("a push device (`mfa add push`)");
         }
-        if approvals && self.daemon.twilio.is_some() {
+        if approvals && self.twilio.is_some() {
             offers.push("a phone for calls (`mfa add phone`)");
         }
         if offers.is_empty() {
@@ -279,7 +290,7 @@ impl LocalFactors<'_> {
         remember: Option<&Remember>,
     ) -> Result<bool> {
         const MAX_REQUESTS: u32 = 3;
-        let attempts = self.daemon.config.max_attempts;
+        let attempts = self.core.config.max_attempts;
         let (mut attempt, mut requests) = (0, 0);
         loop {
             if attempt >= attempts {
@@ -313,7 +324,7 @@ impl LocalFactors<'_> {
                 let Some(option) = menu.options.get(i) else {
                     continue;
                 };
-                match self.daemon.run_option(conn, who, option).await? {
+                match self.run_option(conn, who, option).await? {
                     OobResult::SmsSent | OobResult::Failed => continue,
                     OobResult::Decided(d) => {
                         return self.conclude(conn, who, option, d, remember).await;
@@ -356,8 +367,8 @@ impl LocalFactors<'_> {
                     conn.error(format!(
                         "That is not a passcode: passcodes are {} digits (SMS passcodes {}, \
                          bypass codes {}).{again}",
-                        self.daemon.config.totp.digits,
-                        self.daemon.config.sms.digits,
+                        self.core.config.totp.digits,
+                        self.core.config.sms.digits,
                         bypass::DIGITS
                     ))
                     .await?;
@@ -366,7 +377,7 @@ impl LocalFactors<'_> {
                     // Locked while this login was at its prompt (by failures in other
                     // sessions, a report, an admin): nothing more is accepted here.
                     decision(who, "-", "deny", "account locked; no code checked");
-                    let now = self.daemon.clock.now();
+                    let now = self.core.clock.now();
                     conn.error(text::locked_message(who.user, until, now))
                         .await?;
                     return Ok(false);
@@ -384,7 +395,7 @@ impl LocalFactors<'_> {
                     match effect {
                         FailureEffect::Locked { until } => {
                             decision(who, "-", "deny", &format!("{reason}; account now locked"));
-                            let now = self.daemon.clock.now();
+                            let now = self.core.clock.now();
                             conn.error(text::locked_message(who.user, until, now))
                                 .await?;
                             return Ok(false);
@@ -426,7 +437,7 @@ impl LocalFactors<'_> {
             ApprovalDecision::Approved => {
                 // Even the right answer is refused when the account locked meanwhile.
                 if !self
-                    .daemon
+                    .core
                     .accept_unless_locked(conn, who, method, remember)
                     .await?
                 {
@@ -450,12 +461,12 @@ impl LocalFactors<'_> {
                 // The endpoint's hook locks too, but in the background; the lock must be in
                 // place before this login answers, so no next login slips in before it.
                 let until = self
-                    .daemon
+                    .core
                     .clock
                     .now()
-                    .saturating_add(self.daemon.report_lock_secs());
+                    .saturating_add(self.core.report_lock_secs());
                 let user = who.user.to_string();
-                self.daemon.db(move |s| s.lock_until(&user, until)).await?;
+                self.core.db(move |s| s.lock_until(&user, until)).await?;
                 conn.error(
                     "Login request denied and reported. The account is locked; contact your \
                      administrator.",
@@ -487,8 +498,8 @@ impl LocalFactors<'_> {
         reason: &str,
         message: &str,
     ) -> Result<bool> {
-        let now = self.daemon.clock.now();
-        match self.daemon.record_failure(who.user, now).await? {
+        let now = self.core.clock.now();
+        match self.core.record_failure(who.user, now).await? {
             FailureEffect::Locked { until } => {
                 decision(
                     who,
@@ -535,21 +546,21 @@ impl LocalFactors<'_> {
         let user = user.to_string();
         let devices = Arc::clone(devices);
         let remember = remember.cloned();
-        let now = self.daemon.clock.now();
+        let now = self.core.clock.now();
         let limits = CodeLimits {
-            window: self.daemon.config.totp.window,
-            look_ahead: self.daemon.config.hotp.look_ahead,
-            sms_digits: self.daemon.config.sms.digits as usize,
+            window: self.core.config.totp.window,
+            look_ahead: self.core.config.hotp.look_ahead,
+            sms_digits: self.core.config.sms.digits as usize,
         };
         let (max_failures, lock_for) = (
-            self.daemon.config.lockout.max_failures,
-            self.daemon.config.lockout.duration,
+            self.core.config.lockout.max_failures,
+            self.core.config.lockout.duration,
         );
         // One write transaction: the lock is read, the code checked and spent, and the
         // failure counted (or the count cleared and the login remembered) together, so a
         // lock set by another session a moment ago is seen, and no code is checked while it
         // holds.
-        self.daemon
+        self.core
             .db(move |s| {
                 s.in_transaction(|s| {
                     if let Some(until) = s.lock_state(&user)?.locked_until.filter(|u| *u > now) {

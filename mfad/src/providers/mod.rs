@@ -10,8 +10,10 @@
 //! pieces of [`menu`]: the menu's shape, how an answer is read, the default method without
 //! a terminal, and the wait for the phone.
 
+pub mod enrol;
 pub mod local;
 pub mod menu;
+pub mod out_of_band;
 
 use crate::accounts::Account;
 use crate::conn::Conn;

@@ -4,8 +4,9 @@
 //! configured. Every wait is bounded by the approval's lifetime, and a provider that fails
 //! leaves the user at the menu with the other methods.
 
+use super::local::LocalFactors;
 use crate::conn::Conn;
-use crate::daemon::{Daemon, Result, Who, decision};
+use crate::daemon::{Result, Who, decision};
 use crate::factor::bypass;
 use crate::oob::approvals::{ApprovalDecision, ApprovalMethod, ApprovalRequest};
 use crate::oob::limits::{Channel, Refusal};
@@ -54,15 +55,15 @@ pub(crate) fn menu_text(user: &str, options: &[MenuOption]) -> (String, String) 
     )
 }
 
-impl Daemon {
+impl LocalFactors {
     pub(crate) fn can_push(&self) -> bool {
-        self.notifier.is_some() && self.config.approval.is_some()
+        self.notifier.is_some() && self.core.config.approval.is_some()
     }
     pub(crate) fn can_sms(&self) -> bool {
         self.twilio.is_some()
     }
     pub(crate) fn can_call(&self) -> bool {
-        self.twilio.is_some() && self.config.approval.is_some()
+        self.twilio.is_some() && self.core.config.approval.is_some()
     }
 
     /// Counts one text, call or push for the user, or tells them (and the log) why not.
@@ -104,7 +105,7 @@ impl Daemon {
         method: &str,
         number: &str,
     ) -> Result<bool> {
-        let Some(cfg) = &self.config.twilio else {
+        let Some(cfg) = &self.core.config.twilio else {
             return Ok(false);
         };
         if cfg.number_allowed(number) {
@@ -193,17 +194,18 @@ impl Daemon {
         {
             return Ok(OobResult::Failed);
         }
-        let (code, stored) = bypass::new_code(self.config.sms.digits);
-        let now = self.clock.now();
-        let ttl = self.config.sms.code_ttl as i64;
+        let (code, stored) = bypass::new_code(self.core.config.sms.digits);
+        let now = self.core.clock.now();
+        let ttl = self.core.config.sms.code_ttl as i64;
         let user = who.user.to_string();
-        self.db(move |s| s.add_sms_code(&user, &stored, now, now + ttl))
+        self.core
+            .db(move |s| s.add_sms_code(&user, &stored, now, now + ttl))
             .await?;
         let body = zeroize::Zeroizing::new(format!(
             "{} is your login code for {} ({}). It works once, for {} minutes. If you did not \
              try to log in, tell your administrator.",
             code.as_str(),
-            self.issuer,
+            self.core.issuer,
             who.user,
             ttl / 60
         ));
@@ -238,7 +240,7 @@ impl Daemon {
         target: &str,
         adding_device: bool,
     ) -> Result<OobResult> {
-        let Some(approval) = &self.config.approval else {
+        let Some(approval) = &self.core.config.approval else {
             return Ok(OobResult::Failed);
         };
         let channel = match method {
@@ -256,10 +258,10 @@ impl Daemon {
         let ttl = Duration::from_secs(approval.token_ttl);
         let request = ApprovalRequest {
             user: who.user.to_string(),
-            host: self.issuer.clone(),
+            host: self.core.issuer.clone(),
             rhost: who.rhost.to_string(),
             method,
-            created: self.clock.now(),
+            created: self.core.clock.now(),
             adding_device,
         };
         let pending = match self.approvals.create(request, ttl).await {
@@ -277,9 +279,9 @@ impl Daemon {
                         target,
                         &PushMessage {
                             user: who.user.to_string(),
-                            host: self.issuer.clone(),
+                            host: self.core.issuer.clone(),
                             rhost: who.rhost.to_string(),
-                            time_text: text::utc(self.clock.now()),
+                            time_text: text::utc(self.core.clock.now()),
                             approve_url: approval.approval_url(&pending.token),
                             number_required: pending.verify_number.is_some(),
                             adding_device,
@@ -320,7 +322,7 @@ impl Daemon {
         if let Some(n) = pending.verify_number {
             waiting.push_str(&format!("\nOn the approval page, enter the number {n}."));
         }
-        let press_enter = self.config.wait_prompt && who.can_prompt;
+        let press_enter = self.core.config.wait_prompt && who.can_prompt;
         let outcome = menu::wait_for_phone(
             conn,
             &waiting,

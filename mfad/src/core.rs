@@ -1,0 +1,228 @@
+//! What every service of the daemon shares: the settings, the store, the clock and the
+//! user directory, and the few rules every conversation applies the same way (a lock
+//! refuses, a failure counts, an accepted factor clears the count).
+
+use crate::accounts::{Account, Accounts};
+use crate::clock::Clock;
+use crate::config::Config;
+use crate::conn::Conn;
+use crate::daemon::{Result, SessionError, Who, decision};
+use crate::factor::{bypass, totp};
+use crate::providers::Remember;
+use crate::store::pool::StorePool;
+use crate::store::{FailureEffect, Store, StoreError};
+use crate::text;
+use mfa_proto::Outcome;
+use std::sync::Arc;
+use zeroize::{Zeroize, Zeroizing};
+
+/// The daemon's shared state; each service holds it, and only what else it needs.
+pub(crate) struct Core {
+    pub(crate) config: Config,
+    /// The name this host shows in authenticator apps and messages.
+    pub(crate) issuer: String,
+    pub(crate) store: Arc<StorePool>,
+    pub(crate) clock: Arc<dyn Clock>,
+    /// Who the system says users are (NSS in production).
+    pub(crate) accounts: Arc<dyn Accounts>,
+}
+
+impl Core {
+    /// Runs `f` on a connection of the store, off the async threads (SQLite blocks on
+    /// fsync; the PostgreSQL backend waits for the server).
+    pub(crate) async fn db<T, F>(&self, f: F) -> Result<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut Store) -> std::result::Result<T, StoreError> + Send + 'static,
+    {
+        let started = tokio::time::Instant::now();
+        let (backend, result) = match self.store.get().await {
+            Ok(mut store) => {
+                let backend = store.backend_kind();
+                (
+                    backend,
+                    tokio::task::spawn_blocking(move || f(&mut store)).await?,
+                )
+            }
+            Err(e) => ("unavailable", Err(e)),
+        };
+        match &result {
+            Ok(_) => {
+                self.store.answered();
+                crate::metrics::store_operation(backend, started.elapsed(), None);
+            }
+            Err(e) => {
+                self.store.failed(e);
+                crate::metrics::store_operation(backend, started.elapsed(), Some(e.is_outage()));
+            }
+        }
+        Ok(result?)
+    }
+
+    /// The account `name` refers to, as the directory spells it.
+    pub(crate) async fn account(&self, name: &str) -> Result<Option<Account>> {
+        let (accounts, name) = (Arc::clone(&self.accounts), name.to_string());
+        Ok(tokio::task::spawn_blocking(move || accounts.by_name(&name)).await??)
+    }
+
+    /// The user name of `uid`.
+    pub(crate) async fn name_of(&self, uid: u32) -> Result<Option<String>> {
+        let accounts = Arc::clone(&self.accounts);
+        Ok(tokio::task::spawn_blocking(move || accounts.by_uid(uid))
+            .await??
+            .map(|a| a.name))
+    }
+
+    /// The names of `account`'s groups; an error when the directory cannot say.
+    pub(crate) async fn groups(&self, account: &Account) -> Result<Vec<String>> {
+        let (accounts, account) = (Arc::clone(&self.accounts), account.clone());
+        Ok(tokio::task::spawn_blocking(move || accounts.groups(&account)).await??)
+    }
+    /// How long a reported login locks the account: the lockout duration, at least an hour.
+    pub(crate) fn report_lock_secs(&self) -> i64 {
+        self.config.lockout.duration.max(3600) as i64
+    }
+
+    pub(crate) fn totp_params(&self) -> totp::TotpParams {
+        totp::TotpParams {
+            algorithm: totp::HashAlgorithm::Sha1,
+            digits: self.config.totp.digits,
+            period: self.config.totp.period,
+        }
+    }
+
+    pub(crate) async fn deny(&self, conn: &mut Conn, message: impl Into<String>) -> Result<()> {
+        conn.error(message).await?;
+        conn.done(Outcome::Deny).await?;
+        Ok(())
+    }
+
+    /// Refuses (and says so) when the account is locked. Returns whether it may go on.
+    pub(crate) async fn check_not_locked(&self, conn: &mut Conn, who: &Who<'_>) -> Result<bool> {
+        let user = who.user.to_string();
+        let state = self.db(move |s| s.lock_state(&user)).await?;
+        self.not_locked(conn, who, &state).await
+    }
+
+    /// Refuses (and says so) when `state` is a lock still in force. Returns whether it may
+    /// go on.
+    pub(crate) async fn not_locked(
+        &self,
+        conn: &mut Conn,
+        who: &Who<'_>,
+        state: &crate::store::LockState,
+    ) -> Result<bool> {
+        let now = self.clock.now();
+        match state.locked_until {
+            Some(until) if until > now => {
+                decision(who, "-", "deny", "account locked");
+                self.deny(conn, text::locked_message(who.user, until, now))
+                    .await?;
+                Ok(false)
+            }
+            _ => Ok(true),
+        }
+    }
+    /// The directory (NSS) could not say who the user is or which groups they are in:
+    /// nothing is decided on a guess. Unavailable, before any prompt, so the module's fail
+    /// mode decides, as pam_duo does on a failed group lookup.
+    pub(crate) async fn directory_down(
+        &self,
+        conn: &mut Conn,
+        who: &Who<'_>,
+        e: &SessionError,
+    ) -> Result<()> {
+        decision(who, "-", "unavailable", &format!("user lookup failed: {e}"));
+        conn.unavailable("mfad could not look the user up in the system's user database")
+            .await?;
+        Ok(())
+    }
+
+    /// A provider said yes: accepted unless the account was locked meanwhile (by failures
+    /// in other sessions, a report, an admin), in the same transaction that clears the
+    /// failure count and remembers the login (`remember`).
+    pub(crate) async fn accept_unless_locked(
+        &self,
+        conn: &mut Conn,
+        who: &Who<'_>,
+        method: &str,
+        remember: Option<&Remember>,
+    ) -> Result<bool> {
+        let (user, now, remember) = (who.user.to_string(), self.clock.now(), remember.cloned());
+        let locked = self
+            .db(move |s| {
+                s.in_transaction(|s| {
+                    match s.lock_state(&user)?.locked_until {
+                        Some(until) if until > now => return Ok(Some(until)),
+                        _ => {}
+                    }
+                    s.clear_failures(&user)?;
+                    if let Some(r) = &remember {
+                        r.write(s, now)?;
+                    }
+                    Ok(None)
+                })
+            })
+            .await?;
+        if let Some(until) = locked {
+            decision(
+                who,
+                method,
+                "deny",
+                "second factor passed, but the account is locked",
+            );
+            conn.error(text::locked_message(who.user, until, now))
+                .await?;
+            return Ok(false);
+        }
+        Ok(true)
+    }
+
+    pub(crate) async fn record_failure(&self, user: &str, now: i64) -> Result<FailureEffect> {
+        let user = user.to_string();
+        let (max, dur) = (
+            self.config.lockout.max_failures,
+            self.config.lockout.duration,
+        );
+        self.db(move |s| s.record_failure(&user, now, max, dur))
+            .await
+    }
+    /// Whether the user has anything that can prove a second factor.
+    pub(crate) async fn is_enrolled(&self, user: &str) -> Result<bool> {
+        let user = user.to_string();
+        self.db(move |s| {
+            Ok(!s.devices(&user)?.is_empty() || !s.unused_bypass_codes(&user)?.is_empty())
+        })
+        .await
+    }
+
+    pub(crate) async fn issue_bypass_codes(&self, conn: &mut Conn, who: &Who<'_>) -> Result<()> {
+        let (shown, stored) = bypass::generate();
+        let user = who.user.to_string();
+        let now = self.clock.now();
+        self.db(move |s| s.replace_bypass_codes(&user, &stored, now))
+            .await?;
+        decision(
+            who,
+            "bypass",
+            "issued",
+            &format!("{} new codes", shown.len()),
+        );
+        let mut list = String::new();
+        for code in &shown {
+            list.push_str("  ");
+            list.push_str(code);
+            list.push('\n');
+        }
+        let text = Zeroizing::new(format!(
+            "New bypass codes for {} (each works once; earlier codes no longer work):\n\n{list}\n\
+             Keep them somewhere safe, away from your phone.",
+            who.user
+        ));
+        // `list` held the codes in clear; wipe it before it is freed.
+        list.zeroize();
+        conn.secret_info(text).await?;
+        conn.done(Outcome::Allow).await?;
+        Ok(())
+    }
+}
