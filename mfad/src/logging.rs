@@ -4,7 +4,6 @@
 
 use crate::config::{LogConfig, LogLevel, LogTarget};
 use std::ffi::CStr;
-use std::fmt::Write as _;
 use std::os::fd::AsFd;
 use tracing::field::{Field, Visit};
 use tracing_subscriber::field::RecordFields;
@@ -312,8 +311,93 @@ pub fn admin_action(by: &str, uid: u32, action: &str, user: &str, result: &str) 
 
 #[cfg(test)]
 mod tests {
-    use super::{field, targets};
-    use crate::config::LogLevel;
+    use super::{Destination, LineFields, destination, field, stderr_is_journal, targets};
+    use crate::config::{LogConfig, LogLevel, LogTarget};
+    use std::os::unix::fs::MetadataExt;
+    use std::sync::{Arc, Mutex};
+
+    #[test]
+    fn stderr_is_the_journal_only_when_journal_stream_names_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = std::fs::File::create(dir.path().join("stream")).unwrap();
+        let other = std::fs::File::create(dir.path().join("other")).unwrap();
+        let meta = file.metadata().unwrap();
+        let named = format!("{}:{}", meta.dev(), meta.ino());
+        let named = std::ffi::OsStr::new(&named);
+        assert!(stderr_is_journal(Some(named), &file));
+        // Inherited by a child whose stderr went elsewhere: not the journal.
+        assert!(!stderr_is_journal(Some(named), &other));
+        assert!(!stderr_is_journal(None, &file));
+        for bad in ["", "12", "a:b", "1:2:3", &format!("{}", meta.ino())] {
+            assert!(!stderr_is_journal(Some(std::ffi::OsStr::new(bad)), &file), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn the_target_key_chooses_and_syslog_false_turns_the_system_log_off() {
+        let config = |syslog, target| LogConfig {
+            syslog,
+            target,
+            level: LogLevel::Info,
+        };
+        assert_eq!(destination(&config(true, LogTarget::Journald)), Destination::Journal);
+        assert_eq!(destination(&config(true, LogTarget::Syslog)), Destination::Syslog);
+        assert_eq!(destination(&config(false, LogTarget::Journald)), Destination::Off);
+        assert_eq!(destination(&config(false, LogTarget::Auto)), Destination::Off);
+        assert_eq!(LogConfig::default().target, LogTarget::Auto);
+    }
+
+    /// What a text layer (stderr, syslog) writes, one line per event.
+    fn text_lines(f: impl FnOnce()) -> String {
+        #[derive(Clone, Default)]
+        struct Buf(Arc<Mutex<Vec<u8>>>);
+        impl std::io::Write for Buf {
+            fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+                self.0.lock().unwrap().extend_from_slice(b);
+                Ok(b.len())
+            }
+            fn flush(&mut self) -> std::io::Result<()> {
+                Ok(())
+            }
+        }
+        let buf = Buf::default();
+        let out = buf.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .with_writer(move || buf.clone())
+            .with_ansi(false)
+            .without_time()
+            .with_target(false)
+            .with_level(false)
+            .with_max_level(tracing::Level::DEBUG)
+            .fmt_fields(LineFields)
+            .finish();
+        tracing::subscriber::with_default(subscriber, f);
+        String::from_utf8(out.0.lock().unwrap().clone()).unwrap()
+    }
+
+    #[test]
+    fn text_lines_keep_their_format_without_the_journal_fields() {
+        let text = text_lines(|| {
+            super::decision(
+                "alice",
+                "203.0.113.9",
+                "sshd",
+                "totp",
+                "not enrolled",
+                "no \"device\"",
+                "root",
+            );
+            super::admin_action("root", 0, "unlock", "dave", "unlocked; failures cleared");
+            tracing::debug!(error = %"connection reset", "PostgreSQL connection ended");
+        });
+        assert_eq!(
+            text,
+            "decision user=alice rhost=203.0.113.9 service=sshd method=totp \
+             outcome=not-enrolled reason=\"no \\\"device\\\"\" vouched=root\n\
+             admin action=unlock user=dave by=root uid=0 result=\"unlocked; failures cleared\"\n\
+             PostgreSQL connection ended error=connection reset\n"
+        );
+    }
 
     #[test]
     fn a_missing_syslog_socket_is_said_with_where_to_look() {

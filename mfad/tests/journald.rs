@@ -314,7 +314,7 @@ fn under_systemd_decisions_reach_the_real_journal_with_their_fields() {
         .arg(&config)
         .env("JOURNAL_STREAM", &journal_stream)
         .stdout(Stdio::null())
-        .stderr(stream);
+        .stderr(std::os::fd::OwnedFd::from(stream));
     let mfad = Mfad::start(command, dir.path());
     let pid = mfad.0.id();
     let code = decisions(dir.path());
@@ -369,7 +369,7 @@ fn fail2ban_reads_the_refusals_from_the_journal() {
         .arg("--config")
         .arg(&config)
         .env("JOURNAL_STREAM", &journal_stream)
-        .stderr(stream);
+        .stderr(std::os::fd::OwnedFd::from(stream));
     let mfad = Mfad::start(command, dir.path());
     decisions(dir.path());
     drop(mfad);
