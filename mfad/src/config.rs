@@ -495,12 +495,10 @@ impl Config {
                 "must be 60 to 900 seconds",
             ));
         }
-        self.limits
-            .validate()
-            .map_err(|e| ConfigError::Parse {
-                path: path.to_path_buf(),
-                message: e.to_string(),
-            })?;
+        self.limits.validate().map_err(|e| ConfigError::Parse {
+            path: path.to_path_buf(),
+            message: e.to_string(),
+        })?;
         self.policy
             .validate()
             .map_err(|message| ConfigError::Parse {

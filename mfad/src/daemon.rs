@@ -142,7 +142,15 @@ impl<'a> Who<'a> {
 /// Logs one decision in the stable line format of docs/LOGS.md ([`crate::logging::decision`]).
 pub(crate) fn decision(who: &Who<'_>, method: &str, outcome: &str, reason: &str) {
     crate::metrics::count_decision(method, &outcome.replace(' ', "-"));
-    crate::logging::decision(who.user, who.rhost, who.service, method, outcome, reason, who.vouched);
+    crate::logging::decision(
+        who.user,
+        who.rhost,
+        who.service,
+        method,
+        outcome,
+        reason,
+        who.vouched,
+    );
 }
 
 impl Daemon {

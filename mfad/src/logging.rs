@@ -182,7 +182,11 @@ pub fn init(config: &LogConfig, stderr: bool) {
 struct LineFields;
 
 impl<'w> FormatFields<'w> for LineFields {
-    fn format_fields<R: RecordFields>(&self, mut writer: Writer<'w>, fields: R) -> std::fmt::Result {
+    fn format_fields<R: RecordFields>(
+        &self,
+        mut writer: Writer<'w>,
+        fields: R,
+    ) -> std::fmt::Result {
         let mut visitor = LineVisitor {
             writer: &mut writer,
             first: true,
@@ -329,7 +333,10 @@ mod tests {
         assert!(!stderr_is_journal(Some(named), &other));
         assert!(!stderr_is_journal(None, &file));
         for bad in ["", "12", "a:b", "1:2:3", &format!("{}", meta.ino())] {
-            assert!(!stderr_is_journal(Some(std::ffi::OsStr::new(bad)), &file), "{bad:?}");
+            assert!(
+                !stderr_is_journal(Some(std::ffi::OsStr::new(bad)), &file),
+                "{bad:?}"
+            );
         }
     }
 
@@ -340,10 +347,22 @@ mod tests {
             target,
             level: LogLevel::Info,
         };
-        assert_eq!(destination(&config(true, LogTarget::Journald)), Destination::Journal);
-        assert_eq!(destination(&config(true, LogTarget::Syslog)), Destination::Syslog);
-        assert_eq!(destination(&config(false, LogTarget::Journald)), Destination::Off);
-        assert_eq!(destination(&config(false, LogTarget::Auto)), Destination::Off);
+        assert_eq!(
+            destination(&config(true, LogTarget::Journald)),
+            Destination::Journal
+        );
+        assert_eq!(
+            destination(&config(true, LogTarget::Syslog)),
+            Destination::Syslog
+        );
+        assert_eq!(
+            destination(&config(false, LogTarget::Journald)),
+            Destination::Off
+        );
+        assert_eq!(
+            destination(&config(false, LogTarget::Auto)),
+            Destination::Off
+        );
         assert_eq!(LogConfig::default().target, LogTarget::Auto);
     }
 

@@ -226,7 +226,11 @@ fn text<'a>(entry: &'a Map<String, Value>, key: &str) -> &'a str {
 }
 
 /// mfad's journal entries of `target` (`mfad::decision`, `mfad::admin`) from process `pid`.
-fn of<'a>(entries: &'a [Map<String, Value>], target: &str, pid: u32) -> Vec<&'a Map<String, Value>> {
+fn of<'a>(
+    entries: &'a [Map<String, Value>],
+    target: &str,
+    pid: u32,
+) -> Vec<&'a Map<String, Value>> {
     entries
         .iter()
         .filter(|e| {
@@ -272,9 +276,16 @@ fn check_decisions(entries: &[Map<String, Value>], pid: u32, code: &str) -> Vec<
         ] {
             assert_eq!(text(e, key), want, "{key} of {e:#?}");
         }
-        assert_eq!(text(e, "MESSAGE"), line_of(e), "MESSAGE is the decision line");
+        assert_eq!(
+            text(e, "MESSAGE"),
+            line_of(e),
+            "MESSAGE is the decision line"
+        );
         let all = serde_json::to_string(e).unwrap();
-        assert!(!all.contains(code) && !all.contains(WRONG), "a code reached the journal: {all}");
+        assert!(
+            !all.contains(code) && !all.contains(WRONG),
+            "a code reached the journal: {all}"
+        );
     }
     assert!(!text(allow, "MFA_REASON").is_empty());
     assert!(text(deny, "MFA_REASON").contains("wrong code"), "{deny:#?}");
@@ -296,7 +307,10 @@ fn check_decisions(entries: &[Map<String, Value>], pid: u32, code: &str) -> Vec<
             text(admin[0], "MFA_RESULT")
         )
     );
-    found.iter().map(|e| text(e, "MESSAGE").to_string()).collect()
+    found
+        .iter()
+        .map(|e| text(e, "MESSAGE").to_string())
+        .collect()
 }
 
 /// As under the packaged unit: systemd starts mfad with stderr on a journal stream and
@@ -348,7 +362,9 @@ fn target_journald_by_hand_keeps_the_foreground_line_and_fills_the_journal() {
     let (entries, _files) = journal.entries();
     for message in check_decisions(&entries, pid, &code) {
         assert!(
-            stderr.lines().any(|l| l.ends_with(&format!(" INFO {message}"))),
+            stderr
+                .lines()
+                .any(|l| l.ends_with(&format!(" INFO {message}"))),
             "the foreground line differs from the journal's MESSAGE {message:?}:\n{stderr}"
         );
     }
@@ -383,7 +399,10 @@ fn fail2ban_reads_the_refusals_from_the_journal() {
         .unwrap();
     assert!(copied.success(), "is fail2ban installed? (scripts/deps.sh)");
     std::fs::copy(
-        concat!(env!("CARGO_MANIFEST_DIR"), "/../conf/fail2ban/filter.d/mfad.conf"),
+        concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../conf/fail2ban/filter.d/mfad.conf"
+        ),
         f2b.join("filter.d/mfad.conf"),
     )
     .unwrap();

@@ -105,7 +105,10 @@ mod tests {
             *parse_secret("hex:3132333435363738393031323334353637383930").unwrap(),
             want
         );
-        assert_eq!(parse_secret("GEZDGNBV").unwrap_err(), TokenError::SecretTooShort);
+        assert_eq!(
+            parse_secret("GEZDGNBV").unwrap_err(),
+            TokenError::SecretTooShort
+        );
         assert_eq!(
             parse_secret(&"A".repeat(208)).unwrap_err(),
             TokenError::SecretTooLong
@@ -114,7 +117,10 @@ mod tests {
             parse_secret("not base32!").unwrap_err(),
             TokenError::SecretNotBase32
         );
-        assert_eq!(parse_secret("hex:zz").unwrap_err(), TokenError::SecretNotHex);
+        assert_eq!(
+            parse_secret("hex:zz").unwrap_err(),
+            TokenError::SecretNotHex
+        );
     }
 
     #[test]
@@ -125,8 +131,14 @@ mod tests {
                 TokenError::SecretNotBase32,
                 "The secret is not valid base32 (or hex: with a hex: prefix).",
             ),
-            (TokenError::SecretTooShort, "The secret is shorter than 80 bits."),
-            (TokenError::SecretTooLong, "The secret is longer than 1024 bits."),
+            (
+                TokenError::SecretTooShort,
+                "The secret is shorter than 80 bits.",
+            ),
+            (
+                TokenError::SecretTooLong,
+                "The secret is longer than 1024 bits.",
+            ),
             (TokenError::Digits(7), "Tokens show 6 or 8 digits, not 7."),
             (
                 TokenError::Period(45),

@@ -62,9 +62,7 @@ impl LimitsConfigError {
     /// The key out of range (`limits.sms_per_user`).
     pub fn key(&self) -> &'static str {
         match self {
-            Self::Window { key, .. } | Self::PerUser { key, .. } | Self::PerHost { key, .. } => {
-                key
-            }
+            Self::Window { key, .. } | Self::PerUser { key, .. } | Self::PerHost { key, .. } => key,
         }
     }
 }
