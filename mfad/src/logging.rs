@@ -20,7 +20,8 @@ const IDENTITY: &CStr = c"mfad";
 /// lines already carry the same values in their message.
 const JOURNAL_ONLY: &str = "mfa_";
 
-/// journald's native socket (systemd.journal-fields(7), "Native protocol").
+/// journald's native socket (systemd-journald.service(8); the protocol: systemd.io, "Native
+/// Journal Protocol").
 pub const JOURNAL_SOCKET: &str = "/run/systemd/journal/socket";
 
 fn level(l: LogLevel) -> LevelFilter {

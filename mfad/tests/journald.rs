@@ -1,6 +1,6 @@
 //! The real mfad binary logging to a real systemd-journald: a private one, started in a mount
-//! namespace of its own (tmpfs on /run/systemd and /run/log, the journal files in a temporary
-//! directory), so nothing of the host's is read or written. Read back with `journalctl -D`.
+//! namespace of its own (a tmpfs on /run, the journal files in a temporary directory), so
+//! nothing of the host's is read or written. Read back with `journalctl -D`.
 //! Needs root, systemd (journald, journalctl), util-linux (unshare, nsenter), fail2ban and
 //! python3-systemd (scripts/deps.sh).
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
@@ -36,9 +36,8 @@ impl PrivateJournal {
         // Volatile storage (/run/log/journal) is where journald writes until it is told to
         // flush to /var, which nobody does here: bind it to the test's directory.
         let script = format!(
-            "set -e; mkdir -p /run/systemd /run/log; \
-             mount -t tmpfs -o mode=0755 tmpfs /run/systemd; mkdir /run/systemd/journal; \
-             mount -t tmpfs -o mode=0755 tmpfs /run/log; mkdir /run/log/journal; \
+            "set -e; mount -t tmpfs -o mode=0755 tmpfs /run; \
+             mkdir -p /run/systemd/journal /run/log/journal; \
              mount --bind {} /run/log/journal; exec /lib/systemd/systemd-journald",
             files.display()
         );
@@ -431,4 +430,44 @@ fn fail2ban_reads_the_refusals_from_the_journal() {
         matched.contains("outcome=deny") && !matched.contains("outcome=allow"),
         "{matched}"
     );
+}
+
+/// `target = "journald"` on a host where no journald listens: a warning on stderr says so,
+/// and the lines go to syslog instead of nowhere (here /dev/log is missing too, which the
+/// second warning says). Run with an empty /run of its own.
+#[test]
+fn target_journald_without_a_journal_warns_and_falls_back_to_syslog() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = config(dir.path(), "journald");
+    let script = "mount -t tmpfs tmpfs /run && exec \"$@\"";
+    let mut command = Command::new("unshare");
+    command
+        .args([
+            "--mount",
+            "--propagation",
+            "private",
+            "sh",
+            "-c",
+            script,
+            "sh",
+        ])
+        .arg(env!("CARGO_BIN_EXE_mfad"))
+        .arg("--config")
+        .arg(&config)
+        .arg("--foreground")
+        .stderr(std::fs::File::create(dir.path().join("stderr")).unwrap());
+    let mfad = Mfad::start(command, dir.path());
+    decisions(dir.path());
+    drop(mfad);
+    let stderr = std::fs::read_to_string(dir.path().join("stderr")).unwrap();
+    assert!(
+        stderr
+            .contains("mfad: warning: cannot write to the journal (/run/systemd/journal/socket: ")
+            && stderr.contains("logging to syslog instead"),
+        "{stderr}"
+    );
+    if !Path::new("/dev/log").exists() {
+        assert!(stderr.contains("/dev/log does not exist"), "{stderr}");
+    }
+    assert!(stderr.contains("outcome=deny"), "{stderr}");
 }
