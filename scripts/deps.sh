@@ -25,8 +25,9 @@ PACKAGES=(
     # benchmarks (scripts/bench.sh) and the profile: the modules compared with pam_mfa, a
     # private user database for mfad (nss_wrapper), callgrind
     libpam-google-authenticator libpam-oath libnss-wrapper valgrind
-    # the shipped fail2ban filter, checked with fail2ban-regex against real decision lines
-    fail2ban
+    # the shipped fail2ban filter, checked with fail2ban-regex against real decision lines,
+    # from a log file and from a private journal (its systemd backend needs python3-systemd)
+    fail2ban python3-systemd
     # the PostgreSQL store's tests: each starts a throwaway server of its own as the
     # `postgres` user (test-support/src/postgres.rs); Debian 12's metapackage brings
     # postgresql-15. Its system cluster is never used (and without systemd never starts).

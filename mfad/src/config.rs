@@ -158,8 +158,21 @@ pub struct LockoutConfig {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct LogConfig {
+    /// The system log on (the journal or syslog, as `target` says) or off.
     pub syslog: bool,
+    pub target: LogTarget,
     pub level: LogLevel,
+}
+
+/// Where the system log goes (`[log] target`); see [`crate::logging::destination`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogTarget {
+    /// The journal when systemd connected stderr to it (`$JOURNAL_STREAM`), else syslog.
+    #[default]
+    Auto,
+    Journald,
+    Syslog,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -226,6 +239,7 @@ impl Default for LogConfig {
     fn default() -> Self {
         LogConfig {
             syslog: true,
+            target: LogTarget::Auto,
             level: LogLevel::Info,
         }
     }
@@ -481,12 +495,10 @@ impl Config {
                 "must be 60 to 900 seconds",
             ));
         }
-        self.limits
-            .validate()
-            .map_err(|message| ConfigError::Parse {
-                path: path.to_path_buf(),
-                message,
-            })?;
+        self.limits.validate().map_err(|e| ConfigError::Parse {
+            path: path.to_path_buf(),
+            message: e.to_string(),
+        })?;
         self.policy
             .validate()
             .map_err(|message| ConfigError::Parse {

@@ -140,24 +140,17 @@ impl<'a> Who<'a> {
     }
 }
 
-/// Logs one decision in the stable line format of docs/LOGS.md:
-/// `decision user=U rhost=H service=S method=M outcome=O reason="R" vouched=V`, always these
-/// keys in this order. The reason is always quoted; every other value is quoted when it is not one
-/// plain token, and the outcome is one token (`not enrolled` is written `not-enrolled`).
-/// Values are escaped so that none can close its quotes or start a new line.
+/// Logs one decision in the stable line format of docs/LOGS.md ([`crate::logging::decision`]).
 pub(crate) fn decision(who: &Who<'_>, method: &str, outcome: &str, reason: &str) {
-    use crate::logging::field;
     crate::metrics::count_decision(method, &outcome.replace(' ', "-"));
-    info!(
-        target: "mfad::decision",
-        "decision user={} rhost={} service={} method={} outcome={} reason=\"{}\" vouched={}",
-        field(who.user),
-        field(who.rhost),
-        field(who.service),
-        field(method),
-        field(&outcome.replace(' ', "-")),
-        crate::logging::quoted_text(reason),
-        who.vouched
+    crate::logging::decision(
+        who.user,
+        who.rhost,
+        who.service,
+        method,
+        outcome,
+        reason,
+        who.vouched,
     );
 }
 

@@ -81,10 +81,52 @@ enum CheckedDevice {
     },
 }
 
-fn device_name(name: Option<String>, fallback: &str) -> std::result::Result<String, String> {
+/// Why a device cannot be added; each Display is the sentence the user sees, as it is.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub(crate) enum DeviceRequestError {
+    #[error("A device name has 1 to 64 characters and no control characters.")]
+    BadName,
+    #[error(transparent)]
+    Token(#[from] factor::TokenError),
+    #[error(
+        "Phone numbers need SMS, which is not configured on this host ([twilio] in mfad.toml)."
+    )]
+    NoSms,
+    #[error(transparent)]
+    Phone(#[from] crate::oob::phone::PhoneError),
+    #[error(
+        "This host sends texts and calls only to numbers starting with {allowed}; {masked} is \
+         not one. Nothing was sent."
+    )]
+    Country {
+        /// The allowed prefixes, comma-separated.
+        allowed: String,
+        /// The refused number, masked.
+        masked: String,
+    },
+    #[error(
+        "Push notifications are not configured on this host ([push] and [approval] in mfad.toml)."
+    )]
+    NoPush,
+    #[error(
+        "On this host mfad picks the push topic itself (a topic someone could guess would let \
+         them approve your logins): run `mfa add push` without a topic, and subscribe to the \
+         topic it shows."
+    )]
+    ChosenTopic,
+    #[error("An ntfy topic has 1 to 64 letters, digits, - and _.")]
+    BadTopic,
+    #[error("A push target has 1 to 256 printable characters.")]
+    BadPushTarget,
+}
+
+fn device_name(
+    name: Option<String>,
+    fallback: &str,
+) -> std::result::Result<String, DeviceRequestError> {
     let name = name.unwrap_or_else(|| fallback.to_string());
     if name.trim().is_empty() || name.chars().count() > 64 || name.chars().any(char::is_control) {
-        return Err("A device name has 1 to 64 characters and no control characters.".into());
+        return Err(DeviceRequestError::BadName);
     }
     Ok(name)
 }
@@ -161,7 +203,7 @@ impl AccountService {
         // Check the request before asking for anything, once, into what is added below.
         let checked = match self.check_new_device(new) {
             Ok(c) => c,
-            Err(why) => return self.core.deny(conn, why).await,
+            Err(why) => return self.core.deny(conn, why.to_string()).await,
         };
         if !self.require_fresh_factor(conn, &who).await? {
             return Ok(());
@@ -193,7 +235,10 @@ impl AccountService {
 
     /// A device request from a client, checked into what can be added, or the reason it
     /// cannot (said to the user as it is).
-    fn check_new_device(&self, new: NewDevice) -> std::result::Result<CheckedDevice, String> {
+    fn check_new_device(
+        &self,
+        new: NewDevice,
+    ) -> std::result::Result<CheckedDevice, DeviceRequestError> {
         let token = |kind, name, secret: &str, digits, period| {
             factor::check_digits(digits)?;
             if kind == DeviceKind::Totp {
@@ -227,24 +272,16 @@ impl AccountService {
             } => token(DeviceKind::Totp, name, &secret, digits, period),
             NewDevice::Phone { name, number } => {
                 if !self.local.can_sms() {
-                    return Err(
-                        "Phone numbers need SMS, which is not configured on this host ([twilio] \
-                         in mfad.toml)."
-                            .to_string(),
-                    );
+                    return Err(DeviceRequestError::NoSms);
                 }
                 let name = device_name(name, "Phone")?;
-                let number = check_phone(&number).map_err(|e| e.to_string())?;
+                let number = check_phone(&number)?;
                 self.country_allowed(&number)?;
                 Ok(CheckedDevice::Phone { name, number })
             }
             NewDevice::Push { name, target } => {
                 if !self.local.can_push() {
-                    return Err(
-                        "Push notifications are not configured on this host ([push] and \
-                         [approval] in mfad.toml)."
-                            .to_string(),
-                    );
+                    return Err(DeviceRequestError::NoPush);
                 }
                 let ntfy = self
                     .core
@@ -256,24 +293,17 @@ impl AccountService {
                     // mfad generates the topic.
                     Some(_) if target.is_empty() => None,
                     Some(ntfy) if !ntfy.allow_chosen_topics => {
-                        return Err(
-                            "On this host mfad picks the push topic itself (a topic someone \
-                             could guess would let them approve your logins): run `mfa add \
-                             push` without a topic, and subscribe to the topic it shows."
-                                .to_string(),
-                        );
+                        return Err(DeviceRequestError::ChosenTopic);
                     }
                     Some(_) if !is_ntfy_topic(&target) => {
-                        return Err(
-                            "An ntfy topic has 1 to 64 letters, digits, - and _.".to_string()
-                        );
+                        return Err(DeviceRequestError::BadTopic);
                     }
                     Some(_) => Some(target),
                     None if target.is_empty()
                         || target.len() > 256
                         || target.chars().any(char::is_control) =>
                     {
-                        return Err("A push target has 1 to 256 printable characters.".to_string());
+                        return Err(DeviceRequestError::BadPushTarget);
                     }
                     None => Some(target),
                 };
@@ -362,14 +392,12 @@ impl AccountService {
     }
 
     /// `allowed_country_codes` refuses the number before anything is sent.
-    fn country_allowed(&self, number: &str) -> std::result::Result<(), String> {
+    fn country_allowed(&self, number: &str) -> std::result::Result<(), DeviceRequestError> {
         match &self.core.config.twilio {
-            Some(t) if !t.number_allowed(number) => Err(format!(
-                "This host sends texts and calls only to numbers starting with {}; {} is not \
-                 one. Nothing was sent.",
-                t.allowed_country_codes.join(", "),
-                mask_phone(number)
-            )),
+            Some(t) if !t.number_allowed(number) => Err(DeviceRequestError::Country {
+                allowed: t.allowed_country_codes.join(", "),
+                masked: mask_phone(number),
+            }),
             _ => Ok(()),
         }
     }
@@ -568,5 +596,63 @@ impl AccountService {
             return Ok(());
         }
         self.core.issue_bypass_codes(conn, &who).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{DeviceRequestError, device_name};
+
+    #[test]
+    fn device_refusals_keep_the_sentences_users_see() {
+        assert_eq!(
+            device_name(Some(" ".into()), "Phone"),
+            Err(DeviceRequestError::BadName)
+        );
+        assert_eq!(
+            device_name(Some("a\u{1b}b".into()), "Phone"),
+            Err(DeviceRequestError::BadName)
+        );
+        assert_eq!(device_name(None, "Phone").as_deref(), Ok("Phone"));
+        for (error, text) in [
+            (
+                DeviceRequestError::BadName,
+                "A device name has 1 to 64 characters and no control characters.",
+            ),
+            (
+                DeviceRequestError::Country {
+                    allowed: "+1, +44".into(),
+                    masked: "XXX-XXX-1234".into(),
+                },
+                "This host sends texts and calls only to numbers starting with +1, +44; \
+                 XXX-XXX-1234 is not one. Nothing was sent.",
+            ),
+            (
+                DeviceRequestError::NoSms,
+                "Phone numbers need SMS, which is not configured on this host ([twilio] in \
+                 mfad.toml).",
+            ),
+            (
+                DeviceRequestError::NoPush,
+                "Push notifications are not configured on this host ([push] and [approval] in \
+                 mfad.toml).",
+            ),
+            (
+                DeviceRequestError::ChosenTopic,
+                "On this host mfad picks the push topic itself (a topic someone could guess \
+                 would let them approve your logins): run `mfa add push` without a topic, and \
+                 subscribe to the topic it shows.",
+            ),
+            (
+                DeviceRequestError::Phone(crate::oob::phone::PhoneError::NoCountryCode),
+                "a phone number must start with + and the country code, e.g. +15551234567",
+            ),
+            (
+                DeviceRequestError::Token(crate::factor::TokenError::Digits(7)),
+                "Tokens show 6 or 8 digits, not 7.",
+            ),
+        ] {
+            assert_eq!(error.to_string(), text);
+        }
     }
 }

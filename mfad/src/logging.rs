@@ -1,13 +1,28 @@
-//! Logs: syslog (facility authpriv) for the record, stderr when run in the foreground.
+//! Logs: the system log for the record (the journal with structured fields when systemd runs
+//! mfad, syslog facility authpriv otherwise), stderr when run in the foreground. Decision and
+//! admin lines have one stable text (docs/LOGS.md), the same on every destination.
 
-use crate::config::{LogConfig, LogLevel};
+use crate::config::{LogConfig, LogLevel, LogTarget};
 use std::ffi::CStr;
+use std::os::fd::AsFd;
+use tracing::field::{Field, Visit};
+use tracing_subscriber::field::RecordFields;
 use tracing_subscriber::filter::{LevelFilter, Targets};
+use tracing_subscriber::fmt::FormatFields;
+use tracing_subscriber::fmt::format::Writer;
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::{Layer, fmt};
 
 const IDENTITY: &CStr = c"mfad";
+
+/// Event fields named with this prefix go to the journal only (as `MFA_USER`...): the text
+/// lines already carry the same values in their message.
+const JOURNAL_ONLY: &str = "mfa_";
+
+/// journald's native socket (systemd-journald.service(8); the protocol: systemd.io, "Native
+/// Journal Protocol").
+pub const JOURNAL_SOCKET: &str = "/run/systemd/journal/socket";
 
 fn level(l: LogLevel) -> LevelFilter {
     match l {
@@ -41,8 +56,86 @@ pub fn missing_syslog(socket: &std::path::Path) -> Option<String> {
     })
 }
 
+/// Where the system log goes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Destination {
+    /// journald's native protocol, with structured fields.
+    Journal,
+    /// syslog(3), facility authpriv.
+    Syslog,
+    /// No system log (`syslog = false`): stderr only, with `--foreground`.
+    Off,
+}
+
+/// Whether systemd connected `stderr` to the journal. systemd.exec(5): the service manager
+/// sets `$JOURNAL_STREAM` to the device and inode ("DEV:INODE") of the stream it gave
+/// stdout/stderr; a program compares it with its own stderr, because the variable is
+/// inherited by children whose stderr may point elsewhere (a shell redirecting it).
+pub fn stderr_is_journal(journal_stream: Option<&std::ffi::OsStr>, stderr: impl AsFd) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    let Some((dev, ino)) = journal_stream
+        .and_then(|v| v.to_str())
+        .and_then(|v| v.split_once(':'))
+        .and_then(|(d, i)| Some((d.parse::<u64>().ok()?, i.parse::<u64>().ok()?)))
+    else {
+        return false;
+    };
+    let Ok(fd) = stderr.as_fd().try_clone_to_owned() else {
+        return false;
+    };
+    std::fs::File::from(fd)
+        .metadata()
+        .is_ok_and(|m| m.dev() == dev && m.ino() == ino)
+}
+
+/// `[log]`: `syslog = false` turns the system log off; `target = "auto"` (the default) picks
+/// the journal when systemd started mfad with stderr connected to it, syslog otherwise.
+pub fn destination(config: &LogConfig) -> Destination {
+    if !config.syslog {
+        return Destination::Off;
+    }
+    match config.target {
+        LogTarget::Journald => Destination::Journal,
+        LogTarget::Syslog => Destination::Syslog,
+        LogTarget::Auto => {
+            let stream = std::env::var_os("JOURNAL_STREAM");
+            if stderr_is_journal(stream.as_deref(), std::io::stderr()) {
+                Destination::Journal
+            } else {
+                Destination::Syslog
+            }
+        }
+    }
+}
+
+/// The journal layer: fields named `mfa_*` become `MFA_*`, the identifier and facility are
+/// those of the syslog lines (so `journalctl -t mfad` and fail2ban's `journalmatch` find
+/// both), and levels map to `PRIORITY` as syslog's do (info is 5, notice).
+fn journal_layer() -> std::io::Result<tracing_journald::Layer> {
+    Ok(tracing_journald::Layer::new()?
+        .with_field_prefix(None)
+        .with_syslog_identifier("mfad".to_string())
+        .with_custom_fields([("SYSLOG_FACILITY", "10")]))
+}
+
 pub fn init(config: &LogConfig, stderr: bool) {
-    if config.syslog
+    let mut destination = destination(config);
+    let journal = match destination {
+        Destination::Journal => match journal_layer() {
+            Ok(layer) => Some(layer),
+            Err(e) => {
+                // Before the subscriber, like the warning below: this reaches stderr.
+                eprintln!(
+                    "mfad: warning: cannot write to the journal ({JOURNAL_SOCKET}: {e}); \
+                     logging to syslog instead"
+                );
+                destination = Destination::Syslog;
+                None
+            }
+        },
+        _ => None,
+    };
+    if destination == Destination::Syslog
         && let Some(warning) = missing_syslog(std::path::Path::new("/dev/log"))
     {
         // Before the subscriber: this reaches stderr (and so a unit's journal) even when
@@ -55,9 +148,11 @@ pub fn init(config: &LogConfig, stderr: bool) {
             .with_writer(std::io::stderr)
             .with_ansi(false)
             .with_target(false)
+            .fmt_fields(LineFields)
             .with_filter(filter.clone())
     });
-    let syslog_layer = if config.syslog {
+    let journal_layer = journal.map(|l| l.with_filter(filter.clone()));
+    let syslog_layer = if destination == Destination::Syslog {
         syslog_tracing::Syslog::new(
             IDENTITY,
             syslog_tracing::Options::LOG_PID,
@@ -70,6 +165,7 @@ pub fn init(config: &LogConfig, stderr: bool) {
                 .without_time()
                 .with_target(false)
                 .with_level(false)
+                .fmt_fields(LineFields)
                 .with_filter(filter)
         })
     } else {
@@ -77,15 +173,61 @@ pub fn init(config: &LogConfig, stderr: bool) {
     };
     let _ = tracing_subscriber::registry()
         .with(stderr_layer)
+        .with(journal_layer)
         .with(syslog_layer)
         .try_init();
+}
+
+/// The fields of a text line (stderr, syslog): tracing's usual `message key=value...`,
+/// without the journal-only `mfa_*` fields, so a decision line reads the same everywhere.
+struct LineFields;
+
+impl<'w> FormatFields<'w> for LineFields {
+    fn format_fields<R: RecordFields>(
+        &self,
+        mut writer: Writer<'w>,
+        fields: R,
+    ) -> std::fmt::Result {
+        let mut visitor = LineVisitor {
+            writer: &mut writer,
+            first: true,
+            result: Ok(()),
+        };
+        fields.record(&mut visitor);
+        visitor.result
+    }
+}
+
+struct LineVisitor<'a, 'w> {
+    writer: &'a mut Writer<'w>,
+    first: bool,
+    result: std::fmt::Result,
+}
+
+impl Visit for LineVisitor<'_, '_> {
+    fn record_debug(&mut self, field: &Field, value: &dyn std::fmt::Debug) {
+        if self.result.is_err() || field.name().starts_with(JOURNAL_ONLY) {
+            return;
+        }
+        let pad = if self.first { "" } else { " " };
+        self.first = false;
+        self.result = if field.name() == "message" {
+            write!(self.writer, "{pad}{value:?}")
+        } else {
+            write!(self.writer, "{pad}{}={value:?}", field.name())
+        };
+    }
 }
 
 /// A value for a `key=value` log line: bare when it is one plain token (letters, digits,
 /// `._:@/+-`), otherwise in double quotes. Either way control characters, `"` and `\` are
 /// escaped (so no value can close its quotes or forge a line) and long values are cut.
 pub fn field(value: &str) -> String {
-    let clean = mfa_proto::text::log_field(value);
+    quote(mfa_proto::text::log_field(value))
+}
+
+/// An escaped value ([`mfa_proto::text::log_field`]), in quotes unless it is one plain token.
+fn quote(clean: String) -> String {
     let plain = !clean.is_empty()
         && clean
             .chars()
@@ -111,23 +253,171 @@ pub fn quoted_text(text: &str) -> String {
     out
 }
 
+/// Logs one decision in the stable line format of docs/LOGS.md:
+/// `decision user=U rhost=H service=S method=M outcome=O reason="R" vouched=V`, always these
+/// keys in this order. The reason is always quoted; every other value is quoted when it is
+/// not one plain token, and the outcome is one token (`not enrolled` is written
+/// `not-enrolled`). Values are escaped so that none can close its quotes or start a new line.
+/// In the journal, each value (escaped, without the quotes) is also a field: `MFA_USER`...
+pub fn decision(
+    user: &str,
+    rhost: &str,
+    service: &str,
+    method: &str,
+    outcome: &str,
+    reason: &str,
+    vouched: &str,
+) {
+    let clean = mfa_proto::text::log_field;
+    let (user, rhost, service, method) = (clean(user), clean(rhost), clean(service), clean(method));
+    let outcome = clean(&outcome.replace(' ', "-"));
+    let reason = quoted_text(reason);
+    let vouched = clean(vouched);
+    tracing::info!(
+        target: "mfad::decision",
+        mfa_user = user.as_str(),
+        mfa_rhost = rhost.as_str(),
+        mfa_service = service.as_str(),
+        mfa_method = method.as_str(),
+        mfa_outcome = outcome.as_str(),
+        mfa_reason = reason.as_str(),
+        mfa_vouched = vouched.as_str(),
+        "decision user={} rhost={} service={} method={} outcome={} reason=\"{}\" vouched={}",
+        quote(user.clone()),
+        quote(rhost.clone()),
+        quote(service.clone()),
+        quote(method.clone()),
+        quote(outcome.clone()),
+        reason,
+        quote(vouched.clone())
+    );
+}
+
 /// Records an administrator's action (or a refused attempt at one) with who asked: the
 /// caller's user name and uid, as the socket's peer credentials give them.
 pub fn admin_action(by: &str, uid: u32, action: &str, user: &str, result: &str) {
+    let clean = mfa_proto::text::log_field;
+    let (action, user, by) = (clean(action), clean(user), clean(by));
+    let result = quoted_text(result);
     tracing::info!(
         target: "mfad::admin",
+        mfa_action = action.as_str(),
+        mfa_user = user.as_str(),
+        mfa_by = by.as_str(),
+        mfa_uid = uid,
+        mfa_result = result.as_str(),
         "admin action={} user={} by={} uid={uid} result=\"{}\"",
-        field(action),
-        field(user),
-        field(by),
-        quoted_text(result)
+        quote(action.clone()),
+        quote(user.clone()),
+        quote(by.clone()),
+        result
     );
 }
 
 #[cfg(test)]
 mod tests {
-    use super::{field, targets};
-    use crate::config::LogLevel;
+    use super::{Destination, LineFields, destination, field, stderr_is_journal, targets};
+    use crate::config::{LogConfig, LogLevel, LogTarget};
+    use std::os::unix::fs::MetadataExt;
+    use std::sync::{Arc, Mutex};
+
+    #[test]
+    fn stderr_is_the_journal_only_when_journal_stream_names_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = std::fs::File::create(dir.path().join("stream")).unwrap();
+        let other = std::fs::File::create(dir.path().join("other")).unwrap();
+        let meta = file.metadata().unwrap();
+        let named = format!("{}:{}", meta.dev(), meta.ino());
+        let named = std::ffi::OsStr::new(&named);
+        assert!(stderr_is_journal(Some(named), &file));
+        // Inherited by a child whose stderr went elsewhere: not the journal.
+        assert!(!stderr_is_journal(Some(named), &other));
+        assert!(!stderr_is_journal(None, &file));
+        for bad in ["", "12", "a:b", "1:2:3", &format!("{}", meta.ino())] {
+            assert!(
+                !stderr_is_journal(Some(std::ffi::OsStr::new(bad)), &file),
+                "{bad:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn the_target_key_chooses_and_syslog_false_turns_the_system_log_off() {
+        let config = |syslog, target| LogConfig {
+            syslog,
+            target,
+            level: LogLevel::Info,
+        };
+        assert_eq!(
+            destination(&config(true, LogTarget::Journald)),
+            Destination::Journal
+        );
+        assert_eq!(
+            destination(&config(true, LogTarget::Syslog)),
+            Destination::Syslog
+        );
+        assert_eq!(
+            destination(&config(false, LogTarget::Journald)),
+            Destination::Off
+        );
+        assert_eq!(
+            destination(&config(false, LogTarget::Auto)),
+            Destination::Off
+        );
+        assert_eq!(LogConfig::default().target, LogTarget::Auto);
+    }
+
+    /// What a text layer (stderr, syslog) writes, one line per event.
+    fn text_lines(f: impl FnOnce()) -> String {
+        #[derive(Clone, Default)]
+        struct Buf(Arc<Mutex<Vec<u8>>>);
+        impl std::io::Write for Buf {
+            fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+                self.0.lock().unwrap().extend_from_slice(b);
+                Ok(b.len())
+            }
+            fn flush(&mut self) -> std::io::Result<()> {
+                Ok(())
+            }
+        }
+        let buf = Buf::default();
+        let out = buf.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .with_writer(move || buf.clone())
+            .with_ansi(false)
+            .without_time()
+            .with_target(false)
+            .with_level(false)
+            .with_max_level(tracing::Level::DEBUG)
+            .fmt_fields(LineFields)
+            .finish();
+        tracing::subscriber::with_default(subscriber, f);
+        String::from_utf8(out.0.lock().unwrap().clone()).unwrap()
+    }
+
+    #[test]
+    fn text_lines_keep_their_format_without_the_journal_fields() {
+        let text = text_lines(|| {
+            super::decision(
+                "alice",
+                "203.0.113.9",
+                "sshd",
+                "totp",
+                "not enrolled",
+                "no \"device\"",
+                "root",
+            );
+            super::admin_action("root", 0, "unlock", "dave", "unlocked; failures cleared");
+            tracing::debug!(error = %"connection reset", "PostgreSQL connection ended");
+        });
+        assert_eq!(
+            text,
+            "decision user=alice rhost=203.0.113.9 service=sshd method=totp \
+             outcome=not-enrolled reason=\"no \\\"device\\\"\" vouched=root\n\
+             admin action=unlock user=dave by=root uid=0 result=\"unlocked; failures cleared\"\n\
+             PostgreSQL connection ended error=connection reset\n"
+        );
+    }
 
     #[test]
     fn a_missing_syslog_socket_is_said_with_where_to_look() {

@@ -14,16 +14,41 @@ pub fn as_passcode(answer: &str) -> Option<&str> {
     Some(trimmed)
 }
 
+/// Why a token's secret or parameters are refused; each Display is the sentence the user or
+/// administrator sees.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum TokenError {
+    #[error("The secret is not valid hex.")]
+    SecretNotHex,
+    #[error("The secret is not valid base32 (or hex: with a hex: prefix).")]
+    SecretNotBase32,
+    #[error("The secret is shorter than 80 bits.")]
+    SecretTooShort,
+    #[error("The secret is longer than 1024 bits.")]
+    SecretTooLong,
+    #[error("Tokens show 6 or 8 digits, not {0}.")]
+    Digits(u32),
+    #[error("Time-based tokens change every 30 or 60 seconds, not {0}.")]
+    Period(u64),
+}
+
+/// For the importers, which collect each line's problem as text (`file:line: sentence`).
+impl From<TokenError> for String {
+    fn from(e: TokenError) -> String {
+        e.to_string()
+    }
+}
+
 /// A token secret as sites receive them: base32 (any case, spaces and padding ignored), or
 /// hex after a `hex:` prefix. At least 80 bits, as RFC 4226 requires at the least.
-pub fn parse_secret(text: &str) -> Result<zeroize::Zeroizing<Vec<u8>>, String> {
+pub fn parse_secret(text: &str) -> Result<zeroize::Zeroizing<Vec<u8>>, TokenError> {
     let text = text.trim();
     let bytes = if let Some(hex) = text.strip_prefix("hex:") {
         let hex: zeroize::Zeroizing<String> =
             zeroize::Zeroizing::new(hex.chars().filter(|c| !c.is_whitespace()).collect());
         data_encoding::HEXLOWER_PERMISSIVE
             .decode(hex.as_bytes())
-            .map_err(|_| "The secret is not valid hex.".to_string())?
+            .map_err(|_| TokenError::SecretNotHex)?
     } else {
         let b32: zeroize::Zeroizing<String> = zeroize::Zeroizing::new(
             text.chars()
@@ -33,35 +58,31 @@ pub fn parse_secret(text: &str) -> Result<zeroize::Zeroizing<Vec<u8>>, String> {
         );
         data_encoding::BASE32_NOPAD
             .decode(b32.as_bytes())
-            .map_err(|_| {
-                "The secret is not valid base32 (or hex: with a hex: prefix).".to_string()
-            })?
+            .map_err(|_| TokenError::SecretNotBase32)?
     };
     let bytes = zeroize::Zeroizing::new(bytes);
     if bytes.len() < 10 {
-        return Err("The secret is shorter than 80 bits.".into());
+        return Err(TokenError::SecretTooShort);
     }
     if bytes.len() > 128 {
-        return Err("The secret is longer than 1024 bits.".into());
+        return Err(TokenError::SecretTooLong);
     }
     Ok(bytes)
 }
 
-pub fn check_digits(digits: u32) -> Result<(), String> {
+pub fn check_digits(digits: u32) -> Result<(), TokenError> {
     if digits == 6 || digits == 8 {
         Ok(())
     } else {
-        Err(format!("Tokens show 6 or 8 digits, not {digits}."))
+        Err(TokenError::Digits(digits))
     }
 }
 
-pub fn check_period(period: u64) -> Result<(), String> {
+pub fn check_period(period: u64) -> Result<(), TokenError> {
     if period == 30 || period == 60 {
         Ok(())
     } else {
-        Err(format!(
-            "Time-based tokens change every 30 or 60 seconds, not {period}."
-        ))
+        Err(TokenError::Period(period))
     }
 }
 
@@ -84,9 +105,52 @@ mod tests {
             *parse_secret("hex:3132333435363738393031323334353637383930").unwrap(),
             want
         );
-        assert!(parse_secret("GEZDGNBV").unwrap_err().contains("80 bits"));
-        assert!(parse_secret("not base32!").is_err());
-        assert!(parse_secret("hex:zz").is_err());
+        assert_eq!(
+            parse_secret("GEZDGNBV").unwrap_err(),
+            TokenError::SecretTooShort
+        );
+        assert_eq!(
+            parse_secret(&"A".repeat(208)).unwrap_err(),
+            TokenError::SecretTooLong
+        );
+        assert_eq!(
+            parse_secret("not base32!").unwrap_err(),
+            TokenError::SecretNotBase32
+        );
+        assert_eq!(
+            parse_secret("hex:zz").unwrap_err(),
+            TokenError::SecretNotHex
+        );
+    }
+
+    #[test]
+    fn token_refusals_keep_the_sentences_users_and_scripts_see() {
+        for (error, text) in [
+            (TokenError::SecretNotHex, "The secret is not valid hex."),
+            (
+                TokenError::SecretNotBase32,
+                "The secret is not valid base32 (or hex: with a hex: prefix).",
+            ),
+            (
+                TokenError::SecretTooShort,
+                "The secret is shorter than 80 bits.",
+            ),
+            (
+                TokenError::SecretTooLong,
+                "The secret is longer than 1024 bits.",
+            ),
+            (TokenError::Digits(7), "Tokens show 6 or 8 digits, not 7."),
+            (
+                TokenError::Period(45),
+                "Time-based tokens change every 30 or 60 seconds, not 45.",
+            ),
+        ] {
+            assert_eq!(error.to_string(), text);
+        }
+        assert_eq!(check_digits(7), Err(TokenError::Digits(7)));
+        assert_eq!(check_period(45), Err(TokenError::Period(45)));
+        assert_eq!(check_digits(8), Ok(()));
+        assert_eq!(check_period(60), Ok(()));
     }
 
     #[test]

@@ -47,9 +47,29 @@ impl Default for LimitsConfig {
     }
 }
 
+/// A `[limits]` key out of range; the Display names the key, its value and the range.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum LimitsConfigError {
+    #[error("{key} = {value} is out of range: must be 60 to 604800 seconds")]
+    Window { key: &'static str, value: u64 },
+    #[error("{key} = {value} is out of range: must be 1 to 1000")]
+    PerUser { key: &'static str, value: u32 },
+    #[error("{key} = {value} is out of range: must be 0 (no host limit) to 1000000")]
+    PerHost { key: &'static str, value: u32 },
+}
+
+impl LimitsConfigError {
+    /// The key out of range (`limits.sms_per_user`).
+    pub fn key(&self) -> &'static str {
+        match self {
+            Self::Window { key, .. } | Self::PerUser { key, .. } | Self::PerHost { key, .. } => key,
+        }
+    }
+}
+
 impl LimitsConfig {
     /// Names the first key out of range.
-    pub fn validate(&self) -> Result<(), String> {
+    pub fn validate(&self) -> Result<(), LimitsConfigError> {
         let windows = [
             ("limits.user_window", self.user_window),
             ("limits.host_window", self.host_window),
@@ -57,9 +77,7 @@ impl LimitsConfig {
         ];
         for (key, secs) in windows {
             if !(60..=7 * 86_400).contains(&secs) {
-                return Err(format!(
-                    "{key} = {secs} is out of range: must be 60 to 604800 seconds"
-                ));
+                return Err(LimitsConfigError::Window { key, value: secs });
             }
         }
         let per_user = [
@@ -70,7 +88,7 @@ impl LimitsConfig {
         ];
         for (key, n) in per_user {
             if !(1..=1000).contains(&n) {
-                return Err(format!("{key} = {n} is out of range: must be 1 to 1000"));
+                return Err(LimitsConfigError::PerUser { key, value: n });
             }
         }
         let per_host = [
@@ -80,9 +98,7 @@ impl LimitsConfig {
         ];
         for (key, n) in per_host {
             if n > 1_000_000 {
-                return Err(format!(
-                    "{key} = {n} is out of range: must be 0 (no host limit) to 1000000"
-                ));
+                return Err(LimitsConfigError::PerHost { key, value: n });
             }
         }
         Ok(())
@@ -444,12 +460,36 @@ mod tests {
             sms_per_user: 0,
             ..LimitsConfig::default()
         };
-        assert!(bad.validate().unwrap_err().contains("limits.sms_per_user"));
+        let err = bad.validate().unwrap_err();
+        assert_eq!(err.key(), "limits.sms_per_user");
+        assert_eq!(
+            err.to_string(),
+            "limits.sms_per_user = 0 is out of range: must be 1 to 1000"
+        );
         let bad = LimitsConfig {
             user_window: 5,
             ..LimitsConfig::default()
         };
-        assert!(bad.validate().unwrap_err().contains("limits.user_window"));
+        let err = bad.validate().unwrap_err();
+        assert_eq!(
+            err,
+            LimitsConfigError::Window {
+                key: "limits.user_window",
+                value: 5
+            }
+        );
+        assert_eq!(
+            err.to_string(),
+            "limits.user_window = 5 is out of range: must be 60 to 604800 seconds"
+        );
+        let bad = LimitsConfig {
+            sms_per_host: 1_000_001,
+            ..LimitsConfig::default()
+        };
+        assert_eq!(
+            bad.validate().unwrap_err().to_string(),
+            "limits.sms_per_host = 1000001 is out of range: must be 0 (no host limit) to 1000000"
+        );
         LimitsConfig::default().validate().unwrap();
     }
 }
