@@ -13,9 +13,13 @@ pub fn escape_controls(s: &str) -> String {
 /// A client-supplied field for a log line: control characters, `"` and `\` escaped (so a
 /// quoted field cannot be closed early), cut to [`LOG_FIELD_MAX`] characters with `...`.
 pub fn log_field(s: &str) -> String {
-    escape(s, LOG_FIELD_MAX, |c| {
-        c.is_control() || c == '"' || c == '\\'
-    })
+    quotable(s, LOG_FIELD_MAX)
+}
+
+/// Text for inside double quotes: control characters, `"` and `\` escaped, cut to
+/// `max_chars` characters with `...`.
+pub fn quotable(s: &str, max_chars: usize) -> String {
+    escape(s, max_chars, |c| c.is_control() || c == '"' || c == '\\')
 }
 
 fn escape(s: &str, max_chars: usize, needs_escape: impl Fn(char) -> bool) -> String {

@@ -238,19 +238,7 @@ fn quote(clean: String) -> String {
 /// Free text (a reason) for inside double quotes: control characters, `"` and `\` escaped,
 /// cut at 512 characters.
 pub fn quoted_text(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    let mut chars = text.chars();
-    for c in chars.by_ref().take(512) {
-        if c.is_control() || c == '"' || c == '\\' {
-            out.extend(c.escape_default());
-        } else {
-            out.push(c);
-        }
-    }
-    if chars.next().is_some() {
-        out.push_str("...");
-    }
-    out
+    mfa_proto::text::quotable(text, 512)
 }
 
 /// Logs one decision in the stable line format of docs/LOGS.md:
