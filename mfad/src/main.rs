@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
 use tokio::signal::unix::{SignalKind, signal};
-use tracing::{error, info};
+use tracing::{error, info, warn};
 
 #[derive(Parser)]
 #[command(version, about = "Second-factor authentication daemon for SSH hosts")]
@@ -284,12 +284,49 @@ async fn run(config: Config) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let listener = match server::bind(&config.socket) {
+    // Under systemd's mfad.socket the socket is systemd's: connections wait in its backlog
+    // while mfad restarts. Otherwise mfad binds (and on exit removes) its own.
+    let inherited = match server::inherited() {
         Ok(l) => l,
         Err(e) => {
             error!("{e}");
             return ExitCode::FAILURE;
         }
+    };
+    let activated = inherited.is_some();
+    let listener = match inherited {
+        Some(std_listener) => {
+            let path = std_listener
+                .local_addr()
+                .ok()
+                .and_then(|a| a.as_pathname().map(std::path::Path::to_path_buf));
+            if path.as_deref() != Some(config.socket.as_path()) {
+                warn!(
+                    "systemd passed the socket {}, but `socket` in the config is {}; serving \
+                     systemd's (pam_mfa's socket= and the mfa command must name it)",
+                    path.as_deref()
+                        .map_or_else(|| "(unnamed)".to_string(), |p| p.display().to_string()),
+                    config.socket.display()
+                );
+            }
+            let listener = std_listener
+                .set_nonblocking(true)
+                .and_then(|()| tokio::net::UnixListener::from_std(std_listener));
+            match listener {
+                Ok(l) => l,
+                Err(e) => {
+                    error!("cannot use the socket systemd passed: {e}");
+                    return ExitCode::FAILURE;
+                }
+            }
+        }
+        None => match server::bind(&config.socket) {
+            Ok(l) => l,
+            Err(e) => {
+                error!("{e}");
+                return ExitCode::FAILURE;
+            }
+        },
     };
     let (mut term, mut int) = match (
         signal(SignalKind::terminate()),
@@ -303,8 +340,13 @@ async fn run(config: Config) -> ExitCode {
     };
     let socket = config.socket.clone();
     info!(
-        "listening on {} ({})",
+        "listening on {}{} ({})",
         socket.display(),
+        if activated {
+            " (socket from systemd)"
+        } else {
+            ""
+        },
         mfad::store::open::describe(&config)
     );
     let approval = config.approval.clone();
@@ -370,15 +412,19 @@ async fn run(config: Config) -> ExitCode {
             _ = term.recv() => {}
             _ = int.recv() => {}
         }
-        let _ = stop_tx.send(true);
     };
-    server::serve(daemon, listener, shutdown).await;
+    // The approval endpoint and metrics stay up while the conversations in progress
+    // finish: a push being answered still reaches its login.
+    server::serve_with_grace(daemon, listener, shutdown, server::SHUTDOWN_GRACE).await;
+    let _ = stop_tx.send(true);
     if let Some(task) = endpoint_task {
         let _ = task.await;
     }
     if let Some(task) = metrics_task {
         let _ = task.await;
     }
-    let _ = std::fs::remove_file(&socket);
+    if !activated {
+        let _ = std::fs::remove_file(&socket);
+    }
     ExitCode::SUCCESS
 }

@@ -1,0 +1,280 @@
+//! Socket activation (packaging/mfad.socket): systemd holds mfad's listening socket, so a
+//! restart of mfad refuses no login. Played here by `systemd-socket-activate` (PID 1 is not
+//! systemd on these machines), which passes the socket as systemd does (LISTEN_FDS), with a
+//! small holder that keeps it open and starts mfad again when it exits (Restart=).
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use mfa_e2e::cli::{MfaCli, copy_for_users};
+use mfa_e2e::mfad::ActivatedMfad;
+use mfa_e2e::pam_login::{PamLogin, PamTester, finish};
+use mfa_e2e::paths::{built, workspace_root};
+use mfa_e2e::process::{run, text};
+use mfa_e2e::scratch::{ScratchDir, unique_name};
+use mfa_e2e::sshd::PamService;
+use mfa_e2e::user::TestUser;
+use mfa_e2e::{MfadConfig, TotpSecret};
+use std::io::Write;
+use std::process::Command;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+#[test]
+fn mfad_socket_and_service_pass_systemd_analyze_verify() {
+    let scratch = ScratchDir::new(&unique_name()).unwrap();
+    let mfad = built("mfad").unwrap();
+    for unit in ["mfad.socket", "mfad.service"] {
+        let text = std::fs::read_to_string(workspace_root().join("packaging").join(unit)).unwrap();
+        std::fs::write(
+            scratch.join(unit),
+            text.replace("/usr/sbin/mfad", &mfad.display().to_string()),
+        )
+        .unwrap();
+    }
+    let service = std::fs::read_to_string(scratch.join("mfad.service")).unwrap();
+    assert!(service.contains("Requires=mfad.socket"), "{service}");
+    assert!(service.contains("Also=mfad.socket"), "{service}");
+    let socket = std::fs::read_to_string(scratch.join("mfad.socket")).unwrap();
+    assert!(
+        socket.contains("ListenStream=/run/mfa/mfad.sock") && socket.contains("SocketMode=0666"),
+        "{socket}"
+    );
+
+    let out = run(Command::new("systemd-analyze")
+        .arg("verify")
+        .arg(scratch.join("mfad.socket"))
+        .arg(scratch.join("mfad.service")))
+    .unwrap();
+    assert!(
+        out.status.success() && out.stderr.is_empty(),
+        "systemd-analyze verify: {}\n{}{}",
+        out.status,
+        text(&out.stdout),
+        text(&out.stderr)
+    );
+}
+
+/// A user, a PAM service whose auth is pam_mfa alone, and a socket-activated mfad.
+struct World {
+    mfad: ActivatedMfad,
+    pam: PamTester,
+    user: TestUser,
+    cli: MfaCli,
+    config: MfadConfig,
+    _service: PamService,
+    _scratch: ScratchDir,
+}
+
+impl World {
+    fn start(config: MfadConfig) -> World {
+        mfa_e2e::paths::require_root().unwrap();
+        let name = unique_name();
+        let scratch = ScratchDir::new(&name).unwrap();
+        let bin = scratch.subdir("bin", 0o755).unwrap();
+        let mfad = ActivatedMfad::start(scratch.path(), &config).unwrap();
+        let user = TestUser::create(&name).unwrap();
+        let service_name = format!("sshd-{name}");
+        let service = PamService::install(
+            &service_name,
+            &format!(
+                "auth required {} socket={} failmode=secure timeout=30 connect_timeout=2\n\
+                 account required pam_permit.so\n",
+                built("libpam_mfa.so").unwrap().display(),
+                mfad.socket.display()
+            ),
+        )
+        .unwrap();
+        let cli = MfaCli {
+            program: copy_for_users(&built("mfa").unwrap(), &bin).unwrap(),
+            socket: mfad.socket.clone(),
+        };
+        World {
+            mfad,
+            pam: PamTester::new(&service_name),
+            user,
+            cli,
+            config,
+            _service: service,
+            _scratch: scratch,
+        }
+    }
+
+    fn login(&self, input: &str) -> PamLogin {
+        self.pam
+            .login(self.user.name.as_bytes(), input.as_bytes())
+            .unwrap()
+    }
+
+    fn enroll(&self) -> TotpSecret {
+        let (totp, _) = self
+            .cli
+            .enroll_totp(
+                &self.user,
+                self.config.totp_digits,
+                self.config.totp_period,
+                self.config.totp_window,
+            )
+            .unwrap();
+        totp
+    }
+}
+
+/// Logins keep coming (four at a time, each answered by mfad: `unenrolled = "allow"` is
+/// still mfad's verdict) while mfad is restarted twice, as `systemctl restart mfad` does
+/// (SIGTERM, then a new mfad on the same socket). Then a restart held back for a second:
+/// the logins made meanwhile wait in the socket's backlog and are answered by the next mfad.
+/// With failmode=secure, none is refused.
+#[test]
+fn a_restart_of_mfad_in_the_middle_of_a_burst_of_logins_refuses_none() {
+    let mut config = MfadConfig::default();
+    config.unenrolled = "allow".into();
+    let world = Arc::new(World::start(config));
+    let first = world.login("");
+    assert!(
+        first.succeeded(),
+        "{}\n{}",
+        first.describe(),
+        world.mfad.log()
+    );
+    let stop = Arc::new(AtomicBool::new(false));
+    let workers: Vec<_> = (0..4)
+        .map(|_| {
+            let world = Arc::clone(&world);
+            let stop = Arc::clone(&stop);
+            std::thread::spawn(move || {
+                let mut logins = Vec::new();
+                while !stop.load(Ordering::Relaxed) {
+                    logins.push(world.login(""));
+                }
+                logins
+            })
+        })
+        .collect();
+
+    for _ in 0..2 {
+        std::thread::sleep(Duration::from_millis(1500));
+        let old = world.mfad.signal_mfad("TERM").unwrap();
+        world.mfad.wait_exited(old, Duration::from_secs(15)).unwrap();
+        world
+            .mfad
+            .wait_for_mfad(Some(old), Duration::from_secs(10))
+            .unwrap();
+    }
+    std::thread::sleep(Duration::from_millis(1500));
+
+    // A slow restart: no mfad at all for a second, while logins keep coming.
+    world.mfad.hold_restarts().unwrap();
+    let old = world.mfad.signal_mfad("TERM").unwrap();
+    world.mfad.wait_exited(old, Duration::from_secs(15)).unwrap();
+    let waiting: Vec<_> = (0..8)
+        .map(|_| {
+            let world = Arc::clone(&world);
+            std::thread::spawn(move || world.login(""))
+        })
+        .collect();
+    std::thread::sleep(Duration::from_secs(1));
+    assert!(
+        waiting.iter().all(|w| !w.is_finished()),
+        "a login ended while no mfad ran:\n{}",
+        world.mfad.log()
+    );
+    world.mfad.release();
+    world
+        .mfad
+        .wait_for_mfad(Some(old), Duration::from_secs(10))
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(500));
+    stop.store(true, Ordering::Relaxed);
+
+    let mut logins: Vec<PamLogin> = workers
+        .into_iter()
+        .flat_map(|w| w.join().unwrap())
+        .collect();
+    logins.extend(waiting.into_iter().map(|w| w.join().unwrap()));
+    let refused: Vec<_> = logins.iter().filter(|l| !l.succeeded()).collect();
+    assert!(
+        refused.is_empty(),
+        "{} of {} logins refused; first: {}\n{}",
+        refused.len(),
+        logins.len(),
+        refused[0].describe(),
+        world.mfad.log()
+    );
+    assert!(logins.len() >= 40, "only {} logins", logins.len());
+    assert_eq!(world.mfad.starts(), 4, "{}", world.mfad.log());
+    assert!(
+        world.mfad.log().contains("(socket from systemd)"),
+        "{}",
+        world.mfad.log()
+    );
+    println!(
+        "{} logins across 3 restarts of mfad, none refused",
+        logins.len()
+    );
+}
+
+/// A login at its passcode prompt when mfad is told to stop: the user's code, typed while
+/// mfad shuts down, still logs them in (conversations in progress get up to 10 s). One left
+/// unanswered is refused once that grace is over, with a message the user can act on,
+/// rather than hanging.
+#[test]
+fn a_login_in_progress_when_mfad_stops_finishes_and_an_unanswered_one_is_told_to_retry() {
+    let world = World::start(MfadConfig::default());
+    let mut totp = world.enroll();
+
+    // Answered during the shutdown.
+    let started = Instant::now();
+    let mut typing = world.pam.spawn(world.user.name.as_bytes()).unwrap();
+    std::thread::sleep(Duration::from_millis(1500));
+    let old = world.mfad.signal_mfad("TERM").unwrap();
+    std::thread::sleep(Duration::from_secs(1));
+    let code = totp.fresh_code();
+    typing
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(format!("{code}\n").as_bytes())
+        .unwrap();
+    let login = finish(typing, started).unwrap();
+    assert!(
+        login.succeeded(),
+        "{}\n{}",
+        login.describe(),
+        world.mfad.log()
+    );
+    world.mfad.wait_exited(old, Duration::from_secs(15)).unwrap();
+    let new = world
+        .mfad
+        .wait_for_mfad(Some(old), Duration::from_secs(10))
+        .unwrap();
+    assert!(
+        world.mfad.log().contains("waiting up to 10 s for 1 conversations in progress"),
+        "{}",
+        world.mfad.log()
+    );
+
+    // Left unanswered: refused after the grace, told to try again.
+    let started = Instant::now();
+    let mut waiting = world.pam.spawn(world.user.name.as_bytes()).unwrap();
+    // Held open, never written: the user says nothing (closing it would end the login).
+    let _silent_user = waiting.stdin.take();
+    std::thread::sleep(Duration::from_millis(1500));
+    assert_eq!(world.mfad.signal_mfad("TERM").unwrap(), new);
+    let refused = finish(waiting, started).unwrap();
+    assert!(refused.refused(), "{}", refused.describe());
+    assert!(
+        refused.shown().contains("the login was interrupted and is refused. Please try again."),
+        "{}",
+        refused.describe()
+    );
+    assert!(
+        refused.took < Duration::from_secs(20),
+        "{}",
+        refused.describe()
+    );
+    assert!(
+        world.mfad.log().contains("are ended; their logins are refused"),
+        "{}",
+        world.mfad.log()
+    );
+}
