@@ -46,8 +46,8 @@ pub struct Daemon {
     pub(crate) duo: Option<Arc<crate::duo::Duo>>,
     /// Who the system says users are (NSS in production).
     accounts: Arc<dyn Accounts>,
-    /// Rate limits on texts, calls and pushes (`[limits]`).
-    pub(crate) limits: crate::oob::limits::OobLimits,
+    /// Rate limits on texts, calls and pushes (`[limits]`); kept across a reload.
+    pub(crate) limits: Arc<crate::oob::limits::OobLimits>,
 }
 
 /// What the approval endpoint tells the daemon: a report locks the account at once.
@@ -168,9 +168,54 @@ impl Daemon {
         store: StorePool,
         clock: Arc<dyn Clock>,
     ) -> std::result::Result<Self, ProviderError> {
-        let issuer = config.issuer();
         let verified = config.approval.as_ref().is_some_and(|a| a.verified_push);
         let approvals = Arc::new(ApprovalStore::new(Arc::clone(&clock), verified));
+        let limits = Arc::new(crate::oob::limits::OobLimits::new(
+            config.limits.clone(),
+            Arc::clone(&clock),
+        ));
+        Self::build(
+            config,
+            Arc::new(store),
+            clock,
+            approvals,
+            Arc::new(NssAccounts),
+            limits,
+        )
+    }
+
+    /// The daemon for a reloaded `config` (SIGHUP): new providers and settings, the same
+    /// store, clock, accounts, pending approvals (the approval endpoint holds them) and,
+    /// unless `[limits]` changed, the same rate-limit counts. Conversations in progress
+    /// keep the daemon they started with.
+    pub fn reloaded(&self, config: Config) -> std::result::Result<Self, ProviderError> {
+        let limits = if format!("{:?}", config.limits) == format!("{:?}", self.config.limits) {
+            Arc::clone(&self.limits)
+        } else {
+            Arc::new(crate::oob::limits::OobLimits::new(
+                config.limits.clone(),
+                Arc::clone(&self.clock),
+            ))
+        };
+        Self::build(
+            config,
+            Arc::clone(&self.store),
+            Arc::clone(&self.clock),
+            Arc::clone(&self.approvals),
+            Arc::clone(&self.accounts),
+            limits,
+        )
+    }
+
+    fn build(
+        config: Config,
+        store: Arc<StorePool>,
+        clock: Arc<dyn Clock>,
+        approvals: Arc<ApprovalStore>,
+        accounts: Arc<dyn Accounts>,
+        limits: Arc<crate::oob::limits::OobLimits>,
+    ) -> std::result::Result<Self, ProviderError> {
+        let issuer = config.issuer();
         let (notifier, twilio) = if config.push.is_some() || config.twilio.is_some() {
             let client = http_client()?;
             (
@@ -196,19 +241,23 @@ impl Daemon {
             }
             None => None,
         };
-        let limits = crate::oob::limits::OobLimits::new(config.limits.clone(), Arc::clone(&clock));
         Ok(Daemon {
             limits,
             duo,
             config,
             issuer,
-            store: Arc::new(store),
+            store,
             clock,
             approvals,
             notifier,
             twilio,
-            accounts: Arc::new(NssAccounts),
+            accounts,
         })
+    }
+
+    /// The configuration this daemon runs with.
+    pub fn config(&self) -> &Config {
+        &self.config
     }
 
     /// Uses `accounts` instead of NSS (tests: a case-insensitive or failing directory).

@@ -253,15 +253,18 @@ pub async fn serve(
     listener: UnixListener,
     shutdown: impl Future<Output = ()>,
 ) {
+    let (_keep, daemon) = tokio::sync::watch::channel(daemon);
     serve_with_grace(daemon, listener, shutdown, Duration::ZERO).await;
 }
 
-/// Accepts connections until `shutdown` resolves, then lets the conversations in progress
+/// Accepts connections until `shutdown` resolves, each served by the daemon `daemon` holds
+/// when it is accepted (a reload sends a new one; conversations in progress keep theirs),
+/// then lets the conversations in progress
 /// finish for up to `grace`; those still going are dropped, which their clients report as
 /// an interrupted login, refused ("Please try again"). Never waits for a connection to end
 /// while accepting: one over its limit is closed at once.
 pub async fn serve_with_grace(
-    daemon: Arc<Daemon>,
+    daemon: tokio::sync::watch::Receiver<Arc<Daemon>>,
     listener: UnixListener,
     shutdown: impl Future<Output = ()>,
     grace: Duration,
@@ -328,12 +331,12 @@ pub async fn serve_with_grace(
                         continue;
                     }
                 };
+                let daemon = Arc::clone(&daemon.borrow());
                 let timeouts = Timeouts {
                     hello: if uid == 0 { conn::IO_TIMEOUT } else { USER_HELLO_TIMEOUT },
                     answer: daemon.answer_timeout(),
                     keepalive: conn::KEEPALIVE_INTERVAL,
                 };
-                let daemon = Arc::clone(&daemon);
                 conversations.spawn(async move {
                     daemon.serve(Conn::new(stream, uid, timeouts)).await;
                     drop(slot);

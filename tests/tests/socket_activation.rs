@@ -278,3 +278,104 @@ fn a_login_in_progress_when_mfad_stops_finishes_and_an_unanswered_one_is_told_to
         world.mfad.log()
     );
 }
+
+/// `systemctl reload mfad` (SIGHUP): the next login gets the new `max_attempts`, while a
+/// login already at its prompt finishes under the settings it started with; a broken file
+/// is refused with an error logged and the running settings kept; a key that needs a
+/// restart (`socket`) is named and kept. mfad keeps running throughout.
+#[test]
+fn sighup_reloads_the_config_for_new_logins_and_keeps_it_when_the_new_file_is_broken() {
+    let world = World::start(MfadConfig::default());
+    let mut totp = world.enroll();
+    let pid = world.mfad.mfad_pid().expect("mfad started by the enrolment");
+    let original = std::fs::read_to_string(&world.mfad.config_path).unwrap();
+    assert!(original.contains("max_attempts = 3\n"), "{original}");
+    let wrong = totp.wrong_code();
+
+    // In progress before the reload: 3 attempts, so a wrong code then the right one logs in.
+    let started = Instant::now();
+    let mut in_progress = world.pam.spawn(world.user.name.as_bytes()).unwrap();
+    let mut typing = in_progress.stdin.take().unwrap();
+    std::thread::sleep(Duration::from_millis(1500));
+
+    std::fs::write(
+        &world.mfad.config_path,
+        original.replace("max_attempts = 3\n", "max_attempts = 1\n"),
+    )
+    .unwrap();
+    let reloads = |n: usize| {
+        mfa_e2e::clock::wait_for(Duration::from_secs(10), || {
+            (world.mfad.log().matches("configuration reloaded").count() >= n).then_some(())
+        })
+        .is_some()
+    };
+    world.mfad.signal_mfad("HUP").unwrap();
+    assert!(reloads(1), "{}", world.mfad.log());
+
+    let code = totp.fresh_code();
+    typing
+        .write_all(format!("{wrong}\n{code}\n").as_bytes())
+        .unwrap();
+    drop(typing);
+    let old_rules = finish(in_progress, started).unwrap();
+    assert!(
+        old_rules.succeeded(),
+        "the login in progress lost its settings: {}\n{}",
+        old_rules.describe(),
+        world.mfad.log()
+    );
+
+    // After the reload: one attempt, so the wrong code ends the login.
+    let code = totp.fresh_code();
+    let new_rules = world.login(&format!("{wrong}\n{code}\n"));
+    assert!(new_rules.refused(), "{}", new_rules.describe());
+
+    // A broken file and a changed socket path: refused / kept, and said so.
+    std::fs::write(
+        &world.mfad.config_path,
+        original.replace("max_attempts = 3\n", "max_attempts = \"three\"\n"),
+    )
+    .unwrap();
+    world.mfad.signal_mfad("HUP").unwrap();
+    let refused = mfa_e2e::clock::wait_for(Duration::from_secs(10), || {
+        world
+            .mfad
+            .log()
+            .contains("reload refused, the running configuration is kept")
+            .then_some(())
+    });
+    assert!(refused.is_some(), "{}", world.mfad.log());
+    assert!(world.mfad.log().contains("max_attempts"), "{}", world.mfad.log());
+    let code = totp.fresh_code();
+    let still_new = world.login(&format!("{wrong}\n{code}\n"));
+    assert!(still_new.refused(), "{}", still_new.describe());
+
+    let socket = world.mfad.socket.display().to_string();
+    std::fs::write(
+        &world.mfad.config_path,
+        original
+            .replace(&socket, &format!("{socket}.elsewhere"))
+            .replace("max_attempts = 3\n", "max_attempts = 2\n"),
+    )
+    .unwrap();
+    world.mfad.signal_mfad("HUP").unwrap();
+    assert!(reloads(2), "{}", world.mfad.log());
+    assert!(
+        world
+            .mfad
+            .log()
+            .contains("reload: socket changed in"),
+        "{}",
+        world.mfad.log()
+    );
+    let code = totp.fresh_code();
+    let two_attempts = world.login(&format!("{wrong}\n{code}\n"));
+    assert!(
+        two_attempts.succeeded(),
+        "{}\n{}",
+        two_attempts.describe(),
+        world.mfad.log()
+    );
+    assert_eq!(world.mfad.mfad_pid(), Some(pid), "{}", world.mfad.log());
+    assert_eq!(world.mfad.starts(), 1, "{}", world.mfad.log());
+}
