@@ -274,33 +274,7 @@ pub async fn serve_with_grace(
     tokio::pin!(shutdown);
     loop {
         tokio::select! {
-            _ = &mut shutdown => {
-                drop(listener);
-                let open = conversations.len();
-                if open == 0 {
-                    info!("shutting down");
-                    return;
-                }
-                info!(
-                    "shutting down: accepting no new connections; waiting up to {} s for \
-                     {open} conversations in progress",
-                    grace.as_secs()
-                );
-                let drained = tokio::time::timeout(grace, async {
-                    while conversations.join_next().await.is_some() {}
-                })
-                .await;
-                if drained.is_err() {
-                    warn!(
-                        "{} conversations still in progress after {} s are ended; their \
-                         logins are refused and told to try again",
-                        conversations.len(),
-                        grace.as_secs()
-                    );
-                    conversations.shutdown().await;
-                }
-                return;
-            }
+            _ = &mut shutdown => break,
             Some(_) = conversations.join_next(), if !conversations.is_empty() => {}
             accepted = listener.accept() => {
                 let stream = match accepted {
@@ -343,5 +317,31 @@ pub async fn serve_with_grace(
                 });
             }
         }
+    }
+    // Accept nothing more: under socket activation new logins wait in systemd's socket for
+    // the next mfad; otherwise the socket file goes with this process.
+    drop(listener);
+    let open = conversations.len();
+    if open == 0 {
+        info!("shutting down");
+        return;
+    }
+    info!(
+        "shutting down: accepting no new connections; waiting up to {} s for {open} \
+         conversations in progress",
+        grace.as_secs()
+    );
+    let drained = tokio::time::timeout(grace, async {
+        while conversations.join_next().await.is_some() {}
+    })
+    .await;
+    if drained.is_err() {
+        warn!(
+            "{} conversations still in progress after {} s are ended; their logins are \
+             refused and told to try again",
+            conversations.len(),
+            grace.as_secs()
+        );
+        conversations.shutdown().await;
     }
 }

@@ -347,7 +347,7 @@ impl ActivatedMfad {
             .stderr(log)
             .spawn()
             .context("starting systemd-socket-activate (Debian's systemd package)")?;
-        let mut activated = ActivatedMfad {
+        let activated = ActivatedMfad {
             holder: Some(child),
             socket,
             config_path,
