@@ -20,7 +20,10 @@ fn documented(name: &str) -> String {
     let doc = std::fs::read_to_string(workspace_root().join("docs/SSHD-RECIPES.md")).unwrap();
     let marker = format!("<!-- tested: {name} -->");
     let mut lines = doc.lines().skip_while(|l| l.trim() != marker);
-    assert!(lines.next().is_some(), "no {marker} in docs/SSHD-RECIPES.md");
+    assert!(
+        lines.next().is_some(),
+        "no {marker} in docs/SSHD-RECIPES.md"
+    );
     let _fence = lines.find(|l| l.starts_with("```")).unwrap();
     let block: Vec<&str> = lines.take_while(|l| !l.starts_with("```")).collect();
     block.join("\n")
@@ -113,9 +116,7 @@ impl RecipeHost {
             self.describe(&by_password)
         );
         assert!(
-            by_password
-                .stderr
-                .contains("Permission denied (publickey)"),
+            by_password.stderr.contains("Permission denied (publickey)"),
             "{}",
             self.describe(&by_password)
         );
@@ -146,8 +147,16 @@ fn recipe_a_password_then_second_factor_keeps_automation_and_break_glass_root() 
     assert!(login.logged_in(), "{}", host.describe(&login));
     assert_eq!(login.stdout.trim(), "normal user");
     assert_eq!(login.prompts.len(), 2, "{}", host.describe(&login));
-    assert!(login.prompts[0].ends_with("Password: "), "{}", login.describe());
-    assert!(login.prompts[1].ends_with("Passcode: "), "{}", login.describe());
+    assert!(
+        login.prompts[0].ends_with("Password: "),
+        "{}",
+        login.describe()
+    );
+    assert!(
+        login.prompts[1].ends_with("Passcode: "),
+        "{}",
+        login.describe()
+    );
 
     // A key is not enough for a normal user: sshd still asks keyboard-interactive.
     let key = host.env.authorize_account_key(host.env.username()).unwrap();
@@ -181,10 +190,7 @@ fn recipe_a_password_then_second_factor_keeps_automation_and_break_glass_root() 
 /// with their keys, also once mfad is stopped.
 #[test]
 fn recipe_b_key_then_second_factor_keeps_automation_and_break_glass_root() {
-    let mut host = RecipeHost::start(
-        &shipped("pam.d-sshd-key"),
-        &documented("recipe B mfa.conf"),
-    );
+    let mut host = RecipeHost::start(&shipped("pam.d-sshd-key"), &documented("recipe B mfa.conf"));
     let mut device = host.env.enroll_totp().unwrap();
     let key = host.env.authorize_account_key(host.env.username()).unwrap();
     let with_key = host.env.client.with_key(&key);
@@ -194,10 +200,16 @@ fn recipe_b_key_then_second_factor_keeps_automation_and_break_glass_root() {
     assert!(login.logged_in(), "{}", host.describe(&login));
     assert_eq!(login.stdout.trim(), "key and code");
     assert_eq!(login.prompts.len(), 1, "{}", host.describe(&login));
-    assert!(login.prompts[0].ends_with("Passcode: "), "{}", login.describe());
+    assert!(
+        login.prompts[0].ends_with("Passcode: "),
+        "{}",
+        login.describe()
+    );
 
     let wrong = device.totp.wrong_code();
-    let refused = with_key.login(&[&wrong, &wrong, &wrong], "echo no").unwrap();
+    let refused = with_key
+        .login(&[&wrong, &wrong, &wrong], "echo no")
+        .unwrap();
     assert!(refused.refused(), "{}", host.describe(&refused));
 
     // Without the key, neither the password nor a code is even asked for.
@@ -237,7 +249,11 @@ fn turning_it_off_pam_line_first_leaves_password_logins_working() {
     let login = host.env.login(&[], "echo password alone").unwrap();
     assert!(login.logged_in(), "{}", host.describe(&login));
     assert_eq!(login.prompts.len(), 1, "{}", host.describe(&login));
-    assert!(login.prompts[0].ends_with("Password: "), "{}", login.describe());
+    assert!(
+        login.prompts[0].ends_with("Password: "),
+        "{}",
+        login.describe()
+    );
     host.automation_logs_in_with_its_key_alone();
     host.root_logs_in_with_its_key_and_never_by_password();
 }

@@ -126,9 +126,10 @@ impl World {
 /// With failmode=secure, none is refused.
 #[test]
 fn a_restart_of_mfad_in_the_middle_of_a_burst_of_logins_refuses_none() {
-    let mut config = MfadConfig::default();
-    config.unenrolled = "allow".into();
-    let world = Arc::new(World::start(config));
+    let world = Arc::new(World::start(MfadConfig {
+        unenrolled: "allow".into(),
+        ..MfadConfig::default()
+    }));
     let first = world.login("");
     assert!(
         first.succeeded(),
@@ -154,7 +155,10 @@ fn a_restart_of_mfad_in_the_middle_of_a_burst_of_logins_refuses_none() {
     for _ in 0..2 {
         std::thread::sleep(Duration::from_millis(1500));
         let old = world.mfad.signal_mfad("TERM").unwrap();
-        world.mfad.wait_exited(old, Duration::from_secs(15)).unwrap();
+        world
+            .mfad
+            .wait_exited(old, Duration::from_secs(15))
+            .unwrap();
         world
             .mfad
             .wait_for_mfad(Some(old), Duration::from_secs(10))
@@ -165,7 +169,10 @@ fn a_restart_of_mfad_in_the_middle_of_a_burst_of_logins_refuses_none() {
     // A slow restart: no mfad at all for a second, while logins keep coming.
     world.mfad.hold_restarts().unwrap();
     let old = world.mfad.signal_mfad("TERM").unwrap();
-    world.mfad.wait_exited(old, Duration::from_secs(15)).unwrap();
+    world
+        .mfad
+        .wait_exited(old, Duration::from_secs(15))
+        .unwrap();
     let waiting: Vec<_> = (0..8)
         .map(|_| {
             let world = Arc::clone(&world);
@@ -242,13 +249,19 @@ fn a_login_in_progress_when_mfad_stops_finishes_and_one_past_the_grace_is_told_t
         login.describe(),
         world.mfad.log()
     );
-    world.mfad.wait_exited(old, Duration::from_secs(15)).unwrap();
+    world
+        .mfad
+        .wait_exited(old, Duration::from_secs(15))
+        .unwrap();
     let new = world
         .mfad
         .wait_for_mfad(Some(old), Duration::from_secs(10))
         .unwrap();
     assert!(
-        world.mfad.log().contains("waiting up to 10 s for 1 conversations in progress"),
+        world
+            .mfad
+            .log()
+            .contains("waiting up to 10 s for 1 conversations in progress"),
         "{}",
         world.mfad.log()
     );
@@ -271,9 +284,7 @@ fn a_login_in_progress_when_mfad_stops_finishes_and_one_past_the_grace_is_told_t
     assert!(ended.is_some(), "{}", world.mfad.log());
     let answered = Instant::now();
     let code = totp.fresh_code();
-    late_user
-        .write_all(format!("{code}\n").as_bytes())
-        .unwrap();
+    late_user.write_all(format!("{code}\n").as_bytes()).unwrap();
     drop(late_user);
     let refused = finish(waiting, started).unwrap();
     assert!(
@@ -283,7 +294,9 @@ fn a_login_in_progress_when_mfad_stops_finishes_and_one_past_the_grace_is_told_t
         world.mfad.log()
     );
     assert!(
-        refused.shown().contains("the login was interrupted and is refused. Please try again."),
+        refused
+            .shown()
+            .contains("the login was interrupted and is refused. Please try again."),
         "{}",
         refused.describe()
     );
@@ -302,7 +315,10 @@ fn a_login_in_progress_when_mfad_stops_finishes_and_one_past_the_grace_is_told_t
 fn sighup_reloads_the_config_for_new_logins_and_keeps_it_when_the_new_file_is_broken() {
     let world = World::start(MfadConfig::default());
     let mut totp = world.enroll();
-    let pid = world.mfad.mfad_pid().expect("mfad started by the enrolment");
+    let pid = world
+        .mfad
+        .mfad_pid()
+        .expect("mfad started by the enrolment");
     let original = std::fs::read_to_string(&world.mfad.config_path).unwrap();
     assert!(original.contains("max_attempts = 3\n"), "{original}");
     let wrong = totp.wrong_code();
@@ -360,7 +376,11 @@ fn sighup_reloads_the_config_for_new_logins_and_keeps_it_when_the_new_file_is_br
             .then_some(())
     });
     assert!(refused.is_some(), "{}", world.mfad.log());
-    assert!(world.mfad.log().contains("max_attempts"), "{}", world.mfad.log());
+    assert!(
+        world.mfad.log().contains("max_attempts"),
+        "{}",
+        world.mfad.log()
+    );
     let code = totp.fresh_code();
     let still_new = world.login(&format!("{wrong}\n{code}\n"));
     assert!(still_new.refused(), "{}", still_new.describe());
@@ -376,10 +396,7 @@ fn sighup_reloads_the_config_for_new_logins_and_keeps_it_when_the_new_file_is_br
     world.mfad.signal_mfad("HUP").unwrap();
     assert!(reloads(2), "{}", world.mfad.log());
     assert!(
-        world
-            .mfad
-            .log()
-            .contains("reload: socket changed in"),
+        world.mfad.log().contains("reload: socket changed in"),
         "{}",
         world.mfad.log()
     );
