@@ -107,6 +107,9 @@ impl PrivateSshd {
         } else {
             "Subsystem sftp /usr/lib/openssh/sftp-server\n"
         };
+        // A Match block runs to the end of the file: the head's go after the harness's own
+        // lines (which sshd would refuse inside one), where they still override them.
+        let (head, matches) = split_at_first_match(head);
         let config = format!(
             "{head}\n# Written by the mfa-e2e harness.\n\
              Port {port}\n\
@@ -126,7 +129,7 @@ impl PrivateSshd {
              PrintLastLog no\n\
              MaxStartups 50\n\
              LogLevel VERBOSE\n\
-             {subsystem}",
+             {subsystem}{matches}",
             host_key = host_key.display(),
             pid = dir.join("sshd.pid").display(),
         );
@@ -278,6 +281,26 @@ impl Drop for PrivateSshd {
     fn drop(&mut self) {
         self.stop();
     }
+}
+
+/// `config` cut before its first `Match` line: (the global part, the Match blocks).
+fn split_at_first_match(config: &str) -> (String, String) {
+    let mut global = String::new();
+    let mut matches = String::new();
+    for line in config.lines() {
+        let is_match = line
+            .split_whitespace()
+            .next()
+            .is_some_and(|w| w.eq_ignore_ascii_case("match"));
+        if is_match || !matches.is_empty() {
+            matches.push_str(line);
+            matches.push('\n');
+        } else {
+            global.push_str(line);
+            global.push('\n');
+        }
+    }
+    (global, matches)
 }
 
 /// A port of 127.0.0.1 nobody listens on right now (sshd start retries if it is taken).
