@@ -282,8 +282,8 @@ fn a_login_in_progress_when_mfad_stops_finishes_and_one_past_the_grace_is_told_t
             .then_some(())
     });
     assert!(ended.is_some(), "{}", world.mfad.log());
-    let answered = Instant::now();
     let code = totp.fresh_code();
+    let answered = Instant::now();
     late_user.write_all(format!("{code}\n").as_bytes()).unwrap();
     drop(late_user);
     let refused = finish(waiting, started).unwrap();
