@@ -257,3 +257,52 @@ fn turning_it_off_pam_line_first_leaves_password_logins_working() {
     host.automation_logs_in_with_its_key_alone();
     host.root_logs_in_with_its_key_and_never_by_password();
 }
+
+/// What docs/LOGS.md tells auditors about the ForceCommand setup: for a session the helper
+/// refuses, sshd logs the accepted key and starts the session; only mfad's decision line
+/// says the second factor failed (and the command never ran).
+#[test]
+fn forcecommand_refusal_is_an_accepted_key_and_a_session_to_sshd_and_a_deny_to_mfad() {
+    use mfa_e2e::env::{SftpSubsystem, SshSetup};
+    let env = TestEnv::builder()
+        .setup(SshSetup::KeyThenLoginPrompt(SftpSubsystem::Server))
+        .start()
+        .unwrap();
+    let _device = env.enroll_totp().unwrap();
+    let marker = env.dir.join("ran");
+    let run = env
+        .client
+        .login(&[], &format!("touch {}", marker.display()))
+        .unwrap();
+    assert!(!run.logged_in(), "{}", run.describe());
+    assert!(!marker.exists(), "the command ran");
+
+    let user = env.username();
+    let sshd = env.sshd_log();
+    assert!(
+        sshd.contains(&format!("Accepted publickey for {user} from 127.0.0.1")),
+        "{}",
+        env.diagnostics()
+    );
+    assert!(
+        sshd.lines().any(
+            |l| l.starts_with("Starting session: forced-command (config)")
+                && l.contains(&format!(" for {user} from 127.0.0.1"))
+        ),
+        "{}",
+        env.diagnostics()
+    );
+    assert!(
+        !sshd.contains("Failed "),
+        "sshd logged a failure: {}",
+        env.diagnostics()
+    );
+    let mfad = env.mfad_log();
+    assert!(
+        mfad.contains(&format!(
+            "decision user={user} rhost=127.0.0.1 service=mfa-login-prompt"
+        )) && mfad.contains("outcome=deny"),
+        "{}",
+        env.diagnostics()
+    );
+}
