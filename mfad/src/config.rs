@@ -598,6 +598,70 @@ pub fn redact_urls(text: &str) -> String {
     out
 }
 
+/// The keys a running mfad cannot change (its socket, store, key, log, listeners): a reload
+/// (SIGHUP) keeps their old values and names them. Everything else takes effect for the
+/// next conversation.
+pub const RESTART_ONLY: &[&str] = &[
+    "socket",
+    "store",
+    "database",
+    "[postgres]",
+    "store_key",
+    "[log]",
+    "[metrics]",
+    "[approval]",
+    "[twilio] auth_token",
+];
+
+impl Config {
+    /// `new` with the old value of every [`RESTART_ONLY`] key put back; returns it with
+    /// the keys that had changed (compared without ever printing a secret).
+    pub fn for_reload(&self, mut new: Config) -> (Config, Vec<&'static str>) {
+        let mut kept = Vec::new();
+        let mut keep = |changed: bool, key: &'static str| {
+            if changed {
+                kept.push(key);
+            }
+        };
+        keep(new.socket != self.socket, "socket");
+        keep(new.store != self.store, "store");
+        keep(new.database != self.database, "database");
+        keep(
+            format!("{:?}", new.postgres) != format!("{:?}", self.postgres),
+            "[postgres]",
+        );
+        keep(new.store_key != self.store_key, "store_key");
+        keep(
+            format!("{:?}", new.log) != format!("{:?}", self.log),
+            "[log]",
+        );
+        keep(new.metrics != self.metrics, "[metrics]");
+        keep(
+            format!("{:?}", new.approval) != format!("{:?}", self.approval),
+            "[approval]",
+        );
+        let old_token = self.twilio.as_ref().map(|t| t.auth_token.expose());
+        let new_token = new.twilio.as_ref().map(|t| t.auth_token.expose());
+        keep(
+            old_token.is_some() && new_token.is_some() && old_token != new_token,
+            "[twilio] auth_token",
+        );
+        new.socket = self.socket.clone();
+        new.store = self.store.clone();
+        new.database = self.database.clone();
+        new.postgres = self.postgres.clone();
+        new.location = self.location.clone();
+        new.store_key = self.store_key.clone();
+        new.log = self.log.clone();
+        new.metrics = self.metrics.clone();
+        new.approval = self.approval.clone();
+        if let (Some(old), Some(t)) = (&self.twilio, new.twilio.as_mut()) {
+            t.auth_token = old.auth_token.clone();
+        }
+        (new, kept)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -661,5 +725,23 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("absolute"), "{err}");
+    }
+
+    #[test]
+    fn a_reload_keeps_the_keys_that_need_a_restart_and_names_them() {
+        let old = parse("socket = \"/run/mfa/a.sock\"\nmax_attempts = 3\n").unwrap();
+        let new = parse(
+            "socket = \"/run/mfa/b.sock\"\nmax_attempts = 5\nunenrolled = \"allow\"\n\
+             [log]\nlevel = \"debug\"\n",
+        )
+        .unwrap();
+        let (merged, kept) = old.for_reload(new);
+        assert_eq!(kept, vec!["socket", "[log]"]);
+        assert_eq!(merged.socket, old.socket);
+        assert_eq!(format!("{:?}", merged.log), format!("{:?}", old.log));
+        assert_eq!(merged.max_attempts, 5);
+        assert_eq!(merged.unenrolled, Unenrolled::Allow);
+        let (_, none) = old.for_reload(old.clone());
+        assert!(none.is_empty(), "{none:?}");
     }
 }

@@ -12,6 +12,7 @@ use crate::devices::AccountService;
 use crate::login::LoginService;
 use crate::oob::approvals::{ApprovalDecision, ApprovalRequest, ApprovalStore};
 use crate::oob::http::ApprovalHooks;
+use crate::oob::limits::OobLimits;
 use crate::oob::notify::{Notifier, ProviderError, http_client};
 use crate::oob::twilio::Twilio;
 use crate::providers::local::LocalFactors;
@@ -173,9 +174,45 @@ impl Daemon {
         clock: Arc<dyn Clock>,
         accounts: Arc<dyn Accounts>,
     ) -> std::result::Result<Self, ProviderError> {
-        let issuer = config.issuer();
         let verified = config.approval.as_ref().is_some_and(|a| a.verified_push);
         let approvals = Arc::new(ApprovalStore::new(Arc::clone(&clock), verified));
+        let limits = Arc::new(OobLimits::new(config.limits.clone(), Arc::clone(&clock)));
+        Self::build(config, Arc::new(store), clock, approvals, accounts, limits)
+    }
+
+    /// The daemon for a reloaded `config` (SIGHUP): new providers and settings, the same
+    /// store, clock, accounts, pending approvals (the approval endpoint holds them) and,
+    /// unless `[limits]` changed, the same rate-limit counts. Conversations in progress
+    /// keep the daemon they started with.
+    pub fn reloaded(&self, config: Config) -> std::result::Result<Self, ProviderError> {
+        let core = &self.core;
+        let limits = if format!("{:?}", config.limits) == format!("{:?}", core.config.limits) {
+            Arc::clone(&self.login.local.limits)
+        } else {
+            Arc::new(OobLimits::new(
+                config.limits.clone(),
+                Arc::clone(&core.clock),
+            ))
+        };
+        Self::build(
+            config,
+            Arc::clone(&core.store),
+            Arc::clone(&core.clock),
+            Arc::clone(&self.approvals),
+            Arc::clone(&core.accounts),
+            limits,
+        )
+    }
+
+    fn build(
+        config: Config,
+        store: Arc<StorePool>,
+        clock: Arc<dyn Clock>,
+        approvals: Arc<ApprovalStore>,
+        accounts: Arc<dyn Accounts>,
+        limits: Arc<OobLimits>,
+    ) -> std::result::Result<Self, ProviderError> {
+        let issuer = config.issuer();
         let (notifier, twilio) = if config.push.is_some() || config.twilio.is_some() {
             let client = http_client()?;
             (
@@ -201,11 +238,10 @@ impl Daemon {
             }
             None => None,
         };
-        let limits = crate::oob::limits::OobLimits::new(config.limits.clone(), Arc::clone(&clock));
         let core = Arc::new(Core {
             config,
             issuer,
-            store: Arc::new(store),
+            store,
             clock,
             accounts,
         });
@@ -232,6 +268,11 @@ impl Daemon {
             core,
             approvals,
         })
+    }
+
+    /// The configuration this daemon runs with.
+    pub fn config(&self) -> &Config {
+        &self.core.config
     }
 
     /// In a cluster (a PostgreSQL store): shares the pending approvals with the other

@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
 use tokio::signal::unix::{SignalKind, signal};
-use tracing::{error, info};
+use tracing::{error, info, warn};
 
 #[derive(Parser)]
 #[command(version, about = "Second-factor authentication daemon for SSH hosts")]
@@ -231,6 +231,59 @@ fn check_config(args: &Args, config: &Config) -> ExitCode {
     }
 }
 
+/// SIGHUP: reads and checks `path` as `--check-config` does, keeps the running value of
+/// each key that needs a restart (and says which), and builds the daemon new conversations
+/// get. `None`, with the reason logged, when the new file is refused: the running
+/// configuration stays.
+fn reload(path: &std::path::Path, current: &Daemon) -> Option<Daemon> {
+    info!("SIGHUP: reloading {}", path.display());
+    let refused = |why: &str| {
+        error!(
+            "reload refused, the running configuration is kept: {}",
+            mfad::config::redact_urls(why)
+        );
+    };
+    let config = match Config::load(path) {
+        Ok(c) => c,
+        Err(e) => {
+            refused(&e.to_string());
+            return None;
+        }
+    };
+    let found = mfad::check::check(&config, &mfad::accounts::NssAccounts);
+    for w in &found.warnings {
+        warn!("{}: warning: {w}", path.display());
+    }
+    if !found.errors.is_empty() {
+        for e in &found.errors {
+            refused(&format!("{}: {e}", path.display()));
+        }
+        return None;
+    }
+    let (config, kept) = current.config().for_reload(config);
+    for key in &kept {
+        warn!(
+            "reload: {key} changed in {}, but a running mfad cannot change it; keeping the \
+             running value until a restart (systemctl restart mfad)",
+            path.display()
+        );
+    }
+    match current.reloaded(config) {
+        Ok(next) => {
+            info!(
+                "configuration reloaded from {}; new logins use it, logins in progress finish \
+                 with the one they started with",
+                path.display()
+            );
+            Some(next)
+        }
+        Err(e) => {
+            refused(&format!("cannot set up the providers: {e}"));
+            None
+        }
+    }
+}
+
 fn main() -> ExitCode {
     let args = Args::parse();
     let config = match Config::load(&args.config) {
@@ -270,10 +323,10 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    runtime.block_on(run(config))
+    runtime.block_on(run(config, args.config.clone()))
 }
 
-async fn run(config: Config) -> ExitCode {
+async fn run(config: Config, config_path: PathBuf) -> ExitCode {
     let store = match mfad::store::open::open_pool(&config).await {
         Ok(s) => s,
         Err(e) => {
@@ -284,12 +337,49 @@ async fn run(config: Config) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let listener = match server::bind(&config.socket) {
+    // Under systemd's mfad.socket the socket is systemd's: connections wait in its backlog
+    // while mfad restarts. Otherwise mfad binds (and on exit removes) its own.
+    let inherited = match server::inherited() {
         Ok(l) => l,
         Err(e) => {
             error!("{e}");
             return ExitCode::FAILURE;
         }
+    };
+    let activated = inherited.is_some();
+    let listener = match inherited {
+        Some(std_listener) => {
+            let path = std_listener
+                .local_addr()
+                .ok()
+                .and_then(|a| a.as_pathname().map(std::path::Path::to_path_buf));
+            if path.as_deref() != Some(config.socket.as_path()) {
+                warn!(
+                    "systemd passed the socket {}, but `socket` in the config is {}; serving \
+                     systemd's (pam_mfa's socket= and the mfa command must name it)",
+                    path.as_deref()
+                        .map_or_else(|| "(unnamed)".to_string(), |p| p.display().to_string()),
+                    config.socket.display()
+                );
+            }
+            let listener = std_listener
+                .set_nonblocking(true)
+                .and_then(|()| tokio::net::UnixListener::from_std(std_listener));
+            match listener {
+                Ok(l) => l,
+                Err(e) => {
+                    error!("cannot use the socket systemd passed: {e}");
+                    return ExitCode::FAILURE;
+                }
+            }
+        }
+        None => match server::bind(&config.socket) {
+            Ok(l) => l,
+            Err(e) => {
+                error!("{e}");
+                return ExitCode::FAILURE;
+            }
+        },
     };
     let (mut term, mut int) = match (
         signal(SignalKind::terminate()),
@@ -303,8 +393,13 @@ async fn run(config: Config) -> ExitCode {
     };
     let socket = config.socket.clone();
     info!(
-        "listening on {} ({})",
+        "listening on {}{} ({})",
         socket.display(),
+        if activated {
+            " (socket from systemd)"
+        } else {
+            ""
+        },
         mfad::store::open::describe(&config)
     );
     let approval = config.approval.clone();
@@ -365,20 +460,47 @@ async fn run(config: Config) -> ExitCode {
             .spawn_purger(std::time::Duration::from_secs(30));
         endpoint_task = Some(tokio::spawn(endpoint.serve(stopped(stop_rx.clone()))));
     }
+    // SIGHUP: reload the config for the conversations that start after it.
+    let (daemon_tx, daemon_rx) = tokio::sync::watch::channel(Arc::clone(&daemon));
+    let mut hup = match signal(SignalKind::hangup()) {
+        Ok(h) => h,
+        Err(e) => {
+            error!("cannot install the SIGHUP handler: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let reloader = tokio::spawn(async move {
+        while hup.recv().await.is_some() {
+            let path = config_path.clone();
+            let current = Arc::clone(&daemon_tx.borrow());
+            match tokio::task::spawn_blocking(move || reload(&path, &current)).await {
+                Ok(Some(next)) => {
+                    daemon_tx.send_replace(Arc::new(next));
+                }
+                Ok(None) => {}
+                Err(e) => error!("reload failed: {e}; the running configuration is kept"),
+            }
+        }
+    });
     let shutdown = async move {
         tokio::select! {
             _ = term.recv() => {}
             _ = int.recv() => {}
         }
-        let _ = stop_tx.send(true);
     };
-    server::serve(daemon, listener, shutdown).await;
+    // The approval endpoint and metrics stay up while the conversations in progress
+    // finish: a push being answered still reaches its login.
+    server::serve_with_grace(daemon_rx, listener, shutdown, server::SHUTDOWN_GRACE).await;
+    reloader.abort();
+    let _ = stop_tx.send(true);
     if let Some(task) = endpoint_task {
         let _ = task.await;
     }
     if let Some(task) = metrics_task {
         let _ = task.await;
     }
-    let _ = std::fs::remove_file(&socket);
+    if !activated {
+        let _ = std::fs::remove_file(&socket);
+    }
     ExitCode::SUCCESS
 }

@@ -173,6 +173,8 @@ pub enum BindError {
     InUse(String),
     #[error("{path} exists and is not a socket; refusing to replace it")]
     NotASocket { path: String },
+    #[error("socket activation: {0}")]
+    Activation(String),
     #[error("cannot create the socket {path}: {source}")]
     Io {
         path: String,
@@ -213,21 +215,67 @@ pub fn bind(path: &Path) -> Result<UnixListener, BindError> {
     Ok(listener)
 }
 
-/// Accepts connections until `shutdown` resolves. Never waits for a connection to end:
-/// one over its limit is closed at once.
+/// The listening socket systemd passed (socket activation, `mfad.socket`): `Ok(None)` when
+/// none was passed to this process (`LISTEN_PID` unset or another process's pid: mfad then
+/// binds its own). The socket stays systemd's: connections wait in its backlog while mfad
+/// restarts, and mfad must not remove or chmod it.
+pub fn inherited() -> Result<Option<std::os::unix::net::UnixListener>, BindError> {
+    let ours = std::env::var("LISTEN_PID")
+        .ok()
+        .and_then(|pid| pid.trim().parse::<u32>().ok())
+        .is_some_and(|pid| pid == std::process::id());
+    if !ours {
+        return Ok(None);
+    }
+    let mut fds = listenfd::ListenFd::from_env();
+    if fds.len() != 1 {
+        return Err(BindError::Activation(format!(
+            "systemd passed {} sockets; mfad.socket must have exactly one ListenStream",
+            fds.len()
+        )));
+    }
+    match fds.take_unix_listener(0) {
+        Ok(listener) => Ok(listener),
+        Err(e) => Err(BindError::Activation(format!(
+            "the socket systemd passed is not a Unix stream socket: {e}"
+        ))),
+    }
+}
+
+/// How long mfad, told to stop, lets the conversations in progress finish (a user typing
+/// their code, a push being answered) before it ends them. Meanwhile it accepts nothing new:
+/// under socket activation new logins wait in the socket's backlog for the next mfad.
+pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
+
+/// [`serve_with_grace`] with no grace: conversations in progress end with the server.
 pub async fn serve(
     daemon: Arc<Daemon>,
     listener: UnixListener,
     shutdown: impl Future<Output = ()>,
 ) {
+    let (_keep, daemon) = tokio::sync::watch::channel(daemon);
+    serve_with_grace(daemon, listener, shutdown, Duration::ZERO).await;
+}
+
+/// Accepts connections until `shutdown` resolves, each served by the daemon `daemon` holds
+/// when it is accepted (a reload sends a new one; conversations in progress keep theirs),
+/// then lets the conversations in progress
+/// finish for up to `grace`; those still going are dropped, which their clients report as
+/// an interrupted login, refused ("Please try again"). Never waits for a connection to end
+/// while accepting: one over its limit is closed at once.
+pub async fn serve_with_grace(
+    daemon: tokio::sync::watch::Receiver<Arc<Daemon>>,
+    listener: UnixListener,
+    shutdown: impl Future<Output = ()>,
+    grace: Duration,
+) {
     let limits = Arc::new(Limits::default());
+    let mut conversations = tokio::task::JoinSet::new();
     tokio::pin!(shutdown);
     loop {
         tokio::select! {
-            _ = &mut shutdown => {
-                info!("shutting down");
-                return;
-            }
+            _ = &mut shutdown => break,
+            Some(_) = conversations.join_next(), if !conversations.is_empty() => {}
             accepted = listener.accept() => {
                 let stream = match accepted {
                     Ok((stream, _)) => stream,
@@ -257,17 +305,43 @@ pub async fn serve(
                         continue;
                     }
                 };
+                let daemon = Arc::clone(&daemon.borrow());
                 let timeouts = Timeouts {
                     hello: if uid == 0 { conn::IO_TIMEOUT } else { USER_HELLO_TIMEOUT },
                     answer: daemon.answer_timeout(),
                     keepalive: conn::KEEPALIVE_INTERVAL,
                 };
-                let daemon = Arc::clone(&daemon);
-                tokio::spawn(async move {
+                conversations.spawn(async move {
                     daemon.serve(Conn::new(stream, uid, timeouts)).await;
                     drop(slot);
                 });
             }
         }
+    }
+    // Accept nothing more: under socket activation new logins wait in systemd's socket for
+    // the next mfad; otherwise the socket file goes with this process.
+    drop(listener);
+    let open = conversations.len();
+    if open == 0 {
+        info!("shutting down");
+        return;
+    }
+    info!(
+        "shutting down: accepting no new connections; waiting up to {} s for {open} \
+         conversations in progress",
+        grace.as_secs()
+    );
+    let drained = tokio::time::timeout(grace, async {
+        while conversations.join_next().await.is_some() {}
+    })
+    .await;
+    if drained.is_err() {
+        warn!(
+            "{} conversations still in progress after {} s are ended; their logins are \
+             refused and told to try again",
+            conversations.len(),
+            grace.as_secs()
+        );
+        conversations.shutdown().await;
     }
 }

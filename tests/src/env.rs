@@ -63,9 +63,20 @@ pub struct TestEnvBuilder {
     sshd_config_head: String,
     pam_args: String,
     setup: SshSetup,
+    stock_mfa_conf: Option<String>,
 }
 
 impl TestEnvBuilder {
+    /// Runs sshd on a copy of this machine's stock Debian `/etc/ssh/sshd_config` with
+    /// `mfa_conf` as `sshd_config.d/mfa.conf` (see [`PrivateSshd::start_stock_debian`])
+    /// instead of the harness's own config; [`Self::sshd_config_head`] and
+    /// [`Self::setup`] are then not used. Keys for any account go through
+    /// [`TestEnv::authorize_account_key`].
+    pub fn stock_debian_sshd(mut self, mfa_conf: &str) -> Self {
+        self.stock_mfa_conf = Some(mfa_conf.to_string());
+        self
+    }
+
     pub fn failmode(mut self, mode: FailMode) -> Self {
         self.failmode = mode;
         self
@@ -181,6 +192,7 @@ impl TestEnv {
             sshd_config_head: String::new(),
             pam_args: String::new(),
             setup: SshSetup::PasswordThenPam,
+            stock_mfa_conf: None,
         }
     }
 
@@ -259,7 +271,15 @@ impl TestEnv {
         }
         let sshd_dir = dir.join("sshd");
         std::fs::create_dir_all(&sshd_dir).context("creating sshd dir")?;
-        let sshd = PrivateSshd::start(&sshd_dir, &service, &head)?;
+        let sshd = match &b.stock_mfa_conf {
+            Some(mfa_conf) => {
+                let keys = dir.join(AUTHORIZED_KEYS_DIR);
+                std::fs::create_dir_all(&keys).context("creating the authorized keys dir")?;
+                set_mode(&keys, 0o755)?;
+                PrivateSshd::start_stock_debian(&sshd_dir, &service, mfa_conf, &keys)?
+            }
+            None => PrivateSshd::start(&sshd_dir, &service, &head)?,
+        };
         env.client = SshClient::new(&dir, sshd.port, &env.user()?.name);
         if let Some(key) = &env.key {
             env.client = env.client.with_key(key);
@@ -285,6 +305,39 @@ impl TestEnv {
             .context("reading the new public key")?;
         self.user()?.authorize_key(&public)?;
         Ok(private)
+    }
+
+    /// With [`TestEnvBuilder::stock_debian_sshd`]: a new key pair (no passphrase) that
+    /// `account` (any account, `root` too) may log in with, listed in this test's own
+    /// authorized keys file for it (no home directory is touched); returns the private key.
+    pub fn authorize_account_key(&self, account: &str) -> Result<PathBuf> {
+        let keys = self.dir.join("keys");
+        std::fs::create_dir_all(&keys).context("creating keys dir")?;
+        set_mode(&keys, 0o700)?;
+        let private = keys.join(format!("id_account_{account}"));
+        crate::process::run_ok(
+            std::process::Command::new("ssh-keygen")
+                .args(["-q", "-t", "ed25519", "-N", "", "-C"])
+                .arg(format!("mfa-e2e-{account}"))
+                .arg("-f")
+                .arg(&private),
+        )?;
+        let public = std::fs::read_to_string(private.with_extension("pub"))
+            .context("reading the new public key")?;
+        let list = self.dir.join(AUTHORIZED_KEYS_DIR).join(account);
+        let mut text = std::fs::read_to_string(&list).unwrap_or_default();
+        text.push_str(public.trim());
+        text.push('\n');
+        crate::scratch::write_file(&list, &text, 0o644)?;
+        Ok(private)
+    }
+
+    /// `sshd -t` on the running sshd's config (the stock one with the dropped-in files).
+    pub fn sshd_config_check(&self) -> Result<()> {
+        match &self.sshd {
+            Some(sshd) => sshd.check_config(),
+            None => crate::bail!("sshd is not running"),
+        }
     }
 
     pub fn user(&self) -> Result<&TestUser> {
@@ -425,6 +478,9 @@ fn setup_config(
     }
     Ok(c)
 }
+
+/// Where [`TestEnv::authorize_account_key`] keeps one authorized keys file per account.
+const AUTHORIZED_KEYS_DIR: &str = "authorized_keys";
 
 /// The socket path the shipped examples use.
 fn mfa_proto_default_socket() -> &'static str {

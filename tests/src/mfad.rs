@@ -273,3 +273,187 @@ impl Drop for Mfad {
         self.stop();
     }
 }
+
+/// Plays systemd for `mfad.socket` + `mfad.service` (`Restart=always`):
+/// `systemd-socket-activate` execs it with the listening socket as fd 3 and `LISTEN_FDS=1`.
+/// It keeps the socket open across mfad's restarts, as systemd does, and starts mfad again
+/// each time it exits, each with `LISTEN_PID` set to that mfad's own pid; not while the file
+/// `$2` exists (a test holding the restart back), and never again once `$1` exists.
+const SOCKET_HOLDER: &str = r#"#!/bin/sh
+stop=$1; hold=$2; shift 2
+while [ ! -e "$stop" ]; do
+    while [ -e "$hold" ] && [ ! -e "$stop" ]; do sleep 0.05; done
+    [ -e "$stop" ] && break
+    echo "mfa-e2e: starting mfad" >&2
+    sh -c 'LISTEN_PID=$$; export LISTEN_PID; exec "$0" "$@"' "$@"
+done
+"#;
+
+/// The line the holder logs before each start of mfad.
+pub const MFAD_START_MARK: &str = "mfa-e2e: starting mfad";
+
+/// A socket-activated mfad: `systemd-socket-activate` owns the listening socket and starts
+/// mfad at the first connection (see [`SOCKET_HOLDER`]); the test stops and restarts mfad
+/// under it, as `systemctl restart mfad` would.
+pub struct ActivatedMfad {
+    holder: Option<Child>,
+    pub socket: PathBuf,
+    pub config_path: PathBuf,
+    pub log_path: PathBuf,
+    stop_file: PathBuf,
+    hold_file: PathBuf,
+}
+
+impl ActivatedMfad {
+    /// Writes the config into `dir`, starts the socket's holder and waits for the socket
+    /// (mode 0666, as `SocketMode=` in mfad.socket). mfad itself starts at the first
+    /// connection.
+    pub fn start(dir: &Path, config: &MfadConfig) -> Result<Self> {
+        let run = dir.join("run");
+        std::fs::create_dir_all(&run).context("creating the socket's directory")?;
+        crate::process::run_ok(Command::new("chmod").arg("0755").arg(&run))?;
+        let socket = run.join("mfad.sock");
+        let database = dir.join("lib").join("mfa.db");
+        let config_path = dir.join("mfad.toml");
+        let store_key = config
+            .store_key
+            .clone()
+            .unwrap_or_else(|| dir.join("store.key"));
+        write_file(
+            &config_path,
+            &config.render(&socket, &database, &store_key),
+            0o600,
+        )?;
+        let holder_script = dir.join("socket-holder.sh");
+        write_file(&holder_script, SOCKET_HOLDER, 0o700)?;
+        let log_path = dir.join("mfad.stderr");
+        let log = File::create(&log_path).context("creating mfad log")?;
+        let stop_file = dir.join("holder.stop");
+        let hold_file = dir.join("holder.hold");
+        let child = Command::new("systemd-socket-activate")
+            .arg("-l")
+            .arg(&socket)
+            .arg("--")
+            .arg("/bin/sh")
+            .arg(&holder_script)
+            .arg(&stop_file)
+            .arg(&hold_file)
+            .arg(built("mfad")?)
+            .arg("--config")
+            .arg(&config_path)
+            .arg("--foreground")
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().context("mfad log")?)
+            .stderr(log)
+            .spawn()
+            .context("starting systemd-socket-activate (Debian's systemd package)")?;
+        let activated = ActivatedMfad {
+            holder: Some(child),
+            socket,
+            config_path,
+            log_path,
+            stop_file,
+            hold_file,
+        };
+        let socket = activated.socket.clone();
+        let ready = clock::wait_for(Duration::from_secs(10), || socket.exists().then_some(()));
+        if ready.is_none() {
+            bail!(
+                "systemd-socket-activate did not create {} within 10 s:\n{}",
+                activated.socket.display(),
+                activated.log()
+            );
+        }
+        crate::process::run_ok(Command::new("chmod").arg("0666").arg(&activated.socket))?;
+        Ok(activated)
+    }
+
+    /// Everything the holder and each mfad wrote so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log_path).unwrap_or_default()
+    }
+
+    /// How many times mfad was started.
+    pub fn starts(&self) -> usize {
+        self.log().matches(MFAD_START_MARK).count()
+    }
+
+    /// The pid of the mfad running now, if one is.
+    pub fn mfad_pid(&self) -> Option<u32> {
+        let holder = self.holder.as_ref()?.id();
+        let children =
+            std::fs::read_to_string(format!("/proc/{holder}/task/{holder}/children")).ok()?;
+        children.split_whitespace().next()?.parse().ok()
+    }
+
+    /// Waits up to `limit` for an mfad whose pid is not `old`.
+    pub fn wait_for_mfad(&self, old: Option<u32>, limit: Duration) -> Result<u32> {
+        match clock::wait_for(limit, || self.mfad_pid().filter(|p| Some(*p) != old)) {
+            Some(pid) => Ok(pid),
+            None => bail!("no new mfad within {limit:?}:\n{}", self.log()),
+        }
+    }
+
+    /// Sends `signal` (`TERM`, `KILL`) to the mfad running now; returns its pid.
+    pub fn signal_mfad(&self, signal: &str) -> Result<u32> {
+        let Some(pid) = self.mfad_pid() else {
+            bail!("no mfad is running:\n{}", self.log());
+        };
+        crate::process::run_ok(
+            Command::new("kill")
+                .arg(format!("-{signal}"))
+                .arg(pid.to_string()),
+        )?;
+        Ok(pid)
+    }
+
+    /// Waits up to `limit` for the mfad `pid` to exit.
+    pub fn wait_exited(&self, pid: u32, limit: Duration) -> Result<()> {
+        let proc = PathBuf::from(format!("/proc/{pid}"));
+        let gone = clock::wait_for(limit, || {
+            let zombie_or_gone = std::fs::read_to_string(proc.join("stat"))
+                .map(|s| s.contains(") Z "))
+                .unwrap_or(true);
+            (zombie_or_gone || self.mfad_pid() != Some(pid)).then_some(())
+        });
+        match gone {
+            Some(()) => Ok(()),
+            None => bail!("mfad {pid} still runs after {limit:?}"),
+        }
+    }
+
+    /// Holds the next start of mfad back until [`Self::release`] (as a slow restart would).
+    pub fn hold_restarts(&self) -> Result<()> {
+        write_file(&self.hold_file, "", 0o600)
+    }
+
+    pub fn release(&self) {
+        let _ = std::fs::remove_file(&self.hold_file);
+    }
+}
+
+impl Drop for ActivatedMfad {
+    fn drop(&mut self) {
+        let _ = std::fs::write(&self.stop_file, "");
+        self.release();
+        if let Ok(pid) = self.signal_mfad("TERM") {
+            let _ = self.wait_exited(pid, Duration::from_secs(15));
+        }
+        let leftover = self.mfad_pid();
+        if let Some(mut holder) = self.holder.take() {
+            let exited = clock::wait_for(Duration::from_secs(5), || {
+                matches!(holder.try_wait(), Ok(Some(_)) | Err(_)).then_some(())
+            });
+            if exited.is_none() {
+                if let Some(pid) = leftover {
+                    let _ = Command::new("kill")
+                        .arg("-KILL")
+                        .arg(pid.to_string())
+                        .status();
+                }
+                let _ = holder.kill();
+                let _ = holder.wait();
+            }
+        }
+    }
+}

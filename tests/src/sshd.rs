@@ -16,6 +16,9 @@ use std::time::Duration;
 
 const SYSTEM_SSHD: &str = "/usr/sbin/sshd";
 
+/// The distribution's own sshd config (Debian 12's, from openssh-server).
+pub const STOCK_CONFIG: &str = "/etc/ssh/sshd_config";
+
 /// `/etc/pam.d/NAME`, removed on drop.
 pub struct PamService {
     pub name: String,
@@ -104,6 +107,9 @@ impl PrivateSshd {
         } else {
             "Subsystem sftp /usr/lib/openssh/sftp-server\n"
         };
+        // A Match block runs to the end of the file: the head's go after the harness's own
+        // lines (which sshd would refuse inside one), where they still override them.
+        let (head, matches) = split_at_first_match(head);
         let config = format!(
             "{head}\n# Written by the mfa-e2e harness.\n\
              Port {port}\n\
@@ -123,11 +129,100 @@ impl PrivateSshd {
              PrintLastLog no\n\
              MaxStartups 50\n\
              LogLevel VERBOSE\n\
-             {subsystem}",
+             {subsystem}{matches}",
             host_key = host_key.display(),
             pid = dir.join("sshd.pid").display(),
         );
         write_file(&config_path, &config, 0o644)?;
+        Self::launch(dir, program, config_path, port)
+    }
+
+    /// Starts sshd from `dir` as PAM service `service` with a copy of this machine's stock
+    /// `/etc/ssh/sshd_config` (Debian's), whose `Include` is pointed at a private
+    /// `sshd_config.d` holding `mfa.conf` (the text an admin would drop in) and, sorted
+    /// first, `00-mfa-e2e.conf`: only this test's port, address, host key, pid file,
+    /// `StrictModes no` (keys under /tmp) and `AuthorizedKeysFile .ssh/authorized_keys
+    /// KEYS/%u`, so `root`'s key can live in the test directory. Everything else is
+    /// Debian's default, `PermitRootLogin prohibit-password` included.
+    pub fn start_stock_debian(
+        dir: &Path,
+        service: &str,
+        mfa_conf: &str,
+        keys: &Path,
+    ) -> Result<Self> {
+        std::fs::create_dir_all("/run/sshd").context("creating /run/sshd")?;
+        run_ok(Command::new("chmod").args(["0755", "/run/sshd"]))?;
+        let program = dir.join(service);
+        std::fs::copy(SYSTEM_SSHD, &program).context(format!(
+            "copying {SYSTEM_SSHD} (is openssh-server installed?)"
+        ))?;
+        let host_key = dir.join("ssh_host_ed25519_key");
+        run_ok(
+            Command::new("ssh-keygen")
+                .args(["-q", "-t", "ed25519", "-N", "", "-C", "mfa-e2e", "-f"])
+                .arg(&host_key),
+        )?;
+        let stock = std::fs::read_to_string(STOCK_CONFIG)
+            .context(format!("reading {STOCK_CONFIG} (openssh-server's own)"))?;
+        let confd = dir.join("sshd_config.d");
+        std::fs::create_dir_all(&confd).context("creating sshd_config.d")?;
+        let config_path = dir.join("sshd_config");
+        let included = stock.replace(
+            "Include /etc/ssh/sshd_config.d/*.conf",
+            &format!("Include {}/*.conf", confd.display()),
+        );
+        if included == stock {
+            bail!("{STOCK_CONFIG} has no `Include /etc/ssh/sshd_config.d/*.conf` line");
+        }
+        write_file(&config_path, &included, 0o644)?;
+        write_file(&confd.join("mfa.conf"), &format!("{mfa_conf}\n"), 0o644)?;
+        let mut last_error = String::new();
+        for _ in 0..5 {
+            let port = free_port()?;
+            let test_conf = format!(
+                "# Written by the mfa-e2e harness: only what a private sshd needs.\n\
+                 Port {port}\n\
+                 ListenAddress 127.0.0.1\n\
+                 HostKey {host_key}\n\
+                 PidFile {pid}\n\
+                 StrictModes no\n\
+                 AuthorizedKeysFile .ssh/authorized_keys {keys}/%u\n\
+                 UseDNS no\n\
+                 MaxStartups 50\n\
+                 LogLevel VERBOSE\n",
+                host_key = host_key.display(),
+                pid = dir.join("sshd.pid").display(),
+                keys = keys.display(),
+            );
+            write_file(&confd.join("00-mfa-e2e.conf"), &test_conf, 0o644)?;
+            match Self::launch(dir, &program, config_path.clone(), port) {
+                Ok(sshd) => return Ok(sshd),
+                Err(e) => last_error = e.to_string(),
+            }
+        }
+        bail!("could not start a private sshd on the stock config: {last_error}")
+    }
+
+    /// `sshd -t` on this sshd's config: `Err` with sshd's complaint when it fails.
+    pub fn check_config(&self) -> Result<()> {
+        let out = crate::process::run(
+            Command::new(SYSTEM_SSHD)
+                .arg("-t")
+                .arg("-f")
+                .arg(&self.config_path),
+        )?;
+        if !out.status.success() {
+            bail!(
+                "sshd -t -f {} failed: {}",
+                self.config_path.display(),
+                crate::process::text(&out.stderr)
+            );
+        }
+        Ok(())
+    }
+
+    /// Runs `program -D -f CONFIG -E LOG` and waits until it listens on `port`.
+    fn launch(dir: &Path, program: &Path, config_path: PathBuf, port: u16) -> Result<Self> {
         let log_path = dir.join("sshd.log");
         // A fresh log per attempt, so the readiness check reads only this attempt's lines.
         File::create(&log_path).context("creating sshd log")?;
@@ -186,6 +281,26 @@ impl Drop for PrivateSshd {
     fn drop(&mut self) {
         self.stop();
     }
+}
+
+/// `config` cut before its first `Match` line: (the global part, the Match blocks).
+fn split_at_first_match(config: &str) -> (String, String) {
+    let mut global = String::new();
+    let mut matches = String::new();
+    for line in config.lines() {
+        let is_match = line
+            .split_whitespace()
+            .next()
+            .is_some_and(|w| w.eq_ignore_ascii_case("match"));
+        if is_match || !matches.is_empty() {
+            matches.push_str(line);
+            matches.push('\n');
+        } else {
+            global.push_str(line);
+            global.push('\n');
+        }
+    }
+    (global, matches)
 }
 
 /// A port of 127.0.0.1 nobody listens on right now (sshd start retries if it is taken).

@@ -18,6 +18,12 @@ fn systemd_unit_passes_systemd_analyze_verify() {
         unit.replace("/usr/sbin/mfad", &mfad.display().to_string()),
     )
     .unwrap();
+    // The service Requires= its socket unit: verify finds it beside the service.
+    std::fs::copy(
+        workspace_root().join("packaging/mfad.socket"),
+        dir.join("mfad.socket"),
+    )
+    .unwrap();
 
     let out = run(Command::new("systemd-analyze").arg("verify").arg(&path)).unwrap();
 

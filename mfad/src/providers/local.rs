@@ -55,7 +55,7 @@ pub(crate) struct LocalFactors {
     pub(crate) notifier: Option<Notifier>,
     pub(crate) twilio: Option<Twilio>,
     /// Rate limits on texts, calls and pushes (`[limits]`).
-    pub(crate) limits: OobLimits,
+    pub(crate) limits: Arc<OobLimits>,
 }
 
 /// The options of a menu and which one is the default (`Menu::NONE`: a passcode prompt).
