@@ -9,6 +9,7 @@ use crate::conn::Conn;
 use crate::daemon::{Result, SessionError, Who, decision};
 use crate::factor::{bypass, totp};
 use crate::providers::Remember;
+use crate::random::Random;
 use crate::store::pool::StorePool;
 use crate::store::{FailureEffect, Store, StoreError};
 use crate::text;
@@ -25,6 +26,8 @@ pub(crate) struct Core {
     pub(crate) clock: Arc<dyn Clock>,
     /// Who the system says users are (NSS in production).
     pub(crate) accounts: Arc<dyn Accounts>,
+    /// Where secrets, codes and tokens come from (the system's CSPRNG in production).
+    pub(crate) random: Arc<dyn Random>,
 }
 
 impl Core {
@@ -197,7 +200,7 @@ impl Core {
     }
 
     pub(crate) async fn issue_bypass_codes(&self, conn: &mut Conn, who: &Who<'_>) -> Result<()> {
-        let (shown, stored) = bypass::generate();
+        let (shown, stored) = bypass::generate(self.random.as_ref());
         let user = who.user.to_string();
         let now = self.clock.now();
         self.db(move |s| s.replace_bypass_codes(&user, &stored, now))

@@ -16,6 +16,7 @@ use crate::oob::limits::OobLimits;
 use crate::oob::notify::{Notifier, ProviderError, http_client};
 use crate::oob::twilio::Twilio;
 use crate::providers::local::LocalFactors;
+use crate::random::{OsRandom, Random};
 use crate::store::StoreError;
 use crate::store::pool::StorePool;
 use crate::text::{self, clean};
@@ -37,6 +38,14 @@ pub enum SessionError {
 }
 
 pub(crate) type Result<T> = std::result::Result<T, SessionError>;
+
+/// What the daemon takes from the world around it, each through one wrapper: the time,
+/// who users are, and randomness.
+pub struct World {
+    pub clock: Arc<dyn Clock>,
+    pub accounts: Arc<dyn Accounts>,
+    pub random: Arc<dyn Random>,
+}
 
 /// The daemon: the services a conversation is dispatched to, each holding only what it
 /// needs. The socket server (`server.rs`) accepts connections and calls [`Daemon::serve`].
@@ -163,21 +172,32 @@ impl Daemon {
         store: StorePool,
         clock: Arc<dyn Clock>,
     ) -> std::result::Result<Self, ProviderError> {
-        Daemon::with_directory(config, store, clock, Arc::new(NssAccounts))
+        let world = World {
+            clock,
+            accounts: Arc::new(NssAccounts),
+            random: Arc::new(OsRandom),
+        };
+        Daemon::in_world(config, store, world)
     }
 
-    /// As [`Daemon::new`], with `accounts` instead of NSS (tests: a case-insensitive or
-    /// failing directory).
-    pub fn with_directory(
+    /// As [`Daemon::new`], in `world` (tests: a fake clock, a table of users, a seeded
+    /// generator).
+    pub fn in_world(
         config: Config,
         store: StorePool,
-        clock: Arc<dyn Clock>,
-        accounts: Arc<dyn Accounts>,
+        world: World,
     ) -> std::result::Result<Self, ProviderError> {
         let verified = config.approval.as_ref().is_some_and(|a| a.verified_push);
-        let approvals = Arc::new(ApprovalStore::new(Arc::clone(&clock), verified));
-        let limits = Arc::new(OobLimits::new(config.limits.clone(), Arc::clone(&clock)));
-        Self::build(config, Arc::new(store), clock, approvals, accounts, limits)
+        let approvals = Arc::new(ApprovalStore::with_random(
+            Arc::clone(&world.clock),
+            Arc::clone(&world.random),
+            verified,
+        ));
+        let limits = Arc::new(OobLimits::new(
+            config.limits.clone(),
+            Arc::clone(&world.clock),
+        ));
+        Self::build(config, Arc::new(store), world, approvals, limits)
     }
 
     /// The daemon for a reloaded `config` (SIGHUP): new providers and settings, the same
@@ -194,12 +214,16 @@ impl Daemon {
                 Arc::clone(&core.clock),
             ))
         };
+        let world = World {
+            clock: Arc::clone(&core.clock),
+            accounts: Arc::clone(&core.accounts),
+            random: Arc::clone(&core.random),
+        };
         Self::build(
             config,
             Arc::clone(&core.store),
-            Arc::clone(&core.clock),
+            world,
             Arc::clone(&self.approvals),
-            Arc::clone(&core.accounts),
             limits,
         )
     }
@@ -207,11 +231,15 @@ impl Daemon {
     fn build(
         config: Config,
         store: Arc<StorePool>,
-        clock: Arc<dyn Clock>,
+        world: World,
         approvals: Arc<ApprovalStore>,
-        accounts: Arc<dyn Accounts>,
         limits: Arc<OobLimits>,
     ) -> std::result::Result<Self, ProviderError> {
+        let World {
+            clock,
+            accounts,
+            random,
+        } = world;
         let issuer = config.issuer();
         let (notifier, twilio) = if config.push.is_some() || config.twilio.is_some() {
             let client = http_client()?;
@@ -244,6 +272,7 @@ impl Daemon {
             store,
             clock,
             accounts,
+            random,
         });
         let local = Arc::new(LocalFactors {
             core: Arc::clone(&core),

@@ -52,9 +52,9 @@ fn own(user: &str) -> Who<'_> {
 }
 
 /// A fresh ntfy topic: `mfa-` and 128 random bits in URL-safe base64 (26 characters).
-fn new_topic() -> String {
+fn new_topic(rng: &dyn crate::random::Random) -> String {
     let mut raw = [0u8; 16];
-    crate::random::fill(&mut raw);
+    rng.fill(&mut raw);
     format!("mfa-{}", data_encoding::BASE64URL_NOPAD.encode(&raw))
 }
 
@@ -339,7 +339,8 @@ impl AccountService {
         if !self.local.within_limits(conn, who, Channel::Sms).await? {
             return self.core.deny(conn, "Nothing was added.").await;
         }
-        let (code, stored) = bypass::new_code(self.core.config.sms.digits);
+        let (code, stored) =
+            bypass::new_code(self.core.random.as_ref(), self.core.config.sms.digits);
         let body = Zeroizing::new(format!(
             "{} is your code to add this phone to {} on {}.",
             code.as_str(),
@@ -412,7 +413,7 @@ impl AccountService {
             .as_ref()
             .map(|p| p.url.trim_end_matches('/').to_string())
             .unwrap_or_default();
-        let topic = new_topic();
+        let topic = new_topic(self.core.random.as_ref());
         conn.secret_info(Zeroizing::new(format!(
             "Your private push topic is {topic}\n\nIn the ntfy app, subscribe to it on the \
              server {server}\n(or open {server}/{topic}). Keep it to yourself: whoever \

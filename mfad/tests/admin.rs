@@ -100,7 +100,11 @@ struct StatusDevice {
 }
 
 fn codes(n: usize) -> Vec<bypass::StoredCode> {
-    bypass::generate().1.into_iter().take(n).collect()
+    bypass::generate(&mfad::random::OsRandom)
+        .1
+        .into_iter()
+        .take(n)
+        .collect()
 }
 
 /// alice: an app and 10 codes. bob: an app and 1 code. carol: only failures. dave: an app,

@@ -88,7 +88,7 @@ fn backup_during_logins_then_restore_keeps_enrolments_and_refuses_codes_spent_si
     let mut s = host.store();
     s.add_totp_device("root", "phone", SECRET, params(), step - 10, now())
         .unwrap();
-    let (shown, stored) = bypass::generate();
+    let (shown, stored) = bypass::generate(&mfad::random::OsRandom);
     s.replace_bypass_codes("root", &stored, now()).unwrap();
     drop(s);
 

@@ -80,7 +80,7 @@ fn a_clock_stepping_back_an_hour_never_reopens_a_spent_code_and_loses_nothing() 
             T0,
         )
         .unwrap();
-    let (shown_codes, stored) = bypass::generate();
+    let (shown_codes, stored) = bypass::generate(&mfad::random::OsRandom);
     store.replace_bypass_codes("root", &stored, T0).unwrap();
     drop(store);
     let clock = d.clock.clone();

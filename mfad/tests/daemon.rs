@@ -1094,3 +1094,19 @@ fn remembered_logins_are_forgotten_by_the_admin_and_on_unlock() {
     assert_eq!(outcome.unwrap(), Outcome::Allow);
     assert!(asked(&d), "forgotten by `mfa admin unlock`");
 }
+
+/// Randomness is a parameter of the daemon: with the test daemon's seeded generator, the
+/// bypass codes a user is shown are the ones that seed gives, and they work.
+#[test]
+fn the_codes_a_user_is_shown_come_from_the_daemons_random_source() {
+    let d = TestDaemon::start(|_| {});
+    let expected =
+        mfad::factor::bypass::generate(&mfad::random::SeededRandom::new(mfa_test_support::SEED)).0;
+    let (outcome, script) = d.run(Operation::BypassCodes, &[]);
+    assert_eq!(outcome.unwrap(), Outcome::Allow, "{}", script.text());
+    for code in &expected {
+        assert!(script.text().contains(code.as_str()), "{}", script.text());
+    }
+    let (outcome, script) = d.login("root", &[expected[0].as_str()]);
+    assert_eq!(outcome, Outcome::Allow, "{}", script.text());
+}

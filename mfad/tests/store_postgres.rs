@@ -132,11 +132,11 @@ mod suite {
 
     pub fn bypass_codes_are_replaced_whole_and_spent_once(open: Open) {
         let mut s = open();
-        let (_, first) = bypass::generate();
+        let (_, first) = bypass::generate(&mfad::random::OsRandom);
         s.replace_bypass_codes("carol", &first, 0).unwrap();
-        let (_, second) = bypass::generate();
+        let (_, second) = bypass::generate(&mfad::random::OsRandom);
         s.replace_bypass_codes("carol", &second, 1).unwrap();
-        let (shown, second) = bypass::generate();
+        let (shown, second) = bypass::generate(&mfad::random::OsRandom);
         s.replace_bypass_codes("carol", &second, 2).unwrap();
         let rows = s.unused_bypass_codes("carol").unwrap();
         assert_eq!(rows.len(), bypass::COUNT);
@@ -198,7 +198,7 @@ mod suite {
         let mut s = open();
         let mut shown = Vec::new();
         for _ in 0..3 {
-            let (code, stored) = bypass::new_code(7);
+            let (code, stored) = bypass::new_code(&mfad::random::OsRandom, 7);
             s.add_sms_code("u", &stored, 100, 400).unwrap();
             shown.push(code);
         }
@@ -243,9 +243,9 @@ mod suite {
         let mut s = open();
         assert!(s.backend().is_empty().unwrap());
         s.add_totp_device("u", "app", b"k", params(), 5, 7).unwrap();
-        let (_, codes) = bypass::generate();
+        let (_, codes) = bypass::generate(&mfad::random::OsRandom);
         s.replace_bypass_codes("u", &codes, 3).unwrap();
-        let (_, sms) = bypass::new_code(7);
+        let (_, sms) = bypass::new_code(&mfad::random::OsRandom, 7);
         s.add_sms_code("v", &sms, 0, 900).unwrap();
         s.remember("u", RememberScope::Sshd, "192.0.2.1", "k1", 0, 99)
             .unwrap();
@@ -546,7 +546,7 @@ fn a_sqlite_store_migrates_into_postgresql_whole() {
         .unwrap();
     host.add_totp_device("v", "app", b"k-v", totp(), 9, 2)
         .unwrap();
-    let (shown, codes) = bypass::generate();
+    let (shown, codes) = bypass::generate(&mfad::random::OsRandom);
     host.replace_bypass_codes("u", &codes, 3).unwrap();
     let spent = host.unused_bypass_codes("u").unwrap()[0].id;
     assert!(host.spend_bypass_code(spent, 4).unwrap());

@@ -25,6 +25,9 @@ use zeroize::Zeroizing;
 
 /// The fake clock's start: 2027-01-15, far from the machine's own time.
 pub const T0: i64 = 1_800_000_000;
+/// The test daemon's randomness repeats from this seed (`mfad::random::SeededRandom`): a test
+/// can know the secrets and codes a user was shown.
+pub const SEED: u64 = 0x6d66_6164;
 
 /// A daemon on a private socket, stopped on drop.
 pub struct TestDaemon {
@@ -91,12 +94,12 @@ impl TestDaemon {
             }
         };
         let store = mfad::store::pool::StorePool::single(store).unwrap();
-        let daemon = match accounts {
-            None => Daemon::new(config.clone(), store, Arc::new(clock.clone())),
-            Some(accounts) => {
-                Daemon::with_directory(config.clone(), store, Arc::new(clock.clone()), accounts)
-            }
+        let world = mfad::daemon::World {
+            clock: Arc::new(clock.clone()),
+            accounts: accounts.unwrap_or_else(|| Arc::new(mfad::accounts::NssAccounts)),
+            random: Arc::new(mfad::random::SeededRandom::new(SEED)),
         };
+        let daemon = Daemon::in_world(config.clone(), store, world);
         let daemon = Arc::new(daemon.unwrap());
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
         let (ready_tx, ready_rx) = std::sync::mpsc::channel();

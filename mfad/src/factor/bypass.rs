@@ -1,6 +1,6 @@
 //! Bypass codes: ten single-use 8-digit codes, shown once and stored only as salted hashes.
 
-use crate::random;
+use crate::random::Random;
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 use zeroize::Zeroizing;
@@ -23,15 +23,15 @@ pub fn hash(salt: &[u8; 16], code: &str) -> [u8; 32] {
 }
 
 /// One random code of `digits` digits (at most 9), and what to store of it.
-pub fn new_code(digits: u32) -> (Zeroizing<String>, StoredCode) {
+pub fn new_code(rng: &dyn Random, digits: u32) -> (Zeroizing<String>, StoredCode) {
     let digits = digits.min(9);
     let code = Zeroizing::new(format!(
         "{:0width$}",
-        random::in_range(0..=10u32.pow(digits) - 1),
+        rng.in_range(0..=10u32.pow(digits) - 1),
         width = digits as usize
     ));
     let mut salt = [0u8; 16];
-    random::fill(&mut salt);
+    rng.fill(&mut salt);
     let stored = StoredCode {
         salt,
         hash: hash(&salt, &code),
@@ -40,8 +40,8 @@ pub fn new_code(digits: u32) -> (Zeroizing<String>, StoredCode) {
 }
 
 /// A fresh set: the codes to show the user once, and what to store.
-pub fn generate() -> (Vec<Zeroizing<String>>, Vec<StoredCode>) {
-    (0..COUNT).map(|_| new_code(DIGITS as u32)).unzip()
+pub fn generate(rng: &dyn Random) -> (Vec<Zeroizing<String>>, Vec<StoredCode>) {
+    (0..COUNT).map(|_| new_code(rng, DIGITS as u32)).unzip()
 }
 
 /// Whether `answer` is the code behind `stored` (compared in constant time).
@@ -55,7 +55,7 @@ mod tests {
 
     #[test]
     fn each_code_matches_only_its_own_hash() {
-        let (shown, stored) = generate();
+        let (shown, stored) = generate(&crate::random::OsRandom);
         assert_eq!(shown.len(), COUNT);
         for (code, s) in shown.iter().zip(&stored) {
             assert_eq!(code.len(), DIGITS);

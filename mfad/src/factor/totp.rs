@@ -96,9 +96,9 @@ pub fn matching_step(
     found
 }
 
-pub fn new_secret() -> Zeroizing<Vec<u8>> {
+pub fn new_secret(rng: &dyn crate::random::Random) -> Zeroizing<Vec<u8>> {
     let mut secret = Zeroizing::new(vec![0u8; SECRET_LEN]);
-    crate::random::fill(&mut secret);
+    rng.fill(&mut secret);
     secret
 }
 

@@ -8,6 +8,7 @@
 //! waiting node at once (LISTEN/NOTIFY) or within a bounded poll.
 
 use crate::clock::Clock;
+use crate::random::{OsRandom, Random};
 use data_encoding::BASE64URL_NOPAD;
 use sha2::{Digest, Sha256};
 use std::collections::HashMap;
@@ -224,6 +225,8 @@ struct Entry {
 
 pub struct ApprovalStore {
     clock: Arc<dyn Clock>,
+    /// Where tokens and verification numbers come from.
+    random: Arc<dyn Random>,
     verified_push: bool,
     pending: Mutex<HashMap<[u8; 32], Entry>>,
     /// The cluster's shared pending approvals, when the store is shared.
@@ -240,8 +243,18 @@ fn key_of(token: &str) -> [u8; 32] {
 impl ApprovalStore {
     /// `verified_push`: push requests (not calls, which use the keypad) get a number to type.
     pub fn new(clock: Arc<dyn Clock>, verified_push: bool) -> Self {
+        ApprovalStore::with_random(clock, Arc::new(OsRandom), verified_push)
+    }
+
+    /// As [`ApprovalStore::new`], with tokens and numbers from `random`.
+    pub fn with_random(
+        clock: Arc<dyn Clock>,
+        random: Arc<dyn Random>,
+        verified_push: bool,
+    ) -> Self {
         ApprovalStore {
             clock,
+            random,
             verified_push,
             pending: Mutex::new(HashMap::new()),
             relay: OnceLock::new(),
@@ -296,11 +309,11 @@ impl ApprovalStore {
         ttl: Duration,
     ) -> Result<Pending, CreateError> {
         let mut raw = [0u8; TOKEN_BYTES];
-        crate::random::fill(&mut raw);
+        self.random.fill(&mut raw);
         let token = BASE64URL_NOPAD.encode(&raw);
         let key = key_of(&token);
         let verify_number = (self.verified_push && request.method == ApprovalMethod::Push)
-            .then(|| crate::random::in_range(10..=99) as u8);
+            .then(|| self.random.in_range(10..=99) as u8);
         let expires = self
             .clock
             .now()

@@ -20,7 +20,7 @@ impl LocalFactors {
         name: String,
     ) -> Result<()> {
         let params = self.core.totp_params();
-        let secret = totp::new_secret();
+        let secret = totp::new_secret(self.core.random.as_ref());
         let uri = totp::otpauth_uri(&secret, params, &self.core.issuer, who.user);
         let b32 = totp::secret_base32(&secret);
         conn.secret_info(Zeroizing::new(format!(

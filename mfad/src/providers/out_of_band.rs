@@ -194,7 +194,8 @@ impl LocalFactors {
         {
             return Ok(OobResult::Failed);
         }
-        let (code, stored) = bypass::new_code(self.core.config.sms.digits);
+        let (code, stored) =
+            bypass::new_code(self.core.random.as_ref(), self.core.config.sms.digits);
         let now = self.core.clock.now();
         let ttl = self.core.config.sms.code_ttl as i64;
         let user = who.user.to_string();

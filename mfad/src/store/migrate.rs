@@ -214,7 +214,7 @@ mod tests {
             .add_totp_device("ann", "app", b"secret-ann", params(), 100, 0)
             .unwrap();
         assert!(node.spend_totp_step(id, 105).unwrap());
-        let (shown, stored) = bypass::generate();
+        let (shown, stored) = bypass::generate(&crate::random::OsRandom);
         node.replace_bypass_codes("ann", &stored, 0).unwrap();
         let spent = node.unused_bypass_codes("ann").unwrap()[0].id;
         assert!(node.spend_bypass_code(spent, 5).unwrap());
@@ -302,7 +302,7 @@ mod tests {
         n1.lock_until("carl", 5000).unwrap();
         n2.lock_until("carl", 7000).unwrap();
         // The same bypass codes on both (one backup restored twice); spent on node 2 only.
-        let (shown, stored) = bypass::generate();
+        let (shown, stored) = bypass::generate(&crate::random::OsRandom);
         n1.replace_bypass_codes("ann", &stored, 0).unwrap();
         let dump = n1.backend().dump().unwrap();
         n2.backend()

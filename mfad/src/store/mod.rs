@@ -658,7 +658,7 @@ mod tests {
         let secret = b"a-very-recognisable-totp-key";
         s.add_totp_device("u", "app", secret, params(), 1, 0)
             .unwrap();
-        let (shown, stored) = bypass::generate();
+        let (shown, stored) = bypass::generate(&crate::random::OsRandom);
         s.replace_bypass_codes("u", &stored, 0).unwrap();
         drop(s);
         let raw = std::fs::read(&db).unwrap();
@@ -694,7 +694,7 @@ mod tests {
         let conn = Connection::open(&db).unwrap();
         conn.execute_batch(MIGRATIONS[0]).unwrap();
         conn.pragma_update(None, "user_version", 1).unwrap();
-        let (code, stored) = bypass::new_code(8);
+        let (code, stored) = bypass::new_code(&crate::random::OsRandom, 8);
         conn.execute(
             "INSERT INTO devices(user, kind, name, secret, algorithm, digits, period, counter,
                                  is_default, created)
