@@ -158,7 +158,14 @@ impl DebianRoot {
             children: Vec::new(),
         };
         std::fs::create_dir_all(&root.dir).unwrap();
-        run_ok(Command::new("tar").arg("-C").arg(&root.dir).arg("-xf").arg(&tarball)).unwrap();
+        run_ok(
+            Command::new("tar")
+                .arg("-C")
+                .arg(&root.dir)
+                .arg("-xf")
+                .arg(&tarball),
+        )
+        .unwrap();
         run_ok(
             Command::new("mount")
                 .args(["-t", "proc", "proc"])
@@ -317,7 +324,11 @@ fn package_installs_in_debian_12_logs_in_with_totp_and_removes_and_purges_cleanl
         installed.contains("systemd is not running here"),
         "{installed}"
     );
-    let arch = text(&run_ok(Command::new("dpkg-architecture").arg("-qDEB_HOST_MULTIARCH")).unwrap().stdout);
+    let arch = text(
+        &run_ok(Command::new("dpkg-architecture").arg("-qDEB_HOST_MULTIARCH"))
+            .unwrap()
+            .stdout,
+    );
     for file in [
         "/usr/sbin/mfad".to_string(),
         "/usr/bin/mfa".to_string(),
@@ -349,8 +360,14 @@ fn package_installs_in_debian_12_logs_in_with_totp_and_removes_and_purges_cleanl
     let conffiles = root.run(&["dpkg-query", "-W", "-f=${Conffiles}", "mfa"]);
     assert!(conffiles.contains("/etc/mfa/mfad.toml"), "{conffiles}");
     // Installing turns nothing on: sshd's PAM stack and config are Debian's.
-    assert_eq!(std::fs::read(root.path("/etc/pam.d/sshd")).unwrap(), stock_pam);
-    assert_eq!(std::fs::read(root.path("/etc/ssh/sshd_config")).unwrap(), stock_sshd);
+    assert_eq!(
+        std::fs::read(root.path("/etc/pam.d/sshd")).unwrap(),
+        stock_pam
+    );
+    assert_eq!(
+        std::fs::read(root.path("/etc/ssh/sshd_config")).unwrap(),
+        stock_sshd
+    );
     assert!(!root.path("/etc/ssh/sshd_config.d/mfa.conf").exists());
 
     // No systemd in a chroot: mfad runs by hand, with the unit's own ExecStart.
@@ -366,7 +383,8 @@ fn package_installs_in_debian_12_logs_in_with_totp_and_removes_and_purges_cleanl
     let mfad = root.spawn(&argv, &mfad_log);
     let socket = root.path("/run/mfa/mfad.sock");
     assert!(
-        mfa_e2e::clock::wait_for(Duration::from_secs(20), || socket.exists().then_some(())).is_some(),
+        mfa_e2e::clock::wait_for(Duration::from_secs(20), || socket.exists().then_some(()))
+            .is_some(),
         "mfad made no socket: {}",
         std::fs::read_to_string(&mfad_log).unwrap_or_default()
     );
@@ -390,20 +408,32 @@ fn package_installs_in_debian_12_logs_in_with_totp_and_removes_and_purges_cleanl
     let password = format!("Pkg-{}-pw", std::process::id());
     root.run(&["useradd", "-m", "-s", "/bin/bash", &user]);
     let mut chpasswd = root.command(Duration::from_secs(30), &["chpasswd"]);
-    let out = mfa_e2e::process::run_with_input(&mut chpasswd, &format!("{user}:{password}\n")).unwrap();
+    let out =
+        mfa_e2e::process::run_with_input(&mut chpasswd, &format!("{user}:{password}\n")).unwrap();
     assert!(out.status.success(), "{}", text(&out.stderr));
     let mut totp = enroll_totp_in(&root, &user);
 
     // A private sshd inside the root, its config Debian's plus the lines above.
     std::fs::create_dir_all(root.path("/run/sshd")).unwrap();
-    std::fs::set_permissions(root.path("/run/sshd"), std::fs::Permissions::from_mode(0o755)).unwrap();
+    std::fs::set_permissions(
+        root.path("/run/sshd"),
+        std::fs::Permissions::from_mode(0o755),
+    )
+    .unwrap();
     let port = free_port().unwrap();
     let sshd_log = scratch.join("sshd.log");
     let port_opt = format!("Port={port}");
     root.spawn(
         &[
-            "/usr/sbin/sshd", "-D", "-e", "-o", &port_opt, "-o", "ListenAddress=127.0.0.1",
-            "-o", "PidFile=/run/sshd-mfa-test.pid",
+            "/usr/sbin/sshd",
+            "-D",
+            "-e",
+            "-o",
+            &port_opt,
+            "-o",
+            "ListenAddress=127.0.0.1",
+            "-o",
+            "PidFile=/run/sshd-mfa-test.pid",
         ],
         &sshd_log,
     );
@@ -425,17 +455,39 @@ fn package_installs_in_debian_12_logs_in_with_totp_and_removes_and_purges_cleanl
     };
 
     // Password alone is not enough; password + TOTP logs in.
-    let refused = client.login(&[&password, &totp.wrong_code(), &totp.wrong_code(), &totp.wrong_code()], "echo in").unwrap();
-    assert!(refused.refused(), "{}\n{}", refused.describe(), diagnostics());
+    let refused = client
+        .login(
+            &[
+                &password,
+                &totp.wrong_code(),
+                &totp.wrong_code(),
+                &totp.wrong_code(),
+            ],
+            "echo in",
+        )
+        .unwrap();
+    assert!(
+        refused.refused(),
+        "{}\n{}",
+        refused.describe(),
+        diagnostics()
+    );
     let code = totp.fresh_code();
-    let login = client.login(&[&password, &code], "echo logged-in-through-the-package").unwrap();
+    let login = client
+        .login(&[&password, &code], "echo logged-in-through-the-package")
+        .unwrap();
     assert!(
         login.logged_in() && login.stdout.contains("logged-in-through-the-package"),
         "{}\n{}",
         login.describe(),
         diagnostics()
     );
-    assert_eq!(login.prompts_containing("Passcode"), 1, "{}", login.describe());
+    assert_eq!(
+        login.prompts_containing("Passcode"),
+        1,
+        "{}",
+        login.describe()
+    );
 
     // apt remove (prerm would stop mfad under systemd; here it was started by hand).
     root.stop(mfad);
@@ -444,7 +496,11 @@ fn package_installs_in_debian_12_logs_in_with_totp_and_removes_and_purges_cleanl
         removed.contains("/etc/pam.d/sshd still names pam_mfa.so"),
         "{removed}"
     );
-    assert!(!root.path(&format!("/usr/lib/{}/security/pam_mfa.so", arch.trim())).exists());
+    assert!(
+        !root
+            .path(&format!("/usr/lib/{}/security/pam_mfa.so", arch.trim()))
+            .exists()
+    );
     // The documented line is skipped once the module is gone: the password alone logs in.
     let after_remove = client.login(&[&password], "echo password-alone").unwrap();
     assert!(
@@ -461,7 +517,10 @@ fn package_installs_in_debian_12_logs_in_with_totp_and_removes_and_purges_cleanl
     // apt purge: the state goes, and it says so.
     let purged = root.run(&["apt-get", "purge", "-y", "mfa"]);
     assert!(purged.contains("purged: removed /var/lib/mfa"), "{purged}");
-    assert!(purged.contains("purged: removed /etc/mfa/store.key"), "{purged}");
+    assert!(
+        purged.contains("purged: removed /etc/mfa/store.key"),
+        "{purged}"
+    );
     assert!(!root.path("/var/lib/mfa").exists());
     assert!(!root.path("/etc/mfa").exists());
 }

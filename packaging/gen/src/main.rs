@@ -147,7 +147,10 @@ fn render_commands(cmd: &Command, path: &str, out: &mut String) {
                 usage.push_str(&format!(" [{label}]"));
             }
         }
-        out.push_str(&format!(".SS \"{}\"\n", roff(&usage).replace("\\\\-", "\\-")));
+        out.push_str(&format!(
+            ".SS \"{}\"\n",
+            roff(&usage).replace("\\\\-", "\\-")
+        ));
         if let Some(about) = sub.get_long_about().or(sub.get_about()) {
             out.push_str(&roff_paragraphs(&about.to_string()));
         }
@@ -225,8 +228,10 @@ nothing to standard output. Then it replaces itself with the user's shell or com
 /// mfad.toml(5): the hand-written page, then the shipped example verbatim.
 fn mfad_toml_page() -> String {
     let mut out = MFAD_TOML_5.to_string();
-    out.push_str(".SH \"THE SHIPPED FILE\"\nThe file the package installs as /etc/mfa/mfad.toml, \
-                  every key at its default, with its documentation:\n.PP\n.nf\n");
+    out.push_str(
+        ".SH \"THE SHIPPED FILE\"\nThe file the package installs as /etc/mfa/mfad.toml, \
+                  every key at its default, with its documentation:\n.PP\n.nf\n",
+    );
     for line in EXAMPLE_CONFIG.lines() {
         out.push_str(&roff(line));
         out.push('\n');
@@ -247,7 +252,10 @@ fn write(path: &Path, bytes: &[u8]) -> Result<(), String> {
 fn man(dir: &Path) -> Result<(), String> {
     let io = |e: std::io::Error| e.to_string();
     write(&dir.join("mfa.1"), &mfa_page().map_err(io)?)?;
-    write(&dir.join("mfad.8"), &page(mfad(), "8", MFAD_EXTRA).map_err(io)?)?;
+    write(
+        &dir.join("mfad.8"),
+        &page(mfad(), "8", MFAD_EXTRA).map_err(io)?,
+    )?;
     write(
         &dir.join("mfa-login-prompt.8"),
         &page(login_prompt(), "8", PROMPT_EXTRA).map_err(io)?,
@@ -313,8 +321,11 @@ mod tests {
     #[test]
     fn every_argument_of_every_command_has_help_text() {
         let mut missing = Vec::new();
-        for (name, cmd) in [("mfa", mfa()), ("mfad", mfad()), ("mfa-login-prompt", login_prompt())]
-        {
+        for (name, cmd) in [
+            ("mfa", mfa()),
+            ("mfad", mfad()),
+            ("mfa-login-prompt", login_prompt()),
+        ] {
             let mut cmd = cmd;
             cmd.build();
             undescribed(&cmd, name, &mut missing);
@@ -327,7 +338,8 @@ mod tests {
         let help = mfa().render_long_help().to_string();
         let examples = help.find("Examples:").expect("no Examples: in mfa --help");
         assert!(
-            help[examples..].contains("mfa enroll totp") && help[examples..].contains("mfa admin unlock"),
+            help[examples..].contains("mfa enroll totp")
+                && help[examples..].contains("mfa admin unlock"),
             "{help}"
         );
         // Nothing but the examples and the exit status after them.
@@ -337,9 +349,16 @@ mod tests {
     #[test]
     fn mfa_man_page_describes_every_argument_of_add_hotp() {
         let page = String::from_utf8(mfa_page().unwrap()).unwrap();
-        let section = &page[page.find(".SS \"mfa add hotp").expect("no mfa add hotp section")..];
+        let section = &page[page
+            .find(".SS \"mfa add hotp")
+            .expect("no mfa add hotp section")..];
         let section = &section[..section[4..].find(".SS").map_or(section.len(), |i| i + 4)];
-        for needle in ["\\-\\-name", "\\-\\-digits", "Digits per code", "A name for the device"] {
+        for needle in [
+            "\\-\\-name",
+            "\\-\\-digits",
+            "Digits per code",
+            "A name for the device",
+        ] {
             assert!(section.contains(needle), "{needle} missing in:\n{section}");
         }
     }
