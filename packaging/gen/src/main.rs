@@ -72,25 +72,18 @@ fn arg_label(arg: &Arg) -> String {
         .get_value_names()
         .map(|names| names.iter().map(|n| format!("<{n}>")).collect::<Vec<_>>())
         .unwrap_or_else(|| vec![format!("<{}>", arg.get_id().as_str().to_uppercase())]);
-    let takes_value = matches!(
-        arg.get_action(),
-        ArgAction::Set | ArgAction::Append | ArgAction::Count
-    ) && !matches!(arg.get_action(), ArgAction::Count);
-    match (arg.get_short(), arg.get_long()) {
-        (short, Some(long)) => {
-            let mut s = match short {
-                Some(c) => format!("\\-{c}, \\-\\-{long}"),
-                None => format!("\\-\\-{long}"),
-            };
-            if takes_value {
-                s.push(' ');
-                s.push_str(&values.join(" "));
-            }
-            s
-        }
-        (Some(c), None) => format!("\\-{c}"),
-        (None, None) => values.join(" "),
+    let takes_value = matches!(arg.get_action(), ArgAction::Set | ArgAction::Append);
+    let mut label = match (arg.get_short(), arg.get_long()) {
+        (Some(c), Some(long)) => format!("-{c}, --{long}"),
+        (None, Some(long)) => format!("--{long}"),
+        (Some(c), None) => format!("-{c}"),
+        (None, None) => return values.join(" "),
+    };
+    if takes_value {
+        label.push(' ');
+        label.push_str(&values.join(" "));
     }
+    label
 }
 
 /// The help of an argument, with its default and possible values as `--help` shows them.
@@ -147,16 +140,13 @@ fn render_commands(cmd: &Command, path: &str, out: &mut String) {
                 usage.push_str(&format!(" [{label}]"));
             }
         }
-        out.push_str(&format!(
-            ".SS \"{}\"\n",
-            roff(&usage).replace("\\\\-", "\\-")
-        ));
+        out.push_str(&format!(".SS \"{}\"\n", roff(&usage)));
         if let Some(about) = sub.get_long_about().or(sub.get_about()) {
             out.push_str(&roff_paragraphs(&about.to_string()));
         }
         for arg in sub.get_arguments().filter(|a| !is_builtin(a)) {
             out.push_str(".TP\n");
-            out.push_str(&format!("\\fB{}\\fR\n", arg_label(arg)));
+            out.push_str(&format!("\\fB{}\\fR\n", roff(&arg_label(arg))));
             out.push_str(&roff_paragraphs(&arg_help(arg)));
         }
     }
