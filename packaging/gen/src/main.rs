@@ -30,15 +30,18 @@ const PAM_MFA_8: &str = include_str!("../../man/pam_mfa.8");
 const MFAD_TOML_5: &str = include_str!("../../man/mfad.toml.5.in");
 const EXAMPLE_CONFIG: &str = include_str!("../../../conf/mfad.toml");
 
-/// The three programs, as their own `--help` sees them.
+/// The three programs, as their own `--help` sees them. Compiled here, clap would take
+/// this crate's name for theirs: each is named as installed.
 fn mfa() -> Command {
-    mfa_main::Cli::command()
+    mfa_main::Cli::command().name("mfa").bin_name("mfa")
 }
 fn mfad() -> Command {
-    mfad_main::Args::command()
+    mfad_main::Args::command().name("mfad").bin_name("mfad")
 }
 fn login_prompt() -> Command {
     prompt_main::Args::command()
+        .name("mfa-login-prompt")
+        .bin_name("mfa-login-prompt")
 }
 
 /// Roff-escapes one line of running text: backslashes, and a leading `.` or `'` that roff
@@ -120,6 +123,13 @@ fn is_builtin(arg: &Arg) -> bool {
     matches!(arg.get_id().as_str(), "help" | "version")
 }
 
+/// Arguments a command's section lists: its own, not help/version nor the global ones
+/// (`--socket`), which the OPTIONS section gives once.
+fn own_arguments(cmd: &Command) -> impl Iterator<Item = &Arg> {
+    cmd.get_arguments()
+        .filter(|a| !is_builtin(a) && !a.is_global_set())
+}
+
 /// One `.SS` per command that does something (leaves of the tree), with its arguments.
 fn render_commands(cmd: &Command, path: &str, out: &mut String) {
     for sub in cmd.get_subcommands() {
@@ -132,7 +142,7 @@ fn render_commands(cmd: &Command, path: &str, out: &mut String) {
             continue;
         }
         let mut usage = name.clone();
-        for arg in sub.get_arguments().filter(|a| !is_builtin(a)) {
+        for arg in own_arguments(sub) {
             let label = arg_label(arg);
             if arg.is_required_set() {
                 usage.push_str(&format!(" {label}"));
@@ -144,7 +154,7 @@ fn render_commands(cmd: &Command, path: &str, out: &mut String) {
         if let Some(about) = sub.get_long_about().or(sub.get_about()) {
             out.push_str(&roff_paragraphs(&about.to_string()));
         }
-        for arg in sub.get_arguments().filter(|a| !is_builtin(a)) {
+        for arg in own_arguments(sub) {
             out.push_str(".TP\n");
             out.push_str(&format!("\\fB{}\\fR\n", roff(&arg_label(arg))));
             out.push_str(&roff_paragraphs(&arg_help(arg)));
