@@ -181,8 +181,14 @@ impl DebianRoot {
 
     /// `chroot ROOT program args...`, with a clean environment.
     fn command(&self, limit: Duration, argv: &[&str]) -> Command {
+        self.command_as(limit, &[], argv)
+    }
+
+    /// `chroot OPTIONS ROOT program args...` (`--userspec=UID:GID`).
+    fn command_as(&self, limit: Duration, options: &[&str], argv: &[&str]) -> Command {
         let mut cmd = timed(limit, "chroot");
-        cmd.arg(&self.dir)
+        cmd.args(options)
+            .arg(&self.dir)
             .args(argv)
             .env_clear()
             .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
@@ -255,14 +261,10 @@ impl Drop for DebianRoot {
 fn enroll_totp_in(root: &DebianRoot, user: &str) -> TotpSecret {
     let (uid, gid) = root.ids(user);
     let mut child = root
-        .command(
+        .command_as(
             Duration::from_secs(60),
-            &[
-                &format!("--userspec={uid}:{gid}"),
-                "/usr/bin/mfa",
-                "enroll",
-                "totp",
-            ],
+            &[&format!("--userspec={uid}:{gid}")],
+            &["/usr/bin/mfa", "enroll", "totp"],
         )
         .env("HOME", format!("/home/{user}"))
         .stdin(Stdio::piped())
@@ -271,26 +273,27 @@ fn enroll_totp_in(root: &DebianRoot, user: &str) -> TotpSecret {
         .spawn()
         .unwrap();
     let stdout = BufReader::new(child.stdout.take().unwrap());
-    let mut stdin = child.stdin.take().unwrap();
+    let mut stdin = child.stdin.take();
     let mut seen = String::new();
     let mut secret = None;
+    // Read to the end (a closed pipe would kill mfa), answering once the secret shows.
     for line in stdout.lines().map_while(|l| l.ok()) {
         seen.push_str(&line);
         seen.push('\n');
-        if let Some(s) = secret_in_line(&line) {
+        if let (None, Some(s)) = (&secret, secret_in_line(&line)) {
             let mut totp = TotpSecret::from_base32(&s, 6, 30, 1).unwrap();
-            writeln!(stdin, "{}", totp.current_code()).unwrap();
+            if let Some(mut input) = stdin.take() {
+                writeln!(input, "{}", totp.current_code()).unwrap();
+            }
             secret = Some(totp);
-            break;
         }
     }
     drop(stdin);
     let out = child.wait_with_output().unwrap();
     assert!(
         out.status.success(),
-        "mfa enroll totp: {}\n{seen}{}{}",
+        "mfa enroll totp: {}\n{seen}{}",
         out.status,
-        text(&out.stdout),
         text(&out.stderr)
     );
     secret.expect("mfa enroll totp printed no Secret: line")
@@ -402,6 +405,13 @@ fn package_installs_in_debian_12_logs_in_with_totp_and_removes_and_purges_cleanl
         root.path("/etc/ssh/sshd_config.d/mfa.conf"),
     )
     .unwrap();
+    // sshd's privilege separation directory (made by its unit under systemd).
+    std::fs::create_dir_all(root.path("/run/sshd")).unwrap();
+    std::fs::set_permissions(
+        root.path("/run/sshd"),
+        std::fs::Permissions::from_mode(0o755),
+    )
+    .unwrap();
     root.run(&["sshd", "-t"]);
 
     let user = format!("{name}u");
@@ -414,12 +424,6 @@ fn package_installs_in_debian_12_logs_in_with_totp_and_removes_and_purges_cleanl
     let mut totp = enroll_totp_in(&root, &user);
 
     // A private sshd inside the root, its config Debian's plus the lines above.
-    std::fs::create_dir_all(root.path("/run/sshd")).unwrap();
-    std::fs::set_permissions(
-        root.path("/run/sshd"),
-        std::fs::Permissions::from_mode(0o755),
-    )
-    .unwrap();
     let port = free_port().unwrap();
     let sshd_log = scratch.join("sshd.log");
     let port_opt = format!("Port={port}");
