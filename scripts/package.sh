@@ -77,7 +77,6 @@ install -D -m 0644 packaging/debian/copyright "$DOC/copyright"
 sed -e "s/@VERSION@/$VERSION/" -e "s/@DATE@/$(date -R -d "@${SOURCE_DATE_EPOCH:-$(git log -1 --format=%ct 2>/dev/null || date +%s)}")/" \
     packaging/debian/changelog | gzip -9n >"$DOC/changelog.gz"
 chmod 0644 "$DOC/changelog.gz"
-install -D -m 0644 packaging/debian/mfa.lintian-overrides "$STAGE/usr/share/lintian/overrides/mfa"
 
 # Maintainer scripts, told which units there are.
 for script in postinst prerm postrm; do
