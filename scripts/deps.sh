@@ -1,16 +1,15 @@
 #!/usr/bin/env bash
-# Installs what building mfa, running its tests and the demo need, on Debian or Ubuntu.
-# Idempotent: installs only missing packages, runs `apt-get update` only when it must, and
-# installs a Rust toolchain (rustup, stable) only when cargo is missing or too old.
+# Installs what building mfa, running its tests and the demo need, on Debian or Ubuntu:
+# scripts/build-deps.sh (compiler, libpam0g-dev, Rust), then the test tools below. A host
+# that only installs mfa needs neither: it installs the package (README, "Install on a host").
+# Idempotent: installs only missing packages, runs `apt-get update` only when it must.
 set -euo pipefail
 
 cd "$(dirname "$0")/.."
 
+scripts/build-deps.sh
+
 PACKAGES=(
-    # build: C compiler (bundled SQLite, libc), PAM headers and libpam.so to link the module
-    build-essential pkg-config libpam0g-dev
-    # rustup download
-    ca-certificates curl
     # end-to-end tests and the demo: a real sshd and clients, PAM test tools, expect, TOTP
     openssh-server openssh-client pamtester libpam-wrapper sshpass expect
     python3-paramiko oathtool sqlite3
@@ -32,6 +31,9 @@ PACKAGES=(
     # `postgres` user (test-support/src/postgres.rs); Debian 12's metapackage brings
     # postgresql-15. Its system cluster is never used (and without systemd never starts).
     postgresql
+    # the package's install test (tests/tests/packaging.rs): a fresh Debian 12 root, and
+    # lintian on the .deb
+    mmdebstrap lintian
 )
 
 as_root() {
@@ -65,26 +67,4 @@ if [ "${#missing[@]}" -gt 0 ]; then
     fi
 fi
 
-# Rust: the workspace's rust-version or newer.
-need=$(sed -n 's/^rust-version *= *"\([0-9.]*\)".*/\1/p' Cargo.toml | head -n1)
-need=${need:-1.85}
-if [ -f "$HOME/.cargo/env" ]; then
-    # shellcheck disable=SC1091
-    . "$HOME/.cargo/env"
-fi
-have=$(rustc --version 2>/dev/null | awk '{print $2}' || true)
-version_ok() {
-    [ -n "$1" ] && [ "$(printf '%s\n%s\n' "$2" "$1" | sort -V | head -n1)" = "$2" ]
-}
-if ! command -v cargo >/dev/null || ! version_ok "$have" "$need"; then
-    if command -v rustup >/dev/null; then
-        echo "deps.sh: rustc ${have:-missing} is older than $need; updating stable"
-        rustup toolchain install stable --profile minimal
-        rustup default stable
-    else
-        echo "deps.sh: installing Rust (rustup, stable, minimal profile)"
-        curl --proto '=https' --tlsv1.2 -sSf https://sh.rustup.rs |
-            sh -s -- -y --profile minimal --default-toolchain stable
-    fi
-fi
 echo "deps.sh: all dependencies present"

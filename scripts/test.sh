@@ -20,6 +20,9 @@ if [ -f "$HOME/.cargo/env" ]; then
 fi
 
 cargo build --workspace
+# The Debian package (a release build of what it installs, then dpkg-deb), which
+# tests/tests/packaging.rs installs into a fresh Debian 12 root and checks with lintian.
+scripts/package.sh
 # The Duo benchmark is built (not run) so that it keeps compiling with the client it measures.
 cargo bench -p mfad --bench duo_login --no-run
 # The benchmarks' smoke run, on the debug build: checks that the harness works (sshd with

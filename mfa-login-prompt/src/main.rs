@@ -21,7 +21,7 @@ use std::time::Duration;
     version,
     about = "Second factor for sshd's ForceCommand, then the user's shell or command"
 )]
-struct Args {
+pub(crate) struct Args {
     /// mfad's socket.
     #[arg(long, default_value = mfa_proto::DEFAULT_SOCKET)]
     socket: PathBuf,

@@ -11,13 +11,29 @@ use std::process::ExitCode;
 use std::time::Duration;
 use zeroize::Zeroizing;
 
+/// The end of `mfa --help` (and the EXAMPLES section of mfa(1)).
+const AFTER_HELP: &str = "\
+Examples:
+  mfa enroll totp                     enrol an authenticator app (QR code, then one code)
+  mfa devices                         your devices, numbered, and bypass codes left
+  mfa default 2                       make device 2 your default (used by scp, sftp, rsync)
+  mfa bypass-codes                    ten new single-use codes, for when the phone is lost
+  mfa add hotp --name yubikey < key   add a hardware token, secret read from standard input
+  sudo mfa admin status alice         alice's devices, failures and lock
+  sudo mfa admin unlock alice         lift alice's lockout
+  sudo mfa admin reset alice          remove everything alice had (lost every device)
+  sudo mfa admin backup /var/backups/mfa.db
+
+Exit status: 0 done, 1 refused or failed, 2 usage error, 3 mfad unreachable.
+See mfa(1), mfad(8), mfad.toml(5), pam_mfa(8).";
+
 #[derive(Parser)]
 #[command(
     version,
     about = "Manage your second factor for SSH logins",
-    after_help = "Exit status: 0 done, 1 refused or failed, 2 usage error, 3 mfad unreachable."
+    after_help = AFTER_HELP
 )]
-struct Cli {
+pub(crate) struct Cli {
     /// mfad's socket.
     #[arg(long, env = "MFA_SOCKET", default_value = mfa_proto::DEFAULT_SOCKET, global = true)]
     socket: PathBuf,
@@ -40,9 +56,15 @@ enum Command {
     /// List your devices and how many bypass codes you have left.
     Devices,
     /// Make device N (as `mfa devices` numbers them) your default method.
-    Default { n: u32 },
+    Default {
+        /// The device's number in `mfa devices`.
+        n: u32,
+    },
     /// Remove device N (as `mfa devices` numbers them).
-    Remove { n: u32 },
+    Remove {
+        /// The device's number in `mfa devices`.
+        n: u32,
+    },
     /// Make ten new single-use bypass codes (the old ones stop working).
     BypassCodes,
     /// Administrator commands (root only).
@@ -56,7 +78,7 @@ enum Command {
 enum EnrollKind {
     /// An authenticator app (TOTP): shows a QR code, then asks for one code to confirm.
     Totp {
-        /// A name for the device, shown in `mfa admin status`.
+        /// A name for the device, shown in `mfa devices` and `mfa admin status`.
         #[arg(long)]
         name: Option<String>,
     },
@@ -66,21 +88,26 @@ enum EnrollKind {
 enum AddKind {
     /// An authenticator app (same as `mfa enroll totp`).
     Totp {
+        /// A name for the device, shown in `mfa devices` and `mfa admin status`.
         #[arg(long)]
         name: Option<String>,
     },
     /// A hardware token that counts button presses (HOTP, RFC 4226). Its secret is read
     /// from standard input, never from the command line.
     Hotp {
+        /// A name for the device, shown in `mfa devices` and `mfa admin status`.
         #[arg(long)]
         name: Option<String>,
+        /// Digits per code the token shows (6 or 8).
         #[arg(long, default_value_t = 6)]
         digits: u32,
     },
     /// A phone number for SMS passcodes and phone calls (E.164, e.g. +15555551234). A code is
     /// sent to it, and the phone is added once you type that code.
     Phone {
+        /// The phone number in E.164 form: +, country code, number (e.g. +15555551234).
         number: String,
+        /// A name for the device, shown in `mfa devices` and `mfa admin status`.
         #[arg(long)]
         name: Option<String>,
     },
@@ -88,17 +115,23 @@ enum AddKind {
     /// it (a webhook site gives its device id). A test push is sent, and the device is added
     /// once you approve it.
     Push {
+        /// The push target: with ntfy, leave it out (mfad makes the topic); with a webhook
+        /// notifier, the device id the site gave.
         target: Option<String>,
+        /// A name for the device, shown in `mfa devices` and `mfa admin status`.
         #[arg(long)]
         name: Option<String>,
     },
     /// A hardware token showing time-based codes (TOTP, RFC 6238). Its secret is read from
     /// standard input, never from the command line.
     TotpToken {
+        /// A name for the device, shown in `mfa devices` and `mfa admin status`.
         #[arg(long)]
         name: Option<String>,
+        /// Digits per code the token shows (6 or 8).
         #[arg(long, default_value_t = 6)]
         digits: u32,
+        /// Seconds each code of the token is valid (its time step, usually 30 or 60).
         #[arg(long, default_value_t = 30)]
         period: u64,
     },
@@ -108,6 +141,7 @@ enum AddKind {
 enum AdminCommand {
     /// Show a user's devices, bypass codes, failures and lock.
     Status {
+        /// The user's login name.
         user: String,
         /// One JSON document (fields in docs/admin-json.md) instead of text.
         #[arg(long)]
@@ -137,13 +171,25 @@ enum AdminCommand {
         json: bool,
     },
     /// Lift a lockout and clear the failure count.
-    Unlock { user: String },
+    Unlock {
+        /// The user's login name.
+        user: String,
+    },
     /// Remove all of a user's devices and codes (for a user who lost everything).
-    Reset { user: String },
+    Reset {
+        /// The user's login name.
+        user: String,
+    },
     /// Issue new bypass codes for a user (the old ones stop working).
-    BypassCodes { user: String },
+    BypassCodes {
+        /// The user's login name.
+        user: String,
+    },
     /// Forget a user's remembered logins (`remember_for`), so the next login asks again.
-    Forget { user: String },
+    Forget {
+        /// The user's login name.
+        user: String,
+    },
     /// Import enrolments from google-authenticator or pam_oath, all or none.
     Import {
         #[command(subcommand)]
@@ -151,12 +197,19 @@ enum AdminCommand {
     },
     /// Write a consistent copy of mfad's database to FILE (a new file, mode 0600), while
     /// mfad runs. Restoring is done with mfad stopped: `mfad --restore FILE`.
-    Backup { file: PathBuf },
+    Backup {
+        /// Where to write the copy: a new file (mfad refuses to overwrite one), written by
+        /// mfad as root.
+        file: PathBuf,
+    },
     /// Add hardware tokens from a file, all or none. One token per line:
     /// `user,kind,name,secret,digits[,extra]` where kind is hotp or totp, the secret is
     /// base32 (or hex after `hex:`), and extra is the HOTP start counter (default 0) or the
     /// TOTP period (default 30). Blank lines and lines starting with # are skipped.
-    ImportTokens { file: PathBuf },
+    ImportTokens {
+        /// The token file (lines as above), at most 63 KiB: split a larger one.
+        file: PathBuf,
+    },
 }
 
 #[derive(Subcommand)]
@@ -183,6 +236,7 @@ enum ImportFrom {
     },
     /// A pam_oath users file (`/etc/users.oath`): HOTP and TOTP tokens, digits, counters.
     Oath {
+        /// The pam_oath users file, e.g. /etc/users.oath.
         file: PathBuf,
         /// Show what would be imported; change nothing.
         #[arg(long)]

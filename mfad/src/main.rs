@@ -11,7 +11,7 @@ use tracing::{error, info, warn};
 
 #[derive(Parser)]
 #[command(version, about = "Second-factor authentication daemon for SSH hosts")]
-struct Args {
+pub(crate) struct Args {
     /// The configuration file.
     #[arg(short, long, default_value = DEFAULT_CONFIG)]
     config: PathBuf,
