@@ -11,7 +11,7 @@ use crate::factor::{bypass, totp};
 use crate::providers::Remember;
 use crate::random::Random;
 use crate::store::pool::StorePool;
-use crate::store::{FailureEffect, Store, StoreError};
+use crate::store::{FailureEffect, NewDeviceRow, Store, StoreError};
 use crate::text;
 use mfa_proto::Outcome;
 use std::sync::Arc;
@@ -226,6 +226,16 @@ impl Core {
         list.zeroize();
         conn.secret_info(text).await?;
         conn.done(Outcome::Allow).await?;
+        Ok(())
+    }
+
+    /// Adds a device the user has proved (a confirming code, the texted code, an approved
+    /// test push), and logs it.
+    pub(crate) async fn add_device(&self, who: &Who<'_>, row: NewDeviceRow) -> Result<()> {
+        let (user, now) = (who.user.to_string(), self.clock.now());
+        let (kind, name) = (row.kind, text::clean(&row.name));
+        self.db(move |s| s.add_device(&user, &row, now)).await?;
+        decision(who, kind.as_str(), "enrolled", &format!("device {name}"));
         Ok(())
     }
 }

@@ -486,17 +486,7 @@ impl AccountService {
             otp: None,
             address: Some(address),
         };
-        let user = who.user.to_string();
-        let now = self.core.clock.now();
-        self.core
-            .db(move |s| s.add_device(&user, &row, now))
-            .await?;
-        decision(
-            who,
-            kind.as_str(),
-            "enrolled",
-            &format!("device {}", clean(&name)),
-        );
+        self.core.add_device(who, row).await?;
         conn.info(format!("Added \"{name}\".")).await?;
         conn.done(Outcome::Allow).await?;
         Ok(())

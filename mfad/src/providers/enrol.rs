@@ -7,7 +7,7 @@ use crate::conn::Conn;
 use crate::daemon::{Result, Who, decision};
 use crate::factor::{self, hotp, totp};
 use crate::store::{DeviceKind, NewDeviceRow, OtpKey};
-use crate::text::{self, clean};
+use crate::text;
 use mfa_proto::Outcome;
 use zeroize::Zeroizing;
 
@@ -84,16 +84,7 @@ impl LocalFactors {
                     }),
                     address: None,
                 };
-                let user = who.user.to_string();
-                self.core
-                    .db(move |s| s.add_device(&user, &row, now))
-                    .await?;
-                decision(
-                    who,
-                    kind.as_str(),
-                    "enrolled",
-                    &format!("device {}", clean(&name)),
-                );
+                self.core.add_device(who, row).await?;
                 conn.info(format!(
                     "Enrolled \"{name}\". From now on, logins as {} accept its codes.",
                     who.user
