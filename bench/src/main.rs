@@ -6,6 +6,7 @@
 
 mod daemon;
 mod ntfy;
+mod pamcall;
 mod report;
 mod socket;
 mod ssh;
@@ -58,6 +59,10 @@ pub struct Plan {
     pub big_store: usize,
     pub ssh_rounds: usize,
     pub clients: Vec<usize>,
+    /// The in-process PAM calls: users, measured rounds, fresh-process load probes.
+    pub pam_users: usize,
+    pub pam_rounds: usize,
+    pub pam_loads: usize,
 }
 
 impl Plan {
@@ -72,6 +77,9 @@ impl Plan {
                 big_store: 10_000,
                 ssh_rounds: 3,
                 clients: vec![1, 10, 50, 200],
+                pam_users: 4,
+                pam_rounds: 1,
+                pam_loads: 3,
             }
         } else {
             Plan {
@@ -85,6 +93,9 @@ impl Plan {
                 big_store: 100_000,
                 ssh_rounds: 200,
                 clients: vec![1, 10, 50, 200],
+                pam_users: 150,
+                pam_rounds: 2,
+                pam_loads: 100,
             }
         }
     }
@@ -95,6 +106,7 @@ struct Args {
     write: Option<PathBuf>,
     skip_ssh: bool,
     only_ssh: bool,
+    only_pam: bool,
     ssh_rounds: Option<usize>,
     profile: Option<usize>,
 }
@@ -105,6 +117,7 @@ fn parse_args() -> Result<Args, BenchError> {
         write: None,
         skip_ssh: false,
         only_ssh: false,
+        only_pam: false,
         ssh_rounds: None,
         profile: None,
     };
@@ -114,6 +127,19 @@ fn parse_args() -> Result<Args, BenchError> {
             "--smoke" => a.smoke = true,
             "--skip-ssh" => a.skip_ssh = true,
             "--only-ssh" => a.only_ssh = true,
+            "--only-pam" => a.only_pam = true,
+            "--pam-load-probe" => {
+                // Internal: one fresh process timing the first pam_start of a service.
+                let service = it.next().unwrap_or_default();
+                let module = it.next().unwrap_or_default();
+                match pamcall::load_probe(&service, &module) {
+                    Ok(()) => std::process::exit(0),
+                    Err(e) => {
+                        eprintln!("mfa-bench: {e}");
+                        std::process::exit(1);
+                    }
+                }
+            }
             "--write" => {
                 a.write = Some(PathBuf::from(it.next().ok_or_else(|| {
                     BenchError("--write needs the path of BENCHMARKS.md".into())
@@ -133,7 +159,7 @@ fn parse_args() -> Result<Args, BenchError> {
             }
             "-h" | "--help" => {
                 println!(
-                    "mfa-bench [--smoke] [--skip-ssh | --only-ssh] [--ssh-rounds N] [--write docs/BENCHMARKS.md]\n\
+                    "mfa-bench [--smoke] [--skip-ssh | --only-ssh | --only-pam] [--ssh-rounds N] [--write docs/BENCHMARKS.md]\n\
                      mfa-bench --profile N   (N TOTP accepts and N policy decisions, one client; \
                      with MFA_BENCH_WRAPPER=\"valgrind --tool=callgrind\")\n\
                      Needs root, the release build (scripts/bench.sh builds it) and \
@@ -185,11 +211,15 @@ fn run() -> Result<(), BenchError> {
     let mut report = Report::new(&plan, &bin);
     let started = Instant::now();
     if !args.only_ssh {
+        let r = pamcall::bench(&mfad, &bin, plan.pam_users, plan.pam_rounds, plan.pam_loads)?;
+        report.pam_calls(&r);
+    }
+    if !args.only_ssh && !args.only_pam {
         concurrency(&mfad, &scratch.join("load"), &plan, &mut report)?;
         memory(&mfad, &scratch.join("memory"), &plan, &mut report)?;
         growth(&mfad, &scratch.join("growth"), &plan, &mut report)?;
     }
-    if !args.skip_ssh {
+    if !args.skip_ssh && !args.only_pam {
         let result = ssh::bench(&bin, plan.ssh_rounds)?;
         report.ssh(&result);
     }

@@ -1,6 +1,7 @@
 //! The tables: printed, and put into docs/BENCHMARKS.md between its markers (the prose
 //! around them is kept).
 
+use crate::pamcall::{Module, PamCallResult};
 use crate::socket::Op;
 use crate::ssh::{SshResult, Stack};
 use crate::stats::{Samples, median, median_interval, ms};
@@ -27,6 +28,7 @@ pub struct StoreRow {
 pub struct Report {
     head: String,
     ssh: String,
+    pam: String,
     load: String,
     stores: String,
     memory: String,
@@ -83,6 +85,7 @@ impl Report {
         Report {
             head,
             ssh: String::new(),
+            pam: String::new(),
             load: String::new(),
             stores: String::new(),
             memory: String::new(),
@@ -171,6 +174,113 @@ impl Report {
             }
         }
         self.ssh = format!("{headline}{t}");
+    }
+
+    /// The in-process PAM-call tables: each module's calls (pam_start, pam_authenticate,
+    /// the whole pam_start…pam_end) against pam_google_authenticator's and the fsync floor;
+    /// then loading each module in a fresh process.
+    pub fn pam_calls(&mut self, r: &PamCallResult) {
+        let pick = |m: Module| r.samples.iter().find(|(k, _)| *k == m).map(|(_, s)| s);
+        let ga = pick(Module::GoogleAuthenticator);
+        let floor = pick(Module::FsyncFloor).map(|s| s[1].median());
+        let ratio = |x: Duration, base: Option<Duration>| match base {
+            Some(b) if b > Duration::ZERO => format!("{:.2}", x.as_secs_f64() / b.as_secs_f64()),
+            _ => "—".into(),
+        };
+        let mut t = format!(
+            "### PAM calls in process\n\n`pam_start … pam_authenticate … pam_end` through \
+             libpam in the benchmark's own process (a conversation answering the current TOTP \
+             code; PAM_RHOST and PAM_TTY set as sshd sets them), {} users rotated, {} measured \
+             rounds after one warm-up (every module once per user per round, the order \
+             rotated each call): {} calls per module. Every user's secret was made by \
+             `google-authenticator -t -d -f -q -C -u -w 3 -e 5`; pam_oath (`window=1`) and \
+             pam_mfa (a private release mfad on SQLite) use the same secret. Every replay \
+             state is put back between rounds, untimed, so every timed call is an accept \
+             that writes its replay record, and after each round the harness checks each \
+             module's state for it. The fsync floor (100 bytes written to a new file, fsync, \
+             rename over the last, on the same file system) runs in the same loop. {}. \
+             Times in µs; ÷ GA divides by pam_google_authenticator's median.\n\n\
+             | module | pam_authenticate p50 | p90 | p99 | ÷ GA | whole pam_start…pam_end \
+             p50 | p90 | p99 | ÷ GA | pam_start p50 | calls | failed |\n\
+             |---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n",
+            r.users,
+            r.rounds,
+            r.users * r.rounds,
+            r.versions
+        );
+        let mut headline = String::new();
+        for (m, s) in &r.samples {
+            let [start, auth, whole] = s;
+            let failed = r
+                .failures
+                .iter()
+                .find(|(k, _)| k == m)
+                .map(|(_, n)| *n)
+                .unwrap_or(0);
+            if failed > 0 {
+                self.problems
+                    .push(format!("{failed} PAM calls through {} failed", m.label()));
+            }
+            let floor_row = *m == Module::FsyncFloor;
+            let or_dash = |v: String| if floor_row { "—".to_string() } else { v };
+            t.push_str(&format!(
+                "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {failed} |\n",
+                m.label(),
+                us(auth.median()),
+                us(auth.percentile(90.0)),
+                us(auth.percentile(99.0)),
+                ratio(auth.median(), ga.map(|g| g[1].median())),
+                or_dash(us(whole.median())),
+                or_dash(us(whole.percentile(90.0))),
+                or_dash(us(whole.percentile(99.0))),
+                or_dash(ratio(whole.median(), ga.map(|g| g[2].median()))),
+                or_dash(us(start.median())),
+                auth.len(),
+            ));
+            if *m == Module::PamMfa {
+                let over = floor
+                    .map(|f| (auth.median().as_secs_f64() - f.as_secs_f64()) * 1e6)
+                    .unwrap_or(0.0);
+                headline = format!(
+                    "**pam_mfa's pam_authenticate: {} µs (median), the fsync floor {over:+.0} µs, \
+                     {} × pam_google_authenticator's; the whole pam_start…pam_end {} × \
+                     google-authenticator's.**\n\n",
+                    us(auth.median()),
+                    ratio(auth.median(), ga.map(|g| g[1].median())),
+                    ratio(whole.median(), ga.map(|g| g[2].median())),
+                );
+            }
+        }
+        for p in &r.problems {
+            self.problems.push(p.clone());
+        }
+        let ga_load = r
+            .load
+            .iter()
+            .find(|(m, ..)| *m == Module::GoogleAuthenticator)
+            .map(|(_, s, ..)| s.median());
+        t.push_str(&format!(
+            "\n**Loading the module.** The first `pam_start` of a service in a fresh process \
+             (`mfa-bench --pam-load-probe`, {} runs per module, interleaved), which reads the \
+             service file and `dlopen`s its module, as in each sshd child; then its \
+             `pam_end`. A module that stays mapped after `pam_end` would not be loaded again \
+             in the loop above.\n\n\
+             | module | first pam_start p50 (µs) | p90 | ÷ GA | pam_end p50 (µs) | stays \
+             mapped after pam_end |\n|---|---:|---:|---:|---:|---|\n",
+            r.load_runs
+        ));
+        for (m, start, end, stays) in &r.load {
+            t.push_str(&format!(
+                "| {} | {} | {} | {} | {} | {} |\n",
+                m.label(),
+                us(start.median()),
+                us(start.percentile(90.0)),
+                ratio(start.median(), ga_load),
+                us(end.median()),
+                if *stays { "yes" } else { "no" }
+            ));
+        }
+        self.pam = format!("{headline}{t}");
     }
 
     pub fn load_row(
@@ -336,6 +446,7 @@ impl Report {
         let mut out = format!("{}\n", self.head);
         for part in [
             &self.ssh,
+            &self.pam,
             &self.load,
             &self.stores,
             &self.memory,
@@ -348,6 +459,11 @@ impl Report {
         }
         out
     }
+}
+
+/// Microseconds, whole.
+fn us(d: Duration) -> String {
+    format!("{:.0}", d.as_secs_f64() * 1e6)
 }
 
 /// Replaces what lies between the markers of `path` by `text` (creating the file, or
@@ -395,6 +511,9 @@ mod tests {
             pending: 1,
             big_store: 1,
             ssh_rounds: 1,
+            pam_users: 1,
+            pam_rounds: 1,
+            pam_loads: 1,
             clients: vec![10],
         };
         Report::new(&plan, Path::new("/nonexistent"))
