@@ -109,6 +109,8 @@ struct Args {
     only_pam: bool,
     ssh_rounds: Option<usize>,
     profile: Option<usize>,
+    /// Another mfad binary to compare with this one on SQLite (before/after a change).
+    compare: Option<PathBuf>,
 }
 
 fn parse_args() -> Result<Args, BenchError> {
@@ -120,6 +122,7 @@ fn parse_args() -> Result<Args, BenchError> {
         only_pam: false,
         ssh_rounds: None,
         profile: None,
+        compare: None,
     };
     let mut it = std::env::args().skip(1);
     while let Some(arg) = it.next() {
@@ -150,6 +153,11 @@ fn parse_args() -> Result<Args, BenchError> {
                 if a.ssh_rounds.is_none() {
                     return Err(BenchError("--ssh-rounds needs a number".into()));
                 }
+            }
+            "--compare-mfad" => {
+                a.compare = Some(PathBuf::from(it.next().ok_or_else(|| {
+                    BenchError("--compare-mfad needs the path of another mfad binary".into())
+                })?))
             }
             "--profile" => {
                 a.profile = it.next().and_then(|n| n.parse().ok());
@@ -210,6 +218,13 @@ fn run() -> Result<(), BenchError> {
     }
     let mut report = Report::new(&plan, &bin);
     let started = Instant::now();
+    if let Some(other) = &args.compare {
+        compare(other, &mfad, &scratch.join("compare"), &plan, &mut report)?;
+        report.finish(started.elapsed());
+        println!("{}", report.markdown());
+        let _ = std::fs::remove_dir_all(&scratch);
+        return Ok(());
+    }
     if !args.only_ssh {
         let r = pamcall::bench(&mfad, &bin, plan.pam_users, plan.pam_rounds, plan.pam_loads)?;
         report.pam_calls(&r);
@@ -238,6 +253,76 @@ fn run() -> Result<(), BenchError> {
             report.problems().join("\n  ")
         )));
     }
+    Ok(())
+}
+
+/// The SQLite rows of the socket table for two mfad binaries (`before`, then this build's
+/// `after`), interleaved in one run: each has its own store seeded alike.
+fn compare(
+    before: &std::path::Path,
+    after: &std::path::Path,
+    dir: &std::path::Path,
+    plan: &Plan,
+    report: &mut Report,
+) -> Result<(), BenchError> {
+    let binaries = [before, after];
+    let daemons: Vec<BenchDaemon> = binaries
+        .iter()
+        .enumerate()
+        .map(|(k, b)| socket::daemon(b, &dir.join(format!("mfad-{k}")), plan.pool, plan.pool, "", 0))
+        .collect::<Result<_, _>>()?;
+    let pools: Vec<UserPool> = binaries.iter().map(|_| UserPool::new(plan.pool)).collect();
+    for (d, pool) in daemons.iter().zip(&pools) {
+        for op in [Op::Policy, Op::Totp] {
+            socket::phase(std::slice::from_ref(&d.socket), op, 8, Duration::from_millis(200), pool)?;
+        }
+    }
+    let mut rows: Vec<(usize, Op, usize, Vec<f64>, Samples, usize)> = Vec::new();
+    for op in [Op::Totp, Op::Policy] {
+        for &clients in &plan.clients {
+            for k in 0..binaries.len() {
+                rows.push((k, op, clients, Vec::new(), Samples::default(), 0));
+            }
+        }
+    }
+    for round in 0..plan.rounds {
+        eprintln!("mfa-bench: comparison round {}/{}", round + 1, plan.rounds);
+        let order: Vec<usize> = if round % 2 == 0 {
+            (0..rows.len()).collect()
+        } else {
+            (0..rows.len()).rev().collect()
+        };
+        for i in order {
+            let (k, op, clients, rates, samples, failed) = &mut rows[i];
+            let p = socket::phase(
+                std::slice::from_ref(&daemons[*k].socket),
+                *op,
+                *clients,
+                plan.phase,
+                &pools[*k],
+            )?;
+            rates.push(p.per_second());
+            samples.extend(&p.samples);
+            *failed += p.failed;
+        }
+    }
+    let labels = [
+        format!("before ({})", before.display()),
+        format!("after ({})", after.display()),
+    ];
+    let compared: Vec<report::CompareRow> = rows
+        .into_iter()
+        .map(|(k, op, clients, rates, samples, failed)| report::CompareRow {
+            binary: labels[k].clone(),
+            reference: k == 0,
+            op,
+            clients,
+            per_second: median(&rates),
+            samples,
+            failed,
+        })
+        .collect();
+    report.compare(&compared, [pools[0].waits(), pools[1].waits()]);
     Ok(())
 }
 

@@ -179,9 +179,9 @@ pub fn call(service: &CStr, user: &CStr, code: &str) -> Result<CallTimes, BenchE
     })
 }
 
-/// `--pam-load-probe SERVICE`: in this fresh process, the first pam_start of SERVICE (which
-/// opens its modules) and the pam_end after it; prints both in nanoseconds, and whether the
-/// module file stays mapped after pam_end (1) or not (0).
+/// `--pam-load-probe SERVICE MODULE`: in this fresh process, the first pam_start of SERVICE
+/// (which opens its modules) and the pam_end after it; prints both in nanoseconds, whether
+/// MODULE stays mapped after pam_end (1) or not (0), and the page faults of the pam_start.
 pub fn load_probe(service: &str, module: &str) -> Result<(), BenchError> {
     let service = CString::new(service).map_err(|_| BenchError("bad service".into()))?;
     let conv = ffi::PamConv {
@@ -189,10 +189,12 @@ pub fn load_probe(service: &str, module: &str) -> Result<(), BenchError> {
         appdata_ptr: std::ptr::null_mut(),
     };
     let mut pamh: *mut ffi::PamHandle = std::ptr::null_mut();
+    let faults_before = minor_faults();
     let t0 = Instant::now();
     // SAFETY: as in `call`; no conversation happens (no authenticate).
     let r = unsafe { ffi::pam_start(service.as_ptr(), c"root".as_ptr(), &conv, &mut pamh) };
     let t1 = Instant::now();
+    let faults = minor_faults().saturating_sub(faults_before);
     if r != ffi::PAM_SUCCESS || pamh.is_null() {
         return Err(BenchError(format!("pam_start failed: {r}")));
     }
@@ -202,12 +204,23 @@ pub fn load_probe(service: &str, module: &str) -> Result<(), BenchError> {
     let maps = std::fs::read_to_string("/proc/self/maps").unwrap_or_default();
     let stays = maps.contains(module);
     println!(
-        "{} {} {}",
+        "{} {} {} {faults}",
         (t1 - t0).as_nanos(),
         (t2 - t1).as_nanos(),
         u8::from(stays)
     );
     Ok(())
+}
+
+/// Page faults this process has taken (the pages a module touched as it was loaded).
+fn minor_faults() -> u64 {
+    // SAFETY: getrusage fills the zeroed struct it is given.
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: a valid pointer to a local rusage.
+    if unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut usage) } != 0 {
+        return 0;
+    }
+    u64::try_from(usage.ru_minflt + usage.ru_majflt).unwrap_or(0)
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -257,9 +270,9 @@ pub struct PamCallResult {
     /// Per module: (pam_start, pam_authenticate, whole pam_start…pam_end).
     pub samples: Vec<(Module, [Samples; 3])>,
     pub failures: Vec<(Module, usize)>,
-    /// Per module: the first pam_start in a fresh process, its pam_end, and whether the
-    /// module stayed mapped after pam_end.
-    pub load: Vec<(Module, Samples, Samples, bool)>,
+    /// Per module: the first pam_start in a fresh process, its pam_end, whether the module
+    /// stayed mapped after pam_end, and the page faults of each first pam_start.
+    pub load: Vec<(Module, Samples, Samples, bool, Vec<f64>)>,
     pub load_runs: usize,
     pub problems: Vec<String>,
     pub versions: String,
@@ -522,15 +535,16 @@ fn fsync_floor(dir: &Path) -> Result<Duration, BenchError> {
     Ok(started.elapsed())
 }
 
-/// The load probe of `service` in a fresh process: (pam_start, pam_end, stays mapped).
-fn probe(service: &str, module: &str) -> Result<(Duration, Duration, bool), BenchError> {
+/// The load probe of `service` in a fresh process: (pam_start, pam_end, stays mapped, page
+/// faults).
+fn probe(service: &str, module: &str) -> Result<(Duration, Duration, bool, u128), BenchError> {
     let exe = std::env::current_exe()?;
     let out = Command::new(exe)
         .args(["--pam-load-probe", service, module])
         .output()?;
     let text = String::from_utf8_lossy(&out.stdout);
     let v: Vec<u128> = text.split_whitespace().filter_map(|w| w.parse().ok()).collect();
-    if !out.status.success() || v.len() != 3 {
+    if !out.status.success() || v.len() != 4 {
         return Err(BenchError(format!(
             "the load probe of {service} failed: {}{}",
             text,
@@ -538,7 +552,7 @@ fn probe(service: &str, module: &str) -> Result<(Duration, Duration, bool), Benc
         )));
     }
     let ns = |x: u128| Duration::from_nanos(u64::try_from(x).unwrap_or(u64::MAX));
-    Ok((ns(v[0]), ns(v[1]), v[2] == 1))
+    Ok((ns(v[0]), ns(v[1]), v[2] == 1, v[3]))
 }
 
 fn versions() -> String {
@@ -626,10 +640,10 @@ pub fn bench(
         }
         problems.extend(world.spent_everywhere(step_before));
     }
-    let mut load: Vec<(Module, Samples, Samples, bool)> = Module::ALL
+    let mut load: Vec<(Module, Samples, Samples, bool, Vec<f64>)> = Module::ALL
         .iter()
         .filter(|&&m| m != Module::FsyncFloor)
-        .map(|&m| (m, Samples::default(), Samples::default(), false))
+        .map(|&m| (m, Samples::default(), Samples::default(), false, Vec::new()))
         .collect();
     for run in 0..load_runs {
         for k in 0..load.len() {
@@ -638,10 +652,11 @@ pub fn bench(
             let Some(service) = world.service(m) else {
                 continue;
             };
-            let (start, end, stays) = probe(&service.name, m.file())?;
+            let (start, end, stays, faults) = probe(&service.name, m.file())?;
             load[i].1.push(start);
             load[i].2.push(end);
             load[i].3 |= stays;
+            load[i].4.push(faults as f64);
         }
     }
     let _ = &world.mfad;

@@ -25,6 +25,18 @@ pub struct StoreRow {
     pub failed: usize,
 }
 
+/// One row of a before/after comparison of two mfad binaries.
+pub struct CompareRow {
+    pub binary: String,
+    /// The "before" row the other is divided by.
+    pub reference: bool,
+    pub op: Op,
+    pub clients: usize,
+    pub per_second: f64,
+    pub samples: Samples,
+    pub failed: usize,
+}
+
 pub struct Report {
     head: String,
     ssh: String,
@@ -33,6 +45,7 @@ pub struct Report {
     stores: String,
     memory: String,
     growth: String,
+    compare: String,
     load_before: String,
     /// What went wrong while measuring: a login that should have succeeded and did not, or
     /// fewer pushes sent than asked. Any of it makes the run fail.
@@ -90,6 +103,7 @@ impl Report {
             stores: String::new(),
             memory: String::new(),
             growth: String::new(),
+            compare: String::new(),
             load_before: loadavg(),
             problems: Vec::new(),
         }
@@ -265,17 +279,19 @@ impl Report {
              service file and `dlopen`s its module, as in each sshd child; then its \
              `pam_end`. A module that stays mapped after `pam_end` would not be loaded again \
              in the loop above.\n\n\
-             | module | first pam_start p50 (µs) | p90 | ÷ GA | pam_end p50 (µs) | stays \
-             mapped after pam_end |\n|---|---:|---:|---:|---:|---|\n",
+             | module | first pam_start p50 (µs) | p90 | ÷ GA | its page faults (median) \
+             | pam_end p50 (µs) | stays mapped after pam_end |\n\
+             |---|---:|---:|---:|---:|---:|---|\n",
             r.load_runs
         ));
-        for (m, start, end, stays) in &r.load {
+        for (m, start, end, stays, faults) in &r.load {
             t.push_str(&format!(
-                "| {} | {} | {} | {} | {} | {} |\n",
+                "| {} | {} | {} | {} | {:.0} | {} | {} |\n",
                 m.label(),
                 us(start.median()),
                 us(start.percentile(90.0)),
                 ratio(start.median(), ga_load),
+                median(faults),
                 us(end.median()),
                 if *stays { "yes" } else { "no" }
             ));
@@ -395,6 +411,75 @@ impl Report {
         self.stores = t;
     }
 
+    /// Two mfad binaries on SQLite, the same checks interleaved: the second divided by the
+    /// first.
+    pub fn compare(&mut self, rows: &[CompareRow], pool_waits: [usize; 2]) {
+        let mut t = String::from(
+            "### two mfad binaries on SQLite, before and after\n\n`mfa-bench --compare-mfad \
+             BEFORE`: the socket checks against two daemons, each on its own store seeded \
+             alike, phases interleaved. \"÷ before\" divides the second binary's figure by \
+             the first's.\n\n\
+             | check | clients | binary | verifications/s | ÷ before | p50 (ms) | ÷ before \
+             | p99 (ms) | ÷ before | samples | not as expected |\n\
+             |---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|\n",
+        );
+        for row in rows {
+            let reference = rows
+                .iter()
+                .find(|r| r.reference && r.op == row.op && r.clients == row.clients);
+            let ratio = |x: f64, base: f64| {
+                if row.reference || base <= 0.0 {
+                    "—".to_string()
+                } else {
+                    format!("{:.2}", x / base)
+                }
+            };
+            let (a, b, c) = match reference {
+                Some(r) => (
+                    ratio(row.per_second, r.per_second),
+                    ratio(
+                        row.samples.median().as_secs_f64(),
+                        r.samples.median().as_secs_f64(),
+                    ),
+                    ratio(
+                        row.samples.percentile(99.0).as_secs_f64(),
+                        r.samples.percentile(99.0).as_secs_f64(),
+                    ),
+                ),
+                None => ("—".into(), "—".into(), "—".into()),
+            };
+            if row.failed > 0 {
+                self.problem(format!(
+                    "{} {} verifications with {} clients on {} did not end as expected",
+                    row.failed,
+                    row.op.label(),
+                    row.clients,
+                    row.binary
+                ));
+            }
+            t.push_str(&format!(
+                "| {} | {} | {} | {:.0} | {a} | {} | {b} | {} | {c} | {} | {} |\n",
+                row.op.label(),
+                row.clients,
+                row.binary,
+                row.per_second,
+                ms(row.samples.median()),
+                ms(row.samples.percentile(99.0)),
+                row.samples.len(),
+                row.failed
+            ));
+        }
+        for (which, waits) in ["before", "after"].iter().zip(pool_waits) {
+            if waits > 0 {
+                t.push_str(&format!(
+                    "\nThe {which} binary's bench users ran out of fresh TOTP steps {waits} \
+                     times: its TOTP rows are capped by the pool, not by mfad.\n"
+                ));
+            }
+        }
+        self.compare = t;
+    }
+
     pub fn memory(
         &mut self,
         idle: u64,
@@ -451,6 +536,7 @@ impl Report {
             &self.stores,
             &self.memory,
             &self.growth,
+            &self.compare,
         ] {
             if !part.is_empty() {
                 out.push_str(part);
