@@ -269,12 +269,27 @@ fn compare(
     let daemons: Vec<BenchDaemon> = binaries
         .iter()
         .enumerate()
-        .map(|(k, b)| socket::daemon(b, &dir.join(format!("mfad-{k}")), plan.pool, plan.pool, "", 0))
+        .map(|(k, b)| {
+            socket::daemon(
+                b,
+                &dir.join(format!("mfad-{k}")),
+                plan.pool,
+                plan.pool,
+                "",
+                0,
+            )
+        })
         .collect::<Result<_, _>>()?;
     let pools: Vec<UserPool> = binaries.iter().map(|_| UserPool::new(plan.pool)).collect();
     for (d, pool) in daemons.iter().zip(&pools) {
         for op in [Op::Policy, Op::Totp] {
-            socket::phase(std::slice::from_ref(&d.socket), op, 8, Duration::from_millis(200), pool)?;
+            socket::phase(
+                std::slice::from_ref(&d.socket),
+                op,
+                8,
+                Duration::from_millis(200),
+                pool,
+            )?;
         }
     }
     let mut rows: Vec<(usize, Op, usize, Vec<f64>, Samples, usize)> = Vec::new();
@@ -312,15 +327,17 @@ fn compare(
     ];
     let compared: Vec<report::CompareRow> = rows
         .into_iter()
-        .map(|(k, op, clients, rates, samples, failed)| report::CompareRow {
-            binary: labels[k].clone(),
-            reference: k == 0,
-            op,
-            clients,
-            per_second: median(&rates),
-            samples,
-            failed,
-        })
+        .map(
+            |(k, op, clients, rates, samples, failed)| report::CompareRow {
+                binary: labels[k].clone(),
+                reference: k == 0,
+                op,
+                clients,
+                per_second: median(&rates),
+                samples,
+                failed,
+            },
+        )
         .collect();
     report.compare(&compared, [pools[0].waits(), pools[1].waits()]);
     Ok(())

@@ -311,7 +311,12 @@ fn security_module(name: &str) -> Option<PathBuf> {
     .find(|p| p.exists())
 }
 
-fn write_replacing(path: &Path, text: &str, owner: Option<(u32, u32)>, mode: u32) -> Result<(), BenchError> {
+fn write_replacing(
+    path: &Path,
+    text: &str,
+    owner: Option<(u32, u32)>,
+    mode: u32,
+) -> Result<(), BenchError> {
     use std::os::unix::fs::PermissionsExt;
     let tmp = path.with_extension("bench-tmp");
     std::fs::write(&tmp, text)?;
@@ -328,7 +333,9 @@ fn write_replacing(path: &Path, text: &str, owner: Option<(u32, u32)>, mode: u32
 fn google_authenticator_file(user: &TestUser) -> Result<(PathBuf, String, Vec<u8>), BenchError> {
     let path = Path::new(&user.home).join(".google_authenticator");
     let out = Command::new("google-authenticator")
-        .args(["-t", "-d", "-f", "-q", "-C", "-u", "-w", "3", "-e", "5", "-s"])
+        .args([
+            "-t", "-d", "-f", "-q", "-C", "-u", "-w", "3", "-e", "5", "-s",
+        ])
         .arg(&path)
         .output()
         .map_err(|e| {
@@ -476,7 +483,12 @@ impl World {
         conn.busy_timeout(Duration::from_secs(5))?;
         conn.execute("UPDATE devices SET counter = ?1", [step - 10])?;
         for u in &self.users {
-            write_replacing(&u.ga_path, &u.ga_text, Some((u.user.uid, u.user.gid)), 0o400)?;
+            write_replacing(
+                &u.ga_path,
+                &u.ga_text,
+                Some((u.user.uid, u.user.gid)),
+                0o400,
+            )?;
         }
         write_replacing(&self.oath_file, &self.oath_text, None, 0o600)?;
         Ok(())
@@ -513,7 +525,10 @@ impl World {
             ));
         }
         let oath = std::fs::read_to_string(&self.oath_file).unwrap_or_default();
-        let unchanged = oath.lines().filter(|l| l.ends_with(|c: char| c.is_ascii_hexdigit())).count();
+        let unchanged = oath
+            .lines()
+            .filter(|l| l.ends_with(|c: char| c.is_ascii_hexdigit()))
+            .count();
         if unchanged > 0 {
             problems.push(format!(
                 "{unchanged} pam_oath users file lines without a spent step after a round"
@@ -543,7 +558,10 @@ fn probe(service: &str, module: &str) -> Result<(Duration, Duration, bool, u128)
         .args(["--pam-load-probe", service, module])
         .output()?;
     let text = String::from_utf8_lossy(&out.stdout);
-    let v: Vec<u128> = text.split_whitespace().filter_map(|w| w.parse().ok()).collect();
+    let v: Vec<u128> = text
+        .split_whitespace()
+        .filter_map(|w| w.parse().ok())
+        .collect();
     if !out.status.success() || v.len() != 4 {
         return Err(BenchError(format!(
             "the load probe of {service} failed: {}{}",
@@ -583,13 +601,19 @@ pub fn bench(
     load_runs: usize,
 ) -> Result<PamCallResult, BenchError> {
     let world = World::start(mfad_bin, bin, n_users)?;
-    let mut samples: Vec<(Module, [Samples; 3])> =
-        Module::ALL.iter().map(|&m| (m, Default::default())).collect();
+    let mut samples: Vec<(Module, [Samples; 3])> = Module::ALL
+        .iter()
+        .map(|&m| (m, Default::default()))
+        .collect();
     let mut failures: Vec<(Module, usize)> = Module::ALL.iter().map(|&m| (m, 0)).collect();
     let mut problems = Vec::new();
     let services: Vec<Option<CString>> = Module::ALL
         .iter()
-        .map(|&m| world.service(m).and_then(|s| CString::new(s.name.clone()).ok()))
+        .map(|&m| {
+            world
+                .service(m)
+                .and_then(|s| CString::new(s.name.clone()).ok())
+        })
         .collect();
     let mut call_no = 0usize;
     for round in 0..=rounds {
@@ -614,7 +638,8 @@ pub fn bench(
                     return Err(BenchError(format!("no PAM service for {}", m.label())));
                 };
                 let step = totp::step_of(unix_now() as i64, params());
-                let code = Zeroizing::new(totp::code_at_step(&u.secret, params(), step).to_string());
+                let code =
+                    Zeroizing::new(totp::code_at_step(&u.secret, params(), step).to_string());
                 let t = call(service, &u.c_name, &code)?;
                 let asked = m == Module::Permit || t.prompts > 0;
                 if t.status != ffi::PAM_SUCCESS || !asked {

@@ -312,7 +312,7 @@ impl Report {
                 "### mfad alone, over its socket\n\nEach verification is a whole conversation \
                  as pam_mfa has it (connect, hello, prompt, answer, done) on a new connection. \
                  TOTP checks are real accepts: a fresh (user, time step) each, its replay \
-                 record committed (SQLite WAL, synchronous=FULL) before the answer. The policy \
+                 record committed and its WAL fsynced (group commit) before the answer. The policy \
                  decision is a login from a trusted network (no code). Throughput is the median \
                  of the interleaved rounds; latencies pool all rounds.\n\n\
                  | check | concurrent clients | verifications/s | p50 (ms) | p99 (ms) | samples \

@@ -75,7 +75,11 @@ fn mfad_killed_during_a_batch_of_concurrent_logins_keeps_every_code_it_accepted_
         .unwrap();
     let started = Instant::now();
     while !host.socket().exists() {
-        assert!(started.elapsed() < Duration::from_secs(10), "{}", host.log());
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "{}",
+            host.log()
+        );
         std::thread::sleep(Duration::from_millis(20));
     }
 
@@ -114,7 +118,11 @@ fn mfad_killed_during_a_batch_of_concurrent_logins_keeps_every_code_it_accepted_
     go.wait();
     let batch = LOGINS * 3;
     while answered.load(Ordering::SeqCst) < batch / 3 {
-        assert!(started.elapsed() < Duration::from_secs(60), "{}", host.log());
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "{}",
+            host.log()
+        );
         std::thread::sleep(Duration::from_micros(200));
     }
     mfad.kill().unwrap();

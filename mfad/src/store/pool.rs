@@ -56,14 +56,19 @@ impl Given {
 
 impl Opener for Given {
     fn open(&self) -> OpenFuture {
-        let store = self.first.lock().ok().and_then(|mut s| s.take()).or_else(|| {
-            let template = self.more.as_ref()?.lock().ok()?;
-            let backend = template.backend.handle()?;
-            Some(Store {
-                backend,
-                key: template.key.clone(),
-            })
-        });
+        let store = self
+            .first
+            .lock()
+            .ok()
+            .and_then(|mut s| s.take())
+            .or_else(|| {
+                let template = self.more.as_ref()?.lock().ok()?;
+                let backend = template.backend.handle()?;
+                Some(Store {
+                    backend,
+                    key: template.key.clone(),
+                })
+            });
         Box::pin(async move {
             store.ok_or_else(|| StoreError::Unavailable("the store connection was lost".into()))
         })

@@ -313,7 +313,12 @@ impl SqliteBackend {
                     "the store stayed busy with another login's transaction".into(),
                 ));
             }
-            guard = self.shared.free.wait_timeout(guard, left).map_err(poisoned)?.0;
+            guard = self
+                .shared
+                .free
+                .wait_timeout(guard, left)
+                .map_err(poisoned)?
+                .0;
         }
         Ok(Held { guard })
     }
@@ -498,7 +503,8 @@ impl Backend for SqliteBackend {
     }
 
     fn schema_version(&mut self) -> Result<i64, StoreError> {
-        Ok(self.lock()?
+        Ok(self
+            .lock()?
             .conn
             .query_row("PRAGMA user_version", [], |r| r.get(0))?)
     }
@@ -509,7 +515,8 @@ impl Backend for SqliteBackend {
     }
 
     fn lock_state(&mut self, user: &str) -> Result<LockState, StoreError> {
-        Ok(self.lock()?
+        Ok(self
+            .lock()?
             .conn
             .prepare_cached("SELECT failures, locked_until FROM users WHERE name = ?1")?
             .query_row([user], |r| {
@@ -689,7 +696,8 @@ impl Backend for SqliteBackend {
         key: &str,
         now: i64,
     ) -> Result<bool, StoreError> {
-        Ok(self.lock()?
+        Ok(self
+            .lock()?
             .conn
             .prepare_cached(
                 "SELECT EXISTS(SELECT 1 FROM remembered
@@ -773,7 +781,8 @@ impl Backend for SqliteBackend {
     }
 
     fn spend_totp_step(&mut self, device: i64, step: u64) -> Result<bool, StoreError> {
-        let n = self.lock()?
+        let n = self
+            .lock()?
             .conn
             .prepare_cached(
                 "UPDATE devices SET counter = ?2 WHERE id = ?1 AND kind = 'totp' AND counter < ?2",
@@ -825,7 +834,8 @@ impl Backend for SqliteBackend {
     }
 
     fn spend_bypass_code(&mut self, id: i64, now: i64) -> Result<bool, StoreError> {
-        let n = self.lock()?
+        let n = self
+            .lock()?
             .conn
             .prepare_cached(
                 "UPDATE bypass_codes SET used_at = ?2 WHERE id = ?1 AND used_at IS NULL",
