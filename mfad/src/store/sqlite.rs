@@ -568,11 +568,16 @@ impl Backend for SqliteBackend {
     }
 
     fn clear_failures(&mut self, user: &str) -> Result<(), StoreError> {
-        self.lock()?
+        let n = self
+            .lock()?
             .conn
             .prepare_cached("UPDATE users SET failures = 0 WHERE name = ?1 AND failures <> 0")?
             .execute([user])?;
-        self.written()
+        // Nothing to clear (the usual case) wrote nothing to wait for.
+        if n > 0 {
+            self.written()?;
+        }
+        Ok(())
     }
 
     fn unlock(&mut self, user: &str) -> Result<bool, StoreError> {
@@ -610,7 +615,9 @@ impl Backend for SqliteBackend {
             .lock()?
             .conn
             .execute("DELETE FROM remembered WHERE user = ?1", [user])?;
-        self.written()?;
+        if n > 0 {
+            self.written()?;
+        }
         Ok(n)
     }
 
@@ -661,7 +668,10 @@ impl Backend for SqliteBackend {
                 "UPDATE sms_codes SET used_at = ?2 WHERE id = ?1 AND used_at IS NULL AND expires > ?2",
             )?
             .execute(params![id, now])?;
-        self.written()?;
+        // A spend that changed nothing wrote nothing to wait for.
+        if n > 0 {
+            self.written()?;
+        }
         Ok(n == 1)
     }
 
@@ -788,7 +798,10 @@ impl Backend for SqliteBackend {
                 "UPDATE devices SET counter = ?2 WHERE id = ?1 AND kind = 'totp' AND counter < ?2",
             )?
             .execute(params![device, step as i64])?;
-        self.written()?;
+        // A spend that changed nothing wrote nothing to wait for.
+        if n > 0 {
+            self.written()?;
+        }
         Ok(n == 1)
     }
 
@@ -799,7 +812,10 @@ impl Backend for SqliteBackend {
                 "UPDATE devices SET counter = ?2 + 1 WHERE id = ?1 AND kind = 'hotp' AND counter <= ?2",
             )?
             .execute(params![device, counter as i64])?;
-        self.written()?;
+        // A spend that changed nothing wrote nothing to wait for.
+        if n > 0 {
+            self.written()?;
+        }
         Ok(n == 1)
     }
 
@@ -841,7 +857,10 @@ impl Backend for SqliteBackend {
                 "UPDATE bypass_codes SET used_at = ?2 WHERE id = ?1 AND used_at IS NULL",
             )?
             .execute(params![id, now])?;
-        self.written()?;
+        // A spend that changed nothing wrote nothing to wait for.
+        if n > 0 {
+            self.written()?;
+        }
         Ok(n == 1)
     }
 
