@@ -1,5 +1,7 @@
 #!/usr/bin/env bash
-# The benchmark command: builds the release binaries, then measures ssh logins through a
+# The benchmark command: builds the release binaries, then measures PAM calls in process
+# (pam_start … pam_end through libpam: pam_permit, pam_google_authenticator, pam_oath and
+# pam_mfa, beside the fsync floor), ssh logins through a
 # private sshd (password only; + pam_mfa; + pam_google_authenticator; + pam_oath, same
 # secret), mfad alone over its socket (1 to 200 concurrent clients; SQLite, and a private
 # PostgreSQL with one mfad and with two), its memory, and the cost against the store's
@@ -8,7 +10,7 @@
 #
 #   scripts/bench.sh            full run (a few minutes), rewrites docs/BENCHMARKS.md
 #   scripts/bench.sh --smoke    a short run that writes nothing (what CI may afford)
-#   scripts/bench.sh --skip-ssh | --only-ssh | --ssh-rounds N   parts of the full run
+#   scripts/bench.sh --skip-ssh | --only-ssh | --only-pam | --ssh-rounds N   parts of the full run
 #
 # Benchmarks never fail on a time: the exit status says only whether the run worked.
 set -euo pipefail

@@ -84,8 +84,27 @@ impl BenchDaemon {
         BenchDaemon::spawn(mfad, dir, &config)
     }
 
-    /// Starts `mfad` on the configuration `config` (from [`write_config`]) in `dir`.
+    /// Starts `mfad` on the configuration `config` (from [`write_config`]) in `dir`, its
+    /// users from `dir`'s nss_wrapper files.
     pub fn spawn(mfad: &Path, dir: &Path, config: &Path) -> Result<BenchDaemon, BenchError> {
+        BenchDaemon::spawn_with(mfad, dir, config, true)
+    }
+
+    /// As [`BenchDaemon::spawn`], with the system's own NSS (for real users).
+    pub fn spawn_system_nss(
+        mfad: &Path,
+        dir: &Path,
+        config: &Path,
+    ) -> Result<BenchDaemon, BenchError> {
+        BenchDaemon::spawn_with(mfad, dir, config, false)
+    }
+
+    fn spawn_with(
+        mfad: &Path,
+        dir: &Path,
+        config: &Path,
+        nss_wrapper: bool,
+    ) -> Result<BenchDaemon, BenchError> {
         let socket = dir.join("run/mfad.sock");
         let log = File::create(dir.join("mfad.stderr"))?;
         // MFA_BENCH_WRAPPER runs mfad under a profiler, e.g. "valgrind --tool=callgrind".
@@ -99,13 +118,14 @@ impl BenchDaemon {
             }
             None => Command::new(mfad),
         };
+        command.arg("--foreground").arg("--config").arg(config);
+        if nss_wrapper {
+            command
+                .env("LD_PRELOAD", NSS_WRAPPER)
+                .env("NSS_WRAPPER_PASSWD", dir.join("passwd"))
+                .env("NSS_WRAPPER_GROUP", dir.join("group"));
+        }
         let child = command
-            .arg("--foreground")
-            .arg("--config")
-            .arg(config)
-            .env("LD_PRELOAD", NSS_WRAPPER)
-            .env("NSS_WRAPPER_PASSWD", dir.join("passwd"))
-            .env("NSS_WRAPPER_GROUP", dir.join("group"))
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(log)
@@ -286,7 +306,7 @@ fn unsafe_kill(pid: u32, signal: i32) {
 }
 
 /// The store key of the bench's database: beside it, in the bench's own directory.
-fn store_key_of(database: &Path) -> std::path::PathBuf {
+pub fn store_key_of(database: &Path) -> std::path::PathBuf {
     database.with_file_name("store.key")
 }
 

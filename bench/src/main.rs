@@ -6,6 +6,7 @@
 
 mod daemon;
 mod ntfy;
+mod pamcall;
 mod report;
 mod socket;
 mod ssh;
@@ -58,6 +59,10 @@ pub struct Plan {
     pub big_store: usize,
     pub ssh_rounds: usize,
     pub clients: Vec<usize>,
+    /// The in-process PAM calls: users, measured rounds, fresh-process load probes.
+    pub pam_users: usize,
+    pub pam_rounds: usize,
+    pub pam_loads: usize,
 }
 
 impl Plan {
@@ -72,6 +77,9 @@ impl Plan {
                 big_store: 10_000,
                 ssh_rounds: 3,
                 clients: vec![1, 10, 50, 200],
+                pam_users: 4,
+                pam_rounds: 1,
+                pam_loads: 3,
             }
         } else {
             Plan {
@@ -85,6 +93,9 @@ impl Plan {
                 big_store: 100_000,
                 ssh_rounds: 200,
                 clients: vec![1, 10, 50, 200],
+                pam_users: 150,
+                pam_rounds: 2,
+                pam_loads: 100,
             }
         }
     }
@@ -95,8 +106,11 @@ struct Args {
     write: Option<PathBuf>,
     skip_ssh: bool,
     only_ssh: bool,
+    only_pam: bool,
     ssh_rounds: Option<usize>,
     profile: Option<usize>,
+    /// Another mfad binary to compare with this one on SQLite (before/after a change).
+    compare: Option<PathBuf>,
 }
 
 fn parse_args() -> Result<Args, BenchError> {
@@ -105,8 +119,10 @@ fn parse_args() -> Result<Args, BenchError> {
         write: None,
         skip_ssh: false,
         only_ssh: false,
+        only_pam: false,
         ssh_rounds: None,
         profile: None,
+        compare: None,
     };
     let mut it = std::env::args().skip(1);
     while let Some(arg) = it.next() {
@@ -114,6 +130,19 @@ fn parse_args() -> Result<Args, BenchError> {
             "--smoke" => a.smoke = true,
             "--skip-ssh" => a.skip_ssh = true,
             "--only-ssh" => a.only_ssh = true,
+            "--only-pam" => a.only_pam = true,
+            "--pam-load-probe" => {
+                // Internal: one fresh process timing the first pam_start of a service.
+                let service = it.next().unwrap_or_default();
+                let module = it.next().unwrap_or_default();
+                match pamcall::load_probe(&service, &module) {
+                    Ok(()) => std::process::exit(0),
+                    Err(e) => {
+                        eprintln!("mfa-bench: {e}");
+                        std::process::exit(1);
+                    }
+                }
+            }
             "--write" => {
                 a.write = Some(PathBuf::from(it.next().ok_or_else(|| {
                     BenchError("--write needs the path of BENCHMARKS.md".into())
@@ -125,6 +154,11 @@ fn parse_args() -> Result<Args, BenchError> {
                     return Err(BenchError("--ssh-rounds needs a number".into()));
                 }
             }
+            "--compare-mfad" => {
+                a.compare = Some(PathBuf::from(it.next().ok_or_else(|| {
+                    BenchError("--compare-mfad needs the path of another mfad binary".into())
+                })?))
+            }
             "--profile" => {
                 a.profile = it.next().and_then(|n| n.parse().ok());
                 if a.profile.is_none() {
@@ -133,7 +167,7 @@ fn parse_args() -> Result<Args, BenchError> {
             }
             "-h" | "--help" => {
                 println!(
-                    "mfa-bench [--smoke] [--skip-ssh | --only-ssh] [--ssh-rounds N] [--write docs/BENCHMARKS.md]\n\
+                    "mfa-bench [--smoke] [--skip-ssh | --only-ssh | --only-pam] [--ssh-rounds N] [--write docs/BENCHMARKS.md]\n\
                      mfa-bench --profile N   (N TOTP accepts and N policy decisions, one client; \
                      with MFA_BENCH_WRAPPER=\"valgrind --tool=callgrind\")\n\
                      Needs root, the release build (scripts/bench.sh builds it) and \
@@ -184,12 +218,23 @@ fn run() -> Result<(), BenchError> {
     }
     let mut report = Report::new(&plan, &bin);
     let started = Instant::now();
+    if let Some(other) = &args.compare {
+        compare(other, &mfad, &scratch.join("compare"), &plan, &mut report)?;
+        report.finish(started.elapsed());
+        println!("{}", report.markdown());
+        let _ = std::fs::remove_dir_all(&scratch);
+        return Ok(());
+    }
     if !args.only_ssh {
+        let r = pamcall::bench(&mfad, &bin, plan.pam_users, plan.pam_rounds, plan.pam_loads)?;
+        report.pam_calls(&r);
+    }
+    if !args.only_ssh && !args.only_pam {
         concurrency(&mfad, &scratch.join("load"), &plan, &mut report)?;
         memory(&mfad, &scratch.join("memory"), &plan, &mut report)?;
         growth(&mfad, &scratch.join("growth"), &plan, &mut report)?;
     }
-    if !args.skip_ssh {
+    if !args.skip_ssh && !args.only_pam {
         let result = ssh::bench(&bin, plan.ssh_rounds)?;
         report.ssh(&result);
     }
@@ -208,6 +253,93 @@ fn run() -> Result<(), BenchError> {
             report.problems().join("\n  ")
         )));
     }
+    Ok(())
+}
+
+/// The SQLite rows of the socket table for two mfad binaries (`before`, then this build's
+/// `after`), interleaved in one run: each has its own store seeded alike.
+fn compare(
+    before: &std::path::Path,
+    after: &std::path::Path,
+    dir: &std::path::Path,
+    plan: &Plan,
+    report: &mut Report,
+) -> Result<(), BenchError> {
+    let binaries = [before, after];
+    let daemons: Vec<BenchDaemon> = binaries
+        .iter()
+        .enumerate()
+        .map(|(k, b)| {
+            socket::daemon(
+                b,
+                &dir.join(format!("mfad-{k}")),
+                plan.pool,
+                plan.pool,
+                "",
+                0,
+            )
+        })
+        .collect::<Result<_, _>>()?;
+    let pools: Vec<UserPool> = binaries.iter().map(|_| UserPool::new(plan.pool)).collect();
+    for (d, pool) in daemons.iter().zip(&pools) {
+        for op in [Op::Policy, Op::Totp] {
+            socket::phase(
+                std::slice::from_ref(&d.socket),
+                op,
+                8,
+                Duration::from_millis(200),
+                pool,
+            )?;
+        }
+    }
+    let mut rows: Vec<(usize, Op, usize, Vec<f64>, Samples, usize)> = Vec::new();
+    for op in [Op::Totp, Op::Policy] {
+        for &clients in &plan.clients {
+            for k in 0..binaries.len() {
+                rows.push((k, op, clients, Vec::new(), Samples::default(), 0));
+            }
+        }
+    }
+    for round in 0..plan.rounds {
+        eprintln!("mfa-bench: comparison round {}/{}", round + 1, plan.rounds);
+        let order: Vec<usize> = if round % 2 == 0 {
+            (0..rows.len()).collect()
+        } else {
+            (0..rows.len()).rev().collect()
+        };
+        for i in order {
+            let (k, op, clients, rates, samples, failed) = &mut rows[i];
+            let p = socket::phase(
+                std::slice::from_ref(&daemons[*k].socket),
+                *op,
+                *clients,
+                plan.phase,
+                &pools[*k],
+            )?;
+            rates.push(p.per_second());
+            samples.extend(&p.samples);
+            *failed += p.failed;
+        }
+    }
+    let labels = [
+        format!("before ({})", before.display()),
+        format!("after ({})", after.display()),
+    ];
+    let compared: Vec<report::CompareRow> = rows
+        .into_iter()
+        .map(
+            |(k, op, clients, rates, samples, failed)| report::CompareRow {
+                binary: labels[k].clone(),
+                reference: k == 0,
+                op,
+                clients,
+                per_second: median(&rates),
+                samples,
+                failed,
+            },
+        )
+        .collect();
+    report.compare(&compared, [pools[0].waits(), pools[1].waits()]);
     Ok(())
 }
 

@@ -1,6 +1,7 @@
 //! The tables: printed, and put into docs/BENCHMARKS.md between its markers (the prose
 //! around them is kept).
 
+use crate::pamcall::{Module, PamCallResult};
 use crate::socket::Op;
 use crate::ssh::{SshResult, Stack};
 use crate::stats::{Samples, median, median_interval, ms};
@@ -24,13 +25,27 @@ pub struct StoreRow {
     pub failed: usize,
 }
 
+/// One row of a before/after comparison of two mfad binaries.
+pub struct CompareRow {
+    pub binary: String,
+    /// The "before" row the other is divided by.
+    pub reference: bool,
+    pub op: Op,
+    pub clients: usize,
+    pub per_second: f64,
+    pub samples: Samples,
+    pub failed: usize,
+}
+
 pub struct Report {
     head: String,
     ssh: String,
+    pam: String,
     load: String,
     stores: String,
     memory: String,
     growth: String,
+    compare: String,
     load_before: String,
     /// What went wrong while measuring: a login that should have succeeded and did not, or
     /// fewer pushes sent than asked. Any of it makes the run fail.
@@ -83,10 +98,12 @@ impl Report {
         Report {
             head,
             ssh: String::new(),
+            pam: String::new(),
             load: String::new(),
             stores: String::new(),
             memory: String::new(),
             growth: String::new(),
+            compare: String::new(),
             load_before: loadavg(),
             problems: Vec::new(),
         }
@@ -173,6 +190,115 @@ impl Report {
         self.ssh = format!("{headline}{t}");
     }
 
+    /// The in-process PAM-call tables: each module's calls (pam_start, pam_authenticate,
+    /// the whole pam_start…pam_end) against pam_google_authenticator's and the fsync floor;
+    /// then loading each module in a fresh process.
+    pub fn pam_calls(&mut self, r: &PamCallResult) {
+        let pick = |m: Module| r.samples.iter().find(|(k, _)| *k == m).map(|(_, s)| s);
+        let ga = pick(Module::GoogleAuthenticator);
+        let floor = pick(Module::FsyncFloor).map(|s| s[1].median());
+        let ratio = |x: Duration, base: Option<Duration>| match base {
+            Some(b) if b > Duration::ZERO => format!("{:.2}", x.as_secs_f64() / b.as_secs_f64()),
+            _ => "—".into(),
+        };
+        let mut t = format!(
+            "### PAM calls in process\n\n`pam_start … pam_authenticate … pam_end` through \
+             libpam in the benchmark's own process (a conversation answering the current TOTP \
+             code; PAM_RHOST and PAM_TTY set as sshd sets them), {} users rotated, {} measured \
+             rounds after one warm-up (every module once per user per round, the order \
+             rotated each call): {} calls per module. Every user's secret was made by \
+             `google-authenticator -t -d -f -q -C -u -w 3 -e 5`; pam_oath (`window=1`) and \
+             pam_mfa (a private release mfad on SQLite) use the same secret. Every replay \
+             state is put back between rounds, untimed, so every timed call is an accept \
+             that writes its replay record, and after each round the harness checks each \
+             module's state for it. The fsync floor (100 bytes written to a new file, fsync, \
+             rename over the last, on the same file system) runs in the same loop. {}. \
+             Times in µs; ÷ GA divides by pam_google_authenticator's median.\n\n\
+             | module | pam_authenticate p50 | p90 | p99 | ÷ GA | whole pam_start…pam_end \
+             p50 | p90 | p99 | ÷ GA | pam_start p50 | calls | failed |\n\
+             |---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n",
+            r.users,
+            r.rounds,
+            r.users * r.rounds,
+            r.versions
+        );
+        let mut headline = String::new();
+        for (m, s) in &r.samples {
+            let [start, auth, whole] = s;
+            let failed = r
+                .failures
+                .iter()
+                .find(|(k, _)| k == m)
+                .map(|(_, n)| *n)
+                .unwrap_or(0);
+            if failed > 0 {
+                self.problems
+                    .push(format!("{failed} PAM calls through {} failed", m.label()));
+            }
+            let floor_row = *m == Module::FsyncFloor;
+            let or_dash = |v: String| if floor_row { "—".to_string() } else { v };
+            t.push_str(&format!(
+                "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {failed} |\n",
+                m.label(),
+                us(auth.median()),
+                us(auth.percentile(90.0)),
+                us(auth.percentile(99.0)),
+                ratio(auth.median(), ga.map(|g| g[1].median())),
+                or_dash(us(whole.median())),
+                or_dash(us(whole.percentile(90.0))),
+                or_dash(us(whole.percentile(99.0))),
+                or_dash(ratio(whole.median(), ga.map(|g| g[2].median()))),
+                or_dash(us(start.median())),
+                auth.len(),
+            ));
+            if *m == Module::PamMfa {
+                let over = floor
+                    .map(|f| (auth.median().as_secs_f64() - f.as_secs_f64()) * 1e6)
+                    .unwrap_or(0.0);
+                headline = format!(
+                    "**pam_mfa's pam_authenticate: {} µs (median), the fsync floor {over:+.0} µs, \
+                     {} × pam_google_authenticator's; the whole pam_start…pam_end {} × \
+                     google-authenticator's.**\n\n",
+                    us(auth.median()),
+                    ratio(auth.median(), ga.map(|g| g[1].median())),
+                    ratio(whole.median(), ga.map(|g| g[2].median())),
+                );
+            }
+        }
+        for p in &r.problems {
+            self.problems.push(p.clone());
+        }
+        let ga_load = r
+            .load
+            .iter()
+            .find(|(m, ..)| *m == Module::GoogleAuthenticator)
+            .map(|(_, s, ..)| s.median());
+        t.push_str(&format!(
+            "\n**Loading the module.** The first `pam_start` of a service in a fresh process \
+             (`mfa-bench --pam-load-probe`, {} runs per module, interleaved), which reads the \
+             service file and `dlopen`s its module, as in each sshd child; then its \
+             `pam_end`. A module that stays mapped after `pam_end` would not be loaded again \
+             in the loop above.\n\n\
+             | module | first pam_start p50 (µs) | p90 | ÷ GA | its page faults (median) \
+             | pam_end p50 (µs) | stays mapped after pam_end |\n\
+             |---|---:|---:|---:|---:|---:|---|\n",
+            r.load_runs
+        ));
+        for (m, start, end, stays, faults) in &r.load {
+            t.push_str(&format!(
+                "| {} | {} | {} | {} | {:.0} | {} | {} |\n",
+                m.label(),
+                us(start.median()),
+                us(start.percentile(90.0)),
+                ratio(start.median(), ga_load),
+                median(faults),
+                us(end.median()),
+                if *stays { "yes" } else { "no" }
+            ));
+        }
+        self.pam = format!("{headline}{t}");
+    }
+
     pub fn load_row(
         &mut self,
         op: Op,
@@ -186,7 +312,7 @@ impl Report {
                 "### mfad alone, over its socket\n\nEach verification is a whole conversation \
                  as pam_mfa has it (connect, hello, prompt, answer, done) on a new connection. \
                  TOTP checks are real accepts: a fresh (user, time step) each, its replay \
-                 record committed (SQLite WAL, synchronous=FULL) before the answer. The policy \
+                 record committed and its WAL fsynced (group commit) before the answer. The policy \
                  decision is a login from a trusted network (no code). Throughput is the median \
                  of the interleaved rounds; latencies pool all rounds.\n\n\
                  | check | concurrent clients | verifications/s | p50 (ms) | p99 (ms) | samples \
@@ -285,6 +411,75 @@ impl Report {
         self.stores = t;
     }
 
+    /// Two mfad binaries on SQLite, the same checks interleaved: the second divided by the
+    /// first.
+    pub fn compare(&mut self, rows: &[CompareRow], pool_waits: [usize; 2]) {
+        let mut t = String::from(
+            "### two mfad binaries on SQLite, before and after\n\n`mfa-bench --compare-mfad \
+             BEFORE`: the socket checks against two daemons, each on its own store seeded \
+             alike, phases interleaved. \"÷ before\" divides the second binary's figure by \
+             the first's.\n\n\
+             | check | clients | binary | verifications/s | ÷ before | p50 (ms) | ÷ before \
+             | p99 (ms) | ÷ before | samples | not as expected |\n\
+             |---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|\n",
+        );
+        for row in rows {
+            let reference = rows
+                .iter()
+                .find(|r| r.reference && r.op == row.op && r.clients == row.clients);
+            let ratio = |x: f64, base: f64| {
+                if row.reference || base <= 0.0 {
+                    "—".to_string()
+                } else {
+                    format!("{:.2}", x / base)
+                }
+            };
+            let (a, b, c) = match reference {
+                Some(r) => (
+                    ratio(row.per_second, r.per_second),
+                    ratio(
+                        row.samples.median().as_secs_f64(),
+                        r.samples.median().as_secs_f64(),
+                    ),
+                    ratio(
+                        row.samples.percentile(99.0).as_secs_f64(),
+                        r.samples.percentile(99.0).as_secs_f64(),
+                    ),
+                ),
+                None => ("—".into(), "—".into(), "—".into()),
+            };
+            if row.failed > 0 {
+                self.problem(format!(
+                    "{} {} verifications with {} clients on {} did not end as expected",
+                    row.failed,
+                    row.op.label(),
+                    row.clients,
+                    row.binary
+                ));
+            }
+            t.push_str(&format!(
+                "| {} | {} | {} | {:.0} | {a} | {} | {b} | {} | {c} | {} | {} |\n",
+                row.op.label(),
+                row.clients,
+                row.binary,
+                row.per_second,
+                ms(row.samples.median()),
+                ms(row.samples.percentile(99.0)),
+                row.samples.len(),
+                row.failed
+            ));
+        }
+        for (which, waits) in ["before", "after"].iter().zip(pool_waits) {
+            if waits > 0 {
+                t.push_str(&format!(
+                    "\nThe {which} binary's bench users ran out of fresh TOTP steps {waits} \
+                     times: its TOTP rows are capped by the pool, not by mfad.\n"
+                ));
+            }
+        }
+        self.compare = t;
+    }
+
     pub fn memory(
         &mut self,
         idle: u64,
@@ -336,10 +531,12 @@ impl Report {
         let mut out = format!("{}\n", self.head);
         for part in [
             &self.ssh,
+            &self.pam,
             &self.load,
             &self.stores,
             &self.memory,
             &self.growth,
+            &self.compare,
         ] {
             if !part.is_empty() {
                 out.push_str(part);
@@ -348,6 +545,11 @@ impl Report {
         }
         out
     }
+}
+
+/// Microseconds, whole.
+fn us(d: Duration) -> String {
+    format!("{:.0}", d.as_secs_f64() * 1e6)
 }
 
 /// Replaces what lies between the markers of `path` by `text` (creating the file, or
@@ -395,6 +597,9 @@ mod tests {
             pending: 1,
             big_store: 1,
             ssh_rounds: 1,
+            pam_users: 1,
+            pam_rounds: 1,
+            pam_loads: 1,
             clients: vec![10],
         };
         Report::new(&plan, Path::new("/nonexistent"))

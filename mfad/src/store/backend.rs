@@ -98,6 +98,12 @@ pub trait Backend: Send {
         false
     }
 
+    /// Another handle on the same connection, for another conversation at the same time
+    /// (SQLite's group commit); None when each connection serves one conversation.
+    fn handle(&self) -> Option<Box<dyn Backend>> {
+        None
+    }
+
     /// Opens a write transaction. Until [`Backend::commit`], whatever a method read is still
     /// true when a later one writes: SQLite takes the write lock at once (`BEGIN
     /// IMMEDIATE`); PostgreSQL locks the user's row when [`Backend::lock_state`] reads it.

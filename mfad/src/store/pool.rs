@@ -1,5 +1,6 @@
-//! The store's connections, shared by all conversations: one SQLite connection (SQLite has
-//! one writer at a time anyway), or `pool_size` PostgreSQL connections. A connection that
+//! The store's connections, shared by all conversations: handles on one SQLite connection
+//! (SQLite has one writer at a time anyway; the handles let concurrent logins share the
+//! fsync of their commits), or `pool_size` PostgreSQL connections. A connection that
 //! broke (lost, timed out mid-statement) is dropped and a new one opened on the next use, so
 //! mfad comes back by itself when the database does.
 //!
@@ -25,13 +26,49 @@ pub trait Opener: Send + Sync {
     fn describe(&self) -> String;
 }
 
-/// A store opened already (SQLite, tests): handed out once; the pool never needs another,
-/// because an SQLite connection does not break.
-struct Given(Mutex<Option<Store>>);
+/// How many conversations may use an SQLite store at once: each gets a handle on the one
+/// connection; their commits wait for the disk together ([`super::sqlite`]).
+pub const SQLITE_HANDLES: usize = 64;
+
+/// A store opened already (SQLite, tests): handed out first; then, when its backend has
+/// handles (SQLite), a new handle on the same connection each time the pool wants one.
+/// A store without handles is handed out once (an SQLite connection does not break).
+struct Given {
+    first: Mutex<Option<Store>>,
+    /// A handle kept to make the others (never used for queries itself).
+    more: Option<Mutex<Store>>,
+}
+
+impl Given {
+    fn new(store: Store) -> Given {
+        let more = store.backend.handle().map(|backend| {
+            Mutex::new(Store {
+                backend,
+                key: store.key.clone(),
+            })
+        });
+        Given {
+            first: Mutex::new(Some(store)),
+            more,
+        }
+    }
+}
 
 impl Opener for Given {
     fn open(&self) -> OpenFuture {
-        let store = self.0.lock().ok().and_then(|mut s| s.take());
+        let store = self
+            .first
+            .lock()
+            .ok()
+            .and_then(|mut s| s.take())
+            .or_else(|| {
+                let template = self.more.as_ref()?.lock().ok()?;
+                let backend = template.backend.handle()?;
+                Some(Store {
+                    backend,
+                    key: template.key.clone(),
+                })
+            });
         Box::pin(async move {
             store.ok_or_else(|| StoreError::Unavailable("the store connection was lost".into()))
         })
@@ -92,13 +129,16 @@ pub struct StorePool {
 pub type PooledStore = managed::Object<Manager>;
 
 impl StorePool {
-    /// A pool of one store already open (SQLite; tests).
+    /// A pool over one store already open (SQLite; tests): handles on its connection for
+    /// up to [`SQLITE_HANDLES`] conversations at once when it has them, else that one store.
     pub fn single(store: Store) -> Result<StorePool, StoreError> {
-        StorePool::new(
-            Box::new(Given(Mutex::new(Some(store)))),
-            1,
-            PoolTimeouts::default(),
-        )
+        let given = Given::new(store);
+        let size = if given.more.is_some() {
+            SQLITE_HANDLES
+        } else {
+            1
+        };
+        StorePool::new(Box::new(given), size, PoolTimeouts::default())
     }
 
     /// A pool of up to `size` connections opened by `opener`.

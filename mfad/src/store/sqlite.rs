@@ -1,6 +1,12 @@
 //! The SQLite backend: the embedded default for a single host. One file (mode 0600, in a
-//! 0700 directory), WAL, `synchronous = FULL`: every spent code is durable before the login
-//! it opened goes ahead.
+//! 0700 directory), WAL: every spent code is durable before the login it opened goes ahead.
+//!
+//! Group commit: one connection is shared by several handles (one per conversation using
+//! the store). A write commits into the WAL without waiting for the disk, then its caller
+//! waits until an fsync of the WAL that began after its commit has finished: logins that
+//! commit while one fsync runs share the next one, instead of queueing one fsync each behind
+//! the connection. Each login's transaction stays its own (a failure undoes only its own
+//! writes), and no caller hears "done" before its write is on disk.
 
 use super::backend::{
     Backend, CodeRecord, DeviceRecord, Dump, DumpedCode, DumpedRemembered, NewDeviceRecord,
@@ -11,6 +17,9 @@ use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
 use std::fs::{DirBuilder, OpenOptions};
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
 use subtle::ConstantTimeEq;
 use zeroize::Zeroizing;
 
@@ -87,9 +96,109 @@ pub const MIGRATIONS: &[&str] = &[
      ) STRICT;",
 ];
 
-/// One SQLite connection.
+/// How long a handle waits for another handle's transaction to end (as SQLite's own busy
+/// timeout would for another connection).
+const BUSY: Duration = Duration::from_secs(5);
+
+/// One handle on the shared SQLite connection.
 pub struct SqliteBackend {
+    shared: Arc<Shared>,
+    /// Tells this handle's transaction apart from the others'.
+    id: u64,
+    /// Whether this handle opened a transaction ([`Backend::begin`]) not yet ended.
+    in_tx: bool,
+}
+
+/// The connection, and the WAL's durability, shared by all handles.
+struct Shared {
+    state: Mutex<State>,
+    /// Signalled when a transaction ends (the connection is free again).
+    free: Condvar,
+    /// Commits made so far (each one numbered; durable once `synced` reaches it).
+    commits: AtomicU64,
+    sync: Mutex<SyncState>,
+    synced_cv: Condvar,
+    /// The WAL file (None in memory: nothing to make durable).
+    wal: Option<std::fs::File>,
+    next_id: AtomicU64,
+}
+
+struct State {
     conn: Connection,
+    /// The handle whose transaction is open, if any.
+    owner: Option<u64>,
+}
+
+#[derive(Default)]
+struct SyncState {
+    /// Every commit numbered up to this one is on disk.
+    synced: u64,
+    /// Whether an fsync of the WAL is running (its caller syncs for everyone waiting).
+    syncing: bool,
+    /// An fsync failed: what the kernel had not written may be lost, so no later write is
+    /// reported durable (mfad needs a restart, which reopens the database).
+    failed: Option<String>,
+}
+
+/// The connection, held for one statement or one handle's transaction.
+struct Held<'a> {
+    guard: MutexGuard<'a, State>,
+}
+
+impl std::ops::Deref for Held<'_> {
+    type Target = State;
+    fn deref(&self) -> &State {
+        &self.guard
+    }
+}
+
+impl std::ops::DerefMut for Held<'_> {
+    fn deref_mut(&mut self) -> &mut State {
+        &mut self.guard
+    }
+}
+
+fn poisoned<T>(_: T) -> StoreError {
+    StoreError::Unavailable("the store's connection was left in an unknown state".into())
+}
+
+impl Shared {
+    /// Waits until commit number `seq` is on disk: runs the fsync itself when none is
+    /// running, else waits for the running one and, if that began before `seq` was
+    /// committed, for the next.
+    fn durable(&self, seq: u64) -> Result<(), StoreError> {
+        let Some(wal) = &self.wal else {
+            return Ok(());
+        };
+        let mut s = self.sync.lock().map_err(poisoned)?;
+        loop {
+            if let Some(why) = &s.failed {
+                return Err(StoreError::Unavailable(format!(
+                    "writing the database's log to disk failed earlier ({why}); restart mfad"
+                )));
+            }
+            if s.synced >= seq {
+                return Ok(());
+            }
+            if !s.syncing {
+                s.syncing = true;
+                drop(s);
+                // Every commit numbered up to here is in the WAL already (numbers are
+                // given after COMMIT returns), so this fsync covers them all.
+                let target = self.commits.load(Ordering::SeqCst);
+                let result = wal.sync_data();
+                s = self.sync.lock().map_err(poisoned)?;
+                s.syncing = false;
+                match result {
+                    Ok(()) => s.synced = s.synced.max(target),
+                    Err(e) => s.failed = Some(e.to_string()),
+                }
+                self.synced_cv.notify_all();
+                continue;
+            }
+            s = self.synced_cv.wait(s).map_err(poisoned)?;
+        }
+    }
 }
 
 impl SqliteBackend {
@@ -123,32 +232,110 @@ impl SqliteBackend {
             std::fs::set_permissions(path, perms).map_err(prepare)?;
         }
         drop(file);
-        SqliteBackend::init(Connection::open(path)?, key)
+        SqliteBackend::init(Connection::open(path)?, key, Some(path))
     }
 
     /// An in-memory database, for tests.
     pub fn open_in_memory(key: &StoreKey) -> Result<SqliteBackend, StoreError> {
-        SqliteBackend::init(Connection::open_in_memory()?, key)
+        SqliteBackend::init(Connection::open_in_memory()?, key, None)
     }
 
-    fn init(conn: Connection, key: &StoreKey) -> Result<SqliteBackend, StoreError> {
+    fn init(
+        conn: Connection,
+        key: &StoreKey,
+        path: Option<&Path>,
+    ) -> Result<SqliteBackend, StoreError> {
         conn.busy_timeout(std::time::Duration::from_secs(5))?;
         // Every statement of a login's path is prepared once and kept (about 15 of them):
         // parsing SQL was a tenth of mfad's instructions per login.
         conn.set_prepared_statement_cache_capacity(32);
-        // WAL keeps readers off the writer's back; FULL sync makes every spent code durable
-        // before the login it opened goes ahead.
-        let _mode: String = conn.query_row("PRAGMA journal_mode=WAL", [], |r| r.get(0))?;
-        conn.pragma_update(None, "synchronous", "FULL")?;
+        // WAL keeps readers off the writer's back. SQLite does not fsync at COMMIT
+        // (synchronous=NORMAL); the handles fsync the WAL themselves before any write is
+        // reported done ([`Shared::durable`]), so concurrent commits share one fsync.
+        // Checkpoints still fsync the WAL and the database file first.
+        let mode: String = conn.query_row("PRAGMA journal_mode=WAL", [], |r| r.get(0))?;
+        let grouped = path.is_some() && mode.eq_ignore_ascii_case("wal");
+        conn.pragma_update(None, "synchronous", if grouped { "NORMAL" } else { "FULL" })?;
         conn.pragma_update(None, "foreign_keys", "ON")?;
-        let mut backend = SqliteBackend { conn };
+        let mut backend = SqliteBackend {
+            shared: Arc::new(Shared {
+                state: Mutex::new(State { conn, owner: None }),
+                free: Condvar::new(),
+                commits: AtomicU64::new(0),
+                sync: Mutex::new(SyncState::default()),
+                synced_cv: Condvar::new(),
+                wal: None,
+                next_id: AtomicU64::new(1),
+            }),
+            id: 0,
+            in_tx: false,
+        };
         backend.migrate()?;
         backend.seal_legacy(key)?;
+        if grouped && let Some(path) = path {
+            let mut wal_path = path.as_os_str().to_owned();
+            wal_path.push("-wal");
+            // The migrations above wrote through the WAL, so it exists; it stays (the same
+            // file) while this connection is open.
+            let wal = std::fs::File::open(&wal_path).map_err(|source| StoreError::Prepare {
+                path: path.display().to_string(),
+                source,
+            })?;
+            wal.sync_data().map_err(|source| StoreError::Prepare {
+                path: path.display().to_string(),
+                source,
+            })?;
+            match Arc::get_mut(&mut backend.shared) {
+                Some(shared) => shared.wal = Some(wal),
+                None => return Err(StoreError::Unavailable("store opened twice".into())),
+            }
+        }
         Ok(backend)
     }
 
+    /// Another handle on the same connection (for another conversation at the same time).
+    pub fn handle(&self) -> SqliteBackend {
+        SqliteBackend {
+            shared: self.shared.clone(),
+            id: self.shared.next_id.fetch_add(1, Ordering::Relaxed),
+            in_tx: false,
+        }
+    }
+
+    /// The connection, once no other handle's transaction holds it (waits up to [`BUSY`]).
+    fn lock(&self) -> Result<Held<'_>, StoreError> {
+        let mut guard = self.shared.state.lock().map_err(poisoned)?;
+        let deadline = Instant::now() + BUSY;
+        while guard.owner.is_some_and(|o| o != self.id) {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return Err(StoreError::Unavailable(
+                    "the store stayed busy with another login's transaction".into(),
+                ));
+            }
+            guard = self
+                .shared
+                .free
+                .wait_timeout(guard, left)
+                .map_err(poisoned)?
+                .0;
+        }
+        Ok(Held { guard })
+    }
+
+    /// After a write outside [`Backend::begin`]: numbers it and waits until it is on disk.
+    /// (Inside a transaction, [`Backend::commit`] does this once for all its writes.)
+    fn written(&self) -> Result<(), StoreError> {
+        if self.in_tx {
+            return Ok(());
+        }
+        let seq = self.shared.commits.fetch_add(1, Ordering::SeqCst) + 1;
+        self.shared.durable(seq)
+    }
+
     fn migrate(&mut self) -> Result<(), StoreError> {
-        let tx = self
+        let mut guard = self.lock()?;
+        let tx = guard
             .conn
             .transaction_with_behavior(TransactionBehavior::Immediate)?;
         let version: i64 = tx.query_row("PRAGMA user_version", [], |r| r.get(0))?;
@@ -167,7 +354,8 @@ impl SqliteBackend {
     /// new database), then seals what older versions stored in clear: TOTP/HOTP keys are
     /// encrypted and one-time code hashes keyed. One transaction: all rows or none.
     fn seal_legacy(&mut self, key: &StoreKey) -> Result<(), StoreError> {
-        let tx = self
+        let mut guard = self.lock()?;
+        let tx = guard
             .conn
             .transaction_with_behavior(TransactionBehavior::Immediate)?;
         check_key(&tx, &key.check_value())?;
@@ -206,7 +394,8 @@ impl SqliteBackend {
         sql: &str,
         args: impl rusqlite::Params,
     ) -> Result<Vec<CodeRecord>, StoreError> {
-        let mut stmt = self.conn.prepare_cached(sql)?;
+        let guard = self.lock()?;
+        let mut stmt = guard.conn.prepare_cached(sql)?;
         let rows = stmt.query_map(args, |r| {
             Ok(CodeRecord {
                 id: r.get(0)?,
@@ -268,32 +457,66 @@ impl Backend for SqliteBackend {
         "sqlite"
     }
 
+    fn handle(&self) -> Option<Box<dyn Backend>> {
+        Some(Box::new(SqliteBackend::handle(self)))
+    }
+
+    fn is_broken(&self) -> bool {
+        // A handle given back with its transaction still open (its caller panicked): the
+        // pool drops it, and dropping it ends that transaction.
+        self.in_tx
+    }
+
     fn begin(&mut self) -> Result<(), StoreError> {
-        self.conn.execute_batch("BEGIN IMMEDIATE")?;
+        let mut held = self.lock()?;
+        held.conn.execute_batch("BEGIN IMMEDIATE")?;
+        held.owner = Some(self.id);
+        drop(held);
+        self.in_tx = true;
         Ok(())
     }
 
     fn commit(&mut self) -> Result<(), StoreError> {
-        self.conn.execute_batch("COMMIT")?;
-        Ok(())
+        let mut held = self.lock()?;
+        // On failure the transaction stays this handle's until `rollback`.
+        held.conn.execute_batch("COMMIT")?;
+        held.owner = None;
+        drop(held);
+        self.in_tx = false;
+        self.shared.free.notify_all();
+        // Answered only once the WAL holding this commit is on disk.
+        self.written()
     }
 
     fn rollback(&mut self) {
-        let _ = self.conn.execute_batch("ROLLBACK");
+        if !self.in_tx {
+            return;
+        }
+        self.in_tx = false;
+        if let Ok(mut held) = self.lock()
+            && held.owner == Some(self.id)
+        {
+            let _ = held.conn.execute_batch("ROLLBACK");
+            held.owner = None;
+        }
+        self.shared.free.notify_all();
     }
 
     fn schema_version(&mut self) -> Result<i64, StoreError> {
         Ok(self
+            .lock()?
             .conn
             .query_row("PRAGMA user_version", [], |r| r.get(0))?)
     }
 
     fn check_key(&mut self, check: &[u8; 32]) -> Result<(), StoreError> {
-        check_key(&self.conn, check)
+        check_key(&self.lock()?.conn, check)?;
+        self.written()
     }
 
     fn lock_state(&mut self, user: &str) -> Result<LockState, StoreError> {
         Ok(self
+            .lock()?
             .conn
             .prepare_cached("SELECT failures, locked_until FROM users WHERE name = ?1")?
             .query_row([user], |r| {
@@ -313,7 +536,8 @@ impl Backend for SqliteBackend {
         max_failures: u32,
         duration: u64,
     ) -> Result<FailureEffect, StoreError> {
-        let tx = self.conn.savepoint()?;
+        let mut guard = self.lock()?;
+        let tx = guard.conn.savepoint()?;
         let failures: u32 = tx
             .prepare_cached(
                 "INSERT INTO users(name, failures) VALUES (?1, 1)
@@ -338,18 +562,27 @@ impl Backend for SqliteBackend {
             FailureEffect::Counted { failures }
         };
         tx.commit()?;
+        drop(guard);
+        self.written()?;
         Ok(effect)
     }
 
     fn clear_failures(&mut self, user: &str) -> Result<(), StoreError> {
-        self.conn
+        let n = self
+            .lock()?
+            .conn
             .prepare_cached("UPDATE users SET failures = 0 WHERE name = ?1 AND failures <> 0")?
             .execute([user])?;
+        // Nothing to clear (the usual case) wrote nothing to wait for.
+        if n > 0 {
+            self.written()?;
+        }
         Ok(())
     }
 
     fn unlock(&mut self, user: &str) -> Result<bool, StoreError> {
-        let tx = self.conn.savepoint()?;
+        let mut guard = self.lock()?;
+        let tx = guard.conn.savepoint()?;
         let n = tx.execute(
             "UPDATE users SET failures = 0, locked_until = NULL
              WHERE name = ?1 AND (failures <> 0 OR locked_until IS NOT NULL)",
@@ -357,11 +590,14 @@ impl Backend for SqliteBackend {
         )?;
         tx.execute("DELETE FROM remembered WHERE user = ?1", [user])?;
         tx.commit()?;
+        drop(guard);
+        self.written()?;
         Ok(n > 0)
     }
 
     fn lock_until(&mut self, user: &str, until: i64) -> Result<(), StoreError> {
-        let tx = self.conn.savepoint()?;
+        let mut guard = self.lock()?;
+        let tx = guard.conn.savepoint()?;
         tx.execute(
             "INSERT INTO users(name, failures, locked_until) VALUES (?1, 0, ?2)
              ON CONFLICT(name) DO UPDATE SET locked_until = max(coalesce(locked_until, 0), ?2)",
@@ -369,17 +605,24 @@ impl Backend for SqliteBackend {
         )?;
         tx.execute("DELETE FROM remembered WHERE user = ?1", [user])?;
         tx.commit()?;
+        drop(guard);
+        self.written()?;
         Ok(())
     }
 
     fn forget_remembered(&mut self, user: &str) -> Result<usize, StoreError> {
-        Ok(self
+        let n = self
+            .lock()?
             .conn
-            .execute("DELETE FROM remembered WHERE user = ?1", [user])?)
+            .execute("DELETE FROM remembered WHERE user = ?1", [user])?;
+        if n > 0 {
+            self.written()?;
+        }
+        Ok(n)
     }
 
     fn locked_users(&mut self, now: i64) -> Result<i64, StoreError> {
-        Ok(self.conn.query_row(
+        Ok(self.lock()?.conn.query_row(
             "SELECT count(*) FROM users WHERE locked_until > ?1",
             [now],
             |r| r.get(0),
@@ -394,7 +637,8 @@ impl Backend for SqliteBackend {
         now: i64,
         expires: i64,
     ) -> Result<(), StoreError> {
-        let tx = self.conn.savepoint()?;
+        let mut guard = self.lock()?;
+        let tx = guard.conn.savepoint()?;
         tx.execute(
             "DELETE FROM sms_codes WHERE user = ?1 AND (used_at IS NULL OR expires <= ?2)",
             params![user, now],
@@ -404,6 +648,8 @@ impl Backend for SqliteBackend {
             params![user, salt, tag, expires],
         )?;
         tx.commit()?;
+        drop(guard);
+        self.written()?;
         Ok(())
     }
 
@@ -416,12 +662,16 @@ impl Backend for SqliteBackend {
     }
 
     fn spend_sms_code(&mut self, id: i64, now: i64) -> Result<bool, StoreError> {
-        let n = self
+        let n = self.lock()?
             .conn
             .prepare_cached(
                 "UPDATE sms_codes SET used_at = ?2 WHERE id = ?1 AND used_at IS NULL AND expires > ?2",
             )?
             .execute(params![id, now])?;
+        // A spend that changed nothing wrote nothing to wait for.
+        if n > 0 {
+            self.written()?;
+        }
         Ok(n == 1)
     }
 
@@ -434,7 +684,8 @@ impl Backend for SqliteBackend {
         now: i64,
         until: i64,
     ) -> Result<(), StoreError> {
-        let tx = self.conn.savepoint()?;
+        let mut guard = self.lock()?;
+        let tx = guard.conn.savepoint()?;
         tx.execute("DELETE FROM remembered WHERE until <= ?1", [now])?;
         tx.execute(
             "INSERT INTO remembered(user, scope, addr, key, until) VALUES (?1, ?2, ?3, ?4, ?5)
@@ -442,6 +693,8 @@ impl Backend for SqliteBackend {
             params![user, scope, addr, key, until],
         )?;
         tx.commit()?;
+        drop(guard);
+        self.written()?;
         Ok(())
     }
 
@@ -454,6 +707,7 @@ impl Backend for SqliteBackend {
         now: i64,
     ) -> Result<bool, StoreError> {
         Ok(self
+            .lock()?
             .conn
             .prepare_cached(
                 "SELECT EXISTS(SELECT 1 FROM remembered
@@ -463,18 +717,22 @@ impl Backend for SqliteBackend {
     }
 
     fn reset_user(&mut self, user: &str) -> Result<(), StoreError> {
-        let tx = self.conn.savepoint()?;
+        let mut guard = self.lock()?;
+        let tx = guard.conn.savepoint()?;
         tx.execute("DELETE FROM remembered WHERE user = ?1", [user])?;
         tx.execute("DELETE FROM sms_codes WHERE user = ?1", [user])?;
         tx.execute("DELETE FROM devices WHERE user = ?1", [user])?;
         tx.execute("DELETE FROM bypass_codes WHERE user = ?1", [user])?;
         tx.execute("DELETE FROM users WHERE name = ?1", [user])?;
         tx.commit()?;
+        drop(guard);
+        self.written()?;
         Ok(())
     }
 
     fn devices(&mut self, user: &str) -> Result<Vec<DeviceRecord>, StoreError> {
-        let mut stmt = self.conn.prepare_cached(
+        let guard = self.lock()?;
+        let mut stmt = guard.conn.prepare_cached(
             "SELECT id, kind, name, secret, algorithm, digits, period, counter, address,
                     is_default, created
              FROM devices WHERE user = ?1 ORDER BY id",
@@ -484,17 +742,21 @@ impl Backend for SqliteBackend {
     }
 
     fn add_devices(&mut self, rows: &[NewDeviceRecord], now: i64) -> Result<Vec<i64>, StoreError> {
-        let tx = self.conn.savepoint()?;
+        let mut guard = self.lock()?;
+        let tx = guard.conn.savepoint()?;
         let mut ids = Vec::with_capacity(rows.len());
         for d in rows {
             ids.push(insert_device(&tx, d, now)?);
         }
         tx.commit()?;
+        drop(guard);
+        self.written()?;
         Ok(ids)
     }
 
     fn set_default(&mut self, user: &str, device: i64) -> Result<(), StoreError> {
-        let tx = self.conn.savepoint()?;
+        let mut guard = self.lock()?;
+        let tx = guard.conn.savepoint()?;
         tx.execute(
             "UPDATE devices SET is_default = 0 WHERE user = ?1 AND is_default = 1",
             [user],
@@ -504,11 +766,14 @@ impl Backend for SqliteBackend {
             params![user, device],
         )?;
         tx.commit()?;
+        drop(guard);
+        self.written()?;
         Ok(())
     }
 
     fn remove_device(&mut self, user: &str, device: i64) -> Result<(), StoreError> {
-        let tx = self.conn.savepoint()?;
+        let mut guard = self.lock()?;
+        let tx = guard.conn.savepoint()?;
         tx.execute(
             "DELETE FROM devices WHERE user = ?1 AND id = ?2",
             params![user, device],
@@ -520,26 +785,37 @@ impl Backend for SqliteBackend {
             [user],
         )?;
         tx.commit()?;
+        drop(guard);
+        self.written()?;
         Ok(())
     }
 
     fn spend_totp_step(&mut self, device: i64, step: u64) -> Result<bool, StoreError> {
         let n = self
+            .lock()?
             .conn
             .prepare_cached(
                 "UPDATE devices SET counter = ?2 WHERE id = ?1 AND kind = 'totp' AND counter < ?2",
             )?
             .execute(params![device, step as i64])?;
+        // A spend that changed nothing wrote nothing to wait for.
+        if n > 0 {
+            self.written()?;
+        }
         Ok(n == 1)
     }
 
     fn spend_hotp_counter(&mut self, device: i64, counter: u64) -> Result<bool, StoreError> {
-        let n = self
+        let n = self.lock()?
             .conn
             .prepare_cached(
                 "UPDATE devices SET counter = ?2 + 1 WHERE id = ?1 AND kind = 'hotp' AND counter <= ?2",
             )?
             .execute(params![device, counter as i64])?;
+        // A spend that changed nothing wrote nothing to wait for.
+        if n > 0 {
+            self.written()?;
+        }
         Ok(n == 1)
     }
 
@@ -557,7 +833,8 @@ impl Backend for SqliteBackend {
         codes: &[(Vec<u8>, Vec<u8>)],
         now: i64,
     ) -> Result<(), StoreError> {
-        let tx = self.conn.savepoint()?;
+        let mut guard = self.lock()?;
+        let tx = guard.conn.savepoint()?;
         tx.execute("DELETE FROM bypass_codes WHERE user = ?1", [user])?;
         for (salt, tag) in codes {
             tx.execute(
@@ -567,22 +844,30 @@ impl Backend for SqliteBackend {
             )?;
         }
         tx.commit()?;
+        drop(guard);
+        self.written()?;
         Ok(())
     }
 
     fn spend_bypass_code(&mut self, id: i64, now: i64) -> Result<bool, StoreError> {
         let n = self
+            .lock()?
             .conn
             .prepare_cached(
                 "UPDATE bypass_codes SET used_at = ?2 WHERE id = ?1 AND used_at IS NULL",
             )?
             .execute(params![id, now])?;
+        // A spend that changed nothing wrote nothing to wait for.
+        if n > 0 {
+            self.written()?;
+        }
         Ok(n == 1)
     }
 
     fn user_summaries(&mut self) -> Result<Vec<UserSummary>, StoreError> {
         use std::collections::BTreeMap;
-        let tx = self.conn.transaction()?;
+        let mut guard = self.lock()?;
+        let tx = guard.conn.transaction()?;
         let mut users: BTreeMap<String, UserSummary> = BTreeMap::new();
         fn slot(users: &mut BTreeMap<String, UserSummary>, name: String) -> &mut UserSummary {
             users.entry(name.clone()).or_insert_with(|| UserSummary {
@@ -626,7 +911,8 @@ impl Backend for SqliteBackend {
     }
 
     fn dump(&mut self) -> Result<Dump, StoreError> {
-        let tx = self.conn.transaction()?;
+        let mut guard = self.lock()?;
+        let tx = guard.conn.transaction()?;
         let mut dump = Dump::default();
         {
             let mut stmt =
@@ -681,7 +967,7 @@ impl Backend for SqliteBackend {
     }
 
     fn is_empty(&mut self) -> Result<bool, StoreError> {
-        Ok(self.conn.query_row(
+        Ok(self.lock()?.conn.query_row(
             "SELECT NOT EXISTS(SELECT 1 FROM users) AND NOT EXISTS(SELECT 1 FROM devices)
                 AND NOT EXISTS(SELECT 1 FROM bypass_codes) AND NOT EXISTS(SELECT 1 FROM sms_codes)
                 AND NOT EXISTS(SELECT 1 FROM remembered)",
@@ -691,7 +977,8 @@ impl Backend for SqliteBackend {
     }
 
     fn load(&mut self, dump: &Dump, replace: bool) -> Result<(), StoreError> {
-        let tx = self
+        let mut guard = self.lock()?;
+        let tx = guard
             .conn
             .transaction_with_behavior(TransactionBehavior::Immediate)?;
         if replace {
@@ -750,7 +1037,15 @@ impl Backend for SqliteBackend {
             )?;
         }
         tx.commit()?;
+        drop(guard);
+        self.written()?;
         Ok(())
+    }
+}
+
+impl Drop for SqliteBackend {
+    fn drop(&mut self) {
+        self.rollback();
     }
 }
 
