@@ -31,6 +31,7 @@ impl Clock for SystemClock {
         }
     }
 
+    #[allow(clippy::disallowed_methods)] // the one wait on tokio's timer for the daemon
     fn sleep(&self, d: Duration) -> Sleep {
         Box::pin(tokio::time::sleep(d))
     }
@@ -69,6 +70,7 @@ impl Clock for FakeClock {
         self.0.secs.load(Ordering::SeqCst)
     }
 
+    #[allow(clippy::disallowed_methods)] // the real-time cap on a fake wait
     fn sleep(&self, d: Duration) -> Sleep {
         let start = self.now();
         let secs = i64::try_from(d.as_secs()).unwrap_or(i64::MAX);

@@ -175,6 +175,7 @@ impl Dialogue for SocketDialogue {
             };
             let tick = every / 5;
             loop {
+                #[allow(clippy::disallowed_methods)] // the keep-alive tick: I/O timing
                 tokio::time::sleep(tick).await;
                 if activity.reading.load(Ordering::SeqCst) || activity.quiet_for() < every {
                     continue;
@@ -443,6 +444,7 @@ mod tests {
             .await
             .unwrap();
         // mfad waits (a push pending): about one keep-alive per interval.
+        #[allow(clippy::disallowed_methods)] // the test's own pacing, in real time
         tokio::time::sleep(EVERY * 5).await;
         let got = received(&mut client);
         let alive = got.iter().filter(|m| **m == ServerMsg::KeepAlive).count();

@@ -247,6 +247,7 @@ pub async fn serve(
             _ = &mut shutdown => return,
             accepted = listener.accept() => {
                 let Ok((stream, _)) = accepted else {
+                    #[allow(clippy::disallowed_methods)] // a pause after a failed accept
                     tokio::time::sleep(Duration::from_millis(50)).await;
                     continue;
                 };

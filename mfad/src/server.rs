@@ -281,6 +281,7 @@ pub async fn serve_with_grace(
                     Ok((stream, _)) => stream,
                     Err(e) => {
                         warn!("accept failed: {e}");
+                        #[allow(clippy::disallowed_methods)] // a pause after a failed accept
                         tokio::time::sleep(Duration::from_millis(50)).await;
                         continue;
                     }

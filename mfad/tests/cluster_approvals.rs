@@ -74,6 +74,7 @@ fn an_answer_through_node_b_reaches_the_login_waiting_on_node_a_by_notify() {
     let b = c.node(false, false, None);
     c.rt.block_on(async {
         // Give A's listener its connection before the answer is sent.
+        #[allow(clippy::disallowed_methods)] // the test's own pacing, in real time
         tokio::time::sleep(Duration::from_millis(500)).await;
         let pending = a.create(request("ann"), TTL).await.unwrap();
         let token = pending.token.clone();
@@ -288,6 +289,7 @@ fn with_the_database_down_a_request_cannot_be_made_or_answered_and_says_so() {
                     answered = Some(a);
                     break;
                 }
+                #[allow(clippy::disallowed_methods)] // the test's own pacing
                 Err(_) => tokio::time::sleep(Duration::from_millis(250)).await,
             }
         }

@@ -708,6 +708,7 @@ async fn half_sent_requests_from_one_address_cannot_shut_out_another() {
         let _ = s.write_all(b"GET /a/x HTTP/1.1\r\nHost: mfa\r\n").await;
         flood.push(s);
     }
+    #[allow(clippy::disallowed_methods)] // the test's own pacing, in real time
     tokio::time::sleep(Duration::from_millis(300)).await;
     // That address gets nothing more...
     let mut more = connect_from([127, 0, 0, 2], &e.base).await;

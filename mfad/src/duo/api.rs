@@ -438,6 +438,7 @@ impl DuoClient {
                     if rate_limited >= MAX_TRIES || wait > self.max_retry_wait {
                         return Err(DuoError::RateLimited);
                     }
+                    #[allow(clippy::disallowed_methods)] // Duo's retry backoff: real time, bounded
                     tokio::time::sleep(wait).await;
                     backoff = backoff.saturating_mul(2);
                 }

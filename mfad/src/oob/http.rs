@@ -634,6 +634,7 @@ impl ApprovalEndpoint {
                         Ok(accepted) => accepted,
                         Err(e) => {
                             warn!("approval endpoint: accept failed: {e}");
+                            #[allow(clippy::disallowed_methods)] // a pause after a failed accept
                             tokio::time::sleep(Duration::from_millis(50)).await;
                             continue;
                         }

@@ -357,6 +357,7 @@ async fn listen(opts: PgOptions, approvals: Weak<ApprovalStore>) {
                     );
                     lost = true;
                 }
+                #[allow(clippy::disallowed_methods)] // the listener's reconnect pause
                 tokio::time::sleep(POLL).await;
                 continue;
             }
@@ -368,6 +369,7 @@ async fn listen(opts: PgOptions, approvals: Weak<ApprovalStore>) {
             tokio::time::timeout(bound, client.batch_execute(&format!("LISTEN {CHANNEL}"))).await;
         if !matches!(listening, Ok(Ok(()))) {
             debug!("approval listener: LISTEN failed or timed out");
+            #[allow(clippy::disallowed_methods)] // the listener's reconnect pause
             tokio::time::sleep(POLL).await;
             continue;
         }
