@@ -36,35 +36,8 @@ PACKAGES=(
     mmdebstrap lintian
 )
 
-as_root() {
-    if [ "$(id -u)" -eq 0 ]; then
-        "$@"
-    elif command -v sudo >/dev/null; then
-        sudo "$@"
-    else
-        echo "deps.sh: need root to run: $*" >&2
-        return 1
-    fi
-}
-
-missing=()
-for p in "${PACKAGES[@]}"; do
-    if ! dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed'; then
-        missing+=("$p")
-    fi
-done
-
-if [ "${#missing[@]}" -gt 0 ]; then
-    echo "deps.sh: installing ${missing[*]}"
-    export DEBIAN_FRONTEND=noninteractive
-    # Package lists are missing on a fresh machine, and stale after a day.
-    if [ -z "$(find /var/lib/apt/lists -maxdepth 1 -name '*_Packages*' -mtime -1 2>/dev/null | head -n1)" ]; then
-        as_root apt-get update -q
-    fi
-    if ! as_root apt-get install -y -q --no-install-recommends "${missing[@]}"; then
-        as_root apt-get update -q
-        as_root apt-get install -y -q --no-install-recommends "${missing[@]}"
-    fi
-fi
+# shellcheck source=scripts/lib/apt.sh
+. scripts/lib/apt.sh
+apt_install_missing deps.sh "${PACKAGES[@]}"
 
 echo "deps.sh: all dependencies present"
