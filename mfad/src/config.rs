@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 
 pub const DEFAULT_CONFIG: &str = "/etc/mfa/mfad.toml";
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, serde::Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Config {
     pub socket: PathBuf,
@@ -69,7 +69,7 @@ pub enum StoreLocation {
     Postgres(String),
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, serde::Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct PostgresConfig {
     /// A file (root's, mode 0600) holding the role's password; systemd credentials work
@@ -98,7 +98,7 @@ impl Default for PostgresConfig {
     }
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, serde::Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct SmsConfig {
     /// Seconds an SMS passcode stays valid.
@@ -116,7 +116,7 @@ impl Default for SmsConfig {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Unenrolled {
     Deny,
@@ -126,7 +126,7 @@ pub enum Unenrolled {
     Enroll,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, serde::Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct TotpConfig {
     pub digits: u32,
@@ -134,7 +134,7 @@ pub struct TotpConfig {
     pub window: u64,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, serde::Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct HotpConfig {
     /// Counters past the expected one in which a hardware token's code is looked for.
@@ -147,7 +147,7 @@ impl Default for HotpConfig {
     }
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, serde::Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct LockoutConfig {
     pub max_failures: u32,
@@ -155,7 +155,7 @@ pub struct LockoutConfig {
     pub duration: u64,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, serde::Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct LogConfig {
     /// The system log on (the journal or syslog, as `target` says) or off.
@@ -165,7 +165,7 @@ pub struct LogConfig {
 }
 
 /// Where the system log goes (`[log] target`); see [`crate::logging::destination`].
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, serde::Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum LogTarget {
     /// The journal when systemd connected stderr to it (`$JOURNAL_STREAM`), else syslog.
@@ -175,7 +175,7 @@ pub enum LogTarget {
     Syslog,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum LogLevel {
     Error,
@@ -551,7 +551,12 @@ impl Config {
     /// The settings in force, as `--check-config` prints them: secrets hidden, and the
     /// credentials of every URL (a proxy's `user:password@`) redacted.
     pub fn describe(&self) -> String {
-        redact_urls(&format!("{self:#?}"))
+        match toml::to_string(self) {
+            Ok(text) => redact_urls(&text),
+            // Every field serializes; should one not, the settings still show, as Rust
+            // writes them.
+            Err(e) => redact_urls(&format!("# not TOML ({e}):\n{self:#?}")),
+        }
     }
 
     /// The issuer shown in authenticator apps: the configured one, else the host name.

@@ -28,7 +28,7 @@ use tokio::sync::Semaphore;
 use tracing::{info, warn};
 
 /// `[metrics]` in mfad.toml.
-#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Deserialize, serde::Serialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields)]
 pub struct MetricsConfig {
     /// Where to serve `GET /metrics`, e.g. "127.0.0.1:9469". Anyone who can reach it sees

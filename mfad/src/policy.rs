@@ -10,7 +10,7 @@ use std::net::IpAddr;
 /// Longest `remember_for` a site may configure: a week.
 pub const MAX_REMEMBER: u64 = 7 * 24 * 3600;
 
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, serde::Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct PolicyConfig {
     /// Members of any of these groups never need a second factor. Wins over require_groups.

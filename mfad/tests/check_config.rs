@@ -115,3 +115,32 @@ fn a_reader_that_goes_away_ends_the_check_quietly() {
     assert_eq!(status.code(), Some(0), "{err}");
     assert!(!err.contains("panicked"), "{err}");
 }
+
+/// The settings in force print as TOML: every default filled in, a secret shown as
+/// `(hidden)`, and text mfad reads back as a config of its own.
+#[test]
+fn the_effective_settings_print_as_toml_mfad_reads_back_with_secrets_hidden() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let path = write(
+        dir.path(),
+        "max_attempts = 5\n[lockout]\nmax_failures = 4\n[twilio]\napi_base = \
+         \"https://api.twilio.com\"\naccount_sid = \"AC0123\"\nauth_token = \
+         \"twilio-token-0123456789\"\nfrom = \"+15555550100\"\n",
+    );
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let out = check(&path);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(!text.contains("twilio-token"), "{text}");
+    let settings = text.split_once('\n').unwrap().1;
+    let parsed: toml::Table = toml::from_str(settings).unwrap();
+    assert_eq!(parsed["max_attempts"].as_integer(), Some(5));
+    assert_eq!(parsed["lockout"]["max_failures"].as_integer(), Some(4));
+    // A default nobody wrote is there too.
+    assert_eq!(parsed["totp"]["digits"].as_integer(), Some(6));
+    assert_eq!(parsed["twilio"]["auth_token"].as_str(), Some("(hidden)"));
+    let again = mfad::Config::parse(settings, Path::new("printed.toml")).unwrap();
+    assert_eq!(again.max_attempts, 5);
+    assert_eq!(again.lockout.max_failures, 4);
+}

@@ -116,7 +116,7 @@ fn a_world_readable_config_holding_a_token_is_refused_naming_the_file_and_the_fi
     let out = check(&config);
     let all = text(&out);
     assert_eq!(out.status.code(), Some(0), "{all}");
-    assert!(all.contains("auth_token: (hidden)"), "{all}");
+    assert!(all.contains("auth_token = \"(hidden)\""), "{all}");
     assert!(!all.contains(TWILIO_TOKEN), "{all}");
 }
 
@@ -161,8 +161,8 @@ fn a_world_readable_config_may_name_private_secret_files_but_not_readable_ones()
         "{all}"
     );
     // The file's token is the one in force (shown only as set).
-    assert!(all.contains("auth_token: (hidden)"), "{all}");
-    assert!(all.contains("token: Some(\n"), "{all}");
+    assert!(all.contains("auth_token = \"(hidden)\""), "{all}");
+    assert!(all.contains("\ntoken = \"(hidden)\""), "{all}");
     // And the daemon starts on it.
     let (code, stderr) = start(&config);
     assert_eq!(code, None, "mfad exited: {stderr}");

@@ -20,7 +20,7 @@ pub const DEFAULT_PROMPTS: u32 = 3;
 
 /// The Duo Auth API provider. Every key is optional here; `host`, `ikey` and `skey` must come
 /// from here or from the file named by `duo_conf`.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, serde::Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct DuoConfig {
     /// Integration key (`DI…`): the user name of each request's Basic authorization.

@@ -27,6 +27,18 @@ impl Secret {
     }
 }
 
+/// A secret is written as `(hidden)` (or `(unset)`), never as itself: `--check-config`
+/// prints the effective settings.
+impl serde::Serialize for Secret {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(if self.0.is_empty() {
+            "(unset)"
+        } else {
+            "(hidden)"
+        })
+    }
+}
+
 impl fmt::Debug for Secret {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         if self.0.is_empty() {
@@ -39,7 +51,7 @@ impl fmt::Debug for Secret {
 
 /// `[approval]`: the HTTPS endpoint that users' phones open to approve a push, and that the
 /// voice provider calls back while a phone call is in progress.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, serde::Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ApprovalConfig {
     /// Address and port to listen on. Default `127.0.0.1:8443`.
@@ -80,7 +92,7 @@ impl Default for ApprovalConfig {
 }
 
 /// Which push notifier `[push]` talks to.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum NotifierKind {
     /// ntfy (self-hosted or ntfy.sh), through its JSON publish API.
@@ -90,7 +102,7 @@ pub enum NotifierKind {
 }
 
 /// `[push]`: how a login request reaches the user's phone.
-#[derive(Clone, Deserialize)]
+#[derive(Clone, Deserialize, serde::Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct PushConfig {
     /// `"ntfy"` (default) or `"webhook"`.
@@ -140,7 +152,7 @@ impl fmt::Debug for PushConfig {
 }
 
 /// `[twilio]`: a Twilio-compatible REST API for SMS passcodes and phone calls.
-#[derive(Clone, Deserialize)]
+#[derive(Clone, Deserialize, serde::Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct TwilioConfig {
     /// The API's base URL. Default `https://api.twilio.com`; `https://` unless loopback.
