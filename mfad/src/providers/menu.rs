@@ -102,19 +102,24 @@ pub(crate) async fn wait_for_phone<T>(
         })
         .await?;
         let mut held = Vec::new();
-        {
+        let answered = {
             let answer = conn.answer();
             tokio::pin!(answer);
             loop {
                 tokio::select! {
-                    a = &mut answer => {
-                        a?;
-                        break;
-                    }
+                    a = &mut answer => break a,
                     r = &mut done, if result.is_none() => result = Some(r),
                     Some(line) = next_line(&mut updates), if result.is_none() => held.push(line),
                 }
             }
+        };
+        if let Err(e) = answered {
+            // The client broke off: the wait still runs to its end (bounded), so a pending
+            // request is withdrawn as the bound has it, not left for a late tap.
+            if result.is_none() {
+                done.await;
+            }
+            return Err(e);
         }
         for line in held {
             conn.info(line).await?;
@@ -232,6 +237,21 @@ mod tests {
                 "info: Still waiting.",
             ]
         );
+    }
+
+    #[tokio::test]
+    async fn a_client_that_breaks_off_at_the_prompt_still_waits_the_request_out() {
+        // No answer left: the client hangs up at the "Press Enter" prompt.
+        let (mut conn, _) = conn(&[]);
+        let finished = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let flag = std::sync::Arc::clone(&finished);
+        let verdict = async move {
+            tokio::task::yield_now().await;
+            flag.store(true, std::sync::atomic::Ordering::SeqCst);
+        };
+        let got = wait_for_phone(&mut conn, "Pushed.", true, None, verdict).await;
+        assert!(got.is_err());
+        assert!(finished.load(std::sync::atomic::Ordering::SeqCst));
     }
 
     #[tokio::test]
