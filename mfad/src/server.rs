@@ -210,8 +210,20 @@ pub fn bind(path: &Path) -> Result<UnixListener, BindError> {
         }
         std::fs::remove_file(path).map_err(io)?;
     }
-    let listener = UnixListener::bind(path).map_err(io)?;
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o666)).map_err(io)?;
+    // The socket appears under its name only once it listens and is open to all: bound
+    // under a temporary name beside it, then renamed into place. A client (or a starter
+    // waiting for the file) never finds a socket that refuses connections.
+    let mut fresh = path.as_os_str().to_owned();
+    fresh.push(format!(".{}.new", std::process::id()));
+    let fresh = std::path::PathBuf::from(fresh);
+    let _ = std::fs::remove_file(&fresh);
+    let listener = UnixListener::bind(&fresh).map_err(io)?;
+    let placed = std::fs::set_permissions(&fresh, std::fs::Permissions::from_mode(0o666))
+        .and_then(|()| std::fs::rename(&fresh, path));
+    if let Err(e) = placed {
+        let _ = std::fs::remove_file(&fresh);
+        return Err(io(e));
+    }
     Ok(listener)
 }
 
