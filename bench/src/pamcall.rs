@@ -299,18 +299,6 @@ struct BenchUser {
     ga_path: PathBuf,
 }
 
-fn security_module(name: &str) -> Option<PathBuf> {
-    [
-        "/lib/x86_64-linux-gnu/security",
-        "/usr/lib/x86_64-linux-gnu/security",
-        "/lib/security",
-        "/usr/lib/security",
-    ]
-    .iter()
-    .map(|d| Path::new(d).join(name))
-    .find(|p| p.exists())
-}
-
 fn write_replacing(
     path: &Path,
     text: &str,
@@ -362,21 +350,14 @@ fn google_authenticator_file(user: &TestUser) -> Result<(PathBuf, String, Vec<u8
 impl World {
     fn start(mfad_bin: &Path, bin: &Path, n_users: usize) -> Result<World, BenchError> {
         mfa_e2e::paths::require_root()?;
-        for (module, package) in [
-            ("pam_permit.so", "libpam-modules"),
-            ("pam_google_authenticator.so", "libpam-google-authenticator"),
-            ("pam_oath.so", "libpam-oath"),
-        ] {
-            if security_module(module).is_none() {
-                return Err(BenchError(format!(
-                    "{module} is missing: apt-get install {package} (scripts/deps.sh installs it)"
-                )));
-            }
-        }
-        let module = bin.join("libpam_mfa.so");
-        if !module.is_file() {
-            return Err(BenchError(format!("{} is missing", module.display())));
-        }
+        let module = crate::ssh::require_modules(
+            bin,
+            &[
+                ("pam_permit.so", "libpam-modules"),
+                ("pam_google_authenticator.so", "libpam-google-authenticator"),
+                ("pam_oath.so", "libpam-oath"),
+            ],
+        )?;
         let name = unique_name();
         let scratch = ScratchDir::new(&name)?;
         let dir = scratch.path().to_path_buf();

@@ -88,7 +88,24 @@ fn require(path: &str, package: &str) -> Result<(), BenchError> {
     }
 }
 
-fn security_module(name: &str) -> Option<PathBuf> {
+/// Checks that the PAM modules compared with pam_mfa (module, Debian package) are installed,
+/// and that pam_mfa is built in `bin`; returns pam_mfa's path.
+pub(crate) fn require_modules(bin: &Path, modules: &[(&str, &str)]) -> Result<PathBuf, BenchError> {
+    for (module, package) in modules {
+        if security_module(module).is_none() {
+            return Err(BenchError(format!(
+                "{module} is missing: apt-get install {package} (scripts/deps.sh installs it)"
+            )));
+        }
+    }
+    let module = bin.join("libpam_mfa.so");
+    if !module.is_file() {
+        return Err(BenchError(format!("{} is missing", module.display())));
+    }
+    Ok(module)
+}
+
+pub(crate) fn security_module(name: &str) -> Option<PathBuf> {
     [
         "/lib/x86_64-linux-gnu/security",
         "/usr/lib/x86_64-linux-gnu/security",
@@ -104,20 +121,13 @@ impl World {
     fn start(bin: &Path) -> Result<World, BenchError> {
         mfa_e2e::paths::require_root()?;
         require("/usr/bin/python3", "python3-paramiko")?;
-        for (module, package) in [
-            ("pam_google_authenticator.so", "libpam-google-authenticator"),
-            ("pam_oath.so", "libpam-oath"),
-        ] {
-            if security_module(module).is_none() {
-                return Err(BenchError(format!(
-                    "{module} is missing: apt-get install {package} (scripts/deps.sh installs it)"
-                )));
-            }
-        }
-        let module = bin.join("libpam_mfa.so");
-        if !module.is_file() {
-            return Err(BenchError(format!("{} is missing", module.display())));
-        }
+        let module = require_modules(
+            bin,
+            &[
+                ("pam_google_authenticator.so", "libpam-google-authenticator"),
+                ("pam_oath.so", "libpam-oath"),
+            ],
+        )?;
         let name = unique_name();
         let scratch = ScratchDir::new(&name)?;
         let dir = scratch.path().to_path_buf();
