@@ -158,6 +158,22 @@ impl Client {
     }
 }
 
+/// Where a conversation's frames go: mfad's socket ([`Client`]) or, in tests, a daemon
+/// running in the same process.
+pub trait Transport {
+    fn send(&mut self, msg: &ClientMsg) -> Result<(), ClientError>;
+    fn recv(&mut self) -> Result<ServerMsg, ClientError>;
+}
+
+impl Transport for Client {
+    fn send(&mut self, msg: &ClientMsg) -> Result<(), ClientError> {
+        Client::send(self, msg)
+    }
+    fn recv(&mut self) -> Result<ServerMsg, ClientError> {
+        Client::recv(self)
+    }
+}
+
 /// How a client shows the daemon's messages and asks its user.
 pub trait Conversation {
     fn info(&mut self, text: &str);
@@ -184,7 +200,7 @@ fn bound_answer(answer: Zeroizing<String>) -> Zeroizing<String> {
 /// Any error after mfad's first real message (not a keep-alive) comes back as
 /// [`ClientError::Interrupted`].
 pub fn run_conversation(
-    client: &mut Client,
+    client: &mut dyn Transport,
     op: Operation,
     conv: &mut dyn Conversation,
 ) -> Result<Outcome, ClientError> {
@@ -199,7 +215,7 @@ pub fn run_conversation(
 }
 
 fn relay(
-    client: &mut Client,
+    client: &mut dyn Transport,
     op: Operation,
     conv: &mut dyn Conversation,
     spoken: &mut bool,

@@ -14,7 +14,7 @@ pub mod text;
 use serde::{Deserialize, Serialize};
 use zeroize::Zeroizing;
 
-pub use client::{Client, ClientError, Conversation, FailMode, run_conversation};
+pub use client::{Client, ClientError, Conversation, FailMode, Transport, run_conversation};
 pub use terminal::Terminal;
 
 /// Bumped whenever a message changes shape. Version 2 added [`ServerMsg::KeepAlive`]; mfad

@@ -1,10 +1,12 @@
-//! mfad over its real socket, with a clock the test controls.
+//! mfad's conversations in-process (no socket, no root), and over its real socket where the
+//! socket is the point (framing, peer credentials, limits); with a clock the test controls.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use mfa_proto::{
     AdminOp, AuthContext, Client, ClientError, Conversation, Operation, Outcome, ServerMsg,
+    Transport,
 };
-use mfa_test_support::{Script, T0, TestDaemon};
+use mfa_test_support::{Live, Script, T0, TestDaemon};
 use mfad::Config;
 use mfad::config::Unenrolled;
 use mfad::factor::totp::{self, HashAlgorithm, TotpParams};
@@ -197,19 +199,16 @@ fn a_bypass_code_works_once() {
     assert_eq!(d.login("root", &[&codes[4]]).0, Outcome::Allow);
 }
 
-/// `mfa enroll totp` over the socket, typing a code made from the secret shown (`mistype`:
-/// a wrong one).
-fn enrol_over_socket(d: &TestDaemon, mistype: bool) -> (Outcome, Enroller) {
-    let mut client =
-        Client::connect(&d.socket(), Duration::from_secs(2), Duration::from_secs(10)).unwrap();
+/// `mfa enroll totp`, typing a code made from the secret shown (`mistype`: a wrong one).
+fn enrol(d: &TestDaemon, mistype: bool) -> (Outcome, Enroller) {
     let mut conv = Enroller {
         now: mfad::Clock::now(&d.clock),
         shown: String::new(),
         mistype,
     };
-    let outcome =
-        mfa_proto::run_conversation(&mut client, Operation::EnrollTotp { name: None }, &mut conv)
-            .unwrap();
+    let outcome = d
+        .run_with(Operation::EnrollTotp { name: None }, &mut conv)
+        .unwrap();
     (outcome, conv)
 }
 
@@ -217,7 +216,7 @@ fn enrol_over_socket(d: &TestDaemon, mistype: bool) -> (Outcome, Enroller) {
 fn enrolment_needs_a_matching_code_and_then_a_fresh_factor_to_change() {
     let d = TestDaemon::start(|_| {});
     // A code that does not match the secret shown enrols nothing.
-    let (outcome, conv) = enrol_over_socket(&d, true);
+    let (outcome, conv) = enrol(&d, true);
     assert_eq!(outcome, Outcome::Deny, "{}", conv.shown);
     assert!(conv.shown.contains("otpauth://totp/testhost:root?"));
     assert!(conv.shown.contains("does not match"), "{}", conv.shown);
@@ -229,7 +228,7 @@ fn enrolment_needs_a_matching_code_and_then_a_fresh_factor_to_change() {
     assert!(d.store().devices("root").unwrap().is_empty());
 
     // Enrol root's own authenticator, reading the secret from what the daemon showed.
-    let (outcome, conv) = enrol_over_socket(&d, false);
+    let (outcome, conv) = enrol(&d, false);
     assert_eq!(outcome, Outcome::Allow, "{}", conv.shown);
     assert!(conv.shown.contains("otpauth://totp/testhost:root?"));
     assert_eq!(d.store().devices("root").unwrap().len(), 1);
@@ -793,16 +792,14 @@ fn in_login_enrolment_works_from_a_trusted_network_and_is_refused_elsewhere() {
     );
     assert!(d.store().devices("root").unwrap().is_empty());
 
-    let mut client =
-        Client::connect(&d.socket(), Duration::from_secs(2), Duration::from_secs(10)).unwrap();
     let mut conv = Enroller {
         now: mfad::Clock::now(&d.clock),
         shown: String::new(),
         mistype: false,
     };
-    let outcome =
-        mfa_proto::run_conversation(&mut client, auth_from("root", "10.1.1.1", None), &mut conv)
-            .unwrap();
+    let outcome = d
+        .run_with(auth_from("root", "10.1.1.1", None), &mut conv)
+        .unwrap();
     assert_eq!(outcome, Outcome::Allow, "{}", conv.shown);
     assert!(conv.shown.contains("otpauth://totp/"));
     assert_eq!(d.store().devices("root").unwrap().len(), 1);
@@ -828,9 +825,8 @@ fn a_user_may_authenticate_itself_but_not_another_user() {
 // ---- The security review (issue 9): locks, names, groups, remembered logins, secrets ----
 
 /// A login left waiting at its passcode prompt.
-fn at_prompt(d: &TestDaemon, user: &str) -> Client {
-    let mut client =
-        Client::connect(&d.socket(), Duration::from_secs(2), Duration::from_secs(10)).unwrap();
+fn at_prompt(d: &TestDaemon, user: &str) -> Live {
+    let mut client = d.connect_as(0);
     client
         .send(&mfa_proto::ClientMsg::Hello {
             version: mfa_proto::PROTOCOL_VERSION,
@@ -848,7 +844,7 @@ fn at_prompt(d: &TestDaemon, user: &str) -> Client {
 
 /// Answers the prompt `client` waits at; returns what mfad said up to its verdict or the
 /// next prompt, and the verdict if there was one.
-fn answer(client: &mut Client, text: &str) -> (String, Option<Outcome>) {
+fn answer(client: &mut Live, text: &str) -> (String, Option<Outcome>) {
     client
         .send(&mfa_proto::ClientMsg::Answer {
             text: Some(Zeroizing::new(text.to_string())),
@@ -873,7 +869,7 @@ fn a_session_already_at_its_prompt_accepts_no_code_once_the_account_is_locked() 
     let d = TestDaemon::start(|_| {});
     d.enrol_totp("root");
     // Five logins reach the prompt before the lock...
-    let mut waiting: Vec<Client> = (0..5).map(|_| at_prompt(&d, "root")).collect();
+    let mut waiting: Vec<Live> = (0..5).map(|_| at_prompt(&d, "root")).collect();
     // ...then ten wrong codes elsewhere lock the account.
     for _ in 0..3 {
         d.login("root", &["000000", "000001", "000002"]);
@@ -903,7 +899,7 @@ fn failures_while_locked_count_and_never_shorten_a_longer_lock() {
     let d = TestDaemon::start(|c| c.lockout.max_failures = 3);
     d.enrol_totp("root");
     // Three logins reach the prompt; then a report locks for longer than a lockout would.
-    let mut waiting: Vec<Client> = (0..3).map(|_| at_prompt(&d, "root")).collect();
+    let mut waiting: Vec<Live> = (0..3).map(|_| at_prompt(&d, "root")).collect();
     let far = T0 + 10 * 3600;
     d.store().lock_until("root", far).unwrap();
     for (n, client) in waiting.iter_mut().enumerate().take(2) {

@@ -1,5 +1,5 @@
-//! The login menu's out-of-band methods (push, phone call, SMS passcodes) over mfad's real
-//! socket and approval endpoint, with the fake phone of the end-to-end harness acting as
+//! The login menu's out-of-band methods (push, phone call, SMS passcodes), conversations
+//! in-process against mfad's real approval endpoint, with the fake phone of the end-to-end harness acting as
 //! ntfy, Twilio and the phone's owner. The clock is the test's, and so is the bound of a
 //! push nobody answers (`token_ttl = 10`): the test moves the clock on instead of waiting.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
@@ -135,7 +135,7 @@ impl OobDaemon {
             next: 0,
             shown: Vec::new(),
         };
-        let outcome = self.d.run_over_socket_with(op, &mut script).unwrap();
+        let outcome = self.d.run_with(op, &mut script).unwrap();
         assert_eq!(
             script.next,
             script.answers.len(),

@@ -19,7 +19,7 @@ use mfad::store::Backend;
 use mfad::{Config, Daemon, FakeClock, Store};
 use std::os::unix::fs::PermissionsExt;
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 use zeroize::Zeroizing;
 
@@ -163,8 +163,8 @@ impl TestDaemon {
     }
 
     /// One conversation as root (sshd's PAM stack), in-process: the daemon's conversation
-    /// runs over a dialogue that hands each message to a [`Script`], as the client's relay
-    /// would. No socket, no root needed.
+    /// runs on its runtime over a [`Live`] channel pair, relayed to a [`Script`] as the
+    /// client's `run_conversation` relays the socket. No socket, no root needed.
     pub fn run(
         &self,
         op: impl Into<Operation>,
@@ -180,31 +180,52 @@ impl TestDaemon {
         op: impl Into<Operation>,
         answers: &[&str],
     ) -> (Result<Outcome, ClientError>, Script) {
-        let client = ClientSide::new(Script::new(answers));
-        let mut conn = Conn::over(Box::new(client.clone()), uid, self.timeouts());
-        self.block_on_converse(&mut conn, op.into());
-        drop(conn);
-        client.finish()
+        let mut script = Script::new(answers);
+        let outcome =
+            mfa_proto::run_conversation(&mut self.connect_as(uid), op.into(), &mut script);
+        (outcome, script)
     }
 
-    /// One conversation over the socket, as root, answered by `conv`.
-    pub fn run_over_socket_with(
+    /// One conversation as root, in-process, answered by `conv`.
+    pub fn run_with(
         &self,
         op: impl Into<Operation>,
         conv: &mut dyn Conversation,
     ) -> Result<Outcome, ClientError> {
-        // Reads wait longer than any approval bound.
-        let mut client = mfa_proto::Client::connect(
-            &self.socket(),
-            Duration::from_secs(2),
-            Duration::from_secs(40),
-        )
-        .unwrap();
-        mfa_proto::run_conversation(&mut client, op.into(), conv)
+        mfa_proto::run_conversation(&mut self.connect_as(0), op.into(), conv)
+    }
+
+    /// A connection to the daemon in-process as the caller `uid`: what the socket would
+    /// carry, frame by frame, without the socket (see [`Live`]).
+    pub fn connect_as(&self, uid: u32) -> Live {
+        let (to_daemon, from_client) = tokio::sync::mpsc::unbounded_channel();
+        let (to_client, from_daemon) = std::sync::mpsc::channel();
+        let daemon = Arc::clone(&self.daemon);
+        let timeouts = self.timeouts();
+        self.runtime.spawn(async move {
+            let mut dialogue = LiveDialogue {
+                from_client,
+                to_client,
+            };
+            // The hello, as the server reads it.
+            let op = match dialogue.read(timeouts.hello).await {
+                Ok(ClientMsg::Hello { version, op }) if version == mfa_proto::PROTOCOL_VERSION => {
+                    op
+                }
+                _ => return,
+            };
+            let mut conn = Conn::over(Box::new(dialogue), uid, timeouts);
+            daemon.converse(&mut conn, op).await;
+        });
+        Live {
+            to_daemon,
+            from_daemon,
+        }
     }
 
     /// One conversation over the socket, as root, answered by a [`Script`]: for what only
-    /// the socket shows (framing, peer credentials, the binary).
+    /// the socket shows (framing, peer credentials, the binary). Needs root: the client
+    /// refuses a socket root does not own.
     pub fn run_over_socket(
         &self,
         op: impl Into<Operation>,
@@ -230,11 +251,6 @@ impl TestDaemon {
         }
     }
 
-    fn block_on_converse(&self, conn: &mut Conn, op: Operation) {
-        let daemon = Arc::clone(&self.daemon);
-        self.runtime.block_on(daemon.converse(conn, op));
-    }
-
     /// An interactive ssh login of `user` (through sshd's PAM stack, from 192.0.2.7)
     /// answering `answers`; every answer must be asked for, and mfad must give a verdict.
     pub fn login(&self, user: &str, answers: &[&str]) -> (Outcome, Script) {
@@ -249,7 +265,8 @@ impl TestDaemon {
     pub fn converse(&self, uid: u32, op: Operation, answers: &[&str]) -> Conversed {
         let dialogue = ScriptDialogue::answering(answers);
         let mut conn = Conn::over(Box::new(dialogue.clone()), uid, self.timeouts());
-        self.block_on_converse(&mut conn, op);
+        let daemon = Arc::clone(&self.daemon);
+        self.runtime.block_on(daemon.converse(&mut conn, op));
         Conversed {
             said: dialogue.said(),
             unanswered: dialogue.unanswered(),
@@ -257,87 +274,52 @@ impl TestDaemon {
     }
 }
 
-/// The client's side of an in-process conversation: what `mfa_proto::run_conversation`
-/// does with mfad's messages, without the socket.
-#[derive(Clone)]
-struct ClientSide {
-    state: Arc<Mutex<ClientState>>,
+/// The client's end of an in-process connection ([`TestDaemon::connect_as`]): frames go
+/// to the daemon's conversation as they would over its socket, and each read waits at most
+/// 20 s (longer than any approval bound of the tests). When the daemon's side ends, the
+/// connection reads as closed.
+pub struct Live {
+    to_daemon: tokio::sync::mpsc::UnboundedSender<ClientMsg>,
+    from_daemon: std::sync::mpsc::Receiver<ServerMsg>,
 }
 
-struct ClientState {
-    script: Script,
-    prompt: Option<(String, bool)>,
-    spoken: bool,
-    result: Option<Result<Outcome, ClientError>>,
-}
-
-impl ClientSide {
-    fn new(script: Script) -> Self {
-        ClientSide {
-            state: Arc::new(Mutex::new(ClientState {
-                script,
-                prompt: None,
-                spoken: false,
-                result: None,
-            })),
-        }
+impl mfa_proto::Transport for Live {
+    fn send(&mut self, msg: &ClientMsg) -> Result<(), ClientError> {
+        self.to_daemon
+            .send(msg.clone())
+            .map_err(|_| ClientError::Closed)
     }
 
-    /// The outcome (or the error a client would see) and the script.
-    fn finish(self) -> (Result<Outcome, ClientError>, Script) {
-        let state = Arc::try_unwrap(self.state)
-            .ok()
-            .expect("the conversation is over")
-            .into_inner()
-            .unwrap();
-        let result = state.result.unwrap_or_else(|| {
-            let closed = ClientError::Closed;
-            Err(if state.spoken {
-                ClientError::Interrupted(Box::new(closed))
-            } else {
-                closed
+    fn recv(&mut self) -> Result<ServerMsg, ClientError> {
+        self.from_daemon
+            .recv_timeout(Duration::from_secs(20))
+            .map_err(|e| match e {
+                std::sync::mpsc::RecvTimeoutError::Timeout => ClientError::TimedOut,
+                std::sync::mpsc::RecvTimeoutError::Disconnected => ClientError::Closed,
             })
-        });
-        (result, state.script)
     }
 }
 
-impl Dialogue for ClientSide {
+/// The daemon's end of a [`Live`] connection.
+struct LiveDialogue {
+    from_client: tokio::sync::mpsc::UnboundedReceiver<ClientMsg>,
+    to_client: std::sync::mpsc::Sender<ServerMsg>,
+}
+
+impl Dialogue for LiveDialogue {
     fn write<'a>(&'a mut self, msg: &'a ServerMsg, _limit: Duration) -> DialogueFuture<'a, ()> {
-        let mut s = self.state.lock().unwrap();
-        if s.result.is_none() {
-            match msg {
-                ServerMsg::Info { text } => s.script.info(text),
-                ServerMsg::Error { text } => s.script.error(text),
-                ServerMsg::Prompt { text, echo } => s.prompt = Some((text.clone(), *echo)),
-                ServerMsg::Done { outcome } => s.result = Some(Ok(*outcome)),
-                ServerMsg::Unavailable { reason } => {
-                    let e = ClientError::Unavailable(reason.clone());
-                    s.result = Some(Err(if s.spoken {
-                        ClientError::Interrupted(Box::new(e))
-                    } else {
-                        e
-                    }));
-                }
-                ServerMsg::KeepAlive => {}
-            }
-            if !matches!(msg, ServerMsg::KeepAlive) {
-                s.spoken = true;
-            }
-        }
+        // A client that has gone reads nothing more; the daemon finds out at its next read,
+        // as with a socket whose peer has closed.
+        let _ = self.to_client.send(msg.clone());
         Box::pin(async { Ok(()) })
     }
 
-    fn read(&mut self, _limit: Duration) -> DialogueFuture<'_, ClientMsg> {
-        let mut s = self.state.lock().unwrap();
-        let answer = s
-            .prompt
-            .take()
-            .map(|(text, echo)| s.script.prompt(&text, echo));
+    fn read(&mut self, limit: Duration) -> DialogueFuture<'_, ClientMsg> {
         Box::pin(async move {
-            match answer {
-                Some(text) => Ok(ClientMsg::Answer { text }),
-                None => Err(ConnError::Protocol("no prompt to answer")),
+            match tokio::time::timeout(limit, self.from_client.recv()).await {
+                Ok(Some(msg)) => Ok(msg),
+                Ok(None) => Err(ConnError::Protocol("the client closed the connection")),
+                Err(_) => Err(ConnError::TimedOut(limit)),
             }
         })
     }
