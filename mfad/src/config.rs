@@ -300,12 +300,12 @@ impl Config {
         config.resolve_secret_files(path)?;
         config.validate(path)?;
         // Duo: merges duo_conf into [duo] and validates the result.
-        crate::duo::config::resolve(&mut config.duo, config.duo_conf.as_deref()).map_err(
-            |message| ConfigError::Parse {
+        crate::duo::config::resolve(&mut config.duo, config.duo_conf.as_deref()).map_err(|e| {
+            ConfigError::Parse {
                 path: path.to_path_buf(),
-                message,
-            },
-        )?;
+                message: e.to_string(),
+            }
+        })?;
         Ok(config)
     }
 

@@ -19,8 +19,13 @@ const SEALED_V1: u8 = 1;
 
 #[derive(Debug, thiserror::Error)]
 pub enum KeyError {
-    #[error("{0}")]
-    File(String),
+    #[error(transparent)]
+    File(#[from] crate::secret_file::SecretFileError),
+    #[error("store_key: cannot create {}: {source}", path.display())]
+    Create {
+        path: std::path::PathBuf,
+        source: std::io::Error,
+    },
     #[error("store_key {0}: holds no key (it must be 64 hexadecimal digits, as mfad writes it)")]
     Malformed(String),
     #[error("the store key could not be set up for encryption")]
@@ -68,7 +73,7 @@ impl StoreKey {
         if create && !path.exists() {
             Self::create(path)?;
         }
-        let text = crate::secret_file::read_secret(path, "store_key").map_err(KeyError::File)?;
+        let text = crate::secret_file::read_secret(path, "store_key")?;
         let bytes = Zeroizing::new(
             data_encoding::HEXLOWER_PERMISSIVE
                 .decode(text.trim().as_bytes())
@@ -83,8 +88,9 @@ impl StoreKey {
     }
 
     fn create(path: &Path) -> Result<(), KeyError> {
-        let err = |e: std::io::Error| {
-            KeyError::File(format!("store_key: cannot create {}: {e}", path.display()))
+        let err = |source| KeyError::Create {
+            path: path.into(),
+            source,
         };
         if let Some(dir) = path.parent()
             && !dir.exists()

@@ -161,7 +161,7 @@ struct Time {
 /// Builds the HTTPS client for Duo: rustls with the built-in roots, the system's CA bundle
 /// and `cafile`; the configured proxy or none (never the environment's); `https_timeout` for
 /// connecting (TCP and TLS) and for each request as a whole; no redirects.
-pub fn http_client(cfg: &DuoConfig) -> Result<reqwest::Client, String> {
+pub fn http_client(cfg: &DuoConfig) -> Result<reqwest::Client, DuoClientError> {
     let mut builder = crate::http::client_builder(
         cfg.https_timeout(),
         cfg.status_timeout().max(cfg.https_timeout()),
@@ -189,14 +189,22 @@ pub fn http_client(cfg: &DuoConfig) -> Result<reqwest::Client, String> {
         }
     }
     builder = match &cfg.http_proxy {
-        Some(p) => builder.proxy(
-            reqwest::Proxy::all(p.as_str()).map_err(|_| format!("duo: bad http_proxy {p:?}"))?,
-        ),
+        Some(p) => builder
+            .proxy(reqwest::Proxy::all(p.as_str()).map_err(|_| DuoClientError::Proxy(p.clone()))?),
         None => builder.no_proxy(),
     };
-    builder
-        .build()
-        .map_err(|_| "duo: the HTTPS client could not be set up".to_string())
+    builder.build().map_err(DuoClientError::Build)
+}
+
+/// Why Duo's HTTPS client could not be built.
+#[derive(Debug, thiserror::Error)]
+pub enum DuoClientError {
+    #[error(transparent)]
+    CaFile(#[from] super::config::DuoConfigError),
+    #[error("duo: bad http_proxy {0:?}")]
+    Proxy(String),
+    #[error("duo: the HTTPS client could not be set up: {0}")]
+    Build(reqwest::Error),
 }
 
 /// A signed, bounded conversation with one Duo API host.

@@ -9,6 +9,74 @@ use serde::Deserialize;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+/// Why the Duo settings were refused; every message names the key or the file's line.
+#[derive(Debug, thiserror::Error)]
+pub enum DuoConfigError {
+    #[error("duo: {0} is missing; set it in [duo] or in the pam_duo.conf named by duo_conf")]
+    Missing(&'static str),
+    #[error("duo: {0} is empty")]
+    Empty(&'static str),
+    #[error("duo: {key} = {value:?} {expected}")]
+    Invalid {
+        key: &'static str,
+        value: String,
+        expected: &'static str,
+    },
+    #[error("duo: {key} = {value} is out of range: must be {lo} to {hi}{unit}")]
+    Range {
+        key: &'static str,
+        value: u64,
+        lo: u64,
+        hi: u64,
+        unit: &'static str,
+    },
+    #[error("duo: {0}")]
+    Groups(#[from] super::groups::GroupsError),
+    #[error("duo: set skey or skey_file, not both")]
+    SkeyTwice,
+    #[error("duo: cafile {}: cannot read it: {source}", path.display())]
+    CaFileRead {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("duo: cafile {}: not a PEM certificate file", path.display())]
+    CaFileNotPem { path: PathBuf },
+    #[error("duo: cafile {} holds no PEM certificate", path.display())]
+    CaFileEmpty { path: PathBuf },
+    #[error("duo_conf: cannot read {}: {source}", path.display())]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    SecretFile(#[from] crate::secret_file::SecretFileError),
+    #[error("{origin} line {line}: {problem}")]
+    Line {
+        origin: String,
+        line: usize,
+        problem: IniProblem,
+    },
+}
+
+/// What is wrong with one line of a pam_duo.conf.
+#[derive(Debug, thiserror::Error)]
+pub enum IniProblem {
+    #[error("a section header must end with ]")]
+    Section,
+    #[error("expected `name = value`")]
+    NotAnOption,
+    #[error("failmode = {0:?} must be safe or secure")]
+    FailMode(String),
+    #[error("{key} = {value} is not supported: {why}")]
+    Unsupported {
+        key: String,
+        value: String,
+        why: &'static str,
+    },
+    #[error("unknown option {0:?}")]
+    Unknown(String),
+}
+
 /// Seconds any one request to Duo may take, connection and TLS handshake included.
 pub const DEFAULT_HTTPS_TIMEOUT: u64 = 15;
 /// Seconds mfad waits for the answer to a push or phone call.
@@ -108,32 +176,33 @@ impl DuoConfig {
     }
 
     /// Checks every key, naming it in the message.
-    pub fn validate(&self) -> Result<(), String> {
-        let missing = |key: &str| {
-            format!(
-                "duo: {key} is missing; set it in [duo] or in the pam_duo.conf named by duo_conf"
-            )
-        };
-        let host = self.host.as_deref().ok_or_else(|| missing("host"))?;
+    pub fn validate(&self) -> Result<(), DuoConfigError> {
+        use DuoConfigError::{Invalid, Missing};
+        let host = self.host.as_deref().ok_or(Missing("host"))?;
         if host.is_empty()
             || !host
                 .bytes()
                 .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b':'))
         {
-            return Err(format!(
-                "duo: host = {host:?} must be a host name such as api-XXXXXXXX.duosecurity.com \
-                 (no https://, no path)"
-            ));
+            return Err(Invalid {
+                key: "host",
+                value: host.into(),
+                expected: "must be a host name such as api-XXXXXXXX.duosecurity.com \
+                           (no https://, no path)",
+            });
         }
-        let ikey = self.ikey.as_deref().ok_or_else(|| missing("ikey"))?;
+        let ikey = self.ikey.as_deref().ok_or(Missing("ikey"))?;
         if ikey.is_empty() || ikey.len() > 64 || !ikey.bytes().all(|b| b.is_ascii_alphanumeric()) {
-            return Err(format!(
-                "duo: ikey = {ikey:?} is not an integration key (letters and digits, like DIXXXXXXXXXXXXXXXXXX)"
-            ));
+            return Err(Invalid {
+                key: "ikey",
+                value: ikey.into(),
+                expected: "is not an integration key (letters and digits, like \
+                           DIXXXXXXXXXXXXXXXXXX)",
+            });
         }
         match &self.skey {
-            None => return Err(missing("skey")),
-            Some(s) if s.is_empty() => return Err("duo: skey is empty".into()),
+            None => return Err(Missing("skey")),
+            Some(s) if s.is_empty() => return Err(DuoConfigError::Empty("skey")),
             Some(_) => {}
         }
         if let Some(path) = &self.cafile {
@@ -143,20 +212,26 @@ impl DuoConfig {
             && (!(proxy.starts_with("http://") || proxy.starts_with("https://"))
                 || reqwest::Proxy::all(proxy.as_str()).is_err())
         {
-            return Err(format!(
-                "duo: http_proxy = {proxy:?} must be a URL like http://proxy.example.org:3128"
-            ));
+            return Err(Invalid {
+                key: "http_proxy",
+                value: proxy.clone(),
+                expected: "must be a URL like http://proxy.example.org:3128",
+            });
         }
         if let Some(g) = &self.groups {
-            GroupPatterns::parse(g).map_err(|e| format!("duo: {e}"))?;
+            GroupPatterns::parse(g)?;
         }
-        let range = |key: &str, v: u64, lo: u64, hi: u64, unit: &str| {
-            if (lo..=hi).contains(&v) {
+        let range = |key, value: u64, lo, hi, unit| {
+            if (lo..=hi).contains(&value) {
                 Ok(())
             } else {
-                Err(format!(
-                    "duo: {key} = {v} is out of range: must be {lo} to {hi}{unit}"
-                ))
+                Err(DuoConfigError::Range {
+                    key,
+                    value,
+                    lo,
+                    hi,
+                    unit,
+                })
             }
         };
         if let Some(p) = self.prompts {
@@ -176,23 +251,22 @@ impl DuoConfig {
 }
 
 /// The CA certificates of `path` (PEM), refused when there is none.
-pub fn load_cafile(path: &Path) -> Result<Vec<reqwest::Certificate>, String> {
-    let bytes = std::fs::read(path)
-        .map_err(|e| format!("duo: cafile {}: cannot read it: {e}", path.display()))?;
+pub fn load_cafile(path: &Path) -> Result<Vec<reqwest::Certificate>, DuoConfigError> {
+    let bytes = std::fs::read(path).map_err(|source| DuoConfigError::CaFileRead {
+        path: path.into(),
+        source,
+    })?;
     let certs = reqwest::Certificate::from_pem_bundle(&bytes)
-        .map_err(|_| format!("duo: cafile {}: not a PEM certificate file", path.display()))?;
+        .map_err(|_| DuoConfigError::CaFileNotPem { path: path.into() })?;
     if certs.is_empty() {
-        return Err(format!(
-            "duo: cafile {} holds no PEM certificate",
-            path.display()
-        ));
+        return Err(DuoConfigError::CaFileEmpty { path: path.into() });
     }
     Ok(certs)
 }
 
 /// Fills `duo` from `[duo]` and the file named by `duo_conf`, then validates it. Leaves
 /// `None` when neither is set.
-pub fn resolve(duo: &mut Option<DuoConfig>, duo_conf: Option<&Path>) -> Result<(), String> {
+pub fn resolve(duo: &mut Option<DuoConfig>, duo_conf: Option<&Path>) -> Result<(), DuoConfigError> {
     if duo.is_none() && duo_conf.is_none() {
         return Ok(());
     }
@@ -202,7 +276,7 @@ pub fn resolve(duo: &mut Option<DuoConfig>, duo_conf: Option<&Path>) -> Result<(
     };
     if let Some(own) = duo.take() {
         if own.skey.is_some() && own.skey_file.is_some() {
-            return Err("duo: set skey or skey_file, not both".into());
+            return Err(DuoConfigError::SkeyTwice);
         }
         // A key file named in [duo] replaces the skey of pam_duo.conf, as any [duo] key does.
         if own.skey_file.is_some() {
@@ -228,39 +302,49 @@ pub fn resolve(duo: &mut Option<DuoConfig>, duo_conf: Option<&Path>) -> Result<(
 
 /// Reads a pam_duo.conf or login_duo.conf. Like pam_duo, refuses a file that its group or
 /// others may read: it holds the secret key.
-pub fn read_ini(path: &Path) -> Result<DuoConfig, String> {
-    let meta = std::fs::metadata(path)
-        .map_err(|e| format!("duo_conf: cannot read {}: {e}", path.display()))?;
+pub fn read_ini(path: &Path) -> Result<DuoConfig, DuoConfigError> {
+    let read_err = |source| DuoConfigError::Read {
+        path: path.into(),
+        source,
+    };
+    let meta = std::fs::metadata(path).map_err(read_err)?;
     crate::secret_file::check_private(path, &meta, "duo_conf")?;
-    let text = std::fs::read_to_string(path)
-        .map_err(|e| format!("duo_conf: cannot read {}: {e}", path.display()))?;
+    let text = std::fs::read_to_string(path).map_err(read_err)?;
     parse_ini(&text, &path.display().to_string())
 }
 
 /// Parses the INI text of a pam_duo.conf (`origin` names it in messages, with the line).
-pub fn parse_ini(text: &str, origin: &str) -> Result<DuoConfig, String> {
+pub fn parse_ini(text: &str, origin: &str) -> Result<DuoConfig, DuoConfigError> {
     let mut c = DuoConfig::default();
     for (i, raw) in text.lines().enumerate() {
         let n = i + 1;
+        let here = |problem| DuoConfigError::Line {
+            origin: origin.into(),
+            line: n,
+            problem,
+        };
         let line = raw.trim();
         if line.is_empty() || line.starts_with(';') || line.starts_with('#') {
             continue;
         }
         if line.starts_with('[') {
             if !line.ends_with(']') {
-                return Err(format!(
-                    "{origin} line {n}: a section header must end with ]"
-                ));
+                return Err(here(IniProblem::Section));
             }
             continue;
         }
         let Some(at) = line.find(['=', ':']) else {
-            return Err(format!("{origin} line {n}: expected `name = value`"));
+            return Err(here(IniProblem::NotAnOption));
         };
         let key = line[..at].trim();
         let value = strip_inline_comment(&line[at + 1..]).trim();
-        let here = |what: String| format!("{origin} line {n}: {what}");
-        let unsupported = |why: &str| here(format!("{key} = {value} is not supported: {why}"));
+        let unsupported = |why| {
+            here(IniProblem::Unsupported {
+                key: key.into(),
+                value: value.into(),
+                why,
+            })
+        };
         match key {
             "ikey" => c.ikey = Some(value.to_string()),
             "skey" => c.skey = Some(Secret::new(value)),
@@ -274,7 +358,7 @@ pub fn parse_ini(text: &str, origin: &str) -> Result<DuoConfig, String> {
                      the failmode= of pam_mfa (or mfa-login-prompt) decides; set failmode={value} \
                      there to keep pam_duo's behaviour"
                 )),
-                _ => return Err(here(format!("failmode = {value:?} must be safe or secure"))),
+                _ => return Err(here(IniProblem::FailMode(value.into()))),
             },
             "pushinfo" => c.pushinfo = Some(yes(value)),
             "autopush" => c.autopush = Some(yes(value)),
@@ -327,7 +411,7 @@ pub fn parse_ini(text: &str, origin: &str) -> Result<DuoConfig, String> {
                     "mfad sends the Unix user name; use Duo username aliases instead",
                 ));
             }
-            _ => return Err(here(format!("unknown option {key:?}"))),
+            _ => return Err(here(IniProblem::Unknown(key.into()))),
         }
     }
     Ok(c)
@@ -381,21 +465,31 @@ mod tests {
 
     #[test]
     fn unsupported_options_are_named_with_the_line() {
-        let err = parse_ini("[duo]\nnoverify = yes\n", "f.conf").unwrap_err();
+        let err = parse_ini("[duo]\nnoverify = yes\n", "f.conf")
+            .unwrap_err()
+            .to_string();
         assert!(
             err.contains("f.conf line 2") && err.contains("noverify"),
             "{err}"
         );
-        let err = parse_ini("[duo]\nsend_gecos = yes\n", "f.conf").unwrap_err();
+        let err = parse_ini("[duo]\nsend_gecos = yes\n", "f.conf")
+            .unwrap_err()
+            .to_string();
         assert!(
             err.contains("send_gecos") && err.contains("aliases"),
             "{err}"
         );
-        let err = parse_ini("[duo]\nverified_push = true\n", "f.conf").unwrap_err();
+        let err = parse_ini("[duo]\nverified_push = true\n", "f.conf")
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("verified_push"), "{err}");
-        let err = parse_ini("[duo]\nautopus = yes\n", "f.conf").unwrap_err();
+        let err = parse_ini("[duo]\nautopus = yes\n", "f.conf")
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("unknown option \"autopus\""), "{err}");
-        let err = parse_ini("[duo]\nfailmode = open\n", "f.conf").unwrap_err();
+        let err = parse_ini("[duo]\nfailmode = open\n", "f.conf")
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("failmode"), "{err}");
         // Off is fine: nothing to honour.
         parse_ini("[duo]\nnoverify = no\nsend_gecos = no\n", "f.conf").unwrap();
@@ -428,14 +522,14 @@ mod tests {
         assert_eq!(c.ikey.as_deref(), Some("DIWJ8X6AEYOR5OMC8TQZ"));
 
         std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
-        let err = resolve(&mut None, Some(&path)).unwrap_err();
+        let err = resolve(&mut None, Some(&path)).unwrap_err().to_string();
         assert!(err.contains("chmod 600"), "{err}");
 
         let mut only_host = Some(DuoConfig {
             host: Some("api-x.duosecurity.com".into()),
             ..Default::default()
         });
-        let err = resolve(&mut only_host, None).unwrap_err();
+        let err = resolve(&mut only_host, None).unwrap_err().to_string();
         assert!(err.contains("ikey is missing"), "{err}");
     }
 
@@ -451,7 +545,7 @@ mod tests {
         let bad = |f: fn(&mut DuoConfig)| {
             let mut c = base.clone();
             f(&mut c);
-            c.validate().unwrap_err()
+            c.validate().unwrap_err().to_string()
         };
         assert!(bad(|c| c.host = Some("https://api-x.duosecurity.com".into())).contains("host"));
         assert!(bad(|c| c.prompts = Some(5)).contains("prompts = 5"));

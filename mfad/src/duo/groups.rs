@@ -17,9 +17,18 @@ struct Pattern {
     glob: String,
 }
 
+/// A `groups` value that names no group, or has an empty pattern (`a,,b`, a lone `!`).
+#[derive(Debug, thiserror::Error)]
+pub enum GroupsError {
+    #[error("groups = {value:?} has an empty pattern in {list:?}")]
+    EmptyPattern { value: String, list: String },
+    #[error("groups is empty; leave it out to require Duo of every user")]
+    Empty,
+}
+
 impl GroupPatterns {
     /// Parses a `groups` value. Fails on an empty pattern (`a,,b`, a lone `!`).
-    pub fn parse(value: &str) -> Result<GroupPatterns, String> {
+    pub fn parse(value: &str) -> Result<GroupPatterns, GroupsError> {
         let mut lists = Vec::new();
         for list in split_unescaped_spaces(value) {
             let mut patterns = Vec::new();
@@ -29,9 +38,10 @@ impl GroupPatterns {
                     None => (false, part),
                 };
                 if glob.is_empty() {
-                    return Err(format!(
-                        "groups = {value:?} has an empty pattern in {list:?}"
-                    ));
+                    return Err(GroupsError::EmptyPattern {
+                        value: value.into(),
+                        list: list.into(),
+                    });
                 }
                 patterns.push(Pattern {
                     negated,
@@ -41,7 +51,7 @@ impl GroupPatterns {
             lists.push(patterns);
         }
         if lists.is_empty() {
-            return Err("groups is empty; leave it out to require Duo of every user".into());
+            return Err(GroupsError::Empty);
         }
         Ok(GroupPatterns { lists })
     }

@@ -37,7 +37,7 @@ pub struct Duo {
 impl Duo {
     /// Builds the provider with its own pooled HTTPS client. `cfg` should have passed
     /// `validate()`; fails only when the client cannot be built (an unreadable `cafile`).
-    pub fn new(cfg: &DuoConfig, clock: Arc<dyn Clock>) -> Result<Duo, String> {
+    pub fn new(cfg: &DuoConfig, clock: Arc<dyn Clock>) -> Result<Duo, api::DuoClientError> {
         Ok(Duo::with_http(cfg, api::http_client(cfg)?, clock))
     }
 

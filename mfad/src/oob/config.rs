@@ -372,10 +372,10 @@ fn resolve_secret(
             why: format!("set {key} or {file_key}, not both"),
         });
     }
-    let value = crate::secret_file::read_secret(file, file_key).map_err(|why| OobConfigError {
+    let value = crate::secret_file::read_secret(file, file_key).map_err(|e| OobConfigError {
         key: file_key,
         value: format!("\"{}\"", file.display()),
-        why,
+        why: e.to_string(),
     })?;
     *secret = Some(Secret(value));
     Ok(())

@@ -273,7 +273,8 @@ fn read_password(path: &Path) -> Result<zeroize::Zeroizing<String>, StoreError> 
             path.display()
         )));
     }
-    crate::secret_file::read_secret(path, "postgresql password_file").map_err(StoreError::Config)
+    crate::secret_file::read_secret(path, "postgresql password_file")
+        .map_err(|e| StoreError::Config(e.to_string()))
 }
 
 /// The rustls client config: the CA file's certificates, or the webpki roots.
