@@ -7,7 +7,10 @@
 use mfa_proto::Outcome;
 use mfa_test_support::{T0, TestDaemon};
 use mfad::factor::totp::{self, HashAlgorithm, TotpParams};
-use mfad::store::backend::{CodeRecord, DeviceRecord, Dump, NewDeviceRecord};
+use mfad::store::backend::{
+    CodeRecord, DeviceRecord, Dump, Failure, NewBypassCodes, NewDeviceRecord, NewSmsCode,
+    Remembered,
+};
 use mfad::store::{Backend, FailureEffect, LockState, StoreError, UserSummary};
 use std::sync::{Arc, Mutex};
 
@@ -58,14 +61,8 @@ impl Backend for Counting {
     fn lock_state(&mut self, user: &str) -> Result<LockState, StoreError> {
         pass!(self, lock_state(user))
     }
-    fn record_failure(
-        &mut self,
-        user: &str,
-        now: i64,
-        max: u32,
-        duration: u64,
-    ) -> Result<FailureEffect, StoreError> {
-        pass!(self, record_failure(user, now, max, duration))
+    fn record_failure(&mut self, f: &Failure<'_>) -> Result<FailureEffect, StoreError> {
+        pass!(self, record_failure(f))
     }
     fn clear_failures(&mut self, user: &str) -> Result<(), StoreError> {
         pass!(self, clear_failures(user))
@@ -82,15 +79,8 @@ impl Backend for Counting {
     fn locked_users(&mut self, now: i64) -> Result<i64, StoreError> {
         pass!(self, locked_users(now))
     }
-    fn replace_sms_code(
-        &mut self,
-        user: &str,
-        salt: &[u8],
-        tag: &[u8],
-        now: i64,
-        expires: i64,
-    ) -> Result<(), StoreError> {
-        pass!(self, replace_sms_code(user, salt, tag, now, expires))
+    fn replace_sms_code(&mut self, code: &NewSmsCode<'_>) -> Result<(), StoreError> {
+        pass!(self, replace_sms_code(code))
     }
     fn sms_codes(&mut self, user: &str, now: i64) -> Result<Vec<CodeRecord>, StoreError> {
         pass!(self, sms_codes(user, now))
@@ -98,26 +88,11 @@ impl Backend for Counting {
     fn spend_sms_code(&mut self, id: i64, now: i64) -> Result<bool, StoreError> {
         pass!(self, spend_sms_code(id, now))
     }
-    fn remember(
-        &mut self,
-        user: &str,
-        scope: &str,
-        addr: &str,
-        key: &str,
-        now: i64,
-        until: i64,
-    ) -> Result<(), StoreError> {
-        pass!(self, remember(user, scope, addr, key, now, until))
+    fn remember(&mut self, l: &Remembered<'_>, now: i64, until: i64) -> Result<(), StoreError> {
+        pass!(self, remember(l, now, until))
     }
-    fn is_remembered(
-        &mut self,
-        user: &str,
-        scope: &str,
-        addr: &str,
-        key: &str,
-        now: i64,
-    ) -> Result<bool, StoreError> {
-        pass!(self, is_remembered(user, scope, addr, key, now))
+    fn is_remembered(&mut self, l: &Remembered<'_>, now: i64) -> Result<bool, StoreError> {
+        pass!(self, is_remembered(l, now))
     }
     fn reset_user(&mut self, user: &str) -> Result<(), StoreError> {
         pass!(self, reset_user(user))
@@ -143,13 +118,8 @@ impl Backend for Counting {
     fn bypass_codes(&mut self, user: &str) -> Result<Vec<CodeRecord>, StoreError> {
         pass!(self, bypass_codes(user))
     }
-    fn replace_bypass_codes(
-        &mut self,
-        user: &str,
-        codes: &[(Vec<u8>, Vec<u8>)],
-        now: i64,
-    ) -> Result<(), StoreError> {
-        pass!(self, replace_bypass_codes(user, codes, now))
+    fn replace_bypass_codes(&mut self, new: &NewBypassCodes<'_>) -> Result<(), StoreError> {
+        pass!(self, replace_bypass_codes(new))
     }
     fn spend_bypass_code(&mut self, id: i64, now: i64) -> Result<bool, StoreError> {
         pass!(self, spend_bypass_code(id, now))

@@ -43,6 +43,44 @@ pub struct NewDeviceRecord {
     pub address: Option<String>,
 }
 
+/// A failure to count, under the lockout rule: at `max_failures` (0: never) the account
+/// locks until `now + duration`.
+#[derive(Debug, Clone, Copy)]
+pub struct Failure<'a> {
+    pub user: &'a str,
+    pub now: i64,
+    pub max_failures: u32,
+    pub duration: u64,
+}
+
+/// A login to remember or look up: the user, who vouched for the address (`sshd` or
+/// `self`), the address and the fingerprint of the key the publickey step used ("" if none).
+#[derive(Debug, Clone, Copy)]
+pub struct Remembered<'a> {
+    pub user: &'a str,
+    pub scope: &'a str,
+    pub addr: &'a str,
+    pub key: &'a str,
+}
+
+/// An SMS code (salt and keyed hash) to make the user's only live one until `expires`.
+#[derive(Debug, Clone, Copy)]
+pub struct NewSmsCode<'a> {
+    pub user: &'a str,
+    pub salt: &'a [u8],
+    pub tag: &'a [u8],
+    pub now: i64,
+    pub expires: i64,
+}
+
+/// A user's new set of bypass codes (salt, keyed hash), replacing every earlier one.
+#[derive(Debug, Clone, Copy)]
+pub struct NewBypassCodes<'a> {
+    pub user: &'a str,
+    pub codes: &'a [(Vec<u8>, Vec<u8>)],
+    pub now: i64,
+}
+
 /// A bypass or SMS code as stored: its salt and its keyed hash.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CodeRecord {
@@ -125,13 +163,7 @@ pub trait Backend: Send {
     fn lock_state(&mut self, user: &str) -> Result<LockState, StoreError>;
     /// Counts one failure; at `max_failures` (0: never) locks until `now + duration`, never
     /// shortening a longer lock, clears the count and forgets remembered logins.
-    fn record_failure(
-        &mut self,
-        user: &str,
-        now: i64,
-        max_failures: u32,
-        duration: u64,
-    ) -> Result<FailureEffect, StoreError>;
+    fn record_failure(&mut self, f: &Failure<'_>) -> Result<FailureEffect, StoreError>;
     /// After a success: the count of consecutive failures starts again.
     fn clear_failures(&mut self, user: &str) -> Result<(), StoreError>;
     /// Lifts a lock, clears the count and forgets remembered logins. Returns whether there
@@ -146,14 +178,7 @@ pub trait Backend: Send {
 
     /// Makes (salt, tag) the user's only live SMS code until `expires`: every earlier code
     /// that is unspent or expired at `now` is dropped.
-    fn replace_sms_code(
-        &mut self,
-        user: &str,
-        salt: &[u8],
-        tag: &[u8],
-        now: i64,
-        expires: i64,
-    ) -> Result<(), StoreError>;
+    fn replace_sms_code(&mut self, code: &NewSmsCode<'_>) -> Result<(), StoreError>;
     /// The user's SMS codes that have not expired at `now`, spent or not, oldest first.
     fn sms_codes(&mut self, user: &str, now: i64) -> Result<Vec<CodeRecord>, StoreError>;
     /// Spends SMS code `id`: true only for the first caller, before it expires.
@@ -161,23 +186,8 @@ pub trait Backend: Send {
 
     /// Remembers a login from `addr` with key fingerprint `key`, vouched for by `scope`,
     /// until `until`; drops every remembered login that ended by `now`.
-    fn remember(
-        &mut self,
-        user: &str,
-        scope: &str,
-        addr: &str,
-        key: &str,
-        now: i64,
-        until: i64,
-    ) -> Result<(), StoreError>;
-    fn is_remembered(
-        &mut self,
-        user: &str,
-        scope: &str,
-        addr: &str,
-        key: &str,
-        now: i64,
-    ) -> Result<bool, StoreError>;
+    fn remember(&mut self, l: &Remembered<'_>, now: i64, until: i64) -> Result<(), StoreError>;
+    fn is_remembered(&mut self, l: &Remembered<'_>, now: i64) -> Result<bool, StoreError>;
 
     /// Forgets everything about `user`: devices, codes, counters, lock, remembered logins.
     fn reset_user(&mut self, user: &str) -> Result<(), StoreError>;
@@ -200,12 +210,7 @@ pub trait Backend: Send {
     /// All of a user's current bypass codes, spent or not, oldest first.
     fn bypass_codes(&mut self, user: &str) -> Result<Vec<CodeRecord>, StoreError>;
     /// Replaces all of a user's bypass codes with `codes` (salt, tag).
-    fn replace_bypass_codes(
-        &mut self,
-        user: &str,
-        codes: &[(Vec<u8>, Vec<u8>)],
-        now: i64,
-    ) -> Result<(), StoreError>;
+    fn replace_bypass_codes(&mut self, new: &NewBypassCodes<'_>) -> Result<(), StoreError>;
     /// Spends bypass code `id`: true only for the first caller.
     fn spend_bypass_code(&mut self, id: i64, now: i64) -> Result<bool, StoreError>;
 

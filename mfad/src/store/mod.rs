@@ -292,8 +292,12 @@ impl Store {
         max_failures: u32,
         duration: u64,
     ) -> Result<FailureEffect, StoreError> {
-        self.backend
-            .record_failure(user, now, max_failures, duration)
+        self.backend.record_failure(&backend::Failure {
+            user,
+            now,
+            max_failures,
+            duration,
+        })
     }
 
     /// After a success: the count of consecutive failures starts again.
@@ -329,8 +333,13 @@ impl Store {
         expires: i64,
     ) -> Result<(), StoreError> {
         let tag = self.key.code_tag(&code.hash);
-        self.backend
-            .replace_sms_code(user, &code.salt, &tag, now, expires)
+        self.backend.replace_sms_code(&backend::NewSmsCode {
+            user,
+            salt: &code.salt,
+            tag: &tag,
+            now,
+            expires,
+        })
     }
 
     /// The user's SMS passcodes that have not expired, spent or not.
@@ -353,8 +362,13 @@ impl Store {
         now: i64,
         until: i64,
     ) -> Result<(), StoreError> {
-        self.backend
-            .remember(user, scope.as_str(), addr, key, now, until)
+        let login = backend::Remembered {
+            user,
+            scope: scope.as_str(),
+            addr,
+            key,
+        };
+        self.backend.remember(&login, now, until)
     }
 
     /// Everything a login reads before its first prompt: the lock, the devices, the bypass
@@ -397,8 +411,13 @@ impl Store {
         key: &str,
         now: i64,
     ) -> Result<bool, StoreError> {
-        self.backend
-            .is_remembered(user, scope.as_str(), addr, key, now)
+        let login = backend::Remembered {
+            user,
+            scope: scope.as_str(),
+            addr,
+            key,
+        };
+        self.backend.is_remembered(&login, now)
     }
 
     /// Forgets everything about `user`: devices, bypass codes, counters.
@@ -563,7 +582,11 @@ impl Store {
             .iter()
             .map(|c| (c.salt.to_vec(), self.key.code_tag(&c.hash).to_vec()))
             .collect();
-        self.backend.replace_bypass_codes(user, &keyed, now)
+        self.backend.replace_bypass_codes(&backend::NewBypassCodes {
+            user,
+            codes: &keyed,
+            now,
+        })
     }
 
     /// Spends a bypass code: succeeds only for the first caller.

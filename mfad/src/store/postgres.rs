@@ -7,7 +7,8 @@
 //! queries on the runtime the connection was made on, bounded by the statement timeout.
 
 use super::backend::{
-    Backend, CodeRecord, DeviceRecord, Dump, DumpedCode, DumpedRemembered, NewDeviceRecord,
+    Backend, CodeRecord, DeviceRecord, Dump, DumpedCode, DumpedRemembered, Failure, NewBypassCodes,
+    NewDeviceRecord, NewSmsCode, Remembered,
 };
 use super::{DeviceKind, FailureEffect, LockState, StoreError, UserSummary};
 use std::collections::{BTreeMap, HashMap};
@@ -900,13 +901,8 @@ impl Backend for PgBackend {
         })
     }
 
-    fn record_failure(
-        &mut self,
-        user: &str,
-        now: i64,
-        max_failures: u32,
-        duration: u64,
-    ) -> Result<FailureEffect, StoreError> {
+    fn record_failure(&mut self, f: &Failure<'_>) -> Result<FailureEffect, StoreError> {
+        let (user, now, max_failures, duration) = (f.user, f.now, f.max_failures, f.duration);
         let until = now.saturating_add(i64::try_from(duration).unwrap_or(i64::MAX));
         self.write("record_failure", async |c: &mut Conn| {
             let failures: i64 = c
@@ -995,14 +991,9 @@ impl Backend for PgBackend {
         })
     }
 
-    fn replace_sms_code(
-        &mut self,
-        user: &str,
-        salt: &[u8],
-        tag: &[u8],
-        now: i64,
-        expires: i64,
-    ) -> Result<(), StoreError> {
+    fn replace_sms_code(&mut self, code: &NewSmsCode<'_>) -> Result<(), StoreError> {
+        let (user, salt, tag, now, expires) =
+            (code.user, code.salt, code.tag, code.now, code.expires);
         self.write("replace_sms_code", async |c: &mut Conn| {
             c.execute(
                 "DELETE FROM sms_codes WHERE owner = $1 AND (used_at IS NULL OR expires <= $2)",
@@ -1045,15 +1036,8 @@ impl Backend for PgBackend {
         })
     }
 
-    fn remember(
-        &mut self,
-        user: &str,
-        scope: &str,
-        addr: &str,
-        key: &str,
-        now: i64,
-        until: i64,
-    ) -> Result<(), StoreError> {
+    fn remember(&mut self, l: &Remembered<'_>, now: i64, until: i64) -> Result<(), StoreError> {
+        let (user, scope, addr, key) = (l.user, l.scope, l.addr, l.key);
         self.write("remember", async |c: &mut Conn| {
             c.execute("DELETE FROM remembered WHERE until <= $1", &[&now])
                 .await?;
@@ -1067,14 +1051,8 @@ impl Backend for PgBackend {
         })
     }
 
-    fn is_remembered(
-        &mut self,
-        user: &str,
-        scope: &str,
-        addr: &str,
-        key: &str,
-        now: i64,
-    ) -> Result<bool, StoreError> {
+    fn is_remembered(&mut self, l: &Remembered<'_>, now: i64) -> Result<bool, StoreError> {
+        let (user, scope, addr, key) = (l.user, l.scope, l.addr, l.key);
         self.run("is_remembered", async |c: &mut Conn| {
             Ok(c.query_one(
                 "SELECT EXISTS(SELECT 1 FROM remembered
@@ -1211,12 +1189,8 @@ impl Backend for PgBackend {
         })
     }
 
-    fn replace_bypass_codes(
-        &mut self,
-        user: &str,
-        codes: &[(Vec<u8>, Vec<u8>)],
-        now: i64,
-    ) -> Result<(), StoreError> {
+    fn replace_bypass_codes(&mut self, new: &NewBypassCodes<'_>) -> Result<(), StoreError> {
+        let (user, codes, now) = (new.user, new.codes, new.now);
         self.write("replace_bypass_codes", async |c: &mut Conn| {
             c.execute("DELETE FROM bypass_codes WHERE owner = $1", &[&user])
                 .await?;
@@ -1420,21 +1394,26 @@ impl Backend for PgBackend {
                 )
                 .await?;
             }
-            for code in &dump.bypass_codes {
-                c.execute(
+            let codes = [
+                (
+                    &dump.bypass_codes,
                     "INSERT INTO bypass_codes(owner, salt, hash, created, used_at)
                      VALUES ($1, $2, $3, $4, $5)",
-                    &[&code.user, &code.salt, &code.tag, &code.time, &code.used_at],
-                )
-                .await?;
-            }
-            for code in &dump.sms_codes {
-                c.execute(
+                ),
+                (
+                    &dump.sms_codes,
                     "INSERT INTO sms_codes(owner, salt, hash, expires, used_at)
                      VALUES ($1, $2, $3, $4, $5)",
-                    &[&code.user, &code.salt, &code.tag, &code.time, &code.used_at],
-                )
-                .await?;
+                ),
+            ];
+            for (rows, insert) in codes {
+                for code in rows {
+                    c.execute(
+                        insert,
+                        &[&code.user, &code.salt, &code.tag, &code.time, &code.used_at],
+                    )
+                    .await?;
+                }
             }
             for r in &dump.remembered {
                 c.execute(

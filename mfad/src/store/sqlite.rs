@@ -9,7 +9,8 @@
 //! writes), and no caller hears "done" before its write is on disk.
 
 use super::backend::{
-    Backend, CodeRecord, DeviceRecord, Dump, DumpedCode, DumpedRemembered, NewDeviceRecord,
+    Backend, CodeRecord, DeviceRecord, Dump, DumpedCode, DumpedRemembered, Failure, NewBypassCodes,
+    NewDeviceRecord, NewSmsCode, Remembered,
 };
 use super::{DeviceKind, FailureEffect, LockState, StoreError, UserSummary};
 use crate::sealing::StoreKey;
@@ -333,6 +334,31 @@ impl SqliteBackend {
         self.shared.durable(seq)
     }
 
+    /// One statement on its own; returns the rows it changed. A statement that changed
+    /// nothing (a spend that lost, nothing to clear) wrote nothing to wait for.
+    fn change(&mut self, sql: &str, params: impl rusqlite::Params) -> Result<usize, StoreError> {
+        let n = self.lock()?.conn.prepare_cached(sql)?.execute(params)?;
+        if n > 0 {
+            self.written()?;
+        }
+        Ok(n)
+    }
+
+    /// Several statements as one change (a savepoint inside the caller's transaction, if
+    /// any), durable before it returns.
+    fn change_all<T>(
+        &mut self,
+        f: impl FnOnce(&rusqlite::Savepoint<'_>) -> Result<T, StoreError>,
+    ) -> Result<T, StoreError> {
+        let mut guard = self.lock()?;
+        let tx = guard.conn.savepoint()?;
+        let value = f(&tx)?;
+        tx.commit()?;
+        drop(guard);
+        self.written()?;
+        Ok(value)
+    }
+
     fn migrate(&mut self) -> Result<(), StoreError> {
         let mut guard = self.lock()?;
         let tx = guard
@@ -529,95 +555,70 @@ impl Backend for SqliteBackend {
             .unwrap_or_default())
     }
 
-    fn record_failure(
-        &mut self,
-        user: &str,
-        now: i64,
-        max_failures: u32,
-        duration: u64,
-    ) -> Result<FailureEffect, StoreError> {
-        let mut guard = self.lock()?;
-        let tx = guard.conn.savepoint()?;
-        let failures: u32 = tx
-            .prepare_cached(
-                "INSERT INTO users(name, failures) VALUES (?1, 1)
-                 ON CONFLICT(name) DO UPDATE SET failures = failures + 1
-                 RETURNING failures",
-            )?
-            .query_row([user], |r| r.get(0))?;
-        let effect = if max_failures > 0 && failures >= max_failures {
-            // A lock is never shortened: a lock already set for longer (a report) stays.
-            let until: i64 = tx
+    fn record_failure(&mut self, f: &Failure<'_>) -> Result<FailureEffect, StoreError> {
+        let (user, now, max_failures, duration) = (f.user, f.now, f.max_failures, f.duration);
+        self.change_all(|tx| {
+            let failures: u32 = tx
                 .prepare_cached(
-                    "UPDATE users SET failures = 0,
-                        locked_until = max(coalesce(locked_until, 0), ?2)
-                     WHERE name = ?1 RETURNING locked_until",
+                    "INSERT INTO users(name, failures) VALUES (?1, 1)
+                     ON CONFLICT(name) DO UPDATE SET failures = failures + 1
+                     RETURNING failures",
                 )?
-                .query_row(params![user, now.saturating_add(duration as i64)], |r| {
-                    r.get(0)
-                })?;
-            tx.execute("DELETE FROM remembered WHERE user = ?1", [user])?;
-            FailureEffect::Locked { until }
-        } else {
-            FailureEffect::Counted { failures }
-        };
-        tx.commit()?;
-        drop(guard);
-        self.written()?;
-        Ok(effect)
+                .query_row([user], |r| r.get(0))?;
+            let effect = if max_failures > 0 && failures >= max_failures {
+                // A lock is never shortened: a lock already set for longer (a report) stays.
+                let until: i64 = tx
+                    .prepare_cached(
+                        "UPDATE users SET failures = 0,
+                            locked_until = max(coalesce(locked_until, 0), ?2)
+                         WHERE name = ?1 RETURNING locked_until",
+                    )?
+                    .query_row(params![user, now.saturating_add(duration as i64)], |r| {
+                        r.get(0)
+                    })?;
+                tx.execute("DELETE FROM remembered WHERE user = ?1", [user])?;
+                FailureEffect::Locked { until }
+            } else {
+                FailureEffect::Counted { failures }
+            };
+            Ok(effect)
+        })
     }
 
     fn clear_failures(&mut self, user: &str) -> Result<(), StoreError> {
-        let n = self
-            .lock()?
-            .conn
-            .prepare_cached("UPDATE users SET failures = 0 WHERE name = ?1 AND failures <> 0")?
-            .execute([user])?;
-        // Nothing to clear (the usual case) wrote nothing to wait for.
-        if n > 0 {
-            self.written()?;
-        }
+        self.change(
+            "UPDATE users SET failures = 0 WHERE name = ?1 AND failures <> 0",
+            [user],
+        )?;
         Ok(())
     }
 
     fn unlock(&mut self, user: &str) -> Result<bool, StoreError> {
-        let mut guard = self.lock()?;
-        let tx = guard.conn.savepoint()?;
-        let n = tx.execute(
-            "UPDATE users SET failures = 0, locked_until = NULL
-             WHERE name = ?1 AND (failures <> 0 OR locked_until IS NOT NULL)",
-            [user],
-        )?;
-        tx.execute("DELETE FROM remembered WHERE user = ?1", [user])?;
-        tx.commit()?;
-        drop(guard);
-        self.written()?;
-        Ok(n > 0)
+        self.change_all(|tx| {
+            let n = tx.execute(
+                "UPDATE users SET failures = 0, locked_until = NULL
+                 WHERE name = ?1 AND (failures <> 0 OR locked_until IS NOT NULL)",
+                [user],
+            )?;
+            tx.execute("DELETE FROM remembered WHERE user = ?1", [user])?;
+            Ok(n > 0)
+        })
     }
 
     fn lock_until(&mut self, user: &str, until: i64) -> Result<(), StoreError> {
-        let mut guard = self.lock()?;
-        let tx = guard.conn.savepoint()?;
-        tx.execute(
-            "INSERT INTO users(name, failures, locked_until) VALUES (?1, 0, ?2)
-             ON CONFLICT(name) DO UPDATE SET locked_until = max(coalesce(locked_until, 0), ?2)",
-            params![user, until],
-        )?;
-        tx.execute("DELETE FROM remembered WHERE user = ?1", [user])?;
-        tx.commit()?;
-        drop(guard);
-        self.written()?;
-        Ok(())
+        self.change_all(|tx| {
+            tx.execute(
+                "INSERT INTO users(name, failures, locked_until) VALUES (?1, 0, ?2)
+                 ON CONFLICT(name) DO UPDATE SET locked_until = max(coalesce(locked_until, 0), ?2)",
+                params![user, until],
+            )?;
+            tx.execute("DELETE FROM remembered WHERE user = ?1", [user])?;
+            Ok(())
+        })
     }
 
     fn forget_remembered(&mut self, user: &str) -> Result<usize, StoreError> {
-        let n = self
-            .lock()?
-            .conn
-            .execute("DELETE FROM remembered WHERE user = ?1", [user])?;
-        if n > 0 {
-            self.written()?;
-        }
+        let n = self.change("DELETE FROM remembered WHERE user = ?1", [user])?;
         Ok(n)
     }
 
@@ -629,28 +630,20 @@ impl Backend for SqliteBackend {
         )?)
     }
 
-    fn replace_sms_code(
-        &mut self,
-        user: &str,
-        salt: &[u8],
-        tag: &[u8],
-        now: i64,
-        expires: i64,
-    ) -> Result<(), StoreError> {
-        let mut guard = self.lock()?;
-        let tx = guard.conn.savepoint()?;
-        tx.execute(
-            "DELETE FROM sms_codes WHERE user = ?1 AND (used_at IS NULL OR expires <= ?2)",
-            params![user, now],
-        )?;
-        tx.execute(
-            "INSERT INTO sms_codes(user, salt, hash, expires, keyed) VALUES (?1, ?2, ?3, ?4, 1)",
-            params![user, salt, tag, expires],
-        )?;
-        tx.commit()?;
-        drop(guard);
-        self.written()?;
-        Ok(())
+    fn replace_sms_code(&mut self, code: &NewSmsCode<'_>) -> Result<(), StoreError> {
+        let (user, salt, tag, now, expires) =
+            (code.user, code.salt, code.tag, code.now, code.expires);
+        self.change_all(|tx| {
+            tx.execute(
+                "DELETE FROM sms_codes WHERE user = ?1 AND (used_at IS NULL OR expires <= ?2)",
+                params![user, now],
+            )?;
+            tx.execute(
+                "INSERT INTO sms_codes(user, salt, hash, expires, keyed) VALUES (?1, ?2, ?3, ?4, 1)",
+                params![user, salt, tag, expires],
+            )?;
+            Ok(())
+        })
     }
 
     fn sms_codes(&mut self, user: &str, now: i64) -> Result<Vec<CodeRecord>, StoreError> {
@@ -662,50 +655,28 @@ impl Backend for SqliteBackend {
     }
 
     fn spend_sms_code(&mut self, id: i64, now: i64) -> Result<bool, StoreError> {
-        let n = self.lock()?
-            .conn
-            .prepare_cached(
-                "UPDATE sms_codes SET used_at = ?2 WHERE id = ?1 AND used_at IS NULL AND expires > ?2",
-            )?
-            .execute(params![id, now])?;
-        // A spend that changed nothing wrote nothing to wait for.
-        if n > 0 {
-            self.written()?;
-        }
+        let n = self.change(
+            "UPDATE sms_codes SET used_at = ?2 WHERE id = ?1 AND used_at IS NULL AND expires > ?2",
+            params![id, now],
+        )?;
         Ok(n == 1)
     }
 
-    fn remember(
-        &mut self,
-        user: &str,
-        scope: &str,
-        addr: &str,
-        key: &str,
-        now: i64,
-        until: i64,
-    ) -> Result<(), StoreError> {
-        let mut guard = self.lock()?;
-        let tx = guard.conn.savepoint()?;
-        tx.execute("DELETE FROM remembered WHERE until <= ?1", [now])?;
-        tx.execute(
-            "INSERT INTO remembered(user, scope, addr, key, until) VALUES (?1, ?2, ?3, ?4, ?5)
-             ON CONFLICT(user, scope, addr, key) DO UPDATE SET until = excluded.until",
-            params![user, scope, addr, key, until],
-        )?;
-        tx.commit()?;
-        drop(guard);
-        self.written()?;
-        Ok(())
+    fn remember(&mut self, l: &Remembered<'_>, now: i64, until: i64) -> Result<(), StoreError> {
+        let (user, scope, addr, key) = (l.user, l.scope, l.addr, l.key);
+        self.change_all(|tx| {
+            tx.execute("DELETE FROM remembered WHERE until <= ?1", [now])?;
+            tx.execute(
+                "INSERT INTO remembered(user, scope, addr, key, until) VALUES (?1, ?2, ?3, ?4, ?5)
+                 ON CONFLICT(user, scope, addr, key) DO UPDATE SET until = excluded.until",
+                params![user, scope, addr, key, until],
+            )?;
+            Ok(())
+        })
     }
 
-    fn is_remembered(
-        &mut self,
-        user: &str,
-        scope: &str,
-        addr: &str,
-        key: &str,
-        now: i64,
-    ) -> Result<bool, StoreError> {
+    fn is_remembered(&mut self, l: &Remembered<'_>, now: i64) -> Result<bool, StoreError> {
+        let (user, scope, addr, key) = (l.user, l.scope, l.addr, l.key);
         Ok(self
             .lock()?
             .conn
@@ -717,17 +688,14 @@ impl Backend for SqliteBackend {
     }
 
     fn reset_user(&mut self, user: &str) -> Result<(), StoreError> {
-        let mut guard = self.lock()?;
-        let tx = guard.conn.savepoint()?;
-        tx.execute("DELETE FROM remembered WHERE user = ?1", [user])?;
-        tx.execute("DELETE FROM sms_codes WHERE user = ?1", [user])?;
-        tx.execute("DELETE FROM devices WHERE user = ?1", [user])?;
-        tx.execute("DELETE FROM bypass_codes WHERE user = ?1", [user])?;
-        tx.execute("DELETE FROM users WHERE name = ?1", [user])?;
-        tx.commit()?;
-        drop(guard);
-        self.written()?;
-        Ok(())
+        self.change_all(|tx| {
+            tx.execute("DELETE FROM remembered WHERE user = ?1", [user])?;
+            tx.execute("DELETE FROM sms_codes WHERE user = ?1", [user])?;
+            tx.execute("DELETE FROM devices WHERE user = ?1", [user])?;
+            tx.execute("DELETE FROM bypass_codes WHERE user = ?1", [user])?;
+            tx.execute("DELETE FROM users WHERE name = ?1", [user])?;
+            Ok(())
+        })
     }
 
     fn devices(&mut self, user: &str) -> Result<Vec<DeviceRecord>, StoreError> {
@@ -742,80 +710,58 @@ impl Backend for SqliteBackend {
     }
 
     fn add_devices(&mut self, rows: &[NewDeviceRecord], now: i64) -> Result<Vec<i64>, StoreError> {
-        let mut guard = self.lock()?;
-        let tx = guard.conn.savepoint()?;
-        let mut ids = Vec::with_capacity(rows.len());
-        for d in rows {
-            ids.push(insert_device(&tx, d, now)?);
-        }
-        tx.commit()?;
-        drop(guard);
-        self.written()?;
-        Ok(ids)
+        self.change_all(|tx| {
+            let mut ids = Vec::with_capacity(rows.len());
+            for d in rows {
+                ids.push(insert_device(&tx, d, now)?);
+            }
+            Ok(ids)
+        })
     }
 
     fn set_default(&mut self, user: &str, device: i64) -> Result<(), StoreError> {
-        let mut guard = self.lock()?;
-        let tx = guard.conn.savepoint()?;
-        tx.execute(
-            "UPDATE devices SET is_default = 0 WHERE user = ?1 AND is_default = 1",
-            [user],
-        )?;
-        tx.execute(
-            "UPDATE devices SET is_default = 1 WHERE user = ?1 AND id = ?2",
-            params![user, device],
-        )?;
-        tx.commit()?;
-        drop(guard);
-        self.written()?;
-        Ok(())
+        self.change_all(|tx| {
+            tx.execute(
+                "UPDATE devices SET is_default = 0 WHERE user = ?1 AND is_default = 1",
+                [user],
+            )?;
+            tx.execute(
+                "UPDATE devices SET is_default = 1 WHERE user = ?1 AND id = ?2",
+                params![user, device],
+            )?;
+            Ok(())
+        })
     }
 
     fn remove_device(&mut self, user: &str, device: i64) -> Result<(), StoreError> {
-        let mut guard = self.lock()?;
-        let tx = guard.conn.savepoint()?;
-        tx.execute(
-            "DELETE FROM devices WHERE user = ?1 AND id = ?2",
-            params![user, device],
-        )?;
-        tx.execute("DELETE FROM remembered WHERE user = ?1", [user])?;
-        tx.execute(
-            "UPDATE devices SET is_default = 1 WHERE id = (SELECT id FROM devices WHERE user = ?1
-             ORDER BY id LIMIT 1) AND NOT EXISTS (SELECT 1 FROM devices WHERE user = ?1 AND is_default = 1)",
-            [user],
-        )?;
-        tx.commit()?;
-        drop(guard);
-        self.written()?;
-        Ok(())
+        self.change_all(|tx| {
+            tx.execute(
+                "DELETE FROM devices WHERE user = ?1 AND id = ?2",
+                params![user, device],
+            )?;
+            tx.execute("DELETE FROM remembered WHERE user = ?1", [user])?;
+            tx.execute(
+                "UPDATE devices SET is_default = 1 WHERE id = (SELECT id FROM devices WHERE user = ?1
+                 ORDER BY id LIMIT 1) AND NOT EXISTS (SELECT 1 FROM devices WHERE user = ?1 AND is_default = 1)",
+                [user],
+            )?;
+            Ok(())
+        })
     }
 
     fn spend_totp_step(&mut self, device: i64, step: u64) -> Result<bool, StoreError> {
-        let n = self
-            .lock()?
-            .conn
-            .prepare_cached(
-                "UPDATE devices SET counter = ?2 WHERE id = ?1 AND kind = 'totp' AND counter < ?2",
-            )?
-            .execute(params![device, step as i64])?;
-        // A spend that changed nothing wrote nothing to wait for.
-        if n > 0 {
-            self.written()?;
-        }
+        let n = self.change(
+            "UPDATE devices SET counter = ?2 WHERE id = ?1 AND kind = 'totp' AND counter < ?2",
+            params![device, step as i64],
+        )?;
         Ok(n == 1)
     }
 
     fn spend_hotp_counter(&mut self, device: i64, counter: u64) -> Result<bool, StoreError> {
-        let n = self.lock()?
-            .conn
-            .prepare_cached(
-                "UPDATE devices SET counter = ?2 + 1 WHERE id = ?1 AND kind = 'hotp' AND counter <= ?2",
-            )?
-            .execute(params![device, counter as i64])?;
-        // A spend that changed nothing wrote nothing to wait for.
-        if n > 0 {
-            self.written()?;
-        }
+        let n = self.change(
+            "UPDATE devices SET counter = ?2 + 1 WHERE id = ?1 AND kind = 'hotp' AND counter <= ?2",
+            params![device, counter as i64],
+        )?;
         Ok(n == 1)
     }
 
@@ -827,40 +773,26 @@ impl Backend for SqliteBackend {
         )
     }
 
-    fn replace_bypass_codes(
-        &mut self,
-        user: &str,
-        codes: &[(Vec<u8>, Vec<u8>)],
-        now: i64,
-    ) -> Result<(), StoreError> {
-        let mut guard = self.lock()?;
-        let tx = guard.conn.savepoint()?;
-        tx.execute("DELETE FROM bypass_codes WHERE user = ?1", [user])?;
-        for (salt, tag) in codes {
-            tx.execute(
-                "INSERT INTO bypass_codes(user, salt, hash, created, keyed)
-                 VALUES (?1, ?2, ?3, ?4, 1)",
-                params![user, salt, tag, now],
-            )?;
-        }
-        tx.commit()?;
-        drop(guard);
-        self.written()?;
-        Ok(())
+    fn replace_bypass_codes(&mut self, new: &NewBypassCodes<'_>) -> Result<(), StoreError> {
+        let (user, codes, now) = (new.user, new.codes, new.now);
+        self.change_all(|tx| {
+            tx.execute("DELETE FROM bypass_codes WHERE user = ?1", [user])?;
+            for (salt, tag) in codes {
+                tx.execute(
+                    "INSERT INTO bypass_codes(user, salt, hash, created, keyed)
+                     VALUES (?1, ?2, ?3, ?4, 1)",
+                    params![user, salt, tag, now],
+                )?;
+            }
+            Ok(())
+        })
     }
 
     fn spend_bypass_code(&mut self, id: i64, now: i64) -> Result<bool, StoreError> {
-        let n = self
-            .lock()?
-            .conn
-            .prepare_cached(
-                "UPDATE bypass_codes SET used_at = ?2 WHERE id = ?1 AND used_at IS NULL",
-            )?
-            .execute(params![id, now])?;
-        // A spend that changed nothing wrote nothing to wait for.
-        if n > 0 {
-            self.written()?;
-        }
+        let n = self.change(
+            "UPDATE bypass_codes SET used_at = ?2 WHERE id = ?1 AND used_at IS NULL",
+            params![id, now],
+        )?;
         Ok(n == 1)
     }
 
