@@ -10,9 +10,9 @@ use crate::conn::Conn;
 use crate::core::Core;
 use crate::daemon::{Result, Who};
 use crate::devices::describe;
-use crate::factor::{self, totp};
+use crate::factor;
 use crate::logging::admin_action;
-use crate::store::{DeviceKind, NewDeviceRow, OtpKey};
+use crate::store::{DeviceKind, NewDeviceRow};
 use crate::text;
 use mfa_proto::{AdminOp, ImportFile, ImportFormat, Outcome};
 use std::sync::Arc;
@@ -82,15 +82,7 @@ fn parse_tokens(csv: &str) -> std::result::Result<Vec<(String, NewDeviceRow)>, V
                 NewDeviceRow {
                     kind,
                     name: name.to_string(),
-                    otp: Some(OtpKey {
-                        secret,
-                        params: totp::TotpParams {
-                            algorithm: totp::HashAlgorithm::Sha1,
-                            digits,
-                            period,
-                        },
-                        counter,
-                    }),
+                    otp: Some(import::otp(secret, digits, period, counter)),
                     address: None,
                 },
             ))

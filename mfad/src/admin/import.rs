@@ -27,7 +27,8 @@ fn stored(code: &str) -> StoredCode {
     fresh
 }
 
-fn otp(secret: Zeroizing<Vec<u8>>, digits: u32, period: u64, counter: i64) -> OtpKey {
+/// A SHA-1 OATH key (the only algorithm token files and google-authenticator files name).
+pub(crate) fn otp(secret: Zeroizing<Vec<u8>>, digits: u32, period: u64, counter: i64) -> OtpKey {
     OtpKey {
         secret,
         params: totp::TotpParams {
