@@ -79,6 +79,14 @@ pub enum FailMode {
 impl FailMode {
     /// The spellings a sysadmin writes (`failmode=secure|safe`).
     pub const NAMES: [&'static str; 2] = ["secure", "safe"];
+
+    /// As a sysadmin writes it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FailMode::Secure => "secure",
+            FailMode::Safe => "safe",
+        }
+    }
 }
 
 /// A fail mode other than `secure` or `safe` (exact, lower-case).

@@ -17,20 +17,7 @@ use crate::user::TestUser;
 use std::path::PathBuf;
 
 /// pam_mfa's answer when mfad cannot be reached.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum FailMode {
-    Secure,
-    Safe,
-}
-
-impl FailMode {
-    fn arg(self) -> &'static str {
-        match self {
-            FailMode::Secure => "secure",
-            FailMode::Safe => "safe",
-        }
-    }
-}
+pub use mfa_proto::FailMode;
 
 /// How sshd authenticates a login, and who asks for the second factor.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -245,7 +232,7 @@ impl TestEnv {
                 "auth required {} socket={} failmode={} timeout={} connect_timeout=2 {}",
                 module.display(),
                 mfad.socket.display(),
-                b.failmode.arg(),
+                b.failmode.as_str(),
                 b.module_timeout,
                 b.pam_args
             );
@@ -468,7 +455,7 @@ fn setup_config(
                  DisableForwarding yes\n",
                 helper.display(),
                 socket.display(),
-                failmode.arg()
+                failmode.as_str()
             ));
             c.push_str(match subsystem {
                 SftpSubsystem::Server => "Subsystem sftp /usr/lib/openssh/sftp-server\n",
