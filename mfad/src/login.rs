@@ -1,5 +1,6 @@
 //! The one login pipeline: the checks before any second factor (the name's form, the
-//! account, the caller, groups, the lock, trusted networks, remembered logins), then the
+//! account, the caller, groups, the lock, trusted networks, remembered logins, a registered
+//! security key used by sshd's publickey step), then the
 //! provider's second factor ([`crate::providers::SecondFactor`]: mfad's own factors or
 //! Duo), then the conclusion: accepted unless locked, failures counted, a report locks,
 //! a success remembered, the answer given.
@@ -100,22 +101,23 @@ impl LoginService {
                     core: &self.core,
                     duo,
                 };
-                self.pipeline(conn, &provider, &mut login, duo.local_policy)
+                self.pipeline(conn, &provider, &mut login, uid, duo.local_policy)
                     .await
             }
             None => {
-                self.pipeline(conn, self.local.as_ref(), &mut login, true)
+                self.pipeline(conn, self.local.as_ref(), &mut login, uid, true)
                     .await
             }
         }
     }
 
-    /// Everything after the account and the caller, for provider `provider`.
+    /// Everything after the account and the caller (`caller_uid`), for provider `provider`.
     async fn pipeline<P: SecondFactor>(
         &self,
         conn: &mut Conn,
         provider: &P,
         login: &mut LoginContext<'_>,
+        caller_uid: u32,
         local_policy: bool,
     ) -> Result<()> {
         if !local_policy {
@@ -163,6 +165,33 @@ impl LoginService {
             .let_in_without_asking(conn, &login.who, login.trusted, snapshot.remembered)
             .await?
         {
+            return Ok(());
+        }
+        if let Some(key) = policy::security_key_used(
+            policy,
+            caller_uid,
+            login.ctx.ssh_auth_info.as_deref(),
+            &login.devices,
+        ) {
+            // The lock is read again in the transaction that clears the failure count.
+            let passed = self
+                .core
+                .accept_unless_locked(conn, &login.who, "security-key", None)
+                .await?;
+            if passed {
+                decision(
+                    &login.who,
+                    "security-key",
+                    "allow",
+                    &format!("publickey step used security key {}", key.describe()),
+                );
+            }
+            conn.done(if passed {
+                Outcome::Allow
+            } else {
+                Outcome::Deny
+            })
+            .await?;
             return Ok(());
         }
         let verdict = provider.authenticate(conn, login).await?;

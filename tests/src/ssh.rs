@@ -122,6 +122,8 @@ pub struct SshClient {
     pub identity: Option<PathBuf>,
     /// The local address connections come from (`BindAddress`), e.g. 127.0.0.2.
     pub source: Option<String>,
+    /// More `-o` options, before all others (e.g. `SecurityKeyProvider=…`).
+    pub extra_options: Vec<String>,
 }
 
 impl SshClient {
@@ -132,7 +134,15 @@ impl SshClient {
             dir: dir.to_path_buf(),
             identity: None,
             source: None,
+            extra_options: Vec::new(),
         }
+    }
+
+    /// The same client with `-o OPTION` added (`Name=value`).
+    pub fn with_option(&self, option: &str) -> Self {
+        let mut c = self.clone();
+        c.extra_options.push(option.to_string());
+        c
     }
 
     /// The same client, logging in with the key `identity` (then keyboard-interactive).
@@ -153,6 +163,9 @@ impl SshClient {
     /// (for ssh the first value of an option wins).
     pub fn options(&self) -> Vec<String> {
         let mut o = Vec::new();
+        for extra in &self.extra_options {
+            o.extend(["-o".to_string(), extra.clone()]);
+        }
         if let Some(key) = &self.identity {
             o.extend([
                 "-o".to_string(),
