@@ -31,6 +31,9 @@ pub const CLIENT_TIMEOUT: Duration = Duration::from_secs(60);
 const ASKPASS: &str = r#"#!/bin/sh
 # mfa-e2e askpass: record the prompt, answer with the next line of the queue.
 d='@DIR@'
+# A notice with nothing to answer ("Confirm user presence for key ...", a security key):
+# ssh kills it once the key has signed, so it must not take an answer from the queue.
+[ "$SSH_ASKPASS_PROMPT" = none ] && exit 0
 printf '%s\036' "$1" >> "$d/prompts"
 n=$(cat "$d/count" 2>/dev/null || echo 0)
 n=$((n + 1))
