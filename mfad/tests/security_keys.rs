@@ -101,10 +101,17 @@ fn a_registered_security_key_used_by_sshds_publickey_step_passes_without_a_promp
     assert_eq!(c.prompts(), 0, "{}", c.text());
 }
 
+/// The registered key lets alice in without a prompt (the contrast each test below draws).
+fn key_lets_in(d: &TestDaemon, uid: u32) -> bool {
+    let c = d.converse(uid, after_publickey(KEY), &[]);
+    c.outcome() == Some(Outcome::Allow) && c.prompts() == 0
+}
+
 #[test]
 fn an_unregistered_security_key_gets_the_passcode_prompt() {
     let d = daemon(true);
     alice_with_key(&d);
+    assert!(key_lets_in(&d, 0));
     let c = d.converse(0, after_publickey(OTHER_KEY), &[&code_now(&d)]);
     assert_eq!(c.outcome(), Some(Outcome::Allow), "{}", c.text());
     assert_eq!(c.prompts(), 1, "{}", c.text());
@@ -115,6 +122,9 @@ fn an_unregistered_security_key_gets_the_passcode_prompt() {
 
 #[test]
 fn with_the_policy_off_a_registered_security_key_gets_the_passcode_prompt() {
+    let on = daemon(true);
+    alice_with_key(&on);
+    assert!(key_lets_in(&on, 0));
     let d = daemon(false);
     alice_with_key(&d);
     let c = d.converse(0, after_publickey(KEY), &[&code_now(&d)]);
@@ -128,6 +138,7 @@ fn with_the_policy_off_a_registered_security_key_gets_the_passcode_prompt() {
 fn auth_info_from_a_non_root_caller_counts_for_nothing() {
     let d = daemon(true);
     alice_with_key(&d);
+    assert!(key_lets_in(&d, 0));
     // Alice's own process (her ForceCommand helper, pamtester) can write anything there.
     let c = d.converse(ALICE_UID, after_publickey(KEY), &[&code_now(&d)]);
     assert_eq!(c.outcome(), Some(Outcome::Allow), "{}", c.text());
@@ -140,6 +151,7 @@ fn auth_info_from_a_non_root_caller_counts_for_nothing() {
 fn a_locked_account_is_refused_even_with_its_registered_security_key() {
     let d = daemon(true);
     alice_with_key(&d);
+    assert!(key_lets_in(&d, 0));
     d.store().lock_until("alice", T0 + 3600).unwrap();
     let c = d.converse(0, after_publickey(KEY), &[]);
     assert_eq!(c.outcome(), Some(Outcome::Deny), "{}", c.text());
