@@ -366,8 +366,8 @@ fn read_public_key(
     match file.filter(|p| p.as_os_str() != "-") {
         Some(path) => {
             // A .pub line is short; a file much longer is not one.
-            let bytes = std::fs::read(path)
-                .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+            let bytes =
+                std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
             if bytes.len() > 16 * 1024 {
                 return Err(format!("{} is not an OpenSSH .pub file", path.display()));
             }

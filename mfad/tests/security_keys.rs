@@ -30,9 +30,10 @@ fn params() -> TotpParams {
 }
 
 fn daemon(security_key: bool) -> TestDaemon {
-    let accounts = AccountTable::new()
-        .with("root", 0, &["root"])
-        .with("alice", ALICE_UID, &["users"]);
+    let accounts =
+        AccountTable::new()
+            .with("root", 0, &["root"])
+            .with("alice", ALICE_UID, &["users"]);
     TestDaemon::start_with(
         move |c: &mut Config| c.policy.security_key = security_key,
         Some(Arc::new(accounts)),
@@ -116,7 +117,11 @@ fn an_unregistered_security_key_gets_the_passcode_prompt() {
     assert_eq!(c.outcome(), Some(Outcome::Allow), "{}", c.text());
     assert_eq!(c.prompts(), 1, "{}", c.text());
     // Without the code, no way in.
-    let c = d.converse(0, after_publickey(OTHER_KEY), &["000000", "000001", "000002"]);
+    let c = d.converse(
+        0,
+        after_publickey(OTHER_KEY),
+        &["000000", "000001", "000002"],
+    );
     assert_eq!(c.outcome(), Some(Outcome::Deny), "{}", c.text());
 }
 
@@ -187,8 +192,9 @@ fn a_security_key_is_registered_listed_with_its_fingerprint_and_removed() {
 
     let c = d.converse(ALICE_UID, Operation::ListDevices, &[]);
     assert!(
-        c.text()
-            .contains(&format!("2. yubikey (security key ED25519-SK {KEY_FINGERPRINT})")),
+        c.text().contains(&format!(
+            "2. yubikey (security key ED25519-SK {KEY_FINGERPRINT})"
+        )),
         "{}",
         c.text()
     );
@@ -267,7 +273,11 @@ fn a_schema_2_database_keeps_its_devices_and_takes_security_keys_after_the_upgra
     let devices = s.devices("u").unwrap();
     assert_eq!(devices.len(), 2);
     assert_eq!(
-        (devices[0].kind, devices[0].address.as_deref(), devices[0].is_default),
+        (
+            devices[0].kind,
+            devices[0].address.as_deref(),
+            devices[0].is_default
+        ),
         (DeviceKind::Phone, Some("+15555551234"), true)
     );
     assert_eq!(devices[1].kind, DeviceKind::SecurityKey);

@@ -39,7 +39,10 @@ fn security_key(env: &TestEnv, name: &str) -> (PathBuf, String) {
         String::from_utf8_lossy(&out.stderr)
     );
     let public = std::fs::read_to_string(private.with_extension("pub")).unwrap();
-    assert!(public.starts_with("sk-ssh-ed25519@openssh.com "), "{public}");
+    assert!(
+        public.starts_with("sk-ssh-ed25519@openssh.com "),
+        "{public}"
+    );
     env.user().unwrap().authorize_key(&public).unwrap();
     (private, public.trim().to_string())
 }
@@ -129,10 +132,11 @@ fn a_registered_security_key_logs_in_without_a_passcode_and_a_plain_key_is_asked
     assert_eq!(run.stdout, "in with the security key\n");
     let log = env.mfad_log();
     assert!(
-        log.lines().any(|l| l.contains(&format!("user={} ", env.username()))
-            && l.contains("method=security-key")
-            && l.contains("outcome=allow")
-            && l.contains(&shown)),
+        log.lines()
+            .any(|l| l.contains(&format!("user={} ", env.username()))
+                && l.contains("method=security-key")
+                && l.contains("outcome=allow")
+                && l.contains(&shown)),
         "{log}"
     );
 
@@ -187,5 +191,9 @@ fn registering_a_plain_ssh_key_is_refused_saying_it_is_not_a_second_factor() {
         .cli
         .as_user(env.user().unwrap(), &["devices"], "")
         .unwrap();
-    assert!(!devices.stdout.contains("security key"), "{}", devices.describe());
+    assert!(
+        !devices.stdout.contains("security key"),
+        "{}",
+        devices.describe()
+    );
 }

@@ -273,7 +273,12 @@ mod tests {
         let short = format!(
             "{} {}",
             SkKeyType::ECDSA,
-            blob(&[SkKeyType::ECDSA.as_bytes(), b"nistp256", &point[..33], b"ssh:"])
+            blob(&[
+                SkKeyType::ECDSA.as_bytes(),
+                b"nistp256",
+                &point[..33],
+                b"ssh:"
+            ])
         );
         assert!(matches!(
             SecurityKey::parse(&short),

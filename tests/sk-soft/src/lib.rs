@@ -90,15 +90,15 @@ fn new_key(alg: u32) -> Result<(Vec<u8>, Vec<u8>), c_int> {
         SSH_SK_ED25519 => {
             let mut seed = [0u8; 32];
             rng.fill(&mut seed).map_err(|_| SSH_SK_ERR_GENERAL)?;
-            let pair = Ed25519KeyPair::from_seed_unchecked(&seed).map_err(|_| SSH_SK_ERR_GENERAL)?;
+            let pair =
+                Ed25519KeyPair::from_seed_unchecked(&seed).map_err(|_| SSH_SK_ERR_GENERAL)?;
             let mut handle = vec![HANDLE_ED25519];
             handle.extend_from_slice(&seed);
             Ok((pair.public_key().as_ref().to_vec(), handle))
         }
         SSH_SK_ECDSA => {
             let alg = &signature::ECDSA_P256_SHA256_FIXED_SIGNING;
-            let pkcs8 =
-                EcdsaKeyPair::generate_pkcs8(alg, &rng).map_err(|_| SSH_SK_ERR_GENERAL)?;
+            let pkcs8 = EcdsaKeyPair::generate_pkcs8(alg, &rng).map_err(|_| SSH_SK_ERR_GENERAL)?;
             let pair = EcdsaKeyPair::from_pkcs8(alg, pkcs8.as_ref(), &rng)
                 .map_err(|_| SSH_SK_ERR_GENERAL)?;
             let mut handle = vec![HANDLE_ECDSA];
@@ -236,7 +236,11 @@ pub unsafe extern "C" fn sk_sign(
     };
     let flags = SSH_SK_USER_PRESENCE_REQD;
     let counter = COUNTER.fetch_add(1, Ordering::Relaxed).wrapping_add(1);
-    let (r, s) = match sign(alg, handle, &signed_bytes(application, flags, counter, data)) {
+    let (r, s) = match sign(
+        alg,
+        handle,
+        &signed_bytes(application, flags, counter, data),
+    ) {
         Ok(sig) => sig,
         Err(e) => return e,
     };
