@@ -286,3 +286,39 @@ fn a_schema_2_database_keeps_its_devices_and_takes_security_keys_after_the_upgra
         KEY_FINGERPRINT
     );
 }
+
+#[test]
+fn postgresql_stores_a_security_key_after_its_migration() {
+    use mfad::store::postgres::{self, PgOptions};
+    let pg = mfa_test_support::postgres::TestPostgres::start();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    let key = Arc::new(mfad::sealing::StoreKey::generate().unwrap());
+    let opts = PgOptions {
+        url: pg.url(),
+        password_file: Some(pg.password_file()),
+        ca_file: None,
+        connect_timeout: std::time::Duration::from_secs(5),
+        statement_timeout: std::time::Duration::from_secs(2),
+    };
+    rt.block_on(postgres::prepare(&opts, &key.check_value()))
+        .unwrap();
+    let backend = rt.block_on(postgres::connect(&opts)).unwrap();
+    let mut s = mfad::store::Store::from_backend(Box::new(backend), key).unwrap();
+    let row = NewDeviceRow {
+        kind: DeviceKind::SecurityKey,
+        name: "yubikey".into(),
+        otp: None,
+        address: Some(KEY.into()),
+    };
+    s.add_device("u", &row, 8).unwrap();
+    let devices = s.devices("u").unwrap();
+    assert_eq!(devices.len(), 1);
+    assert_eq!(
+        devices[0].security_key().unwrap().fingerprint(),
+        KEY_FINGERPRINT
+    );
+}
