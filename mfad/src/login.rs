@@ -12,7 +12,7 @@ use crate::duo::flow::DuoProvider;
 use crate::policy::{self, GroupRule};
 use crate::providers::local::LocalFactors;
 use crate::providers::{LoginContext, Remember, SecondFactor, Verdict};
-use crate::store::{FailureEffect, LoginSnapshot, RememberScope};
+use crate::store::{DeviceKind, FailureEffect, LoginSnapshot, RememberScope};
 use crate::text;
 use mfa_proto::{AuthContext, Outcome};
 use std::sync::Arc;
@@ -193,6 +193,32 @@ impl LoginService {
             })
             .await?;
             return Ok(());
+        }
+        // mfad's own factors cannot prove anything for a user whose only devices are security
+        // keys (and who has no bypass code): say how to get in instead of asking for a code.
+        if self.duo.is_none()
+            && login.bypass_left == 0
+            && !login.devices.is_empty()
+            && login
+                .devices
+                .iter()
+                .all(|d| d.kind == DeviceKind::SecurityKey)
+        {
+            decision(
+                &login.who,
+                "security-key",
+                "deny",
+                "the login did not use the user's security key, the only second factor",
+            );
+            let why = if policy.security_key && caller_uid == 0 {
+                "Your second factor is a security key, and this login did not use it: log in \
+                 with that key (ssh -i its key file)."
+            } else {
+                "Your only second factor is a security key, which this login cannot use \
+                 ([policy] security_key in mfad.toml, and only through sshd): ask your \
+                 administrator."
+            };
+            return self.core.deny(conn, why).await;
         }
         let verdict = provider.authenticate(conn, login).await?;
         self.conclude(conn, login, verdict).await

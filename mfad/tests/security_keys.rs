@@ -322,3 +322,32 @@ fn postgresql_stores_a_security_key_after_its_migration() {
         KEY_FINGERPRINT
     );
 }
+
+#[test]
+fn a_user_whose_only_device_is_a_security_key_is_told_to_log_in_with_it_not_asked_a_code() {
+    let d = daemon(true);
+    d.store()
+        .add_device(
+            "alice",
+            &NewDeviceRow {
+                kind: DeviceKind::SecurityKey,
+                name: "yubikey".into(),
+                otp: None,
+                address: Some(KEY.into()),
+            },
+            T0,
+        )
+        .unwrap();
+    assert!(key_lets_in(&d, 0));
+    let c = d.converse(0, after_publickey(OTHER_KEY), &[]);
+    assert_eq!(c.outcome(), Some(Outcome::Deny), "{}", c.text());
+    assert_eq!(c.prompts(), 0, "{}", c.text());
+    assert!(c.text().contains("log in with that key"), "{}", c.text());
+    // Nothing was attempted: no failure counted.
+    assert_eq!(d.store().lock_state("alice").unwrap().failures, 0);
+    // Her own helper cannot vouch for the key: told it cannot be used this way.
+    let c = d.converse(ALICE_UID, after_publickey(KEY), &[]);
+    assert_eq!(c.outcome(), Some(Outcome::Deny), "{}", c.text());
+    assert_eq!(c.prompts(), 0, "{}", c.text());
+    assert!(c.text().contains("cannot use"), "{}", c.text());
+}
