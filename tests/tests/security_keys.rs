@@ -21,11 +21,16 @@ fn provider() -> PathBuf {
 /// A new ed25519-sk key made by `ssh-keygen -w` through the software authenticator, allowed
 /// in the user's authorized_keys; returns the private key file and the public key line.
 fn security_key(env: &TestEnv, name: &str) -> (PathBuf, String) {
+    security_key_of_type(env, name, "ed25519-sk")
+}
+
+/// The same with `ssh-keygen -t kind` (`ed25519-sk` or `ecdsa-sk`).
+fn security_key_of_type(env: &TestEnv, name: &str, kind: &str) -> (PathBuf, String) {
     let keys = env.dir.join("sk-keys");
     std::fs::create_dir_all(&keys).unwrap();
     let private = keys.join(format!("id_{name}_sk"));
     let out = Command::new("ssh-keygen")
-        .args(["-q", "-t", "ed25519-sk", "-N", "", "-C"])
+        .args(["-q", "-t", kind, "-N", "", "-C"])
         .arg(format!("mfa-e2e-{name}"))
         .arg("-w")
         .arg(provider())
@@ -35,14 +40,15 @@ fn security_key(env: &TestEnv, name: &str) -> (PathBuf, String) {
         .unwrap();
     assert!(
         out.status.success(),
-        "ssh-keygen -t ed25519-sk: {}",
+        "ssh-keygen -t {kind}: {}",
         String::from_utf8_lossy(&out.stderr)
     );
     let public = std::fs::read_to_string(private.with_extension("pub")).unwrap();
-    assert!(
-        public.starts_with("sk-ssh-ed25519@openssh.com "),
-        "{public}"
-    );
+    let expected = match kind {
+        "ecdsa-sk" => "sk-ecdsa-sha2-nistp256@openssh.com ",
+        _ => "sk-ssh-ed25519@openssh.com ",
+    };
+    assert!(public.starts_with(expected), "{public}");
     env.user().unwrap().authorize_key(&public).unwrap();
     (private, public.trim().to_string())
 }
@@ -196,4 +202,33 @@ fn registering_a_plain_ssh_key_is_refused_saying_it_is_not_a_second_factor() {
         "{}",
         devices.describe()
     );
+}
+
+#[test]
+fn an_ecdsa_security_key_logs_in_without_a_passcode_too() {
+    let env = TestEnv::builder()
+        .setup(SshSetup::KeyThenPam)
+        .mfad_toml(POLICY_ON)
+        .start()
+        .unwrap();
+    let mut device = env.enroll_totp().unwrap();
+    let (sk, public) = security_key_of_type(&env, "p256", "ecdsa-sk");
+    assert!(
+        public.starts_with("sk-ecdsa-sha2-nistp256@openssh.com "),
+        "{public}"
+    );
+    let code = device.totp.fresh_code();
+    let out = register(&env, &public, &code);
+    assert_eq!(out.status, Some(0), "{}", out.describe());
+    assert!(
+        out.stdout
+            .contains(&format!("ECDSA-SK {}", fingerprint(&env, &public))),
+        "{}",
+        out.describe()
+    );
+    let run = with_security_key(&env, &sk)
+        .login(&[env.password()], "echo in with the P-256 key")
+        .unwrap();
+    assert_password_only(&run);
+    assert_eq!(run.stdout, "in with the P-256 key\n");
 }
