@@ -213,6 +213,12 @@ pub enum NewDevice {
         name: Option<String>,
         target: String,
     },
+    /// An OpenSSH security-key public key: one line of its .pub file
+    /// (`sk-ssh-ed25519@openssh.com AAAA… comment`).
+    SecurityKey {
+        name: Option<String>,
+        public_key: String,
+    },
 }
 impl From<AuthContext> for Operation {
     fn from(ctx: AuthContext) -> Self {
@@ -281,6 +287,7 @@ impl Operation {
                     NewDevice::TotpToken { .. } => "totp-token",
                     NewDevice::Phone { .. } => "phone",
                     NewDevice::Push { .. } => "push",
+                    NewDevice::SecurityKey { .. } => "security-key",
                 }
             ),
             Operation::SetDefault { index } => format!("set-default index={index}"),

@@ -15,6 +15,7 @@ use zeroize::Zeroizing;
 const AFTER_HELP: &str = "\
 Examples:
   mfa enroll totp                     enrol an authenticator app (QR code, then one code)
+  mfa enroll security-key ~/.ssh/id_ed25519_sk.pub   register an OpenSSH security key
   mfa devices                         your devices, numbered, and bypass codes left
   mfa default 2                       make device 2 your default (used by scp, sftp, rsync)
   mfa bypass-codes                    ten new single-use codes, for when the phone is lost
@@ -78,6 +79,17 @@ enum Command {
 enum EnrollKind {
     /// An authenticator app (TOTP): shows a QR code, then asks for one code to confirm.
     Totp {
+        /// A name for the device, shown in `mfa devices` and `mfa admin status`.
+        #[arg(long)]
+        name: Option<String>,
+    },
+    /// An OpenSSH security key (FIDO): the public key of a key made with
+    /// `ssh-keygen -t ed25519-sk` (or ecdsa-sk). Where the host turns it on
+    /// (`[policy] security_key`), an ssh login with that key needs no other second factor.
+    SecurityKey {
+        /// The public key file (e.g. ~/.ssh/id_ed25519_sk.pub); `-` or nothing reads it from
+        /// standard input.
+        file: Option<PathBuf>,
         /// A name for the device, shown in `mfa devices` and `mfa admin status`.
         #[arg(long)]
         name: Option<String>,
@@ -345,6 +357,29 @@ fn import_files(from: &ImportFrom) -> Result<(ImportFormat, Vec<ImportFile>, boo
     Ok((format, files, dry_run))
 }
 
+/// An OpenSSH .pub file's text, or (`-` or no file) one line read from standard input, so
+/// that a code for the fresh second factor can follow it there.
+fn read_public_key(
+    file: Option<&std::path::Path>,
+    terminal: &mut Terminal,
+) -> Result<String, String> {
+    match file.filter(|p| p.as_os_str() != "-") {
+        Some(path) => {
+            // A .pub line is short; a file much longer is not one.
+            let bytes =
+                std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+            if bytes.len() > 16 * 1024 {
+                return Err(format!("{} is not an OpenSSH .pub file", path.display()));
+            }
+            String::from_utf8(bytes).map_err(|_| format!("{} is not UTF-8 text", path.display()))
+        }
+        None => terminal
+            .prompt("Public key (the line of the .pub file): ", true)
+            .map(|line| line.to_string())
+            .ok_or_else(|| "no public key given on standard input".to_string()),
+    }
+}
+
 /// Reads a token secret from stdin without echo (or from a pipe); `None` when there is none.
 fn read_secret(terminal: &mut Terminal) -> Option<Zeroizing<String>> {
     let secret = terminal.prompt("Token secret (base32, or hex:...): ", false);
@@ -361,6 +396,15 @@ fn main() -> ExitCode {
         Command::Enroll {
             kind: EnrollKind::Totp { name },
         } => Operation::EnrollTotp { name },
+        Command::Enroll {
+            kind: EnrollKind::SecurityKey { file, name },
+        } => match read_public_key(file.as_deref(), &mut terminal) {
+            Ok(public_key) => Operation::AddDevice(NewDevice::SecurityKey { name, public_key }),
+            Err(e) => {
+                eprintln!("mfa: {e}; nothing was added");
+                return ExitCode::from(2);
+            }
+        },
         Command::BypassCodes => Operation::BypassCodes,
         Command::Devices => Operation::ListDevices,
         Command::Default { n } => Operation::SetDefault { index: n },

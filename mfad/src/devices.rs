@@ -5,6 +5,7 @@
 use crate::conn::Conn;
 use crate::core::Core;
 use crate::daemon::{Result, Who, decision};
+use crate::factor::security_key::{SecurityKey, SecurityKeyError};
 use crate::factor::{self, bypass, totp};
 use crate::oob::approvals::{ApprovalDecision, ApprovalMethod};
 use crate::oob::limits::Channel;
@@ -30,6 +31,10 @@ pub(crate) fn describe(d: &Device) -> String {
             format!("phone {}", mask_phone(d.address.as_deref().unwrap_or("")))
         }
         (DeviceKind::Push, _) => "push notifications".to_string(),
+        (DeviceKind::SecurityKey, _) => match d.security_key() {
+            Some(k) => format!("security key {}", k.describe()),
+            None => "security key, unreadable".to_string(),
+        },
         _ => d.kind.as_str().to_string(),
     };
     format!(
@@ -79,6 +84,10 @@ enum CheckedDevice {
         name: String,
         target: Option<String>,
     },
+    SecurityKey {
+        name: String,
+        key: SecurityKey,
+    },
 }
 
 /// Why a device cannot be added; each Display is the sentence the user sees, as it is.
@@ -118,6 +127,8 @@ pub(crate) enum DeviceRequestError {
     BadTopic,
     #[error("A push target has 1 to 256 printable characters.")]
     BadPushTarget,
+    #[error(transparent)]
+    SecurityKey(#[from] SecurityKeyError),
 }
 
 fn device_name(
@@ -230,7 +241,55 @@ impl AccountService {
                 name,
                 target: Some(target),
             } => self.confirm_push(conn, &who, name, target).await,
+            CheckedDevice::SecurityKey { name, key } => {
+                self.add_security_key(conn, &who, name, key).await
+            }
         }
+    }
+
+    /// Adds a security key's public key, unless the user has registered it already.
+    async fn add_security_key(
+        &self,
+        conn: &mut Conn,
+        who: &Who<'_>,
+        name: String,
+        key: SecurityKey,
+    ) -> Result<()> {
+        let user = who.user.to_string();
+        let devices = self.core.db(move |s| s.devices(&user)).await?;
+        if let Some(d) = devices
+            .iter()
+            .find(|d| d.security_key().as_ref() == Some(&key))
+        {
+            return self
+                .core
+                .deny(
+                    conn,
+                    format!(
+                        "That key ({}) is registered already, as \"{}\"; nothing was added.",
+                        key.fingerprint(),
+                        d.name
+                    ),
+                )
+                .await;
+        }
+        let row = NewDeviceRow {
+            kind: DeviceKind::SecurityKey,
+            name: name.clone(),
+            otp: None,
+            address: Some(key.to_openssh()),
+        };
+        self.core.add_device(who, row).await?;
+        let mut msg = format!("Added \"{name}\" (security key {}).", key.describe());
+        if !self.core.config.policy.security_key {
+            msg.push_str(
+                "\nThis host does not count security keys as a second factor yet \
+                 ([policy] security_key = false in mfad.toml): logins still ask for a code.",
+            );
+        }
+        conn.info(msg).await?;
+        conn.done(Outcome::Allow).await?;
+        Ok(())
     }
 
     /// A device request from a client, checked into what can be added, or the reason it
@@ -312,6 +371,10 @@ impl AccountService {
                     target,
                 })
             }
+            NewDevice::SecurityKey { name, public_key } => Ok(CheckedDevice::SecurityKey {
+                key: SecurityKey::parse(&public_key)?,
+                name: device_name(name, "Security key")?,
+            }),
         }
     }
 

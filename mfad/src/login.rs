@@ -1,5 +1,6 @@
 //! The one login pipeline: the checks before any second factor (the name's form, the
-//! account, the caller, groups, the lock, trusted networks, remembered logins), then the
+//! account, the caller, groups, the lock, trusted networks, remembered logins, a registered
+//! security key used by sshd's publickey step), then the
 //! provider's second factor ([`crate::providers::SecondFactor`]: mfad's own factors or
 //! Duo), then the conclusion: accepted unless locked, failures counted, a report locks,
 //! a success remembered, the answer given.
@@ -11,7 +12,7 @@ use crate::duo::flow::DuoProvider;
 use crate::policy::{self, GroupRule};
 use crate::providers::local::LocalFactors;
 use crate::providers::{LoginContext, Remember, SecondFactor, Verdict};
-use crate::store::{FailureEffect, LoginSnapshot, RememberScope};
+use crate::store::{DeviceKind, FailureEffect, LoginSnapshot, RememberScope};
 use crate::text;
 use mfa_proto::{AuthContext, Outcome};
 use std::sync::Arc;
@@ -100,22 +101,23 @@ impl LoginService {
                     core: &self.core,
                     duo,
                 };
-                self.pipeline(conn, &provider, &mut login, duo.local_policy)
+                self.pipeline(conn, &provider, &mut login, uid, duo.local_policy)
                     .await
             }
             None => {
-                self.pipeline(conn, self.local.as_ref(), &mut login, true)
+                self.pipeline(conn, self.local.as_ref(), &mut login, uid, true)
                     .await
             }
         }
     }
 
-    /// Everything after the account and the caller, for provider `provider`.
+    /// Everything after the account and the caller (`caller_uid`), for provider `provider`.
     async fn pipeline<P: SecondFactor>(
         &self,
         conn: &mut Conn,
         provider: &P,
         login: &mut LoginContext<'_>,
+        caller_uid: u32,
         local_policy: bool,
     ) -> Result<()> {
         if !local_policy {
@@ -164,6 +166,59 @@ impl LoginService {
             .await?
         {
             return Ok(());
+        }
+        if let Some(key) = policy::security_key_used(
+            policy,
+            caller_uid,
+            login.ctx.ssh_auth_info.as_deref(),
+            &login.devices,
+        ) {
+            // The lock is read again in the transaction that clears the failure count.
+            let passed = self
+                .core
+                .accept_unless_locked(conn, &login.who, "security-key", None)
+                .await?;
+            if passed {
+                decision(
+                    &login.who,
+                    "security-key",
+                    "allow",
+                    &format!("publickey step used security key {}", key.describe()),
+                );
+            }
+            conn.done(if passed {
+                Outcome::Allow
+            } else {
+                Outcome::Deny
+            })
+            .await?;
+            return Ok(());
+        }
+        // mfad's own factors cannot prove anything for a user whose only devices are security
+        // keys (and who has no bypass code): say how to get in instead of asking for a code.
+        if self.duo.is_none()
+            && login.bypass_left == 0
+            && !login.devices.is_empty()
+            && login
+                .devices
+                .iter()
+                .all(|d| d.kind == DeviceKind::SecurityKey)
+        {
+            decision(
+                &login.who,
+                "security-key",
+                "deny",
+                "the login did not use the user's security key, the only second factor",
+            );
+            let why = if policy.security_key && caller_uid == 0 {
+                "Your second factor is a security key, and this login did not use it: log in \
+                 with that key (ssh -i its key file)."
+            } else {
+                "Your only second factor is a security key, which this login cannot use \
+                 ([policy] security_key in mfad.toml, and only through sshd): ask your \
+                 administrator."
+            };
+            return self.core.deny(conn, why).await;
         }
         let verdict = provider.authenticate(conn, login).await?;
         self.conclude(conn, login, verdict).await

@@ -1,7 +1,10 @@
 //! Who must prove a second factor, and when it may be skipped: exempt and required groups,
-//! trusted networks, and remembered authentications. Evaluated by mfad only, in this order
-//! (documented in conf/mfad.toml): groups, lock, enrolment, trusted networks, remembered.
+//! trusted networks, remembered authentications and security keys. Evaluated by mfad only, in
+//! this order (documented in conf/mfad.toml): groups, lock, enrolment, trusted networks,
+//! remembered, security keys.
 
+use crate::factor::security_key::SecurityKey;
+use crate::store::Device;
 use ipnet::IpNet;
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
@@ -24,6 +27,9 @@ pub struct PolicyConfig {
     pub remember_for: u64,
     /// With `unenrolled = "enroll"`: also offer in-login enrolment outside trusted networks.
     pub enroll_from_anywhere: bool,
+    /// A login whose publickey step (as sshd exposes it, `ExposeAuthInfo yes`) used one of
+    /// the user's registered security keys passes the second factor without a prompt.
+    pub security_key: bool,
 }
 
 impl PolicyConfig {
@@ -74,6 +80,26 @@ pub fn client_addr(rhost: Option<&str>, ssh_connection: Option<&str>) -> Option<
         .and_then(|r| r.parse::<IpAddr>().ok())
         .or_else(|| ssh_connection.and_then(|c| c.split_whitespace().next()?.parse().ok()))
         .map(|a| a.to_canonical())
+}
+
+/// The user's registered security key that a publickey step of this login used, when
+/// `[policy] security_key` is on and root (sshd) passed the auth info. A user's own process
+/// (the ForceCommand helper, pamtester) can write any text there, so its word counts for
+/// nothing.
+pub fn security_key_used(
+    policy: &PolicyConfig,
+    caller_uid: u32,
+    auth_info: Option<&str>,
+    devices: &[Device],
+) -> Option<SecurityKey> {
+    if !policy.security_key || caller_uid != 0 {
+        return None;
+    }
+    let auth_info = auth_info?;
+    devices
+        .iter()
+        .filter_map(Device::security_key)
+        .find(|k| k.used_in(auth_info))
 }
 
 /// A fingerprint of the public keys a publickey step used (from SSH_AUTH_INFO_0), or ""

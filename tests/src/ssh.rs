@@ -31,6 +31,9 @@ pub const CLIENT_TIMEOUT: Duration = Duration::from_secs(60);
 const ASKPASS: &str = r#"#!/bin/sh
 # mfa-e2e askpass: record the prompt, answer with the next line of the queue.
 d='@DIR@'
+# A notice with nothing to answer ("Confirm user presence for key ...", a security key):
+# ssh kills it once the key has signed, so it must not take an answer from the queue.
+[ "$SSH_ASKPASS_PROMPT" = none ] && exit 0
 printf '%s\036' "$1" >> "$d/prompts"
 n=$(cat "$d/count" 2>/dev/null || echo 0)
 n=$((n + 1))
@@ -122,6 +125,8 @@ pub struct SshClient {
     pub identity: Option<PathBuf>,
     /// The local address connections come from (`BindAddress`), e.g. 127.0.0.2.
     pub source: Option<String>,
+    /// More `-o` options, before all others (e.g. `SecurityKeyProvider=…`).
+    pub extra_options: Vec<String>,
 }
 
 impl SshClient {
@@ -132,7 +137,15 @@ impl SshClient {
             dir: dir.to_path_buf(),
             identity: None,
             source: None,
+            extra_options: Vec::new(),
         }
+    }
+
+    /// The same client with `-o OPTION` added (`Name=value`).
+    pub fn with_option(&self, option: &str) -> Self {
+        let mut c = self.clone();
+        c.extra_options.push(option.to_string());
+        c
     }
 
     /// The same client, logging in with the key `identity` (then keyboard-interactive).
@@ -153,6 +166,9 @@ impl SshClient {
     /// (for ssh the first value of an option wins).
     pub fn options(&self) -> Vec<String> {
         let mut o = Vec::new();
+        for extra in &self.extra_options {
+            o.extend(["-o".to_string(), extra.clone()]);
+        }
         if let Some(key) = &self.identity {
             o.extend([
                 "-o".to_string(),

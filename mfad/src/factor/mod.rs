@@ -2,6 +2,7 @@
 
 pub mod bypass;
 pub mod hotp;
+pub mod security_key;
 pub mod totp;
 
 /// An answer in the form a passcode can take: digits only, at most 16 of them.

@@ -684,7 +684,7 @@ fn match_passcode(
                     replayed = Some(Spent::Hotp);
                 }
             }
-            DeviceKind::Phone | DeviceKind::Push => {}
+            DeviceKind::Phone | DeviceKind::Push | DeviceKind::SecurityKey => {}
         }
     }
     if code.len() == limits.sms_digits {

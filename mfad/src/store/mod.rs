@@ -16,6 +16,7 @@ pub mod postgres;
 pub mod sqlite;
 
 use crate::factor::bypass::{self, StoredCode};
+use crate::factor::security_key::SecurityKey;
 use crate::factor::totp::{HashAlgorithm, TotpParams};
 use crate::sealing::{KeyError, StoreKey};
 pub use backend::Backend;
@@ -116,6 +117,8 @@ pub enum DeviceKind {
     Hotp,
     Phone,
     Push,
+    /// An OpenSSH security-key public key; the key (`TYPE BASE64`) is in `address`.
+    SecurityKey,
 }
 
 impl DeviceKind {
@@ -125,6 +128,7 @@ impl DeviceKind {
             DeviceKind::Hotp => "hotp",
             DeviceKind::Phone => "phone",
             DeviceKind::Push => "push",
+            DeviceKind::SecurityKey => "security-key",
         }
     }
     pub fn parse(s: &str) -> Option<Self> {
@@ -133,6 +137,7 @@ impl DeviceKind {
             "hotp" => Some(DeviceKind::Hotp),
             "phone" => Some(DeviceKind::Phone),
             "push" => Some(DeviceKind::Push),
+            "security-key" => Some(DeviceKind::SecurityKey),
             _ => None,
         }
     }
@@ -155,6 +160,17 @@ pub struct Device {
     pub address: Option<String>,
     pub is_default: bool,
     pub created: i64,
+}
+
+impl Device {
+    /// The public key of a security-key device (checked when it was added; `None` for
+    /// other kinds, or a stored key that no longer parses).
+    pub fn security_key(&self) -> Option<SecurityKey> {
+        match (self.kind, &self.address) {
+            (DeviceKind::SecurityKey, Some(key)) => SecurityKey::parse(key).ok(),
+            _ => None,
+        }
+    }
 }
 
 /// A device to insert.

@@ -96,6 +96,10 @@ pub const MIGRATIONS: &[&str] = &[
         decision TEXT CHECK (decision IN ('approved', 'denied', 'reported', 'timed-out'))
      );
      CREATE INDEX approvals_expires ON approvals(expires);",
+    // 3: security keys (an OpenSSH sk public key in `address`).
+    "ALTER TABLE devices DROP CONSTRAINT devices_kind_check;
+     ALTER TABLE devices ADD CONSTRAINT devices_kind_check
+        CHECK (kind IN ('totp', 'hotp', 'phone', 'push', 'security-key'));",
 ];
 
 /// The key of the transaction-scoped advisory lock the migrations run under ("mfa_schm"),

@@ -95,6 +95,33 @@ pub const MIGRATIONS: &[&str] = &[
         until INTEGER NOT NULL,
         PRIMARY KEY (user, scope, addr, key)
      ) STRICT;",
+    // 3: security keys (an OpenSSH sk public key in `address`). SQLite cannot change a
+    // CHECK constraint, so the devices table is rebuilt with the same rows and indexes.
+    "CREATE TABLE devices_new (
+        id INTEGER PRIMARY KEY,
+        user TEXT NOT NULL,
+        kind TEXT NOT NULL
+            CHECK (kind IN ('totp', 'hotp', 'phone', 'push', 'security-key')),
+        name TEXT NOT NULL,
+        secret BLOB,
+        algorithm TEXT,
+        digits INTEGER,
+        period INTEGER,
+        counter INTEGER NOT NULL DEFAULT 0,
+        -- phone: an E.164 number; push: the notifier's target; security-key: TYPE BASE64
+        address TEXT,
+        is_default INTEGER NOT NULL DEFAULT 0,
+        created INTEGER NOT NULL,
+        sealed INTEGER NOT NULL DEFAULT 0
+     ) STRICT;
+     INSERT INTO devices_new (id, user, kind, name, secret, algorithm, digits, period,
+                              counter, address, is_default, created, sealed)
+        SELECT id, user, kind, name, secret, algorithm, digits, period,
+               counter, address, is_default, created, sealed FROM devices;
+     DROP TABLE devices;
+     ALTER TABLE devices_new RENAME TO devices;
+     CREATE UNIQUE INDEX devices_one_default ON devices(user) WHERE is_default = 1;
+     CREATE INDEX devices_user ON devices(user);",
 ];
 
 /// How long a handle waits for another handle's transaction to end (as SQLite's own busy
