@@ -6,6 +6,10 @@
 //! lockout counter. A lookup that fails is an error, never "no groups": a group rule must
 //! not be decided on a directory outage.
 
+use crate::clock::Clock;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
 #[derive(Debug, thiserror::Error)]
 pub enum AccountsError {
     #[error("the user database (NSS) could not be read: {0}")]
@@ -97,6 +101,103 @@ impl Accounts for NssAccounts {
             Err(e) if not_found(e) => Ok(false),
             Err(e) => Err(AccountsError::Lookup(format!("getgrnam: {e}"))),
         }
+    }
+}
+
+/// The accounts NSS found, kept for a few seconds (`user_cache`): a burst of logins of the
+/// same users (scp in a loop, a cluster's jobs) asks the directory once per user and period.
+/// Only positive answers are kept: a user NSS does not know, or a directory that fails, is
+/// asked again at the next login. At most [`CACHE_ENTRIES`] accounts; past that, the
+/// expired ones go, and if none has, all.
+pub struct CachedAccounts {
+    inner: Arc<dyn Accounts>,
+    clock: Arc<dyn Clock>,
+    ttl: i64,
+    names: Mutex<HashMap<String, (i64, Account)>>,
+    groups: Mutex<HashMap<(String, u32), (i64, Vec<String>)>>,
+}
+
+/// The most accounts (and group lists) [`CachedAccounts`] keeps.
+pub const CACHE_ENTRIES: usize = 10_000;
+
+impl CachedAccounts {
+    /// `ttl` seconds on `clock`; 0 keeps nothing.
+    pub fn new(inner: Arc<dyn Accounts>, clock: Arc<dyn Clock>, ttl: u64) -> Self {
+        CachedAccounts {
+            inner,
+            clock,
+            ttl: i64::try_from(ttl).unwrap_or(i64::MAX),
+            names: Mutex::new(HashMap::new()),
+            groups: Mutex::new(HashMap::new()),
+        }
+    }
+
+    fn cached<K, V>(&self, map: &Mutex<HashMap<K, (i64, V)>>, key: &K) -> Option<V>
+    where
+        K: std::hash::Hash + Eq,
+        V: Clone,
+    {
+        let now = self.clock.now();
+        let map = map
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        match map.get(key) {
+            Some((until, value)) if now < *until => Some(value.clone()),
+            _ => None,
+        }
+    }
+
+    fn keep<K: std::hash::Hash + Eq, V>(
+        &self,
+        map: &Mutex<HashMap<K, (i64, V)>>,
+        key: K,
+        value: V,
+    ) {
+        if self.ttl == 0 {
+            return;
+        }
+        let now = self.clock.now();
+        let mut map = map
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if map.len() >= CACHE_ENTRIES {
+            map.retain(|_, (until, _)| now < *until);
+            if map.len() >= CACHE_ENTRIES {
+                map.clear();
+            }
+        }
+        map.insert(key, (now.saturating_add(self.ttl), value));
+    }
+}
+
+impl Accounts for CachedAccounts {
+    fn by_name(&self, name: &str) -> Result<Option<Account>, AccountsError> {
+        if let Some(account) = self.cached(&self.names, &name.to_string()) {
+            return Ok(Some(account));
+        }
+        let found = self.inner.by_name(name)?;
+        if let Some(account) = &found {
+            self.keep(&self.names, name.to_string(), account.clone());
+        }
+        Ok(found)
+    }
+
+    fn by_uid(&self, uid: u32) -> Result<Option<Account>, AccountsError> {
+        self.inner.by_uid(uid)
+    }
+
+    fn groups(&self, account: &Account) -> Result<Vec<String>, AccountsError> {
+        let key = (account.name.clone(), account.gid);
+        if let Some(groups) = self.cached(&self.groups, &key) {
+            return Ok(groups);
+        }
+        let groups = self.inner.groups(account)?;
+        self.keep(&self.groups, key, groups.clone());
+        Ok(groups)
+    }
+
+    fn group_exists(&self, name: &str) -> Result<bool, AccountsError> {
+        self.inner.group_exists(name)
     }
 }
 
@@ -196,6 +297,81 @@ impl Accounts for AccountTable {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::clock::FakeClock;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    /// A table that counts the lookups that reach it.
+    struct Counting {
+        table: AccountTable,
+        names: AtomicUsize,
+        groups: AtomicUsize,
+    }
+
+    impl Accounts for Counting {
+        fn by_name(&self, name: &str) -> Result<Option<Account>, AccountsError> {
+            self.names.fetch_add(1, Ordering::SeqCst);
+            self.table.by_name(name)
+        }
+        fn by_uid(&self, uid: u32) -> Result<Option<Account>, AccountsError> {
+            self.table.by_uid(uid)
+        }
+        fn groups(&self, account: &Account) -> Result<Vec<String>, AccountsError> {
+            self.groups.fetch_add(1, Ordering::SeqCst);
+            self.table.groups(account)
+        }
+        fn group_exists(&self, name: &str) -> Result<bool, AccountsError> {
+            self.table.group_exists(name)
+        }
+    }
+
+    fn counting(table: AccountTable) -> Arc<Counting> {
+        Arc::new(Counting {
+            table,
+            names: AtomicUsize::new(0),
+            groups: AtomicUsize::new(0),
+        })
+    }
+
+    #[test]
+    fn the_cache_asks_nss_once_per_user_and_period_and_never_keeps_a_miss() {
+        let clock = FakeClock::new(1_000);
+        let nss = counting(AccountTable::new().with("alice", 1000, &["users", "hpc"]));
+        let cache = CachedAccounts::new(nss.clone(), Arc::new(clock.clone()), 5);
+        let alice = cache.by_name("alice").unwrap().unwrap();
+        for _ in 0..3 {
+            assert_eq!(cache.by_name("alice").unwrap().unwrap(), alice);
+            assert_eq!(cache.groups(&alice).unwrap(), ["users", "hpc"]);
+        }
+        assert_eq!(nss.names.load(Ordering::SeqCst), 1);
+        assert_eq!(nss.groups.load(Ordering::SeqCst), 1);
+        // A name NSS does not know is asked about every time (it may be added any moment).
+        assert!(cache.by_name("bob").unwrap().is_none());
+        assert!(cache.by_name("bob").unwrap().is_none());
+        assert_eq!(nss.names.load(Ordering::SeqCst), 3);
+        // Once the period is over, NSS is asked again.
+        clock.advance(5);
+        cache.by_name("alice").unwrap().unwrap();
+        cache.groups(&alice).unwrap();
+        assert_eq!(nss.names.load(Ordering::SeqCst), 4);
+        assert_eq!(nss.groups.load(Ordering::SeqCst), 2);
+    }
+
+    #[test]
+    fn a_failing_directory_is_never_cached_and_user_cache_0_keeps_nothing() {
+        let clock = FakeClock::new(1_000);
+        let failing = CachedAccounts::new(
+            Arc::new(AccountTable::new().with("alice", 1000, &[]).failing()),
+            Arc::new(clock.clone()),
+            5,
+        );
+        assert!(failing.by_name("alice").is_err());
+        assert!(failing.by_name("alice").is_err());
+        let nss = counting(AccountTable::new().with("alice", 1000, &[]));
+        let off = CachedAccounts::new(nss.clone(), Arc::new(clock), 0);
+        off.by_name("alice").unwrap().unwrap();
+        off.by_name("alice").unwrap().unwrap();
+        assert_eq!(nss.names.load(Ordering::SeqCst), 2);
+    }
 
     #[test]
     fn nss_knows_root_by_name_and_uid_and_not_a_made_up_name() {

@@ -33,6 +33,9 @@ pub struct Config {
     /// While a push or call is pending, show the waiting text in a prompt the user confirms
     /// with Enter (OpenSSH before 10.3 shows PAM text only with a prompt).
     pub wait_prompt: bool,
+    /// Seconds an account and its groups found in the user database (NSS) are kept before
+    /// they are looked up again; 0: every login asks NSS.
+    pub user_cache: u64,
     pub totp: TotpConfig,
     pub hotp: HotpConfig,
     pub lockout: LockoutConfig,
@@ -197,6 +200,7 @@ impl Default for Config {
             unenrolled: Unenrolled::Deny,
             max_attempts: 3,
             answer_timeout: 120,
+            user_cache: 5,
             wait_prompt: true,
             totp: TotpConfig::default(),
             hotp: HotpConfig::default(),
@@ -465,6 +469,13 @@ impl Config {
                 "max_attempts",
                 self.max_attempts.to_string(),
                 "must be 1 to 10",
+            ));
+        }
+        if self.user_cache > 60 {
+            return Err(range(
+                "user_cache",
+                self.user_cache.to_string(),
+                "must be 0 to 60 seconds",
             ));
         }
         if !(5..=3600).contains(&self.answer_timeout) {

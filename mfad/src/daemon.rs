@@ -2,7 +2,7 @@
 //! themselves live in `login` (a login's second factor), `devices` (a user's own settings)
 //! and `admin` (root's operations). All policy lives in mfad; clients only relay.
 
-use crate::accounts::{Accounts, AccountsError, NssAccounts};
+use crate::accounts::{Accounts, AccountsError, CachedAccounts, NssAccounts};
 use crate::admin::AdminService;
 use crate::clock::Clock;
 use crate::config::Config;
@@ -172,9 +172,11 @@ impl Daemon {
         store: StorePool,
         clock: Arc<dyn Clock>,
     ) -> std::result::Result<Self, ProviderError> {
+        let accounts =
+            CachedAccounts::new(Arc::new(NssAccounts), Arc::clone(&clock), config.user_cache);
         let world = World {
             clock,
-            accounts: Arc::new(NssAccounts),
+            accounts: Arc::new(accounts),
             random: Arc::new(OsRandom),
         };
         Daemon::in_world(config, store, world)

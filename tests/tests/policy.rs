@@ -137,7 +137,12 @@ fn trusted_network_lets_transfers_through_the_forcecommand_helper() {
 fn exempt_group_skips_the_second_factor() {
     let group = TestGroup::create().unwrap();
     let env = TestEnv::builder()
-        .mfad_toml(&format!("[policy]\nexempt_groups = [\"{}\"]\n", group.name))
+        // Group changes reach mfad within user_cache seconds (5 by default); this test
+        // changes them between two logins, so it keeps nothing.
+        .mfad_toml(&format!(
+            "user_cache = 0\n[policy]\nexempt_groups = [\"{}\"]\n",
+            group.name
+        ))
         .start()
         .unwrap();
     let mut device = env.enroll_totp().unwrap();
@@ -172,7 +177,7 @@ fn require_groups_ask_only_their_members_and_exempt_wins_over_required() {
     let exempt = TestGroup::create().unwrap();
     let env = TestEnv::builder()
         .mfad_toml(&format!(
-            "[policy]\nrequire_groups = [\"{}\"]\nexempt_groups = [\"{}\"]\n",
+            "user_cache = 0\n[policy]\nrequire_groups = [\"{}\"]\nexempt_groups = [\"{}\"]\n",
             required.name, exempt.name
         ))
         .start()
