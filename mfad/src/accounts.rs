@@ -113,9 +113,12 @@ pub struct CachedAccounts {
     inner: Arc<dyn Accounts>,
     clock: Arc<dyn Clock>,
     ttl: i64,
-    names: Mutex<HashMap<String, (i64, Account)>>,
-    groups: Mutex<HashMap<(String, u32), (i64, Vec<String>)>>,
+    names: Kept<String, Account>,
+    groups: Kept<(String, u32), Vec<String>>,
 }
+
+/// Values with the time (on the clock) they are kept until.
+type Kept<K, V> = Mutex<HashMap<K, (i64, V)>>;
 
 /// The most accounts (and group lists) [`CachedAccounts`] keeps.
 pub const CACHE_ENTRIES: usize = 10_000;
@@ -132,7 +135,7 @@ impl CachedAccounts {
         }
     }
 
-    fn cached<K, V>(&self, map: &Mutex<HashMap<K, (i64, V)>>, key: &K) -> Option<V>
+    fn cached<K, V>(&self, map: &Kept<K, V>, key: &K) -> Option<V>
     where
         K: std::hash::Hash + Eq,
         V: Clone,

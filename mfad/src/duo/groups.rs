@@ -40,7 +40,7 @@ impl GroupPatterns {
                 if glob.is_empty() {
                     return Err(GroupsError::EmptyPattern {
                         value: value.into(),
-                        list: list.into(),
+                        list,
                     });
                 }
                 patterns.push(Pattern {

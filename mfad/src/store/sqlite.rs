@@ -740,7 +740,7 @@ impl Backend for SqliteBackend {
         self.change_all(|tx| {
             let mut ids = Vec::with_capacity(rows.len());
             for d in rows {
-                ids.push(insert_device(&tx, d, now)?);
+                ids.push(insert_device(tx, d, now)?);
             }
             Ok(ids)
         })
