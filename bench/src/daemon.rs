@@ -313,25 +313,37 @@ pub fn store_key_of(database: &Path) -> std::path::PathBuf {
 /// `enrolled` users with one TOTP device each, whose last spent step lies in the past, in
 /// one transaction.
 fn seed(database: &Path, enrolled: usize) -> Result<(), BenchError> {
+    seed_totp(
+        database,
+        (0..enrolled).map(|i| (user_name(i), secret_of(i))),
+        "bench app",
+    )
+}
+
+/// One TOTP device named `device` for each (user, secret) of `users`, its last spent step ten
+/// steps ago, all in one transaction.
+pub fn seed_totp(
+    database: &Path,
+    users: impl Iterator<Item = (String, Vec<u8>)>,
+    device: &str,
+) -> Result<(), BenchError> {
     let mut store = Store::open_with_key_file(database, &store_key_of(database))
         .map_err(|e| BenchError(e.to_string()))?;
     let now = unix_now() as i64;
     let step = totp::step_of(now, params()) as i64;
-    let rows: Vec<(String, NewDeviceRow)> = (0..enrolled)
-        .map(|i| {
-            (
-                user_name(i),
-                NewDeviceRow {
-                    kind: DeviceKind::Totp,
-                    name: "bench app".into(),
-                    otp: Some(OtpKey {
-                        secret: Zeroizing::new(secret_of(i)),
-                        params: params(),
-                        counter: step - 10,
-                    }),
-                    address: None,
-                },
-            )
+    let rows: Vec<(String, NewDeviceRow)> = users
+        .map(|(user, secret)| {
+            let row = NewDeviceRow {
+                kind: DeviceKind::Totp,
+                name: device.into(),
+                otp: Some(OtpKey {
+                    secret: Zeroizing::new(secret),
+                    params: params(),
+                    counter: step - 10,
+                }),
+                address: None,
+            };
+            (user, row)
         })
         .collect();
     store

@@ -20,7 +20,6 @@ use mfa_e2e::scratch::{ScratchDir, unique_name};
 use mfa_e2e::sshd::PamService;
 use mfa_e2e::user::TestUser;
 use mfad::factor::totp;
-use mfad::store::{DeviceKind, NewDeviceRow, OtpKey, Store};
 use std::ffi::{CStr, CString, c_int, c_void};
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -379,33 +378,13 @@ impl World {
         let mfad_dir = dir.join("mfad");
         let database = mfad_dir.join("lib/mfa.db");
         std::fs::create_dir_all(mfad_dir.join("lib"))?;
-        let now = unix_now() as i64;
-        let step = totp::step_of(now, params()) as i64;
-        {
-            let mut store = Store::open_with_key_file(&database, &daemon::store_key_of(&database))
-                .map_err(|e| BenchError(e.to_string()))?;
-            let rows: Vec<(String, NewDeviceRow)> = users
+        daemon::seed_totp(
+            &database,
+            users
                 .iter()
-                .map(|u| {
-                    (
-                        u.user.name.clone(),
-                        NewDeviceRow {
-                            kind: DeviceKind::Totp,
-                            name: "app".into(),
-                            otp: Some(OtpKey {
-                                secret: Zeroizing::new(u.secret.to_vec()),
-                                params: params(),
-                                counter: step - 10,
-                            }),
-                            address: None,
-                        },
-                    )
-                })
-                .collect();
-            store
-                .add_devices(&rows, now)
-                .map_err(|e| BenchError(e.to_string()))?;
-        }
+                .map(|u| (u.user.name.clone(), u.secret.to_vec())),
+            "app",
+        )?;
         let config = daemon::write_config(&mfad_dir, 0, &StoreSpec::Sqlite(&database), "")?;
         let mfad = BenchDaemon::spawn_system_nss(mfad_bin, &mfad_dir, &config)?;
         let oath_file = dir.join("users.oath");
@@ -555,21 +534,7 @@ fn probe(service: &str, module: &str) -> Result<(Duration, Duration, bool, u128)
 }
 
 fn versions() -> String {
-    let pkg = |p: &str| {
-        Command::new("dpkg-query")
-            .args(["-W", "-f=${Version}", p])
-            .output()
-            .ok()
-            .map(|o| String::from_utf8_lossy(&o.stdout).to_string())
-            .filter(|v| !v.is_empty())
-            .unwrap_or_else(|| "?".into())
-    };
-    format!(
-        "libpam0g {}, libpam-google-authenticator {}, libpam-oath {}",
-        pkg("libpam0g"),
-        pkg("libpam-google-authenticator"),
-        pkg("libpam-oath"),
-    )
+    crate::ssh::package_versions(&["libpam0g", "libpam-google-authenticator", "libpam-oath"])
 }
 
 /// `rounds` measured rounds (after one warm-up round) of every module for each of `users`

@@ -313,22 +313,30 @@ impl Drop for Paramiko {
 }
 
 fn versions() -> String {
-    let pkg = |p: &str| {
-        Command::new("dpkg-query")
-            .args(["-W", "-f=${Version}", p])
-            .output()
-            .ok()
-            .map(|o| String::from_utf8_lossy(&o.stdout).to_string())
-            .filter(|v| !v.is_empty())
-            .unwrap_or_else(|| "?".into())
-    };
-    format!(
-        "openssh-server {}, libpam-google-authenticator {}, libpam-oath {}, python3-paramiko {}",
-        pkg("openssh-server"),
-        pkg("libpam-google-authenticator"),
-        pkg("libpam-oath"),
-        pkg("python3-paramiko")
-    )
+    package_versions(&[
+        "openssh-server",
+        "libpam-google-authenticator",
+        "libpam-oath",
+        "python3-paramiko",
+    ])
+}
+
+/// "package version, …" as dpkg knows them ("?" for one it does not).
+pub fn package_versions(packages: &[&str]) -> String {
+    packages
+        .iter()
+        .map(|p| {
+            let version = Command::new("dpkg-query")
+                .args(["-W", "-f=${Version}", p])
+                .output()
+                .ok()
+                .map(|o| String::from_utf8_lossy(&o.stdout).to_string())
+                .filter(|v| !v.is_empty())
+                .unwrap_or_else(|| "?".into());
+            format!("{p} {version}")
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 pub fn bench(bin: &Path, rounds: usize) -> Result<SshResult, BenchError> {
