@@ -1,15 +1,19 @@
-//! The approval endpoint over real sockets: the page shows and never decides, a POST decides,
-//! reports reach the hook, verified push checks the number, the phone callbacks need the
-//! provider's signature, hostile text is escaped, and HTTPS works with the configured cert.
+//! The approval pages over real sockets: mfa-web's server, answered by mfad's web service
+//! (in-process, as root; the socket between them is tested with the test daemon). The page
+//! shows and never decides, a POST decides, reports reach the hook, verified push checks the
+//! number, the phone callbacks need the provider's signature (checked by mfad), hostile text
+//! is escaped, and HTTPS works with the configured cert.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use data_encoding::BASE64;
 use hmac::{Hmac, Mac};
+use mfa_web::{Mfad, MfadError, WebConfig, WebError, WebServer};
 use mfad::FakeClock;
 use mfad::oob::{
-    ApprovalConfig, ApprovalDecision, ApprovalEndpoint, ApprovalHooks, ApprovalMethod,
-    ApprovalRequest, ApprovalStore, EndpointError, Pending, Secret,
+    ApprovalConfig, ApprovalDecision, ApprovalHooks, ApprovalMethod, ApprovalRequest,
+    ApprovalStore, Pending, Secret, TwilioConfig,
 };
+use mfad::web::WebService;
 use sha1::Sha1;
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -60,25 +64,63 @@ impl Drop for Endpoint {
 
 fn config(verified_push: bool) -> ApprovalConfig {
     ApprovalConfig {
-        listen: "127.0.0.1:0".parse().unwrap(),
         public_url: format!("{PUBLIC}/"),
         verified_push,
         ..ApprovalConfig::default()
     }
 }
 
+fn web_config() -> WebConfig {
+    WebConfig {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        ..WebConfig::default()
+    }
+}
+
+/// mfad's web service in-process, asked as root.
+struct InProcess(WebService);
+
+impl Mfad for InProcess {
+    fn ask(&self, request: mfa_proto::WebRequest) -> mfa_web::Reply<'_> {
+        Box::pin(async move {
+            self.0
+                .reply(0, request)
+                .await
+                .map_err(|e| MfadError::Task(e.to_string()))
+        })
+    }
+}
+
+/// mfad's web service over `store` and `hooks`, with `[approval]` = `cfg` and the voice
+/// provider's auth token `twilio`.
+fn web_service(
+    cfg: ApprovalConfig,
+    twilio: Option<&str>,
+    store: &Arc<ApprovalStore>,
+    hooks: Arc<dyn ApprovalHooks>,
+) -> Arc<InProcess> {
+    let config = mfad::Config {
+        approval: Some(cfg),
+        twilio: twilio.map(|t| TwilioConfig {
+            auth_token: Secret::new(t),
+            ..TwilioConfig::default()
+        }),
+        ..mfad::Config::default()
+    };
+    Arc::new(InProcess(WebService::new(
+        &config,
+        Arc::clone(store),
+        hooks,
+        Arc::new(mfad::accounts::NssAccounts),
+    )))
+}
+
 async fn start_with(cfg: ApprovalConfig, twilio: Option<&str>) -> Endpoint {
     let clock = FakeClock::new(T0);
     let store = Arc::new(ApprovalStore::new(Arc::new(clock), cfg.verified_push));
     let hooks = Arc::new(Recorder::default());
-    let endpoint = ApprovalEndpoint::bind(
-        &cfg,
-        Arc::clone(&store),
-        hooks.clone(),
-        twilio.map(Secret::new),
-    )
-    .await
-    .unwrap();
+    let mfad = web_service(cfg, twilio, &store, hooks.clone());
+    let endpoint = WebServer::bind_with(&web_config(), mfad).await.unwrap();
     let addr = endpoint.local_addr();
     let (stop, stopped) = oneshot::channel::<()>();
     let task = tokio::spawn(endpoint.serve(async move {
@@ -562,21 +604,15 @@ fn self_signed() -> TlsFiles {
 #[tokio::test]
 async fn https_serves_the_page_with_the_configured_certificate() {
     let tls = self_signed();
-    let cfg = ApprovalConfig {
+    let cfg = WebConfig {
         tls_cert: Some(tls.cert.clone()),
         tls_key: Some(tls.key.clone()),
-        ..config(false)
+        ..web_config()
     };
     let clock = FakeClock::new(T0);
     let store = Arc::new(ApprovalStore::new(Arc::new(clock), false));
-    let endpoint = ApprovalEndpoint::bind(
-        &cfg,
-        Arc::clone(&store),
-        Arc::new(Recorder::default()),
-        None,
-    )
-    .await
-    .unwrap();
+    let mfad = web_service(config(false), None, &store, Arc::new(Recorder::default()));
+    let endpoint = WebServer::bind_with(&cfg, mfad).await.unwrap();
     assert!(endpoint.is_tls());
     let addr: SocketAddr = endpoint.local_addr();
     let server = tokio::spawn(endpoint.serve(std::future::pending()));
@@ -637,45 +673,48 @@ async fn https_serves_the_page_with_the_configured_certificate() {
 #[tokio::test]
 async fn bad_tls_or_listen_settings_are_refused_at_bind() {
     let tls = self_signed();
-    let store = || Arc::new(ApprovalStore::new(Arc::new(FakeClock::new(T0)), false));
-    let hooks = || Arc::new(Recorder::default()) as Arc<dyn ApprovalHooks>;
+    let store = Arc::new(ApprovalStore::new(Arc::new(FakeClock::new(T0)), false));
+    let mfad = || -> Arc<dyn Mfad> {
+        web_service(config(false), None, &store, Arc::new(Recorder::default()))
+    };
 
-    let missing_key = ApprovalConfig {
+    let missing_key = WebConfig {
         tls_cert: Some(tls.cert.clone()),
         tls_key: Some(tls.cert.with_file_name("absent.pem")),
-        ..config(false)
+        ..web_config()
     };
-    let err = ApprovalEndpoint::bind(&missing_key, store(), hooks(), None)
+    let err = WebServer::bind_with(&missing_key, mfad())
         .await
         .err()
         .unwrap();
-    assert!(matches!(err, EndpointError::Key { .. }), "{err}");
+    assert!(matches!(err, WebError::Key { .. }), "{err}");
     assert!(err.to_string().contains("absent.pem"), "{err}");
 
-    let key_as_cert = ApprovalConfig {
+    let key_as_cert = WebConfig {
         tls_cert: Some(tls.key.clone()),
         tls_key: Some(tls.key.clone()),
-        ..config(false)
+        ..web_config()
     };
-    let err = ApprovalEndpoint::bind(&key_as_cert, store(), hooks(), None)
+    let err = WebServer::bind_with(&key_as_cert, mfad())
         .await
         .err()
         .unwrap();
-    assert!(matches!(err, EndpointError::Certificate { .. }), "{err}");
+    assert!(matches!(err, WebError::Certificate { .. }), "{err}");
     assert!(
         !err.to_string().contains("PRIVATE KEY-----\n"),
         "never quote the key: {err}"
     );
 
-    let public_plain = ApprovalConfig {
+    let public_plain = WebConfig {
         listen: "0.0.0.0:0".parse().unwrap(),
-        ..config(false)
+        ..web_config()
     };
-    let err = ApprovalEndpoint::bind(&public_plain, store(), hooks(), None)
+    let err = WebServer::bind_with(&public_plain, mfad())
         .await
         .err()
         .unwrap();
-    assert!(err.to_string().contains("approval.listen"), "{err}");
+    assert!(err.to_string().contains("listen"), "{err}");
+    assert!(err.to_string().contains("loopback"), "{err}");
 }
 
 /// A connection from `from` (any 127.x address works on loopback) to the endpoint.
@@ -737,7 +776,7 @@ async fn a_connection_that_sends_nothing_is_closed_after_the_first_byte_timeout(
         .expect("the silent connection was never closed");
     let waited = started.elapsed();
     assert!(matches!(read, Ok(0) | Err(_)), "{read:?}");
-    let limit = mfad::oob::http::FIRST_BYTE_TIMEOUT;
+    let limit = mfa_web::FIRST_BYTE_TIMEOUT;
     assert!(
         waited >= limit - Duration::from_millis(200) && waited < limit + Duration::from_secs(2),
         "closed after {waited:?}"
