@@ -83,6 +83,10 @@ pub struct WebConfig {
     /// 1 to 256. Behind a reverse proxy every connection comes from the proxy: raise it,
     /// and let the proxy limit each client.
     pub connections_per_address: u32,
+    /// Requests one client address (an IPv6 /64) may make per minute; past it, "Too many
+    /// requests" (429) until the minute is over, and mfad is not asked. Default 60; 1 to
+    /// 10000. Behind a reverse proxy, raise it as `connections_per_address`.
+    pub requests_per_minute: u32,
 }
 
 impl Default for WebConfig {
@@ -93,6 +97,7 @@ impl Default for WebConfig {
             tls_key: None,
             socket: PathBuf::from(mfa_proto::DEFAULT_SOCKET),
             connections_per_address: 16,
+            requests_per_minute: 60,
         }
     }
 }
@@ -167,6 +172,12 @@ impl WebConfig {
             return Err(WebError::Invalid {
                 key: "connections_per_address",
                 message: format!("{} is not within 1 to 256", self.connections_per_address),
+            });
+        }
+        if !(1..=10_000).contains(&self.requests_per_minute) {
+            return Err(WebError::Invalid {
+                key: "requests_per_minute",
+                message: format!("{} is not within 1 to 10000", self.requests_per_minute),
             });
         }
         if !self.socket.is_absolute() {
@@ -602,6 +613,49 @@ pub struct WebServer {
     router: Router,
     local_addr: SocketAddr,
     per_address: usize,
+    requests: Arc<RequestRate>,
+}
+
+/// How long a client address's request count lasts.
+const RATE_WINDOW: Duration = Duration::from_secs(60);
+
+/// Requests per client address in the current minute (a fixed window per address).
+struct RequestRate {
+    per_window: u32,
+    counts:
+        std::sync::Mutex<std::collections::HashMap<std::net::IpAddr, (tokio::time::Instant, u32)>>,
+}
+
+impl RequestRate {
+    /// Counts one request of `key`; false when it is over the limit.
+    fn allow(&self, key: std::net::IpAddr) -> bool {
+        let now = tokio::time::Instant::now();
+        let mut map = self
+            .counts
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if map.len() > 65_536 {
+            map.retain(|_, (start, _)| now.duration_since(*start) < RATE_WINDOW);
+        }
+        let entry = map.entry(key).or_insert((now, 0));
+        if now.duration_since(entry.0) >= RATE_WINDOW {
+            *entry = (now, 0);
+        }
+        if entry.1 >= self.per_window {
+            return false;
+        }
+        entry.1 += 1;
+        true
+    }
+}
+
+fn too_many() -> Response {
+    html(
+        StatusCode::TOO_MANY_REQUESTS,
+        "Too many requests",
+        "<p>Too many requests from this address. Nothing was approved. Wait a minute, then \
+         open the link again.</p>",
+    )
 }
 
 /// The address a per-address cap counts: an IPv4 address, or an IPv6 /64 (one subscriber
@@ -688,6 +742,10 @@ impl WebServer {
             router: router(Arc::new(App { mfad })),
             local_addr,
             per_address: cfg.connections_per_address as usize,
+            requests: Arc::new(RequestRate {
+                per_window: cfg.requests_per_minute,
+                counts: Default::default(),
+            }),
         })
     }
 
@@ -721,7 +779,8 @@ impl WebServer {
                     };
                     // One address may not take the whole listener: past its cap its new
                     // connections are closed at once, and everyone else is still served.
-                    let Some(slot) = AddressSlot::take(&open, client_key(peer.ip()), self.per_address)
+                    let key = client_key(peer.ip());
+                    let Some(slot) = AddressSlot::take(&open, key, self.per_address)
                     else {
                         continue;
                     };
@@ -730,7 +789,20 @@ impl WebServer {
                         continue;
                     };
                     let tls = self.tls.clone();
-                    let router = self.router.clone();
+                    // Each request of this connection counts against its address's rate.
+                    let requests = Arc::clone(&self.requests);
+                    let router = self.router.clone().layer(axum::middleware::from_fn(
+                        move |req: axum::extract::Request, next: axum::middleware::Next| {
+                            let allowed = requests.allow(key);
+                            async move {
+                                if allowed {
+                                    next.run(req).await
+                                } else {
+                                    security_headers(too_many()).await
+                                }
+                            }
+                        },
+                    ));
                     tokio::spawn(async move {
                         let _ = tokio::time::timeout(
                             CONNECTION_LIFETIME,

@@ -35,11 +35,12 @@ struct Args {
 }
 
 fn config(args: &Args) -> Result<WebConfig, mfa_web::WebError> {
-    let mut cfg = if args.config == PathBuf::from(DEFAULT_CONFIG) && !args.config.exists() {
-        WebConfig::default()
-    } else {
-        WebConfig::load(&args.config)?
-    };
+    let mut cfg =
+        if args.config.as_path() == std::path::Path::new(DEFAULT_CONFIG) && !args.config.exists() {
+            WebConfig::default()
+        } else {
+            WebConfig::load(&args.config)?
+        };
     if let Some(listen) = args.listen {
         cfg.listen = listen;
     }

@@ -782,3 +782,104 @@ async fn a_connection_that_sends_nothing_is_closed_after_the_first_byte_timeout(
         "closed after {waited:?}"
     );
 }
+
+/// A whole GET of `path` from `from`, as raw HTTP: the status line and the rest.
+async fn get_from(from: [u8; 4], base: &str, path: &str) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = connect_from(from, base).await;
+    stream
+        .write_all(
+            format!("GET {path} HTTP/1.1\r\nHost: mfa\r\nConnection: close\r\n\r\n").as_bytes(),
+        )
+        .await
+        .unwrap();
+    let mut got = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(5), stream.read_to_end(&mut got)).await;
+    String::from_utf8_lossy(&got).into_owned()
+}
+
+#[tokio::test]
+async fn requests_past_an_addresss_rate_get_429_while_other_addresses_are_served() {
+    let store = Arc::new(ApprovalStore::new(Arc::new(FakeClock::new(T0)), false));
+    let hooks = Arc::new(Recorder::default());
+    let mfad = web_service(config(false), None, &store, hooks);
+    let cfg = WebConfig {
+        requests_per_minute: 5,
+        ..web_config()
+    };
+    let server = WebServer::bind_with(&cfg, mfad).await.unwrap();
+    let base = format!("http://{}", server.local_addr());
+    let task = tokio::spawn(server.serve(std::future::pending()));
+    let pending = store
+        .create(
+            request("abc123", ApprovalMethod::Push),
+            Duration::from_secs(60),
+        )
+        .await
+        .unwrap();
+    let path = format!("/a/{}", pending.token);
+    for _ in 0..5 {
+        let answer = get_from([127, 0, 0, 2], &base, &path).await;
+        assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    }
+    let answer = get_from([127, 0, 0, 2], &base, &path).await;
+    assert!(answer.starts_with("HTTP/1.1 429"), "{answer}");
+    assert!(answer.contains("Too many requests"), "{answer}");
+    assert!(
+        answer
+            .to_lowercase()
+            .contains("content-security-policy: default-src 'none'"),
+        "{answer}"
+    );
+    assert!(
+        !answer.contains("abc123"),
+        "the page was shown past the limit: {answer}"
+    );
+    // Another address is still served the page.
+    let answer = get_from([127, 0, 0, 3], &base, &path).await;
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    assert!(answer.contains("abc123"), "{answer}");
+    task.abort();
+}
+
+#[tokio::test]
+async fn with_mfad_down_the_page_says_unavailable_and_nothing_is_decided() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = WebConfig {
+        socket: dir.path().join("mfad.sock"),
+        ..web_config()
+    };
+    // The real client of mfad's socket, with nothing listening there.
+    let server = WebServer::bind(&cfg).await.unwrap();
+    let base = format!("http://{}", server.local_addr());
+    let task = tokio::spawn(server.serve(std::future::pending()));
+    let client = reqwest::Client::builder()
+        .timeout(Duration::from_secs(10))
+        .build()
+        .unwrap();
+    let token = "a".repeat(43);
+    let started = std::time::Instant::now();
+    let shown = client
+        .get(format!("{base}/a/{token}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(shown.status(), 503);
+    let page = shown.text().await.unwrap();
+    assert!(page.contains("Service unavailable"), "{page}");
+    assert!(page.contains("Nothing was approved"), "{page}");
+    let answered = client
+        .post(format!("{base}/a/{token}"))
+        .form(&[("action", "approve")])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(answered.status(), 503);
+    // Within the connect timeout, not hanging.
+    assert!(
+        started.elapsed() < mfa_web::MFAD_CONNECT_TIMEOUT * 2 + Duration::from_secs(2),
+        "{:?}",
+        started.elapsed()
+    );
+    task.abort();
+}

@@ -287,7 +287,7 @@ impl ApprovalConfig {
         if let Some((key, value)) = self.moved.iter().next() {
             return Err(match MOVED_TO_MFA_WEB.iter().find(|(k, _)| k == key) {
                 Some((short, full)) => invalid(
-                    *full,
+                    full,
                     value,
                     format!(
                         "{full} has moved to mfa-web's config {MFA_WEB_CONFIG} (as `{short}`): \
