@@ -381,3 +381,33 @@ pub async fn serve_with_grace(
         conversations.shutdown().await;
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_web_front_has_its_own_pool_apart_from_users_and_root() {
+        let limits = Arc::new(Limits::default());
+        const WEB: u32 = 990;
+        // The web front's uid holds far more than a user's 8 (each page view is one
+        // connection), up to its own cap.
+        let web: Vec<Slot> = (0..MAX_WEB)
+            .map(|_| limits.take(WEB, Some(WEB)).ok().unwrap())
+            .collect();
+        assert!(matches!(limits.take(WEB, Some(WEB)), Err(Over::Web)));
+        // Users and root are untouched by it.
+        let users: Vec<Slot> = (0..MAX_PER_USER)
+            .map(|_| limits.take(1000, Some(WEB)).ok().unwrap())
+            .collect();
+        assert!(matches!(limits.take(1000, Some(WEB)), Err(Over::User(_))));
+        assert!(limits.take(0, Some(WEB)).is_ok());
+        // The same uid, when it is not the web user, is an ordinary user.
+        drop(web);
+        let plain: Vec<Slot> = (0..MAX_PER_USER)
+            .map(|_| limits.take(WEB, None).ok().unwrap())
+            .collect();
+        assert!(matches!(limits.take(WEB, None), Err(Over::User(_))));
+        drop((users, plain));
+    }
+}
