@@ -40,3 +40,20 @@ fn mfa_web_service_passes_systemd_analyze_verify_and_is_hardened() {
         text(&out.stderr)
     );
 }
+
+#[test]
+fn example_mfa_web_toml_is_accepted_by_mfa_web() {
+    let out = run(Command::new(built("mfa-web").unwrap())
+        .arg("--config")
+        .arg(workspace_root().join("conf/mfa-web.toml"))
+        .arg("--check-config"))
+    .unwrap();
+    assert!(
+        out.status.success(),
+        "{}\n{}{}",
+        out.status,
+        text(&out.stdout),
+        text(&out.stderr)
+    );
+    assert!(text(&out.stdout).contains(": OK"), "{}", text(&out.stdout));
+}
