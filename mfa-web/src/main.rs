@@ -11,7 +11,7 @@ use tracing::error;
 /// The unprivileged web front of mfa: approval pages and voice callbacks, relayed to mfad.
 #[derive(Parser)]
 #[command(version)]
-struct Args {
+pub(crate) struct Args {
     /// The config file (listen, tls_cert, tls_key, socket, connections_per_address). A
     /// missing file at the default path means the defaults.
     #[arg(long, default_value = DEFAULT_CONFIG)]

@@ -62,11 +62,11 @@ pub struct Daemon {
     /// The uid of `[web] user` when the daemon was built, for the socket's connection
     /// limits (the role itself is checked on each request).
     web_uid: Option<u32>,
-    /// Pushes and calls waiting for the phone's answer; shared with the approval endpoint.
+    /// Pushes and calls waiting for the phone's answer; answered through the web service.
     approvals: Arc<ApprovalStore>,
 }
 
-/// What the approval endpoint tells the daemon: a report locks the account at once.
+/// What the web service tells the daemon: a report locks the account at once.
 struct ReportHook {
     store: Arc<StorePool>,
     clock: Arc<dyn Clock>,
@@ -110,7 +110,7 @@ impl ApprovalHooks for ReportHook {
 
     fn decided(&self, request: &ApprovalRequest, decision: ApprovalDecision) {
         info!(
-            "approval endpoint: user={} method={} answer={}",
+            "web front: user={} method={} answer={}",
             clean(&request.user),
             request.method.as_str(),
             decision.as_str()
@@ -224,7 +224,7 @@ impl Daemon {
     }
 
     /// The daemon for a reloaded `config` (SIGHUP): new providers and settings, the same
-    /// store, clock, accounts, pending approvals (the approval endpoint holds them) and,
+    /// store, clock, accounts, pending approvals (mfa-web's answers reach them) and,
     /// unless `[limits]` changed, the same rate-limit counts. Conversations in progress
     /// keep the daemon they started with.
     pub fn reloaded(&self, config: Config) -> std::result::Result<Self, ProviderError> {
@@ -356,7 +356,7 @@ impl Daemon {
         &self.core
     }
 
-    /// The pending approvals, for the approval endpoint.
+    /// The pending approvals (the web service answers them; tests create them).
     pub fn approvals(&self) -> Arc<ApprovalStore> {
         Arc::clone(&self.approvals)
     }

@@ -154,8 +154,10 @@ pub struct Mfad {
 }
 
 impl Mfad {
-    /// Writes the config into `dir` and starts mfad; returns once its socket exists (and its
-    /// approval endpoint listens, when it has one).
+    /// Writes the config into `dir` and starts mfad; returns once its socket exists (and,
+    /// when the config has `[approval]` with a `listen` key, mfa-web beside it listens: the
+    /// [`WEB_KEYS`] go to its mfa-web.toml). Without `listen`, no mfa-web is started (a test
+    /// starts its own with [`WebFront::start_as`]).
     pub fn start(dir: &Path, config: &MfadConfig) -> Result<Self> {
         if !config.extra_toml.contains(APPROVAL_PORT) {
             return Self::start_once(dir, config);
@@ -175,7 +177,7 @@ impl Mfad {
                 Err(e) => return Err(e),
             }
         }
-        bail!("no free port for mfad's approval endpoint: {last_error}")
+        bail!("no free port for mfa-web (the approval pages): {last_error}")
     }
 
     fn start_once(dir: &Path, config: &MfadConfig) -> Result<Self> {
