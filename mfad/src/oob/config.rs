@@ -288,7 +288,9 @@ impl ApprovalConfig {
             return Err(match MOVED_TO_MFA_WEB.iter().find(|(k, _)| k == key) {
                 Some((short, full)) => invalid(
                     full,
-                    value,
+                    value
+                        .as_str()
+                        .map_or_else(|| value.to_string(), str::to_string),
                     format!(
                         "{full} has moved to mfa-web's config {MFA_WEB_CONFIG} (as `{short}`): \
                          mfa-web, not mfad, serves the approval pages now; remove it here"
