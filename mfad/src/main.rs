@@ -466,8 +466,9 @@ async fn run(config: Config, config_path: PathBuf) -> ExitCode {
             _ = int.recv() => {}
         }
     };
-    // The metrics stay up while the conversations in progress
-    // finish: a push being answered still reaches its login.
+    // The metrics stay up while the conversations in progress finish. mfa-web's requests
+    // are new connections, which the socket no longer accepts once stopping began: a push
+    // answered during the grace reaches its login only if it was answered before.
     server::serve_with_grace(daemon_rx, listener, shutdown, server::SHUTDOWN_GRACE).await;
     reloader.abort();
     let _ = stop_tx.send(true);
