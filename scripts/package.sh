@@ -13,7 +13,7 @@ if [ -f "$HOME/.cargo/env" ]; then
 fi
 
 TARGET=${CARGO_TARGET_DIR:-$PWD/target}
-cargo build --release --locked -p mfad -p mfa -p pam_mfa -p mfa-login-prompt -p mfa-gen
+cargo build --release --locked -p mfad -p mfa -p pam_mfa -p mfa-login-prompt -p mfa-web -p mfa-gen
 BIN=$TARGET/release
 
 VERSION=$(sed -n '/^\[workspace.package\]/,/^\[/s/^version *= *"\(.*\)"/\1/p' Cargo.toml)
@@ -28,14 +28,15 @@ mkdir -p "$STAGE/DEBIAN"
 # Programs and the module, stripped (the debug build keeps the symbols).
 install -D -m 0755 "$BIN/mfad" "$STAGE/usr/sbin/mfad"
 install -D -m 0755 "$BIN/mfa-login-prompt" "$STAGE/usr/sbin/mfa-login-prompt"
+install -D -m 0755 "$BIN/mfa-web" "$STAGE/usr/sbin/mfa-web"
 install -D -m 0755 "$BIN/mfa" "$STAGE/usr/bin/mfa"
 install -D -m 0644 "$BIN/libpam_mfa.so" "$STAGE/usr/lib/$MULTIARCH/security/pam_mfa.so"
 strip --remove-section=.comment --remove-section=.note "$STAGE/usr/sbin/mfad" \
-    "$STAGE/usr/sbin/mfa-login-prompt" "$STAGE/usr/bin/mfa"
+    "$STAGE/usr/sbin/mfa-login-prompt" "$STAGE/usr/sbin/mfa-web" "$STAGE/usr/bin/mfa"
 strip --remove-section=.comment --remove-section=.note --strip-unneeded \
     "$STAGE/usr/lib/$MULTIARCH/security/pam_mfa.so"
 
-# Every systemd unit in packaging/ (mfad.service; mfad.socket where it exists).
+# Every systemd unit in packaging/ (mfad.service, mfad.socket, mfa-web.service).
 units=()
 for unit in packaging/*.service packaging/*.socket; do
     [ -e "$unit" ] || continue
@@ -45,7 +46,9 @@ done
 
 # The configuration: a conffile, root's alone (it may hold provider tokens).
 install -D -m 0600 conf/mfad.toml "$STAGE/etc/mfa/mfad.toml"
-echo /etc/mfa/mfad.toml >"$STAGE/DEBIAN/conffiles"
+# mfa-web's holds no secret: readable by its own user.
+install -D -m 0644 conf/mfa-web.toml "$STAGE/etc/mfa/mfa-web.toml"
+printf '%s\n' /etc/mfa/mfad.toml /etc/mfa/mfa-web.toml >"$STAGE/DEBIAN/conffiles"
 
 # Man pages and completions.
 GEN=$OUT/gen
@@ -70,6 +73,7 @@ for f in docs/*.md; do
     install -D -m 0644 "$f" "$DOC/$(basename "$f")"
 done
 install -D -m 0644 conf/mfad.toml "$DOC/examples/mfad.toml"
+install -D -m 0644 conf/mfa-web.toml "$DOC/examples/mfa-web.toml"
 install -D -m 0644 conf/pam.d-sshd "$DOC/examples/pam.d-sshd"
 install -D -m 0644 conf/sshd_config.snippet "$DOC/examples/sshd_config.snippet"
 install -D -m 0644 conf/fail2ban/filter.d/mfad.conf "$DOC/examples/fail2ban/filter.d/mfad.conf"
@@ -91,6 +95,7 @@ rm -rf "$SHLIBS"
 mkdir -p "$SHLIBS/debian"
 printf 'Source: mfa\n\nPackage: mfa\nArchitecture: any\n' >"$SHLIBS/debian/control"
 depends=$(cd "$SHLIBS" && dpkg-shlibdeps -O "$STAGE/usr/sbin/mfad" "$STAGE/usr/sbin/mfa-login-prompt" \
+    "$STAGE/usr/sbin/mfa-web" \
     "$STAGE/usr/bin/mfa" "$STAGE/usr/lib/$MULTIARCH/security/pam_mfa.so" |
     sed -n 's/^shlibs:Depends=//p')
 size=$(du -sk --exclude=DEBIAN "$STAGE" | cut -f1)

@@ -546,8 +546,7 @@ fn memory(
         .local_addr()?
         .port();
     let extra = format!(
-        "\n[approval]\nlisten = \"127.0.0.1:{approval_port}\"\n\
-         public_url = \"http://127.0.0.1:{approval_port}\"\ntoken_ttl = 600\n\n\
+        "\n[approval]\npublic_url = \"http://127.0.0.1:{approval_port}\"\ntoken_ttl = 600\n\n\
          [push]\nnotifier = \"ntfy\"\nurl = \"http://127.0.0.1:{}/\"\n",
         ntfy.port
     );

@@ -272,6 +272,45 @@ fn relay(
                 return Err(ClientError::Unavailable(reason));
             }
             ServerMsg::KeepAlive => {}
+            ServerMsg::Web { .. } => {
+                return Err(ClientError::Protocol(
+                    "a web reply in a login conversation".into(),
+                ));
+            }
+        }
+    }
+}
+
+/// One request of the web role ([`Operation::Web`]): says hello with it and returns mfad's
+/// one reply. Keep-alives are skipped; each read is bounded by the client's I/O timeout and
+/// the whole by [`MAX_WAIT`].
+pub fn web_request(
+    client: &mut Client,
+    request: crate::WebRequest,
+) -> Result<crate::WebReply, ClientError> {
+    client.send(&ClientMsg::Hello {
+        version: PROTOCOL_VERSION,
+        op: Operation::Web(request),
+    })?;
+    let since = Instant::now();
+    loop {
+        match client.recv()? {
+            ServerMsg::KeepAlive if since.elapsed() <= MAX_WAIT => {}
+            ServerMsg::KeepAlive => return Err(ClientError::TimedOut),
+            ServerMsg::Web { reply } => return Ok(reply),
+            ServerMsg::Unavailable { reason } => return Err(ClientError::Unavailable(reason)),
+            ServerMsg::Error { text } => return Err(ClientError::Unavailable(text)),
+            other => {
+                return Err(ClientError::Protocol(format!(
+                    "unexpected reply to a web request: {}",
+                    match other {
+                        ServerMsg::Info { .. } => "info",
+                        ServerMsg::Prompt { .. } => "prompt",
+                        ServerMsg::Done { .. } => "done",
+                        _ => "other",
+                    }
+                )));
+            }
         }
     }
 }

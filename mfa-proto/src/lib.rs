@@ -10,12 +10,16 @@ pub mod client;
 pub mod frame;
 pub mod terminal;
 pub mod text;
+pub mod web;
 
 use serde::{Deserialize, Serialize};
 use zeroize::Zeroizing;
 
-pub use client::{Client, ClientError, Conversation, FailMode, Transport, run_conversation};
+pub use client::{
+    Client, ClientError, Conversation, FailMode, Transport, run_conversation, web_request,
+};
 pub use terminal::Terminal;
+pub use web::{ApprovalPage, Closed, VoiceStep, WebAnswer, WebDecision, WebReply, WebRequest};
 
 /// Bumped whenever a message changes shape. Version 2 added [`ServerMsg::KeepAlive`]; mfad
 /// still serves version 1 clients (it sends them no keep-alives) and refuses other versions.
@@ -73,6 +77,9 @@ pub enum Operation {
     RemoveDevice { index: u32 },
     /// Administrative operations; only uid 0.
     Admin(AdminOp),
+    /// The web front's requests (approval pages, provider callbacks); only mfad's
+    /// configured web user (and root). mfad answers with one [`ServerMsg::Web`].
+    Web(WebRequest),
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
@@ -312,6 +319,7 @@ impl Operation {
             Operation::Admin(AdminOp::StatusJson { user }) => {
                 format!("admin-status-json user={user}")
             }
+            Operation::Web(request) => request.safe_string(),
         }
     }
 }
@@ -335,6 +343,8 @@ pub enum ServerMsg {
     /// mfad is still working on the conversation (version 2 and later); no answer expected,
     /// nothing to show. It only proves mfad alive, so it never counts as mfad having spoken.
     KeepAlive,
+    /// The one reply to an [`Operation::Web`] request; it ends the conversation.
+    Web { reply: WebReply },
 }
 
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]

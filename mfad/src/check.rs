@@ -46,19 +46,6 @@ pub fn check(config: &Config, accounts: &dyn Accounts) -> Findings {
             ));
         }
     }
-    if let Some(a) = &config.approval {
-        for (key, file) in [
-            ("approval.tls_cert", &a.tls_cert),
-            ("approval.tls_key", &a.tls_key),
-        ] {
-            if let Some(path) = file
-                && let Err(e) = std::fs::File::open(path)
-            {
-                f.errors
-                    .push(format!("{key}: cannot read {}: {e}", path.display()));
-            }
-        }
-    }
     let writable = |p: &Path| UNIT_WRITABLE.iter().any(|d| p.starts_with(d));
     if config.location == StoreLocation::Sqlite && !writable(&config.database) {
         f.warnings.push(format!(

@@ -56,6 +56,8 @@ pub struct Config {
     pub limits: crate::oob::limits::LimitsConfig,
     /// `[metrics]`: the Prometheus listener, off unless configured.
     pub metrics: Option<crate::metrics::MetricsConfig>,
+    /// `[web]`: the user mfa-web (the approval pages' web front) runs as.
+    pub web: crate::web::WebConfig,
     /// The secrets written in this file itself (`twilio.auth_token`...), found while
     /// parsing: such a file must be private.
     #[serde(skip)]
@@ -215,6 +217,7 @@ impl Default for Config {
             duo_conf: None,
             limits: crate::oob::limits::LimitsConfig::default(),
             metrics: None,
+            web: crate::web::WebConfig::default(),
             inline_secrets: Vec::new(),
         }
     }

@@ -11,7 +11,6 @@ use crate::core::Core;
 use crate::devices::AccountService;
 use crate::login::LoginService;
 use crate::oob::approvals::{ApprovalDecision, ApprovalRequest, ApprovalStore};
-use crate::oob::http::ApprovalHooks;
 use crate::oob::limits::OobLimits;
 use crate::oob::notify::{Notifier, ProviderError, http_client};
 use crate::oob::twilio::Twilio;
@@ -20,6 +19,7 @@ use crate::random::{OsRandom, Random};
 use crate::store::StoreError;
 use crate::store::pool::StorePool;
 use crate::text::{self, clean};
+use crate::web::{ApprovalHooks, WebService};
 use mfa_proto::{ClientMsg, MIN_PROTOCOL_VERSION, Operation, PROTOCOL_VERSION};
 use std::sync::Arc;
 use std::time::Duration;
@@ -57,11 +57,16 @@ pub struct Daemon {
     account: AccountService,
     /// Root's operations (`admin.rs`).
     admin: AdminService,
-    /// Pushes and calls waiting for the phone's answer; shared with the approval endpoint.
+    /// The web front's requests (`web.rs`).
+    web: WebService,
+    /// The uid of `[web] user` when the daemon was built, for the socket's connection
+    /// limits (the role itself is checked on each request).
+    web_uid: Option<u32>,
+    /// Pushes and calls waiting for the phone's answer; answered through the web service.
     approvals: Arc<ApprovalStore>,
 }
 
-/// What the approval endpoint tells the daemon: a report locks the account at once.
+/// What the web service tells the daemon: a report locks the account at once.
 struct ReportHook {
     store: Arc<StorePool>,
     clock: Arc<dyn Clock>,
@@ -105,12 +110,30 @@ impl ApprovalHooks for ReportHook {
 
     fn decided(&self, request: &ApprovalRequest, decision: ApprovalDecision) {
         info!(
-            "approval endpoint: user={} method={} answer={}",
+            "web front: user={} method={} answer={}",
             clean(&request.user),
             request.method.as_str(),
             decision.as_str()
         );
     }
+}
+
+fn accounts_uid(core: &Core, name: &str) -> Option<u32> {
+    match core.accounts.by_name(name) {
+        Ok(account) => account.map(|a| a.uid),
+        Err(e) => {
+            warn!("cannot look up the web user {}: {e}", clean(name));
+            None
+        }
+    }
+}
+
+fn report_hook(core: &Core) -> Arc<dyn ApprovalHooks> {
+    Arc::new(ReportHook {
+        store: Arc::clone(&core.store),
+        clock: Arc::clone(&core.clock),
+        lock_for: core.report_lock_secs(),
+    })
 }
 
 /// The fields every decision is logged with.
@@ -203,7 +226,7 @@ impl Daemon {
     }
 
     /// The daemon for a reloaded `config` (SIGHUP): new providers and settings, the same
-    /// store, clock, accounts, pending approvals (the approval endpoint holds them) and,
+    /// store, clock, accounts, pending approvals (mfa-web's answers reach them) and,
     /// unless `[limits]` changed, the same rate-limit counts. Conversations in progress
     /// keep the daemon they started with.
     pub fn reloaded(&self, config: Config) -> std::result::Result<Self, ProviderError> {
@@ -296,9 +319,22 @@ impl Daemon {
             admin: AdminService {
                 core: Arc::clone(&core),
             },
+            web_uid: accounts_uid(&core, &core.config.web.user),
+            web: WebService::new(
+                &core.config,
+                Arc::clone(&approvals),
+                report_hook(&core),
+                Arc::clone(&core.accounts),
+            ),
             core,
             approvals,
         })
+    }
+
+    /// The uid of the web front's user (`[web] user`), if it existed when this daemon was
+    /// built (at start and on each reload).
+    pub fn web_uid(&self) -> Option<u32> {
+        self.web_uid
     }
 
     /// The configuration this daemon runs with.
@@ -322,18 +358,14 @@ impl Daemon {
         &self.core
     }
 
-    /// The pending approvals, for the approval endpoint.
+    /// The pending approvals (the web service answers them; tests create them).
     pub fn approvals(&self) -> Arc<ApprovalStore> {
         Arc::clone(&self.approvals)
     }
 
-    /// What the approval endpoint calls when a phone answers.
+    /// What the web service calls when a phone answers.
     pub fn approval_hooks(&self) -> Arc<dyn ApprovalHooks> {
-        Arc::new(ReportHook {
-            store: Arc::clone(&self.core.store),
-            clock: Arc::clone(&self.core.clock),
-            lock_for: self.core.report_lock_secs(),
-        })
+        report_hook(&self.core)
     }
 
     pub fn answer_timeout(&self) -> Duration {
@@ -413,6 +445,7 @@ impl Daemon {
             Operation::SetDefault { index } => self.account.set_default(conn, uid, index).await,
             Operation::RemoveDevice { index } => self.account.remove_device(conn, uid, index).await,
             Operation::Admin(op) => self.admin.admin(conn, uid, op).await,
+            Operation::Web(request) => self.web.serve(conn, uid, request).await,
         };
         let refused = |reason: &str| {
             if let Some((user, rhost, service, can_prompt)) = &login {

@@ -28,6 +28,7 @@ pub mod secret_file;
 pub mod server;
 pub mod store;
 pub mod text;
+pub mod web;
 
 pub use clock::{Clock, FakeClock, SystemClock};
 pub use config::Config;

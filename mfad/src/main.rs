@@ -1,7 +1,6 @@
 //! mfad: reads its config, opens the store, listens, and serves until SIGTERM or SIGINT.
 
 use clap::Parser;
-use mfad::oob::http::ApprovalEndpoint;
 use mfad::{Config, Daemon, SystemClock, config::DEFAULT_CONFIG, logging, server};
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -404,7 +403,6 @@ async fn run(config: Config, config_path: PathBuf) -> ExitCode {
     );
     let approval = config.approval.clone();
     let metrics = config.metrics.clone();
-    let twilio_token = config.twilio.as_ref().map(|t| t.auth_token.clone());
     let daemon = match Daemon::new(config, store, Arc::new(SystemClock)) {
         Ok(d) => Arc::new(d),
         Err(e) => {
@@ -413,7 +411,7 @@ async fn run(config: Config, config_path: PathBuf) -> ExitCode {
         }
     };
     daemon.share_approvals();
-    // One signal stops the socket server and the approval endpoint alike.
+    // One signal stops the socket server and the metrics listener alike.
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
         let _ = rx.wait_for(|stop| *stop).await;
@@ -433,32 +431,12 @@ async fn run(config: Config, config_path: PathBuf) -> ExitCode {
             stopped(stop_rx.clone()),
         )));
     }
-    let mut endpoint_task = None;
-    if let Some(cfg) = approval {
-        let endpoint = match ApprovalEndpoint::bind(
-            &cfg,
-            daemon.approvals(),
-            daemon.approval_hooks(),
-            twilio_token,
-        )
-        .await
-        {
-            Ok(e) => e,
-            Err(e) => {
-                error!("cannot start the approval endpoint: {e}");
-                return ExitCode::FAILURE;
-            }
-        };
-        info!(
-            "approval endpoint on {}://{} (public URL {})",
-            if endpoint.is_tls() { "https" } else { "http" },
-            endpoint.local_addr(),
-            cfg.public_base()
-        );
+    if approval.is_some() {
+        // The approval pages are mfa-web's (its own unprivileged process); mfad only keeps
+        // the pending requests and answers mfa-web's web-role requests on its socket.
         let _purger = daemon
             .approvals()
             .spawn_purger(std::time::Duration::from_secs(30));
-        endpoint_task = Some(tokio::spawn(endpoint.serve(stopped(stop_rx.clone()))));
     }
     // SIGHUP: reload the config for the conversations that start after it.
     let (daemon_tx, daemon_rx) = tokio::sync::watch::channel(Arc::clone(&daemon));
@@ -488,14 +466,12 @@ async fn run(config: Config, config_path: PathBuf) -> ExitCode {
             _ = int.recv() => {}
         }
     };
-    // The approval endpoint and metrics stay up while the conversations in progress
-    // finish: a push being answered still reaches its login.
+    // The metrics stay up while the conversations in progress finish. mfa-web's requests
+    // are new connections, which the socket no longer accepts once stopping began: a push
+    // answered during the grace reaches its login only if it was answered before.
     server::serve_with_grace(daemon_rx, listener, shutdown, server::SHUTDOWN_GRACE).await;
     reloader.abort();
     let _ = stop_tx.send(true);
-    if let Some(task) = endpoint_task {
-        let _ = task.await;
-    }
     if let Some(task) = metrics_task {
         let _ = task.await;
     }

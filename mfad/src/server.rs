@@ -3,7 +3,9 @@
 //!
 //! The caller's uid is read (SO_PEERCRED) as soon as a connection is accepted. Each non-root
 //! uid may hold [`MAX_PER_USER`] connections, all non-root uids together [`MAX_USERS_TOTAL`];
-//! root (sshd's PAM module) has its own [`MAX_ROOT`], which no user can take. A connection
+//! root (sshd's PAM module) has its own [`MAX_ROOT`], which no user can take, and the web
+//! front's user (`[web] user`) its own [`MAX_WEB`], as each of its page views is one
+//! connection. A connection
 //! over its limit is told so and closed at once, so the accept loop never waits, and a
 //! flood by one user leaves root's logins as fast as ever.
 
@@ -30,6 +32,10 @@ pub const MAX_USERS_TOTAL: usize = 256;
 /// Connections root may hold at once: reserved for root, whatever the users do.
 pub const MAX_ROOT: usize = 1024;
 
+/// Connections the web front's user (mfa-web) may hold at once: its own pool, apart from
+/// the users' and root's, so a busy approval page neither starves nor is starved by users.
+pub const MAX_WEB: usize = 64;
+
 /// How long a non-root caller may take to say hello (its client says it at once); root has
 /// [`conn::IO_TIMEOUT`].
 pub const USER_HELLO_TIMEOUT: Duration = Duration::from_secs(2);
@@ -44,6 +50,7 @@ struct Counts {
     by_uid: HashMap<u32, usize>,
     users: usize,
     root: usize,
+    web: usize,
 }
 
 /// When a uid over its limit was last logged, and how many closes went unlogged since.
@@ -62,6 +69,7 @@ struct Limits {
 struct Slot {
     limits: Arc<Limits>,
     uid: u32,
+    web: bool,
 }
 
 impl Drop for Slot {
@@ -69,6 +77,8 @@ impl Drop for Slot {
         if let Ok(mut c) = self.limits.counts.lock() {
             if self.uid == 0 {
                 c.root = c.root.saturating_sub(1);
+            } else if self.web {
+                c.web = c.web.saturating_sub(1);
             } else {
                 c.users = c.users.saturating_sub(1);
                 if let Some(n) = c.by_uid.get_mut(&self.uid) {
@@ -85,18 +95,26 @@ impl Drop for Slot {
 /// Why a connection was not taken.
 enum Over {
     Root,
+    Web,
     User(usize),
     AllUsers,
 }
 
 impl Limits {
-    fn take(self: &Arc<Self>, uid: u32) -> Result<Slot, Over> {
+    /// `web_uid`: the uid of `[web] user`, if it exists.
+    fn take(self: &Arc<Self>, uid: u32, web_uid: Option<u32>) -> Result<Slot, Over> {
         let mut c = self.counts.lock().map_err(|_| Over::AllUsers)?;
+        let web = uid != 0 && web_uid == Some(uid);
         if uid == 0 {
             if c.root >= MAX_ROOT {
                 return Err(Over::Root);
             }
             c.root += 1;
+        } else if web {
+            if c.web >= MAX_WEB {
+                return Err(Over::Web);
+            }
+            c.web += 1;
         } else {
             let mine = c.by_uid.get(&uid).copied().unwrap_or(0);
             if mine >= MAX_PER_USER {
@@ -111,6 +129,7 @@ impl Limits {
         Ok(Slot {
             limits: Arc::clone(self),
             uid,
+            web,
         })
     }
 
@@ -140,6 +159,7 @@ impl Limits {
         );
         let why = match over {
             Over::Root => format!("root already holds {MAX_ROOT} connections"),
+            Over::Web => format!("the web front (uid {uid}) already holds {MAX_WEB} connections"),
             Over::User(n) => format!("uid {uid} already holds {n} connections (the limit)"),
             Over::AllUsers => {
                 format!("non-root callers already hold {MAX_USERS_TOTAL} connections")
@@ -157,6 +177,7 @@ impl Limits {
 fn turn_away(stream: &UnixStream, over: &Over) {
     let reason = match over {
         Over::Root => "mfad is serving too many logins; try again",
+        Over::Web => "mfad is serving too many web requests; try again",
         Over::User(_) => "too many connections from this user at once",
         Over::AllUsers => "too many connections from users at once; try again",
     };
@@ -305,11 +326,13 @@ pub async fn serve_with_grace(
                         continue;
                     }
                 };
-                let slot = match limits.take(uid) {
+                let web_uid = daemon.borrow().web_uid();
+                let slot = match limits.take(uid, web_uid) {
                     Ok(slot) => slot,
                     Err(over) => {
                         crate::metrics::connection_refused(match over {
                             Over::Root => "root",
+                            Over::Web => "web",
                             Over::User(_) => "user",
                             Over::AllUsers => "all_users",
                         });
@@ -356,5 +379,35 @@ pub async fn serve_with_grace(
             grace.as_secs()
         );
         conversations.shutdown().await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_web_front_has_its_own_pool_apart_from_users_and_root() {
+        let limits = Arc::new(Limits::default());
+        const WEB: u32 = 990;
+        // The web front's uid holds far more than a user's 8 (each page view is one
+        // connection), up to its own cap.
+        let web: Vec<Slot> = (0..MAX_WEB)
+            .map(|_| limits.take(WEB, Some(WEB)).ok().unwrap())
+            .collect();
+        assert!(matches!(limits.take(WEB, Some(WEB)), Err(Over::Web)));
+        // Users and root are untouched by it.
+        let users: Vec<Slot> = (0..MAX_PER_USER)
+            .map(|_| limits.take(1000, Some(WEB)).ok().unwrap())
+            .collect();
+        assert!(matches!(limits.take(1000, Some(WEB)), Err(Over::User(_))));
+        assert!(limits.take(0, Some(WEB)).is_ok());
+        // The same uid, when it is not the web user, is an ordinary user.
+        drop(web);
+        let plain: Vec<Slot> = (0..MAX_PER_USER)
+            .map(|_| limits.take(WEB, None).ok().unwrap())
+            .collect();
+        assert!(matches!(limits.take(WEB, None), Err(Over::User(_))));
+        drop((users, plain));
     }
 }

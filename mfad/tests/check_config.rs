@@ -49,27 +49,23 @@ fn a_group_that_does_not_exist_fails_the_check_and_a_real_one_passes() {
 }
 
 #[test]
-fn a_missing_tls_file_fails_the_check_naming_it() {
+fn an_old_approval_listener_fails_the_check_naming_mfa_webs_config() {
+    // Before mfa-web, mfad itself listened for the approval pages: a config still saying
+    // where is refused with the file those keys belong in now, not silently ignored.
     let dir = tempfile::tempdir().unwrap();
-    let cert = dir.path().join("missing-cert.pem");
-    let key = dir.path().join("missing-key.pem");
     let config = write(
         dir.path(),
-        &format!(
-            "[approval]\nlisten = \"127.0.0.1:0\"\npublic_url = \"https://mfa.example.org\"\n\
-             tls_cert = \"{}\"\ntls_key = \"{}\"\n",
-            cert.display(),
-            key.display()
-        ),
+        "[approval]\nlisten = \"127.0.0.1:0\"\npublic_url = \"https://mfa.example.org\"\n\
+         tls_cert = \"/etc/mfa/cert.pem\"\ntls_key = \"/etc/mfa/key.pem\"\n",
     );
     let out = check(&config);
     assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(stderr(&out).contains("approval.listen"), "{}", stderr(&out));
     assert!(
-        stderr(&out).contains("missing-cert.pem"),
+        stderr(&out).contains("/etc/mfa/mfa-web.toml"),
         "{}",
         stderr(&out)
     );
-    assert!(stderr(&out).contains("missing-key.pem"), "{}", stderr(&out));
 }
 
 #[test]

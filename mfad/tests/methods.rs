@@ -58,9 +58,8 @@ impl OobDaemon {
         let phone = FakePhone::start().unwrap();
         let port = free_port();
         let public_url = format!("http://127.0.0.1:{port}");
-        let d = TestDaemon::start(|config| {
+        let d = TestDaemon::start_serving_web(([127, 0, 0, 1], port).into(), |config| {
             config.approval = Some(ApprovalConfig {
-                listen: ([127, 0, 0, 1], port).into(),
                 public_url: public_url.clone(),
                 token_ttl: BOUND.as_secs(),
                 ..ApprovalConfig::default()

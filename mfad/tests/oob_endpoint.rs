@@ -1,15 +1,19 @@
-//! The approval endpoint over real sockets: the page shows and never decides, a POST decides,
-//! reports reach the hook, verified push checks the number, the phone callbacks need the
-//! provider's signature, hostile text is escaped, and HTTPS works with the configured cert.
+//! The approval pages over real sockets: mfa-web's server, answered by mfad's web service
+//! (in-process, as root; the socket between them is tested with the test daemon). The page
+//! shows and never decides, a POST decides, reports reach the hook, verified push checks the
+//! number, the phone callbacks need the provider's signature (checked by mfad), hostile text
+//! is escaped, and HTTPS works with the configured cert.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use data_encoding::BASE64;
 use hmac::{Hmac, Mac};
+use mfa_web::{Mfad, MfadError, WebConfig, WebError, WebServer};
 use mfad::FakeClock;
 use mfad::oob::{
-    ApprovalConfig, ApprovalDecision, ApprovalEndpoint, ApprovalHooks, ApprovalMethod,
-    ApprovalRequest, ApprovalStore, EndpointError, Pending, Secret,
+    ApprovalConfig, ApprovalDecision, ApprovalHooks, ApprovalMethod, ApprovalRequest,
+    ApprovalStore, Pending, Secret, TwilioConfig,
 };
+use mfad::web::WebService;
 use sha1::Sha1;
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -60,25 +64,63 @@ impl Drop for Endpoint {
 
 fn config(verified_push: bool) -> ApprovalConfig {
     ApprovalConfig {
-        listen: "127.0.0.1:0".parse().unwrap(),
         public_url: format!("{PUBLIC}/"),
         verified_push,
         ..ApprovalConfig::default()
     }
 }
 
+fn web_config() -> WebConfig {
+    WebConfig {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        ..WebConfig::default()
+    }
+}
+
+/// mfad's web service in-process, asked as root.
+struct InProcess(WebService);
+
+impl Mfad for InProcess {
+    fn ask(&self, request: mfa_proto::WebRequest) -> mfa_web::Reply<'_> {
+        Box::pin(async move {
+            self.0
+                .reply(0, request)
+                .await
+                .map_err(|e| MfadError::Task(e.to_string()))
+        })
+    }
+}
+
+/// mfad's web service over `store` and `hooks`, with `[approval]` = `cfg` and the voice
+/// provider's auth token `twilio`.
+fn web_service(
+    cfg: ApprovalConfig,
+    twilio: Option<&str>,
+    store: &Arc<ApprovalStore>,
+    hooks: Arc<dyn ApprovalHooks>,
+) -> Arc<InProcess> {
+    let config = mfad::Config {
+        approval: Some(cfg),
+        twilio: twilio.map(|t| TwilioConfig {
+            auth_token: Secret::new(t),
+            ..TwilioConfig::default()
+        }),
+        ..mfad::Config::default()
+    };
+    Arc::new(InProcess(WebService::new(
+        &config,
+        Arc::clone(store),
+        hooks,
+        Arc::new(mfad::accounts::NssAccounts),
+    )))
+}
+
 async fn start_with(cfg: ApprovalConfig, twilio: Option<&str>) -> Endpoint {
     let clock = FakeClock::new(T0);
     let store = Arc::new(ApprovalStore::new(Arc::new(clock), cfg.verified_push));
     let hooks = Arc::new(Recorder::default());
-    let endpoint = ApprovalEndpoint::bind(
-        &cfg,
-        Arc::clone(&store),
-        hooks.clone(),
-        twilio.map(Secret::new),
-    )
-    .await
-    .unwrap();
+    let mfad = web_service(cfg, twilio, &store, hooks.clone());
+    let endpoint = WebServer::bind_with(&web_config(), mfad).await.unwrap();
     let addr = endpoint.local_addr();
     let (stop, stopped) = oneshot::channel::<()>();
     let task = tokio::spawn(endpoint.serve(async move {
@@ -562,21 +604,15 @@ fn self_signed() -> TlsFiles {
 #[tokio::test]
 async fn https_serves_the_page_with_the_configured_certificate() {
     let tls = self_signed();
-    let cfg = ApprovalConfig {
+    let cfg = WebConfig {
         tls_cert: Some(tls.cert.clone()),
         tls_key: Some(tls.key.clone()),
-        ..config(false)
+        ..web_config()
     };
     let clock = FakeClock::new(T0);
     let store = Arc::new(ApprovalStore::new(Arc::new(clock), false));
-    let endpoint = ApprovalEndpoint::bind(
-        &cfg,
-        Arc::clone(&store),
-        Arc::new(Recorder::default()),
-        None,
-    )
-    .await
-    .unwrap();
+    let mfad = web_service(config(false), None, &store, Arc::new(Recorder::default()));
+    let endpoint = WebServer::bind_with(&cfg, mfad).await.unwrap();
     assert!(endpoint.is_tls());
     let addr: SocketAddr = endpoint.local_addr();
     let server = tokio::spawn(endpoint.serve(std::future::pending()));
@@ -637,45 +673,48 @@ async fn https_serves_the_page_with_the_configured_certificate() {
 #[tokio::test]
 async fn bad_tls_or_listen_settings_are_refused_at_bind() {
     let tls = self_signed();
-    let store = || Arc::new(ApprovalStore::new(Arc::new(FakeClock::new(T0)), false));
-    let hooks = || Arc::new(Recorder::default()) as Arc<dyn ApprovalHooks>;
+    let store = Arc::new(ApprovalStore::new(Arc::new(FakeClock::new(T0)), false));
+    let mfad = || -> Arc<dyn Mfad> {
+        web_service(config(false), None, &store, Arc::new(Recorder::default()))
+    };
 
-    let missing_key = ApprovalConfig {
+    let missing_key = WebConfig {
         tls_cert: Some(tls.cert.clone()),
         tls_key: Some(tls.cert.with_file_name("absent.pem")),
-        ..config(false)
+        ..web_config()
     };
-    let err = ApprovalEndpoint::bind(&missing_key, store(), hooks(), None)
+    let err = WebServer::bind_with(&missing_key, mfad())
         .await
         .err()
         .unwrap();
-    assert!(matches!(err, EndpointError::Key { .. }), "{err}");
+    assert!(matches!(err, WebError::Key { .. }), "{err}");
     assert!(err.to_string().contains("absent.pem"), "{err}");
 
-    let key_as_cert = ApprovalConfig {
+    let key_as_cert = WebConfig {
         tls_cert: Some(tls.key.clone()),
         tls_key: Some(tls.key.clone()),
-        ..config(false)
+        ..web_config()
     };
-    let err = ApprovalEndpoint::bind(&key_as_cert, store(), hooks(), None)
+    let err = WebServer::bind_with(&key_as_cert, mfad())
         .await
         .err()
         .unwrap();
-    assert!(matches!(err, EndpointError::Certificate { .. }), "{err}");
+    assert!(matches!(err, WebError::Certificate { .. }), "{err}");
     assert!(
         !err.to_string().contains("PRIVATE KEY-----\n"),
         "never quote the key: {err}"
     );
 
-    let public_plain = ApprovalConfig {
+    let public_plain = WebConfig {
         listen: "0.0.0.0:0".parse().unwrap(),
-        ..config(false)
+        ..web_config()
     };
-    let err = ApprovalEndpoint::bind(&public_plain, store(), hooks(), None)
+    let err = WebServer::bind_with(&public_plain, mfad())
         .await
         .err()
         .unwrap();
-    assert!(err.to_string().contains("approval.listen"), "{err}");
+    assert!(err.to_string().contains("listen"), "{err}");
+    assert!(err.to_string().contains("loopback"), "{err}");
 }
 
 /// A connection from `from` (any 127.x address works on loopback) to the endpoint.
@@ -737,9 +776,110 @@ async fn a_connection_that_sends_nothing_is_closed_after_the_first_byte_timeout(
         .expect("the silent connection was never closed");
     let waited = started.elapsed();
     assert!(matches!(read, Ok(0) | Err(_)), "{read:?}");
-    let limit = mfad::oob::http::FIRST_BYTE_TIMEOUT;
+    let limit = mfa_web::FIRST_BYTE_TIMEOUT;
     assert!(
         waited >= limit - Duration::from_millis(200) && waited < limit + Duration::from_secs(2),
         "closed after {waited:?}"
     );
+}
+
+/// A whole GET of `path` from `from`, as raw HTTP: the status line and the rest.
+async fn get_from(from: [u8; 4], base: &str, path: &str) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = connect_from(from, base).await;
+    stream
+        .write_all(
+            format!("GET {path} HTTP/1.1\r\nHost: mfa\r\nConnection: close\r\n\r\n").as_bytes(),
+        )
+        .await
+        .unwrap();
+    let mut got = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(5), stream.read_to_end(&mut got)).await;
+    String::from_utf8_lossy(&got).into_owned()
+}
+
+#[tokio::test]
+async fn requests_past_an_addresss_rate_get_429_while_other_addresses_are_served() {
+    let store = Arc::new(ApprovalStore::new(Arc::new(FakeClock::new(T0)), false));
+    let hooks = Arc::new(Recorder::default());
+    let mfad = web_service(config(false), None, &store, hooks);
+    let cfg = WebConfig {
+        requests_per_minute: 5,
+        ..web_config()
+    };
+    let server = WebServer::bind_with(&cfg, mfad).await.unwrap();
+    let base = format!("http://{}", server.local_addr());
+    let task = tokio::spawn(server.serve(std::future::pending()));
+    let pending = store
+        .create(
+            request("abc123", ApprovalMethod::Push),
+            Duration::from_secs(60),
+        )
+        .await
+        .unwrap();
+    let path = format!("/a/{}", pending.token);
+    for _ in 0..5 {
+        let answer = get_from([127, 0, 0, 2], &base, &path).await;
+        assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    }
+    let answer = get_from([127, 0, 0, 2], &base, &path).await;
+    assert!(answer.starts_with("HTTP/1.1 429"), "{answer}");
+    assert!(answer.contains("Too many requests"), "{answer}");
+    assert!(
+        answer
+            .to_lowercase()
+            .contains("content-security-policy: default-src 'none'"),
+        "{answer}"
+    );
+    assert!(
+        !answer.contains("abc123"),
+        "the page was shown past the limit: {answer}"
+    );
+    // Another address is still served the page.
+    let answer = get_from([127, 0, 0, 3], &base, &path).await;
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    assert!(answer.contains("abc123"), "{answer}");
+    task.abort();
+}
+
+#[tokio::test]
+async fn with_mfad_down_the_page_says_unavailable_and_nothing_is_decided() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = WebConfig {
+        socket: dir.path().join("mfad.sock"),
+        ..web_config()
+    };
+    // The real client of mfad's socket, with nothing listening there.
+    let server = WebServer::bind(&cfg).await.unwrap();
+    let base = format!("http://{}", server.local_addr());
+    let task = tokio::spawn(server.serve(std::future::pending()));
+    let client = reqwest::Client::builder()
+        .timeout(Duration::from_secs(10))
+        .build()
+        .unwrap();
+    let token = "a".repeat(43);
+    let started = std::time::Instant::now();
+    let shown = client
+        .get(format!("{base}/a/{token}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(shown.status(), 503);
+    let page = shown.text().await.unwrap();
+    assert!(page.contains("Service unavailable"), "{page}");
+    assert!(page.contains("Nothing was approved"), "{page}");
+    let answered = client
+        .post(format!("{base}/a/{token}"))
+        .form(&[("action", "approve")])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(answered.status(), 503);
+    // Within the connect timeout, not hanging.
+    assert!(
+        started.elapsed() < mfa_web::MFAD_CONNECT_TIMEOUT * 2 + Duration::from_secs(2),
+        "{:?}",
+        started.elapsed()
+    );
+    task.abort();
 }

@@ -14,7 +14,6 @@ use mfad::accounts::Accounts;
 use mfad::conn::{
     Conn, ConnError, Dialogue, DialogueFuture, KEEPALIVE_INTERVAL, ScriptDialogue, Timeouts,
 };
-use mfad::oob::http::ApprovalEndpoint;
 use mfad::store::Backend;
 use mfad::{Config, Daemon, FakeClock, Store};
 use std::os::unix::fs::PermissionsExt;
@@ -40,6 +39,8 @@ pub struct TestDaemon {
     runtime: tokio::runtime::Handle,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
     thread: Option<std::thread::JoinHandle<()>>,
+    /// Where the web front (mfa-web's server, in-process) listens, when `[approval]` is set.
+    web: Option<std::net::SocketAddr>,
 }
 
 impl TestDaemon {
@@ -54,7 +55,16 @@ impl TestDaemon {
         tune: impl FnOnce(&mut Config),
         accounts: Option<Arc<dyn Accounts>>,
     ) -> TestDaemon {
-        TestDaemon::start_inner(tune, accounts, None)
+        TestDaemon::start_inner(tune, accounts, None, None)
+    }
+
+    /// With the web front listening on `web` (when `tune` sets `[approval]`), as mfa-web
+    /// would beside mfad; without it the web front takes a free port ([`TestDaemon::web_addr`]).
+    pub fn start_serving_web(
+        web: std::net::SocketAddr,
+        tune: impl FnOnce(&mut Config),
+    ) -> TestDaemon {
+        TestDaemon::start_inner(tune, None, None, Some(web))
     }
 
     /// With the daemon's store backend wrapped by `wrap` (e.g. to watch the calls a
@@ -63,7 +73,7 @@ impl TestDaemon {
         tune: impl FnOnce(&mut Config),
         wrap: impl FnOnce(Box<dyn Backend>) -> Box<dyn Backend> + 'static,
     ) -> TestDaemon {
-        TestDaemon::start_inner(tune, None, Some(Box::new(wrap)))
+        TestDaemon::start_inner(tune, None, Some(Box::new(wrap)), None)
     }
 
     #[allow(clippy::type_complexity)]
@@ -71,6 +81,7 @@ impl TestDaemon {
         tune: impl FnOnce(&mut Config),
         accounts: Option<Arc<dyn Accounts>>,
         wrap: Option<Box<dyn FnOnce(Box<dyn Backend>) -> Box<dyn Backend>>>,
+        web: Option<std::net::SocketAddr>,
     ) -> TestDaemon {
         let dir = tempfile::tempdir().unwrap();
         std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
@@ -104,33 +115,34 @@ impl TestDaemon {
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
         let (ready_tx, ready_rx) = std::sync::mpsc::channel();
         let socket = config.socket.clone();
-        let approval = config.approval.clone();
-        let twilio_token = config.twilio.as_ref().map(|t| t.auth_token.clone());
+        let with_web = config.approval.is_some();
         let serving = Arc::clone(&daemon);
         let thread = std::thread::spawn(move || {
             let rt = tokio::runtime::Runtime::new().unwrap();
             rt.block_on(async move {
                 let listener = mfad::server::bind(&socket).unwrap();
-                // The approval endpoint too, when configured, as mfad's main starts it.
+                // The web front too, when approvals are configured: mfa-web's server,
+                // relaying to this daemon over its socket as the mfa-web binary does.
                 let (stop_all, stopped) = tokio::sync::watch::channel(false);
-                let endpoint = match &approval {
-                    Some(cfg) => {
-                        let endpoint = ApprovalEndpoint::bind(
-                            cfg,
-                            serving.approvals(),
-                            serving.approval_hooks(),
-                            twilio_token,
-                        )
-                        .await
-                        .unwrap();
-                        let mut stop = stopped.clone();
-                        Some(tokio::spawn(endpoint.serve(async move {
-                            let _ = stop.wait_for(|s| *s).await;
-                        })))
-                    }
-                    None => None,
+                let (endpoint, web_addr) = if with_web {
+                    let cfg = mfa_web::WebConfig {
+                        listen: web.unwrap_or_else(|| ([127, 0, 0, 1], 0).into()),
+                        socket: socket.clone(),
+                        ..mfa_web::WebConfig::default()
+                    };
+                    let server = mfa_web::WebServer::bind(&cfg).await.unwrap();
+                    let addr = server.local_addr();
+                    let mut stop = stopped.clone();
+                    let task = tokio::spawn(server.serve(async move {
+                        let _ = stop.wait_for(|s| *s).await;
+                    }));
+                    (Some(task), Some(addr))
+                } else {
+                    (None, None)
                 };
-                ready_tx.send(tokio::runtime::Handle::current()).unwrap();
+                ready_tx
+                    .send((tokio::runtime::Handle::current(), web_addr))
+                    .unwrap();
                 mfad::server::serve(serving, listener, async {
                     let _ = rx.await;
                 })
@@ -141,7 +153,7 @@ impl TestDaemon {
                 }
             });
         });
-        let runtime = ready_rx.recv_timeout(Duration::from_secs(10)).unwrap();
+        let (runtime, web) = ready_rx.recv_timeout(Duration::from_secs(10)).unwrap();
         TestDaemon {
             dir,
             config,
@@ -150,7 +162,18 @@ impl TestDaemon {
             runtime,
             stop: Some(tx),
             thread: Some(thread),
+            web,
         }
+    }
+
+    /// Where the web front listens (`[approval]` set), as `http://127.0.0.1:PORT`.
+    pub fn web_url(&self) -> Option<String> {
+        self.web.map(|a| format!("http://{a}"))
+    }
+
+    /// The daemon itself (its pending approvals, its web service).
+    pub fn daemon(&self) -> &Daemon {
+        &self.daemon
     }
 
     pub fn socket(&self) -> PathBuf {
@@ -383,6 +406,7 @@ impl Conversed {
                 ServerMsg::Unavailable { reason } => Some(format!("unavailable: {reason}")),
                 ServerMsg::Done { outcome } => Some(format!("done: {outcome:?}")),
                 ServerMsg::KeepAlive => None,
+                ServerMsg::Web { reply } => Some(format!("web: {reply:?}")),
             })
             .collect::<Vec<_>>()
             .join("\n")

@@ -106,13 +106,42 @@ pub(crate) fn split_top_level(text: &str) -> (String, String) {
     (top, tables)
 }
 
-/// Written in [`MfadConfig::extra_toml`] where the approval endpoint's port goes (`listen`
-/// and `public_url` alike): [`Mfad::start`] puts a free port there, and another one when mfad
-/// finds that port taken by the time it binds (another test got it first).
+/// The keys of an `[approval]` table that belong to mfa-web's config: a test writes them in
+/// [`MfadConfig::extra_toml`] as before, and [`Mfad::start`] moves them to mfa-web.toml.
+const WEB_KEYS: [&str; 4] = ["listen", "tls_cert", "tls_key", "connections_per_address"];
+
+/// `text` without the [`WEB_KEYS`] lines of its `[approval]` table, and those lines.
+fn split_web_keys(text: &str) -> (String, String) {
+    let mut mfad = String::new();
+    let mut web = String::new();
+    let mut in_approval = false;
+    for line in text.lines() {
+        let t = line.trim();
+        if t.starts_with('[') {
+            in_approval = t == "[approval]";
+        }
+        let key = t.split('=').next().unwrap_or("").trim();
+        if in_approval && t.contains('=') && WEB_KEYS.contains(&key) {
+            web.push_str(line);
+            web.push('\n');
+        } else {
+            mfad.push_str(line);
+            mfad.push('\n');
+        }
+    }
+    (mfad, web)
+}
+
+/// Written in [`MfadConfig::extra_toml`] where the approval pages' port goes (`listen`
+/// and `public_url` alike): [`Mfad::start`] puts a free port there, and another one when
+/// mfa-web finds that port taken by the time it binds (another test got it first).
 pub const APPROVAL_PORT: &str = "@APPROVAL_PORT@";
 
 pub struct Mfad {
     child: Option<Child>,
+    /// mfa-web, started beside mfad when the config has `[approval]` (as root: the test of
+    /// mfa-web as its own user starts it itself, with [`WebFront::start_as`]).
+    web: Option<WebFront>,
     /// The port put in place of [`APPROVAL_PORT`], if the config had it.
     pub approval_port: Option<u16>,
     pub config_path: PathBuf,
@@ -125,8 +154,10 @@ pub struct Mfad {
 }
 
 impl Mfad {
-    /// Writes the config into `dir` and starts mfad; returns once its socket exists (and its
-    /// approval endpoint listens, when it has one).
+    /// Writes the config into `dir` and starts mfad; returns once its socket exists (and,
+    /// when the config has `[approval]` with a `listen` key, mfa-web beside it listens: the
+    /// [`WEB_KEYS`] go to its mfa-web.toml). Without `listen`, no mfa-web is started (a test
+    /// starts its own with [`WebFront::start_as`]).
     pub fn start(dir: &Path, config: &MfadConfig) -> Result<Self> {
         if !config.extra_toml.contains(APPROVAL_PORT) {
             return Self::start_once(dir, config);
@@ -146,7 +177,7 @@ impl Mfad {
                 Err(e) => return Err(e),
             }
         }
-        bail!("no free port for mfad's approval endpoint: {last_error}")
+        bail!("no free port for mfa-web (the approval pages): {last_error}")
     }
 
     fn start_once(dir: &Path, config: &MfadConfig) -> Result<Self> {
@@ -159,7 +190,7 @@ impl Mfad {
             .clone()
             .unwrap_or_else(|| dir.join("store.key"));
         // 0600, as installed: it may hold provider tokens, and mfad refuses those world-readable.
-        let text = config.render(&socket, &database, &store_key);
+        let (text, web_keys) = split_web_keys(&config.render(&socket, &database, &store_key));
         write_file(&config_path, &text, 0o600)?;
         let log_path = dir.join("mfad.stderr");
         let log = File::create(&log_path).context("creating mfad log")?;
@@ -174,6 +205,7 @@ impl Mfad {
             .context(format!("starting {}", program.display()))?;
         let mut mfad = Mfad {
             child: Some(child),
+            web: None,
             approval_port: None,
             config_path,
             socket,
@@ -183,36 +215,9 @@ impl Mfad {
         };
         mfad.wait_ready()?;
         if text.lines().any(|l| l.trim() == "[approval]") {
-            mfad.wait_endpoint()?;
+            mfad.web = Some(WebFront::start_as(dir, &web_keys, &mfad.socket, None)?);
         }
         Ok(mfad)
-    }
-
-    /// mfad binds its approval endpoint after its socket: waits for the log line saying it
-    /// listens, or for mfad to exit (the port was taken).
-    fn wait_endpoint(&mut self) -> Result<()> {
-        let log_path = self.log_path.clone();
-        let listening = clock::wait_for(Duration::from_secs(15), || {
-            let log = std::fs::read_to_string(&log_path).unwrap_or_default();
-            if log.contains("approval endpoint on ") {
-                return Some(Ok(()));
-            }
-            match self.child.as_mut().map(|c| c.try_wait()) {
-                Some(Ok(Some(status))) => Some(Err(status.to_string())),
-                _ => None,
-            }
-        });
-        match listening {
-            Some(Ok(())) => Ok(()),
-            Some(Err(status)) => bail!(
-                "mfad exited ({status}) before its approval endpoint listened:\n{}",
-                self.log()
-            ),
-            None => bail!(
-                "mfad's approval endpoint did not listen within 15 s:\n{}",
-                self.log()
-            ),
-        }
     }
 
     fn wait_ready(&mut self) -> Result<()> {
@@ -253,6 +258,7 @@ impl Mfad {
     /// Kills mfad at once (SIGKILL), as a crash or the OOM killer would: no clean shutdown,
     /// the socket file and the database's WAL stay behind.
     pub fn kill(&mut self) {
+        self.web = None;
         if let Some(mut child) = self.child.take() {
             let _ = child.kill();
             let _ = child.wait();
@@ -262,6 +268,7 @@ impl Mfad {
     /// Stops mfad (SIGTERM, then SIGKILL after 5 s). The socket file may stay behind, as
     /// after a crash.
     pub fn stop(&mut self) {
+        self.web = None;
         if let Some(mut child) = self.child.take() {
             terminate(&mut child, Duration::from_secs(5));
         }
@@ -271,6 +278,93 @@ impl Mfad {
 impl Drop for Mfad {
     fn drop(&mut self) {
         self.stop();
+    }
+}
+
+/// The mfa-web binary beside an mfad: its config (`listen`, `tls_*`, ... and mfad's socket)
+/// in the test directory, its stderr captured; stopped on drop.
+pub struct WebFront {
+    child: Option<Child>,
+    pub config_path: PathBuf,
+    pub log_path: PathBuf,
+}
+
+impl WebFront {
+    /// Writes `keys` (lines of mfa-web.toml) and `socket = SOCKET` into `dir/mfa-web.toml`
+    /// and starts mfa-web, as `user` when given (through `setpriv`, with no supplementary
+    /// groups) or else as this process; returns once it listens.
+    pub fn start_as(dir: &Path, keys: &str, socket: &Path, user: Option<&str>) -> Result<Self> {
+        let config_path = dir.join("mfa-web.toml");
+        let text = format!(
+            "# Written by the mfa-e2e harness.\nsocket = \"{}\"\n{keys}",
+            socket.display()
+        );
+        // Readable by mfa-web's own user: it holds no secret.
+        write_file(&config_path, &text, 0o644)?;
+        let log_path = dir.join("mfa-web.stderr");
+        let log = File::create(&log_path).context("creating mfa-web log")?;
+        let program = built("mfa-web")?;
+        let mut command = match user {
+            Some(user) => {
+                let mut c = Command::new("setpriv");
+                c.arg(format!("--reuid={user}"))
+                    .arg(format!("--regid={user}"))
+                    .arg("--clear-groups")
+                    .arg("--")
+                    .arg(&program);
+                c
+            }
+            None => Command::new(&program),
+        };
+        let child = command
+            .arg("--config")
+            .arg(&config_path)
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().context("mfa-web log")?)
+            .stderr(log)
+            .spawn()
+            .context(format!("starting {}", program.display()))?;
+        let mut web = WebFront {
+            child: Some(child),
+            config_path,
+            log_path,
+        };
+        let log_path = web.log_path.clone();
+        let listening = clock::wait_for(Duration::from_secs(15), || {
+            let log = std::fs::read_to_string(&log_path).unwrap_or_default();
+            if log.contains("mfa-web listening on ") {
+                return Some(Ok(()));
+            }
+            match web.child.as_mut().map(|c| c.try_wait()) {
+                Some(Ok(Some(status))) => Some(Err(status.to_string())),
+                _ => None,
+            }
+        });
+        match listening {
+            Some(Ok(())) => Ok(web),
+            Some(Err(status)) => bail!(
+                "mfa-web exited ({status}) before it listened:\n{}",
+                web.log()
+            ),
+            None => bail!("mfa-web did not listen within 15 s:\n{}", web.log()),
+        }
+    }
+
+    /// Everything mfa-web wrote to stderr so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log_path).unwrap_or_default()
+    }
+
+    pub fn is_running(&mut self) -> bool {
+        matches!(self.child.as_mut().map(|c| c.try_wait()), Some(Ok(None)))
+    }
+}
+
+impl Drop for WebFront {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            terminate(&mut child, Duration::from_secs(5));
+        }
     }
 }
 

@@ -2,7 +2,7 @@
 //! service and mfad, and both mfads use the same database and the same store key. Every
 //! rule of one host holds across the nodes: an enrolment made on one is used on the other,
 //! a code spent on one is spent on both, failures from both count towards one lock, a push
-//! waiting on one node is answered through the other's approval endpoint, and a database
+//! waiting on one node is answered through the other's mfa-web, and a database
 //! outage ends logins by the fail mode instead of hanging them.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
@@ -329,7 +329,7 @@ fn moved(notification: &serde_json::Value, from: u16, to: u16) -> serde_json::Va
 }
 
 #[test]
-fn a_push_waiting_on_one_node_is_answered_through_the_other_nodes_approval_endpoint() {
+fn a_push_waiting_on_one_node_is_answered_through_the_other_nodes_mfa_web() {
     let phone = FakePhone::start().unwrap();
     let port = APPROVAL_PORT;
     let oob = format!(

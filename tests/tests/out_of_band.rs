@@ -474,3 +474,99 @@ impl Drop for BackgroundSsh {
         }
     }
 }
+
+/// The approval pages come from the real mfa-web binary running as its own unprivileged
+/// user (here a throwaway account, named in mfad's `[web] user`): it cannot read mfad's
+/// config (which holds the provider tokens) nor the store, and still serves the push that
+/// lets a real login in, by asking mfad over the socket.
+#[test]
+fn mfa_web_as_its_own_unprivileged_user_serves_the_push_that_lets_a_login_in() {
+    use mfa_e2e::mfad::WebFront;
+    use mfa_e2e::user::TestUser;
+    let phone = FakePhone::start().unwrap();
+    let web_user = TestUser::create(&format!("mfaweb{}", std::process::id() % 100_000)).unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    // No `listen` in [approval]: the harness starts no mfa-web of its own; this test starts
+    // it, as the web user.
+    let toml = format!(
+        "[approval]\npublic_url = \"http://127.0.0.1:{port}\"\ntoken_ttl = {ttl}\n\
+         [web]\nuser = \"{web}\"\n\
+         [push]\nnotifier = \"ntfy\"\nurl = \"{ntfy}\"\ntoken = \"{PUSH_TOKEN}\"\ntimeout = 3\n",
+        ttl = BOUND.as_secs(),
+        web = web_user.name,
+        ntfy = phone.ntfy_url(),
+    );
+    let env = TestEnv::builder()
+        .module_timeout(30)
+        .mfad_toml(&toml)
+        .start()
+        .unwrap();
+    let mfad_dir = env.dir.join("mfad");
+    let web_dir = env.dir.join("web");
+    std::fs::create_dir_all(&web_dir).unwrap();
+    let web = WebFront::start_as(
+        &web_dir,
+        &format!("listen = \"127.0.0.1:{port}\"\n"),
+        &env.cli.socket,
+        Some(&web_user.name),
+    )
+    .unwrap();
+    // What the web user can reach: not mfad's config, not the store, not its key.
+    for secret in [
+        mfad_dir.join("mfad.toml"),
+        mfad_dir.join("lib").join("mfa.db"),
+        mfad_dir.join("store.key"),
+    ] {
+        let read = std::process::Command::new("setpriv")
+            .arg(format!("--reuid={}", web_user.name))
+            .arg(format!("--regid={}", web_user.name))
+            .arg("--clear-groups")
+            .arg("--")
+            .arg("cat")
+            .arg(&secret)
+            .output()
+            .unwrap();
+        assert!(
+            !read.status.success() && read.stdout.is_empty(),
+            "the web user could read {}",
+            secret.display()
+        );
+    }
+    // The push device, added as the user (its test push approved through mfa-web), then a
+    // login by push, approved on the page mfa-web serves.
+    let out = env
+        .cli
+        .as_user(
+            env.user().unwrap(),
+            &["add", "push", "--name", "Pixel 8"],
+            "\n\n",
+        )
+        .unwrap();
+    assert_eq!(out.status, Some(0), "{}\n{}", out.describe(), web.log());
+    let before = phone.steps().len();
+    let login = env.login(&["1", ""], "echo in through mfa-web").unwrap();
+    assert!(
+        login.logged_in(),
+        "{}\n{}\n{}",
+        login.describe(),
+        env.diagnostics(),
+        web.log()
+    );
+    assert_eq!(login.stdout.trim(), "in through mfa-web");
+    let steps = phone
+        .wait_steps(before + 2, Duration::from_secs(5))
+        .unwrap();
+    assert!(steps[before].body.contains(env.username()), "{steps:?}");
+    assert_eq!(steps[before + 1].what, "tap approve");
+    // mfad took the answer from the web user's connection, and logged it.
+    let log = env.mfad_log();
+    assert!(
+        log.contains(&format!("user={} ", env.username())) && log.contains("via=web"),
+        "{log}"
+    );
+    assert!(!log.contains("asked for the web role"), "{log}");
+}

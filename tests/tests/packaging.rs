@@ -368,6 +368,16 @@ fn package_installs_in_debian_12_logs_in_with_totp_and_removes_and_purges_cleanl
     }
     let conffiles = root.run(&["dpkg-query", "-W", "-f=${Conffiles}", "mfa"]);
     assert!(conffiles.contains("/etc/mfa/mfad.toml"), "{conffiles}");
+    assert!(conffiles.contains("/etc/mfa/mfa-web.toml"), "{conffiles}");
+    // mfa-web's own system user: no login shell, no home of its own.
+    let web_user = root.run(&["getent", "passwd", "mfa-web"]);
+    let fields: Vec<&str> = web_user.trim().split(':').collect();
+    assert_eq!(fields.len(), 7, "{web_user}");
+    assert!(
+        fields[2].parse::<u32>().unwrap() < 1000,
+        "not a system user: {web_user}"
+    );
+    assert_eq!(fields[6], "/usr/sbin/nologin", "{web_user}");
     // Installing turns nothing on: sshd's PAM stack and config are Debian's.
     assert_eq!(
         std::fs::read(root.path("/etc/pam.d/sshd")).unwrap(),

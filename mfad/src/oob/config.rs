@@ -4,7 +4,6 @@
 
 use serde::Deserialize;
 use std::fmt;
-use std::net::SocketAddr;
 use std::path::PathBuf;
 use zeroize::Zeroizing;
 
@@ -49,44 +48,50 @@ impl fmt::Debug for Secret {
     }
 }
 
-/// `[approval]`: the HTTPS endpoint that users' phones open to approve a push, and that the
-/// voice provider calls back while a phone call is in progress.
+/// `[approval]`: the approval requests of pushes and phone calls. The pages users' phones
+/// open, and the voice provider's callbacks, are served by mfa-web (its own unprivileged
+/// process, configured in `/etc/mfa/mfa-web.toml`), which relays them to mfad.
 #[derive(Debug, Clone, Deserialize, serde::Serialize)]
-#[serde(deny_unknown_fields, default)]
+#[serde(default)]
 pub struct ApprovalConfig {
-    /// Address and port to listen on. Default `127.0.0.1:8443`.
-    pub listen: SocketAddr,
-    /// The base URL users' phones (and the voice provider) reach this endpoint at, for
-    /// example `https://mfa.example.org`; approval links are `{public_url}/a/{token}`.
-    /// Required. It may carry a path prefix when a reverse proxy adds one.
+    /// The base URL users' phones (and the voice provider) reach mfa-web at, for example
+    /// `https://mfa.example.org`; approval links are `{public_url}/a/{token}`, and callbacks
+    /// are verified against it. Required. It may carry a path prefix when a reverse proxy
+    /// adds one.
     pub public_url: String,
-    /// PEM certificate chain for HTTPS. Set both `tls_cert` and `tls_key`, or neither; with
-    /// neither the endpoint speaks plain HTTP, which is allowed only on a loopback `listen`
-    /// address, behind a reverse proxy that terminates TLS.
-    pub tls_cert: Option<PathBuf>,
-    /// PEM private key (PKCS#8, PKCS#1 or SEC1) for `tls_cert`.
-    pub tls_key: Option<PathBuf>,
     /// Seconds an approval link stays valid. Default 60; 10 to 600.
     pub token_ttl: u64,
     /// Verified push: the login prompt shows a two-digit number that the user must type on
     /// the approval page; a wrong number denies. Default false.
     pub verified_push: bool,
-    /// Connections one client address (an IPv6 /64) may hold open at once. Default 16;
-    /// 1 to 256. Behind a reverse proxy every connection comes from the proxy: raise it, and
-    /// let the proxy limit each client.
-    pub connections_per_address: u32,
+    /// Keys of the listener mfad no longer runs (`listen`, `tls_cert`, `tls_key`,
+    /// `connections_per_address`): read only to refuse them with a message naming
+    /// mfa-web's config, where they belong now.
+    #[serde(flatten, skip_serializing)]
+    pub moved: std::collections::BTreeMap<String, toml::Value>,
 }
+
+/// The `[approval]` keys that moved to mfa-web's config with the listener.
+pub const MOVED_TO_MFA_WEB: [(&str, &str); 4] = [
+    ("listen", "approval.listen"),
+    ("tls_cert", "approval.tls_cert"),
+    ("tls_key", "approval.tls_key"),
+    (
+        "connections_per_address",
+        "approval.connections_per_address",
+    ),
+];
+
+/// Where mfa-web reads its config (mfa-web's `DEFAULT_CONFIG`).
+pub const MFA_WEB_CONFIG: &str = "/etc/mfa/mfa-web.toml";
 
 impl Default for ApprovalConfig {
     fn default() -> Self {
         ApprovalConfig {
-            listen: SocketAddr::from(([127, 0, 0, 1], 8443)),
             public_url: String::new(),
-            tls_cert: None,
-            tls_key: None,
             token_ttl: 60,
             verified_push: false,
-            connections_per_address: 16,
+            moved: Default::default(),
         }
     }
 }
@@ -279,14 +284,26 @@ impl ApprovalConfig {
     pub fn validate(&self) -> Result<(), OobConfigError> {
         // The public URL is what a phone opens; a reverse proxy in front may terminate TLS,
         // so plain http is allowed here (it only makes sense for a test or a private network).
-        check_url("approval.public_url", &self.public_url, true)?;
-        if !(1..=256).contains(&self.connections_per_address) {
-            return Err(invalid(
-                "approval.connections_per_address",
-                self.connections_per_address,
-                "must be 1 to 256",
-            ));
+        if let Some((key, value)) = self.moved.iter().next() {
+            return Err(match MOVED_TO_MFA_WEB.iter().find(|(k, _)| k == key) {
+                Some((short, full)) => invalid(
+                    full,
+                    value
+                        .as_str()
+                        .map_or_else(|| value.to_string(), str::to_string),
+                    format!(
+                        "{full} has moved to mfa-web's config {MFA_WEB_CONFIG} (as `{short}`): \
+                         mfa-web, not mfad, serves the approval pages now; remove it here"
+                    ),
+                ),
+                None => invalid(
+                    "approval",
+                    key,
+                    "is not a setting of [approval] (public_url, token_ttl, verified_push)",
+                ),
+            });
         }
+        check_url("approval.public_url", &self.public_url, true)?;
         if !(10..=600).contains(&self.token_ttl) {
             return Err(invalid(
                 "approval.token_ttl",
@@ -294,33 +311,7 @@ impl ApprovalConfig {
                 "must be 10 to 600 seconds",
             ));
         }
-        match (&self.tls_cert, &self.tls_key) {
-            (Some(_), Some(_)) => Ok(()),
-            (Some(cert), None) => Err(invalid(
-                "approval.tls_key",
-                "",
-                format!(
-                    "must be set because approval.tls_cert is ({})",
-                    cert.display()
-                ),
-            )),
-            (None, Some(key)) => Err(invalid(
-                "approval.tls_cert",
-                "",
-                format!(
-                    "must be set because approval.tls_key is ({})",
-                    key.display()
-                ),
-            )),
-            (None, None) if self.listen.ip().is_loopback() => Ok(()),
-            (None, None) => Err(invalid(
-                "approval.listen",
-                self.listen,
-                "serving plain HTTP is allowed only on a loopback address (127.0.0.1 or ::1, \
-                 behind a reverse proxy); set approval.tls_cert and approval.tls_key to listen \
-                 on this address",
-            )),
-        }
+        Ok(())
     }
 
     /// `public_url` without a trailing slash, ready to have a path appended.
@@ -479,34 +470,32 @@ mod tests {
     #[test]
     fn approval_defaults_are_loopback_and_sixty_seconds() {
         let a = approval("public_url = \"https://mfa.example.org/\"\n");
-        assert_eq!(a.listen, "127.0.0.1:8443".parse().unwrap());
         assert_eq!(a.token_ttl, 60);
         assert!(!a.verified_push);
-        assert!(a.tls_cert.is_none() && a.tls_key.is_none());
         a.validate().unwrap();
         assert_eq!(a.approval_url("T"), "https://mfa.example.org/a/T");
         assert_eq!(a.voice_url("T"), "https://mfa.example.org/twilio/voice/T");
     }
 
     #[test]
-    fn plain_http_on_a_public_address_is_refused() {
-        let a = approval("listen = \"0.0.0.0:8443\"\npublic_url = \"https://mfa.example.org\"\n");
+    fn the_listener_keys_are_refused_naming_mfa_webs_config() {
+        for (key, value) in [
+            ("listen", "\"127.0.0.1:8443\""),
+            ("tls_cert", "\"/etc/mfa/cert.pem\""),
+            ("tls_key", "\"/etc/mfa/key.pem\""),
+            ("connections_per_address", "16"),
+        ] {
+            let a = approval(&format!(
+                "public_url = \"https://m.example.org\"\n{key} = {value}\n"
+            ));
+            let err = a.validate().unwrap_err();
+            assert_eq!(err.key, format!("approval.{key}"));
+            assert!(err.to_string().contains(MFA_WEB_CONFIG), "{err}");
+            assert!(err.to_string().contains("moved"), "{err}");
+        }
+        let a = approval("public_url = \"https://m.example.org\"\nlisen = 1\n");
         let err = a.validate().unwrap_err();
-        assert_eq!(err.key, "approval.listen");
-        assert!(err.to_string().contains("loopback"), "{err}");
-        let a = approval(
-            "listen = \"0.0.0.0:8443\"\npublic_url = \"https://m.example.org\"\n\
-             tls_cert = \"/etc/mfa/cert.pem\"\ntls_key = \"/etc/mfa/key.pem\"\n",
-        );
-        a.validate().unwrap();
-    }
-
-    #[test]
-    fn a_certificate_without_its_key_is_named() {
-        let a = approval("public_url = \"https://m.example.org\"\ntls_cert = \"/c.pem\"\n");
-        assert_eq!(a.validate().unwrap_err().key, "approval.tls_key");
-        let a = approval("public_url = \"https://m.example.org\"\ntls_key = \"/k.pem\"\n");
-        assert_eq!(a.validate().unwrap_err().key, "approval.tls_cert");
+        assert!(err.to_string().contains("not a setting"), "{err}");
     }
 
     #[test]

@@ -3,7 +3,7 @@
 //! compiled here as modules, so a flag added to a program reaches its man page, its
 //! completions and the help-text check below with no second copy to keep in step.
 //!
-//! `mfa-gen man DIR`: mfa.1, mfad.8, mfa-login-prompt.8 (from clap), pam_mfa.8 and
+//! `mfa-gen man DIR`: mfa.1, mfad.8, mfa-login-prompt.8, mfa-web.8 (from clap), pam_mfa.8 and
 //! mfad.toml.5 (hand-written, in packaging/man/; mfad.toml.5 gets conf/mfad.toml appended).
 //! `mfa-gen completions DIR`: DIR/bash/{mfa,mfad}, DIR/zsh/{_mfa,_mfad},
 //! DIR/fish/{mfa,mfad}.fish.
@@ -19,6 +19,10 @@ mod mfad_main;
 #[allow(dead_code, unused_imports)]
 #[path = "../../../mfa-login-prompt/src/main.rs"]
 mod prompt_main;
+
+#[allow(dead_code, unused_imports)]
+#[path = "../../../mfa-web/src/main.rs"]
+mod web_main;
 
 use clap::{Arg, ArgAction, Command, CommandFactory};
 use clap_complete::Shell;
@@ -42,6 +46,11 @@ fn login_prompt() -> Command {
     prompt_main::Args::command()
         .name("mfa-login-prompt")
         .bin_name("mfa-login-prompt")
+}
+fn web() -> Command {
+    web_main::Args::command()
+        .name("mfa-web")
+        .bin_name("mfa-web")
 }
 
 /// Roff-escapes one line of running text: backslashes, and a leading `.` or `'` that roff
@@ -225,6 +234,14 @@ nothing to standard output. Then it replaces itself with the user's shell or com
 /usr/share/doc/mfa/transfer\\-hosts.md.\n.SH \"SEE ALSO\"\n\\fBmfad\\fR(8), \\fBpam_mfa\\fR(8), \
 \\fBmfa\\fR(1), \\fBsshd_config\\fR(5)\n";
 
+const WEB_EXTRA: &str = ".SH FILES\n.TP\n/etc/mfa/mfa\\-web.toml\nThe configuration: listen, \
+tls_cert, tls_key, socket, connections_per_address, requests_per_minute (documented in the \
+file itself and /usr/share/doc/mfa/examples/mfa\\-web.toml).\n.SH SECURITY\nmfa\\-web runs as \
+its own system user (mfa\\-web.service), holds no secret and decides nothing: each page view, \
+answer or voice callback is one request to mfad over its socket, which mfad honours only \
+for the uid of [web] user in mfad.toml.\n.SH \"SEE ALSO\"\n\\fBmfad\\fR(8), \
+\\fBmfad.toml\\fR(5), /usr/share/doc/mfa/README.md\n";
+
 /// mfad.toml(5): the hand-written page, then the shipped example verbatim.
 fn mfad_toml_page() -> String {
     let mut out = MFAD_TOML_5.to_string();
@@ -259,6 +276,10 @@ fn man(dir: &Path) -> Result<(), String> {
     write(
         &dir.join("mfa-login-prompt.8"),
         &page(login_prompt(), "8", PROMPT_EXTRA).map_err(io)?,
+    )?;
+    write(
+        &dir.join("mfa-web.8"),
+        &page(web(), "8", WEB_EXTRA).map_err(io)?,
     )?;
     write(&dir.join("pam_mfa.8"), PAM_MFA_8.as_bytes())?;
     write(&dir.join("mfad.toml.5"), mfad_toml_page().as_bytes())
@@ -325,6 +346,7 @@ mod tests {
             ("mfa", mfa()),
             ("mfad", mfad()),
             ("mfa-login-prompt", login_prompt()),
+            ("mfa-web", web()),
         ] {
             let mut cmd = cmd;
             cmd.build();

@@ -1,0 +1,183 @@
+//! The web role: what mfa-web (the unprivileged web front) may ask mfad, and mfad's replies.
+//!
+//! mfa-web holds no secret and decides nothing: each page view, answer or provider callback
+//! becomes one [`WebRequest`] in a [`crate::Operation::Web`] hello, and mfad answers with one
+//! [`crate::ServerMsg::Web`]. mfad honours the role only for its configured web user (and
+//! root), recognised by the connection's peer credentials.
+
+use serde::{Deserialize, Serialize};
+
+/// One request of the web front. Tokens are the bearer secrets of approval links: never
+/// logged (see [`WebRequest::safe_string`]).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(tag = "request", rename_all = "snake_case")]
+pub enum WebRequest {
+    /// What the approval page for `token` shows (a GET: it decides nothing).
+    ShowApproval { token: String },
+    /// The answer posted from the approval page.
+    DecideApproval {
+        token: String,
+        answer: WebAnswer,
+        /// The number typed for a verified push.
+        #[serde(default)]
+        number: Option<String>,
+    },
+    /// A voice provider's callback, forwarded raw: mfad checks its signature with the auth
+    /// token only mfad holds, over `{approval.public_url}{path}` and `params`.
+    VoiceCallback {
+        step: VoiceStep,
+        token: String,
+        /// The request's path and query as the web front received them.
+        path: String,
+        /// The posted form fields, in order.
+        params: Vec<(String, String)>,
+        /// The `X-Twilio-Signature` header, if any.
+        signature: Option<String>,
+    },
+}
+
+impl WebRequest {
+    /// A description for logs: never the token.
+    pub fn safe_string(&self) -> String {
+        match self {
+            WebRequest::ShowApproval { .. } => "web-show-approval".to_string(),
+            WebRequest::DecideApproval { answer, .. } => {
+                format!("web-decide-approval answer={}", answer.as_str())
+            }
+            WebRequest::VoiceCallback { step, .. } => {
+                format!("web-voice-callback step={}", step.as_str())
+            }
+        }
+    }
+}
+
+/// The three buttons of the approval page.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum WebAnswer {
+    Approve,
+    Deny,
+    /// Deny, and report a login the user did not start (mfad locks the account and alerts).
+    Report,
+}
+
+impl WebAnswer {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            WebAnswer::Approve => "approve",
+            WebAnswer::Deny => "deny",
+            WebAnswer::Report => "report",
+        }
+    }
+}
+
+/// Which of a phone call's two callbacks.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum VoiceStep {
+    /// The call was answered: what to say and which keys to gather.
+    Voice,
+    /// The callee pressed a key (`Digits`).
+    Gather,
+}
+
+impl VoiceStep {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            VoiceStep::Voice => "voice",
+            VoiceStep::Gather => "gather",
+        }
+    }
+}
+
+/// What an approval page shows about the login waiting for an answer. The text is the
+/// client's as mfad holds it; the web front escapes it.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct ApprovalPage {
+    pub user: String,
+    pub host: String,
+    pub rhost: String,
+    /// When the login asked, as shown (UTC).
+    pub time: String,
+    /// The request adds a phone rather than logs in.
+    pub adding_device: bool,
+    /// Verified push: the page asks for the number shown at the login prompt.
+    pub needs_number: bool,
+}
+
+/// The decision an answer led to.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum WebDecision {
+    Approved,
+    Denied,
+    /// A verified push's number did not match: denied.
+    WrongNumber,
+    Reported,
+}
+
+/// Why a request can no longer be answered.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum Closed {
+    /// Unknown, expired or already answered (all look alike to a stranger).
+    Unknown,
+    Expired,
+    /// The login that made it is no longer waiting.
+    Abandoned,
+    /// mfad cannot take answers right now (its cluster relay is down).
+    Unavailable,
+}
+
+/// mfad's one reply to a [`WebRequest`].
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(tag = "reply", rename_all = "snake_case")]
+pub enum WebReply {
+    /// The approval page's content.
+    Approval { page: ApprovalPage },
+    /// The answer was taken; `waiting`: the login was still waiting for it.
+    Decided {
+        decision: WebDecision,
+        waiting: bool,
+    },
+    /// The request is closed (or was never open).
+    Closed { why: Closed },
+    /// The document to return to the voice provider (TwiML).
+    Voice { twiml: String },
+    /// A callback without a valid signature: nothing was done.
+    Forbidden,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{ClientMsg, Operation, ServerMsg};
+
+    #[test]
+    fn web_messages_round_trip_and_log_no_token() {
+        let token = "abcDEF0123456789abcDEF0123456789abcDEF01234";
+        let hello = ClientMsg::Hello {
+            version: crate::PROTOCOL_VERSION,
+            op: Operation::Web(WebRequest::DecideApproval {
+                token: token.into(),
+                answer: WebAnswer::Report,
+                number: None,
+            }),
+        };
+        let json = serde_json::to_string(&hello).unwrap();
+        assert!(json.contains(r#""op":"web""#), "{json}");
+        assert_eq!(serde_json::from_str::<ClientMsg>(&json).unwrap(), hello);
+        let ClientMsg::Hello { op, .. } = hello else {
+            unreachable!()
+        };
+        assert!(!op.safe_string().contains(token));
+        let reply = ServerMsg::Web {
+            reply: WebReply::Decided {
+                decision: WebDecision::Reported,
+                waiting: true,
+            },
+        };
+        let json = serde_json::to_string(&reply).unwrap();
+        assert_eq!(serde_json::from_str::<ServerMsg>(&json).unwrap(), reply);
+    }
+}

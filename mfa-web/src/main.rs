@@ -1,0 +1,115 @@
+//! mfa-web: serves the approval pages and the voice provider's callbacks, relaying each to
+//! mfad. Run it as its own unprivileged user (packaging/mfa-web.service).
+
+use clap::Parser;
+use mfa_web::{DEFAULT_CONFIG, WebConfig, WebServer};
+use std::path::PathBuf;
+use std::process::ExitCode;
+use tokio::signal::unix::{SignalKind, signal};
+use tracing::error;
+
+/// The unprivileged web front of mfa: approval pages and voice callbacks, relayed to mfad.
+#[derive(Parser)]
+#[command(version)]
+pub(crate) struct Args {
+    /// The config file (listen, tls_cert, tls_key, socket, connections_per_address). A
+    /// missing file at the default path means the defaults.
+    #[arg(long, default_value = DEFAULT_CONFIG)]
+    config: PathBuf,
+    /// Overrides `listen`.
+    #[arg(long)]
+    listen: Option<std::net::SocketAddr>,
+    /// Overrides `tls_cert`.
+    #[arg(long)]
+    tls_cert: Option<PathBuf>,
+    /// Overrides `tls_key`.
+    #[arg(long)]
+    tls_key: Option<PathBuf>,
+    /// Overrides `socket` (mfad's).
+    #[arg(long)]
+    socket: Option<PathBuf>,
+    /// Check the config (and that the certificate and key load) and exit: 0 when it is
+    /// good, 1 when it cannot be read or a key is wrong, 2 when a TLS file cannot be used.
+    #[arg(long)]
+    check_config: bool,
+}
+
+fn config(args: &Args) -> Result<WebConfig, mfa_web::WebError> {
+    let mut cfg =
+        if args.config.as_path() == std::path::Path::new(DEFAULT_CONFIG) && !args.config.exists() {
+            WebConfig::default()
+        } else {
+            WebConfig::load(&args.config)?
+        };
+    if let Some(listen) = args.listen {
+        cfg.listen = listen;
+    }
+    if let Some(cert) = &args.tls_cert {
+        cfg.tls_cert = Some(cert.clone());
+    }
+    if let Some(key) = &args.tls_key {
+        cfg.tls_key = Some(key.clone());
+    }
+    if let Some(socket) = &args.socket {
+        cfg.socket = socket.clone();
+    }
+    cfg.validate()?;
+    Ok(cfg)
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let args = Args::parse();
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        // Colours only for a person at a terminal, never into the journal or a log file.
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("MFA_WEB_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .init();
+    let cfg = match config(&args) {
+        Ok(cfg) => cfg,
+        Err(e) => {
+            error!("{e}");
+            eprintln!("mfa-web: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    if args.check_config {
+        if let Err(e) = cfg.check_files() {
+            eprintln!("mfa-web: {e}");
+            return ExitCode::from(2);
+        }
+        println!("{}: OK\n{cfg:#?}", args.config.display());
+        return ExitCode::SUCCESS;
+    }
+    let server = match WebServer::bind(&cfg).await {
+        Ok(s) => s,
+        Err(e) => {
+            error!("{e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let (mut term, mut int) = match (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) {
+        (Ok(t), Ok(i)) => (t, i),
+        _ => {
+            error!("cannot install signal handlers");
+            return ExitCode::FAILURE;
+        }
+    };
+    mfa_web::announce(&server, &cfg.socket);
+    server
+        .serve(async move {
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = int.recv() => {}
+            }
+        })
+        .await;
+    ExitCode::SUCCESS
+}
