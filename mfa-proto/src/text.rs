@@ -38,6 +38,22 @@ fn escape(s: &str, max_chars: usize, needs_escape: impl Fn(char) -> bool) -> Str
     out
 }
 
+/// Text made safe to place in HTML or XML, in content or in a quoted attribute.
+pub fn markup_escape(s: &str) -> String {
+    let mut out = String::with_capacity(s.len() + 8);
+    for c in s.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '"' => out.push_str("&quot;"),
+            '\'' => out.push_str("&#39;"),
+            _ => out.push(c),
+        }
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -148,6 +148,19 @@ pub enum WebReply {
     Forbidden,
 }
 
+/// Approval tokens are 43 characters of URL-safe base64; anything much longer, or with
+/// other characters, is not one: neither the web front nor mfad looks it up.
+pub const MAX_TOKEN_LEN: usize = 64;
+
+/// Whether `token` could be an approval token (see [`MAX_TOKEN_LEN`]).
+pub fn looks_like_token(token: &str) -> bool {
+    !token.is_empty()
+        && token.len() <= MAX_TOKEN_LEN
+        && token
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -52,8 +52,6 @@ const CONNECTION_LIFETIME: Duration = Duration::from_secs(60);
 const MAX_BODY: usize = 16 * 1024;
 /// Largest request head (request line and headers).
 const MAX_HEAD: usize = 16 * 1024;
-/// Tokens are 43 characters; anything much longer is not one and is not sent to mfad.
-const MAX_TOKEN_LEN: usize = 64;
 /// Connecting to mfad's socket must succeed within this.
 pub const MFAD_CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 /// Each read from and write to mfad must finish within this (mfad answers a web request at
@@ -241,34 +239,13 @@ impl Mfad for MfadSocket {
 }
 
 /// Text made safe to place in HTML, in content or in a quoted attribute.
-pub fn escape(s: &str) -> String {
-    let mut out = String::with_capacity(s.len() + 8);
-    for c in s.chars() {
-        match c {
-            '&' => out.push_str("&amp;"),
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '"' => out.push_str("&quot;"),
-            '\'' => out.push_str("&#39;"),
-            _ => out.push(c),
-        }
-    }
-    out
-}
+pub use mfa_proto::text::markup_escape as escape;
 
 struct App {
     mfad: Arc<dyn Mfad>,
 }
 
 type Shared = State<Arc<App>>;
-
-fn looks_like_token(token: &str) -> bool {
-    !token.is_empty()
-        && token.len() <= MAX_TOKEN_LEN
-        && token
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
-}
 
 fn html(status: StatusCode, title: &str, body: &str) -> Response {
     let page = format!(
@@ -353,7 +330,7 @@ fn unexpected() -> Response {
 }
 
 async fn show(State(app): Shared, Path(token): Path<String>) -> Response {
-    if !looks_like_token(&token) {
+    if !mfa_proto::web::looks_like_token(&token) {
         return not_found();
     }
     let page = match app
@@ -428,7 +405,7 @@ async fn decide(
     Path(token): Path<String>,
     Form(form): Form<AnswerForm>,
 ) -> Response {
-    if !looks_like_token(&token) {
+    if !mfa_proto::web::looks_like_token(&token) {
         return not_found();
     }
     let answer = match form.action.as_str() {

@@ -92,24 +92,18 @@ async fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let (mut term, mut int) = match (
-        signal(SignalKind::terminate()),
-        signal(SignalKind::interrupt()),
-    ) {
-        (Ok(t), Ok(i)) => (t, i),
-        _ => {
-            error!("cannot install signal handlers");
-            return ExitCode::FAILURE;
-        }
+    let Ok(mut term) = signal(SignalKind::terminate()) else {
+        error!("cannot install a SIGTERM handler");
+        return ExitCode::FAILURE;
     };
     mfa_web::announce(&server, &cfg.socket);
-    server
-        .serve(async move {
-            tokio::select! {
-                _ = term.recv() => {}
-                _ = int.recv() => {}
-            }
-        })
-        .await;
+    // SIGTERM (systemd) or Ctrl-C (by hand) stops the listener.
+    let stop = async move {
+        tokio::select! {
+            _ = term.recv() => {}
+            _ = tokio::signal::ctrl_c() => {}
+        }
+    };
+    server.serve(stop).await;
     ExitCode::SUCCESS
 }

@@ -38,9 +38,6 @@ impl Default for WebConfig {
     }
 }
 
-/// Tokens are 43 characters; anything much longer is not one and is not hashed.
-const MAX_TOKEN_LEN: usize = 64;
-
 /// What the daemon does when a phone answers. Called from the web service's tasks; must not
 /// block for long.
 pub trait ApprovalHooks: Send + Sync {
@@ -51,14 +48,6 @@ pub trait ApprovalHooks: Send + Sync {
 
     /// Every answer taken through the web front, for the decision log.
     fn decided(&self, _request: &ApprovalRequest, _decision: ApprovalDecision) {}
-}
-
-fn looks_like_token(token: &str) -> bool {
-    !token.is_empty()
-        && token.len() <= MAX_TOKEN_LEN
-        && token
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
 }
 
 /// The web front's requests, answered against the pending approvals.
@@ -166,7 +155,7 @@ impl WebService {
     }
 
     async fn show(&self, token: &str) -> WebReply {
-        let view = if looks_like_token(token) {
+        let view = if mfa_proto::web::looks_like_token(token) {
             self.approvals.peek(token).await
         } else {
             None
@@ -192,7 +181,7 @@ impl WebService {
     }
 
     async fn decide(&self, token: &str, answer: WebAnswer, number: Option<&str>) -> WebReply {
-        if !looks_like_token(token) {
+        if !mfa_proto::web::looks_like_token(token) {
             return WebReply::Closed {
                 why: Closed::Unknown,
             };
@@ -307,7 +296,7 @@ impl WebService {
         }
         let twiml = match step {
             VoiceStep::Voice => {
-                let view = if looks_like_token(token) {
+                let view = if mfa_proto::web::looks_like_token(token) {
                     self.approvals.peek(token).await
                 } else {
                     None
@@ -322,7 +311,7 @@ impl WebService {
                 }
             }
             VoiceStep::Gather => {
-                if !looks_like_token(token) {
+                if !mfa_proto::web::looks_like_token(token) {
                     twilio::say_twiml("This login request is unknown. Goodbye.")
                 } else {
                     let digits = params
