@@ -17,17 +17,10 @@ set -euo pipefail
 
 cd "$(dirname "$0")/.."
 
-if [ "$(id -u)" -ne 0 ]; then
-    echo "scripts/bench.sh: the ssh benchmark creates a user, writes /etc/pam.d and starts sshd;" >&2
-    echo "run it as root: sudo scripts/bench.sh" >&2
-    exit 1
-fi
-
-scripts/deps.sh
-if [ -f "$HOME/.cargo/env" ]; then
-    # shellcheck disable=SC1091
-    . "$HOME/.cargo/env"
-fi
+# shellcheck source=scripts/lib/setup.sh
+. scripts/lib/setup.sh
+require_root scripts/bench.sh "the ssh benchmark creates a user, writes /etc/pam.d and starts sshd"
+deps_and_cargo
 
 cargo build --release -p mfad -p pam_mfa -p mfa -p mfa-bench
 target_dir=${CARGO_TARGET_DIR:-target}

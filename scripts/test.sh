@@ -7,17 +7,10 @@ set -euo pipefail
 
 cd "$(dirname "$0")/.."
 
-if [ "$(id -u)" -ne 0 ]; then
-    echo "scripts/test.sh: the end-to-end tests create users, write /etc/pam.d and start sshd;" >&2
-    echo "run it as root: sudo scripts/test.sh" >&2
-    exit 1
-fi
-
-scripts/deps.sh
-if [ -f "$HOME/.cargo/env" ]; then
-    # shellcheck disable=SC1091
-    . "$HOME/.cargo/env"
-fi
+# shellcheck source=scripts/lib/setup.sh
+. scripts/lib/setup.sh
+require_root scripts/test.sh "the end-to-end tests create users, write /etc/pam.d and start sshd"
+deps_and_cargo
 
 cargo build --workspace
 # The Debian package (a release build of what it installs, then dpkg-deb), which

@@ -149,6 +149,13 @@ enum AddKind {
     },
 }
 
+/// The account an admin command acts on.
+#[derive(clap::Args)]
+struct Account {
+    /// The user's login name.
+    user: String,
+}
+
 #[derive(Subcommand)]
 enum AdminCommand {
     /// Show a user's devices, bypass codes, failures and lock.
@@ -183,25 +190,13 @@ enum AdminCommand {
         json: bool,
     },
     /// Lift a lockout and clear the failure count.
-    Unlock {
-        /// The user's login name.
-        user: String,
-    },
+    Unlock(Account),
     /// Remove all of a user's devices and codes (for a user who lost everything).
-    Reset {
-        /// The user's login name.
-        user: String,
-    },
+    Reset(Account),
     /// Issue new bypass codes for a user (the old ones stop working).
-    BypassCodes {
-        /// The user's login name.
-        user: String,
-    },
+    BypassCodes(Account),
     /// Forget a user's remembered logins (`remember_for`), so the next login asks again.
-    Forget {
-        /// The user's login name.
-        user: String,
-    },
+    Forget(Account),
     /// Import enrolments from google-authenticator or pam_oath, all or none.
     Import {
         #[command(subcommand)]
@@ -460,10 +455,10 @@ fn main() -> ExitCode {
                 low_bypass_below,
                 json,
             },
-            AdminCommand::Unlock { user } => AdminOp::Unlock { user },
-            AdminCommand::Reset { user } => AdminOp::Reset { user },
-            AdminCommand::BypassCodes { user } => AdminOp::BypassCodes { user },
-            AdminCommand::Forget { user } => AdminOp::Forget { user },
+            AdminCommand::Unlock(Account { user }) => AdminOp::Unlock { user },
+            AdminCommand::Reset(Account { user }) => AdminOp::Reset { user },
+            AdminCommand::BypassCodes(Account { user }) => AdminOp::BypassCodes { user },
+            AdminCommand::Forget(Account { user }) => AdminOp::Forget { user },
             AdminCommand::Import { from } => match import_files(&from) {
                 Ok((format, files, dry_run)) => AdminOp::Import {
                     format,

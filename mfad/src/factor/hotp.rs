@@ -4,7 +4,6 @@
 //! codes are looked for in a window of `look_ahead` counters from the next one expected.
 
 use crate::factor::totp::{self, TotpParams};
-use subtle::ConstantTimeEq;
 use zeroize::Zeroizing;
 
 /// HOTP is TOTP with a one-second step and the counter for the time.
@@ -28,17 +27,8 @@ pub fn matching_counter(
     next: u64,
     look_ahead: u64,
 ) -> Option<u64> {
-    if answer.len() != params.digits as usize {
-        return None;
-    }
-    let mut found = None;
-    for counter in next..next.saturating_add(look_ahead.max(1)) {
-        let code = code_at(secret, params, counter);
-        if bool::from(code.as_bytes().ct_eq(answer.as_bytes())) && found.is_none() {
-            found = Some(counter);
-        }
-    }
-    found
+    let last = next.saturating_add(look_ahead.max(1) - 1);
+    totp::first_matching(secret, as_totp(params), answer, next..=last)
 }
 
 #[cfg(test)]

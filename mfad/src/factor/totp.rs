@@ -81,13 +81,25 @@ pub fn matching_step(
     now: i64,
     window: u64,
 ) -> Option<u64> {
+    let current = step_of(now, params);
+    let steps = current.saturating_sub(window)..=current.saturating_add(window);
+    first_matching(secret, params, answer, steps)
+}
+
+/// The first step of `steps` whose code equals `answer`. Every step is compared, in
+/// constant time, so the timing says nothing about which matched (HOTP's counters too).
+pub fn first_matching(
+    secret: &[u8],
+    params: TotpParams,
+    answer: &str,
+    steps: std::ops::RangeInclusive<u64>,
+) -> Option<u64> {
     if answer.len() != params.digits as usize {
         return None;
     }
     let t = totp(secret, params, None, String::new());
-    let current = step_of(now, params);
     let mut found = None;
-    for step in current.saturating_sub(window)..=current.saturating_add(window) {
+    for step in steps {
         let code = Zeroizing::new(t.generate(step * params.period));
         if bool::from(code.as_bytes().ct_eq(answer.as_bytes())) && found.is_none() {
             found = Some(step);

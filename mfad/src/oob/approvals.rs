@@ -115,17 +115,34 @@ pub type RelayFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 /// Answers found for waiting requests: the request's key and the decision.
 pub type Found = Vec<([u8; 32], ApprovalDecision)>;
 
+/// A pending request as every node may answer it: its key, what the page shows, when it
+/// expires and the number verified push asks for.
+#[derive(Debug, Clone, Copy)]
+pub struct Published<'a> {
+    pub key: [u8; 32],
+    pub request: &'a ApprovalRequest,
+    pub expires: i64,
+    pub verify_number: Option<u8>,
+}
+
+/// An answer to record: the request's key, the decision, the number typed (verified push)
+/// and when.
+#[derive(Debug, Clone, Copy)]
+pub struct AnswerToRecord<'a> {
+    pub key: [u8; 32],
+    pub decision: ApprovalDecision,
+    pub typed_number: Option<&'a str>,
+    pub now: i64,
+}
+
+/// The request an answer was taken for, and the decision taken.
+pub type Taken = (ApprovalRequest, ApprovalDecision);
+
 /// Where the nodes of a cluster share their pending approvals. Keys are the SHA-256 of the
 /// tokens: the shared store never holds a usable link either.
 pub trait ApprovalRelay: Send + Sync {
-    /// Makes a request answerable from every node until `expires`.
-    fn publish<'a>(
-        &'a self,
-        key: [u8; 32],
-        request: &'a ApprovalRequest,
-        expires: i64,
-        verify_number: Option<u8>,
-    ) -> RelayFuture<'a, Result<(), RelayError>>;
+    /// Makes a request answerable from every node until it expires.
+    fn publish<'a>(&'a self, p: Published<'a>) -> RelayFuture<'a, Result<(), RelayError>>;
     /// A request still waiting (unanswered, not expired at `now`).
     fn peek(
         &self,
@@ -135,13 +152,7 @@ pub trait ApprovalRelay: Send + Sync {
     /// Records an answer, once: only the first answer to an unanswered, unexpired request is
     /// taken (the verify number checked as [`taken_decision`] does), and the waiting node is
     /// woken. Returns the request and the decision taken.
-    fn answer<'a>(
-        &'a self,
-        key: [u8; 32],
-        decision: ApprovalDecision,
-        typed_number: Option<&'a str>,
-        now: i64,
-    ) -> RelayFuture<'a, Result<(ApprovalRequest, ApprovalDecision), DecideError>>;
+    fn answer<'a>(&'a self, a: AnswerToRecord<'a>) -> RelayFuture<'a, Result<Taken, DecideError>>;
     /// Withdraws a request nobody answered in time; when an answer was recorded first,
     /// returns it instead.
     fn withdraw(
@@ -288,12 +299,12 @@ impl ApprovalStore {
         let pending = self.create_local(request, ttl)?;
         if let (Some(relay), Some(request)) = (self.relay(), published)
             && let Err(e) = relay
-                .publish(
-                    pending.key,
-                    &request,
-                    pending.expires,
-                    pending.verify_number,
-                )
+                .publish(Published {
+                    key: pending.key,
+                    request: &request,
+                    expires: pending.expires,
+                    verify_number: pending.verify_number,
+                })
                 .await
         {
             tracing::debug!("cannot publish an approval request: {e}");
@@ -397,7 +408,14 @@ impl ApprovalStore {
         let key = key_of(token);
         if let Some(relay) = self.relay() {
             let now = self.clock.now();
-            let (request, taken) = relay.answer(key, decision, typed_number, now).await?;
+            let (request, taken) = relay
+                .answer(AnswerToRecord {
+                    key,
+                    decision,
+                    typed_number,
+                    now,
+                })
+                .await?;
             let waiting = self.deliver(key, taken).unwrap_or(true);
             return Ok(Answered {
                 request,

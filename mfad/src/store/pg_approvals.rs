@@ -10,8 +10,9 @@
 use super::StoreError;
 use super::postgres::{PgOptions, connect_client};
 use crate::oob::approvals::{
-    ApprovalDecision, ApprovalMethod, ApprovalRelay, ApprovalRequest, ApprovalStore, DecideError,
-    Found, PendingView, RelayError, RelayFuture, taken_decision,
+    AnswerToRecord, ApprovalDecision, ApprovalMethod, ApprovalRelay, ApprovalRequest,
+    ApprovalStore, DecideError, Found, PendingView, Published, RelayError, RelayFuture, Taken,
+    taken_decision,
 };
 use std::sync::{Arc, Weak};
 use std::time::Duration;
@@ -141,13 +142,8 @@ fn view_of(row: &tokio_postgres::Row) -> Result<PendingView, tokio_postgres::Err
 }
 
 impl ApprovalRelay for PgRelay {
-    fn publish<'a>(
-        &'a self,
-        key: [u8; 32],
-        request: &'a ApprovalRequest,
-        expires: i64,
-        verify_number: Option<u8>,
-    ) -> RelayFuture<'a, Result<(), RelayError>> {
+    fn publish<'a>(&'a self, p: Published<'a>) -> RelayFuture<'a, Result<(), RelayError>> {
+        let (key, request, expires, verify_number) = (p.key, p.request, p.expires, p.verify_number);
         Box::pin(async move {
             self.run(|c| async move {
                 c.execute(
@@ -203,13 +199,8 @@ impl ApprovalRelay for PgRelay {
         })
     }
 
-    fn answer<'a>(
-        &'a self,
-        key: [u8; 32],
-        decision: ApprovalDecision,
-        typed_number: Option<&'a str>,
-        now: i64,
-    ) -> RelayFuture<'a, Result<(ApprovalRequest, ApprovalDecision), DecideError>> {
+    fn answer<'a>(&'a self, a: AnswerToRecord<'a>) -> RelayFuture<'a, Result<Taken, DecideError>> {
+        let (key, decision, typed_number, now) = (a.key, a.decision, a.typed_number, a.now);
         Box::pin(async move {
             let outcome = self
                 .run(|c| async move {
