@@ -254,12 +254,42 @@ enum ImportFrom {
 /// The home directory the user database gives `user`.
 // The CLI only finds which file to read; mfad looks the account up again and decides.
 #[allow(clippy::disallowed_methods)]
-fn home_of(user: &str) -> Result<PathBuf, String> {
+fn home_of(user: &str) -> Result<PathBuf, ImportError> {
     match nix::unistd::User::from_name(user) {
         Ok(Some(u)) => Ok(u.dir),
-        Ok(None) => Err(format!("{user}: no such user")),
-        Err(e) => Err(format!("{user}: cannot look the user up: {e}")),
+        Ok(None) => Err(ImportError::NoSuchUser(user.into())),
+        Err(why) => Err(ImportError::Lookup {
+            user: user.into(),
+            why,
+        }),
     }
+}
+
+/// Why `mfa admin import` found nothing to send.
+#[derive(Debug, thiserror::Error)]
+enum ImportError {
+    #[error("{0}: no such user")]
+    NoSuchUser(String),
+    #[error("{user}: cannot look the user up: {why}")]
+    Lookup { user: String, why: nix::Error },
+    #[error("cannot read {}: {source}", path.display())]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{} is not UTF-8 text", .0.display())]
+    NotText(PathBuf),
+    #[error("--secret needs the users to import named")]
+    SecretNeedsUsers,
+    #[error("cannot list {}: {source}", dir.display())]
+    List {
+        dir: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("no {}/*/.google_authenticator found", .0.display())]
+    NoneFound(PathBuf),
+    #[error("too much to import at once; give fewer users per run")]
+    TooMuch,
 }
 
 /// Where `user`'s google-authenticator file is: `secret` (pam_google_authenticator's
@@ -268,7 +298,7 @@ fn ga_file(
     user: &str,
     home_root: Option<&std::path::Path>,
     secret: Option<&str>,
-) -> Result<PathBuf, String> {
+) -> Result<PathBuf, ImportError> {
     if let Some(template) = secret {
         let needs_home = template.starts_with('~') || template.contains("${HOME}");
         let home = if needs_home {
@@ -290,10 +320,12 @@ fn ga_file(
 }
 
 /// Reads a file to import, naming it in any error.
-fn read_import(path: &std::path::Path, user: Option<String>) -> Result<ImportFile, String> {
-    let bytes = std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
-    let text =
-        String::from_utf8(bytes).map_err(|_| format!("{} is not UTF-8 text", path.display()))?;
+fn read_import(path: &std::path::Path, user: Option<String>) -> Result<ImportFile, ImportError> {
+    let bytes = std::fs::read(path).map_err(|source| ImportError::Read {
+        path: path.into(),
+        source,
+    })?;
+    let text = String::from_utf8(bytes).map_err(|_| ImportError::NotText(path.into()))?;
     Ok(ImportFile {
         path: path.display().to_string(),
         user,
@@ -302,7 +334,7 @@ fn read_import(path: &std::path::Path, user: Option<String>) -> Result<ImportFil
 }
 
 /// The files `mfa admin import` sends, or the error to print.
-fn import_files(from: &ImportFrom) -> Result<(ImportFormat, Vec<ImportFile>, bool), String> {
+fn import_files(from: &ImportFrom) -> Result<(ImportFormat, Vec<ImportFile>, bool), ImportError> {
     let (format, files, dry_run) = match from {
         ImportFrom::Oath { file, dry_run } => {
             (ImportFormat::Oath, vec![read_import(file, None)?], *dry_run)
@@ -315,12 +347,14 @@ fn import_files(from: &ImportFrom) -> Result<(ImportFormat, Vec<ImportFile>, boo
         } => {
             let users = if users.is_empty() {
                 if secret.is_some() {
-                    return Err("--secret needs the users to import named".into());
+                    return Err(ImportError::SecretNeedsUsers);
                 }
                 let home_root = home_root.clone().unwrap_or_else(|| PathBuf::from("/home"));
                 let mut found = Vec::new();
-                let dir = std::fs::read_dir(&home_root)
-                    .map_err(|e| format!("cannot list {}: {e}", home_root.display()))?;
+                let dir = std::fs::read_dir(&home_root).map_err(|source| ImportError::List {
+                    dir: home_root.clone(),
+                    source,
+                })?;
                 for entry in dir.flatten() {
                     if entry.path().join(".google_authenticator").is_file() {
                         found.push(entry.file_name().to_string_lossy().into_owned());
@@ -328,10 +362,7 @@ fn import_files(from: &ImportFrom) -> Result<(ImportFormat, Vec<ImportFile>, boo
                 }
                 found.sort();
                 if found.is_empty() {
-                    return Err(format!(
-                        "no {}/*/.google_authenticator found",
-                        home_root.display()
-                    ));
+                    return Err(ImportError::NoneFound(home_root));
                 }
                 found
             } else {
@@ -347,7 +378,7 @@ fn import_files(from: &ImportFrom) -> Result<(ImportFormat, Vec<ImportFile>, boo
     };
     let size: usize = files.iter().map(|f| f.text.len() + f.path.len() + 64).sum();
     if size > mfa_proto::MAX_FRAME / 2 {
-        return Err("too much to import at once; give fewer users per run".into());
+        return Err(ImportError::TooMuch);
     }
     Ok((format, files, dry_run))
 }
@@ -544,27 +575,29 @@ mod tests {
     fn a_users_google_authenticator_file_is_found_where_pam_google_authenticator_looks() {
         // Default: the home directory the user database gives.
         assert_eq!(
-            ga_file("root", None, None),
-            Ok(PathBuf::from("/root/.google_authenticator"))
+            ga_file("root", None, None).ok(),
+            Some(PathBuf::from("/root/.google_authenticator"))
         );
         assert_eq!(
-            ga_file("root", Some(Path::new("/srv/homes")), None),
-            Ok(PathBuf::from("/srv/homes/root/.google_authenticator"))
+            ga_file("root", Some(Path::new("/srv/homes")), None).ok(),
+            Some(PathBuf::from("/srv/homes/root/.google_authenticator"))
         );
         // pam_google_authenticator's secret= syntax.
         assert_eq!(
-            ga_file("root", None, Some("/var/lib/ga/${USER}")),
-            Ok(PathBuf::from("/var/lib/ga/root"))
+            ga_file("root", None, Some("/var/lib/ga/${USER}")).ok(),
+            Some(PathBuf::from("/var/lib/ga/root"))
         );
         assert_eq!(
-            ga_file("root", None, Some("~/.ga-${USER}")),
-            Ok(PathBuf::from("/root/.ga-root"))
+            ga_file("root", None, Some("~/.ga-${USER}")).ok(),
+            Some(PathBuf::from("/root/.ga-root"))
         );
         assert_eq!(
-            ga_file("root", None, Some("${HOME}/.config/ga")),
-            Ok(PathBuf::from("/root/.config/ga"))
+            ga_file("root", None, Some("${HOME}/.config/ga")).ok(),
+            Some(PathBuf::from("/root/.config/ga"))
         );
-        let unknown = ga_file("no-such-user-mfa-test", None, None).unwrap_err();
+        let unknown = ga_file("no-such-user-mfa-test", None, None)
+            .unwrap_err()
+            .to_string();
         assert!(unknown.contains("no such user"), "{unknown}");
     }
 }

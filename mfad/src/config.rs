@@ -513,12 +513,10 @@ impl Config {
             path: path.to_path_buf(),
             message: e.to_string(),
         })?;
-        self.policy
-            .validate()
-            .map_err(|message| ConfigError::Parse {
-                path: path.to_path_buf(),
-                message,
-            })?;
+        self.policy.validate().map_err(|e| ConfigError::Parse {
+            path: path.to_path_buf(),
+            message: e.to_string(),
+        })?;
         let oob = |e: crate::oob::config::OobConfigError| ConfigError::Parse {
             path: path.to_path_buf(),
             message: e.to_string(),

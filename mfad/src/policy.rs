@@ -32,17 +32,23 @@ pub struct PolicyConfig {
     pub security_key: bool,
 }
 
+/// A `[policy]` value out of its range.
+#[derive(Debug, thiserror::Error)]
+pub enum PolicyError {
+    #[error("policy.remember_for = {0} is out of range: must be 0 to {MAX_REMEMBER} seconds")]
+    RememberFor(u64),
+    #[error("policy: {0:?} is not a group name")]
+    NotAGroup(String),
+}
+
 impl PolicyConfig {
-    pub fn validate(&self) -> Result<(), String> {
+    pub fn validate(&self) -> Result<(), PolicyError> {
         if self.remember_for > MAX_REMEMBER {
-            return Err(format!(
-                "policy.remember_for = {} is out of range: must be 0 to {MAX_REMEMBER} seconds",
-                self.remember_for
-            ));
+            return Err(PolicyError::RememberFor(self.remember_for));
         }
         for g in self.exempt_groups.iter().chain(&self.require_groups) {
             if g.is_empty() || g.chars().any(|c| c.is_control() || c.is_whitespace()) {
-                return Err(format!("policy: {g:?} is not a group name"));
+                return Err(PolicyError::NotAGroup(g.clone()));
             }
         }
         Ok(())
@@ -181,6 +187,11 @@ mod tests {
             remember_for: MAX_REMEMBER + 1,
             ..Default::default()
         };
-        assert!(p.validate().unwrap_err().contains("policy.remember_for"));
+        assert!(
+            p.validate()
+                .unwrap_err()
+                .to_string()
+                .contains("policy.remember_for")
+        );
     }
 }
