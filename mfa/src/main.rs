@@ -254,20 +254,20 @@ enum ImportFrom {
 /// The home directory the user database gives `user`.
 // The CLI only finds which file to read; mfad looks the account up again and decides.
 #[allow(clippy::disallowed_methods)]
-fn home_of(user: &str) -> Result<PathBuf, ImportError> {
+fn home_of(user: &str) -> Result<PathBuf, InputError> {
     match nix::unistd::User::from_name(user) {
         Ok(Some(u)) => Ok(u.dir),
-        Ok(None) => Err(ImportError::NoSuchUser(user.into())),
-        Err(why) => Err(ImportError::Lookup {
+        Ok(None) => Err(InputError::NoSuchUser(user.into())),
+        Err(why) => Err(InputError::Lookup {
             user: user.into(),
             why,
         }),
     }
 }
 
-/// Why `mfa admin import` found nothing to send.
+/// Why what the CLI was to read and send (import files, a public key) could not be read.
 #[derive(Debug, thiserror::Error)]
-enum ImportError {
+enum InputError {
     #[error("{0}: no such user")]
     NoSuchUser(String),
     #[error("{user}: cannot look the user up: {why}")]
@@ -290,6 +290,10 @@ enum ImportError {
     NoneFound(PathBuf),
     #[error("too much to import at once; give fewer users per run")]
     TooMuch,
+    #[error("{} is not an OpenSSH .pub file", .0.display())]
+    NotAPublicKey(PathBuf),
+    #[error("no public key given on standard input")]
+    NoPublicKey,
 }
 
 /// Where `user`'s google-authenticator file is: `secret` (pam_google_authenticator's
@@ -298,7 +302,7 @@ fn ga_file(
     user: &str,
     home_root: Option<&std::path::Path>,
     secret: Option<&str>,
-) -> Result<PathBuf, ImportError> {
+) -> Result<PathBuf, InputError> {
     if let Some(template) = secret {
         let needs_home = template.starts_with('~') || template.contains("${HOME}");
         let home = if needs_home {
@@ -320,12 +324,12 @@ fn ga_file(
 }
 
 /// Reads a file to import, naming it in any error.
-fn read_import(path: &std::path::Path, user: Option<String>) -> Result<ImportFile, ImportError> {
-    let bytes = std::fs::read(path).map_err(|source| ImportError::Read {
+fn read_import(path: &std::path::Path, user: Option<String>) -> Result<ImportFile, InputError> {
+    let bytes = std::fs::read(path).map_err(|source| InputError::Read {
         path: path.into(),
         source,
     })?;
-    let text = String::from_utf8(bytes).map_err(|_| ImportError::NotText(path.into()))?;
+    let text = String::from_utf8(bytes).map_err(|_| InputError::NotText(path.into()))?;
     Ok(ImportFile {
         path: path.display().to_string(),
         user,
@@ -334,7 +338,7 @@ fn read_import(path: &std::path::Path, user: Option<String>) -> Result<ImportFil
 }
 
 /// The files `mfa admin import` sends, or the error to print.
-fn import_files(from: &ImportFrom) -> Result<(ImportFormat, Vec<ImportFile>, bool), ImportError> {
+fn import_files(from: &ImportFrom) -> Result<(ImportFormat, Vec<ImportFile>, bool), InputError> {
     let (format, files, dry_run) = match from {
         ImportFrom::Oath { file, dry_run } => {
             (ImportFormat::Oath, vec![read_import(file, None)?], *dry_run)
@@ -347,11 +351,11 @@ fn import_files(from: &ImportFrom) -> Result<(ImportFormat, Vec<ImportFile>, boo
         } => {
             let users = if users.is_empty() {
                 if secret.is_some() {
-                    return Err(ImportError::SecretNeedsUsers);
+                    return Err(InputError::SecretNeedsUsers);
                 }
                 let home_root = home_root.clone().unwrap_or_else(|| PathBuf::from("/home"));
                 let mut found = Vec::new();
-                let dir = std::fs::read_dir(&home_root).map_err(|source| ImportError::List {
+                let dir = std::fs::read_dir(&home_root).map_err(|source| InputError::List {
                     dir: home_root.clone(),
                     source,
                 })?;
@@ -362,7 +366,7 @@ fn import_files(from: &ImportFrom) -> Result<(ImportFormat, Vec<ImportFile>, boo
                 }
                 found.sort();
                 if found.is_empty() {
-                    return Err(ImportError::NoneFound(home_root));
+                    return Err(InputError::NoneFound(home_root));
                 }
                 found
             } else {
@@ -378,7 +382,7 @@ fn import_files(from: &ImportFrom) -> Result<(ImportFormat, Vec<ImportFile>, boo
     };
     let size: usize = files.iter().map(|f| f.text.len() + f.path.len() + 64).sum();
     if size > mfa_proto::MAX_FRAME / 2 {
-        return Err(ImportError::TooMuch);
+        return Err(InputError::TooMuch);
     }
     Ok((format, files, dry_run))
 }
@@ -388,21 +392,23 @@ fn import_files(from: &ImportFrom) -> Result<(ImportFormat, Vec<ImportFile>, boo
 fn read_public_key(
     file: Option<&std::path::Path>,
     terminal: &mut Terminal,
-) -> Result<String, String> {
+) -> Result<String, InputError> {
     match file.filter(|p| p.as_os_str() != "-") {
         Some(path) => {
             // A .pub line is short; a file much longer is not one.
-            let bytes =
-                std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+            let bytes = std::fs::read(path).map_err(|source| InputError::Read {
+                path: path.into(),
+                source,
+            })?;
             if bytes.len() > 16 * 1024 {
-                return Err(format!("{} is not an OpenSSH .pub file", path.display()));
+                return Err(InputError::NotAPublicKey(path.into()));
             }
-            String::from_utf8(bytes).map_err(|_| format!("{} is not UTF-8 text", path.display()))
+            String::from_utf8(bytes).map_err(|_| InputError::NotText(path.into()))
         }
         None => terminal
             .prompt("Public key (the line of the .pub file): ", true)
             .map(|line| line.to_string())
-            .ok_or_else(|| "no public key given on standard input".to_string()),
+            .ok_or(InputError::NoPublicKey),
     }
 }
 
