@@ -349,14 +349,7 @@ fn google_authenticator_file(user: &TestUser) -> Result<(PathBuf, String, Vec<u8
 impl World {
     fn start(mfad_bin: &Path, bin: &Path, n_users: usize) -> Result<World, BenchError> {
         mfa_e2e::paths::require_root()?;
-        let module = crate::ssh::require_modules(
-            bin,
-            &[
-                ("pam_permit.so", "libpam-modules"),
-                ("pam_google_authenticator.so", "libpam-google-authenticator"),
-                ("pam_oath.so", "libpam-oath"),
-            ],
-        )?;
+        let module = crate::ssh::require_modules(bin, &[("pam_permit.so", "libpam-modules")])?;
         let name = unique_name();
         let scratch = ScratchDir::new(&name)?;
         let dir = scratch.path().to_path_buf();

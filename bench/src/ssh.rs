@@ -90,8 +90,16 @@ fn require(path: &str, package: &str) -> Result<(), BenchError> {
 
 /// Checks that the PAM modules compared with pam_mfa (module, Debian package) are installed,
 /// and that pam_mfa is built in `bin`; returns pam_mfa's path.
-pub(crate) fn require_modules(bin: &Path, modules: &[(&str, &str)]) -> Result<PathBuf, BenchError> {
-    for (module, package) in modules {
+/// The modules every benchmark compares pam_mfa with, and their Debian packages.
+const COMPARED: [(&str, &str); 2] = [
+    ("pam_google_authenticator.so", "libpam-google-authenticator"),
+    ("pam_oath.so", "libpam-oath"),
+];
+
+/// Checks that the compared modules (and `more`) are installed and pam_mfa is built; returns
+/// pam_mfa's path.
+pub(crate) fn require_modules(bin: &Path, more: &[(&str, &str)]) -> Result<PathBuf, BenchError> {
+    for (module, package) in COMPARED.iter().chain(more) {
         if security_module(module).is_none() {
             return Err(BenchError(format!(
                 "{module} is missing: apt-get install {package} (scripts/deps.sh installs it)"
@@ -121,13 +129,7 @@ impl World {
     fn start(bin: &Path) -> Result<World, BenchError> {
         mfa_e2e::paths::require_root()?;
         require("/usr/bin/python3", "python3-paramiko")?;
-        let module = require_modules(
-            bin,
-            &[
-                ("pam_google_authenticator.so", "libpam-google-authenticator"),
-                ("pam_oath.so", "libpam-oath"),
-            ],
-        )?;
+        let module = require_modules(bin, &[])?;
         let name = unique_name();
         let scratch = ScratchDir::new(&name)?;
         let dir = scratch.path().to_path_buf();

@@ -50,6 +50,17 @@ pub struct TotpParams {
     pub period: u64,
 }
 
+impl Default for TotpParams {
+    /// RFC 6238's and every authenticator app's: SHA-1, 6 digits, 30 seconds.
+    fn default() -> Self {
+        TotpParams {
+            algorithm: HashAlgorithm::Sha1,
+            digits: 6,
+            period: 30,
+        }
+    }
+}
+
 fn totp(secret: &[u8], params: TotpParams, issuer: Option<String>, account: String) -> TOTP {
     TOTP::new_unchecked(
         params.algorithm.to_lib(),

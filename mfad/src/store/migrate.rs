@@ -181,18 +181,14 @@ fn merged(store: &Store, mut existing: Dump, incoming: &Dump) -> Result<(Dump, u
 mod tests {
     use super::*;
     use crate::factor::bypass;
-    use crate::factor::totp::{HashAlgorithm, TotpParams};
+    use crate::factor::totp::TotpParams;
     use crate::sealing::StoreKey;
     use crate::store::RememberScope;
     use crate::store::sqlite::SqliteBackend;
     use std::sync::Arc;
 
     fn params() -> TotpParams {
-        TotpParams {
-            algorithm: HashAlgorithm::Sha1,
-            digits: 6,
-            period: 30,
-        }
+        TotpParams::default()
     }
 
     fn stores(n: usize) -> Vec<Store> {

@@ -655,11 +655,7 @@ mod tests {
     use std::os::unix::fs::PermissionsExt;
 
     fn params() -> TotpParams {
-        TotpParams {
-            algorithm: HashAlgorithm::Sha1,
-            digits: 6,
-            period: 30,
-        }
+        TotpParams::default()
     }
 
     #[test]
