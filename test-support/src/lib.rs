@@ -117,12 +117,19 @@ impl TestDaemon {
         let socket = config.socket.clone();
         let with_web = config.approval.is_some();
         let serving = Arc::clone(&daemon);
+        let web_timeouts = Timeouts {
+            hello: Duration::from_secs(10),
+            answer: Duration::from_secs(config.answer_timeout),
+            keepalive: KEEPALIVE_INTERVAL,
+        };
         let thread = std::thread::spawn(move || {
             let rt = tokio::runtime::Runtime::new().unwrap();
             rt.block_on(async move {
                 let listener = mfad::server::bind(&socket).unwrap();
                 // The web front too, when approvals are configured: mfa-web's server,
-                // relaying to this daemon over its socket as the mfa-web binary does.
+                // its requests handed to this daemon in-process as root (the binary relays
+                // them over the socket; tests/tests/out_of_band.rs runs that end to end), so
+                // these tests need no root either.
                 let (stop_all, stopped) = tokio::sync::watch::channel(false);
                 let (endpoint, web_addr) = if with_web {
                     let cfg = mfa_web::WebConfig {
@@ -130,7 +137,13 @@ impl TestDaemon {
                         socket: socket.clone(),
                         ..mfa_web::WebConfig::default()
                     };
-                    let server = mfa_web::WebServer::bind(&cfg).await.unwrap();
+                    let web = InProcessWeb {
+                        daemon: Arc::clone(&serving),
+                        timeouts: web_timeouts,
+                    };
+                    let server = mfa_web::WebServer::bind_with(&cfg, Arc::new(web))
+                        .await
+                        .unwrap();
                     let addr = server.local_addr();
                     let mut stop = stopped.clone();
                     let task = tokio::spawn(server.serve(async move {
@@ -320,6 +333,36 @@ impl mfa_proto::Transport for Live {
                 std::sync::mpsc::RecvTimeoutError::Timeout => ClientError::TimedOut,
                 std::sync::mpsc::RecvTimeoutError::Disconnected => ClientError::Closed,
             })
+    }
+}
+
+/// mfa-web's requests answered by the test daemon in-process: one conversation each, as
+/// root, over a [`LiveDialogue`] that reads nothing and keeps what mfad said.
+struct InProcessWeb {
+    daemon: Arc<Daemon>,
+    timeouts: Timeouts,
+}
+
+impl mfa_web::Mfad for InProcessWeb {
+    fn ask(&self, request: mfa_proto::WebRequest) -> mfa_web::Reply<'_> {
+        Box::pin(async move {
+            let (_to_daemon, from_client) = tokio::sync::mpsc::unbounded_channel();
+            let (to_client, from_daemon) = std::sync::mpsc::channel();
+            let dialogue = LiveDialogue {
+                from_client,
+                to_client,
+            };
+            let mut conn = Conn::over(Box::new(dialogue), 0, self.timeouts);
+            self.daemon.converse(&mut conn, Operation::Web(request)).await;
+            drop(conn);
+            from_daemon
+                .try_iter()
+                .find_map(|msg| match msg {
+                    ServerMsg::Web { reply } => Some(reply),
+                    _ => None,
+                })
+                .ok_or(mfa_web::MfadError::Client(ClientError::Closed))
+        })
     }
 }
 
