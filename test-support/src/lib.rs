@@ -353,7 +353,9 @@ impl mfa_web::Mfad for InProcessWeb {
                 to_client,
             };
             let mut conn = Conn::over(Box::new(dialogue), 0, self.timeouts);
-            self.daemon.converse(&mut conn, Operation::Web(request)).await;
+            self.daemon
+                .converse(&mut conn, Operation::Web(request))
+                .await;
             drop(conn);
             from_daemon
                 .try_iter()
