@@ -109,13 +109,14 @@ impl TestDaemon {
             clock: Arc::new(clock.clone()),
             accounts: accounts.unwrap_or_else(|| Arc::new(mfad::accounts::NssAccounts)),
             random: Arc::new(mfad::random::SeededRandom::new(SEED)),
+            passwords: Arc::new(TestPasswords),
         };
         let daemon = Daemon::in_world(config.clone(), store, world);
         let daemon = Arc::new(daemon.unwrap());
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
         let (ready_tx, ready_rx) = std::sync::mpsc::channel();
         let socket = config.socket.clone();
-        let with_web = config.approval.is_some();
+        let with_web = config.approval.is_some() || config.web.public_url.is_some();
         let serving = Arc::clone(&daemon);
         let thread = std::thread::spawn(move || {
             let rt = tokio::runtime::Runtime::new().unwrap();
@@ -355,6 +356,22 @@ impl Drop for TestDaemon {
         }
         if let Some(t) = self.thread.take() {
             let _ = t.join();
+        }
+    }
+}
+
+/// The password every user has for the enrolment page in a [`TestDaemon`].
+pub const TEST_PASSWORD: &str = "right horse battery";
+
+/// Passwords as the test daemon checks them: [`TEST_PASSWORD`] for every user.
+struct TestPasswords;
+
+impl mfad::password::PasswordCheck for TestPasswords {
+    fn check(&self, _user: &str, password: &str) -> mfad::password::PasswordVerdict {
+        if password == TEST_PASSWORD {
+            mfad::password::PasswordVerdict::Right
+        } else {
+            mfad::password::PasswordVerdict::Wrong
         }
     }
 }
