@@ -211,16 +211,15 @@ impl EnrolmentDesk {
         let now = self.core.clock.now();
         {
             let mut map = self.pending.lock();
-            match map.get_mut(&key).map(|p| {
-                p.touch(now);
-                p
-            }) {
-                Some(p) if p.password_ok => {
-                    p.secret = Some(secret.clone());
-                    p.code_tries = 0;
-                }
-                _ => return WebReply::OutOfOrder,
+            let Some(p) = map.get_mut(&key) else {
+                return WebReply::OutOfOrder;
+            };
+            p.touch(now);
+            if !p.password_ok {
+                return WebReply::OutOfOrder;
             }
+            p.secret = Some(secret.clone());
+            p.code_tries = 0;
         }
         let uri = totp::otpauth_uri(&secret, params, &self.core.issuer, &user);
         let b32 = totp::secret_base32(&secret);
