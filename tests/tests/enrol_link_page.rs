@@ -53,6 +53,23 @@ fn an_unenrolled_ssh_login_gets_a_link_and_the_page_in_chromium_enrols_the_app_f
         "Set up two-factor login"
     );
     browser.screenshot("enrol-link-1-password.png");
+    // A wrong password: PAM (through mfad) refuses it, and it counts toward the lockout.
+    browser.type_into("#password", "not-the-password");
+    browser.click("button[type=submit]");
+    assert_eq!(
+        browser.wait_title("Set up two-factor login"),
+        "Set up two-factor login"
+    );
+    assert!(
+        browser.text("main").contains("That password is not right"),
+        "{}",
+        browser.text("main")
+    );
+    assert!(
+        env.mfad_log().contains("enrolment page; wrong password"),
+        "{}",
+        env.mfad_log()
+    );
     browser.type_into("#password", env.password());
     browser.click("button[type=submit]");
     assert_eq!(browser.wait_title("Add the app"), "Add the app");
