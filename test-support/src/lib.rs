@@ -122,7 +122,7 @@ impl TestDaemon {
             let rt = tokio::runtime::Runtime::new().unwrap();
             rt.block_on(async move {
                 let listener = mfad::server::bind(&socket).unwrap();
-                // The web front too, when approvals are configured: mfa-web's server,
+                // The web front too, when approvals or enrolment links are configured: mfa-web's server,
                 // relaying to this daemon over its socket as the mfa-web binary does.
                 let (stop_all, stopped) = tokio::sync::watch::channel(false);
                 let (endpoint, web_addr) = if with_web {
@@ -167,7 +167,8 @@ impl TestDaemon {
         }
     }
 
-    /// Where the web front listens (`[approval]` set), as `http://127.0.0.1:PORT`.
+    /// Where the web front listens (`[approval]` or `[web] public_url` set), as
+    /// `http://127.0.0.1:PORT`.
     pub fn web_url(&self) -> Option<String> {
         self.web.map(|a| format!("http://{a}"))
     }
