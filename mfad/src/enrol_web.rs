@@ -143,6 +143,11 @@ impl EnrolmentDesk {
         }
         {
             let mut map = self.pending.lock();
+            // Links left unused never come back to be removed: drop those idle past the
+            // longest a link can live, so the map stays small.
+            if map.len() > 1024 {
+                map.retain(|_, p| now.saturating_sub(p.last) <= 86_400);
+            }
             let progress = map.entry(key).or_default();
             progress.touch(now);
             if progress.password_tries >= MAX_PASSWORD_TRIES {
