@@ -48,7 +48,9 @@ done
 install -D -m 0600 conf/mfad.toml "$STAGE/etc/mfa/mfad.toml"
 # mfa-web's holds no secret: readable by its own user.
 install -D -m 0644 conf/mfa-web.toml "$STAGE/etc/mfa/mfa-web.toml"
-printf '%s\n' /etc/mfa/mfad.toml /etc/mfa/mfa-web.toml >"$STAGE/DEBIAN/conffiles"
+# The PAM service mfad checks the enrolment page's passwords through.
+install -D -m 0644 packaging/pam.d/mfa-web "$STAGE/etc/pam.d/mfa-web"
+printf '%s\n' /etc/mfa/mfad.toml /etc/mfa/mfa-web.toml /etc/pam.d/mfa-web >"$STAGE/DEBIAN/conffiles"
 
 # Man pages and completions.
 GEN=$OUT/gen

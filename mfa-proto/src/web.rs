@@ -22,6 +22,17 @@ pub enum WebRequest {
         #[serde(default)]
         number: Option<String>,
     },
+    /// The enrolment page for an enrolment link's `token` (a GET: it decides nothing):
+    /// whose link it is, or [`WebReply::Closed`].
+    OpenEnrolment { token: String },
+    /// The password typed on the enrolment page, for the link's user (mfad checks it
+    /// through its own PAM service; a wrong one counts toward the user's lockout).
+    EnrolmentPassword { token: String, password: Password },
+    /// After the password: a new authenticator app's secret, held pending in mfad for the
+    /// link until a code from it is confirmed.
+    BeginTotp { token: String },
+    /// A code from the new app: enrols it and spends the link, once.
+    ConfirmTotp { token: String, code: String },
     /// A voice provider's callback, forwarded raw: mfad checks its signature with the auth
     /// token only mfad holds, over `{approval.public_url}{path}` and `params`.
     VoiceCallback {
@@ -47,7 +58,65 @@ impl WebRequest {
             WebRequest::VoiceCallback { step, .. } => {
                 format!("web-voice-callback step={}", step.as_str())
             }
+            WebRequest::OpenEnrolment { .. } => "web-open-enrolment".to_string(),
+            WebRequest::EnrolmentPassword { .. } => "web-enrolment-password".to_string(),
+            WebRequest::BeginTotp { .. } => "web-begin-totp".to_string(),
+            WebRequest::ConfirmTotp { .. } => "web-confirm-totp".to_string(),
         }
+    }
+}
+
+/// A password on its way to mfad: never shown by `Debug`, wiped when dropped.
+#[derive(Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(transparent)]
+pub struct Password(String);
+
+impl Password {
+    pub fn new(password: String) -> Self {
+        Password(password)
+    }
+
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for Password {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Password(hidden)")
+    }
+}
+
+impl Drop for Password {
+    fn drop(&mut self) {
+        zeroize::Zeroize::zeroize(&mut self.0);
+    }
+}
+
+/// A new authenticator app's secret, for the enrolment page to show (QR code of `uri`,
+/// and the base32 `secret` to type by hand).
+#[derive(Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct NewApp {
+    pub user: String,
+    pub uri: String,
+    pub secret: String,
+    pub digits: u32,
+    pub period: u64,
+}
+
+impl std::fmt::Debug for NewApp {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("NewApp")
+            .field("user", &self.user)
+            .field("secret", &"(hidden)")
+            .finish()
+    }
+}
+
+impl Drop for NewApp {
+    fn drop(&mut self) {
+        zeroize::Zeroize::zeroize(&mut self.uri);
+        zeroize::Zeroize::zeroize(&mut self.secret);
     }
 }
 
@@ -146,6 +215,21 @@ pub enum WebReply {
     Voice { twiml: String },
     /// A callback without a valid signature: nothing was done.
     Forbidden,
+    /// The enrolment link is live: the page for `user` (asks for the password first).
+    Enrolment { user: String },
+    /// The password was right: the page may go on to [`WebRequest::BeginTotp`].
+    PasswordAccepted,
+    /// The password was wrong (counted toward the lockout), or the account is locked, or
+    /// too many passwords were tried for this link.
+    PasswordRefused { locked: bool },
+    /// The new app to show.
+    NewApp { app: NewApp },
+    /// The code did not match the new app; `tries_left` before the app must start again.
+    WrongCode { tries_left: u32 },
+    /// The app is enrolled and the link spent.
+    Enrolled { user: String },
+    /// The request needs an earlier step first (the password, or the app).
+    OutOfOrder,
 }
 
 /// Approval tokens are 43 characters of URL-safe base64; anything much longer, or with

@@ -243,7 +243,11 @@ pub use mfa_proto::text::markup_escape as escape;
 
 struct App {
     mfad: Arc<dyn Mfad>,
+    /// Served over TLS: cookies carry `Secure`.
+    secure_cookies: bool,
 }
+
+mod enrol;
 
 type Shared = State<Arc<App>>;
 
@@ -273,7 +277,9 @@ dl{display:grid;grid-template-columns:max-content 1fr;gap:.3em 1em}dt{font-weigh
 dd{margin:0;word-break:break-all}form{margin:.8em 0}\
 button{width:100%;font-size:1.1em;padding:.7em;border-radius:6px;border:1px solid #888}\
 .approve{background:#1a7f37;color:#fff}.report{background:#b42318;color:#fff}\
-input{font-size:1.4em;width:3em;text-align:center;margin:.3em 0 .6em}.note{font-size:.9em;color:#444}";
+input{font-size:1.4em;width:3em;text-align:center;margin:.3em 0 .6em}.note{font-size:.9em;color:#444}\
+input.wide{width:100%;box-sizing:border-box;text-align:left}.error{color:#b42318}\
+.qr svg{max-width:100%;height:auto}code{word-break:break-all}";
 
 fn gone(status: StatusCode, why: &str) -> Response {
     html(
@@ -547,6 +553,7 @@ fn router(app: Arc<App>) -> Router {
         .route("/a/{token}", get(show).post(decide))
         .route("/twilio/voice/{token}", post(voice))
         .route("/twilio/gather/{token}", post(gather))
+        .route("/enroll/{token}", get(enrol::show).post(enrol::step))
         .fallback(fallback)
         .layer(DefaultBodyLimit::max(MAX_BODY))
         .layer(axum::middleware::map_response(security_headers))
@@ -711,12 +718,16 @@ impl WebServer {
             addr: cfg.listen,
             source,
         };
+        let secure_cookies = tls.is_some();
         let listener = TcpListener::bind(cfg.listen).await.map_err(bind_err)?;
         let local_addr = listener.local_addr().map_err(bind_err)?;
         Ok(WebServer {
             listener,
             tls,
-            router: router(Arc::new(App { mfad })),
+            router: router(Arc::new(App {
+                mfad,
+                secure_cookies,
+            })),
             local_addr,
             per_address: cfg.connections_per_address as usize,
             requests: Arc::new(RequestRate {

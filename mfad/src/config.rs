@@ -129,6 +129,10 @@ pub enum Unenrolled {
     /// Enrol an authenticator app during the login itself (trusted networks only, unless
     /// `policy.enroll_from_anywhere`).
     Enroll,
+    /// Refuse the login and show a one-time link (and its QR code) to mfa-web's enrolment
+    /// page, `{web.public_url}/enroll/{token}`, valid `web.enroll_link_ttl` seconds. Offered
+    /// where `enroll` would be (trusted networks, unless `policy.enroll_from_anywhere`).
+    Link,
 }
 
 #[derive(Debug, Clone, Deserialize, serde::Serialize)]
@@ -509,6 +513,12 @@ impl Config {
                 "must be 60 to 900 seconds",
             ));
         }
+        self.web
+            .validate(self.unenrolled == Unenrolled::Link)
+            .map_err(|message| ConfigError::Parse {
+                path: path.to_path_buf(),
+                message,
+            })?;
         self.limits.validate().map_err(|e| ConfigError::Parse {
             path: path.to_path_buf(),
             message: e.to_string(),

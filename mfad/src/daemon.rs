@@ -9,6 +9,7 @@ use crate::config::Config;
 use crate::conn::{Conn, ConnError};
 use crate::core::Core;
 use crate::devices::AccountService;
+use crate::enrol_web::{EnrolmentDesk, PendingEnrolments};
 use crate::login::LoginService;
 use crate::oob::approvals::{ApprovalDecision, ApprovalRequest, ApprovalStore};
 use crate::oob::limits::OobLimits;
@@ -45,6 +46,8 @@ pub struct World {
     pub clock: Arc<dyn Clock>,
     pub accounts: Arc<dyn Accounts>,
     pub random: Arc<dyn Random>,
+    /// Checks passwords for the enrolment page (PAM service `mfa-web` in production).
+    pub passwords: Arc<dyn crate::password::PasswordCheck>,
 }
 
 /// The daemon: the services a conversation is dispatched to, each holding only what it
@@ -64,6 +67,10 @@ pub struct Daemon {
     web_uid: Option<u32>,
     /// Pushes and calls waiting for the phone's answer; answered through the web service.
     approvals: Arc<ApprovalStore>,
+    /// Enrolment links being used on mfa-web's page (kept across reloads).
+    enrolments: Arc<PendingEnrolments>,
+    /// Checks passwords for the enrolment page.
+    passwords: Arc<dyn crate::password::PasswordCheck>,
 }
 
 /// What the web service tells the daemon: a report locks the account at once.
@@ -201,6 +208,9 @@ impl Daemon {
             clock,
             accounts: Arc::new(accounts),
             random: Arc::new(OsRandom),
+            passwords: Arc::new(crate::password::PamPasswords {
+                service: crate::password::DEFAULT_SERVICE.to_string(),
+            }),
         };
         Daemon::in_world(config, store, world)
     }
@@ -222,7 +232,14 @@ impl Daemon {
             config.limits.clone(),
             Arc::clone(&world.clock),
         ));
-        Self::build(config, Arc::new(store), world, approvals, limits)
+        let enrolments = Arc::new(PendingEnrolments::default());
+        Self::build(
+            config,
+            Arc::new(store),
+            world,
+            (approvals, enrolments),
+            limits,
+        )
     }
 
     /// The daemon for a reloaded `config` (SIGHUP): new providers and settings, the same
@@ -243,12 +260,13 @@ impl Daemon {
             clock: Arc::clone(&core.clock),
             accounts: Arc::clone(&core.accounts),
             random: Arc::clone(&core.random),
+            passwords: Arc::clone(&self.passwords),
         };
         Self::build(
             config,
             Arc::clone(&core.store),
             world,
-            Arc::clone(&self.approvals),
+            (Arc::clone(&self.approvals), Arc::clone(&self.enrolments)),
             limits,
         )
     }
@@ -257,13 +275,14 @@ impl Daemon {
         config: Config,
         store: Arc<StorePool>,
         world: World,
-        approvals: Arc<ApprovalStore>,
+        (approvals, enrolments): (Arc<ApprovalStore>, Arc<PendingEnrolments>),
         limits: Arc<OobLimits>,
     ) -> std::result::Result<Self, ProviderError> {
         let World {
             clock,
             accounts,
             random,
+            passwords,
         } = world;
         let issuer = config.issuer();
         let (notifier, twilio) = if config.push.is_some() || config.twilio.is_some() {
@@ -325,9 +344,16 @@ impl Daemon {
                 Arc::clone(&approvals),
                 report_hook(&core),
                 Arc::clone(&core.accounts),
-            ),
+            )
+            .with_enrolment(EnrolmentDesk {
+                core: Arc::clone(&core),
+                pending: Arc::clone(&enrolments),
+                passwords: Arc::clone(&passwords),
+            }),
             core,
             approvals,
+            enrolments,
+            passwords,
         })
     }
 

@@ -28,13 +28,63 @@ pub struct WebConfig {
     /// The system user mfa-web runs as; only it (and root) may use the web role. Default
     /// `mfa-web` (made by the package). A user that does not exist lets nobody but root in.
     pub user: String,
+    /// The address users' browsers reach mfa-web at (`https://mfa.example.org`): enrolment
+    /// links (`unenrolled = "link"`) are `{public_url}/enroll/{token}`. Required by `link`.
+    pub public_url: Option<String>,
+    /// Seconds an enrolment link stays valid (default 900: 15 minutes).
+    pub enroll_link_ttl: u64,
 }
 
 impl Default for WebConfig {
     fn default() -> Self {
         WebConfig {
             user: "mfa-web".to_string(),
+            public_url: None,
+            enroll_link_ttl: 900,
         }
+    }
+}
+
+impl WebConfig {
+    /// Checks `[web]`; `links`: `unenrolled = "link"` needs `public_url`.
+    pub fn validate(&self, links: bool) -> std::result::Result<(), String> {
+        match self.public_url.as_deref() {
+            None if links => {
+                return Err("unenrolled = \"link\" needs [web] public_url, the address \
+                            enrolment links point to"
+                    .into());
+            }
+            None => {}
+            Some(url) => {
+                let plain_ok = url.starts_with("http://127.0.0.1")
+                    || url.starts_with("http://localhost")
+                    || url.starts_with("http://[::1]");
+                if !(url.starts_with("https://") || plain_ok) || url.contains(char::is_whitespace) {
+                    return Err(format!(
+                        "web.public_url = {url:?} must be an https:// URL (plain http:// only \
+                         to localhost)"
+                    ));
+                }
+            }
+        }
+        if !(60..=86_400).contains(&self.enroll_link_ttl) {
+            return Err(format!(
+                "web.enroll_link_ttl = {} must be 60 to 86400 seconds",
+                self.enroll_link_ttl
+            ));
+        }
+        Ok(())
+    }
+
+    /// `public_url` without its trailing slash.
+    pub fn public_base(&self) -> Option<&str> {
+        self.public_url.as_deref().map(|u| u.trim_end_matches('/'))
+    }
+}
+
+fn closed_unknown() -> WebReply {
+    WebReply::Closed {
+        why: Closed::Unknown,
     }
 }
 
@@ -61,6 +111,8 @@ pub struct WebService {
     public_base: Option<String>,
     /// `[twilio] auth_token`: signs the voice provider's callbacks.
     twilio_auth_token: Option<Secret>,
+    /// The enrolment page's requests (`unenrolled = "link"`), when the daemon serves them.
+    enrolment: Option<crate::enrol_web::EnrolmentDesk>,
 }
 
 /// The web role was asked for by a uid that may not use it.
@@ -85,7 +137,14 @@ impl WebService {
                 .as_ref()
                 .map(|a| a.public_base().to_string()),
             twilio_auth_token: config.twilio.as_ref().map(|t| t.auth_token.clone()),
+            enrolment: None,
         }
+    }
+
+    /// With the enrolment page's requests answered by `desk`.
+    pub(crate) fn with_enrolment(mut self, desk: crate::enrol_web::EnrolmentDesk) -> Self {
+        self.enrolment = Some(desk);
+        self
     }
 
     /// Whether `uid` may use the web role: root, or the uid of `[web] user`.
@@ -151,6 +210,22 @@ impl WebService {
                 self.voice(step, &token, &path, &params, signature.as_deref())
                     .await
             }
+            WebRequest::OpenEnrolment { token } => match &self.enrolment {
+                Some(desk) => desk.open(&token).await,
+                None => closed_unknown(),
+            },
+            WebRequest::EnrolmentPassword { token, password } => match &self.enrolment {
+                Some(desk) => desk.password(&token, password).await,
+                None => closed_unknown(),
+            },
+            WebRequest::BeginTotp { token } => match &self.enrolment {
+                Some(desk) => desk.begin(&token).await,
+                None => closed_unknown(),
+            },
+            WebRequest::ConfirmTotp { token, code } => match &self.enrolment {
+                Some(desk) => desk.confirm(&token, &code).await,
+                None => closed_unknown(),
+            },
         })
     }
 

@@ -8,8 +8,8 @@ use mfa_proto::Outcome;
 use mfa_test_support::{T0, TestDaemon};
 use mfad::factor::totp::{self, HashAlgorithm, TotpParams};
 use mfad::store::backend::{
-    CodeRecord, DeviceRecord, Dump, Failure, NewBypassCodes, NewDeviceRecord, NewSmsCode,
-    Remembered,
+    CodeRecord, DeviceRecord, Dump, Failure, NewBypassCodes, NewDeviceRecord, NewEnrolLink,
+    NewSmsCode, Remembered,
 };
 use mfad::store::{Backend, FailureEffect, LockState, StoreError, UserSummary};
 use std::sync::{Arc, Mutex};
@@ -87,6 +87,20 @@ impl Backend for Counting {
     }
     fn spend_sms_code(&mut self, id: i64, now: i64) -> Result<bool, StoreError> {
         pass!(self, spend_sms_code(id, now))
+    }
+    fn add_enrol_link(&mut self, link: &NewEnrolLink<'_>) -> Result<(), StoreError> {
+        pass!(self, add_enrol_link(link))
+    }
+    fn enrol_link_user(&mut self, key: &[u8; 32], now: i64) -> Result<Option<String>, StoreError> {
+        pass!(self, enrol_link_user(key, now))
+    }
+    fn spend_enrol_link(
+        &mut self,
+        key: &[u8; 32],
+        user: &str,
+        now: i64,
+    ) -> Result<bool, StoreError> {
+        pass!(self, spend_enrol_link(key, user, now))
     }
     fn remember(&mut self, l: &Remembered<'_>, now: i64, until: i64) -> Result<(), StoreError> {
         pass!(self, remember(l, now, until))

@@ -268,6 +268,33 @@ mod suite {
         assert_eq!(summaries[0].bypass_left as usize, bypass::COUNT);
         assert_eq!(summaries[1].locked_until, Some(1234));
     }
+
+    pub fn an_enrolment_link_is_bound_to_its_user_spent_once_and_expires(open: Open) {
+        let mut s = open();
+        let (a, b) = ([1u8; 32], [2u8; 32]);
+        s.add_enrol_link(&a, "alice", 100, 1000).unwrap();
+        assert_eq!(
+            s.enrol_link_user(&a, 999).unwrap().as_deref(),
+            Some("alice")
+        );
+        assert_eq!(s.enrol_link_user(&a, 1000).unwrap(), None, "expired");
+        assert!(
+            !s.spend_enrol_link(&a, "bob", 500).unwrap(),
+            "bound to alice"
+        );
+        assert!(!s.spend_enrol_link(&a, "alice", 1000).unwrap(), "expired");
+        assert!(s.spend_enrol_link(&a, "alice", 500).unwrap());
+        assert!(!s.spend_enrol_link(&a, "alice", 501).unwrap(), "once");
+        assert_eq!(s.enrol_link_user(&a, 502).unwrap(), None);
+        // A new link replaces the user's unspent one; a reset removes it.
+        s.add_enrol_link(&b, "alice", 600, 1500).unwrap();
+        let c = [3u8; 32];
+        s.add_enrol_link(&c, "alice", 700, 1600).unwrap();
+        assert_eq!(s.enrol_link_user(&b, 701).unwrap(), None);
+        assert!(s.enrol_link_user(&c, 701).unwrap().is_some());
+        s.reset_user("alice").unwrap();
+        assert_eq!(s.enrol_link_user(&c, 702).unwrap(), None);
+    }
 }
 
 macro_rules! on_both {
@@ -302,6 +329,7 @@ on_both!(
     a_lock_is_never_shortened_by_a_lockout,
     a_failed_transaction_leaves_nothing_behind,
     a_dump_loads_into_an_empty_store_as_it_was,
+    an_enrolment_link_is_bound_to_its_user_spent_once_and_expires,
 );
 
 /// A private server with the schema prepared, the runtime the connections run on, and the

@@ -109,13 +109,14 @@ impl TestDaemon {
             clock: Arc::new(clock.clone()),
             accounts: accounts.unwrap_or_else(|| Arc::new(mfad::accounts::NssAccounts)),
             random: Arc::new(mfad::random::SeededRandom::new(SEED)),
+            passwords: Arc::new(TestPasswords),
         };
         let daemon = Daemon::in_world(config.clone(), store, world);
         let daemon = Arc::new(daemon.unwrap());
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
         let (ready_tx, ready_rx) = std::sync::mpsc::channel();
         let socket = config.socket.clone();
-        let with_web = config.approval.is_some();
+        let with_web = config.approval.is_some() || config.web.public_url.is_some();
         let serving = Arc::clone(&daemon);
         let web_timeouts = Timeouts {
             hello: Duration::from_secs(10),
@@ -126,10 +127,10 @@ impl TestDaemon {
             let rt = tokio::runtime::Runtime::new().unwrap();
             rt.block_on(async move {
                 let listener = mfad::server::bind(&socket).unwrap();
-                // The web front too, when approvals are configured: mfa-web's server,
-                // its requests handed to this daemon in-process as root (the binary relays
-                // them over the socket; tests/tests/out_of_band.rs runs that end to end), so
-                // these tests need no root either.
+                // The web front too, when approvals or enrolment links are configured:
+                // mfa-web's server, its requests handed to this daemon in-process as root (the
+                // binary relays them over the socket; tests/tests/out_of_band.rs runs that end
+                // to end), so these tests need no root either.
                 let (stop_all, stopped) = tokio::sync::watch::channel(false);
                 let (endpoint, web_addr) = if with_web {
                     let cfg = mfa_web::WebConfig {
@@ -179,7 +180,8 @@ impl TestDaemon {
         }
     }
 
-    /// Where the web front listens (`[approval]` set), as `http://127.0.0.1:PORT`.
+    /// Where the web front listens (`[approval]` or `[web] public_url` set), as
+    /// `http://127.0.0.1:PORT`.
     pub fn web_url(&self) -> Option<String> {
         self.web.map(|a| format!("http://{a}"))
     }
@@ -400,6 +402,22 @@ impl Drop for TestDaemon {
         }
         if let Some(t) = self.thread.take() {
             let _ = t.join();
+        }
+    }
+}
+
+/// The password every user has for the enrolment page in a [`TestDaemon`].
+pub const TEST_PASSWORD: &str = "right horse battery";
+
+/// Passwords as the test daemon checks them: [`TEST_PASSWORD`] for every user.
+struct TestPasswords;
+
+impl mfad::password::PasswordCheck for TestPasswords {
+    fn check(&self, _user: &str, password: &str) -> mfad::password::PasswordVerdict {
+        if password == TEST_PASSWORD {
+            mfad::password::PasswordVerdict::Right
+        } else {
+            mfad::password::PasswordVerdict::Wrong
         }
     }
 }

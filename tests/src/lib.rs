@@ -7,6 +7,7 @@
 //! The harness needs root (it runs `useradd`, writes `/etc/pam.d/` and starts sshd) and the
 //! workspace built first (`cargo build --workspace`; `scripts/test.sh` does both).
 
+pub mod browser;
 pub mod cli;
 pub mod clock;
 pub mod env;

@@ -74,8 +74,11 @@ use std::time::Duration;
 const ROOT_TARBALL: &str = "/var/cache/mfa-tests/debian12-root.tar";
 
 /// The package scripts/package.sh built (scripts/test.sh builds it before the tests); built
-/// here when there is none.
+/// here when there is none (once: the tests of this file share it, and two builds racing
+/// would hand one of them a half-written file).
 fn package() -> PathBuf {
+    static BUILDING: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let _one_at_a_time = BUILDING.lock().unwrap_or_else(|e| e.into_inner());
     let target = std::env::var_os("CARGO_TARGET_DIR")
         .map(PathBuf::from)
         .unwrap_or_else(|| workspace_root().join("target"));

@@ -1,10 +1,11 @@
 //! Enrolling an authenticator app: a new secret, its QR code, and a confirming code before
 //! it is stored. Used by `mfa enroll totp` and by in-login enrolment (`unenrolled =
-//! "enroll"`).
+//! "enroll"`); and the enrolment link a login is refused with (`unenrolled = "link"`).
 
 use super::local::LocalFactors;
 use crate::conn::Conn;
 use crate::daemon::{Result, Who, decision};
+use crate::enrol_link;
 use crate::factor::{self, hotp, totp};
 use crate::store::{DeviceKind, NewDeviceRow, OtpKey};
 use crate::text;
@@ -34,6 +35,61 @@ impl LocalFactors {
         )))
         .await?;
         self.confirm_token(conn, who, DeviceKind::Totp, name, secret, params)
+            .await
+    }
+
+    /// `unenrolled = "link"`: records a one-time enrolment link bound to the user, shows it
+    /// (and its QR code on a terminal), and refuses the login.
+    pub(crate) async fn send_enrol_link(&self, conn: &mut Conn, who: &Who<'_>) -> Result<()> {
+        let Some(base) = self.core.config.web.public_base() else {
+            // The config check refuses `link` without it; a hand-made Config may not.
+            decision(
+                who,
+                "-",
+                "deny",
+                "not enrolled; no [web] public_url for a link",
+            );
+            return self
+                .core
+                .deny(
+                    conn,
+                    format!(
+                        "Two-factor authentication is required for {}, but no device is \
+                         enrolled. Ask your administrator.",
+                        who.user
+                    ),
+                )
+                .await;
+        };
+        let token = enrol_link::new_token(self.core.random.as_ref());
+        let key = enrol_link::key_of(&token);
+        let ttl = self.core.config.web.enroll_link_ttl;
+        let now = self.core.clock.now();
+        let expires = now.saturating_add(i64::try_from(ttl).unwrap_or(i64::MAX));
+        let user = who.user.to_string();
+        self.core
+            .db(move |s| s.add_enrol_link(&key, &user, now, expires))
+            .await?;
+        decision(who, "-", "deny", "not enrolled; enrolment link issued");
+        let link = enrol_link::url(base, &token);
+        let mut text = Zeroizing::new(format!(
+            "Two-factor authentication is required for {}, but no device is enrolled.\n\
+             Please enroll at {}\n",
+            who.user,
+            link.as_str()
+        ));
+        if who.can_prompt {
+            text.push('\n');
+            text.push_str(&text::qr_code(&link));
+        }
+        text.push_str(&format!(
+            "The link works once, for {} minutes, and asks for your password. Then log in \
+             again with a code from the new app.\n",
+            ttl.div_ceil(60)
+        ));
+        conn.secret_info(text).await?;
+        self.core
+            .deny(conn, "Login refused until a device is enrolled.")
             .await
     }
 

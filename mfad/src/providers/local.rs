@@ -156,6 +156,28 @@ impl LocalFactors {
                 self.enroll_app(conn, who, "Authenticator app".to_string())
                     .await
             }
+            Unenrolled::Link if trusted || self.core.config.policy.enroll_from_anywhere => {
+                self.send_enrol_link(conn, who).await
+            }
+            Unenrolled::Link => {
+                decision(
+                    who,
+                    "-",
+                    "deny",
+                    "not enrolled; enrolment link refused outside trusted networks",
+                );
+                self.core
+                    .deny(
+                        conn,
+                        format!(
+                            "Two-factor authentication is required for {}, but no device is \
+                         enrolled. Enrolment links are only offered from the site's own \
+                         networks. {how}",
+                            who.user
+                        ),
+                    )
+                    .await
+            }
             Unenrolled::Enroll => {
                 decision(
                     who,

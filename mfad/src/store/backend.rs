@@ -81,6 +81,16 @@ pub struct NewBypassCodes<'a> {
     pub now: i64,
 }
 
+/// An enrolment link to make the user's only live one until `expires` (`key`: the SHA-256
+/// of its token).
+#[derive(Debug, Clone, Copy)]
+pub struct NewEnrolLink<'a> {
+    pub key: &'a [u8; 32],
+    pub user: &'a str,
+    pub now: i64,
+    pub expires: i64,
+}
+
 /// A bypass or SMS code as stored: its salt and its keyed hash.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CodeRecord {
@@ -183,6 +193,20 @@ pub trait Backend: Send {
     fn sms_codes(&mut self, user: &str, now: i64) -> Result<Vec<CodeRecord>, StoreError>;
     /// Spends SMS code `id`: true only for the first caller, before it expires.
     fn spend_sms_code(&mut self, id: i64, now: i64) -> Result<bool, StoreError>;
+
+    /// Records an enrolment link; it becomes the user's only live one (earlier unspent
+    /// links of the user, and every expired link, are dropped).
+    fn add_enrol_link(&mut self, link: &NewEnrolLink<'_>) -> Result<(), StoreError>;
+    /// The user an unspent enrolment link that has not expired at `now` is bound to.
+    fn enrol_link_user(&mut self, key: &[u8; 32], now: i64) -> Result<Option<String>, StoreError>;
+    /// Spends the enrolment link `key` of `user`: true only for the first caller, before it
+    /// expires.
+    fn spend_enrol_link(
+        &mut self,
+        key: &[u8; 32],
+        user: &str,
+        now: i64,
+    ) -> Result<bool, StoreError>;
 
     /// Remembers a login from `addr` with key fingerprint `key`, vouched for by `scope`,
     /// until `until`; drops every remembered login that ended by `now`.

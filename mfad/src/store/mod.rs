@@ -368,6 +368,42 @@ impl Store {
         self.backend.spend_sms_code(id, now)
     }
 
+    /// Records an enrolment link (by the SHA-256 of its token) for `user`, valid until
+    /// `expires`; it replaces the user's earlier unspent link.
+    pub fn add_enrol_link(
+        &mut self,
+        key: &[u8; 32],
+        user: &str,
+        now: i64,
+        expires: i64,
+    ) -> Result<(), StoreError> {
+        self.backend.add_enrol_link(&backend::NewEnrolLink {
+            key,
+            user,
+            now,
+            expires,
+        })
+    }
+
+    /// The user a live (unspent, unexpired) enrolment link is bound to.
+    pub fn enrol_link_user(
+        &mut self,
+        key: &[u8; 32],
+        now: i64,
+    ) -> Result<Option<String>, StoreError> {
+        self.backend.enrol_link_user(key, now)
+    }
+
+    /// Spends `user`'s enrolment link: succeeds only for the first caller, before it expires.
+    pub fn spend_enrol_link(
+        &mut self,
+        key: &[u8; 32],
+        user: &str,
+        now: i64,
+    ) -> Result<bool, StoreError> {
+        self.backend.spend_enrol_link(key, user, now)
+    }
+
     /// Remembers a second factor from `addr` with key fingerprint `key` until `until`.
     pub fn remember(
         &mut self,

@@ -8,7 +8,7 @@
 
 use super::backend::{
     Backend, CodeRecord, DeviceRecord, Dump, DumpedCode, DumpedRemembered, Failure, NewBypassCodes,
-    NewDeviceRecord, NewSmsCode, Remembered,
+    NewDeviceRecord, NewEnrolLink, NewSmsCode, Remembered,
 };
 use super::{DeviceKind, FailureEffect, LockState, StoreError, UserSummary};
 use std::collections::{BTreeMap, HashMap};
@@ -100,6 +100,15 @@ pub const MIGRATIONS: &[&str] = &[
     "ALTER TABLE devices DROP CONSTRAINT devices_kind_check;
      ALTER TABLE devices ADD CONSTRAINT devices_kind_check
         CHECK (kind IN ('totp', 'hotp', 'phone', 'push', 'security-key'));",
+    // 4: enrolment links (`unenrolled = "link"`); `key` is the SHA-256 of the token.
+    "CREATE TABLE enrol_links (
+        key BYTEA PRIMARY KEY,
+        owner TEXT NOT NULL,
+        created BIGINT NOT NULL,
+        expires BIGINT NOT NULL,
+        used_at BIGINT
+     );
+     CREATE INDEX enrol_links_owner ON enrol_links(owner);",
 ];
 
 /// The key of the transaction-scoped advisory lock the migrations run under ("mfa_schm"),
@@ -1040,6 +1049,55 @@ impl Backend for PgBackend {
         })
     }
 
+    fn add_enrol_link(&mut self, link: &NewEnrolLink<'_>) -> Result<(), StoreError> {
+        let (key, user, now, expires) = (&link.key[..], link.user, link.now, link.expires);
+        self.write("add_enrol_link", async |c: &mut Conn| {
+            c.execute(
+                "DELETE FROM enrol_links WHERE expires <= $2 OR (owner = $1 AND used_at IS NULL)",
+                &[&user, &now],
+            )
+            .await?;
+            c.execute(
+                "INSERT INTO enrol_links(key, owner, created, expires) VALUES ($1, $2, $3, $4)",
+                &[&key, &user, &now, &expires],
+            )
+            .await?;
+            Ok(())
+        })
+    }
+
+    fn enrol_link_user(&mut self, key: &[u8; 32], now: i64) -> Result<Option<String>, StoreError> {
+        let key = &key[..];
+        self.run("enrol_link_user", async |c: &mut Conn| {
+            Ok(c.query_opt(
+                "SELECT owner FROM enrol_links
+                     WHERE key = $1 AND used_at IS NULL AND expires > $2",
+                &[&key, &now],
+            )
+            .await?
+            .map(|row| row.get::<_, String>(0)))
+        })
+    }
+
+    fn spend_enrol_link(
+        &mut self,
+        key: &[u8; 32],
+        user: &str,
+        now: i64,
+    ) -> Result<bool, StoreError> {
+        let key = &key[..];
+        self.run("spend_enrol_link", async |c: &mut Conn| {
+            let n = c
+                .execute(
+                    "UPDATE enrol_links SET used_at = $3
+                     WHERE key = $1 AND owner = $2 AND used_at IS NULL AND expires > $3",
+                    &[&key, &user, &now],
+                )
+                .await?;
+            Ok(n == 1)
+        })
+    }
+
     fn remember(&mut self, l: &Remembered<'_>, now: i64, until: i64) -> Result<(), StoreError> {
         let (user, scope, addr, key) = (l.user, l.scope, l.addr, l.key);
         self.write("remember", async |c: &mut Conn| {
@@ -1072,6 +1130,8 @@ impl Backend for PgBackend {
         self.write("reset_user", async |c: &mut Conn| {
             c.execute(FORGET_REMEMBERED, &[&user]).await?;
             c.execute("DELETE FROM sms_codes WHERE owner = $1", &[&user])
+                .await?;
+            c.execute("DELETE FROM enrol_links WHERE owner = $1", &[&user])
                 .await?;
             c.execute("DELETE FROM devices WHERE owner = $1", &[&user])
                 .await?;

@@ -10,7 +10,7 @@
 
 use super::backend::{
     Backend, CodeRecord, DeviceRecord, Dump, DumpedCode, DumpedRemembered, Failure, NewBypassCodes,
-    NewDeviceRecord, NewSmsCode, Remembered,
+    NewDeviceRecord, NewEnrolLink, NewSmsCode, Remembered,
 };
 use super::{DeviceKind, FailureEffect, LockState, StoreError, UserSummary};
 use crate::sealing::StoreKey;
@@ -122,6 +122,16 @@ pub const MIGRATIONS: &[&str] = &[
      ALTER TABLE devices_new RENAME TO devices;
      CREATE UNIQUE INDEX devices_one_default ON devices(user) WHERE is_default = 1;
      CREATE INDEX devices_user ON devices(user);",
+    // 4: enrolment links (`unenrolled = "link"`): one-time, bound to a user, expiring.
+    // `key` is the SHA-256 of the link's token: the table never holds a usable link.
+    "CREATE TABLE enrol_links (
+        key BLOB PRIMARY KEY,
+        user TEXT NOT NULL,
+        created INTEGER NOT NULL,
+        expires INTEGER NOT NULL,
+        used_at INTEGER
+     ) STRICT;
+     CREATE INDEX enrol_links_user ON enrol_links(user);",
 ];
 
 /// How long a handle waits for another handle's transaction to end (as SQLite's own busy
@@ -689,6 +699,46 @@ impl Backend for SqliteBackend {
         Ok(n == 1)
     }
 
+    fn add_enrol_link(&mut self, link: &NewEnrolLink<'_>) -> Result<(), StoreError> {
+        let (key, user, now, expires) = (link.key, link.user, link.now, link.expires);
+        self.change_all(|tx| {
+            tx.execute(
+                "DELETE FROM enrol_links WHERE expires <= ?2 OR (user = ?1 AND used_at IS NULL)",
+                params![user, now],
+            )?;
+            tx.execute(
+                "INSERT INTO enrol_links(key, user, created, expires) VALUES (?1, ?2, ?3, ?4)",
+                params![key, user, now, expires],
+            )?;
+            Ok(())
+        })
+    }
+
+    fn enrol_link_user(&mut self, key: &[u8; 32], now: i64) -> Result<Option<String>, StoreError> {
+        Ok(self
+            .lock()?
+            .conn
+            .prepare_cached(
+                "SELECT user FROM enrol_links WHERE key = ?1 AND used_at IS NULL AND expires > ?2",
+            )?
+            .query_row(params![&key[..], now], |r| r.get::<_, String>(0))
+            .optional()?)
+    }
+
+    fn spend_enrol_link(
+        &mut self,
+        key: &[u8; 32],
+        user: &str,
+        now: i64,
+    ) -> Result<bool, StoreError> {
+        let n = self.change(
+            "UPDATE enrol_links SET used_at = ?3
+             WHERE key = ?1 AND user = ?2 AND used_at IS NULL AND expires > ?3",
+            params![&key[..], user, now],
+        )?;
+        Ok(n == 1)
+    }
+
     fn remember(&mut self, l: &Remembered<'_>, now: i64, until: i64) -> Result<(), StoreError> {
         let (user, scope, addr, key) = (l.user, l.scope, l.addr, l.key);
         self.change_all(|tx| {
@@ -718,6 +768,7 @@ impl Backend for SqliteBackend {
         self.change_all(|tx| {
             tx.execute("DELETE FROM remembered WHERE user = ?1", [user])?;
             tx.execute("DELETE FROM sms_codes WHERE user = ?1", [user])?;
+            tx.execute("DELETE FROM enrol_links WHERE user = ?1", [user])?;
             tx.execute("DELETE FROM devices WHERE user = ?1", [user])?;
             tx.execute("DELETE FROM bypass_codes WHERE user = ?1", [user])?;
             tx.execute("DELETE FROM users WHERE name = ?1", [user])?;

@@ -1,0 +1,358 @@
+//! The enrolment link's pages (`unenrolled = "link"`): the password, then the new app (its
+//! QR code drawn as inline SVG, the secret to type by hand) and a code from it, then done.
+//! mfad keeps the link's progress (password checked, the pending secret) and decides
+//! everything; these pages only render its replies.
+//!
+//! Every form carries a CSRF token that must equal the `mfa_enrol` cookie (HttpOnly,
+//! SameSite=Strict, Secure over TLS): a post from another site carries neither.
+
+use super::{App, Shared, escape, html, mfad_down, unexpected};
+use axum::extract::{Form, Path, State};
+use axum::http::header::{COOKIE, SET_COOKIE};
+use axum::http::{HeaderMap, HeaderValue, StatusCode};
+use axum::response::Response;
+use mfa_proto::web::{NewApp, Password};
+use mfa_proto::{Closed, WebReply, WebRequest};
+use serde::Deserialize;
+use subtle::ConstantTimeEq;
+use zeroize::Zeroizing;
+
+/// The cookie that holds the form's CSRF token.
+pub const COOKIE_NAME: &str = "mfa_enrol";
+/// How long the cookie lives: the longest a link lives by default (mfad enforces the
+/// link's own expiry and the idle timeout).
+const COOKIE_MAX_AGE: u64 = 900;
+
+/// A new random CSRF token (256 bits, URL-safe base64).
+fn new_csrf() -> String {
+    let mut raw = Zeroizing::new([0u8; 32]);
+    // mfa-web holds no Random of its own; the OS generator is what a test could not
+    // control anyway (the token is compared, never predicted).
+    #[allow(clippy::disallowed_methods)]
+    rand::RngCore::fill_bytes(&mut rand::rng(), raw.as_mut());
+    data_encoding::BASE64URL_NOPAD.encode(raw.as_ref())
+}
+
+fn cookie_of(headers: &HeaderMap) -> Option<String> {
+    headers
+        .get_all(COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|kv| kv.trim().split_once('='))
+        .find(|(k, _)| *k == COOKIE_NAME)
+        .map(|(_, v)| v.to_string())
+}
+
+fn set_cookie(resp: &mut Response, value: &str, secure: bool) {
+    let cookie = format!(
+        "{COOKIE_NAME}={value}; Max-Age={COOKIE_MAX_AGE}; HttpOnly; SameSite=Strict{}",
+        if secure { "; Secure" } else { "" }
+    );
+    if let Ok(v) = HeaderValue::from_str(&cookie) {
+        resp.headers_mut().insert(SET_COOKIE, v);
+    }
+}
+
+fn link_gone(why: Closed) -> Response {
+    let (status, text) = match why {
+        Closed::Unavailable => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "Enrolment is not available right now. Nothing was changed. Try again in a moment.",
+        ),
+        _ => (
+            StatusCode::NOT_FOUND,
+            "This enrolment link is unknown, has expired, or was already used. Nothing was \
+             changed. Log in with ssh again to get a new link.",
+        ),
+    };
+    html(
+        status,
+        "Enrolment link closed",
+        &format!("<p>{}</p>", escape(text)),
+    )
+}
+
+fn hidden(csrf: &str, step: &str) -> String {
+    format!(
+        "<input type=\"hidden\" name=\"csrf\" value=\"{}\">\
+         <input type=\"hidden\" name=\"step\" value=\"{step}\">",
+        escape(csrf)
+    )
+}
+
+/// The password form. `token` passed `looks_like_token` (URL-safe base64 only), so it is
+/// safe in the attribute; the form posts to this page's own relative address.
+fn password_page(token: &str, csrf: &str, user: &str, note: &str) -> Response {
+    html(
+        StatusCode::OK,
+        "Set up two-factor login",
+        &format!(
+            "<p>This sets up an authenticator app for <b>{user}</b>. First, your password.</p>\
+             {note}<form method=\"post\" action=\"{token}\">{hidden}\
+             <label for=\"password\">Password for {user}</label><br>\
+             <input class=\"wide\" id=\"password\" name=\"password\" type=\"password\" \
+             autocomplete=\"current-password\" required><br>\
+             <button type=\"submit\">Continue</button></form>",
+            user = escape(user),
+            hidden = hidden(csrf, "password"),
+        ),
+    )
+}
+
+/// The QR code of `data` as inline SVG (no script, no external image).
+fn qr_svg(data: &str) -> String {
+    let Ok(code) = qrcode::QrCode::new(data.as_bytes()) else {
+        return String::new();
+    };
+    let width = code.width();
+    let colors = code.to_colors();
+    let quiet = 4;
+    let size = width + 2 * quiet;
+    let mut path = String::new();
+    for (i, color) in colors.iter().enumerate() {
+        if *color == qrcode::Color::Dark {
+            let (x, y) = (i % width + quiet, i / width + quiet);
+            path.push_str(&format!("M{x} {y}h1v1h-1z"));
+        }
+    }
+    format!(
+        "<svg role=\"img\" aria-label=\"QR code of the new app's account\" \
+         xmlns=\"http://www.w3.org/2000/svg\" viewBox=\"0 0 {size} {size}\" \
+         width=\"260\" height=\"260\" shape-rendering=\"crispEdges\">\
+         <rect width=\"{size}\" height=\"{size}\" fill=\"#fff\"/>\
+         <path d=\"{path}\" fill=\"#000\"/></svg>"
+    )
+}
+
+fn code_form(token: &str, csrf: &str, digits: Option<u32>) -> String {
+    let digits = digits
+        .map(|d| format!(" maxlength=\"{d}\""))
+        .unwrap_or_default();
+    format!(
+        "<form method=\"post\" action=\"{token}\">{hidden}\
+         <label for=\"code\">Code the app shows now</label><br>\
+         <input class=\"wide\" id=\"code\" name=\"code\" inputmode=\"numeric\" \
+         autocomplete=\"one-time-code\" pattern=\"[0-9]*\"{digits} required><br>\
+         <button type=\"submit\">Finish</button></form>",
+        hidden = hidden(csrf, "code"),
+    )
+}
+
+fn app_page(token: &str, csrf: &str, app: &NewApp) -> Response {
+    html(
+        StatusCode::OK,
+        "Add the app",
+        &format!(
+            "<p>Scan this QR code with your authenticator app (for <b>{user}</b>):</p>\
+             <p class=\"qr\">{qr}</p>\
+             <p>Or add the account by hand ({digits} digits, every {period} s, SHA1):</p>\
+             <p>Secret: <code id=\"secret\">{secret}</code></p>{form}",
+            user = escape(&app.user),
+            qr = qr_svg(&app.uri),
+            digits = app.digits,
+            period = app.period,
+            secret = escape(&app.secret),
+            form = code_form(token, csrf, Some(app.digits)),
+        ),
+    )
+}
+
+fn retry_app_form(token: &str, csrf: &str) -> String {
+    format!(
+        "<form method=\"post\" action=\"{token}\">{}\
+         <button type=\"submit\">Start again with a new app entry</button></form>",
+        hidden(csrf, "new-app")
+    )
+}
+
+/// GET /enroll/{token}: whose link it is, and the password form.
+pub(super) async fn show(State(app): Shared, Path(token): Path<String>) -> Response {
+    if !mfa_proto::web::looks_like_token(&token) {
+        return link_gone(Closed::Unknown);
+    }
+    let user = match app
+        .mfad
+        .ask(WebRequest::OpenEnrolment {
+            token: token.clone(),
+        })
+        .await
+    {
+        Ok(WebReply::Enrolment { user }) => user,
+        Ok(WebReply::Closed { why }) => return link_gone(why),
+        Ok(_) => return unexpected(),
+        Err(e) => return mfad_down(&e),
+    };
+    let csrf = new_csrf();
+    let mut resp = password_page(&token, &csrf, &user, "");
+    set_cookie(&mut resp, &csrf, app.secure_cookies);
+    resp
+}
+
+#[derive(Deserialize)]
+pub(super) struct StepForm {
+    #[serde(default)]
+    csrf: String,
+    #[serde(default)]
+    step: String,
+    #[serde(default)]
+    password: Option<String>,
+    #[serde(default)]
+    code: Option<String>,
+}
+
+fn forbidden() -> Response {
+    html(
+        StatusCode::FORBIDDEN,
+        "Form expired",
+        "<p>This form has expired or did not come from this page. Nothing was changed. \
+         Open the enrolment link again.</p>",
+    )
+}
+
+/// POST /enroll/{token}: one step (password, code, or a new app entry), CSRF-checked first.
+pub(super) async fn step(
+    State(app): Shared,
+    Path(token): Path<String>,
+    headers: HeaderMap,
+    Form(form): Form<StepForm>,
+) -> Response {
+    let password = form.password.map(Zeroizing::new);
+    if !mfa_proto::web::looks_like_token(&token) {
+        return link_gone(Closed::Unknown);
+    }
+    let Some(cookie) = cookie_of(&headers) else {
+        return forbidden();
+    };
+    if form.csrf.is_empty() || !bool::from(cookie.as_bytes().ct_eq(form.csrf.as_bytes())) {
+        return forbidden();
+    }
+    let csrf = form.csrf.as_str();
+    match form.step.as_str() {
+        "password" => {
+            let Some(password) = password else {
+                return forbidden();
+            };
+            let reply = app
+                .mfad
+                .ask(WebRequest::EnrolmentPassword {
+                    token: token.clone(),
+                    password: Password::new(password.as_str().to_owned()),
+                })
+                .await;
+            match reply {
+                Ok(WebReply::PasswordAccepted) => new_app(&app, &token, csrf).await,
+                Ok(WebReply::PasswordRefused { locked }) => {
+                    let user = match app
+                        .mfad
+                        .ask(WebRequest::OpenEnrolment {
+                            token: token.clone(),
+                        })
+                        .await
+                    {
+                        Ok(WebReply::Enrolment { user }) => user,
+                        Ok(WebReply::Closed { why }) => return link_gone(why),
+                        Ok(_) => return unexpected(),
+                        Err(e) => return mfad_down(&e),
+                    };
+                    let note = if locked {
+                        "<p class=\"error\" role=\"alert\">Your account is locked after too many \
+                         failures. Ask your administrator, or wait for it to unlock.</p>"
+                    } else {
+                        "<p class=\"error\" role=\"alert\">That password is not right (or too \
+                         many were tried with this link).</p>"
+                    };
+                    password_page(&token, csrf, &user, note)
+                }
+                Ok(WebReply::Closed { why }) => link_gone(why),
+                Ok(_) => unexpected(),
+                Err(e) => mfad_down(&e),
+            }
+        }
+        "new-app" => new_app(&app, &token, csrf).await,
+        "code" => {
+            let code = form.code.unwrap_or_default();
+            match app
+                .mfad
+                .ask(WebRequest::ConfirmTotp {
+                    token: token.clone(),
+                    code,
+                })
+                .await
+            {
+                Ok(WebReply::Enrolled { user }) => html(
+                    StatusCode::OK,
+                    "Done",
+                    &format!(
+                        "<p>The app is enrolled for <b>{}</b>. Your next ssh login asks for a \
+                         code from this app.</p><p>You can close this page.</p>",
+                        escape(&user)
+                    ),
+                ),
+                Ok(WebReply::WrongCode { tries_left }) => {
+                    let again = if tries_left > 0 {
+                        code_form(&token, csrf, None)
+                    } else {
+                        retry_app_form(&token, csrf)
+                    };
+                    html(
+                        StatusCode::OK,
+                        "Add the app",
+                        &format!(
+                            "<p class=\"error\" role=\"alert\">That code does not match. Check \
+                             the app (and that the phone's clock is right). {tries_left} tries \
+                             left.</p>{again}"
+                        ),
+                    )
+                }
+                Ok(WebReply::OutOfOrder) => back_to_start(&app, &token, csrf).await,
+                Ok(WebReply::PasswordRefused { .. }) => html(
+                    StatusCode::FORBIDDEN,
+                    "Account locked",
+                    "<p>Your account is locked. Nothing was enrolled.</p>",
+                ),
+                Ok(WebReply::Closed { why }) => link_gone(why),
+                Ok(_) => unexpected(),
+                Err(e) => mfad_down(&e),
+            }
+        }
+        _ => forbidden(),
+    }
+}
+
+async fn new_app(app: &App, token: &str, csrf: &str) -> Response {
+    match app
+        .mfad
+        .ask(WebRequest::BeginTotp {
+            token: token.to_string(),
+        })
+        .await
+    {
+        Ok(WebReply::NewApp { app: new }) => app_page(token, csrf, &new),
+        Ok(WebReply::OutOfOrder) => back_to_start(app, token, csrf).await,
+        Ok(WebReply::Closed { why }) => link_gone(why),
+        Ok(_) => unexpected(),
+        Err(e) => mfad_down(&e),
+    }
+}
+
+/// The password again (it was not checked, or the page sat idle too long).
+async fn back_to_start(app: &App, token: &str, csrf: &str) -> Response {
+    match app
+        .mfad
+        .ask(WebRequest::OpenEnrolment {
+            token: token.to_string(),
+        })
+        .await
+    {
+        Ok(WebReply::Enrolment { user }) => password_page(
+            token,
+            csrf,
+            &user,
+            "<p class=\"error\" role=\"alert\">Please enter your password (again).</p>",
+        ),
+        Ok(WebReply::Closed { why }) => link_gone(why),
+        Ok(_) => unexpected(),
+        Err(e) => mfad_down(&e),
+    }
+}
