@@ -9,7 +9,7 @@ use crate::config::Config;
 use crate::conn::{Conn, ConnError};
 use crate::core::Core;
 use crate::devices::AccountService;
-use crate::enrol_web::{EnrolmentDesk, PendingEnrolments};
+use crate::enrol_web::EnrolmentDesk;
 use crate::login::LoginService;
 use crate::oob::approvals::{ApprovalDecision, ApprovalRequest, ApprovalStore};
 use crate::oob::limits::OobLimits;
@@ -67,8 +67,6 @@ pub struct Daemon {
     web_uid: Option<u32>,
     /// Pushes and calls waiting for the phone's answer; answered through the web service.
     approvals: Arc<ApprovalStore>,
-    /// Enrolment links being used on mfa-web's page (kept across reloads).
-    enrolments: Arc<PendingEnrolments>,
     /// Checks passwords for the enrolment page.
     passwords: Arc<dyn crate::password::PasswordCheck>,
 }
@@ -232,14 +230,7 @@ impl Daemon {
             config.limits.clone(),
             Arc::clone(&world.clock),
         ));
-        let enrolments = Arc::new(PendingEnrolments::default());
-        Self::build(
-            config,
-            Arc::new(store),
-            world,
-            (approvals, enrolments),
-            limits,
-        )
+        Self::build(config, Arc::new(store), world, approvals, limits)
     }
 
     /// The daemon for a reloaded `config` (SIGHUP): new providers and settings, the same
@@ -266,7 +257,7 @@ impl Daemon {
             config,
             Arc::clone(&core.store),
             world,
-            (Arc::clone(&self.approvals), Arc::clone(&self.enrolments)),
+            Arc::clone(&self.approvals),
             limits,
         )
     }
@@ -275,7 +266,7 @@ impl Daemon {
         config: Config,
         store: Arc<StorePool>,
         world: World,
-        (approvals, enrolments): (Arc<ApprovalStore>, Arc<PendingEnrolments>),
+        approvals: Arc<ApprovalStore>,
         limits: Arc<OobLimits>,
     ) -> std::result::Result<Self, ProviderError> {
         let World {
@@ -347,12 +338,10 @@ impl Daemon {
             )
             .with_enrolment(EnrolmentDesk {
                 core: Arc::clone(&core),
-                pending: Arc::clone(&enrolments),
                 passwords: Arc::clone(&passwords),
             }),
             core,
             approvals,
-            enrolments,
             passwords,
         })
     }

@@ -1,22 +1,22 @@
 //! The enrolment page's requests (mfa-web, `unenrolled = "link"`): open a link, check the
 //! user's password, make a new authenticator app's secret, confirm a code from it. The link
-//! (only its hash is stored) names the user; mfa-web never does. The secret waits here, in
-//! memory, bound to the link, until a code from it enrols it and spends the link in one
-//! transaction.
+//! (only its hash is stored) names the user; mfa-web never does. The page's progress (the
+//! passwords tried, the password accepted, the new app's secret sealed, the codes tried)
+//! lives in the store with the link, so that in a cluster any node serves the next step,
+//! and each limit is one conditional write that two nodes cannot both get past. A code from
+//! the new app enrols it and spends the link in one transaction.
 
 use crate::core::Core;
 use crate::daemon::{Who, decision};
 use crate::enrol_link;
 use crate::factor::totp;
 use crate::password::{PasswordCheck, PasswordVerdict};
-use crate::store::{FailureEffect, StoreError};
+use crate::store::{EnrolLink, EnrolLinkStep, FailureEffect, StoreError};
 use mfa_proto::web::{NewApp, Password};
 use mfa_proto::{Closed, WebReply};
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::Arc;
 use std::time::Duration;
 use tracing::warn;
-use zeroize::Zeroizing;
 
 /// Passwords tried on one link before it refuses more (the lockout counts them too).
 pub const MAX_PASSWORD_TRIES: u32 = 5;
@@ -30,46 +30,9 @@ pub const DEVICE_NAME: &str = "Authenticator app";
 /// A page left this long between steps must be given the password again.
 pub const IDLE_SECS: i64 = 300;
 
-/// A link's progress on the page.
-#[derive(Default)]
-struct Progress {
-    password_tries: u32,
-    password_ok: bool,
-    secret: Option<Zeroizing<Vec<u8>>>,
-    code_tries: u32,
-    /// When the page last did a step.
-    last: i64,
-}
-
-impl Progress {
-    /// A step at `now`: after [`IDLE_SECS`] without one, the password and the pending app
-    /// are forgotten (the count of passwords tried is kept).
-    fn touch(&mut self, now: i64) {
-        if self.last != 0 && now.saturating_sub(self.last) > IDLE_SECS {
-            self.password_ok = false;
-            self.secret = None;
-            self.code_tries = 0;
-        }
-        self.last = now;
-    }
-}
-
-/// Progress of the links being used, by the SHA-256 of their token; kept across reloads.
-#[derive(Default)]
-pub struct PendingEnrolments {
-    map: Mutex<HashMap<[u8; 32], Progress>>,
-}
-
-impl PendingEnrolments {
-    fn lock(&self) -> MutexGuard<'_, HashMap<[u8; 32], Progress>> {
-        self.map.lock().unwrap_or_else(PoisonError::into_inner)
-    }
-}
-
 /// Answers the enrolment page's requests.
 pub(crate) struct EnrolmentDesk {
     pub(crate) core: Arc<Core>,
-    pub(crate) pending: Arc<PendingEnrolments>,
     pub(crate) passwords: Arc<dyn PasswordCheck>,
 }
 
@@ -90,21 +53,46 @@ const GONE: WebReply = WebReply::Closed {
     why: Closed::Unknown,
 };
 
+/// A live link: its user, its key and the page's progress.
+struct Live {
+    user: String,
+    key: [u8; 32],
+    link: EnrolLink,
+}
+
 impl EnrolmentDesk {
-    /// The user of the live link `token`, with the link's key; None when the token is not
-    /// one, or is spent, expired or unknown.
-    async fn live(&self, token: &str) -> Result<Option<(String, [u8; 32])>, WebReply> {
+    /// The live link `token`; None when the token is not one, or is spent, expired or
+    /// unknown. A page idle past [`IDLE_SECS`] has its password and pending app forgotten
+    /// (the count of passwords tried is kept).
+    async fn live(&self, token: &str) -> Result<Option<Live>, WebReply> {
         if !mfa_proto::web::looks_like_token(token) {
             return Ok(None);
         }
         let key = enrol_link::key_of(token);
         let now = self.core.clock.now();
-        match self.core.db(move |s| s.enrol_link_user(&key, now)).await {
-            Ok(Some(user)) => Ok(Some((user, key))),
-            Ok(None) => {
-                self.pending.lock().remove(&key);
-                Ok(None)
-            }
+        let read = self
+            .core
+            .db(move |s| {
+                let Some(mut link) = s.enrol_link(&key, now)? else {
+                    return Ok(None);
+                };
+                let idle = link.last_step != 0 && now.saturating_sub(link.last_step) > IDLE_SECS;
+                if idle && (link.password_ok || link.secret.is_some()) {
+                    s.enrol_link_step(&key, EnrolLinkStep::Idle, now)?;
+                    link.password_ok = false;
+                    link.secret = None;
+                    link.code_tries = 0;
+                }
+                Ok::<_, StoreError>(Some(link))
+            })
+            .await;
+        match read {
+            Ok(Some(link)) => Ok(Some(Live {
+                user: link.user.clone(),
+                key,
+                link,
+            })),
+            Ok(None) => Ok(None),
             Err(e) => {
                 warn!(target: "mfad::web", "cannot read enrolment links: {e}");
                 Err(UNAVAILABLE)
@@ -112,16 +100,33 @@ impl EnrolmentDesk {
         }
     }
 
+    /// Records a step on the link; None when the link is no longer live or a limit
+    /// refused the step.
+    async fn step(
+        &self,
+        key: [u8; 32],
+        step: EnrolLinkStep<'static>,
+    ) -> Result<Option<u32>, WebReply> {
+        let now = self.core.clock.now();
+        self.core
+            .db(move |s| s.enrol_link_step(&key, step, now))
+            .await
+            .map_err(|e| {
+                warn!(target: "mfad::web", "cannot record an enrolment page's step: {e}");
+                UNAVAILABLE
+            })
+    }
+
     pub(crate) async fn open(&self, token: &str) -> WebReply {
         match self.live(token).await {
-            Ok(Some((user, _))) => WebReply::Enrolment { user },
+            Ok(Some(live)) => WebReply::Enrolment { user: live.user },
             Ok(None) => GONE,
             Err(reply) => reply,
         }
     }
 
     pub(crate) async fn password(&self, token: &str, password: Password) -> WebReply {
-        let (user, key) = match self.live(token).await {
+        let Live { user, key, .. } = match self.live(token).await {
             Ok(Some(live)) => live,
             Ok(None) => return GONE,
             Err(reply) => return reply,
@@ -141,16 +146,17 @@ impl EnrolmentDesk {
             );
             return WebReply::PasswordRefused { locked: true };
         }
+        match self
+            .step(
+                key,
+                EnrolLinkStep::Password {
+                    max: MAX_PASSWORD_TRIES,
+                },
+            )
+            .await
         {
-            let mut map = self.pending.lock();
-            // Links left unused never come back to be removed: drop those idle past the
-            // longest a link can live, so the map stays small.
-            if map.len() > 1024 {
-                map.retain(|_, p| now.saturating_sub(p.last) <= 86_400);
-            }
-            let progress = map.entry(key).or_default();
-            progress.touch(now);
-            if progress.password_tries >= MAX_PASSWORD_TRIES {
+            Ok(Some(_)) => {}
+            Ok(None) => {
                 decision(
                     &who(&user),
                     "password",
@@ -159,7 +165,7 @@ impl EnrolmentDesk {
                 );
                 return WebReply::PasswordRefused { locked: false };
             }
-            progress.password_tries += 1;
+            Err(reply) => return reply,
         }
         let checker = Arc::clone(&self.passwords);
         let u = user.clone();
@@ -170,13 +176,14 @@ impl EnrolmentDesk {
             Err(_) => PasswordVerdict::Unavailable("PAM did not answer in time".into()),
         };
         match verdict {
-            PasswordVerdict::Right => {
-                if let Some(p) = self.pending.lock().get_mut(&key) {
-                    p.password_ok = true;
+            PasswordVerdict::Right => match self.step(key, EnrolLinkStep::PasswordOk).await {
+                Ok(Some(_)) => {
+                    decision(&who(&user), "password", "accepted", "enrolment page");
+                    WebReply::PasswordAccepted
                 }
-                decision(&who(&user), "password", "accepted", "enrolment page");
-                WebReply::PasswordAccepted
-            }
+                Ok(None) => GONE,
+                Err(reply) => reply,
+            },
             PasswordVerdict::Wrong => {
                 decision(
                     &who(&user),
@@ -206,25 +213,29 @@ impl EnrolmentDesk {
     }
 
     pub(crate) async fn begin(&self, token: &str) -> WebReply {
-        let (user, key) = match self.live(token).await {
+        let Live { user, key, link } = match self.live(token).await {
             Ok(Some(live)) => live,
             Ok(None) => return GONE,
             Err(reply) => return reply,
         };
+        if !link.password_ok {
+            return WebReply::OutOfOrder;
+        }
         let params = self.core.totp_params();
         let secret = totp::new_secret(self.core.random.as_ref());
         let now = self.core.clock.now();
+        let (u, held) = (user.clone(), secret.clone());
+        match self
+            .core
+            .db(move |s| s.enrol_link_pending(&key, &u, &held, now))
+            .await
         {
-            let mut map = self.pending.lock();
-            let Some(p) = map.get_mut(&key) else {
-                return WebReply::OutOfOrder;
-            };
-            p.touch(now);
-            if !p.password_ok {
-                return WebReply::OutOfOrder;
+            Ok(true) => {}
+            Ok(false) => return GONE,
+            Err(e) => {
+                warn!(target: "mfad::web", "cannot hold a new app for an enrolment link: {e}");
+                return UNAVAILABLE;
             }
-            p.secret = Some(secret.clone());
-            p.code_tries = 0;
         }
         let uri = totp::otpauth_uri(&secret, params, &self.core.issuer, &user);
         let b32 = totp::secret_base32(&secret);
@@ -240,35 +251,38 @@ impl EnrolmentDesk {
     }
 
     pub(crate) async fn confirm(&self, token: &str, code: &str) -> WebReply {
-        let (user, key) = match self.live(token).await {
+        let Live { user, key, link } = match self.live(token).await {
             Ok(Some(live)) => live,
             Ok(None) => return GONE,
             Err(reply) => return reply,
         };
+        let Some(secret) = link.secret.filter(|_| link.password_ok) else {
+            return WebReply::OutOfOrder;
+        };
         let params = self.core.totp_params();
         let now = self.core.clock.now();
-        let (secret, step) = {
-            let mut map = self.pending.lock();
-            let Some(p) = map.get_mut(&key) else {
-                return WebReply::OutOfOrder;
+        let Some(step) = totp::matching_step(
+            &secret,
+            params,
+            code.trim(),
+            now,
+            self.core.config.totp.window,
+        ) else {
+            return match self
+                .step(
+                    key,
+                    EnrolLinkStep::CodeMiss {
+                        max: MAX_CODE_TRIES,
+                    },
+                )
+                .await
+            {
+                Ok(Some(tries)) => WebReply::WrongCode {
+                    tries_left: MAX_CODE_TRIES.saturating_sub(tries),
+                },
+                Ok(None) => GONE,
+                Err(reply) => reply,
             };
-            p.touch(now);
-            let Some(secret) = p.secret.clone().filter(|_| p.password_ok) else {
-                return WebReply::OutOfOrder;
-            };
-            let code = code.trim();
-            match totp::matching_step(&secret, params, code, now, self.core.config.totp.window) {
-                Some(step) => (secret, step),
-                None => {
-                    p.code_tries += 1;
-                    if p.code_tries >= MAX_CODE_TRIES {
-                        p.secret = None;
-                    }
-                    return WebReply::WrongCode {
-                        tries_left: MAX_CODE_TRIES.saturating_sub(p.code_tries),
-                    };
-                }
-            }
         };
         let u = user.clone();
         let written = self
@@ -287,7 +301,6 @@ impl EnrolmentDesk {
                 })
             })
             .await;
-        self.pending.lock().remove(&key);
         match written {
             Ok(Spent::Enrolled) => {
                 decision(

@@ -403,3 +403,47 @@ fn a_page_idle_for_five_minutes_must_give_the_password_again() {
     );
     assert!(matches!(begin(&d, &token), WebReply::NewApp { .. }));
 }
+
+#[test]
+fn the_pages_progress_is_in_the_store_so_a_restarted_mfad_takes_the_next_step() {
+    // What a cluster needs (any node's mfa-web serves the next step): the password accepted
+    // and the new app are held with the link in the store, not in one mfad's memory.
+    let dir = tempfile::tempdir().unwrap();
+    let tune = |c: &mut mfad::Config| {
+        c.unenrolled = Unenrolled::Link;
+        c.web.public_url = Some(BASE.into());
+        c.policy.enroll_from_anywhere = true;
+        c.database = dir.path().join("mfa.db");
+        c.store_key = dir.path().join("store.key");
+    };
+    let first = TestDaemon::start(tune);
+    let token = link_for_root(&first);
+    assert_eq!(
+        password(&first, &token, TEST_PASSWORD),
+        WebReply::PasswordAccepted
+    );
+    let WebReply::NewApp { app } = begin(&first, &token) else {
+        panic!("no app")
+    };
+    assert_eq!(
+        confirm(&first, &token, "000000"),
+        WebReply::WrongCode { tries_left: 4 }
+    );
+    drop(first);
+
+    let second = TestDaemon::start(tune);
+    // The wrong code counted on the first is remembered by the second.
+    assert_eq!(
+        confirm(&second, &token, "000001"),
+        WebReply::WrongCode { tries_left: 3 }
+    );
+    let code = app_code(&second, &app.secret);
+    assert_eq!(
+        confirm(&second, &token, &code),
+        WebReply::Enrolled {
+            user: "root".into()
+        }
+    );
+    assert_eq!(second.store().devices("root").unwrap().len(), 1);
+    assert_eq!(open(&second, &token), GONE);
+}

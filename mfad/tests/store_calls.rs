@@ -8,8 +8,8 @@ use mfa_proto::Outcome;
 use mfa_test_support::{T0, TestDaemon};
 use mfad::factor::totp::{self, HashAlgorithm, TotpParams};
 use mfad::store::backend::{
-    CodeRecord, DeviceRecord, Dump, Failure, NewBypassCodes, NewDeviceRecord, NewEnrolLink,
-    NewSmsCode, Remembered,
+    CodeRecord, DeviceRecord, Dump, EnrolLinkRecord, EnrolLinkStep, Failure, NewBypassCodes,
+    NewDeviceRecord, NewEnrolLink, NewSmsCode, Remembered,
 };
 use mfad::store::{Backend, FailureEffect, LockState, StoreError, UserSummary};
 use std::sync::{Arc, Mutex};
@@ -91,8 +91,20 @@ impl Backend for Counting {
     fn add_enrol_link(&mut self, link: &NewEnrolLink<'_>) -> Result<(), StoreError> {
         pass!(self, add_enrol_link(link))
     }
-    fn enrol_link_user(&mut self, key: &[u8; 32], now: i64) -> Result<Option<String>, StoreError> {
-        pass!(self, enrol_link_user(key, now))
+    fn enrol_link(
+        &mut self,
+        key: &[u8; 32],
+        now: i64,
+    ) -> Result<Option<EnrolLinkRecord>, StoreError> {
+        pass!(self, enrol_link(key, now))
+    }
+    fn enrol_link_step(
+        &mut self,
+        key: &[u8; 32],
+        step: EnrolLinkStep<'_>,
+        now: i64,
+    ) -> Result<Option<u32>, StoreError> {
+        pass!(self, enrol_link_step(key, step, now))
     }
     fn spend_enrol_link(
         &mut self,

@@ -295,6 +295,76 @@ mod suite {
         s.reset_user("alice").unwrap();
         assert_eq!(s.enrol_link_user(&c, 702).unwrap(), None);
     }
+
+    pub fn the_enrolment_pages_progress_is_held_with_the_link_and_limited(open: Open) {
+        use mfad::store::EnrolLinkStep as Step;
+        let mut s = open();
+        let a = [4u8; 32];
+        s.add_enrol_link(&a, "alice", 100, 1000).unwrap();
+        let link = s.enrol_link(&a, 150).unwrap().unwrap();
+        assert_eq!((link.user.as_str(), link.password_tries), ("alice", 0));
+        assert!(!link.password_ok && link.secret.is_none() && link.last_step == 0);
+        // Five passwords, then no more: one conditional write each.
+        for n in 1..=5 {
+            assert_eq!(
+                s.enrol_link_step(&a, Step::Password { max: 5 }, 150)
+                    .unwrap(),
+                Some(n)
+            );
+        }
+        assert_eq!(
+            s.enrol_link_step(&a, Step::Password { max: 5 }, 151)
+                .unwrap(),
+            None
+        );
+        assert_eq!(
+            s.enrol_link_step(&a, Step::PasswordOk, 160).unwrap(),
+            Some(0)
+        );
+        let link = s.enrol_link(&a, 160).unwrap().unwrap();
+        assert!(link.password_ok);
+        assert_eq!(link.last_step, 160);
+        // The pending app is sealed in the store and read back whole.
+        assert!(s.enrol_link_pending(&a, "alice", b"new app", 170).unwrap());
+        let link = s.enrol_link(&a, 170).unwrap().unwrap();
+        assert_eq!(
+            link.secret.as_deref().map(|v| v.as_slice()),
+            Some(&b"new app"[..])
+        );
+        // Wrong codes count; the last one allowed drops the app.
+        for n in 1..=2 {
+            assert_eq!(
+                s.enrol_link_step(&a, Step::CodeMiss { max: 3 }, 180)
+                    .unwrap(),
+                Some(n)
+            );
+            assert!(s.enrol_link(&a, 180).unwrap().unwrap().secret.is_some());
+        }
+        assert_eq!(
+            s.enrol_link_step(&a, Step::CodeMiss { max: 3 }, 181)
+                .unwrap(),
+            Some(3)
+        );
+        assert!(s.enrol_link(&a, 181).unwrap().unwrap().secret.is_none());
+        // A new app starts the code count again; going idle forgets the password and the
+        // app but not the passwords tried.
+        assert!(s.enrol_link_pending(&a, "alice", b"another", 190).unwrap());
+        assert_eq!(s.enrol_link(&a, 190).unwrap().unwrap().code_tries, 0);
+        s.enrol_link_step(&a, Step::Idle, 600).unwrap();
+        let link = s.enrol_link(&a, 600).unwrap().unwrap();
+        assert!(!link.password_ok && link.secret.is_none());
+        assert_eq!((link.password_tries, link.code_tries), (5, 0));
+        // No step lands on an expired or a spent link.
+        assert_eq!(s.enrol_link_step(&a, Step::PasswordOk, 1000).unwrap(), None);
+        assert!(!s.enrol_link_pending(&a, "alice", b"late", 1000).unwrap());
+        assert!(s.spend_enrol_link(&a, "alice", 700).unwrap());
+        assert_eq!(s.enrol_link_step(&a, Step::PasswordOk, 701).unwrap(), None);
+        assert_eq!(
+            s.enrol_link_step(&a, Step::CodeMiss { max: 3 }, 701)
+                .unwrap(),
+            None
+        );
+    }
 }
 
 macro_rules! on_both {
@@ -328,6 +398,7 @@ on_both!(
     a_new_sms_code_replaces_every_earlier_one,
     a_lock_is_never_shortened_by_a_lockout,
     a_failed_transaction_leaves_nothing_behind,
+    the_enrolment_pages_progress_is_held_with_the_link_and_limited,
     a_dump_loads_into_an_empty_store_as_it_was,
     an_enrolment_link_is_bound_to_its_user_spent_once_and_expires,
 );

@@ -91,6 +91,37 @@ pub struct NewEnrolLink<'a> {
     pub expires: i64,
 }
 
+/// An enrolment link as stored, with the page's progress on it (kept in the store, so that
+/// any node's mfa-web can serve the next step).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EnrolLinkRecord {
+    pub user: String,
+    pub password_tries: u32,
+    /// When the password was last accepted on the page (None: not yet, or forgotten).
+    pub password_ok_at: Option<i64>,
+    /// The new app's secret waiting for a code, sealed for this link's user.
+    pub sealed_secret: Option<Vec<u8>>,
+    pub code_tries: u32,
+    /// When the page last did a step (0: never).
+    pub last_step: i64,
+}
+
+/// One step of the enrolment page on a live link, each a single conditional statement so
+/// that two nodes serving the same link cannot both get past a limit.
+#[derive(Debug, Clone, Copy)]
+pub enum EnrolLinkStep<'a> {
+    /// One more password tried: the count, or None when `max` were tried already.
+    Password { max: u32 },
+    /// The password was right.
+    PasswordOk,
+    /// A new pending app (sealed), or none; its code tries start again at 0.
+    Pending(Option<&'a [u8]>),
+    /// A code that did not match: the count; at `max` the pending app is dropped.
+    CodeMiss { max: u32 },
+    /// The page sat idle too long: the password and the pending app are forgotten.
+    Idle,
+}
+
 /// A bypass or SMS code as stored: its salt and its keyed hash.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CodeRecord {
@@ -197,8 +228,21 @@ pub trait Backend: Send {
     /// Records an enrolment link; it becomes the user's only live one (earlier unspent
     /// links of the user, and every expired link, are dropped).
     fn add_enrol_link(&mut self, link: &NewEnrolLink<'_>) -> Result<(), StoreError>;
-    /// The user an unspent enrolment link that has not expired at `now` is bound to.
-    fn enrol_link_user(&mut self, key: &[u8; 32], now: i64) -> Result<Option<String>, StoreError>;
+    /// An unspent enrolment link that has not expired at `now`, with the page's progress.
+    fn enrol_link(
+        &mut self,
+        key: &[u8; 32],
+        now: i64,
+    ) -> Result<Option<EnrolLinkRecord>, StoreError>;
+    /// Records a step of the page on the live link `key` (see [`EnrolLinkStep`]): the count
+    /// the step returns (0 for steps without one), or None when the link is not live or a
+    /// limit refused the step.
+    fn enrol_link_step(
+        &mut self,
+        key: &[u8; 32],
+        step: EnrolLinkStep<'_>,
+        now: i64,
+    ) -> Result<Option<u32>, StoreError>;
     /// Spends the enrolment link `key` of `user`: true only for the first caller, before it
     /// expires.
     fn spend_enrol_link(

@@ -19,7 +19,7 @@ use crate::factor::bypass::{self, StoredCode};
 use crate::factor::security_key::SecurityKey;
 use crate::factor::totp::{HashAlgorithm, TotpParams};
 use crate::sealing::{KeyError, StoreKey};
-pub use backend::Backend;
+pub use backend::{Backend, EnrolLinkStep};
 use backend::{CodeRecord, DeviceRecord, NewDeviceRecord};
 use sqlite::SqliteBackend;
 use std::path::Path;
@@ -179,6 +179,24 @@ pub struct NewDeviceRow {
     pub name: String,
     pub otp: Option<OtpKey>,
     pub address: Option<String>,
+}
+
+/// A live enrolment link and the page's progress on it.
+pub struct EnrolLink {
+    pub user: String,
+    pub password_tries: u32,
+    pub password_ok: bool,
+    /// The new app waiting for a code from it.
+    pub secret: Option<Zeroizing<Vec<u8>>>,
+    pub code_tries: u32,
+    /// When the page last did a step (0: never).
+    pub last_step: i64,
+}
+
+/// What a pending app's secret is sealed to: a link's, never a device's (a sealed pending
+/// secret copied into a device row does not open).
+fn enrol_context(user: &str) -> String {
+    format!("enrol-link:{user}")
 }
 
 pub struct BypassRow {
@@ -391,7 +409,61 @@ impl Store {
         key: &[u8; 32],
         now: i64,
     ) -> Result<Option<String>, StoreError> {
-        self.backend.enrol_link_user(key, now)
+        Ok(self.backend.enrol_link(key, now)?.map(|l| l.user))
+    }
+
+    /// A live enrolment link with the page's progress on it, its pending app unsealed.
+    pub fn enrol_link(
+        &mut self,
+        key: &[u8; 32],
+        now: i64,
+    ) -> Result<Option<EnrolLink>, StoreError> {
+        let Some(r) = self.backend.enrol_link(key, now)? else {
+            return Ok(None);
+        };
+        let secret = match r.sealed_secret {
+            Some(sealed) => Some(
+                self.key
+                    .open(&sealed, &enrol_context(&r.user))
+                    .ok_or(StoreError::WrongKey)?,
+            ),
+            None => None,
+        };
+        Ok(Some(EnrolLink {
+            user: r.user,
+            password_tries: r.password_tries,
+            password_ok: r.password_ok_at.is_some(),
+            secret,
+            code_tries: r.code_tries,
+            last_step: r.last_step,
+        }))
+    }
+
+    /// Records a step of the enrolment page on a live link (see [`EnrolLinkStep`]; a new
+    /// pending app goes through [`Store::enrol_link_pending`]).
+    pub fn enrol_link_step(
+        &mut self,
+        key: &[u8; 32],
+        step: EnrolLinkStep<'_>,
+        now: i64,
+    ) -> Result<Option<u32>, StoreError> {
+        self.backend.enrol_link_step(key, step, now)
+    }
+
+    /// Holds `secret` (sealed for `user`'s link, not usable as a device's) as the link's
+    /// pending app; false when the link is no longer live.
+    pub fn enrol_link_pending(
+        &mut self,
+        key: &[u8; 32],
+        user: &str,
+        secret: &[u8],
+        now: i64,
+    ) -> Result<bool, StoreError> {
+        let sealed = self.key.seal(secret, &enrol_context(user));
+        Ok(self
+            .backend
+            .enrol_link_step(key, EnrolLinkStep::Pending(Some(&sealed)), now)?
+            .is_some())
     }
 
     /// Spends `user`'s enrolment link: succeeds only for the first caller, before it expires.

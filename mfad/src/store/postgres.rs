@@ -7,8 +7,8 @@
 //! queries on the runtime the connection was made on, bounded by the statement timeout.
 
 use super::backend::{
-    Backend, CodeRecord, DeviceRecord, Dump, DumpedCode, DumpedRemembered, Failure, NewBypassCodes,
-    NewDeviceRecord, NewEnrolLink, NewSmsCode, Remembered,
+    Backend, CodeRecord, DeviceRecord, Dump, DumpedCode, DumpedRemembered, EnrolLinkRecord,
+    EnrolLinkStep, Failure, NewBypassCodes, NewDeviceRecord, NewEnrolLink, NewSmsCode, Remembered,
 };
 use super::{DeviceKind, FailureEffect, LockState, StoreError, UserSummary};
 use std::collections::{BTreeMap, HashMap};
@@ -106,7 +106,13 @@ pub const MIGRATIONS: &[&str] = &[
         owner TEXT NOT NULL,
         created BIGINT NOT NULL,
         expires BIGINT NOT NULL,
-        used_at BIGINT
+        used_at BIGINT,
+        -- the enrolment page's progress: any node may serve the next step
+        password_tries BIGINT NOT NULL DEFAULT 0,
+        password_ok_at BIGINT,
+        pending_secret BYTEA,
+        code_tries BIGINT NOT NULL DEFAULT 0,
+        last_step BIGINT NOT NULL DEFAULT 0
      );
      CREATE INDEX enrol_links_owner ON enrol_links(owner);",
 ];
@@ -1066,16 +1072,90 @@ impl Backend for PgBackend {
         })
     }
 
-    fn enrol_link_user(&mut self, key: &[u8; 32], now: i64) -> Result<Option<String>, StoreError> {
+    fn enrol_link(
+        &mut self,
+        key: &[u8; 32],
+        now: i64,
+    ) -> Result<Option<EnrolLinkRecord>, StoreError> {
         let key = &key[..];
-        self.run("enrol_link_user", async |c: &mut Conn| {
+        self.run("enrol_link", async |c: &mut Conn| {
             Ok(c.query_opt(
-                "SELECT owner FROM enrol_links
-                     WHERE key = $1 AND used_at IS NULL AND expires > $2",
+                "SELECT owner, password_tries, password_ok_at, pending_secret, code_tries,
+                        last_step
+                 FROM enrol_links WHERE key = $1 AND used_at IS NULL AND expires > $2",
                 &[&key, &now],
             )
             .await?
-            .map(|row| row.get::<_, String>(0)))
+            .map(|row| EnrolLinkRecord {
+                user: row.get(0),
+                password_tries: count(row.get(1)),
+                password_ok_at: row.get(2),
+                sealed_secret: row.get(3),
+                code_tries: count(row.get(4)),
+                last_step: row.get(5),
+            }))
+        })
+    }
+
+    fn enrol_link_step(
+        &mut self,
+        key: &[u8; 32],
+        step: EnrolLinkStep<'_>,
+        now: i64,
+    ) -> Result<Option<u32>, StoreError> {
+        let key = &key[..];
+        let limit = |max: u32| i64::from(max);
+        self.run("enrol_link_step", async move |c: &mut Conn| {
+            let row = match step {
+                EnrolLinkStep::Password { max } => {
+                    c.query_opt(
+                                                    "UPDATE enrol_links SET last_step = $2,
+                                 password_tries = password_tries + 1
+                             WHERE password_tries < $3 AND key = $1 AND used_at IS NULL AND expires > $2
+                             RETURNING password_tries",
+                        &[&key, &now, &limit(max)],
+                    )
+                    .await?
+                }
+                EnrolLinkStep::PasswordOk => {
+                    c.query_opt(
+                                                    "UPDATE enrol_links SET last_step = $2, password_ok_at = $2
+                             WHERE key = $1 AND used_at IS NULL AND expires > $2 RETURNING 0::BIGINT",
+                        &[&key, &now],
+                    )
+                    .await?
+                }
+                EnrolLinkStep::Pending(sealed) => {
+                    c.query_opt(
+                                                    "UPDATE enrol_links SET last_step = $2, pending_secret = $3,
+                                 code_tries = 0
+                             WHERE key = $1 AND used_at IS NULL AND expires > $2 RETURNING 0::BIGINT",
+                        &[&key, &now, &sealed],
+                    )
+                    .await?
+                }
+                EnrolLinkStep::CodeMiss { max } => {
+                    c.query_opt(
+                                                    "UPDATE enrol_links SET last_step = $2,
+                                 code_tries = code_tries + 1,
+                                 pending_secret = CASE WHEN code_tries + 1 >= $3 THEN NULL
+                                                       ELSE pending_secret END
+                             WHERE key = $1 AND used_at IS NULL AND expires > $2 RETURNING code_tries",
+                        &[&key, &now, &limit(max)],
+                    )
+                    .await?
+                }
+                EnrolLinkStep::Idle => {
+                    c.query_opt(
+                                                    "UPDATE enrol_links SET last_step = $2, password_ok_at = NULL,
+                                 pending_secret = NULL, code_tries = 0
+                             WHERE key = $1 AND used_at IS NULL AND expires > $2 RETURNING 0::BIGINT",
+                        &[&key, &now],
+                    )
+                    .await?
+                }
+            };
+            Ok(row.map(|r| count(r.get(0))))
         })
     }
 
@@ -1089,7 +1169,7 @@ impl Backend for PgBackend {
         self.run("spend_enrol_link", async |c: &mut Conn| {
             let n = c
                 .execute(
-                    "UPDATE enrol_links SET used_at = $3
+                    "UPDATE enrol_links SET used_at = $3, pending_secret = NULL
                      WHERE key = $1 AND owner = $2 AND used_at IS NULL AND expires > $3",
                     &[&key, &user, &now],
                 )

@@ -9,8 +9,8 @@
 //! writes), and no caller hears "done" before its write is on disk.
 
 use super::backend::{
-    Backend, CodeRecord, DeviceRecord, Dump, DumpedCode, DumpedRemembered, Failure, NewBypassCodes,
-    NewDeviceRecord, NewEnrolLink, NewSmsCode, Remembered,
+    Backend, CodeRecord, DeviceRecord, Dump, DumpedCode, DumpedRemembered, EnrolLinkRecord,
+    EnrolLinkStep, Failure, NewBypassCodes, NewDeviceRecord, NewEnrolLink, NewSmsCode, Remembered,
 };
 use super::{DeviceKind, FailureEffect, LockState, StoreError, UserSummary};
 use crate::sealing::StoreKey;
@@ -129,7 +129,13 @@ pub const MIGRATIONS: &[&str] = &[
         user TEXT NOT NULL,
         created INTEGER NOT NULL,
         expires INTEGER NOT NULL,
-        used_at INTEGER
+        used_at INTEGER,
+        -- the enrolment page's progress: any node may serve the next step
+        password_tries INTEGER NOT NULL DEFAULT 0,
+        password_ok_at INTEGER,
+        pending_secret BLOB,
+        code_tries INTEGER NOT NULL DEFAULT 0,
+        last_step INTEGER NOT NULL DEFAULT 0
      ) STRICT;
      CREATE INDEX enrol_links_user ON enrol_links(user);",
 ];
@@ -714,15 +720,73 @@ impl Backend for SqliteBackend {
         })
     }
 
-    fn enrol_link_user(&mut self, key: &[u8; 32], now: i64) -> Result<Option<String>, StoreError> {
+    fn enrol_link(
+        &mut self,
+        key: &[u8; 32],
+        now: i64,
+    ) -> Result<Option<EnrolLinkRecord>, StoreError> {
         Ok(self
             .lock()?
             .conn
             .prepare_cached(
-                "SELECT user FROM enrol_links WHERE key = ?1 AND used_at IS NULL AND expires > ?2",
+                "SELECT user, password_tries, password_ok_at, pending_secret, code_tries,
+                        last_step
+                 FROM enrol_links WHERE key = ?1 AND used_at IS NULL AND expires > ?2",
             )?
-            .query_row(params![&key[..], now], |r| r.get::<_, String>(0))
+            .query_row(params![&key[..], now], |r| {
+                Ok(EnrolLinkRecord {
+                    user: r.get(0)?,
+                    password_tries: r.get(1)?,
+                    password_ok_at: r.get(2)?,
+                    sealed_secret: r.get(3)?,
+                    code_tries: r.get(4)?,
+                    last_step: r.get(5)?,
+                })
+            })
             .optional()?)
+    }
+
+    fn enrol_link_step(
+        &mut self,
+        key: &[u8; 32],
+        step: EnrolLinkStep<'_>,
+        now: i64,
+    ) -> Result<Option<u32>, StoreError> {
+        const LIVE: &str = "key = ?1 AND used_at IS NULL AND expires > ?2";
+        let (set, extra): (&str, Option<rusqlite::types::Value>) = match step {
+            EnrolLinkStep::Password { max } => (
+                "password_tries = password_tries + 1 WHERE password_tries < ?3 AND",
+                Some(i64::from(max).into()),
+            ),
+            EnrolLinkStep::PasswordOk => ("password_ok_at = ?2 WHERE", None),
+            EnrolLinkStep::Pending(sealed) => (
+                "pending_secret = ?3, code_tries = 0 WHERE",
+                Some(sealed.map(<[u8]>::to_vec).into()),
+            ),
+            EnrolLinkStep::CodeMiss { max } => (
+                "code_tries = code_tries + 1, pending_secret = CASE WHEN code_tries + 1 >= ?3 \
+                 THEN NULL ELSE pending_secret END WHERE",
+                Some(i64::from(max).into()),
+            ),
+            EnrolLinkStep::Idle => (
+                "password_ok_at = NULL, pending_secret = NULL, code_tries = 0 WHERE",
+                None,
+            ),
+        };
+        let count = match step {
+            EnrolLinkStep::Password { .. } => "password_tries",
+            EnrolLinkStep::CodeMiss { .. } => "code_tries",
+            _ => "0",
+        };
+        let sql = format!("UPDATE enrol_links SET last_step = ?2, {set} {LIVE} RETURNING {count}");
+        self.change_all(|tx| {
+            let mut stmt = tx.prepare_cached(&sql)?;
+            let row = match extra {
+                Some(v) => stmt.query_row(params![&key[..], now, v], |r| r.get::<_, u32>(0)),
+                None => stmt.query_row(params![&key[..], now], |r| r.get::<_, u32>(0)),
+            };
+            Ok(row.optional()?)
+        })
     }
 
     fn spend_enrol_link(
@@ -732,7 +796,7 @@ impl Backend for SqliteBackend {
         now: i64,
     ) -> Result<bool, StoreError> {
         let n = self.change(
-            "UPDATE enrol_links SET used_at = ?3
+            "UPDATE enrol_links SET used_at = ?3, pending_secret = NULL
              WHERE key = ?1 AND user = ?2 AND used_at IS NULL AND expires > ?3",
             params![&key[..], user, now],
         )?;
