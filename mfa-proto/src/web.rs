@@ -27,12 +27,24 @@ pub enum WebRequest {
     OpenEnrolment { token: String },
     /// The password typed on the enrolment page, for the link's user (mfad checks it
     /// through its own PAM service; a wrong one counts toward the user's lockout).
-    EnrolmentPassword { token: String, password: Password },
+    EnrolmentPassword {
+        token: String,
+        password: Password,
+        /// The browser's address as mfa-web saw it (for the logs and PAM's rhost).
+        #[serde(default)]
+        client: Option<String>,
+    },
     /// After the password: a new authenticator app's secret, held pending in mfad for the
     /// link until a code from it is confirmed.
     BeginTotp { token: String },
     /// A code from the new app: enrols it and spends the link, once.
-    ConfirmTotp { token: String, code: String },
+    ConfirmTotp {
+        token: String,
+        code: String,
+        /// The browser's address as mfa-web saw it (for the logs).
+        #[serde(default)]
+        client: Option<String>,
+    },
     /// A voice provider's callback, forwarded raw: mfad checks its signature with the auth
     /// token only mfad holds, over `{approval.public_url}{path}` and `params`.
     VoiceCallback {

@@ -6,8 +6,8 @@
 //! Every form carries a CSRF token that must equal the `mfa_enrol` cookie (HttpOnly,
 //! SameSite=Strict, Secure over TLS): a post from another site carries neither.
 
-use super::{App, Shared, escape, html, mfad_down, unexpected};
-use axum::extract::{Form, Path, State};
+use super::{App, ClientAddr, Shared, escape, html, mfad_down, unexpected};
+use axum::extract::{Extension, Form, Path, State};
 use axum::http::header::{COOKIE, SET_COOKIE};
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::Response;
@@ -215,6 +215,7 @@ pub(super) async fn step(
     State(app): Shared,
     Path(token): Path<String>,
     headers: HeaderMap,
+    client: Option<Extension<ClientAddr>>,
     Form(form): Form<StepForm>,
 ) -> Response {
     let password = form.password.map(Zeroizing::new);
@@ -228,6 +229,7 @@ pub(super) async fn step(
         return forbidden();
     }
     let csrf = form.csrf.as_str();
+    let client = client.map(|Extension(ClientAddr(ip))| ip.to_string());
     match form.step.as_str() {
         "password" => {
             let Some(password) = password else {
@@ -238,6 +240,7 @@ pub(super) async fn step(
                 .ask(WebRequest::EnrolmentPassword {
                     token: token.clone(),
                     password: Password::new(password.as_str().to_owned()),
+                    client: client.clone(),
                 })
                 .await;
             match reply {
@@ -277,6 +280,7 @@ pub(super) async fn step(
                 .ask(WebRequest::ConfirmTotp {
                     token: token.clone(),
                     code,
+                    client,
                 })
                 .await
             {

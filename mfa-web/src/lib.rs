@@ -644,6 +644,11 @@ fn too_many() -> Response {
 
 /// The address a per-address cap counts: an IPv4 address, or an IPv6 /64 (one subscriber
 /// usually holds a whole /64, so counting single IPv6 addresses would cap nothing).
+/// The address of the connection a request came on (IPv4-mapped addresses as IPv4), passed
+/// to mfad for its logs. Behind a reverse proxy this is the proxy's address.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct ClientAddr(pub(crate) std::net::IpAddr);
+
 fn client_key(addr: std::net::IpAddr) -> std::net::IpAddr {
     match addr {
         std::net::IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
@@ -779,9 +784,11 @@ impl WebServer {
                     let tls = self.tls.clone();
                     // Each request of this connection counts against its address's rate.
                     let requests = Arc::clone(&self.requests);
+                    let client = ClientAddr(key);
                     let router = self.router.clone().layer(axum::middleware::from_fn(
-                        move |req: axum::extract::Request, next: axum::middleware::Next| {
+                        move |mut req: axum::extract::Request, next: axum::middleware::Next| {
                             let allowed = requests.allow(key);
+                            req.extensions_mut().insert(client);
                             async move {
                                 if allowed {
                                     next.run(req).await

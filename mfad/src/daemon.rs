@@ -207,7 +207,7 @@ impl Daemon {
             accounts: Arc::new(accounts),
             random: Arc::new(OsRandom),
             passwords: Arc::new(crate::password::PamPasswords {
-                service: crate::password::DEFAULT_SERVICE.to_string(),
+                service: config.web.pam_service.clone(),
             }),
         };
         Daemon::in_world(config, store, world)

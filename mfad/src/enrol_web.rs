@@ -36,10 +36,10 @@ pub(crate) struct EnrolmentDesk {
     pub(crate) passwords: Arc<dyn PasswordCheck>,
 }
 
-fn who(user: &str) -> Who<'_> {
+fn who<'a>(user: &'a str, rhost: &'a str) -> Who<'a> {
     Who {
         user,
-        rhost: "-",
+        rhost,
         service: "mfa-web",
         can_prompt: false,
         vouched: "-",
@@ -125,7 +125,7 @@ impl EnrolmentDesk {
         }
     }
 
-    pub(crate) async fn password(&self, token: &str, password: Password) -> WebReply {
+    pub(crate) async fn password(&self, token: &str, password: Password, rhost: &str) -> WebReply {
         let Live { user, key, .. } = match self.live(token).await {
             Ok(Some(live)) => live,
             Ok(None) => return GONE,
@@ -139,7 +139,7 @@ impl EnrolmentDesk {
         };
         if lock.locked_until.is_some_and(|until| until > now) {
             decision(
-                &who(&user),
+                &who(&user, rhost),
                 "password",
                 "deny",
                 "enrolment page; account locked",
@@ -158,7 +158,7 @@ impl EnrolmentDesk {
             Ok(Some(_)) => {}
             Ok(None) => {
                 decision(
-                    &who(&user),
+                    &who(&user, rhost),
                     "password",
                     "deny",
                     "enrolment page; too many passwords",
@@ -169,7 +169,8 @@ impl EnrolmentDesk {
         }
         let checker = Arc::clone(&self.passwords);
         let u = user.clone();
-        let check = tokio::task::spawn_blocking(move || checker.check(&u, password.expose()));
+        let r = rhost.to_string();
+        let check = tokio::task::spawn_blocking(move || checker.check(&u, password.expose(), &r));
         let verdict = match tokio::time::timeout(PASSWORD_TIMEOUT, check).await {
             Ok(Ok(verdict)) => verdict,
             Ok(Err(e)) => PasswordVerdict::Unavailable(e.to_string()),
@@ -178,7 +179,7 @@ impl EnrolmentDesk {
         match verdict {
             PasswordVerdict::Right => match self.step(key, EnrolLinkStep::PasswordOk).await {
                 Ok(Some(_)) => {
-                    decision(&who(&user), "password", "accepted", "enrolment page");
+                    decision(&who(&user, rhost), "password", "accepted", "enrolment page");
                     WebReply::PasswordAccepted
                 }
                 Ok(None) => GONE,
@@ -186,7 +187,7 @@ impl EnrolmentDesk {
             },
             PasswordVerdict::Wrong => {
                 decision(
-                    &who(&user),
+                    &who(&user, rhost),
                     "password",
                     "deny",
                     "enrolment page; wrong password",
@@ -194,7 +195,7 @@ impl EnrolmentDesk {
                 match self.core.record_failure(&user, now).await {
                     Ok(FailureEffect::Locked { .. }) => {
                         decision(
-                            &who(&user),
+                            &who(&user, rhost),
                             "password",
                             "locked",
                             "failed passwords on the enrolment page; account now locked",
@@ -250,7 +251,7 @@ impl EnrolmentDesk {
         }
     }
 
-    pub(crate) async fn confirm(&self, token: &str, code: &str) -> WebReply {
+    pub(crate) async fn confirm(&self, token: &str, code: &str, rhost: &str) -> WebReply {
         let Live { user, key, link } = match self.live(token).await {
             Ok(Some(live)) => live,
             Ok(None) => return GONE,
@@ -304,7 +305,7 @@ impl EnrolmentDesk {
         match written {
             Ok(Spent::Enrolled) => {
                 decision(
-                    &who(&user),
+                    &who(&user, rhost),
                     "totp",
                     "enrolled",
                     &format!("device {DEVICE_NAME}; through an enrolment link"),
@@ -313,7 +314,7 @@ impl EnrolmentDesk {
             }
             Ok(Spent::Locked) => {
                 decision(
-                    &who(&user),
+                    &who(&user, rhost),
                     "totp",
                     "deny",
                     "enrolment page; account locked",

@@ -18,7 +18,8 @@ pub enum PasswordVerdict {
 
 /// Checks a user's password. Blocking: call it off the async threads.
 pub trait PasswordCheck: Send + Sync {
-    fn check(&self, user: &str, password: &str) -> PasswordVerdict;
+    /// `rhost`: the client's address, or "-" when unknown (PAM's `PAM_RHOST`).
+    fn check(&self, user: &str, password: &str, rhost: &str) -> PasswordVerdict;
 }
 
 /// The PAM service mfad checks web passwords through by default.
@@ -30,6 +31,7 @@ pub struct PamPasswords {
 }
 
 const PAM_SUCCESS: c_int = 0;
+const PAM_RHOST: c_int = 4;
 const PAM_BUF_ERR: c_int = 5;
 const PAM_CONV_ERR: c_int = 19;
 const PAM_AUTH_ERR: c_int = 7;
@@ -78,6 +80,7 @@ unsafe extern "C" {
         pamh: *mut *mut c_void,
     ) -> c_int;
     fn pam_authenticate(pamh: *mut c_void, flags: c_int) -> c_int;
+    fn pam_set_item(pamh: *mut c_void, item_type: c_int, item: *const c_void) -> c_int;
     fn pam_acct_mgmt(pamh: *mut c_void, flags: c_int) -> c_int;
     fn pam_end(pamh: *mut c_void, status: c_int) -> c_int;
 }
@@ -154,7 +157,7 @@ unsafe fn free_responses(out: *mut PamResponse, filled: usize) {
 }
 
 impl PasswordCheck for PamPasswords {
-    fn check(&self, user: &str, password: &str) -> PasswordVerdict {
+    fn check(&self, user: &str, password: &str, rhost: &str) -> PasswordVerdict {
         let (Ok(service), Ok(c_user)) = (CString::new(self.service.as_str()), CString::new(user))
         else {
             return PasswordVerdict::Wrong;
@@ -172,6 +175,14 @@ impl PasswordCheck for PamPasswords {
         let rc = unsafe { pam_start(service.as_ptr(), c_user.as_ptr(), &conv, &mut pamh) };
         if rc != PAM_SUCCESS || pamh.is_null() {
             return PasswordVerdict::Unavailable(format!("pam_start failed ({rc})"));
+        }
+        // The client's address, for modules that log or decide on it (pam_faillock,
+        // pam_access); pam_set_item copies the string.
+        if rhost != "-"
+            && let Ok(c_rhost) = CString::new(rhost)
+        {
+            // SAFETY: a handle pam_start returned and a NUL-terminated string.
+            unsafe { pam_set_item(pamh, PAM_RHOST, c_rhost.as_ptr() as *const c_void) };
         }
         // SAFETY: a handle pam_start returned.
         let mut rc = unsafe { pam_authenticate(pamh, PAM_SILENT | PAM_DISALLOW_NULL_AUTHTOK) };

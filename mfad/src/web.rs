@@ -33,6 +33,10 @@ pub struct WebConfig {
     pub public_url: Option<String>,
     /// Seconds an enrolment link stays valid (default 900: 15 minutes).
     pub enroll_link_ttl: u64,
+    /// The PAM service mfad checks passwords typed on the enrolment page through
+    /// (`/etc/pam.d/{pam_service}`, shipped by the package; default `mfa-web`). Read at
+    /// start.
+    pub pam_service: String,
 }
 
 impl Default for WebConfig {
@@ -41,6 +45,7 @@ impl Default for WebConfig {
             user: "mfa-web".to_string(),
             public_url: None,
             enroll_link_ttl: 900,
+            pam_service: crate::password::DEFAULT_SERVICE.to_string(),
         }
     }
 }
@@ -66,6 +71,20 @@ impl WebConfig {
                     ));
                 }
             }
+        }
+        let service_ok = !self.pam_service.is_empty()
+            && self.pam_service.len() <= 64
+            && !self.pam_service.starts_with('.')
+            && self
+                .pam_service
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b));
+        if !service_ok {
+            return Err(format!(
+                "web.pam_service = {:?} must be a file name in /etc/pam.d (letters, digits, \
+                 '.', '_', '-')",
+                self.pam_service
+            ));
         }
         if !(60..=86_400).contains(&self.enroll_link_ttl) {
             return Err(format!(
@@ -214,16 +233,27 @@ impl WebService {
                 Some(desk) => desk.open(&token).await,
                 None => closed_unknown(),
             },
-            WebRequest::EnrolmentPassword { token, password } => match &self.enrolment {
-                Some(desk) => desk.password(&token, password).await,
+            WebRequest::EnrolmentPassword {
+                token,
+                password,
+                client,
+            } => match &self.enrolment {
+                Some(desk) => {
+                    desk.password(&token, password, &client_address(client))
+                        .await
+                }
                 None => closed_unknown(),
             },
             WebRequest::BeginTotp { token } => match &self.enrolment {
                 Some(desk) => desk.begin(&token).await,
                 None => closed_unknown(),
             },
-            WebRequest::ConfirmTotp { token, code } => match &self.enrolment {
-                Some(desk) => desk.confirm(&token, &code).await,
+            WebRequest::ConfirmTotp {
+                token,
+                code,
+                client,
+            } => match &self.enrolment {
+                Some(desk) => desk.confirm(&token, &code, &client_address(client)).await,
                 None => closed_unknown(),
             },
         })
@@ -414,5 +444,40 @@ impl WebService {
             }
         };
         WebReply::Voice { twiml }
+    }
+}
+
+/// The browser's address mfa-web passed, when it is one ("-" otherwise): only an address
+/// reaches the logs and PAM, never other text.
+fn client_address(client: Option<String>) -> String {
+    client
+        .and_then(|c| c.parse::<std::net::IpAddr>().ok())
+        .map_or_else(|| "-".to_string(), |ip| ip.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_pam_service_must_be_a_plain_file_name_and_a_client_only_an_address() {
+        let with = |service: &str| WebConfig {
+            pam_service: service.to_string(),
+            ..WebConfig::default()
+        };
+        assert_eq!(WebConfig::default().pam_service, "mfa-web");
+        assert!(with("mfa-web").validate(false).is_ok());
+        assert!(with("sshd-mfat1x.web_2").validate(false).is_ok());
+        for bad in ["", "../shadow", ".hidden", "a b", "pam/d"] {
+            let err = with(bad).validate(false).unwrap_err();
+            assert!(err.contains("web.pam_service"), "{bad:?}: {err}");
+        }
+        assert_eq!(client_address(Some("192.0.2.1".into())), "192.0.2.1");
+        assert_eq!(
+            client_address(Some("::ffff:1.2.3.4".into())),
+            "::ffff:1.2.3.4"
+        );
+        assert_eq!(client_address(Some("1.2.3.4 forged=yes".into())), "-");
+        assert_eq!(client_address(None), "-");
     }
 }

@@ -213,6 +213,7 @@ fn password(d: &TestDaemon, token: &str, password: &str) -> WebReply {
         WebRequest::EnrolmentPassword {
             token: token.into(),
             password: Password::new(password.into()),
+            client: Some("198.51.100.4".into()),
         },
     )
 }
@@ -232,6 +233,7 @@ fn confirm(d: &TestDaemon, token: &str, code: &str) -> WebReply {
         WebRequest::ConfirmTotp {
             token: token.into(),
             code: code.into(),
+            client: None,
         },
     )
 }

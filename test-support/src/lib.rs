@@ -413,7 +413,7 @@ pub const TEST_PASSWORD: &str = "right horse battery";
 struct TestPasswords;
 
 impl mfad::password::PasswordCheck for TestPasswords {
-    fn check(&self, _user: &str, password: &str) -> mfad::password::PasswordVerdict {
+    fn check(&self, _user: &str, password: &str, _rhost: &str) -> mfad::password::PasswordVerdict {
         if password == TEST_PASSWORD {
             mfad::password::PasswordVerdict::Right
         } else {

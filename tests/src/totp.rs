@@ -103,6 +103,17 @@ impl TotpSecret {
     }
 
     /// A well-formed code that matches no step near now: a guaranteed wrong answer.
+    /// Hands back the code last taken: the login it was typed into ended before mfad
+    /// checked it (refused at an earlier wrong code), so it is still unspent and may be used
+    /// again without waiting for the clock.
+    pub fn unused(&mut self, code: &str) {
+        if let Some(step) = self.last_used_step
+            && self.code_at_step(step) == code
+        {
+            self.last_used_step = step.checked_sub(1);
+        }
+    }
+
     pub fn wrong_code(&self) -> String {
         let (step, _) = self.step_now();
         let near: Vec<String> = (step.saturating_sub(3)..=step + 3)

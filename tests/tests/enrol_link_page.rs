@@ -7,16 +7,27 @@
 
 use mfa_e2e::browser::Browser;
 use mfa_e2e::mfad::APPROVAL_PORT;
+use mfa_e2e::scratch::PREFIX;
+use mfa_e2e::sshd::PamService;
 use mfa_e2e::{TestEnv, TotpSecret};
 
 #[test]
 fn an_unenrolled_ssh_login_gets_a_link_and_the_page_in_chromium_enrols_the_app_for_the_next_login()
 {
     let port = APPROVAL_PORT;
+    // The password is checked through the PAM service the package ships
+    // (packaging/pam.d/mfa-web), installed under a name of this test's own (removed on drop,
+    // or by the next run's sweep: "sshd-" + the scratch prefix and this process's id).
+    let shipped = std::fs::read_to_string(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../packaging/pam.d/mfa-web"),
+    )
+    .unwrap();
+    let service = format!("sshd-{PREFIX}{}xweb", std::process::id());
+    let _pam = PamService::install(&service, &shipped).unwrap();
     // mfa-web starts beside mfad when [approval] has `listen`; links point to it.
     let toml = format!(
         "[approval]\nlisten = \"127.0.0.1:{port}\"\npublic_url = \"http://127.0.0.1:{port}\"\n\
-         [web]\npublic_url = \"http://127.0.0.1:{port}\"\n\
+         [web]\npublic_url = \"http://127.0.0.1:{port}\"\npam_service = \"{service}\"\n\
          [policy]\nenroll_from_anywhere = true\n"
     );
     let env = TestEnv::builder()
@@ -65,10 +76,12 @@ fn an_unenrolled_ssh_login_gets_a_link_and_the_page_in_chromium_enrols_the_app_f
         "{}",
         browser.text("main")
     );
+    // Logged with the browser's address (mfa-web passes it; PAM gets it as PAM_RHOST).
+    let log = env.mfad_log();
     assert!(
-        env.mfad_log().contains("enrolment page; wrong password"),
-        "{}",
-        env.mfad_log()
+        log.lines()
+            .any(|l| l.contains("enrolment page; wrong password") && l.contains("127.0.0.1")),
+        "{log}"
     );
     browser.type_into("#password", env.password());
     browser.click("button[type=submit]");

@@ -360,6 +360,8 @@ fn sighup_reloads_the_config_for_new_logins_and_keeps_it_when_the_new_file_is_br
     let code = totp.fresh_code();
     let new_rules = world.login(&format!("{wrong}\n{code}\n"));
     assert!(new_rules.refused(), "{}", new_rules.describe());
+    // The login ended at the wrong code: the right one was never checked.
+    totp.unused(&code);
 
     // A broken file and a changed socket path: refused / kept, and said so.
     std::fs::write(
@@ -384,6 +386,7 @@ fn sighup_reloads_the_config_for_new_logins_and_keeps_it_when_the_new_file_is_br
     let code = totp.fresh_code();
     let still_new = world.login(&format!("{wrong}\n{code}\n"));
     assert!(still_new.refused(), "{}", still_new.describe());
+    totp.unused(&code);
 
     let socket = world.mfad.socket.display().to_string();
     std::fs::write(
