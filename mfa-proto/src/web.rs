@@ -45,6 +45,37 @@ pub enum WebRequest {
         #[serde(default)]
         client: Option<String>,
     },
+    /// The portal's sign-in form: the password (mfad checks it through its PAM service; a
+    /// wrong one counts toward the user's lockout). Right: a session that still needs the
+    /// second factor.
+    PortalSignIn {
+        user: String,
+        password: Password,
+        #[serde(default)]
+        client: Option<String>,
+    },
+    /// A code (authenticator app, hardware token, bypass or texted code) for the session:
+    /// the second factor of the sign-in, or a fresh one before a change.
+    PortalCode {
+        session: String,
+        csrf: String,
+        code: String,
+        #[serde(default)]
+        client: Option<String>,
+    },
+    /// What the portal shows the session (a GET: it changes nothing but the idle clock).
+    PortalView { session: String },
+    /// A change to the signed-in user's settings; needs a second factor proved in the last
+    /// few minutes.
+    PortalChange {
+        session: String,
+        csrf: String,
+        change: PortalChange,
+        #[serde(default)]
+        client: Option<String>,
+    },
+    /// Ends the session.
+    PortalSignOut { session: String, csrf: String },
     /// A voice provider's callback, forwarded raw: mfad checks its signature with the auth
     /// token only mfad holds, over `{approval.public_url}{path}` and `params`.
     VoiceCallback {
@@ -74,6 +105,13 @@ impl WebRequest {
             WebRequest::EnrolmentPassword { .. } => "web-enrolment-password".to_string(),
             WebRequest::BeginTotp { .. } => "web-begin-totp".to_string(),
             WebRequest::ConfirmTotp { .. } => "web-confirm-totp".to_string(),
+            WebRequest::PortalSignIn { .. } => "web-portal-sign-in".to_string(),
+            WebRequest::PortalCode { .. } => "web-portal-code".to_string(),
+            WebRequest::PortalView { .. } => "web-portal-view".to_string(),
+            WebRequest::PortalChange { change, .. } => {
+                format!("web-portal-change {}", change.as_str())
+            }
+            WebRequest::PortalSignOut { .. } => "web-portal-sign-out".to_string(),
         }
     }
 }
@@ -130,6 +168,83 @@ impl Drop for NewApp {
         zeroize::Zeroize::zeroize(&mut self.uri);
         zeroize::Zeroize::zeroize(&mut self.secret);
     }
+}
+
+/// Bypass codes on their way to the page that shows them once: never shown by `Debug`,
+/// wiped when dropped.
+#[derive(Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(transparent)]
+pub struct ShownCodes(pub Vec<String>);
+
+impl std::fmt::Debug for ShownCodes {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "ShownCodes({} hidden)", self.0.len())
+    }
+}
+
+impl Drop for ShownCodes {
+    fn drop(&mut self) {
+        for code in &mut self.0 {
+            zeroize::Zeroize::zeroize(code);
+        }
+    }
+}
+
+/// A change the portal's user asks for.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(tag = "change", rename_all = "snake_case")]
+pub enum PortalChange {
+    /// Make device `device` (an id from [`PortalDevice`]) the default method.
+    SetDefault { device: i64 },
+    /// Remove device `device`.
+    Remove { device: i64 },
+    /// New bypass codes (the earlier ones stop working), shown once.
+    NewBypassCodes,
+}
+
+impl PortalChange {
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            PortalChange::SetDefault { .. } => "set-default",
+            PortalChange::Remove { .. } => "remove",
+            PortalChange::NewBypassCodes => "new-bypass-codes",
+        }
+    }
+}
+
+/// A device as the portal lists it.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct PortalDevice {
+    pub id: i64,
+    /// `totp`, `hotp`, `phone`, `push` or `security-key`.
+    pub kind: String,
+    pub name: String,
+    /// What identifies it to its owner (a phone's last digits, a key's fingerprint).
+    pub detail: String,
+    pub default: bool,
+}
+
+/// The portal's page for a signed-in session.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct PortalPage {
+    pub user: String,
+    /// The token every form of this session carries.
+    pub csrf: String,
+    pub devices: Vec<PortalDevice>,
+    pub bypass_left: u32,
+    /// Seconds a change may still be made without a new code (0: the next change asks).
+    pub fresh_for: u64,
+}
+
+/// Why a portal sign-in was refused.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum SignInRefusal {
+    /// Unknown user or wrong password (alike to the visitor).
+    Wrong,
+    Locked,
+    /// Nothing is enrolled: the portal needs a second factor to sign in.
+    NotEnrolled,
 }
 
 /// The three buttons of the approval page.
@@ -242,6 +357,22 @@ pub enum WebReply {
     Enrolled { user: String },
     /// The request needs an earlier step first (the password, or the app).
     OutOfOrder,
+    /// The portal's password was right: a session (its cookie value) that needs a code.
+    PortalStarted { session: String, csrf: String },
+    /// The portal's sign-in or code was refused.
+    SignInRefused { why: SignInRefusal },
+    /// The session needs a code first (`for_change`: a fresh one before a change).
+    PortalNeedsCode {
+        user: String,
+        csrf: String,
+        for_change: bool,
+    },
+    /// The signed-in session's page.
+    Portal { page: PortalPage },
+    /// A change was made: what to tell the user, and new bypass codes to show once.
+    PortalChanged { note: String, codes: ShownCodes },
+    /// The form's CSRF token is not the session's: nothing was done.
+    BadForm,
 }
 
 /// Approval tokens are 43 characters of URL-safe base64; anything much longer, or with

@@ -24,7 +24,7 @@ pub const COOKIE_NAME: &str = "mfa_enrol";
 const COOKIE_MAX_AGE: u64 = 900;
 
 /// A new random CSRF token (256 bits, URL-safe base64).
-fn new_csrf() -> String {
+pub(super) fn new_csrf() -> String {
     let mut raw = Zeroizing::new([0u8; 32]);
     // mfa-web holds no Random of its own; the OS generator is what a test could not
     // control anyway (the token is compared, never predicted).
@@ -34,13 +34,18 @@ fn new_csrf() -> String {
 }
 
 fn cookie_of(headers: &HeaderMap) -> Option<String> {
+    cookie_named(headers, COOKIE_NAME)
+}
+
+/// The value of the cookie `name` the request carries.
+pub(super) fn cookie_named(headers: &HeaderMap, name: &str) -> Option<String> {
     headers
         .get_all(COOKIE)
         .iter()
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(';'))
         .filter_map(|kv| kv.trim().split_once('='))
-        .find(|(k, _)| *k == COOKIE_NAME)
+        .find(|(k, _)| *k == name)
         .map(|(_, v)| v.to_string())
 }
 

@@ -248,6 +248,7 @@ struct App {
 }
 
 mod enrol;
+mod portal;
 
 type Shared = State<Arc<App>>;
 
@@ -554,6 +555,11 @@ fn router(app: Arc<App>) -> Router {
         .route("/twilio/voice/{token}", post(voice))
         .route("/twilio/gather/{token}", post(gather))
         .route("/enroll/{token}", get(enrol::show).post(enrol::step))
+        .route("/portal", get(portal::show))
+        .route("/portal/sign-in", post(portal::sign_in))
+        .route("/portal/code", post(portal::code))
+        .route("/portal/change", post(portal::change))
+        .route("/portal/sign-out", post(portal::sign_out))
         .fallback(fallback)
         .layer(DefaultBodyLimit::max(MAX_BODY))
         .layer(axum::middleware::map_response(security_headers))

@@ -324,7 +324,7 @@ impl Daemon {
             },
             account: AccountService {
                 core: Arc::clone(&core),
-                local,
+                local: Arc::clone(&local),
             },
             admin: AdminService {
                 core: Arc::clone(&core),
@@ -338,6 +338,11 @@ impl Daemon {
             )
             .with_enrolment(EnrolmentDesk {
                 core: Arc::clone(&core),
+                passwords: Arc::clone(&passwords),
+            })
+            .with_portal(crate::portal::PortalDesk {
+                core: Arc::clone(&core),
+                local,
                 passwords: Arc::clone(&passwords),
             }),
             core,

@@ -21,7 +21,19 @@ use zeroize::Zeroizing;
 
 /// One line describing a device, as `mfa devices` and `mfa admin status` show it.
 pub(crate) fn describe(d: &Device) -> String {
-    let what = match (d.kind, &d.otp) {
+    format!(
+        "{} ({}), added {}{}",
+        d.name,
+        describe_detail(d),
+        text::utc(d.created),
+        if d.is_default { " [default]" } else { "" }
+    )
+}
+
+/// What a device is, beyond its name: a code device's digits and period, a phone's masked
+/// number, a security key's fingerprint.
+pub(crate) fn describe_detail(d: &Device) -> String {
+    match (d.kind, &d.otp) {
         (DeviceKind::Totp, Some(k)) => format!(
             "time-based codes, {} digits every {} s",
             k.params.digits, k.params.period
@@ -36,13 +48,7 @@ pub(crate) fn describe(d: &Device) -> String {
             None => "security key, unreadable".to_string(),
         },
         _ => d.kind.as_str().to_string(),
-    };
-    format!(
-        "{} ({what}), added {}{}",
-        d.name,
-        text::utc(d.created),
-        if d.is_default { " [default]" } else { "" }
-    )
+    }
 }
 
 /// The log context of a user changing their own settings with the `mfa` command.

@@ -15,15 +15,12 @@ use crate::store::{EnrolLink, EnrolLinkStep, FailureEffect, StoreError};
 use mfa_proto::web::{NewApp, Password};
 use mfa_proto::{Closed, WebReply};
 use std::sync::Arc;
-use std::time::Duration;
 use tracing::warn;
 
 /// Passwords tried on one link before it refuses more (the lockout counts them too).
 pub const MAX_PASSWORD_TRIES: u32 = 5;
 /// Codes tried against one new app before the page must make another.
 pub const MAX_CODE_TRIES: u32 = 5;
-/// PAM must answer within this.
-const PASSWORD_TIMEOUT: Duration = Duration::from_secs(15);
 /// The device name an app enrolled through a link gets.
 pub const DEVICE_NAME: &str = "Authenticator app";
 
@@ -167,16 +164,7 @@ impl EnrolmentDesk {
             }
             Err(reply) => return reply,
         }
-        let checker = Arc::clone(&self.passwords);
-        let u = user.clone();
-        let r = rhost.to_string();
-        let check = tokio::task::spawn_blocking(move || checker.check(&u, password.expose(), &r));
-        let verdict = match tokio::time::timeout(PASSWORD_TIMEOUT, check).await {
-            Ok(Ok(verdict)) => verdict,
-            Ok(Err(e)) => PasswordVerdict::Unavailable(e.to_string()),
-            Err(_) => PasswordVerdict::Unavailable("PAM did not answer in time".into()),
-        };
-        match verdict {
+        match crate::password::check_off_thread(&self.passwords, &user, password, rhost).await {
             PasswordVerdict::Right => match self.step(key, EnrolLinkStep::PasswordOk).await {
                 Ok(Some(_)) => {
                     decision(&who(&user, rhost), "password", "accepted", "enrolment page");

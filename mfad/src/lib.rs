@@ -24,6 +24,7 @@ pub mod metrics;
 pub mod oob;
 pub mod password;
 pub mod policy;
+pub mod portal;
 pub mod providers;
 pub mod random;
 pub mod sealing;

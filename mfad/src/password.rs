@@ -22,6 +22,26 @@ pub trait PasswordCheck: Send + Sync {
     fn check(&self, user: &str, password: &str, rhost: &str) -> PasswordVerdict;
 }
 
+/// PAM must answer within this.
+const PASSWORD_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(15);
+
+/// Checks `password` for `user` off the async threads, within [`PASSWORD_TIMEOUT`].
+pub(crate) async fn check_off_thread(
+    checker: &std::sync::Arc<dyn PasswordCheck>,
+    user: &str,
+    password: mfa_proto::web::Password,
+    rhost: &str,
+) -> PasswordVerdict {
+    let checker = std::sync::Arc::clone(checker);
+    let (u, r) = (user.to_string(), rhost.to_string());
+    let check = tokio::task::spawn_blocking(move || checker.check(&u, password.expose(), &r));
+    match tokio::time::timeout(PASSWORD_TIMEOUT, check).await {
+        Ok(Ok(verdict)) => verdict,
+        Ok(Err(e)) => PasswordVerdict::Unavailable(e.to_string()),
+        Err(_) => PasswordVerdict::Unavailable("PAM did not answer in time".into()),
+    }
+}
+
 /// The PAM service mfad checks web passwords through by default.
 pub const DEFAULT_SERVICE: &str = "mfa-web";
 

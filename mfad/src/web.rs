@@ -33,6 +33,9 @@ pub struct WebConfig {
     pub public_url: Option<String>,
     /// Seconds an enrolment link stays valid (default 900: 15 minutes).
     pub enroll_link_ttl: u64,
+    /// Whether the self-service portal (`{public_url}/portal`: sign in with password and a
+    /// code, then devices, the default method, bypass codes) is served. Default false.
+    pub portal: bool,
     /// The PAM service mfad checks passwords typed on the enrolment page through
     /// (`/etc/pam.d/{pam_service}`, shipped by the package; default `mfa-web`). Read at
     /// start.
@@ -45,6 +48,7 @@ impl Default for WebConfig {
             user: "mfa-web".to_string(),
             public_url: None,
             enroll_link_ttl: 900,
+            portal: false,
             pam_service: crate::password::DEFAULT_SERVICE.to_string(),
         }
     }
@@ -132,6 +136,8 @@ pub struct WebService {
     twilio_auth_token: Option<Secret>,
     /// The enrolment page's requests (`unenrolled = "link"`), when the daemon serves them.
     enrolment: Option<crate::enrol_web::EnrolmentDesk>,
+    /// The portal's requests (`[web] portal`).
+    portal: Option<crate::portal::PortalDesk>,
 }
 
 /// The web role was asked for by a uid that may not use it.
@@ -157,7 +163,14 @@ impl WebService {
                 .map(|a| a.public_base().to_string()),
             twilio_auth_token: config.twilio.as_ref().map(|t| t.auth_token.clone()),
             enrolment: None,
+            portal: None,
         }
+    }
+
+    /// With the portal's requests answered by `desk`.
+    pub(crate) fn with_portal(mut self, desk: crate::portal::PortalDesk) -> Self {
+        self.portal = Some(desk);
+        self
     }
 
     /// With the enrolment page's requests answered by `desk`.
@@ -242,6 +255,46 @@ impl WebService {
                     desk.password(&token, password, &client_address(client))
                         .await
                 }
+                None => closed_unknown(),
+            },
+            WebRequest::PortalSignIn {
+                user,
+                password,
+                client,
+            } => match &self.portal {
+                Some(desk) => desk.sign_in(&user, password, &client_address(client)).await,
+                None => closed_unknown(),
+            },
+            WebRequest::PortalCode {
+                session,
+                csrf,
+                code,
+                client,
+            } => match &self.portal {
+                Some(desk) => {
+                    desk.code(&session, &csrf, &code, &client_address(client))
+                        .await
+                }
+                None => closed_unknown(),
+            },
+            WebRequest::PortalView { session } => match &self.portal {
+                Some(desk) => desk.view(&session).await,
+                None => closed_unknown(),
+            },
+            WebRequest::PortalChange {
+                session,
+                csrf,
+                change,
+                client,
+            } => match &self.portal {
+                Some(desk) => {
+                    desk.change(&session, &csrf, change, &client_address(client))
+                        .await
+                }
+                None => closed_unknown(),
+            },
+            WebRequest::PortalSignOut { session, csrf } => match &self.portal {
+                Some(desk) => desk.sign_out(&session, &csrf).await,
                 None => closed_unknown(),
             },
             WebRequest::BeginTotp { token } => match &self.enrolment {

@@ -9,7 +9,8 @@ use mfa_test_support::{T0, TestDaemon};
 use mfad::factor::totp::{self, HashAlgorithm, TotpParams};
 use mfad::store::backend::{
     CodeRecord, DeviceRecord, Dump, EnrolLinkRecord, EnrolLinkStep, Failure, NewBypassCodes,
-    NewDeviceRecord, NewEnrolLink, NewSmsCode, Remembered,
+    NewDeviceRecord, NewEnrolLink, NewSmsCode, NewWebSession, Remembered, WebSessionRecord,
+    WebSessionStep,
 };
 use mfad::store::{Backend, FailureEffect, LockState, StoreError, UserSummary};
 use std::sync::{Arc, Mutex};
@@ -97,6 +98,20 @@ impl Backend for Counting {
         now: i64,
     ) -> Result<Option<EnrolLinkRecord>, StoreError> {
         pass!(self, enrol_link(key, now))
+    }
+    fn add_web_session(&mut self, session: &NewWebSession<'_>) -> Result<(), StoreError> {
+        pass!(self, add_web_session(session))
+    }
+    fn web_session(&mut self, key: &[u8; 32]) -> Result<Option<WebSessionRecord>, StoreError> {
+        pass!(self, web_session(key))
+    }
+    fn web_session_step(
+        &mut self,
+        key: &[u8; 32],
+        step: WebSessionStep,
+        now: i64,
+    ) -> Result<Option<u32>, StoreError> {
+        pass!(self, web_session_step(key, step, now))
     }
     fn enrol_link_step(
         &mut self,

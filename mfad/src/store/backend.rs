@@ -122,6 +122,44 @@ pub enum EnrolLinkStep<'a> {
     Idle,
 }
 
+/// A portal session (mfa-web's self-service pages) as stored: only the SHA-256 of its
+/// cookie is the key, so the table holds no usable session.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WebSessionRecord {
+    pub user: String,
+    pub created: i64,
+    pub last_seen: i64,
+    /// When the second factor was last proved in this session (None: password only).
+    pub factor_at: Option<i64>,
+    pub code_tries: u32,
+    /// The token every form of the session must carry.
+    pub csrf: String,
+}
+
+/// A new portal session, after the password.
+pub struct NewWebSession<'a> {
+    pub key: &'a [u8; 32],
+    pub user: &'a str,
+    pub csrf: &'a str,
+    pub now: i64,
+    /// Sessions created before this, or idle since before `idle_before`, are dropped.
+    pub created_before: i64,
+    pub idle_before: i64,
+}
+
+/// One change to a live portal session.
+#[derive(Debug, Clone, Copy)]
+pub enum WebSessionStep {
+    /// A page was served.
+    Touch,
+    /// The second factor was proved now.
+    Factor,
+    /// A wrong code: the count, or None when `max` were tried already.
+    CodeMiss { max: u32 },
+    /// Signed out, or ended by a limit.
+    End,
+}
+
 /// A bypass or SMS code as stored: its salt and its keyed hash.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CodeRecord {
@@ -251,6 +289,19 @@ pub trait Backend: Send {
         user: &str,
         now: i64,
     ) -> Result<bool, StoreError>;
+
+    /// Records a portal session; drops every session past its absolute or idle limit.
+    fn add_web_session(&mut self, session: &NewWebSession<'_>) -> Result<(), StoreError>;
+    /// The portal session `key`, if it exists.
+    fn web_session(&mut self, key: &[u8; 32]) -> Result<Option<WebSessionRecord>, StoreError>;
+    /// Changes the session `key` at `now`: the count for [`WebSessionStep::CodeMiss`] (0 for
+    /// the others), or None when there is no such session or the limit refused the step.
+    fn web_session_step(
+        &mut self,
+        key: &[u8; 32],
+        step: WebSessionStep,
+        now: i64,
+    ) -> Result<Option<u32>, StoreError>;
 
     /// Remembers a login from `addr` with key fingerprint `key`, vouched for by `scope`,
     /// until `until`; drops every remembered login that ended by `now`.

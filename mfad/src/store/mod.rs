@@ -19,7 +19,7 @@ use crate::factor::bypass::{self, StoredCode};
 use crate::factor::security_key::SecurityKey;
 use crate::factor::totp::{HashAlgorithm, TotpParams};
 use crate::sealing::{KeyError, StoreKey};
-pub use backend::{Backend, EnrolLinkStep};
+pub use backend::{Backend, EnrolLinkStep, WebSessionRecord, WebSessionStep};
 use backend::{CodeRecord, DeviceRecord, NewDeviceRecord};
 use sqlite::SqliteBackend;
 use std::path::Path;
@@ -474,6 +474,41 @@ impl Store {
         now: i64,
     ) -> Result<bool, StoreError> {
         self.backend.spend_enrol_link(key, user, now)
+    }
+
+    /// Records a portal session (by the SHA-256 of its cookie) for `user`, and drops every
+    /// session created before `created_before` or idle since before `idle_before`.
+    pub fn add_web_session(
+        &mut self,
+        key: &[u8; 32],
+        user: &str,
+        csrf: &str,
+        now: i64,
+        (created_before, idle_before): (i64, i64),
+    ) -> Result<(), StoreError> {
+        self.backend.add_web_session(&backend::NewWebSession {
+            key,
+            user,
+            csrf,
+            now,
+            created_before,
+            idle_before,
+        })
+    }
+
+    /// The portal session `key`, if it exists (its limits are the caller's to apply).
+    pub fn web_session(&mut self, key: &[u8; 32]) -> Result<Option<WebSessionRecord>, StoreError> {
+        self.backend.web_session(key)
+    }
+
+    /// Changes a portal session (see [`WebSessionStep`]).
+    pub fn web_session_step(
+        &mut self,
+        key: &[u8; 32],
+        step: WebSessionStep,
+        now: i64,
+    ) -> Result<Option<u32>, StoreError> {
+        self.backend.web_session_step(key, step, now)
     }
 
     /// Remembers a second factor from `addr` with key fingerprint `key` until `until`.

@@ -8,7 +8,8 @@
 
 use super::backend::{
     Backend, CodeRecord, DeviceRecord, Dump, DumpedCode, DumpedRemembered, EnrolLinkRecord,
-    EnrolLinkStep, Failure, NewBypassCodes, NewDeviceRecord, NewEnrolLink, NewSmsCode, Remembered,
+    EnrolLinkStep, Failure, NewBypassCodes, NewDeviceRecord, NewEnrolLink, NewSmsCode,
+    NewWebSession, Remembered, WebSessionRecord, WebSessionStep,
 };
 use super::{DeviceKind, FailureEffect, LockState, StoreError, UserSummary};
 use std::collections::{BTreeMap, HashMap};
@@ -115,6 +116,17 @@ pub const MIGRATIONS: &[&str] = &[
         last_step BIGINT NOT NULL DEFAULT 0
      );
      CREATE INDEX enrol_links_owner ON enrol_links(owner);",
+    // 5: portal sessions (mfa-web's self-service pages); `key` is the SHA-256 of the cookie.
+    "CREATE TABLE web_sessions (
+        key BYTEA PRIMARY KEY,
+        owner TEXT NOT NULL,
+        created BIGINT NOT NULL,
+        last_seen BIGINT NOT NULL,
+        factor_at BIGINT,
+        code_tries BIGINT NOT NULL DEFAULT 0,
+        csrf TEXT NOT NULL
+     );
+     CREATE INDEX web_sessions_owner ON web_sessions(owner);",
 ];
 
 /// The key of the transaction-scoped advisory lock the migrations run under ("mfa_schm"),
@@ -1178,6 +1190,91 @@ impl Backend for PgBackend {
         })
     }
 
+    fn add_web_session(&mut self, n: &NewWebSession<'_>) -> Result<(), StoreError> {
+        let key = &n.key[..];
+        let (user, csrf, now) = (n.user, n.csrf, n.now);
+        let (created_before, idle_before) = (n.created_before, n.idle_before);
+        self.write("add_web_session", async |c: &mut Conn| {
+            c.execute(
+                "DELETE FROM web_sessions WHERE created < $1 OR last_seen < $2",
+                &[&created_before, &idle_before],
+            )
+            .await?;
+            c.execute(
+                "INSERT INTO web_sessions(key, owner, created, last_seen, csrf)
+                 VALUES ($1, $2, $3, $3, $4)",
+                &[&key, &user, &now, &csrf],
+            )
+            .await?;
+            Ok(())
+        })
+    }
+
+    fn web_session(&mut self, key: &[u8; 32]) -> Result<Option<WebSessionRecord>, StoreError> {
+        let key = &key[..];
+        self.run("web_session", async |c: &mut Conn| {
+            Ok(c.query_opt(
+                "SELECT owner, created, last_seen, factor_at, code_tries, csrf
+                 FROM web_sessions WHERE key = $1",
+                &[&key],
+            )
+            .await?
+            .map(|row| WebSessionRecord {
+                user: row.get(0),
+                created: row.get(1),
+                last_seen: row.get(2),
+                factor_at: row.get(3),
+                code_tries: count(row.get(4)),
+                csrf: row.get(5),
+            }))
+        })
+    }
+
+    fn web_session_step(
+        &mut self,
+        key: &[u8; 32],
+        step: WebSessionStep,
+        now: i64,
+    ) -> Result<Option<u32>, StoreError> {
+        let key = &key[..];
+        self.run("web_session_step", async move |c: &mut Conn| {
+            let row = match step {
+                WebSessionStep::Touch => {
+                    c.query_opt(
+                        "UPDATE web_sessions SET last_seen = $2 WHERE key = $1
+                         RETURNING 0::BIGINT",
+                        &[&key, &now],
+                    )
+                    .await?
+                }
+                WebSessionStep::Factor => {
+                    c.query_opt(
+                        "UPDATE web_sessions SET last_seen = $2, factor_at = $2, code_tries = 0
+                         WHERE key = $1 RETURNING 0::BIGINT",
+                        &[&key, &now],
+                    )
+                    .await?
+                }
+                WebSessionStep::CodeMiss { max } => {
+                    c.query_opt(
+                        "UPDATE web_sessions SET last_seen = $2, code_tries = code_tries + 1
+                         WHERE key = $1 AND code_tries < $3 RETURNING code_tries",
+                        &[&key, &now, &i64::from(max)],
+                    )
+                    .await?
+                }
+                WebSessionStep::End => {
+                    c.query_opt(
+                        "DELETE FROM web_sessions WHERE key = $1 RETURNING 0::BIGINT",
+                        &[&key],
+                    )
+                    .await?
+                }
+            };
+            Ok(row.map(|r| count(r.get(0))))
+        })
+    }
+
     fn remember(&mut self, l: &Remembered<'_>, now: i64, until: i64) -> Result<(), StoreError> {
         let (user, scope, addr, key) = (l.user, l.scope, l.addr, l.key);
         self.write("remember", async |c: &mut Conn| {
@@ -1212,6 +1309,8 @@ impl Backend for PgBackend {
             c.execute("DELETE FROM sms_codes WHERE owner = $1", &[&user])
                 .await?;
             c.execute("DELETE FROM enrol_links WHERE owner = $1", &[&user])
+                .await?;
+            c.execute("DELETE FROM web_sessions WHERE owner = $1", &[&user])
                 .await?;
             c.execute("DELETE FROM devices WHERE owner = $1", &[&user])
                 .await?;

@@ -10,7 +10,8 @@
 
 use super::backend::{
     Backend, CodeRecord, DeviceRecord, Dump, DumpedCode, DumpedRemembered, EnrolLinkRecord,
-    EnrolLinkStep, Failure, NewBypassCodes, NewDeviceRecord, NewEnrolLink, NewSmsCode, Remembered,
+    EnrolLinkStep, Failure, NewBypassCodes, NewDeviceRecord, NewEnrolLink, NewSmsCode,
+    NewWebSession, Remembered, WebSessionRecord, WebSessionStep,
 };
 use super::{DeviceKind, FailureEffect, LockState, StoreError, UserSummary};
 use crate::sealing::StoreKey;
@@ -138,6 +139,17 @@ pub const MIGRATIONS: &[&str] = &[
         last_step INTEGER NOT NULL DEFAULT 0
      ) STRICT;
      CREATE INDEX enrol_links_user ON enrol_links(user);",
+    // 5: portal sessions (mfa-web's self-service pages); `key` is the SHA-256 of the cookie.
+    "CREATE TABLE web_sessions (
+        key BLOB PRIMARY KEY,
+        user TEXT NOT NULL,
+        created INTEGER NOT NULL,
+        last_seen INTEGER NOT NULL,
+        factor_at INTEGER,
+        code_tries INTEGER NOT NULL DEFAULT 0,
+        csrf TEXT NOT NULL
+     ) STRICT;
+     CREATE INDEX web_sessions_user ON web_sessions(user);",
 ];
 
 /// How long a handle waits for another handle's transaction to end (as SQLite's own busy
@@ -803,6 +815,76 @@ impl Backend for SqliteBackend {
         Ok(n == 1)
     }
 
+    fn add_web_session(&mut self, n: &NewWebSession<'_>) -> Result<(), StoreError> {
+        self.change_all(|tx| {
+            tx.execute(
+                "DELETE FROM web_sessions WHERE created < ?1 OR last_seen < ?2",
+                params![n.created_before, n.idle_before],
+            )?;
+            tx.execute(
+                "INSERT INTO web_sessions(key, user, created, last_seen, csrf)
+                 VALUES (?1, ?2, ?3, ?3, ?4)",
+                params![&n.key[..], n.user, n.now, n.csrf],
+            )?;
+            Ok(())
+        })
+    }
+
+    fn web_session(&mut self, key: &[u8; 32]) -> Result<Option<WebSessionRecord>, StoreError> {
+        Ok(self
+            .lock()?
+            .conn
+            .prepare_cached(
+                "SELECT user, created, last_seen, factor_at, code_tries, csrf
+                 FROM web_sessions WHERE key = ?1",
+            )?
+            .query_row(params![&key[..]], |r| {
+                Ok(WebSessionRecord {
+                    user: r.get(0)?,
+                    created: r.get(1)?,
+                    last_seen: r.get(2)?,
+                    factor_at: r.get(3)?,
+                    code_tries: r.get(4)?,
+                    csrf: r.get(5)?,
+                })
+            })
+            .optional()?)
+    }
+
+    fn web_session_step(
+        &mut self,
+        key: &[u8; 32],
+        step: WebSessionStep,
+        now: i64,
+    ) -> Result<Option<u32>, StoreError> {
+        let key = &key[..];
+        self.change_all(|tx| {
+            let row = match step {
+                WebSessionStep::Touch => tx
+                    .prepare_cached(
+                        "UPDATE web_sessions SET last_seen = ?2 WHERE key = ?1 RETURNING 0",
+                    )?
+                    .query_row(params![key, now], |r| r.get::<_, u32>(0)),
+                WebSessionStep::Factor => tx
+                    .prepare_cached(
+                        "UPDATE web_sessions SET last_seen = ?2, factor_at = ?2, code_tries = 0
+                         WHERE key = ?1 RETURNING 0",
+                    )?
+                    .query_row(params![key, now], |r| r.get::<_, u32>(0)),
+                WebSessionStep::CodeMiss { max } => tx
+                    .prepare_cached(
+                        "UPDATE web_sessions SET last_seen = ?2, code_tries = code_tries + 1
+                         WHERE key = ?1 AND code_tries < ?3 RETURNING code_tries",
+                    )?
+                    .query_row(params![key, now, max], |r| r.get::<_, u32>(0)),
+                WebSessionStep::End => tx
+                    .prepare_cached("DELETE FROM web_sessions WHERE key = ?1 RETURNING 0")?
+                    .query_row(params![key], |r| r.get::<_, u32>(0)),
+            };
+            Ok(row.optional()?)
+        })
+    }
+
     fn remember(&mut self, l: &Remembered<'_>, now: i64, until: i64) -> Result<(), StoreError> {
         let (user, scope, addr, key) = (l.user, l.scope, l.addr, l.key);
         self.change_all(|tx| {
@@ -833,6 +915,7 @@ impl Backend for SqliteBackend {
             tx.execute("DELETE FROM remembered WHERE user = ?1", [user])?;
             tx.execute("DELETE FROM sms_codes WHERE user = ?1", [user])?;
             tx.execute("DELETE FROM enrol_links WHERE user = ?1", [user])?;
+            tx.execute("DELETE FROM web_sessions WHERE user = ?1", [user])?;
             tx.execute("DELETE FROM devices WHERE user = ?1", [user])?;
             tx.execute("DELETE FROM bypass_codes WHERE user = ?1", [user])?;
             tx.execute("DELETE FROM users WHERE name = ?1", [user])?;

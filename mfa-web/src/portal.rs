@@ -1,0 +1,456 @@
+//! The self-service portal's pages (`/portal`, `[web] portal = true` in mfad.toml): sign in
+//! with the password and a code, then my devices (make one the default, remove one), new
+//! bypass codes (shown once), sign out. mfad keeps the session (in its store) and decides
+//! everything; these pages only render its replies.
+//!
+//! The session is the `mfa_session` cookie (`HttpOnly; SameSite=Strict; Path=/portal`, plus
+//! `Secure` over TLS); every form carries the session's CSRF token, and the sign-in form
+//! (before there is a session) a token equal to the `mfa_signin` cookie.
+
+use super::enrol::{cookie_named, new_csrf};
+use super::{App, ClientAddr, Shared, escape, html, mfad_down, unexpected};
+use axum::extract::{Extension, Form, State};
+use axum::http::header::{LOCATION, SET_COOKIE};
+use axum::http::{HeaderMap, HeaderValue, StatusCode};
+use axum::response::Response;
+use mfa_proto::web::{Password, PortalChange, PortalPage, ShownCodes, SignInRefusal};
+use mfa_proto::{Closed, WebReply, WebRequest};
+use serde::Deserialize;
+use subtle::ConstantTimeEq;
+use zeroize::Zeroizing;
+
+const SESSION_COOKIE: &str = "mfa_session";
+const SIGNIN_COOKIE: &str = "mfa_signin";
+/// The browser forgets the session cookie after this (mfad ends the session after an hour,
+/// or ten idle minutes, whichever comes first).
+const SESSION_MAX_AGE: u64 = 3600;
+
+fn cookie(name: &str, value: &str, max_age: u64, secure: bool) -> Option<HeaderValue> {
+    HeaderValue::from_str(&format!(
+        "{name}={value}; Path=/portal; Max-Age={max_age}; HttpOnly; SameSite=Strict{}",
+        if secure { "; Secure" } else { "" }
+    ))
+    .ok()
+}
+
+fn with_cookie(mut resp: Response, value: Option<HeaderValue>) -> Response {
+    if let Some(v) = value {
+        resp.headers_mut().append(SET_COOKIE, v);
+    }
+    resp
+}
+
+/// 303 to the portal's page (after a post, so that a reload does not post again).
+fn to_portal() -> Response {
+    let mut resp = html(StatusCode::SEE_OTHER, "Two-factor settings", "");
+    resp.headers_mut()
+        .insert(LOCATION, HeaderValue::from_static("/portal"));
+    resp
+}
+
+fn client_of(client: Option<Extension<ClientAddr>>) -> Option<String> {
+    client.map(|Extension(ClientAddr(ip))| ip.to_string())
+}
+
+fn not_enabled() -> Response {
+    html(
+        StatusCode::NOT_FOUND,
+        "Not available",
+        "<p>The self-service pages are not enabled on this site. Use the <code>mfa</code> \
+         command on a login node, or ask your administrator.</p>",
+    )
+}
+
+fn unavailable() -> Response {
+    html(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "Service unavailable",
+        "<p>The two-factor service cannot answer right now. Nothing was changed. Try again \
+         in a moment.</p>",
+    )
+}
+
+fn bad_form() -> Response {
+    html(
+        StatusCode::FORBIDDEN,
+        "Form expired",
+        "<p>This form has expired or did not come from this site. Nothing was changed. \
+         <a href=\"/portal\">Start again</a>.</p>",
+    )
+}
+
+fn sign_in_page(app: &App, note: &str) -> Response {
+    let csrf = new_csrf();
+    let resp = html(
+        StatusCode::OK,
+        "Sign in",
+        &format!(
+            "<p>Sign in to see and change your two-factor settings.</p>{note}\
+             <form method=\"post\" action=\"/portal/sign-in\">\
+             <input type=\"hidden\" name=\"csrf\" value=\"{csrf}\">\
+             <label for=\"user\">User name</label><br>\
+             <input class=\"wide\" id=\"user\" name=\"user\" autocomplete=\"username\" \
+             autocapitalize=\"none\" required><br>\
+             <label for=\"password\">Password</label><br>\
+             <input class=\"wide\" id=\"password\" name=\"password\" type=\"password\" \
+             autocomplete=\"current-password\" required><br>\
+             <button type=\"submit\">Continue</button></form>",
+            csrf = escape(&csrf),
+        ),
+    );
+    with_cookie(resp, cookie(SIGNIN_COOKIE, &csrf, 900, app.secure_cookies))
+}
+
+fn code_page(user: &str, csrf: &str, for_change: bool, note: &str) -> Response {
+    let why = if for_change {
+        "Changes need a code from the last few minutes. Type a current one, then make the \
+         change again."
+    } else {
+        "Now a code from your authenticator app or hardware token, or one of your bypass \
+         codes."
+    };
+    html(
+        StatusCode::OK,
+        "Second factor",
+        &format!(
+            "<p>Signed in as <b>{user}</b>. {why}</p>{note}\
+             <form method=\"post\" action=\"/portal/code\">\
+             <input type=\"hidden\" name=\"csrf\" value=\"{csrf}\">\
+             <label for=\"code\">Code</label><br>\
+             <input class=\"wide\" id=\"code\" name=\"code\" inputmode=\"numeric\" \
+             autocomplete=\"one-time-code\" required><br>\
+             <button type=\"submit\">Sign in</button></form>{out}",
+            user = escape(user),
+            csrf = escape(csrf),
+            out = sign_out_form(csrf),
+        ),
+    )
+}
+
+fn sign_out_form(csrf: &str) -> String {
+    format!(
+        "<form method=\"post\" action=\"/portal/sign-out\">\
+         <input type=\"hidden\" name=\"csrf\" value=\"{}\">\
+         <button type=\"submit\">Sign out</button></form>",
+        escape(csrf)
+    )
+}
+
+fn change_form(csrf: &str, action: &str, device: Option<i64>, label: &str) -> String {
+    let device = device
+        .map(|id| format!("<input type=\"hidden\" name=\"device\" value=\"{id}\">"))
+        .unwrap_or_default();
+    format!(
+        "<form method=\"post\" action=\"/portal/change\">\
+         <input type=\"hidden\" name=\"csrf\" value=\"{csrf}\">\
+         <input type=\"hidden\" name=\"action\" value=\"{action}\">{device}\
+         <button type=\"submit\">{label}</button></form>",
+        csrf = escape(csrf),
+        label = escape(label),
+    )
+}
+
+fn home_page(page: &PortalPage) -> Response {
+    let mut devices = String::from("<ul class=\"devices\">");
+    for (i, d) in page.devices.iter().enumerate() {
+        let default = if d.default {
+            " <b class=\"default\">(default: used by scp, sftp, rsync and file transfer \
+             apps)</b>"
+                .to_string()
+        } else {
+            change_form(
+                &page.csrf,
+                "set-default",
+                Some(d.id),
+                &format!("Make \u{201c}{}\u{201d} the default", d.name),
+            )
+        };
+        devices.push_str(&format!(
+            "<li id=\"device-{n}\"><b>{name}</b>: {detail}{default}{remove}</li>",
+            n = i + 1,
+            name = escape(&d.name),
+            detail = escape(&d.detail),
+            remove = change_form(
+                &page.csrf,
+                "remove",
+                Some(d.id),
+                &format!("Remove \u{201c}{}\u{201d}", d.name)
+            ),
+        ));
+    }
+    devices.push_str("</ul>");
+    html(
+        StatusCode::OK,
+        "My two-factor settings",
+        &format!(
+            "<p>Signed in as <b>{user}</b>.</p><h2>My devices</h2>{devices}\
+             <h2>Bypass codes</h2><p id=\"bypass-left\">{left} unused.</p>{codes}\
+             <p class=\"note\">To add a device, use <code>mfa enroll</code> on a login \
+             node.</p>{out}",
+            user = escape(&page.user),
+            left = page.bypass_left,
+            codes = change_form(&page.csrf, "new-bypass-codes", None, "New bypass codes"),
+            out = sign_out_form(&page.csrf),
+        ),
+    )
+}
+
+fn changed_page(note: &str, codes: &ShownCodes) -> Response {
+    let list = if codes.0.is_empty() {
+        String::new()
+    } else {
+        let mut list = Zeroizing::new(String::from("<ol id=\"codes\" class=\"codes\">"));
+        for code in &codes.0 {
+            list.push_str(&format!("<li><code>{}</code></li>", escape(code)));
+        }
+        list.push_str("</ol><p class=\"note\">Print this page, or write the codes down.</p>");
+        list.to_string()
+    };
+    let mut resp = html(
+        StatusCode::OK,
+        "Done",
+        &format!(
+            "<p id=\"note\">{}</p>{list}<p><a href=\"/portal\">Back to my settings</a></p>",
+            escape(note)
+        ),
+    );
+    // Codes shown once: not kept by the browser's cache.
+    resp.headers_mut()
+        .insert("cache-control", HeaderValue::from_static("no-store"));
+    resp
+}
+
+fn refused(why: SignInRefusal) -> &'static str {
+    match why {
+        SignInRefusal::Wrong => {
+            "<p class=\"error\" role=\"alert\">That user name and password do not match.</p>"
+        }
+        SignInRefusal::Locked => {
+            "<p class=\"error\" role=\"alert\">Your account is locked after too many \
+             failures. Ask your administrator, or wait for it to unlock.</p>"
+        }
+        SignInRefusal::NotEnrolled => {
+            "<p class=\"error\" role=\"alert\">You have no device that gives codes yet. Log \
+             in with ssh to enrol one.</p>"
+        }
+    }
+}
+
+/// What a reply about the session shows (the page, the code form, or sign-in again).
+fn session_reply(app: &App, reply: WebReply) -> Response {
+    match reply {
+        WebReply::Portal { page } => home_page(&page),
+        WebReply::PortalNeedsCode {
+            user,
+            csrf,
+            for_change,
+        } => code_page(&user, &csrf, for_change, ""),
+        WebReply::PortalChanged { note, codes } => changed_page(&note, &codes),
+        WebReply::SignInRefused { why } => sign_in_page(app, refused(why)),
+        WebReply::BadForm => bad_form(),
+        WebReply::Closed {
+            why: Closed::Unavailable,
+        } => unavailable(),
+        WebReply::Closed { .. } => with_cookie(
+            sign_in_page(
+                app,
+                "<p class=\"note\">Your session has ended. Sign in again.</p>",
+            ),
+            cookie(SESSION_COOKIE, "", 0, app.secure_cookies),
+        ),
+        _ => unexpected(),
+    }
+}
+
+fn session_of(headers: &HeaderMap) -> Option<String> {
+    cookie_named(headers, SESSION_COOKIE).filter(|t| mfa_proto::web::looks_like_token(t))
+}
+
+/// GET /portal: the page for the session, or the sign-in form.
+pub(super) async fn show(State(app): Shared, headers: HeaderMap) -> Response {
+    let Some(session) = session_of(&headers) else {
+        return sign_in_page(&app, "");
+    };
+    match app.mfad.ask(WebRequest::PortalView { session }).await {
+        Ok(reply) => session_reply(&app, reply),
+        Err(e) => mfad_down(&e),
+    }
+}
+
+#[derive(Deserialize)]
+pub(super) struct SignInForm {
+    #[serde(default)]
+    csrf: String,
+    #[serde(default)]
+    user: String,
+    #[serde(default)]
+    password: String,
+}
+
+/// POST /portal/sign-in: the password; a session that needs a code next.
+pub(super) async fn sign_in(
+    State(app): Shared,
+    headers: HeaderMap,
+    client: Option<Extension<ClientAddr>>,
+    Form(form): Form<SignInForm>,
+) -> Response {
+    let password = Zeroizing::new(form.password);
+    let expected = cookie_named(&headers, SIGNIN_COOKIE).unwrap_or_default();
+    if form.csrf.is_empty() || !bool::from(expected.as_bytes().ct_eq(form.csrf.as_bytes())) {
+        return bad_form();
+    }
+    let reply = app
+        .mfad
+        .ask(WebRequest::PortalSignIn {
+            user: form.user.trim().to_string(),
+            password: Password::new(password.as_str().to_owned()),
+            client: client_of(client),
+        })
+        .await;
+    match reply {
+        Ok(WebReply::PortalStarted { session, .. }) => with_cookie(
+            to_portal(),
+            cookie(
+                SESSION_COOKIE,
+                &session,
+                SESSION_MAX_AGE,
+                app.secure_cookies,
+            ),
+        ),
+        Ok(WebReply::SignInRefused { why }) => sign_in_page(&app, refused(why)),
+        Ok(WebReply::Closed {
+            why: Closed::Unknown,
+        }) => not_enabled(),
+        Ok(WebReply::Closed { .. }) => unavailable(),
+        Ok(_) => unexpected(),
+        Err(e) => mfad_down(&e),
+    }
+}
+
+#[derive(Deserialize)]
+pub(super) struct CodeForm {
+    #[serde(default)]
+    csrf: String,
+    #[serde(default)]
+    code: String,
+}
+
+/// POST /portal/code: the second factor (at sign-in, or fresh before a change).
+pub(super) async fn code(
+    State(app): Shared,
+    headers: HeaderMap,
+    client: Option<Extension<ClientAddr>>,
+    Form(form): Form<CodeForm>,
+) -> Response {
+    let code = Zeroizing::new(form.code);
+    let Some(session) = session_of(&headers) else {
+        return bad_form();
+    };
+    let reply = app
+        .mfad
+        .ask(WebRequest::PortalCode {
+            session: session.clone(),
+            csrf: form.csrf.clone(),
+            code: code.as_str().to_owned(),
+            client: client_of(client),
+        })
+        .await;
+    match reply {
+        Ok(WebReply::Portal { .. }) => to_portal(),
+        Ok(WebReply::WrongCode { tries_left }) => {
+            let note = format!(
+                "<p class=\"error\" role=\"alert\">That code is not right. {tries_left} \
+                 tries left.</p>"
+            );
+            match app.mfad.ask(WebRequest::PortalView { session }).await {
+                Ok(WebReply::PortalNeedsCode {
+                    user,
+                    csrf,
+                    for_change,
+                }) => code_page(&user, &csrf, for_change, &note),
+                Ok(WebReply::Portal { page }) => code_page(&page.user, &page.csrf, true, &note),
+                Ok(reply) => session_reply(&app, reply),
+                Err(e) => mfad_down(&e),
+            }
+        }
+        Ok(reply) => session_reply(&app, reply),
+        Err(e) => mfad_down(&e),
+    }
+}
+
+#[derive(Deserialize)]
+pub(super) struct ChangeForm {
+    #[serde(default)]
+    csrf: String,
+    #[serde(default)]
+    action: String,
+    #[serde(default)]
+    device: Option<i64>,
+}
+
+/// POST /portal/change: one change (default, removal, new bypass codes).
+pub(super) async fn change(
+    State(app): Shared,
+    headers: HeaderMap,
+    client: Option<Extension<ClientAddr>>,
+    Form(form): Form<ChangeForm>,
+) -> Response {
+    let Some(session) = session_of(&headers) else {
+        return bad_form();
+    };
+    let change = match (form.action.as_str(), form.device) {
+        ("set-default", Some(device)) => PortalChange::SetDefault { device },
+        ("remove", Some(device)) => PortalChange::Remove { device },
+        ("new-bypass-codes", _) => PortalChange::NewBypassCodes,
+        _ => return bad_form(),
+    };
+    match app
+        .mfad
+        .ask(WebRequest::PortalChange {
+            session,
+            csrf: form.csrf,
+            change,
+            client: client_of(client),
+        })
+        .await
+    {
+        Ok(reply) => session_reply(&app, reply),
+        Err(e) => mfad_down(&e),
+    }
+}
+
+#[derive(Deserialize)]
+pub(super) struct SignOutForm {
+    #[serde(default)]
+    csrf: String,
+}
+
+/// POST /portal/sign-out: ends the session (in the store) and forgets the cookie.
+pub(super) async fn sign_out(
+    State(app): Shared,
+    headers: HeaderMap,
+    Form(form): Form<SignOutForm>,
+) -> Response {
+    let Some(session) = session_of(&headers) else {
+        return sign_in_page(&app, "");
+    };
+    match app
+        .mfad
+        .ask(WebRequest::PortalSignOut {
+            session,
+            csrf: form.csrf,
+        })
+        .await
+    {
+        Ok(WebReply::BadForm) => bad_form(),
+        Ok(WebReply::Closed {
+            why: Closed::Unavailable,
+        }) => unavailable(),
+        Ok(WebReply::Closed { .. }) => with_cookie(
+            sign_in_page(&app, "<p class=\"note\">Signed out.</p>"),
+            cookie(SESSION_COOKIE, "", 0, app.secure_cookies),
+        ),
+        Ok(_) => unexpected(),
+        Err(e) => mfad_down(&e),
+    }
+}

@@ -1,0 +1,522 @@
+//! The self-service portal's requests (mfa-web's `/portal` pages, `[web] portal = true`):
+//! sign in with the password (checked through mfad's PAM service, a wrong one counted
+//! toward the lockout shared with ssh) and then a code from one of the user's devices (or a
+//! bypass code), checked and spent exactly as at an ssh prompt; then the user's devices,
+//! the default method, removal, and new bypass codes. Every change needs a second factor
+//! proved in the last [`FRESH_SECS`].
+//!
+//! Sessions live in the store (only the SHA-256 of the cookie), so in a cluster any node's
+//! mfa-web and mfad serve them; each has an idle and an absolute limit, and a CSRF token
+//! every form must carry.
+
+use crate::core::Core;
+use crate::daemon::{Who, decision};
+use crate::devices::describe_detail;
+use crate::enrol_link;
+use crate::factor::bypass;
+use crate::password::{self, PasswordCheck, PasswordVerdict};
+use crate::providers::local::{CodeVerdict, LocalFactors};
+use crate::store::{Device, FailureEffect, WebSessionRecord, WebSessionStep};
+use crate::text;
+use mfa_proto::web::{Password, PortalChange, PortalDevice, PortalPage, ShownCodes, SignInRefusal};
+use mfa_proto::{Closed, WebReply};
+use std::sync::Arc;
+use subtle::ConstantTimeEq;
+use tracing::warn;
+
+/// A session unused this long ends.
+pub const IDLE_SECS: i64 = 600;
+/// A session ends this long after its sign-in, used or not.
+pub const ABSOLUTE_SECS: i64 = 3600;
+/// A change needs a second factor proved this recently.
+pub const FRESH_SECS: i64 = 300;
+/// Codes one session may get wrong before it ends (each also counts toward the lockout).
+pub const MAX_CODE_TRIES: u32 = 5;
+
+/// Answers the portal's requests.
+pub(crate) struct PortalDesk {
+    pub(crate) core: Arc<Core>,
+    pub(crate) local: Arc<LocalFactors>,
+    pub(crate) passwords: Arc<dyn PasswordCheck>,
+}
+
+fn who<'a>(user: &'a str, rhost: &'a str) -> Who<'a> {
+    Who {
+        user,
+        rhost,
+        service: "mfa-web",
+        can_prompt: false,
+        vouched: "-",
+    }
+}
+
+const UNAVAILABLE: WebReply = WebReply::Closed {
+    why: Closed::Unavailable,
+};
+const GONE: WebReply = WebReply::Closed {
+    why: Closed::Unknown,
+};
+
+/// A user name as the sign-in form may carry one: what `useradd` accepts, at most 64
+/// bytes. Anything else is refused before PAM or the store sees it.
+fn plausible_user(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 64
+        && !name.starts_with('-')
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b))
+}
+
+/// A live session, by the key of its cookie.
+struct Session {
+    key: [u8; 32],
+    record: WebSessionRecord,
+}
+
+impl PortalDesk {
+    fn enabled(&self) -> bool {
+        self.core.config.web.portal
+    }
+
+    /// The session `token` if it is live at `now`; one past its limits is removed.
+    async fn session(&self, token: &str, now: i64) -> Result<Option<Session>, WebReply> {
+        if !mfa_proto::web::looks_like_token(token) {
+            return Ok(None);
+        }
+        let key = enrol_link::key_of(token);
+        let read = self.core.db(move |s| s.web_session(&key)).await;
+        let record = match read {
+            Ok(Some(record)) => record,
+            Ok(None) => return Ok(None),
+            Err(e) => {
+                warn!(target: "mfad::web", "cannot read portal sessions: {e}");
+                return Err(UNAVAILABLE);
+            }
+        };
+        let expired = now.saturating_sub(record.created) >= ABSOLUTE_SECS
+            || now.saturating_sub(record.last_seen) >= IDLE_SECS;
+        if expired {
+            self.step(key, WebSessionStep::End).await?;
+            return Ok(None);
+        }
+        Ok(Some(Session { key, record }))
+    }
+
+    async fn step(&self, key: [u8; 32], step: WebSessionStep) -> Result<Option<u32>, WebReply> {
+        let now = self.core.clock.now();
+        self.core
+            .db(move |s| s.web_session_step(&key, step, now))
+            .await
+            .map_err(|e| {
+                warn!(target: "mfad::web", "cannot change a portal session: {e}");
+                UNAVAILABLE
+            })
+    }
+
+    /// The live session `token` whose CSRF token is `csrf`: `Err` with the reply otherwise.
+    async fn posted(&self, token: &str, csrf: &str, now: i64) -> Result<Session, WebReply> {
+        let Some(session) = self.session(token, now).await? else {
+            return Err(GONE);
+        };
+        let expected = session.record.csrf.as_bytes();
+        if csrf.is_empty() || !bool::from(expected.ct_eq(csrf.as_bytes())) {
+            return Err(WebReply::BadForm);
+        }
+        Ok(session)
+    }
+
+    async fn locked(&self, user: &str, now: i64) -> Result<bool, WebReply> {
+        let u = user.to_string();
+        match self.core.db(move |s| s.lock_state(&u)).await {
+            Ok(lock) => Ok(lock.locked_until.is_some_and(|until| until > now)),
+            Err(_) => Err(UNAVAILABLE),
+        }
+    }
+
+    async fn devices(&self, user: &str) -> Result<Vec<Device>, WebReply> {
+        let u = user.to_string();
+        self.core
+            .db(move |s| s.devices(&u))
+            .await
+            .map_err(|_| UNAVAILABLE)
+    }
+
+    pub(crate) async fn sign_in(&self, user: &str, password: Password, rhost: &str) -> WebReply {
+        if !self.enabled() {
+            return GONE;
+        }
+        let wrong = WebReply::SignInRefused {
+            why: SignInRefusal::Wrong,
+        };
+        if !plausible_user(user) {
+            return wrong;
+        }
+        // A name with no account: refused like a wrong password, and no state is made for it.
+        match self.core.account(user).await {
+            Ok(Some(_)) => {}
+            Ok(None) => {
+                decision(
+                    &who(user, rhost),
+                    "password",
+                    "deny",
+                    "portal; no such user",
+                );
+                return wrong;
+            }
+            Err(_) => return UNAVAILABLE,
+        }
+        let now = self.core.clock.now();
+        match self.locked(user, now).await {
+            Ok(false) => {}
+            Ok(true) => {
+                decision(
+                    &who(user, rhost),
+                    "password",
+                    "deny",
+                    "portal; account locked",
+                );
+                return WebReply::SignInRefused {
+                    why: SignInRefusal::Locked,
+                };
+            }
+            Err(reply) => return reply,
+        }
+        match password::check_off_thread(&self.passwords, user, password, rhost).await {
+            PasswordVerdict::Right => {}
+            PasswordVerdict::Wrong => {
+                decision(
+                    &who(user, rhost),
+                    "password",
+                    "deny",
+                    "portal; wrong password",
+                );
+                return match self.core.record_failure(user, now).await {
+                    Ok(FailureEffect::Locked { .. }) => {
+                        decision(
+                            &who(user, rhost),
+                            "password",
+                            "locked",
+                            "failed portal passwords; account now locked",
+                        );
+                        WebReply::SignInRefused {
+                            why: SignInRefusal::Locked,
+                        }
+                    }
+                    Ok(_) => wrong,
+                    Err(_) => UNAVAILABLE,
+                };
+            }
+            PasswordVerdict::Unavailable(why) => {
+                warn!(target: "mfad::web", "cannot check a password through PAM: {why}");
+                return UNAVAILABLE;
+            }
+        }
+        let u = user.to_string();
+        let codes = self
+            .core
+            .db(move |s| Ok((s.devices(&u)?, s.unused_bypass_codes(&u)?.len())))
+            .await;
+        match codes {
+            Ok((devices, bypass)) if bypass > 0 || devices.iter().any(|d| d.otp.is_some()) => {}
+            Ok(_) => {
+                decision(
+                    &who(user, rhost),
+                    "password",
+                    "deny",
+                    "portal; no device that gives codes",
+                );
+                return WebReply::SignInRefused {
+                    why: SignInRefusal::NotEnrolled,
+                };
+            }
+            Err(_) => return UNAVAILABLE,
+        }
+        let token = enrol_link::new_token(self.core.random.as_ref());
+        let csrf = enrol_link::new_token(self.core.random.as_ref());
+        let key = enrol_link::key_of(&token);
+        let (u, c) = (user.to_string(), csrf.to_string());
+        let limits = (now - ABSOLUTE_SECS, now - IDLE_SECS);
+        match self
+            .core
+            .db(move |s| s.add_web_session(&key, &u, &c, now, limits))
+            .await
+        {
+            Ok(()) => {
+                decision(
+                    &who(user, rhost),
+                    "password",
+                    "accepted",
+                    "portal; a code comes next",
+                );
+                WebReply::PortalStarted {
+                    session: token.to_string(),
+                    csrf: csrf.to_string(),
+                }
+            }
+            Err(e) => {
+                warn!(target: "mfad::web", "cannot record a portal session: {e}");
+                UNAVAILABLE
+            }
+        }
+    }
+
+    pub(crate) async fn code(&self, token: &str, csrf: &str, code: &str, rhost: &str) -> WebReply {
+        if !self.enabled() {
+            return GONE;
+        }
+        let now = self.core.clock.now();
+        let Session { key, record } = match self.posted(token, csrf, now).await {
+            Ok(session) => session,
+            Err(reply) => return reply,
+        };
+        let user = record.user.as_str();
+        let devices = match self.devices(user).await {
+            Ok(devices) => Arc::new(devices),
+            Err(reply) => return reply,
+        };
+        let verdict = match self.local.check_passcode(user, code, &devices, None).await {
+            Ok(verdict) => verdict,
+            Err(e) => {
+                warn!(target: "mfad::web", "cannot check a portal code: {e}");
+                return UNAVAILABLE;
+            }
+        };
+        let method = match &verdict {
+            CodeVerdict::Code { method, device } => {
+                let what = format!("portal; device {}", text::clean(device));
+                decision(&who(user, rhost), method, "allow", &what);
+                Some(*method)
+            }
+            CodeVerdict::Bypass { left } => {
+                let what = format!("portal; {left} bypass codes left");
+                decision(&who(user, rhost), "bypass", "allow", &what);
+                Some("bypass")
+            }
+            CodeVerdict::Sms => {
+                decision(&who(user, rhost), "sms", "allow", "portal");
+                Some("sms")
+            }
+            _ => None,
+        };
+        if method.is_some() {
+            return match self.step(key, WebSessionStep::Factor).await {
+                Ok(Some(_)) => self.view(token).await,
+                Ok(None) => GONE,
+                Err(reply) => reply,
+            };
+        }
+        let locked = match verdict {
+            CodeVerdict::Locked { .. } => true,
+            CodeVerdict::Wrong(effect) | CodeVerdict::Replayed(effect, _) => {
+                decision(&who(user, rhost), "code", "deny", "portal; wrong code");
+                matches!(effect, FailureEffect::Locked { .. })
+            }
+            _ => false,
+        };
+        if locked {
+            decision(
+                &who(user, rhost),
+                "code",
+                "locked",
+                "portal; account locked",
+            );
+            let _ = self.step(key, WebSessionStep::End).await;
+            return WebReply::SignInRefused {
+                why: SignInRefusal::Locked,
+            };
+        }
+        match self
+            .step(
+                key,
+                WebSessionStep::CodeMiss {
+                    max: MAX_CODE_TRIES,
+                },
+            )
+            .await
+        {
+            Ok(Some(tries)) if tries < MAX_CODE_TRIES => WebReply::WrongCode {
+                tries_left: MAX_CODE_TRIES - tries,
+            },
+            Ok(_) => {
+                let _ = self.step(key, WebSessionStep::End).await;
+                GONE
+            }
+            Err(reply) => reply,
+        }
+    }
+
+    pub(crate) async fn view(&self, token: &str) -> WebReply {
+        if !self.enabled() {
+            return GONE;
+        }
+        let now = self.core.clock.now();
+        let Session { key, record } = match self.session(token, now).await {
+            Ok(Some(session)) => session,
+            Ok(None) => return GONE,
+            Err(reply) => return reply,
+        };
+        if let Err(reply) = self.step(key, WebSessionStep::Touch).await {
+            return reply;
+        }
+        let Some(factor_at) = record.factor_at else {
+            return WebReply::PortalNeedsCode {
+                user: record.user,
+                csrf: record.csrf,
+                for_change: false,
+            };
+        };
+        let u = record.user.clone();
+        let read = self
+            .core
+            .db(move |s| Ok((s.devices(&u)?, s.unused_bypass_codes(&u)?.len())))
+            .await;
+        let (devices, bypass_left) = match read {
+            Ok(read) => read,
+            Err(_) => return UNAVAILABLE,
+        };
+        let fresh_for = (factor_at + FRESH_SECS).saturating_sub(now).max(0) as u64;
+        WebReply::Portal {
+            page: PortalPage {
+                user: record.user,
+                csrf: record.csrf,
+                devices: devices
+                    .iter()
+                    .map(|d| PortalDevice {
+                        id: d.id,
+                        kind: d.kind.as_str().to_string(),
+                        name: d.name.clone(),
+                        detail: describe_detail(d),
+                        default: d.is_default,
+                    })
+                    .collect(),
+                bypass_left: u32::try_from(bypass_left).unwrap_or(u32::MAX),
+                fresh_for,
+            },
+        }
+    }
+
+    pub(crate) async fn change(
+        &self,
+        token: &str,
+        csrf: &str,
+        change: PortalChange,
+        rhost: &str,
+    ) -> WebReply {
+        if !self.enabled() {
+            return GONE;
+        }
+        let now = self.core.clock.now();
+        let Session { key, record } = match self.posted(token, csrf, now).await {
+            Ok(session) => session,
+            Err(reply) => return reply,
+        };
+        let user = record.user.as_str();
+        let fresh = record
+            .factor_at
+            .is_some_and(|at| now.saturating_sub(at) < FRESH_SECS);
+        if !fresh {
+            return WebReply::PortalNeedsCode {
+                user: record.user.clone(),
+                csrf: record.csrf.clone(),
+                for_change: record.factor_at.is_some(),
+            };
+        }
+        match self.locked(user, now).await {
+            Ok(false) => {}
+            Ok(true) => {
+                let _ = self.step(key, WebSessionStep::End).await;
+                return WebReply::SignInRefused {
+                    why: SignInRefusal::Locked,
+                };
+            }
+            Err(reply) => return reply,
+        }
+        if let Err(reply) = self.step(key, WebSessionStep::Touch).await {
+            return reply;
+        }
+        let devices = match self.devices(user).await {
+            Ok(devices) => devices,
+            Err(reply) => return reply,
+        };
+        let mine = |id: i64| devices.iter().find(|d| d.id == id);
+        let w = who(user, rhost);
+        let u = user.to_string();
+        match change {
+            PortalChange::SetDefault { device } => {
+                let Some(d) = mine(device) else {
+                    return GONE;
+                };
+                if let Err(e) = self.core.db(move |s| s.set_default(&u, device)).await {
+                    warn!(target: "mfad::web", "cannot set a default device: {e}");
+                    return UNAVAILABLE;
+                }
+                let what = format!("portal; device {}", text::clean(&d.name));
+                decision(&w, d.kind.as_str(), "default set", &what);
+                changed(format!(
+                    "\"{}\" is now your default method: scp, sftp, rsync and file transfer \
+                     apps use it.",
+                    d.name
+                ))
+            }
+            PortalChange::Remove { device } => {
+                let Some(d) = mine(device) else {
+                    return GONE;
+                };
+                if devices.len() == 1 {
+                    return changed(
+                        "That is your only device: add another before removing it (or ask \
+                         your administrator to reset your enrolment)."
+                            .to_string(),
+                    );
+                }
+                if let Err(e) = self.core.db(move |s| s.remove_device(&u, device)).await {
+                    warn!(target: "mfad::web", "cannot remove a device: {e}");
+                    return UNAVAILABLE;
+                }
+                let what = format!("portal; device {}", text::clean(&d.name));
+                decision(&w, d.kind.as_str(), "removed", &what);
+                changed(format!("Removed \"{}\".", d.name))
+            }
+            PortalChange::NewBypassCodes => {
+                let (shown, stored) = bypass::generate(self.core.random.as_ref());
+                if let Err(e) = self
+                    .core
+                    .db(move |s| s.replace_bypass_codes(&u, &stored, now))
+                    .await
+                {
+                    warn!(target: "mfad::web", "cannot replace bypass codes: {e}");
+                    return UNAVAILABLE;
+                }
+                let what = format!("portal; {} new codes", shown.len());
+                decision(&w, "bypass", "issued", &what);
+                WebReply::PortalChanged {
+                    note: "New bypass codes: each works once, and the earlier ones no longer \
+                           work. Keep them somewhere safe, away from your phone. They are \
+                           shown only now."
+                        .to_string(),
+                    codes: ShownCodes(shown.iter().map(|c| c.as_str().to_owned()).collect()),
+                }
+            }
+        }
+    }
+
+    pub(crate) async fn sign_out(&self, token: &str, csrf: &str) -> WebReply {
+        let now = self.core.clock.now();
+        let Session { key, .. } = match self.posted(token, csrf, now).await {
+            Ok(session) => session,
+            Err(reply) => return reply,
+        };
+        match self.step(key, WebSessionStep::End).await {
+            Ok(_) => GONE,
+            Err(reply) => reply,
+        }
+    }
+}
+
+fn changed(note: String) -> WebReply {
+    WebReply::PortalChanged {
+        note,
+        codes: ShownCodes::default(),
+    }
+}
