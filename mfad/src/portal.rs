@@ -356,6 +356,16 @@ impl PortalDesk {
             Ok(None) => return GONE,
             Err(reply) => return reply,
         };
+        match self.locked(&record.user, now).await {
+            Ok(false) => {}
+            Ok(true) => {
+                let _ = self.step(key, WebSessionStep::End).await;
+                return WebReply::SignInRefused {
+                    why: SignInRefusal::Locked,
+                };
+            }
+            Err(reply) => return reply,
+        }
         if let Err(reply) = self.step(key, WebSessionStep::Touch).await {
             return reply;
         }

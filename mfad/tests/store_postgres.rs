@@ -296,6 +296,59 @@ mod suite {
         assert_eq!(s.enrol_link_user(&c, 702).unwrap(), None);
     }
 
+    pub fn portal_sessions_are_kept_by_key_limited_and_dropped(open: Open) {
+        use mfad::store::WebSessionStep as Step;
+        let mut s = open();
+        let (a, b) = ([5u8; 32], [6u8; 32]);
+        s.add_web_session(&a, "alice", "csrf-a", 100, (0, 0))
+            .unwrap();
+        let r = s.web_session(&a).unwrap().unwrap();
+        assert_eq!(
+            (r.user.as_str(), r.created, r.last_seen),
+            ("alice", 100, 100)
+        );
+        assert_eq!(
+            (r.factor_at, r.code_tries, r.csrf.as_str()),
+            (None, 0, "csrf-a")
+        );
+        assert_eq!(s.web_session(&b).unwrap(), None);
+        for n in 1..=3 {
+            assert_eq!(
+                s.web_session_step(&a, Step::CodeMiss { max: 3 }, 110)
+                    .unwrap(),
+                Some(n)
+            );
+        }
+        assert_eq!(
+            s.web_session_step(&a, Step::CodeMiss { max: 3 }, 111)
+                .unwrap(),
+            None,
+            "no more than max"
+        );
+        assert_eq!(s.web_session_step(&a, Step::Factor, 120).unwrap(), Some(0));
+        let r = s.web_session(&a).unwrap().unwrap();
+        assert_eq!(
+            (r.factor_at, r.code_tries, r.last_seen),
+            (Some(120), 0, 120)
+        );
+        assert_eq!(s.web_session_step(&a, Step::Touch, 130).unwrap(), Some(0));
+        assert_eq!(s.web_session(&a).unwrap().unwrap().last_seen, 130);
+        assert_eq!(s.web_session_step(&b, Step::Touch, 130).unwrap(), None);
+        // A new session drops those past their limits (here: idle since before 131).
+        s.add_web_session(&b, "bob", "csrf-b", 200, (0, 131))
+            .unwrap();
+        assert_eq!(s.web_session(&a).unwrap(), None);
+        assert!(s.web_session(&b).unwrap().is_some());
+        assert_eq!(s.web_session_step(&b, Step::End, 201).unwrap(), Some(0));
+        assert_eq!(s.web_session_step(&b, Step::End, 202).unwrap(), None);
+        assert_eq!(s.web_session(&b).unwrap(), None);
+        // A reset of the user ends their sessions.
+        s.add_web_session(&a, "alice", "csrf-a2", 300, (0, 0))
+            .unwrap();
+        s.reset_user("alice").unwrap();
+        assert_eq!(s.web_session(&a).unwrap(), None);
+    }
+
     pub fn the_enrolment_pages_progress_is_held_with_the_link_and_limited(open: Open) {
         use mfad::store::EnrolLinkStep as Step;
         let mut s = open();
@@ -399,6 +452,7 @@ on_both!(
     a_lock_is_never_shortened_by_a_lockout,
     a_failed_transaction_leaves_nothing_behind,
     the_enrolment_pages_progress_is_held_with_the_link_and_limited,
+    portal_sessions_are_kept_by_key_limited_and_dropped,
     a_dump_loads_into_an_empty_store_as_it_was,
     an_enrolment_link_is_bound_to_its_user_spent_once_and_expires,
 );

@@ -1,0 +1,430 @@
+//! The self-service portal's requests (`[web] portal = true`), in process with a clock the
+//! test controls: sign-in with the password and a code (both counted toward the lockout
+//! shared with ssh), sessions held in the store with idle and absolute limits, CSRF tokens,
+//! and changes that need a fresh second factor.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use mfa_proto::web::{Password, PortalChange, PortalPage, SignInRefusal};
+use mfa_proto::{Closed, Operation, Outcome, ServerMsg, WebReply, WebRequest};
+use mfa_test_support::{TEST_PASSWORD, TestDaemon};
+use mfad::factor::totp::{self, TotpParams};
+use mfad::portal::{ABSOLUTE_SECS, FRESH_SECS, IDLE_SECS};
+
+const SECRET: &[u8] = b"12345678901234567890";
+const USER: &str = "root";
+
+const GONE: WebReply = WebReply::Closed {
+    why: Closed::Unknown,
+};
+
+fn portal(tune: impl FnOnce(&mut mfad::Config)) -> TestDaemon {
+    let d = TestDaemon::start(|c| {
+        c.web.portal = true;
+        tune(c);
+    });
+    let step = totp::step_of(now(&d), TotpParams::default());
+    d.store()
+        .add_totp_device(
+            USER,
+            "phone app",
+            SECRET,
+            TotpParams::default(),
+            step - 5,
+            now(&d),
+        )
+        .unwrap();
+    d
+}
+
+fn now(d: &TestDaemon) -> i64 {
+    mfad::Clock::now(&d.clock)
+}
+
+/// The code of the enrolled app `offset` steps from now.
+fn code(d: &TestDaemon, offset: i64) -> String {
+    let step = totp::step_of(now(d), TotpParams::default()) as i64 + offset;
+    totp::code_at_step(SECRET, TotpParams::default(), step as u64).to_string()
+}
+
+fn web(d: &TestDaemon, request: WebRequest) -> WebReply {
+    let conversed = d.converse(0, Operation::Web(request), &[]);
+    conversed
+        .said
+        .iter()
+        .find_map(|m| match m {
+            ServerMsg::Web { reply } => Some(reply.clone()),
+            _ => None,
+        })
+        .unwrap_or_else(|| panic!("no web reply: {}", conversed.text()))
+}
+
+fn sign_in(d: &TestDaemon, user: &str, password: &str) -> WebReply {
+    web(
+        d,
+        WebRequest::PortalSignIn {
+            user: user.into(),
+            password: Password::new(password.into()),
+            client: Some("198.51.100.9".into()),
+        },
+    )
+}
+
+/// A session past the password: (cookie, csrf).
+fn started(d: &TestDaemon) -> (String, String) {
+    match sign_in(d, USER, TEST_PASSWORD) {
+        WebReply::PortalStarted { session, csrf } => (session, csrf),
+        other => panic!("not started: {other:?}"),
+    }
+}
+
+fn send_code(d: &TestDaemon, s: &(String, String), code: &str) -> WebReply {
+    web(
+        d,
+        WebRequest::PortalCode {
+            session: s.0.clone(),
+            csrf: s.1.clone(),
+            code: code.into(),
+            client: None,
+        },
+    )
+}
+
+fn view(d: &TestDaemon, s: &(String, String)) -> WebReply {
+    web(
+        d,
+        WebRequest::PortalView {
+            session: s.0.clone(),
+        },
+    )
+}
+
+fn change(d: &TestDaemon, s: &(String, String), change: PortalChange) -> WebReply {
+    web(
+        d,
+        WebRequest::PortalChange {
+            session: s.0.clone(),
+            csrf: s.1.clone(),
+            change,
+            client: None,
+        },
+    )
+}
+
+fn page(reply: WebReply) -> PortalPage {
+    match reply {
+        WebReply::Portal { page } => page,
+        other => panic!("no page: {other:?}"),
+    }
+}
+
+/// Signed in with the app's current code.
+fn signed_in(d: &TestDaemon) -> (String, String) {
+    let s = started(d);
+    page(send_code(d, &s, &code(d, 0)));
+    s
+}
+
+fn failures(d: &TestDaemon, user: &str) -> u32 {
+    d.store().lock_state(user).unwrap().failures
+}
+
+#[test]
+fn without_portal_on_nothing_is_served() {
+    let d = TestDaemon::start(|_| {});
+    assert_eq!(sign_in(&d, USER, TEST_PASSWORD), GONE);
+    assert_eq!(failures(&d, USER), 0);
+}
+
+#[test]
+fn signing_in_takes_the_password_then_a_code_and_each_wrong_one_counts_toward_the_lockout() {
+    let d = portal(|_| {});
+    let wrong = WebReply::SignInRefused {
+        why: SignInRefusal::Wrong,
+    };
+    assert_eq!(sign_in(&d, USER, "not it"), wrong);
+    assert_eq!(failures(&d, USER), 1);
+    // No such user, or no user name at all: the same answer, and nothing is stored.
+    assert_eq!(sign_in(&d, "no-such-user-mfat", "x"), wrong);
+    assert_eq!(sign_in(&d, "../etc", "x"), wrong);
+    assert!(
+        d.store()
+            .user_summaries()
+            .unwrap()
+            .iter()
+            .all(|u| u.name == USER)
+    );
+
+    let s = started(&d);
+    assert_eq!(
+        view(&d, &s),
+        WebReply::PortalNeedsCode {
+            user: USER.into(),
+            csrf: s.1.clone(),
+            for_change: false
+        }
+    );
+    // No change before the code.
+    assert!(matches!(
+        change(&d, &s, PortalChange::NewBypassCodes),
+        WebReply::PortalNeedsCode { .. }
+    ));
+    assert_eq!(
+        send_code(&d, &s, "000000"),
+        WebReply::WrongCode { tries_left: 4 }
+    );
+    assert_eq!(failures(&d, USER), 2);
+    let first = code(&d, 0);
+    let p = page(send_code(&d, &s, &first));
+    assert_eq!(failures(&d, USER), 0, "a right code clears the count");
+    assert_eq!(p.user, USER);
+    assert_eq!(p.devices.len(), 1);
+    assert_eq!(p.devices[0].name, "phone app");
+    assert!(p.devices[0].default);
+    assert!(p.devices[0].detail.contains("6 digits every 30 s"));
+    assert_eq!(p.fresh_for, FRESH_SECS as u64);
+    assert_eq!(page(view(&d, &s)).user, USER);
+
+    // The code is spent, as at an ssh prompt: not in another session, not over ssh.
+    let other = started(&d);
+    assert_eq!(
+        send_code(&d, &other, &first),
+        WebReply::WrongCode { tries_left: 4 }
+    );
+    let (outcome, _) = d.login(USER, &[&first, &first, &first]);
+    assert_eq!(outcome, Outcome::Deny);
+}
+
+#[test]
+fn five_wrong_codes_end_the_session_and_enough_failures_lock_the_account() {
+    let d = portal(|c| c.lockout.max_failures = 6);
+    let signed = signed_in(&d);
+    let s = started(&d);
+    for left in (1..5).rev() {
+        assert_eq!(
+            send_code(&d, &s, "000000"),
+            WebReply::WrongCode { tries_left: left }
+        );
+    }
+    assert_eq!(send_code(&d, &s, "000000"), GONE);
+    assert_eq!(view(&d, &s), GONE);
+    assert_eq!(failures(&d, USER), 5);
+    // The sixth failure (shared with ssh) locks: sign-in is refused, even with the right
+    // password.
+    assert_eq!(
+        sign_in(&d, USER, "wrong"),
+        WebReply::SignInRefused {
+            why: SignInRefusal::Locked
+        }
+    );
+    assert_eq!(
+        sign_in(&d, USER, TEST_PASSWORD),
+        WebReply::SignInRefused {
+            why: SignInRefusal::Locked
+        }
+    );
+    // A session signed in before the lock ends with it.
+    assert_eq!(
+        view(&d, &signed),
+        WebReply::SignInRefused {
+            why: SignInRefusal::Locked
+        }
+    );
+    assert_eq!(view(&d, &signed), GONE);
+}
+
+#[test]
+fn changes_need_the_sessions_csrf_token_and_a_fresh_factor() {
+    let d = portal(|_| {});
+    let step = totp::step_of(now(&d), TotpParams::default());
+    let second = d
+        .store()
+        .add_totp_device(
+            USER,
+            "spare token",
+            SECRET,
+            TotpParams::default(),
+            step + 10,
+            now(&d),
+        )
+        .unwrap();
+    let s = signed_in(&d);
+
+    // A forged form (another CSRF token): refused, nothing changed.
+    let forged = (s.0.clone(), "A".repeat(43));
+    assert_eq!(
+        change(&d, &forged, PortalChange::SetDefault { device: second }),
+        WebReply::BadForm
+    );
+    assert!(!d.store().devices(USER).unwrap()[1].is_default);
+
+    let WebReply::PortalChanged { note, codes } =
+        change(&d, &s, PortalChange::SetDefault { device: second })
+    else {
+        panic!("not changed")
+    };
+    assert!(note.contains("scp, sftp, rsync"), "{note}");
+    assert!(codes.0.is_empty());
+    assert!(d.store().devices(USER).unwrap()[1].is_default);
+
+    // Minutes later, a change asks for a new code first; after it, the change is made.
+    d.clock.advance(FRESH_SECS);
+    assert_eq!(
+        change(&d, &s, PortalChange::NewBypassCodes),
+        WebReply::PortalNeedsCode {
+            user: USER.into(),
+            csrf: s.1.clone(),
+            for_change: true
+        }
+    );
+    assert_eq!(d.store().unused_bypass_codes(USER).unwrap().len(), 0);
+    page(send_code(&d, &s, &code(&d, 0)));
+    let WebReply::PortalChanged { codes, .. } = change(&d, &s, PortalChange::NewBypassCodes) else {
+        panic!("no codes")
+    };
+    assert_eq!(codes.0.len(), 10);
+    assert_eq!(page(view(&d, &s)).bypass_left, 10);
+    // A code shown on the page opens an ssh login, once.
+    let (outcome, script) = d.login(USER, &[&codes.0[0]]);
+    assert_eq!(outcome, Outcome::Allow, "{}", script.text());
+    assert_eq!(page(view(&d, &s)).bypass_left, 9);
+}
+
+#[test]
+fn only_the_users_own_devices_change_and_the_last_one_stays() {
+    let d = portal(|_| {});
+    let s = signed_in(&d);
+    let only = d.store().devices(USER).unwrap()[0].id;
+    // Another user's device id: nothing happens to either user.
+    let other = d
+        .store()
+        .add_totp_device(
+            "nobody",
+            "theirs",
+            SECRET,
+            TotpParams::default(),
+            0,
+            now(&d),
+        )
+        .unwrap();
+    assert_eq!(change(&d, &s, PortalChange::Remove { device: other }), GONE);
+    assert_eq!(
+        change(&d, &s, PortalChange::SetDefault { device: other }),
+        GONE
+    );
+    assert!(d.store().devices(USER).unwrap()[0].is_default);
+    assert_eq!(d.store().devices("nobody").unwrap().len(), 1);
+    // The only device: kept, with the reason.
+    let WebReply::PortalChanged { note, .. } =
+        change(&d, &s, PortalChange::Remove { device: only })
+    else {
+        panic!("no answer")
+    };
+    assert!(note.contains("only device"), "{note}");
+    assert_eq!(d.store().devices(USER).unwrap().len(), 1);
+    // With a second one, the first can go.
+    let step = totp::step_of(now(&d), TotpParams::default());
+    d.store()
+        .add_totp_device(
+            USER,
+            "new",
+            SECRET,
+            TotpParams::default(),
+            step + 10,
+            now(&d),
+        )
+        .unwrap();
+    let WebReply::PortalChanged { note, .. } =
+        change(&d, &s, PortalChange::Remove { device: only })
+    else {
+        panic!("not removed")
+    };
+    assert_eq!(note, "Removed \"phone app\".");
+    let left = d.store().devices(USER).unwrap();
+    assert_eq!(left.len(), 1);
+    assert!(left[0].is_default, "the default is handed on");
+}
+
+#[test]
+fn sessions_end_after_ten_idle_minutes_or_an_hour_and_at_sign_out() {
+    let d = portal(|_| {});
+    let idle = signed_in(&d);
+    d.clock.advance(IDLE_SECS);
+    assert_eq!(view(&d, &idle), GONE);
+
+    // Used every few minutes, a session still ends an hour after its sign-in.
+    let busy = signed_in(&d);
+    let mut lived = 0;
+    while lived + 300 < ABSOLUTE_SECS {
+        d.clock.advance(300);
+        lived += 300;
+        page(view(&d, &busy));
+    }
+    d.clock.advance(ABSOLUTE_SECS - lived);
+    assert_eq!(view(&d, &busy), GONE);
+
+    let s = signed_in(&d);
+    let forged = (s.0.clone(), "B".repeat(43));
+    assert_eq!(
+        web(
+            &d,
+            WebRequest::PortalSignOut {
+                session: forged.0,
+                csrf: forged.1
+            }
+        ),
+        WebReply::BadForm
+    );
+    page(view(&d, &s));
+    assert_eq!(
+        web(
+            &d,
+            WebRequest::PortalSignOut {
+                session: s.0.clone(),
+                csrf: s.1.clone()
+            }
+        ),
+        GONE
+    );
+    assert_eq!(view(&d, &s), GONE);
+    // Forged cookies get nothing.
+    let forged = ("C".repeat(43), s.1.clone());
+    assert_eq!(view(&d, &forged), GONE);
+    assert_eq!(send_code(&d, &forged, &code(&d, 0)), GONE);
+}
+
+#[test]
+fn a_session_lives_in_the_store_so_a_restarted_mfad_serves_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let tune = |c: &mut mfad::Config| {
+        c.database = dir.path().join("mfa.db");
+        c.store_key = dir.path().join("store.key");
+    };
+    let first = portal(tune);
+    let s = started(&first);
+    drop(first);
+    let second = TestDaemon::start(|c| {
+        c.web.portal = true;
+        tune(c);
+    });
+    let p = page(send_code(&second, &s, &code(&second, 0)));
+    assert_eq!(p.user, USER);
+    assert!(
+        second
+            .store()
+            .lock_state(USER)
+            .unwrap()
+            .locked_until
+            .is_none()
+    );
+}
+
+#[test]
+fn a_user_with_nothing_that_gives_codes_cannot_sign_in() {
+    let d = TestDaemon::start(|c| c.web.portal = true);
+    assert_eq!(
+        sign_in(&d, USER, TEST_PASSWORD),
+        WebReply::SignInRefused {
+            why: SignInRefusal::NotEnrolled
+        }
+    );
+}
