@@ -5,6 +5,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use mfa_proto::{AuthContext, Operation, Outcome};
+use mfa_test_support::http::{between, get, post};
 use mfa_test_support::{TEST_PASSWORD, TestDaemon};
 use mfad::config::Unenrolled;
 use mfad::factor::totp::{self, HashAlgorithm, TotpParams};
@@ -33,54 +34,6 @@ fn link_path(d: &TestDaemon) -> String {
     rest.split_whitespace().next().unwrap().to_string()
 }
 
-struct Page {
-    status: u16,
-    headers: reqwest::header::HeaderMap,
-    body: String,
-}
-
-fn rt() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap()
-}
-
-fn get(url: &str) -> Page {
-    rt().block_on(async {
-        let r = reqwest::Client::new().get(url).send().await.unwrap();
-        Page {
-            status: r.status().as_u16(),
-            headers: r.headers().clone(),
-            body: r.text().await.unwrap(),
-        }
-    })
-}
-
-fn post(url: &str, cookie: Option<&str>, form: &[(&str, &str)]) -> Page {
-    rt().block_on(async {
-        let mut req = reqwest::Client::new().post(url).form(form);
-        if let Some(c) = cookie {
-            req = req.header("Cookie", c);
-        }
-        let r = req.send().await.unwrap();
-        Page {
-            status: r.status().as_u16(),
-            headers: r.headers().clone(),
-            body: r.text().await.unwrap(),
-        }
-    })
-}
-
-fn between<'a>(text: &'a str, start: &str, end: &str) -> &'a str {
-    let at = text
-        .find(start)
-        .unwrap_or_else(|| panic!("{start:?} not in:\n{text}"))
-        + start.len();
-    let len = text[at..].find(end).unwrap();
-    &text[at..at + len]
-}
-
 fn params() -> TotpParams {
     TotpParams {
         algorithm: HashAlgorithm::Sha1,
@@ -94,7 +47,7 @@ fn the_page_sets_a_strict_cookie_refuses_posts_without_its_csrf_token_and_enrols
     let d = daemon();
     let url = format!("{}{}", d.web_url().unwrap(), link_path(&d));
 
-    let page = get(&url);
+    let page = get(&url, None);
     assert_eq!(page.status, 200, "{}", page.body);
     let cookie = page.headers["set-cookie"].to_str().unwrap().to_string();
     assert!(cookie.starts_with("mfa_enrol="), "{cookie}");
@@ -160,7 +113,7 @@ fn the_page_sets_a_strict_cookie_refuses_posts_without_its_csrf_token_and_enrols
     assert_eq!(d.store().devices("root").unwrap().len(), 1);
 
     // Spent: a clear page, and nothing more is enrolled.
-    let page = get(&url);
+    let page = get(&url, None);
     assert_eq!(page.status, 404);
     assert!(page.body.contains("already used"), "{}", page.body);
     let page = post(
@@ -176,9 +129,10 @@ fn the_page_sets_a_strict_cookie_refuses_posts_without_its_csrf_token_and_enrols
 fn a_forged_link_gets_a_clear_page() {
     let d = daemon();
     let base = d.web_url().unwrap();
-    let page = get(&format!(
-        "{base}/enroll/AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA"
-    ));
+    let page = get(
+        &format!("{base}/enroll/AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA"),
+        None,
+    );
     assert_eq!(page.status, 404);
     assert!(page.body.contains("Enrolment link closed"), "{}", page.body);
     assert!(page.headers.get("set-cookie").is_none());
