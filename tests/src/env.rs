@@ -420,6 +420,12 @@ impl TestEnv {
         format!("sshd-{}", self.name)
     }
 
+    /// The port mfa-web listens on, when the config put [`crate::mfad::APPROVAL_PORT`] in
+    /// `[approval] listen`.
+    pub fn web_port(&self) -> Option<u16> {
+        self.mfad.as_ref().and_then(|m| m.approval_port)
+    }
+
     pub fn mfad_running(&mut self) -> bool {
         self.mfad.as_mut().is_some_and(Mfad::is_running)
     }

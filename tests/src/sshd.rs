@@ -36,6 +36,26 @@ impl PamService {
     }
 }
 
+impl PamService {
+    /// The PAM service the package ships for mfad's password checks
+    /// (`packaging/pam.d/mfa-web`), installed under a name of this test's own for
+    /// `[web] pam_service` (removed on drop, or by the next run's sweep: "sshd-", the scratch
+    /// prefix and this process's id).
+    pub fn shipped_web() -> Result<Self> {
+        static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let shipped = crate::paths::workspace_root().join("packaging/pam.d/mfa-web");
+        let text = std::fs::read_to_string(&shipped)
+            .map_err(|e| crate::HarnessError::new(format!("reading {}: {e}", shipped.display())))?;
+        let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let name = format!(
+            "sshd-{}{}xweb{n}",
+            crate::scratch::PREFIX,
+            std::process::id()
+        );
+        PamService::install(&name, &text)
+    }
+}
+
 impl Drop for PamService {
     fn drop(&mut self) {
         let _ = std::fs::remove_file(&self.path);

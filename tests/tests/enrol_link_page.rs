@@ -7,7 +7,6 @@
 
 use mfa_e2e::browser::Browser;
 use mfa_e2e::mfad::APPROVAL_PORT;
-use mfa_e2e::scratch::PREFIX;
 use mfa_e2e::sshd::PamService;
 use mfa_e2e::{TestEnv, TotpSecret};
 
@@ -15,15 +14,9 @@ use mfa_e2e::{TestEnv, TotpSecret};
 fn an_unenrolled_ssh_login_gets_a_link_and_the_page_in_chromium_enrols_the_app_for_the_next_login()
 {
     let port = APPROVAL_PORT;
-    // The password is checked through the PAM service the package ships
-    // (packaging/pam.d/mfa-web), installed under a name of this test's own (removed on drop,
-    // or by the next run's sweep: "sshd-" + the scratch prefix and this process's id).
-    let shipped = std::fs::read_to_string(
-        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../packaging/pam.d/mfa-web"),
-    )
-    .unwrap();
-    let service = format!("sshd-{PREFIX}{}xweb", std::process::id());
-    let _pam = PamService::install(&service, &shipped).unwrap();
+    // The password is checked through the PAM service the package ships.
+    let pam = PamService::shipped_web().unwrap();
+    let service = &pam.name;
     // mfa-web starts beside mfad when [approval] has `listen`; links point to it.
     let toml = format!(
         "[approval]\nlisten = \"127.0.0.1:{port}\"\npublic_url = \"http://127.0.0.1:{port}\"\n\
