@@ -76,6 +76,16 @@ pub enum WebRequest {
     },
     /// Ends the session.
     PortalSignOut { session: String, csrf: String },
+    /// An administrator's action on `user` (the session's user must be in `[web]
+    /// admin_group`; changes need a fresh second factor, as the user's own do).
+    PortalAdmin {
+        session: String,
+        csrf: String,
+        user: String,
+        action: AdminAction,
+        #[serde(default)]
+        client: Option<String>,
+    },
     /// A voice provider's callback, forwarded raw: mfad checks its signature with the auth
     /// token only mfad holds, over `{approval.public_url}{path}` and `params`.
     VoiceCallback {
@@ -112,6 +122,9 @@ impl WebRequest {
                 format!("web-portal-change {}", change.as_str())
             }
             WebRequest::PortalSignOut { .. } => "web-portal-sign-out".to_string(),
+            WebRequest::PortalAdmin { action, .. } => {
+                format!("web-portal-admin {}", action.as_str())
+            }
         }
     }
 }
@@ -212,6 +225,40 @@ impl PortalChange {
     }
 }
 
+/// What an administrator does on the portal.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum AdminAction {
+    /// Devices, bypass codes left, failures, lock.
+    Status,
+    /// Lifts a lock and clears the failure count.
+    Unlock,
+    /// Removes every device, code and failure: the user enrols again.
+    Reset,
+    /// New bypass codes for the user (shown once, to hand over).
+    BypassCodes,
+}
+
+impl AdminAction {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AdminAction::Status => "status",
+            AdminAction::Unlock => "unlock",
+            AdminAction::Reset => "reset",
+            AdminAction::BypassCodes => "bypass-codes",
+        }
+    }
+}
+
+/// A locked account, as the admin part of the portal lists it.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct LockedUser {
+    pub user: String,
+    pub failures: u32,
+    /// When the lock ends, as shown (UTC).
+    pub until: String,
+}
+
 /// A device as the portal lists it.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub struct PortalDevice {
@@ -234,6 +281,12 @@ pub struct PortalPage {
     pub bypass_left: u32,
     /// Seconds a change may still be made without a new code (0: the next change asks).
     pub fresh_for: u64,
+    /// The user is in `[web] admin_group`: the admin part is shown, with the locked
+    /// accounts.
+    #[serde(default)]
+    pub admin: bool,
+    #[serde(default)]
+    pub locked: Vec<LockedUser>,
 }
 
 /// Why a portal sign-in was refused.
@@ -373,6 +426,10 @@ pub enum WebReply {
     PortalChanged { note: String, codes: ShownCodes },
     /// The form's CSRF token is not the session's: nothing was done.
     BadForm,
+    /// An account's status for an administrator: the text to show, and the user it is of.
+    AdminStatus { user: String, report: String },
+    /// The session's user is not an administrator: nothing was done.
+    NotAdmin,
 }
 
 /// Approval tokens are 43 characters of URL-safe base64; anything much longer, or with

@@ -13,7 +13,9 @@ use axum::extract::{Extension, Form, State};
 use axum::http::header::{LOCATION, SET_COOKIE};
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::Response;
-use mfa_proto::web::{Password, PortalChange, PortalPage, ShownCodes, SignInRefusal};
+use mfa_proto::web::{
+    AdminAction, LockedUser, Password, PortalChange, PortalPage, ShownCodes, SignInRefusal,
+};
 use mfa_proto::{Closed, WebReply, WebRequest};
 use serde::Deserialize;
 use subtle::ConstantTimeEq;
@@ -179,6 +181,11 @@ fn home_page(page: &PortalPage) -> Response {
         ));
     }
     devices.push_str("</ul>");
+    let admin = if page.admin {
+        admin_part(&page.csrf, &page.locked)
+    } else {
+        String::new()
+    };
     html(
         StatusCode::OK,
         "My two-factor settings",
@@ -186,12 +193,61 @@ fn home_page(page: &PortalPage) -> Response {
             "<p>Signed in as <b>{user}</b>.</p><h2>My devices</h2>{devices}\
              <h2>Bypass codes</h2><p id=\"bypass-left\">{left} unused.</p>{codes}\
              <p class=\"note\">To add a device, use <code>mfa enroll</code> on a login \
-             node.</p>{out}",
+             node.</p>{admin}{out}",
             user = escape(&page.user),
             left = page.bypass_left,
             codes = change_form(&page.csrf, "new-bypass-codes", None, "New bypass codes"),
             out = sign_out_form(&page.csrf),
         ),
+    )
+}
+
+/// The form an administrator acts on a user with (`user` filled in, if given).
+fn admin_form(csrf: &str, user: &str) -> String {
+    let button = |action: AdminAction, label: &str| {
+        format!(
+            "<button type=\"submit\" name=\"action\" value=\"{}\">{label}</button>",
+            action.as_str()
+        )
+    };
+    format!(
+        "<form method=\"post\" action=\"/portal/admin\">\
+         <input type=\"hidden\" name=\"csrf\" value=\"{csrf}\">\
+         <label for=\"admin-user\">User name</label><br>\
+         <input class=\"wide\" id=\"admin-user\" name=\"user\" value=\"{user}\" \
+         autocapitalize=\"none\" required><br>{status}{unlock}{codes}{reset}</form>",
+        csrf = escape(csrf),
+        user = escape(user),
+        status = button(AdminAction::Status, "Status"),
+        unlock = button(AdminAction::Unlock, "Unlock"),
+        codes = button(AdminAction::BypassCodes, "Issue bypass codes"),
+        reset = button(AdminAction::Reset, "Reset (remove every device and code)"),
+    )
+}
+
+fn admin_part(csrf: &str, locked: &[LockedUser]) -> String {
+    let mut list = String::from("<ul id=\"locked\">");
+    if locked.is_empty() {
+        list.push_str("<li>None.</li>");
+    }
+    for l in locked {
+        list.push_str(&format!(
+            "<li><b>{user}</b>: {failures} failures, locked until {until}\
+             <form method=\"post\" action=\"/portal/admin\">\
+             <input type=\"hidden\" name=\"csrf\" value=\"{csrf}\">\
+             <input type=\"hidden\" name=\"user\" value=\"{user}\">\
+             <button type=\"submit\" name=\"action\" value=\"unlock\">Unlock {user}</button>\
+             </form></li>",
+            user = escape(&l.user),
+            failures = l.failures,
+            until = escape(&l.until),
+            csrf = escape(csrf),
+        ));
+    }
+    list.push_str("</ul>");
+    format!(
+        "<h2>Administration</h2><h3>Locked accounts</h3>{list}<h3>A user</h3>{}",
+        admin_form(csrf, "")
     )
 }
 
@@ -248,6 +304,13 @@ fn session_reply(app: &App, reply: WebReply) -> Response {
         WebReply::PortalChanged { note, codes } => changed_page(&note, &codes),
         WebReply::SignInRefused { why } => sign_in_page(app, refused(why)),
         WebReply::BadForm => bad_form(),
+        WebReply::NotAdmin => html(
+            StatusCode::FORBIDDEN,
+            "Not allowed",
+            "<p>Only members of the administrators' group may do this. Nothing was done.</p>\
+             <p><a href=\"/portal\">Back to my settings</a></p>",
+        ),
+
         WebReply::Closed {
             why: Closed::Unavailable,
         } => unavailable(),
@@ -451,6 +514,59 @@ pub(super) async fn sign_out(
             cookie(SESSION_COOKIE, "", 0, app.secure_cookies),
         ),
         Ok(_) => unexpected(),
+        Err(e) => mfad_down(&e),
+    }
+}
+
+#[derive(Deserialize)]
+pub(super) struct AdminForm {
+    #[serde(default)]
+    csrf: String,
+    #[serde(default)]
+    user: String,
+    #[serde(default)]
+    action: String,
+}
+
+/// POST /portal/admin: an administrator's action on a user.
+pub(super) async fn admin(
+    State(app): Shared,
+    headers: HeaderMap,
+    client: Option<Extension<ClientAddr>>,
+    Form(form): Form<AdminForm>,
+) -> Response {
+    let Some(session) = session_of(&headers) else {
+        return bad_form();
+    };
+    let action = match form.action.as_str() {
+        "status" => AdminAction::Status,
+        "unlock" => AdminAction::Unlock,
+        "reset" => AdminAction::Reset,
+        "bypass-codes" => AdminAction::BypassCodes,
+        _ => return bad_form(),
+    };
+    let user = form.user.trim().to_string();
+    match app
+        .mfad
+        .ask(WebRequest::PortalAdmin {
+            session,
+            csrf: form.csrf.clone(),
+            user,
+            action,
+            client: client_of(client),
+        })
+        .await
+    {
+        Ok(WebReply::AdminStatus { user, report }) => html(
+            StatusCode::OK,
+            "Account status",
+            &format!(
+                "<pre id=\"status\">{}</pre>{}<p><a href=\"/portal\">Back</a></p>",
+                escape(&report),
+                admin_form(&form.csrf, &user)
+            ),
+        ),
+        Ok(reply) => session_reply(&app, reply),
         Err(e) => mfad_down(&e),
     }
 }

@@ -18,7 +18,10 @@ use crate::password::{self, PasswordCheck, PasswordVerdict};
 use crate::providers::local::{CodeVerdict, LocalFactors};
 use crate::store::{Device, FailureEffect, WebSessionRecord, WebSessionStep};
 use crate::text;
-use mfa_proto::web::{Password, PortalChange, PortalDevice, PortalPage, ShownCodes, SignInRefusal};
+use mfa_proto::web::{
+    AdminAction, LockedUser, Password, PortalChange, PortalDevice, PortalPage, ShownCodes,
+    SignInRefusal,
+};
 use mfa_proto::{Closed, WebReply};
 use std::sync::Arc;
 use subtle::ConstantTimeEq;
@@ -386,6 +389,28 @@ impl PortalDesk {
             Err(_) => return UNAVAILABLE,
         };
         let fresh_for = (factor_at + FRESH_SECS).saturating_sub(now).max(0) as u64;
+        let admin = match self.is_admin(&record.user).await {
+            Ok(admin) => admin,
+            Err(reply) => return reply,
+        };
+        let locked = if admin {
+            match self.core.db(|s| s.user_summaries()).await {
+                Ok(users) => users
+                    .into_iter()
+                    .filter_map(|u| {
+                        let until = u.locked_until.filter(|until| *until > now)?;
+                        Some(LockedUser {
+                            user: u.name,
+                            failures: u.failures,
+                            until: crate::calendar::utc(until),
+                        })
+                    })
+                    .collect(),
+                Err(_) => return UNAVAILABLE,
+            }
+        } else {
+            Vec::new()
+        };
         WebReply::Portal {
             page: PortalPage {
                 user: record.user,
@@ -402,6 +427,8 @@ impl PortalDesk {
                     .collect(),
                 bypass_left: u32::try_from(bypass_left).unwrap_or(u32::MAX),
                 fresh_for,
+                admin,
+                locked,
             },
         }
     }
@@ -505,6 +532,162 @@ impl PortalDesk {
                            work. Keep them somewhere safe, away from your phone. They are \
                            shown only now."
                         .to_string(),
+                    codes: ShownCodes(shown.iter().map(|c| c.as_str().to_owned()).collect()),
+                }
+            }
+        }
+    }
+
+    /// Whether `user` is in `[web] admin_group` now (asked of the directory each time).
+    async fn is_admin(&self, user: &str) -> Result<bool, WebReply> {
+        let Some(group) = self.core.config.web.admin_group.as_deref() else {
+            return Ok(false);
+        };
+        let account = match self.core.account(user).await {
+            Ok(Some(account)) => account,
+            Ok(None) => return Ok(false),
+            Err(_) => return Err(UNAVAILABLE),
+        };
+        match self.core.groups(&account).await {
+            Ok(groups) => Ok(groups.iter().any(|g| g == group)),
+            Err(_) => Err(UNAVAILABLE),
+        }
+    }
+
+    pub(crate) async fn admin(
+        &self,
+        token: &str,
+        csrf: &str,
+        target: &str,
+        action: AdminAction,
+        rhost: &str,
+    ) -> WebReply {
+        if !self.enabled() {
+            return GONE;
+        }
+        let now = self.core.clock.now();
+        let Session { key, record } = match self.posted(token, csrf, now).await {
+            Ok(session) => session,
+            Err(reply) => return reply,
+        };
+        let by = record.user.as_str();
+        let uid = match self.core.account(by).await {
+            Ok(Some(account)) => account.uid,
+            Ok(None) => return WebReply::NotAdmin,
+            Err(_) => return UNAVAILABLE,
+        };
+        let logged = |target: &str, result: &str| {
+            crate::logging::admin_action(
+                by,
+                uid,
+                &format!("web-{}", action.as_str()),
+                target,
+                &format!("{result} (portal, from {rhost})"),
+            );
+        };
+        match self.is_admin(by).await {
+            Ok(true) => {}
+            Ok(false) => {
+                logged(target, "refused: not in the admin group");
+                return WebReply::NotAdmin;
+            }
+            Err(reply) => return reply,
+        }
+        let Some(factor_at) = record.factor_at else {
+            return WebReply::PortalNeedsCode {
+                user: record.user.clone(),
+                csrf: record.csrf.clone(),
+                for_change: false,
+            };
+        };
+        // Looking is allowed while signed in; changing needs a recent code.
+        if action != AdminAction::Status && now.saturating_sub(factor_at) >= FRESH_SECS {
+            return WebReply::PortalNeedsCode {
+                user: record.user.clone(),
+                csrf: record.csrf.clone(),
+                for_change: true,
+            };
+        }
+        if let Err(reply) = self.step(key, WebSessionStep::Touch).await {
+            return reply;
+        }
+        if mfa_proto::check_user_name(target).is_err() {
+            logged(target, "refused: bad user name");
+            return changed(format!("\"{}\" is not a user name.", text::clean(target)));
+        }
+        // State is keyed by the name the directory gives (as `mfa admin` does).
+        let account = match self.core.account(target).await {
+            Ok(account) => account,
+            Err(_) => return UNAVAILABLE,
+        };
+        let exists = account.is_some();
+        let user = account.map_or_else(|| target.to_string(), |a| a.name);
+        let u = user.clone();
+        match action {
+            AdminAction::Status => {
+                let read = self
+                    .core
+                    .db(move |s| {
+                        Ok((
+                            s.devices(&u)?,
+                            s.unused_bypass_codes(&u)?.len(),
+                            s.lock_state(&u)?,
+                        ))
+                    })
+                    .await;
+                let Ok((devices, codes, lock)) = read else {
+                    return UNAVAILABLE;
+                };
+                let devices: Vec<String> = devices.iter().map(crate::devices::describe).collect();
+                logged(&user, "shown");
+                WebReply::AdminStatus {
+                    report: text::status_report(&user, exists, &devices, codes, &lock, now),
+                    user,
+                }
+            }
+            AdminAction::Unlock => match self.core.db(move |s| s.unlock(&u)).await {
+                Ok(true) => {
+                    logged(&user, "unlocked; failures cleared");
+                    changed(format!(
+                        "{user} is unlocked and its failure count is cleared."
+                    ))
+                }
+                Ok(false) => {
+                    logged(&user, "was not locked");
+                    changed(format!("{user} was not locked and had no failures."))
+                }
+                Err(_) => UNAVAILABLE,
+            },
+            AdminAction::Reset => match self.core.db(move |s| s.reset_user(&u)).await {
+                Ok(()) => {
+                    logged(&user, "all devices and codes removed");
+                    changed(format!(
+                        "{user} has no devices, bypass codes or failures any more. They can \
+                         enrol again."
+                    ))
+                }
+                Err(_) => UNAVAILABLE,
+            },
+            AdminAction::BypassCodes => {
+                if !exists {
+                    logged(&user, "refused: no such user");
+                    return changed(format!("There is no user {user}."));
+                }
+                let (shown, stored) = bypass::generate(self.core.random.as_ref());
+                if self
+                    .core
+                    .db(move |s| s.replace_bypass_codes(&u, &stored, now))
+                    .await
+                    .is_err()
+                {
+                    return UNAVAILABLE;
+                }
+                logged(&user, "new codes issued");
+                WebReply::PortalChanged {
+                    note: format!(
+                        "New bypass codes for {user} (each works once; their earlier codes no \
+                         longer work). Hand them over safely."
+                    ),
                     codes: ShownCodes(shown.iter().map(|c| c.as_str().to_owned()).collect()),
                 }
             }

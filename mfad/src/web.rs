@@ -36,6 +36,10 @@ pub struct WebConfig {
     /// Whether the self-service portal (`{public_url}/portal`: sign in with password and a
     /// code, then devices, the default method, bypass codes) is served. Default false.
     pub portal: bool,
+    /// Members of this group (as the host's user directory has it) get the portal's admin
+    /// part: the locked accounts, and status, unlock, reset and bypass codes for any user.
+    /// Default: none.
+    pub admin_group: Option<String>,
     /// The PAM service mfad checks passwords typed on the enrolment page through
     /// (`/etc/pam.d/{pam_service}`, shipped by the package; default `mfa-web`). Read at
     /// start.
@@ -49,6 +53,7 @@ impl Default for WebConfig {
             public_url: None,
             enroll_link_ttl: 900,
             portal: false,
+            admin_group: None,
             pam_service: crate::password::DEFAULT_SERVICE.to_string(),
         }
     }
@@ -289,6 +294,19 @@ impl WebService {
             } => match &self.portal {
                 Some(desk) => {
                     desk.change(&session, &csrf, change, &client_address(client))
+                        .await
+                }
+                None => closed_unknown(),
+            },
+            WebRequest::PortalAdmin {
+                session,
+                csrf,
+                user,
+                action,
+                client,
+            } => match &self.portal {
+                Some(desk) => {
+                    desk.admin(&session, &csrf, &user, action, &client_address(client))
                         .await
                 }
                 None => closed_unknown(),

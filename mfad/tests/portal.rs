@@ -4,7 +4,7 @@
 //! and changes that need a fresh second factor.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use mfa_proto::web::{Password, PortalChange, PortalPage, SignInRefusal};
+use mfa_proto::web::{AdminAction, Password, PortalChange, PortalPage, SignInRefusal};
 use mfa_proto::{Closed, Operation, Outcome, ServerMsg, WebReply, WebRequest};
 use mfa_test_support::{TEST_PASSWORD, TestDaemon};
 use mfad::factor::totp::{self, TotpParams};
@@ -426,5 +426,138 @@ fn a_user_with_nothing_that_gives_codes_cannot_sign_in() {
         WebReply::SignInRefused {
             why: SignInRefusal::NotEnrolled
         }
+    );
+}
+
+fn admin(d: &TestDaemon, s: &(String, String), user: &str, action: AdminAction) -> WebReply {
+    web(
+        d,
+        WebRequest::PortalAdmin {
+            session: s.0.clone(),
+            csrf: s.1.clone(),
+            user: user.into(),
+            action,
+            client: Some("198.51.100.20".into()),
+        },
+    )
+}
+
+#[test]
+fn an_admin_sees_locked_users_unlocks_one_and_issues_codes_and_a_non_admin_is_refused() {
+    // root is in group root; nobody is not.
+    let d = portal(|c| c.web.admin_group = Some("root".into()));
+    let now = now(&d);
+    d.store()
+        .add_totp_device("nobody", "app", SECRET, TotpParams::default(), 0, now)
+        .unwrap();
+    // nobody locked by failures (as ssh would lock them).
+    for _ in 0..5 {
+        d.store().record_failure("nobody", now, 5, 900).unwrap();
+    }
+    assert!(
+        d.store()
+            .lock_state("nobody")
+            .unwrap()
+            .locked_until
+            .is_some()
+    );
+
+    let s = signed_in(&d);
+    let p = page(view(&d, &s));
+    assert!(p.admin);
+    assert_eq!(p.locked.len(), 1);
+    assert_eq!(p.locked[0].user, "nobody");
+    assert_eq!(
+        p.locked[0].failures,
+        d.store().lock_state("nobody").unwrap().failures
+    );
+
+    let WebReply::AdminStatus { user, report } = admin(&d, &s, "nobody", AdminAction::Status)
+    else {
+        panic!("no status")
+    };
+    assert_eq!(user, "nobody");
+    assert!(report.contains("Locked:       yes"), "{report}");
+    // A forged form changes nothing.
+    let forged = (s.0.clone(), "D".repeat(43));
+    assert_eq!(
+        admin(&d, &forged, "nobody", AdminAction::Unlock),
+        WebReply::BadForm
+    );
+    assert!(
+        d.store()
+            .lock_state("nobody")
+            .unwrap()
+            .locked_until
+            .is_some()
+    );
+
+    let WebReply::PortalChanged { note, .. } = admin(&d, &s, "nobody", AdminAction::Unlock) else {
+        panic!("not unlocked")
+    };
+    assert_eq!(note, "nobody is unlocked and its failure count is cleared.");
+    let lock = d.store().lock_state("nobody").unwrap();
+    assert_eq!((lock.failures, lock.locked_until), (0, None));
+    assert!(page(view(&d, &s)).locked.is_empty());
+
+    let WebReply::PortalChanged { codes, .. } = admin(&d, &s, "nobody", AdminAction::BypassCodes)
+    else {
+        panic!("no codes")
+    };
+    assert_eq!(codes.0.len(), 10);
+    assert_eq!(d.store().unused_bypass_codes("nobody").unwrap().len(), 10);
+
+    // Changes need a recent code; a look does not.
+    d.clock.advance(FRESH_SECS);
+    assert!(matches!(
+        admin(&d, &s, "nobody", AdminAction::Reset),
+        WebReply::PortalNeedsCode {
+            for_change: true,
+            ..
+        }
+    ));
+    assert_eq!(d.store().devices("nobody").unwrap().len(), 1);
+    assert!(matches!(
+        admin(&d, &s, "nobody", AdminAction::Status),
+        WebReply::AdminStatus { .. }
+    ));
+    page(send_code(&d, &s, &code(&d, 0)));
+    assert!(matches!(
+        admin(&d, &s, "nobody", AdminAction::Reset),
+        WebReply::PortalChanged { .. }
+    ));
+    assert!(d.store().devices("nobody").unwrap().is_empty());
+
+    // nobody, signed in with a code, is no admin: refused, root untouched.
+    d.store()
+        .add_totp_device("nobody", "app", SECRET, TotpParams::default(), 0, now)
+        .unwrap();
+    let theirs = match sign_in(&d, "nobody", TEST_PASSWORD) {
+        WebReply::PortalStarted { session, csrf } => (session, csrf),
+        other => panic!("{other:?}"),
+    };
+    page(send_code(&d, &theirs, &code(&d, 1)));
+    let p = page(view(&d, &theirs));
+    assert!(!p.admin && p.locked.is_empty());
+    d.store().record_failure(USER, now, 5, 900).unwrap();
+    assert_eq!(
+        admin(&d, &theirs, USER, AdminAction::Unlock),
+        WebReply::NotAdmin
+    );
+    assert_eq!(
+        admin(&d, &theirs, USER, AdminAction::Status),
+        WebReply::NotAdmin
+    );
+    assert_eq!(d.store().lock_state(USER).unwrap().failures, 1);
+}
+
+#[test]
+fn without_an_admin_group_nobody_is_an_admin() {
+    let d = portal(|_| {});
+    let s = signed_in(&d);
+    assert!(!page(view(&d, &s)).admin);
+    assert_eq!(
+        admin(&d, &s, "nobody", AdminAction::Status),
+        WebReply::NotAdmin
     );
 }
