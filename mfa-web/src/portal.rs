@@ -232,14 +232,18 @@ fn admin_part(csrf: &str, locked: &[LockedUser]) -> String {
     }
     for l in locked {
         list.push_str(&format!(
-            "<li><b>{user}</b>: {failures} failures, locked until {until}\
+            "<li><b>{user}</b>: locked until {until}{failures}\
              <form method=\"post\" action=\"/portal/admin\">\
              <input type=\"hidden\" name=\"csrf\" value=\"{csrf}\">\
              <input type=\"hidden\" name=\"user\" value=\"{user}\">\
              <button type=\"submit\" name=\"action\" value=\"unlock\">Unlock {user}</button>\
              </form></li>",
             user = escape(&l.user),
-            failures = l.failures,
+            failures = if l.failures > 0 {
+                format!(" ({} failures since)", l.failures)
+            } else {
+                String::new()
+            },
             until = escape(&l.until),
             csrf = escape(csrf),
         ));

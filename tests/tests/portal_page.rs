@@ -8,7 +8,9 @@
 use mfa_e2e::TestEnv;
 use mfa_e2e::browser::Browser;
 use mfa_e2e::mfad::APPROVAL_PORT;
+use mfa_e2e::scratch::unique_name;
 use mfa_e2e::sshd::PamService;
+use mfa_e2e::user::{TestGroup, TestUser};
 
 #[test]
 fn in_chromium_a_user_signs_in_with_password_and_code_and_new_bypass_codes_open_ssh() {
@@ -79,4 +81,80 @@ fn in_chromium_a_user_signs_in_with_password_and_code_and_new_bypass_codes_open_
     );
     assert!(log.contains("portal; 10 new codes"), "{log}");
     assert!(!log.contains(&codes[1]), "{log}");
+}
+
+#[test]
+fn in_chromium_an_admin_unlocks_a_user_locked_by_ssh_failures() {
+    let port = APPROVAL_PORT;
+    let pam = PamService::shipped_web().unwrap();
+    let group = TestGroup::create().unwrap();
+    let admin = TestUser::create(&unique_name()).unwrap();
+    admin.join_group(&group.name).unwrap();
+    let toml = format!(
+        "user_cache = 0\n\
+         [approval]\nlisten = \"127.0.0.1:{port}\"\npublic_url = \"http://127.0.0.1:{port}\"\n\
+         [web]\npublic_url = \"http://127.0.0.1:{port}\"\nportal = true\n\
+         pam_service = \"{}\"\nadmin_group = \"{}\"\n",
+        pam.name, group.name
+    );
+    let env = TestEnv::builder()
+        .lockout(3, 3600)
+        .mfad_toml(&toml)
+        .start()
+        .unwrap();
+    let mut victim = env.enroll_totp().unwrap();
+    let (mut admin_app, _) = env.cli.enroll_totp(&admin, 6, 30, 1).unwrap();
+
+    // Three wrong codes over ssh lock the user; the right code is then refused.
+    let wrong = victim.totp.wrong_code();
+    let login = env.login(&[&wrong, &wrong, &wrong], "true").unwrap();
+    assert!(login.refused(), "{}", login.describe());
+    let code = victim.totp.fresh_code();
+    let locked = env.login(&[&code], "echo should not run").unwrap();
+    assert!(locked.refused(), "{}", locked.describe());
+    // The account was locked: the code was never checked, so it is still good.
+    victim.totp.unused(&code);
+
+    let browser = Browser::start(&env.dir);
+    let web = env.web_port().unwrap();
+    browser.open(&format!("http://127.0.0.1:{web}/portal"));
+    assert_eq!(browser.wait_title("Sign in"), "Sign in");
+    browser.type_into("#user", &admin.name);
+    browser.type_into("#password", &admin.password);
+    browser.click("button[type=submit]");
+    assert_eq!(browser.wait_title("Second factor"), "Second factor");
+    browser.type_into("#code", &admin_app.fresh_code());
+    browser.click("button[type=submit]");
+    assert_eq!(
+        browser.wait_title("My two-factor settings"),
+        "My two-factor settings"
+    );
+    let locked_list = browser.text("#locked");
+    assert!(locked_list.contains(env.username()), "{locked_list}");
+    browser.screenshot("portal-admin-1-locked.png");
+    browser.click("#locked button");
+    assert_eq!(browser.wait_title("Done"), "Done");
+    let note = browser.text("#note");
+    assert_eq!(
+        note,
+        format!(
+            "{} is unlocked and its failure count is cleared.",
+            env.username()
+        )
+    );
+    browser.screenshot("portal-admin-2-unlocked.png");
+
+    let back = env
+        .login(&[&victim.totp.fresh_code()], "echo back-in")
+        .unwrap();
+    assert!(back.logged_in(), "{}", back.describe());
+    let log = env.mfad_log();
+    assert!(
+        log.contains(&format!(
+            "admin action=web-unlock user={} by={}",
+            env.username(),
+            admin.name
+        )),
+        "{log}"
+    );
 }
