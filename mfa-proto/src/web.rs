@@ -213,6 +213,11 @@ pub enum PortalChange {
     Remove { device: i64 },
     /// New bypass codes (the earlier ones stop working), shown once.
     NewBypassCodes,
+    /// A new authenticator app: its secret, held in the session until a code from it is
+    /// confirmed (reply [`WebReply::NewApp`]).
+    BeginApp,
+    /// A code from the new app: adds it as a device.
+    ConfirmApp { code: String },
 }
 
 impl PortalChange {
@@ -221,6 +226,8 @@ impl PortalChange {
             PortalChange::SetDefault { .. } => "set-default",
             PortalChange::Remove { .. } => "remove",
             PortalChange::NewBypassCodes => "new-bypass-codes",
+            PortalChange::BeginApp => "begin-app",
+            PortalChange::ConfirmApp { .. } => "confirm-app",
         }
     }
 }

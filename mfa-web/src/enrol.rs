@@ -106,7 +106,7 @@ fn password_page(token: &str, csrf: &str, user: &str, note: &str) -> Response {
 }
 
 /// The QR code of `data` as inline SVG (no script, no external image).
-fn qr_svg(data: &str) -> String {
+pub(super) fn qr_svg(data: &str) -> String {
     let Ok(code) = qrcode::QrCode::new(data.as_bytes()) else {
         return String::new();
     };

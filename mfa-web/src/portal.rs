@@ -7,7 +7,7 @@
 //! `Secure` over TLS); every form carries the session's CSRF token, and the sign-in form
 //! (before there is a session) a token equal to the `mfa_signin` cookie.
 
-use super::enrol::{cookie_named, new_csrf};
+use super::enrol::{cookie_named, new_csrf, qr_svg};
 use super::{App, ClientAddr, Shared, escape, html, mfad_down, unexpected};
 use axum::extract::{Extension, Form, State};
 use axum::http::header::{LOCATION, SET_COOKIE};
@@ -192,8 +192,9 @@ fn home_page(page: &PortalPage) -> Response {
         &format!(
             "<p>Signed in as <b>{user}</b>.</p><h2>My devices</h2>{devices}\
              <h2>Bypass codes</h2><p id=\"bypass-left\">{left} unused.</p>{codes}\
-             <p class=\"note\">To add a device, use <code>mfa enroll</code> on a login \
-             node.</p>{admin}{out}",
+             {add}<p class=\"note\">To add a phone, a push device or a hardware token, use \
+             <code>mfa add</code> on a login node.</p>{admin}{out}",
+            add = change_form(&page.csrf, "begin-app", None, "Add an authenticator app"),
             user = escape(&page.user),
             left = page.bypass_left,
             codes = change_form(&page.csrf, "new-bypass-codes", None, "New bypass codes"),
@@ -253,6 +254,42 @@ fn admin_part(csrf: &str, locked: &[LockedUser]) -> String {
         "<h2>Administration</h2><h3>Locked accounts</h3>{list}<h3>A user</h3>{}",
         admin_form(csrf, "")
     )
+}
+
+fn confirm_app_form(csrf: &str) -> String {
+    format!(
+        "<form method=\"post\" action=\"/portal/change\">\
+         <input type=\"hidden\" name=\"csrf\" value=\"{}\">\
+         <input type=\"hidden\" name=\"action\" value=\"confirm-app\">\
+         <label for=\"code\">Code the app shows now</label><br>\
+         <input class=\"wide\" id=\"code\" name=\"code\" inputmode=\"numeric\" \
+         autocomplete=\"one-time-code\" required><br>\
+         <button type=\"submit\">Add the app</button></form>\
+         <p><a href=\"/portal\">Cancel</a></p>",
+        escape(csrf)
+    )
+}
+
+fn new_app_page(csrf: &str, app: &mfa_proto::web::NewApp) -> Response {
+    let mut resp = html(
+        StatusCode::OK,
+        "Add an authenticator app",
+        &format!(
+            "<p>Scan this QR code with the new app (for <b>{user}</b>):</p>\
+             <p class=\"qr\">{qr}</p>\
+             <p>Or add the account by hand ({digits} digits, every {period} s, SHA1):</p>\
+             <p>Secret: <code id=\"secret\">{secret}</code></p>{form}",
+            user = escape(&app.user),
+            qr = qr_svg(&app.uri),
+            digits = app.digits,
+            period = app.period,
+            secret = escape(&app.secret),
+            form = confirm_app_form(csrf),
+        ),
+    );
+    resp.headers_mut()
+        .insert("cache-control", HeaderValue::from_static("no-store"));
+    resp
 }
 
 fn changed_page(note: &str, codes: &ShownCodes) -> Response {
@@ -453,6 +490,8 @@ pub(super) struct ChangeForm {
     action: String,
     #[serde(default)]
     device: Option<i64>,
+    #[serde(default)]
+    code: Option<String>,
 }
 
 /// POST /portal/change: one change (default, removal, new bypass codes).
@@ -469,18 +508,33 @@ pub(super) async fn change(
         ("set-default", Some(device)) => PortalChange::SetDefault { device },
         ("remove", Some(device)) => PortalChange::Remove { device },
         ("new-bypass-codes", _) => PortalChange::NewBypassCodes,
+        ("begin-app", _) => PortalChange::BeginApp,
+        ("confirm-app", _) => PortalChange::ConfirmApp {
+            code: form.code.as_deref().unwrap_or_default().to_string(),
+        },
         _ => return bad_form(),
     };
     match app
         .mfad
         .ask(WebRequest::PortalChange {
             session,
-            csrf: form.csrf,
+            csrf: form.csrf.clone(),
             change,
             client: client_of(client),
         })
         .await
     {
+        Ok(WebReply::NewApp { app: new }) => new_app_page(&form.csrf, &new),
+        Ok(WebReply::WrongCode { tries_left }) => html(
+            StatusCode::OK,
+            "Add an authenticator app",
+            &format!(
+                "<p class=\"error\" role=\"alert\">That code does not match the new app. \
+                 Check the app (and that the phone's clock is right). {tries_left} tries \
+                 left.</p>{}",
+                confirm_app_form(&form.csrf)
+            ),
+        ),
         Ok(reply) => session_reply(&app, reply),
         Err(e) => mfad_down(&e),
     }

@@ -14,12 +14,13 @@ use crate::daemon::{Who, decision};
 use crate::devices::describe_detail;
 use crate::enrol_link;
 use crate::factor::bypass;
+use crate::factor::totp;
 use crate::password::{self, PasswordCheck, PasswordVerdict};
 use crate::providers::local::{CodeVerdict, LocalFactors};
 use crate::store::{Device, FailureEffect, WebSessionRecord, WebSessionStep};
 use crate::text;
 use mfa_proto::web::{
-    AdminAction, LockedUser, Password, PortalChange, PortalDevice, PortalPage, ShownCodes,
+    AdminAction, LockedUser, NewApp, Password, PortalChange, PortalDevice, PortalPage, ShownCodes,
     SignInRefusal,
 };
 use mfa_proto::{Closed, WebReply};
@@ -33,6 +34,8 @@ pub const IDLE_SECS: i64 = 600;
 pub const ABSOLUTE_SECS: i64 = 3600;
 /// A change needs a second factor proved this recently.
 pub const FRESH_SECS: i64 = 300;
+/// The name of an app added on the portal.
+const APP_NAME: &str = "Authenticator app";
 /// Codes one session may get wrong before it ends (each also counts toward the lockout).
 pub const MAX_CODE_TRIES: u32 = 5;
 
@@ -106,7 +109,11 @@ impl PortalDesk {
         Ok(Some(Session { key, record }))
     }
 
-    async fn step(&self, key: [u8; 32], step: WebSessionStep) -> Result<Option<u32>, WebReply> {
+    async fn step(
+        &self,
+        key: [u8; 32],
+        step: WebSessionStep<'static>,
+    ) -> Result<Option<u32>, WebReply> {
         let now = self.core.clock.now();
         self.core
             .db(move |s| s.web_session_step(&key, step, now))
@@ -515,6 +522,35 @@ impl PortalDesk {
                 decision(&w, d.kind.as_str(), "removed", &what);
                 changed(format!("Removed \"{}\".", d.name))
             }
+            PortalChange::BeginApp => {
+                let params = self.core.totp_params();
+                let secret = totp::new_secret(self.core.random.as_ref());
+                let held = secret.clone();
+                match self
+                    .core
+                    .db(move |s| s.web_session_pending(&key, &u, Some(&held), now))
+                    .await
+                {
+                    Ok(true) => {}
+                    Ok(false) => return GONE,
+                    Err(_) => return UNAVAILABLE,
+                }
+                let uri = totp::otpauth_uri(&secret, params, &self.core.issuer, user);
+                let b32 = totp::secret_base32(&secret);
+                WebReply::NewApp {
+                    app: NewApp {
+                        user: user.to_string(),
+                        uri: uri.as_str().to_owned(),
+                        secret: b32.as_str().to_owned(),
+                        digits: params.digits,
+                        period: params.period,
+                    },
+                }
+            }
+            PortalChange::ConfirmApp { code } => {
+                self.confirm_app(key, &record, &devices, &code, &w, now)
+                    .await
+            }
             PortalChange::NewBypassCodes => {
                 let (shown, stored) = bypass::generate(self.core.random.as_ref());
                 if let Err(e) = self
@@ -535,6 +571,78 @@ impl PortalDesk {
                     codes: ShownCodes(shown.iter().map(|c| c.as_str().to_owned()).collect()),
                 }
             }
+        }
+    }
+
+    /// A code from the session's new app: adds it (named "Authenticator app", numbered
+    /// when the user has one by that name) with the code's step spent.
+    async fn confirm_app(
+        &self,
+        key: [u8; 32],
+        record: &WebSessionRecord,
+        devices: &[Device],
+        code: &str,
+        w: &Who<'_>,
+        now: i64,
+    ) -> WebReply {
+        let r = record.clone();
+        let secret = match self.core.db(move |s| s.web_session_secret(&r)).await {
+            Ok(Some(secret)) => secret,
+            Ok(None) => return changed("Start again: add the app first.".to_string()),
+            Err(_) => return UNAVAILABLE,
+        };
+        let params = self.core.totp_params();
+        let window = self.core.config.totp.window;
+        let Some(step) = totp::matching_step(&secret, params, code.trim(), now, window) else {
+            return match self
+                .step(
+                    key,
+                    WebSessionStep::CodeMiss {
+                        max: MAX_CODE_TRIES,
+                    },
+                )
+                .await
+            {
+                Ok(Some(tries)) if tries < MAX_CODE_TRIES => WebReply::WrongCode {
+                    tries_left: MAX_CODE_TRIES - tries,
+                },
+                Ok(_) => {
+                    let _ = self.step(key, WebSessionStep::End).await;
+                    GONE
+                }
+                Err(reply) => reply,
+            };
+        };
+        let taken = |name: &str| devices.iter().any(|d| d.name == name);
+        let name = (1..)
+            .map(|n| match n {
+                1 => APP_NAME.to_string(),
+                n => format!("{APP_NAME} {n}"),
+            })
+            .find(|name| !taken(name))
+            .unwrap_or_else(|| APP_NAME.to_string());
+        let (u, n) = (record.user.clone(), name.clone());
+        let added = self
+            .core
+            .db(move |s| {
+                s.in_transaction(|s| {
+                    if !s.web_session_pending(&key, &u, None, now)? {
+                        return Ok(false);
+                    }
+                    s.add_totp_device(&u, &n, &secret, params, step, now)?;
+                    Ok(true)
+                })
+            })
+            .await;
+        match added {
+            Ok(true) => {
+                decision(w, "totp", "enrolled", &format!("portal; device {name}"));
+                changed(format!(
+                    "Added \"{name}\". Your logins can use its codes from now on."
+                ))
+            }
+            Ok(false) => GONE,
+            Err(_) => UNAVAILABLE,
         }
     }
 

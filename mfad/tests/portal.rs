@@ -561,3 +561,62 @@ fn without_an_admin_group_nobody_is_an_admin() {
         WebReply::NotAdmin
     );
 }
+
+#[test]
+fn an_app_added_on_the_portal_needs_a_code_from_it_and_then_opens_logins() {
+    let d = portal(|_| {});
+    let s = signed_in(&d);
+    let WebReply::NewApp { app } = change(&d, &s, PortalChange::BeginApp) else {
+        panic!("no app")
+    };
+    assert_eq!(app.user, USER);
+    assert!(app.uri.starts_with("otpauth://totp/"), "{}", app.uri);
+    let secret = data_encoding::BASE32_NOPAD
+        .decode(app.secret.as_bytes())
+        .unwrap();
+    let app_code = |offset: u64| {
+        let step = totp::step_of(now(&d), TotpParams::default()) + offset;
+        totp::code_at_step(&secret, TotpParams::default(), step).to_string()
+    };
+    let confirm = |code: &str| {
+        change(
+            &d,
+            &s,
+            PortalChange::ConfirmApp {
+                code: code.to_string(),
+            },
+        )
+    };
+    assert_eq!(confirm("000000"), WebReply::WrongCode { tries_left: 4 });
+    assert_eq!(d.store().devices(USER).unwrap().len(), 1);
+    let WebReply::PortalChanged { note, .. } = confirm(&app_code(0)) else {
+        panic!("not added")
+    };
+    assert_eq!(
+        note,
+        "Added \"Authenticator app\". Your logins can use its codes from now on."
+    );
+    let devices = d.store().devices(USER).unwrap();
+    assert_eq!(devices.len(), 2);
+    assert!(!devices[1].is_default, "the first device stays the default");
+    // Once only: the pending app is gone, and the confirming step is spent.
+    let WebReply::PortalChanged { note, .. } = confirm(&app_code(0)) else {
+        panic!("no answer")
+    };
+    assert!(note.contains("add the app first"), "{note}");
+    let (outcome, _) = d.login(USER, &[&app_code(0), &app_code(0), &app_code(0)]);
+    assert_eq!(outcome, Outcome::Deny);
+    d.clock.advance(30);
+    let (outcome, script) = d.login(USER, &[&app_code(0)]);
+    assert_eq!(outcome, Outcome::Allow, "{}", script.text());
+
+    // Later, adding another needs a recent code first.
+    d.clock.advance(FRESH_SECS);
+    assert!(matches!(
+        change(&d, &s, PortalChange::BeginApp),
+        WebReply::PortalNeedsCode {
+            for_change: true,
+            ..
+        }
+    ));
+}

@@ -108,7 +108,7 @@ impl Backend for Counting {
     fn web_session_step(
         &mut self,
         key: &[u8; 32],
-        step: WebSessionStep,
+        step: WebSessionStep<'_>,
         now: i64,
     ) -> Result<Option<u32>, StoreError> {
         pass!(self, web_session_step(key, step, now))

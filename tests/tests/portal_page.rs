@@ -1,16 +1,18 @@
 //! The self-service portal end to end: headless Chromium signs in to the real mfa-web (beside
 //! the real mfad) with the user's password (checked by mfad through the shipped PAM service)
 //! and a code from the app `mfa enroll totp` set up, sees the device as the default method,
-//! gets new bypass codes, and a real ssh login gets in with one of them. Screenshots under
+//! adds a second app (secret read from the page, a code typed) that a real ssh login then
+//! uses, gets new bypass codes, and a real ssh login gets in with one of them. An admin
+//! unlocks a user locked by real ssh failures. Screenshots under
 //! `target/screenshots/`.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use mfa_e2e::TestEnv;
 use mfa_e2e::browser::Browser;
 use mfa_e2e::mfad::APPROVAL_PORT;
 use mfa_e2e::scratch::unique_name;
 use mfa_e2e::sshd::PamService;
 use mfa_e2e::user::{TestGroup, TestUser};
+use mfa_e2e::{TestEnv, TotpSecret};
 
 #[test]
 fn in_chromium_a_user_signs_in_with_password_and_code_and_new_bypass_codes_open_ssh() {
@@ -57,6 +59,34 @@ fn in_chromium_a_user_signs_in_with_password_and_code_and_new_bypass_codes_open_
         "{main}"
     );
     assert!(main.contains("0 unused"), "{main}");
+
+    // Add a second authenticator app: read its secret from the page, type its code.
+    browser.click("input[value=begin-app] ~ button");
+    assert_eq!(
+        browser.wait_title("Add an authenticator app"),
+        "Add an authenticator app"
+    );
+    browser.screenshot("portal-2b-new-app.png");
+    let mut new_app = TotpSecret::from_base32(&browser.text("#secret"), 6, 30, 1).unwrap();
+    browser.type_into("#code", &new_app.current_code());
+    browser.click("button[type=submit]");
+    assert_eq!(browser.wait_title("Done"), "Done");
+    assert!(
+        browser
+            .text("#note")
+            .starts_with("Added \"Authenticator app 2\"."),
+        "{}",
+        browser.text("#note")
+    );
+    browser.open(&format!("http://127.0.0.1:{web}/portal"));
+    assert_eq!(
+        browser.wait_title("My two-factor settings"),
+        "My two-factor settings"
+    );
+    let added = env
+        .login(&[&new_app.fresh_code()], "echo by-new-app")
+        .unwrap();
+    assert!(added.logged_in(), "{}", added.describe());
 
     browser.click("input[value=new-bypass-codes] ~ button");
     assert_eq!(browser.wait_title("Done"), "Done");

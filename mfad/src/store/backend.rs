@@ -134,6 +134,8 @@ pub struct WebSessionRecord {
     pub code_tries: u32,
     /// The token every form of the session must carry.
     pub csrf: String,
+    /// A new authenticator app waiting for a code from it, sealed for the session's user.
+    pub pending_secret: Option<Vec<u8>>,
 }
 
 /// A new portal session, after the password.
@@ -149,7 +151,7 @@ pub struct NewWebSession<'a> {
 
 /// One change to a live portal session.
 #[derive(Debug, Clone, Copy)]
-pub enum WebSessionStep {
+pub enum WebSessionStep<'a> {
     /// A page was served.
     Touch,
     /// The second factor was proved now.
@@ -158,6 +160,8 @@ pub enum WebSessionStep {
     CodeMiss { max: u32 },
     /// Signed out, or ended by a limit.
     End,
+    /// A new app (sealed) waiting for a code from it, or none.
+    Pending(Option<&'a [u8]>),
 }
 
 /// A bypass or SMS code as stored: its salt and its keyed hash.
@@ -299,7 +303,7 @@ pub trait Backend: Send {
     fn web_session_step(
         &mut self,
         key: &[u8; 32],
-        step: WebSessionStep,
+        step: WebSessionStep<'_>,
         now: i64,
     ) -> Result<Option<u32>, StoreError>;
 

@@ -193,6 +193,11 @@ pub struct EnrolLink {
     pub last_step: i64,
 }
 
+/// What a portal session's new app is sealed to (see [`enrol_context`]).
+fn session_context(user: &str) -> String {
+    format!("web-session:{user}")
+}
+
 /// What a pending app's secret is sealed to: a link's, never a device's (a sealed pending
 /// secret copied into a device row does not open).
 fn enrol_context(user: &str) -> String {
@@ -505,10 +510,41 @@ impl Store {
     pub fn web_session_step(
         &mut self,
         key: &[u8; 32],
-        step: WebSessionStep,
+        step: WebSessionStep<'_>,
         now: i64,
     ) -> Result<Option<u32>, StoreError> {
         self.backend.web_session_step(key, step, now)
+    }
+
+    /// Holds `secret` (sealed for `user`'s portal session, not usable as a device's) as the
+    /// session's new app, or drops it (`None`); false when the session is gone.
+    pub fn web_session_pending(
+        &mut self,
+        key: &[u8; 32],
+        user: &str,
+        secret: Option<&[u8]>,
+        now: i64,
+    ) -> Result<bool, StoreError> {
+        let sealed = secret.map(|s| self.key.seal(s, &session_context(user)));
+        Ok(self
+            .backend
+            .web_session_step(key, WebSessionStep::Pending(sealed.as_deref()), now)?
+            .is_some())
+    }
+
+    /// The new app a portal session holds, unsealed.
+    pub fn web_session_secret(
+        &self,
+        session: &WebSessionRecord,
+    ) -> Result<Option<Zeroizing<Vec<u8>>>, StoreError> {
+        match &session.pending_secret {
+            Some(sealed) => Ok(Some(
+                self.key
+                    .open(sealed, &session_context(&session.user))
+                    .ok_or(StoreError::WrongKey)?,
+            )),
+            None => Ok(None),
+        }
     }
 
     /// Remembers a second factor from `addr` with key fingerprint `key` until `until`.

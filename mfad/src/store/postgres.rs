@@ -124,7 +124,8 @@ pub const MIGRATIONS: &[&str] = &[
         last_seen BIGINT NOT NULL,
         factor_at BIGINT,
         code_tries BIGINT NOT NULL DEFAULT 0,
-        csrf TEXT NOT NULL
+        csrf TEXT NOT NULL,
+        pending_secret BYTEA
      );
      CREATE INDEX web_sessions_owner ON web_sessions(owner);",
 ];
@@ -1214,7 +1215,7 @@ impl Backend for PgBackend {
         let key = &key[..];
         self.run("web_session", async |c: &mut Conn| {
             Ok(c.query_opt(
-                "SELECT owner, created, last_seen, factor_at, code_tries, csrf
+                "SELECT owner, created, last_seen, factor_at, code_tries, csrf, pending_secret
                  FROM web_sessions WHERE key = $1",
                 &[&key],
             )
@@ -1226,6 +1227,7 @@ impl Backend for PgBackend {
                 factor_at: row.get(3),
                 code_tries: count(row.get(4)),
                 csrf: row.get(5),
+                pending_secret: row.get(6),
             }))
         })
     }
@@ -1233,7 +1235,7 @@ impl Backend for PgBackend {
     fn web_session_step(
         &mut self,
         key: &[u8; 32],
-        step: WebSessionStep,
+        step: WebSessionStep<'_>,
         now: i64,
     ) -> Result<Option<u32>, StoreError> {
         let key = &key[..];
@@ -1267,6 +1269,14 @@ impl Backend for PgBackend {
                     c.query_opt(
                         "DELETE FROM web_sessions WHERE key = $1 RETURNING 0::BIGINT",
                         &[&key],
+                    )
+                    .await?
+                }
+                WebSessionStep::Pending(sealed) => {
+                    c.query_opt(
+                        "UPDATE web_sessions SET last_seen = $2, pending_secret = $3
+                         WHERE key = $1 RETURNING 0::BIGINT",
+                        &[&key, &now, &sealed],
                     )
                     .await?
                 }

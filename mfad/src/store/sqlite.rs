@@ -147,7 +147,8 @@ pub const MIGRATIONS: &[&str] = &[
         last_seen INTEGER NOT NULL,
         factor_at INTEGER,
         code_tries INTEGER NOT NULL DEFAULT 0,
-        csrf TEXT NOT NULL
+        csrf TEXT NOT NULL,
+        pending_secret BLOB
      ) STRICT;
      CREATE INDEX web_sessions_user ON web_sessions(user);",
 ];
@@ -835,7 +836,7 @@ impl Backend for SqliteBackend {
             .lock()?
             .conn
             .prepare_cached(
-                "SELECT user, created, last_seen, factor_at, code_tries, csrf
+                "SELECT user, created, last_seen, factor_at, code_tries, csrf, pending_secret
                  FROM web_sessions WHERE key = ?1",
             )?
             .query_row(params![&key[..]], |r| {
@@ -846,6 +847,7 @@ impl Backend for SqliteBackend {
                     factor_at: r.get(3)?,
                     code_tries: r.get(4)?,
                     csrf: r.get(5)?,
+                    pending_secret: r.get(6)?,
                 })
             })
             .optional()?)
@@ -854,7 +856,7 @@ impl Backend for SqliteBackend {
     fn web_session_step(
         &mut self,
         key: &[u8; 32],
-        step: WebSessionStep,
+        step: WebSessionStep<'_>,
         now: i64,
     ) -> Result<Option<u32>, StoreError> {
         let key = &key[..];
@@ -880,6 +882,12 @@ impl Backend for SqliteBackend {
                 WebSessionStep::End => tx
                     .prepare_cached("DELETE FROM web_sessions WHERE key = ?1 RETURNING 0")?
                     .query_row(params![key], |r| r.get::<_, u32>(0)),
+                WebSessionStep::Pending(sealed) => tx
+                    .prepare_cached(
+                        "UPDATE web_sessions SET last_seen = ?2, pending_secret = ?3
+                         WHERE key = ?1 RETURNING 0",
+                    )?
+                    .query_row(params![key, now, sealed], |r| r.get::<_, u32>(0)),
             };
             Ok(row.optional()?)
         })
