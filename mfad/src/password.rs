@@ -25,7 +25,15 @@ pub trait PasswordCheck: Send + Sync {
 /// PAM must answer within this.
 const PASSWORD_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(15);
 
-/// Checks `password` for `user` off the async threads, within [`PASSWORD_TIMEOUT`].
+/// At most this many password checks run at once (PAM modules can be slow, and a failed
+/// check may sleep for pam_faildelay): a flood of sign-ins waits for a slot instead of
+/// filling mfad's blocking threads, which its store calls need too.
+pub const MAX_CONCURRENT_CHECKS: usize = 8;
+static SLOTS: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(MAX_CONCURRENT_CHECKS);
+
+/// Checks `password` for `user` off the async threads, within [`PASSWORD_TIMEOUT`] (the wait
+/// for a slot included). A check that outlives the timeout keeps its slot until PAM returns,
+/// so hung modules cannot pile up threads.
 pub(crate) async fn check_off_thread(
     checker: &std::sync::Arc<dyn PasswordCheck>,
     user: &str,
@@ -34,10 +42,21 @@ pub(crate) async fn check_off_thread(
 ) -> PasswordVerdict {
     let checker = std::sync::Arc::clone(checker);
     let (u, r) = (user.to_string(), rhost.to_string());
-    let check = tokio::task::spawn_blocking(move || checker.check(&u, password.expose(), &r));
+    let check = async move {
+        let Ok(slot) = SLOTS.acquire().await else {
+            return PasswordVerdict::Unavailable("password checks are closed".into());
+        };
+        let run = tokio::task::spawn_blocking(move || {
+            let _slot = slot;
+            checker.check(&u, password.expose(), &r)
+        });
+        match run.await {
+            Ok(verdict) => verdict,
+            Err(e) => PasswordVerdict::Unavailable(e.to_string()),
+        }
+    };
     match tokio::time::timeout(PASSWORD_TIMEOUT, check).await {
-        Ok(Ok(verdict)) => verdict,
-        Ok(Err(e)) => PasswordVerdict::Unavailable(e.to_string()),
+        Ok(verdict) => verdict,
         Err(_) => PasswordVerdict::Unavailable("PAM did not answer in time".into()),
     }
 }
@@ -218,5 +237,63 @@ impl PasswordCheck for PamPasswords {
             | PAM_NEW_AUTHTOK_REQD => PasswordVerdict::Wrong,
             other => PasswordVerdict::Unavailable(format!("PAM error {other}")),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    /// Right after a pause, counting how many checks run at once.
+    struct Slow {
+        running: AtomicUsize,
+        most: AtomicUsize,
+    }
+
+    impl PasswordCheck for Slow {
+        fn check(&self, _user: &str, _password: &str, _rhost: &str) -> PasswordVerdict {
+            let now = self.running.fetch_add(1, Ordering::SeqCst) + 1;
+            self.most.fetch_max(now, Ordering::SeqCst);
+            #[allow(clippy::disallowed_methods)] // a slow PAM module, in real time
+            std::thread::sleep(std::time::Duration::from_millis(100));
+            self.running.fetch_sub(1, Ordering::SeqCst);
+            PasswordVerdict::Right
+        }
+    }
+
+    #[test]
+    fn a_flood_of_password_checks_runs_a_few_at_a_time_and_all_are_answered() {
+        let slow = Arc::new(Slow {
+            running: AtomicUsize::new(0),
+            most: AtomicUsize::new(0),
+        });
+        let checker: Arc<dyn PasswordCheck> = slow.clone();
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .unwrap();
+        let verdicts = rt.block_on(async {
+            let checks = (0..30).map(|i| {
+                let checker = Arc::clone(&checker);
+                tokio::spawn(async move {
+                    let password = mfa_proto::web::Password::new(format!("p{i}"));
+                    check_off_thread(&checker, "alice", password, "-").await
+                })
+            });
+            let mut verdicts = Vec::new();
+            for c in checks.collect::<Vec<_>>() {
+                verdicts.push(c.await.unwrap());
+            }
+            verdicts
+        });
+        assert!(verdicts.iter().all(|v| *v == PasswordVerdict::Right));
+        let most = slow.most.load(Ordering::SeqCst);
+        assert!(
+            (2..=MAX_CONCURRENT_CHECKS).contains(&most),
+            "{most} checks ran at once"
+        );
     }
 }
