@@ -106,7 +106,7 @@ fn password_page(token: &str, csrf: &str, user: &str, note: &str) -> Response {
 }
 
 /// The QR code of `data` as inline SVG (no script, no external image).
-pub(super) fn qr_svg(data: &str) -> String {
+fn qr_svg(data: &str) -> String {
     let Ok(code) = qrcode::QrCode::new(data.as_bytes()) else {
         return String::new();
     };
@@ -144,10 +144,12 @@ fn code_form(token: &str, csrf: &str, digits: Option<u32>) -> String {
     )
 }
 
-fn app_page(token: &str, csrf: &str, app: &NewApp) -> Response {
-    html(
+/// A new app's account for the user to add: its QR code (inline SVG), and the secret to
+/// type by hand, then `form`. Not kept by the browser's cache.
+pub(super) fn new_app_page(title: &str, app: &NewApp, form: &str) -> Response {
+    let mut resp = html(
         StatusCode::OK,
-        "Add the app",
+        title,
         &format!(
             "<p>Scan this QR code with your authenticator app (for <b>{user}</b>):</p>\
              <p class=\"qr\">{qr}</p>\
@@ -158,9 +160,13 @@ fn app_page(token: &str, csrf: &str, app: &NewApp) -> Response {
             digits = app.digits,
             period = app.period,
             secret = escape(&app.secret),
-            form = code_form(token, csrf, Some(app.digits)),
         ),
-    )
+    );
+    resp.headers_mut().insert(
+        axum::http::header::CACHE_CONTROL,
+        HeaderValue::from_static("no-store"),
+    );
+    resp
 }
 
 fn retry_app_form(token: &str, csrf: &str) -> String {
@@ -171,22 +177,30 @@ fn retry_app_form(token: &str, csrf: &str) -> String {
     )
 }
 
+/// Whose live link `token` is, or the page to show instead.
+async fn link_user(app: &App, token: &str) -> Result<String, Response> {
+    match app
+        .mfad
+        .ask(WebRequest::OpenEnrolment {
+            token: token.to_string(),
+        })
+        .await
+    {
+        Ok(WebReply::Enrolment { user }) => Ok(user),
+        Ok(WebReply::Closed { why }) => Err(link_gone(why)),
+        Ok(_) => Err(unexpected()),
+        Err(e) => Err(mfad_down(&e)),
+    }
+}
+
 /// GET /enroll/{token}: whose link it is, and the password form.
 pub(super) async fn show(State(app): Shared, Path(token): Path<String>) -> Response {
     if !mfa_proto::web::looks_like_token(&token) {
         return link_gone(Closed::Unknown);
     }
-    let user = match app
-        .mfad
-        .ask(WebRequest::OpenEnrolment {
-            token: token.clone(),
-        })
-        .await
-    {
-        Ok(WebReply::Enrolment { user }) => user,
-        Ok(WebReply::Closed { why }) => return link_gone(why),
-        Ok(_) => return unexpected(),
-        Err(e) => return mfad_down(&e),
+    let user = match link_user(&app, &token).await {
+        Ok(user) => user,
+        Err(page) => return page,
     };
     let csrf = new_csrf();
     let mut resp = password_page(&token, &csrf, &user, "");
@@ -251,17 +265,9 @@ pub(super) async fn step(
             match reply {
                 Ok(WebReply::PasswordAccepted) => new_app(&app, &token, csrf).await,
                 Ok(WebReply::PasswordRefused { locked }) => {
-                    let user = match app
-                        .mfad
-                        .ask(WebRequest::OpenEnrolment {
-                            token: token.clone(),
-                        })
-                        .await
-                    {
-                        Ok(WebReply::Enrolment { user }) => user,
-                        Ok(WebReply::Closed { why }) => return link_gone(why),
-                        Ok(_) => return unexpected(),
-                        Err(e) => return mfad_down(&e),
+                    let user = match link_user(&app, &token).await {
+                        Ok(user) => user,
+                        Err(page) => return page,
                     };
                     let note = if locked {
                         "<p class=\"error\" role=\"alert\">Your account is locked after too many \
@@ -337,7 +343,11 @@ async fn new_app(app: &App, token: &str, csrf: &str) -> Response {
         })
         .await
     {
-        Ok(WebReply::NewApp { app: new }) => app_page(token, csrf, &new),
+        Ok(WebReply::NewApp { app: new }) => new_app_page(
+            "Add the app",
+            &new,
+            &code_form(token, csrf, Some(new.digits)),
+        ),
         Ok(WebReply::OutOfOrder) => back_to_start(app, token, csrf).await,
         Ok(WebReply::Closed { why }) => link_gone(why),
         Ok(_) => unexpected(),
@@ -347,21 +357,13 @@ async fn new_app(app: &App, token: &str, csrf: &str) -> Response {
 
 /// The password again (it was not checked, or the page sat idle too long).
 async fn back_to_start(app: &App, token: &str, csrf: &str) -> Response {
-    match app
-        .mfad
-        .ask(WebRequest::OpenEnrolment {
-            token: token.to_string(),
-        })
-        .await
-    {
-        Ok(WebReply::Enrolment { user }) => password_page(
+    match link_user(app, token).await {
+        Ok(user) => password_page(
             token,
             csrf,
             &user,
             "<p class=\"error\" role=\"alert\">Please enter your password (again).</p>",
         ),
-        Ok(WebReply::Closed { why }) => link_gone(why),
-        Ok(_) => unexpected(),
-        Err(e) => mfad_down(&e),
+        Err(page) => page,
     }
 }

@@ -7,7 +7,7 @@
 //! `Secure` over TLS); every form carries the session's CSRF token, and the sign-in form
 //! (before there is a session) a token equal to the `mfa_signin` cookie.
 
-use super::enrol::{cookie_named, new_csrf, qr_svg};
+use super::enrol::{cookie_named, new_app_page, new_csrf};
 use super::{App, ClientAddr, Shared, escape, html, mfad_down, unexpected};
 use axum::extract::{Extension, Form, State};
 use axum::http::header::{LOCATION, SET_COOKIE};
@@ -270,28 +270,6 @@ fn confirm_app_form(csrf: &str) -> String {
     )
 }
 
-fn new_app_page(csrf: &str, app: &mfa_proto::web::NewApp) -> Response {
-    let mut resp = html(
-        StatusCode::OK,
-        "Add an authenticator app",
-        &format!(
-            "<p>Scan this QR code with the new app (for <b>{user}</b>):</p>\
-             <p class=\"qr\">{qr}</p>\
-             <p>Or add the account by hand ({digits} digits, every {period} s, SHA1):</p>\
-             <p>Secret: <code id=\"secret\">{secret}</code></p>{form}",
-            user = escape(&app.user),
-            qr = qr_svg(&app.uri),
-            digits = app.digits,
-            period = app.period,
-            secret = escape(&app.secret),
-            form = confirm_app_form(csrf),
-        ),
-    );
-    resp.headers_mut()
-        .insert("cache-control", HeaderValue::from_static("no-store"));
-    resp
-}
-
 fn changed_page(note: &str, codes: &ShownCodes) -> Response {
     let list = if codes.0.is_empty() {
         String::new()
@@ -524,7 +502,11 @@ pub(super) async fn change(
         })
         .await
     {
-        Ok(WebReply::NewApp { app: new }) => new_app_page(&form.csrf, &new),
+        Ok(WebReply::NewApp { app: new }) => new_app_page(
+            "Add an authenticator app",
+            &new,
+            &confirm_app_form(&form.csrf),
+        ),
         Ok(WebReply::WrongCode { tries_left }) => html(
             StatusCode::OK,
             "Add an authenticator app",

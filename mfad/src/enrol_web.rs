@@ -33,7 +33,8 @@ pub(crate) struct EnrolmentDesk {
     pub(crate) passwords: Arc<dyn PasswordCheck>,
 }
 
-fn who<'a>(user: &'a str, rhost: &'a str) -> Who<'a> {
+/// The log context of a request from mfa-web's pages (the browser's address as `rhost`).
+pub(crate) fn who<'a>(user: &'a str, rhost: &'a str) -> Who<'a> {
     Who {
         user,
         rhost,
@@ -43,10 +44,10 @@ fn who<'a>(user: &'a str, rhost: &'a str) -> Who<'a> {
     }
 }
 
-const UNAVAILABLE: WebReply = WebReply::Closed {
+pub(crate) const UNAVAILABLE: WebReply = WebReply::Closed {
     why: Closed::Unavailable,
 };
-const GONE: WebReply = WebReply::Closed {
+pub(crate) const GONE: WebReply = WebReply::Closed {
     why: Closed::Unknown,
 };
 

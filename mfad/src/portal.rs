@@ -13,17 +13,18 @@ use crate::core::Core;
 use crate::daemon::{Who, decision};
 use crate::devices::describe_detail;
 use crate::enrol_link;
+use crate::enrol_web::{GONE, UNAVAILABLE, who};
 use crate::factor::bypass;
 use crate::factor::totp;
 use crate::password::{self, PasswordCheck, PasswordVerdict};
 use crate::providers::local::{CodeVerdict, LocalFactors};
 use crate::store::{Device, FailureEffect, WebSessionRecord, WebSessionStep};
 use crate::text;
+use mfa_proto::WebReply;
 use mfa_proto::web::{
     AdminAction, LockedUser, NewApp, Password, PortalChange, PortalDevice, PortalPage, ShownCodes,
     SignInRefusal,
 };
-use mfa_proto::{Closed, WebReply};
 use std::sync::Arc;
 use subtle::ConstantTimeEq;
 use tracing::warn;
@@ -45,23 +46,6 @@ pub(crate) struct PortalDesk {
     pub(crate) local: Arc<LocalFactors>,
     pub(crate) passwords: Arc<dyn PasswordCheck>,
 }
-
-fn who<'a>(user: &'a str, rhost: &'a str) -> Who<'a> {
-    Who {
-        user,
-        rhost,
-        service: "mfa-web",
-        can_prompt: false,
-        vouched: "-",
-    }
-}
-
-const UNAVAILABLE: WebReply = WebReply::Closed {
-    why: Closed::Unavailable,
-};
-const GONE: WebReply = WebReply::Closed {
-    why: Closed::Unknown,
-};
 
 /// A user name as the sign-in form may carry one: what `useradd` accepts, at most 64
 /// bytes. Anything else is refused before PAM or the store sees it.
@@ -126,6 +110,9 @@ impl PortalDesk {
 
     /// The live session `token` whose CSRF token is `csrf`: `Err` with the reply otherwise.
     async fn posted(&self, token: &str, csrf: &str, now: i64) -> Result<Session, WebReply> {
+        if !self.enabled() {
+            return Err(GONE);
+        }
         let Some(session) = self.session(token, now).await? else {
             return Err(GONE);
         };
@@ -272,9 +259,6 @@ impl PortalDesk {
     }
 
     pub(crate) async fn code(&self, token: &str, csrf: &str, code: &str, rhost: &str) -> WebReply {
-        if !self.enabled() {
-            return GONE;
-        }
         let now = self.core.clock.now();
         let Session { key, record } = match self.posted(token, csrf, now).await {
             Ok(session) => session,
@@ -336,17 +320,16 @@ impl PortalDesk {
                 why: SignInRefusal::Locked,
             };
         }
-        match self
-            .step(
-                key,
-                WebSessionStep::CodeMiss {
-                    max: MAX_CODE_TRIES,
-                },
-            )
-            .await
-        {
-            Ok(Some(tries)) if tries < MAX_CODE_TRIES => WebReply::WrongCode {
-                tries_left: MAX_CODE_TRIES - tries,
+        self.code_missed(key).await
+    }
+
+    /// A wrong code in the session: how many tries are left, or the session ends at
+    /// [`MAX_CODE_TRIES`].
+    async fn code_missed(&self, key: [u8; 32]) -> WebReply {
+        let max = MAX_CODE_TRIES;
+        match self.step(key, WebSessionStep::CodeMiss { max }).await {
+            Ok(Some(tries)) if tries < max => WebReply::WrongCode {
+                tries_left: max - tries,
             },
             Ok(_) => {
                 let _ = self.step(key, WebSessionStep::End).await;
@@ -447,24 +430,14 @@ impl PortalDesk {
         change: PortalChange,
         rhost: &str,
     ) -> WebReply {
-        if !self.enabled() {
-            return GONE;
-        }
         let now = self.core.clock.now();
         let Session { key, record } = match self.posted(token, csrf, now).await {
             Ok(session) => session,
             Err(reply) => return reply,
         };
         let user = record.user.as_str();
-        let fresh = record
-            .factor_at
-            .is_some_and(|at| now.saturating_sub(at) < FRESH_SECS);
-        if !fresh {
-            return WebReply::PortalNeedsCode {
-                user: record.user.clone(),
-                csrf: record.csrf.clone(),
-                for_change: record.factor_at.is_some(),
-            };
+        if let Some(ask) = ask_for_code(&record, now, true) {
+            return ask;
         }
         match self.locked(user, now).await {
             Ok(false) => {}
@@ -594,24 +567,7 @@ impl PortalDesk {
         let params = self.core.totp_params();
         let window = self.core.config.totp.window;
         let Some(step) = totp::matching_step(&secret, params, code.trim(), now, window) else {
-            return match self
-                .step(
-                    key,
-                    WebSessionStep::CodeMiss {
-                        max: MAX_CODE_TRIES,
-                    },
-                )
-                .await
-            {
-                Ok(Some(tries)) if tries < MAX_CODE_TRIES => WebReply::WrongCode {
-                    tries_left: MAX_CODE_TRIES - tries,
-                },
-                Ok(_) => {
-                    let _ = self.step(key, WebSessionStep::End).await;
-                    GONE
-                }
-                Err(reply) => reply,
-            };
+            return self.code_missed(key).await;
         };
         let taken = |name: &str| devices.iter().any(|d| d.name == name);
         let name = (1..)
@@ -670,9 +626,6 @@ impl PortalDesk {
         action: AdminAction,
         rhost: &str,
     ) -> WebReply {
-        if !self.enabled() {
-            return GONE;
-        }
         let now = self.core.clock.now();
         let Session { key, record } = match self.posted(token, csrf, now).await {
             Ok(session) => session,
@@ -701,20 +654,9 @@ impl PortalDesk {
             }
             Err(reply) => return reply,
         }
-        let Some(factor_at) = record.factor_at else {
-            return WebReply::PortalNeedsCode {
-                user: record.user.clone(),
-                csrf: record.csrf.clone(),
-                for_change: false,
-            };
-        };
         // Looking is allowed while signed in; changing needs a recent code.
-        if action != AdminAction::Status && now.saturating_sub(factor_at) >= FRESH_SECS {
-            return WebReply::PortalNeedsCode {
-                user: record.user.clone(),
-                csrf: record.csrf.clone(),
-                for_change: true,
-            };
+        if let Some(ask) = ask_for_code(&record, now, action != AdminAction::Status) {
+            return ask;
         }
         if let Err(reply) = self.step(key, WebSessionStep::Touch).await {
             return reply;
@@ -813,6 +755,20 @@ impl PortalDesk {
             Err(reply) => reply,
         }
     }
+}
+
+/// The code form to show first, unless the session proved a second factor (within
+/// [`FRESH_SECS`] when it is for a change).
+fn ask_for_code(record: &WebSessionRecord, now: i64, for_change: bool) -> Option<WebReply> {
+    let ok = match record.factor_at {
+        None => false,
+        Some(at) => !for_change || now.saturating_sub(at) < FRESH_SECS,
+    };
+    (!ok).then(|| WebReply::PortalNeedsCode {
+        user: record.user.clone(),
+        csrf: record.csrf.clone(),
+        for_change: record.factor_at.is_some(),
+    })
 }
 
 fn changed(note: String) -> WebReply {

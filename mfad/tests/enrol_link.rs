@@ -182,20 +182,12 @@ fn link_without_web_public_url_is_refused_by_the_config_check() {
 // The enrolment page's requests (mfa-web's web role), answered by mfad.
 
 use mfa_proto::web::Password;
-use mfa_proto::{Closed, ServerMsg, WebReply, WebRequest};
+use mfa_proto::{Closed, WebReply, WebRequest};
 use mfa_test_support::TEST_PASSWORD;
 use mfad::factor::totp::{self, HashAlgorithm, TotpParams};
 
 fn web(d: &TestDaemon, request: WebRequest) -> WebReply {
-    let conversed = d.converse(0, Operation::Web(request), &[]);
-    conversed
-        .said
-        .iter()
-        .find_map(|m| match m {
-            ServerMsg::Web { reply } => Some(reply.clone()),
-            _ => None,
-        })
-        .unwrap_or_else(|| panic!("no web reply: {}", conversed.text()))
+    d.web(request)
 }
 
 fn open(d: &TestDaemon, token: &str) -> WebReply {

@@ -5,7 +5,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use mfa_proto::web::{AdminAction, Password, PortalChange, PortalPage, SignInRefusal};
-use mfa_proto::{Closed, Operation, Outcome, ServerMsg, WebReply, WebRequest};
+use mfa_proto::{Closed, Outcome, WebReply, WebRequest};
 use mfa_test_support::{TEST_PASSWORD, TestDaemon};
 use mfad::factor::totp::{self, TotpParams};
 use mfad::portal::{ABSOLUTE_SECS, FRESH_SECS, IDLE_SECS};
@@ -47,15 +47,7 @@ fn code(d: &TestDaemon, offset: i64) -> String {
 }
 
 fn web(d: &TestDaemon, request: WebRequest) -> WebReply {
-    let conversed = d.converse(0, Operation::Web(request), &[]);
-    conversed
-        .said
-        .iter()
-        .find_map(|m| match m {
-            ServerMsg::Web { reply } => Some(reply.clone()),
-            _ => None,
-        })
-        .unwrap_or_else(|| panic!("no web reply: {}", conversed.text()))
+    d.web(request)
 }
 
 fn sign_in(d: &TestDaemon, user: &str, password: &str) -> WebReply {

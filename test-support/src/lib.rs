@@ -299,6 +299,19 @@ impl TestDaemon {
         (outcome, script)
     }
 
+    /// One request of the web role (as mfa-web sends them), in-process as root: mfad's reply.
+    pub fn web(&self, request: mfa_proto::WebRequest) -> mfa_proto::WebReply {
+        let conversed = self.converse(0, Operation::Web(request), &[]);
+        conversed
+            .said
+            .iter()
+            .find_map(|m| match m {
+                mfa_proto::ServerMsg::Web { reply } => Some(reply.clone()),
+                _ => None,
+            })
+            .unwrap_or_else(|| panic!("no web reply: {}", conversed.text()))
+    }
+
     /// One conversation in-process, as the caller `uid`, answered from `answers` by a
     /// [`ScriptDialogue`]: every message mfad sent, to inspect.
     pub fn converse(&self, uid: u32, op: Operation, answers: &[&str]) -> Conversed {
