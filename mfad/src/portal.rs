@@ -123,6 +123,18 @@ impl PortalDesk {
         Ok(session)
     }
 
+    /// A page of the session is served: the session ends (the reply says so) if the
+    /// account is locked, and its idle clock starts again otherwise.
+    async fn still_open(&self, key: [u8; 32], user: &str, now: i64) -> Result<(), WebReply> {
+        if self.locked(user, now).await? {
+            let _ = self.step(key, WebSessionStep::End).await;
+            return Err(WebReply::SignInRefused {
+                why: SignInRefusal::Locked,
+            });
+        }
+        self.step(key, WebSessionStep::Touch).await.map(|_| ())
+    }
+
     async fn locked(&self, user: &str, now: i64) -> Result<bool, WebReply> {
         let u = user.to_string();
         match self.core.db(move |s| s.lock_state(&u)).await {
@@ -349,17 +361,7 @@ impl PortalDesk {
             Ok(None) => return GONE,
             Err(reply) => return reply,
         };
-        match self.locked(&record.user, now).await {
-            Ok(false) => {}
-            Ok(true) => {
-                let _ = self.step(key, WebSessionStep::End).await;
-                return WebReply::SignInRefused {
-                    why: SignInRefusal::Locked,
-                };
-            }
-            Err(reply) => return reply,
-        }
-        if let Err(reply) = self.step(key, WebSessionStep::Touch).await {
+        if let Err(reply) = self.still_open(key, &record.user, now).await {
             return reply;
         }
         let Some(factor_at) = record.factor_at else {
@@ -439,17 +441,7 @@ impl PortalDesk {
         if let Some(ask) = ask_for_code(&record, now, true) {
             return ask;
         }
-        match self.locked(user, now).await {
-            Ok(false) => {}
-            Ok(true) => {
-                let _ = self.step(key, WebSessionStep::End).await;
-                return WebReply::SignInRefused {
-                    why: SignInRefusal::Locked,
-                };
-            }
-            Err(reply) => return reply,
-        }
-        if let Err(reply) = self.step(key, WebSessionStep::Touch).await {
+        if let Err(reply) = self.still_open(key, user, now).await {
             return reply;
         }
         let devices = match self.devices(user).await {
@@ -658,7 +650,7 @@ impl PortalDesk {
         if let Some(ask) = ask_for_code(&record, now, action != AdminAction::Status) {
             return ask;
         }
-        if let Err(reply) = self.step(key, WebSessionStep::Touch).await {
+        if let Err(reply) = self.still_open(key, by, now).await {
             return reply;
         }
         if mfa_proto::check_user_name(target).is_err() {
