@@ -161,10 +161,37 @@ impl PortalDesk {
         if !plausible_user(user) {
             return wrong;
         }
-        // A name with no account: refused like a wrong password, and no state is made for it.
-        match self.core.account(user).await {
-            Ok(Some(_)) => {}
-            Ok(None) => {
+        // The directory's spelling of the name from here on: one account, one set of
+        // devices, counters and locks. A name with no account still goes through PAM (so
+        // the time taken does not tell whether it exists), is refused like a wrong
+        // password, and leaves no state.
+        let account = match self.core.account(user).await {
+            Ok(account) => account,
+            Err(_) => return UNAVAILABLE,
+        };
+        let name = account.map(|a| a.name);
+        let user = name.as_deref().unwrap_or(user);
+        let now = self.core.clock.now();
+        if name.is_some() {
+            match self.locked(user, now).await {
+                Ok(false) => {}
+                Ok(true) => {
+                    decision(
+                        &who(user, rhost),
+                        "password",
+                        "deny",
+                        "portal; account locked",
+                    );
+                    return WebReply::SignInRefused {
+                        why: SignInRefusal::Locked,
+                    };
+                }
+                Err(reply) => return reply,
+            }
+        }
+        match password::check_off_thread(&self.passwords, user, password, rhost).await {
+            PasswordVerdict::Right if name.is_some() => {}
+            PasswordVerdict::Right | PasswordVerdict::Wrong if name.is_none() => {
                 decision(
                     &who(user, rhost),
                     "password",
@@ -173,27 +200,7 @@ impl PortalDesk {
                 );
                 return wrong;
             }
-            Err(_) => return UNAVAILABLE,
-        }
-        let now = self.core.clock.now();
-        match self.locked(user, now).await {
-            Ok(false) => {}
-            Ok(true) => {
-                decision(
-                    &who(user, rhost),
-                    "password",
-                    "deny",
-                    "portal; account locked",
-                );
-                return WebReply::SignInRefused {
-                    why: SignInRefusal::Locked,
-                };
-            }
-            Err(reply) => return reply,
-        }
-        match password::check_off_thread(&self.passwords, user, password, rhost).await {
-            PasswordVerdict::Right => {}
-            PasswordVerdict::Wrong => {
+            PasswordVerdict::Right | PasswordVerdict::Wrong => {
                 decision(
                     &who(user, rhost),
                     "password",

@@ -137,6 +137,7 @@ fn signing_in_takes_the_password_then_a_code_and_each_wrong_one_counts_toward_th
     assert_eq!(failures(&d, USER), 1);
     // No such user, or no user name at all: the same answer, and nothing is stored.
     assert_eq!(sign_in(&d, "no-such-user-mfat", "x"), wrong);
+    assert_eq!(sign_in(&d, "no-such-user-mfat", TEST_PASSWORD), wrong);
     assert_eq!(sign_in(&d, "../etc", "x"), wrong);
     assert!(
         d.store()
