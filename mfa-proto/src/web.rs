@@ -211,6 +211,8 @@ pub enum PortalChange {
     SetDefault { device: i64 },
     /// Remove device `device`.
     Remove { device: i64 },
+    /// Give device `device` another name.
+    Rename { device: i64, name: String },
     /// New bypass codes (the earlier ones stop working), shown once.
     NewBypassCodes,
     /// A new authenticator app: its secret, held in the session until a code from it is
@@ -225,6 +227,7 @@ impl PortalChange {
         match self {
             PortalChange::SetDefault { .. } => "set-default",
             PortalChange::Remove { .. } => "remove",
+            PortalChange::Rename { .. } => "rename",
             PortalChange::NewBypassCodes => "new-bypass-codes",
             PortalChange::BeginApp => "begin-app",
             PortalChange::ConfirmApp { .. } => "confirm-app",

@@ -152,6 +152,21 @@ fn change_form(csrf: &str, action: &str, device: Option<i64>, label: &str) -> St
     )
 }
 
+/// The form that renames device `id` (the `n`th listed, called `name`).
+fn rename_form(csrf: &str, id: i64, n: usize, name: &str) -> String {
+    format!(
+        "<form method=\"post\" action=\"/portal/change\">\
+         <input type=\"hidden\" name=\"csrf\" value=\"{csrf}\">\
+         <input type=\"hidden\" name=\"action\" value=\"rename\">\
+         <input type=\"hidden\" name=\"device\" value=\"{id}\">\
+         <label for=\"name-{n}\">New name for \u{201c}{name}\u{201d}</label><br>\
+         <input class=\"wide\" id=\"name-{n}\" name=\"name\" maxlength=\"64\" required>\
+         <br><button type=\"submit\">Rename</button></form>",
+        csrf = escape(csrf),
+        name = escape(name),
+    )
+}
+
 fn home_page(page: &PortalPage) -> Response {
     let mut devices = String::from("<ul class=\"devices\">");
     for (i, d) in page.devices.iter().enumerate() {
@@ -168,10 +183,11 @@ fn home_page(page: &PortalPage) -> Response {
             )
         };
         devices.push_str(&format!(
-            "<li id=\"device-{n}\"><b>{name}</b>: {detail}{default}{remove}</li>",
+            "<li id=\"device-{n}\"><b>{name}</b>: {detail}{default}{rename}{remove}</li>",
             n = i + 1,
             name = escape(&d.name),
             detail = escape(&d.detail),
+            rename = rename_form(&page.csrf, d.id, i + 1, &d.name),
             remove = change_form(
                 &page.csrf,
                 "remove",
@@ -470,6 +486,8 @@ pub(super) struct ChangeForm {
     device: Option<i64>,
     #[serde(default)]
     code: Option<String>,
+    #[serde(default)]
+    name: Option<String>,
 }
 
 /// POST /portal/change: one change (default, removal, new bypass codes).
@@ -485,6 +503,10 @@ pub(super) async fn change(
     let change = match (form.action.as_str(), form.device) {
         ("set-default", Some(device)) => PortalChange::SetDefault { device },
         ("remove", Some(device)) => PortalChange::Remove { device },
+        ("rename", Some(device)) => PortalChange::Rename {
+            device,
+            name: form.name.clone().unwrap_or_default(),
+        },
         ("new-bypass-codes", _) => PortalChange::NewBypassCodes,
         ("begin-app", _) => PortalChange::BeginApp,
         ("confirm-app", _) => PortalChange::ConfirmApp {

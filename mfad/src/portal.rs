@@ -494,6 +494,35 @@ impl PortalDesk {
                 decision(&w, d.kind.as_str(), "removed", &what);
                 changed(format!("Removed \"{}\".", d.name))
             }
+            PortalChange::Rename { device, name } => {
+                let Some(d) = mine(device) else {
+                    return GONE;
+                };
+                let name = name.trim().to_string();
+                let fits = !name.is_empty()
+                    && name.chars().count() <= 64
+                    && !name.chars().any(char::is_control);
+                if !fits {
+                    return changed(
+                        "A device name has 1 to 64 characters, none of them control \
+                         characters. Nothing was changed."
+                            .to_string(),
+                    );
+                }
+                let n = name.clone();
+                match self.core.db(move |s| s.rename_device(&u, device, &n)).await {
+                    Ok(true) => {}
+                    Ok(false) => return GONE,
+                    Err(_) => return UNAVAILABLE,
+                }
+                let what = format!(
+                    "portal; device {} renamed {}",
+                    text::clean(&d.name),
+                    text::clean(&name)
+                );
+                decision(&w, d.kind.as_str(), "renamed", &what);
+                changed(format!("\"{}\" is now called \"{name}\".", d.name))
+            }
             PortalChange::BeginApp => {
                 let params = self.core.totp_params();
                 let secret = totp::new_secret(self.core.random.as_ref());

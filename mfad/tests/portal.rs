@@ -613,3 +613,53 @@ fn an_app_added_on_the_portal_needs_a_code_from_it_and_then_opens_logins() {
         }
     ));
 }
+
+#[test]
+fn a_device_is_renamed_by_its_owner_only_and_a_bad_name_changes_nothing() {
+    let d = portal(|_| {});
+    let s = signed_in(&d);
+    let mine = d.store().devices(USER).unwrap()[0].id;
+    let theirs = d
+        .store()
+        .add_totp_device(
+            "nobody",
+            "theirs",
+            SECRET,
+            TotpParams::default(),
+            0,
+            now(&d),
+        )
+        .unwrap();
+    let rename = |device: i64, name: &str| {
+        change(
+            &d,
+            &s,
+            PortalChange::Rename {
+                device,
+                name: name.to_string(),
+            },
+        )
+    };
+    assert_eq!(rename(theirs, "mine now"), GONE);
+    assert_eq!(d.store().devices("nobody").unwrap()[0].name, "theirs");
+    for bad in ["", "   ", "tab\there", &"x".repeat(65)] {
+        let WebReply::PortalChanged { note, .. } = rename(mine, bad) else {
+            panic!("no answer")
+        };
+        assert!(note.contains("Nothing was changed"), "{bad:?}: {note}");
+        assert_eq!(d.store().devices(USER).unwrap()[0].name, "phone app");
+    }
+    let WebReply::PortalChanged { note, .. } = rename(mine, "  work phone ") else {
+        panic!("not renamed")
+    };
+    assert_eq!(note, "\"phone app\" is now called \"work phone\".");
+    assert_eq!(d.store().devices(USER).unwrap()[0].name, "work phone");
+    assert_eq!(page(view(&d, &s)).devices[0].name, "work phone");
+    // Like every change, it needs a recent code.
+    d.clock.advance(FRESH_SECS);
+    assert!(matches!(
+        rename(mine, "later"),
+        WebReply::PortalNeedsCode { .. }
+    ));
+    assert_eq!(d.store().devices(USER).unwrap()[0].name, "work phone");
+}

@@ -111,6 +111,26 @@ fn sign_in_with_password_and_code_get_new_bypass_codes_once_and_sign_out() {
     );
     assert!(page.body.contains("0 unused"), "{}", page.body);
 
+    // Every device has a labelled rename form; renaming through it.
+    assert!(
+        page.body.contains("<label for=\"name-1\">"),
+        "{}",
+        page.body
+    );
+    let id = d.store().devices("root").unwrap()[0].id.to_string();
+    let page = post(
+        &format!("{portal}/change"),
+        Some(&session),
+        &[
+            ("csrf", &csrf),
+            ("action", "rename"),
+            ("device", &id),
+            ("name", "work phone"),
+        ],
+    );
+    assert!(page.body.contains("is now called"), "{}", page.body);
+    assert_eq!(d.store().devices("root").unwrap()[0].name, "work phone");
+
     // A change without the session's token: refused, nothing changed.
     let page = post(
         &format!("{portal}/change"),

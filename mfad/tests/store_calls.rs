@@ -147,6 +147,9 @@ impl Backend for Counting {
     fn set_default(&mut self, user: &str, device: i64) -> Result<(), StoreError> {
         pass!(self, set_default(user, device))
     }
+    fn rename_device(&mut self, user: &str, device: i64, name: &str) -> Result<bool, StoreError> {
+        pass!(self, rename_device(user, device, name))
+    }
     fn remove_device(&mut self, user: &str, device: i64) -> Result<(), StoreError> {
         pass!(self, remove_device(user, device))
     }

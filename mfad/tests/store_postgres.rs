@@ -342,6 +342,13 @@ mod suite {
         assert_eq!(s.web_session_step(&b, Step::End, 201).unwrap(), Some(0));
         assert_eq!(s.web_session_step(&b, Step::End, 202).unwrap(), None);
         assert_eq!(s.web_session(&b).unwrap(), None);
+        // Devices are renamed by their owner only.
+        let id = s
+            .add_totp_device("alice", "old", b"0123456789", TotpParams::default(), 0, 300)
+            .unwrap();
+        assert!(!s.rename_device("bob", id, "stolen").unwrap());
+        assert!(s.rename_device("alice", id, "new").unwrap());
+        assert_eq!(s.devices("alice").unwrap()[0].name, "new");
         // A reset of the user ends their sessions.
         s.add_web_session(&a, "alice", "csrf-a2", 300, (0, 0))
             .unwrap();

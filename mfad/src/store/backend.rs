@@ -321,6 +321,8 @@ pub trait Backend: Send {
     /// user's default when the user had none.
     fn add_devices(&mut self, rows: &[NewDeviceRecord], now: i64) -> Result<Vec<i64>, StoreError>;
     fn set_default(&mut self, user: &str, device: i64) -> Result<(), StoreError>;
+    /// Renames device `device` of `user`: false when the user has no such device.
+    fn rename_device(&mut self, user: &str, device: i64, name: &str) -> Result<bool, StoreError>;
     /// Removes a device of `user`; if it was the default, the oldest remaining device takes
     /// its place. Remembered logins are forgotten.
     fn remove_device(&mut self, user: &str, device: i64) -> Result<(), StoreError>;

@@ -736,6 +736,16 @@ impl Store {
         self.backend.set_default(user, device)
     }
 
+    /// Renames device `device` of `user`: false when the user has no such device.
+    pub fn rename_device(
+        &mut self,
+        user: &str,
+        device: i64,
+        name: &str,
+    ) -> Result<bool, StoreError> {
+        self.backend.rename_device(user, device, name)
+    }
+
     /// Removes a device; if it was the default, the oldest remaining device takes its place.
     /// Remembered logins are forgotten: one of them may have been proved with that device.
     pub fn remove_device(&mut self, user: &str, device: i64) -> Result<(), StoreError> {

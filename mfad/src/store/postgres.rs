@@ -1365,6 +1365,18 @@ impl Backend for PgBackend {
         })
     }
 
+    fn rename_device(&mut self, user: &str, device: i64, name: &str) -> Result<bool, StoreError> {
+        self.run("rename_device", async |c: &mut Conn| {
+            let n = c
+                .execute(
+                    "UPDATE devices SET name = $3 WHERE owner = $1 AND id = $2",
+                    &[&user, &device, &name],
+                )
+                .await?;
+            Ok(n == 1)
+        })
+    }
+
     fn set_default(&mut self, user: &str, device: i64) -> Result<(), StoreError> {
         self.write("set_default", async |c: &mut Conn| {
             c.execute(

@@ -966,6 +966,14 @@ impl Backend for SqliteBackend {
         })
     }
 
+    fn rename_device(&mut self, user: &str, device: i64, name: &str) -> Result<bool, StoreError> {
+        let n = self.change(
+            "UPDATE devices SET name = ?3 WHERE user = ?1 AND id = ?2",
+            params![user, device, name],
+        )?;
+        Ok(n == 1)
+    }
+
     fn remove_device(&mut self, user: &str, device: i64) -> Result<(), StoreError> {
         self.change_all(|tx| {
             tx.execute(
