@@ -116,6 +116,13 @@ fn signed_in(d: &TestDaemon) -> (String, String) {
     s
 }
 
+/// An app of the user `nobody` (another user than the portal's), named `name`: its id.
+fn nobodys_app(d: &TestDaemon, name: &str) -> i64 {
+    d.store()
+        .add_totp_device("nobody", name, SECRET, TotpParams::default(), 0, now(d))
+        .unwrap()
+}
+
 fn failures(d: &TestDaemon, user: &str) -> u32 {
     d.store().lock_state(user).unwrap().failures
 }
@@ -288,17 +295,7 @@ fn only_the_users_own_devices_change_and_the_last_one_stays() {
     let s = signed_in(&d);
     let only = d.store().devices(USER).unwrap()[0].id;
     // Another user's device id: nothing happens to either user.
-    let other = d
-        .store()
-        .add_totp_device(
-            "nobody",
-            "theirs",
-            SECRET,
-            TotpParams::default(),
-            0,
-            now(&d),
-        )
-        .unwrap();
+    let other = nobodys_app(&d, "theirs");
     assert_eq!(change(&d, &s, PortalChange::Remove { device: other }), GONE);
     assert_eq!(
         change(&d, &s, PortalChange::SetDefault { device: other }),
@@ -440,9 +437,7 @@ fn an_admin_sees_locked_users_unlocks_one_and_issues_codes_and_a_non_admin_is_re
     // root is in group root; nobody is not.
     let d = portal(|c| c.web.admin_group = Some("root".into()));
     let now = now(&d);
-    d.store()
-        .add_totp_device("nobody", "app", SECRET, TotpParams::default(), 0, now)
-        .unwrap();
+    nobodys_app(&d, "app");
     // nobody locked by failures (as ssh would lock them).
     for _ in 0..5 {
         d.store().record_failure("nobody", now, 5, 900).unwrap();
@@ -522,9 +517,7 @@ fn an_admin_sees_locked_users_unlocks_one_and_issues_codes_and_a_non_admin_is_re
     assert!(d.store().devices("nobody").unwrap().is_empty());
 
     // nobody, signed in with a code, is no admin: refused, root untouched.
-    d.store()
-        .add_totp_device("nobody", "app", SECRET, TotpParams::default(), 0, now)
-        .unwrap();
+    nobodys_app(&d, "app");
     let theirs = match sign_in(&d, "nobody", TEST_PASSWORD) {
         WebReply::PortalStarted { session, csrf } => (session, csrf),
         other => panic!("{other:?}"),
@@ -619,17 +612,7 @@ fn a_device_is_renamed_by_its_owner_only_and_a_bad_name_changes_nothing() {
     let d = portal(|_| {});
     let s = signed_in(&d);
     let mine = d.store().devices(USER).unwrap()[0].id;
-    let theirs = d
-        .store()
-        .add_totp_device(
-            "nobody",
-            "theirs",
-            SECRET,
-            TotpParams::default(),
-            0,
-            now(&d),
-        )
-        .unwrap();
+    let theirs = nobodys_app(&d, "theirs");
     let rename = |device: i64, name: &str| {
         change(
             &d,
