@@ -220,6 +220,9 @@ pub enum PortalChange {
     BeginApp,
     /// A code from the new app: adds it as a device.
     ConfirmApp { code: String },
+    /// "This wasn't me" on login `login` of the recent logins: locks the account, alerts
+    /// and ends the session (no fresh code needed: it only takes access away).
+    NotMe { login: i64 },
 }
 
 impl PortalChange {
@@ -231,6 +234,7 @@ impl PortalChange {
             PortalChange::NewBypassCodes => "new-bypass-codes",
             PortalChange::BeginApp => "begin-app",
             PortalChange::ConfirmApp { .. } => "confirm-app",
+            PortalChange::NotMe { .. } => "not-me",
         }
     }
 }
@@ -297,6 +301,27 @@ pub struct PortalPage {
     pub admin: bool,
     #[serde(default)]
     pub locked: Vec<LockedUser>,
+    /// The user's recent logins, newest first (empty when no history is kept).
+    #[serde(default)]
+    pub logins: Vec<PortalLogin>,
+}
+
+/// One of the user's recent logins, as the portal lists it.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct PortalLogin {
+    /// The history row, for "this wasn't me".
+    pub id: i64,
+    /// When, in UTC (`2026-11-30 14:02 UTC`).
+    pub at: String,
+    /// The node that served it.
+    pub host: String,
+    pub service: String,
+    /// The client's address (`-` when none was given).
+    pub address: String,
+    pub method: String,
+    /// `allowed`, `refused`, `locked`, `reported`, `unavailable` or `abandoned`.
+    pub outcome: String,
+    pub detail: String,
 }
 
 /// Why a portal sign-in was refused.

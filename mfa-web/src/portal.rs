@@ -14,7 +14,8 @@ use axum::http::header::{LOCATION, SET_COOKIE};
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::Response;
 use mfa_proto::web::{
-    AdminAction, LockedUser, Password, PortalChange, PortalPage, ShownCodes, SignInRefusal,
+    AdminAction, LockedUser, Password, PortalChange, PortalLogin, PortalPage, ShownCodes,
+    SignInRefusal,
 };
 use mfa_proto::{Closed, WebReply, WebRequest};
 use serde::Deserialize;
@@ -167,6 +168,46 @@ fn rename_form(csrf: &str, id: i64, n: usize, name: &str) -> String {
     )
 }
 
+/// The recent logins, newest first, each with its "this wasn't me" button.
+fn logins_part(csrf: &str, logins: &[PortalLogin]) -> String {
+    let mut list = String::from("<h2>My recent logins</h2><ol id=\"logins\" class=\"logins\">");
+    if logins.is_empty() {
+        list.push_str("<li>None recorded yet.</li>");
+    }
+    for (i, l) in logins.iter().enumerate() {
+        let method = if l.method == "-" {
+            String::new()
+        } else {
+            format!(" with {}", escape(&l.method))
+        };
+        list.push_str(&format!(
+            "<li id=\"login-{n}\"><b>{at}</b>: <span class=\"outcome\">{outcome}</span>{method}\
+             <br>from <span class=\"address\">{address}</span> to {host} ({service})\
+             <br><span class=\"note\">{detail}</span>\
+             <form method=\"post\" action=\"/portal/change\">\
+             <input type=\"hidden\" name=\"csrf\" value=\"{csrf}\">\
+             <input type=\"hidden\" name=\"action\" value=\"not-me\">\
+             <input type=\"hidden\" name=\"login\" value=\"{id}\">\
+             <button type=\"submit\" class=\"report\" aria-label=\"This wasn't me: the \
+             login of {at} from {address}\">This wasn't me</button></form></li>",
+            n = i + 1,
+            at = escape(&l.at),
+            outcome = escape(&l.outcome),
+            address = escape(&l.address),
+            host = escape(&l.host),
+            service = escape(&l.service),
+            detail = escape(&l.detail),
+            csrf = escape(csrf),
+            id = l.id,
+        ));
+    }
+    list.push_str(
+        "</ol><p class=\"note\">\u{201c}This wasn't me\u{201d} locks your account at once \
+         and alerts your administrator.</p>",
+    );
+    list
+}
+
 fn home_page(page: &PortalPage) -> Response {
     let mut devices = String::from("<ul class=\"devices\">");
     for (i, d) in page.devices.iter().enumerate() {
@@ -209,7 +250,8 @@ fn home_page(page: &PortalPage) -> Response {
             "<p>Signed in as <b>{user}</b>.</p><h2>My devices</h2>{devices}\
              <h2>Bypass codes</h2><p id=\"bypass-left\">{left} unused.</p>{codes}\
              {add}<p class=\"note\">To add a phone, a push device or a hardware token, use \
-             <code>mfa add</code> on a login node.</p>{admin}{out}",
+             <code>mfa add</code> on a login node.</p>{logins}{admin}{out}",
+            logins = logins_part(&page.csrf, &page.logins),
             add = change_form(&page.csrf, "begin-app", None, "Add an authenticator app"),
             user = escape(&page.user),
             left = page.bypass_left,
@@ -488,6 +530,8 @@ pub(super) struct ChangeForm {
     code: Option<String>,
     #[serde(default)]
     name: Option<String>,
+    #[serde(default)]
+    login: Option<i64>,
 }
 
 /// POST /portal/change: one change (default, removal, new bypass codes).
@@ -508,6 +552,10 @@ pub(super) async fn change(
             name: form.name.clone().unwrap_or_default(),
         },
         ("new-bypass-codes", _) => PortalChange::NewBypassCodes,
+        ("not-me", _) => match form.login {
+            Some(login) => PortalChange::NotMe { login },
+            None => return bad_form(),
+        },
         ("begin-app", _) => PortalChange::BeginApp,
         ("confirm-app", _) => PortalChange::ConfirmApp {
             code: form.code.as_deref().unwrap_or_default().to_string(),

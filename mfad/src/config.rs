@@ -36,6 +36,9 @@ pub struct Config {
     /// Seconds an account and its groups found in the user database (NSS) are kept before
     /// they are looked up again; 0: every login asks NSS.
     pub user_cache: u64,
+    /// Days each login is kept in the login history (the portal's "my recent logins");
+    /// 0: no history is kept.
+    pub login_history: u32,
     pub totp: TotpConfig,
     pub hotp: HotpConfig,
     pub lockout: LockoutConfig,
@@ -207,6 +210,7 @@ impl Default for Config {
             max_attempts: 3,
             answer_timeout: 120,
             user_cache: 5,
+            login_history: 30,
             wait_prompt: true,
             totp: TotpConfig::default(),
             hotp: HotpConfig::default(),
@@ -483,6 +487,13 @@ impl Config {
                 "user_cache",
                 self.user_cache.to_string(),
                 "must be 0 to 60 seconds",
+            ));
+        }
+        if self.login_history > 3650 {
+            return Err(range(
+                "login_history",
+                self.login_history.to_string(),
+                "must be 0 to 3650 days",
             ));
         }
         if !(5..=3600).contains(&self.answer_timeout) {

@@ -266,6 +266,8 @@ pub struct Conn {
     /// A message other than a keep-alive has been sent: from now on the client counts on a
     /// verdict, and a break must be a refusal.
     spoken: bool,
+    /// The verdict given (`allowed`, `refused`, `unavailable`), for the login history.
+    verdict: Option<&'static str>,
 }
 
 impl Conn {
@@ -282,12 +284,18 @@ impl Conn {
             uid,
             timeouts,
             spoken: false,
+            verdict: None,
         }
     }
 
     /// The uid of the process at the other end, from the kernel.
     pub fn peer_uid(&self) -> std::io::Result<u32> {
         Ok(self.uid)
+    }
+
+    /// The verdict the client was given, if any.
+    pub fn verdict(&self) -> Option<&'static str> {
+        self.verdict
     }
 
     /// Whether the client has been sent anything but keep-alives.
@@ -333,6 +341,11 @@ impl Conn {
     }
 
     pub async fn done(&mut self, outcome: Outcome) -> Result<(), ConnError> {
+        self.verdict = Some(match outcome {
+            Outcome::Allow => "allowed",
+            Outcome::Deny => "refused",
+            Outcome::Ignore => "ignored",
+        });
         self.send(&ServerMsg::Done { outcome }).await
     }
 
@@ -348,6 +361,7 @@ impl Conn {
             .await?;
             return self.done(Outcome::Deny).await;
         }
+        self.verdict = Some("unavailable");
         self.send(&ServerMsg::Unavailable { reason }).await
     }
 
@@ -357,6 +371,7 @@ impl Conn {
         if !self.spoken {
             return;
         }
+        self.verdict = Some("refused");
         let text = match cause {
             ConnError::TimedOut(limit) => format!(
                 "No answer within {} seconds; login refused.",

@@ -28,6 +28,8 @@ pub(crate) struct Core {
     pub(crate) accounts: Arc<dyn Accounts>,
     /// Where secrets, codes and tokens come from (the system's CSPRNG in production).
     pub(crate) random: Arc<dyn Random>,
+    /// The login history's queue (kept across reloads).
+    pub(crate) history: Arc<crate::history::History>,
 }
 
 impl Core {

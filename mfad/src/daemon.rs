@@ -181,6 +181,7 @@ impl<'a> Who<'a> {
 /// Logs one decision in the stable line format of docs/LOGS.md ([`crate::logging::decision`]).
 pub(crate) fn decision(who: &Who<'_>, method: &str, outcome: &str, reason: &str) {
     crate::metrics::count_decision(method, &outcome.replace(' ', "-"));
+    crate::history::note(method, outcome, reason);
     crate::logging::decision(
         who.user,
         who.rhost,
@@ -230,7 +231,13 @@ impl Daemon {
             config.limits.clone(),
             Arc::clone(&world.clock),
         ));
-        Self::build(config, Arc::new(store), world, approvals, limits)
+        let store = Arc::new(store);
+        let history = Arc::new(crate::history::History::new(
+            Arc::clone(&store),
+            Arc::clone(&world.clock),
+            config.login_history,
+        ));
+        Self::build(config, store, world, (approvals, history), limits)
     }
 
     /// The daemon for a reloaded `config` (SIGHUP): new providers and settings, the same
@@ -253,11 +260,12 @@ impl Daemon {
             random: Arc::clone(&core.random),
             passwords: Arc::clone(&self.passwords),
         };
+        core.history.keep_days(config.login_history);
         Self::build(
             config,
             Arc::clone(&core.store),
             world,
-            Arc::clone(&self.approvals),
+            (Arc::clone(&self.approvals), Arc::clone(&core.history)),
             limits,
         )
     }
@@ -266,7 +274,7 @@ impl Daemon {
         config: Config,
         store: Arc<StorePool>,
         world: World,
-        approvals: Arc<ApprovalStore>,
+        (approvals, history): (Arc<ApprovalStore>, Arc<crate::history::History>),
         limits: Arc<OobLimits>,
     ) -> std::result::Result<Self, ProviderError> {
         let World {
@@ -308,6 +316,7 @@ impl Daemon {
             clock,
             accounts,
             random,
+            history,
         });
         let local = Arc::new(LocalFactors {
             core: Arc::clone(&core),
@@ -438,6 +447,25 @@ impl Daemon {
     /// refusal once anything was said). The socket server calls it after the hello; tests
     /// call it with a scripted dialogue, in-process.
     pub async fn converse(&self, conn: &mut Conn, op: Operation) {
+        let Operation::Authenticate(ctx) = &op else {
+            return self.converse_op(conn, op).await;
+        };
+        // A login leaves one row in the history, once it is over (the account's name is
+        // known only once the directory was asked; an unknown name leaves none).
+        let (service, rhost) = (ctx.service.clone(), ctx.rhost.clone());
+        let ((), trace) = crate::history::traced(self.converse_op(conn, op)).await;
+        if let Some(user) = &trace.user {
+            self.core.history.record(
+                &trace,
+                conn.verdict(),
+                user,
+                &service,
+                rhost.as_deref().unwrap_or("-"),
+            );
+        }
+    }
+
+    async fn converse_op(&self, conn: &mut Conn, op: Operation) {
         let uid = match conn.peer_uid() {
             Ok(uid) => uid,
             Err(e) => {

@@ -17,6 +17,7 @@ pub mod duo;
 pub mod enrol_link;
 pub mod enrol_web;
 pub mod factor;
+pub mod history;
 pub mod http;
 pub mod logging;
 pub mod login;

@@ -70,6 +70,7 @@ impl LoginService {
         // From here on the user is the directory's spelling of the name: `ALICE` and `alice`
         // are one account with one set of devices, counters and locks.
         ctx.user = account.name.clone();
+        crate::history::account(&ctx.user);
         let who = Who::new(&ctx.user, &rhost, &ctx, uid);
         let policy = &self.core.config.policy;
         let addr = policy::client_addr(ctx.rhost.as_deref(), ctx.ssh_connection.as_deref());

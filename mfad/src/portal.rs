@@ -22,12 +22,12 @@ use crate::store::{Device, FailureEffect, WebSessionRecord, WebSessionStep};
 use crate::text;
 use mfa_proto::WebReply;
 use mfa_proto::web::{
-    AdminAction, LockedUser, NewApp, Password, PortalChange, PortalDevice, PortalPage, ShownCodes,
-    SignInRefusal,
+    AdminAction, LockedUser, NewApp, Password, PortalChange, PortalDevice, PortalLogin, PortalPage,
+    ShownCodes, SignInRefusal,
 };
 use std::sync::Arc;
 use subtle::ConstantTimeEq;
-use tracing::warn;
+use tracing::{error, warn};
 
 /// A session unused this long ends.
 pub const IDLE_SECS: i64 = 600;
@@ -379,11 +379,19 @@ impl PortalDesk {
             };
         };
         let u = record.user.clone();
+        let history = self.core.history.enabled();
         let read = self
             .core
-            .db(move |s| Ok((s.devices(&u)?, s.unused_bypass_codes(&u)?.len())))
+            .db(move |s| {
+                let logins = if history {
+                    s.recent_logins(&u, crate::history::SHOWN)?
+                } else {
+                    Vec::new()
+                };
+                Ok((s.devices(&u)?, s.unused_bypass_codes(&u)?.len(), logins))
+            })
             .await;
-        let (devices, bypass_left) = match read {
+        let (devices, bypass_left, logins) = match read {
             Ok(read) => read,
             Err(_) => return UNAVAILABLE,
         };
@@ -428,6 +436,19 @@ impl PortalDesk {
                 fresh_for,
                 admin,
                 locked,
+                logins: logins
+                    .into_iter()
+                    .map(|l| PortalLogin {
+                        id: l.id,
+                        at: crate::calendar::utc(l.at),
+                        host: l.host,
+                        service: l.service,
+                        address: l.rhost,
+                        method: l.method,
+                        outcome: l.outcome,
+                        detail: l.detail,
+                    })
+                    .collect(),
             },
         }
     }
@@ -445,6 +466,10 @@ impl PortalDesk {
             Err(reply) => return reply,
         };
         let user = record.user.as_str();
+        if let PortalChange::NotMe { login } = change {
+            // Taking access away needs no fresh code.
+            return self.not_me(key, user, login, rhost, now).await;
+        }
         if let Some(ask) = ask_for_code(&record, now, true) {
             return ask;
         }
@@ -552,6 +577,7 @@ impl PortalDesk {
                 self.confirm_app(key, &record, &devices, &code, &w, now)
                     .await
             }
+            PortalChange::NotMe { .. } => GONE,
             PortalChange::NewBypassCodes => {
                 let (shown, stored) = bypass::generate(self.core.random.as_ref());
                 if let Err(e) = self
@@ -628,6 +654,72 @@ impl PortalDesk {
             Ok(false) => GONE,
             Err(_) => UNAVAILABLE,
         }
+    }
+
+    /// "This wasn't me" on the user's login `login`: as "Deny and report" on a push, the
+    /// account is locked (the lockout duration, at least an hour), its remembered logins
+    /// forgotten, an ALERT logged for the administrators, and the session ended.
+    async fn not_me(
+        &self,
+        key: [u8; 32],
+        user: &str,
+        login: i64,
+        rhost: &str,
+        now: i64,
+    ) -> WebReply {
+        let u = user.to_string();
+        let rows = match self
+            .core
+            .db(move |s| s.recent_logins(&u, crate::history::SHOWN))
+            .await
+        {
+            Ok(rows) => rows,
+            Err(_) => return UNAVAILABLE,
+        };
+        let Some(row) = rows.into_iter().find(|r| r.id == login) else {
+            return GONE;
+        };
+        let until = now.saturating_add(self.core.report_lock_secs());
+        let u = user.to_string();
+        let locked = self
+            .core
+            .db(move |s| {
+                s.in_transaction(|s| {
+                    s.lock_until(&u, until)?;
+                    s.forget_remembered(&u)
+                })
+            })
+            .await;
+        if locked.is_err() {
+            return UNAVAILABLE;
+        }
+        error!(
+            target: "mfad::decision",
+            "ALERT user={} rhost={} method={} outcome=reported reason=\"the user says they did \
+             not make this login ({}, on {}, {})\"; account locked until {} (portal, from {})",
+            text::clean(user),
+            text::clean(&row.rhost),
+            text::clean(&row.method),
+            crate::calendar::utc(row.at),
+            text::clean(&row.host),
+            text::clean(&row.outcome),
+            text::utc(until),
+            text::clean(rhost)
+        );
+        let w = who(user, rhost);
+        decision(
+            &w,
+            "-",
+            "reported",
+            "portal: this wasn't me; account locked",
+        );
+        let _ = self.step(key, WebSessionStep::End).await;
+        changed(format!(
+            "Thank you. Your account is locked until {} and your administrator has been \
+             alerted: nobody can log in as you, you included, until they have looked into it. \
+             Change your password, and ask them to unlock the account.",
+            text::utc(until)
+        ))
     }
 
     /// Whether `user` is in `[web] admin_group` now (asked of the directory each time).

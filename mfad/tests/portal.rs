@@ -646,3 +646,109 @@ fn a_device_is_renamed_by_its_owner_only_and_a_bad_name_changes_nothing() {
     ));
     assert_eq!(d.store().devices(USER).unwrap()[0].name, "work phone");
 }
+
+/// The page once the history holds `n` logins of the user (it is written off the logins'
+/// path, a moment after each).
+fn with_logins(d: &TestDaemon, s: &(String, String), n: usize) -> PortalPage {
+    for _ in 0..200 {
+        let p = page(view(d, s));
+        if p.logins.len() >= n {
+            return p;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(25));
+    }
+    panic!(
+        "the history never showed {n} logins: {:?}",
+        page(view(d, s)).logins
+    );
+}
+
+#[test]
+fn recent_logins_are_listed_and_this_wasnt_me_locks_the_account_and_ends_the_session() {
+    let d = portal(|_| {});
+    let (outcome, _) = d.login(USER, &["000000", "000000", "000000"]);
+    assert_eq!(outcome, Outcome::Deny);
+    let (outcome, _) = d.login(USER, &[&code(&d, 0)]);
+    assert_eq!(outcome, Outcome::Allow);
+    // Another user's login, and a name with no account (no row at all).
+    let (outcome, _) = d.login("nobody", &[]);
+    assert_eq!(outcome, Outcome::Deny);
+    d.login("no-such-user-here", &[]);
+
+    d.clock.advance(30);
+    let s = signed_in(&d);
+    let p = with_logins(&d, &s, 2);
+    assert_eq!(p.logins.len(), 2, "{:?}", p.logins);
+    let (newest, oldest) = (&p.logins[0], &p.logins[1]);
+    assert_eq!(
+        (newest.outcome.as_str(), newest.method.as_str()),
+        ("allowed", "totp"),
+        "{newest:?}"
+    );
+    assert_eq!(oldest.outcome, "refused", "{oldest:?}");
+    for l in &p.logins {
+        assert_eq!(
+            (l.address.as_str(), l.service.as_str()),
+            ("192.0.2.7", "sshd")
+        );
+        assert!(l.at.ends_with(" UTC"), "{l:?}");
+    }
+    // The portal's own sign-in is not an ssh login, and nobody's row is not the user's.
+    let nobodys = d.store().recent_logins("nobody", 20).unwrap();
+    assert_eq!(nobodys.len(), 1, "{nobodys:?}");
+    assert!(
+        d.store()
+            .recent_logins("no-such-user-here", 20)
+            .unwrap()
+            .is_empty()
+    );
+    assert_eq!(
+        change(
+            &d,
+            &s,
+            PortalChange::NotMe {
+                login: nobodys[0].id
+            }
+        ),
+        GONE
+    );
+    assert_eq!(d.store().lock_state(USER).unwrap().locked_until, None);
+
+    // "This wasn't me" needs no fresh code, only the session's form.
+    d.clock.advance(FRESH_SECS);
+    let forged = web(
+        &d,
+        WebRequest::PortalChange {
+            session: s.0.clone(),
+            csrf: "forged".into(),
+            change: PortalChange::NotMe { login: oldest.id },
+            client: None,
+        },
+    );
+    assert_eq!(forged, WebReply::BadForm);
+    assert_eq!(d.store().lock_state(USER).unwrap().locked_until, None);
+    let WebReply::PortalChanged { note, .. } =
+        change(&d, &s, PortalChange::NotMe { login: oldest.id })
+    else {
+        panic!("not reported")
+    };
+    assert!(note.contains("Your account is locked until"), "{note}");
+    let until = d.store().lock_state(USER).unwrap().locked_until.unwrap();
+    assert!(until >= now(&d) + 3600, "locked for at least an hour");
+    assert_eq!(view(&d, &s), GONE, "the session ended");
+    let (outcome, script) = d.login(USER, &[]);
+    assert_eq!(outcome, Outcome::Deny);
+    assert!(script.text().contains("locked"), "{}", script.text());
+}
+
+#[test]
+fn without_a_login_history_nothing_is_kept() {
+    let d = portal(|c| c.login_history = 0);
+    let (outcome, _) = d.login(USER, &[&code(&d, 0)]);
+    assert_eq!(outcome, Outcome::Allow);
+    d.clock.advance(30);
+    let s = signed_in(&d);
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    assert!(page(view(&d, &s)).logins.is_empty());
+    assert!(d.store().recent_logins(USER, 20).unwrap().is_empty());
+}

@@ -12,7 +12,7 @@ use mfad::store::backend::{
     NewDeviceRecord, NewEnrolLink, NewSmsCode, NewWebSession, Remembered, WebSessionRecord,
     WebSessionStep,
 };
-use mfad::store::{Backend, FailureEffect, LockState, StoreError, UserSummary};
+use mfad::store::{Backend, FailureEffect, LockState, LoginRecord, StoreError, UserSummary};
 use std::sync::{Arc, Mutex};
 
 const SECRET: &[u8] = b"an-authenticator-key";
@@ -149,6 +149,12 @@ impl Backend for Counting {
     }
     fn rename_device(&mut self, user: &str, device: i64, name: &str) -> Result<bool, StoreError> {
         pass!(self, rename_device(user, device, name))
+    }
+    fn record_logins(&mut self, rows: &[LoginRecord], before: i64) -> Result<(), StoreError> {
+        pass!(self, record_logins(rows, before))
+    }
+    fn recent_logins(&mut self, user: &str, limit: u32) -> Result<Vec<LoginRecord>, StoreError> {
+        pass!(self, recent_logins(user, limit))
     }
     fn remove_device(&mut self, user: &str, device: i64) -> Result<(), StoreError> {
         pass!(self, remove_device(user, device))

@@ -425,6 +425,61 @@ mod suite {
             None
         );
     }
+
+    pub fn the_login_history_is_kept_per_user_newest_first_and_pruned(open: Open) {
+        let mut s = open();
+        let row = |user: &str, at: i64, outcome: &str| mfad::store::LoginRecord {
+            id: 0,
+            user: user.into(),
+            at,
+            host: "node1".into(),
+            service: "sshd".into(),
+            rhost: "192.0.2.7".into(),
+            method: "totp".into(),
+            outcome: outcome.into(),
+            detail: "a reason, with \"quotes\" and é".into(),
+        };
+        s.record_logins(
+            &[
+                row("alice", 100, "refused"),
+                row("bob", 150, "allowed"),
+                row("alice", 200, "allowed"),
+            ],
+            0,
+        )
+        .unwrap();
+        s.record_logins(&[row("alice", 200, "locked")], 0).unwrap();
+        let alice = s.recent_logins("alice", 10).unwrap();
+        let seen: Vec<_> = alice.iter().map(|r| (r.at, r.outcome.as_str())).collect();
+        // Newest first; two rows of one second in the order they were written, reversed.
+        assert_eq!(seen, [(200, "locked"), (200, "allowed"), (100, "refused")]);
+        assert_eq!(
+            alice[2],
+            mfad::store::LoginRecord {
+                id: alice[2].id,
+                ..row("alice", 100, "refused")
+            }
+        );
+        assert!(alice[0].id > alice[1].id && alice[1].id > alice[2].id);
+        assert_eq!(s.recent_logins("alice", 2).unwrap().len(), 2);
+        assert_eq!(s.recent_logins("bob", 10).unwrap().len(), 1);
+        assert!(s.recent_logins("carol", 10).unwrap().is_empty());
+        // Recording drops every row older than the bound, whoever's it is.
+        s.record_logins(&[row("carol", 300, "allowed")], 160)
+            .unwrap();
+        let left: Vec<_> = s
+            .recent_logins("alice", 10)
+            .unwrap()
+            .iter()
+            .map(|r| r.at)
+            .collect();
+        assert_eq!(left, [200, 200]);
+        assert!(s.recent_logins("bob", 10).unwrap().is_empty());
+        assert_eq!(s.recent_logins("carol", 10).unwrap().len(), 1);
+        // A reset of the user's devices keeps what happened.
+        s.reset_user("alice").unwrap();
+        assert_eq!(s.recent_logins("alice", 10).unwrap().len(), 2);
+    }
 }
 
 macro_rules! on_both {
@@ -462,6 +517,7 @@ on_both!(
     portal_sessions_are_kept_by_key_limited_and_dropped,
     a_dump_loads_into_an_empty_store_as_it_was,
     an_enrolment_link_is_bound_to_its_user_spent_once_and_expires,
+    the_login_history_is_kept_per_user_newest_first_and_pruned,
 );
 
 /// A private server with the schema prepared, the runtime the connections run on, and the

@@ -164,6 +164,28 @@ pub enum WebSessionStep<'a> {
     Pending(Option<&'a [u8]>),
 }
 
+/// One login as the login history keeps it (written off the login's path, in batches).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LoginRecord {
+    /// The row's number (ignored when recording).
+    pub id: i64,
+    pub user: String,
+    /// When the login ended (Unix seconds).
+    pub at: i64,
+    /// The node that served it (mfad's host name).
+    pub host: String,
+    /// The PAM service (`sshd`, ...).
+    pub service: String,
+    /// The client's address, as the caller reported it (`-` when none).
+    pub rhost: String,
+    /// The second factor used or asked for (`totp`, `push`, ... or `-`).
+    pub method: String,
+    /// `allowed`, `refused`, `locked`, `reported`, `unavailable` or `abandoned`.
+    pub outcome: String,
+    /// Why, in a few words (the decision log's reason).
+    pub detail: String,
+}
+
 /// A bypass or SMS code as stored: its salt and its keyed hash.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CodeRecord {
@@ -323,6 +345,11 @@ pub trait Backend: Send {
     fn set_default(&mut self, user: &str, device: i64) -> Result<(), StoreError>;
     /// Renames device `device` of `user`: false when the user has no such device.
     fn rename_device(&mut self, user: &str, device: i64, name: &str) -> Result<bool, StoreError>;
+    /// Appends `rows` to the login history and drops every row older than `before`, in one
+    /// transaction.
+    fn record_logins(&mut self, rows: &[LoginRecord], before: i64) -> Result<(), StoreError>;
+    /// The newest `limit` logins of `user`, newest first.
+    fn recent_logins(&mut self, user: &str, limit: u32) -> Result<Vec<LoginRecord>, StoreError>;
     /// Removes a device of `user`; if it was the default, the oldest remaining device takes
     /// its place. Remembered logins are forgotten.
     fn remove_device(&mut self, user: &str, device: i64) -> Result<(), StoreError>;

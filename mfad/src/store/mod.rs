@@ -19,7 +19,7 @@ use crate::factor::bypass::{self, StoredCode};
 use crate::factor::security_key::SecurityKey;
 use crate::factor::totp::{HashAlgorithm, TotpParams};
 use crate::sealing::{KeyError, StoreKey};
-pub use backend::{Backend, EnrolLinkStep, WebSessionRecord, WebSessionStep};
+pub use backend::{Backend, EnrolLinkStep, LoginRecord, WebSessionRecord, WebSessionStep};
 use backend::{CodeRecord, DeviceRecord, NewDeviceRecord};
 use sqlite::SqliteBackend;
 use std::path::Path;
@@ -744,6 +744,20 @@ impl Store {
         name: &str,
     ) -> Result<bool, StoreError> {
         self.backend.rename_device(user, device, name)
+    }
+
+    /// Appends logins to the history and drops the rows older than `before`.
+    pub fn record_logins(&mut self, rows: &[LoginRecord], before: i64) -> Result<(), StoreError> {
+        self.backend.record_logins(rows, before)
+    }
+
+    /// The newest `limit` logins of `user`, newest first.
+    pub fn recent_logins(
+        &mut self,
+        user: &str,
+        limit: u32,
+    ) -> Result<Vec<LoginRecord>, StoreError> {
+        self.backend.recent_logins(user, limit)
     }
 
     /// Removes a device; if it was the default, the oldest remaining device takes its place.

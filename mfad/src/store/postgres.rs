@@ -8,7 +8,7 @@
 
 use super::backend::{
     Backend, CodeRecord, DeviceRecord, Dump, DumpedCode, DumpedRemembered, EnrolLinkRecord,
-    EnrolLinkStep, Failure, NewBypassCodes, NewDeviceRecord, NewEnrolLink, NewSmsCode,
+    EnrolLinkStep, Failure, LoginRecord, NewBypassCodes, NewDeviceRecord, NewEnrolLink, NewSmsCode,
     NewWebSession, Remembered, WebSessionRecord, WebSessionStep,
 };
 use super::{DeviceKind, FailureEffect, LockState, StoreError, UserSummary};
@@ -128,6 +128,20 @@ pub const MIGRATIONS: &[&str] = &[
         pending_secret BYTEA
      );
      CREATE INDEX web_sessions_owner ON web_sessions(owner);",
+    // 6: the login history (the portal's "my recent logins"), kept for `login_history` days.
+    "CREATE TABLE logins (
+        id BIGSERIAL PRIMARY KEY,
+        owner TEXT NOT NULL,
+        at BIGINT NOT NULL,
+        host TEXT NOT NULL,
+        service TEXT NOT NULL,
+        rhost TEXT NOT NULL,
+        method TEXT NOT NULL,
+        outcome TEXT NOT NULL,
+        detail TEXT NOT NULL
+     );
+     CREATE INDEX logins_owner ON logins(owner, at);
+     CREATE INDEX logins_at ON logins(at);",
 ];
 
 /// The key of the transaction-scoped advisory lock the migrations run under ("mfa_schm"),
@@ -1374,6 +1388,50 @@ impl Backend for PgBackend {
                 )
                 .await?;
             Ok(n == 1)
+        })
+    }
+
+    fn record_logins(&mut self, rows: &[LoginRecord], before: i64) -> Result<(), StoreError> {
+        self.write("record_logins", async |c: &mut Conn| {
+            for r in rows {
+                c.execute(
+                    "INSERT INTO logins(owner, at, host, service, rhost, method, outcome, detail)
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+                    &[
+                        &r.user, &r.at, &r.host, &r.service, &r.rhost, &r.method, &r.outcome,
+                        &r.detail,
+                    ],
+                )
+                .await?;
+            }
+            c.execute("DELETE FROM logins WHERE at < $1", &[&before])
+                .await?;
+            Ok(())
+        })
+    }
+
+    fn recent_logins(&mut self, user: &str, limit: u32) -> Result<Vec<LoginRecord>, StoreError> {
+        let limit = i64::from(limit);
+        self.run("recent_logins", async |c: &mut Conn| {
+            Ok(c.query(
+                "SELECT id, owner, at, host, service, rhost, method, outcome, detail FROM logins
+                 WHERE owner = $1 ORDER BY at DESC, id DESC LIMIT $2",
+                &[&user, &limit],
+            )
+            .await?
+            .iter()
+            .map(|row| LoginRecord {
+                id: row.get(0),
+                user: row.get(1),
+                at: row.get(2),
+                host: row.get(3),
+                service: row.get(4),
+                rhost: row.get(5),
+                method: row.get(6),
+                outcome: row.get(7),
+                detail: row.get(8),
+            })
+            .collect())
         })
     }
 

@@ -10,7 +10,7 @@
 
 use super::backend::{
     Backend, CodeRecord, DeviceRecord, Dump, DumpedCode, DumpedRemembered, EnrolLinkRecord,
-    EnrolLinkStep, Failure, NewBypassCodes, NewDeviceRecord, NewEnrolLink, NewSmsCode,
+    EnrolLinkStep, Failure, LoginRecord, NewBypassCodes, NewDeviceRecord, NewEnrolLink, NewSmsCode,
     NewWebSession, Remembered, WebSessionRecord, WebSessionStep,
 };
 use super::{DeviceKind, FailureEffect, LockState, StoreError, UserSummary};
@@ -151,6 +151,20 @@ pub const MIGRATIONS: &[&str] = &[
         pending_secret BLOB
      ) STRICT;
      CREATE INDEX web_sessions_user ON web_sessions(user);",
+    // 6: the login history (the portal's "my recent logins"), kept for `login_history` days.
+    "CREATE TABLE logins (
+        id INTEGER PRIMARY KEY,
+        user TEXT NOT NULL,
+        at INTEGER NOT NULL,
+        host TEXT NOT NULL,
+        service TEXT NOT NULL,
+        rhost TEXT NOT NULL,
+        method TEXT NOT NULL,
+        outcome TEXT NOT NULL,
+        detail TEXT NOT NULL
+     ) STRICT;
+     CREATE INDEX logins_user ON logins(user, at);
+     CREATE INDEX logins_at ON logins(at);",
 ];
 
 /// How long a handle waits for another handle's transaction to end (as SQLite's own busy
@@ -972,6 +986,44 @@ impl Backend for SqliteBackend {
             params![user, device, name],
         )?;
         Ok(n == 1)
+    }
+
+    fn record_logins(&mut self, rows: &[LoginRecord], before: i64) -> Result<(), StoreError> {
+        self.change_all(|tx| {
+            let mut insert = tx.prepare_cached(
+                "INSERT INTO logins(user, at, host, service, rhost, method, outcome, detail)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+            )?;
+            for r in rows {
+                insert.execute(params![
+                    r.user, r.at, r.host, r.service, r.rhost, r.method, r.outcome, r.detail
+                ])?;
+            }
+            tx.execute("DELETE FROM logins WHERE at < ?1", [before])?;
+            Ok(())
+        })
+    }
+
+    fn recent_logins(&mut self, user: &str, limit: u32) -> Result<Vec<LoginRecord>, StoreError> {
+        let held = self.lock()?;
+        let mut stmt = held.conn.prepare_cached(
+            "SELECT id, user, at, host, service, rhost, method, outcome, detail FROM logins
+             WHERE user = ?1 ORDER BY at DESC, id DESC LIMIT ?2",
+        )?;
+        let rows = stmt.query_map(params![user, limit], |r| {
+            Ok(LoginRecord {
+                id: r.get(0)?,
+                user: r.get(1)?,
+                at: r.get(2)?,
+                host: r.get(3)?,
+                service: r.get(4)?,
+                rhost: r.get(5)?,
+                method: r.get(6)?,
+                outcome: r.get(7)?,
+                detail: r.get(8)?,
+            })
+        })?;
+        Ok(rows.collect::<Result<Vec<_>, _>>()?)
     }
 
     fn remove_device(&mut self, user: &str, device: i64) -> Result<(), StoreError> {

@@ -1,0 +1,229 @@
+//! The login history behind the portal's "my recent logins": one row per login conversation
+//! of a known account (time, node, service, client address, method, outcome), kept for
+//! `login_history` days.
+//!
+//! Off the login's path: the conversation only hands its row to a bounded queue
+//! ([`History::record`] never waits), and one writer task stores what has queued up in one
+//! transaction, so a burst of logins costs one commit, not one each. The price: a crash
+//! may lose the rows of the last moment, and a full queue (the store far behind) drops
+//! rows, counted and logged, rather than slowing logins down. The spent codes, failure
+//! counts and locks that protect the account are written on the login's path as before;
+//! this table only tells the user what happened.
+
+use crate::clock::Clock;
+use crate::store::LoginRecord;
+use crate::store::pool::StorePool;
+use std::cell::RefCell;
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use tokio::sync::mpsc;
+use tracing::warn;
+
+/// Rows waiting for the writer at most; more are dropped.
+const QUEUE: usize = 4096;
+/// Rows the writer stores in one transaction at most.
+const BATCH: usize = 512;
+/// Rows the portal shows.
+pub const SHOWN: u32 = 20;
+
+/// The history's queue and its writer.
+pub struct History {
+    tx: mpsc::Sender<LoginRecord>,
+    /// The writer's end, until the first row starts the writer (in the runtime).
+    rx: Mutex<Option<mpsc::Receiver<LoginRecord>>>,
+    store: Arc<StorePool>,
+    clock: Arc<dyn Clock>,
+    /// Seconds rows are kept; 0: no history is kept.
+    keep_secs: AtomicI64,
+    /// Rows dropped since the writer last said so.
+    dropped: Arc<AtomicU64>,
+    /// This node's name, on every row it writes.
+    host: String,
+}
+
+impl History {
+    pub fn new(store: Arc<StorePool>, clock: Arc<dyn Clock>, keep_days: u32) -> Self {
+        let (tx, rx) = mpsc::channel(QUEUE);
+        let host = nix::unistd::gethostname()
+            .ok()
+            .and_then(|h| h.into_string().ok())
+            .unwrap_or_else(|| "-".to_string());
+        History {
+            tx,
+            rx: Mutex::new(Some(rx)),
+            store,
+            clock,
+            keep_secs: AtomicI64::new(i64::from(keep_days) * 86_400),
+            dropped: Arc::new(AtomicU64::new(0)),
+            host,
+        }
+    }
+
+    /// `login_history` after a reload.
+    pub fn keep_days(&self, days: u32) {
+        self.keep_secs
+            .store(i64::from(days) * 86_400, Ordering::Relaxed);
+    }
+
+    pub fn enabled(&self) -> bool {
+        self.keep_secs.load(Ordering::Relaxed) > 0
+    }
+
+    /// Queues the row of one login (never waits).
+    pub fn record(
+        &self,
+        trace: &LoginTrace,
+        verdict: Option<&'static str>,
+        user: &str,
+        service: &str,
+        rhost: &str,
+    ) {
+        if !self.enabled() {
+            return;
+        }
+        self.start();
+        let row = LoginRecord {
+            id: 0,
+            user: user.to_string(),
+            at: self.clock.now(),
+            host: self.host.clone(),
+            service: short(service),
+            rhost: short(rhost),
+            method: trace.method.clone().unwrap_or_else(|| "-".to_string()),
+            outcome: trace.outcome(verdict).to_string(),
+            detail: short(
+                trace
+                    .reason
+                    .as_deref()
+                    .unwrap_or("the client left without a verdict"),
+            ),
+        };
+        if self.tx.try_send(row).is_err() {
+            self.dropped.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// Starts the writer on the current runtime, the first time a row comes.
+    fn start(&self) {
+        let Ok(mut rx) = self.rx.lock() else {
+            return;
+        };
+        if rx.is_none() {
+            return;
+        }
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        if let Some(rx) = rx.take() {
+            runtime.spawn(write_rows(
+                rx,
+                Arc::clone(&self.store),
+                Arc::clone(&self.clock),
+                self.keep_secs.load(Ordering::Relaxed),
+                Arc::clone(&self.dropped),
+            ));
+        }
+    }
+}
+
+/// The writer: whatever has queued, in one transaction, until every sender is gone.
+async fn write_rows(
+    mut rx: mpsc::Receiver<LoginRecord>,
+    store: Arc<StorePool>,
+    clock: Arc<dyn Clock>,
+    keep_secs: i64,
+    dropped: Arc<AtomicU64>,
+) {
+    let mut rows = Vec::with_capacity(BATCH);
+    while rx.recv_many(&mut rows, BATCH).await > 0 {
+        let lost = dropped.swap(0, Ordering::Relaxed);
+        if lost > 0 {
+            warn!(
+                target: "mfad::history",
+                "{lost} login history rows were dropped: the store is not keeping up"
+            );
+        }
+        let before = clock.now().saturating_sub(keep_secs.max(86_400));
+        let batch = std::mem::replace(&mut rows, Vec::with_capacity(BATCH));
+        let n = batch.len();
+        let written = match store.get().await {
+            Ok(mut s) => tokio::task::spawn_blocking(move || s.record_logins(&batch, before))
+                .await
+                .map_err(|e| e.to_string())
+                .and_then(|r| r.map_err(|e| e.to_string())),
+            Err(e) => Err(e.to_string()),
+        };
+        if let Err(e) = written {
+            warn!(target: "mfad::history", "cannot write {n} login history rows: {e}");
+        }
+    }
+}
+
+/// At most 200 characters of a field, without control characters.
+fn short(text: &str) -> String {
+    crate::text::clean(text).chars().take(200).collect()
+}
+
+/// What the decisions of one login said, gathered while it runs (see [`traced`]).
+#[derive(Debug, Default, Clone)]
+pub struct LoginTrace {
+    /// The account, as the directory spells it, once it was found.
+    pub user: Option<String>,
+    /// The last method other than `-` a decision named.
+    pub method: Option<String>,
+    /// The last decision's reason.
+    pub reason: Option<String>,
+    /// A decision locked the account (failures, or a report).
+    pub locked: Option<&'static str>,
+}
+
+impl LoginTrace {
+    /// The row's outcome: the verdict the client got (`allowed`, `refused`, `unavailable`,
+    /// or none: `abandoned`), `locked` or `reported` when a decision locked the account.
+    pub fn outcome(&self, verdict: Option<&'static str>) -> &'static str {
+        match (verdict, self.locked) {
+            (Some("allowed"), _) => "allowed",
+            (_, Some(lock)) => lock,
+            (Some(verdict), None) => verdict,
+            (None, None) => "abandoned",
+        }
+    }
+}
+
+tokio::task_local! {
+    static TRACE: RefCell<LoginTrace>;
+}
+
+/// Runs `login` with its decisions gathered, and returns them with its result.
+pub async fn traced<T>(login: impl Future<Output = T>) -> (T, LoginTrace) {
+    TRACE
+        .scope(RefCell::new(LoginTrace::default()), async move {
+            let result = login.await;
+            let trace = TRACE.with(|t| t.borrow().clone());
+            (result, trace)
+        })
+        .await
+}
+
+/// Notes one decision in the running login's trace, if any (called by every decision).
+pub fn note(method: &str, outcome: &str, reason: &str) {
+    let _ = TRACE.try_with(|t| {
+        let mut t = t.borrow_mut();
+        if method != "-" {
+            t.method = Some(method.to_string());
+        }
+        t.reason = Some(reason.to_string());
+        if outcome == "locked" {
+            t.locked = Some(if reason.contains("reported") {
+                "reported"
+            } else {
+                "locked"
+            });
+        }
+    });
+}
+
+/// Names the running login's account (found in the directory).
+pub fn account(name: &str) {
+    let _ = TRACE.try_with(|t| t.borrow_mut().user = Some(name.to_string()));
+}
