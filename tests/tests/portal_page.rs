@@ -3,11 +3,14 @@
 //! and a code from the app `mfa enroll totp` set up, sees the device as the default method,
 //! adds a second app (secret read from the page, a code typed) that a real ssh login then
 //! uses, gets new bypass codes, and a real ssh login gets in with one of them. An admin
-//! unlocks a user locked by real ssh failures. Screenshots under
+//! unlocks a user locked by real ssh failures. The recent logins list real ssh logins and
+//! "This wasn't me" locks the account. A push device made the default on the portal is what
+//! the next scp uses. Screenshots under
 //! `target/screenshots/`.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use mfa_e2e::browser::Browser;
+use mfa_e2e::fake_phone::{FakePhone, PUSH_TOKEN};
 use mfa_e2e::mfad::APPROVAL_PORT;
 use mfa_e2e::scratch::unique_name;
 use mfa_e2e::sshd::PamService;
@@ -102,6 +105,40 @@ fn in_chromium_a_user_signs_in_with_password_and_code_and_new_bypass_codes_open_
     assert!(login.logged_in(), "{}", login.describe());
     assert!(login.stdout.contains("in-by-portal-code"));
 
+    // My recent logins: the two ssh logins above, newest first, from the loopback address
+    // (the history is written a moment after each login).
+    let mut logins = String::new();
+    for _ in 0..40 {
+        browser.open(&format!("http://127.0.0.1:{web}/portal"));
+        browser.wait_title("My two-factor settings");
+        logins = browser.text("#logins");
+        if logins.contains("with bypass") {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(250));
+    }
+    let first = browser.text("#login-1");
+    assert!(first.contains("allowed with bypass"), "{logins}");
+    assert!(first.contains("from 127.0.0.1 to"), "{logins}");
+    // The harness gives sshd a PAM service of its own (sshd-…).
+    assert!(first.contains("(sshd"), "{logins}");
+    assert!(
+        browser.text("#login-2").contains("allowed with totp"),
+        "{logins}"
+    );
+    browser.screenshot("portal-4-recent-logins.png");
+    // "This wasn't me" locks the account at once: the next ssh login is refused even with
+    // a right code, and the administrators get an ALERT.
+    browser.click("#login-1 button");
+    assert_eq!(browser.wait_title("Done"), "Done");
+    let note = browser.text("#note");
+    assert!(note.contains("Your account is locked until"), "{note}");
+    browser.screenshot("portal-5-not-me.png");
+    let code = device.totp.fresh_code();
+    let refused = env.login(&[&code], "echo should-not-run").unwrap();
+    assert!(refused.refused(), "{}", refused.describe());
+    assert!(!refused.stdout.contains("should-not-run"));
+
     // mfad logged the portal's steps with the browser's address, never a code.
     let log = env.mfad_log();
     assert!(
@@ -110,6 +147,12 @@ fn in_chromium_a_user_signs_in_with_password_and_code_and_new_bypass_codes_open_
         "{log}"
     );
     assert!(log.contains("portal; 10 new codes"), "{log}");
+    assert!(
+        log.lines()
+            .any(|l| l.contains(&format!("ALERT user={}", env.username()))
+                && l.contains("did not make this login")),
+        "{log}"
+    );
     assert!(!log.contains(&codes[1]), "{log}");
 }
 
@@ -187,4 +230,96 @@ fn in_chromium_an_admin_unlocks_a_user_locked_by_ssh_failures() {
         )),
         "{log}"
     );
+}
+
+#[test]
+fn in_chromium_the_default_set_on_the_portal_is_what_the_next_scp_uses() {
+    let port = APPROVAL_PORT;
+    let pam = PamService::shipped_web().unwrap();
+    let phone = FakePhone::start().unwrap();
+    let toml = format!(
+        "[approval]\nlisten = \"127.0.0.1:{port}\"\npublic_url = \"http://127.0.0.1:{port}\"\n\
+         token_ttl = 10\n\
+         [push]\nnotifier = \"ntfy\"\nurl = \"{ntfy}\"\ntoken = \"{PUSH_TOKEN}\"\ntimeout = 3\n\
+         [web]\npublic_url = \"http://127.0.0.1:{port}\"\nportal = true\n\
+         pam_service = \"{}\"\n",
+        pam.name,
+        ntfy = phone.ntfy_url(),
+    );
+    let env = TestEnv::builder()
+        .pam_module_args("mode=auto")
+        .module_timeout(30)
+        .mfad_toml(&toml)
+        .start()
+        .unwrap();
+    let mut device = env.enroll_totp().unwrap();
+    // A push device besides the app (a fresh code first, then Enter once subscribed and at
+    // the test push, which the fake phone approves); the app stays the default.
+    let code = device.totp.fresh_code();
+    let out = env
+        .cli
+        .as_user(
+            env.user().unwrap(),
+            &["add", "push", "--name", "Pixel 8"],
+            &format!("{code}\n\n\n"),
+        )
+        .unwrap();
+    assert_eq!(out.status, Some(0), "{}", out.describe());
+    let file = env.dir.join("notes.txt");
+    std::fs::write(&file, "a file for the transfer\n").unwrap();
+
+    // With the app as the default, scp asks for a passcode.
+    let code = device.totp.fresh_code();
+    let up = env
+        .client
+        .scp(
+            &[],
+            &file,
+            env.client.remote("by-code.txt"),
+            &[env.password(), &code],
+        )
+        .unwrap();
+    assert_eq!(up.status, Some(0), "{}", up.describe());
+    assert!(up.prompts[1].ends_with("Passcode: "), "{}", up.describe());
+
+    let browser = Browser::start(&env.dir);
+    let web = env.web_port().unwrap();
+    browser.open(&format!("http://127.0.0.1:{web}/portal"));
+    assert_eq!(browser.wait_title("Sign in"), "Sign in");
+    browser.type_into("#user", env.username());
+    browser.type_into("#password", env.password());
+    browser.click("button[type=submit]");
+    assert_eq!(browser.wait_title("Second factor"), "Second factor");
+    browser.type_into("#code", &device.totp.fresh_code());
+    browser.click("button[type=submit]");
+    assert_eq!(
+        browser.wait_title("My two-factor settings"),
+        "My two-factor settings"
+    );
+    // The only "make default" button is the push device's.
+    browser.click("input[value=set-default] ~ button");
+    assert_eq!(browser.wait_title("Done"), "Done");
+    assert_eq!(
+        browser.text("#note"),
+        "\"Pixel 8\" is now your default method: scp, sftp, rsync and file transfer apps use \
+         it."
+    );
+    browser.screenshot("portal-default-push.png");
+
+    // Now scp pushes to the phone, which approves: no passcode is asked for or typed.
+    let pushes = phone.notifications().len();
+    let up = env
+        .client
+        .scp(
+            &[],
+            &file,
+            env.client.remote("by-push.txt"),
+            &[env.password(), ""],
+        )
+        .unwrap();
+    assert_eq!(up.status, Some(0), "{}", up.describe());
+    assert!(!up.shown().contains("Passcode"), "{}", up.describe());
+    assert_eq!(phone.notifications().len(), pushes + 1, "one push");
+    let home = std::path::Path::new(&env.user().unwrap().home).join("by-push.txt");
+    assert_eq!(std::fs::read(home).unwrap(), std::fs::read(&file).unwrap());
 }
