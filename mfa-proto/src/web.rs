@@ -223,6 +223,25 @@ pub enum PortalChange {
     /// "This wasn't me" on login `login` of the recent logins: locks the account, alerts
     /// and ends the session (no fresh code needed: it only takes access away).
     NotMe { login: i64 },
+    /// A phone for SMS codes (and calls): a code is texted to `number`, and the phone is
+    /// added once that code comes back ([`PortalChange::ConfirmPhone`]).
+    BeginPhone { name: String, number: String },
+    /// The code texted to the new phone.
+    ConfirmPhone { code: String },
+    /// A push device: mfad makes a private ntfy topic for the phone to subscribe to.
+    BeginPush { name: String },
+    /// Send the test notification to the new push device.
+    TestPush,
+    /// Whether the test notification was approved: the device is added once it is.
+    CheckPush,
+    /// A hardware token (`hotp`: counter-based, or `totp`: time-based) from its secret
+    /// (base32 or hex) and a code it shows now.
+    AddToken {
+        kind: String,
+        name: String,
+        secret: zeroize::Zeroizing<String>,
+        code: String,
+    },
 }
 
 impl PortalChange {
@@ -235,6 +254,12 @@ impl PortalChange {
             PortalChange::BeginApp => "begin-app",
             PortalChange::ConfirmApp { .. } => "confirm-app",
             PortalChange::NotMe { .. } => "not-me",
+            PortalChange::BeginPhone { .. } => "begin-phone",
+            PortalChange::ConfirmPhone { .. } => "confirm-phone",
+            PortalChange::BeginPush { .. } => "begin-push",
+            PortalChange::TestPush => "test-push",
+            PortalChange::CheckPush => "check-push",
+            PortalChange::AddToken { .. } => "add-token",
         }
     }
 }
@@ -304,6 +329,12 @@ pub struct PortalPage {
     /// The user's recent logins, newest first (empty when no history is kept).
     #[serde(default)]
     pub logins: Vec<PortalLogin>,
+    /// Phones can be added here (SMS is configured).
+    #[serde(default)]
+    pub can_add_phone: bool,
+    /// Push devices can be added here (ntfy with topics mfad makes).
+    #[serde(default)]
+    pub can_add_push: bool,
 }
 
 /// One of the user's recent logins, as the portal lists it.
@@ -465,6 +496,12 @@ pub enum WebReply {
     AdminStatus { user: String, report: String },
     /// The session's user is not an administrator: nothing was done.
     NotAdmin,
+    /// A code was texted to the new phone (`masked`: its number as shown).
+    PhoneCodeSent { masked: String },
+    /// The new push device's private topic, to subscribe to on `server` (ntfy).
+    NewPushTopic { topic: String, server: String },
+    /// The test notification is on its way, or still waiting for the phone's answer.
+    PushWaiting { note: String },
 }
 
 /// Approval tokens are 43 characters of URL-safe base64; anything much longer, or with

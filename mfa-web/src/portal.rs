@@ -168,7 +168,121 @@ fn rename_form(csrf: &str, id: i64, n: usize, name: &str) -> String {
     )
 }
 
-/// The recent logins, newest first, each with its "this wasn't me" button.
+/// The forms that add a phone, a push device and a hardware token.
+fn add_forms(page: &PortalPage) -> String {
+    let csrf = escape(&page.csrf);
+    let start = |action: &str| {
+        format!(
+            "<form method=\"post\" action=\"/portal/change\">\
+             <input type=\"hidden\" name=\"csrf\" value=\"{csrf}\">\
+             <input type=\"hidden\" name=\"action\" value=\"{action}\">"
+        )
+    };
+    let mut forms = String::new();
+    if page.can_add_phone {
+        forms.push_str(&format!(
+            "<h3>A phone (text messages and calls)</h3>{}\
+             <label for=\"phone-number\">Number, with its country code</label><br>\
+             <input class=\"wide\" id=\"phone-number\" name=\"number\" type=\"tel\" \
+             autocomplete=\"tel\" placeholder=\"+1 555 123 4567\" required><br>\
+             <label for=\"phone-name\">Name (optional)</label><br>\
+             <input class=\"wide\" id=\"phone-name\" name=\"name\" maxlength=\"64\"><br>\
+             <button type=\"submit\">Text me a code</button></form>",
+            start("begin-phone")
+        ));
+    }
+    if page.can_add_push {
+        forms.push_str(&format!(
+            "<h3>A push device (the ntfy app)</h3>{}\
+             <label for=\"push-name\">Name (optional)</label><br>\
+             <input class=\"wide\" id=\"push-name\" name=\"name\" maxlength=\"64\"><br>\
+             <button type=\"submit\">Add a push device</button></form>",
+            start("begin-push")
+        ));
+    }
+    forms.push_str(&format!(
+        "<h3>A hardware token</h3>{}\
+         <label for=\"token-kind\">Kind</label><br>\
+         <select id=\"token-kind\" name=\"kind\">\
+         <option value=\"hotp\">counter-based (press the button for a code)</option>\
+         <option value=\"totp\">time-based (a new code every 30 s)</option></select><br>\
+         <label for=\"token-secret\">Secret, from the token's seed file: base32, or \
+         <code>hex:</code> and hex digits</label>\
+         <br><input class=\"wide\" id=\"token-secret\" name=\"secret\" autocomplete=\"off\" \
+         required><br>\
+         <label for=\"token-code\">A code it shows now</label><br>\
+         <input class=\"wide\" id=\"token-code\" name=\"code\" inputmode=\"numeric\" \
+         autocomplete=\"one-time-code\" required><br>\
+         <label for=\"token-name\">Name (optional)</label><br>\
+         <input class=\"wide\" id=\"token-name\" name=\"name\" maxlength=\"64\"><br>\
+         <button type=\"submit\">Add the token</button></form>",
+        start("add-token")
+    ));
+    forms
+}
+
+/// The page that asks for the code texted to the new phone.
+fn phone_code_page(csrf: &str, masked: &str, note: &str) -> Response {
+    html(
+        StatusCode::OK,
+        "Add a phone",
+        &format!(
+            "<p>A code was texted to {masked}.</p>{note}\
+             <form method=\"post\" action=\"/portal/change\">\
+             <input type=\"hidden\" name=\"csrf\" value=\"{csrf}\">\
+             <input type=\"hidden\" name=\"action\" value=\"confirm-phone\">\
+             <label for=\"code\">Code from the text message</label><br>\
+             <input class=\"wide\" id=\"code\" name=\"code\" inputmode=\"numeric\" \
+             autocomplete=\"one-time-code\" required><br>\
+             <button type=\"submit\">Add the phone</button></form>\
+             <p><a href=\"/portal\">Cancel</a></p>",
+            masked = escape(masked),
+            csrf = escape(csrf),
+        ),
+    )
+}
+
+/// A form with one button that posts `action`.
+fn button_form(csrf: &str, action: &str, label: &str) -> String {
+    change_form(csrf, action, None, label)
+}
+
+/// The new push device's topic, to subscribe to before the test notification.
+fn push_topic_page(csrf: &str, topic: &str, server: &str) -> Response {
+    let mut resp = html(
+        StatusCode::OK,
+        "Add a push device",
+        &format!(
+            "<p>In the ntfy app, subscribe to this topic on the server <code>{server}</code>:</p>\
+             <p><code id=\"topic\">{topic}</code></p>\
+             <p class=\"note\">Or open <code>{server}/{topic}</code> on the phone. Keep the \
+             topic to yourself: whoever subscribes to it can answer your login requests.</p>\
+             {send}<p><a href=\"/portal\">Cancel</a></p>",
+            server = escape(server),
+            topic = escape(topic),
+            send = button_form(csrf, "test-push", "Send a test notification"),
+        ),
+    );
+    resp.headers_mut()
+        .insert("cache-control", HeaderValue::from_static("no-store"));
+    resp
+}
+
+/// The test notification is out (or was not approved): Continue, or send it again.
+fn push_waiting_page(csrf: &str, note: &str) -> Response {
+    html(
+        StatusCode::OK,
+        "Add a push device",
+        &format!(
+            "<p id=\"note\" role=\"status\">{}</p>{}{}<p><a href=\"/portal\">Cancel</a></p>",
+            escape(note),
+            button_form(csrf, "check-push", "Continue"),
+            button_form(csrf, "test-push", "Send the test notification again"),
+        ),
+    )
+}
+
+/// The recent logins, each with its "this wasn't me" button.
 fn logins_part(csrf: &str, logins: &[PortalLogin]) -> String {
     let mut list = String::from("<h2>My recent logins</h2><ol id=\"logins\" class=\"logins\">");
     if logins.is_empty() {
@@ -249,8 +363,8 @@ fn home_page(page: &PortalPage) -> Response {
         &format!(
             "<p>Signed in as <b>{user}</b>.</p><h2>My devices</h2>{devices}\
              <h2>Bypass codes</h2><p id=\"bypass-left\">{left} unused.</p>{codes}\
-             {add}<p class=\"note\">To add a phone, a push device or a hardware token, use \
-             <code>mfa add</code> on a login node.</p>{logins}{admin}{out}",
+             <h2>Add a device</h2>{add}{more}{logins}{admin}{out}",
+            more = add_forms(page),
             logins = logins_part(&page.csrf, &page.logins),
             add = change_form(&page.csrf, "begin-app", None, "Add an authenticator app"),
             user = escape(&page.user),
@@ -532,6 +646,12 @@ pub(super) struct ChangeForm {
     name: Option<String>,
     #[serde(default)]
     login: Option<i64>,
+    #[serde(default)]
+    number: Option<String>,
+    #[serde(default)]
+    kind: Option<String>,
+    #[serde(default)]
+    secret: Option<String>,
 }
 
 /// POST /portal/change: one change (default, removal, new bypass codes).
@@ -552,6 +672,24 @@ pub(super) async fn change(
             name: form.name.clone().unwrap_or_default(),
         },
         ("new-bypass-codes", _) => PortalChange::NewBypassCodes,
+        ("begin-phone", _) => PortalChange::BeginPhone {
+            name: form.name.clone().unwrap_or_default(),
+            number: form.number.clone().unwrap_or_default(),
+        },
+        ("confirm-phone", _) => PortalChange::ConfirmPhone {
+            code: form.code.as_deref().unwrap_or_default().to_string(),
+        },
+        ("begin-push", _) => PortalChange::BeginPush {
+            name: form.name.clone().unwrap_or_default(),
+        },
+        ("test-push", _) => PortalChange::TestPush,
+        ("check-push", _) => PortalChange::CheckPush,
+        ("add-token", _) => PortalChange::AddToken {
+            kind: form.kind.clone().unwrap_or_default(),
+            name: form.name.clone().unwrap_or_default(),
+            secret: Zeroizing::new(form.secret.clone().unwrap_or_default()),
+            code: form.code.as_deref().unwrap_or_default().to_string(),
+        },
         ("not-me", _) => match form.login {
             Some(login) => PortalChange::NotMe { login },
             None => return bad_form(),
@@ -577,6 +715,21 @@ pub(super) async fn change(
             &new,
             &confirm_app_form(&form.csrf),
         ),
+        Ok(WebReply::PhoneCodeSent { masked }) => phone_code_page(&form.csrf, &masked, ""),
+        Ok(WebReply::WrongCode { tries_left }) if form.action == "confirm-phone" => {
+            phone_code_page(
+                &form.csrf,
+                "your new phone",
+                &format!(
+                    "<p class=\"error\" role=\"alert\">That code does not match. {tries_left} \
+                     tries left.</p>"
+                ),
+            )
+        }
+        Ok(WebReply::NewPushTopic { topic, server }) => {
+            push_topic_page(&form.csrf, &topic, &server)
+        }
+        Ok(WebReply::PushWaiting { note }) => push_waiting_page(&form.csrf, &note),
         Ok(WebReply::WrongCode { tries_left }) => html(
             StatusCode::OK,
             "Add an authenticator app",

@@ -63,7 +63,7 @@ fn own(user: &str) -> Who<'_> {
 }
 
 /// A fresh ntfy topic: `mfa-` and 128 random bits in URL-safe base64 (26 characters).
-fn new_topic(rng: &dyn crate::random::Random) -> String {
+pub(crate) fn new_topic(rng: &dyn crate::random::Random) -> String {
     let mut raw = [0u8; 16];
     rng.fill(&mut raw);
     format!("mfa-{}", data_encoding::BASE64URL_NOPAD.encode(&raw))
@@ -71,7 +71,7 @@ fn new_topic(rng: &dyn crate::random::Random) -> String {
 
 /// A device name a user typed: 1 to 64 printable characters.
 /// A device request, checked: what `add_device` adds once the user proved a fresh factor.
-enum CheckedDevice {
+pub(crate) enum CheckedDevice {
     App {
         name: String,
     },
@@ -304,84 +304,7 @@ impl AccountService {
         &self,
         new: NewDevice,
     ) -> std::result::Result<CheckedDevice, DeviceRequestError> {
-        let token = |kind, name, secret: &str, digits, period| {
-            factor::check_digits(digits)?;
-            if kind == DeviceKind::Totp {
-                factor::check_period(period)?;
-            }
-            Ok(CheckedDevice::Token {
-                kind,
-                name: device_name(name, "Hardware token")?,
-                secret: factor::parse_secret(secret)?,
-                params: totp::TotpParams {
-                    algorithm: totp::HashAlgorithm::Sha1,
-                    digits,
-                    period,
-                },
-            })
-        };
-        match new {
-            NewDevice::Totp { name } => Ok(CheckedDevice::App {
-                name: device_name(name, "Authenticator app")?,
-            }),
-            NewDevice::Hotp {
-                name,
-                secret,
-                digits,
-            } => token(DeviceKind::Hotp, name, &secret, digits, 0),
-            NewDevice::TotpToken {
-                name,
-                secret,
-                digits,
-                period,
-            } => token(DeviceKind::Totp, name, &secret, digits, period),
-            NewDevice::Phone { name, number } => {
-                if !self.local.can_sms() {
-                    return Err(DeviceRequestError::NoSms);
-                }
-                let name = device_name(name, "Phone")?;
-                let number = check_phone(&number)?;
-                self.country_allowed(&number)?;
-                Ok(CheckedDevice::Phone { name, number })
-            }
-            NewDevice::Push { name, target } => {
-                if !self.local.can_push() {
-                    return Err(DeviceRequestError::NoPush);
-                }
-                let ntfy = self
-                    .core
-                    .config
-                    .push
-                    .as_ref()
-                    .filter(|p| p.notifier == crate::oob::config::NotifierKind::Ntfy);
-                let target = match ntfy {
-                    // mfad generates the topic.
-                    Some(_) if target.is_empty() => None,
-                    Some(ntfy) if !ntfy.allow_chosen_topics => {
-                        return Err(DeviceRequestError::ChosenTopic);
-                    }
-                    Some(_) if !is_ntfy_topic(&target) => {
-                        return Err(DeviceRequestError::BadTopic);
-                    }
-                    Some(_) => Some(target),
-                    None if target.is_empty()
-                        || target.len() > 256
-                        || target.chars().any(char::is_control) =>
-                    {
-                        return Err(DeviceRequestError::BadPushTarget);
-                    }
-                    None => Some(target),
-                };
-                Ok(CheckedDevice::Push {
-                    name: device_name(name, "Phone app")?,
-                    target,
-                })
-            }
-            NewDevice::SecurityKey { name, public_key } => Ok(CheckedDevice::SecurityKey {
-                key: SecurityKey::parse(&public_key)?,
-                name: device_name(name, "Security key")?,
-            }),
-        }
+        check_new_device(&self.core, &self.local, new)
     }
 
     /// Sends a code to the number and adds it only when the user types that code back.
@@ -459,17 +382,6 @@ impl AccountService {
         self.core
             .deny(conn, "That code does not match; nothing was added.")
             .await
-    }
-
-    /// `allowed_country_codes` refuses the number before anything is sent.
-    fn country_allowed(&self, number: &str) -> std::result::Result<(), DeviceRequestError> {
-        match &self.core.config.twilio {
-            Some(t) if !t.number_allowed(number) => Err(DeviceRequestError::Country {
-                allowed: t.allowed_country_codes.join(", "),
-                masked: mask_phone(number),
-            }),
-            _ => Ok(()),
-        }
     }
 
     /// ntfy with a topic mfad makes: 128 random bits, so nobody can guess it and subscribe.
@@ -656,6 +568,103 @@ impl AccountService {
             return Ok(());
         }
         self.core.issue_bypass_codes(conn, &who).await
+    }
+}
+
+/// A device request from a client, checked into what can be added, or the reason it
+/// cannot (said to the user as it is).
+pub(crate) fn check_new_device(
+    core: &Core,
+    local: &LocalFactors,
+    new: NewDevice,
+) -> std::result::Result<CheckedDevice, DeviceRequestError> {
+    let token = |kind, name, secret: &str, digits, period| {
+        factor::check_digits(digits)?;
+        if kind == DeviceKind::Totp {
+            factor::check_period(period)?;
+        }
+        Ok(CheckedDevice::Token {
+            kind,
+            name: device_name(name, "Hardware token")?,
+            secret: factor::parse_secret(secret)?,
+            params: totp::TotpParams {
+                algorithm: totp::HashAlgorithm::Sha1,
+                digits,
+                period,
+            },
+        })
+    };
+    match new {
+        NewDevice::Totp { name } => Ok(CheckedDevice::App {
+            name: device_name(name, "Authenticator app")?,
+        }),
+        NewDevice::Hotp {
+            name,
+            secret,
+            digits,
+        } => token(DeviceKind::Hotp, name, &secret, digits, 0),
+        NewDevice::TotpToken {
+            name,
+            secret,
+            digits,
+            period,
+        } => token(DeviceKind::Totp, name, &secret, digits, period),
+        NewDevice::Phone { name, number } => {
+            if !local.can_sms() {
+                return Err(DeviceRequestError::NoSms);
+            }
+            let name = device_name(name, "Phone")?;
+            let number = check_phone(&number)?;
+            country_allowed(core, &number)?;
+            Ok(CheckedDevice::Phone { name, number })
+        }
+        NewDevice::Push { name, target } => {
+            if !local.can_push() {
+                return Err(DeviceRequestError::NoPush);
+            }
+            let ntfy = core
+                .config
+                .push
+                .as_ref()
+                .filter(|p| p.notifier == crate::oob::config::NotifierKind::Ntfy);
+            let target = match ntfy {
+                // mfad generates the topic.
+                Some(_) if target.is_empty() => None,
+                Some(ntfy) if !ntfy.allow_chosen_topics => {
+                    return Err(DeviceRequestError::ChosenTopic);
+                }
+                Some(_) if !is_ntfy_topic(&target) => {
+                    return Err(DeviceRequestError::BadTopic);
+                }
+                Some(_) => Some(target),
+                None if target.is_empty()
+                    || target.len() > 256
+                    || target.chars().any(char::is_control) =>
+                {
+                    return Err(DeviceRequestError::BadPushTarget);
+                }
+                None => Some(target),
+            };
+            Ok(CheckedDevice::Push {
+                name: device_name(name, "Phone app")?,
+                target,
+            })
+        }
+        NewDevice::SecurityKey { name, public_key } => Ok(CheckedDevice::SecurityKey {
+            key: SecurityKey::parse(&public_key)?,
+            name: device_name(name, "Security key")?,
+        }),
+    }
+}
+
+/// `allowed_country_codes` refuses the number before anything is sent.
+fn country_allowed(core: &Core, number: &str) -> std::result::Result<(), DeviceRequestError> {
+    match &core.config.twilio {
+        Some(t) if !t.number_allowed(number) => Err(DeviceRequestError::Country {
+            allowed: t.allowed_country_codes.join(", "),
+            masked: mask_phone(number),
+        }),
+        _ => Ok(()),
     }
 }
 

@@ -12,22 +12,32 @@
 use crate::core::Core;
 use crate::daemon::{Who, decision};
 use crate::devices::describe_detail;
+use crate::devices::{CheckedDevice, check_new_device, new_topic};
 use crate::enrol_link;
 use crate::enrol_web::{GONE, UNAVAILABLE, who};
 use crate::factor::bypass;
 use crate::factor::totp;
+use crate::oob::approvals::{ApprovalDecision, ApprovalMethod, ApprovalRequest};
+use crate::oob::limits::Channel;
+use crate::oob::notify::PushMessage;
+use crate::oob::phone::mask_phone;
 use crate::password::{self, PasswordCheck, PasswordVerdict};
+use crate::providers::enrol::confirming_counter;
 use crate::providers::local::{CodeVerdict, LocalFactors};
 use crate::store::{Device, FailureEffect, WebSessionRecord, WebSessionStep};
+use crate::store::{DeviceKind, NewDeviceRow, OtpKey};
 use crate::text;
+use data_encoding::HEXLOWER;
 use mfa_proto::WebReply;
 use mfa_proto::web::{
     AdminAction, LockedUser, NewApp, Password, PortalChange, PortalDevice, PortalLogin, PortalPage,
     ShownCodes, SignInRefusal,
 };
+use serde::{Deserialize, Serialize};
 use std::sync::Arc;
 use subtle::ConstantTimeEq;
 use tracing::{error, warn};
+use zeroize::Zeroizing;
 
 /// A session unused this long ends.
 pub const IDLE_SECS: i64 = 600;
@@ -436,6 +446,14 @@ impl PortalDesk {
                 fresh_for,
                 admin,
                 locked,
+                can_add_phone: self.local.can_sms(),
+                can_add_push: self.local.can_push()
+                    && self
+                        .core
+                        .config
+                        .push
+                        .as_ref()
+                        .is_some_and(|p| p.notifier == crate::oob::config::NotifierKind::Ntfy),
                 logins: logins
                     .into_iter()
                     .map(|l| PortalLogin {
@@ -551,15 +569,11 @@ impl PortalDesk {
             PortalChange::BeginApp => {
                 let params = self.core.totp_params();
                 let secret = totp::new_secret(self.core.random.as_ref());
-                let held = secret.clone();
-                match self
-                    .core
-                    .db(move |s| s.web_session_pending(&key, &u, Some(&held), now))
-                    .await
-                {
-                    Ok(true) => {}
-                    Ok(false) => return GONE,
-                    Err(_) => return UNAVAILABLE,
+                let held = Adding::App {
+                    secret: totp::secret_base32(&secret).as_str().to_owned(),
+                };
+                if let Err(reply) = self.hold(key, &u, Some(&held), now).await {
+                    return reply;
                 }
                 let uri = totp::otpauth_uri(&secret, params, &self.core.issuer, user);
                 let b32 = totp::secret_base32(&secret);
@@ -578,6 +592,24 @@ impl PortalDesk {
                     .await
             }
             PortalChange::NotMe { .. } => GONE,
+            PortalChange::BeginPhone { name, number } => {
+                self.begin_phone(key, &w, &name, &number, now).await
+            }
+            PortalChange::ConfirmPhone { code } => {
+                self.confirm_phone(key, &record, &code, &w, now).await
+            }
+            PortalChange::BeginPush { name } => self.begin_push(key, user, &name, now).await,
+            PortalChange::TestPush => self.test_push(key, &record, rhost, now).await,
+            PortalChange::CheckPush => self.check_push(key, &record, now).await,
+            PortalChange::AddToken {
+                kind,
+                name,
+                secret,
+                code,
+            } => {
+                self.add_token((&kind, &name, &secret, &code), &w, now)
+                    .await
+            }
             PortalChange::NewBypassCodes => {
                 let (shown, stored) = bypass::generate(self.core.random.as_ref());
                 if let Err(e) = self
@@ -612,11 +644,18 @@ impl PortalDesk {
         w: &Who<'_>,
         now: i64,
     ) -> WebReply {
-        let r = record.clone();
-        let secret = match self.core.db(move |s| s.web_session_secret(&r)).await {
-            Ok(Some(secret)) => secret,
-            Ok(None) => return changed("Start again: add the app first.".to_string()),
-            Err(_) => return UNAVAILABLE,
+        let adding = match self.adding(record).await {
+            Ok(adding) => adding,
+            Err(reply) => return reply,
+        };
+        let secret = match &adding {
+            Some(Adding::App { secret }) => {
+                match data_encoding::BASE32_NOPAD.decode(secret.as_bytes()) {
+                    Ok(secret) => Zeroizing::new(secret),
+                    Err(_) => return GONE,
+                }
+            }
+            _ => return changed("Start again: add the app first.".to_string()),
         };
         let params = self.core.totp_params();
         let window = self.core.config.totp.window;
@@ -895,5 +934,546 @@ fn changed(note: String) -> WebReply {
     WebReply::PortalChanged {
         note,
         codes: ShownCodes::default(),
+    }
+}
+
+/// What a portal session is in the middle of adding, sealed in the session (so any node
+/// serves the next step) until it is added or dropped.
+#[derive(Serialize, Deserialize)]
+#[serde(tag = "adding", rename_all = "snake_case")]
+enum Adding {
+    /// An authenticator app: its secret (base32), waiting for a code from it.
+    App { secret: String },
+    /// A phone: the code texted to it (salt and hash, hex), waiting for it to come back.
+    Phone {
+        name: String,
+        number: String,
+        salt: String,
+        hash: String,
+    },
+    /// A push device: its private ntfy topic, and where its test notification stands.
+    Push {
+        name: String,
+        topic: String,
+        test: PushTest,
+    },
+}
+
+impl Drop for Adding {
+    fn drop(&mut self) {
+        use zeroize::Zeroize;
+        match self {
+            Adding::App { secret } => secret.zeroize(),
+            Adding::Phone { salt, hash, .. } => {
+                salt.zeroize();
+                hash.zeroize();
+            }
+            Adding::Push { topic, .. } => topic.zeroize(),
+        }
+    }
+}
+
+/// The new push device's test notification.
+#[derive(Serialize, Deserialize, Clone, Copy, PartialEq, Eq, Debug)]
+#[serde(rename_all = "snake_case")]
+enum PushTest {
+    /// Not sent yet (the user subscribes first).
+    NotSent,
+    /// Sent; the answer is awaited until `until`.
+    Sent { until: i64 },
+    /// Approved: the device was added.
+    Approved,
+    /// Denied, reported or unanswered: nothing was added (it may be sent again).
+    NotApproved,
+}
+
+impl Adding {
+    fn to_bytes(&self) -> Zeroizing<Vec<u8>> {
+        Zeroizing::new(serde_json::to_vec(self).unwrap_or_default())
+    }
+}
+
+/// The name of a new device: the one typed, else `fallback`; the sentence to show when it
+/// cannot be one.
+fn new_device_name(typed: &str, fallback: &str) -> Option<String> {
+    let typed = typed.trim();
+    let name = if typed.is_empty() { fallback } else { typed };
+    (name.chars().count() <= 64 && !name.chars().any(char::is_control)).then(|| name.to_string())
+}
+
+fn bad_device_name() -> WebReply {
+    changed(
+        "A device name has 1 to 64 characters, none of them control characters. Nothing was \
+         added."
+            .to_string(),
+    )
+}
+
+impl PortalDesk {
+    /// Holds `adding` in the session (or nothing); `GONE` when the session is gone.
+    async fn hold(
+        &self,
+        key: [u8; 32],
+        user: &str,
+        adding: Option<&Adding>,
+        now: i64,
+    ) -> Result<(), WebReply> {
+        let (u, bytes) = (user.to_string(), adding.map(Adding::to_bytes));
+        match self
+            .core
+            .db(move |s| s.web_session_pending(&key, &u, bytes.as_deref().map(|b| &b[..]), now))
+            .await
+        {
+            Ok(true) => Ok(()),
+            Ok(false) => Err(GONE),
+            Err(_) => Err(UNAVAILABLE),
+        }
+    }
+
+    /// What the session is adding, if anything.
+    async fn adding(&self, record: &WebSessionRecord) -> Result<Option<Adding>, WebReply> {
+        let r = record.clone();
+        match self.core.db(move |s| s.web_session_secret(&r)).await {
+            Ok(Some(bytes)) => Ok(serde_json::from_slice(&bytes).ok()),
+            Ok(None) => Ok(None),
+            Err(_) => Err(UNAVAILABLE),
+        }
+    }
+
+    /// A phone: checked as `mfa add phone` checks it (SMS configured, the number's form and
+    /// country, the limit on unconfirmed numbers and on texts), then a code texted to it.
+    async fn begin_phone(
+        &self,
+        key: [u8; 32],
+        w: &Who<'_>,
+        name: &str,
+        number: &str,
+        now: i64,
+    ) -> WebReply {
+        let Some(name) = new_device_name(name, "Phone") else {
+            return bad_device_name();
+        };
+        let new = mfa_proto::NewDevice::Phone {
+            name: Some(name),
+            number: number.trim().to_string(),
+        };
+        let (name, number) = match check_new_device(&self.core, &self.local, new) {
+            Ok(CheckedDevice::Phone { name, number }) => (name, number),
+            Ok(_) => return GONE,
+            Err(why) => return changed(format!("{why} Nothing was added.")),
+        };
+        let Some(twilio) = &self.local.twilio else {
+            return changed("SMS is not configured on this host.".to_string());
+        };
+        let limits = &self.local.limits;
+        let allowed = limits
+            .start_phone_addition(w.user, &number)
+            .and_then(|()| limits.take(Channel::Sms, w.user));
+        if let Err(refusal) = allowed {
+            decision(w, "phone", "rate-limited", &refusal.log_reason());
+            return changed(format!("{} Nothing was added.", refusal.user_message()));
+        }
+        let (code, stored) =
+            bypass::new_code(self.core.random.as_ref(), self.core.config.sms.digits);
+        let adding = Adding::Phone {
+            name,
+            number: number.clone(),
+            salt: HEXLOWER.encode(&stored.salt),
+            hash: HEXLOWER.encode(&stored.hash),
+        };
+        if let Err(reply) = self.hold(key, w.user, Some(&adding), now).await {
+            return reply;
+        }
+        let body = Zeroizing::new(format!(
+            "{} is your code to add this phone to {} on {}.",
+            code.as_str(),
+            w.user,
+            self.core.issuer
+        ));
+        if let Err(e) = twilio.send_sms(&number, &body).await {
+            decision(w, "phone", "provider-error", &e.to_string());
+            let _ = self.hold(key, w.user, None, now).await;
+            return changed(format!(
+                "Could not send an SMS to {}: {e}. Nothing was added.",
+                mask_phone(&number)
+            ));
+        }
+        decision(
+            w,
+            "phone",
+            "sent",
+            "portal; confirmation code for a new phone",
+        );
+        WebReply::PhoneCodeSent {
+            masked: mask_phone(&number),
+        }
+    }
+
+    /// The code texted to the new phone: adds it (a wrong one counts as on the app's form).
+    async fn confirm_phone(
+        &self,
+        key: [u8; 32],
+        record: &WebSessionRecord,
+        code: &str,
+        w: &Who<'_>,
+        now: i64,
+    ) -> WebReply {
+        let adding = match self.adding(record).await {
+            Ok(adding) => adding,
+            Err(reply) => return reply,
+        };
+        let (name, number, stored) = match &adding {
+            Some(Adding::Phone {
+                name,
+                number,
+                salt,
+                hash,
+            }) => {
+                let (Ok(salt), Ok(hash)) = (
+                    HEXLOWER.decode(salt.as_bytes()),
+                    HEXLOWER.decode(hash.as_bytes()),
+                ) else {
+                    return GONE;
+                };
+                let (Ok(salt), Ok(hash)) = (salt.try_into(), hash.try_into()) else {
+                    return GONE;
+                };
+                (
+                    name.clone(),
+                    number.clone(),
+                    bypass::StoredCode { salt, hash },
+                )
+            }
+            _ => return changed("Start again: add the phone first.".to_string()),
+        };
+        if !bypass::matches(&stored, code.trim()) {
+            return self.code_missed(key).await;
+        }
+        self.local.limits.phone_confirmed(w.user, &number);
+        let row = NewDeviceRow {
+            kind: DeviceKind::Phone,
+            name: name.clone(),
+            otp: None,
+            address: Some(number),
+        };
+        let u = w.user.to_string();
+        let added = self
+            .core
+            .db(move |s| {
+                s.in_transaction(|s| {
+                    if !s.web_session_pending(&key, &u, None, now)? {
+                        return Ok(false);
+                    }
+                    s.add_device(&u, &row, now)?;
+                    Ok(true)
+                })
+            })
+            .await;
+        match added {
+            Ok(true) => {
+                decision(
+                    w,
+                    "phone",
+                    "enrolled",
+                    &format!("portal; device {}", text::clean(&name)),
+                );
+                changed(format!(
+                    "Added \"{name}\". Logins can text a code to it or call it."
+                ))
+            }
+            Ok(false) => GONE,
+            Err(_) => UNAVAILABLE,
+        }
+    }
+
+    /// A push device: with ntfy, mfad makes the private topic the phone subscribes to.
+    async fn begin_push(&self, key: [u8; 32], user: &str, name: &str, now: i64) -> WebReply {
+        let Some(name) = new_device_name(name, "Phone app") else {
+            return bad_device_name();
+        };
+        let new = mfa_proto::NewDevice::Push {
+            name: Some(name),
+            target: String::new(),
+        };
+        let name = match check_new_device(&self.core, &self.local, new) {
+            Ok(CheckedDevice::Push { name, target: None }) => name,
+            Ok(_) => {
+                return changed(
+                    "This host's push service takes the phone's own address: add it with \
+                     `mfa add push` on a login node."
+                        .to_string(),
+                );
+            }
+            Err(why) => return changed(format!("{why} Nothing was added.")),
+        };
+        let topic = new_topic(self.core.random.as_ref());
+        let adding = Adding::Push {
+            name,
+            topic: topic.clone(),
+            test: PushTest::NotSent,
+        };
+        if let Err(reply) = self.hold(key, user, Some(&adding), now).await {
+            return reply;
+        }
+        WebReply::NewPushTopic {
+            topic,
+            server: self.push_server(),
+        }
+    }
+
+    fn push_server(&self) -> String {
+        self.core
+            .config
+            .push
+            .as_ref()
+            .map(|p| p.url.trim_end_matches('/').to_string())
+            .unwrap_or_default()
+    }
+
+    /// Sends the new push device its test notification; a task waits for the answer and
+    /// adds the device once it is approved (the page asks with [`PortalChange::CheckPush`]).
+    async fn test_push(
+        &self,
+        key: [u8; 32],
+        record: &WebSessionRecord,
+        rhost: &str,
+        now: i64,
+    ) -> WebReply {
+        let user = record.user.as_str();
+        let adding = match self.adding(record).await {
+            Ok(adding) => adding,
+            Err(reply) => return reply,
+        };
+        let (name, topic) = match &adding {
+            Some(Adding::Push { name, topic, test }) if *test != PushTest::Approved => {
+                if let PushTest::Sent { until } = test
+                    && *until > now
+                {
+                    return push_waiting();
+                }
+                (name.clone(), topic.clone())
+            }
+            _ => return changed("Start again: add the push device first.".to_string()),
+        };
+        let (Some(approval), Some(notifier)) = (&self.core.config.approval, &self.local.notifier)
+        else {
+            return changed("Push notifications are not configured on this host.".to_string());
+        };
+        let w = who(user, rhost);
+        if let Err(refusal) = self.local.limits.take(Channel::Push, user) {
+            decision(&w, "push", "rate-limited", &refusal.log_reason());
+            return changed(refusal.user_message());
+        }
+        let ttl = std::time::Duration::from_secs(approval.token_ttl);
+        let request = ApprovalRequest {
+            user: user.to_string(),
+            host: self.core.issuer.clone(),
+            rhost: rhost.to_string(),
+            method: ApprovalMethod::Push,
+            created: now,
+            adding_device: true,
+        };
+        let pending = match self.local.approvals.create(request, ttl).await {
+            Ok(pending) => pending,
+            Err(e) => return changed(format!("{e}. Nothing was added; try again later.")),
+        };
+        let message = PushMessage {
+            user: user.to_string(),
+            host: self.core.issuer.clone(),
+            rhost: rhost.to_string(),
+            time_text: text::utc(now),
+            approve_url: approval.approval_url(&pending.token),
+            number_required: pending.verify_number.is_some(),
+            adding_device: true,
+        };
+        if let Err(e) = notifier.push(&topic, &message).await {
+            self.local.approvals.cancel(&pending).await;
+            decision(&w, "push", "provider-error", &e.to_string());
+            return changed(format!("Could not send the test notification: {e}."));
+        }
+        let until = now.saturating_add(i64::try_from(approval.token_ttl).unwrap_or(i64::MAX));
+        let sent = Adding::Push {
+            name: name.clone(),
+            topic: topic.clone(),
+            test: PushTest::Sent { until },
+        };
+        if let Err(reply) = self.hold(key, user, Some(&sent), now).await {
+            self.local.approvals.cancel(&pending).await;
+            return reply;
+        }
+        let (core, approvals) = (Arc::clone(&self.core), Arc::clone(&self.local.approvals));
+        let (user, rhost) = (user.to_string(), rhost.to_string());
+        tokio::spawn(async move {
+            let answer = approvals.wait(pending, ttl).await;
+            let approved = answer == ApprovalDecision::Approved;
+            let test = if approved {
+                PushTest::Approved
+            } else {
+                PushTest::NotApproved
+            };
+            let done = Adding::Push {
+                name: name.clone(),
+                topic: topic.clone(),
+                test,
+            };
+            let row = NewDeviceRow {
+                kind: DeviceKind::Push,
+                name: name.clone(),
+                otp: None,
+                address: Some(topic.clone()),
+            };
+            let (u, bytes, now) = (user.clone(), done.to_bytes(), core.clock.now());
+            // Added only while the session still waits for this very test.
+            let added = core
+                .db(move |s| {
+                    s.in_transaction(|s| {
+                        let Some(record) = s.web_session(&key)? else {
+                            return Ok(false);
+                        };
+                        let waiting = s
+                            .web_session_secret(&record)?
+                            .and_then(|b| serde_json::from_slice::<Adding>(&b).ok())
+                            .is_some_and(|a| {
+                                matches!(&a, Adding::Push { topic: t, test: PushTest::Sent { .. }, .. } if *t == *topic)
+                            });
+                        if !waiting || !s.web_session_pending(&key, &u, Some(&bytes), now)? {
+                            return Ok(false);
+                        }
+                        if approved {
+                            s.add_device(&u, &row, now)?;
+                        }
+                        Ok(true)
+                    })
+                })
+                .await;
+            let w = who(&user, &rhost);
+            match added {
+                Ok(true) if approved => decision(
+                    &w,
+                    "push",
+                    "enrolled",
+                    &format!("portal; device {}", text::clean(&name)),
+                ),
+                Ok(true) => decision(
+                    &w,
+                    "push",
+                    "not enrolled",
+                    &format!("portal; test push {}", answer.as_str()),
+                ),
+                Ok(false) => {}
+                Err(e) => warn!(target: "mfad::web", "cannot record a test push's answer: {e}"),
+            }
+        });
+        push_waiting()
+    }
+
+    /// Where the new push device's test stands: added, not approved, or still waiting.
+    async fn check_push(&self, key: [u8; 32], record: &WebSessionRecord, now: i64) -> WebReply {
+        let adding = match self.adding(record).await {
+            Ok(adding) => adding,
+            Err(reply) => return reply,
+        };
+        let (name, test) = match &adding {
+            Some(Adding::Push { name, test, .. }) => (name.clone(), *test),
+            _ => return changed("Start again: add the push device first.".to_string()),
+        };
+        match test {
+            PushTest::Approved => {
+                if let Err(reply) = self.hold(key, &record.user, None, now).await {
+                    return reply;
+                }
+                changed(format!(
+                    "Added \"{name}\". Logins can push a request to it."
+                ))
+            }
+            PushTest::Sent { until } if until > now => push_waiting(),
+            PushTest::NotSent => WebReply::PushWaiting {
+                note: "Subscribe to the topic first, then send the test notification.".to_string(),
+            },
+            PushTest::Sent { .. } | PushTest::NotApproved => WebReply::PushWaiting {
+                note: "The test notification was not approved, so nothing was added. Check \
+                       the subscription and send it again."
+                    .to_string(),
+            },
+        }
+    }
+
+    /// A hardware token from its secret, added once a code it shows now matches.
+    async fn add_token(
+        &self,
+        (kind, name, secret, code): (&str, &str, &str, &str),
+        w: &Who<'_>,
+        now: i64,
+    ) -> WebReply {
+        let Some(name) = new_device_name(name, "Hardware token") else {
+            return bad_device_name();
+        };
+        let digits = u32::try_from(code.trim().len()).unwrap_or(0);
+        let new = match kind {
+            "hotp" => mfa_proto::NewDevice::Hotp {
+                name: Some(name),
+                secret: Zeroizing::new(secret.to_string()),
+                digits,
+            },
+            "totp" => mfa_proto::NewDevice::TotpToken {
+                name: Some(name),
+                secret: Zeroizing::new(secret.to_string()),
+                digits,
+                period: 30,
+            },
+            _ => return WebReply::BadForm,
+        };
+        let (kind, name, secret, params) = match check_new_device(&self.core, &self.local, new) {
+            Ok(CheckedDevice::Token {
+                kind,
+                name,
+                secret,
+                params,
+            }) => (kind, name, secret, params),
+            Ok(_) => return GONE,
+            Err(why) => return changed(format!("{why} Nothing was added.")),
+        };
+        let window = self.core.config.totp.window;
+        let Some(counter) = confirming_counter(kind, &secret, params, code.trim(), now, window)
+        else {
+            return changed(
+                "That code does not match the token's secret. Check the secret and the \
+                 token's number of digits; nothing was added."
+                    .to_string(),
+            );
+        };
+        let row = NewDeviceRow {
+            kind,
+            name: name.clone(),
+            otp: Some(OtpKey {
+                secret,
+                params,
+                counter,
+            }),
+            address: None,
+        };
+        let u = w.user.to_string();
+        match self.core.db(move |s| s.add_device(&u, &row, now)).await {
+            Ok(_) => {
+                decision(
+                    w,
+                    kind.as_str(),
+                    "enrolled",
+                    &format!("portal; device {}", text::clean(&name)),
+                );
+                changed(format!(
+                    "Added \"{name}\". Your logins can use its codes from now on."
+                ))
+            }
+            Err(_) => UNAVAILABLE,
+        }
+    }
+}
+
+fn push_waiting() -> WebReply {
+    WebReply::PushWaiting {
+        note: "A test notification is on its way to your phone. Approve it there, then press \
+               Continue."
+            .to_string(),
     }
 }

@@ -752,3 +752,91 @@ fn without_a_login_history_nothing_is_kept() {
     assert!(page(view(&d, &s)).logins.is_empty());
     assert!(d.store().recent_logins(USER, 20).unwrap().is_empty());
 }
+
+#[test]
+fn a_hardware_token_is_added_only_with_a_code_it_shows_and_that_code_is_spent() {
+    let d = portal(|_| {});
+    let s = signed_in(&d);
+    let token_secret = b"abcdefghij0123456789";
+    let hex = format!("hex:{}", data_encoding::HEXLOWER.encode(token_secret));
+    let add = |kind: &str, name: &str, code: &str| {
+        change(
+            &d,
+            &s,
+            PortalChange::AddToken {
+                kind: kind.into(),
+                name: name.into(),
+                secret: zeroize::Zeroizing::new(hex.clone()),
+                code: code.into(),
+            },
+        )
+    };
+    let note = |reply: WebReply| match reply {
+        WebReply::PortalChanged { note, .. } => note,
+        other => panic!("no note: {other:?}"),
+    };
+    let step = totp::step_of(now(&d), TotpParams::default());
+    let token_code =
+        |step: u64| totp::code_at_step(token_secret, TotpParams::default(), step).to_string();
+    let wrong = if token_code(step) == "123456" {
+        "654321"
+    } else {
+        "123456"
+    };
+    assert!(note(add("totp", "Token", wrong)).contains("does not match"));
+    assert_eq!(
+        add("smartcard", "Token", &token_code(step)),
+        WebReply::BadForm
+    );
+    assert!(note(add("totp", "a\u{7}b", &token_code(step))).contains("control characters"));
+    assert_eq!(d.store().devices(USER).unwrap().len(), 1, "nothing added");
+    assert_eq!(
+        note(add("totp", "", &token_code(step))),
+        "Added \"Hardware token\". Your logins can use its codes from now on."
+    );
+    // The confirming code's step is spent: it does not open a login.
+    let (outcome, _) = d.login(
+        USER,
+        &[&token_code(step), &token_code(step), &token_code(step)],
+    );
+    assert_eq!(outcome, Outcome::Deny);
+    // A counter-based token already pressed 7 times: confirmed with its 8th code (counter
+    // 7), that code is spent and the next one (counter 8) opens a login.
+    let hotp = |counter: u64| {
+        mfad::factor::hotp::code_at(token_secret, TotpParams::default(), counter).to_string()
+    };
+    assert!(note(add("hotp", "Key fob", &hotp(7))).starts_with("Added \"Key fob\"."));
+    let devices = d.store().devices(USER).unwrap();
+    assert_eq!(devices.len(), 3);
+    d.clock.advance(30);
+    let (outcome, script) = d.login(USER, &[&hotp(7), &hotp(8)]);
+    assert_eq!(outcome, Outcome::Allow, "{}", script.text());
+}
+
+#[test]
+fn without_sms_or_push_the_portal_offers_neither_and_refuses_both_with_a_reason() {
+    let d = portal(|_| {});
+    let s = signed_in(&d);
+    let p = page(view(&d, &s));
+    assert!(!p.can_add_phone && !p.can_add_push);
+    let note = |reply: WebReply| match reply {
+        WebReply::PortalChanged { note, .. } => note,
+        other => panic!("no note: {other:?}"),
+    };
+    let phone = PortalChange::BeginPhone {
+        name: String::new(),
+        number: "+15555550123".into(),
+    };
+    assert!(note(change(&d, &s, phone)).starts_with("Phone numbers need SMS"));
+    let push = PortalChange::BeginPush {
+        name: String::new(),
+    };
+    assert!(note(change(&d, &s, push)).starts_with("Push notifications are not configured"));
+    // A step without its start is told to start again, and changes nothing.
+    let confirm = PortalChange::ConfirmPhone {
+        code: "123456".into(),
+    };
+    assert!(note(change(&d, &s, confirm)).contains("Start again"));
+    assert!(note(change(&d, &s, PortalChange::CheckPush)).contains("Start again"));
+    assert_eq!(d.store().devices(USER).unwrap().len(), 1);
+}

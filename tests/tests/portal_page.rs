@@ -10,7 +10,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use mfa_e2e::browser::Browser;
-use mfa_e2e::fake_phone::{FakePhone, PUSH_TOKEN};
+use mfa_e2e::fake_phone::{ACCOUNT_SID, AUTH_TOKEN, FROM, FakePhone, PUSH_TOKEN};
 use mfa_e2e::mfad::APPROVAL_PORT;
 use mfa_e2e::scratch::unique_name;
 use mfa_e2e::sshd::PamService;
@@ -232,19 +232,32 @@ fn in_chromium_an_admin_unlocks_a_user_locked_by_ssh_failures() {
     );
 }
 
+/// The 6-digit HOTP code of `hex` at `counter`, from oathtool (not mfa's own code).
+fn oathtool_hotp(hex: &str, counter: u64) -> String {
+    let out = std::process::Command::new("oathtool")
+        .args(["--hotp", "-c", &counter.to_string(), hex])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    String::from_utf8(out.stdout).unwrap().trim().to_string()
+}
+
 #[test]
-fn in_chromium_the_default_set_on_the_portal_is_what_the_next_scp_uses() {
+fn in_chromium_a_user_adds_a_phone_a_push_device_and_a_token_and_scp_uses_the_new_default() {
     let port = APPROVAL_PORT;
     let pam = PamService::shipped_web().unwrap();
     let phone = FakePhone::start().unwrap();
     let toml = format!(
         "[approval]\nlisten = \"127.0.0.1:{port}\"\npublic_url = \"http://127.0.0.1:{port}\"\n\
-         token_ttl = 10\n\
+         token_ttl = 20\n\
          [push]\nnotifier = \"ntfy\"\nurl = \"{ntfy}\"\ntoken = \"{PUSH_TOKEN}\"\ntimeout = 3\n\
+         [twilio]\napi_base = \"{twilio}\"\naccount_sid = \"{ACCOUNT_SID}\"\n\
+         auth_token = \"{AUTH_TOKEN}\"\nfrom = \"{FROM}\"\ntimeout = 3\n\
          [web]\npublic_url = \"http://127.0.0.1:{port}\"\nportal = true\n\
          pam_service = \"{}\"\n",
         pam.name,
         ntfy = phone.ntfy_url(),
+        twilio = phone.twilio_url(),
     );
     let env = TestEnv::builder()
         .pam_module_args("mode=auto")
@@ -253,38 +266,13 @@ fn in_chromium_the_default_set_on_the_portal_is_what_the_next_scp_uses() {
         .start()
         .unwrap();
     let mut device = env.enroll_totp().unwrap();
-    // A push device besides the app (a fresh code first, then Enter once subscribed and at
-    // the test push, which the fake phone approves); the app stays the default.
-    let code = device.totp.fresh_code();
-    let out = env
-        .cli
-        .as_user(
-            env.user().unwrap(),
-            &["add", "push", "--name", "Pixel 8"],
-            &format!("{code}\n\n\n"),
-        )
-        .unwrap();
-    assert_eq!(out.status, Some(0), "{}", out.describe());
     let file = env.dir.join("notes.txt");
     std::fs::write(&file, "a file for the transfer\n").unwrap();
 
-    // With the app as the default, scp asks for a passcode.
-    let code = device.totp.fresh_code();
-    let up = env
-        .client
-        .scp(
-            &[],
-            &file,
-            env.client.remote("by-code.txt"),
-            &[env.password(), &code],
-        )
-        .unwrap();
-    assert_eq!(up.status, Some(0), "{}", up.describe());
-    assert!(up.prompts[1].ends_with("Passcode: "), "{}", up.describe());
-
     let browser = Browser::start(&env.dir);
     let web = env.web_port().unwrap();
-    browser.open(&format!("http://127.0.0.1:{web}/portal"));
+    let portal = format!("http://127.0.0.1:{web}/portal");
+    browser.open(&portal);
     assert_eq!(browser.wait_title("Sign in"), "Sign in");
     browser.type_into("#user", env.username());
     browser.type_into("#password", env.password());
@@ -296,17 +284,124 @@ fn in_chromium_the_default_set_on_the_portal_is_what_the_next_scp_uses() {
         browser.wait_title("My two-factor settings"),
         "My two-factor settings"
     );
-    // The only "make default" button is the push device's.
-    browser.click("input[value=set-default] ~ button");
+
+    // A phone: the fake Twilio gets the text, whose code is typed back (a wrong one first).
+    browser.type_into("#phone-number", "+1 555 010 4477");
+    browser.type_into("#phone-name", "Work phone");
+    browser.click("input[value=begin-phone] ~ button");
+    assert_eq!(browser.wait_title("Add a phone"), "Add a phone");
+    assert!(
+        browser.text("main").contains("XXX-XXX-4477"),
+        "{}",
+        browser.text("main")
+    );
+    let texted = phone
+        .wait_sms_code(1, std::time::Duration::from_secs(10))
+        .unwrap();
+    let sms = phone.sms();
+    assert_eq!(sms[0].param("To").as_deref(), Some("+15550104477"));
+    let wrong = if texted == "000000" {
+        "111111"
+    } else {
+        "000000"
+    };
+    browser.type_into("#code", wrong);
+    browser.click("button[type=submit]");
+    assert_eq!(browser.wait_title("Add a phone"), "Add a phone");
+    assert!(
+        browser.text("main").contains("does not match"),
+        "{}",
+        browser.text("main")
+    );
+    browser.type_into("#code", &texted);
+    browser.click("button[type=submit]");
+    assert_eq!(browser.wait_title("Done"), "Done");
+    assert!(
+        browser.text("#note").starts_with("Added \"Work phone\"."),
+        "{}",
+        browser.text("#note")
+    );
+
+    // A push device: mfad's private topic, then a test push the fake phone approves.
+    browser.open(&portal);
+    browser.wait_title("My two-factor settings");
+    browser.type_into("#push-name", "Pixel 8");
+    browser.click("input[value=begin-push] ~ button");
+    assert_eq!(browser.wait_title("Add a push device"), "Add a push device");
+    let topic = browser.text("#topic");
+    assert!(topic.starts_with("mfa-") && topic.len() == 26, "{topic}");
+    browser.screenshot("portal-add-push.png");
+    browser.click("input[value=test-push] ~ button");
+    assert_eq!(browser.wait_title("Add a push device"), "Add a push device");
+    let test_push = phone
+        .wait_notification(1, std::time::Duration::from_secs(10))
+        .unwrap();
+    assert!(test_push.to_string().contains(&topic), "{test_push}");
+    // The phone opens the approval page and taps approve (two steps); mfad adds the
+    // device as the answer reaches it, and Continue says so.
+    let steps = phone
+        .wait_steps(2, std::time::Duration::from_secs(10))
+        .unwrap();
+    assert_eq!(steps[1].what, "tap approve", "{steps:?}");
+    assert!(
+        steps[0].body.contains("add"),
+        "the page says a device is being added"
+    );
+    let mut note = String::new();
+    for _ in 0..20 {
+        browser.click("input[value=check-push] ~ button");
+        std::thread::sleep(std::time::Duration::from_millis(300));
+        note = browser.text("main");
+        if browser.title() == "Done" {
+            break;
+        }
+    }
+    assert!(note.contains("Added \"Pixel 8\"."), "{note}");
+
+    // A counter-based hardware token, confirmed by a code oathtool computes from its secret.
+    let hex = "3132333435363738393031323334353637383930";
+    browser.open(&portal);
+    browser.wait_title("My two-factor settings");
+    browser.type_into("#token-secret", &format!("hex:{hex}"));
+    browser.type_into("#token-code", &oathtool_hotp(hex, 0));
+    browser.type_into("#token-name", "YubiKey");
+    browser.click("input[value=add-token] ~ button");
+    assert_eq!(browser.wait_title("Done"), "Done");
+    assert!(
+        browser.text("#note").starts_with("Added \"YubiKey\"."),
+        "{}",
+        browser.text("#note")
+    );
+
+    browser.open(&portal);
+    browser.wait_title("My two-factor settings");
+    let devices = browser.text(".devices");
+    for name in ["Work phone", "Pixel 8", "YubiKey"] {
+        assert!(devices.contains(name), "{devices}");
+    }
+    browser.screenshot("portal-added-devices.png");
+
+    // With the app as the default, scp asks for a passcode; the token's next code works.
+    let up = env
+        .client
+        .scp(
+            &[],
+            &file,
+            env.client.remote("by-token.txt"),
+            &[env.password(), &oathtool_hotp(hex, 1)],
+        )
+        .unwrap();
+    assert_eq!(up.status, Some(0), "{}", up.describe());
+    assert!(up.prompts[1].ends_with("Passcode: "), "{}", up.describe());
+
+    // Make the push device the default: the next scp pushes instead, no passcode typed.
+    browser.click("#device-3 input[value=set-default] ~ button");
     assert_eq!(browser.wait_title("Done"), "Done");
     assert_eq!(
         browser.text("#note"),
         "\"Pixel 8\" is now your default method: scp, sftp, rsync and file transfer apps use \
          it."
     );
-    browser.screenshot("portal-default-push.png");
-
-    // Now scp pushes to the phone, which approves: no passcode is asked for or typed.
     let pushes = phone.notifications().len();
     let up = env
         .client
@@ -322,4 +417,9 @@ fn in_chromium_the_default_set_on_the_portal_is_what_the_next_scp_uses() {
     assert_eq!(phone.notifications().len(), pushes + 1, "one push");
     let home = std::path::Path::new(&env.user().unwrap().home).join("by-push.txt");
     assert_eq!(std::fs::read(home).unwrap(), std::fs::read(&file).unwrap());
+    let log = env.mfad_log();
+    assert!(
+        !log.contains(&texted),
+        "the texted code is never logged: {log}"
+    );
 }

@@ -121,14 +121,9 @@ impl LocalFactors {
                     .await;
             };
             let now = self.core.clock.now();
-            let counter = factor::as_passcode(&answer).and_then(|code| match kind {
-                DeviceKind::Hotp => {
-                    // A fresh token starts at 0; a used one may be far along.
-                    hotp::matching_counter(&secret, params, code, 0, 1000).map(|c| c as i64 + 1)
-                }
-                _ => totp::matching_step(&secret, params, code, now, self.core.config.totp.window)
-                    .map(|s| s as i64),
-            });
+            let window = self.core.config.totp.window;
+            let counter = factor::as_passcode(&answer)
+                .and_then(|code| confirming_counter(kind, &secret, params, code, now, window));
             if let Some(counter) = counter {
                 let row = NewDeviceRow {
                     kind,
@@ -163,5 +158,24 @@ impl LocalFactors {
             "no matching confirmation code",
         );
         self.core.deny(conn, "Nothing was enrolled.").await
+    }
+}
+
+/// The counter a new token's confirming `code` leaves it at: for HOTP the next counter
+/// (a fresh token starts at 0, a used one may be far along: 1,000 are looked at), for TOTP
+/// the step the code spends. None when the code does not match.
+pub(crate) fn confirming_counter(
+    kind: DeviceKind,
+    secret: &[u8],
+    params: totp::TotpParams,
+    code: &str,
+    now: i64,
+    window: u64,
+) -> Option<i64> {
+    match kind {
+        DeviceKind::Hotp => {
+            hotp::matching_counter(secret, params, code, 0, 1000).map(|c| c as i64 + 1)
+        }
+        _ => totp::matching_step(secret, params, code, now, window).map(|s| s as i64),
     }
 }
