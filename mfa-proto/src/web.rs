@@ -76,6 +76,15 @@ pub enum WebRequest {
     },
     /// Ends the session.
     PortalSignOut { session: String, csrf: String },
+    /// The second factor by phone instead of a typed code: a texted code (then typed on
+    /// the code form), or a push or call whose approval proves the factor.
+    PortalSend {
+        session: String,
+        csrf: String,
+        via: PortalVia,
+        #[serde(default)]
+        client: Option<String>,
+    },
     /// An administrator's action on `user` (the session's user must be in `[web]
     /// admin_group`; changes need a fresh second factor, as the user's own do).
     PortalAdmin {
@@ -122,6 +131,7 @@ impl WebRequest {
                 format!("web-portal-change {}", change.as_str())
             }
             WebRequest::PortalSignOut { .. } => "web-portal-sign-out".to_string(),
+            WebRequest::PortalSend { via, .. } => format!("web-portal-send {}", via.as_str()),
             WebRequest::PortalAdmin { action, .. } => {
                 format!("web-portal-admin {}", action.as_str())
             }
@@ -337,6 +347,28 @@ pub struct PortalPage {
     pub can_add_push: bool,
 }
 
+/// How the portal's second factor may come by phone.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum PortalVia {
+    /// A code texted to the user's phone.
+    Sms,
+    /// A push to the user's push device, approved there.
+    Push,
+    /// A call to the user's phone, answered with 1.
+    Call,
+}
+
+impl PortalVia {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PortalVia::Sms => "sms",
+            PortalVia::Push => "push",
+            PortalVia::Call => "call",
+        }
+    }
+}
+
 /// One of the user's recent logins, as the portal lists it.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub struct PortalLogin {
@@ -480,12 +512,17 @@ pub enum WebReply {
     PortalStarted { session: String, csrf: String },
     /// The portal's sign-in or code was refused.
     SignInRefused { why: SignInRefusal },
-    /// The session needs a code first (`for_change`: a fresh one before a change).
+    /// The session needs a code first (`for_change`: a fresh one before a change), or an
+    /// approval by one of the `offers`.
     PortalNeedsCode {
         user: String,
         csrf: String,
         for_change: bool,
+        #[serde(default)]
+        offers: Vec<PortalVia>,
     },
+    /// A code was texted, or a push or call is on its way: what to tell the user.
+    PortalSent { via: PortalVia, note: String },
     /// The signed-in session's page.
     Portal { page: PortalPage },
     /// A change was made: what to tell the user, and new bypass codes to show once.

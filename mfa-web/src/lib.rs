@@ -281,7 +281,9 @@ button{width:100%;font-size:1.1em;padding:.7em;border-radius:6px;border:1px soli
 input{font-size:1.4em;width:3em;text-align:center;margin:.3em 0 .6em}.note{font-size:.9em;color:#444}\
 input.wide{width:100%;box-sizing:border-box;text-align:left}.error{color:#b42318}\
 .qr svg{max-width:100%;height:auto}code{word-break:break-all}\
-pre{white-space:pre-wrap;word-break:break-word}form button+button{margin-top:.4em}";
+pre{white-space:pre-wrap;word-break:break-word}form button+button{margin-top:.4em}\
+a.button{display:block;text-align:center;font-size:1.1em;padding:.7em;border-radius:6px;\
+border:1px solid #888;background:#1a7f37;color:#fff;text-decoration:none}";
 
 fn gone(status: StatusCode, why: &str) -> Response {
     html(
@@ -559,6 +561,7 @@ fn router(app: Arc<App>) -> Router {
         .route("/portal", get(portal::show))
         .route("/portal/sign-in", post(portal::sign_in))
         .route("/portal/code", post(portal::code))
+        .route("/portal/send", post(portal::send))
         .route("/portal/change", post(portal::change))
         .route("/portal/sign-out", post(portal::sign_out))
         .route("/portal/admin", post(portal::admin))

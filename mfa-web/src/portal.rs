@@ -14,8 +14,8 @@ use axum::http::header::{LOCATION, SET_COOKIE};
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::Response;
 use mfa_proto::web::{
-    AdminAction, LockedUser, Password, PortalChange, PortalLogin, PortalPage, ShownCodes,
-    SignInRefusal,
+    AdminAction, LockedUser, Password, PortalChange, PortalLogin, PortalPage, PortalVia,
+    ShownCodes, SignInRefusal,
 };
 use mfa_proto::{Closed, WebReply, WebRequest};
 use serde::Deserialize;
@@ -104,10 +104,16 @@ fn sign_in_page(app: &App, note: &str) -> Response {
     with_cookie(resp, cookie(SIGNIN_COOKIE, &csrf, 900, app.secure_cookies))
 }
 
-fn code_page(user: &str, csrf: &str, for_change: bool, note: &str) -> Response {
+fn code_page(
+    user: &str,
+    csrf: &str,
+    for_change: bool,
+    offers: &[PortalVia],
+    note: &str,
+) -> Response {
     let why = if for_change {
-        "Changes need a code from the last few minutes. Type a current one, then make the \
-         change again."
+        "Changes need a second factor from the last few minutes. Type a current code (or use \
+         your phone below), then make the change again."
     } else {
         "Now a code from your authenticator app or hardware token, or one of your bypass \
          codes."
@@ -116,18 +122,49 @@ fn code_page(user: &str, csrf: &str, for_change: bool, note: &str) -> Response {
         StatusCode::OK,
         "Second factor",
         &format!(
-            "<p>Signed in as <b>{user}</b>. {why}</p>{note}\
-             <form method=\"post\" action=\"/portal/code\">\
-             <input type=\"hidden\" name=\"csrf\" value=\"{csrf}\">\
-             <label for=\"code\">Code</label><br>\
-             <input class=\"wide\" id=\"code\" name=\"code\" inputmode=\"numeric\" \
-             autocomplete=\"one-time-code\" required><br>\
-             <button type=\"submit\">Sign in</button></form>{out}",
+            "<p>Signed in as <b>{user}</b>. {why}</p>{note}{form}{phone}{out}",
             user = escape(user),
-            csrf = escape(csrf),
+            form = code_form(csrf),
+            phone = phone_offers(csrf, offers),
             out = sign_out_form(csrf),
         ),
     )
+}
+
+fn code_form(csrf: &str) -> String {
+    format!(
+        "<form method=\"post\" action=\"/portal/code\">\
+         <input type=\"hidden\" name=\"csrf\" value=\"{}\">\
+         <label for=\"code\">Code</label><br>\
+         <input class=\"wide\" id=\"code\" name=\"code\" inputmode=\"numeric\" \
+         autocomplete=\"one-time-code\" required><br>\
+         <button type=\"submit\">Continue</button></form>",
+        escape(csrf)
+    )
+}
+
+/// The buttons that bring the second factor by phone, for the devices the user has.
+fn phone_offers(csrf: &str, offers: &[PortalVia]) -> String {
+    if offers.is_empty() {
+        return String::new();
+    }
+    let mut out = String::from("<h2>Or by phone</h2>");
+    for via in offers {
+        let label = match via {
+            PortalVia::Sms => "Text me a code",
+            PortalVia::Push => "Send a push to my phone",
+            PortalVia::Call => "Call me",
+        };
+        out.push_str(&format!(
+            "<form method=\"post\" action=\"/portal/send\">\
+             <input type=\"hidden\" name=\"csrf\" value=\"{csrf}\">\
+             <input type=\"hidden\" name=\"via\" value=\"{via}\">\
+             <button type=\"submit\">{label}</button></form>",
+            csrf = escape(csrf),
+            via = via.as_str(),
+        ));
+    }
+    out
 }
 
 fn sign_out_form(csrf: &str) -> String {
@@ -491,7 +528,8 @@ fn session_reply(app: &App, reply: WebReply) -> Response {
             user,
             csrf,
             for_change,
-        } => code_page(&user, &csrf, for_change, ""),
+            offers,
+        } => code_page(&user, &csrf, for_change, &offers, ""),
         WebReply::PortalChanged { note, codes } => changed_page(&note, &codes),
         WebReply::SignInRefused { why } => sign_in_page(app, refused(why)),
         WebReply::BadForm => bad_form(),
@@ -621,11 +659,65 @@ pub(super) async fn code(
                     user,
                     csrf,
                     for_change,
-                }) => code_page(&user, &csrf, for_change, &note),
-                Ok(WebReply::Portal { page }) => code_page(&page.user, &page.csrf, true, &note),
+                    offers,
+                }) => code_page(&user, &csrf, for_change, &offers, &note),
+                Ok(WebReply::Portal { page }) => {
+                    code_page(&page.user, &page.csrf, true, &[], &note)
+                }
                 Ok(reply) => session_reply(&app, reply),
                 Err(e) => mfad_down(&e),
             }
+        }
+        Ok(reply) => session_reply(&app, reply),
+        Err(e) => mfad_down(&e),
+    }
+}
+
+#[derive(Deserialize)]
+pub(super) struct SendForm {
+    #[serde(default)]
+    csrf: String,
+    #[serde(default)]
+    via: String,
+}
+
+/// POST /portal/send: the second factor by phone (a texted code, a push or a call).
+pub(super) async fn send(
+    State(app): Shared,
+    headers: HeaderMap,
+    client: Option<Extension<ClientAddr>>,
+    Form(form): Form<SendForm>,
+) -> Response {
+    let Some(session) = session_of(&headers) else {
+        return bad_form();
+    };
+    let via = match form.via.as_str() {
+        "sms" => PortalVia::Sms,
+        "push" => PortalVia::Push,
+        "call" => PortalVia::Call,
+        _ => return bad_form(),
+    };
+    let reply = app
+        .mfad
+        .ask(WebRequest::PortalSend {
+            session,
+            csrf: form.csrf.clone(),
+            via,
+            client: client_of(client),
+        })
+        .await;
+    match reply {
+        Ok(WebReply::PortalSent { via, note }) => {
+            let note = format!("<p id=\"note\" role=\"status\">{}</p>", escape(&note));
+            let body = match via {
+                PortalVia::Sms => format!("{note}{}", code_form(&form.csrf)),
+                _ => format!(
+                    "{note}<p><a class=\"button\" id=\"continue\" href=\"/portal\">Continue</a>\
+                     </p><p class=\"note\">Or type a code instead:</p>{}",
+                    code_form(&form.csrf)
+                ),
+            };
+            html(StatusCode::OK, "Second factor", &body)
         }
         Ok(reply) => session_reply(&app, reply),
         Err(e) => mfad_down(&e),

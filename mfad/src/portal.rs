@@ -29,6 +29,7 @@ use crate::store::{DeviceKind, NewDeviceRow, OtpKey};
 use crate::text;
 use data_encoding::HEXLOWER;
 use mfa_proto::WebReply;
+use mfa_proto::web::PortalVia;
 use mfa_proto::web::{
     AdminAction, LockedUser, NewApp, Password, PortalChange, PortalDevice, PortalLogin, PortalPage,
     ShownCodes, SignInRefusal,
@@ -381,13 +382,10 @@ impl PortalDesk {
         if let Err(reply) = self.still_open(key, &record.user, now).await {
             return reply;
         }
-        let Some(factor_at) = record.factor_at else {
-            return WebReply::PortalNeedsCode {
-                user: record.user,
-                csrf: record.csrf,
-                for_change: false,
-            };
-        };
+        if let Some(ask) = self.ask_for_code(&record, now, false).await {
+            return ask;
+        }
+        let factor_at = record.factor_at.unwrap_or(now);
         let u = record.user.clone();
         let history = self.core.history.enabled();
         let read = self
@@ -488,7 +486,7 @@ impl PortalDesk {
             // Taking access away needs no fresh code.
             return self.not_me(key, user, login, rhost, now).await;
         }
-        if let Some(ask) = ask_for_code(&record, now, true) {
+        if let Some(ask) = self.ask_for_code(&record, now, true).await {
             return ask;
         }
         if let Err(reply) = self.still_open(key, user, now).await {
@@ -814,7 +812,10 @@ impl PortalDesk {
             Err(reply) => return reply,
         }
         // Looking is allowed while signed in; changing needs a recent code.
-        if let Some(ask) = ask_for_code(&record, now, action != AdminAction::Status) {
+        if let Some(ask) = self
+            .ask_for_code(&record, now, action != AdminAction::Status)
+            .await
+        {
             return ask;
         }
         if let Err(reply) = self.still_open(key, by, now).await {
@@ -914,20 +915,6 @@ impl PortalDesk {
             Err(reply) => reply,
         }
     }
-}
-
-/// The code form to show first, unless the session proved a second factor (within
-/// [`FRESH_SECS`] when it is for a change).
-fn ask_for_code(record: &WebSessionRecord, now: i64, for_change: bool) -> Option<WebReply> {
-    let ok = match record.factor_at {
-        None => false,
-        Some(at) => !for_change || now.saturating_sub(at) < FRESH_SECS,
-    };
-    (!ok).then(|| WebReply::PortalNeedsCode {
-        user: record.user.clone(),
-        csrf: record.csrf.clone(),
-        for_change: record.factor_at.is_some(),
-    })
 }
 
 fn changed(note: String) -> WebReply {
@@ -1467,6 +1454,286 @@ impl PortalDesk {
             }
             Err(_) => UNAVAILABLE,
         }
+    }
+}
+
+impl PortalDesk {
+    /// The code form to show first, unless the session proved a second factor (within
+    /// [`FRESH_SECS`] when it is for a change), with the phone options the user has.
+    async fn ask_for_code(
+        &self,
+        record: &WebSessionRecord,
+        now: i64,
+        for_change: bool,
+    ) -> Option<WebReply> {
+        let ok = match record.factor_at {
+            None => false,
+            Some(at) => !for_change || now.saturating_sub(at) < FRESH_SECS,
+        };
+        if ok {
+            return None;
+        }
+        let devices = self.devices(&record.user).await.unwrap_or_default();
+        let offers = [PortalVia::Sms, PortalVia::Push, PortalVia::Call]
+            .into_iter()
+            .filter(|via| self.phone_device(&devices, *via).is_some())
+            .collect();
+        Some(WebReply::PortalNeedsCode {
+            user: record.user.clone(),
+            csrf: record.csrf.clone(),
+            for_change: record.factor_at.is_some(),
+            offers,
+        })
+    }
+
+    /// The device `via` reaches (the default if it fits, else the first that does), when
+    /// this host can use it.
+    fn phone_device<'d>(&self, devices: &'d [Device], via: PortalVia) -> Option<&'d Device> {
+        let (kind, usable) = match via {
+            PortalVia::Sms => (DeviceKind::Phone, self.local.can_sms()),
+            PortalVia::Call => (DeviceKind::Phone, self.local.can_call()),
+            PortalVia::Push => (DeviceKind::Push, self.local.can_push()),
+        };
+        if !usable {
+            return None;
+        }
+        let fits = |d: &&Device| d.kind == kind && d.address.is_some();
+        devices
+            .iter()
+            .filter(fits)
+            .find(|d| d.is_default)
+            .or_else(|| devices.iter().find(fits))
+    }
+
+    /// The second factor by phone: a code texted (typed on the code form next), or a push
+    /// or call whose approval proves the factor for this session (a task waits for it).
+    /// Each is limited as at an ssh prompt (`[limits]`, the countries texted or called).
+    pub(crate) async fn send(
+        &self,
+        token: &str,
+        csrf: &str,
+        via: PortalVia,
+        rhost: &str,
+    ) -> WebReply {
+        let now = self.core.clock.now();
+        let Session { key, record } = match self.posted(token, csrf, now).await {
+            Ok(session) => session,
+            Err(reply) => return reply,
+        };
+        let user = record.user.as_str();
+        if let Err(reply) = self.still_open(key, user, now).await {
+            return reply;
+        }
+        let devices = match self.devices(user).await {
+            Ok(devices) => devices,
+            Err(reply) => return reply,
+        };
+        let Some(device) = self.phone_device(&devices, via) else {
+            return sent(
+                via,
+                "You have no device for that here. Type a code instead.",
+            );
+        };
+        let target = device.address.clone().unwrap_or_default();
+        let w = who(user, rhost);
+        let channel = match via {
+            PortalVia::Sms => Channel::Sms,
+            PortalVia::Push => Channel::Push,
+            PortalVia::Call => Channel::Call,
+        };
+        let allowed = via == PortalVia::Push
+            || self
+                .core
+                .config
+                .twilio
+                .as_ref()
+                .is_some_and(|t| t.number_allowed(&target));
+        if !allowed {
+            decision(
+                &w,
+                via.as_str(),
+                "deny",
+                "portal; number outside twilio.allowed_country_codes",
+            );
+            return sent(
+                via,
+                "This host does not send to that number. Type a code instead.",
+            );
+        }
+        if let Err(refusal) = self.local.limits.take(channel, user) {
+            decision(&w, via.as_str(), "rate-limited", &refusal.log_reason());
+            return sent(via, &refusal.user_message());
+        }
+        if via == PortalVia::Sms {
+            return self.text_code(&w, &target, now).await;
+        }
+        self.ask_phone(key, &w, via, device, now).await
+    }
+
+    /// A login code texted to `number`, as the ssh menu's SMS option sends it.
+    async fn text_code(&self, w: &Who<'_>, number: &str, now: i64) -> WebReply {
+        let Some(twilio) = &self.local.twilio else {
+            return UNAVAILABLE;
+        };
+        let (code, stored) =
+            bypass::new_code(self.core.random.as_ref(), self.core.config.sms.digits);
+        let ttl = self.core.config.sms.code_ttl as i64;
+        let u = w.user.to_string();
+        if self
+            .core
+            .db(move |s| s.add_sms_code(&u, &stored, now, now + ttl))
+            .await
+            .is_err()
+        {
+            return UNAVAILABLE;
+        }
+        let body =
+            crate::providers::out_of_band::sms_login_text(&code, &self.core.issuer, w.user, ttl);
+        match twilio.send_sms(number, &body).await {
+            Ok(_) => {
+                decision(w, "sms", "sent", "portal; SMS passcode sent");
+                sent(
+                    PortalVia::Sms,
+                    &format!(
+                        "A code was texted to {}. Type it below.",
+                        mask_phone(number)
+                    ),
+                )
+            }
+            Err(e) => {
+                decision(w, "sms", "provider-error", &e.to_string());
+                sent(
+                    PortalVia::Sms,
+                    &format!("Could not send the text ({e}). Type a code instead."),
+                )
+            }
+        }
+    }
+
+    /// A push or call for this session: a task waits for the answer and, on an approval
+    /// while the account is not locked, marks the session's second factor proved.
+    async fn ask_phone(
+        &self,
+        key: [u8; 32],
+        w: &Who<'_>,
+        via: PortalVia,
+        device: &Device,
+        now: i64,
+    ) -> WebReply {
+        let Some(approval) = &self.core.config.approval else {
+            return UNAVAILABLE;
+        };
+        let target = device.address.clone().unwrap_or_default();
+        let method = match via {
+            PortalVia::Call => ApprovalMethod::Call,
+            _ => ApprovalMethod::Push,
+        };
+        let ttl = std::time::Duration::from_secs(approval.token_ttl);
+        let request = ApprovalRequest {
+            user: w.user.to_string(),
+            host: self.core.issuer.clone(),
+            rhost: w.rhost.to_string(),
+            method,
+            created: now,
+            adding_device: false,
+        };
+        let pending = match self.local.approvals.create(request, ttl).await {
+            Ok(pending) => pending,
+            Err(e) => return sent(via, &format!("{e}. Type a code instead.")),
+        };
+        let delivered = match (method, &self.local.notifier, &self.local.twilio) {
+            (ApprovalMethod::Push, Some(notifier), _) => {
+                let message = PushMessage {
+                    user: w.user.to_string(),
+                    host: self.core.issuer.clone(),
+                    rhost: w.rhost.to_string(),
+                    time_text: text::utc(now),
+                    approve_url: approval.approval_url(&pending.token),
+                    number_required: pending.verify_number.is_some(),
+                    adding_device: false,
+                };
+                notifier.push(&target, &message).await
+            }
+            (ApprovalMethod::Call, _, Some(twilio)) => twilio
+                .place_call(&target, &approval.voice_url(&pending.token))
+                .await
+                .map(drop),
+            _ => {
+                self.local.approvals.cancel(&pending).await;
+                return UNAVAILABLE;
+            }
+        };
+        if let Err(e) = delivered {
+            self.local.approvals.cancel(&pending).await;
+            decision(w, via.as_str(), "provider-error", &e.to_string());
+            return sent(
+                via,
+                &format!("Could not reach your phone ({e}). Type a code instead."),
+            );
+        }
+        let mut note = match via {
+            PortalVia::Call => format!(
+                "Calling {}: answer it and press 1 to approve, then press Continue.",
+                mask_phone(&target)
+            ),
+            _ => format!(
+                "A login request was pushed to \"{}\": approve it there, then press Continue.",
+                device.name
+            ),
+        };
+        if let Some(n) = pending.verify_number {
+            note.push_str(&format!(" On the approval page, enter the number {n}."));
+        }
+        let (core, approvals) = (Arc::clone(&self.core), Arc::clone(&self.local.approvals));
+        let (user, rhost) = (w.user.to_string(), w.rhost.to_string());
+        tokio::spawn(async move {
+            let answer = approvals.wait(pending, ttl).await;
+            let w = who(&user, &rhost);
+            if answer != ApprovalDecision::Approved {
+                decision(
+                    &w,
+                    via.as_str(),
+                    "deny",
+                    &format!("portal; {}", answer.as_str()),
+                );
+                return;
+            }
+            let (u, now) = (user.clone(), core.clock.now());
+            let proved = core
+                .db(move |s| {
+                    s.in_transaction(|s| {
+                        if s.lock_state(&u)?.locked_until.is_some_and(|t| t > now) {
+                            return Ok(false);
+                        }
+                        if s.web_session_step(&key, WebSessionStep::Factor, now)?
+                            .is_none()
+                        {
+                            return Ok(false);
+                        }
+                        s.clear_failures(&u)?;
+                        Ok(true)
+                    })
+                })
+                .await;
+            match proved {
+                Ok(true) => decision(&w, via.as_str(), "allow", "portal; approved on the phone"),
+                Ok(false) => decision(
+                    &w,
+                    via.as_str(),
+                    "deny",
+                    "portal; approved, but the session had ended or the account is locked",
+                ),
+                Err(e) => warn!(target: "mfad::web", "cannot record a portal approval: {e}"),
+            }
+        });
+        sent(via, &note)
+    }
+}
+
+fn sent(via: PortalVia, note: &str) -> WebReply {
+    WebReply::PortalSent {
+        via,
+        note: note.to_string(),
     }
 }
 

@@ -311,6 +311,18 @@ impl WebService {
                 }
                 None => closed_unknown(),
             },
+            WebRequest::PortalSend {
+                session,
+                csrf,
+                via,
+                client,
+            } => match &self.portal {
+                Some(desk) => {
+                    desk.send(&session, &csrf, via, &client_address(client))
+                        .await
+                }
+                None => closed_unknown(),
+            },
             WebRequest::PortalSignOut { session, csrf } => match &self.portal {
                 Some(desk) => desk.sign_out(&session, &csrf).await,
                 None => closed_unknown(),

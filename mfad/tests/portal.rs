@@ -160,7 +160,8 @@ fn signing_in_takes_the_password_then_a_code_and_each_wrong_one_counts_toward_th
         WebReply::PortalNeedsCode {
             user: USER.into(),
             csrf: s.1.clone(),
-            for_change: false
+            for_change: false,
+            offers: vec![],
         }
     );
     // No change before the code.
@@ -273,7 +274,8 @@ fn changes_need_the_sessions_csrf_token_and_a_fresh_factor() {
         WebReply::PortalNeedsCode {
             user: USER.into(),
             csrf: s.1.clone(),
-            for_change: true
+            for_change: true,
+            offers: vec![],
         }
     );
     assert_eq!(d.store().unused_bypass_codes(USER).unwrap().len(), 0);
@@ -839,4 +841,39 @@ fn without_sms_or_push_the_portal_offers_neither_and_refuses_both_with_a_reason(
     assert!(note(change(&d, &s, confirm)).contains("Start again"));
     assert!(note(change(&d, &s, PortalChange::CheckPush)).contains("Start again"));
     assert_eq!(d.store().devices(USER).unwrap().len(), 1);
+    // No phone to text or push to: the code form offers none, and asking anyway is told so.
+    d.clock.advance(FRESH_SECS);
+    let WebReply::PortalNeedsCode { offers, .. } = change(&d, &s, PortalChange::NewBypassCodes)
+    else {
+        panic!("no code form")
+    };
+    assert!(offers.is_empty(), "{offers:?}");
+    let send = |via| {
+        web(
+            &d,
+            WebRequest::PortalSend {
+                session: s.0.clone(),
+                csrf: s.1.clone(),
+                via,
+                client: None,
+            },
+        )
+    };
+    assert_eq!(
+        send(mfa_proto::web::PortalVia::Push),
+        WebReply::PortalSent {
+            via: mfa_proto::web::PortalVia::Push,
+            note: "You have no device for that here. Type a code instead.".into()
+        }
+    );
+    let forged = web(
+        &d,
+        WebRequest::PortalSend {
+            session: s.0.clone(),
+            csrf: "forged".into(),
+            via: mfa_proto::web::PortalVia::Sms,
+            client: None,
+        },
+    );
+    assert_eq!(forged, WebReply::BadForm);
 }

@@ -202,14 +202,7 @@ impl LocalFactors {
         self.core
             .db(move |s| s.add_sms_code(&user, &stored, now, now + ttl))
             .await?;
-        let body = zeroize::Zeroizing::new(format!(
-            "{} is your login code for {} ({}). It works once, for {} minutes. If you did not \
-             try to log in, tell your administrator.",
-            code.as_str(),
-            self.core.issuer,
-            who.user,
-            ttl / 60
-        ));
+        let body = sms_login_text(&code, &self.core.issuer, who.user, ttl);
         match twilio.send_sms(number, &body).await {
             Ok(_) => {
                 decision(who, "sms", "sent", "SMS passcode sent");
@@ -334,6 +327,20 @@ impl LocalFactors {
         .await?;
         Ok(OobResult::Decided(outcome))
     }
+}
+
+/// The text that carries a login code.
+pub(crate) fn sms_login_text(
+    code: &str,
+    issuer: &str,
+    user: &str,
+    ttl_secs: i64,
+) -> zeroize::Zeroizing<String> {
+    zeroize::Zeroizing::new(format!(
+        "{code} is your login code for {issuer} ({user}). It works once, for {} minutes. If you \
+         did not try to log in, tell your administrator.",
+        ttl_secs / 60
+    ))
 }
 
 #[cfg(test)]
