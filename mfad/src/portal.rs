@@ -48,6 +48,8 @@ pub const ABSOLUTE_SECS: i64 = 3600;
 pub const FRESH_SECS: i64 = 300;
 /// The name of an app added on the portal.
 const APP_NAME: &str = "Authenticator app";
+/// Locked accounts the admin part lists at most.
+const MAX_LOCKED_SHOWN: u32 = 200;
 /// Codes one session may get wrong before it ends (each also counts toward the lockout).
 pub const MAX_CODE_TRIES: u32 = 5;
 
@@ -409,16 +411,17 @@ impl PortalDesk {
             Err(reply) => return reply,
         };
         let locked = if admin {
-            match self.core.db(|s| s.user_summaries()).await {
+            match self
+                .core
+                .db(move |s| s.locked_accounts(now, MAX_LOCKED_SHOWN))
+                .await
+            {
                 Ok(users) => users
                     .into_iter()
-                    .filter_map(|u| {
-                        let until = u.locked_until.filter(|until| *until > now)?;
-                        Some(LockedUser {
-                            user: u.name,
-                            failures: u.failures,
-                            until: crate::calendar::utc(until),
-                        })
+                    .map(|(user, failures, until)| LockedUser {
+                        user,
+                        failures,
+                        until: crate::calendar::utc(until),
                     })
                     .collect(),
                 Err(_) => return UNAVAILABLE,

@@ -150,6 +150,13 @@ impl Backend for Counting {
     fn rename_device(&mut self, user: &str, device: i64, name: &str) -> Result<bool, StoreError> {
         pass!(self, rename_device(user, device, name))
     }
+    fn locked_accounts(
+        &mut self,
+        now: i64,
+        limit: u32,
+    ) -> Result<Vec<(String, u32, i64)>, StoreError> {
+        pass!(self, locked_accounts(now, limit))
+    }
     fn record_logins(&mut self, rows: &[LoginRecord], before: i64) -> Result<(), StoreError> {
         pass!(self, record_logins(rows, before))
     }

@@ -426,6 +426,20 @@ mod suite {
         );
     }
 
+    pub fn locked_accounts_are_listed_by_name_while_locked(open: Open) {
+        let mut s = open();
+        s.lock_until("carol", 500).unwrap();
+        s.lock_until("alice", 300).unwrap();
+        s.lock_until("bob", 50).unwrap();
+        s.record_failure("dave", 10, 0, 0).unwrap();
+        assert_eq!(
+            s.locked_accounts(100, 10).unwrap(),
+            [("alice".to_string(), 0, 300), ("carol".to_string(), 0, 500)]
+        );
+        assert_eq!(s.locked_accounts(100, 1).unwrap().len(), 1);
+        assert!(s.locked_accounts(600, 10).unwrap().is_empty());
+    }
+
     pub fn the_login_history_is_kept_per_user_newest_first_and_pruned(open: Open) {
         let mut s = open();
         let row = |user: &str, at: i64, outcome: &str| mfad::store::LoginRecord {
@@ -518,6 +532,7 @@ on_both!(
     a_dump_loads_into_an_empty_store_as_it_was,
     an_enrolment_link_is_bound_to_its_user_spent_once_and_expires,
     the_login_history_is_kept_per_user_newest_first_and_pruned,
+    locked_accounts_are_listed_by_name_while_locked,
 );
 
 /// A private server with the schema prepared, the runtime the connections run on, and the

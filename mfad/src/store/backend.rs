@@ -280,6 +280,13 @@ pub trait Backend: Send {
     fn forget_remembered(&mut self, user: &str) -> Result<usize, StoreError>;
     /// How many accounts are locked at `now`.
     fn locked_users(&mut self, now: i64) -> Result<i64, StoreError>;
+    /// The accounts locked at `now` (name, failures, locked until), by name, at most
+    /// `limit`.
+    fn locked_accounts(
+        &mut self,
+        now: i64,
+        limit: u32,
+    ) -> Result<Vec<(String, u32, i64)>, StoreError>;
 
     /// Makes (salt, tag) the user's only live SMS code until `expires`: every earlier code
     /// that is unspent or expired at `now` is dropped.

@@ -746,6 +746,15 @@ impl Store {
         self.backend.rename_device(user, device, name)
     }
 
+    /// The accounts locked at `now` (name, failures, locked until), by name, at most `limit`.
+    pub fn locked_accounts(
+        &mut self,
+        now: i64,
+        limit: u32,
+    ) -> Result<Vec<(String, u32, i64)>, StoreError> {
+        self.backend.locked_accounts(now, limit)
+    }
+
     /// Appends logins to the history and drops the rows older than `before`.
     pub fn record_logins(&mut self, rows: &[LoginRecord], before: i64) -> Result<(), StoreError> {
         self.backend.record_logins(rows, before)

@@ -1037,6 +1037,25 @@ impl Backend for PgBackend {
         })
     }
 
+    fn locked_accounts(
+        &mut self,
+        now: i64,
+        limit: u32,
+    ) -> Result<Vec<(String, u32, i64)>, StoreError> {
+        let limit = i64::from(limit);
+        self.run("locked_accounts", async |c: &mut Conn| {
+            Ok(c.query(
+                "SELECT name, failures, locked_until FROM users WHERE locked_until > $1
+                 ORDER BY name LIMIT $2",
+                &[&now, &limit],
+            )
+            .await?
+            .iter()
+            .map(|row| (row.get(0), count(row.get(1)), row.get(2)))
+            .collect())
+        })
+    }
+
     fn replace_sms_code(&mut self, code: &NewSmsCode<'_>) -> Result<(), StoreError> {
         let (user, salt, tag, now, expires) =
             (code.user, code.salt, code.tag, code.now, code.expires);

@@ -700,6 +700,22 @@ impl Backend for SqliteBackend {
         )?)
     }
 
+    fn locked_accounts(
+        &mut self,
+        now: i64,
+        limit: u32,
+    ) -> Result<Vec<(String, u32, i64)>, StoreError> {
+        let held = self.lock()?;
+        let mut stmt = held.conn.prepare_cached(
+            "SELECT name, failures, locked_until FROM users WHERE locked_until > ?1
+             ORDER BY name LIMIT ?2",
+        )?;
+        let rows = stmt.query_map(params![now, limit], |r| {
+            Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+        })?;
+        Ok(rows.collect::<Result<Vec<_>, _>>()?)
+    }
+
     fn replace_sms_code(&mut self, code: &NewSmsCode<'_>) -> Result<(), StoreError> {
         let (user, salt, tag, now, expires) =
             (code.user, code.salt, code.tag, code.now, code.expires);
