@@ -85,6 +85,13 @@ pub struct WebConfig {
     /// requests" (429) until the minute is over, and mfad is not asked. Default 60; 1 to
     /// 10000. Behind a reverse proxy, raise it as `connections_per_address`.
     pub requests_per_minute: u32,
+    /// The reverse proxies (addresses or networks, `127.0.0.1/32`) whose `X-Forwarded-For`
+    /// names the client: for a request from one of them, the client is the right-most
+    /// address of that header that is not itself a trusted proxy, and it is what mfad logs
+    /// (and PAM sees) and what `requests_per_minute` counts. Anyone else's header is
+    /// ignored. Set, the cookies are also marked `Secure` (the proxy terminates TLS).
+    /// Default: none.
+    pub trusted_proxies: Vec<ipnet::IpNet>,
 }
 
 impl Default for WebConfig {
@@ -96,6 +103,7 @@ impl Default for WebConfig {
             socket: PathBuf::from(mfa_proto::DEFAULT_SOCKET),
             connections_per_address: 16,
             requests_per_minute: 60,
+            trusted_proxies: Vec::new(),
         }
     }
 }
@@ -608,6 +616,8 @@ pub struct WebServer {
     router: Router,
     local_addr: SocketAddr,
     per_address: usize,
+    /// `trusted_proxies`.
+    proxies: Arc<Vec<ipnet::IpNet>>,
     requests: Arc<RequestRate>,
 }
 
@@ -659,6 +669,46 @@ fn too_many() -> Response {
 /// to mfad for its logs. Behind a reverse proxy this is the proxy's address.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct ClientAddr(pub(crate) std::net::IpAddr);
+
+/// The client of a request that came from `peer`: `peer` itself, unless it is one of the
+/// trusted `proxies`; then the right-most address of `X-Forwarded-For` (each proxy appends
+/// the address it was reached from) that is not a trusted proxy. A header that does not
+/// parse leaves the proxy's address (logged, counted: nothing is guessed).
+fn forwarded_client(
+    peer: std::net::IpAddr,
+    headers: &axum::http::HeaderMap,
+    proxies: &[ipnet::IpNet],
+) -> std::net::IpAddr {
+    let peer = unmapped(peer);
+    let trusted = |ip: &std::net::IpAddr| proxies.iter().any(|net| net.contains(ip));
+    if !trusted(&peer) {
+        return peer;
+    }
+    let mut hops = Vec::new();
+    for value in headers.get_all("x-forwarded-for") {
+        let Ok(text) = value.to_str() else {
+            return peer;
+        };
+        for hop in text.split(',') {
+            match hop.trim().parse::<std::net::IpAddr>() {
+                Ok(ip) => hops.push(unmapped(ip)),
+                Err(_) => return peer,
+            }
+        }
+    }
+    hops.into_iter()
+        .rev()
+        .find(|ip| !trusted(ip))
+        .unwrap_or(peer)
+}
+
+/// An IPv4-mapped IPv6 address as the IPv4 address it is.
+fn unmapped(ip: std::net::IpAddr) -> std::net::IpAddr {
+    match ip {
+        std::net::IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, std::net::IpAddr::V4),
+        v4 => v4,
+    }
+}
 
 fn client_key(addr: std::net::IpAddr) -> std::net::IpAddr {
     match addr {
@@ -734,7 +784,7 @@ impl WebServer {
             addr: cfg.listen,
             source,
         };
-        let secure_cookies = tls.is_some();
+        let secure_cookies = tls.is_some() || !cfg.trusted_proxies.is_empty();
         let listener = TcpListener::bind(cfg.listen).await.map_err(bind_err)?;
         let local_addr = listener.local_addr().map_err(bind_err)?;
         Ok(WebServer {
@@ -746,6 +796,7 @@ impl WebServer {
             })),
             local_addr,
             per_address: cfg.connections_per_address as usize,
+            proxies: Arc::new(cfg.trusted_proxies.clone()),
             requests: Arc::new(RequestRate {
                 per_window: cfg.requests_per_minute,
                 counts: Default::default(),
@@ -795,11 +846,12 @@ impl WebServer {
                     let tls = self.tls.clone();
                     // Each request of this connection counts against its address's rate.
                     let requests = Arc::clone(&self.requests);
-                    let client = ClientAddr(key);
+                    let proxies = Arc::clone(&self.proxies);
                     let router = self.router.clone().layer(axum::middleware::from_fn(
                         move |mut req: axum::extract::Request, next: axum::middleware::Next| {
-                            let allowed = requests.allow(key);
-                            req.extensions_mut().insert(client);
+                            let client = forwarded_client(peer.ip(), req.headers(), &proxies);
+                            let allowed = requests.allow(client_key(client));
+                            req.extensions_mut().insert(ClientAddr(client));
                             async move {
                                 if allowed {
                                     next.run(req).await
@@ -859,4 +911,55 @@ pub fn announce(server: &WebServer, socket: &FsPath) {
         server.local_addr(),
         socket.display()
     );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn headers(values: &[&str]) -> axum::http::HeaderMap {
+        let mut map = axum::http::HeaderMap::new();
+        for v in values {
+            map.append("x-forwarded-for", HeaderValue::from_str(v).unwrap());
+        }
+        map
+    }
+
+    #[test]
+    fn the_client_is_the_last_address_a_trusted_proxy_did_not_add() {
+        let ip = |s: &str| s.parse::<std::net::IpAddr>().unwrap();
+        let proxies: Vec<ipnet::IpNet> =
+            vec!["10.0.0.0/8".parse().unwrap(), "::1/128".parse().unwrap()];
+        let peer = ip("10.1.2.3");
+        // The client, then two proxies of the site (the last one is the peer itself).
+        let h = headers(&["198.51.100.7, 10.9.9.9"]);
+        assert_eq!(forwarded_client(peer, &h, &proxies), ip("198.51.100.7"));
+        // Whatever the client wrote before is not believed: the right-most untrusted wins.
+        let h = headers(&["1.2.3.4, 198.51.100.7"]);
+        assert_eq!(forwarded_client(peer, &h, &proxies), ip("198.51.100.7"));
+        // Several header lines read as one list, in order.
+        let h = headers(&["1.2.3.4", "198.51.100.8"]);
+        assert_eq!(forwarded_client(peer, &h, &proxies), ip("198.51.100.8"));
+        // No header, or one that does not parse: the proxy's own address.
+        assert_eq!(forwarded_client(peer, &headers(&[]), &proxies), peer);
+        let h = headers(&["198.51.100.7, not-an-address"]);
+        assert_eq!(forwarded_client(peer, &h, &proxies), peer);
+        // Only trusted proxies are believed, IPv4-mapped peers included.
+        let h = headers(&["198.51.100.7"]);
+        assert_eq!(
+            forwarded_client(ip("192.0.2.1"), &h, &proxies),
+            ip("192.0.2.1")
+        );
+        assert_eq!(
+            forwarded_client(ip("::ffff:192.0.2.1"), &h, &proxies),
+            ip("192.0.2.1")
+        );
+        assert_eq!(
+            forwarded_client(ip("::1"), &h, &proxies),
+            ip("198.51.100.7")
+        );
+        // Only proxies in the header: the proxy's own address.
+        let h = headers(&["10.4.4.4"]);
+        assert_eq!(forwarded_client(peer, &h, &proxies), peer);
+    }
 }

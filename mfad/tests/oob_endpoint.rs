@@ -785,11 +785,17 @@ async fn a_connection_that_sends_nothing_is_closed_after_the_first_byte_timeout(
 
 /// A whole GET of `path` from `from`, as raw HTTP: the status line and the rest.
 async fn get_from(from: [u8; 4], base: &str, path: &str) -> String {
+    get_from_with(from, base, path, "").await
+}
+
+/// As [`get_from`], with `headers` (each line ending in CRLF) added to the request.
+async fn get_from_with(from: [u8; 4], base: &str, path: &str, headers: &str) -> String {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let mut stream = connect_from(from, base).await;
     stream
         .write_all(
-            format!("GET {path} HTTP/1.1\r\nHost: mfa\r\nConnection: close\r\n\r\n").as_bytes(),
+            format!("GET {path} HTTP/1.1\r\nHost: mfa\r\n{headers}Connection: close\r\n\r\n")
+                .as_bytes(),
         )
         .await
         .unwrap();
@@ -881,5 +887,59 @@ async fn with_mfad_down_the_page_says_unavailable_and_nothing_is_decided() {
         "{:?}",
         started.elapsed()
     );
+    task.abort();
+}
+
+#[tokio::test]
+async fn behind_a_trusted_proxy_each_forwarded_client_has_its_own_rate_and_others_headers_count_for_nothing()
+ {
+    let store = Arc::new(ApprovalStore::new(Arc::new(FakeClock::new(T0)), false));
+    let hooks = Arc::new(Recorder::default());
+    let mfad = web_service(config(false), None, &store, hooks);
+    let cfg = WebConfig {
+        requests_per_minute: 3,
+        trusted_proxies: vec!["127.0.0.2/32".parse().unwrap()],
+        ..web_config()
+    };
+    let server = WebServer::bind_with(&cfg, mfad).await.unwrap();
+    let base = format!("http://{}", server.local_addr());
+    let task = tokio::spawn(server.serve(std::future::pending()));
+    let pending = store
+        .create(
+            request("abc123", ApprovalMethod::Push),
+            Duration::from_secs(60),
+        )
+        .await
+        .unwrap();
+    let path = format!("/a/{}", pending.token);
+    let status = |answer: String| answer.lines().next().unwrap_or_default().to_string();
+    let via_proxy = |client: &'static str| {
+        let (base, path) = (base.clone(), path.clone());
+        async move {
+            let header = format!("X-Forwarded-For: 203.0.113.1, {client}\r\n");
+            status(get_from_with([127, 0, 0, 2], &base, &path, &header).await)
+        }
+    };
+    // Through the proxy, 198.51.100.7 has its own three requests a minute...
+    for _ in 0..3 {
+        assert_eq!(via_proxy("198.51.100.7").await, "HTTP/1.1 200 OK");
+    }
+    assert_eq!(
+        via_proxy("198.51.100.7").await,
+        "HTTP/1.1 429 Too Many Requests"
+    );
+    // ... and another client behind the same proxy is not held back by it.
+    assert_eq!(via_proxy("198.51.100.8").await, "HTTP/1.1 200 OK");
+    // A client that is not the proxy cannot pick an address to be counted as.
+    for n in 0..4 {
+        let header = format!("X-Forwarded-For: 192.0.2.{n}\r\n");
+        let answer = status(get_from_with([127, 0, 0, 3], &base, &path, &header).await);
+        let want = if n < 3 {
+            "HTTP/1.1 200 OK"
+        } else {
+            "HTTP/1.1 429 Too Many Requests"
+        };
+        assert_eq!(answer, want, "request {n}");
+    }
     task.abort();
 }
