@@ -266,7 +266,19 @@ pub fn seed_postgres(
 ) -> Result<PathBuf, BenchError> {
     let database = dir.join("lib/mfa.db");
     seed(&database, enrolled)?;
-    let store_key = store_key_of(&database);
+    migrate_into_postgres(mfad, dir, &database, url, password_file)
+}
+
+/// Copies the SQLite store `database` into the PostgreSQL database at `url` with
+/// `mfad --migrate-store` (a config written in `dir`). Returns the store key both share.
+pub fn migrate_into_postgres(
+    mfad: &Path,
+    dir: &Path,
+    database: &Path,
+    url: &str,
+    password_file: &Path,
+) -> Result<PathBuf, BenchError> {
+    let store_key = store_key_of(database);
     let config = write_config(
         dir,
         0,
@@ -281,7 +293,7 @@ pub fn seed_postgres(
         .arg("--config")
         .arg(&config)
         .arg("--migrate-store")
-        .arg(&database)
+        .arg(database)
         .stdin(Stdio::null())
         .output()
         .map_err(|e| BenchError(format!("starting {}: {e}", mfad.display())))?;

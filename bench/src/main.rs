@@ -375,7 +375,7 @@ const SETUPS: [&str; 3] = [
 ];
 
 /// A real PostgreSQL server (the test harness's: a fresh cluster, fsync on), or why not.
-fn start_postgres() -> Result<TestPostgres, BenchError> {
+pub(crate) fn start_postgres() -> Result<TestPostgres, BenchError> {
     // The harness panics with its reason (no server installed, initdb failed): keep it.
     std::panic::catch_unwind(TestPostgres::start).map_err(|why| {
         let why = why

@@ -19,6 +19,7 @@ use crate::stats::Samples;
 use mfa_e2e::scratch::{ScratchDir, unique_name};
 use mfa_e2e::sshd::PamService;
 use mfa_e2e::user::TestUser;
+use mfa_test_support::postgres::TestPostgres;
 use mfad::factor::totp;
 use std::ffi::{CStr, CString, c_int, c_void};
 use std::io::Write;
@@ -228,17 +229,21 @@ pub enum Module {
     GoogleAuthenticator,
     Oath,
     PamMfa,
+    /// pam_mfa again, to a second mfad whose store is a PostgreSQL database (seeded from the
+    /// first's SQLite file by `mfad --migrate-store`).
+    PamMfaPostgres,
     /// Not a module: 100 bytes written, fsynced and renamed into place, the least a durable
     /// replay record costs on this disk.
     FsyncFloor,
 }
 
 impl Module {
-    pub const ALL: [Module; 5] = [
+    pub const ALL: [Module; 6] = [
         Module::Permit,
         Module::GoogleAuthenticator,
         Module::Oath,
         Module::PamMfa,
+        Module::PamMfaPostgres,
         Module::FsyncFloor,
     ];
 
@@ -248,6 +253,7 @@ impl Module {
             Module::GoogleAuthenticator => "pam_google_authenticator",
             Module::Oath => "pam_oath",
             Module::PamMfa => "pam_mfa (mfad, SQLite)",
+            Module::PamMfaPostgres => "pam_mfa (mfad, PostgreSQL)",
             Module::FsyncFloor => "fsync floor: 100 B write + fsync + rename",
         }
     }
@@ -257,7 +263,7 @@ impl Module {
             Module::Permit => "pam_permit.so",
             Module::GoogleAuthenticator => "pam_google_authenticator.so",
             Module::Oath => "pam_oath.so",
-            Module::PamMfa => "libpam_mfa.so",
+            Module::PamMfa | Module::PamMfaPostgres => "libpam_mfa.so",
             Module::FsyncFloor => "",
         }
     }
@@ -277,10 +283,12 @@ pub struct PamCallResult {
     pub versions: String,
 }
 
-/// Dropped in field order: services, mfad, users, then the directory.
+/// Dropped in field order: services, the mfads, the server, users, then the directory.
 struct World {
     services: Vec<(Module, PamService)>,
     mfad: BenchDaemon,
+    mfad_pg: BenchDaemon,
+    pg: TestPostgres,
     users: Vec<BenchUser>,
     dir: PathBuf,
     oath_file: PathBuf,
@@ -379,6 +387,19 @@ impl World {
             "app",
         )?;
         let config = daemon::write_config(&mfad_dir, 0, &StoreSpec::Sqlite(&database), "")?;
+        // The same users and secrets on PostgreSQL, moved there as a site would.
+        let pg = crate::start_postgres()?;
+        let (url, password_file) = (pg.url(), pg.password_file());
+        let pg_dir = dir.join("mfad-pg");
+        let store_key =
+            daemon::migrate_into_postgres(mfad_bin, &pg_dir, &database, &url, &password_file)?;
+        let pg_spec = StoreSpec::Postgres {
+            url: &url,
+            password_file: &password_file,
+            store_key: &store_key,
+        };
+        let pg_config = daemon::write_config(&pg_dir, 0, &pg_spec, "")?;
+        let mfad_pg = BenchDaemon::spawn_system_nss(mfad_bin, &pg_dir, &pg_config)?;
         let mfad = BenchDaemon::spawn_system_nss(mfad_bin, &mfad_dir, &config)?;
         let oath_file = dir.join("users.oath");
         let oath_text: String = users
@@ -400,14 +421,22 @@ impl World {
                     "auth required pam_oath.so usersfile={} window=1 digits=6",
                     oath_file.display()
                 ),
-                Module::PamMfa => format!(
+                Module::PamMfa | Module::PamMfaPostgres => format!(
                     "auth required {} socket={} failmode=secure timeout=10 connect_timeout=2",
                     module.display(),
-                    mfad.socket.display()
+                    if m == Module::PamMfa {
+                        &mfad.socket
+                    } else {
+                        &mfad_pg.socket
+                    }
+                    .display()
                 ),
                 Module::FsyncFloor => continue,
             };
-            let service = format!("{name}-{}", m.file().trim_end_matches(".so"));
+            let service = match m {
+                Module::PamMfaPostgres => format!("{name}-pam_mfa-pg"),
+                _ => format!("{name}-{}", m.file().trim_end_matches(".so")),
+            };
             services.push((
                 m,
                 PamService::install(&service, &format!("# mfa-bench pam calls\n{line}\n"))?,
@@ -416,6 +445,8 @@ impl World {
         Ok(World {
             services,
             mfad,
+            mfad_pg,
+            pg,
             users,
             dir,
             oath_file,
@@ -435,6 +466,8 @@ impl World {
         let conn = rusqlite::Connection::open(&self.database)?;
         conn.busy_timeout(Duration::from_secs(5))?;
         conn.execute("UPDATE devices SET counter = ?1", [step - 10])?;
+        self.pg
+            .psql(&format!("UPDATE devices SET counter = {}", step - 10));
         for u in &self.users {
             write_replacing(
                 &u.ga_path,
@@ -466,6 +499,16 @@ impl World {
                 self.users.len()
             )),
             Err(e) => problems.push(format!("reading mfad's store: {e}")),
+        }
+        let on_pg = self.pg.psql(&format!(
+            "SELECT count(*) FROM devices WHERE counter >= {step_before}"
+        ));
+        if on_pg.trim().parse::<usize>().ok() != Some(self.users.len()) {
+            problems.push(format!(
+                "mfad's PostgreSQL store shows {} of {} users' steps spent after a round",
+                on_pg.trim(),
+                self.users.len()
+            ));
         }
         let unchanged = self
             .users
@@ -606,7 +649,8 @@ pub fn bench(
     }
     let mut load: Vec<(Module, Samples, Samples, bool, Vec<f64>)> = Module::ALL
         .iter()
-        .filter(|&&m| m != Module::FsyncFloor)
+        // Loading the module does not depend on mfad's store: pam_mfa is probed once.
+        .filter(|&&m| m != Module::FsyncFloor && m != Module::PamMfaPostgres)
         .map(|&m| (m, Samples::default(), Samples::default(), false, Vec::new()))
         .collect();
     for run in 0..load_runs {
@@ -623,7 +667,7 @@ pub fn bench(
             load[i].4.push(faults as f64);
         }
     }
-    let _ = &world.mfad;
+    let _ = (&world.mfad, &world.mfad_pg);
     Ok(PamCallResult {
         users: n_users,
         rounds,

@@ -208,7 +208,9 @@ impl Report {
              rounds after one warm-up (every module once per user per round, the order \
              rotated each call): {} calls per module. Every user's secret was made by \
              `google-authenticator -t -d -f -q -C -u -w 3 -e 5`; pam_oath (`window=1`) and \
-             pam_mfa (a private release mfad on SQLite) use the same secret. Every replay \
+             pam_mfa use the same secret (pam_mfa twice: to a private release mfad on SQLite, \
+             and to a second one on a private PostgreSQL on this machine, `fsync = on`, \
+             seeded from the first's file by `mfad --migrate-store`). Every replay \
              state is put back between rounds, untimed, so every timed call is an accept \
              that writes its replay record, and after each round the harness checks each \
              module's state for it. The fsync floor (100 bytes written to a new file, fsync, \
