@@ -6,11 +6,12 @@
 //! Every form carries a CSRF token that must equal the `mfa_enrol` cookie (HttpOnly,
 //! SameSite=Strict, Secure over TLS): a post from another site carries neither.
 
-use super::{App, ClientAddr, Shared, escape, html, mfad_down, unexpected};
+use super::{App, ClientAddr, Shared, alert, html, mfad_down, post_form, unexpected};
 use axum::extract::{Extension, Form, Path, State};
 use axum::http::header::{COOKIE, SET_COOKIE};
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::Response;
+use maud::Markup;
 use mfa_proto::web::{NewApp, Password};
 use mfa_proto::{Closed, WebReply, WebRequest};
 use serde::Deserialize;
@@ -71,97 +72,92 @@ fn link_gone(why: Closed) -> Response {
              changed. Log in with ssh again to get a new link.",
         ),
     };
-    html(
-        status,
-        "Enrolment link closed",
-        &format!("<p>{}</p>", escape(text)),
+    html(status, "Enrolment link closed", html! { p { (text) } })
+}
+
+/// A form for `step` of the link `token`. `token` passed `looks_like_token`; the form posts
+/// to this page's own relative address.
+fn step_form(token: &str, csrf: &str, step: &str, fields: Markup) -> Markup {
+    post_form(
+        token,
+        csrf,
+        html! {
+            input type="hidden" name="step" value=(step);
+            (fields)
+        },
     )
 }
 
-fn hidden(csrf: &str, step: &str) -> String {
-    format!(
-        "<input type=\"hidden\" name=\"csrf\" value=\"{}\">\
-         <input type=\"hidden\" name=\"step\" value=\"{step}\">",
-        escape(csrf)
-    )
-}
-
-/// The password form. `token` passed `looks_like_token` (URL-safe base64 only), so it is
-/// safe in the attribute; the form posts to this page's own relative address.
-fn password_page(token: &str, csrf: &str, user: &str, note: &str) -> Response {
-    html(
-        StatusCode::OK,
-        "Set up two-factor login",
-        &format!(
-            "<p>This sets up an authenticator app for <b>{user}</b>. First, your password.</p>\
-             {note}<form method=\"post\" action=\"{token}\">{hidden}\
-             <label for=\"password\">Password for {user}</label><br>\
-             <input class=\"wide\" id=\"password\" name=\"password\" type=\"password\" \
-             autocomplete=\"current-password\" required><br>\
-             <button type=\"submit\">Continue</button></form>",
-            user = escape(user),
-            hidden = hidden(csrf, "password"),
-        ),
-    )
+/// The password form, after `note`.
+fn password_page(token: &str, csrf: &str, user: &str, note: Markup) -> Response {
+    let fields = html! {
+        label for="password" { "Password for " (user) }
+        br;
+        input.wide #password name="password" type="password" autocomplete="current-password"
+            required;
+        br;
+        button type="submit" { "Continue" }
+    };
+    let body = html! {
+        p { "This sets up an authenticator app for " b { (user) } ". First, your password." }
+        (note)
+        (step_form(token, csrf, "password", fields))
+    };
+    html(StatusCode::OK, "Set up two-factor login", body)
 }
 
 /// The QR code of `data` as inline SVG (no script, no external image).
-fn qr_svg(data: &str) -> String {
+fn qr_svg(data: &str) -> Markup {
     let Ok(code) = qrcode::QrCode::new(data.as_bytes()) else {
-        return String::new();
+        return html! {};
     };
     let width = code.width();
-    let colors = code.to_colors();
     let quiet = 4;
     let size = width + 2 * quiet;
-    let mut path = String::new();
-    for (i, color) in colors.iter().enumerate() {
-        if *color == qrcode::Color::Dark {
-            let (x, y) = (i % width + quiet, i / width + quiet);
-            path.push_str(&format!("M{x} {y}h1v1h-1z"));
+    let path: String = code
+        .to_colors()
+        .iter()
+        .enumerate()
+        .filter(|(_, color)| **color == qrcode::Color::Dark)
+        .map(|(i, _)| format!("M{} {}h1v1h-1z", i % width + quiet, i / width + quiet))
+        .collect();
+    let view_box = format!("0 0 {size} {size}");
+    html! {
+        svg role="img" aria-label="QR code of the new app's account"
+            xmlns="http://www.w3.org/2000/svg" viewBox=(view_box) width="260" height="260"
+            shape-rendering="crispEdges" {
+            rect width=(size) height=(size) fill="#fff" {}
+            path d=(path) fill="#000" {}
         }
     }
-    format!(
-        "<svg role=\"img\" aria-label=\"QR code of the new app's account\" \
-         xmlns=\"http://www.w3.org/2000/svg\" viewBox=\"0 0 {size} {size}\" \
-         width=\"260\" height=\"260\" shape-rendering=\"crispEdges\">\
-         <rect width=\"{size}\" height=\"{size}\" fill=\"#fff\"/>\
-         <path d=\"{path}\" fill=\"#000\"/></svg>"
-    )
 }
 
-fn code_form(token: &str, csrf: &str, digits: Option<u32>) -> String {
-    let digits = digits
-        .map(|d| format!(" maxlength=\"{d}\""))
-        .unwrap_or_default();
-    format!(
-        "<form method=\"post\" action=\"{token}\">{hidden}\
-         <label for=\"code\">Code the app shows now</label><br>\
-         <input class=\"wide\" id=\"code\" name=\"code\" inputmode=\"numeric\" \
-         autocomplete=\"one-time-code\" pattern=\"[0-9]*\"{digits} required><br>\
-         <button type=\"submit\">Finish</button></form>",
-        hidden = hidden(csrf, "code"),
-    )
+fn code_form(token: &str, csrf: &str, digits: Option<u32>) -> Markup {
+    let fields = html! {
+        label for="code" { "Code the app shows now" }
+        br;
+        input.wide #code name="code" inputmode="numeric" autocomplete="one-time-code"
+            pattern="[0-9]*" maxlength=[digits] required;
+        br;
+        button type="submit" { "Finish" }
+    };
+    step_form(token, csrf, "code", fields)
 }
 
 /// A new app's account for the user to add: its QR code (inline SVG), and the secret to
 /// type by hand, then `form`. Not kept by the browser's cache.
-pub(super) fn new_app_page(title: &str, app: &NewApp, form: &str) -> Response {
-    let mut resp = html(
-        StatusCode::OK,
-        title,
-        &format!(
-            "<p>Scan this QR code with your authenticator app (for <b>{user}</b>):</p>\
-             <p class=\"qr\">{qr}</p>\
-             <p>Or add the account by hand ({digits} digits, every {period} s, SHA1):</p>\
-             <p>Secret: <code id=\"secret\">{secret}</code></p>{form}",
-            user = escape(&app.user),
-            qr = qr_svg(&app.uri),
-            digits = app.digits,
-            period = app.period,
-            secret = escape(&app.secret),
-        ),
-    );
+pub(super) fn new_app_page(title: &str, app: &NewApp, form: Markup) -> Response {
+    let body = html! {
+        p { "Scan this QR code with your authenticator app (for " b { (app.user) } "):" }
+        p.qr { (qr_svg(&app.uri)) }
+        p {
+            "Or add the account by hand (" (app.digits) " digits, every " (app.period)
+            " s, SHA1):"
+        }
+        p { "Secret: " code #secret { (app.secret) } }
+        (form)
+    };
+    let mut resp = html(StatusCode::OK, title, body);
     resp.headers_mut().insert(
         axum::http::header::CACHE_CONTROL,
         HeaderValue::from_static("no-store"),
@@ -169,12 +165,9 @@ pub(super) fn new_app_page(title: &str, app: &NewApp, form: &str) -> Response {
     resp
 }
 
-fn retry_app_form(token: &str, csrf: &str) -> String {
-    format!(
-        "<form method=\"post\" action=\"{token}\">{}\
-         <button type=\"submit\">Start again with a new app entry</button></form>",
-        hidden(csrf, "new-app")
-    )
+fn retry_app_form(token: &str, csrf: &str) -> Markup {
+    let button = html! { button type="submit" { "Start again with a new app entry" } };
+    step_form(token, csrf, "new-app", button)
 }
 
 /// Whose live link `token` is, or the page to show instead.
@@ -203,7 +196,7 @@ pub(super) async fn show(State(app): Shared, Path(token): Path<String>) -> Respo
         Err(page) => return page,
     };
     let csrf = new_csrf();
-    let mut resp = password_page(&token, &csrf, &user, "");
+    let mut resp = password_page(&token, &csrf, &user, html! {});
     set_cookie(&mut resp, &csrf, app.secure_cookies);
     resp
 }
@@ -224,8 +217,12 @@ fn forbidden() -> Response {
     html(
         StatusCode::FORBIDDEN,
         "Form expired",
-        "<p>This form has expired or did not come from this page. Nothing was changed. \
-         Open the enrolment link again.</p>",
+        html! {
+            p {
+                "This form has expired or did not come from this page. Nothing was changed. \
+                 Open the enrolment link again."
+            }
+        },
     )
 }
 
@@ -270,13 +267,12 @@ pub(super) async fn step(
                         Err(page) => return page,
                     };
                     let note = if locked {
-                        "<p class=\"error\" role=\"alert\">Your account is locked after too many \
-                         failures. Ask your administrator, or wait for it to unlock.</p>"
+                        "Your account is locked after too many failures. Ask your \
+                         administrator, or wait for it to unlock."
                     } else {
-                        "<p class=\"error\" role=\"alert\">That password is not right (or too \
-                         many were tried with this link).</p>"
+                        "That password is not right (or too many were tried with this link)."
                     };
-                    password_page(&token, csrf, &user, note)
+                    password_page(&token, csrf, &user, alert(note))
                 }
                 Ok(WebReply::Closed { why }) => link_gone(why),
                 Ok(_) => unexpected(),
@@ -298,11 +294,13 @@ pub(super) async fn step(
                 Ok(WebReply::Enrolled { user }) => html(
                     StatusCode::OK,
                     "Done",
-                    &format!(
-                        "<p>The app is enrolled for <b>{}</b>. Your next ssh login asks for a \
-                         code from this app.</p><p>You can close this page.</p>",
-                        escape(&user)
-                    ),
+                    html! {
+                        p {
+                            "The app is enrolled for " b { (user) } ". Your next ssh login asks \
+                             for a code from this app."
+                        }
+                        p { "You can close this page." }
+                    },
                 ),
                 Ok(WebReply::WrongCode { tries_left }) => {
                     let again = if tries_left > 0 {
@@ -310,21 +308,21 @@ pub(super) async fn step(
                     } else {
                         retry_app_form(&token, csrf)
                     };
+                    let note = format!(
+                        "That code does not match. Check the app (and that the phone's clock is \
+                         right). {tries_left} tries left."
+                    );
                     html(
                         StatusCode::OK,
                         "Add the app",
-                        &format!(
-                            "<p class=\"error\" role=\"alert\">That code does not match. Check \
-                             the app (and that the phone's clock is right). {tries_left} tries \
-                             left.</p>{again}"
-                        ),
+                        html! { (alert(note)) (again) },
                     )
                 }
                 Ok(WebReply::OutOfOrder) => back_to_start(&app, &token, csrf).await,
                 Ok(WebReply::PasswordRefused { .. }) => html(
                     StatusCode::FORBIDDEN,
                     "Account locked",
-                    "<p>Your account is locked. Nothing was enrolled.</p>",
+                    html! { p { "Your account is locked. Nothing was enrolled." } },
                 ),
                 Ok(WebReply::Closed { why }) => link_gone(why),
                 Ok(_) => unexpected(),
@@ -346,7 +344,7 @@ async fn new_app(app: &App, token: &str, csrf: &str) -> Response {
         Ok(WebReply::NewApp { app: new }) => new_app_page(
             "Add the app",
             &new,
-            &code_form(token, csrf, Some(new.digits)),
+            code_form(token, csrf, Some(new.digits)),
         ),
         Ok(WebReply::OutOfOrder) => back_to_start(app, token, csrf).await,
         Ok(WebReply::Closed { why }) => link_gone(why),
@@ -362,7 +360,7 @@ async fn back_to_start(app: &App, token: &str, csrf: &str) -> Response {
             token,
             csrf,
             &user,
-            "<p class=\"error\" role=\"alert\">Please enter your password (again).</p>",
+            alert("Please enter your password (again)."),
         ),
         Err(page) => page,
     }

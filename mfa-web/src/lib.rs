@@ -18,6 +18,9 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::service::TowerToHyperService;
+// `html` names both maud's macro and the page layout below (different namespaces); the
+// page modules get both with `use super::html`.
+use maud::{DOCTYPE, Markup, PreEscaped, Render, html};
 use mfa_proto::{Closed, VoiceStep, WebAnswer, WebDecision, WebReply, WebRequest};
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
@@ -246,9 +249,6 @@ impl Mfad for MfadSocket {
     }
 }
 
-/// Text made safe to place in HTML, in content or in a quoted attribute.
-pub use mfa_proto::text::markup_escape as escape;
-
 struct App {
     mfad: Arc<dyn Mfad>,
     /// Served over TLS: cookies carry `Secure`.
@@ -260,24 +260,47 @@ mod portal;
 
 type Shared = State<Arc<App>>;
 
-fn html(status: StatusCode, title: &str, body: &str) -> Response {
-    let page = format!(
-        "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">\
-         <meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\
-         <meta name=\"referrer\" content=\"no-referrer\">\
-         <title>{title}</title><style>{STYLE}</style></head>\
-         <body><main><h1>{title}</h1>{body}</main></body></html>\n",
-        title = escape(title),
-    );
+/// The page: `title` as its title and heading, then `body`.
+fn html(status: StatusCode, title: &str, body: Markup) -> Response {
+    let page = html! {
+        (DOCTYPE) "\n"
+        html lang="en" {
+            head {
+                meta charset="utf-8";
+                meta name="viewport" content="width=device-width, initial-scale=1";
+                meta name="referrer" content="no-referrer";
+                title { (title) }
+                // STYLE is a constant of this file: no outside text ever reaches it.
+                style { (PreEscaped(STYLE)) }
+            }
+            body { main { h1 { (title) } (body) } }
+        }
+        "\n"
+    };
     (
         status,
         [(
             CONTENT_TYPE,
             HeaderValue::from_static("text/html; charset=utf-8"),
         )],
-        page,
+        page.into_string(),
     )
         .into_response()
+}
+
+/// A form that posts `fields` to `to`, with the CSRF token `csrf`.
+fn post_form(to: &str, csrf: &str, fields: Markup) -> Markup {
+    html! {
+        form method="post" action=(to) {
+            input type="hidden" name="csrf" value=(csrf);
+            (fields)
+        }
+    }
+}
+
+/// A paragraph that tells what went wrong, announced by screen readers.
+fn alert(text: impl Render) -> Markup {
+    html! { p.error role="alert" { (text) } }
 }
 
 const STYLE: &str = "body{font-family:system-ui,sans-serif;margin:0;padding:1em;background:#f6f6f6;color:#111}\
@@ -297,10 +320,10 @@ fn gone(status: StatusCode, why: &str) -> Response {
     html(
         status,
         "Login request closed",
-        &format!(
-            "<p>{}</p><p>Nothing was approved. If a login is still waiting, start it again.</p>",
-            escape(why)
-        ),
+        html! {
+            p { (why) }
+            p { "Nothing was approved. If a login is still waiting, start it again." }
+        },
     )
 }
 
@@ -317,8 +340,12 @@ fn mfad_down(e: &MfadError) -> Response {
     html(
         StatusCode::SERVICE_UNAVAILABLE,
         "Service unavailable",
-        "<p>Login requests cannot be shown or answered right now: the two-factor service \
-         is not reachable. Nothing was approved. Try again in a moment.</p>",
+        html! {
+            p {
+                "Login requests cannot be shown or answered right now: the two-factor service \
+                 is not reachable. Nothing was approved. Try again in a moment."
+            }
+        },
     )
 }
 
@@ -343,7 +370,7 @@ fn unexpected() -> Response {
     html(
         StatusCode::BAD_GATEWAY,
         "Unexpected answer",
-        "<p>The two-factor service gave an unexpected answer. Nothing was approved.</p>",
+        html! { p { "The two-factor service gave an unexpected answer. Nothing was approved." } },
     )
 }
 
@@ -363,51 +390,51 @@ async fn show(State(app): Shared, Path(token): Path<String>) -> Response {
         Ok(_) => return unexpected(),
         Err(e) => return mfad_down(&e),
     };
-    let number = if page.needs_number {
-        "<label for=\"number\">Type the number shown at the login prompt:</label><br>\
-         <input id=\"number\" name=\"number\" inputmode=\"numeric\" pattern=\"[0-9]{2}\" \
-         maxlength=\"2\" autocomplete=\"off\" required><br>"
-    } else {
-        ""
-    };
     // The forms post to the relative URL `{token}`, which is this page's own address even
     // when a reverse proxy serves the pages under a path prefix.
-    // `looks_like_token` above allowed only URL-safe base64 characters, so it needs no
-    // escaping inside the attribute.
-    let form = |action: &str, extra: &str, class: &str, label: &str| {
-        format!(
-            "<form method=\"post\" action=\"{token}\">\
-             <input type=\"hidden\" name=\"action\" value=\"{action}\">{extra}\
-             <button type=\"submit\" class=\"{class}\">{label}</button></form>"
-        )
+    let form = |action: &str, extra: Markup, class: &str, label: &str| {
+        html! {
+            form method="post" action=(token) {
+                input type="hidden" name="action" value=(action);
+                (extra)
+                button type="submit" class=(class) { (label) }
+            }
+        }
     };
-    let lead = if page.adding_device {
-        format!(
-            "<p><b>{}</b> is adding this phone to their two-factor devices. Approve only if \
-             you are doing that, now.</p>",
-            escape(&page.user)
-        )
-    } else {
-        format!(
-            "<p>Someone is logging in as <b>{}</b>. Approve only if it is you, now.</p>",
-            escape(&page.user)
-        )
+    let number = html! {
+        @if page.needs_number {
+            label for="number" { "Type the number shown at the login prompt:" }
+            br;
+            input id="number" name="number" inputmode="numeric" pattern="[0-9]{2}"
+                maxlength="2" autocomplete="off" required;
+            br;
+        }
     };
-    let body = format!(
-        "{lead}\
-         <dl><dt>User</dt><dd>{user}</dd><dt>Host</dt><dd>{host}</dd>\
-         <dt>From</dt><dd>{rhost}</dd><dt>Time</dt><dd>{time}</dd></dl>{approve}{deny}{report}\
-         <p class=\"note\">Did not start this login? Use <b>Deny and report</b>: the login \
-         is refused and your administrator is alerted.</p>",
-        user = escape(&page.user),
-        host = escape(&page.host),
-        rhost = escape(&page.rhost),
-        time = escape(&page.time),
-        approve = form("approve", number, "approve", "Approve"),
-        deny = form("deny", "", "deny", "Deny"),
-        report = form("report", "", "report", "Deny and report"),
-    );
-    html(StatusCode::OK, "Login request", &body)
+    let body = html! {
+        @if page.adding_device {
+            p {
+                b { (page.user) }
+                " is adding this phone to their two-factor devices. Approve only if you are \
+                 doing that, now."
+            }
+        } @else {
+            p { "Someone is logging in as " b { (page.user) } ". Approve only if it is you, now." }
+        }
+        dl {
+            dt { "User" } dd { (page.user) }
+            dt { "Host" } dd { (page.host) }
+            dt { "From" } dd { (page.rhost) }
+            dt { "Time" } dd { (page.time) }
+        }
+        (form("approve", number, "approve", "Approve"))
+        (form("deny", html! {}, "deny", "Deny"))
+        (form("report", html! {}, "report", "Deny and report"))
+        p.note {
+            "Did not start this login? Use " b { "Deny and report" } ": the login is refused \
+             and your administrator is alerted."
+        }
+    };
+    html(StatusCode::OK, "Login request", body)
 }
 
 #[derive(Deserialize)]
@@ -434,7 +461,7 @@ async fn decide(
             return html(
                 StatusCode::BAD_REQUEST,
                 "Unknown answer",
-                "<p>Use one of the buttons on the login request page.</p>",
+                html! { p { "Use one of the buttons on the login request page." } },
             );
         }
     };
@@ -445,11 +472,6 @@ async fn decide(
     };
     match app.mfad.ask(request).await {
         Ok(WebReply::Decided { decision, waiting }) => {
-            let late = if waiting {
-                ""
-            } else {
-                "<p>The login had already stopped waiting.</p>"
-            };
             let (title, text) = match decision {
                 WebDecision::Approved => ("Approved", "The login may go ahead."),
                 WebDecision::WrongNumber => (
@@ -463,14 +485,14 @@ async fn decide(
                 ),
                 WebDecision::Denied => ("Denied", "The login was refused."),
             };
-            html(
-                StatusCode::OK,
-                title,
-                &format!(
-                    "<p>{}</p>{late}<p>You can close this page.</p>",
-                    escape(text)
-                ),
-            )
+            let body = html! {
+                p { (text) }
+                @if !waiting {
+                    p { "The login had already stopped waiting." }
+                }
+                p { "You can close this page." }
+            };
+            html(StatusCode::OK, title, body)
         }
         Ok(WebReply::Closed { why }) => closed(why),
         Ok(_) => unexpected(),
@@ -545,7 +567,7 @@ async fn fallback() -> Response {
     html(
         StatusCode::NOT_FOUND,
         "Not found",
-        "<p>There is nothing here.</p>",
+        html! { p { "There is nothing here." } },
     )
 }
 
@@ -658,8 +680,12 @@ fn too_many() -> Response {
     html(
         StatusCode::TOO_MANY_REQUESTS,
         "Too many requests",
-        "<p>Too many requests from this address. Nothing was approved. Wait a minute, then \
-         open the link again.</p>",
+        html! {
+            p {
+                "Too many requests from this address. Nothing was approved. Wait a minute, \
+                 then open the link again."
+            }
+        },
     )
 }
 

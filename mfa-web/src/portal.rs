@@ -8,11 +8,12 @@
 //! (before there is a session) a token equal to the `mfa_signin` cookie.
 
 use super::enrol::{cookie_named, new_app_page, new_csrf};
-use super::{App, ClientAddr, Shared, escape, html, mfad_down, unexpected};
+use super::{App, ClientAddr, Shared, alert, html, mfad_down, post_form, unexpected};
 use axum::extract::{Extension, Form, State};
 use axum::http::header::{LOCATION, SET_COOKIE};
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::Response;
+use maud::{Markup, Render};
 use mfa_proto::web::{
     AdminAction, LockedUser, Password, PortalChange, PortalLogin, PortalPage, PortalVia,
     ShownCodes, SignInRefusal,
@@ -45,7 +46,7 @@ fn with_cookie(mut resp: Response, value: Option<HeaderValue>) -> Response {
 
 /// 303 to the portal's page (after a post, so that a reload does not post again).
 fn to_portal() -> Response {
-    let mut resp = html(StatusCode::SEE_OTHER, "Two-factor settings", "");
+    let mut resp = html(StatusCode::SEE_OTHER, "Two-factor settings", html! {});
     resp.headers_mut()
         .insert(LOCATION, HeaderValue::from_static("/portal"));
     resp
@@ -59,8 +60,12 @@ fn not_enabled() -> Response {
     html(
         StatusCode::NOT_FOUND,
         "Not available",
-        "<p>The self-service pages are not enabled on this site. Use the <code>mfa</code> \
-         command on a login node, or ask your administrator.</p>",
+        html! {
+            p {
+                "The self-service pages are not enabled on this site. Use the " code { "mfa" }
+                " command on a login node, or ask your administrator."
+            }
+        },
     )
 }
 
@@ -68,8 +73,12 @@ fn unavailable() -> Response {
     html(
         StatusCode::SERVICE_UNAVAILABLE,
         "Service unavailable",
-        "<p>The two-factor service cannot answer right now. Nothing was changed. Try again \
-         in a moment.</p>",
+        html! {
+            p {
+                "The two-factor service cannot answer right now. Nothing was changed. Try again \
+                 in a moment."
+            }
+        },
     )
 }
 
@@ -77,30 +86,86 @@ fn bad_form() -> Response {
     html(
         StatusCode::FORBIDDEN,
         "Form expired",
-        "<p>This form has expired or did not come from this site. Nothing was changed. \
-         <a href=\"/portal\">Start again</a>.</p>",
+        html! {
+            p {
+                "This form has expired or did not come from this site. Nothing was changed. "
+                a href="/portal" { "Start again" } "."
+            }
+        },
     )
 }
 
-fn sign_in_page(app: &App, note: &str) -> Response {
+/// A paragraph with a link back to the portal's page.
+fn portal_link(text: &str) -> Markup {
+    html! { p { a href="/portal" { (text) } } }
+}
+
+/// A note on how the last step went, read out by screen readers.
+fn status_note(note: &str) -> Markup {
+    html! { p #note role="status" { (note) } }
+}
+
+/// A form that posts `action` to `/portal/change`, with `fields`.
+fn change_form(csrf: &str, action: &str, fields: Markup) -> Markup {
+    let fields = html! {
+        input type="hidden" name="action" value=(action);
+        (fields)
+    };
+    post_form("/portal/change", csrf, fields)
+}
+
+/// A form with one button that posts `action` (about device `device`, if given).
+fn button_form(csrf: &str, action: &str, device: Option<i64>, label: impl Render) -> Markup {
+    let fields = html! {
+        @if let Some(id) = device {
+            input type="hidden" name="device" value=(id);
+        }
+        button type="submit" { (label) }
+    };
+    change_form(csrf, action, fields)
+}
+
+/// The field for a code, labelled `label`, and the button that sends it.
+fn code_field(label: &str, button: &str) -> Markup {
+    html! {
+        label for="code" { (label) }
+        br;
+        input.wide #code name="code" inputmode="numeric" autocomplete="one-time-code" required;
+        br;
+        button type="submit" { (button) }
+    }
+}
+
+/// The optional name of a device being added (the field `id`).
+fn name_field(id: &str) -> Markup {
+    html! {
+        label for=(id) { "Name (optional)" }
+        br;
+        input.wide id=(id) name="name" maxlength="64";
+        br;
+    }
+}
+
+fn sign_in_page(app: &App, note: Markup) -> Response {
     let csrf = new_csrf();
-    let resp = html(
-        StatusCode::OK,
-        "Sign in",
-        &format!(
-            "<p>Sign in to see and change your two-factor settings.</p>{note}\
-             <form method=\"post\" action=\"/portal/sign-in\">\
-             <input type=\"hidden\" name=\"csrf\" value=\"{csrf}\">\
-             <label for=\"user\">User name</label><br>\
-             <input class=\"wide\" id=\"user\" name=\"user\" autocomplete=\"username\" \
-             autocapitalize=\"none\" required><br>\
-             <label for=\"password\">Password</label><br>\
-             <input class=\"wide\" id=\"password\" name=\"password\" type=\"password\" \
-             autocomplete=\"current-password\" required><br>\
-             <button type=\"submit\">Continue</button></form>",
-            csrf = escape(&csrf),
-        ),
-    );
+    let fields = html! {
+        label for="user" { "User name" }
+        br;
+        input.wide #user name="user" autocomplete="username" autocapitalize="none" required;
+        br;
+        label for="password" { "Password" }
+        br;
+        input.wide #password name="password" type="password" autocomplete="current-password"
+            required;
+        br;
+        button type="submit" { "Continue" }
+    };
+    let body = html! {
+        p { "Sign in to see and change your two-factor settings." }
+        (note)
+        (post_form("/portal/sign-in", &csrf, fields))
+    };
+    let resp = html(StatusCode::OK, "Sign in", body);
     with_cookie(resp, cookie(SIGNIN_COOKIE, &csrf, 900, app.secure_cookies))
 }
 
@@ -109,7 +174,7 @@ fn code_page(
     csrf: &str,
     for_change: bool,
     offers: &[PortalVia],
-    note: &str,
+    note: Markup,
 ) -> Response {
     let why = if for_change {
         "Changes need a second factor from the last few minutes. Type a current code (or use \
@@ -118,188 +183,138 @@ fn code_page(
         "Now a code from your authenticator app or hardware token, or one of your bypass \
          codes."
     };
-    html(
-        StatusCode::OK,
-        "Second factor",
-        &format!(
-            "<p>Signed in as <b>{user}</b>. {why}</p>{note}{form}{phone}{out}",
-            user = escape(user),
-            form = code_form(csrf),
-            phone = phone_offers(csrf, offers),
-            out = sign_out_form(csrf),
-        ),
-    )
+    let body = html! {
+        p { "Signed in as " b { (user) } ". " (why) }
+        (note)
+        (code_form(csrf))
+        (phone_offers(csrf, offers))
+        (sign_out_form(csrf))
+    };
+    html(StatusCode::OK, "Second factor", body)
 }
 
-fn code_form(csrf: &str) -> String {
-    format!(
-        "<form method=\"post\" action=\"/portal/code\">\
-         <input type=\"hidden\" name=\"csrf\" value=\"{}\">\
-         <label for=\"code\">Code</label><br>\
-         <input class=\"wide\" id=\"code\" name=\"code\" inputmode=\"numeric\" \
-         autocomplete=\"one-time-code\" required><br>\
-         <button type=\"submit\">Continue</button></form>",
-        escape(csrf)
-    )
+fn code_form(csrf: &str) -> Markup {
+    post_form("/portal/code", csrf, code_field("Code", "Continue"))
 }
 
 /// The buttons that bring the second factor by phone, for the devices the user has.
-fn phone_offers(csrf: &str, offers: &[PortalVia]) -> String {
-    if offers.is_empty() {
-        return String::new();
+fn phone_offers(csrf: &str, offers: &[PortalVia]) -> Markup {
+    let label = |via: &PortalVia| match via {
+        PortalVia::Sms => "Text me a code",
+        PortalVia::Push => "Send a push to my phone",
+        PortalVia::Call => "Call me",
+    };
+    html! {
+        @if !offers.is_empty() {
+            h2 { "Or by phone" }
+        }
+        @for via in offers {
+            (post_form("/portal/send", csrf, html! {
+                input type="hidden" name="via" value=(via.as_str());
+                button type="submit" { (label(via)) }
+            }))
+        }
     }
-    let mut out = String::from("<h2>Or by phone</h2>");
-    for via in offers {
-        let label = match via {
-            PortalVia::Sms => "Text me a code",
-            PortalVia::Push => "Send a push to my phone",
-            PortalVia::Call => "Call me",
-        };
-        out.push_str(&format!(
-            "<form method=\"post\" action=\"/portal/send\">\
-             <input type=\"hidden\" name=\"csrf\" value=\"{csrf}\">\
-             <input type=\"hidden\" name=\"via\" value=\"{via}\">\
-             <button type=\"submit\">{label}</button></form>",
-            csrf = escape(csrf),
-            via = via.as_str(),
-        ));
-    }
-    out
 }
 
-fn sign_out_form(csrf: &str) -> String {
-    format!(
-        "<form method=\"post\" action=\"/portal/sign-out\">\
-         <input type=\"hidden\" name=\"csrf\" value=\"{}\">\
-         <button type=\"submit\">Sign out</button></form>",
-        escape(csrf)
-    )
-}
-
-fn change_form(csrf: &str, action: &str, device: Option<i64>, label: &str) -> String {
-    let device = device
-        .map(|id| format!("<input type=\"hidden\" name=\"device\" value=\"{id}\">"))
-        .unwrap_or_default();
-    format!(
-        "<form method=\"post\" action=\"/portal/change\">\
-         <input type=\"hidden\" name=\"csrf\" value=\"{csrf}\">\
-         <input type=\"hidden\" name=\"action\" value=\"{action}\">{device}\
-         <button type=\"submit\">{label}</button></form>",
-        csrf = escape(csrf),
-        label = escape(label),
+fn sign_out_form(csrf: &str) -> Markup {
+    post_form(
+        "/portal/sign-out",
+        csrf,
+        html! { button type="submit" { "Sign out" } },
     )
 }
 
 /// The form that renames device `id` (the `n`th listed, called `name`).
-fn rename_form(csrf: &str, id: i64, n: usize, name: &str) -> String {
-    format!(
-        "<form method=\"post\" action=\"/portal/change\">\
-         <input type=\"hidden\" name=\"csrf\" value=\"{csrf}\">\
-         <input type=\"hidden\" name=\"action\" value=\"rename\">\
-         <input type=\"hidden\" name=\"device\" value=\"{id}\">\
-         <label for=\"name-{n}\">New name for \u{201c}{name}\u{201d}</label><br>\
-         <input class=\"wide\" id=\"name-{n}\" name=\"name\" maxlength=\"64\" required>\
-         <br><button type=\"submit\">Rename</button></form>",
-        csrf = escape(csrf),
-        name = escape(name),
-    )
+fn rename_form(csrf: &str, id: i64, n: usize, name: &str) -> Markup {
+    let fields = html! {
+        input type="hidden" name="device" value=(id);
+        label for={ "name-" (n) } { "New name for \u{201c}" (name) "\u{201d}" }
+        br;
+        input.wide id={ "name-" (n) } name="name" maxlength="64" required;
+        br;
+        button type="submit" { "Rename" }
+    };
+    change_form(csrf, "rename", fields)
 }
 
 /// The forms that add a phone, a push device and a hardware token.
-fn add_forms(page: &PortalPage) -> String {
-    let csrf = escape(&page.csrf);
-    let start = |action: &str| {
-        format!(
-            "<form method=\"post\" action=\"/portal/change\">\
-             <input type=\"hidden\" name=\"csrf\" value=\"{csrf}\">\
-             <input type=\"hidden\" name=\"action\" value=\"{action}\">"
-        )
+fn add_forms(page: &PortalPage) -> Markup {
+    let csrf = &page.csrf;
+    let phone = html! {
+        label for="phone-number" { "Number, with its country code" }
+        br;
+        input.wide #phone-number name="number" type="tel" autocomplete="tel"
+            placeholder="+1 555 123 4567" required;
+        br;
+        (name_field("phone-name"))
+        button type="submit" { "Text me a code" }
     };
-    let mut forms = String::new();
-    if page.can_add_phone {
-        forms.push_str(&format!(
-            "<h3>A phone (text messages and calls)</h3>{}\
-             <label for=\"phone-number\">Number, with its country code</label><br>\
-             <input class=\"wide\" id=\"phone-number\" name=\"number\" type=\"tel\" \
-             autocomplete=\"tel\" placeholder=\"+1 555 123 4567\" required><br>\
-             <label for=\"phone-name\">Name (optional)</label><br>\
-             <input class=\"wide\" id=\"phone-name\" name=\"name\" maxlength=\"64\"><br>\
-             <button type=\"submit\">Text me a code</button></form>",
-            start("begin-phone")
-        ));
+    let push = html! {
+        (name_field("push-name"))
+        button type="submit" { "Add a push device" }
+    };
+    let token = html! {
+        label for="token-kind" { "Kind" }
+        br;
+        select #token-kind name="kind" {
+            option value="hotp" { "counter-based (press the button for a code)" }
+            option value="totp" { "time-based (a new code every 30 s)" }
+        }
+        br;
+        label for="token-secret" {
+            "Secret, from the token's seed file: base32, or " code { "hex:" } " and hex digits"
+        }
+        br;
+        input.wide #token-secret name="secret" autocomplete="off" required;
+        br;
+        label for="token-code" { "A code it shows now" }
+        br;
+        input.wide #token-code name="code" inputmode="numeric" autocomplete="one-time-code"
+            required;
+        br;
+        (name_field("token-name"))
+        button type="submit" { "Add the token" }
+    };
+    html! {
+        @if page.can_add_phone {
+            h3 { "A phone (text messages and calls)" }
+            (change_form(csrf, "begin-phone", phone))
+        }
+        @if page.can_add_push {
+            h3 { "A push device (the ntfy app)" }
+            (change_form(csrf, "begin-push", push))
+        }
+        h3 { "A hardware token" }
+        (change_form(csrf, "add-token", token))
     }
-    if page.can_add_push {
-        forms.push_str(&format!(
-            "<h3>A push device (the ntfy app)</h3>{}\
-             <label for=\"push-name\">Name (optional)</label><br>\
-             <input class=\"wide\" id=\"push-name\" name=\"name\" maxlength=\"64\"><br>\
-             <button type=\"submit\">Add a push device</button></form>",
-            start("begin-push")
-        ));
-    }
-    forms.push_str(&format!(
-        "<h3>A hardware token</h3>{}\
-         <label for=\"token-kind\">Kind</label><br>\
-         <select id=\"token-kind\" name=\"kind\">\
-         <option value=\"hotp\">counter-based (press the button for a code)</option>\
-         <option value=\"totp\">time-based (a new code every 30 s)</option></select><br>\
-         <label for=\"token-secret\">Secret, from the token's seed file: base32, or \
-         <code>hex:</code> and hex digits</label>\
-         <br><input class=\"wide\" id=\"token-secret\" name=\"secret\" autocomplete=\"off\" \
-         required><br>\
-         <label for=\"token-code\">A code it shows now</label><br>\
-         <input class=\"wide\" id=\"token-code\" name=\"code\" inputmode=\"numeric\" \
-         autocomplete=\"one-time-code\" required><br>\
-         <label for=\"token-name\">Name (optional)</label><br>\
-         <input class=\"wide\" id=\"token-name\" name=\"name\" maxlength=\"64\"><br>\
-         <button type=\"submit\">Add the token</button></form>",
-        start("add-token")
-    ));
-    forms
 }
 
-/// The page that asks for the code texted to the new phone.
-fn phone_code_page(csrf: &str, masked: &str, note: &str) -> Response {
-    html(
-        StatusCode::OK,
-        "Add a phone",
-        &format!(
-            "<p>A code was texted to {masked}.</p>{note}\
-             <form method=\"post\" action=\"/portal/change\">\
-             <input type=\"hidden\" name=\"csrf\" value=\"{csrf}\">\
-             <input type=\"hidden\" name=\"action\" value=\"confirm-phone\">\
-             <label for=\"code\">Code from the text message</label><br>\
-             <input class=\"wide\" id=\"code\" name=\"code\" inputmode=\"numeric\" \
-             autocomplete=\"one-time-code\" required><br>\
-             <button type=\"submit\">Add the phone</button></form>\
-             <p><a href=\"/portal\">Cancel</a></p>",
-            masked = escape(masked),
-            csrf = escape(csrf),
-        ),
-    )
-}
-
-/// A form with one button that posts `action`.
-fn button_form(csrf: &str, action: &str, label: &str) -> String {
-    change_form(csrf, action, None, label)
+/// The page that asks for the code texted to the new phone, after `note`.
+fn phone_code_page(csrf: &str, masked: &str, note: Markup) -> Response {
+    let code = code_field("Code from the text message", "Add the phone");
+    let body = html! {
+        p { "A code was texted to " (masked) "." }
+        (note)
+        (change_form(csrf, "confirm-phone", code))
+        (portal_link("Cancel"))
+    };
+    html(StatusCode::OK, "Add a phone", body)
 }
 
 /// The new push device's topic, to subscribe to before the test notification.
 fn push_topic_page(csrf: &str, topic: &str, server: &str) -> Response {
-    let mut resp = html(
-        StatusCode::OK,
-        "Add a push device",
-        &format!(
-            "<p>In the ntfy app, subscribe to this topic on the server <code>{server}</code>:</p>\
-             <p><code id=\"topic\">{topic}</code></p>\
-             <p class=\"note\">Or open <code>{server}/{topic}</code> on the phone. Keep the \
-             topic to yourself: whoever subscribes to it can answer your login requests.</p>\
-             {send}<p><a href=\"/portal\">Cancel</a></p>",
-            server = escape(server),
-            topic = escape(topic),
-            send = button_form(csrf, "test-push", "Send a test notification"),
-        ),
-    );
+    let body = html! {
+        p { "In the ntfy app, subscribe to this topic on the server " code { (server) } ":" }
+        p { code #topic { (topic) } }
+        p.note {
+            "Or open " code { (server) "/" (topic) } " on the phone. Keep the topic to \
+             yourself: whoever subscribes to it can answer your login requests."
+        }
+        (button_form(csrf, "test-push", None, "Send a test notification"))
+        (portal_link("Cancel"))
+    };
+    let mut resp = html(StatusCode::OK, "Add a push device", body);
     resp.headers_mut()
         .insert("cache-control", HeaderValue::from_static("no-store"));
     resp
@@ -307,217 +322,174 @@ fn push_topic_page(csrf: &str, topic: &str, server: &str) -> Response {
 
 /// The test notification is out (or was not approved): Continue, or send it again.
 fn push_waiting_page(csrf: &str, note: &str) -> Response {
-    html(
-        StatusCode::OK,
-        "Add a push device",
-        &format!(
-            "<p id=\"note\" role=\"status\">{}</p>{}{}<p><a href=\"/portal\">Cancel</a></p>",
-            escape(note),
-            button_form(csrf, "check-push", "Continue"),
-            button_form(csrf, "test-push", "Send the test notification again"),
-        ),
-    )
+    let body = html! {
+        (status_note(note))
+        (button_form(csrf, "check-push", None, "Continue"))
+        (button_form(csrf, "test-push", None, "Send the test notification again"))
+        (portal_link("Cancel"))
+    };
+    html(StatusCode::OK, "Add a push device", body)
 }
 
 /// The recent logins, each with its "this wasn't me" button.
-fn logins_part(csrf: &str, logins: &[PortalLogin]) -> String {
-    let mut list = String::from("<h2>My recent logins</h2><ol id=\"logins\" class=\"logins\">");
-    if logins.is_empty() {
-        list.push_str("<li>None recorded yet.</li>");
+fn logins_part(csrf: &str, logins: &[PortalLogin]) -> Markup {
+    html! {
+        h2 { "My recent logins" }
+        ol id="logins" class="logins" {
+            @if logins.is_empty() {
+                li { "None recorded yet." }
+            }
+            @for (i, l) in logins.iter().enumerate() {
+                li id={ "login-" (i + 1) } {
+                    b { (l.at) } ": " span.outcome { (l.outcome) }
+                    @if l.method != "-" {
+                        " with " (l.method)
+                    }
+                    br;
+                    "from " span.address { (l.address) } " to " (l.host) " (" (l.service) ")"
+                    br;
+                    span.note { (l.detail) }
+                    (change_form(csrf, "not-me", html! {
+                        input type="hidden" name="login" value=(l.id);
+                        button type="submit" class="report"
+                            aria-label={
+                                "This wasn't me: the login of " (l.at) " from " (l.address)
+                            }
+                            { "This wasn't me" }
+                    }))
+                }
+            }
+        }
+        p.note {
+            "\u{201c}This wasn't me\u{201d} locks your account at once and alerts your \
+             administrator."
+        }
     }
-    for (i, l) in logins.iter().enumerate() {
-        let method = if l.method == "-" {
-            String::new()
-        } else {
-            format!(" with {}", escape(&l.method))
-        };
-        list.push_str(&format!(
-            "<li id=\"login-{n}\"><b>{at}</b>: <span class=\"outcome\">{outcome}</span>{method}\
-             <br>from <span class=\"address\">{address}</span> to {host} ({service})\
-             <br><span class=\"note\">{detail}</span>\
-             <form method=\"post\" action=\"/portal/change\">\
-             <input type=\"hidden\" name=\"csrf\" value=\"{csrf}\">\
-             <input type=\"hidden\" name=\"action\" value=\"not-me\">\
-             <input type=\"hidden\" name=\"login\" value=\"{id}\">\
-             <button type=\"submit\" class=\"report\" aria-label=\"This wasn't me: the \
-             login of {at} from {address}\">This wasn't me</button></form></li>",
-            n = i + 1,
-            at = escape(&l.at),
-            outcome = escape(&l.outcome),
-            address = escape(&l.address),
-            host = escape(&l.host),
-            service = escape(&l.service),
-            detail = escape(&l.detail),
-            csrf = escape(csrf),
-            id = l.id,
-        ));
-    }
-    list.push_str(
-        "</ol><p class=\"note\">\u{201c}This wasn't me\u{201d} locks your account at once \
-         and alerts your administrator.</p>",
-    );
-    list
 }
 
 fn home_page(page: &PortalPage) -> Response {
-    let mut devices = String::from("<ul class=\"devices\">");
-    for (i, d) in page.devices.iter().enumerate() {
-        let default = if d.default {
-            " <b class=\"default\">(default: used by scp, sftp, rsync and file transfer \
-             apps)</b>"
-                .to_string()
-        } else {
-            change_form(
-                &page.csrf,
-                "set-default",
-                Some(d.id),
-                &format!("Make \u{201c}{}\u{201d} the default", d.name),
-            )
-        };
-        devices.push_str(&format!(
-            "<li id=\"device-{n}\"><b>{name}</b>: {detail}{default}{rename}{remove}</li>",
-            n = i + 1,
-            name = escape(&d.name),
-            detail = escape(&d.detail),
-            rename = rename_form(&page.csrf, d.id, i + 1, &d.name),
-            remove = change_form(
-                &page.csrf,
-                "remove",
-                Some(d.id),
-                &format!("Remove \u{201c}{}\u{201d}", d.name)
-            ),
-        ));
-    }
-    devices.push_str("</ul>");
-    let admin = if page.admin {
-        admin_part(&page.csrf, &page.locked)
-    } else {
-        String::new()
+    let csrf = &page.csrf;
+    let body = html! {
+        p { "Signed in as " b { (page.user) } "." }
+        h2 { "My devices" }
+        ul.devices {
+            @for (i, d) in page.devices.iter().enumerate() {
+                li id={ "device-" (i + 1) } {
+                    b { (d.name) } ": " (d.detail)
+                    @if d.default {
+                        " " b.default {
+                            "(default: used by scp, sftp, rsync and file transfer apps)"
+                        }
+                    } @else {
+                        (button_form(csrf, "set-default", Some(d.id),
+                            html! { "Make \u{201c}" (d.name) "\u{201d} the default" }))
+                    }
+                    (rename_form(csrf, d.id, i + 1, &d.name))
+                    (button_form(csrf, "remove", Some(d.id),
+                        html! { "Remove \u{201c}" (d.name) "\u{201d}" }))
+                }
+            }
+        }
+        h2 { "Bypass codes" }
+        p #bypass-left { (page.bypass_left) " unused." }
+        (button_form(csrf, "new-bypass-codes", None, "New bypass codes"))
+        h2 { "Add a device" }
+        (button_form(csrf, "begin-app", None, "Add an authenticator app"))
+        (add_forms(page))
+        (logins_part(csrf, &page.logins))
+        @if page.admin {
+            (admin_part(csrf, &page.locked))
+        }
+        (sign_out_form(csrf))
     };
-    html(
-        StatusCode::OK,
-        "My two-factor settings",
-        &format!(
-            "<p>Signed in as <b>{user}</b>.</p><h2>My devices</h2>{devices}\
-             <h2>Bypass codes</h2><p id=\"bypass-left\">{left} unused.</p>{codes}\
-             <h2>Add a device</h2>{add}{more}{logins}{admin}{out}",
-            more = add_forms(page),
-            logins = logins_part(&page.csrf, &page.logins),
-            add = change_form(&page.csrf, "begin-app", None, "Add an authenticator app"),
-            user = escape(&page.user),
-            left = page.bypass_left,
-            codes = change_form(&page.csrf, "new-bypass-codes", None, "New bypass codes"),
-            out = sign_out_form(&page.csrf),
-        ),
-    )
+    html(StatusCode::OK, "My two-factor settings", body)
+}
+
+/// A button of the administrator's form that does `action`.
+fn admin_button(action: AdminAction, label: impl Render) -> Markup {
+    html! { button type="submit" name="action" value=(action.as_str()) { (label) } }
 }
 
 /// The form an administrator acts on a user with (`user` filled in, if given).
-fn admin_form(csrf: &str, user: &str) -> String {
-    let button = |action: AdminAction, label: &str| {
-        format!(
-            "<button type=\"submit\" name=\"action\" value=\"{}\">{label}</button>",
-            action.as_str()
-        )
+fn admin_form(csrf: &str, user: &str) -> Markup {
+    let fields = html! {
+        label for="admin-user" { "User name" }
+        br;
+        input.wide #admin-user name="user" value=(user) autocapitalize="none" required;
+        br;
+        (admin_button(AdminAction::Status, "Status"))
+        (admin_button(AdminAction::Unlock, "Unlock"))
+        (admin_button(AdminAction::BypassCodes, "Issue bypass codes"))
+        (admin_button(AdminAction::Reset, "Reset (remove every device and code)"))
     };
-    format!(
-        "<form method=\"post\" action=\"/portal/admin\">\
-         <input type=\"hidden\" name=\"csrf\" value=\"{csrf}\">\
-         <label for=\"admin-user\">User name</label><br>\
-         <input class=\"wide\" id=\"admin-user\" name=\"user\" value=\"{user}\" \
-         autocapitalize=\"none\" required><br>{status}{unlock}{codes}{reset}</form>",
-        csrf = escape(csrf),
-        user = escape(user),
-        status = button(AdminAction::Status, "Status"),
-        unlock = button(AdminAction::Unlock, "Unlock"),
-        codes = button(AdminAction::BypassCodes, "Issue bypass codes"),
-        reset = button(AdminAction::Reset, "Reset (remove every device and code)"),
-    )
+    post_form("/portal/admin", csrf, fields)
 }
 
-fn admin_part(csrf: &str, locked: &[LockedUser]) -> String {
-    let mut list = String::from("<ul id=\"locked\">");
-    if locked.is_empty() {
-        list.push_str("<li>None.</li>");
+fn admin_part(csrf: &str, locked: &[LockedUser]) -> Markup {
+    html! {
+        h2 { "Administration" }
+        h3 { "Locked accounts" }
+        ul #locked {
+            @if locked.is_empty() {
+                li { "None." }
+            }
+            @for l in locked {
+                li {
+                    b { (l.user) } ": locked until " (l.until)
+                    @if l.failures > 0 {
+                        " (" (l.failures) " failures since)"
+                    }
+                    (post_form("/portal/admin", csrf, html! {
+                        input type="hidden" name="user" value=(l.user);
+                        (admin_button(AdminAction::Unlock, html! { "Unlock " (l.user) }))
+                    }))
+                }
+            }
+        }
+        h3 { "A user" }
+        (admin_form(csrf, ""))
     }
-    for l in locked {
-        list.push_str(&format!(
-            "<li><b>{user}</b>: locked until {until}{failures}\
-             <form method=\"post\" action=\"/portal/admin\">\
-             <input type=\"hidden\" name=\"csrf\" value=\"{csrf}\">\
-             <input type=\"hidden\" name=\"user\" value=\"{user}\">\
-             <button type=\"submit\" name=\"action\" value=\"unlock\">Unlock {user}</button>\
-             </form></li>",
-            user = escape(&l.user),
-            failures = if l.failures > 0 {
-                format!(" ({} failures since)", l.failures)
-            } else {
-                String::new()
-            },
-            until = escape(&l.until),
-            csrf = escape(csrf),
-        ));
-    }
-    list.push_str("</ul>");
-    format!(
-        "<h2>Administration</h2><h3>Locked accounts</h3>{list}<h3>A user</h3>{}",
-        admin_form(csrf, "")
-    )
 }
 
-fn confirm_app_form(csrf: &str) -> String {
-    format!(
-        "<form method=\"post\" action=\"/portal/change\">\
-         <input type=\"hidden\" name=\"csrf\" value=\"{}\">\
-         <input type=\"hidden\" name=\"action\" value=\"confirm-app\">\
-         <label for=\"code\">Code the app shows now</label><br>\
-         <input class=\"wide\" id=\"code\" name=\"code\" inputmode=\"numeric\" \
-         autocomplete=\"one-time-code\" required><br>\
-         <button type=\"submit\">Add the app</button></form>\
-         <p><a href=\"/portal\">Cancel</a></p>",
-        escape(csrf)
-    )
+fn confirm_app_form(csrf: &str) -> Markup {
+    let code = code_field("Code the app shows now", "Add the app");
+    html! {
+        (change_form(csrf, "confirm-app", code))
+        (portal_link("Cancel"))
+    }
 }
 
 fn changed_page(note: &str, codes: &ShownCodes) -> Response {
-    let list = if codes.0.is_empty() {
-        String::new()
-    } else {
-        let mut list = Zeroizing::new(String::from("<ol id=\"codes\" class=\"codes\">"));
-        for code in &codes.0 {
-            list.push_str(&format!("<li><code>{}</code></li>", escape(code)));
+    let body = html! {
+        p #note { (note) }
+        @if !codes.0.is_empty() {
+            ol id="codes" class="codes" {
+                @for c in &codes.0 {
+                    li { code { (c) } }
+                }
+            }
+            p.note { "Print this page, or write the codes down." }
         }
-        list.push_str("</ol><p class=\"note\">Print this page, or write the codes down.</p>");
-        list.to_string()
+        (portal_link("Back to my settings"))
     };
-    let mut resp = html(
-        StatusCode::OK,
-        "Done",
-        &format!(
-            "<p id=\"note\">{}</p>{list}<p><a href=\"/portal\">Back to my settings</a></p>",
-            escape(note)
-        ),
-    );
+    let mut resp = html(StatusCode::OK, "Done", body);
     // Codes shown once: not kept by the browser's cache.
     resp.headers_mut()
         .insert("cache-control", HeaderValue::from_static("no-store"));
     resp
 }
 
-fn refused(why: SignInRefusal) -> &'static str {
-    match why {
-        SignInRefusal::Wrong => {
-            "<p class=\"error\" role=\"alert\">That user name and password do not match.</p>"
-        }
+fn refused(why: SignInRefusal) -> Markup {
+    alert(match why {
+        SignInRefusal::Wrong => "That user name and password do not match.",
         SignInRefusal::Locked => {
-            "<p class=\"error\" role=\"alert\">Your account is locked after too many \
-             failures. Ask your administrator, or wait for it to unlock.</p>"
+            "Your account is locked after too many failures. Ask your administrator, or wait \
+             for it to unlock."
         }
         SignInRefusal::NotEnrolled => {
-            "<p class=\"error\" role=\"alert\">You have no device that gives codes yet. Log \
-             in with ssh to enrol one.</p>"
+            "You have no device that gives codes yet. Log in with ssh to enrol one."
         }
-    }
+    })
 }
 
 /// What a reply about the session shows (the page, the code form, or sign-in again).
@@ -529,15 +501,17 @@ fn session_reply(app: &App, reply: WebReply) -> Response {
             csrf,
             for_change,
             offers,
-        } => code_page(&user, &csrf, for_change, &offers, ""),
+        } => code_page(&user, &csrf, for_change, &offers, html! {}),
         WebReply::PortalChanged { note, codes } => changed_page(&note, &codes),
         WebReply::SignInRefused { why } => sign_in_page(app, refused(why)),
         WebReply::BadForm => bad_form(),
         WebReply::NotAdmin => html(
             StatusCode::FORBIDDEN,
             "Not allowed",
-            "<p>Only members of the administrators' group may do this. Nothing was done.</p>\
-             <p><a href=\"/portal\">Back to my settings</a></p>",
+            html! {
+                p { "Only members of the administrators' group may do this. Nothing was done." }
+                (portal_link("Back to my settings"))
+            },
         ),
 
         WebReply::Closed {
@@ -546,7 +520,7 @@ fn session_reply(app: &App, reply: WebReply) -> Response {
         WebReply::Closed { .. } => with_cookie(
             sign_in_page(
                 app,
-                "<p class=\"note\">Your session has ended. Sign in again.</p>",
+                html! { p.note { "Your session has ended. Sign in again." } },
             ),
             cookie(SESSION_COOKIE, "", 0, app.secure_cookies),
         ),
@@ -561,7 +535,7 @@ fn session_of(headers: &HeaderMap) -> Option<String> {
 /// GET /portal: the page for the session, or the sign-in form.
 pub(super) async fn show(State(app): Shared, headers: HeaderMap) -> Response {
     let Some(session) = session_of(&headers) else {
-        return sign_in_page(&app, "");
+        return sign_in_page(&app, html! {});
     };
     match app.mfad.ask(WebRequest::PortalView { session }).await {
         Ok(reply) => session_reply(&app, reply),
@@ -650,20 +624,15 @@ pub(super) async fn code(
     match reply {
         Ok(WebReply::Portal { .. }) => to_portal(),
         Ok(WebReply::WrongCode { tries_left }) => {
-            let note = format!(
-                "<p class=\"error\" role=\"alert\">That code is not right. {tries_left} \
-                 tries left.</p>"
-            );
+            let note = alert(format!("That code is not right. {tries_left} tries left."));
             match app.mfad.ask(WebRequest::PortalView { session }).await {
                 Ok(WebReply::PortalNeedsCode {
                     user,
                     csrf,
                     for_change,
                     offers,
-                }) => code_page(&user, &csrf, for_change, &offers, &note),
-                Ok(WebReply::Portal { page }) => {
-                    code_page(&page.user, &page.csrf, true, &[], &note)
-                }
+                }) => code_page(&user, &csrf, for_change, &offers, note),
+                Ok(WebReply::Portal { page }) => code_page(&page.user, &page.csrf, true, &[], note),
                 Ok(reply) => session_reply(&app, reply),
                 Err(e) => mfad_down(&e),
             }
@@ -708,16 +677,15 @@ pub(super) async fn send(
         .await;
     match reply {
         Ok(WebReply::PortalSent { via, note }) => {
-            let note = format!("<p id=\"note\" role=\"status\">{}</p>", escape(&note));
-            let body = match via {
-                PortalVia::Sms => format!("{note}{}", code_form(&form.csrf)),
-                _ => format!(
-                    "{note}<p><a class=\"button\" id=\"continue\" href=\"/portal\">Continue</a>\
-                     </p><p class=\"note\">Or type a code instead:</p>{}",
-                    code_form(&form.csrf)
-                ),
+            let body = html! {
+                (status_note(&note))
+                @if via != PortalVia::Sms {
+                    p { a.button #continue href="/portal" { "Continue" } }
+                    p.note { "Or type a code instead:" }
+                }
+                (code_form(&form.csrf))
             };
-            html(StatusCode::OK, "Second factor", &body)
+            html(StatusCode::OK, "Second factor", body)
         }
         Ok(reply) => session_reply(&app, reply),
         Err(e) => mfad_down(&e),
@@ -805,17 +773,16 @@ pub(super) async fn change(
         Ok(WebReply::NewApp { app: new }) => new_app_page(
             "Add an authenticator app",
             &new,
-            &confirm_app_form(&form.csrf),
+            confirm_app_form(&form.csrf),
         ),
-        Ok(WebReply::PhoneCodeSent { masked }) => phone_code_page(&form.csrf, &masked, ""),
+        Ok(WebReply::PhoneCodeSent { masked }) => phone_code_page(&form.csrf, &masked, html! {}),
         Ok(WebReply::WrongCode { tries_left }) if form.action == "confirm-phone" => {
             phone_code_page(
                 &form.csrf,
                 "your new phone",
-                &format!(
-                    "<p class=\"error\" role=\"alert\">That code does not match. {tries_left} \
-                     tries left.</p>"
-                ),
+                alert(format!(
+                    "That code does not match. {tries_left} tries left."
+                )),
             )
         }
         Ok(WebReply::NewPushTopic { topic, server }) => {
@@ -825,12 +792,13 @@ pub(super) async fn change(
         Ok(WebReply::WrongCode { tries_left }) => html(
             StatusCode::OK,
             "Add an authenticator app",
-            &format!(
-                "<p class=\"error\" role=\"alert\">That code does not match the new app. \
-                 Check the app (and that the phone's clock is right). {tries_left} tries \
-                 left.</p>{}",
-                confirm_app_form(&form.csrf)
-            ),
+            html! {
+                (alert(format!(
+                    "That code does not match the new app. Check the app (and that the phone's \
+                     clock is right). {tries_left} tries left."
+                )))
+                (confirm_app_form(&form.csrf))
+            },
         ),
         Ok(reply) => session_reply(&app, reply),
         Err(e) => mfad_down(&e),
@@ -850,7 +818,7 @@ pub(super) async fn sign_out(
     Form(form): Form<SignOutForm>,
 ) -> Response {
     let Some(session) = session_of(&headers) else {
-        return sign_in_page(&app, "");
+        return sign_in_page(&app, html! {});
     };
     match app
         .mfad
@@ -865,7 +833,7 @@ pub(super) async fn sign_out(
             why: Closed::Unavailable,
         }) => unavailable(),
         Ok(WebReply::Closed { .. }) => with_cookie(
-            sign_in_page(&app, "<p class=\"note\">Signed out.</p>"),
+            sign_in_page(&app, html! { p.note { "Signed out." } }),
             cookie(SESSION_COOKIE, "", 0, app.secure_cookies),
         ),
         Ok(_) => unexpected(),
@@ -915,13 +883,114 @@ pub(super) async fn admin(
         Ok(WebReply::AdminStatus { user, report }) => html(
             StatusCode::OK,
             "Account status",
-            &format!(
-                "<pre id=\"status\">{}</pre>{}<p><a href=\"/portal\">Back</a></p>",
-                escape(&report),
-                admin_form(&form.csrf, &user)
-            ),
+            html! {
+                pre #status { (report) }
+                (admin_form(&form.csrf, &user))
+                (portal_link("Back"))
+            },
         ),
         Ok(reply) => session_reply(&app, reply),
         Err(e) => mfad_down(&e),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use mfa_proto::web::{NewApp, PortalDevice};
+
+    const EVIL: &str = "<script>x</script>\"'&";
+    const ESCAPED: &str = "&lt;script&gt;x&lt;/script&gt;&quot;'&amp;";
+
+    async fn body(resp: Response) -> String {
+        let bytes = axum::body::to_bytes(resp.into_body(), usize::MAX)
+            .await
+            .unwrap();
+        String::from_utf8(bytes.to_vec()).unwrap()
+    }
+
+    #[tokio::test]
+    async fn every_value_on_the_home_page_is_escaped() {
+        let page = PortalPage {
+            user: EVIL.into(),
+            csrf: EVIL.into(),
+            devices: vec![PortalDevice {
+                id: 3,
+                kind: "totp".into(),
+                name: EVIL.into(),
+                detail: EVIL.into(),
+                default: false,
+            }],
+            bypass_left: 2,
+            fresh_for: 0,
+            admin: true,
+            locked: vec![LockedUser {
+                user: EVIL.into(),
+                failures: 1,
+                until: EVIL.into(),
+            }],
+            logins: vec![PortalLogin {
+                id: 9,
+                at: EVIL.into(),
+                host: EVIL.into(),
+                service: EVIL.into(),
+                address: EVIL.into(),
+                method: EVIL.into(),
+                outcome: EVIL.into(),
+                detail: EVIL.into(),
+            }],
+            can_add_phone: true,
+            can_add_push: true,
+        };
+        let html = body(home_page(&page)).await;
+        assert!(!html.contains("<script"), "{html}");
+        assert!(
+            html.contains(&format!("<b>{ESCAPED}</b>: {ESCAPED}")),
+            "{html}"
+        );
+        assert!(
+            html.contains(&format!("name=\"csrf\" value=\"{ESCAPED}\"")),
+            "{html}"
+        );
+        assert!(
+            html.contains(&format!("Remove \u{201c}{ESCAPED}\u{201d}")),
+            "{html}"
+        );
+        assert!(html.contains(&format!(
+            "aria-label=\"This wasn't me: the login of {ESCAPED}"
+        )));
+        assert!(
+            html.contains(&format!("name=\"user\" value=\"{ESCAPED}\"")),
+            "{html}"
+        );
+        for id in [
+            "device-1",
+            "login-1",
+            "locked",
+            "bypass-left",
+            "phone-number",
+            "token-kind",
+        ] {
+            assert!(html.contains(&format!("id=\"{id}\"")), "{id}: {html}");
+        }
+    }
+
+    #[tokio::test]
+    async fn the_new_app_page_draws_its_qr_code_and_escapes_the_secret() {
+        let app = NewApp {
+            user: EVIL.into(),
+            uri: "otpauth://totp/mfa:alice?secret=JBSWY3DPEHPK3PXP".into(),
+            secret: EVIL.into(),
+            digits: 6,
+            period: 30,
+        };
+        let html = body(new_app_page("Add the app", &app, confirm_app_form(EVIL))).await;
+        assert!(!html.contains("<script"), "{html}");
+        assert!(html.contains("<p class=\"qr\"><svg role=\"img\""), "{html}");
+        assert!(html.contains("<path d=\"M4 4h1v1h-1z"), "{html}");
+        assert!(
+            html.contains(&format!("<code id=\"secret\">{ESCAPED}</code>")),
+            "{html}"
+        );
     }
 }
