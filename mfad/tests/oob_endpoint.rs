@@ -429,7 +429,9 @@ async fn hostile_user_and_host_strings_are_escaped() {
         .unwrap();
     assert!(!body.contains("<script"), "{body}");
     assert!(!body.contains("<img"), "{body}");
-    assert!(!body.contains("'x'"), "{body}");
+    // Attributes are all double-quoted: a double quote is escaped, a single one is text.
+    assert!(body.contains("&quot;&gt;&lt;img"), "{body}");
+    assert!(!body.contains("=\"\"><img"), "{body}");
     assert!(
         !body.contains('\u{202e}'),
         "direction overrides are dropped"
@@ -439,7 +441,7 @@ async fn hostile_user_and_host_strings_are_escaped() {
         "{body}"
     );
     assert!(body.contains("&quot;&gt;&lt;img src=x"), "{body}");
-    assert!(body.contains("10.0.0.1&amp;evil=&#39;x&#39;"), "{body}");
+    assert!(body.contains("10.0.0.1&amp;evil='x'gpj.exe"), "{body}");
 }
 
 #[tokio::test]
