@@ -74,13 +74,7 @@ fn in_chromium_a_user_signs_in_with_password_and_code_and_new_bypass_codes_open_
     browser.type_into("#code", &new_app.current_code());
     browser.click("button[type=submit]");
     assert_eq!(browser.wait_title("Done"), "Done");
-    assert!(
-        browser
-            .text("#note")
-            .starts_with("Added \"Authenticator app 2\"."),
-        "{}",
-        browser.text("#note")
-    );
+    note_starts(&browser, "Added \"Authenticator app 2\".");
     browser.open(&format!("http://127.0.0.1:{web}/portal"));
     assert_eq!(
         browser.wait_title("My two-factor settings"),
@@ -232,6 +226,20 @@ fn in_chromium_an_admin_unlocks_a_user_locked_by_ssh_failures() {
     );
 }
 
+/// The sign-in form filled with the user's name and password: the code form follows.
+fn password_step(browser: &Browser, env: &TestEnv) {
+    browser.type_into("#user", env.username());
+    browser.type_into("#password", env.password());
+    browser.click("button[type=submit]");
+    assert_eq!(browser.wait_title("Second factor"), "Second factor");
+}
+
+/// The page's note begins with `prefix`.
+fn note_starts(browser: &Browser, prefix: &str) {
+    let note = browser.text("#note");
+    assert!(note.starts_with(prefix), "{note}");
+}
+
 /// The 6-digit HOTP code of `hex` at `counter`, from oathtool (not mfa's own code).
 fn oathtool_hotp(hex: &str, counter: u64) -> String {
     let out = std::process::Command::new("oathtool")
@@ -274,10 +282,7 @@ fn in_chromium_a_user_adds_a_phone_a_push_device_and_a_token_and_scp_uses_the_ne
     let portal = format!("http://127.0.0.1:{web}/portal");
     browser.open(&portal);
     assert_eq!(browser.wait_title("Sign in"), "Sign in");
-    browser.type_into("#user", env.username());
-    browser.type_into("#password", env.password());
-    browser.click("button[type=submit]");
-    assert_eq!(browser.wait_title("Second factor"), "Second factor");
+    password_step(&browser, &env);
     browser.type_into("#code", &device.totp.fresh_code());
     browser.click("button[type=submit]");
     assert_eq!(
@@ -316,11 +321,7 @@ fn in_chromium_a_user_adds_a_phone_a_push_device_and_a_token_and_scp_uses_the_ne
     browser.type_into("#code", &texted);
     browser.click("button[type=submit]");
     assert_eq!(browser.wait_title("Done"), "Done");
-    assert!(
-        browser.text("#note").starts_with("Added \"Work phone\"."),
-        "{}",
-        browser.text("#note")
-    );
+    note_starts(&browser, "Added \"Work phone\".");
 
     // A push device: mfad's private topic, then a test push the fake phone approves.
     browser.open(&portal);
@@ -367,11 +368,7 @@ fn in_chromium_a_user_adds_a_phone_a_push_device_and_a_token_and_scp_uses_the_ne
     browser.type_into("#token-name", "YubiKey");
     browser.click("input[value=add-token] ~ button");
     assert_eq!(browser.wait_title("Done"), "Done");
-    assert!(
-        browser.text("#note").starts_with("Added \"YubiKey\"."),
-        "{}",
-        browser.text("#note")
-    );
+    note_starts(&browser, "Added \"YubiKey\".");
 
     browser.open(&portal);
     browser.wait_title("My two-factor settings");
@@ -417,9 +414,54 @@ fn in_chromium_a_user_adds_a_phone_a_push_device_and_a_token_and_scp_uses_the_ne
     assert_eq!(phone.notifications().len(), pushes + 1, "one push");
     let home = std::path::Path::new(&env.user().unwrap().home).join("by-push.txt");
     assert_eq!(std::fs::read(home).unwrap(), std::fs::read(&file).unwrap());
+
+    // Signing in again: the code form offers the phone. A push approved on the phone signs
+    // in (then Continue), and so does a code texted to the phone.
+    browser.open(&portal);
+    browser.wait_title("My two-factor settings");
+    browser.click("form[action='/portal/sign-out'] button");
+    assert_eq!(browser.wait_title("Sign in"), "Sign in");
+    password_step(&browser, &env);
+    let steps = phone.steps().len();
+    browser.click("input[value=push] ~ button");
+    assert_eq!(browser.wait_title("Second factor"), "Second factor");
+    let note = browser.text("#note");
+    assert!(note.contains("approve it there"), "{note}");
+    phone
+        .wait_steps(steps + 2, std::time::Duration::from_secs(10))
+        .unwrap();
+    let mut title = String::new();
+    for _ in 0..20 {
+        std::thread::sleep(std::time::Duration::from_millis(300));
+        browser.click("#continue");
+        title = browser.wait_title("My two-factor settings");
+        if title == "My two-factor settings" {
+            break;
+        }
+    }
+    assert_eq!(title, "My two-factor settings");
+    browser.screenshot("portal-signed-in-by-push.png");
+    browser.click("form[action='/portal/sign-out'] button");
+    assert_eq!(browser.wait_title("Sign in"), "Sign in");
+    password_step(&browser, &env);
+    browser.click("input[value=sms] ~ button");
+    assert_eq!(browser.wait_title("Second factor"), "Second factor");
+    let note = browser.text("#note");
+    assert!(note.contains("XXX-XXX-4477"), "{note}");
+    let login_code = phone
+        .wait_sms_code(2, std::time::Duration::from_secs(10))
+        .unwrap();
+    browser.type_into("#code", &login_code);
+    browser.click("button[type=submit]");
+    assert_eq!(
+        browser.wait_title("My two-factor settings"),
+        "My two-factor settings"
+    );
+
     let log = env.mfad_log();
     assert!(
         !log.contains(&texted),
         "the texted code is never logged: {log}"
     );
+    assert!(log.contains("portal; approved on the phone"), "{log}");
 }
