@@ -1005,7 +1005,13 @@ impl Backend for SqliteBackend {
     }
 
     fn record_logins(&mut self, rows: &[LoginRecord], before: i64) -> Result<(), StoreError> {
-        self.change_all(|tx| {
+        // Committed into the WAL without waiting for the disk: the history is told, not
+        // relied on, and the next login's fsync carries these rows too. (A crash of mfad
+        // loses nothing committed; only the machine's own crash can lose rows not yet
+        // synced.) No login waits behind an fsync of the history.
+        let mut held = self.lock()?;
+        let tx = held.conn.savepoint()?;
+        {
             let mut insert = tx.prepare_cached(
                 "INSERT INTO logins(user, at, host, service, rhost, method, outcome, detail)
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
@@ -1016,8 +1022,9 @@ impl Backend for SqliteBackend {
                 ])?;
             }
             tx.execute("DELETE FROM logins WHERE at < ?1", [before])?;
-            Ok(())
-        })
+        }
+        tx.commit()?;
+        Ok(())
     }
 
     fn recent_logins(&mut self, user: &str, limit: u32) -> Result<Vec<LoginRecord>, StoreError> {
