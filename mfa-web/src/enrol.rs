@@ -6,7 +6,9 @@
 //! Every form carries a CSRF token that must equal the `mfa_enrol` cookie (HttpOnly,
 //! SameSite=Strict, Secure over TLS): a post from another site carries neither.
 
-use super::{App, ClientAddr, Shared, alert, html, mfad_down, post_form, unexpected};
+use super::{
+    App, ClientAddr, Shared, alert, html, mfad_down, password_and_continue, post_form, unexpected,
+};
 use axum::extract::{Extension, Form, Path, State};
 use axum::http::header::{COOKIE, SET_COOKIE};
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
@@ -90,14 +92,7 @@ fn step_form(token: &str, csrf: &str, step: &str, fields: Markup) -> Markup {
 
 /// The password form, after `note`.
 fn password_page(token: &str, csrf: &str, user: &str, note: Markup) -> Response {
-    let fields = html! {
-        label for="password" { "Password for " (user) }
-        br;
-        input.wide #password name="password" type="password" autocomplete="current-password"
-            required;
-        br;
-        button type="submit" { "Continue" }
-    };
+    let fields = password_and_continue(html! { "Password for " (user) });
     let body = html! {
         p { "This sets up an authenticator app for " b { (user) } ". First, your password." }
         (note)

@@ -299,6 +299,18 @@ fn post_form(to: &str, csrf: &str, fields: Markup) -> Markup {
 }
 
 /// A paragraph that tells what went wrong, announced by screen readers.
+/// The password input (labelled `label`) and the form's Continue button.
+fn password_and_continue(label: Markup) -> Markup {
+    html! {
+        label for="password" { (label) }
+        br;
+        input.wide #password name="password" type="password" autocomplete="current-password"
+            required;
+        br;
+        button type="submit" { "Continue" }
+    }
+}
+
 fn alert(text: impl Render) -> Markup {
     html! { p.error role="alert" { (text) } }
 }

@@ -8,7 +8,9 @@
 //! (before there is a session) a token equal to the `mfa_signin` cookie.
 
 use super::enrol::{cookie_named, new_app_page, new_csrf};
-use super::{App, ClientAddr, Shared, alert, html, mfad_down, post_form, unexpected};
+use super::{
+    App, ClientAddr, Shared, alert, html, mfad_down, password_and_continue, post_form, unexpected,
+};
 use axum::extract::{Extension, Form, State};
 use axum::http::header::{LOCATION, SET_COOKIE};
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
@@ -153,12 +155,7 @@ fn sign_in_page(app: &App, note: Markup) -> Response {
         br;
         input.wide #user name="user" autocomplete="username" autocapitalize="none" required;
         br;
-        label for="password" { "Password" }
-        br;
-        input.wide #password name="password" type="password" autocomplete="current-password"
-            required;
-        br;
-        button type="submit" { "Continue" }
+        (password_and_continue(html! { "Password" }))
     };
     let body = html! {
         p { "Sign in to see and change your two-factor settings." }

@@ -785,6 +785,26 @@ async fn a_connection_that_sends_nothing_is_closed_after_the_first_byte_timeout(
     );
 }
 
+/// mfa-web with `cfg`, serving one pending approval: its base URL, the approval page's
+/// path, the server's task, and the pending request (kept while the test runs).
+async fn page_served_with(cfg: WebConfig) -> (String, String, JoinHandle<()>, Pending) {
+    let store = Arc::new(ApprovalStore::new(Arc::new(FakeClock::new(T0)), false));
+    let hooks = Arc::new(Recorder::default());
+    let mfad = web_service(config(false), None, &store, hooks);
+    let server = WebServer::bind_with(&cfg, mfad).await.unwrap();
+    let base = format!("http://{}", server.local_addr());
+    let task = tokio::spawn(server.serve(std::future::pending()));
+    let pending = store
+        .create(
+            request("abc123", ApprovalMethod::Push),
+            Duration::from_secs(60),
+        )
+        .await
+        .unwrap();
+    let path = format!("/a/{}", pending.token);
+    (base, path, task, pending)
+}
+
 /// A whole GET of `path` from `from`, as raw HTTP: the status line and the rest.
 async fn get_from(from: [u8; 4], base: &str, path: &str) -> String {
     get_from_with(from, base, path, "").await
@@ -808,24 +828,11 @@ async fn get_from_with(from: [u8; 4], base: &str, path: &str, headers: &str) -> 
 
 #[tokio::test]
 async fn requests_past_an_addresss_rate_get_429_while_other_addresses_are_served() {
-    let store = Arc::new(ApprovalStore::new(Arc::new(FakeClock::new(T0)), false));
-    let hooks = Arc::new(Recorder::default());
-    let mfad = web_service(config(false), None, &store, hooks);
-    let cfg = WebConfig {
+    let (base, path, task, _pending) = page_served_with(WebConfig {
         requests_per_minute: 5,
         ..web_config()
-    };
-    let server = WebServer::bind_with(&cfg, mfad).await.unwrap();
-    let base = format!("http://{}", server.local_addr());
-    let task = tokio::spawn(server.serve(std::future::pending()));
-    let pending = store
-        .create(
-            request("abc123", ApprovalMethod::Push),
-            Duration::from_secs(60),
-        )
-        .await
-        .unwrap();
-    let path = format!("/a/{}", pending.token);
+    })
+    .await;
     for _ in 0..5 {
         let answer = get_from([127, 0, 0, 2], &base, &path).await;
         assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
@@ -895,25 +902,12 @@ async fn with_mfad_down_the_page_says_unavailable_and_nothing_is_decided() {
 #[tokio::test]
 async fn behind_a_trusted_proxy_each_forwarded_client_has_its_own_rate_and_others_headers_count_for_nothing()
  {
-    let store = Arc::new(ApprovalStore::new(Arc::new(FakeClock::new(T0)), false));
-    let hooks = Arc::new(Recorder::default());
-    let mfad = web_service(config(false), None, &store, hooks);
-    let cfg = WebConfig {
+    let (base, path, task, _pending) = page_served_with(WebConfig {
         requests_per_minute: 3,
         trusted_proxies: vec!["127.0.0.2/32".parse().unwrap()],
         ..web_config()
-    };
-    let server = WebServer::bind_with(&cfg, mfad).await.unwrap();
-    let base = format!("http://{}", server.local_addr());
-    let task = tokio::spawn(server.serve(std::future::pending()));
-    let pending = store
-        .create(
-            request("abc123", ApprovalMethod::Push),
-            Duration::from_secs(60),
-        )
-        .await
-        .unwrap();
-    let path = format!("/a/{}", pending.token);
+    })
+    .await;
     let status = |answer: String| answer.lines().next().unwrap_or_default().to_string();
     let via_proxy = |client: &'static str| {
         let (base, path) = (base.clone(), path.clone());
