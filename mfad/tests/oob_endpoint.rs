@@ -611,21 +611,14 @@ async fn https_serves_the_page_with_the_configured_certificate() {
         tls_key: Some(tls.key.clone()),
         ..web_config()
     };
-    let clock = FakeClock::new(T0);
-    let store = Arc::new(ApprovalStore::new(Arc::new(clock), false));
-    let mfad = web_service(config(false), None, &store, Arc::new(Recorder::default()));
-    let endpoint = WebServer::bind_with(&cfg, mfad).await.unwrap();
-    assert!(endpoint.is_tls());
-    let addr: SocketAddr = endpoint.local_addr();
-    let server = tokio::spawn(endpoint.serve(std::future::pending()));
-
-    let pending = store
-        .create(
-            request("abc123", ApprovalMethod::Push),
-            Duration::from_secs(60),
-        )
-        .await
-        .unwrap();
+    let Served {
+        addr,
+        tls: is_tls,
+        store,
+        pending,
+        task: server,
+    } = page_served_with(cfg).await;
+    assert!(is_tls);
     let client = reqwest::Client::builder()
         .add_root_certificate(reqwest::Certificate::from_pem(tls.cert_pem.as_bytes()).unwrap())
         .resolve("localhost", addr)
@@ -785,14 +778,32 @@ async fn a_connection_that_sends_nothing_is_closed_after_the_first_byte_timeout(
     );
 }
 
-/// mfa-web with `cfg`, serving one pending approval: its base URL, the approval page's
-/// path, the server's task, and the pending request (kept while the test runs).
-async fn page_served_with(cfg: WebConfig) -> (String, String, JoinHandle<()>, Pending) {
+/// mfa-web with `cfg`, serving one pending approval.
+struct Served {
+    addr: SocketAddr,
+    tls: bool,
+    store: Arc<ApprovalStore>,
+    /// The approval the page shows (kept pending while the test runs).
+    pending: Pending,
+    task: JoinHandle<()>,
+}
+
+impl Served {
+    fn base(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// The approval page's path.
+    fn path(&self) -> String {
+        format!("/a/{}", self.pending.token)
+    }
+}
+
+async fn page_served_with(cfg: WebConfig) -> Served {
     let store = Arc::new(ApprovalStore::new(Arc::new(FakeClock::new(T0)), false));
-    let hooks = Arc::new(Recorder::default());
-    let mfad = web_service(config(false), None, &store, hooks);
+    let mfad = web_service(config(false), None, &store, Arc::new(Recorder::default()));
     let server = WebServer::bind_with(&cfg, mfad).await.unwrap();
-    let base = format!("http://{}", server.local_addr());
+    let (addr, tls) = (server.local_addr(), server.is_tls());
     let task = tokio::spawn(server.serve(std::future::pending()));
     let pending = store
         .create(
@@ -801,8 +812,13 @@ async fn page_served_with(cfg: WebConfig) -> (String, String, JoinHandle<()>, Pe
         )
         .await
         .unwrap();
-    let path = format!("/a/{}", pending.token);
-    (base, path, task, pending)
+    Served {
+        addr,
+        tls,
+        store,
+        pending,
+        task,
+    }
 }
 
 /// A whole GET of `path` from `from`, as raw HTTP: the status line and the rest.
@@ -828,11 +844,12 @@ async fn get_from_with(from: [u8; 4], base: &str, path: &str, headers: &str) -> 
 
 #[tokio::test]
 async fn requests_past_an_addresss_rate_get_429_while_other_addresses_are_served() {
-    let (base, path, task, _pending) = page_served_with(WebConfig {
+    let served = page_served_with(WebConfig {
         requests_per_minute: 5,
         ..web_config()
     })
     .await;
+    let (base, path) = (served.base(), served.path());
     for _ in 0..5 {
         let answer = get_from([127, 0, 0, 2], &base, &path).await;
         assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
@@ -854,7 +871,7 @@ async fn requests_past_an_addresss_rate_get_429_while_other_addresses_are_served
     let answer = get_from([127, 0, 0, 3], &base, &path).await;
     assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
     assert!(answer.contains("abc123"), "{answer}");
-    task.abort();
+    served.task.abort();
 }
 
 #[tokio::test]
@@ -902,12 +919,13 @@ async fn with_mfad_down_the_page_says_unavailable_and_nothing_is_decided() {
 #[tokio::test]
 async fn behind_a_trusted_proxy_each_forwarded_client_has_its_own_rate_and_others_headers_count_for_nothing()
  {
-    let (base, path, task, _pending) = page_served_with(WebConfig {
+    let served = page_served_with(WebConfig {
         requests_per_minute: 3,
         trusted_proxies: vec!["127.0.0.2/32".parse().unwrap()],
         ..web_config()
     })
     .await;
+    let (base, path) = (served.base(), served.path());
     let status = |answer: String| answer.lines().next().unwrap_or_default().to_string();
     let via_proxy = |client: &'static str| {
         let (base, path) = (base.clone(), path.clone());
@@ -937,5 +955,5 @@ async fn behind_a_trusted_proxy_each_forwarded_client_has_its_own_rate_and_other
         };
         assert_eq!(answer, want, "request {n}");
     }
-    task.abort();
+    served.task.abort();
 }
