@@ -152,12 +152,8 @@ pub(super) fn new_app_page(title: &str, app: &NewApp, form: Markup) -> Response 
         p { "Secret: " code #secret { (app.secret) } }
         (form)
     };
-    let mut resp = html(StatusCode::OK, title, body);
-    resp.headers_mut().insert(
-        axum::http::header::CACHE_CONTROL,
-        HeaderValue::from_static("no-store"),
-    );
-    resp
+    // The secret is not kept by the browser's cache (`security_headers`: no-store).
+    html(StatusCode::OK, title, body)
 }
 
 fn retry_app_form(token: &str, csrf: &str) -> Markup {

@@ -298,7 +298,6 @@ fn post_form(to: &str, csrf: &str, fields: Markup) -> Markup {
     }
 }
 
-/// A paragraph that tells what went wrong, announced by screen readers.
 /// The password input (labelled `label`) and the form's Continue button.
 fn password_and_continue(label: Markup) -> Markup {
     html! {
@@ -311,6 +310,7 @@ fn password_and_continue(label: Markup) -> Markup {
     }
 }
 
+/// A paragraph that tells what went wrong, announced by screen readers.
 fn alert(text: impl Render) -> Markup {
     html! { p.error role="alert" { (text) } }
 }
@@ -585,6 +585,7 @@ async fn fallback() -> Response {
 
 async fn security_headers(mut resp: Response) -> Response {
     let h = resp.headers_mut();
+    // No page is cached: some show a secret or codes once.
     h.insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
     h.insert(X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
     h.insert(X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
@@ -701,10 +702,8 @@ fn too_many() -> Response {
     )
 }
 
-/// The address a per-address cap counts: an IPv4 address, or an IPv6 /64 (one subscriber
-/// usually holds a whole /64, so counting single IPv6 addresses would cap nothing).
-/// The address of the connection a request came on (IPv4-mapped addresses as IPv4), passed
-/// to mfad for its logs. Behind a reverse proxy this is the proxy's address.
+/// The client's address (IPv4-mapped addresses as IPv4; behind a trusted proxy, the one it
+/// forwarded for, see [`forwarded_client`]), passed to mfad for its logs and PAM.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct ClientAddr(pub(crate) std::net::IpAddr);
 
@@ -748,15 +747,14 @@ fn unmapped(ip: std::net::IpAddr) -> std::net::IpAddr {
     }
 }
 
+/// The address a per-address cap counts: an IPv4 address, or an IPv6 /64 (one subscriber
+/// usually holds a whole /64, so counting single IPv6 addresses would cap nothing).
 fn client_key(addr: std::net::IpAddr) -> std::net::IpAddr {
-    match addr {
-        std::net::IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
-            Some(v4) => std::net::IpAddr::V4(v4),
-            None => {
-                let s = v6.segments();
-                std::net::IpAddr::V6(std::net::Ipv6Addr::new(s[0], s[1], s[2], s[3], 0, 0, 0, 0))
-            }
-        },
+    match unmapped(addr) {
+        std::net::IpAddr::V6(v6) => {
+            let s = v6.segments();
+            std::net::IpAddr::V6(std::net::Ipv6Addr::new(s[0], s[1], s[2], s[3], 0, 0, 0, 0))
+        }
         v4 => v4,
     }
 }

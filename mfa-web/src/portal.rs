@@ -1,6 +1,8 @@
 //! The self-service portal's pages (`/portal`, `[web] portal = true` in mfad.toml): sign in
-//! with the password and a code, then my devices (make one the default, remove one), new
-//! bypass codes (shown once), sign out. mfad keeps the session (in its store) and decides
+//! with the password and a code (or by phone: a texted code, a push, a call), then my
+//! devices (the default, rename, remove, add an app, a phone, a push device or a token), new
+//! bypass codes (shown once), my recent logins with "This wasn't me", the admin part, sign
+//! out. mfad keeps the session (in its store) and decides
 //! everything; these pages only render its replies.
 //!
 //! The session is the `mfa_session` cookie (`HttpOnly; SameSite=Strict; Path=/portal`, plus
@@ -311,10 +313,7 @@ fn push_topic_page(csrf: &str, topic: &str, server: &str) -> Response {
         (button_form(csrf, "test-push", None, "Send a test notification"))
         (portal_link("Cancel"))
     };
-    let mut resp = html(StatusCode::OK, "Add a push device", body);
-    resp.headers_mut()
-        .insert("cache-control", HeaderValue::from_static("no-store"));
-    resp
+    html(StatusCode::OK, "Add a push device", body)
 }
 
 /// The test notification is out (or was not approved): Continue, or send it again.
@@ -469,11 +468,8 @@ fn changed_page(note: &str, codes: &ShownCodes) -> Response {
         }
         (portal_link("Back to my settings"))
     };
-    let mut resp = html(StatusCode::OK, "Done", body);
-    // Codes shown once: not kept by the browser's cache.
-    resp.headers_mut()
-        .insert("cache-control", HeaderValue::from_static("no-store"));
-    resp
+    // Codes shown once: not kept by the browser's cache (`security_headers`: no-store).
+    html(StatusCode::OK, "Done", body)
 }
 
 fn refused(why: SignInRefusal) -> Markup {
@@ -711,12 +707,12 @@ pub(super) struct ChangeForm {
     secret: Option<String>,
 }
 
-/// POST /portal/change: one change (default, removal, new bypass codes).
+/// POST /portal/change: one change of the session's own settings (see [`PortalChange`]).
 pub(super) async fn change(
     State(app): Shared,
     headers: HeaderMap,
     client: Option<Extension<ClientAddr>>,
-    Form(form): Form<ChangeForm>,
+    Form(mut form): Form<ChangeForm>,
 ) -> Response {
     let Some(session) = session_of(&headers) else {
         return bad_form();
@@ -744,7 +740,8 @@ pub(super) async fn change(
         ("add-token", _) => PortalChange::AddToken {
             kind: form.kind.clone().unwrap_or_default(),
             name: form.name.clone().unwrap_or_default(),
-            secret: Zeroizing::new(form.secret.clone().unwrap_or_default()),
+            // Moved, not copied: the form's own string is wiped with it.
+            secret: Zeroizing::new(form.secret.take().unwrap_or_default()),
             code: form.code.as_deref().unwrap_or_default().to_string(),
         },
         ("not-me", _) => match form.login {
