@@ -209,6 +209,29 @@ fn daemon(tune: impl FnOnce(&mut mfad::Config)) -> (TestDaemon, Calls) {
     (d, calls)
 }
 
+/// The calls a login made, without the login history's write: that one is made later by
+/// the history's own task, in its own transaction, whenever it runs.
+fn login_calls(calls: &Calls) -> Vec<&'static str> {
+    let mut seen = calls.lock().unwrap().clone();
+    seen.retain(|c| *c != "record_logins");
+    seen
+}
+
+/// Waits until the history task has written the login's row, and returns every call.
+fn calls_after_history(calls: &Calls) -> Vec<&'static str> {
+    for _ in 0..500 {
+        let seen = calls.lock().unwrap().clone();
+        if seen.contains(&"record_logins") {
+            return seen;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    panic!(
+        "the login history was never written: {:?}",
+        calls.lock().unwrap()
+    );
+}
+
 fn code_now(d: &TestDaemon) -> String {
     let step = totp::step_of(mfad::Clock::now(&d.clock), params());
     totp::code_at_step(SECRET, params(), step).to_string()
@@ -220,7 +243,7 @@ fn a_totp_login_reads_the_store_once_and_writes_once() {
     let (outcome, _) = d.login("root", &[&code_now(&d)]);
     assert_eq!(outcome, Outcome::Allow);
     assert_eq!(
-        *calls.lock().unwrap(),
+        login_calls(&calls),
         [
             // The one read before the prompt.
             "lock_state",
@@ -234,6 +257,12 @@ fn a_totp_login_reads_the_store_once_and_writes_once() {
             "commit",
         ]
     );
+    // The history row is written afterwards, on its own, never inside the login's
+    // transaction.
+    let all = calls_after_history(&calls);
+    let commit = all.iter().position(|c| *c == "commit").unwrap();
+    let history = all.iter().position(|c| *c == "record_logins").unwrap();
+    assert!(history > commit, "{all:?}");
 }
 
 #[test]
@@ -241,9 +270,8 @@ fn with_remembered_logins_the_read_asks_and_the_one_write_remembers_the_success(
     let (d, calls) = daemon(|c| c.policy.remember_for = 3600);
     let (outcome, _) = d.login("root", &[&code_now(&d)]);
     assert_eq!(outcome, Outcome::Allow);
-    let calls = calls.lock().unwrap().clone();
     assert_eq!(
-        calls,
+        login_calls(&calls),
         [
             "lock_state",
             "devices",
@@ -265,7 +293,7 @@ fn a_wrong_code_then_a_right_one_reads_the_devices_once() {
     let (d, calls) = daemon(|_| {});
     let (outcome, _) = d.login("root", &["000000", &code_now(&d)]);
     assert_eq!(outcome, Outcome::Allow);
-    let calls = calls.lock().unwrap().clone();
+    let calls = login_calls(&calls);
     assert_eq!(
         calls.iter().filter(|c| **c == "devices").count(),
         1,
