@@ -11,6 +11,8 @@ cd "$(dirname "$0")/.."
 PACKAGES=(
     # C compiler (bundled SQLite, libc), PAM headers and libpam.so to link the module
     build-essential pkg-config libpam0g-dev
+    # OpenSSL headers and libssl.so: webauthn-rs checks WebAuthn signatures with it
+    libssl-dev
     # dpkg-shlibdeps and dpkg-architecture for the package
     dpkg-dev
     # rustup download

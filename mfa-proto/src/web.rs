@@ -76,6 +76,16 @@ pub enum WebRequest {
     },
     /// Ends the session.
     PortalSignOut { session: String, csrf: String },
+    /// The browser's answer to the security-key challenge of [`WebReply::KeyCeremony`]
+    /// (the `PublicKeyCredential` as JSON, binary fields in base64url) for the sign-in's
+    /// second factor, or a fresh one before a change.
+    PortalKey {
+        session: String,
+        csrf: String,
+        response: String,
+        #[serde(default)]
+        client: Option<String>,
+    },
     /// The second factor by phone instead of a typed code: a texted code (then typed on
     /// the code form), or a push or call whose approval proves the factor.
     PortalSend {
@@ -131,6 +141,7 @@ impl WebRequest {
                 format!("web-portal-change {}", change.as_str())
             }
             WebRequest::PortalSignOut { .. } => "web-portal-sign-out".to_string(),
+            WebRequest::PortalKey { .. } => "web-portal-key".to_string(),
             WebRequest::PortalSend { via, .. } => format!("web-portal-send {}", via.as_str()),
             WebRequest::PortalAdmin { action, .. } => {
                 format!("web-portal-admin {}", action.as_str())
@@ -252,6 +263,11 @@ pub enum PortalChange {
         secret: zeroize::Zeroizing<String>,
         code: String,
     },
+    /// A WebAuthn security key for the portal: mfad makes the registration challenge
+    /// (reply [`WebReply::KeyCeremony`]), held in the session until the browser answers.
+    BeginKey { name: String },
+    /// The browser's answer to that challenge (the new credential as JSON): adds the key.
+    FinishKey { response: String },
 }
 
 impl PortalChange {
@@ -270,6 +286,8 @@ impl PortalChange {
             PortalChange::TestPush => "test-push",
             PortalChange::CheckPush => "check-push",
             PortalChange::AddToken { .. } => "add-token",
+            PortalChange::BeginKey { .. } => "begin-key",
+            PortalChange::FinishKey { .. } => "finish-key",
         }
     }
 }
@@ -312,7 +330,8 @@ pub struct LockedUser {
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub struct PortalDevice {
     pub id: i64,
-    /// `totp`, `hotp`, `phone`, `push` or `security-key`.
+    /// `totp`, `hotp`, `phone`, `push`, `security-key` (OpenSSH) or `webauthn` (the
+    /// portal's security keys).
     pub kind: String,
     pub name: String,
     /// What identifies it to its owner (a phone's last digits, a key's fingerprint).
@@ -345,6 +364,9 @@ pub struct PortalPage {
     /// Push devices can be added here (ntfy with topics mfad makes).
     #[serde(default)]
     pub can_add_push: bool,
+    /// WebAuthn security keys can be added here (`[web] public_url` names a host).
+    #[serde(default)]
+    pub can_add_key: bool,
 }
 
 /// How the portal's second factor may come by phone.
@@ -357,6 +379,8 @@ pub enum PortalVia {
     Push,
     /// A call to the user's phone, answered with 1.
     Call,
+    /// The user's WebAuthn security key, touched in this browser.
+    Key,
 }
 
 impl PortalVia {
@@ -365,6 +389,7 @@ impl PortalVia {
             PortalVia::Sms => "sms",
             PortalVia::Push => "push",
             PortalVia::Call => "call",
+            PortalVia::Key => "key",
         }
     }
 }
@@ -539,6 +564,10 @@ pub enum WebReply {
     NewPushTopic { topic: String, server: String },
     /// The test notification is on its way, or still waiting for the phone's answer.
     PushWaiting { note: String },
+    /// A security-key challenge for the browser (`navigator.credentials`): `options` is
+    /// the JSON mfad made (`{"publicKey": …}`, binary fields in base64url); `adding`: a
+    /// registration (a new key), else an assertion (the second factor).
+    KeyCeremony { options: String, adding: bool },
 }
 
 /// Approval tokens are 43 characters of URL-safe base64; anything much longer, or with

@@ -65,6 +65,14 @@ pub const MFAD_IO_TIMEOUT: Duration = Duration::from_secs(10);
 /// script, no images, no frames, forms only back to this origin.
 const CSP: &str = "default-src 'none'; style-src 'unsafe-inline'; form-action 'self'; \
                    frame-ancestors 'none'; base-uri 'none'";
+/// The security-key page's policy: as [`CSP`], plus the one script of this origin
+/// ([`WEBAUTHN_JS`]); still no inline script, no connections, nothing from elsewhere.
+pub(crate) const KEY_PAGE_CSP: &str = "default-src 'none'; script-src 'self'; \
+                   style-src 'unsafe-inline'; form-action 'self'; frame-ancestors 'none'; \
+                   base-uri 'none'";
+/// The security-key page's script: hands mfad's challenge to `navigator.credentials` and
+/// posts the answer back.
+const WEBAUTHN_JS: &str = include_str!("webauthn.js");
 
 /// `/etc/mfa/mfa-web.toml`.
 #[derive(Debug, Clone, Deserialize)]
@@ -583,6 +591,18 @@ async fn fallback() -> Response {
     )
 }
 
+/// GET /static/webauthn.js: the security-key page's script.
+async fn webauthn_js() -> Response {
+    (
+        [(
+            CONTENT_TYPE,
+            HeaderValue::from_static("text/javascript; charset=utf-8"),
+        )],
+        WEBAUTHN_JS,
+    )
+        .into_response()
+}
+
 async fn security_headers(mut resp: Response) -> Response {
     let h = resp.headers_mut();
     // No page is cached: some show a secret or codes once.
@@ -591,7 +611,10 @@ async fn security_headers(mut resp: Response) -> Response {
     h.insert(X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
     // The token is in the URL: never hand it to another site.
     h.insert(REFERRER_POLICY, HeaderValue::from_static("no-referrer"));
-    h.insert(CONTENT_SECURITY_POLICY, HeaderValue::from_static(CSP));
+    // A page that set its own (the security-key page) keeps it.
+    if !h.contains_key(CONTENT_SECURITY_POLICY) {
+        h.insert(CONTENT_SECURITY_POLICY, HeaderValue::from_static(CSP));
+    }
     resp
 }
 
@@ -608,6 +631,8 @@ fn router(app: Arc<App>) -> Router {
         .route("/portal/change", post(portal::change))
         .route("/portal/sign-out", post(portal::sign_out))
         .route("/portal/admin", post(portal::admin))
+        .route("/portal/key", post(portal::key))
+        .route("/static/webauthn.js", get(webauthn_js))
         .fallback(fallback)
         .layer(DefaultBodyLimit::max(MAX_BODY))
         .layer(axum::middleware::map_response(security_headers))

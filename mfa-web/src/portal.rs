@@ -14,7 +14,7 @@ use super::{
     App, ClientAddr, Shared, alert, html, mfad_down, password_and_continue, post_form, unexpected,
 };
 use axum::extract::{Extension, Form, State};
-use axum::http::header::{LOCATION, SET_COOKIE};
+use axum::http::header::{CONTENT_SECURITY_POLICY, LOCATION, SET_COOKIE};
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::Response;
 use maud::{Markup, Render};
@@ -202,12 +202,24 @@ fn phone_offers(csrf: &str, offers: &[PortalVia]) -> Markup {
         PortalVia::Sms => "Text me a code",
         PortalVia::Push => "Send a push to my phone",
         PortalVia::Call => "Call me",
+        PortalVia::Key => "Use my security key",
     };
+    let (keys, phones): (Vec<&PortalVia>, Vec<&PortalVia>) =
+        offers.iter().partition(|via| **via == PortalVia::Key);
     html! {
-        @if !offers.is_empty() {
+        @if !keys.is_empty() {
+            h2 { "Or with your security key" }
+        }
+        @for via in keys {
+            (post_form("/portal/send", csrf, html! {
+                input type="hidden" name="via" value=(via.as_str());
+                button #use-key type="submit" { (label(via)) }
+            }))
+        }
+        @if !phones.is_empty() {
             h2 { "Or by phone" }
         }
-        @for via in offers {
+        @for via in phones {
             (post_form("/portal/send", csrf, html! {
                 input type="hidden" name="via" value=(via.as_str());
                 button type="submit" { (label(via)) }
@@ -286,6 +298,17 @@ fn add_forms(page: &PortalPage) -> Markup {
         }
         h3 { "A hardware token" }
         (change_form(csrf, "add-token", token))
+        @if page.can_add_key {
+            h3 { "A security key (for these pages)" }
+            p.note {
+                "A FIDO2 or U2F key, touched to sign in here. ssh logins cannot use it: keep \
+                 another device for them."
+            }
+            (change_form(csrf, "begin-key", html! {
+                (name_field("key-name"))
+                button #add-key type="submit" { "Add a security key" }
+            }))
+        }
     }
 }
 
@@ -372,7 +395,9 @@ fn home_page(page: &PortalPage) -> Response {
             @for (i, d) in page.devices.iter().enumerate() {
                 li id={ "device-" (i + 1) } {
                     b { (d.name) } ": " (d.detail)
-                    @if d.default {
+                    @if d.kind == "webauthn" {
+                        " " span.note { "(for these pages only)" }
+                    } @else if d.default {
                         " " b.default {
                             "(default: used by scp, sftp, rsync and file transfer apps)"
                         }
@@ -618,17 +643,107 @@ pub(super) async fn code(
         Ok(WebReply::Portal { .. }) => to_portal(),
         Ok(WebReply::WrongCode { tries_left }) => {
             let note = alert(format!("That code is not right. {tries_left} tries left."));
-            match app.mfad.ask(WebRequest::PortalView { session }).await {
-                Ok(WebReply::PortalNeedsCode {
-                    user,
-                    csrf,
-                    for_change,
-                    offers,
-                }) => code_page(&user, &csrf, for_change, &offers, note),
-                Ok(WebReply::Portal { page }) => code_page(&page.user, &page.csrf, true, &[], note),
-                Ok(reply) => session_reply(&app, reply),
-                Err(e) => mfad_down(&e),
+            code_again(&app, session, note).await
+        }
+        Ok(reply) => session_reply(&app, reply),
+        Err(e) => mfad_down(&e),
+    }
+}
+
+/// The code form again, after `note` (a second factor that was not accepted).
+async fn code_again(app: &App, session: String, note: Markup) -> Response {
+    match app.mfad.ask(WebRequest::PortalView { session }).await {
+        Ok(WebReply::PortalNeedsCode {
+            user,
+            csrf,
+            for_change,
+            offers,
+        }) => code_page(&user, &csrf, for_change, &offers, note),
+        Ok(WebReply::Portal { page }) => code_page(&page.user, &page.csrf, true, &[], note),
+        Ok(reply) => session_reply(app, reply),
+        Err(e) => mfad_down(&e),
+    }
+}
+
+/// The security-key page: the challenge mfad made, handed to the browser by the page's
+/// one script (`/static/webauthn.js`) when the button is pressed; the answer goes to
+/// `/portal/key` (the second factor) or to `/portal/change` (`adding`: a new key).
+fn key_page(csrf: &str, options: &str, adding: bool) -> Response {
+    let (title, to, intro, button) = if adding {
+        (
+            "Add a security key",
+            "/portal/change",
+            "Insert your security key, press the button, then touch the key when it blinks.",
+            "Register the key",
+        )
+    } else {
+        (
+            "Security key",
+            "/portal/key",
+            "Insert your security key, press the button, then touch the key when it blinks.",
+            "Use my security key",
+        )
+    };
+    let body = html! {
+        // mfad's options, read by the script (an attribute: escaped here, read back exact).
+        div #key-options data-options=(options) data-adding=(adding) {}
+        p { (intro) }
+        p #key-note role="status" {
+            noscript { "Security keys need JavaScript in this browser. Use a code instead." }
+        }
+        form #key-form method="post" action=(to) {
+            input type="hidden" name="csrf" value=(csrf);
+            @if adding {
+                input type="hidden" name="action" value="finish-key";
             }
+            input #key-response type="hidden" name="response" value="";
+            button #key-start type="submit" { (button) }
+        }
+        (portal_link("Cancel"))
+        script src="/static/webauthn.js" {}
+    };
+    let mut resp = html(StatusCode::OK, title, body);
+    resp.headers_mut().insert(
+        CONTENT_SECURITY_POLICY,
+        HeaderValue::from_static(super::KEY_PAGE_CSP),
+    );
+    resp
+}
+
+#[derive(Deserialize)]
+pub(super) struct KeyForm {
+    #[serde(default)]
+    csrf: String,
+    #[serde(default)]
+    response: String,
+}
+
+/// POST /portal/key: the browser's answer to "Use my security key".
+pub(super) async fn key(
+    State(app): Shared,
+    headers: HeaderMap,
+    client: Option<Extension<ClientAddr>>,
+    Form(form): Form<KeyForm>,
+) -> Response {
+    let Some(session) = session_of(&headers) else {
+        return bad_form();
+    };
+    let reply = app
+        .mfad
+        .ask(WebRequest::PortalKey {
+            session: session.clone(),
+            csrf: form.csrf,
+            response: form.response,
+            client: client_of(client),
+        })
+        .await;
+    match reply {
+        Ok(WebReply::Portal { .. }) => to_portal(),
+        Ok(WebReply::WrongCode { tries_left }) => {
+            let note = alert(format!(
+                "The security key's answer was not accepted. {tries_left} tries left."
+            ));
+            code_again(&app, session, note).await
         }
         Ok(reply) => session_reply(&app, reply),
         Err(e) => mfad_down(&e),
@@ -657,6 +772,7 @@ pub(super) async fn send(
         "sms" => PortalVia::Sms,
         "push" => PortalVia::Push,
         "call" => PortalVia::Call,
+        "key" => PortalVia::Key,
         _ => return bad_form(),
     };
     let reply = app
@@ -669,6 +785,7 @@ pub(super) async fn send(
         })
         .await;
     match reply {
+        Ok(WebReply::KeyCeremony { options, adding }) => key_page(&form.csrf, &options, adding),
         Ok(WebReply::PortalSent { via, note }) => {
             let body = html! {
                 (status_note(&note))
@@ -705,6 +822,8 @@ pub(super) struct ChangeForm {
     kind: Option<String>,
     #[serde(default)]
     secret: Option<String>,
+    #[serde(default)]
+    response: Option<String>,
 }
 
 /// POST /portal/change: one change of the session's own settings (see [`PortalChange`]).
@@ -748,6 +867,12 @@ pub(super) async fn change(
             Some(login) => PortalChange::NotMe { login },
             None => return bad_form(),
         },
+        ("begin-key", _) => PortalChange::BeginKey {
+            name: form.name.clone().unwrap_or_default(),
+        },
+        ("finish-key", _) => PortalChange::FinishKey {
+            response: form.response.clone().unwrap_or_default(),
+        },
         ("begin-app", _) => PortalChange::BeginApp,
         ("confirm-app", _) => PortalChange::ConfirmApp {
             code: form.code.as_deref().unwrap_or_default().to_string(),
@@ -783,6 +908,7 @@ pub(super) async fn change(
             push_topic_page(&form.csrf, &topic, &server)
         }
         Ok(WebReply::PushWaiting { note }) => push_waiting_page(&form.csrf, &note),
+        Ok(WebReply::KeyCeremony { options, adding }) => key_page(&form.csrf, &options, adding),
         Ok(WebReply::WrongCode { tries_left }) => html(
             StatusCode::OK,
             "Add an authenticator app",
@@ -904,6 +1030,32 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn the_security_key_page_escapes_the_options_and_allows_only_its_own_script() {
+        for adding in [true, false] {
+            let resp = key_page(EVIL, EVIL, adding);
+            let csp = resp.headers()[CONTENT_SECURITY_POLICY].to_str().unwrap();
+            assert_eq!(csp, super::super::KEY_PAGE_CSP);
+            assert!(csp.contains("script-src 'self';"), "{csp}");
+            assert!(!csp.contains("script-src 'unsafe"), "{csp}");
+            let html = body(resp).await;
+            // The one script is the file of this origin; the options are an escaped
+            // attribute, never script text.
+            assert_eq!(html.matches("<script").count(), 1, "{html}");
+            assert!(
+                html.contains("<script src=\"/static/webauthn.js\"></script>"),
+                "{html}"
+            );
+            assert!(
+                html.contains(&format!("data-options=\"{ESCAPED}\"")),
+                "{html}"
+            );
+            let to = if adding { "/portal/change" } else { "/portal/key" };
+            assert!(html.contains(&format!("action=\"{to}\"")), "{html}");
+            assert_eq!(html.contains("value=\"finish-key\""), adding, "{html}");
+        }
+    }
+
+    #[tokio::test]
     async fn every_value_on_the_home_page_is_escaped() {
         let page = PortalPage {
             user: EVIL.into(),
@@ -935,6 +1087,7 @@ mod tests {
             }],
             can_add_phone: true,
             can_add_push: true,
+            can_add_key: true,
         };
         let html = body(home_page(&page)).await;
         assert!(!html.contains("<script"), "{html}");

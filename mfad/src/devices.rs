@@ -47,6 +47,7 @@ pub(crate) fn describe_detail(d: &Device) -> String {
             Some(k) => format!("security key {}", k.describe()),
             None => "security key, unreadable".to_string(),
         },
+        (DeviceKind::WebKey, _) => crate::webkey::describe(d),
         _ => d.kind.as_str().to_string(),
     }
 }

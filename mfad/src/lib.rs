@@ -34,6 +34,7 @@ pub mod server;
 pub mod store;
 pub mod text;
 pub mod web;
+pub mod webkey;
 
 pub use clock::{Clock, FakeClock, SystemClock};
 pub use config::Config;

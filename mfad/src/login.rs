@@ -203,15 +203,19 @@ impl LoginService {
             && login
                 .devices
                 .iter()
-                .all(|d| d.kind == DeviceKind::SecurityKey)
+                .all(|d| matches!(d.kind, DeviceKind::SecurityKey | DeviceKind::WebKey))
         {
+            let web_only = login.devices.iter().all(|d| d.kind == DeviceKind::WebKey);
             decision(
                 &login.who,
                 "security-key",
                 "deny",
                 "the login did not use the user's security key, the only second factor",
             );
-            let why = if policy.security_key && caller_uid == 0 {
+            let why = if web_only {
+                "Your only second factor is a security key for the web pages, which ssh cannot \
+                 use: add an authenticator app or a phone there, or ask your administrator."
+            } else if policy.security_key && caller_uid == 0 {
                 "Your second factor is a security key, and this login did not use it: log in \
                  with that key (ssh -i its key file)."
             } else {

@@ -40,6 +40,8 @@ use subtle::ConstantTimeEq;
 use tracing::{error, warn};
 use zeroize::Zeroizing;
 
+mod keys;
+
 /// A session unused this long ends.
 pub const IDLE_SECS: i64 = 600;
 /// A session ends this long after its sign-in, used or not.
@@ -247,7 +249,11 @@ impl PortalDesk {
             .db(move |s| Ok((s.devices(&u)?, s.unused_bypass_codes(&u)?.len())))
             .await;
         match codes {
-            Ok((devices, bypass)) if bypass > 0 || devices.iter().any(|d| d.otp.is_some()) => {}
+            Ok((devices, bypass))
+                if bypass > 0
+                    || devices
+                        .iter()
+                        .any(|d| d.otp.is_some() || d.kind == DeviceKind::WebKey) => {}
             Ok(_) => {
                 decision(
                     &who(user, rhost),
@@ -448,6 +454,7 @@ impl PortalDesk {
                 admin,
                 locked,
                 can_add_phone: self.local.can_sms(),
+                can_add_key: self.relying_party().is_some(),
                 can_add_push: self.local.can_push()
                     && self
                         .core
@@ -507,6 +514,13 @@ impl PortalDesk {
                 let Some(d) = mine(device) else {
                     return GONE;
                 };
+                if d.kind == DeviceKind::WebKey {
+                    return changed(
+                        "A security key for these pages cannot be the default: scp, sftp and \
+                         rsync run over ssh, which cannot use it. Nothing was changed."
+                            .to_string(),
+                    );
+                }
                 if let Err(e) = self.core.db(move |s| s.set_default(&u, device)).await {
                     warn!(target: "mfad::web", "cannot set a default device: {e}");
                     return UNAVAILABLE;
@@ -523,6 +537,17 @@ impl PortalDesk {
                 let Some(d) = mine(device) else {
                     return GONE;
                 };
+                let web_only = devices
+                    .iter()
+                    .filter(|other| other.id != device)
+                    .all(|other| other.kind == DeviceKind::WebKey);
+                if devices.len() > 1 && web_only {
+                    return changed(
+                        "Your other devices are security keys for these pages, which ssh logins \
+                         cannot use: add an app, a phone or a token before removing this one."
+                            .to_string(),
+                    );
+                }
                 if devices.len() == 1 {
                     return changed(
                         "That is your only device: add another before removing it (or ask \
@@ -609,6 +634,11 @@ impl PortalDesk {
                 code,
             } => {
                 self.add_token((&kind, &name, &secret, &code), &w, now)
+                    .await
+            }
+            PortalChange::BeginKey { name } => self.begin_key(key, &w, &name, &devices, now).await,
+            PortalChange::FinishKey { response } => {
+                self.finish_key(key, &record, &response, &w, &devices, now)
                     .await
             }
             PortalChange::NewBypassCodes => {
@@ -947,6 +977,16 @@ enum Adding {
         topic: String,
         test: PushTest,
     },
+    /// A WebAuthn security key: the registration's challenge, waiting for the browser.
+    Key {
+        name: String,
+        state: webauthn_rs::prelude::SecurityKeyRegistration,
+    },
+    /// "Use my security key": the assertion's challenge, waiting for the browser (not an
+    /// addition, but held in the same place, and used once).
+    KeyCheck {
+        state: webauthn_rs::prelude::SecurityKeyAuthentication,
+    },
 }
 
 impl Drop for Adding {
@@ -959,6 +999,8 @@ impl Drop for Adding {
                 hash.zeroize();
             }
             Adding::Push { topic, .. } => topic.zeroize(),
+            // Challenges and public keys: nothing secret.
+            Adding::Key { .. } | Adding::KeyCheck { .. } => {}
         }
     }
 }
@@ -1477,10 +1519,15 @@ impl PortalDesk {
             return None;
         }
         let devices = self.devices(&record.user).await.unwrap_or_default();
-        let offers = [PortalVia::Sms, PortalVia::Push, PortalVia::Call]
-            .into_iter()
-            .filter(|via| self.phone_device(&devices, *via).is_some())
-            .collect();
+        let offers = [
+            PortalVia::Key,
+            PortalVia::Sms,
+            PortalVia::Push,
+            PortalVia::Call,
+        ]
+        .into_iter()
+        .filter(|via| self.phone_device(&devices, *via).is_some())
+        .collect();
         Some(WebReply::PortalNeedsCode {
             user: record.user.clone(),
             csrf: record.csrf.clone(),
@@ -1496,6 +1543,7 @@ impl PortalDesk {
             PortalVia::Sms => (DeviceKind::Phone, self.local.can_sms()),
             PortalVia::Call => (DeviceKind::Phone, self.local.can_call()),
             PortalVia::Push => (DeviceKind::Push, self.local.can_push()),
+            PortalVia::Key => (DeviceKind::WebKey, self.relying_party().is_some()),
         };
         if !usable {
             return None;
@@ -1531,6 +1579,9 @@ impl PortalDesk {
             Ok(devices) => devices,
             Err(reply) => return reply,
         };
+        if via == PortalVia::Key {
+            return self.begin_key_check(key, user, &devices, now).await;
+        }
         let Some(device) = self.phone_device(&devices, via) else {
             return sent(
                 via,
@@ -1543,6 +1594,7 @@ impl PortalDesk {
             PortalVia::Sms => Channel::Sms,
             PortalVia::Push => Channel::Push,
             PortalVia::Call => Channel::Call,
+            PortalVia::Key => return GONE,
         };
         let allowed = via == PortalVia::Push
             || self

@@ -323,6 +323,18 @@ impl WebService {
                 }
                 None => closed_unknown(),
             },
+            WebRequest::PortalKey {
+                session,
+                csrf,
+                response,
+                client,
+            } => match &self.portal {
+                Some(desk) => {
+                    desk.key_answer(&session, &csrf, &response, &client_address(client))
+                        .await
+                }
+                None => closed_unknown(),
+            },
             WebRequest::PortalSignOut { session, csrf } => match &self.portal {
                 Some(desk) => desk.sign_out(&session, &csrf).await,
                 None => closed_unknown(),

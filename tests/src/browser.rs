@@ -208,6 +208,49 @@ impl Browser {
         );
     }
 
+    /// Plugs in a virtual security key (Chromium's WebAuthn virtual authenticator: CTAP2
+    /// over USB, touched at once, no PIN); returns its id.
+    pub fn add_security_key(&self) -> String {
+        let id = self.session_call(
+            "POST",
+            "/webauthn/authenticator",
+            Some(json!({
+                "protocol": "ctap2",
+                "transport": "usb",
+                "hasResidentKey": false,
+                "hasUserVerification": false,
+                "isUserConsenting": true,
+            })),
+        );
+        id.as_str().unwrap().to_string()
+    }
+
+    /// Unplugs the virtual security key `id`.
+    pub fn remove_security_key(&self, id: &str) {
+        self.session_call("DELETE", &format!("/webauthn/authenticator/{id}"), None);
+    }
+
+    /// The credentials the virtual security key `id` holds (id, private key, rpId, user
+    /// handle, signature count), as WebDriver gives them.
+    pub fn security_key_credentials(&self, id: &str) -> Vec<Value> {
+        let creds = self.session_call(
+            "GET",
+            &format!("/webauthn/authenticator/{id}/credentials"),
+            None,
+        );
+        creds.as_array().cloned().unwrap_or_default()
+    }
+
+    /// Puts `credential` (as [`Browser::security_key_credentials`] gives one) into the
+    /// virtual security key `id`.
+    pub fn put_security_key_credential(&self, id: &str, credential: Value) {
+        self.session_call(
+            "POST",
+            &format!("/webauthn/authenticator/{id}/credential"),
+            Some(credential),
+        );
+    }
+
     /// Saves what the browser shows as a PNG; returns its path.
     pub fn screenshot(&self, name: &str) -> PathBuf {
         let png = self.session_call("GET", "/screenshot", None);

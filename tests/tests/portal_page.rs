@@ -465,3 +465,130 @@ fn in_chromium_a_user_adds_a_phone_a_push_device_and_a_token_and_scp_uses_the_ne
     );
     assert!(log.contains("portal; approved on the phone"), "{log}");
 }
+
+/// WebAuthn needs a host name (browsers refuse an IP address as the relying party), and
+/// treats http://localhost as secure: this site is `http://localhost:{port}`.
+#[test]
+fn in_chromium_a_security_key_is_added_signs_in_and_a_copy_of_it_is_refused() {
+    let port = APPROVAL_PORT;
+    let pam = PamService::shipped_web().unwrap();
+    let toml = format!(
+        "[approval]\nlisten = \"127.0.0.1:{port}\"\npublic_url = \"http://localhost:{port}\"\n\
+         [web]\npublic_url = \"http://localhost:{port}\"\nportal = true\n\
+         pam_service = \"{}\"\n",
+        pam.name
+    );
+    let env = TestEnv::builder().mfad_toml(&toml).start().unwrap();
+    let mut device = env.enroll_totp().unwrap();
+    let browser = Browser::start(&env.dir);
+    let key = browser.add_security_key();
+    let web = env.web_port().unwrap();
+    let portal = format!("http://localhost:{web}/portal");
+
+    // Signed in with a code, the user adds the key: the page's script hands mfad's
+    // challenge to the browser, the (virtual) key is touched, mfad checks the answer.
+    browser.open(&portal);
+    assert_eq!(browser.wait_title("Sign in"), "Sign in");
+    password_step(&browser, &env);
+    browser.type_into("#code", &device.totp.fresh_code());
+    browser.click("button[type=submit]");
+    assert_eq!(
+        browser.wait_title("My two-factor settings"),
+        "My two-factor settings"
+    );
+    browser.type_into("#key-name", "Blue key");
+    browser.click("#add-key");
+    assert_eq!(
+        browser.wait_title("Add a security key"),
+        "Add a security key"
+    );
+    browser.screenshot("portal-key-1-register.png");
+    browser.click("#key-start");
+    assert_eq!(
+        browser.wait_title("Done"),
+        "Done",
+        "{}",
+        browser.text("main")
+    );
+    note_starts(&browser, "Added \"Blue key\".");
+    assert_eq!(browser.security_key_credentials(&key).len(), 1);
+    browser.open(&portal);
+    browser.wait_title("My two-factor settings");
+    let devices = browser.text(".devices");
+    assert!(
+        devices.contains("Blue key: security key for the web pages"),
+        "{devices}"
+    );
+    assert!(devices.contains("(for these pages only)"), "{devices}");
+    browser.screenshot("portal-key-2-added.png");
+
+    // Signed out, the key alone is the second factor.
+    browser.click("form[action='/portal/sign-out'] button");
+    assert_eq!(browser.wait_title("Sign in"), "Sign in");
+    password_step(&browser, &env);
+    browser.screenshot("portal-key-3-offered.png");
+    browser.click("#use-key");
+    assert_eq!(browser.wait_title("Security key"), "Security key");
+    browser.click("#key-start");
+    assert_eq!(
+        browser.wait_title("My two-factor settings"),
+        "My two-factor settings",
+        "{}",
+        browser.text("main")
+    );
+
+    // ssh does not use the key: the login still asks for the app's code, and takes it.
+    let login = env
+        .login(&[&device.totp.fresh_code()], "echo by-app")
+        .unwrap();
+    assert!(login.logged_in(), "{}", login.describe());
+
+    // A copy of the key (its private key, with a signature count one behind the
+    // original's, still above the count it showed when it was registered) signs
+    // correctly, but its count gives it away: refused, counted as a failure, and an ALERT
+    // for the administrators.
+    let mut copied = browser.security_key_credentials(&key).remove(0);
+    let count = copied["signCount"].as_u64().unwrap();
+    assert!(count >= 2, "{copied}");
+    copied["signCount"] = serde_json::json!(count - 1);
+    browser.remove_security_key(&key);
+    let copy = browser.add_security_key();
+    browser.put_security_key_credential(&copy, copied);
+    browser.click("form[action='/portal/sign-out'] button");
+    assert_eq!(browser.wait_title("Sign in"), "Sign in");
+    password_step(&browser, &env);
+    browser.click("#use-key");
+    assert_eq!(browser.wait_title("Security key"), "Security key");
+    browser.click("#key-start");
+    let mut main = String::new();
+    for _ in 0..40 {
+        main = browser.text("main");
+        if main.contains("not accepted") {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(250));
+    }
+    assert!(
+        main.contains("The security key's answer was not accepted. 4 tries left."),
+        "{main}"
+    );
+    browser.screenshot("portal-key-4-copy-refused.png");
+
+    let log = env.mfad_log();
+    assert!(
+        log.lines()
+            .any(|l| l.contains("method=webauthn") && l.contains("outcome=enrolled")),
+        "{log}"
+    );
+    assert!(
+        log.lines()
+            .any(|l| l.contains("method=webauthn") && l.contains("outcome=allow")),
+        "{log}"
+    );
+    assert!(
+        log.lines().any(|l| l.contains("ALERT")
+            && l.contains(env.username())
+            && l.contains("signature counter")),
+        "{log}"
+    );
+}

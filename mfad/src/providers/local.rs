@@ -706,7 +706,8 @@ fn match_passcode(
                     replayed = Some(Spent::Hotp);
                 }
             }
-            DeviceKind::Phone | DeviceKind::Push | DeviceKind::SecurityKey => {}
+            DeviceKind::Phone | DeviceKind::Push | DeviceKind::SecurityKey | DeviceKind::WebKey => {
+            }
         }
     }
     if code.len() == limits.sms_digits {

@@ -119,6 +119,9 @@ pub enum DeviceKind {
     Push,
     /// An OpenSSH security-key public key; the key (`TYPE BASE64`) is in `address`.
     SecurityKey,
+    /// A WebAuthn security key for the portal (webauthn-rs's credential, JSON, in
+    /// `address`; its signature counter in `counter`). ssh logins cannot use it.
+    WebKey,
 }
 
 impl DeviceKind {
@@ -129,6 +132,7 @@ impl DeviceKind {
             DeviceKind::Phone => "phone",
             DeviceKind::Push => "push",
             DeviceKind::SecurityKey => "security-key",
+            DeviceKind::WebKey => "webauthn",
         }
     }
     pub fn parse(s: &str) -> Option<Self> {
@@ -138,6 +142,7 @@ impl DeviceKind {
             "phone" => Some(DeviceKind::Phone),
             "push" => Some(DeviceKind::Push),
             "security-key" => Some(DeviceKind::SecurityKey),
+            "webauthn" => Some(DeviceKind::WebKey),
             _ => None,
         }
     }

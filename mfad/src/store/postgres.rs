@@ -142,6 +142,10 @@ pub const MIGRATIONS: &[&str] = &[
      );
      CREATE INDEX logins_owner ON logins(owner, at);
      CREATE INDEX logins_at ON logins(at);",
+    // 7: WebAuthn security keys for the portal (`webauthn`).
+    "ALTER TABLE devices DROP CONSTRAINT devices_kind_check;
+     ALTER TABLE devices ADD CONSTRAINT devices_kind_check
+        CHECK (kind IN ('totp', 'hotp', 'phone', 'push', 'security-key', 'webauthn'));",
 ];
 
 /// The key of the transaction-scoped advisory lock the migrations run under ("mfa_schm"),
@@ -1512,7 +1516,7 @@ impl Backend for PgBackend {
             let n = c
                 .execute(
                     "UPDATE devices SET counter = $2 + 1
-                     WHERE id = $1 AND kind = 'hotp' AND counter <= $2",
+                     WHERE id = $1 AND kind IN ('hotp', 'webauthn') AND counter <= $2",
                     &[&device, &counter],
                 )
                 .await?;

@@ -165,6 +165,34 @@ pub const MIGRATIONS: &[&str] = &[
      ) STRICT;
      CREATE INDEX logins_user ON logins(user, at);
      CREATE INDEX logins_at ON logins(at);",
+    // 7: WebAuthn security keys for the portal (`webauthn`: the credential, JSON, in
+    // `address`; its signature counter in `counter`). The devices table is rebuilt as in 3.
+    "CREATE TABLE devices_new (
+        id INTEGER PRIMARY KEY,
+        user TEXT NOT NULL,
+        kind TEXT NOT NULL
+            CHECK (kind IN ('totp', 'hotp', 'phone', 'push', 'security-key', 'webauthn')),
+        name TEXT NOT NULL,
+        secret BLOB,
+        algorithm TEXT,
+        digits INTEGER,
+        period INTEGER,
+        counter INTEGER NOT NULL DEFAULT 0,
+        -- phone: an E.164 number; push: the notifier's target; security-key: TYPE BASE64;
+        -- webauthn: the credential (public key, id), JSON
+        address TEXT,
+        is_default INTEGER NOT NULL DEFAULT 0,
+        created INTEGER NOT NULL,
+        sealed INTEGER NOT NULL DEFAULT 0
+     ) STRICT;
+     INSERT INTO devices_new (id, user, kind, name, secret, algorithm, digits, period,
+                              counter, address, is_default, created, sealed)
+        SELECT id, user, kind, name, secret, algorithm, digits, period,
+               counter, address, is_default, created, sealed FROM devices;
+     DROP TABLE devices;
+     ALTER TABLE devices_new RENAME TO devices;
+     CREATE UNIQUE INDEX devices_one_default ON devices(user) WHERE is_default = 1;
+     CREATE INDEX devices_user ON devices(user);",
 ];
 
 /// How long a handle waits for another handle's transaction to end (as SQLite's own busy
@@ -1075,7 +1103,8 @@ impl Backend for SqliteBackend {
 
     fn spend_hotp_counter(&mut self, device: i64, counter: u64) -> Result<bool, StoreError> {
         let n = self.change(
-            "UPDATE devices SET counter = ?2 + 1 WHERE id = ?1 AND kind = 'hotp' AND counter <= ?2",
+            "UPDATE devices SET counter = ?2 + 1
+             WHERE id = ?1 AND kind IN ('hotp', 'webauthn') AND counter <= ?2",
             params![device, counter as i64],
         )?;
         Ok(n == 1)
