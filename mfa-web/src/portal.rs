@@ -1049,7 +1049,11 @@ mod tests {
                 html.contains(&format!("data-options=\"{ESCAPED}\"")),
                 "{html}"
             );
-            let to = if adding { "/portal/change" } else { "/portal/key" };
+            let to = if adding {
+                "/portal/change"
+            } else {
+                "/portal/key"
+            };
             assert!(html.contains(&format!("action=\"{to}\"")), "{html}");
             assert_eq!(html.contains("value=\"finish-key\""), adding, "{html}");
         }

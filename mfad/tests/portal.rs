@@ -877,3 +877,128 @@ fn without_sms_or_push_the_portal_offers_neither_and_refuses_both_with_a_reason(
     );
     assert_eq!(forged, WebReply::BadForm);
 }
+
+/// A device of kind `webauthn` for the portal's user, straight into the store (what it
+/// holds is not a credential: this key cannot sign anything).
+fn web_key(d: &TestDaemon, name: &str) -> i64 {
+    let row = mfad::store::NewDeviceRow {
+        kind: mfad::store::DeviceKind::WebKey,
+        name: name.into(),
+        otp: None,
+        address: Some("{}".into()),
+    };
+    d.store().add_device(USER, &row, now(d)).unwrap()
+}
+
+#[test]
+fn security_keys_need_a_host_name_and_a_registration_answer_that_checks_out() {
+    // At an IP address (no WebAuthn relying party): not offered, and refused with why.
+    let d = portal(|c| c.web.public_url = Some("http://127.0.0.1:8443".into()));
+    let s = signed_in(&d);
+    assert!(!page(view(&d, &s)).can_add_key);
+    let WebReply::PortalChanged { note, .. } = change(
+        &d,
+        &s,
+        PortalChange::BeginKey {
+            name: String::new(),
+        },
+    ) else {
+        panic!("no answer")
+    };
+    assert!(note.contains("not a host name"), "{note}");
+
+    // At a host name: the challenge names the site, and is held in the session.
+    let d = portal(|c| c.web.public_url = Some("https://mfa.example.org".into()));
+    let s = signed_in(&d);
+    assert!(page(view(&d, &s)).can_add_key);
+    let begin = PortalChange::BeginKey {
+        name: "Blue key".into(),
+    };
+    let WebReply::KeyCeremony { options, adding } = change(&d, &s, begin) else {
+        panic!("no challenge")
+    };
+    assert!(adding);
+    let options: serde_json::Value = serde_json::from_str(&options).unwrap();
+    assert_eq!(options["publicKey"]["rp"]["id"], "mfa.example.org");
+    assert_eq!(options["publicKey"]["user"]["name"], USER);
+    assert!(options["publicKey"]["challenge"].as_str().unwrap().len() >= 43);
+    // A forged answer adds nothing, and the challenge is gone with it.
+    let forged = PortalChange::FinishKey {
+        response: r#"{"id":"AA","rawId":"AA","type":"public-key","response":{"attestationObject":"AA","clientDataJSON":"AA"}}"#.into(),
+    };
+    let WebReply::PortalChanged { note, .. } = change(&d, &s, forged.clone()) else {
+        panic!("no answer")
+    };
+    assert!(note.starts_with("The key was not added"), "{note}");
+    assert_eq!(d.store().devices(USER).unwrap().len(), 1);
+    let WebReply::PortalChanged { note, .. } = change(&d, &s, forged) else {
+        panic!("no answer")
+    };
+    assert!(note.contains("add the security key first"), "{note}");
+    // An answer to a sign-in challenge that was never made: nothing to check it against.
+    let reply = web(
+        &d,
+        WebRequest::PortalKey {
+            session: s.0.clone(),
+            csrf: s.1.clone(),
+            response: "{}".into(),
+            client: None,
+        },
+    );
+    assert_eq!(reply, GONE);
+    // And without the session's CSRF token, not even that.
+    let reply = web(
+        &d,
+        WebRequest::PortalKey {
+            session: s.0.clone(),
+            csrf: "forged".into(),
+            response: "{}".into(),
+            client: None,
+        },
+    );
+    assert_eq!(reply, WebReply::BadForm);
+}
+
+#[test]
+fn a_web_security_key_is_never_the_default_nor_the_last_device_ssh_can_use() {
+    let d = portal(|c| c.web.public_url = Some("https://mfa.example.org".into()));
+    let s = signed_in(&d);
+    let app = d.store().devices(USER).unwrap()[0].id;
+    let key = web_key(&d, "Blue key");
+    let WebReply::PortalChanged { note, .. } =
+        change(&d, &s, PortalChange::SetDefault { device: key })
+    else {
+        panic!("no answer")
+    };
+    assert!(note.contains("cannot be the default"), "{note}");
+    assert!(d.store().devices(USER).unwrap()[0].is_default);
+    let WebReply::PortalChanged { note, .. } = change(&d, &s, PortalChange::Remove { device: app })
+    else {
+        panic!("no answer")
+    };
+    assert!(note.contains("ssh logins cannot use"), "{note}");
+    assert_eq!(d.store().devices(USER).unwrap().len(), 2);
+    // The key itself may go.
+    let WebReply::PortalChanged { note, .. } = change(&d, &s, PortalChange::Remove { device: key })
+    else {
+        panic!("no answer")
+    };
+    assert_eq!(note, "Removed \"Blue key\".");
+}
+
+#[test]
+fn an_ssh_login_of_a_user_with_only_a_web_security_key_is_refused_with_why() {
+    let d = portal(|_| {});
+    let app = d.store().devices(USER).unwrap()[0].id;
+    web_key(&d, "Blue key");
+    d.store().remove_device(USER, app).unwrap();
+    let (outcome, script) = d.login(USER, &[]);
+    assert_eq!(outcome, Outcome::Deny);
+    assert!(
+        script
+            .text()
+            .contains("security key for the web pages, which ssh cannot use"),
+        "{}",
+        script.text()
+    );
+}
