@@ -480,6 +480,25 @@ fn confirm_app_form(csrf: &str) -> Markup {
     }
 }
 
+/// The codes as a text file, in a `data:` link (nothing is kept on the server to fetch
+/// them again, and the page itself is not cached).
+fn codes_download(note: &str, codes: &ShownCodes) -> String {
+    let mut text = format!("{note}\n\n");
+    for c in &codes.0 {
+        text.push_str(c);
+        text.push('\n');
+    }
+    let mut link = String::from("data:text/plain;charset=utf-8,");
+    for b in text.bytes() {
+        if b.is_ascii_alphanumeric() || b".-_".contains(&b) {
+            link.push(char::from(b));
+        } else {
+            link.push_str(&format!("%{b:02X}"));
+        }
+    }
+    link
+}
+
 fn changed_page(note: &str, codes: &ShownCodes) -> Response {
     let body = html! {
         p #note { (note) }
@@ -489,7 +508,14 @@ fn changed_page(note: &str, codes: &ShownCodes) -> Response {
                     li { code { (c) } }
                 }
             }
-            p.note { "Print this page, or write the codes down." }
+            p {
+                a.button #download-codes download="bypass-codes.txt"
+                    href=(codes_download(note, codes)) { "Download the codes" }
+            }
+            p.note {
+                "Print this page, download the codes, or write them down. They are not shown \
+                 again."
+            }
         }
         (portal_link("Back to my settings"))
     };

@@ -208,6 +208,19 @@ impl Browser {
         );
     }
 
+    /// Lets the browser save downloads, into `dir` (made if missing), without asking.
+    pub fn save_downloads_in(&self, dir: &Path) {
+        std::fs::create_dir_all(dir).unwrap();
+        self.session_call(
+            "POST",
+            "/goog/cdp/execute",
+            Some(json!({
+                "cmd": "Browser.setDownloadBehavior",
+                "params": {"behavior": "allow", "downloadPath": dir.display().to_string()},
+            })),
+        );
+    }
+
     /// Plugs in a virtual security key (Chromium's WebAuthn virtual authenticator: CTAP2
     /// over USB, touched at once, no PIN); returns its id.
     pub fn add_security_key(&self) -> String {

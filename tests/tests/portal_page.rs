@@ -94,6 +94,25 @@ fn in_chromium_a_user_signs_in_with_password_and_code_and_new_bypass_codes_open_
         .map(str::to_string)
         .collect();
     assert_eq!(codes.len(), 10, "{codes:?}");
+    // The same codes, downloaded as a text file (a data: link: nothing to fetch again).
+    let downloads = env.dir.join("downloads");
+    browser.save_downloads_in(&downloads);
+    browser.click("#download-codes");
+    let file = downloads.join("bypass-codes.txt");
+    let saved = mfa_e2e::clock::wait_for(std::time::Duration::from_secs(10), || {
+        std::fs::read_to_string(&file).ok()
+    })
+    .expect("no bypass-codes.txt downloaded");
+    let lines: Vec<&str> = saved.lines().collect();
+    assert!(
+        lines[0].starts_with("New bypass codes: each works once"),
+        "{saved}"
+    );
+    assert_eq!(
+        lines[2..],
+        codes.iter().map(String::as_str).collect::<Vec<_>>()[..],
+        "{saved}"
+    );
 
     let login = env.login(&[&codes[0]], "echo in-by-portal-code").unwrap();
     assert!(login.logged_in(), "{}", login.describe());
