@@ -133,7 +133,13 @@ fn debian12_tarball() -> PathBuf {
         return tarball;
     }
     std::fs::create_dir_all(tarball.parent().unwrap()).unwrap();
-    let partial = tarball.with_extension(format!("partial-{}", std::process::id()));
+    // mmdebstrap picks the output's format from its name: it must end in .tar (without it,
+    // a directory is made). A directory left at the tarball's path by that mistake goes.
+    if tarball.is_dir() {
+        std::fs::remove_dir_all(&tarball).unwrap();
+    }
+    let partial =
+        tarball.with_file_name(format!("debian12-root.partial-{}.tar", std::process::id()));
     let sources = debian_sources();
     assert!(!sources.is_empty(), "no Debian apt sources on this machine");
     let out = run(timed(Duration::from_secs(1200), "mmdebstrap")
