@@ -35,6 +35,16 @@ pub trait Accounts: Send + Sync {
     fn groups(&self, account: &Account) -> Result<Vec<String>, AccountsError>;
     /// Whether a group of this name exists (a configured group that does not is a typo).
     fn group_exists(&self, name: &str) -> Result<bool, AccountsError>;
+    /// The account `name` refers to if it is at hand without asking the directory (a
+    /// cache): never blocks, so it may be called on the async threads. `None`: ask
+    /// [`Accounts::by_name`].
+    fn kept_by_name(&self, _name: &str) -> Option<Account> {
+        None
+    }
+    /// The account's groups if they are at hand without asking the directory.
+    fn kept_groups(&self, _account: &Account) -> Option<Vec<String>> {
+        None
+    }
 }
 
 /// The system's accounts, through NSS.
@@ -174,6 +184,14 @@ impl CachedAccounts {
 }
 
 impl Accounts for CachedAccounts {
+    fn kept_by_name(&self, name: &str) -> Option<Account> {
+        self.cached(&self.names, &name.to_string())
+    }
+
+    fn kept_groups(&self, account: &Account) -> Option<Vec<String>> {
+        self.cached(&self.groups, &(account.name.clone(), account.gid))
+    }
+
     fn by_name(&self, name: &str) -> Result<Option<Account>, AccountsError> {
         if let Some(account) = self.cached(&self.names, &name.to_string()) {
             return Ok(Some(account));
@@ -340,7 +358,11 @@ mod tests {
         let clock = FakeClock::new(1_000);
         let nss = counting(AccountTable::new().with("alice", 1000, &["users", "hpc"]));
         let cache = CachedAccounts::new(nss.clone(), Arc::new(clock.clone()), 5);
+        // What is kept is at hand without a lookup (mfad takes it on the async threads).
+        assert_eq!(cache.kept_by_name("alice"), None);
         let alice = cache.by_name("alice").unwrap().unwrap();
+        assert_eq!(cache.kept_by_name("alice"), Some(alice.clone()));
+        assert_eq!(cache.kept_groups(&alice), None);
         for _ in 0..3 {
             assert_eq!(cache.by_name("alice").unwrap().unwrap(), alice);
             assert_eq!(cache.groups(&alice).unwrap(), ["users", "hpc"]);
@@ -352,7 +374,11 @@ mod tests {
         assert!(cache.by_name("bob").unwrap().is_none());
         assert_eq!(nss.names.load(Ordering::SeqCst), 3);
         // Once the period is over, NSS is asked again.
+        assert_eq!(cache.kept_groups(&alice).unwrap(), ["users", "hpc"]);
+        assert_eq!(cache.kept_by_name("bob"), None);
         clock.advance(5);
+        assert_eq!(cache.kept_by_name("alice"), None);
+        assert_eq!(cache.kept_groups(&alice), None);
         cache.by_name("alice").unwrap().unwrap();
         cache.groups(&alice).unwrap();
         assert_eq!(nss.names.load(Ordering::SeqCst), 4);
@@ -374,6 +400,7 @@ mod tests {
         off.by_name("alice").unwrap().unwrap();
         off.by_name("alice").unwrap().unwrap();
         assert_eq!(nss.names.load(Ordering::SeqCst), 2);
+        assert_eq!(off.kept_by_name("alice"), None);
     }
 
     #[test]

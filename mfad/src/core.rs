@@ -66,6 +66,10 @@ impl Core {
 
     /// The account `name` refers to, as the directory spells it.
     pub(crate) async fn account(&self, name: &str) -> Result<Option<Account>> {
+        // A kept answer is taken here, without a hop to a blocking thread and back.
+        if let Some(account) = self.accounts.kept_by_name(name) {
+            return Ok(Some(account));
+        }
         let (accounts, name) = (Arc::clone(&self.accounts), name.to_string());
         Ok(tokio::task::spawn_blocking(move || accounts.by_name(&name)).await??)
     }
@@ -80,6 +84,9 @@ impl Core {
 
     /// The names of `account`'s groups; an error when the directory cannot say.
     pub(crate) async fn groups(&self, account: &Account) -> Result<Vec<String>> {
+        if let Some(groups) = self.accounts.kept_groups(account) {
+            return Ok(groups);
+        }
         let (accounts, account) = (Arc::clone(&self.accounts), account.clone());
         Ok(tokio::task::spawn_blocking(move || accounts.groups(&account)).await??)
     }
