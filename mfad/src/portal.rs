@@ -1062,6 +1062,29 @@ impl PortalDesk {
         }
     }
 
+    /// Adds `row` for `user` and drops what the session held, in one transaction; `false`
+    /// when the session is gone (nothing added).
+    async fn add_held(
+        &self,
+        key: [u8; 32],
+        user: &str,
+        row: NewDeviceRow,
+        now: i64,
+    ) -> crate::daemon::Result<bool> {
+        let u = user.to_string();
+        self.core
+            .db(move |s| {
+                s.in_transaction(|s| {
+                    if !s.web_session_pending(&key, &u, None, now)? {
+                        return Ok(false);
+                    }
+                    s.add_device(&u, &row, now)?;
+                    Ok(true)
+                })
+            })
+            .await
+    }
+
     /// What the session is adding, if anything.
     async fn adding(&self, record: &WebSessionRecord) -> Result<Option<Adding>, WebReply> {
         let r = record.clone();
@@ -1188,19 +1211,7 @@ impl PortalDesk {
             otp: None,
             address: Some(number),
         };
-        let u = w.user.to_string();
-        let added = self
-            .core
-            .db(move |s| {
-                s.in_transaction(|s| {
-                    if !s.web_session_pending(&key, &u, None, now)? {
-                        return Ok(false);
-                    }
-                    s.add_device(&u, &row, now)?;
-                    Ok(true)
-                })
-            })
-            .await;
+        let added = self.add_held(key, w.user, row, now).await;
         match added {
             Ok(true) => {
                 decision(

@@ -253,6 +253,19 @@ fn password_step(browser: &Browser, env: &TestEnv) {
     assert_eq!(browser.wait_title("Second factor"), "Second factor");
 }
 
+/// Signed in at `portal` with the password and `code`: the settings page follows.
+fn signed_in_with_a_code(browser: &Browser, env: &TestEnv, portal: &str, code: &str) {
+    browser.open(portal);
+    assert_eq!(browser.wait_title("Sign in"), "Sign in");
+    password_step(browser, env);
+    browser.type_into("#code", code);
+    browser.click("button[type=submit]");
+    assert_eq!(
+        browser.wait_title("My two-factor settings"),
+        "My two-factor settings"
+    );
+}
+
 /// The page's note begins with `prefix`.
 fn note_starts(browser: &Browser, prefix: &str) {
     let note = browser.text("#note");
@@ -299,15 +312,7 @@ fn in_chromium_a_user_adds_a_phone_a_push_device_and_a_token_and_scp_uses_the_ne
     let browser = Browser::start(&env.dir);
     let web = env.web_port().unwrap();
     let portal = format!("http://127.0.0.1:{web}/portal");
-    browser.open(&portal);
-    assert_eq!(browser.wait_title("Sign in"), "Sign in");
-    password_step(&browser, &env);
-    browser.type_into("#code", &device.totp.fresh_code());
-    browser.click("button[type=submit]");
-    assert_eq!(
-        browser.wait_title("My two-factor settings"),
-        "My two-factor settings"
-    );
+    signed_in_with_a_code(&browser, &env, &portal, &device.totp.fresh_code());
 
     // A phone: the fake Twilio gets the text, whose code is typed back (a wrong one first).
     browser.type_into("#phone-number", "+1 555 010 4477");
@@ -506,15 +511,7 @@ fn in_chromium_a_security_key_is_added_signs_in_and_a_copy_of_it_is_refused() {
 
     // Signed in with a code, the user adds the key: the page's script hands mfad's
     // challenge to the browser, the (virtual) key is touched, mfad checks the answer.
-    browser.open(&portal);
-    assert_eq!(browser.wait_title("Sign in"), "Sign in");
-    password_step(&browser, &env);
-    browser.type_into("#code", &device.totp.fresh_code());
-    browser.click("button[type=submit]");
-    assert_eq!(
-        browser.wait_title("My two-factor settings"),
-        "My two-factor settings"
-    );
+    signed_in_with_a_code(&browser, &env, &portal, &device.totp.fresh_code());
     browser.type_into("#key-name", "Blue key");
     browser.click("#add-key");
     assert_eq!(

@@ -97,20 +97,7 @@ impl PortalDesk {
             otp: None,
             address: Some(credential),
         };
-        let u = w.user.to_string();
-        let added = self
-            .core
-            .db(move |s| {
-                s.in_transaction(|s| {
-                    if !s.web_session_pending(&key, &u, None, now)? {
-                        return Ok(false);
-                    }
-                    s.add_device(&u, &row, now)?;
-                    Ok(true)
-                })
-            })
-            .await;
-        match added {
+        match self.add_held(key, w.user, row, now).await {
             Ok(true) => {
                 let what = format!("portal; device {}", text::clean(name));
                 decision(w, "webauthn", "enrolled", &what);
