@@ -6,13 +6,27 @@
 use super::{Adding, GONE, PortalDesk, Session, UNAVAILABLE, changed, new_device_name};
 use crate::daemon::{Who, decision};
 use crate::enrol_web::who;
-use crate::store::{Device, DeviceKind, FailureEffect, NewDeviceRow, WebSessionRecord};
+use crate::store::{
+    Device, DeviceKind, FailureEffect, NewDeviceRow, WebSessionRecord, WebSessionStep,
+};
 use crate::text;
 use crate::webkey::{self, KeyError};
 use mfa_proto::WebReply;
 use mfa_proto::web::SignInRefusal;
 use tracing::warn;
 use webauthn_rs::prelude::Webauthn;
+
+/// What a checked assertion proves once the store has had its say.
+enum Proof {
+    /// The session's second factor.
+    Proved,
+    /// The account was locked meanwhile.
+    Locked,
+    /// The signature count is not above the last one seen: a copy of the key.
+    Copied,
+    /// The session ended meanwhile.
+    Gone,
+}
 
 /// The sentence for a site where keys cannot be used.
 const NO_KEYS: &str = "Security keys cannot be used on this site: its address ([web] \
@@ -195,32 +209,51 @@ impl PortalDesk {
             .find(|d| d.id == asserted.device)
             .map(|d| d.name.clone())
             .unwrap_or_default();
-        // A key that counts its signatures must show a higher count each time: the same
-        // or a lower one means another copy of the key signed in between.
-        // (A key that keeps no counter always shows 0, and is not checked.)
-        let (device, counter) = (asserted.device, u64::from(asserted.counter));
-        let proved = if counter == 0 {
-            Ok(true)
-        } else {
-            self.core
-                .db(move |s| s.spend_hotp_counter(device, counter))
-                .await
-        };
+        // In one write transaction, as a code is spent: the lock read again, the counter
+        // (a key that counts its signatures must show a higher count each time: the same
+        // or a lower one means another copy of the key signed in between; a key that keeps
+        // no counter always shows 0 and is not checked), the session's factor, the
+        // failures cleared.
+        let (u, device, counter) = (user.clone(), asserted.device, u64::from(asserted.counter));
+        let proved = self
+            .core
+            .db(move |s| {
+                s.in_transaction(|s| {
+                    if s.lock_state(&u)?.locked_until.is_some_and(|t| t > now) {
+                        return Ok(Proof::Locked);
+                    }
+                    if counter > 0 && !s.spend_hotp_counter(device, counter)? {
+                        return Ok(Proof::Copied);
+                    }
+                    if s.web_session_step(&key, WebSessionStep::Factor, now)?
+                        .is_none()
+                    {
+                        return Ok(Proof::Gone);
+                    }
+                    s.clear_failures(&u)?;
+                    Ok(Proof::Proved)
+                })
+            })
+            .await;
         match proved {
-            Ok(true) => {}
-            Ok(false) => {
-                return self
-                    .key_failed(key, &w, &KeyError::CounterBackwards, now)
-                    .await;
+            Ok(Proof::Proved) => {
+                let what = format!("portal; device {}", text::clean(&name));
+                decision(&w, "webauthn", "allow", &what);
+                self.view(token).await
             }
-            Err(_) => return UNAVAILABLE,
-        }
-        let what = format!("portal; device {}", text::clean(&name));
-        decision(&w, "webauthn", "allow", &what);
-        match self.step(key, crate::store::WebSessionStep::Factor).await {
-            Ok(Some(_)) => self.view(token).await,
-            Ok(None) => GONE,
-            Err(reply) => reply,
+            Ok(Proof::Copied) => {
+                self.key_failed(key, &w, &KeyError::CounterBackwards, now)
+                    .await
+            }
+            Ok(Proof::Locked) => {
+                decision(&w, "webauthn", "deny", "portal; account locked");
+                let _ = self.step(key, WebSessionStep::End).await;
+                WebReply::SignInRefused {
+                    why: SignInRefusal::Locked,
+                }
+            }
+            Ok(Proof::Gone) => GONE,
+            Err(_) => UNAVAILABLE,
         }
     }
 
@@ -238,7 +271,7 @@ impl PortalDesk {
         match self.core.record_failure(w.user, now).await {
             Ok(FailureEffect::Locked { .. }) => {
                 decision(w, "webauthn", "locked", "portal; account locked");
-                let _ = self.step(key, crate::store::WebSessionStep::End).await;
+                let _ = self.step(key, WebSessionStep::End).await;
                 WebReply::SignInRefused {
                     why: SignInRefusal::Locked,
                 }
