@@ -193,6 +193,34 @@ impl Browser {
             .to_string()
     }
 
+    /// Waits (at most 10 s) until an element matching `selector` is there and shows
+    /// `needle` (as after a form's POST that leaves the title as it was; `""`: until it is
+    /// there); returns its last text. A page still loading is read again, not a failure.
+    pub fn wait_text(&self, selector: &str, needle: &str) -> String {
+        let mut last = String::new();
+        let read = |browser: &Browser| -> Option<String> {
+            let el = browser
+                .call(
+                    "POST",
+                    &format!("/session/{}/element", browser.session),
+                    Some(json!({"using": "css selector", "value": selector})),
+                )
+                .ok()?;
+            let id = el.as_object()?.values().next()?.as_str()?.to_string();
+            let path = format!("/session/{}/element/{id}/text", browser.session);
+            Some(browser.call("GET", &path, None).ok()?.as_str()?.to_string())
+        };
+        let found = clock::wait_for(Duration::from_secs(10), || {
+            let text = read(self)?;
+            last = text;
+            last.contains(needle).then_some(())
+        });
+        if found.is_none() {
+            println!("{selector} still shows {last:?}, not {needle:?}");
+        }
+        last
+    }
+
     pub fn click(&self, selector: &str) {
         let el = self.find(selector);
         self.session_call("POST", &format!("/element/{el}/click"), Some(json!({})));

@@ -60,15 +60,10 @@ fn an_unenrolled_ssh_login_gets_a_link_and_the_page_in_chromium_enrols_the_app_f
     // A wrong password: PAM (through mfad) refuses it, and it counts toward the lockout.
     browser.type_into("#password", "not-the-password");
     browser.click("button[type=submit]");
-    assert_eq!(
-        browser.wait_title("Set up two-factor login"),
-        "Set up two-factor login"
-    );
-    assert!(
-        browser.text("main").contains("That password is not right"),
-        "{}",
-        browser.text("main")
-    );
+    // The same title before and after: wait for the answer's words.
+    let main = browser.wait_text("main", "That password is not right");
+    assert!(main.contains("That password is not right"), "{main}");
+    assert_eq!(browser.title(), "Set up two-factor login");
     // Logged with the browser's address (mfa-web passes it; PAM gets it as PAM_RHOST).
     let log = env.mfad_log();
     assert!(

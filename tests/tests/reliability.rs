@@ -529,6 +529,16 @@ fn a_full_disk_refuses_logins_with_failmode_secure_and_recovers() {
     let (fs, mut mfad) = store_on_tmpfs(&mut env, "1m");
     let code = device.totp.fresh_code();
     assert!(login(&env, &[&code]).succeeded(), "{}", env.diagnostics());
+    // The login history writes that login's row a moment later, on its own. A history
+    // write that meets the full disk leaves the WAL file longer than what it committed, and
+    // the next transaction is written into that room without asking the file system for
+    // more: so the row is in before the disk fills, and the login below is the first write
+    // to find the disk full.
+    let written = mfa_e2e::clock::wait_for(Duration::from_secs(10), || {
+        let rows = sqlite(&database(&env), "SELECT count(*) FROM logins").ok()?;
+        (rows.trim() != "0").then_some(())
+    });
+    assert!(written.is_some(), "the login history was not written");
 
     // Fill the tmpfs to the last byte.
     let filler = fs.path.join("filler");
