@@ -695,25 +695,15 @@ async fn code_again(app: &App, session: String, note: Markup) -> Response {
 /// one script (`/static/webauthn.js`) when the button is pressed; the answer goes to
 /// `/portal/key` (the second factor) or to `/portal/change` (`adding`: a new key).
 fn key_page(csrf: &str, options: &str, adding: bool) -> Response {
-    let (title, to, intro, button) = if adding {
-        (
-            "Add a security key",
-            "/portal/change",
-            "Insert your security key, press the button, then touch the key when it blinks.",
-            "Register the key",
-        )
+    let (title, to, button) = if adding {
+        ("Add a security key", "/portal/change", "Register the key")
     } else {
-        (
-            "Security key",
-            "/portal/key",
-            "Insert your security key, press the button, then touch the key when it blinks.",
-            "Use my security key",
-        )
+        ("Security key", "/portal/key", "Use my security key")
     };
     let body = html! {
         // mfad's options, read by the script (an attribute: escaped here, read back exact).
         div #key-options data-options=(options) data-adding=(adding) {}
-        p { (intro) }
+        p { "Insert your security key, press the button, then touch the key when it blinks." }
         p #key-note role="status" {
             noscript { "Security keys need JavaScript in this browser. Use a code instead." }
         }

@@ -31,8 +31,6 @@ const CEREMONY_TIMEOUT: Duration = Duration::from_secs(120);
 /// Why a security-key step did not succeed, in words for the user (and the log).
 #[derive(Debug, thiserror::Error)]
 pub enum KeyError {
-    #[error("security keys need [web] public_url set to a host name (not an IP address)")]
-    NoRelyingParty,
     #[error("the browser's answer is not one (too long, or not WebAuthn's JSON)")]
     Malformed,
     #[error("the security key's answer does not check out ({0})")]
