@@ -420,7 +420,7 @@ fn concurrency(
         .iter()
         .map(|name| {
             let node = dir.join(name);
-            let config = daemon::write_config(&node, plan.pool, &spec, "")?;
+            let config = daemon::write_config(&node, plan.pool, &spec, &socket::totp_section())?;
             BenchDaemon::spawn(mfad, &node, &config)
         })
         .collect::<Result<_, _>>()?;

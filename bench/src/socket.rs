@@ -4,9 +4,11 @@
 //! users.
 //!
 //! Every TOTP verification is a real accept with its durable replay record: each check uses
-//! a (user, time step) pair that nobody used before. A user accepts steps now-1, now and
-//! now+1 (window 1) in increasing order, so a pool of users gives three fresh checks each
-//! per 30 s; the pool is sized so that no phase runs out.
+//! a (user, time step) pair that nobody used before. These daemons accept
+//! [`TOTP_WINDOW`] steps either side of now (the PAM call bench keeps the default, 1), and a
+//! user's steps are spent in increasing order, so a pool of users gives 20 fresh checks
+//! each at first and one more per 30 s: enough for phases of thousands of accepts a second.
+//! mfad then computes 21 codes per answer instead of 3, a cost counted against it.
 
 use crate::BenchError;
 use crate::daemon::{BenchDaemon, params, secret_of, unix_now, user_name};
@@ -40,6 +42,14 @@ impl Op {
 }
 
 /// Bench users and the last time step each has spent, shared by all client threads.
+/// The TOTP window of the socket benches' daemons (`[totp] window`, at most 10).
+pub const TOTP_WINDOW: u64 = 10;
+
+/// The `[totp]` section that sets it.
+pub fn totp_section() -> String {
+    format!("\n[totp]\nwindow = {TOTP_WINDOW}\n")
+}
+
 pub struct UserPool {
     last: Vec<AtomicU64>,
     cursor: AtomicUsize,
@@ -50,6 +60,7 @@ pub struct UserPool {
 
 impl UserPool {
     pub fn new(users: usize) -> UserPool {
+        // As seeded: the last step spent ten steps ago.
         let start = totp::step_of(unix_now() as i64, params()).saturating_sub(10);
         UserPool {
             last: (0..users).map(|_| AtomicU64::new(start)).collect(),
@@ -68,9 +79,13 @@ impl UserPool {
                 let now = unix_now();
                 let step = (now / 30.0).floor() as u64;
                 let left = 30.0 - (now - step as f64 * 30.0);
-                // now-1 stays valid only until this step ends: keep a margin.
-                let first = if left > 2.0 { step - 1 } else { step };
-                for candidate in first..=step + 1 {
+                // now-W stays valid only until this step ends: keep a margin.
+                let first = if left > 2.0 {
+                    step - TOTP_WINDOW
+                } else {
+                    step - TOTP_WINDOW + 1
+                };
+                for candidate in first..=step + TOTP_WINDOW {
                     let last = self.last[user].load(Ordering::Relaxed);
                     if candidate > last
                         && self.last[user]
@@ -283,5 +298,6 @@ pub fn daemon(
     extra: &str,
     push_users: usize,
 ) -> Result<BenchDaemon, BenchError> {
-    BenchDaemon::start(mfad, dir, enrolled, in_nss, extra, push_users)
+    let extra = format!("{}{extra}", totp_section());
+    BenchDaemon::start(mfad, dir, enrolled, in_nss, &extra, push_users)
 }

@@ -44,13 +44,55 @@ impl Core {
         let (backend, result) = match self.store.get().await {
             Ok(mut store) => {
                 let backend = store.backend_kind();
-                (
-                    backend,
-                    tokio::task::spawn_blocking(move || f(&mut store)).await?,
-                )
+                (backend, crate::blocking::run(move || f(&mut store)).await?)
             }
             Err(e) => ("unavailable", Err(e)),
         };
+        self.store_answered(backend, started, result)
+    }
+
+    /// [`Core::db`] for the work of every login (its snapshot read, its code's
+    /// transaction), run first on the conversation's own thread when that waits for nothing:
+    /// the connection free, no other transaction open (SQLite, [`Store::set_inline`]). Its
+    /// commit is then awaited without holding a thread. When the work would have had to
+    /// wait, it is run again as [`Core::db`] runs it, so `f` must change nothing unless it
+    /// succeeds: a read, or one transaction ([`Store::in_transaction`]).
+    pub(crate) async fn db_fast<T, F>(&self, f: F) -> Result<T>
+    where
+        T: Send + 'static,
+        F: Fn(&mut Store) -> std::result::Result<T, StoreError> + Send + 'static,
+    {
+        let started = tokio::time::Instant::now();
+        let mut store = match self.store.get().await {
+            Ok(store) => store,
+            Err(e) => return self.store_answered("unavailable", started, Err(e)),
+        };
+        let backend = store.backend_kind();
+        if store.set_inline(true) {
+            let first = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| f(&mut store)));
+            store.set_inline(false);
+            let unsynced = store.take_unsynced();
+            let first = first.map_err(|_| crate::blocking::Failed::Panicked)?;
+            if !first.as_ref().is_err_and(StoreError::is_contention) {
+                // Answered only once its writes are on disk.
+                let result = match unsynced {
+                    Some(durable) => durable.await.and(first),
+                    None => first,
+                };
+                return self.store_answered(backend, started, result);
+            }
+        }
+        let result = crate::blocking::run(move || f(&mut store)).await?;
+        self.store_answered(backend, started, result)
+    }
+
+    /// Notes how a use of the store went (outage log, metrics) and passes its result on.
+    fn store_answered<T>(
+        &self,
+        backend: &'static str,
+        started: tokio::time::Instant,
+        result: std::result::Result<T, StoreError>,
+    ) -> Result<T> {
         match &result {
             Ok(_) => {
                 self.store.answered();
@@ -71,13 +113,13 @@ impl Core {
             return Ok(Some(account));
         }
         let (accounts, name) = (Arc::clone(&self.accounts), name.to_string());
-        Ok(tokio::task::spawn_blocking(move || accounts.by_name(&name)).await??)
+        Ok(crate::blocking::run(move || accounts.by_name(&name)).await??)
     }
 
     /// The user name of `uid`.
     pub(crate) async fn name_of(&self, uid: u32) -> Result<Option<String>> {
         let accounts = Arc::clone(&self.accounts);
-        Ok(tokio::task::spawn_blocking(move || accounts.by_uid(uid))
+        Ok(crate::blocking::run(move || accounts.by_uid(uid))
             .await??
             .map(|a| a.name))
     }
@@ -88,7 +130,7 @@ impl Core {
             return Ok(groups);
         }
         let (accounts, account) = (Arc::clone(&self.accounts), account.clone());
-        Ok(tokio::task::spawn_blocking(move || accounts.groups(&account)).await??)
+        Ok(crate::blocking::run(move || accounts.groups(&account)).await??)
     }
     /// How long a reported login locks the account: the lockout duration, at least an hour.
     pub(crate) fn report_lock_secs(&self) -> i64 {

@@ -35,6 +35,8 @@ pub enum SessionError {
     #[error("a background task failed: {0}")]
     Join(#[from] tokio::task::JoinError),
     #[error(transparent)]
+    Blocking(#[from] crate::blocking::Failed),
+    #[error(transparent)]
     Accounts(#[from] AccountsError),
 }
 

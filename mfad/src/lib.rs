@@ -5,6 +5,7 @@
 
 pub mod accounts;
 pub mod admin;
+pub(crate) mod blocking;
 pub mod calendar;
 pub mod check;
 pub mod clock;

@@ -258,7 +258,7 @@ impl LoginService {
             self.core.clock.now(),
         );
         self.core
-            .db(move |s| {
+            .db_fast(move |s| {
                 let remembered = remember
                     .as_ref()
                     .map(|r| (r.scope, r.addr.as_str(), r.key.as_str()));

@@ -53,6 +53,13 @@ impl Backend for Counting {
     fn rollback(&mut self) {
         pass!(self, rollback())
     }
+    // Inline use is how a login's calls are made; not a call of its own.
+    fn set_inline(&mut self, on: bool) -> bool {
+        self.inner.set_inline(on)
+    }
+    fn take_unsynced(&mut self) -> Option<mfad::store::backend::DurableFuture> {
+        self.inner.take_unsynced()
+    }
     fn schema_version(&mut self) -> Result<i64, StoreError> {
         pass!(self, schema_version())
     }
@@ -305,4 +312,48 @@ fn a_wrong_code_then_a_right_one_reads_the_devices_once() {
         "{calls:?}"
     );
     assert_eq!(calls.iter().filter(|c| **c == "record_failure").count(), 1);
+}
+
+#[test]
+fn a_login_that_meets_another_transaction_waits_for_it_then_spends_its_code() {
+    // A second handle on the daemon's own connection, as another conversation holds.
+    let held: Arc<Mutex<Option<Box<dyn Backend>>>> = Arc::default();
+    let stash = Arc::clone(&held);
+    let d = TestDaemon::start_wrapping_backend(
+        |_| {},
+        move |inner| {
+            *stash.lock().unwrap() = inner.handle();
+            inner
+        },
+    );
+    let step = totp::step_of(mfad::Clock::now(&d.clock), params());
+    d.store()
+        .add_totp_device("root", "phone", SECRET, params(), step - 5, T0)
+        .unwrap();
+    let mut other = held.lock().unwrap().take().unwrap();
+    other.begin().unwrap();
+    other.lock_until("someone-else", 1).unwrap();
+    let code = code_now(&d);
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            let (outcome, _) = d.login("root", &[&code]);
+            tx.send(outcome).unwrap();
+        });
+        // The login's read and write cannot go around the open transaction (tried on the
+        // conversation's thread, they are run again where they may wait).
+        assert!(
+            rx.recv_timeout(std::time::Duration::from_millis(500))
+                .is_err()
+        );
+        other.commit().unwrap();
+        assert_eq!(
+            rx.recv_timeout(std::time::Duration::from_secs(20)).unwrap(),
+            Outcome::Allow
+        );
+    });
+    // Its code is spent, durably: the same code again is refused.
+    let (again, script) = d.login("root", &[&code, &code, &code]);
+    assert_eq!(again, Outcome::Deny, "{}", script.text());
+    assert!(script.text().contains("already used"), "{}", script.text());
 }

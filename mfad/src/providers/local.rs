@@ -583,7 +583,7 @@ impl LocalFactors {
         // lock set by another session a moment ago is seen, and no code is checked while it
         // holds.
         self.core
-            .db(move |s| {
+            .db_fast(move |s| {
                 s.in_transaction(|s| {
                     if let Some(until) = s.lock_state(&user)?.locked_until.filter(|u| *u > now) {
                         let until = match s.record_failure(&user, now, max_failures, lock_for)? {

@@ -231,6 +231,10 @@ pub struct DumpedRemembered {
 }
 
 /// One connection to a database that holds the store.
+/// A wait until some commits are on disk.
+pub type DurableFuture =
+    std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), StoreError>> + Send>>;
+
 pub trait Backend: Send {
     /// `sqlite` or `postgresql`, for logs and errors.
     fn kind(&self) -> &'static str;
@@ -244,6 +248,20 @@ pub trait Backend: Send {
     /// Another handle on the same connection, for another conversation at the same time
     /// (SQLite's group commit); None when each connection serves one conversation.
     fn handle(&self) -> Option<Box<dyn Backend>> {
+        None
+    }
+
+    /// Inline use ([`crate::core::Core::db_fast`]): while on, nothing waits (for the
+    /// connection, another transaction, the disk); what would wait fails with
+    /// [`StoreError::WouldBlock`] and commits are not waited for (see
+    /// [`Backend::take_unsynced`]). False when the backend cannot (PostgreSQL waits for its
+    /// server): the caller runs its work on a blocking thread.
+    fn set_inline(&mut self, _on: bool) -> bool {
+        false
+    }
+
+    /// After inline use: the wait until this handle's commits are on disk, if any.
+    fn take_unsynced(&mut self) -> Option<DurableFuture> {
         None
     }
 

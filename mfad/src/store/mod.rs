@@ -62,6 +62,10 @@ pub enum StoreError {
     Broken,
     #[error("an earlier statement failed, so PostgreSQL rolled the transaction back")]
     TransactionAborted,
+    /// Inline use only ([`Backend::set_inline`]): the statement would have had to wait;
+    /// nothing was changed, and the caller runs its work again where it may wait.
+    #[error("the store is busy (inline use would have waited)")]
+    WouldBlock,
     /// The store cannot be reached (no connection within the time allowed, a connection
     /// lost): logins get the fail mode.
     #[error("the store is unavailable: {0}")]
@@ -69,6 +73,18 @@ pub enum StoreError {
 }
 
 impl StoreError {
+    /// Whether inline use met another's lock: the work is run again where it may wait.
+    pub fn is_contention(&self) -> bool {
+        match self {
+            StoreError::WouldBlock => true,
+            StoreError::Sqlite(rusqlite::Error::SqliteFailure(e, _)) => matches!(
+                e.code,
+                rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked
+            ),
+            _ => false,
+        }
+    }
+
     /// Whether the error says the store is out of reach (rather than wrong or corrupt):
     /// such errors are logged once per outage.
     pub fn is_outage(&self) -> bool {
@@ -294,6 +310,16 @@ impl Store {
     /// (when it fails) nothing is. Whatever `f` read (a lock, a counter) is still true when
     /// it writes: SQLite holds the write lock from the start, PostgreSQL the user's row
     /// from [`Store::lock_state`] on.
+    /// See [`Backend::set_inline`].
+    pub fn set_inline(&mut self, on: bool) -> bool {
+        self.backend.set_inline(on)
+    }
+
+    /// See [`Backend::take_unsynced`].
+    pub fn take_unsynced(&mut self) -> Option<backend::DurableFuture> {
+        self.backend.take_unsynced()
+    }
+
     pub fn in_transaction<T>(
         &mut self,
         f: impl FnOnce(&mut Store) -> Result<T, StoreError>,

@@ -7,6 +7,16 @@
 //! commit while one fsync runs share the next one, instead of queueing one fsync each behind
 //! the connection. Each login's transaction stays its own (a failure undoes only its own
 //! writes), and no caller hears "done" before its write is on disk.
+//!
+//! Inline use (a login's snapshot read and its code transaction, run on the conversation's
+//! own thread by [`crate::core::Core::db_fast`]): a handle set inline never waits. When the
+//! connection is taken, another handle holds a transaction or another process holds the
+//! write lock, its statement fails with [`StoreError::WouldBlock`] (the caller then runs its
+//! work again on a blocking thread); its commits do not wait for the disk, and the caller
+//! awaits [`Backend::take_unsynced`] instead, leading the next fsync itself or sleeping
+//! until one that covers it is done. Checkpoints (copying the WAL back into the database
+//! file, which fsyncs both) run on a thread of their own over a second connection, never in
+//! a login's commit.
 
 use super::backend::{
     Backend, CodeRecord, DeviceRecord, Dump, DumpedCode, DumpedRemembered, EnrolLinkRecord,
@@ -20,7 +30,7 @@ use std::fs::{DirBuilder, OpenOptions};
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, TryLockError};
 use std::time::{Duration, Instant};
 use subtle::ConstantTimeEq;
 use zeroize::Zeroizing;
@@ -199,6 +209,10 @@ pub const MIGRATIONS: &[&str] = &[
 /// timeout would for another connection).
 const BUSY: Duration = Duration::from_secs(5);
 
+/// Commits between two checkpoints (a login writes three or four pages: about a thousand
+/// pages of WAL, SQLite's own default).
+const CHECKPOINT_EVERY: u64 = 256;
+
 /// One handle on the shared SQLite connection.
 pub struct SqliteBackend {
     shared: Arc<Shared>,
@@ -206,6 +220,10 @@ pub struct SqliteBackend {
     id: u64,
     /// Whether this handle opened a transaction ([`Backend::begin`]) not yet ended.
     in_tx: bool,
+    /// Never wait: see the module's documentation.
+    inline: bool,
+    /// Set inline, the last commit this handle made (0: none), not yet known to be on disk.
+    unsynced: u64,
 }
 
 /// The connection, and the WAL's durability, shared by all handles.
@@ -219,6 +237,12 @@ struct Shared {
     synced_cv: Condvar,
     /// The WAL file (None in memory: nothing to make durable).
     wal: Option<std::fs::File>,
+    /// Tells waiting tasks that an fsync ended (its value: how many have).
+    synced_tx: tokio::sync::watch::Sender<u64>,
+    /// Wakes the checkpoint thread (unset: SQLite checkpoints in the commit itself).
+    checkpoints: std::sync::OnceLock<Mutex<std::sync::mpsc::SyncSender<()>>>,
+    /// The commit number at the last checkpoint asked for.
+    checkpointed: AtomicU64,
     next_id: AtomicU64,
 }
 
@@ -242,6 +266,16 @@ struct SyncState {
 /// The connection, held for one statement or one handle's transaction.
 struct Held<'a> {
     guard: MutexGuard<'a, State>,
+    /// Taken inline: SQLite's busy timeout is off until it is given back.
+    inline: bool,
+}
+
+impl Drop for Held<'_> {
+    fn drop(&mut self) {
+        if self.inline {
+            let _ = self.guard.conn.busy_timeout(BUSY);
+        }
+    }
 }
 
 impl std::ops::Deref for Held<'_> {
@@ -282,22 +316,114 @@ impl Shared {
             if !s.syncing {
                 s.syncing = true;
                 drop(s);
-                // Every commit numbered up to here is in the WAL already (numbers are
-                // given after COMMIT returns), so this fsync covers them all.
-                let target = self.commits.load(Ordering::SeqCst);
-                let result = wal.sync_data();
+                self.sync_once(wal)?;
                 s = self.sync.lock().map_err(poisoned)?;
-                s.syncing = false;
-                match result {
-                    Ok(()) => s.synced = s.synced.max(target),
-                    Err(e) => s.failed = Some(e.to_string()),
-                }
-                self.synced_cv.notify_all();
                 continue;
             }
             s = self.synced_cv.wait(s).map_err(poisoned)?;
         }
     }
+
+    /// [`Shared::durable`] for a task: waits without holding a thread, but when no fsync
+    /// is running, runs it itself (on its own thread, which the runtime has handed its
+    /// other tasks away from: see [`crate::blocking`]).
+    async fn durable_async(self: Arc<Self>, seq: u64) -> Result<(), StoreError> {
+        if self.wal.is_none() {
+            return Ok(());
+        }
+        loop {
+            // Subscribed before the state is read: an fsync that ends after the read wakes
+            // this task.
+            let mut ended = self.synced_tx.subscribe();
+            let lead = {
+                let mut s = self.sync.lock().map_err(poisoned)?;
+                if let Some(why) = &s.failed {
+                    return Err(StoreError::Unavailable(format!(
+                        "writing the database's log to disk failed earlier ({why}); restart mfad"
+                    )));
+                }
+                if s.synced >= seq {
+                    return Ok(());
+                }
+                !std::mem::replace(&mut s.syncing, true)
+            };
+            if lead {
+                // Runs to its end even if this task is dropped meanwhile, so `syncing`
+                // is always put back.
+                let shared = Arc::clone(&self);
+                crate::blocking::run(move || match &shared.wal {
+                    Some(wal) => shared.sync_once(wal),
+                    None => Ok(()),
+                })
+                .await
+                .map_err(|e| StoreError::Unavailable(e.to_string()))??;
+                continue;
+            }
+            let _ = ended.changed().await;
+        }
+    }
+
+    /// One fsync of the WAL by the caller that set `syncing`: covers every commit numbered
+    /// before it begins (numbers are given after COMMIT returns, so their pages are in the
+    /// WAL already), then wakes everyone waiting and asks for a checkpoint when due.
+    fn sync_once(&self, wal: &std::fs::File) -> Result<(), StoreError> {
+        let target = self.commits.load(Ordering::SeqCst);
+        let result = wal.sync_data();
+        let mut s = self.sync.lock().map_err(poisoned)?;
+        s.syncing = false;
+        match result {
+            Ok(()) => s.synced = s.synced.max(target),
+            Err(e) => s.failed = Some(e.to_string()),
+        }
+        drop(s);
+        self.synced_cv.notify_all();
+        self.synced_tx.send_modify(|n| *n = n.wrapping_add(1));
+        if let Some(checkpoints) = self.checkpoints.get()
+            && target.saturating_sub(self.checkpointed.load(Ordering::Relaxed)) >= CHECKPOINT_EVERY
+        {
+            self.checkpointed.store(target, Ordering::Relaxed);
+            if let Ok(tx) = checkpoints.lock() {
+                // Full: a checkpoint is asked for already.
+                let _ = tx.try_send(());
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Runs the checkpoints of `shared`'s database on a thread of its own until the store is
+/// dropped (its sender with it). Each holds the connection as a transaction would, so no
+/// commit slips in and the WAL is copied back whole: the next commit starts it afresh
+/// instead of growing it. Inline work meanwhile goes to a blocking thread and waits.
+fn start_checkpointer(shared: &Arc<Shared>) -> std::io::Result<()> {
+    let weak = Arc::downgrade(shared);
+    let (tx, rx) = std::sync::mpsc::sync_channel::<()>(1);
+    std::thread::Builder::new()
+        .name("mfad-checkpoint".into())
+        .spawn(move || {
+            while rx.recv().is_ok() {
+                let Some(shared) = weak.upgrade() else {
+                    return;
+                };
+                let handle = SqliteBackend {
+                    id: shared.next_id.fetch_add(1, Ordering::Relaxed),
+                    shared,
+                    in_tx: false,
+                    inline: false,
+                    unsynced: 0,
+                };
+                let done = handle.lock_waiting().and_then(|held| {
+                    Ok(held
+                        .conn
+                        .query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(()))?)
+                });
+                if let Err(e) = done {
+                    tracing::warn!("checkpoint of the database's log failed: {e}");
+                }
+            }
+        })?;
+    let _ = shared.checkpoints.set(Mutex::new(tx));
+    Ok(())
 }
 
 impl SqliteBackend {
@@ -364,10 +490,15 @@ impl SqliteBackend {
                 sync: Mutex::new(SyncState::default()),
                 synced_cv: Condvar::new(),
                 wal: None,
+                synced_tx: tokio::sync::watch::Sender::new(0),
+                checkpoints: std::sync::OnceLock::new(),
+                checkpointed: AtomicU64::new(0),
                 next_id: AtomicU64::new(1),
             }),
             id: 0,
             in_tx: false,
+            inline: false,
+            unsynced: 0,
         };
         backend.migrate()?;
         backend.seal_legacy(key)?;
@@ -388,6 +519,16 @@ impl SqliteBackend {
                 Some(shared) => shared.wal = Some(wal),
                 None => return Err(StoreError::Unavailable("store opened twice".into())),
             }
+            // Checkpoints move to their own thread: a login's commit never runs one (it
+            // fsyncs the WAL and the database file).
+            start_checkpointer(&backend.shared).map_err(|source| StoreError::Prepare {
+                path: path.display().to_string(),
+                source,
+            })?;
+            backend
+                .lock()?
+                .conn
+                .pragma_update(None, "wal_autocheckpoint", 0)?;
         }
         Ok(backend)
     }
@@ -398,11 +539,37 @@ impl SqliteBackend {
             shared: self.shared.clone(),
             id: self.shared.next_id.fetch_add(1, Ordering::Relaxed),
             in_tx: false,
+            inline: false,
+            unsynced: 0,
         }
     }
 
     /// The connection, once no other handle's transaction holds it (waits up to [`BUSY`]).
+    /// Inline, it waits for nothing: [`StoreError::WouldBlock`] when the connection is
+    /// taken or another handle's transaction holds it, and SQLite's busy timeout is off
+    /// (another process's write lock: SQLITE_BUSY at once). Within this handle's own
+    /// transaction the others only ever hold the mutex for a moment: taken as usual.
     fn lock(&self) -> Result<Held<'_>, StoreError> {
+        if self.inline && !self.in_tx {
+            let guard = match self.shared.state.try_lock() {
+                Ok(guard) => guard,
+                Err(TryLockError::WouldBlock) => return Err(StoreError::WouldBlock),
+                Err(TryLockError::Poisoned(e)) => return Err(poisoned(e)),
+            };
+            if guard.owner.is_some_and(|o| o != self.id) {
+                return Err(StoreError::WouldBlock);
+            }
+            guard.conn.busy_timeout(Duration::ZERO)?;
+            return Ok(Held {
+                guard,
+                inline: true,
+            });
+        }
+        self.lock_waiting()
+    }
+
+    /// The connection, once no other handle's transaction holds it (waits up to [`BUSY`]).
+    fn lock_waiting(&self) -> Result<Held<'_>, StoreError> {
         let mut guard = self.shared.state.lock().map_err(poisoned)?;
         let deadline = Instant::now() + BUSY;
         while guard.owner.is_some_and(|o| o != self.id) {
@@ -419,16 +586,24 @@ impl SqliteBackend {
                 .map_err(poisoned)?
                 .0;
         }
-        Ok(Held { guard })
+        Ok(Held {
+            guard,
+            inline: false,
+        })
     }
 
-    /// After a write outside [`Backend::begin`]: numbers it and waits until it is on disk.
-    /// (Inside a transaction, [`Backend::commit`] does this once for all its writes.)
-    fn written(&self) -> Result<(), StoreError> {
+    /// After a write outside [`Backend::begin`]: numbers it and waits until it is on disk
+    /// (inline: notes it for [`Backend::take_unsynced`]). Inside a transaction,
+    /// [`Backend::commit`] does this once for all its writes.
+    fn written(&mut self) -> Result<(), StoreError> {
         if self.in_tx {
             return Ok(());
         }
         let seq = self.shared.commits.fetch_add(1, Ordering::SeqCst) + 1;
+        if self.inline {
+            self.unsynced = seq;
+            return Ok(());
+        }
         self.shared.durable(seq)
     }
 
@@ -585,6 +760,20 @@ impl Backend for SqliteBackend {
         Some(Box::new(SqliteBackend::handle(self)))
     }
 
+    fn set_inline(&mut self, on: bool) -> bool {
+        self.inline = on;
+        true
+    }
+
+    fn take_unsynced(&mut self) -> Option<super::backend::DurableFuture> {
+        let seq = std::mem::take(&mut self.unsynced);
+        (seq > 0).then(|| {
+            let fut: super::backend::DurableFuture =
+                Box::pin(Arc::clone(&self.shared).durable_async(seq));
+            fut
+        })
+    }
+
     fn is_broken(&self) -> bool {
         // A handle given back with its transaction still open (its caller panicked): the
         // pool drops it, and dropping it ends that transaction.
@@ -617,7 +806,8 @@ impl Backend for SqliteBackend {
             return;
         }
         self.in_tx = false;
-        if let Ok(mut held) = self.lock()
+        // Taken as usual even inline: the transaction must end.
+        if let Ok(mut held) = self.lock_waiting()
             && held.owner == Some(self.id)
         {
             let _ = held.conn.execute_batch("ROLLBACK");
@@ -1340,4 +1530,122 @@ fn device_record(r: &rusqlite::Row<'_>) -> rusqlite::Result<DeviceRecord> {
         is_default: r.get(9)?,
         created: r.get(10)?,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn open(dir: &Path) -> SqliteBackend {
+        SqliteBackend::open(&dir.join("mfa.db"), &StoreKey::generate().unwrap()).unwrap()
+    }
+
+    fn synced(b: &SqliteBackend) -> u64 {
+        b.shared.sync.lock().unwrap().synced
+    }
+
+    #[tokio::test]
+    async fn inline_use_waits_for_nothing_and_its_commit_is_awaited_apart() {
+        let dir = tempfile::tempdir().unwrap();
+        let first = open(dir.path());
+        let mut holder = first.handle();
+        let mut inline = first.handle();
+        assert!(Backend::set_inline(&mut inline, true));
+
+        // Another handle's transaction holds the connection: inline, a read and a
+        // transaction are refused at once, having changed nothing.
+        holder.begin().unwrap();
+        holder.lock_until("held", 100).unwrap();
+        assert!(matches!(
+            inline.lock_state("u"),
+            Err(StoreError::WouldBlock)
+        ));
+        assert!(matches!(inline.begin(), Err(StoreError::WouldBlock)));
+        assert!(!inline.in_tx);
+        holder.commit().unwrap();
+
+        // Another process's write lock: SQLITE_BUSY at once, not after the busy timeout,
+        // and the timeout is back for everyone else afterwards.
+        let other = Connection::open(dir.path().join("mfa.db")).unwrap();
+        other.execute_batch("BEGIN IMMEDIATE").unwrap();
+        let busy = inline.begin().unwrap_err();
+        assert!(busy.is_contention(), "{busy}");
+        other.execute_batch("ROLLBACK").unwrap();
+        let timeout: i64 = first
+            .lock()
+            .unwrap()
+            .conn
+            .query_row("PRAGMA busy_timeout", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(timeout, BUSY.as_millis() as i64);
+
+        // Free: the transaction commits at once and is not on disk until awaited.
+        inline.begin().unwrap();
+        inline.lock_until("u", 200).unwrap();
+        inline.commit().unwrap();
+        let seq = inline.shared.commits.load(Ordering::SeqCst);
+        assert!(synced(&inline) < seq);
+        let durable = inline.take_unsynced().expect("a commit to wait for");
+        assert!(inline.take_unsynced().is_none());
+        durable.await.unwrap();
+        assert!(synced(&inline) >= seq);
+        assert_eq!(inline.lock_state("u").unwrap().locked_until, Some(200));
+
+        // A read commits nothing: nothing to wait for.
+        inline.lock_state("held").unwrap();
+        assert!(inline.take_unsynced().is_none());
+    }
+
+    #[tokio::test]
+    async fn many_inline_commits_share_fsyncs_and_each_waits_for_its_own() {
+        let dir = tempfile::tempdir().unwrap();
+        let first = open(dir.path());
+        let mut waits = Vec::new();
+        for i in 0..50 {
+            let mut h = first.handle();
+            Backend::set_inline(&mut h, true);
+            h.lock_until(&format!("u{i}"), 1).unwrap();
+            waits.push((
+                h.shared.commits.load(Ordering::SeqCst),
+                h.take_unsynced().unwrap(),
+            ));
+        }
+        let all = first.shared.commits.load(Ordering::SeqCst);
+        for (seq, wait) in waits {
+            wait.await.unwrap();
+            assert!(synced(&first) >= seq);
+        }
+        assert!(synced(&first) >= all);
+    }
+
+    #[test]
+    fn commits_never_checkpoint_the_log_a_thread_does_and_it_stays_small() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut b = open(dir.path());
+        let auto: i64 = b
+            .lock()
+            .unwrap()
+            .conn
+            .query_row("PRAGMA wal_autocheckpoint", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(auto, 0, "a login's commit must not run a checkpoint");
+        // Each commit adds pages to the WAL; unchecked, 3,000 of them make it tens of MB.
+        for i in 0..3_000 {
+            b.lock_until(&format!("user-{i:05}"), i).unwrap();
+        }
+        let wal = dir.path().join("mfa.db-wal");
+        let size = std::fs::metadata(&wal).unwrap().len();
+        let pages: i64 = b
+            .lock()
+            .unwrap()
+            .conn
+            .query_row("PRAGMA page_size", [], |r| r.get(0))
+            .unwrap();
+        // About CHECKPOINT_EVERY commits of a few pages each between two restarts, and
+        // what was committed while the last checkpoint ran.
+        let bound = 2 * CHECKPOINT_EVERY * pages as u64 * 3;
+        assert!(size < bound, "WAL of {size} bytes (bound {bound})");
+        // The checkpoint thread ends with the store.
+        drop(b);
+    }
 }
