@@ -498,6 +498,18 @@ fn concurrency(
             row.failed += p.failed;
         }
     }
+    // Latency at a given load (open loop, SQLite): the rates the targets name.
+    for (op, rate) in PACED {
+        let p = socket::paced_phase(
+            &sqlite.socket,
+            op,
+            PACED_CLIENTS,
+            rate,
+            plan.phase * plan.rounds as u32,
+            &sqlite_pool,
+        )?;
+        report.paced_row(op, PACED_CLIENTS, rate, &p);
+    }
     let mut compared = Vec::new();
     for row in rows {
         let rate = median(&row.rates);
@@ -523,6 +535,17 @@ fn concurrency(
     drop(sqlite);
     Ok(())
 }
+
+/// The open-loop rows: checks started per second, by kind.
+const PACED: [(Op, f64); 4] = [
+    (Op::Totp, 2_500.0),
+    (Op::Totp, 5_000.0),
+    (Op::Policy, 10_000.0),
+    (Op::Policy, 20_000.0),
+];
+
+/// The open-loop rows' connections at a time, at most.
+const PACED_CLIENTS: usize = 200;
 
 /// `postgres (PostgreSQL) 15.x (Debian …)`, from the server binary in use.
 fn postgres_version(pg: &TestPostgres) -> String {

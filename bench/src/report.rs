@@ -42,6 +42,7 @@ pub struct Report {
     ssh: String,
     pam: String,
     load: String,
+    paced: String,
     stores: String,
     memory: String,
     growth: String,
@@ -100,6 +101,7 @@ impl Report {
             ssh: String::new(),
             pam: String::new(),
             load: String::new(),
+            paced: String::new(),
             stores: String::new(),
             memory: String::new(),
             growth: String::new(),
@@ -339,6 +341,42 @@ impl Report {
         ));
     }
 
+    /// A row of the open-loop table: `rate` checks offered a second over `clients`
+    /// connections at most.
+    pub fn paced_row(&mut self, op: Op, clients: usize, rate: f64, p: &crate::socket::Phase) {
+        if self.paced.is_empty() {
+            self.paced = format!(
+                "### latency at a given load (open loop)\n\nThe rows above are closed loops: \
+                 each client starts its next check when the last one ends, so the machine \
+                 is saturated and, on average, latency is the number of clients divided by \
+                 the throughput (Little's law: 200 clients at 10,000/s wait 20 ms each, \
+                 whatever mfad does). Here {clients} client threads together start a fixed \
+                 number of checks per second on a schedule (mfad on SQLite, as above), and \
+                 each check's latency counts from when it was due, so a check sent late \
+                 because the one before was slow counts its wait.\n\n\
+                 | check | offered/s | done/s | p50 (ms) | p90 (ms) | p99 (ms) | samples \
+                 | not as expected |\n|---|---:|---:|---:|---:|---:|---:|---:|\n"
+            );
+        }
+        if p.failed > 0 {
+            self.problem(format!(
+                "{} {} verifications at {rate:.0}/s offered did not end as expected",
+                p.failed,
+                op.label()
+            ));
+        }
+        self.paced.push_str(&format!(
+            "| {} | {rate:.0} | {:.0} | {} | {} | {} | {} | {} |\n",
+            op.label(),
+            p.per_second(),
+            ms(p.samples.median()),
+            ms(p.samples.percentile(90.0)),
+            ms(p.samples.percentile(99.0)),
+            p.samples.len(),
+            p.failed
+        ));
+    }
+
     /// The table of SQLite against PostgreSQL (one node, two nodes), each PostgreSQL row
     /// divided by the SQLite row of the same check and clients.
     pub fn stores(&mut self, rows: &[StoreRow], postgres: &str, pool_waits: [usize; 2]) {
@@ -538,6 +576,7 @@ impl Report {
             &self.ssh,
             &self.pam,
             &self.load,
+            &self.paced,
             &self.stores,
             &self.memory,
             &self.growth,

@@ -256,6 +256,76 @@ pub fn phase(
     Ok(total)
 }
 
+/// Open loop: `clients` threads that together start `rate` checks a second, each on a
+/// schedule of its own (thread `i` every `clients / rate` seconds, the threads staggered),
+/// for `duration`. A check's latency counts from when it was due, not from when it started:
+/// a client held up by a slow answer does not hide the wait of the checks it sent late.
+/// This is the latency at a given load, where [`phase`] (a closed loop) measures capacity
+/// and its latencies are the queue that saturation builds (Little's law: clients divided
+/// by throughput, on average).
+pub fn paced_phase(
+    socket: &Path,
+    op: Op,
+    clients: usize,
+    rate: f64,
+    duration: Duration,
+    pool: &UserPool,
+) -> Result<Phase, BenchError> {
+    let interval = Duration::from_secs_f64(clients as f64 / rate.max(1.0));
+    // The schedule starts once every thread is up, not with a burst of the checks due
+    // while they were started.
+    let started = Instant::now() + Duration::from_millis(200);
+    let deadline = started + duration;
+    let results: Vec<Result<Phase, BenchError>> = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..clients)
+            .map(|i| {
+                let first = started + interval.mul_f64(i as f64 / clients.max(1) as f64);
+                std::thread::Builder::new()
+                    .stack_size(256 * 1024)
+                    .spawn_scoped(s, move || {
+                        let mut mine = Phase::default();
+                        let mut due = first;
+                        while due < deadline {
+                            let now = Instant::now();
+                            if due > now {
+                                std::thread::sleep(due - now);
+                            }
+                            let (ok, _) = one(socket, op, pool)?;
+                            if ok {
+                                mine.done += 1;
+                                mine.samples.push(due.elapsed());
+                            } else {
+                                mine.failed += 1;
+                            }
+                            due += interval;
+                        }
+                        Ok(mine)
+                    })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| match h {
+                Ok(h) => h
+                    .join()
+                    .unwrap_or_else(|_| Err(BenchError("a client thread panicked".into()))),
+                Err(e) => Err(BenchError(format!("cannot start a client thread: {e}"))),
+            })
+            .collect()
+    });
+    let mut total = Phase {
+        elapsed: started.elapsed(),
+        ..Phase::default()
+    };
+    for r in results {
+        let r = r?;
+        total.done += r.done;
+        total.failed += r.failed;
+        total.samples.extend(&r.samples);
+    }
+    Ok(total)
+}
+
 /// Opens `n` logins whose default method is a push and leaves them waiting for the phone.
 /// Returns the open connections (dropping them hangs up).
 pub fn pending_pushes(socket: &Path, n: usize) -> Result<Vec<Client>, BenchError> {
