@@ -340,6 +340,55 @@ fn compare(
         )
         .collect();
     report.compare(&compared, [pools[0].waits(), pools[1].waits()]);
+    drop(daemons);
+    // The open-loop rows too, each binary on a fresh store.
+    paced(
+        before,
+        &dir.join("paced-before"),
+        plan,
+        Some("before"),
+        report,
+    )?;
+    paced(after, &dir.join("paced-after"), plan, Some("after"), report)
+}
+
+/// The open-loop rows, against a fresh mfad on SQLite with its own users: the rows before
+/// spend most of a pool's fresh TOTP steps, and a client waiting for the clock would count
+/// its wait as mfad's latency.
+fn paced(
+    mfad: &std::path::Path,
+    dir: &std::path::Path,
+    plan: &Plan,
+    binary: Option<&str>,
+    report: &mut Report,
+) -> Result<(), BenchError> {
+    let d = socket::daemon(mfad, dir, plan.pool, plan.pool, "", 0)?;
+    let pool = UserPool::new(plan.pool);
+    // Warm up: every user looked up once (NSS, the account cache), the statement cache.
+    for op in [Op::Policy, Op::Totp] {
+        socket::phase(
+            std::slice::from_ref(&d.socket),
+            op,
+            8,
+            Duration::from_millis(200),
+            &pool,
+        )?;
+    }
+    for _ in 0..plan.pool {
+        socket::one(&d.socket, Op::Policy, &pool)?;
+    }
+    for (op, rate) in PACED {
+        let p = socket::paced_phase(
+            &d.socket,
+            op,
+            PACED_CLIENTS,
+            rate,
+            plan.phase * plan.rounds as u32,
+            &pool,
+        )?;
+        report.paced_row(op, binary, PACED_CLIENTS, rate, &p);
+    }
+    report.paced_waits(binary, pool.waits());
     Ok(())
 }
 
@@ -499,17 +548,7 @@ fn concurrency(
         }
     }
     // Latency at a given load (open loop, SQLite): the rates the targets name.
-    for (op, rate) in PACED {
-        let p = socket::paced_phase(
-            &sqlite.socket,
-            op,
-            PACED_CLIENTS,
-            rate,
-            plan.phase * plan.rounds as u32,
-            &sqlite_pool,
-        )?;
-        report.paced_row(op, PACED_CLIENTS, rate, &p);
-    }
+    paced(mfad, &dir.join("paced"), plan, None, report)?;
     let mut compared = Vec::new();
     for row in rows {
         let rate = median(&row.rates);

@@ -43,6 +43,7 @@ pub struct Report {
     pam: String,
     load: String,
     paced: String,
+    paced_notes: String,
     stores: String,
     memory: String,
     growth: String,
@@ -102,6 +103,7 @@ impl Report {
             pam: String::new(),
             load: String::new(),
             paced: String::new(),
+            paced_notes: String::new(),
             stores: String::new(),
             memory: String::new(),
             growth: String::new(),
@@ -343,7 +345,15 @@ impl Report {
 
     /// A row of the open-loop table: `rate` checks offered a second over `clients`
     /// connections at most.
-    pub fn paced_row(&mut self, op: Op, clients: usize, rate: f64, p: &crate::socket::Phase) {
+    /// `binary`: which of two compared binaries (`--compare-mfad`), if any.
+    pub fn paced_row(
+        &mut self,
+        op: Op,
+        binary: Option<&str>,
+        clients: usize,
+        rate: f64,
+        p: &crate::socket::Phase,
+    ) {
         if self.paced.is_empty() {
             self.paced = format!(
                 "### latency at a given load (open loop)\n\nThe rows above are closed loops: \
@@ -365,9 +375,12 @@ impl Report {
                 op.label()
             ));
         }
+        let check = match binary {
+            Some(b) => format!("{}, {b}", op.label()),
+            None => op.label().to_string(),
+        };
         self.paced.push_str(&format!(
-            "| {} | {rate:.0} | {:.0} | {} | {} | {} | {} | {} |\n",
-            op.label(),
+            "| {check} | {rate:.0} | {:.0} | {} | {} | {} | {} | {} |\n",
             p.per_second(),
             ms(p.samples.median()),
             ms(p.samples.percentile(90.0)),
@@ -375,6 +388,18 @@ impl Report {
             p.samples.len(),
             p.failed
         ));
+    }
+
+    /// Says when the open-loop rows' users ran out of fresh TOTP steps (a client then
+    /// waits for the clock, and the wait counts as latency).
+    pub fn paced_waits(&mut self, binary: Option<&str>, waits: usize) {
+        if waits > 0 {
+            let which = binary.map(|b| format!(" ({b})")).unwrap_or_default();
+            self.paced_notes.push_str(&format!(
+                "\nThe open-loop bench users{which} ran out of fresh TOTP steps {waits} times: \
+                 those rows' latencies include waits for the clock.\n"
+            ));
+        }
     }
 
     /// The table of SQLite against PostgreSQL (one node, two nodes), each PostgreSQL row
@@ -577,6 +602,7 @@ impl Report {
             &self.pam,
             &self.load,
             &self.paced,
+            &self.paced_notes,
             &self.stores,
             &self.memory,
             &self.growth,

@@ -79,8 +79,9 @@ impl UserPool {
                 let now = unix_now();
                 let step = (now / 30.0).floor() as u64;
                 let left = 30.0 - (now - step as f64 * 30.0);
-                // now-W stays valid only until this step ends: keep a margin.
-                let first = if left > 2.0 {
+                // now-W stays valid only until this step ends: keep a margin (a check
+                // waits in a queue for up to a second or two at saturation).
+                let first = if left > 10.0 {
                     step - TOTP_WINDOW
                 } else {
                     step - TOTP_WINDOW + 1

@@ -3,7 +3,7 @@
 //! between nodes are settled by the database: conditional UPDATEs for spends, the user's
 //! row locked (`FOR UPDATE`) for everything a login transaction does after reading the lock.
 //!
-//! The trait is synchronous (called from `spawn_blocking` threads); each call runs its
+//! The trait is synchronous (called where it may block: [`crate::blocking`]); each call runs its
 //! queries on the runtime the connection was made on, bounded by the statement timeout.
 
 use super::backend::{

@@ -15,8 +15,8 @@
 //! work again on a blocking thread); its commits do not wait for the disk, and the caller
 //! awaits [`Backend::take_unsynced`] instead, leading the next fsync itself or sleeping
 //! until one that covers it is done. Checkpoints (copying the WAL back into the database
-//! file, which fsyncs both) run on a thread of their own over a second connection, never in
-//! a login's commit.
+//! file, which fsyncs both) never run inline: every [`CHECKPOINT_EVERY`] commits one falls
+//! due, inline use steps aside, and the next use on a blocking thread runs it first.
 
 use super::backend::{
     Backend, CodeRecord, DeviceRecord, Dump, DumpedCode, DumpedRemembered, EnrolLinkRecord,
@@ -209,9 +209,9 @@ pub const MIGRATIONS: &[&str] = &[
 /// timeout would for another connection).
 const BUSY: Duration = Duration::from_secs(5);
 
-/// Commits between two checkpoints (a login writes three or four pages: about a thousand
-/// pages of WAL, SQLite's own default).
-const CHECKPOINT_EVERY: u64 = 256;
+/// Commits between two checkpoints (a login writes one to three pages: up to about a
+/// thousand pages of WAL, as SQLite's own autocheckpoint).
+const CHECKPOINT_EVERY: u64 = 500;
 
 /// One handle on the shared SQLite connection.
 pub struct SqliteBackend {
@@ -239,10 +239,13 @@ struct Shared {
     wal: Option<std::fs::File>,
     /// Tells waiting tasks that an fsync ended (its value: how many have).
     synced_tx: tokio::sync::watch::Sender<u64>,
-    /// Wakes the checkpoint thread (unset: SQLite checkpoints in the commit itself).
-    checkpoints: std::sync::OnceLock<Mutex<std::sync::mpsc::SyncSender<()>>>,
-    /// The commit number at the last checkpoint asked for.
+    /// Whether the fsync leader runs the checkpoints (false: SQLite runs them in a commit).
+    checkpoints: bool,
+    /// The commit number when a checkpoint was last due.
     checkpointed: AtomicU64,
+    /// A checkpoint is due: inline use waits for nothing, so it steps aside
+    /// ([`StoreError::WouldBlock`]) and the next blocking use runs it ([`Shared::hold`]).
+    checkpoint_due: std::sync::atomic::AtomicBool,
     next_id: AtomicU64,
 }
 
@@ -348,10 +351,10 @@ impl Shared {
                 !std::mem::replace(&mut s.syncing, true)
             };
             if lead {
-                // Runs to its end even if this task is dropped meanwhile, so `syncing`
-                // is always put back.
+                // On this task's own thread (no hand-off on the login's path); runs to its
+                // end even if the task is dropped meanwhile, so `syncing` is always put back.
                 let shared = Arc::clone(&self);
-                crate::blocking::run(move || match &shared.wal {
+                crate::blocking::run_in_place(move || match &shared.wal {
                     Some(wal) => shared.sync_once(wal),
                     None => Ok(()),
                 })
@@ -378,52 +381,45 @@ impl Shared {
         drop(s);
         self.synced_cv.notify_all();
         self.synced_tx.send_modify(|n| *n = n.wrapping_add(1));
-        if let Some(checkpoints) = self.checkpoints.get()
+        if self.checkpoints
             && target.saturating_sub(self.checkpointed.load(Ordering::Relaxed)) >= CHECKPOINT_EVERY
         {
             self.checkpointed.store(target, Ordering::Relaxed);
-            if let Ok(tx) = checkpoints.lock() {
-                // Full: a checkpoint is asked for already.
-                let _ = tx.try_send(());
-            }
+            self.checkpoint_due.store(true, Ordering::SeqCst);
         }
         Ok(())
     }
-}
 
-/// Runs the checkpoints of `shared`'s database on a thread of its own until the store is
-/// dropped (its sender with it). Each holds the connection as a transaction would, so no
-/// commit slips in and the WAL is copied back whole: the next commit starts it afresh
-/// instead of growing it. Inline work meanwhile goes to a blocking thread and waits.
-fn start_checkpointer(shared: &Arc<Shared>) -> std::io::Result<()> {
-    let weak = Arc::downgrade(shared);
-    let (tx, rx) = std::sync::mpsc::sync_channel::<()>(1);
-    std::thread::Builder::new()
-        .name("mfad-checkpoint".into())
-        .spawn(move || {
-            while rx.recv().is_ok() {
-                let Some(shared) = weak.upgrade() else {
-                    return;
-                };
-                let handle = SqliteBackend {
-                    id: shared.next_id.fetch_add(1, Ordering::Relaxed),
-                    shared,
-                    in_tx: false,
-                    inline: false,
-                    unsynced: 0,
-                };
-                let done = handle.lock_waiting().and_then(|held| {
-                    Ok(held
-                        .conn
-                        .query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(()))?)
-                });
-                if let Err(e) = done {
-                    tracing::warn!("checkpoint of the database's log failed: {e}");
-                }
+    /// The connection, once no transaction but `id`'s holds it (waits up to [`BUSY`]). A
+    /// checkpoint due is run first, the connection held: copying the WAL back into the
+    /// database file (which fsyncs both) is then some blocking thread's work, as SQLite's
+    /// autocheckpoint is a committing connection's, never inline work's; and no commit
+    /// slips in, so the WAL is copied whole and the next commit starts it afresh.
+    fn hold(&self, id: u64) -> Result<Held<'_>, StoreError> {
+        let mut guard = self.state.lock().map_err(poisoned)?;
+        let deadline = Instant::now() + BUSY;
+        while guard.owner.is_some_and(|o| o != id) {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return Err(StoreError::Unavailable(
+                    "the store stayed busy with another login's transaction".into(),
+                ));
             }
-        })?;
-    let _ = shared.checkpoints.set(Mutex::new(tx));
-    Ok(())
+            guard = self.free.wait_timeout(guard, left).map_err(poisoned)?.0;
+        }
+        if guard.owner.is_none() && self.checkpoint_due.swap(false, Ordering::SeqCst) {
+            let done = guard
+                .conn
+                .query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(()));
+            if let Err(e) = done {
+                tracing::warn!("checkpoint of the database's log failed: {e}");
+            }
+        }
+        Ok(Held {
+            guard,
+            inline: false,
+        })
+    }
 }
 
 impl SqliteBackend {
@@ -491,8 +487,9 @@ impl SqliteBackend {
                 synced_cv: Condvar::new(),
                 wal: None,
                 synced_tx: tokio::sync::watch::Sender::new(0),
-                checkpoints: std::sync::OnceLock::new(),
+                checkpoints: false,
                 checkpointed: AtomicU64::new(0),
+                checkpoint_due: std::sync::atomic::AtomicBool::new(false),
                 next_id: AtomicU64::new(1),
             }),
             id: 0,
@@ -519,12 +516,11 @@ impl SqliteBackend {
                 Some(shared) => shared.wal = Some(wal),
                 None => return Err(StoreError::Unavailable("store opened twice".into())),
             }
-            // Checkpoints move to their own thread: a login's commit never runs one (it
-            // fsyncs the WAL and the database file).
-            start_checkpointer(&backend.shared).map_err(|source| StoreError::Prepare {
-                path: path.display().to_string(),
-                source,
-            })?;
+            // A commit never runs a checkpoint by itself (it fsyncs the WAL and the
+            // database file): see [`Shared::hold`].
+            Arc::get_mut(&mut backend.shared)
+                .ok_or_else(|| StoreError::Unavailable("store opened twice".into()))?
+                .checkpoints = true;
             backend
                 .lock()?
                 .conn
@@ -551,6 +547,9 @@ impl SqliteBackend {
     /// transaction the others only ever hold the mutex for a moment: taken as usual.
     fn lock(&self) -> Result<Held<'_>, StoreError> {
         if self.inline && !self.in_tx {
+            if self.shared.checkpoint_due.load(Ordering::SeqCst) {
+                return Err(StoreError::WouldBlock);
+            }
             let guard = match self.shared.state.try_lock() {
                 Ok(guard) => guard,
                 Err(TryLockError::WouldBlock) => return Err(StoreError::WouldBlock),
@@ -570,26 +569,7 @@ impl SqliteBackend {
 
     /// The connection, once no other handle's transaction holds it (waits up to [`BUSY`]).
     fn lock_waiting(&self) -> Result<Held<'_>, StoreError> {
-        let mut guard = self.shared.state.lock().map_err(poisoned)?;
-        let deadline = Instant::now() + BUSY;
-        while guard.owner.is_some_and(|o| o != self.id) {
-            let left = deadline.saturating_duration_since(Instant::now());
-            if left.is_zero() {
-                return Err(StoreError::Unavailable(
-                    "the store stayed busy with another login's transaction".into(),
-                ));
-            }
-            guard = self
-                .shared
-                .free
-                .wait_timeout(guard, left)
-                .map_err(poisoned)?
-                .0;
-        }
-        Ok(Held {
-            guard,
-            inline: false,
-        })
+        self.shared.hold(self.id)
     }
 
     /// After a write outside [`Backend::begin`]: numbers it and waits until it is on disk
@@ -1619,7 +1599,7 @@ mod tests {
     }
 
     #[test]
-    fn commits_never_checkpoint_the_log_a_thread_does_and_it_stays_small() {
+    fn commits_never_checkpoint_the_log_inline_and_it_stays_small() {
         let dir = tempfile::tempdir().unwrap();
         let mut b = open(dir.path());
         let auto: i64 = b
@@ -1643,9 +1623,7 @@ mod tests {
             .unwrap();
         // About CHECKPOINT_EVERY commits of a few pages each between two restarts, and
         // what was committed while the last checkpoint ran.
-        let bound = 2 * CHECKPOINT_EVERY * pages as u64 * 3;
+        let bound = CHECKPOINT_EVERY * pages as u64 * 4;
         assert!(size < bound, "WAL of {size} bytes (bound {bound})");
-        // The checkpoint thread ends with the store.
-        drop(b);
     }
 }
