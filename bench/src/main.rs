@@ -107,6 +107,7 @@ struct Args {
     skip_ssh: bool,
     only_ssh: bool,
     only_pam: bool,
+    only_memory: bool,
     ssh_rounds: Option<usize>,
     profile: Option<usize>,
     /// Another mfad binary to compare with this one on SQLite (before/after a change).
@@ -120,6 +121,7 @@ fn parse_args() -> Result<Args, BenchError> {
         skip_ssh: false,
         only_ssh: false,
         only_pam: false,
+        only_memory: false,
         ssh_rounds: None,
         profile: None,
         compare: None,
@@ -131,6 +133,7 @@ fn parse_args() -> Result<Args, BenchError> {
             "--skip-ssh" => a.skip_ssh = true,
             "--only-ssh" => a.only_ssh = true,
             "--only-pam" => a.only_pam = true,
+            "--only-memory" => a.only_memory = true,
             "--pam-load-probe" => {
                 // Internal: one fresh process timing the first pam_start of a service.
                 let service = it.next().unwrap_or_default();
@@ -167,7 +170,7 @@ fn parse_args() -> Result<Args, BenchError> {
             }
             "-h" | "--help" => {
                 println!(
-                    "mfa-bench [--smoke] [--skip-ssh | --only-ssh | --only-pam] [--ssh-rounds N] [--write docs/BENCHMARKS.md]\n\
+                    "mfa-bench [--smoke] [--skip-ssh | --only-ssh | --only-pam | --only-memory] [--ssh-rounds N] [--write docs/BENCHMARKS.md]\n\
                      mfa-bench --profile N   (N TOTP accepts and N policy decisions, one client; \
                      with MFA_BENCH_WRAPPER=\"valgrind --tool=callgrind\")\n\
                      Needs root, the release build (scripts/bench.sh builds it) and \
@@ -220,6 +223,13 @@ fn run() -> Result<(), BenchError> {
     let started = Instant::now();
     if let Some(other) = &args.compare {
         compare(other, &mfad, &scratch.join("compare"), &plan, &mut report)?;
+        report.finish(started.elapsed());
+        println!("{}", report.markdown());
+        let _ = std::fs::remove_dir_all(&scratch);
+        return Ok(());
+    }
+    if args.only_memory {
+        memory(&mfad, &scratch.join("memory"), &plan, &mut report)?;
         report.finish(started.elapsed());
         println!("{}", report.markdown());
         let _ = std::fs::remove_dir_all(&scratch);

@@ -52,6 +52,9 @@ pub fn totp_section() -> String {
 
 pub struct UserPool {
     last: Vec<AtomicU64>,
+    /// A user with a check in flight: not claimed again until it ends, or a later step
+    /// claimed meanwhile could reach mfad first and make the earlier one a replay.
+    busy: Vec<std::sync::atomic::AtomicBool>,
     cursor: AtomicUsize,
     /// Times a client found no fresh step and waited for the clock: throughput then
     /// measures the pool, not mfad.
@@ -64,6 +67,9 @@ impl UserPool {
         let start = totp::step_of(unix_now() as i64, params()).saturating_sub(10);
         UserPool {
             last: (0..users).map(|_| AtomicU64::new(start)).collect(),
+            busy: (0..users)
+                .map(|_| std::sync::atomic::AtomicBool::new(false))
+                .collect(),
             cursor: AtomicUsize::new(0),
             waits: AtomicUsize::new(0),
         }
@@ -76,6 +82,9 @@ impl UserPool {
         while Instant::now() < deadline {
             for _ in 0..self.last.len() {
                 let user = self.cursor.fetch_add(1, Ordering::Relaxed) % self.last.len();
+                if self.busy[user].swap(true, Ordering::SeqCst) {
+                    continue;
+                }
                 let now = unix_now();
                 let step = (now / 30.0).floor() as u64;
                 let left = 30.0 - (now - step as f64 * 30.0);
@@ -96,11 +105,19 @@ impl UserPool {
                         return Some((user, candidate));
                     }
                 }
+                self.release(user);
             }
             self.waits.fetch_add(1, Ordering::Relaxed);
             std::thread::sleep(Duration::from_millis(200));
         }
         None
+    }
+
+    /// The check of `user`'s claimed step has ended.
+    pub fn release(&self, user: usize) {
+        if let Some(b) = self.busy.get(user) {
+            b.store(false, Ordering::SeqCst);
+        }
     }
 
     /// How many times a client waited for the clock because every user had spent its window.
@@ -150,11 +167,13 @@ fn wrong_code(user: usize) -> String {
 /// One whole conversation as pam_mfa has it: connect, hello, relay, done. Returns whether it
 /// ended as `op` should, and how long it took.
 pub fn one(socket: &Path, op: Op, pool: &UserPool) -> Result<(bool, Duration), BenchError> {
+    let mut claimed = None;
     let (operation, answer, want) = match op {
         Op::Totp => {
             let (user, step) = pool
                 .claim()
                 .ok_or_else(|| BenchError("the user pool ran out of fresh steps".into()))?;
+            claimed = Some(user);
             let code = totp::code_at_step(&secret_of(user), params(), step).to_string();
             (
                 auth_op(user_name(user), "192.0.2.7", AuthMode::Menu),
@@ -177,10 +196,15 @@ pub fn one(socket: &Path, op: Op, pool: &UserPool) -> Result<(bool, Duration), B
         }
     };
     let started = Instant::now();
-    let mut client = Client::connect(socket, Duration::from_secs(10), Duration::from_secs(60))
-        .map_err(|e| BenchError(e.to_string()))?;
-    let outcome = mfa_proto::run_conversation(&mut client, operation, &mut Answer(answer));
+    let client = Client::connect(socket, Duration::from_secs(10), Duration::from_secs(60))
+        .map_err(|e| BenchError(e.to_string()));
+    let outcome = client
+        .map(|mut client| mfa_proto::run_conversation(&mut client, operation, &mut Answer(answer)));
     let took = started.elapsed();
+    if let Some(user) = claimed {
+        pool.release(user);
+    }
+    let outcome = outcome?;
     Ok((matches!(outcome, Ok(o) if o == want), took))
 }
 
