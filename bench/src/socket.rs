@@ -258,27 +258,9 @@ pub fn phase(
                     })
             })
             .collect();
-        handles
-            .into_iter()
-            .map(|h| match h {
-                Ok(h) => h
-                    .join()
-                    .unwrap_or_else(|_| Err(BenchError("a client thread panicked".into()))),
-                Err(e) => Err(BenchError(format!("cannot start a client thread: {e}"))),
-            })
-            .collect()
+        handles.into_iter().map(joined).collect()
     });
-    let mut total = Phase {
-        elapsed: started.elapsed(),
-        ..Phase::default()
-    };
-    for r in results {
-        let r = r?;
-        total.done += r.done;
-        total.failed += r.failed;
-        total.samples.extend(&r.samples);
-    }
-    Ok(total)
+    summed(results, started.elapsed())
 }
 
 /// Open loop: `clients` threads that together start `rate` checks a second, each on a
@@ -328,27 +310,9 @@ pub fn paced_phase(
                     })
             })
             .collect();
-        handles
-            .into_iter()
-            .map(|h| match h {
-                Ok(h) => h
-                    .join()
-                    .unwrap_or_else(|_| Err(BenchError("a client thread panicked".into()))),
-                Err(e) => Err(BenchError(format!("cannot start a client thread: {e}"))),
-            })
-            .collect()
+        handles.into_iter().map(joined).collect()
     });
-    let mut total = Phase {
-        elapsed: started.elapsed(),
-        ..Phase::default()
-    };
-    for r in results {
-        let r = r?;
-        total.done += r.done;
-        total.failed += r.failed;
-        total.samples.extend(&r.samples);
-    }
-    Ok(total)
+    summed(results, started.elapsed())
 }
 
 /// Opens `n` logins whose default method is a push and leaves them waiting for the phone.
@@ -395,4 +359,31 @@ pub fn daemon(
 ) -> Result<BenchDaemon, BenchError> {
     let extra = format!("{}{extra}", totp_section());
     BenchDaemon::start(mfad, dir, enrolled, in_nss, &extra, push_users)
+}
+
+/// A client thread's phase, or why it has none.
+fn joined(
+    h: std::io::Result<std::thread::ScopedJoinHandle<'_, Result<Phase, BenchError>>>,
+) -> Result<Phase, BenchError> {
+    match h {
+        Ok(h) => h
+            .join()
+            .unwrap_or_else(|_| Err(BenchError("a client thread panicked".into()))),
+        Err(e) => Err(BenchError(format!("cannot start a client thread: {e}"))),
+    }
+}
+
+/// The client threads' phases as one.
+fn summed(results: Vec<Result<Phase, BenchError>>, elapsed: Duration) -> Result<Phase, BenchError> {
+    let mut total = Phase {
+        elapsed,
+        ..Phase::default()
+    };
+    for r in results {
+        let r = r?;
+        total.done += r.done;
+        total.failed += r.failed;
+        total.samples.extend(&r.samples);
+    }
+    Ok(total)
 }
