@@ -6,8 +6,8 @@
 //! thread's other tasks to another thread), which costs no hand-off on the caller's path
 //! but moves the runtime's worker to another thread each time: it is kept for the one fsync
 //! a group commit's leader runs, where a login waits for nothing else. (Used for every
-//! store call, it spread the tasks over many threads and their malloc arenas: 1,000 pending
-//! pushes took 76 MB instead of 33.) On a current-thread runtime (tests) both hand off.
+//! store call, it spread the tasks over many threads: 1,000 pending pushes took 76 MB
+//! instead of about 52 in the same day's runs.) On a current-thread runtime (tests) both hand off.
 //! Either way a panic in the work is an error of this conversation, never of the daemon.
 
 use std::panic::AssertUnwindSafe;

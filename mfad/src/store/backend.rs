@@ -230,11 +230,11 @@ pub struct DumpedRemembered {
     pub until: i64,
 }
 
-/// One connection to a database that holds the store.
 /// A wait until some commits are on disk.
 pub type DurableFuture =
     std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), StoreError>> + Send>>;
 
+/// One connection to a database that holds the store.
 pub trait Backend: Send {
     /// `sqlite` or `postgresql`, for logs and errors.
     fn kind(&self) -> &'static str;

@@ -306,10 +306,6 @@ impl Store {
         self.backend.as_mut()
     }
 
-    /// Runs `f` in one write transaction: everything it wrote is committed together, or
-    /// (when it fails) nothing is. Whatever `f` read (a lock, a counter) is still true when
-    /// it writes: SQLite holds the write lock from the start, PostgreSQL the user's row
-    /// from [`Store::lock_state`] on.
     /// See [`Backend::set_inline`].
     pub fn set_inline(&mut self, on: bool) -> bool {
         self.backend.set_inline(on)
@@ -320,6 +316,10 @@ impl Store {
         self.backend.take_unsynced()
     }
 
+    /// Runs `f` in one write transaction: everything it wrote is committed together, or
+    /// (when it fails) nothing is. Whatever `f` read (a lock, a counter) is still true when
+    /// it writes: SQLite holds the write lock from the start, PostgreSQL the user's row
+    /// from [`Store::lock_state`] on.
     pub fn in_transaction<T>(
         &mut self,
         f: impl FnOnce(&mut Store) -> Result<T, StoreError>,

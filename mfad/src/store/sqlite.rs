@@ -239,7 +239,8 @@ struct Shared {
     wal: Option<std::fs::File>,
     /// Tells waiting tasks that an fsync ended (its value: how many have).
     synced_tx: tokio::sync::watch::Sender<u64>,
-    /// Whether the fsync leader runs the checkpoints (false: SQLite runs them in a commit).
+    /// Whether checkpoints are taken out of the commits ([`Shared::hold`]; false in
+    /// memory, where SQLite's own autocheckpoint stays).
     checkpoints: bool,
     /// The commit number when a checkpoint was last due.
     checkpointed: AtomicU64,
@@ -512,15 +513,15 @@ impl SqliteBackend {
                 path: path.display().to_string(),
                 source,
             })?;
-            match Arc::get_mut(&mut backend.shared) {
-                Some(shared) => shared.wal = Some(wal),
-                None => return Err(StoreError::Unavailable("store opened twice".into())),
-            }
             // A commit never runs a checkpoint by itself (it fsyncs the WAL and the
             // database file): see [`Shared::hold`].
-            Arc::get_mut(&mut backend.shared)
-                .ok_or_else(|| StoreError::Unavailable("store opened twice".into()))?
-                .checkpoints = true;
+            match Arc::get_mut(&mut backend.shared) {
+                Some(shared) => {
+                    shared.wal = Some(wal);
+                    shared.checkpoints = true;
+                }
+                None => return Err(StoreError::Unavailable("store opened twice".into())),
+            }
             backend
                 .lock()?
                 .conn
@@ -1520,6 +1521,15 @@ mod tests {
         SqliteBackend::open(&dir.join("mfa.db"), &StoreKey::generate().unwrap()).unwrap()
     }
 
+    /// The value of `PRAGMA name` on the shared connection.
+    fn pragma(b: &SqliteBackend, name: &str) -> i64 {
+        b.lock()
+            .unwrap()
+            .conn
+            .query_row(&format!("PRAGMA {name}"), [], |r| r.get(0))
+            .unwrap()
+    }
+
     fn synced(b: &SqliteBackend) -> u64 {
         b.shared.sync.lock().unwrap().synced
     }
@@ -1551,12 +1561,7 @@ mod tests {
         let busy = inline.begin().unwrap_err();
         assert!(busy.is_contention(), "{busy}");
         other.execute_batch("ROLLBACK").unwrap();
-        let timeout: i64 = first
-            .lock()
-            .unwrap()
-            .conn
-            .query_row("PRAGMA busy_timeout", [], |r| r.get(0))
-            .unwrap();
+        let timeout: i64 = pragma(&first, "busy_timeout");
         assert_eq!(timeout, BUSY.as_millis() as i64);
 
         // Free: the transaction commits at once and is not on disk until awaited.
@@ -1602,12 +1607,7 @@ mod tests {
     fn commits_never_checkpoint_the_log_inline_and_it_stays_small() {
         let dir = tempfile::tempdir().unwrap();
         let mut b = open(dir.path());
-        let auto: i64 = b
-            .lock()
-            .unwrap()
-            .conn
-            .query_row("PRAGMA wal_autocheckpoint", [], |r| r.get(0))
-            .unwrap();
+        let auto: i64 = pragma(&b, "wal_autocheckpoint");
         assert_eq!(auto, 0, "a login's commit must not run a checkpoint");
         // Each commit adds pages to the WAL; unchecked, 3,000 of them make it tens of MB.
         for i in 0..3_000 {
@@ -1615,12 +1615,7 @@ mod tests {
         }
         let wal = dir.path().join("mfa.db-wal");
         let size = std::fs::metadata(&wal).unwrap().len();
-        let pages: i64 = b
-            .lock()
-            .unwrap()
-            .conn
-            .query_row("PRAGMA page_size", [], |r| r.get(0))
-            .unwrap();
+        let pages: i64 = pragma(&b, "page_size");
         // About CHECKPOINT_EVERY commits of a few pages each between two restarts, and
         // what was committed while the last checkpoint ran.
         let bound = CHECKPOINT_EVERY * pages as u64 * 4;
