@@ -486,16 +486,25 @@ impl Daemon {
             )),
             _ => None,
         };
+        // Each operation's future is boxed: awaited in place, the largest of them (and of
+        // everything they await) would set the size of every connection's task, a pending
+        // push included (tests/conversation_size.rs).
         let result = match op {
-            Operation::Authenticate(ctx) => self.login.authenticate(conn, uid, ctx).await,
-            Operation::EnrollTotp { name } => self.account.enroll_totp(conn, uid, name).await,
-            Operation::BypassCodes => self.account.own_bypass_codes(conn, uid).await,
-            Operation::ListDevices => self.account.list_devices(conn, uid).await,
-            Operation::AddDevice(new) => self.account.add_device(conn, uid, new).await,
-            Operation::SetDefault { index } => self.account.set_default(conn, uid, index).await,
-            Operation::RemoveDevice { index } => self.account.remove_device(conn, uid, index).await,
-            Operation::Admin(op) => self.admin.admin(conn, uid, op).await,
-            Operation::Web(request) => self.web.serve(conn, uid, request).await,
+            Operation::Authenticate(ctx) => Box::pin(self.login.authenticate(conn, uid, ctx)).await,
+            Operation::EnrollTotp { name } => {
+                Box::pin(self.account.enroll_totp(conn, uid, name)).await
+            }
+            Operation::BypassCodes => Box::pin(self.account.own_bypass_codes(conn, uid)).await,
+            Operation::ListDevices => Box::pin(self.account.list_devices(conn, uid)).await,
+            Operation::AddDevice(new) => Box::pin(self.account.add_device(conn, uid, new)).await,
+            Operation::SetDefault { index } => {
+                Box::pin(self.account.set_default(conn, uid, index)).await
+            }
+            Operation::RemoveDevice { index } => {
+                Box::pin(self.account.remove_device(conn, uid, index)).await
+            }
+            Operation::Admin(op) => Box::pin(self.admin.admin(conn, uid, op)).await,
+            Operation::Web(request) => Box::pin(self.web.serve(conn, uid, request)).await,
         };
         let refused = |reason: &str| {
             if let Some((user, rhost, service, can_prompt)) = &login {

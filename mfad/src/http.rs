@@ -4,8 +4,16 @@
 
 use std::time::Duration;
 
+/// Idle connections kept per host. The client speaks HTTP/1.1, one request per connection
+/// at a time, so a burst of requests (Duo's, which wait for a phone, are not bounded in
+/// number) opens as many connections; once answered, all but these are closed instead of
+/// holding a socket and about 15 KB of buffers each until the pool's idle timeout. The
+/// out-of-band providers never have more in flight (`oob::notify::MAX_IN_FLIGHT`).
+pub const IDLE_PER_HOST: usize = 32;
+
 /// A client builder with a connect timeout, a `total` timeout per request (unless a request
-/// sets its own), no redirects, and `user_agent`.
+/// sets its own), no redirects, at most [`IDLE_PER_HOST`] idle connections per host, and
+/// `user_agent`.
 pub fn client_builder(
     connect: Duration,
     total: Duration,
@@ -15,6 +23,7 @@ pub fn client_builder(
         .connect_timeout(connect)
         .timeout(total)
         .redirect(reqwest::redirect::Policy::none())
+        .pool_max_idle_per_host(IDLE_PER_HOST)
         .user_agent(user_agent)
 }
 

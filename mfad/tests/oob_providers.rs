@@ -5,15 +5,18 @@
 
 use axum::Router;
 use axum::body::Bytes;
-use axum::extract::State;
+use axum::extract::{ConnectInfo, State};
 use axum::http::{HeaderMap, Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use data_encoding::BASE64;
 use mfad::oob::{
-    Notifier, NotifierKind, ProviderError, PushConfig, PushMessage, Secret, Twilio, TwilioConfig,
-    http_client,
+    MAX_IN_FLIGHT, Notifier, NotifierKind, ProviderError, PushConfig, PushMessage, Secret, Twilio,
+    TwilioConfig, http_client,
 };
 use serde_json::Value;
+use std::collections::HashSet;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -295,6 +298,86 @@ async fn a_silent_notifier_times_out_within_its_configured_timeout() {
         "took {took:?}"
     );
     assert_eq!(seen.lock().unwrap().len(), 1, "the request did arrive");
+}
+
+/// A provider that holds every request until the test opens its gate, and counts what it
+/// sees: requests in flight (now and at most) and the connections they came over.
+#[derive(Default)]
+struct Gate {
+    in_flight: AtomicUsize,
+    most: AtomicUsize,
+    answered: AtomicUsize,
+    peers: Mutex<HashSet<SocketAddr>>,
+    open: tokio::sync::Notify,
+    opened: std::sync::atomic::AtomicBool,
+}
+
+async fn held(
+    State(gate): State<Arc<Gate>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+) -> Response {
+    let now = gate.in_flight.fetch_add(1, Ordering::SeqCst) + 1;
+    gate.most.fetch_max(now, Ordering::SeqCst);
+    gate.peers.lock().unwrap().insert(peer);
+    while !gate.opened.load(Ordering::SeqCst) {
+        let opened = gate.open.notified();
+        if gate.opened.load(Ordering::SeqCst) {
+            break;
+        }
+        opened.await;
+    }
+    gate.in_flight.fetch_sub(1, Ordering::SeqCst);
+    gate.answered.fetch_add(1, Ordering::SeqCst);
+    ([("content-type", "application/json")], NTFY_OK).into_response()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[allow(clippy::disallowed_methods)] // the test's own pacing, in real time
+async fn a_burst_of_pushes_reaches_the_provider_a_bounded_number_at_a_time_and_all_are_sent() {
+    let gate = Arc::new(Gate::default());
+    let app = Router::new().fallback(held).with_state(Arc::clone(&gate));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        let _ = axum::serve(
+            listener,
+            app.into_make_service_with_connect_info::<SocketAddr>(),
+        )
+        .await;
+    });
+    let n = notifier(NotifierKind::Ntfy, &format!("http://{addr}"), None, 60);
+    let burst = 3 * MAX_IN_FLIGHT;
+    let pushes: Vec<_> = (0..burst)
+        .map(|_| {
+            let n = n.clone();
+            tokio::spawn(async move { n.push("abc123-phone", &message(false)).await })
+        })
+        .collect();
+    // The first slots fill; then nothing more arrives while they are held.
+    let waiting_since = Instant::now();
+    while gate.in_flight.load(Ordering::SeqCst) < MAX_IN_FLIGHT {
+        assert!(
+            waiting_since.elapsed() < Duration::from_secs(30),
+            "only {} requests arrived",
+            gate.in_flight.load(Ordering::SeqCst)
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(gate.in_flight.load(Ordering::SeqCst), MAX_IN_FLIGHT);
+    assert_eq!(gate.answered.load(Ordering::SeqCst), 0);
+    gate.opened.store(true, Ordering::SeqCst);
+    gate.open.notify_waiters();
+    for push in pushes {
+        push.await.unwrap().unwrap();
+    }
+    assert_eq!(gate.answered.load(Ordering::SeqCst), burst);
+    assert_eq!(gate.most.load(Ordering::SeqCst), MAX_IN_FLIGHT);
+    let connections = gate.peers.lock().unwrap().len();
+    assert!(
+        connections <= MAX_IN_FLIGHT,
+        "{burst} pushes came over {connections} connections"
+    );
 }
 
 #[tokio::test]

@@ -18,6 +18,8 @@ pub use approvals::{
     DecideError, Pending, PendingView,
 };
 pub use config::{ApprovalConfig, NotifierKind, OobConfigError, PushConfig, Secret, TwilioConfig};
-pub use notify::{Notifier, ProviderError, PushMessage, http_client, is_ntfy_topic};
+pub use notify::{
+    HttpClient, MAX_IN_FLIGHT, Notifier, ProviderError, PushMessage, http_client, is_ntfy_topic,
+};
 pub use phone::{PhoneError, check_phone, mask_phone};
 pub use twilio::Twilio;

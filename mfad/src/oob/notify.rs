@@ -25,7 +25,9 @@
 
 use crate::oob::config::{NotifierKind, PushConfig, Secret};
 use serde::{Deserialize, Serialize};
+use std::sync::Arc;
 use std::time::Duration;
+use tokio::sync::Semaphore;
 
 /// Time allowed to open a connection, within each call's total timeout.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
@@ -75,18 +77,64 @@ impl ProviderError {
     }
 }
 
+/// Requests to the out-of-band providers in flight at once, all providers together. The
+/// client speaks HTTP/1.1, a connection per request in flight: without a bound, a thousand
+/// logins asking for a push at once would open a thousand connections to one provider (and
+/// hold a socket and about 15 KB each). Past it, a request waits for a slot within its own
+/// timeout.
+pub const MAX_IN_FLIGHT: usize = crate::http::IDLE_PER_HOST;
+
 /// The one HTTP client for every provider: pooled connections, a connect timeout, no
-/// redirects (a redirect could carry a credential to another host). Each call adds its own
-/// total timeout. Clone it freely; clones share the pool.
-pub fn http_client() -> Result<reqwest::Client, ProviderError> {
+/// redirects (a redirect could carry a credential to another host), at most
+/// [`MAX_IN_FLIGHT`] requests at once. Clone it freely; clones share the pool and the slots.
+#[derive(Clone)]
+pub struct HttpClient {
+    client: reqwest::Client,
+    slots: Arc<Semaphore>,
+}
+
+impl HttpClient {
+    /// Runs `call` (one request and the reading of its answer) in a slot, all of it within
+    /// `limit`: a provider that is slow to answer cannot make logins wait longer than its
+    /// configured timeout, nor hold more than [`MAX_IN_FLIGHT`] connections.
+    pub(crate) async fn in_slot<T>(
+        &self,
+        provider: &'static str,
+        limit: Duration,
+        call: impl Future<Output = Result<T, ProviderError>>,
+    ) -> Result<T, ProviderError> {
+        let bounded = async {
+            let _slot = self
+                .slots
+                .acquire()
+                .await
+                .map_err(|_| ProviderError::Client)?;
+            call.await
+        };
+        tokio::time::timeout(limit, bounded)
+            .await
+            .unwrap_or(Err(ProviderError::Timeout { provider }))
+    }
+
+    pub(crate) fn post(&self, url: impl reqwest::IntoUrl) -> reqwest::RequestBuilder {
+        self.client.post(url)
+    }
+}
+
+/// The shared client (see [`HttpClient`]).
+pub fn http_client() -> Result<HttpClient, ProviderError> {
     // The total timeout is a backstop only: every request sets its configured timeout.
-    crate::http::client_builder(
+    let client = crate::http::client_builder(
         CONNECT_TIMEOUT,
         Duration::from_secs(60),
         concat!("mfad/", env!("CARGO_PKG_VERSION")),
     )
     .build()
-    .map_err(|_| ProviderError::Client)
+    .map_err(|_| ProviderError::Client)?;
+    Ok(HttpClient {
+        client,
+        slots: Arc::new(Semaphore::new(MAX_IN_FLIGHT)),
+    })
 }
 
 /// Reads at most [`MAX_RESPONSE`] bytes of a response body; a larger one cannot be read.
@@ -184,7 +232,7 @@ pub struct Notifier {
     url: String,
     token: Option<Secret>,
     timeout: Duration,
-    client: reqwest::Client,
+    client: HttpClient,
 }
 
 impl std::fmt::Debug for Notifier {
@@ -199,7 +247,7 @@ impl std::fmt::Debug for Notifier {
 
 impl Notifier {
     /// `cfg` should have passed `validate()`.
-    pub fn new(cfg: &PushConfig, client: reqwest::Client) -> Self {
+    pub fn new(cfg: &PushConfig, client: HttpClient) -> Self {
         Notifier {
             kind: cfg.notifier,
             url: cfg.url.clone(),
@@ -220,7 +268,11 @@ impl Notifier {
     /// Sends one login request to `target`: the device's ntfy topic, or for a webhook the
     /// push id enrolled for the device (passed through as `target`).
     pub async fn push(&self, target: &str, msg: &PushMessage) -> Result<(), ProviderError> {
-        crate::metrics::provider_request(self.provider(), "push", self.send_push(target, msg)).await
+        let provider = self.provider();
+        let call = self
+            .client
+            .in_slot(provider, self.timeout, self.send_push(target, msg));
+        crate::metrics::provider_request(provider, "push", call).await
     }
 
     async fn send_push(&self, target: &str, msg: &PushMessage) -> Result<(), ProviderError> {

@@ -4,7 +4,7 @@
 use crate::oob::approvals::ApprovalRequest;
 use crate::oob::config::{Secret, TwilioConfig};
 use crate::oob::http::escape;
-use crate::oob::notify::{ProviderError, read_capped};
+use crate::oob::notify::{HttpClient, ProviderError, read_capped};
 use data_encoding::BASE64;
 use hmac::{Hmac, Mac};
 use serde::Deserialize;
@@ -94,7 +94,7 @@ struct ErrorBody {
 /// The REST client. Clone it freely; clones share the HTTP pool.
 #[derive(Clone)]
 pub struct Twilio {
-    client: reqwest::Client,
+    client: HttpClient,
     api_base: String,
     account_sid: String,
     auth_token: Secret,
@@ -116,7 +116,7 @@ impl std::fmt::Debug for Twilio {
 
 impl Twilio {
     /// `cfg` should have passed `validate()`.
-    pub fn new(cfg: &TwilioConfig, client: reqwest::Client) -> Self {
+    pub fn new(cfg: &TwilioConfig, client: HttpClient) -> Self {
         Twilio {
             client,
             api_base: cfg.api_base.trim_end_matches('/').to_string(),
@@ -158,7 +158,10 @@ impl Twilio {
         } else {
             "sms"
         };
-        crate::metrics::provider_request(PROVIDER, call, self.send_create(resource, form)).await
+        let request = self
+            .client
+            .in_slot(PROVIDER, self.timeout, self.send_create(resource, form));
+        crate::metrics::provider_request(PROVIDER, call, request).await
     }
 
     async fn send_create(
