@@ -450,12 +450,14 @@ impl Daemon {
     /// call it with a scripted dialogue, in-process.
     pub async fn converse(&self, conn: &mut Conn, op: Operation) {
         let Operation::Authenticate(ctx) = &op else {
-            return self.converse_op(conn, op).await;
+            return Box::pin(self.converse_op(conn, op)).await;
         };
         // A login leaves one row in the history, once it is over (the account's name is
         // known only once the directory was asked; an unknown name leaves none).
         let (service, rhost) = (ctx.service.clone(), ctx.rhost.clone());
-        let ((), trace) = crate::history::traced(self.converse_op(conn, op)).await;
+        // Boxed, so that the scope around it does not hold it twice (an async block keeps
+        // what it was given beside what it awaits).
+        let ((), trace) = crate::history::traced(Box::pin(self.converse_op(conn, op))).await;
         if let Some(user) = &trace.user {
             self.core.history.record(
                 &trace,

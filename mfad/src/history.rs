@@ -195,14 +195,14 @@ tokio::task_local! {
 }
 
 /// Runs `login` with its decisions gathered, and returns them with its result.
-pub async fn traced<T>(login: impl Future<Output = T>) -> (T, LoginTrace) {
-    TRACE
-        .scope(RefCell::new(LoginTrace::default()), async move {
-            let result = login.await;
-            let trace = TRACE.with(|t| t.borrow().clone());
-            (result, trace)
-        })
-        .await
+/// (A plain function returning the scope's future: an `async fn` wrapping it would hold
+/// `login` twice, once as its argument and once inside the scope.)
+pub fn traced<T>(login: impl Future<Output = T>) -> impl Future<Output = (T, LoginTrace)> {
+    TRACE.scope(RefCell::new(LoginTrace::default()), async move {
+        let result = login.await;
+        let trace = TRACE.with(|t| t.borrow().clone());
+        (result, trace)
+    })
 }
 
 /// Notes one decision in the running login's trace, if any (called by every decision).

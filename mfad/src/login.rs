@@ -102,8 +102,9 @@ impl LoginService {
                     core: &self.core,
                     duo,
                 };
-                self.pipeline(conn, &provider, &mut login, uid, duo.local_policy)
-                    .await
+                // Boxed: Duo's flow is twice the size of the local one, and every login's
+                // future would otherwise be sized for it.
+                Box::pin(self.pipeline(conn, &provider, &mut login, uid, duo.local_policy)).await
             }
             None => {
                 self.pipeline(conn, self.local.as_ref(), &mut login, uid, true)

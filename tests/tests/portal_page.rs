@@ -446,8 +446,9 @@ fn in_chromium_a_user_adds_a_phone_a_push_device_and_a_token_and_scp_uses_the_ne
     password_step(&browser, &env);
     let steps = phone.steps().len();
     browser.click("input[value=push] ~ button");
+    // The code form has the same title as the page that follows: wait for its note.
     assert_eq!(browser.wait_title("Second factor"), "Second factor");
-    let note = browser.text("#note");
+    let note = browser.wait_text("#note", "approve it there");
     assert!(note.contains("approve it there"), "{note}");
     phone
         .wait_steps(steps + 2, std::time::Duration::from_secs(10))
@@ -468,7 +469,7 @@ fn in_chromium_a_user_adds_a_phone_a_push_device_and_a_token_and_scp_uses_the_ne
     password_step(&browser, &env);
     browser.click("input[value=sms] ~ button");
     assert_eq!(browser.wait_title("Second factor"), "Second factor");
-    let note = browser.text("#note");
+    let note = browser.wait_text("#note", "XXX-XXX-4477");
     assert!(note.contains("XXX-XXX-4477"), "{note}");
     let login_code = phone
         .wait_sms_code(2, std::time::Duration::from_secs(10))

@@ -97,19 +97,25 @@ impl HttpClient {
     /// Runs `call` (one request and the reading of its answer) in a slot, all of it within
     /// `limit`: a provider that is slow to answer cannot make logins wait longer than its
     /// configured timeout, nor hold more than [`MAX_IN_FLIGHT`] connections.
-    pub(crate) async fn in_slot<T>(
+    ///
+    /// The request's state (a few KB) is made and boxed only once it has a slot: a burst of
+    /// waiting requests holds little, and a login that may send one does not carry it.
+    pub(crate) async fn in_slot<T, F>(
         &self,
         provider: &'static str,
         limit: Duration,
-        call: impl Future<Output = Result<T, ProviderError>>,
-    ) -> Result<T, ProviderError> {
+        call: impl FnOnce() -> F,
+    ) -> Result<T, ProviderError>
+    where
+        F: Future<Output = Result<T, ProviderError>>,
+    {
         let bounded = async {
             let _slot = self
                 .slots
                 .acquire()
                 .await
                 .map_err(|_| ProviderError::Client)?;
-            call.await
+            Box::pin(call()).await
         };
         tokio::time::timeout(limit, bounded)
             .await
@@ -271,7 +277,7 @@ impl Notifier {
         let provider = self.provider();
         let call = self
             .client
-            .in_slot(provider, self.timeout, self.send_push(target, msg));
+            .in_slot(provider, self.timeout, || self.send_push(target, msg));
         crate::metrics::provider_request(provider, "push", call).await
     }
 

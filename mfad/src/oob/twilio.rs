@@ -160,7 +160,7 @@ impl Twilio {
         };
         let request = self
             .client
-            .in_slot(PROVIDER, self.timeout, self.send_create(resource, form));
+            .in_slot(PROVIDER, self.timeout, || self.send_create(resource, form));
         crate::metrics::provider_request(PROVIDER, call, request).await
     }
 
