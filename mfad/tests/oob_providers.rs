@@ -331,11 +331,9 @@ async fn held(
     ([("content-type", "application/json")], NTFY_OK).into_response()
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[allow(clippy::disallowed_methods)] // the test's own pacing, in real time
-async fn a_burst_of_pushes_reaches_the_provider_a_bounded_number_at_a_time_and_all_are_sent() {
-    let gate = Arc::new(Gate::default());
-    let app = Router::new().fallback(held).with_state(Arc::clone(&gate));
+/// A provider on 127.0.0.1 that holds every request until its gate opens: its URL.
+async fn gated(gate: &Arc<Gate>) -> String {
+    let app = Router::new().fallback(held).with_state(Arc::clone(gate));
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     tokio::spawn(async move {
@@ -345,15 +343,23 @@ async fn a_burst_of_pushes_reaches_the_provider_a_bounded_number_at_a_time_and_a
         )
         .await;
     });
-    let n = notifier(NotifierKind::Ntfy, &format!("http://{addr}"), None, 60);
-    let burst = 3 * MAX_IN_FLIGHT;
+    format!("http://{addr}")
+}
+
+/// `burst` pushes through `n`, once [`MAX_IN_FLIGHT`] of them are held at the gate (and
+/// no more arrive while they are): their tasks.
+#[allow(clippy::disallowed_methods)] // the test's own pacing, in real time
+async fn slots_filled(
+    n: &Notifier,
+    gate: &Gate,
+    burst: usize,
+) -> Vec<tokio::task::JoinHandle<Result<(), ProviderError>>> {
     let pushes: Vec<_> = (0..burst)
         .map(|_| {
             let n = n.clone();
             tokio::spawn(async move { n.push("abc123-phone", &message(false)).await })
         })
         .collect();
-    // The first slots fill; then nothing more arrives while they are held.
     let waiting_since = Instant::now();
     while gate.in_flight.load(Ordering::SeqCst) < MAX_IN_FLIGHT {
         assert!(
@@ -366,6 +372,16 @@ async fn a_burst_of_pushes_reaches_the_provider_a_bounded_number_at_a_time_and_a
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert_eq!(gate.in_flight.load(Ordering::SeqCst), MAX_IN_FLIGHT);
     assert_eq!(gate.answered.load(Ordering::SeqCst), 0);
+    pushes
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_burst_of_pushes_reaches_the_provider_a_bounded_number_at_a_time_and_all_are_sent() {
+    let gate = Arc::new(Gate::default());
+    let url = gated(&gate).await;
+    let n = notifier(NotifierKind::Ntfy, &url, None, 60);
+    let burst = 3 * MAX_IN_FLIGHT;
+    let pushes = slots_filled(&n, &gate, burst).await;
     gate.opened.store(true, Ordering::SeqCst);
     gate.open.notify_waiters();
     for push in pushes {
@@ -378,6 +394,44 @@ async fn a_burst_of_pushes_reaches_the_provider_a_bounded_number_at_a_time_and_a
         connections <= MAX_IN_FLIGHT,
         "{burst} pushes came over {connections} connections"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_push_server_holding_all_its_slots_does_not_hold_up_a_text() {
+    let gate = Arc::new(Gate::default());
+    let push_url = gated(&gate).await;
+    let (twilio_url, seen) = fake(Reply::Answer(201, SMS_OK)).await;
+    // One client, as mfad has it: the push notifier and Twilio share its pool.
+    let client = http_client().unwrap();
+    let push = PushConfig {
+        notifier: NotifierKind::Ntfy,
+        url: push_url,
+        timeout: 60,
+        ..PushConfig::default()
+    };
+    push.validate().unwrap();
+    let n = Notifier::new(&push, client.clone());
+    let sms = TwilioConfig {
+        api_base: twilio_url,
+        account_sid: SID.into(),
+        auth_token: Secret::new(AUTH_TOKEN),
+        from: "+15550001111".into(),
+        timeout: 5,
+        ..TwilioConfig::default()
+    };
+    sms.validate().unwrap();
+    let t = Twilio::new(&sms, client);
+    let pushes = slots_filled(&n, &gate, MAX_IN_FLIGHT + 4).await;
+    assert_eq!(
+        t.send_sms("+15555550123", "123456").await.unwrap(),
+        "SM0123456789abcdef0123456789abcdef"
+    );
+    assert_eq!(seen.lock().unwrap().len(), 1);
+    gate.opened.store(true, Ordering::SeqCst);
+    gate.open.notify_waiters();
+    for push in pushes {
+        push.await.unwrap().unwrap();
+    }
 }
 
 #[tokio::test]

@@ -77,16 +77,17 @@ impl ProviderError {
     }
 }
 
-/// Requests to the out-of-band providers in flight at once, all providers together. The
-/// client speaks HTTP/1.1, a connection per request in flight: without a bound, a thousand
-/// logins asking for a push at once would open a thousand connections to one provider (and
-/// hold a socket and about 15 KB each). Past it, a request waits for a slot within its own
-/// timeout.
+/// Requests to one out-of-band provider in flight at once. The client speaks HTTP/1.1, a
+/// connection per request in flight: without a bound, a thousand logins asking for a push at
+/// once would open a thousand connections to one provider (and hold a socket and about
+/// 15 KB each). Past it, a request waits for a slot within its own timeout. Each provider has
+/// slots of its own: a push server that hangs cannot hold up the texts.
 pub const MAX_IN_FLIGHT: usize = crate::http::IDLE_PER_HOST;
 
 /// The one HTTP client for every provider: pooled connections, a connect timeout, no
 /// redirects (a redirect could carry a credential to another host), at most
-/// [`MAX_IN_FLIGHT`] requests at once. Clone it freely; clones share the pool and the slots.
+/// [`MAX_IN_FLIGHT`] requests at once per provider. Clone it freely; clones share the pool,
+/// and the slots until a provider takes its own ([`HttpClient::with_own_slots`]).
 #[derive(Clone)]
 pub struct HttpClient {
     client: reqwest::Client,
@@ -94,6 +95,14 @@ pub struct HttpClient {
 }
 
 impl HttpClient {
+    /// The same pool, with [`MAX_IN_FLIGHT`] slots of its own.
+    pub(crate) fn with_own_slots(&self) -> HttpClient {
+        HttpClient {
+            client: self.client.clone(),
+            slots: Arc::new(Semaphore::new(MAX_IN_FLIGHT)),
+        }
+    }
+
     /// Runs `call` (one request and the reading of its answer) in a slot, all of it within
     /// `limit`: a provider that is slow to answer cannot make logins wait longer than its
     /// configured timeout, nor hold more than [`MAX_IN_FLIGHT`] connections.
@@ -259,7 +268,7 @@ impl Notifier {
             url: cfg.url.clone(),
             token: cfg.token.clone(),
             timeout: Duration::from_secs(cfg.timeout),
-            client,
+            client: client.with_own_slots(),
         }
     }
 

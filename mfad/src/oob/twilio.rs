@@ -118,7 +118,7 @@ impl Twilio {
     /// `cfg` should have passed `validate()`.
     pub fn new(cfg: &TwilioConfig, client: HttpClient) -> Self {
         Twilio {
-            client,
+            client: client.with_own_slots(),
             api_base: cfg.api_base.trim_end_matches('/').to_string(),
             account_sid: cfg.account_sid.clone(),
             auth_token: cfg.auth_token.clone(),
