@@ -8,7 +8,7 @@ use std::time::Duration;
 /// at a time, so a burst of requests (Duo's, which wait for a phone, are not bounded in
 /// number) opens as many connections; once answered, all but these are closed instead of
 /// holding a socket and about 15 KB of buffers each until the pool's idle timeout. The
-/// out-of-band providers never have more in flight (`oob::notify::MAX_IN_FLIGHT`).
+/// out-of-band providers never have more in flight, each (`oob::notify::MAX_IN_FLIGHT`).
 pub const IDLE_PER_HOST: usize = 32;
 
 /// A client builder with a connect timeout, a `total` timeout per request (unless a request
