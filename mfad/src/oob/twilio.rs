@@ -91,7 +91,10 @@ struct ErrorBody {
     code: Option<u32>,
 }
 
-/// The REST client. Clone it freely; clones share the HTTP pool.
+/// The REST client. Clone it freely; clones share the HTTP pool and their [`MAX_IN_FLIGHT`]
+/// slots.
+///
+/// [`MAX_IN_FLIGHT`]: crate::oob::notify::MAX_IN_FLIGHT
 #[derive(Clone)]
 pub struct Twilio {
     client: HttpClient,
