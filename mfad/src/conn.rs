@@ -84,8 +84,9 @@ pub type DialogueFuture<'a, T> = Pin<Box<dyn Future<Output = Result<T, ConnError
 /// in-memory script in tests ([`ScriptDialogue`]), so that login, device and admin
 /// conversations run in-process, without root, a socket or real waits.
 pub trait Dialogue: Send {
-    /// Writes one message, within `limit`.
-    fn write<'a>(&'a mut self, msg: &'a ServerMsg, limit: Duration) -> DialogueFuture<'a, ()>;
+    /// Writes these messages, in order, within `limit` (a socket: in one write, so the
+    /// last words and the verdict reach the client together).
+    fn write<'a>(&'a mut self, msgs: &'a [ServerMsg], limit: Duration) -> DialogueFuture<'a, ()>;
     /// Reads the client's next message, within `limit`.
     fn read(&mut self, limit: Duration) -> DialogueFuture<'_, ClientMsg>;
     /// While mfad itself is slow, tell the client every `every` that it is alive.
@@ -125,9 +126,12 @@ impl SocketDialogue {
 }
 
 impl Dialogue for SocketDialogue {
-    fn write<'a>(&'a mut self, msg: &'a ServerMsg, limit: Duration) -> DialogueFuture<'a, ()> {
+    fn write<'a>(&'a mut self, msgs: &'a [ServerMsg], limit: Duration) -> DialogueFuture<'a, ()> {
         Box::pin(async move {
-            let bytes = frame::encode(msg)?;
+            let mut bytes = Zeroizing::new(Vec::new());
+            for msg in msgs {
+                bytes.extend_from_slice(&frame::encode(msg)?);
+            }
             let mut w = self.writer.lock().await;
             timeout(limit, w.write_all(&bytes))
                 .await
@@ -231,11 +235,13 @@ impl ScriptDialogue {
 }
 
 impl Dialogue for ScriptDialogue {
-    fn write<'a>(&'a mut self, msg: &'a ServerMsg, _limit: Duration) -> DialogueFuture<'a, ()> {
-        if let Ok(mut s) = self.inner.lock()
-            && !matches!(msg, ServerMsg::KeepAlive)
-        {
-            s.said.push(msg.clone());
+    fn write<'a>(&'a mut self, msgs: &'a [ServerMsg], _limit: Duration) -> DialogueFuture<'a, ()> {
+        if let Ok(mut s) = self.inner.lock() {
+            s.said.extend(
+                msgs.iter()
+                    .filter(|m| !matches!(m, ServerMsg::KeepAlive))
+                    .cloned(),
+            );
         }
         Box::pin(async { Ok(()) })
     }
@@ -314,10 +320,15 @@ impl Conn {
     }
 
     pub async fn send(&mut self, msg: &ServerMsg) -> Result<(), ConnError> {
-        if !matches!(msg, ServerMsg::KeepAlive) {
+        self.send_all(std::slice::from_ref(msg)).await
+    }
+
+    /// Sends these messages together (one write on a socket).
+    async fn send_all(&mut self, msgs: &[ServerMsg]) -> Result<(), ConnError> {
+        if msgs.iter().any(|m| !matches!(m, ServerMsg::KeepAlive)) {
             self.spoken = true;
         }
-        self.wire.write(msg, IO_TIMEOUT).await
+        self.wire.write(msgs, IO_TIMEOUT).await
     }
 
     pub async fn info(&mut self, text: impl Into<String>) -> Result<(), ConnError> {
@@ -341,12 +352,26 @@ impl Conn {
     }
 
     pub async fn done(&mut self, outcome: Outcome) -> Result<(), ConnError> {
+        self.done_saying(None, outcome).await
+    }
+
+    /// The verdict, after `last` (an info line, e.g. "Success. Logging you in...") when
+    /// there is one; both in one write.
+    pub async fn done_saying(
+        &mut self,
+        last: Option<ServerMsg>,
+        outcome: Outcome,
+    ) -> Result<(), ConnError> {
         self.verdict = Some(match outcome {
             Outcome::Allow => "allowed",
             Outcome::Deny => "refused",
             Outcome::Ignore => "ignored",
         });
-        self.send(&ServerMsg::Done { outcome }).await
+        let done = ServerMsg::Done { outcome };
+        match last {
+            Some(last) => self.send_all(&[last, done]).await,
+            None => self.send(&done).await,
+        }
     }
 
     /// mfad cannot serve this conversation. Before anything was said, the client is told
@@ -355,11 +380,12 @@ impl Conn {
     pub async fn unavailable(&mut self, reason: impl Into<String>) -> Result<(), ConnError> {
         let reason = reason.into();
         if self.spoken {
-            self.error(format!(
+            let text = format!(
                 "Two-factor authentication is unavailable right now ({reason}); login refused."
-            ))
-            .await?;
-            return self.done(Outcome::Deny).await;
+            );
+            return self
+                .done_saying(Some(ServerMsg::Error { text }), Outcome::Deny)
+                .await;
         }
         self.verdict = Some("unavailable");
         self.send(&ServerMsg::Unavailable { reason }).await
@@ -381,16 +407,13 @@ impl Conn {
                 "The client broke the conversation; login refused.".to_string()
             }
         };
-        for msg in [
+        let farewell = [
             ServerMsg::Error { text },
             ServerMsg::Done {
                 outcome: Outcome::Deny,
             },
-        ] {
-            if self.wire.write(&msg, FAREWELL_TIMEOUT).await.is_err() {
-                return;
-            }
-        }
+        ];
+        let _ = self.wire.write(&farewell, FAREWELL_TIMEOUT).await;
     }
 
     /// Asks the user; `None` when the client could not ask.
@@ -449,6 +472,32 @@ mod tests {
         }
         client.set_nonblocking(false).unwrap();
         got
+    }
+
+    #[tokio::test]
+    async fn the_last_words_and_the_verdict_reach_the_client_in_one_write() {
+        let (mut conn, mut client) = pair();
+        let last = ServerMsg::Info {
+            text: "Success. Logging you in...".into(),
+        };
+        conn.done_saying(Some(last.clone()), Outcome::Allow)
+            .await
+            .unwrap();
+        // One read takes both frames: pam_mfa wakes once for them.
+        let mut buf = vec![0u8; 4096];
+        let n = std::io::Read::read(&mut client, &mut buf).unwrap();
+        let mut bytes = &buf[..n];
+        let first: ServerMsg = read_frame(&mut bytes).unwrap();
+        let second: ServerMsg = read_frame(&mut bytes).unwrap();
+        assert!(bytes.is_empty());
+        assert_eq!(first, last);
+        assert_eq!(
+            second,
+            ServerMsg::Done {
+                outcome: Outcome::Allow
+            }
+        );
+        assert_eq!(conn.verdict(), Some("allowed"));
     }
 
     #[tokio::test]

@@ -399,6 +399,11 @@ impl Daemon {
         report_hook(&self.core)
     }
 
+    /// Stores the login history rows still queued (a clean stop).
+    pub async fn flush_history(&self) {
+        self.core.history.flush().await;
+    }
+
     pub fn answer_timeout(&self) -> Duration {
         Duration::from_secs(self.core.config.answer_timeout)
     }

@@ -3,9 +3,12 @@
 //! `login_history` days.
 //!
 //! Off the login's path: the conversation only hands its row to a bounded queue
-//! ([`History::record`] never waits), and one writer task stores what has queued up in one
-//! transaction, so a burst of logins costs one commit, not one each. The price: a crash
-//! may lose the rows of the last moment, and a full queue (the store far behind) drops
+//! ([`History::record`] never waits), and one writer task gathers rows for [`GATHER`]
+//! after the first one and stores them in one transaction, so a stream of logins costs
+//! one commit per interval, not one each, and seldom meets a commit of the history while
+//! it reads the store (SQLite: one connection; a login that finds it busy is handed to a
+//! blocking thread). The price: a crash may lose the rows of the last moment (a clean
+//! stop writes them: [`History::flush`]), and a full queue (the store far behind) drops
 //! rows, counted and logged, rather than slowing logins down. The spent codes, failure
 //! counts and locks that protect the account are written on the login's path as before;
 //! this table only tells the user what happened.
@@ -16,21 +19,26 @@ use crate::store::pool::StorePool;
 use std::cell::RefCell;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use tokio::sync::mpsc;
+use std::time::Duration;
+use tokio::sync::{mpsc, oneshot};
 use tracing::warn;
 
 /// Rows waiting for the writer at most; more are dropped.
 const QUEUE: usize = 4096;
 /// Rows the writer stores in one transaction at most.
 const BATCH: usize = 512;
+/// How long the writer gathers rows after the first before it writes them.
+const GATHER: Duration = Duration::from_millis(250);
+/// How long a clean stop waits for the last rows to be written.
+const FLUSH_WAIT: Duration = Duration::from_secs(5);
 /// Rows the portal shows.
 pub const SHOWN: u32 = 20;
 
 /// The history's queue and its writer.
 pub struct History {
-    tx: mpsc::Sender<LoginRecord>,
+    tx: mpsc::Sender<Queued>,
     /// The writer's end, until the first row starts the writer (in the runtime).
-    rx: Mutex<Option<mpsc::Receiver<LoginRecord>>>,
+    rx: Mutex<Option<mpsc::Receiver<Queued>>>,
     store: Arc<StorePool>,
     clock: Arc<dyn Clock>,
     /// Seconds rows are kept; 0: no history is kept.
@@ -98,8 +106,31 @@ impl History {
                     .unwrap_or("the client left without a verdict"),
             ),
         };
-        if self.tx.try_send(row).is_err() {
+        if self.tx.try_send(Queued::Row(row)).is_err() {
             self.dropped.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// Writes the rows queued so far now, and waits (at most [`FLUSH_WAIT`]) until they
+    /// are stored: a clean stop loses no row.
+    pub async fn flush(&self) {
+        let started = self.rx.lock().map(|rx| rx.is_none()).unwrap_or(true);
+        if !started {
+            return; // no row was ever queued
+        }
+        let (done, written) = oneshot::channel();
+        let flushed = tokio::time::timeout(FLUSH_WAIT, async {
+            if self.tx.send(Queued::Flush(done)).await.is_ok() {
+                let _ = written.await;
+            }
+        })
+        .await;
+        if flushed.is_err() {
+            warn!(
+                target: "mfad::history",
+                "the last login history rows were not written within {} s",
+                FLUSH_WAIT.as_secs()
+            );
         }
     }
 
@@ -126,36 +157,75 @@ impl History {
     }
 }
 
-/// The writer: whatever has queued, in one transaction, until every sender is gone.
+/// What the writer is handed.
+enum Queued {
+    Row(LoginRecord),
+    /// Write what came before now; say so when it is stored.
+    Flush(oneshot::Sender<()>),
+}
+
+/// The writer: from the first row, what queues within [`GATHER`] (at most [`BATCH`]
+/// rows, or up to a flush) in one transaction, until every sender is gone.
 async fn write_rows(
-    mut rx: mpsc::Receiver<LoginRecord>,
+    mut rx: mpsc::Receiver<Queued>,
     store: Arc<StorePool>,
     clock: Arc<dyn Clock>,
     keep_secs: i64,
     dropped: Arc<AtomicU64>,
 ) {
-    let mut rows = Vec::with_capacity(BATCH);
-    while rx.recv_many(&mut rows, BATCH).await > 0 {
-        let lost = dropped.swap(0, Ordering::Relaxed);
-        if lost > 0 {
-            warn!(
-                target: "mfad::history",
-                "{lost} login history rows were dropped: the store is not keeping up"
-            );
+    let mut queued = Vec::with_capacity(BATCH);
+    while rx.recv_many(&mut queued, BATCH).await > 0 {
+        let until = tokio::time::Instant::now() + GATHER;
+        while queued.len() < BATCH && !queued.iter().any(|q| matches!(q, Queued::Flush(_))) {
+            let room = BATCH - queued.len();
+            let more = tokio::time::timeout_at(until, rx.recv_many(&mut queued, room)).await;
+            if !matches!(more, Ok(n) if n > 0) {
+                break; // time is up, or every sender is gone
+            }
         }
-        let before = clock.now().saturating_sub(keep_secs.max(86_400));
-        let batch = std::mem::replace(&mut rows, Vec::with_capacity(BATCH));
-        let n = batch.len();
-        let written = match store.get().await {
-            Ok(mut s) => tokio::task::spawn_blocking(move || s.record_logins(&batch, before))
-                .await
-                .map_err(|e| e.to_string())
-                .and_then(|r| r.map_err(|e| e.to_string())),
-            Err(e) => Err(e.to_string()),
-        };
-        if let Err(e) = written {
-            warn!(target: "mfad::history", "cannot write {n} login history rows: {e}");
+        let mut rows = Vec::with_capacity(queued.len());
+        let mut waiting = Vec::new();
+        for q in queued.drain(..) {
+            match q {
+                Queued::Row(row) => rows.push(row),
+                Queued::Flush(done) => waiting.push(done),
+            }
         }
+        if !rows.is_empty() {
+            write_batch(rows, &store, clock.now(), keep_secs, &dropped).await;
+        }
+        for done in waiting {
+            let _ = done.send(());
+        }
+    }
+}
+
+/// Stores `rows` in one transaction (and forgets rows older than `keep_secs`).
+async fn write_batch(
+    rows: Vec<LoginRecord>,
+    store: &StorePool,
+    now: i64,
+    keep_secs: i64,
+    dropped: &AtomicU64,
+) {
+    let lost = dropped.swap(0, Ordering::Relaxed);
+    if lost > 0 {
+        warn!(
+            target: "mfad::history",
+            "{lost} login history rows were dropped: the store is not keeping up"
+        );
+    }
+    let before = now.saturating_sub(keep_secs.max(86_400));
+    let n = rows.len();
+    let written = match store.get().await {
+        Ok(mut s) => tokio::task::spawn_blocking(move || s.record_logins(&rows, before))
+            .await
+            .map_err(|e| e.to_string())
+            .and_then(|r| r.map_err(|e| e.to_string())),
+        Err(e) => Err(e.to_string()),
+    };
+    if let Err(e) = written {
+        warn!(target: "mfad::history", "cannot write {n} login history rows: {e}");
     }
 }
 

@@ -14,7 +14,7 @@ use crate::providers::local::LocalFactors;
 use crate::providers::{LoginContext, Remember, SecondFactor, Verdict};
 use crate::store::{DeviceKind, FailureEffect, LoginSnapshot, RememberScope};
 use crate::text;
-use mfa_proto::{AuthContext, Outcome};
+use mfa_proto::{AuthContext, Outcome, ServerMsg};
 use std::sync::Arc;
 
 /// Logins: the shared core, mfad's own factors, and Duo when `[duo]` is configured.
@@ -277,7 +277,7 @@ impl LoginService {
         login: &LoginContext<'_>,
         verdict: Verdict,
     ) -> Result<()> {
-        let passed = match verdict {
+        let (passed, say_success) = match verdict {
             Verdict::Answered => return Ok(()),
             Verdict::Passed {
                 method,
@@ -289,22 +289,25 @@ impl LoginService {
                         .core
                         .accept_unless_locked(conn, &login.who, method, login.remember.as_ref())
                         .await?;
-                if passed && say_success {
-                    conn.info("Success. Logging you in...").await?;
-                }
-                passed
+                (passed, passed && say_success)
             }
             Verdict::Refused { failures, reported } => {
                 self.count_provider_failures(conn, &login.who, failures, reported)
                     .await?;
-                false
+                (false, false)
             }
         };
-        conn.done(if passed {
-            Outcome::Allow
-        } else {
-            Outcome::Deny
-        })
+        let success = say_success.then(|| ServerMsg::Info {
+            text: "Success. Logging you in...".into(),
+        });
+        conn.done_saying(
+            success,
+            if passed {
+                Outcome::Allow
+            } else {
+                Outcome::Deny
+            },
+        )
         .await?;
         Ok(())
     }

@@ -357,9 +357,11 @@ pub async fn serve_with_grace(
     // Accept nothing more: under socket activation new logins wait in systemd's socket for
     // the next mfad; otherwise the socket file goes with this process.
     drop(listener);
+    let last = Arc::clone(&daemon.borrow());
     let open = conversations.len();
     if open == 0 {
         info!("shutting down");
+        last.flush_history().await;
         return;
     }
     info!(
@@ -380,6 +382,7 @@ pub async fn serve_with_grace(
         );
         conversations.shutdown().await;
     }
+    last.flush_history().await;
 }
 
 #[cfg(test)]

@@ -391,10 +391,12 @@ struct LiveDialogue {
 }
 
 impl Dialogue for LiveDialogue {
-    fn write<'a>(&'a mut self, msg: &'a ServerMsg, _limit: Duration) -> DialogueFuture<'a, ()> {
+    fn write<'a>(&'a mut self, msgs: &'a [ServerMsg], _limit: Duration) -> DialogueFuture<'a, ()> {
         // A client that has gone reads nothing more; the daemon finds out at its next read,
         // as with a socket whose peer has closed.
-        let _ = self.to_client.send(msg.clone());
+        for msg in msgs {
+            let _ = self.to_client.send(msg.clone());
+        }
         Box::pin(async { Ok(()) })
     }
 

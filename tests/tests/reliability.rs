@@ -146,6 +146,26 @@ fn assert_exactly_one_in(env: &TestEnv, logins: &[PamLogin]) {
 }
 
 #[test]
+fn a_clean_stop_writes_the_login_history_rows_still_gathering() {
+    let mut env = TestEnv::new().unwrap();
+    let mut device = env.enroll_totp().unwrap();
+    let mut mfad = own_mfad(&mut env);
+    let code = device.totp.fresh_code();
+    let ok = login(&env, &[&code]);
+    assert!(ok.succeeded(), "{}\n{}", ok.describe(), mfad.log());
+    // The history gathers rows for a moment before it writes them; SIGTERM comes sooner.
+    mfad.stop();
+    let rows = sqlite(&database(&env), "SELECT user, method, outcome FROM logins").unwrap();
+    assert_eq!(
+        rows,
+        format!("{}|totp|allowed", env.username()),
+        "{}",
+        mfad.log()
+    );
+    assert_store_whole(&env);
+}
+
+#[test]
 fn a_hundred_logins_racing_on_one_totp_code_let_exactly_one_in() {
     let env = TestEnv::builder()
         .max_attempts(1)
