@@ -8,9 +8,9 @@ use mfa_proto::Outcome;
 use mfa_test_support::{T0, TestDaemon};
 use mfad::factor::totp::{self, HashAlgorithm, TotpParams};
 use mfad::store::backend::{
-    CodeRecord, DeviceRecord, Dump, EnrolLinkRecord, EnrolLinkStep, Failure, NewBypassCodes,
-    NewDeviceRecord, NewEnrolLink, NewSmsCode, NewWebSession, Remembered, WebSessionRecord,
-    WebSessionStep,
+    CodeRecord, DeviceRecord, Dump, EnrolLinkRecord, EnrolLinkStep, Failure, LoginReads,
+    NewBypassCodes, NewDeviceRecord, NewEnrolLink, NewSmsCode, NewWebSession, Remembered,
+    WebSessionRecord, WebSessionStep,
 };
 use mfad::store::{Backend, FailureEffect, LockState, LoginRecord, StoreError, UserSummary};
 use std::sync::{Arc, Mutex};
@@ -68,6 +68,14 @@ impl Backend for Counting {
     }
     fn lock_state(&mut self, user: &str) -> Result<LockState, StoreError> {
         pass!(self, lock_state(user))
+    }
+    fn login_reads(
+        &mut self,
+        user: &str,
+        remembered: Option<&Remembered<'_>>,
+        now: i64,
+    ) -> Result<LoginReads, StoreError> {
+        pass!(self, login_reads(user, remembered, now))
     }
     fn record_failure(&mut self, f: &Failure<'_>) -> Result<FailureEffect, StoreError> {
         pass!(self, record_failure(f))
@@ -252,10 +260,8 @@ fn a_totp_login_reads_the_store_once_and_writes_once() {
     assert_eq!(
         login_calls(&calls),
         [
-            // The one read before the prompt.
-            "lock_state",
-            "devices",
-            "bypass_codes",
+            // The one read before the prompt (lock, devices, bypass codes left).
+            "login_reads",
             // The one write transaction for the answer.
             "begin",
             "lock_state",
@@ -280,10 +286,8 @@ fn with_remembered_logins_the_read_asks_and_the_one_write_remembers_the_success(
     assert_eq!(
         login_calls(&calls),
         [
-            "lock_state",
-            "devices",
-            "bypass_codes",
-            "is_remembered",
+            // The one read asks about the remembered login too.
+            "login_reads",
             "begin",
             "lock_state",
             "spend_totp_step",
@@ -302,10 +306,11 @@ fn a_wrong_code_then_a_right_one_reads_the_devices_once() {
     assert_eq!(outcome, Outcome::Allow);
     let calls = login_calls(&calls);
     assert_eq!(
-        calls.iter().filter(|c| **c == "devices").count(),
+        calls.iter().filter(|c| **c == "login_reads").count(),
         1,
         "{calls:?}"
     );
+    assert!(!calls.contains(&"devices"), "{calls:?}");
     assert_eq!(
         calls.iter().filter(|c| **c == "begin").count(),
         2,

@@ -163,6 +163,51 @@ mod suite {
         assert_eq!(s.devices("b").unwrap().len(), 1);
     }
 
+    pub fn a_logins_one_read_holds_the_lock_devices_codes_left_and_remembered(open: Open) {
+        let mut s = open();
+        let sshd = RememberScope::Sshd;
+        // A user the store does not know: nothing.
+        let none = s
+            .login_snapshot("nobody", Some((sshd, "192.0.2.1", "")), 10)
+            .unwrap();
+        assert_eq!(none.lock, LockState::default());
+        assert!(none.devices.is_empty() && none.bypass_left == 0 && !none.remembered);
+
+        let a = s
+            .add_totp_device("u", "app", b"k1", params(), 1, 0)
+            .unwrap();
+        let b = s
+            .add_totp_device("u", "spare", b"k2", params(), 1, 0)
+            .unwrap();
+        let (_, codes) = bypass::generate(&mfad::random::OsRandom);
+        s.replace_bypass_codes("u", &codes, 0).unwrap();
+        let first = s.unused_bypass_codes("u").unwrap()[0].id;
+        assert!(s.spend_bypass_code(first, 5).unwrap());
+        s.record_failure("u", 10, 5, 60).unwrap();
+        s.remember("u", sshd, "192.0.2.1", "", 0, 1000).unwrap();
+
+        let snap = s
+            .login_snapshot("u", Some((sshd, "192.0.2.1", "")), 10)
+            .unwrap();
+        assert_eq!(snap.lock, s.lock_state("u").unwrap());
+        assert_eq!(snap.lock.failures, 1);
+        let ids: Vec<i64> = snap.devices.iter().map(|d| d.id).collect();
+        assert_eq!(ids, [a, b]);
+        assert_eq!(&snap.devices[1].otp.as_ref().unwrap().secret[..], b"k2");
+        assert_eq!(snap.bypass_left, bypass::COUNT - 1);
+        assert!(snap.remembered);
+        // Another address, or no question asked: not remembered.
+        let elsewhere = s
+            .login_snapshot("u", Some((sshd, "192.0.2.2", "")), 10)
+            .unwrap();
+        assert!(!elsewhere.remembered);
+        assert!(!s.login_snapshot("u", None, 10).unwrap().remembered);
+        // The read left no transaction open: a write transaction follows and commits.
+        let spent = s.in_transaction(|s| s.spend_totp_step(a, 3)).unwrap();
+        assert!(spent);
+        assert!(!s.spend_totp_step(a, 3).unwrap());
+    }
+
     pub fn remembered_logins_go_on_lock_report_unlock_and_device_removal(open: Open) {
         let mut s = open();
         let id = s.add_totp_device("u", "app", b"k", params(), 1, 0).unwrap();
@@ -524,6 +569,7 @@ on_both!(
     bypass_codes_are_replaced_whole_and_spent_once,
     reset_forgets_the_user_only,
     remembered_logins_go_on_lock_report_unlock_and_device_removal,
+    a_logins_one_read_holds_the_lock_devices_codes_left_and_remembered,
     a_new_sms_code_replaces_every_earlier_one,
     a_lock_is_never_shortened_by_a_lockout,
     a_failed_transaction_leaves_nothing_behind,

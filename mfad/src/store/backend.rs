@@ -63,6 +63,16 @@ pub struct Remembered<'a> {
     pub key: &'a str,
 }
 
+/// What a login reads before its first prompt, as stored ([`Backend::login_reads`]).
+#[derive(Debug, Clone, Default)]
+pub struct LoginReads {
+    pub lock: LockState,
+    pub devices: Vec<DeviceRecord>,
+    pub bypass_codes: Vec<CodeRecord>,
+    /// Whether the login asked about (`remembered`) is remembered; false when not asked.
+    pub remembered: bool,
+}
+
 /// An SMS code (salt and keyed hash) to make the user's only live one until `expires`.
 #[derive(Debug, Clone, Copy)]
 pub struct NewSmsCode<'a> {
@@ -284,6 +294,26 @@ pub trait Backend: Send {
     /// A user's failure count and lock; the defaults for a user the store does not know.
     /// Inside a transaction, on PostgreSQL, the user's row stays locked until it ends.
     fn lock_state(&mut self, user: &str) -> Result<LockState, StoreError>;
+    /// Everything a login reads before its first prompt: the lock, the devices, the bypass
+    /// codes and, when `remembered` names a login, whether it is remembered at `now`. The
+    /// backends read it in one snapshot (SQLite: one read transaction; PostgreSQL: one
+    /// round trip); this default asks one call after the other.
+    fn login_reads(
+        &mut self,
+        user: &str,
+        remembered: Option<&Remembered<'_>>,
+        now: i64,
+    ) -> Result<LoginReads, StoreError> {
+        Ok(LoginReads {
+            lock: self.lock_state(user)?,
+            devices: self.devices(user)?,
+            bypass_codes: self.bypass_codes(user)?,
+            remembered: match remembered {
+                Some(l) => self.is_remembered(l, now)?,
+                None => false,
+            },
+        })
+    }
     /// Counts one failure; at `max_failures` (0: never) locks until `now + duration`, never
     /// shortening a longer lock, clears the count and forgets remembered logins.
     fn record_failure(&mut self, f: &Failure<'_>) -> Result<FailureEffect, StoreError>;

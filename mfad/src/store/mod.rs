@@ -607,23 +607,22 @@ impl Store {
         remembered: Option<(RememberScope, &str, &str)>,
         now: i64,
     ) -> Result<LoginSnapshot, StoreError> {
-        let lock = self.backend.lock_state(user)?;
-        let devices = self.devices(user)?;
-        let bypass_left = self
-            .backend
-            .bypass_codes(user)?
-            .iter()
-            .filter(|c| !c.used)
-            .count();
-        let remembered = match remembered {
-            Some((scope, addr, key)) => self.is_remembered(user, scope, addr, key, now)?,
-            None => false,
-        };
+        let asked = remembered.map(|(scope, addr, key)| backend::Remembered {
+            user,
+            scope: scope.as_str(),
+            addr,
+            key,
+        });
+        let reads = self.backend.login_reads(user, asked.as_ref(), now)?;
         Ok(LoginSnapshot {
-            lock,
-            devices,
-            bypass_left,
-            remembered,
+            lock: reads.lock,
+            devices: reads
+                .devices
+                .into_iter()
+                .map(|r| self.open_device(user, r))
+                .collect::<Result<_, _>>()?,
+            bypass_left: reads.bypass_codes.iter().filter(|c| !c.used).count(),
+            remembered: reads.remembered,
         })
     }
 

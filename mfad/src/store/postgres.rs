@@ -8,8 +8,8 @@
 
 use super::backend::{
     Backend, CodeRecord, DeviceRecord, Dump, DumpedCode, DumpedRemembered, EnrolLinkRecord,
-    EnrolLinkStep, Failure, LoginRecord, NewBypassCodes, NewDeviceRecord, NewEnrolLink, NewSmsCode,
-    NewWebSession, Remembered, WebSessionRecord, WebSessionStep,
+    EnrolLinkStep, Failure, LoginReads, LoginRecord, NewBypassCodes, NewDeviceRecord, NewEnrolLink,
+    NewSmsCode, NewWebSession, Remembered, WebSessionRecord, WebSessionStep,
 };
 use super::{DeviceKind, FailureEffect, LockState, StoreError, UserSummary};
 use std::collections::{BTreeMap, HashMap};
@@ -803,6 +803,15 @@ fn count(v: i64) -> u32 {
     u32::try_from(v.max(0)).unwrap_or(u32::MAX)
 }
 
+const LOCK_STATE: &str = "SELECT failures, locked_until FROM users WHERE name = $1";
+const DEVICES: &str = "SELECT id, kind, name, secret, algorithm, digits, period, counter,
+                              address, is_default, created
+                       FROM devices WHERE owner = $1 ORDER BY id";
+const BYPASS_CODES: &str = "SELECT id, salt, hash, used_at IS NOT NULL FROM bypass_codes
+                            WHERE owner = $1 ORDER BY id";
+const IS_REMEMBERED: &str = "SELECT EXISTS(SELECT 1 FROM remembered
+    WHERE owner = $1 AND scope = $2 AND addr = $3 AND key = $4 AND until > $5)";
+
 fn lock_state_of(row: Option<Row>) -> Result<LockState, StoreError> {
     Ok(match row {
         Some(r) => LockState {
@@ -941,13 +950,72 @@ impl Backend for PgBackend {
             let row = if in_tx {
                 lock_user_row(c, user).await?
             } else {
-                c.query_opt(
-                    "SELECT failures, locked_until FROM users WHERE name = $1",
-                    &[&user],
-                )
-                .await?
+                c.query_opt(LOCK_STATE, &[&user]).await?
             };
             lock_state_of(row)
+        })
+    }
+
+    fn login_reads(
+        &mut self,
+        user: &str,
+        remembered: Option<&Remembered<'_>>,
+        now: i64,
+    ) -> Result<LoginReads, StoreError> {
+        if self.in_tx {
+            // Inside the caller's transaction (which locks the user's row): one by one.
+            return Ok(LoginReads {
+                lock: self.lock_state(user)?,
+                devices: self.devices(user)?,
+                bypass_codes: self.bypass_codes(user)?,
+                remembered: match remembered {
+                    Some(l) => self.is_remembered(l, now)?,
+                    None => false,
+                },
+            });
+        }
+        self.run("login_reads", async |c: &mut Conn| {
+            let lock = c.statement(LOCK_STATE).await?;
+            let devices = c.statement(DEVICES).await?;
+            let codes = c.statement(BYPASS_CODES).await?;
+            let asked = match remembered {
+                Some(l) => Some((c.statement(IS_REMEMBERED).await?, l)),
+                None => None,
+            };
+            let client = &c.client;
+            let remembered = async {
+                match &asked {
+                    Some((s, l)) => {
+                        let args: Params<'_> = &[&l.user, &l.scope, &l.addr, &l.key, &now];
+                        Ok::<_, tokio_postgres::Error>(client.query_one(s, args).await?.try_get(0)?)
+                    }
+                    None => Ok(false),
+                }
+            };
+            // One snapshot in one round trip: each request is sent when first polled, and
+            // join! first polls them in this order, so the server gets BEGIN, the reads and
+            // COMMIT back to back and answers them together.
+            let by_user: Params<'_> = &[&user];
+            let (begin, lock, devices, codes, remembered, end) = tokio::join!(
+                client.batch_execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY"),
+                client.query_opt(&lock, by_user),
+                client.query(&devices, by_user),
+                client.query(&codes, by_user),
+                remembered,
+                client.batch_execute("COMMIT"),
+            );
+            begin?;
+            let reads = LoginReads {
+                lock: lock_state_of(lock?)?,
+                devices: devices?
+                    .iter()
+                    .map(device_record)
+                    .collect::<Result<_, _>>()?,
+                bypass_codes: codes?.iter().map(code_record).collect::<Result<_, _>>()?,
+                remembered: remembered?,
+            };
+            end?;
+            Ok(reads)
         })
     }
 
@@ -1340,13 +1408,11 @@ impl Backend for PgBackend {
     fn is_remembered(&mut self, l: &Remembered<'_>, now: i64) -> Result<bool, StoreError> {
         let (user, scope, addr, key) = (l.user, l.scope, l.addr, l.key);
         self.run("is_remembered", async |c: &mut Conn| {
-            Ok(c.query_one(
-                "SELECT EXISTS(SELECT 1 FROM remembered
-                  WHERE owner = $1 AND scope = $2 AND addr = $3 AND key = $4 AND until > $5)",
-                &[&user, &scope, &addr, &key, &now],
+            Ok(
+                c.query_one(IS_REMEMBERED, &[&user, &scope, &addr, &key, &now])
+                    .await?
+                    .try_get(0)?,
             )
-            .await?
-            .try_get(0)?)
         })
     }
 
@@ -1371,16 +1437,11 @@ impl Backend for PgBackend {
 
     fn devices(&mut self, user: &str) -> Result<Vec<DeviceRecord>, StoreError> {
         self.run("devices", async |c: &mut Conn| {
-            c.query(
-                "SELECT id, kind, name, secret, algorithm, digits, period, counter, address,
-                        is_default, created
-                 FROM devices WHERE owner = $1 ORDER BY id",
-                &[&user],
-            )
-            .await?
-            .iter()
-            .map(device_record)
-            .collect()
+            c.query(DEVICES, &[&user])
+                .await?
+                .iter()
+                .map(device_record)
+                .collect()
         })
     }
 
@@ -1526,15 +1587,11 @@ impl Backend for PgBackend {
 
     fn bypass_codes(&mut self, user: &str) -> Result<Vec<CodeRecord>, StoreError> {
         self.run("bypass_codes", async |c: &mut Conn| {
-            c.query(
-                "SELECT id, salt, hash, used_at IS NOT NULL FROM bypass_codes
-                 WHERE owner = $1 ORDER BY id",
-                &[&user],
-            )
-            .await?
-            .iter()
-            .map(code_record)
-            .collect()
+            c.query(BYPASS_CODES, &[&user])
+                .await?
+                .iter()
+                .map(code_record)
+                .collect()
         })
     }
 

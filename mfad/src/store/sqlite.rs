@@ -20,8 +20,8 @@
 
 use super::backend::{
     Backend, CodeRecord, DeviceRecord, Dump, DumpedCode, DumpedRemembered, EnrolLinkRecord,
-    EnrolLinkStep, Failure, LoginRecord, NewBypassCodes, NewDeviceRecord, NewEnrolLink, NewSmsCode,
-    NewWebSession, Remembered, WebSessionRecord, WebSessionStep,
+    EnrolLinkStep, Failure, LoginReads, LoginRecord, NewBypassCodes, NewDeviceRecord, NewEnrolLink,
+    NewSmsCode, NewWebSession, Remembered, WebSessionRecord, WebSessionStep,
 };
 use super::{DeviceKind, FailureEffect, LockState, StoreError, UserSummary};
 use crate::sealing::StoreKey;
@@ -674,18 +674,79 @@ impl SqliteBackend {
         sql: &str,
         args: impl rusqlite::Params,
     ) -> Result<Vec<CodeRecord>, StoreError> {
-        let guard = self.lock()?;
-        let mut stmt = guard.conn.prepare_cached(sql)?;
-        let rows = stmt.query_map(args, |r| {
-            Ok(CodeRecord {
-                id: r.get(0)?,
-                salt: r.get(1)?,
-                tag: r.get(2)?,
-                used: r.get(3)?,
-            })
-        })?;
-        Ok(rows.collect::<rusqlite::Result<_>>()?)
+        codes(&self.lock()?.conn, sql, args)
     }
+}
+
+fn codes(
+    conn: &Connection,
+    sql: &str,
+    args: impl rusqlite::Params,
+) -> Result<Vec<CodeRecord>, StoreError> {
+    let mut stmt = conn.prepare_cached(sql)?;
+    let rows = stmt.query_map(args, |r| {
+        Ok(CodeRecord {
+            id: r.get(0)?,
+            salt: r.get(1)?,
+            tag: r.get(2)?,
+            used: r.get(3)?,
+        })
+    })?;
+    Ok(rows.collect::<rusqlite::Result<_>>()?)
+}
+
+fn lock_state(conn: &Connection, user: &str) -> Result<LockState, StoreError> {
+    Ok(conn
+        .prepare_cached("SELECT failures, locked_until FROM users WHERE name = ?1")?
+        .query_row([user], |r| {
+            Ok(LockState {
+                failures: r.get(0)?,
+                locked_until: r.get(1)?,
+            })
+        })
+        .optional()?
+        .unwrap_or_default())
+}
+
+fn devices(conn: &Connection, user: &str) -> Result<Vec<DeviceRecord>, StoreError> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT id, kind, name, secret, algorithm, digits, period, counter, address,
+                is_default, created
+         FROM devices WHERE user = ?1 ORDER BY id",
+    )?;
+    let rows = stmt.query_map([user], device_record)?;
+    Ok(rows.collect::<rusqlite::Result<_>>()?)
+}
+
+const BYPASS_CODES: &str = "SELECT id, salt, hash, used_at IS NOT NULL FROM bypass_codes
+                            WHERE user = ?1 ORDER BY id";
+
+fn is_remembered(conn: &Connection, l: &Remembered<'_>, now: i64) -> Result<bool, StoreError> {
+    let (user, scope, addr, key) = (l.user, l.scope, l.addr, l.key);
+    Ok(conn
+        .prepare_cached(
+            "SELECT EXISTS(SELECT 1 FROM remembered
+              WHERE user = ?1 AND scope = ?2 AND addr = ?3 AND key = ?4 AND until > ?5)",
+        )?
+        .query_row(params![user, scope, addr, key, now], |r| r.get(0))?)
+}
+
+/// A login's reads ([`Backend::login_reads`]) on `conn`, as they stand.
+fn login_reads(
+    conn: &Connection,
+    user: &str,
+    remembered: Option<&Remembered<'_>>,
+    now: i64,
+) -> Result<LoginReads, StoreError> {
+    Ok(LoginReads {
+        lock: lock_state(conn, user)?,
+        devices: devices(conn, user)?,
+        bypass_codes: codes(conn, BYPASS_CODES, [user])?,
+        remembered: match remembered {
+            Some(l) => is_remembered(conn, l, now)?,
+            None => false,
+        },
+    })
 }
 
 fn check_key(tx: &Connection, check: &[u8; 32]) -> Result<(), StoreError> {
@@ -810,18 +871,26 @@ impl Backend for SqliteBackend {
     }
 
     fn lock_state(&mut self, user: &str) -> Result<LockState, StoreError> {
-        Ok(self
-            .lock()?
-            .conn
-            .prepare_cached("SELECT failures, locked_until FROM users WHERE name = ?1")?
-            .query_row([user], |r| {
-                Ok(LockState {
-                    failures: r.get(0)?,
-                    locked_until: r.get(1)?,
-                })
-            })
-            .optional()?
-            .unwrap_or_default())
+        lock_state(&self.lock()?.conn, user)
+    }
+
+    fn login_reads(
+        &mut self,
+        user: &str,
+        remembered: Option<&Remembered<'_>>,
+        now: i64,
+    ) -> Result<LoginReads, StoreError> {
+        let held = self.lock()?;
+        if self.in_tx {
+            // The caller's transaction is the snapshot already.
+            return login_reads(&held.conn, user, remembered, now);
+        }
+        // One read transaction (one WAL read lock), ended before the connection is given
+        // back, whatever happens: a rusqlite transaction rolls back when dropped.
+        let tx = held.conn.unchecked_transaction()?;
+        let reads = login_reads(&tx, user, remembered, now)?;
+        tx.commit()?;
+        Ok(reads)
     }
 
     fn record_failure(&mut self, f: &Failure<'_>) -> Result<FailureEffect, StoreError> {
@@ -1136,15 +1205,7 @@ impl Backend for SqliteBackend {
     }
 
     fn is_remembered(&mut self, l: &Remembered<'_>, now: i64) -> Result<bool, StoreError> {
-        let (user, scope, addr, key) = (l.user, l.scope, l.addr, l.key);
-        Ok(self
-            .lock()?
-            .conn
-            .prepare_cached(
-                "SELECT EXISTS(SELECT 1 FROM remembered
-                  WHERE user = ?1 AND scope = ?2 AND addr = ?3 AND key = ?4 AND until > ?5)",
-            )?
-            .query_row(params![user, scope, addr, key, now], |r| r.get(0))?)
+        is_remembered(&self.lock()?.conn, l, now)
     }
 
     fn reset_user(&mut self, user: &str) -> Result<(), StoreError> {
@@ -1161,14 +1222,7 @@ impl Backend for SqliteBackend {
     }
 
     fn devices(&mut self, user: &str) -> Result<Vec<DeviceRecord>, StoreError> {
-        let guard = self.lock()?;
-        let mut stmt = guard.conn.prepare_cached(
-            "SELECT id, kind, name, secret, algorithm, digits, period, counter, address,
-                    is_default, created
-             FROM devices WHERE user = ?1 ORDER BY id",
-        )?;
-        let rows = stmt.query_map([user], device_record)?;
-        Ok(rows.collect::<rusqlite::Result<_>>()?)
+        devices(&self.lock()?.conn, user)
     }
 
     fn add_devices(&mut self, rows: &[NewDeviceRecord], now: i64) -> Result<Vec<i64>, StoreError> {
@@ -1282,11 +1336,7 @@ impl Backend for SqliteBackend {
     }
 
     fn bypass_codes(&mut self, user: &str) -> Result<Vec<CodeRecord>, StoreError> {
-        self.codes(
-            "SELECT id, salt, hash, used_at IS NOT NULL FROM bypass_codes
-             WHERE user = ?1 ORDER BY id",
-            [user],
-        )
+        self.codes(BYPASS_CODES, [user])
     }
 
     fn replace_bypass_codes(&mut self, new: &NewBypassCodes<'_>) -> Result<(), StoreError> {
