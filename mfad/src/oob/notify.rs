@@ -85,24 +85,32 @@ impl ProviderError {
 pub const MAX_IN_FLIGHT: usize = crate::http::IDLE_PER_HOST;
 
 /// The one HTTP client for every provider: pooled connections, a connect timeout, no
-/// redirects (a redirect could carry a credential to another host), at most
-/// [`MAX_IN_FLIGHT`] requests at once per provider. Clone it freely; clones share the pool,
-/// and the slots until a provider takes its own ([`HttpClient::with_own_slots`]).
+/// redirects (a redirect could carry a credential to another host). Clone it freely; clones
+/// share the pool. A provider sends through [`HttpClient::with_own_slots`].
 #[derive(Clone)]
 pub struct HttpClient {
     client: reqwest::Client,
-    slots: Arc<Semaphore>,
 }
 
 impl HttpClient {
-    /// The same pool, with [`MAX_IN_FLIGHT`] slots of its own.
-    pub(crate) fn with_own_slots(&self) -> HttpClient {
-        HttpClient {
+    /// A provider's client: the same pool, with [`MAX_IN_FLIGHT`] slots of its own.
+    pub(crate) fn with_own_slots(&self) -> ProviderClient {
+        ProviderClient {
             client: self.client.clone(),
             slots: Arc::new(Semaphore::new(MAX_IN_FLIGHT)),
         }
     }
+}
 
+/// One provider's way out: the shared pool, at most [`MAX_IN_FLIGHT`] requests at once.
+/// Clones share the slots.
+#[derive(Clone)]
+pub(crate) struct ProviderClient {
+    client: reqwest::Client,
+    slots: Arc<Semaphore>,
+}
+
+impl ProviderClient {
     /// Runs `call` (one request and the reading of its answer) in a slot, all of it within
     /// `limit`: a provider that is slow to answer cannot make logins wait longer than its
     /// configured timeout, nor hold more than [`MAX_IN_FLIGHT`] connections.
@@ -146,10 +154,7 @@ pub fn http_client() -> Result<HttpClient, ProviderError> {
     )
     .build()
     .map_err(|_| ProviderError::Client)?;
-    Ok(HttpClient {
-        client,
-        slots: Arc::new(Semaphore::new(MAX_IN_FLIGHT)),
-    })
+    Ok(HttpClient { client })
 }
 
 /// Reads at most [`MAX_RESPONSE`] bytes of a response body; a larger one cannot be read.
@@ -247,7 +252,7 @@ pub struct Notifier {
     url: String,
     token: Option<Secret>,
     timeout: Duration,
-    client: HttpClient,
+    client: ProviderClient,
 }
 
 impl std::fmt::Debug for Notifier {

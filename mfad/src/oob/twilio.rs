@@ -4,7 +4,7 @@
 use crate::oob::approvals::ApprovalRequest;
 use crate::oob::config::{Secret, TwilioConfig};
 use crate::oob::http::escape;
-use crate::oob::notify::{HttpClient, ProviderError, read_capped};
+use crate::oob::notify::{HttpClient, ProviderClient, ProviderError, read_capped};
 use data_encoding::BASE64;
 use hmac::{Hmac, Mac};
 use serde::Deserialize;
@@ -97,7 +97,7 @@ struct ErrorBody {
 /// [`MAX_IN_FLIGHT`]: crate::oob::notify::MAX_IN_FLIGHT
 #[derive(Clone)]
 pub struct Twilio {
-    client: HttpClient,
+    client: ProviderClient,
     api_base: String,
     account_sid: String,
     auth_token: Secret,

@@ -787,16 +787,21 @@ impl PgBackend {
 /// [`Backend::dump`] and [`Backend::is_empty`] pass over such blank rows, so a login leaves
 /// no more trace than on SQLite, where a read creates no row.
 async fn lock_user_row(c: &mut Conn, user: &str) -> Result<Option<Row>, StoreError> {
-    c.execute(
-        "INSERT INTO users(name) VALUES ($1) ON CONFLICT (name) DO NOTHING",
-        &[&user],
-    )
-    .await?;
-    c.query_opt(
-        "SELECT failures, locked_until FROM users WHERE name = $1 FOR UPDATE",
-        &[&user],
-    )
-    .await
+    let insert = c
+        .statement("INSERT INTO users(name) VALUES ($1) ON CONFLICT (name) DO NOTHING")
+        .await?;
+    let select = c
+        .statement("SELECT failures, locked_until FROM users WHERE name = $1 FOR UPDATE")
+        .await?;
+    // Both in one round trip, in this order (each is sent when join! first polls it).
+    // In the transaction, an INSERT that fails aborts it: the SELECT then fails too.
+    let by_user: Params<'_> = &[&user];
+    let (inserted, row) = tokio::join!(
+        c.client.execute(&insert, by_user),
+        c.client.query_opt(&select, by_user)
+    );
+    inserted?;
+    Ok(row?)
 }
 
 fn count(v: i64) -> u32 {
