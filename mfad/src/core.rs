@@ -206,11 +206,16 @@ impl Core {
         let locked = self
             .db(move |s| {
                 s.in_transaction(|s| {
-                    match s.lock_state(&user)?.locked_until {
+                    let lock = s.lock_state(&user)?;
+                    match lock.locked_until {
                         Some(until) if until > now => return Ok(Some(until)),
                         _ => {}
                     }
-                    s.clear_failures(&user)?;
+                    // Read in this transaction, under its lock: no other can have
+                    // counted one since.
+                    if lock.failures > 0 {
+                        s.clear_failures(&user)?;
+                    }
                     if let Some(r) = &remember {
                         r.write(s, now)?;
                     }

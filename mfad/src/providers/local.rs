@@ -585,7 +585,8 @@ impl LocalFactors {
         self.core
             .db_fast(move |s| {
                 s.in_transaction(|s| {
-                    if let Some(until) = s.lock_state(&user)?.locked_until.filter(|u| *u > now) {
+                    let lock = s.lock_state(&user)?;
+                    if let Some(until) = lock.locked_until.filter(|u| *u > now) {
                         let until = match s.record_failure(&user, now, max_failures, lock_for)? {
                             FailureEffect::Locked { until: later } => later.max(until),
                             FailureEffect::Counted { .. } => until,
@@ -595,7 +596,11 @@ impl LocalFactors {
                     let found = match_passcode(s, &user, &devices, &code, now, &limits)?;
                     Ok(match found {
                         Match::Accepted(verdict) => {
-                            s.clear_failures(&user)?;
+                            // Read in this transaction, under its lock: no other can
+                            // have counted one since.
+                            if lock.failures > 0 {
+                                s.clear_failures(&user)?;
+                            }
                             if let Some(r) = &remember {
                                 r.write(s, now)?;
                             }
