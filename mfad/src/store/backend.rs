@@ -73,6 +73,24 @@ pub struct LoginReads {
     pub remembered: bool,
 }
 
+/// [`Backend::login_reads`] as one call after the other.
+pub fn login_reads_one_by_one<B: Backend + ?Sized>(
+    b: &mut B,
+    user: &str,
+    remembered: Option<&Remembered<'_>>,
+    now: i64,
+) -> Result<LoginReads, StoreError> {
+    Ok(LoginReads {
+        lock: b.lock_state(user)?,
+        devices: b.devices(user)?,
+        bypass_codes: b.bypass_codes(user)?,
+        remembered: match remembered {
+            Some(l) => b.is_remembered(l, now)?,
+            None => false,
+        },
+    })
+}
+
 /// An SMS code (salt and keyed hash) to make the user's only live one until `expires`.
 #[derive(Debug, Clone, Copy)]
 pub struct NewSmsCode<'a> {
@@ -304,15 +322,7 @@ pub trait Backend: Send {
         remembered: Option<&Remembered<'_>>,
         now: i64,
     ) -> Result<LoginReads, StoreError> {
-        Ok(LoginReads {
-            lock: self.lock_state(user)?,
-            devices: self.devices(user)?,
-            bypass_codes: self.bypass_codes(user)?,
-            remembered: match remembered {
-                Some(l) => self.is_remembered(l, now)?,
-                None => false,
-            },
-        })
+        login_reads_one_by_one(self, user, remembered, now)
     }
     /// Counts one failure; at `max_failures` (0: never) locks until `now + duration`, never
     /// shortening a longer lock, clears the count and forgets remembered logins.

@@ -390,12 +390,13 @@ pub async fn connect(opts: &PgOptions) -> Result<PgBackend, StoreError> {
     let client = connect_client(opts, None).await?;
     Ok(PgBackend {
         conn: Conn {
-            client,
+            client: Arc::new(client),
             statements: HashMap::new(),
         },
         handle: tokio::runtime::Handle::current(),
         statement_timeout: opts.statement_timeout,
         in_tx: false,
+        begin_pending: false,
         tx_failed: false,
         broken: false,
     })
@@ -571,7 +572,8 @@ async fn check_key(conn: &mut Conn, check: &[u8; 32]) -> Result<(), StoreError> 
 
 /// The client and its prepared statements (each SQL text parsed once per connection).
 struct Conn {
-    client: Client,
+    /// Shared only to send a pending BEGIN beside the transaction's first statement.
+    client: Arc<Client>,
     statements: HashMap<&'static str, Statement>,
 }
 
@@ -632,6 +634,9 @@ pub struct PgBackend {
     statement_timeout: Duration,
     /// Inside the caller's transaction ([`Backend::begin`]).
     in_tx: bool,
+    /// The caller's BEGIN is not sent yet: it goes with the transaction's first statement,
+    /// in the same round trip.
+    begin_pending: bool,
     /// A statement of the caller's transaction failed: PostgreSQL has aborted it, and a
     /// COMMIT would quietly roll back.
     tx_failed: bool,
@@ -692,8 +697,22 @@ impl PgBackend {
             return Err(StoreError::Broken);
         }
         let limit = self.statement_timeout + CLIENT_SLACK;
+        let begin = std::mem::take(&mut self.begin_pending);
         let conn = &mut self.conn;
         let handle = &self.handle;
+        // The pending BEGIN and the first statement are sent back to back (each request is
+        // sent when join! first polls it, BEGIN first), and the server runs them in that
+        // order. BEGIN outside a transaction cannot fail on a live connection; if the
+        // connection fails, both do.
+        let f = async move |c: &mut Conn| {
+            if !begin {
+                return f(c).await;
+            }
+            let client = Arc::clone(&c.client);
+            let (began, result) = tokio::join!(client.batch_execute("BEGIN"), f(c));
+            began?;
+            result
+        };
         // block_on panics on a runtime worker thread or a runtime that is shutting down:
         // that must not unwind through a login.
         let outcome = std::panic::catch_unwind(AssertUnwindSafe(|| {
@@ -910,13 +929,24 @@ impl Backend for PgBackend {
     }
 
     fn begin(&mut self) -> Result<(), StoreError> {
-        self.run("begin", async |c: &mut Conn| c.batch("BEGIN").await)?;
+        if self.is_broken() {
+            self.broken = true;
+            return Err(StoreError::Broken);
+        }
+        // Sent with the first statement (see `run`): one round trip less per transaction.
         self.in_tx = true;
+        self.begin_pending = true;
         self.tx_failed = false;
         Ok(())
     }
 
     fn commit(&mut self) -> Result<(), StoreError> {
+        if std::mem::take(&mut self.begin_pending) {
+            // Nothing was asked inside it: nothing to commit.
+            self.in_tx = false;
+            self.tx_failed = false;
+            return Ok(());
+        }
         if self.tx_failed {
             // PostgreSQL answers COMMIT of an aborted transaction with a rollback, not an
             // error: say so instead of reporting success.
@@ -930,7 +960,7 @@ impl Backend for PgBackend {
     }
 
     fn rollback(&mut self) {
-        if !self.broken {
+        if !std::mem::take(&mut self.begin_pending) && !self.broken {
             let _ = self.run("rollback", async |c: &mut Conn| c.batch("ROLLBACK").await);
         }
         self.in_tx = false;
@@ -969,15 +999,7 @@ impl Backend for PgBackend {
     ) -> Result<LoginReads, StoreError> {
         if self.in_tx {
             // Inside the caller's transaction (which locks the user's row): one by one.
-            return Ok(LoginReads {
-                lock: self.lock_state(user)?,
-                devices: self.devices(user)?,
-                bypass_codes: self.bypass_codes(user)?,
-                remembered: match remembered {
-                    Some(l) => self.is_remembered(l, now)?,
-                    None => false,
-                },
-            });
+            return super::backend::login_reads_one_by_one(self, user, remembered, now);
         }
         self.run("login_reads", async |c: &mut Conn| {
             let lock = c.statement(LOCK_STATE).await?;
