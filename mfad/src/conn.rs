@@ -274,6 +274,8 @@ pub struct Conn {
     spoken: bool,
     /// The verdict given (`allowed`, `refused`, `unavailable`), for the login history.
     verdict: Option<&'static str>,
+    /// Said, to go out with the next message in the same write ([`Conn::info_with_next`]).
+    held: Vec<ServerMsg>,
 }
 
 impl Conn {
@@ -291,6 +293,7 @@ impl Conn {
             timeouts,
             spoken: false,
             verdict: None,
+            held: Vec::new(),
         }
     }
 
@@ -323,12 +326,25 @@ impl Conn {
         self.send_all(std::slice::from_ref(msg)).await
     }
 
-    /// Sends these messages together (one write on a socket).
+    /// Sends these messages together (one write on a socket), after what was held.
     async fn send_all(&mut self, msgs: &[ServerMsg]) -> Result<(), ConnError> {
         if msgs.iter().any(|m| !matches!(m, ServerMsg::KeepAlive)) {
             self.spoken = true;
         }
-        self.wire.write(msgs, IO_TIMEOUT).await
+        if self.held.is_empty() {
+            return self.wire.write(msgs, IO_TIMEOUT).await;
+        }
+        let mut all = std::mem::take(&mut self.held);
+        all.extend_from_slice(msgs);
+        self.wire.write(&all, IO_TIMEOUT).await
+    }
+
+    /// Says `text` together with the next message (a prompt that follows at once): one
+    /// write, one wake-up of the client. Sent before any read, so it is never held while
+    /// mfad waits for the user.
+    pub fn info_with_next(&mut self, text: impl Into<String>) {
+        self.spoken = true;
+        self.held.push(ServerMsg::Info { text: text.into() });
     }
 
     pub async fn info(&mut self, text: impl Into<String>) -> Result<(), ConnError> {
@@ -407,12 +423,13 @@ impl Conn {
                 "The client broke the conversation; login refused.".to_string()
             }
         };
-        let farewell = [
+        let mut farewell = std::mem::take(&mut self.held);
+        farewell.extend([
             ServerMsg::Error { text },
             ServerMsg::Done {
                 outcome: Outcome::Deny,
             },
-        ];
+        ]);
         let _ = self.wire.write(&farewell, FAREWELL_TIMEOUT).await;
     }
 
@@ -432,6 +449,9 @@ impl Conn {
 
     /// Reads the answer to a prompt already sent, waiting at most the answer timeout.
     pub async fn answer(&mut self) -> Result<Option<Zeroizing<String>>, ConnError> {
+        if !self.held.is_empty() {
+            self.send_all(&[]).await?;
+        }
         match self.wire.read(self.timeouts.answer).await? {
             ClientMsg::Answer { text } => Ok(text),
             ClientMsg::Hello { .. } => {
@@ -498,6 +518,57 @@ mod tests {
             }
         );
         assert_eq!(conn.verdict(), Some("allowed"));
+    }
+
+    #[tokio::test]
+    async fn a_menu_and_its_prompt_go_out_in_one_write_and_a_break_still_says_both() {
+        let (mut conn, mut client) = pair();
+        conn.info_with_next("Two-factor login for alice\n 1. Push");
+        assert!(conn.has_spoken());
+        let asking = tokio::spawn(async move {
+            let answer = conn.prompt("Passcode or option (1-1): ", true).await;
+            (conn, answer)
+        });
+        let mut buf = vec![0u8; 4096];
+        let n = tokio::task::spawn_blocking(move || {
+            let n = std::io::Read::read(&mut client, &mut buf).unwrap();
+            (client, buf, n)
+        });
+        let (mut client, buf, n) = n.await.unwrap();
+        let mut bytes = &buf[..n];
+        assert!(matches!(
+            read_frame(&mut bytes).unwrap(),
+            ServerMsg::Info { .. }
+        ));
+        assert!(matches!(
+            read_frame(&mut bytes).unwrap(),
+            ServerMsg::Prompt { .. }
+        ));
+        assert!(bytes.is_empty(), "both frames in one read");
+        write_frame(&mut client, &mfa_proto::ClientMsg::Answer { text: None }).unwrap();
+        let (mut conn, answer) = asking.await.unwrap();
+        assert_eq!(answer.unwrap(), None);
+
+        // Held, then the conversation breaks before anything else is sent: the client still
+        // gets what was said, then the refusal.
+        conn.info_with_next("Pushing a login request...");
+        conn.refuse_after_break(&ConnError::TimedOut(Duration::from_secs(1)))
+            .await;
+        let got = received(&mut client);
+        assert_eq!(
+            got,
+            vec![
+                ServerMsg::Info {
+                    text: "Pushing a login request...".into()
+                },
+                ServerMsg::Error {
+                    text: "No answer within 1 seconds; login refused.".into()
+                },
+                ServerMsg::Done {
+                    outcome: Outcome::Deny
+                },
+            ]
+        );
     }
 
     #[tokio::test]

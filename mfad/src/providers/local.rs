@@ -96,7 +96,8 @@ impl SecondFactor for LocalFactors {
         let remember = login.remember.as_ref();
         let passed = if menu::shows_menu(login.ctx) {
             let (text, prompt) = menu_text(who.user, &options);
-            conn.info(text).await?;
+            // Goes out with the prompt that follows at once.
+            conn.info_with_next(text);
             self.prove_second_factor(conn, who, &prompt, menu, &login.devices, remember)
                 .await?
         } else {
