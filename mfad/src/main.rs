@@ -322,7 +322,16 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    runtime.block_on(run(config, args.config.clone()))
+    // On a worker of the runtime, not this thread: a connection the accept loop takes is
+    // then served by the same worker once the loop waits again, with no hand-off to another
+    // thread (from this thread, every accepted connection woke a worker first).
+    let daemon = runtime.spawn(run(config, args.config.clone()));
+    runtime.block_on(async {
+        daemon.await.unwrap_or_else(|e| {
+            error!("mfad's main task ended abnormally: {e}");
+            ExitCode::FAILURE
+        })
+    })
 }
 
 async fn run(config: Config, config_path: PathBuf) -> ExitCode {
