@@ -276,6 +276,9 @@ pub struct Conn {
     verdict: Option<&'static str>,
     /// Said, to go out with the next message in the same write ([`Conn::info_with_next`]).
     held: Vec<ServerMsg>,
+    /// Counts this conversation as open until its verdict is given (see
+    /// [`crate::blocking::Open`]).
+    open: Option<crate::blocking::Open>,
 }
 
 impl Conn {
@@ -294,6 +297,7 @@ impl Conn {
             spoken: false,
             verdict: None,
             held: Vec::new(),
+            open: Some(crate::blocking::Open::new()),
         }
     }
 
@@ -383,6 +387,9 @@ impl Conn {
             Outcome::Deny => "refused",
             Outcome::Ignore => "ignored",
         });
+        // Decided: what is left (the write, the history's row) waits for no store. A client
+        // that connects again at once finds this conversation no longer counted.
+        self.open = None;
         let done = ServerMsg::Done { outcome };
         match last {
             Some(last) => self.send_all(&[last, done]).await,

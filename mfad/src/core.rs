@@ -113,7 +113,7 @@ impl Core {
             return Ok(Some(account));
         }
         let (accounts, name) = (Arc::clone(&self.accounts), name.to_string());
-        Ok(crate::blocking::run(move || accounts.by_name(&name)).await??)
+        Ok(crate::blocking::run_here_if_alone(move || accounts.by_name(&name)).await??)
     }
 
     /// The user name of `uid`.
@@ -130,7 +130,7 @@ impl Core {
             return Ok(groups);
         }
         let (accounts, account) = (Arc::clone(&self.accounts), account.clone());
-        Ok(crate::blocking::run(move || accounts.groups(&account)).await??)
+        Ok(crate::blocking::run_here_if_alone(move || accounts.groups(&account)).await??)
     }
     /// How long a reported login locks the account: the lockout duration, at least an hour.
     pub(crate) fn report_lock_secs(&self) -> i64 {
