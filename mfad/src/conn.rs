@@ -343,8 +343,8 @@ impl Conn {
         self.wire.write(&all, IO_TIMEOUT).await
     }
 
-    /// Says `text` together with the next message (a prompt that follows at once): one
-    /// write, one wake-up of the client. Sent before any read, so it is never held while
+    /// Says `text` together with the next message (a prompt that follows at once, the
+    /// verdict): one write, one wake-up of the client. Sent before any read, so it is never held while
     /// mfad waits for the user.
     pub fn info_with_next(&mut self, text: impl Into<String>) {
         self.spoken = true;
@@ -371,17 +371,8 @@ impl Conn {
         self.send(&ServerMsg::Error { text: text.into() }).await
     }
 
+    /// The verdict (after anything held: one write).
     pub async fn done(&mut self, outcome: Outcome) -> Result<(), ConnError> {
-        self.done_saying(None, outcome).await
-    }
-
-    /// The verdict, after `last` (an info line, e.g. "Success. Logging you in...") when
-    /// there is one; both in one write.
-    pub async fn done_saying(
-        &mut self,
-        last: Option<ServerMsg>,
-        outcome: Outcome,
-    ) -> Result<(), ConnError> {
         self.verdict = Some(match outcome {
             Outcome::Allow => "allowed",
             Outcome::Deny => "refused",
@@ -390,11 +381,7 @@ impl Conn {
         // Decided: what is left (the write, the history's row) waits for no store. A client
         // that connects again at once finds this conversation no longer counted.
         self.open = None;
-        let done = ServerMsg::Done { outcome };
-        match last {
-            Some(last) => self.send_all(&[last, done]).await,
-            None => self.send(&done).await,
-        }
+        self.send(&ServerMsg::Done { outcome }).await
     }
 
     /// mfad cannot serve this conversation. Before anything was said, the client is told
@@ -406,9 +393,8 @@ impl Conn {
             let text = format!(
                 "Two-factor authentication is unavailable right now ({reason}); login refused."
             );
-            return self
-                .done_saying(Some(ServerMsg::Error { text }), Outcome::Deny)
-                .await;
+            self.held.push(ServerMsg::Error { text });
+            return self.done(Outcome::Deny).await;
         }
         self.verdict = Some("unavailable");
         self.send(&ServerMsg::Unavailable { reason }).await
@@ -507,9 +493,8 @@ mod tests {
         let last = ServerMsg::Info {
             text: "Success. Logging you in...".into(),
         };
-        conn.done_saying(Some(last.clone()), Outcome::Allow)
-            .await
-            .unwrap();
+        conn.info_with_next("Success. Logging you in...");
+        conn.done(Outcome::Allow).await.unwrap();
         // One read takes both frames: pam_mfa wakes once for them.
         let mut buf = vec![0u8; 4096];
         let n = std::io::Read::read(&mut client, &mut buf).unwrap();

@@ -14,7 +14,7 @@ use crate::providers::local::LocalFactors;
 use crate::providers::{LoginContext, Remember, SecondFactor, Verdict};
 use crate::store::{DeviceKind, FailureEffect, LoginSnapshot, RememberScope};
 use crate::text;
-use mfa_proto::{AuthContext, Outcome, ServerMsg};
+use mfa_proto::{AuthContext, Outcome};
 use std::sync::Arc;
 
 /// Logins: the shared core, mfad's own factors, and Duo when `[duo]` is configured.
@@ -297,17 +297,14 @@ impl LoginService {
                 (false, false)
             }
         };
-        let success = say_success.then(|| ServerMsg::Info {
-            text: "Success. Logging you in...".into(),
-        });
-        conn.done_saying(
-            success,
-            if passed {
-                Outcome::Allow
-            } else {
-                Outcome::Deny
-            },
-        )
+        if say_success {
+            conn.info_with_next("Success. Logging you in...");
+        }
+        conn.done(if passed {
+            Outcome::Allow
+        } else {
+            Outcome::Deny
+        })
         .await?;
         Ok(())
     }
