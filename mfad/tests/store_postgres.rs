@@ -877,6 +877,32 @@ fn a_login_for_an_unknown_user_leaves_no_trace() {
     assert_eq!(s.user_summaries().unwrap()[0].failures, 1);
 }
 
+/// A login's one read (BEGIN REPEATABLE READ READ ONLY, the reads and COMMIT in one round
+/// trip) ends its transaction: the session is idle, not idle in a transaction, and what
+/// another node commits next is seen by the following read, not hidden behind the first's
+/// snapshot.
+#[test]
+fn a_logins_one_read_on_postgresql_leaves_no_transaction_or_snapshot_behind() {
+    let db = Db::start();
+    let mut one = db.store();
+    let mut two = db.store();
+    one.add_totp_device("u", "app", b"k", totp(), 1, 0).unwrap();
+    let remembered = Some((RememberScope::Sshd, "192.0.2.1", ""));
+    let snap = one.login_snapshot("u", remembered, 10).unwrap();
+    assert_eq!(snap.lock.failures, 0);
+    let in_transaction = db.pg.psql(
+        "SELECT count(*) FROM pg_stat_activity WHERE datname = 'mfa' \
+         AND state LIKE 'idle in transaction%'",
+    );
+    assert_eq!(in_transaction.trim(), "0", "a session left in a transaction");
+    two.record_failure("u", 10, 5, 60).unwrap();
+    two.remember("u", RememberScope::Sshd, "192.0.2.1", "", 0, 1000)
+        .unwrap();
+    let again = one.login_snapshot("u", remembered, 10).unwrap();
+    assert_eq!(again.lock.failures, 1, "the other node's failure is seen");
+    assert!(again.remembered);
+}
+
 #[test]
 fn a_lock_set_on_one_node_is_seen_by_the_other_at_once() {
     let db = Db::start();

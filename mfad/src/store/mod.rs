@@ -616,11 +616,7 @@ impl Store {
         let reads = self.backend.login_reads(user, asked.as_ref(), now)?;
         Ok(LoginSnapshot {
             lock: reads.lock,
-            devices: reads
-                .devices
-                .into_iter()
-                .map(|r| self.open_device(user, r))
-                .collect::<Result<_, _>>()?,
+            devices: self.open_devices(user, reads.devices)?,
             bypass_left: reads.bypass_codes.iter().filter(|c| !c.used).count(),
             remembered: reads.remembered,
         })
@@ -653,9 +649,13 @@ impl Store {
     /// A user's devices, oldest first (the order `mfa devices` numbers them in), their
     /// secrets opened.
     pub fn devices(&mut self, user: &str) -> Result<Vec<Device>, StoreError> {
-        self.backend
-            .devices(user)?
-            .into_iter()
+        let rows = self.backend.devices(user)?;
+        self.open_devices(user, rows)
+    }
+
+    /// Rows of `user`'s devices as stored, their secrets opened.
+    fn open_devices(&self, user: &str, rows: Vec<DeviceRecord>) -> Result<Vec<Device>, StoreError> {
+        rows.into_iter()
             .map(|r| self.open_device(user, r))
             .collect()
     }
