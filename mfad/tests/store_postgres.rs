@@ -894,7 +894,11 @@ fn a_logins_one_read_on_postgresql_leaves_no_transaction_or_snapshot_behind() {
         "SELECT count(*) FROM pg_stat_activity WHERE datname = 'mfa' \
          AND state LIKE 'idle in transaction%'",
     );
-    assert_eq!(in_transaction.trim(), "0", "a session left in a transaction");
+    assert_eq!(
+        in_transaction.trim(),
+        "0",
+        "a session left in a transaction"
+    );
     two.record_failure("u", 10, 5, 60).unwrap();
     two.remember("u", RememberScope::Sshd, "192.0.2.1", "", 0, 1000)
         .unwrap();

@@ -768,15 +768,17 @@ impl PgBackend {
             if !own {
                 return f(c).await;
             }
-            c.batch(begin_sql).await?;
-            match f(c).await {
-                Ok(v) => {
+            // BEGIN goes out with the first statement, in one round trip (as in `run`).
+            let client = Arc::clone(&c.client);
+            match tokio::join!(client.batch_execute(begin_sql), f(c)) {
+                (Ok(()), Ok(v)) => {
                     c.batch("COMMIT").await?;
                     Ok(v)
                 }
-                Err(e) => {
+                (began, result) => {
                     let _ = c.batch("ROLLBACK").await;
-                    Err(e)
+                    began?;
+                    result
                 }
             }
         })
