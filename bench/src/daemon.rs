@@ -42,6 +42,10 @@ pub fn unix_now() -> f64 {
 
 pub struct BenchDaemon {
     child: Option<Child>,
+    /// Started under MFA_BENCH_WRAPPER, in a process group of its own: the stop signal
+    /// goes to the whole group, so mfad gets it even from a wrapper that does not pass it
+    /// on (`perf stat`).
+    wrapped: bool,
     pub dir: PathBuf,
     pub socket: PathBuf,
 }
@@ -110,13 +114,14 @@ impl BenchDaemon {
         // MFA_BENCH_WRAPPER runs mfad under a profiler, e.g. "valgrind --tool=callgrind".
         let wrapper = std::env::var("MFA_BENCH_WRAPPER").unwrap_or_default();
         let mut words = wrapper.split_whitespace();
-        let mut command = match words.next() {
+        let (mut command, wrapped) = match words.next() {
             Some(program) => {
                 let mut c = Command::new(program);
                 c.args(words).arg(mfad);
-                c
+                std::os::unix::process::CommandExt::process_group(&mut c, 0);
+                (c, true)
             }
-            None => Command::new(mfad),
+            None => (Command::new(mfad), false),
         };
         command.arg("--foreground").arg("--config").arg(config);
         if nss_wrapper {
@@ -133,6 +138,7 @@ impl BenchDaemon {
             .map_err(|e| BenchError(format!("starting {}: {e}", mfad.display())))?;
         let mut d = BenchDaemon {
             child: Some(child),
+            wrapped,
             dir: dir.to_path_buf(),
             socket,
         };
@@ -172,8 +178,13 @@ impl BenchDaemon {
 
     pub fn stop(&mut self) {
         if let Some(mut child) = self.child.take() {
-            // SIGTERM: mfad removes its socket; SIGKILL if it does not go.
-            unsafe_kill(child.id(), libc::SIGTERM);
+            // SIGTERM: mfad removes its socket; SIGKILL if it does not go. Under a wrapper,
+            // SIGINT (mfad stops alike; `perf stat` prints its counts, where SIGTERM kills
+            // it) to its process group (the wrapper's pid is its id): mfad and the wrapper.
+            match i32::try_from(child.id()) {
+                Ok(pid) if self.wrapped => unsafe_kill_group(pid, libc::SIGINT),
+                _ => unsafe_kill(child.id(), libc::SIGTERM),
+            }
             let started = Instant::now();
             // A profiler writes its data at exit: give it time.
             let grace = if std::env::var_os("MFA_BENCH_WRAPPER").is_some() {
@@ -186,6 +197,11 @@ impl BenchDaemon {
                     return;
                 }
                 std::thread::sleep(Duration::from_millis(20));
+            }
+            if let Ok(pid) = i32::try_from(child.id())
+                && self.wrapped
+            {
+                unsafe_kill_group(pid, libc::SIGKILL);
             }
             let _ = child.kill();
             let _ = child.wait();
@@ -314,6 +330,14 @@ fn unsafe_kill(pid: u32, signal: i32) {
         unsafe {
             libc::kill(pid, signal);
         }
+    }
+}
+
+fn unsafe_kill_group(pgid: i32, signal: i32) {
+    // SAFETY: kill(2) of the process group this process made for a child it has not yet
+    // reaped (the child leads it, so the group cannot be another's).
+    unsafe {
+        libc::kill(-pgid, signal);
     }
 }
 

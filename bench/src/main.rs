@@ -172,7 +172,8 @@ fn parse_args() -> Result<Args, BenchError> {
                 println!(
                     "mfa-bench [--smoke] [--skip-ssh | --only-ssh | --only-pam | --only-memory] [--ssh-rounds N] [--write docs/BENCHMARKS.md]\n\
                      mfa-bench --profile N   (N TOTP accepts and N policy decisions, one client; \
-                     with MFA_BENCH_WRAPPER=\"valgrind --tool=callgrind\")\n\
+                     with MFA_BENCH_WRAPPER=\"valgrind --tool=callgrind\", \"strace -f -o FILE\" \
+                     or \"perf stat -o FILE\": the wrapper and mfad get SIGINT as a group at the end)\n\
                      Needs root, the release build (scripts/bench.sh builds it) and \
                      libnss-wrapper, libpam-google-authenticator, libpam-oath, python3-paramiko."
                 );
