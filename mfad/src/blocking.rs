@@ -8,9 +8,10 @@
 //! a group commit's leader runs, where a login waits for nothing else. (Used for every
 //! store call, it spread the tasks over many threads: 1,000 pending pushes took 76 MB
 //! instead of about 52 in the same day's runs.) When the conversation asking is the only
-//! one open and the runtime has another worker, even that hand-off is skipped: the work
+//! one at work (others may wait for their users: at a prompt, for a phone) and the runtime
+//! has another worker, even that hand-off is skipped: the work
 //! runs on the worker as it is, which then serves nothing else meanwhile (the other worker
-//! takes what comes); with other conversations open, taking a worker away would halve the
+//! takes what comes); with other conversations at work, taking a worker away would halve the
 //! threads serving them (TOTP accepts/s at 10 clients 0.89 × in `--compare-mfad`).
 //! On a current-thread runtime (tests) both hand off.
 //! Either way a panic in the work is an error of this conversation, never of the daemon.
@@ -19,11 +20,12 @@ use std::panic::AssertUnwindSafe;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use tokio::runtime::{Handle, RuntimeFlavor};
 
-/// Conversations open now (see [`Open`]).
+/// Conversations at work now (see [`Open`]).
 static OPEN: AtomicUsize = AtomicUsize::new(0);
 
-/// A conversation in progress, counted from its connection to its verdict:
-/// [`run_in_place`] skips the runtime's hand-off for a conversation that is alone.
+/// A conversation at work, counted from its connection to its verdict except while it
+/// waits for the user ([`crate::conn::Conn::waiting_for_user`]): [`run_in_place`] skips the
+/// runtime's hand-off for a conversation that is alone at work.
 pub(crate) struct Open(());
 
 impl Open {

@@ -276,8 +276,8 @@ pub struct Conn {
     verdict: Option<&'static str>,
     /// Said, to go out with the next message in the same write ([`Conn::info_with_next`]).
     held: Vec<ServerMsg>,
-    /// Counts this conversation as open until its verdict is given (see
-    /// [`crate::blocking::Open`]).
+    /// Counts this conversation as at work (see [`crate::blocking::Open`]): from its
+    /// start to its verdict, except while it waits for the user (an answer, a phone).
     open: Option<crate::blocking::Open>,
 }
 
@@ -299,6 +299,25 @@ impl Conn {
             held: Vec::new(),
             open: Some(crate::blocking::Open::new()),
         }
+    }
+
+    /// From now on this conversation waits for the user (who may take seconds): it no
+    /// longer counts as at work, so another conversation's blocking work may run on its
+    /// own worker meanwhile ([`crate::blocking`]).
+    pub fn waiting_for_user(&mut self) {
+        self.open = None;
+    }
+
+    /// The user's answer is in: at work again, until the verdict.
+    pub fn at_work(&mut self) {
+        if self.verdict.is_none() && self.open.is_none() {
+            self.open = Some(crate::blocking::Open::new());
+        }
+    }
+
+    /// Whether this conversation counts as at work now.
+    pub fn counts_as_at_work(&self) -> bool {
+        self.open.is_some()
     }
 
     /// The uid of the process at the other end, from the kernel.
@@ -445,7 +464,10 @@ impl Conn {
         if !self.held.is_empty() {
             self.send_all(&[]).await?;
         }
-        match self.wire.read(self.timeouts.answer).await? {
+        self.waiting_for_user();
+        let read = self.wire.read(self.timeouts.answer).await;
+        self.at_work();
+        match read? {
             ClientMsg::Answer { text } => Ok(text),
             ClientMsg::Hello { .. } => {
                 Err(ConnError::Protocol("a second hello instead of an answer"))
@@ -485,6 +507,48 @@ mod tests {
         }
         client.set_nonblocking(false).unwrap();
         got
+    }
+
+    #[tokio::test]
+    async fn a_conversation_counts_as_at_work_except_while_the_user_is_asked_and_after_its_verdict()
+    {
+        let (mut conn, mut client) = pair();
+        assert!(conn.counts_as_at_work());
+        let asking = tokio::spawn(async move {
+            let answer = conn.prompt("Passcode: ", false).await;
+            (conn, answer)
+        });
+        let client = tokio::task::spawn_blocking(move || {
+            let _prompt: ServerMsg = read_frame(&mut client).unwrap();
+            client
+        })
+        .await
+        .unwrap();
+        let mut client = client;
+        write_frame(
+            &mut client,
+            &mfa_proto::ClientMsg::Answer {
+                text: Some(String::from("123456").into()),
+            },
+        )
+        .unwrap();
+        let (mut conn, answer) = asking.await.unwrap();
+        assert_eq!(answer.unwrap().unwrap().as_str(), "123456");
+        assert!(
+            conn.counts_as_at_work(),
+            "at work again once the answer is in"
+        );
+        conn.waiting_for_user();
+        assert!(!conn.counts_as_at_work());
+        conn.at_work();
+        assert!(conn.counts_as_at_work());
+        conn.done(Outcome::Deny).await.unwrap();
+        assert!(!conn.counts_as_at_work(), "decided");
+        conn.at_work();
+        assert!(
+            !conn.counts_as_at_work(),
+            "nothing counts after the verdict"
+        );
     }
 
     #[tokio::test]

@@ -129,12 +129,18 @@ pub(crate) async fn wait_for_phone<T>(
     }
     let result = match result {
         Some(r) => r,
-        None => loop {
-            tokio::select! {
-                r = &mut done => break r,
-                Some(line) = next_line(&mut updates) => conn.info(line).await?,
-            }
-        },
+        None => {
+            // Waiting for the phone: the user's time, not mfad's.
+            conn.waiting_for_user();
+            let r = loop {
+                tokio::select! {
+                    r = &mut done => break r,
+                    Some(line) = next_line(&mut updates) => conn.info(line).await?,
+                }
+            };
+            conn.at_work();
+            r
+        }
     };
     // Lines sent just before the verdict are shown before it.
     if let Some(rx) = updates.as_mut() {
