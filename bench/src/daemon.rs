@@ -187,7 +187,7 @@ impl BenchDaemon {
             }
             let started = Instant::now();
             // A profiler writes its data at exit: give it time.
-            let grace = if std::env::var_os("MFA_BENCH_WRAPPER").is_some() {
+            let grace = if self.wrapped {
                 Duration::from_secs(120)
             } else {
                 Duration::from_secs(5)

@@ -136,7 +136,7 @@ mod tests {
         let h = || Some(two.handle().clone());
         assert!(matches!(place_for(h(), 0), Place::Here));
         assert!(matches!(place_for(h(), 1), Place::Here));
-        // Another conversation open: the worker is handed over first.
+        // Another conversation at work: the worker is handed over first.
         assert!(matches!(place_for(h(), 2), Place::HandedOver));
         // One worker: blocking it would stop everything else.
         let one = runtime(1);

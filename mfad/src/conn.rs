@@ -363,8 +363,8 @@ impl Conn {
     }
 
     /// Says `text` together with the next message (a prompt that follows at once, the
-    /// verdict): one write, one wake-up of the client. Sent before any read, so it is never held while
-    /// mfad waits for the user.
+    /// verdict): one write, one wake-up of the client. Sent before any read, so it is never
+    /// held while mfad waits for the user.
     pub fn info_with_next(&mut self, text: impl Into<String>) {
         self.spoken = true;
         self.held.push(ServerMsg::Info { text: text.into() });
@@ -518,13 +518,12 @@ mod tests {
             let answer = conn.prompt("Passcode: ", false).await;
             (conn, answer)
         });
-        let client = tokio::task::spawn_blocking(move || {
+        let mut client = tokio::task::spawn_blocking(move || {
             let _prompt: ServerMsg = read_frame(&mut client).unwrap();
             client
         })
         .await
         .unwrap();
-        let mut client = client;
         write_frame(
             &mut client,
             &mfa_proto::ClientMsg::Answer {
