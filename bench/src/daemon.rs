@@ -109,7 +109,6 @@ impl BenchDaemon {
         config: &Path,
         nss_wrapper: bool,
     ) -> Result<BenchDaemon, BenchError> {
-        let socket = dir.join("run/mfad.sock");
         let log = File::create(dir.join("mfad.stderr"))?;
         // MFA_BENCH_WRAPPER runs mfad under a profiler, e.g. "valgrind --tool=callgrind".
         let wrapper = std::env::var("MFA_BENCH_WRAPPER").unwrap_or_default();
@@ -130,12 +129,36 @@ impl BenchDaemon {
                 .env("NSS_WRAPPER_PASSWD", dir.join("passwd"))
                 .env("NSS_WRAPPER_GROUP", dir.join("group"));
         }
+        BenchDaemon::run(command, wrapped, dir, log, mfad)
+    }
+
+    /// Starts the socket floor ([`crate::floor`]: this binary, `--socket-floor`) in `dir`,
+    /// its socket where mfad's would be.
+    pub fn spawn_floor(dir: &Path) -> Result<BenchDaemon, BenchError> {
+        std::fs::create_dir_all(dir.join("run"))?;
+        let me = std::env::current_exe()?;
+        let log = File::create(dir.join("mfad.stderr"))?;
+        let mut command = Command::new(&me);
+        command.arg("--socket-floor").arg(dir.join("run/mfad.sock"));
+        BenchDaemon::run(command, false, dir, log, &me)
+    }
+
+    /// Runs `command` (a daemon that listens on `dir/run/mfad.sock`, its stderr to `log`)
+    /// and waits for its socket.
+    fn run(
+        mut command: Command,
+        wrapped: bool,
+        dir: &Path,
+        log: File,
+        program: &Path,
+    ) -> Result<BenchDaemon, BenchError> {
+        let socket = dir.join("run/mfad.sock");
         let child = command
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()
-            .map_err(|e| BenchError(format!("starting {}: {e}", mfad.display())))?;
+            .map_err(|e| BenchError(format!("starting {}: {e}", program.display())))?;
         let mut d = BenchDaemon {
             child: Some(child),
             wrapped,
@@ -145,10 +168,18 @@ impl BenchDaemon {
         let started = Instant::now();
         while !d.socket.exists() {
             if let Some(Ok(Some(status))) = d.child.as_mut().map(|c| c.try_wait()) {
-                return Err(BenchError(format!("mfad exited ({status}):\n{}", d.log())));
+                return Err(BenchError(format!(
+                    "{} exited ({status}):\n{}",
+                    program.display(),
+                    d.log()
+                )));
             }
             if started.elapsed() > Duration::from_secs(120) {
-                return Err(BenchError(format!("mfad did not start:\n{}", d.log())));
+                return Err(BenchError(format!(
+                    "{} did not start:\n{}",
+                    program.display(),
+                    d.log()
+                )));
             }
             std::thread::sleep(Duration::from_millis(20));
         }

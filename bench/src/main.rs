@@ -5,6 +5,7 @@
 //! is shared and noisy: every comparison is made within one run, interleaved, by medians.
 
 mod daemon;
+mod floor;
 mod ntfy;
 mod pamcall;
 mod report;
@@ -146,6 +147,14 @@ fn parse_args() -> Result<Args, BenchError> {
                     }
                 }
             }
+            "--socket-floor" => {
+                // Internal: the socket floor's server (floor.rs), until killed.
+                let socket = PathBuf::from(it.next().unwrap_or_default());
+                if let Err(e) = floor::serve(&socket) {
+                    eprintln!("mfa-bench: {e}");
+                }
+                std::process::exit(1);
+            }
             "--write" => {
                 a.write = Some(PathBuf::from(it.next().ok_or_else(|| {
                     BenchError("--write needs the path of BENCHMARKS.md".into())
@@ -174,6 +183,8 @@ fn parse_args() -> Result<Args, BenchError> {
                      mfa-bench --profile N   (N TOTP accepts and N policy decisions, one client; \
                      with MFA_BENCH_WRAPPER=\"valgrind --tool=callgrind\", \"strace -f -o FILE\" \
                      or \"perf stat -o FILE\": the wrapper and mfad get SIGINT as a group at the end)\n\
+                     mfa-bench --compare-mfad OTHER/mfad   (the socket rows on SQLite, OTHER against this build, interleaved)\n\
+                     mfa-bench --socket-floor SOCKET   (serves the socket floor there until killed; the full run starts its own)\n\
                      Needs root, the release build (scripts/bench.sh builds it) and \
                      libnss-wrapper, libpam-google-authenticator, libpam-oath, python3-paramiko."
                 );
@@ -487,11 +498,16 @@ fn concurrency(
     // The two PostgreSQL setups share one database, hence one record of spent steps.
     let sqlite_pool = UserPool::new(plan.pool);
     let pg_pool = UserPool::new(plan.pool);
-    let setups: [(Vec<PathBuf>, &UserPool); 3] = [
+    // The socket floor (floor.rs) runs beside them, interleaved, as a fourth setup.
+    let floor = BenchDaemon::spawn_floor(&dir.join("floor"))?;
+    let floor_pool = UserPool::new(plan.pool);
+    let setups: [(Vec<PathBuf>, &UserPool); 4] = [
         (vec![sqlite.socket.clone()], &sqlite_pool),
         (vec![nodes[0].socket.clone()], &pg_pool),
         (nodes.iter().map(|n| n.socket.clone()).collect(), &pg_pool),
+        (vec![floor.socket.clone()], &floor_pool),
     ];
+    const FLOOR: usize = 3;
     // One login per node on its own first: two nodes' first concurrent lookups through
     // nss_wrapper once found no such user (its files are read on first use); a site's
     // NSS has no such start.
@@ -560,11 +576,35 @@ fn concurrency(
     }
     // Latency at a given load (open loop, SQLite): the rates the issue's targets name.
     paced(mfad, &dir.join("paced"), plan, None, report)?;
+    let floor_of = |op: Op, clients: usize| {
+        rows.iter()
+            .find(|r| r.setup == FLOOR && r.op == op && r.clients == clients)
+            .map(|r| (median(&r.rates), r.failed))
+    };
+    let floors: Vec<_> = rows.iter().map(|r| floor_of(r.op, r.clients)).collect();
     let mut compared = Vec::new();
-    for row in rows {
+    for (row, floor) in rows.into_iter().zip(floors) {
         let rate = median(&row.rates);
+        if row.setup == FLOOR {
+            if row.failed > 0 {
+                report.problem(format!(
+                    "{} socket floor conversations ({}, {} clients) did not end as expected",
+                    row.failed,
+                    row.op.label(),
+                    row.clients
+                ));
+            }
+            continue;
+        }
         if row.setup == 0 {
-            report.load_row(row.op, row.clients, rate, &row.samples, row.failed);
+            report.load_row(
+                row.op,
+                row.clients,
+                rate,
+                floor.map(|(f, _)| f),
+                &row.samples,
+                row.failed,
+            );
         }
         compared.push(StoreRow {
             setup: SETUPS[row.setup],
@@ -583,6 +623,7 @@ fn concurrency(
     );
     drop(nodes);
     drop(sqlite);
+    drop(floor);
     Ok(())
 }
 

@@ -310,6 +310,7 @@ impl Report {
         op: Op,
         clients: usize,
         per_second: f64,
+        floor: Option<f64>,
         samples: &Samples,
         failed: usize,
     ) {
@@ -323,9 +324,15 @@ impl Report {
                  users give enough fresh steps: 21 codes computed per answer instead of the \
                  default's 3, a cost counted against mfad). The policy \
                  decision is a login from a trusted network (no code). Throughput is the median \
-                 of the interleaved rounds; latencies pool all rounds.\n\n\
+                 of the interleaved rounds; latencies pool all rounds. *÷ floor* divides the \
+                 rate by the socket floor's in the same rounds: `mfa-bench --socket-floor`, a \
+                 server on mfad's runtime that answers the same frames and does nothing else \
+                 (no store, lookup, code check, fsync or log line), so it is the most any \
+                 daemon answers these clients on this machine; its own rate is the last \
+                 column.\n\n\
                  | check | concurrent clients | verifications/s | p50 (ms) | p99 (ms) | samples \
-                 | not as expected |\n|---|---:|---:|---:|---:|---:|---:|\n",
+                 | not as expected | ÷ floor | floor/s |\n\
+                 |---|---:|---:|---:|---:|---:|---:|---:|---:|\n",
             );
         }
         if failed > 0 {
@@ -334,8 +341,12 @@ impl Report {
                 op.label()
             ));
         }
+        let (ratio, floor) = match floor {
+            Some(f) if f > 0.0 => (format!("{:.2}", per_second / f), format!("{f:.0}")),
+            _ => ("—".to_string(), "—".to_string()),
+        };
         self.load.push_str(&format!(
-            "| {} | {clients} | {per_second:.0} | {} | {} | {} | {failed} |\n",
+            "| {} | {clients} | {per_second:.0} | {} | {} | {} | {failed} | {ratio} | {floor} |\n",
             op.label(),
             ms(samples.median()),
             ms(samples.percentile(99.0)),
