@@ -111,6 +111,8 @@ struct Args {
     only_memory: bool,
     ssh_rounds: Option<usize>,
     profile: Option<usize>,
+    /// Client threads of the profile load.
+    profile_clients: usize,
     /// Another mfad binary to compare with this one on SQLite (before/after a change).
     compare: Option<PathBuf>,
 }
@@ -125,6 +127,7 @@ fn parse_args() -> Result<Args, BenchError> {
         only_memory: false,
         ssh_rounds: None,
         profile: None,
+        profile_clients: 1,
         compare: None,
     };
     let mut it = std::env::args().skip(1);
@@ -171,6 +174,13 @@ fn parse_args() -> Result<Args, BenchError> {
                     BenchError("--compare-mfad needs the path of another mfad binary".into())
                 })?))
             }
+            "--clients" => {
+                a.profile_clients = it
+                    .next()
+                    .and_then(|n| n.parse().ok())
+                    .filter(|&n: &usize| n > 0)
+                    .ok_or_else(|| BenchError("--clients needs a number above 0".into()))?;
+            }
             "--profile" => {
                 a.profile = it.next().and_then(|n| n.parse().ok());
                 if a.profile.is_none() {
@@ -180,7 +190,7 @@ fn parse_args() -> Result<Args, BenchError> {
             "-h" | "--help" => {
                 println!(
                     "mfa-bench [--smoke] [--skip-ssh | --only-ssh | --only-pam | --only-memory] [--ssh-rounds N] [--write docs/BENCHMARKS.md]\n\
-                     mfa-bench --profile N   (N TOTP accepts and N policy decisions, one client; \
+                     mfa-bench --profile N [--clients C]   (N TOTP accepts and N policy decisions, by C clients (1); \
                      with MFA_BENCH_WRAPPER=\"valgrind --tool=callgrind\", \"strace -f -o FILE\" \
                      or \"perf stat -o FILE\": the wrapper and mfad get SIGINT as a group at the end)\n\
                      mfa-bench --compare-mfad OTHER/mfad   (the socket rows on SQLite, OTHER against this build, interleaved)\n\
@@ -229,7 +239,7 @@ fn run() -> Result<(), BenchError> {
     }
     let scratch = tempdir("mfa-bench")?;
     if let Some(n) = args.profile {
-        return profile(&mfad, &scratch.join("profile"), n);
+        return profile(&mfad, &scratch.join("profile"), n, args.profile_clients);
     }
     let mut report = Report::new(&plan, &bin);
     let started = Instant::now();
@@ -414,18 +424,48 @@ fn paced(
     Ok(())
 }
 
-/// A fixed, sequential load for a profiler: `n` TOTP accepts, then `n` policy decisions.
-fn profile(mfad: &std::path::Path, dir: &std::path::Path, n: usize) -> Result<(), BenchError> {
+/// A fixed load for a profiler: `n` TOTP accepts, then `n` policy decisions, shared by
+/// `clients` client threads.
+fn profile(
+    mfad: &std::path::Path,
+    dir: &std::path::Path,
+    n: usize,
+    clients: usize,
+) -> Result<(), BenchError> {
     // Few users in NSS: nss_wrapper's lookup is a linear scan, not mfad's cost.
     let mut d = socket::daemon(mfad, dir, 400, 400, "", 0)?;
     let pool = UserPool::new(400);
     let started = Instant::now();
     for op in [Op::Totp, Op::Policy] {
-        let mut ok = 0;
-        for _ in 0..n {
-            ok += usize::from(socket::one(&d.socket, op, &pool)?.0);
-        }
-        eprintln!("mfa-bench: {ok}/{n} {} as expected", op.label());
+        let phase_started = Instant::now();
+        let done: Vec<Result<usize, BenchError>> = std::thread::scope(|s| {
+            let handles: Vec<_> = (0..clients)
+                .map(|i| {
+                    let (socket, pool) = (&d.socket, &pool);
+                    let mine = n / clients + usize::from(i < n % clients);
+                    s.spawn(move || {
+                        let mut ok = 0;
+                        for _ in 0..mine {
+                            ok += usize::from(socket::one(socket, op, pool)?.0);
+                        }
+                        Ok(ok)
+                    })
+                })
+                .collect();
+            handles
+                .into_iter()
+                .map(|h| {
+                    h.join()
+                        .unwrap_or_else(|_| Err(BenchError("a client thread panicked".into())))
+                })
+                .collect()
+        });
+        let ok = done.into_iter().sum::<Result<usize, BenchError>>()?;
+        eprintln!(
+            "mfa-bench: {ok}/{n} {} as expected ({clients} clients, {:?})",
+            op.label(),
+            phase_started.elapsed()
+        );
     }
     eprintln!("mfa-bench: profile load took {:?}", started.elapsed());
     d.stop();
