@@ -540,7 +540,7 @@ fn concurrency(
     let pg_pool = UserPool::new(plan.pool);
     // The socket floor (floor.rs) runs beside them, interleaved, as a fourth setup.
     let floor = BenchDaemon::spawn_floor(&dir.join("floor"))?;
-    let floor_pool = UserPool::new(plan.pool);
+    let floor_pool = UserPool::reusable(plan.pool);
     let setups: [(Vec<PathBuf>, &UserPool); 4] = [
         (vec![sqlite.socket.clone()], &sqlite_pool),
         (vec![nodes[0].socket.clone()], &pg_pool),
