@@ -59,11 +59,11 @@ pub fn serve(socket: &Path) -> Result<(), String> {
 
 async fn converse(mut stream: UnixStream) -> Result<(), String> {
     let hello = read(&mut stream).await?;
-    let rhost = match hello {
+    let (user, rhost) = match hello {
         ClientMsg::Hello {
             op: Operation::Authenticate(ctx),
             ..
-        } => ctx.rhost.unwrap_or_default(),
+        } => (ctx.user, ctx.rhost.unwrap_or_default()),
         _ => return Err("not an authentication".into()),
     };
     let done = ServerMsg::Done {
@@ -72,10 +72,12 @@ async fn converse(mut stream: UnixStream) -> Result<(), String> {
     if rhost.starts_with("10.") {
         write(&mut stream, &[&done]).await?;
     } else {
+        // mfad's words, so the frames are the same size.
         let banner = ServerMsg::Info {
-            text: "Two-factor login\n\nEnter a passcode from your authenticator app or token, \
-                   or a bypass code.\n"
-                .into(),
+            text: format!(
+                "Two-factor login for {user}\n\nEnter a passcode from your authenticator app \
+                 or token, or a bypass code.\n"
+            ),
         };
         let prompt = ServerMsg::Prompt {
             text: "Passcode: ".into(),
