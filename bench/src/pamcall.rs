@@ -232,18 +232,24 @@ pub enum Module {
     /// pam_mfa again, to a second mfad whose store is a PostgreSQL database (seeded from the
     /// first's SQLite file by `mfad --migrate-store`).
     PamMfaPostgres,
+    /// pam_mfa to the socket floor (`mfa-bench --socket-floor`): a server on mfad's runtime
+    /// that answers the same frames and does nothing else (no store, lookup, code check,
+    /// fsync or log line). What pam_mfa's call costs before mfad does any work: the
+    /// module, the connection and the two round trips between two processes.
+    PamMfaFloor,
     /// Not a module: 100 bytes written, fsynced and renamed into place, the least a durable
     /// replay record costs on this disk.
     FsyncFloor,
 }
 
 impl Module {
-    pub const ALL: [Module; 6] = [
+    pub const ALL: [Module; 7] = [
         Module::Permit,
         Module::GoogleAuthenticator,
         Module::Oath,
         Module::PamMfa,
         Module::PamMfaPostgres,
+        Module::PamMfaFloor,
         Module::FsyncFloor,
     ];
 
@@ -254,6 +260,7 @@ impl Module {
             Module::Oath => "pam_oath",
             Module::PamMfa => "pam_mfa (mfad, SQLite)",
             Module::PamMfaPostgres => "pam_mfa (mfad, PostgreSQL)",
+            Module::PamMfaFloor => "pam_mfa to the socket floor (no mfad, no work)",
             Module::FsyncFloor => "fsync floor: 100 B write + fsync + rename",
         }
     }
@@ -263,7 +270,7 @@ impl Module {
             Module::Permit => "pam_permit.so",
             Module::GoogleAuthenticator => "pam_google_authenticator.so",
             Module::Oath => "pam_oath.so",
-            Module::PamMfa | Module::PamMfaPostgres => "libpam_mfa.so",
+            Module::PamMfa | Module::PamMfaPostgres | Module::PamMfaFloor => "libpam_mfa.so",
             Module::FsyncFloor => "",
         }
     }
@@ -288,6 +295,7 @@ struct World {
     services: Vec<(Module, PamService)>,
     mfad: BenchDaemon,
     mfad_pg: BenchDaemon,
+    floor: BenchDaemon,
     pg: TestPostgres,
     users: Vec<BenchUser>,
     dir: PathBuf,
@@ -401,6 +409,7 @@ impl World {
         let pg_config = daemon::write_config(&pg_dir, 0, &pg_spec, "")?;
         let mfad_pg = BenchDaemon::spawn_system_nss(mfad_bin, &pg_dir, &pg_config)?;
         let mfad = BenchDaemon::spawn_system_nss(mfad_bin, &mfad_dir, &config)?;
+        let floor = BenchDaemon::spawn_floor(&dir.join("socket-floor"))?;
         let oath_file = dir.join("users.oath");
         let oath_text: String = users
             .iter()
@@ -421,13 +430,13 @@ impl World {
                     "auth required pam_oath.so usersfile={} window=1 digits=6",
                     oath_file.display()
                 ),
-                Module::PamMfa | Module::PamMfaPostgres => format!(
+                Module::PamMfa | Module::PamMfaPostgres | Module::PamMfaFloor => format!(
                     "auth required {} socket={} failmode=secure timeout=10 connect_timeout=2",
                     module.display(),
-                    if m == Module::PamMfa {
-                        &mfad.socket
-                    } else {
-                        &mfad_pg.socket
+                    match m {
+                        Module::PamMfa => &mfad.socket,
+                        Module::PamMfaPostgres => &mfad_pg.socket,
+                        _ => &floor.socket,
                     }
                     .display()
                 ),
@@ -435,6 +444,7 @@ impl World {
             };
             let service = match m {
                 Module::PamMfaPostgres => format!("{name}-pam_mfa-pg"),
+                Module::PamMfaFloor => format!("{name}-pam_mfa-floor"),
                 _ => format!("{name}-{}", m.file().trim_end_matches(".so")),
             };
             services.push((
@@ -446,6 +456,7 @@ impl World {
             services,
             mfad,
             mfad_pg,
+            floor,
             pg,
             users,
             dir,
@@ -650,7 +661,12 @@ pub fn bench(
     let mut load: Vec<(Module, Samples, Samples, bool, Vec<f64>)> = Module::ALL
         .iter()
         // Loading the module does not depend on mfad's store: pam_mfa is probed once.
-        .filter(|&&m| m != Module::FsyncFloor && m != Module::PamMfaPostgres)
+        .filter(|&&m| {
+            !matches!(
+                m,
+                Module::FsyncFloor | Module::PamMfaPostgres | Module::PamMfaFloor
+            )
+        })
         .map(|&m| (m, Samples::default(), Samples::default(), false, Vec::new()))
         .collect();
     for run in 0..load_runs {
@@ -667,7 +683,7 @@ pub fn bench(
             load[i].4.push(faults as f64);
         }
     }
-    let _ = (&world.mfad, &world.mfad_pg);
+    let _ = (&world.mfad, &world.mfad_pg, &world.floor);
     Ok(PamCallResult {
         users: n_users,
         rounds,

@@ -201,6 +201,7 @@ impl Report {
         let pick = |m: Module| r.samples.iter().find(|(k, _)| *k == m).map(|(_, s)| s);
         let ga = pick(Module::GoogleAuthenticator);
         let floor = pick(Module::FsyncFloor).map(|s| s[1].median());
+        let socket_floor = pick(Module::PamMfaFloor).map(|s| s[1].median());
         let ratio = |x: Duration, base: Option<Duration>| match base {
             Some(b) if b > Duration::ZERO => format!("{:.2}", x.as_secs_f64() / b.as_secs_f64()),
             _ => "—".into(),
@@ -214,7 +215,12 @@ impl Report {
              `google-authenticator -t -d -f -q -C -u -w 3 -e 5`; pam_oath (`window=1`) and \
              pam_mfa use the same secret (pam_mfa twice: to a private release mfad on SQLite, \
              and to a second one on a private PostgreSQL on this machine, `fsync = on`, \
-             seeded from the first's file by `mfad --migrate-store`). Every replay \
+             seeded from the first's file by `mfad --migrate-store`), and a third time to \
+             the socket floor (`mfa-bench --socket-floor`: a server on mfad's runtime that \
+             answers the same frames and does nothing else, so the module, its connection \
+             and its two round trips between processes, before any work of mfad's; it keeps \
+             no replay state). Every \
+             replay \
              state is put back between rounds, untimed, so every timed call is an accept \
              that writes its replay record, and after each round the harness checks each \
              module's state for it. The fsync floor (100 bytes written to a new file, fsync, \
@@ -261,10 +267,19 @@ impl Report {
                 let over = floor
                     .map(|f| (auth.median().as_secs_f64() - f.as_secs_f64()) * 1e6)
                     .unwrap_or(0.0);
+                let split = match socket_floor {
+                    Some(sf) => format!(
+                        " Of it, {} µs is the call to the socket floor (no mfad, no work) and \
+                         {:+.0} µs mfad's work, store and fsync included.",
+                        us(sf),
+                        (auth.median().as_secs_f64() - sf.as_secs_f64()) * 1e6
+                    ),
+                    None => String::new(),
+                };
                 headline = format!(
                     "**pam_mfa's pam_authenticate: {} µs (median), the fsync floor {over:+.0} µs, \
                      {} × pam_google_authenticator's; the whole pam_start…pam_end {} × \
-                     google-authenticator's.**\n\n",
+                     google-authenticator's.**{split}\n\n",
                     us(auth.median()),
                     ratio(auth.median(), ga.map(|g| g[1].median())),
                     ratio(whole.median(), ga.map(|g| g[2].median())),
