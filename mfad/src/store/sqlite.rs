@@ -223,12 +223,26 @@ const CHECKPOINT_EVERY: u64 = 500;
 /// `journal_size_limit`), so 8 MiB covers the WAL of a busy store.
 pub const WAL_PRESIZE: u64 = 8 << 20;
 
+/// Free space the file system must keep beyond [`WAL_PRESIZE`] for the WAL to be written
+/// out: on a nearly full disk the room is left to the database and its checkpoints.
+const WAL_PRESIZE_HEADROOM: u64 = 10 * WAL_PRESIZE;
+
+/// What [`presize_wal`] did.
+#[derive(Debug, PartialEq, Eq)]
+enum Presized {
+    /// The WAL is [`WAL_PRESIZE`] long or longer.
+    Done,
+    /// Less than the room and [`WAL_PRESIZE_HEADROOM`] was free: nothing written.
+    LowOnSpace { available: u64 },
+}
+
 /// Writes zeros from the end of the WAL at `wal_path` up to [`WAL_PRESIZE`] and fsyncs it,
 /// holding SQLite's write lock (`BEGIN IMMEDIATE`) so that no other connection, in this
 /// process or another, appends a frame meanwhile. Zeros past the last frame are what SQLite
 /// itself leaves there after it restarts the WAL (frames that fail its checksum): recovery
-/// after a crash reads frames up to the first invalid one and stops.
-fn presize_wal(conn: &Connection, wal_path: &Path) -> std::io::Result<()> {
+/// after a crash reads frames up to the first invalid one and stops. Nothing is written on a
+/// file system with less than the room and [`WAL_PRESIZE_HEADROOM`] free.
+fn presize_wal(conn: &Connection, wal_path: &Path) -> std::io::Result<Presized> {
     use std::os::unix::fs::FileExt;
     let sql = |e: rusqlite::Error| std::io::Error::other(e.to_string());
     conn.execute_batch("BEGIN IMMEDIATE").map_err(sql)?;
@@ -236,7 +250,12 @@ fn presize_wal(conn: &Connection, wal_path: &Path) -> std::io::Result<()> {
         let file = OpenOptions::new().write(true).open(wal_path)?;
         let mut at = file.metadata()?.len();
         if at >= WAL_PRESIZE {
-            return Ok(());
+            return Ok(Presized::Done);
+        }
+        let fs = nix::sys::statvfs::fstatvfs(&file).map_err(std::io::Error::from)?;
+        let available = (fs.blocks_available() as u64).saturating_mul(fs.fragment_size() as u64);
+        if available < WAL_PRESIZE - at + WAL_PRESIZE_HEADROOM {
+            return Ok(Presized::LowOnSpace { available });
         }
         let zeros = vec![0u8; 1 << 20];
         while at < WAL_PRESIZE {
@@ -244,7 +263,8 @@ fn presize_wal(conn: &Connection, wal_path: &Path) -> std::io::Result<()> {
             file.write_all_at(&zeros[..n as usize], at)?;
             at += n;
         }
-        file.sync_all()
+        file.sync_all()?;
+        Ok(Presized::Done)
     })();
     // Nothing was written through SQLite: the end of the transaction only drops the lock.
     conn.execute_batch("ROLLBACK").map_err(sql)?;
@@ -551,12 +571,19 @@ impl SqliteBackend {
                 path: path.display().to_string(),
                 source,
             })?;
-            presize_wal(&backend.lock()?.conn, Path::new(&wal_path)).map_err(|source| {
-                StoreError::Prepare {
-                    path: path.display().to_string(),
-                    source,
-                }
-            })?;
+            // Only a gain in speed: a store that cannot have it is served all the same.
+            match presize_wal(&backend.lock()?.conn, Path::new(&wal_path)) {
+                Ok(Presized::Done) => {}
+                Ok(Presized::LowOnSpace { available }) => tracing::info!(
+                    "{} MiB free beside the database: its log is not written out ahead \
+                     (each login's fsync then also commits the file's new blocks)",
+                    available >> 20
+                ),
+                Err(e) => tracing::warn!(
+                    "writing the database's log out ahead failed ({e}); logins go on, \
+                     their fsyncs costing a little more"
+                ),
+            }
             // A commit never runs a checkpoint by itself (it fsyncs the WAL and the
             // database file): see [`Shared::hold`].
             match Arc::get_mut(&mut backend.shared) {
