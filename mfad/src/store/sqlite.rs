@@ -1742,7 +1742,24 @@ mod tests {
         // when the store was opened, which it therefore never outgrew.
         let bound = CHECKPOINT_EVERY * pages as u64 * 4;
         assert!(bound < WAL_PRESIZE);
-        assert_eq!(size, WAL_PRESIZE, "the WAL outgrew its first size");
+        if written_out(dir.path()) {
+            assert_eq!(size, WAL_PRESIZE, "the WAL outgrew its first size");
+        } else {
+            assert!(size <= bound, "the WAL grew to {size} bytes");
+        }
+    }
+
+    /// Whether the file system holding `dir` had the room for the WAL to be written out
+    /// ([`presize_wal`]); on a nearly full one (under ~90 MiB free) it is not, and the
+    /// tests check the WAL without its written-out size.
+    fn written_out(dir: &Path) -> bool {
+        let fs = nix::sys::statvfs::statvfs(dir).unwrap();
+        let available = (fs.blocks_available() as u64).saturating_mul(fs.fragment_size() as u64);
+        let room = available >= WAL_PRESIZE + WAL_PRESIZE_HEADROOM;
+        if !room {
+            eprintln!("{available} bytes free: the WAL is not written out here");
+        }
+        room
     }
 
     #[test]
@@ -1751,7 +1768,10 @@ mod tests {
         let key = StoreKey::generate().unwrap();
         let mut b = SqliteBackend::open(&dir.path().join("mfa.db"), &key).unwrap();
         let wal = dir.path().join("mfa.db-wal");
-        assert_eq!(std::fs::metadata(&wal).unwrap().len(), WAL_PRESIZE);
+        let presized = written_out(dir.path());
+        if presized {
+            assert_eq!(std::fs::metadata(&wal).unwrap().len(), WAL_PRESIZE);
+        }
         for i in 0..20 {
             b.lock_until(&format!("user-{i}"), 100 + i).unwrap();
         }
@@ -1775,11 +1795,13 @@ mod tests {
         // And it goes on: a new commit after the recovered ones, the log still its size.
         after.lock_until("user-new", 5).unwrap();
         assert_eq!(after.lock_state("user-new").unwrap().locked_until, Some(5));
-        assert_eq!(
-            std::fs::metadata(crashed.path().join("mfa.db-wal"))
-                .unwrap()
-                .len(),
-            WAL_PRESIZE
-        );
+        if presized {
+            assert_eq!(
+                std::fs::metadata(crashed.path().join("mfa.db-wal"))
+                    .unwrap()
+                    .len(),
+                WAL_PRESIZE
+            );
+        }
     }
 }
