@@ -571,8 +571,17 @@ impl SqliteBackend {
                 path: path.display().to_string(),
                 source,
             })?;
-            // Only a gain in speed: a store that cannot have it is served all the same.
-            match presize_wal(&backend.lock()?.conn, Path::new(&wal_path)) {
+            // Only a gain in speed: a store that cannot have it is served all the same,
+            // unless its write lock could not be given back.
+            let held = backend.lock()?;
+            let presized = presize_wal(&held.conn, Path::new(&wal_path));
+            if !held.conn.is_autocommit() {
+                return Err(StoreError::Unavailable(
+                    "the database stayed in a transaction after its log was written out".into(),
+                ));
+            }
+            drop(held);
+            match presized {
                 Ok(Presized::Done) => {}
                 Ok(Presized::LowOnSpace { available }) => tracing::info!(
                     "{} MiB free beside the database: its log is not written out ahead \
