@@ -11,7 +11,7 @@
 #
 # The targets are built optimized by default, with AddressSanitizer and debug assertions:
 # about 12 minutes on a 2-core machine, then ~20,000 executions/s. --quick builds them
-# unoptimized (same sanitizer, same assertions): about 4 minutes, then 10 to 30 times fewer
+# unoptimized (same sanitizer, same assertions): about 4 minutes, then 20 to 50 times fewer
 # executions per second. scripts/test.sh runs --quick for 15 s per target: in the whole
 # suite it checks that the targets build and run clean through their seeds and some
 # thousands of mutations; searching deeper is a long optimized run by hand.
