@@ -221,8 +221,9 @@ impl Report {
              and its two round trips between processes, before any work of mfad's; it keeps \
              no replay state). Every replay state is put back between rounds, untimed, so \
              every timed call is an accept that writes its replay record, and after each \
-             round the harness checks each module's state for it. The fsync floor (100 bytes written to a new file, fsync, \
-             rename over the last, on the same file system) runs in the same loop. {}. \
+             round the harness checks each module's state for it. The fsync floor (100 bytes \
+             written to a new file, fsync, rename over the last, on the same file system) \
+             runs in the same loop. {}. \
              Times in µs; ÷ GA divides by pam_google_authenticator's median.\n\n\
              | module | pam_authenticate p50 | p90 | p99 | ÷ GA | whole pam_start…pam_end \
              p50 | p90 | p99 | ÷ GA | pam_start p50 | calls | failed |\n\

@@ -227,6 +227,17 @@ pub const WAL_PRESIZE: u64 = 8 << 20;
 /// out: on a nearly full disk the room is left to the database and its checkpoints.
 const WAL_PRESIZE_HEADROOM: u64 = 10 * WAL_PRESIZE;
 
+/// Bytes free to an unprivileged writer on the file system `fs` describes.
+fn free_bytes(fs: &nix::sys::statvfs::Statvfs) -> u64 {
+    fs.blocks_available().saturating_mul(fs.fragment_size())
+}
+
+/// Whether a WAL `wal_len` bytes long may be written out to [`WAL_PRESIZE`] with `free`
+/// bytes free: the rest of the room and [`WAL_PRESIZE_HEADROOM`] must be.
+fn wal_fits(free: u64, wal_len: u64) -> bool {
+    free >= WAL_PRESIZE.saturating_sub(wal_len) + WAL_PRESIZE_HEADROOM
+}
+
 /// What [`presize_wal`] did.
 #[derive(Debug, PartialEq, Eq)]
 enum Presized {
@@ -253,8 +264,8 @@ fn presize_wal(conn: &Connection, wal_path: &Path) -> std::io::Result<Presized> 
             return Ok(Presized::Done);
         }
         let fs = nix::sys::statvfs::fstatvfs(&file).map_err(std::io::Error::from)?;
-        let available = (fs.blocks_available() as u64).saturating_mul(fs.fragment_size() as u64);
-        if available < WAL_PRESIZE - at + WAL_PRESIZE_HEADROOM {
+        let available = free_bytes(&fs);
+        if !wal_fits(available, at) {
             return Ok(Presized::LowOnSpace { available });
         }
         let zeros = vec![0u8; 1 << 20];
@@ -576,9 +587,13 @@ impl SqliteBackend {
             let held = backend.lock()?;
             let presized = presize_wal(&held.conn, Path::new(&wal_path));
             if !held.conn.is_autocommit() {
-                return Err(StoreError::Unavailable(
-                    "the database stayed in a transaction after its log was written out".into(),
-                ));
+                let why = match &presized {
+                    Err(e) => format!(": {e}"),
+                    Ok(_) => String::new(),
+                };
+                return Err(StoreError::Unavailable(format!(
+                    "the database stayed in a transaction after its log was written out{why}"
+                )));
             }
             drop(held);
             match presized {
@@ -1762,9 +1777,8 @@ mod tests {
     /// ([`presize_wal`]); on a nearly full one (under ~90 MiB free) it is not, and the
     /// tests check the WAL without its written-out size.
     fn written_out(dir: &Path) -> bool {
-        let fs = nix::sys::statvfs::statvfs(dir).unwrap();
-        let available = (fs.blocks_available() as u64).saturating_mul(fs.fragment_size() as u64);
-        let room = available >= WAL_PRESIZE + WAL_PRESIZE_HEADROOM;
+        let available = free_bytes(&nix::sys::statvfs::statvfs(dir).unwrap());
+        let room = wal_fits(available, 0);
         if !room {
             eprintln!("{available} bytes free: the WAL is not written out here");
         }
