@@ -348,6 +348,17 @@ fn compare(
                 plan.phase,
                 &pools[*k],
             )?;
+            eprintln!(
+                "mfa-bench:   {} {} clients, {}: {:.0}/s, p50 {} ms, p99 {} ms, max {} ms, {} samples",
+                op.label(),
+                clients,
+                if *k == 0 { "before" } else { "after" },
+                p.per_second(),
+                stats::ms(p.samples.median()),
+                stats::ms(p.samples.percentile(99.0)),
+                stats::ms(p.samples.percentile(100.0)),
+                p.samples.len()
+            );
             rates.push(p.per_second());
             samples.extend(&p.samples);
             *failed += p.failed;

@@ -15,8 +15,9 @@
 //! work again on a blocking thread); its commits do not wait for the disk, and the caller
 //! awaits [`Backend::take_unsynced`] instead, leading the next fsync itself or sleeping
 //! until one that covers it is done. Checkpoints (copying the WAL back into the database
-//! file, which fsyncs both) never run inline: every [`CHECKPOINT_EVERY`] commits one falls
-//! due, inline use steps aside, and the next use on a blocking thread runs it first.
+//! file, which fsyncs both) never run inline: when a commit leaves [`CHECKPOINT_FRAMES`]
+//! pages or more in the WAL one falls due, inline use steps aside, and the next use on a
+//! blocking thread runs it first.
 
 use super::backend::{
     Backend, CodeRecord, DeviceRecord, Dump, DumpedCode, DumpedRemembered, EnrolLinkRecord,
@@ -209,16 +210,32 @@ pub const MIGRATIONS: &[&str] = &[
 /// timeout would for another connection).
 const BUSY: Duration = Duration::from_secs(5);
 
-/// Commits between two checkpoints (a login writes one to three pages: up to about a
-/// thousand pages of WAL, as SQLite's own autocheckpoint).
-const CHECKPOINT_EVERY: u64 = 500;
+/// Pages in the WAL after which a checkpoint falls due, as SQLite's own autocheckpoint
+/// (about 4 MiB of 4 KiB pages: some 500 logins' commits of one to three pages, or a few
+/// history batches). Counted in pages, not commits: the login history commits hundreds of
+/// rows at once, and a node serving only logins that need no code writes nothing else.
+const CHECKPOINT_FRAMES: u64 = 1000;
+
+thread_local! {
+    /// The pages in the WAL after the last commit made on this thread, as SQLite's WAL hook
+    /// reports it within that commit ([`note_wal_frames`]); taken by [`Held`]'s drop on the
+    /// same thread, before the connection is given back.
+    static WAL_FRAMES: std::cell::Cell<Option<u64>> = const { std::cell::Cell::new(None) };
+}
+
+/// SQLite's WAL hook: called on the committing thread after each commit with the pages now
+/// in the WAL (setting it turns SQLite's own autocheckpoint off; mfad runs its own).
+fn note_wal_frames(_: &rusqlite::hooks::Wal, frames: std::ffi::c_int) -> rusqlite::Result<()> {
+    WAL_FRAMES.set(Some(u64::try_from(frames).unwrap_or(0)));
+    Ok(())
+}
 
 /// Bytes the WAL is written out to (zeros) when mfad opens the database: a login's commit
 /// then overwrites blocks the file already has, and its fsync flushes those alone. A
 /// commit that grows the file also makes the file system commit its journal for the new
 /// blocks and the new size: measured on this project's ext4 machines, an fdatasync after a
 /// 4 KiB append took 290–430 µs where one after a 4 KiB overwrite took 155–250 µs. A
-/// checkpoint falls due every [`CHECKPOINT_EVERY`] commits of one to three pages, after
+/// checkpoint falls due at [`CHECKPOINT_FRAMES`] pages of WAL (4 MiB), after
 /// which SQLite writes the WAL from its start again (it never shrinks it: no
 /// `journal_size_limit`), so 8 MiB covers the WAL of a busy store.
 pub const WAL_PRESIZE: u64 = 8 << 20;
@@ -282,6 +299,47 @@ fn presize_wal(conn: &Connection, wal_path: &Path) -> std::io::Result<Presized> 
     written
 }
 
+/// Runs one of SQLite's transaction statements (`BEGIN`, `COMMIT`, `ROLLBACK`) prepared once
+/// and kept in the connection's statement cache: rusqlite's `execute_batch` and
+/// `Transaction` parse it again at each call, and a login runs four of them.
+fn control(conn: &Connection, sql: &str) -> rusqlite::Result<()> {
+    conn.prepare_cached(sql)?.execute([])?;
+    Ok(())
+}
+
+/// A read transaction on the connection (one WAL read lock for all its reads), rolled back
+/// when dropped without [`ReadTx::commit`], whatever ended it.
+struct ReadTx<'c> {
+    conn: &'c Connection,
+}
+
+impl<'c> ReadTx<'c> {
+    fn begin(conn: &'c Connection) -> rusqlite::Result<ReadTx<'c>> {
+        control(conn, "BEGIN")?;
+        Ok(ReadTx { conn })
+    }
+
+    fn commit(self) -> rusqlite::Result<()> {
+        // On failure the transaction is still open: the drop rolls it back.
+        control(self.conn, "COMMIT")
+    }
+}
+
+impl std::ops::Deref for ReadTx<'_> {
+    type Target = Connection;
+    fn deref(&self) -> &Connection {
+        self.conn
+    }
+}
+
+impl Drop for ReadTx<'_> {
+    fn drop(&mut self) {
+        if !self.conn.is_autocommit() {
+            let _ = control(self.conn, "ROLLBACK");
+        }
+    }
+}
+
 /// One handle on the shared SQLite connection.
 pub struct SqliteBackend {
     shared: Arc<Shared>,
@@ -311,8 +369,8 @@ struct Shared {
     /// Whether checkpoints are taken out of the commits ([`Shared::hold`]; false in
     /// memory, where SQLite's own autocheckpoint stays).
     checkpoints: bool,
-    /// The commit number when a checkpoint was last due.
-    checkpointed: AtomicU64,
+    /// The pages in the WAL after the last commit ([`note_wal_frames`]).
+    wal_frames: AtomicU64,
     /// A checkpoint is due: inline use waits for nothing, so it steps aside
     /// ([`StoreError::WouldBlock`]) and the next blocking use runs it ([`Shared::hold`]).
     checkpoint_due: std::sync::atomic::AtomicBool,
@@ -339,12 +397,17 @@ struct SyncState {
 /// The connection, held for one statement or one handle's transaction.
 struct Held<'a> {
     guard: MutexGuard<'a, State>,
+    /// Where the WAL's length after a commit made while held is left ([`Shared::wal_frames`]).
+    frames: &'a AtomicU64,
     /// Taken inline: SQLite's busy timeout is off until it is given back.
     inline: bool,
 }
 
 impl Drop for Held<'_> {
     fn drop(&mut self) {
+        if let Some(frames) = WAL_FRAMES.take() {
+            self.frames.store(frames, Ordering::SeqCst);
+        }
         if self.inline {
             let _ = self.guard.conn.busy_timeout(BUSY);
         }
@@ -451,10 +514,7 @@ impl Shared {
         drop(s);
         self.synced_cv.notify_all();
         self.synced_tx.send_modify(|n| *n = n.wrapping_add(1));
-        if self.checkpoints
-            && target.saturating_sub(self.checkpointed.load(Ordering::Relaxed)) >= CHECKPOINT_EVERY
-        {
-            self.checkpointed.store(target, Ordering::Relaxed);
+        if self.checkpoints && self.wal_frames.swap(0, Ordering::SeqCst) >= CHECKPOINT_FRAMES {
             self.checkpoint_due.store(true, Ordering::SeqCst);
         }
         Ok(())
@@ -487,6 +547,7 @@ impl Shared {
         }
         Ok(Held {
             guard,
+            frames: &self.wal_frames,
             inline: false,
         })
     }
@@ -558,7 +619,7 @@ impl SqliteBackend {
                 wal: None,
                 synced_tx: tokio::sync::watch::Sender::new(0),
                 checkpoints: false,
-                checkpointed: AtomicU64::new(0),
+                wal_frames: AtomicU64::new(0),
                 checkpoint_due: std::sync::atomic::AtomicBool::new(false),
                 next_id: AtomicU64::new(1),
             }),
@@ -617,10 +678,10 @@ impl SqliteBackend {
                 }
                 None => return Err(StoreError::Unavailable("store opened twice".into())),
             }
-            backend
-                .lock()?
-                .conn
-                .pragma_update(None, "wal_autocheckpoint", 0)?;
+            // Each commit reports the WAL's length instead, and a checkpoint falls due by it.
+            let held = backend.lock()?;
+            held.conn.pragma_update(None, "wal_autocheckpoint", 0)?;
+            held.conn.wal_hook(Some(note_wal_frames));
         }
         Ok(backend)
     }
@@ -657,6 +718,7 @@ impl SqliteBackend {
             guard.conn.busy_timeout(Duration::ZERO)?;
             return Ok(Held {
                 guard,
+                frames: &self.shared.wal_frames,
                 inline: true,
             });
         }
@@ -919,7 +981,7 @@ impl Backend for SqliteBackend {
 
     fn begin(&mut self) -> Result<(), StoreError> {
         let mut held = self.lock()?;
-        held.conn.execute_batch("BEGIN IMMEDIATE")?;
+        control(&held.conn, "BEGIN IMMEDIATE")?;
         held.owner = Some(self.id);
         drop(held);
         self.in_tx = true;
@@ -929,7 +991,7 @@ impl Backend for SqliteBackend {
     fn commit(&mut self) -> Result<(), StoreError> {
         let mut held = self.lock()?;
         // On failure the transaction stays this handle's until `rollback`.
-        held.conn.execute_batch("COMMIT")?;
+        control(&held.conn, "COMMIT")?;
         held.owner = None;
         drop(held);
         self.in_tx = false;
@@ -947,7 +1009,7 @@ impl Backend for SqliteBackend {
         if let Ok(mut held) = self.lock_waiting()
             && held.owner == Some(self.id)
         {
-            let _ = held.conn.execute_batch("ROLLBACK");
+            let _ = control(&held.conn, "ROLLBACK");
             held.owner = None;
         }
         self.shared.free.notify_all();
@@ -981,8 +1043,8 @@ impl Backend for SqliteBackend {
             return login_reads(&held.conn, user, remembered, now);
         }
         // One read transaction (one WAL read lock), ended before the connection is given
-        // back, whatever happens: a rusqlite transaction rolls back when dropped.
-        let tx = held.conn.unchecked_transaction()?;
+        // back, whatever happens.
+        let tx = ReadTx::begin(&held.conn)?;
         let reads = login_reads(&tx, user, remembered, now)?;
         tx.commit()?;
         Ok(reads)
@@ -1353,10 +1415,10 @@ impl Backend for SqliteBackend {
     }
 
     fn record_logins(&mut self, rows: &[LoginRecord], before: i64) -> Result<(), StoreError> {
-        // Committed into the WAL without waiting for the disk: the history is told, not
-        // relied on, and the next login's fsync carries these rows too. (A crash of mfad
-        // loses nothing committed; only the machine's own crash can lose rows not yet
-        // synced.) No login waits behind an fsync of the history.
+        // Synced here, on the history writer's own thread: left to the next login's fsync,
+        // a stream of logins that write nothing else (no code asked) piled up its batches,
+        // hundreds of MiB in a minute, for the next login with a code to wait for (about a
+        // second, measured). A login now waits at most for one batch's fsync.
         let mut held = self.lock()?;
         let tx = held.conn.savepoint()?;
         {
@@ -1372,7 +1434,8 @@ impl Backend for SqliteBackend {
             tx.execute("DELETE FROM logins WHERE at < ?1", [before])?;
         }
         tx.commit()?;
-        Ok(())
+        drop(held);
+        self.written()
     }
 
     fn recent_logins(&mut self, user: &str, limit: u32) -> Result<Vec<LoginRecord>, StoreError> {
@@ -1761,16 +1824,65 @@ mod tests {
         let wal = dir.path().join("mfa.db-wal");
         let size = std::fs::metadata(&wal).unwrap().len();
         let pages: i64 = pragma(&b, "page_size");
-        // About CHECKPOINT_EVERY commits of a few pages each between two restarts, and
-        // what was committed while the last checkpoint ran: within the size written out
-        // when the store was opened, which it therefore never outgrew.
-        let bound = CHECKPOINT_EVERY * pages as u64 * 4;
+        // About CHECKPOINT_FRAMES pages between two restarts, and what was committed
+        // while the last checkpoint ran: within the size written out when the store was
+        // opened, which it therefore never outgrew.
+        let bound = CHECKPOINT_FRAMES * pages as u64 * 3 / 2;
         assert!(bound < WAL_PRESIZE);
         if written_out(dir.path()) {
             assert_eq!(size, WAL_PRESIZE, "the WAL outgrew its first size");
         } else {
             assert!(size <= bound, "the WAL grew to {size} bytes");
         }
+    }
+
+    /// A stream of logins that need no code (a trusted network, a remembered login: the
+    /// transfers of a busy node) writes nothing on the login's path, only the history's
+    /// batches. Those must keep the WAL within its size as logins' commits do, and reach
+    /// the disk by themselves, not with the next login's fsync: each batch is synced when
+    /// it is recorded.
+    #[test]
+    fn the_history_alone_keeps_the_log_small_and_synced() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut b = open(dir.path());
+        let row = |i: usize| LoginRecord {
+            id: 0,
+            user: format!("user-{:05}", i % 400),
+            at: 1_700_000_000 + i as i64,
+            host: "login1".into(),
+            service: "sshd".into(),
+            rhost: format!("10.1.{}.{}", i / 250 % 250, i % 250),
+            method: "-".into(),
+            outcome: "allowed".into(),
+            detail: "trusted network".into(),
+        };
+        let wal = dir.path().join("mfa.db-wal");
+        let pages: u64 = pragma(&b, "page_size") as u64;
+        let mut largest = 0;
+        for batch in 0..200 {
+            let rows: Vec<LoginRecord> = (0..512).map(|i| row(batch * 512 + i)).collect();
+            let before = synced(&b);
+            b.record_logins(&rows, 0).unwrap();
+            assert!(
+                synced(&b) > before,
+                "batch {batch} was not synced when recorded"
+            );
+            largest = largest.max(std::fs::metadata(&wal).unwrap().len());
+        }
+        // Checkpoints fall due by the WAL's length, as SQLite's own: about CHECKPOINT_FRAMES
+        // pages, and one batch beyond.
+        let bound = (CHECKPOINT_FRAMES + 2_000) * pages;
+        assert!(
+            largest <= bound.max(WAL_PRESIZE),
+            "the WAL grew to {largest} bytes under the history alone"
+        );
+        let kept: i64 = b
+            .lock()
+            .unwrap()
+            .conn
+            .query_row("SELECT count(*) FROM logins", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(kept, 200 * 512);
     }
 
     /// Whether the file system holding `dir` had the room for the WAL to be written out
