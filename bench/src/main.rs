@@ -87,8 +87,9 @@ impl Plan {
                 smoke,
                 phase: Duration::from_secs(2),
                 rounds: 3,
-                // Enough fresh (user, step) pairs for every TOTP phase; few enough that
-                // nss_wrapper's linear lookup stays near 0.1 ms.
+                // Enough fresh (user, step) pairs for every TOTP phase (21 steps per user
+                // and period: 5,600/s). Each lookup in nss_wrapper's 8,000 entries costs
+                // 250 to 550 µs; see BENCHMARKS.md, "What the directory costs".
                 pool: 8_000,
                 pending: 1_000,
                 big_store: 100_000,
@@ -113,6 +114,8 @@ struct Args {
     profile: Option<usize>,
     /// Client threads of the profile load.
     profile_clients: usize,
+    /// Users of the profile's daemon, in its directory and enrolled; the load goes round them.
+    profile_users: usize,
     /// Another mfad binary to compare with this one on SQLite (before/after a change).
     compare: Option<PathBuf>,
 }
@@ -128,6 +131,7 @@ fn parse_args() -> Result<Args, BenchError> {
         ssh_rounds: None,
         profile: None,
         profile_clients: 1,
+        profile_users: PROFILE_USERS,
         compare: None,
     };
     let mut it = std::env::args().skip(1);
@@ -181,6 +185,13 @@ fn parse_args() -> Result<Args, BenchError> {
                     .filter(|&n: &usize| n > 0)
                     .ok_or_else(|| BenchError("--clients needs a number above 0".into()))?;
             }
+            "--users" => {
+                a.profile_users = it
+                    .next()
+                    .and_then(|n| n.parse().ok())
+                    .filter(|&n: &usize| n > 0)
+                    .ok_or_else(|| BenchError("--users needs a number above 0".into()))?;
+            }
             "--profile" => {
                 a.profile = it.next().and_then(|n| n.parse().ok());
                 if a.profile.is_none() {
@@ -190,7 +201,8 @@ fn parse_args() -> Result<Args, BenchError> {
             "-h" | "--help" => {
                 println!(
                     "mfa-bench [--smoke] [--skip-ssh | --only-ssh | --only-pam | --only-memory] [--ssh-rounds N] [--write docs/BENCHMARKS.md]\n\
-                     mfa-bench --profile N [--clients C]   (N TOTP accepts and N policy decisions, by C clients (1); \
+                     mfa-bench --profile N [--clients C] [--users U]   (N TOTP accepts and N policy decisions, by C clients (1), \
+                     going round U users ({PROFILE_USERS}), each in the directory and enrolled; \
                      with MFA_BENCH_WRAPPER=\"valgrind --tool=callgrind\", \"strace -f -o FILE\" \
                      or \"perf stat -o FILE\": the wrapper and mfad get SIGINT as a group at the end)\n\
                      mfa-bench --compare-mfad OTHER/mfad   (the socket rows on SQLite, OTHER against this build, interleaved)\n\
@@ -239,7 +251,13 @@ fn run() -> Result<(), BenchError> {
     }
     let scratch = tempdir("mfa-bench")?;
     if let Some(n) = args.profile {
-        return profile(&mfad, &scratch.join("profile"), n, args.profile_clients);
+        return profile(
+            &mfad,
+            &scratch.join("profile"),
+            n,
+            args.profile_clients,
+            args.profile_users,
+        );
     }
     let mut report = Report::new(&plan, &bin);
     let started = Instant::now();
@@ -435,17 +453,22 @@ fn paced(
     Ok(())
 }
 
+/// Users of `--profile`'s daemon unless `--users` says otherwise: few, so that the
+/// directory's lookups (nss_wrapper's, about 27 µs each at 400 entries, 250 to 550 µs at
+/// 8,000) are a small part of the profile, and each user's account stays in mfad's cache.
+const PROFILE_USERS: usize = 400;
+
 /// A fixed load for a profiler: `n` TOTP accepts, then `n` policy decisions, shared by
-/// `clients` client threads.
+/// `clients` client threads, going round `users` users.
 fn profile(
     mfad: &std::path::Path,
     dir: &std::path::Path,
     n: usize,
     clients: usize,
+    users: usize,
 ) -> Result<(), BenchError> {
-    // Few users in NSS: nss_wrapper's lookup is a linear scan, not mfad's cost.
-    let mut d = socket::daemon(mfad, dir, 400, 400, "", 0)?;
-    let pool = UserPool::new(400);
+    let mut d = socket::daemon(mfad, dir, users, users, "", 0)?;
+    let pool = UserPool::new(users);
     let started = Instant::now();
     for op in [Op::Totp, Op::Policy] {
         let phase_started = Instant::now();
