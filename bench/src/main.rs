@@ -120,6 +120,14 @@ struct Args {
     compare: Option<PathBuf>,
 }
 
+/// The number after `flag`, which must be above 0.
+fn above_zero(value: Option<String>, flag: &str) -> Result<usize, BenchError> {
+    value
+        .and_then(|n| n.parse().ok())
+        .filter(|&n: &usize| n > 0)
+        .ok_or_else(|| BenchError(format!("{flag} needs a number above 0")))
+}
+
 fn parse_args() -> Result<Args, BenchError> {
     let mut a = Args {
         smoke: false,
@@ -178,20 +186,8 @@ fn parse_args() -> Result<Args, BenchError> {
                     BenchError("--compare-mfad needs the path of another mfad binary".into())
                 })?))
             }
-            "--clients" => {
-                a.profile_clients = it
-                    .next()
-                    .and_then(|n| n.parse().ok())
-                    .filter(|&n: &usize| n > 0)
-                    .ok_or_else(|| BenchError("--clients needs a number above 0".into()))?;
-            }
-            "--users" => {
-                a.profile_users = it
-                    .next()
-                    .and_then(|n| n.parse().ok())
-                    .filter(|&n: &usize| n > 0)
-                    .ok_or_else(|| BenchError("--users needs a number above 0".into()))?;
-            }
+            "--clients" => a.profile_clients = above_zero(it.next(), "--clients")?,
+            "--users" => a.profile_users = above_zero(it.next(), "--users")?,
             "--profile" => {
                 a.profile = it.next().and_then(|n| n.parse().ok());
                 if a.profile.is_none() {
