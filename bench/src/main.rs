@@ -87,9 +87,10 @@ impl Plan {
                 smoke,
                 phase: Duration::from_secs(2),
                 rounds: 3,
-                // Enough fresh (user, step) pairs for every TOTP phase (21 steps per user
-                // and period: 5,600/s). Each lookup in nss_wrapper's 8,000 entries costs
-                // 250 to 550 µs; see BENCHMARKS.md, "What the directory costs".
+                // Enough fresh (user, step) pairs for every TOTP phase: about 20 per user
+                // at the start (the window's steps past the last one spent), then one per
+                // user and period. Each lookup in nss_wrapper's 8,000 entries costs 250 to
+                // 550 µs; see BENCHMARKS.md, "What the directory costs".
                 pool: 8_000,
                 pending: 1_000,
                 big_store: 100_000,
