@@ -451,7 +451,7 @@ fn paced(
 }
 
 /// Users of `--profile`'s daemon unless `--users` says otherwise: few, so that the
-/// directory's lookups (nss_wrapper's, about 27 µs each at 400 entries, 250 to 550 µs at
+/// directory's lookups (nss_wrapper's, 11 to 28 µs each at 400 entries, 250 to 550 µs at
 /// 8,000) are a small part of the profile, and each user's account stays in mfad's cache.
 const PROFILE_USERS: usize = 400;
 
