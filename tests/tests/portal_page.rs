@@ -97,10 +97,13 @@ fn in_chromium_a_user_signs_in_with_password_and_code_and_new_bypass_codes_open_
     browser.save_downloads_in(&downloads);
     browser.click("#download-codes");
     let file = downloads.join("bypass-codes.txt");
+    // The browser creates the file before it has written it all: wait for every line.
     let saved = mfa_e2e::clock::wait_for(std::time::Duration::from_secs(10), || {
-        std::fs::read_to_string(&file).ok()
+        std::fs::read_to_string(&file)
+            .ok()
+            .filter(|s| s.lines().count() >= 2 + codes.len())
     })
-    .expect("no bypass-codes.txt downloaded");
+    .expect("no complete bypass-codes.txt downloaded");
     let lines: Vec<&str> = saved.lines().collect();
     assert!(
         lines[0].starts_with("New bypass codes: each works once"),
