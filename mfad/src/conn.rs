@@ -97,7 +97,8 @@ pub trait Dialogue: Send {
 /// keep-alives while mfad waits.
 pub struct SocketDialogue {
     reader: OwnedReadHalf,
-    writer: Arc<tokio::sync::Mutex<OwnedWriteHalf>>,
+    /// `None` only while the dialogue is dropped (see its `Drop`).
+    writer: Arc<tokio::sync::Mutex<Option<OwnedWriteHalf>>>,
     activity: Arc<Activity>,
     keepalive: Option<JoinHandle<()>>,
 }
@@ -107,6 +108,15 @@ impl Drop for SocketDialogue {
         if let Some(task) = self.keepalive.take() {
             task.abort();
         }
+        // The socket is closed when the read half goes too, at the end of this drop; a
+        // write half dropped as it is would first shut the socket down for writing (one
+        // more system call, and one more wake-up of the client, which is reading the
+        // verdict just sent). A keep-alive task still holding the lock shuts it down.
+        if let Ok(mut w) = self.writer.try_lock()
+            && let Some(w) = w.take()
+        {
+            w.forget();
+        }
     }
 }
 
@@ -115,7 +125,7 @@ impl SocketDialogue {
         let (reader, writer) = stream.into_split();
         SocketDialogue {
             reader,
-            writer: Arc::new(tokio::sync::Mutex::new(writer)),
+            writer: Arc::new(tokio::sync::Mutex::new(Some(writer))),
             activity: Arc::new(Activity {
                 reading: AtomicBool::new(false),
                 last_write: Mutex::new(Instant::now()),
@@ -133,6 +143,7 @@ impl Dialogue for SocketDialogue {
                 bytes.extend_from_slice(&frame::encode(msg)?);
             }
             let mut w = self.writer.lock().await;
+            let w = w.as_mut().ok_or(FrameError::Closed)?;
             timeout(limit, w.write_all(&bytes))
                 .await
                 .map_err(|_| ConnError::TimedOut(limit))?
@@ -185,6 +196,7 @@ impl Dialogue for SocketDialogue {
                     continue;
                 }
                 let mut w = writer.lock().await;
+                let Some(w) = w.as_mut() else { return };
                 match timeout(IO_TIMEOUT, w.write_all(&bytes)).await {
                     Ok(Ok(())) => activity.touch(),
                     _ => return,
