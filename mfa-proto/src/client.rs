@@ -118,6 +118,8 @@ pub const INTERRUPTED_TEXT: &str = "Two-factor authentication is unavailable rig
 /// One connection to mfad.
 pub struct Client {
     stream: UnixStream,
+    /// The bound on each read and write.
+    io_timeout: Duration,
 }
 
 impl Client {
@@ -154,7 +156,7 @@ impl Client {
         stream
             .set_write_timeout(Some(io_timeout))
             .map_err(ClientError::Io)?;
-        Ok(Client { stream })
+        Ok(Client { stream, io_timeout })
     }
 
     pub fn send(&mut self, msg: &ClientMsg) -> Result<(), ClientError> {
@@ -162,7 +164,33 @@ impl Client {
     }
 
     pub fn recv(&mut self) -> Result<ServerMsg, ClientError> {
+        self.wait_readable()?;
         Ok(frame::read_frame(&mut self.stream)?)
+    }
+
+    /// Waits in poll(2) until mfad's next message (or its hang-up) is there, within the
+    /// read timeout. A thread blocked in read(2) instead would also be woken each time mfad
+    /// reads what this client sent (the kernel wakes a stream socket's sleepers when its
+    /// send buffer drains, whatever they wait for), to find nothing and sleep again: a
+    /// wake-up of this process, and the cost of sending it on mfad's side, per message.
+    /// poll's waits are woken only for what they asked.
+    fn wait_readable(&self) -> Result<(), ClientError> {
+        use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
+        use std::os::fd::AsFd;
+        let deadline = Instant::now() + self.io_timeout;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let ms = PollTimeout::try_from(left.as_millis().saturating_add(1))
+                .unwrap_or(PollTimeout::MAX);
+            let mut fds = [PollFd::new(self.stream.as_fd(), PollFlags::POLLIN)];
+            match poll(&mut fds, ms) {
+                // Readable, hung up or in error: the read says which.
+                Ok(n) if n > 0 => return Ok(()),
+                Ok(_) => return Err(ClientError::TimedOut),
+                Err(nix::errno::Errno::EINTR) => continue,
+                Err(e) => return Err(ClientError::Io(e.into())),
+            }
+        }
     }
 }
 
@@ -358,7 +386,10 @@ mod tests {
             // Held until the client is done with it.
             let _ = frame::read_frame::<_, ClientMsg>(&mut theirs);
         });
-        let mut client = Client { stream: mine };
+        let mut client = Client {
+            stream: mine,
+            io_timeout: read_timeout,
+        };
         let result = run_conversation(&mut client, Operation::ListDevices, &mut Quiet);
         drop(client);
         peer.join().unwrap();
@@ -516,7 +547,10 @@ mod tests {
             );
             drop(theirs);
         });
-        let mut client = Client { stream: mine };
+        let mut client = Client {
+            stream: mine,
+            io_timeout: Duration::from_secs(2),
+        };
         let mut late = Late(Vec::new());
         let result = run_conversation(&mut client, Operation::ListDevices, &mut late);
         peer.join().unwrap();
