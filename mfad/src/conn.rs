@@ -9,14 +9,16 @@
 
 use mfa_proto::frame::{self, FrameError};
 use mfa_proto::{ClientMsg, KEEPALIVE_INTERVAL_SECS, Outcome, ServerMsg};
+use nix::sys::socket::{MsgFlags, send};
 use std::future::Future;
+use std::io::{ErrorKind, Read};
+use std::os::unix::net::UnixStream;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::UnixStream;
-use tokio::net::unix::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::io::Interest;
+use tokio::io::unix::AsyncFd;
 use tokio::task::JoinHandle;
 use tokio::time::{Instant, timeout};
 use zeroize::Zeroizing;
@@ -95,44 +97,114 @@ pub trait Dialogue: Send {
 
 /// The client's socket: framed messages with a timeout on every read and write, and
 /// keep-alives while mfad waits.
+///
+/// The runtime watches the socket for reading only. Watched for writing too (as a tokio
+/// `UnixStream` is), it would wake mfad each time the client reads what mfad sent (the
+/// kernel reports the socket writable again): at one login at a time, about a third of
+/// mfad's wake-ups, none of them with anything to do. A write goes straight to the socket;
+/// in the rare case that the client's buffer is full (a client that stopped reading) it is
+/// tried again every [`WRITE_RETRY`] until its time is up.
 pub struct SocketDialogue {
-    reader: OwnedReadHalf,
-    /// `None` only while the dialogue is dropped (see its `Drop`).
-    writer: Arc<tokio::sync::Mutex<Option<OwnedWriteHalf>>>,
+    socket: Arc<AsyncFd<UnixStream>>,
+    /// One writer at a time: the conversation and its keep-alives.
+    writing: Arc<tokio::sync::Mutex<()>>,
     activity: Arc<Activity>,
     keepalive: Option<JoinHandle<()>>,
 }
+
+/// How often a write to a full socket is tried again.
+const WRITE_RETRY: Duration = Duration::from_millis(10);
 
 impl Drop for SocketDialogue {
     fn drop(&mut self) {
         if let Some(task) = self.keepalive.take() {
             task.abort();
         }
-        // The socket is closed when the read half goes too, at the end of this drop; a
-        // write half dropped as it is would first shut the socket down for writing (one
-        // more system call, and one more wake-up of the client, which is reading the
-        // verdict just sent). A keep-alive task still holding the lock shuts it down.
-        if let Ok(mut w) = self.writer.try_lock()
-            && let Some(w) = w.take()
-        {
-            w.forget();
-        }
     }
 }
 
 impl SocketDialogue {
-    pub fn new(stream: UnixStream) -> Self {
-        let (reader, writer) = stream.into_split();
-        SocketDialogue {
-            reader,
-            writer: Arc::new(tokio::sync::Mutex::new(Some(writer))),
+    /// Watches `stream` (non-blocking) for reading on the current runtime.
+    pub fn new(stream: UnixStream) -> std::io::Result<Self> {
+        Ok(SocketDialogue {
+            socket: Arc::new(watch_reading(stream)?),
+            writing: Arc::new(tokio::sync::Mutex::new(())),
             activity: Arc::new(Activity {
                 reading: AtomicBool::new(false),
                 last_write: Mutex::new(Instant::now()),
             }),
             keepalive: None,
+        })
+    }
+}
+
+/// `io` watched for reading (only) on the current runtime.
+pub(crate) fn watch_reading<T: std::os::fd::AsRawFd>(io: T) -> std::io::Result<AsyncFd<T>> {
+    // SAFETY: the `AsyncFd` owns `io` (a socket of std's, which owns its descriptor) until it
+    // is dropped, and nothing replaces it there: the descriptor stays open and the same.
+    Ok(unsafe { AsyncFd::register_with_interest(io, Interest::READABLE) }?)
+}
+
+/// Fills `buf` from the socket. Reads first and waits only when nothing is there: what
+/// the client sent is often there already (its hello, when mfad accepts).
+async fn read_exact(socket: &AsyncFd<UnixStream>, buf: &mut [u8]) -> Result<(), FrameError> {
+    let mut filled = 0;
+    let mut ready: Option<tokio::io::unix::AsyncFdReadyGuard<'_, UnixStream>> = None;
+    while filled < buf.len() {
+        let read = match ready.take() {
+            None => socket.get_ref().read(&mut buf[filled..]),
+            Some(mut guard) => {
+                match guard.try_io(|s: &AsyncFd<UnixStream>| s.get_ref().read(&mut buf[filled..])) {
+                    Ok(read) => read,
+                    Err(_would_block) => Err(ErrorKind::WouldBlock.into()),
+                }
+            }
+        };
+        match read {
+            Ok(0) => return Err(FrameError::Closed),
+            Ok(n) => filled += n,
+            Err(e) if e.kind() == ErrorKind::Interrupted => {}
+            Err(e) if e.kind() == ErrorKind::WouldBlock => {
+                ready = Some(socket.readable().await?);
+            }
+            Err(e) => return Err(e.into()),
         }
     }
+    Ok(())
+}
+
+/// Writes all of `bytes` within `limit` (see [`SocketDialogue`]).
+async fn write_all(
+    socket: &AsyncFd<UnixStream>,
+    writing: &tokio::sync::Mutex<()>,
+    bytes: &[u8],
+    limit: Duration,
+) -> Result<(), ConnError> {
+    let deadline = Instant::now() + limit;
+    let _turn = timeout(limit, writing.lock())
+        .await
+        .map_err(|_| ConnError::TimedOut(limit))?;
+    let mut sent = 0;
+    while sent < bytes.len() {
+        match send(
+            std::os::fd::AsRawFd::as_raw_fd(socket.get_ref()),
+            &bytes[sent..],
+            MsgFlags::MSG_NOSIGNAL | MsgFlags::MSG_DONTWAIT,
+        ) {
+            Ok(0) => return Err(FrameError::Closed.into()),
+            Ok(n) => sent += n,
+            Err(nix::errno::Errno::EINTR) => {}
+            Err(nix::errno::Errno::EAGAIN) => {
+                if Instant::now() >= deadline {
+                    return Err(ConnError::TimedOut(limit));
+                }
+                #[allow(clippy::disallowed_methods)] // a full socket's retry: I/O timing
+                tokio::time::sleep(WRITE_RETRY).await;
+            }
+            Err(e) => return Err(FrameError::from(std::io::Error::from(e)).into()),
+        }
+    }
+    Ok(())
 }
 
 impl Dialogue for SocketDialogue {
@@ -142,12 +214,7 @@ impl Dialogue for SocketDialogue {
             for msg in msgs {
                 bytes.extend_from_slice(&frame::encode(msg)?);
             }
-            let mut w = self.writer.lock().await;
-            let w = w.as_mut().ok_or(FrameError::Closed)?;
-            timeout(limit, w.write_all(&bytes))
-                .await
-                .map_err(|_| ConnError::TimedOut(limit))?
-                .map_err(FrameError::from)?;
+            write_all(&self.socket, &self.writing, &bytes, limit).await?;
             self.activity.touch();
             Ok(())
         })
@@ -155,19 +222,13 @@ impl Dialogue for SocketDialogue {
 
     fn read(&mut self, limit: Duration) -> DialogueFuture<'_, ClientMsg> {
         Box::pin(async move {
-            let reader = &mut self.reader;
+            let socket = &self.socket;
             let read = async {
                 let mut header = [0u8; 4];
-                reader
-                    .read_exact(&mut header)
-                    .await
-                    .map_err(FrameError::from)?;
+                read_exact(socket, &mut header).await?;
                 let len = frame::body_len(header)?;
                 let mut body = Zeroizing::new(vec![0u8; len]);
-                reader
-                    .read_exact(&mut body)
-                    .await
-                    .map_err(FrameError::from)?;
+                read_exact(socket, &mut body).await?;
                 Ok::<_, ConnError>(frame::decode(&body)?)
             };
             self.activity.reading.store(true, Ordering::SeqCst);
@@ -182,7 +243,8 @@ impl Dialogue for SocketDialogue {
         if self.keepalive.is_some() {
             return;
         }
-        let writer = Arc::clone(&self.writer);
+        let socket = Arc::clone(&self.socket);
+        let writing = Arc::clone(&self.writing);
         let activity = Arc::clone(&self.activity);
         self.keepalive = Some(tokio::spawn(async move {
             let Ok(bytes) = frame::encode(&ServerMsg::KeepAlive) else {
@@ -195,11 +257,9 @@ impl Dialogue for SocketDialogue {
                 if activity.reading.load(Ordering::SeqCst) || activity.quiet_for() < every {
                     continue;
                 }
-                let mut w = writer.lock().await;
-                let Some(w) = w.as_mut() else { return };
-                match timeout(IO_TIMEOUT, w.write_all(&bytes)).await {
-                    Ok(Ok(())) => activity.touch(),
-                    _ => return,
+                match write_all(&socket, &writing, &bytes, IO_TIMEOUT).await {
+                    Ok(()) => activity.touch(),
+                    Err(_) => return,
                 }
             }
         }));
@@ -296,8 +356,13 @@ pub struct Conn {
 impl Conn {
     /// A conversation over the client's socket; `uid` is the caller's, from SO_PEERCRED at
     /// accept.
-    pub fn new(stream: UnixStream, uid: u32, timeouts: Timeouts) -> Self {
-        Conn::over(Box::new(SocketDialogue::new(stream)), uid, timeouts)
+    /// `stream` must be non-blocking; an error when the runtime cannot watch it.
+    pub fn new(stream: UnixStream, uid: u32, timeouts: Timeouts) -> std::io::Result<Self> {
+        Ok(Conn::over(
+            Box::new(SocketDialogue::new(stream)?),
+            uid,
+            timeouts,
+        ))
     }
 
     /// A conversation over any dialogue (tests: a [`ScriptDialogue`]) with caller `uid`.
@@ -506,8 +571,67 @@ mod tests {
             answer: Duration::from_secs(5),
             keepalive: EVERY,
         };
-        let conn = Conn::new(UnixStream::from_std(ours).unwrap(), 0, timeouts);
+        let conn = Conn::new(ours, 0, timeouts).unwrap();
         (conn, theirs)
+    }
+
+    #[tokio::test]
+    async fn a_client_that_stops_reading_costs_a_write_its_time_limit_then_an_error() {
+        let (ours, mut theirs) = std::os::unix::net::UnixStream::pair().unwrap();
+        ours.set_nonblocking(true).unwrap();
+        let mut wire = SocketDialogue::new(ours).unwrap();
+        let big = [ServerMsg::Info {
+            text: "x".repeat(60_000),
+        }];
+        let limit = Duration::from_millis(300);
+        let mut written = 0;
+        let error = loop {
+            match wire.write(&big, limit).await {
+                Ok(()) => written += 1,
+                Err(e) => break e,
+            }
+            assert!(written < 1000, "the socket never filled");
+        };
+        assert!(
+            matches!(error, ConnError::TimedOut(l) if l == limit),
+            "{error}"
+        );
+        // What was written arrived whole, in order.
+        theirs.set_nonblocking(true).unwrap();
+        for _ in 0..written {
+            let msg: ServerMsg = read_frame(&mut theirs).unwrap();
+            assert_eq!(msg, big[0]);
+        }
+    }
+
+    #[tokio::test]
+    async fn a_frame_that_arrives_in_pieces_is_read_whole() {
+        let (ours, mut theirs) = std::os::unix::net::UnixStream::pair().unwrap();
+        ours.set_nonblocking(true).unwrap();
+        let mut wire = SocketDialogue::new(ours).unwrap();
+        let bytes = frame::encode(&ClientMsg::Answer {
+            text: Some(Zeroizing::new("123456".into())),
+        })
+        .unwrap();
+        let sender = std::thread::spawn(move || {
+            for piece in bytes.chunks(3) {
+                std::io::Write::write_all(&mut theirs, piece).unwrap();
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            theirs
+        });
+        let got = wire.read(Duration::from_secs(5)).await.unwrap();
+        assert!(
+            matches!(got, ClientMsg::Answer { text: Some(ref t) } if t.as_str() == "123456"),
+            "{got:?}"
+        );
+        drop(sender.join().unwrap());
+        // Then the client hangs up: the next read says so.
+        let closed = wire.read(Duration::from_secs(5)).await.unwrap_err();
+        assert!(
+            matches!(closed, ConnError::Frame(FrameError::Closed)),
+            "{closed}"
+        );
     }
 
     /// Every frame the client has been sent so far.

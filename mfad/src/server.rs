@@ -15,10 +15,12 @@ use mfa_proto::ServerMsg;
 use std::collections::HashMap;
 use std::future::Future;
 use std::os::unix::fs::{DirBuilderExt, FileTypeExt, PermissionsExt};
+use std::os::unix::net::UnixStream;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
-use tokio::net::{UnixListener, UnixStream};
+use tokio::io::unix::AsyncFd;
+use tokio::net::UnixListener;
 use tokio::time::Instant;
 use tracing::{info, warn};
 
@@ -174,6 +176,20 @@ impl Limits {
 }
 
 /// Tells a refused caller why, if its socket takes the frame now; never waits.
+/// The next connection, non-blocking, or why none could be taken.
+async fn accept(
+    listener: &AsyncFd<std::os::unix::net::UnixListener>,
+) -> std::io::Result<UnixStream> {
+    loop {
+        let mut ready = listener.readable().await?;
+        if let Ok(accepted) = ready.try_io(|l| l.get_ref().accept()) {
+            let (stream, _) = accepted?;
+            stream.set_nonblocking(true)?;
+            return Ok(stream);
+        }
+    }
+}
+
 fn turn_away(stream: &UnixStream, over: &Over) {
     let reason = match over {
         Over::Root => "mfad is serving too many logins; try again",
@@ -184,7 +200,11 @@ fn turn_away(stream: &UnixStream, over: &Over) {
     if let Ok(bytes) = mfa_proto::frame::encode(&ServerMsg::Unavailable {
         reason: reason.into(),
     }) {
-        let _ = stream.try_write(&bytes);
+        let _ = nix::sys::socket::send(
+            std::os::fd::AsRawFd::as_raw_fd(stream),
+            &bytes,
+            nix::sys::socket::MsgFlags::MSG_NOSIGNAL | nix::sys::socket::MsgFlags::MSG_DONTWAIT,
+        );
     }
 }
 
@@ -305,13 +325,20 @@ pub async fn serve_with_grace(
     let limits = Arc::new(Limits::default());
     let mut conversations = tokio::task::JoinSet::new();
     tokio::pin!(shutdown);
+    let listener = match listener.into_std().and_then(conn::watch_reading) {
+        Ok(listener) => listener,
+        Err(e) => {
+            warn!("cannot watch the socket for connections: {e}");
+            return;
+        }
+    };
     loop {
         tokio::select! {
             _ = &mut shutdown => break,
             Some(_) = conversations.join_next(), if !conversations.is_empty() => {}
-            accepted = listener.accept() => {
+            accepted = accept(&listener) => {
                 let stream = match accepted {
-                    Ok((stream, _)) => stream,
+                    Ok(stream) => stream,
                     Err(e) => {
                         warn!("accept failed: {e}");
                         #[allow(clippy::disallowed_methods)] // a pause after a failed accept
@@ -319,7 +346,10 @@ pub async fn serve_with_grace(
                         continue;
                     }
                 };
-                let uid = match stream.peer_cred() {
+                let uid = match nix::sys::socket::getsockopt(
+                    &stream,
+                    nix::sys::socket::sockopt::PeerCredentials,
+                ) {
                     Ok(cred) => cred.uid(),
                     Err(e) => {
                         warn!("cannot read the peer credentials of a connection: {e}");
@@ -348,7 +378,10 @@ pub async fn serve_with_grace(
                     keepalive: conn::KEEPALIVE_INTERVAL,
                 };
                 conversations.spawn(async move {
-                    daemon.serve(Conn::new(stream, uid, timeouts)).await;
+                    match Conn::new(stream, uid, timeouts) {
+                        Ok(conn) => daemon.serve(conn).await,
+                        Err(e) => warn!("cannot watch a connection: {e}"),
+                    }
                     drop(slot);
                 });
             }
