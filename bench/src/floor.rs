@@ -7,18 +7,19 @@
 //! pair in one write as mfad writes them), and close. No store, no user lookup, no code
 //! check, no fsync, no log line. It runs on the same tokio runtime as mfad (multi-thread,
 //! one worker per core) in a process of its own, so it shares the machine with the clients
-//! as mfad does.
+//! as mfad does, and uses mfad's own code for the socket: its accept, and its
+//! [`SocketDialogue`] for each conversation's reads and writes.
 //!
 //! The concurrency table runs it beside mfad, interleaved, and divides mfad's rate by its
 //! rate: how much of what this machine's cores and the clients leave is left for mfad's own
 //! work. A TOTP row's floor has no disk write at all, so mfad's ratio there also pays for
 //! its durable replay record.
 
-use mfa_proto::{ClientMsg, Operation, Outcome, ServerMsg, frame};
+use mfa_proto::{ClientMsg, Operation, Outcome, ServerMsg};
+use mfad::conn::{Dialogue, IO_TIMEOUT, SocketDialogue, watch_reading};
+use mfad::server::{accept, peer_uid};
 use std::path::Path;
 use std::time::Duration;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{UnixListener, UnixStream};
 
 /// As mfad bounds a read from pam_mfa.
 const READ_TIMEOUT: Duration = Duration::from_secs(10);
@@ -31,24 +32,31 @@ pub fn serve(socket: &Path) -> Result<(), String> {
         .map_err(|e| format!("cannot start the async runtime: {e}"))?;
     let _ = std::fs::remove_file(socket);
     let listener = runtime
-        .block_on(async { UnixListener::bind(socket) })
+        .block_on(async {
+            std::os::unix::net::UnixListener::bind(socket).and_then(|l| {
+                l.set_nonblocking(true)?;
+                watch_reading(l)
+            })
+        })
         .map_err(|e| format!("cannot listen on {}: {e}", socket.display()))?;
     // As mfad: the accept loop on a worker, each conversation a task of its own.
     let looped = runtime.spawn(async move {
         loop {
-            let stream = match listener.accept().await {
-                Ok((stream, _)) => stream,
+            let stream = match accept(&listener).await {
+                Ok(stream) => stream,
                 Err(_) => {
                     // A pause after a failed accept (as mfad).
                     tokio::time::sleep(Duration::from_millis(50)).await;
                     continue;
                 }
             };
-            if stream.peer_cred().is_err() {
+            if peer_uid(&stream).is_err() {
                 continue;
             }
             tokio::spawn(async move {
-                let _ = converse(stream).await;
+                if let Ok(mut wire) = SocketDialogue::new(stream) {
+                    let _ = converse(&mut wire).await;
+                }
             });
         }
     });
@@ -57,8 +65,8 @@ pub fn serve(socket: &Path) -> Result<(), String> {
         .map_err(|e| format!("the accept loop stopped: {e}"))
 }
 
-async fn converse(mut stream: UnixStream) -> Result<(), String> {
-    let hello = read(&mut stream).await?;
+async fn converse(wire: &mut SocketDialogue) -> Result<(), String> {
+    let hello = read(wire).await?;
     let (user, rhost) = match hello {
         ClientMsg::Hello {
             op: Operation::Authenticate(ctx),
@@ -70,7 +78,7 @@ async fn converse(mut stream: UnixStream) -> Result<(), String> {
         outcome: Outcome::Allow,
     };
     if rhost.starts_with("10.") {
-        write(&mut stream, &[&done]).await?;
+        write(wire, vec![done]).await?;
     } else {
         // mfad's words, so the frames are the same size.
         let banner = ServerMsg::Info {
@@ -83,44 +91,26 @@ async fn converse(mut stream: UnixStream) -> Result<(), String> {
             text: "Passcode: ".into(),
             echo: true,
         };
-        write(&mut stream, &[&banner, &prompt]).await?;
-        match read(&mut stream).await? {
+        write(wire, vec![banner, prompt]).await?;
+        match read(wire).await? {
             ClientMsg::Answer { .. } => {}
             _ => return Err("not an answer".into()),
         }
         let success = ServerMsg::Info {
             text: "Success. Logging you in...".into(),
         };
-        write(&mut stream, &[&success, &done]).await?;
+        write(wire, vec![success, done]).await?;
     }
-    let _ = stream.shutdown().await;
     Ok(())
 }
 
-async fn read(stream: &mut UnixStream) -> Result<ClientMsg, String> {
-    tokio::time::timeout(READ_TIMEOUT, async {
-        let mut header = [0u8; 4];
-        stream
-            .read_exact(&mut header)
-            .await
-            .map_err(|e| e.to_string())?;
-        let len = frame::body_len(header).map_err(|e| e.to_string())?;
-        let mut body = zeroize::Zeroizing::new(vec![0u8; len]);
-        stream
-            .read_exact(&mut body)
-            .await
-            .map_err(|e| e.to_string())?;
-        frame::decode(&body).map_err(|e| e.to_string())
-    })
-    .await
-    .map_err(|_| "timed out".to_string())?
+async fn read(wire: &mut SocketDialogue) -> Result<ClientMsg, String> {
+    wire.read(READ_TIMEOUT).await.map_err(|e| e.to_string())
 }
 
 /// `msgs` as frames, in one write.
-async fn write(stream: &mut UnixStream, msgs: &[&ServerMsg]) -> Result<(), String> {
-    let mut out = Vec::new();
-    for msg in msgs {
-        out.extend_from_slice(&frame::encode(msg).map_err(|e| e.to_string())?);
-    }
-    stream.write_all(&out).await.map_err(|e| e.to_string())
+async fn write(wire: &mut SocketDialogue, msgs: Vec<ServerMsg>) -> Result<(), String> {
+    wire.write(&msgs, IO_TIMEOUT)
+        .await
+        .map_err(|e| e.to_string())
 }

@@ -139,7 +139,7 @@ impl SocketDialogue {
 }
 
 /// `io` watched for reading (only) on the current runtime.
-pub(crate) fn watch_reading<T: std::os::fd::AsRawFd>(io: T) -> std::io::Result<AsyncFd<T>> {
+pub fn watch_reading<T: std::os::fd::AsRawFd>(io: T) -> std::io::Result<AsyncFd<T>> {
     // SAFETY: the `AsyncFd` owns `io` (a socket of std's, which owns its descriptor) until it
     // is dropped, and nothing replaces it there: the descriptor stays open and the same.
     Ok(unsafe { AsyncFd::register_with_interest(io, Interest::READABLE) }?)

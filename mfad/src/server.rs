@@ -176,8 +176,9 @@ impl Limits {
 }
 
 /// Tells a refused caller why, if its socket takes the frame now; never waits.
-/// The next connection, non-blocking, or why none could be taken.
-async fn accept(
+/// The next connection, non-blocking, or why none could be taken (`listener` from
+/// [`conn::watch_reading`]).
+pub async fn accept(
     listener: &AsyncFd<std::os::unix::net::UnixListener>,
 ) -> std::io::Result<UnixStream> {
     loop {
@@ -188,6 +189,12 @@ async fn accept(
             return Ok(stream);
         }
     }
+}
+
+/// The caller's uid, as the kernel saw it at connect (SO_PEERCRED).
+pub fn peer_uid(stream: &UnixStream) -> nix::Result<u32> {
+    nix::sys::socket::getsockopt(stream, nix::sys::socket::sockopt::PeerCredentials)
+        .map(|cred| cred.uid())
 }
 
 fn turn_away(stream: &UnixStream, over: &Over) {
@@ -346,11 +353,8 @@ pub async fn serve_with_grace(
                         continue;
                     }
                 };
-                let uid = match nix::sys::socket::getsockopt(
-                    &stream,
-                    nix::sys::socket::sockopt::PeerCredentials,
-                ) {
-                    Ok(cred) => cred.uid(),
+                let uid = match peer_uid(&stream) {
+                    Ok(uid) => uid,
                     Err(e) => {
                         warn!("cannot read the peer credentials of a connection: {e}");
                         continue;
