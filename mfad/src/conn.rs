@@ -139,9 +139,13 @@ impl SocketDialogue {
 }
 
 /// `io` watched for reading (only) on the current runtime.
-pub fn watch_reading<T: std::os::fd::AsRawFd>(io: T) -> std::io::Result<AsyncFd<T>> {
-    // SAFETY: the `AsyncFd` owns `io` (a socket of std's, which owns its descriptor) until it
-    // is dropped, and nothing replaces it there: the descriptor stays open and the same.
+pub fn watch_reading<T>(io: T) -> std::io::Result<AsyncFd<T>>
+where
+    T: std::os::fd::AsFd + std::os::fd::AsRawFd,
+{
+    // SAFETY: `T: AsFd` holds its descriptor open for as long as it lives (an owned socket,
+    // or a borrow that cannot outlive the owner), and the `AsyncFd` owns `io` until it is
+    // dropped and never replaces it: the descriptor stays open and the same throughout.
     Ok(unsafe { AsyncFd::register_with_interest(io, Interest::READABLE) }?)
 }
 
