@@ -478,7 +478,9 @@ async fn run(config: Config, config_path: PathBuf) -> ExitCode {
     // The metrics stay up while the conversations in progress finish. mfa-web's requests
     // are new connections, which the socket no longer accepts once stopping began: a push
     // answered during the grace reaches its login only if it was answered before.
-    server::serve_with_grace(daemon_rx, listener, shutdown, server::SHUTDOWN_GRACE).await;
+    let served = server::serve_with_grace(daemon_rx, listener, shutdown, server::SHUTDOWN_GRACE)
+        .await
+        .inspect_err(|e| error!("cannot watch the socket for connections: {e}"));
     reloader.abort();
     let _ = stop_tx.send(true);
     if let Some(task) = metrics_task {
@@ -487,5 +489,8 @@ async fn run(config: Config, config_path: PathBuf) -> ExitCode {
     if !activated {
         let _ = std::fs::remove_file(&socket);
     }
-    ExitCode::SUCCESS
+    match served {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(_) => ExitCode::FAILURE,
+    }
 }

@@ -22,7 +22,7 @@ use std::time::Duration;
 use tokio::io::unix::AsyncFd;
 use tokio::net::UnixListener;
 use tokio::time::Instant;
-use tracing::{info, warn};
+use tracing::{error, info, warn};
 
 /// Connections one non-root uid may hold at once (its `mfa` commands and its
 /// ForceCommand logins waiting at a prompt); more are closed at once.
@@ -175,7 +175,6 @@ impl Limits {
     }
 }
 
-/// Tells a refused caller why, if its socket takes the frame now; never waits.
 /// The next connection, non-blocking, or why none could be taken (`listener` from
 /// [`conn::watch_reading`]).
 pub async fn accept(
@@ -197,6 +196,7 @@ pub fn peer_uid(stream: &UnixStream) -> nix::Result<u32> {
         .map(|cred| cred.uid())
 }
 
+/// Tells a refused caller why, if its socket takes the frame now; never waits.
 fn turn_away(stream: &UnixStream, over: &Over) {
     let reason = match over {
         Over::Root => "mfad is serving too many logins; try again",
@@ -314,7 +314,9 @@ pub async fn serve(
     shutdown: impl Future<Output = ()>,
 ) {
     let (_keep, daemon) = tokio::sync::watch::channel(daemon);
-    serve_with_grace(daemon, listener, shutdown, Duration::ZERO).await;
+    if let Err(e) = serve_with_grace(daemon, listener, shutdown, Duration::ZERO).await {
+        error!("cannot watch the socket for connections: {e}");
+    }
 }
 
 /// Accepts connections until `shutdown` resolves, each served by the daemon `daemon` holds
@@ -322,23 +324,18 @@ pub async fn serve(
 /// then lets the conversations in progress
 /// finish for up to `grace`; those still going are dropped, which their clients report as
 /// an interrupted login, refused ("Please try again"). Never waits for a connection to end
-/// while accepting: one over its limit is closed at once.
+/// while accepting: one over its limit is closed at once. An error only when the runtime
+/// cannot watch `listener` at all (nothing was served).
 pub async fn serve_with_grace(
     daemon: tokio::sync::watch::Receiver<Arc<Daemon>>,
     listener: UnixListener,
     shutdown: impl Future<Output = ()>,
     grace: Duration,
-) {
+) -> std::io::Result<()> {
     let limits = Arc::new(Limits::default());
     let mut conversations = tokio::task::JoinSet::new();
     tokio::pin!(shutdown);
-    let listener = match listener.into_std().and_then(conn::watch_reading) {
-        Ok(listener) => listener,
-        Err(e) => {
-            warn!("cannot watch the socket for connections: {e}");
-            return;
-        }
-    };
+    let listener = listener.into_std().and_then(conn::watch_reading)?;
     loop {
         tokio::select! {
             _ = &mut shutdown => break,
@@ -399,7 +396,7 @@ pub async fn serve_with_grace(
     if open == 0 {
         info!("shutting down");
         last.flush_history().await;
-        return;
+        return Ok(());
     }
     info!(
         "shutting down: accepting no new connections; waiting up to {} s for {open} \
@@ -420,6 +417,7 @@ pub async fn serve_with_grace(
         conversations.shutdown().await;
     }
     last.flush_history().await;
+    Ok(())
 }
 
 #[cfg(test)]
