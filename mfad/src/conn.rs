@@ -177,6 +177,15 @@ async fn read_exact(socket: &AsyncFd<UnixStream>, buf: &mut [u8]) -> Result<(), 
     Ok(())
 }
 
+/// Sends what of `bytes` the socket takes now: never waits, never raises SIGPIPE.
+pub(crate) fn send_now(stream: &UnixStream, bytes: &[u8]) -> nix::Result<usize> {
+    send(
+        std::os::fd::AsRawFd::as_raw_fd(stream),
+        bytes,
+        MsgFlags::MSG_NOSIGNAL | MsgFlags::MSG_DONTWAIT,
+    )
+}
+
 /// Writes all of `bytes` within `limit` (see [`SocketDialogue`]).
 async fn write_all(
     socket: &AsyncFd<UnixStream>,
@@ -190,11 +199,7 @@ async fn write_all(
         .map_err(|_| ConnError::TimedOut(limit))?;
     let mut sent = 0;
     while sent < bytes.len() {
-        match send(
-            std::os::fd::AsRawFd::as_raw_fd(socket.get_ref()),
-            &bytes[sent..],
-            MsgFlags::MSG_NOSIGNAL | MsgFlags::MSG_DONTWAIT,
-        ) {
+        match send_now(socket.get_ref(), &bytes[sent..]) {
             Ok(0) => return Err(FrameError::Closed.into()),
             Ok(n) => sent += n,
             Err(nix::errno::Errno::EINTR) => {}

@@ -207,11 +207,7 @@ fn turn_away(stream: &UnixStream, over: &Over) {
     if let Ok(bytes) = mfa_proto::frame::encode(&ServerMsg::Unavailable {
         reason: reason.into(),
     }) {
-        let _ = nix::sys::socket::send(
-            std::os::fd::AsRawFd::as_raw_fd(stream),
-            &bytes,
-            nix::sys::socket::MsgFlags::MSG_NOSIGNAL | nix::sys::socket::MsgFlags::MSG_DONTWAIT,
-        );
+        let _ = conn::send_now(stream, &bytes);
     }
 }
 
