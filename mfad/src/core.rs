@@ -17,6 +17,11 @@ use mfa_proto::Outcome;
 use std::sync::Arc;
 use zeroize::{Zeroize, Zeroizing};
 
+/// How many times [`Core::db_fast`] waits for the connection on its own task before it
+/// sends the work to a blocking thread, and how long each wait lasts at most.
+const INLINE_WAITS: u32 = 4;
+const INLINE_WAIT: std::time::Duration = std::time::Duration::from_millis(2);
+
 /// The daemon's shared state; each service holds it, and only what else it needs.
 pub(crate) struct Core {
     pub(crate) config: Config,
@@ -68,7 +73,12 @@ impl Core {
             Err(e) => return self.store_answered("unavailable", started, Err(e)),
         };
         let backend = store.backend_kind();
-        if store.set_inline(true) {
+        let mut waits = 0;
+        while store.set_inline(true) {
+            // Taken before the attempt, so that a release between a failed attempt and the
+            // wait below still ends the wait.
+            let released = store.released();
+            let release = released.as_deref().map(tokio::sync::Notify::notified);
             let first = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| f(&mut store)));
             store.set_inline(false);
             let unsynced = store.take_unsynced();
@@ -80,6 +90,18 @@ impl Core {
                     None => first,
                 };
                 return self.store_answered(backend, started, result);
+            }
+            // Another conversation has the connection, most often for the few microseconds
+            // of its own statement on the other worker: wait on this task until it lets go
+            // and try again here, instead of a round trip through a blocking thread (under
+            // load, most of mfad's futex calls and context switches). A checkpoint due, or
+            // a holder that stays, sends the work to a blocking thread as before.
+            match release {
+                Some(release) if waits < INLINE_WAITS && store.released().is_some() => {
+                    waits += 1;
+                    let _ = tokio::time::timeout(INLINE_WAIT, release).await;
+                }
+                _ => break,
             }
         }
         let result = crate::blocking::run(move || f(&mut store)).await?;

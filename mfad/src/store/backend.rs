@@ -293,6 +293,17 @@ pub trait Backend: Send {
         None
     }
 
+    /// For inline use that met contention ([`StoreError::is_contention`]): a signal raised
+    /// each time another handle lets go of the connection, so the caller may wait for it on
+    /// its own task and try inline again instead of moving to a blocking thread. Take it
+    /// before the attempt (a [`tokio::sync::Notify::notified`] made then also sees a
+    /// release that comes between the attempt and the wait). None when the backend raises
+    /// none, or when only a blocking use can go on (a checkpoint is due, which only a
+    /// blocking use runs).
+    fn released(&self) -> Option<std::sync::Arc<tokio::sync::Notify>> {
+        None
+    }
+
     /// Opens a write transaction. Until [`Backend::commit`], whatever a method read is still
     /// true when a later one writes: SQLite takes the write lock at once (`BEGIN
     /// IMMEDIATE`); PostgreSQL locks the user's row when [`Backend::lock_state`] reads it.

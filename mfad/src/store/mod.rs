@@ -316,6 +316,11 @@ impl Store {
         self.backend.take_unsynced()
     }
 
+    /// See [`Backend::released`].
+    pub fn released(&self) -> Option<std::sync::Arc<tokio::sync::Notify>> {
+        self.backend.released()
+    }
+
     /// Runs `f` in one write transaction: everything it wrote is committed together, or
     /// (when it fails) nothing is. Whatever `f` read (a lock, a counter) is still true when
     /// it writes: SQLite holds the write lock from the start, PostgreSQL the user's row

@@ -11,8 +11,12 @@
 //! Inline use (a login's snapshot read and its code transaction, run on the conversation's
 //! own thread by [`crate::core::Core::db_fast`]): a handle set inline never waits. When the
 //! connection is taken, another handle holds a transaction or another process holds the
-//! write lock, its statement fails with [`StoreError::WouldBlock`] (the caller then runs its
-//! work again on a blocking thread); its commits do not wait for the disk, and the caller
+//! write lock, its statement fails with [`StoreError::WouldBlock`], having changed nothing.
+//! The caller then waits on its own task until another handle lets go of the connection
+//! ([`Backend::released`]) and tries inline again, a few times, before it runs its work on a
+//! blocking thread (under load, that round trip was most of mfad's futex calls and context
+//! switches: the other worker's login holds the connection for microseconds at a time).
+//! Its commits do not wait for the disk, and the caller
 //! awaits [`Backend::take_unsynced`] instead, leading the next fsync itself or sleeping
 //! until one that covers it is done. Checkpoints (copying the WAL back into the database
 //! file, which fsyncs both) never run inline: when a commit leaves [`CHECKPOINT_FRAMES`]
@@ -375,12 +379,18 @@ struct Shared {
     /// ([`StoreError::WouldBlock`]) and the next blocking use runs it ([`Shared::hold`]).
     checkpoint_due: std::sync::atomic::AtomicBool,
     next_id: AtomicU64,
+    /// Raised each time the connection is let go of ([`Backend::released`]).
+    released: Arc<tokio::sync::Notify>,
 }
 
 struct State {
     conn: Connection,
     /// The handle whose transaction is open, if any.
     owner: Option<u64>,
+    /// Blocking uses waiting in [`Shared::hold`] for another's transaction to end: the
+    /// condvar is signalled only when there are some (a signal costs a system call even
+    /// when nobody waits).
+    waiting: usize,
 }
 
 #[derive(Default)]
@@ -392,6 +402,9 @@ struct SyncState {
     /// An fsync failed: what the kernel had not written may be lost, so no later write is
     /// reported durable (mfad needs a restart, which reopens the database).
     failed: Option<String>,
+    /// Blocking callers waiting in [`Shared::durable`] for an fsync to end (see
+    /// [`State::waiting`]).
+    waiting: usize,
 }
 
 /// The connection, held for one statement or one handle's transaction.
@@ -401,6 +414,18 @@ struct Held<'a> {
     frames: &'a AtomicU64,
     /// Taken inline: SQLite's busy timeout is off until it is given back.
     inline: bool,
+    /// Dropped after `guard` (fields drop in order): tells inline users waiting for the
+    /// connection that it is free.
+    _release: Release<'a>,
+}
+
+/// Raises [`Shared::released`] when dropped.
+struct Release<'a>(&'a tokio::sync::Notify);
+
+impl Drop for Release<'_> {
+    fn drop(&mut self) {
+        self.0.notify_one();
+    }
 }
 
 impl Drop for Held<'_> {
@@ -456,7 +481,9 @@ impl Shared {
                 s = self.sync.lock().map_err(poisoned)?;
                 continue;
             }
+            s.waiting += 1;
             s = self.synced_cv.wait(s).map_err(poisoned)?;
+            s.waiting -= 1;
         }
     }
 
@@ -511,8 +538,11 @@ impl Shared {
             Ok(()) => s.synced = s.synced.max(target),
             Err(e) => s.failed = Some(e.to_string()),
         }
+        let wake = s.waiting > 0;
         drop(s);
-        self.synced_cv.notify_all();
+        if wake {
+            self.synced_cv.notify_all();
+        }
         self.synced_tx.send_modify(|n| *n = n.wrapping_add(1));
         if self.checkpoints && self.wal_frames.swap(0, Ordering::SeqCst) >= CHECKPOINT_FRAMES {
             self.checkpoint_due.store(true, Ordering::SeqCst);
@@ -535,7 +565,9 @@ impl Shared {
                     "the store stayed busy with another login's transaction".into(),
                 ));
             }
+            guard.waiting += 1;
             guard = self.free.wait_timeout(guard, left).map_err(poisoned)?.0;
+            guard.waiting -= 1;
         }
         if guard.owner.is_none() && self.checkpoint_due.swap(false, Ordering::SeqCst) {
             let done = guard
@@ -549,6 +581,7 @@ impl Shared {
             guard,
             frames: &self.wal_frames,
             inline: false,
+            _release: Release(&self.released),
         })
     }
 }
@@ -611,7 +644,11 @@ impl SqliteBackend {
         conn.pragma_update(None, "foreign_keys", "ON")?;
         let mut backend = SqliteBackend {
             shared: Arc::new(Shared {
-                state: Mutex::new(State { conn, owner: None }),
+                state: Mutex::new(State {
+                    conn,
+                    owner: None,
+                    waiting: 0,
+                }),
                 free: Condvar::new(),
                 commits: AtomicU64::new(0),
                 sync: Mutex::new(SyncState::default()),
@@ -622,6 +659,7 @@ impl SqliteBackend {
                 wal_frames: AtomicU64::new(0),
                 checkpoint_due: std::sync::atomic::AtomicBool::new(false),
                 next_id: AtomicU64::new(1),
+                released: Arc::new(tokio::sync::Notify::new()),
             }),
             id: 0,
             in_tx: false,
@@ -720,6 +758,7 @@ impl SqliteBackend {
                 guard,
                 frames: &self.shared.wal_frames,
                 inline: true,
+                _release: Release(&self.shared.released),
             });
         }
         self.lock_waiting()
@@ -964,6 +1003,11 @@ impl Backend for SqliteBackend {
         true
     }
 
+    fn released(&self) -> Option<Arc<tokio::sync::Notify>> {
+        (!self.shared.checkpoint_due.load(Ordering::SeqCst))
+            .then(|| Arc::clone(&self.shared.released))
+    }
+
     fn take_unsynced(&mut self) -> Option<super::backend::DurableFuture> {
         let seq = std::mem::take(&mut self.unsynced);
         (seq > 0).then(|| {
@@ -993,9 +1037,12 @@ impl Backend for SqliteBackend {
         // On failure the transaction stays this handle's until `rollback`.
         control(&held.conn, "COMMIT")?;
         held.owner = None;
+        let wake = held.waiting > 0;
         drop(held);
         self.in_tx = false;
-        self.shared.free.notify_all();
+        if wake {
+            self.shared.free.notify_all();
+        }
         // Answered only once the WAL holding this commit is on disk.
         self.written()
     }
@@ -1006,13 +1053,19 @@ impl Backend for SqliteBackend {
         }
         self.in_tx = false;
         // Taken as usual even inline: the transaction must end.
-        if let Ok(mut held) = self.lock_waiting()
-            && held.owner == Some(self.id)
-        {
-            let _ = control(&held.conn, "ROLLBACK");
-            held.owner = None;
+        let wake = match self.lock_waiting() {
+            Ok(mut held) => {
+                if held.owner == Some(self.id) {
+                    let _ = control(&held.conn, "ROLLBACK");
+                    held.owner = None;
+                }
+                held.waiting > 0
+            }
+            Err(_) => true,
+        };
+        if wake {
+            self.shared.free.notify_all();
         }
-        self.shared.free.notify_all();
     }
 
     fn schema_version(&mut self) -> Result<i64, StoreError> {
@@ -1787,6 +1840,92 @@ mod tests {
         // A read commits nothing: nothing to wait for.
         inline.lock_state("held").unwrap();
         assert!(inline.take_unsynced().is_none());
+    }
+
+    #[tokio::test]
+    async fn inline_use_that_met_a_held_connection_is_told_when_it_is_let_go() {
+        let dir = tempfile::tempdir().unwrap();
+        let first = open(dir.path());
+        let mut holder = first.handle();
+        let mut inline = first.handle();
+        Backend::set_inline(&mut inline, true);
+
+        // The signal is taken before the attempt; the attempt meets the holder's
+        // transaction; the holder's commit, made before the caller waits, still ends the
+        // wait. (A wait may also end early, on a release nobody waited for: the caller
+        // then only tries once more.)
+        holder.begin().unwrap();
+        let released = inline.released().expect("SQLite raises the signal");
+        let release = released.notified();
+        assert!(matches!(inline.begin(), Err(StoreError::WouldBlock)));
+        holder.lock_until("held", 100).unwrap();
+        holder.commit().unwrap();
+        tokio::time::timeout(Duration::from_secs(5), release)
+            .await
+            .expect("never told that the connection was let go");
+        // Tried again, inline use goes on.
+        inline.begin().unwrap();
+        inline.lock_until("u", 1).unwrap();
+        inline.commit().unwrap();
+        inline.take_unsynced().unwrap().await.unwrap();
+
+        // A checkpoint due: only a blocking use runs it, so inline use is not told to try
+        // again.
+        first.shared.checkpoint_due.store(true, Ordering::SeqCst);
+        assert!(inline.released().is_none());
+        assert!(matches!(
+            inline.lock_state("u"),
+            Err(StoreError::WouldBlock)
+        ));
+        let mut blocking = first.handle();
+        blocking.lock_state("u").unwrap();
+        assert!(!first.shared.checkpoint_due.load(Ordering::SeqCst));
+        assert!(inline.released().is_some());
+    }
+
+    /// The condvars are signalled only when someone waits: those who do must still be woken
+    /// by the commit (a rollback, an fsync) they wait for, not by the end of their timeout.
+    #[test]
+    fn blocking_uses_waiting_for_a_transaction_or_an_fsync_are_woken_by_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let first = open(dir.path());
+        for end_by_commit in [true, false] {
+            let mut holder = first.handle();
+            holder.begin().unwrap();
+            holder.lock_until("held", 1).unwrap();
+            let mut waiter = first.handle();
+            let started = Instant::now();
+            let waiting = std::thread::spawn(move || {
+                let r = waiter.lock_until("w", 2);
+                (r, started.elapsed())
+            });
+            // Until the waiter is in the condvar.
+            while first.shared.state.lock().unwrap().waiting == 0 {
+                std::thread::sleep(Duration::from_millis(1));
+            }
+            if end_by_commit {
+                holder.commit().unwrap();
+            } else {
+                holder.rollback();
+            }
+            let (r, took) = waiting.join().unwrap();
+            r.unwrap();
+            assert!(took < BUSY, "woken only by the busy timeout");
+            assert_eq!(first.shared.state.lock().unwrap().waiting, 0);
+        }
+
+        // An fsync running: a blocking commit waits for it, then for its own.
+        first.shared.sync.lock().unwrap().syncing = true;
+        let mut writer = first.handle();
+        let writing = std::thread::spawn(move || writer.lock_until("x", 3));
+        while first.shared.sync.lock().unwrap().waiting == 0 {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        let wal = first.shared.wal.as_ref().unwrap();
+        first.shared.sync_once(wal).unwrap();
+        writing.join().unwrap().unwrap();
+        assert_eq!(first.shared.sync.lock().unwrap().waiting, 0);
+        assert!(synced(&first) >= first.shared.commits.load(Ordering::SeqCst));
     }
 
     #[tokio::test]
