@@ -17,10 +17,10 @@ use mfa_proto::Outcome;
 use std::sync::Arc;
 use zeroize::{Zeroize, Zeroizing};
 
-/// How many times [`Core::db_fast`] waits for the connection on its own task before it
-/// sends the work to a blocking thread, and how long each wait lasts at most.
-const INLINE_WAITS: u32 = 4;
-const INLINE_WAIT: std::time::Duration = std::time::Duration::from_millis(2);
+/// How long [`Core::db_fast`] waits for the connection on its own task, and how many times
+/// it tries again at most, before it sends the work to a blocking thread.
+const INLINE_PATIENCE: std::time::Duration = std::time::Duration::from_millis(50);
+const INLINE_TRIES: u32 = 64;
 
 /// The daemon's shared state; each service holds it, and only what else it needs.
 pub(crate) struct Core {
@@ -73,7 +73,8 @@ impl Core {
             Err(e) => return self.store_answered("unavailable", started, Err(e)),
         };
         let backend = store.backend_kind();
-        let mut waits = 0;
+        let mut tries = 0;
+        let mut until = None;
         while store.set_inline(true) {
             // Taken before the attempt, so that a release between a failed attempt and the
             // wait below still ends the wait.
@@ -94,12 +95,21 @@ impl Core {
             // Another conversation has the connection, most often for the few microseconds
             // of its own statement on the other worker: wait on this task until it lets go
             // and try again here, instead of a round trip through a blocking thread (under
-            // load, most of mfad's futex calls and context switches). A checkpoint due, or
-            // a holder that stays, sends the work to a blocking thread as before.
+            // load, most of mfad's futex calls and context switches). The wait holds no
+            // thread, so it may be long (a checkpoint holds the connection for
+            // milliseconds; 5 ms sent a thousand logins in 24,000 to a blocking thread
+            // anyway). A checkpoint due (which only a blocking use runs), or a holder
+            // that stays (another process's write lock), sends the work to a blocking
+            // thread as before.
+            let until = *until.get_or_insert_with(|| tokio::time::Instant::now() + INLINE_PATIENCE);
+            tries += 1;
             match release {
-                Some(release) if waits < INLINE_WAITS && store.released().is_some() => {
-                    waits += 1;
-                    let _ = tokio::time::timeout(INLINE_WAIT, release).await;
+                Some(release)
+                    if tries < INLINE_TRIES
+                        && tokio::time::Instant::now() < until
+                        && store.released().is_some() =>
+                {
+                    let _ = tokio::time::timeout_at(until, release).await;
                 }
                 _ => break,
             }

@@ -13,8 +13,8 @@
 //! connection is taken, another handle holds a transaction or another process holds the
 //! write lock, its statement fails with [`StoreError::WouldBlock`], having changed nothing.
 //! The caller then waits on its own task until another handle lets go of the connection
-//! ([`Backend::released`]) and tries inline again, a few times, before it runs its work on a
-//! blocking thread (under load, that round trip was most of mfad's futex calls and context
+//! ([`Backend::released`]) and tries inline again, for up to 50 ms, before it runs its work
+//! on a blocking thread (under load, that round trip was most of mfad's futex calls and context
 //! switches: the other worker's login holds the connection for microseconds at a time).
 //! Its commits do not wait for the disk, and the caller
 //! awaits [`Backend::take_unsynced`] instead, leading the next fsync itself or sleeping
