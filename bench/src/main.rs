@@ -356,6 +356,7 @@ fn compare(
         };
         for i in order {
             let (k, op, clients, rates, samples, failed) = &mut rows[i];
+            socket::quiet(QUIET_LIMIT);
             let p = socket::phase(
                 std::slice::from_ref(&daemons[*k].socket),
                 *op,
@@ -454,6 +455,9 @@ fn paced(
 /// directory's lookups (nss_wrapper's, 11 to 28 µs each at 400 entries, 250 to 550 µs at
 /// 8,000) are a small part of the profile, and each user's account stays in mfad's cache.
 const PROFILE_USERS: usize = 400;
+
+/// The longest a socket phase waits for the machine to go quiet before it starts.
+const QUIET_LIMIT: Duration = Duration::from_secs(5);
 
 /// A fixed load for a profiler: `n` TOTP accepts, then `n` policy decisions, shared by
 /// `clients` client threads, going round `users` users.
@@ -579,6 +583,12 @@ fn concurrency(
         (vec![floor.socket.clone()], &floor_pool),
     ];
     const FLOOR: usize = 3;
+    const SETUP_NAMES: [&str; 4] = [
+        "SQLite",
+        "PostgreSQL, 1 node",
+        "PostgreSQL, 2 nodes",
+        "socket floor",
+    ];
     // One login per node on its own first: two nodes' first concurrent lookups through
     // nss_wrapper once found no such user (its files are read on first use); a site's
     // NSS has no such start.
@@ -639,7 +649,16 @@ fn concurrency(
         for i in order {
             let row = &mut rows[i];
             let (sockets, pool) = &setups[row.setup];
+            let waited = socket::quiet(QUIET_LIMIT);
             let p = socket::phase(sockets, row.op, row.clients, plan.phase, pool)?;
+            eprintln!(
+                "mfa-bench:   {} {} clients, {}: {:.0}/s (after {} ms for the machine to go quiet)",
+                row.op.label(),
+                row.clients,
+                SETUP_NAMES[row.setup],
+                p.per_second(),
+                waited.as_millis()
+            );
             row.rates.push(p.per_second());
             row.samples.extend(&p.samples);
             row.failed += p.failed;
@@ -671,7 +690,7 @@ fn concurrency(
             report.load_row(
                 row.op,
                 row.clients,
-                rate,
+                &row.rates,
                 floor.map(|(f, _)| f),
                 &row.samples,
                 row.failed,

@@ -292,6 +292,43 @@ pub fn phase(
     summed(results, started.elapsed())
 }
 
+/// The CPUs' busy and total time so far, in clock ticks (the first line of /proc/stat).
+fn cpu_ticks() -> Option<(u64, u64)> {
+    let stat = std::fs::read_to_string("/proc/stat").ok()?;
+    let line = stat.lines().next()?.strip_prefix("cpu ")?;
+    let ticks: Vec<u64> = line
+        .split_whitespace()
+        .map(|t| t.parse().ok())
+        .collect::<Option<_>>()?;
+    let total: u64 = ticks.iter().take(8).sum();
+    // idle and iowait are the 4th and 5th fields.
+    let idle = ticks.get(3)? + ticks.get(4).copied().unwrap_or(0);
+    Some((total.saturating_sub(idle), total))
+}
+
+/// Waits, untimed, until the CPUs were busy less than a tenth of a 200 ms window, or
+/// `limit` has passed, and says how long it waited. Run before each phase, so that work
+/// a phase leaves behind (PostgreSQL's autovacuum and checkpoints after its rows, the
+/// kernel writing back pages) is not charged to whichever row comes next.
+pub fn quiet(limit: Duration) -> Duration {
+    let started = Instant::now();
+    let Some(mut last) = cpu_ticks() else {
+        return Duration::ZERO;
+    };
+    while started.elapsed() < limit {
+        std::thread::sleep(Duration::from_millis(200));
+        let Some(now) = cpu_ticks() else {
+            break;
+        };
+        let (busy, total) = (now.0 - last.0, now.1 - last.1);
+        if total > 0 && busy * 10 < total {
+            break;
+        }
+        last = now;
+    }
+    started.elapsed()
+}
+
 /// Open loop: `clients` threads that together start `rate` checks a second, each on a
 /// schedule of its own (thread `i` every `clients / rate` seconds, the threads staggered),
 /// for `duration`. A check's latency counts from when it was due, not from when it started:

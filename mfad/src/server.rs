@@ -182,12 +182,25 @@ pub async fn accept(
 ) -> std::io::Result<UnixStream> {
     loop {
         let mut ready = listener.readable().await?;
-        if let Ok(accepted) = ready.try_io(|l| l.get_ref().accept()) {
-            let (stream, _) = accepted?;
-            stream.set_nonblocking(true)?;
-            return Ok(stream);
+        if let Ok(accepted) = ready.try_io(|l| accept_nonblocking(l.get_ref())) {
+            return accepted;
         }
     }
+}
+
+/// One connection from `listener`, already non-blocking and close-on-exec: one system call
+/// (`accept4`) where std's `accept` and `set_nonblocking` take two.
+fn accept_nonblocking(listener: &std::os::unix::net::UnixListener) -> std::io::Result<UnixStream> {
+    use nix::sys::socket::{SockFlag, accept4};
+    use std::os::fd::{AsRawFd, FromRawFd};
+    let fd = accept4(
+        listener.as_raw_fd(),
+        SockFlag::SOCK_NONBLOCK | SockFlag::SOCK_CLOEXEC,
+    )
+    .map_err(std::io::Error::from)?;
+    // SAFETY: `accept4` just returned `fd`, a new descriptor nothing else owns; the stream
+    // takes it over and closes it when dropped.
+    Ok(unsafe { UnixStream::from_raw_fd(fd) })
 }
 
 /// The caller's uid, as the kernel saw it at connect (SO_PEERCRED).
@@ -419,6 +432,31 @@ pub async fn serve_with_grace(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_connection_is_taken_non_blocking_and_closed_on_exec() {
+        use std::io::{Read, Write};
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s");
+        let listener = std::os::unix::net::UnixListener::bind(&path).unwrap();
+        let mut client = UnixStream::connect(&path).unwrap();
+        let mut stream = accept_nonblocking(&listener).unwrap();
+        let mut buf = [0u8; 4];
+        // Nothing sent yet: the read says so at once instead of waiting.
+        let err = stream.read(&mut buf).unwrap_err();
+        assert_eq!(err.kind(), std::io::ErrorKind::WouldBlock);
+        client.write_all(b"ping").unwrap();
+        stream.read_exact(&mut buf).unwrap();
+        assert_eq!(&buf, b"ping");
+        let flags = nix::fcntl::fcntl(&stream, nix::fcntl::FcntlArg::F_GETFD).unwrap();
+        assert!(
+            nix::fcntl::FdFlag::from_bits_truncate(flags).contains(nix::fcntl::FdFlag::FD_CLOEXEC)
+        );
+        // No connection waiting: an error (would block), never a wait.
+        listener.set_nonblocking(true).unwrap();
+        let err = accept_nonblocking(&listener).unwrap_err();
+        assert_eq!(err.kind(), std::io::ErrorKind::WouldBlock);
+    }
 
     #[test]
     fn the_web_front_has_its_own_pool_apart_from_users_and_root() {
