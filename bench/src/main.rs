@@ -473,17 +473,19 @@ fn profile(
     let started = Instant::now();
     for op in [Op::Totp, Op::Policy] {
         let phase_started = Instant::now();
-        let done: Vec<Result<usize, BenchError>> = std::thread::scope(|s| {
+        let done: Vec<Result<(usize, Samples), BenchError>> = std::thread::scope(|s| {
             let handles: Vec<_> = (0..clients)
                 .map(|i| {
                     let (socket, pool) = (&d.socket, &pool);
                     let mine = n / clients + usize::from(i < n % clients);
                     s.spawn(move || {
-                        let mut ok = 0;
+                        let (mut ok, mut took) = (0, Samples::default());
                         for _ in 0..mine {
-                            ok += usize::from(socket::one(socket, op, pool)?.0);
+                            let (fine, t) = socket::one(socket, op, pool)?;
+                            ok += usize::from(fine);
+                            took.push(t);
                         }
-                        Ok(ok)
+                        Ok((ok, took))
                     })
                 })
                 .collect();
@@ -495,11 +497,20 @@ fn profile(
                 })
                 .collect()
         });
-        let ok = done.into_iter().sum::<Result<usize, BenchError>>()?;
+        let elapsed = phase_started.elapsed();
+        let (mut ok, mut took) = (0, Samples::default());
+        for d in done {
+            let (fine, t) = d?;
+            ok += fine;
+            took.extend(&t);
+        }
         eprintln!(
-            "mfa-bench: {ok}/{n} {} as expected ({clients} clients, {:?})",
+            "mfa-bench: {ok}/{n} {} as expected ({clients} clients, {elapsed:?}; p50 {} ms, \
+             p99 {} ms, max {} ms)",
             op.label(),
-            phase_started.elapsed()
+            stats::ms(took.median()),
+            stats::ms(took.percentile(99.0)),
+            stats::ms(took.percentile(100.0))
         );
     }
     eprintln!("mfa-bench: profile load took {:?}", started.elapsed());
@@ -652,11 +663,14 @@ fn concurrency(
             let waited = socket::quiet(QUIET_LIMIT);
             let p = socket::phase(sockets, row.op, row.clients, plan.phase, pool)?;
             eprintln!(
-                "mfa-bench:   {} {} clients, {}: {:.0}/s (after {} ms for the machine to go quiet)",
+                "mfa-bench:   {} {} clients, {}: {:.0}/s, p50 {} ms, p99 {} ms (after {} ms for \
+                 the machine to go quiet)",
                 row.op.label(),
                 row.clients,
                 SETUP_NAMES[row.setup],
                 p.per_second(),
+                stats::ms(p.samples.median()),
+                stats::ms(p.samples.percentile(99.0)),
                 waited.as_millis()
             );
             row.rates.push(p.per_second());

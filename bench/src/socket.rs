@@ -294,7 +294,11 @@ pub fn phase(
 
 /// The CPUs' busy and total time so far, in clock ticks (the first line of /proc/stat).
 fn cpu_ticks() -> Option<(u64, u64)> {
-    let stat = std::fs::read_to_string("/proc/stat").ok()?;
+    busy_and_total(&std::fs::read_to_string("/proc/stat").ok()?)
+}
+
+/// The busy and total ticks of all CPUs in the text of /proc/stat.
+fn busy_and_total(stat: &str) -> Option<(u64, u64)> {
     let line = stat.lines().next()?.strip_prefix("cpu ")?;
     let ticks: Vec<u64> = line
         .split_whitespace()
@@ -452,4 +456,18 @@ fn summed(results: Vec<Result<Phase, BenchError>>, elapsed: Duration) -> Result<
         total.samples.extend(&r.samples);
     }
     Ok(total)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn busy_time_leaves_out_idle_and_iowait_and_guests_counted_in_user() {
+        // user nice system idle iowait irq softirq steal guest guest_nice
+        let stat = "cpu  100 5 40 800 20 3 2 1 50 0\ncpu0 50 2 20 400 10 1 1 0 25 0\n";
+        assert_eq!(busy_and_total(stat), Some((151, 971)));
+        assert_eq!(busy_and_total("intr 1 2 3\n"), None);
+        assert_eq!(busy_and_total("cpu  1 2 x\n"), None);
+    }
 }
