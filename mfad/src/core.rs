@@ -22,6 +22,40 @@ use zeroize::{Zeroize, Zeroizing};
 const INLINE_PATIENCE: std::time::Duration = std::time::Duration::from_millis(50);
 const INLINE_TRIES: u32 = 64;
 
+/// The most lookups in the directory (an account by name, its groups) mfad runs at once,
+/// over all conversations; the others wait their turn, first come first served. Unbounded,
+/// a burst of logins of users the cache does not hold ran as many lookups as logins, each on
+/// its own blocking thread, and the threads shared two cores by turns: with 200 clients and
+/// nss_wrapper's 8,000 entries, the same throughput but a p99 of 136-149 ms against 88-98
+/// ms with 8 (docs/BENCHMARKS.md). A site's NSS rarely runs more at once anyway (sssd's
+/// client library sends one request at a time per process). Eight, not fewer, so that a
+/// few slow lookups (an account in a slow trusted domain) hold up no one else.
+pub(crate) const DIRECTORY_LOOKUPS: usize = 8;
+
+static DIRECTORY: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(DIRECTORY_LOOKUPS);
+
+/// What `kept` has (a cache, read on the task), else the answer of `ask` (a directory
+/// lookup, blocking), run once one of `places` is free. `kept` is read again once the place
+/// is taken: logins of one user that waited together ask the directory once, not each.
+async fn ask_directory<T, K, A>(places: &tokio::sync::Semaphore, kept: K, ask: A) -> Result<T>
+where
+    T: Send + 'static,
+    K: Fn() -> Option<T>,
+    A: FnOnce() -> std::result::Result<T, crate::accounts::AccountsError> + Send + 'static,
+{
+    // A kept answer is taken here, without a hop to a blocking thread and back.
+    if let Some(found) = kept() {
+        return Ok(found);
+    }
+    // An error only once the semaphore is closed, which `DIRECTORY` never is: the lookup
+    // then runs without a place rather than not at all.
+    let _place = places.acquire().await.ok();
+    if let Some(found) = kept() {
+        return Ok(found);
+    }
+    Ok(crate::blocking::run_here_if_alone(ask).await??)
+}
+
 /// The daemon's shared state; each service holds it, and only what else it needs.
 pub(crate) struct Core {
     pub(crate) config: Config,
@@ -140,12 +174,13 @@ impl Core {
 
     /// The account `name` refers to, as the directory spells it.
     pub(crate) async fn account(&self, name: &str) -> Result<Option<Account>> {
-        // A kept answer is taken here, without a hop to a blocking thread and back.
-        if let Some(account) = self.accounts.kept_by_name(name) {
-            return Ok(Some(account));
-        }
-        let (accounts, name) = (Arc::clone(&self.accounts), name.to_string());
-        Ok(crate::blocking::run_here_if_alone(move || accounts.by_name(&name)).await??)
+        let (accounts, owned) = (Arc::clone(&self.accounts), name.to_string());
+        ask_directory(
+            &DIRECTORY,
+            || self.accounts.kept_by_name(name).map(Some),
+            move || accounts.by_name(&owned),
+        )
+        .await
     }
 
     /// The user name of `uid`.
@@ -158,11 +193,13 @@ impl Core {
 
     /// The names of `account`'s groups; an error when the directory cannot say.
     pub(crate) async fn groups(&self, account: &Account) -> Result<Vec<String>> {
-        if let Some(groups) = self.accounts.kept_groups(account) {
-            return Ok(groups);
-        }
-        let (accounts, account) = (Arc::clone(&self.accounts), account.clone());
-        Ok(crate::blocking::run_here_if_alone(move || accounts.groups(&account)).await??)
+        let (accounts, owned) = (Arc::clone(&self.accounts), account.clone());
+        ask_directory(
+            &DIRECTORY,
+            || self.accounts.kept_groups(account),
+            move || accounts.groups(&owned),
+        )
+        .await
     }
     /// How long a reported login locks the account: the lockout duration, at least an hour.
     pub(crate) fn report_lock_secs(&self) -> i64 {
@@ -325,5 +362,108 @@ impl Core {
         self.db(move |s| s.add_device(&user, &row, now)).await?;
         decision(who, kind.as_str(), "enrolled", &format!("device {name}"));
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Mutex;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::time::Duration;
+
+    fn runtime() -> tokio::runtime::Runtime {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .unwrap()
+    }
+
+    #[test]
+    fn no_more_than_the_bound_of_directory_lookups_run_at_once_and_all_are_answered() {
+        // Other conversations at work, as under load: the lookups go to blocking threads
+        // (alone, a conversation's lookup runs on its worker, two at most on this runtime).
+        let _others: Vec<_> = (0..3).map(|_| crate::blocking::Open::new()).collect();
+        let places = Arc::new(tokio::sync::Semaphore::new(DIRECTORY_LOOKUPS));
+        let running = Arc::new(AtomicUsize::new(0));
+        let most = Arc::new(AtomicUsize::new(0));
+        let answers = runtime().block_on(async {
+            let mut tasks = tokio::task::JoinSet::new();
+            for i in 0..5 * DIRECTORY_LOOKUPS {
+                let (places, running, most) = (places.clone(), running.clone(), most.clone());
+                tasks.spawn(async move {
+                    ask_directory(
+                        &places,
+                        || None,
+                        move || {
+                            let now = running.fetch_add(1, Ordering::SeqCst) + 1;
+                            most.fetch_max(now, Ordering::SeqCst);
+                            std::thread::sleep(Duration::from_millis(20));
+                            running.fetch_sub(1, Ordering::SeqCst);
+                            Ok(i)
+                        },
+                    )
+                    .await
+                    .ok()
+                });
+            }
+            let mut answers: Vec<usize> = tasks.join_all().await.into_iter().flatten().collect();
+            answers.sort_unstable();
+            answers
+        });
+        assert_eq!(answers, (0..5 * DIRECTORY_LOOKUPS).collect::<Vec<_>>());
+        let most = most.load(Ordering::SeqCst);
+        assert!(most <= DIRECTORY_LOOKUPS, "{most} lookups ran at once");
+        assert!(
+            most > 2,
+            "the lookups ran {most} at a time: not on blocking threads"
+        );
+    }
+
+    #[test]
+    fn logins_of_one_user_that_waited_together_ask_the_directory_once_per_place() {
+        // One place: the first lookup fills the cache, and every login that waited behind
+        // it finds the answer there.
+        let places = Arc::new(tokio::sync::Semaphore::new(1));
+        let cache: Arc<Mutex<Option<u32>>> = Arc::new(Mutex::new(None));
+        let asked = Arc::new(AtomicUsize::new(0));
+        let answers = runtime().block_on(async {
+            let mut tasks = tokio::task::JoinSet::new();
+            for _ in 0..20 {
+                let (places, cache, asked) = (places.clone(), cache.clone(), asked.clone());
+                tasks.spawn(async move {
+                    let filled = cache.clone();
+                    ask_directory(
+                        &places,
+                        || *cache.lock().unwrap(),
+                        move || {
+                            asked.fetch_add(1, Ordering::SeqCst);
+                            std::thread::sleep(Duration::from_millis(10));
+                            *filled.lock().unwrap() = Some(1000);
+                            Ok(1000)
+                        },
+                    )
+                    .await
+                    .ok()
+                });
+            }
+            tasks.join_all().await
+        });
+        assert_eq!(answers, vec![Some(1000); 20]);
+        assert_eq!(asked.load(Ordering::SeqCst), 1);
+    }
+
+    #[test]
+    fn a_directory_that_fails_is_an_error_never_an_answer() {
+        let places = tokio::sync::Semaphore::new(1);
+        let got: Result<Option<u32>> = runtime().block_on(ask_directory(
+            &places,
+            || None,
+            || Err(crate::accounts::AccountsError::Lookup("down".into())),
+        ));
+        assert!(matches!(got, Err(SessionError::Accounts(_))));
+        // Its place was given back.
+        assert_eq!(places.available_permits(), 1);
     }
 }
