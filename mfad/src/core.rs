@@ -36,8 +36,14 @@ static DIRECTORY: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(DIR
 
 /// What `kept` has (a cache, read on the task), else the answer of `ask` (a directory
 /// lookup, blocking), run once one of `places` is free. `kept` is read again once the place
-/// is taken: logins of one user that waited together ask the directory once, not each.
-async fn ask_directory<T, K, A>(places: &tokio::sync::Semaphore, kept: K, ask: A) -> Result<T>
+/// is taken: logins of one user that waited together ask the directory once, not each. The
+/// place goes with the lookup and is given back when it ends, not when the login does: a
+/// login dropped meanwhile (its client gone) leaves no more lookups running than the bound.
+async fn ask_directory<T, K, A>(
+    places: &'static tokio::sync::Semaphore,
+    kept: K,
+    ask: A,
+) -> Result<T>
 where
     T: Send + 'static,
     K: Fn() -> Option<T>,
@@ -49,11 +55,15 @@ where
     }
     // An error only once the semaphore is closed, which `DIRECTORY` never is: the lookup
     // then runs without a place rather than not at all.
-    let _place = places.acquire().await.ok();
+    let place = places.acquire().await.ok();
     if let Some(found) = kept() {
         return Ok(found);
     }
-    Ok(crate::blocking::run_here_if_alone(ask).await??)
+    Ok(crate::blocking::run_here_if_alone(move || {
+        let _place = place;
+        ask()
+    })
+    .await??)
 }
 
 /// The daemon's shared state; each service holds it, and only what else it needs.
@@ -372,6 +382,11 @@ mod tests {
     use std::sync::atomic::{AtomicUsize, Ordering};
     use std::time::Duration;
 
+    /// A semaphore of `n` places for one test.
+    fn places(n: usize) -> &'static tokio::sync::Semaphore {
+        Box::leak(Box::new(tokio::sync::Semaphore::new(n)))
+    }
+
     fn runtime() -> tokio::runtime::Runtime {
         tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
@@ -385,16 +400,16 @@ mod tests {
         // Other conversations at work, as under load: the lookups go to blocking threads
         // (alone, a conversation's lookup runs on its worker, two at most on this runtime).
         let _others: Vec<_> = (0..3).map(|_| crate::blocking::Open::new()).collect();
-        let places = Arc::new(tokio::sync::Semaphore::new(DIRECTORY_LOOKUPS));
+        let places = places(DIRECTORY_LOOKUPS);
         let running = Arc::new(AtomicUsize::new(0));
         let most = Arc::new(AtomicUsize::new(0));
         let answers = runtime().block_on(async {
             let mut tasks = tokio::task::JoinSet::new();
             for i in 0..5 * DIRECTORY_LOOKUPS {
-                let (places, running, most) = (places.clone(), running.clone(), most.clone());
+                let (running, most) = (running.clone(), most.clone());
                 tasks.spawn(async move {
                     ask_directory(
-                        &places,
+                        places,
                         || None,
                         move || {
                             let now = running.fetch_add(1, Ordering::SeqCst) + 1;
@@ -425,17 +440,17 @@ mod tests {
     fn logins_of_one_user_that_waited_together_ask_the_directory_once_per_place() {
         // One place: the first lookup fills the cache, and every login that waited behind
         // it finds the answer there.
-        let places = Arc::new(tokio::sync::Semaphore::new(1));
+        let places = places(1);
         let cache: Arc<Mutex<Option<u32>>> = Arc::new(Mutex::new(None));
         let asked = Arc::new(AtomicUsize::new(0));
         let answers = runtime().block_on(async {
             let mut tasks = tokio::task::JoinSet::new();
             for _ in 0..20 {
-                let (places, cache, asked) = (places.clone(), cache.clone(), asked.clone());
+                let (cache, asked) = (cache.clone(), asked.clone());
                 tasks.spawn(async move {
                     let filled = cache.clone();
                     ask_directory(
-                        &places,
+                        places,
                         || *cache.lock().unwrap(),
                         move || {
                             asked.fetch_add(1, Ordering::SeqCst);
@@ -456,14 +471,45 @@ mod tests {
 
     #[test]
     fn a_directory_that_fails_is_an_error_never_an_answer() {
-        let places = tokio::sync::Semaphore::new(1);
+        let places = places(1);
         let got: Result<Option<u32>> = runtime().block_on(ask_directory(
-            &places,
+            places,
             || None,
             || Err(crate::accounts::AccountsError::Lookup("down".into())),
         ));
         assert!(matches!(got, Err(SessionError::Accounts(_))));
         // Its place was given back.
+        assert_eq!(places.available_permits(), 1);
+    }
+
+    #[test]
+    fn a_login_dropped_during_its_lookup_leaves_the_place_taken_until_the_lookup_ends() {
+        let _others: Vec<_> = (0..3).map(|_| crate::blocking::Open::new()).collect();
+        let places = places(1);
+        let (go_on, wait) = std::sync::mpsc::channel::<()>();
+        let (started, has_started) = std::sync::mpsc::channel::<()>();
+        let rt = runtime();
+        let login = rt.spawn(ask_directory(
+            places,
+            || None,
+            move || {
+                let _ = started.send(());
+                let _ = wait.recv();
+                Ok(1000u32)
+            },
+        ));
+        has_started.recv().unwrap();
+        login.abort();
+        rt.block_on(async {
+            let _ = login.await;
+        });
+        // The login is gone, its lookup still runs: no other lookup may start.
+        assert_eq!(places.available_permits(), 0);
+        go_on.send(()).unwrap();
+        rt.block_on(async {
+            let free = places.acquire().await.unwrap();
+            drop(free);
+        });
         assert_eq!(places.available_permits(), 1);
     }
 }
