@@ -594,12 +594,6 @@ fn concurrency(
         (vec![floor.socket.clone()], &floor_pool),
     ];
     const FLOOR: usize = 3;
-    const SETUP_NAMES: [&str; 4] = [
-        "SQLite",
-        "PostgreSQL, 1 node",
-        "PostgreSQL, 2 nodes",
-        "socket floor",
-    ];
     // One login per node on its own first: two nodes' first concurrent lookups through
     // nss_wrapper once found no such user (its files are read on first use); a site's
     // NSS has no such start.
@@ -667,7 +661,7 @@ fn concurrency(
                  the machine to go quiet)",
                 row.op.label(),
                 row.clients,
-                SETUP_NAMES[row.setup],
+                SETUPS.get(row.setup).copied().unwrap_or("socket floor"),
                 p.per_second(),
                 stats::ms(p.samples.median()),
                 stats::ms(p.samples.percentile(99.0)),
