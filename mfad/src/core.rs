@@ -27,8 +27,7 @@ const INLINE_TRIES: u32 = 64;
 /// a burst of logins of users the cache does not hold ran as many lookups as logins, each on
 /// its own blocking thread, and the threads shared two cores by turns: with 200 clients and
 /// nss_wrapper's 8,000 entries, the same throughput but a p99 of 100-149 ms against 81-122
-/// ms with 8 in six interleaved pairs (docs/BENCHMARKS.md). A site's NSS rarely runs more at once anyway (sssd's
-/// client library sends one request at a time per process). Eight, not fewer, so that a
+/// ms with 8 in six interleaved pairs (docs/BENCHMARKS.md). Eight, not fewer, so that a
 /// few slow lookups (an account in a slow trusted domain) hold up no one else.
 pub(crate) const DIRECTORY_LOOKUPS: usize = 8;
 
