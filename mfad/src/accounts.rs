@@ -41,6 +41,10 @@ pub trait Accounts: Send + Sync {
     fn kept_by_name(&self, _name: &str) -> Option<Account> {
         None
     }
+    /// The account of `uid` if it is at hand without asking the directory.
+    fn kept_by_uid(&self, _uid: u32) -> Option<Account> {
+        None
+    }
     /// The account's groups if they are at hand without asking the directory.
     fn kept_groups(&self, _account: &Account) -> Option<Vec<String>> {
         None
@@ -124,6 +128,7 @@ pub struct CachedAccounts {
     clock: Arc<dyn Clock>,
     ttl: i64,
     names: Kept<String, Account>,
+    uids: Kept<u32, Account>,
     groups: Kept<(String, u32), Vec<String>>,
 }
 
@@ -141,6 +146,7 @@ impl CachedAccounts {
             clock,
             ttl: i64::try_from(ttl).unwrap_or(i64::MAX),
             names: Mutex::new(HashMap::new()),
+            uids: Mutex::new(HashMap::new()),
             groups: Mutex::new(HashMap::new()),
         }
     }
@@ -188,6 +194,10 @@ impl Accounts for CachedAccounts {
         self.cached(&self.names, &name.to_string())
     }
 
+    fn kept_by_uid(&self, uid: u32) -> Option<Account> {
+        self.cached(&self.uids, &uid)
+    }
+
     fn kept_groups(&self, account: &Account) -> Option<Vec<String>> {
         self.cached(&self.groups, &(account.name.clone(), account.gid))
     }
@@ -204,7 +214,14 @@ impl Accounts for CachedAccounts {
     }
 
     fn by_uid(&self, uid: u32) -> Result<Option<Account>, AccountsError> {
-        self.inner.by_uid(uid)
+        if let Some(account) = self.cached(&self.uids, &uid) {
+            return Ok(Some(account));
+        }
+        let found = self.inner.by_uid(uid)?;
+        if let Some(account) = &found {
+            self.keep(&self.uids, uid, account.clone());
+        }
+        Ok(found)
     }
 
     fn groups(&self, account: &Account) -> Result<Vec<String>, AccountsError> {
@@ -325,6 +342,7 @@ mod tests {
     struct Counting {
         table: AccountTable,
         names: AtomicUsize,
+        uids: AtomicUsize,
         groups: AtomicUsize,
     }
 
@@ -334,6 +352,7 @@ mod tests {
             self.table.by_name(name)
         }
         fn by_uid(&self, uid: u32) -> Result<Option<Account>, AccountsError> {
+            self.uids.fetch_add(1, Ordering::SeqCst);
             self.table.by_uid(uid)
         }
         fn groups(&self, account: &Account) -> Result<Vec<String>, AccountsError> {
@@ -349,6 +368,7 @@ mod tests {
         Arc::new(Counting {
             table,
             names: AtomicUsize::new(0),
+            uids: AtomicUsize::new(0),
             groups: AtomicUsize::new(0),
         })
     }
@@ -383,6 +403,29 @@ mod tests {
         cache.groups(&alice).unwrap();
         assert_eq!(nss.names.load(Ordering::SeqCst), 4);
         assert_eq!(nss.groups.load(Ordering::SeqCst), 2);
+    }
+
+    #[test]
+    fn the_cache_keeps_an_account_by_uid_for_the_period_and_never_a_miss() {
+        let clock = FakeClock::new(1_000);
+        let nss = counting(AccountTable::new().with("alice", 1000, &[]));
+        let cache = CachedAccounts::new(nss.clone(), Arc::new(clock.clone()), 5);
+        assert_eq!(cache.kept_by_uid(1000), None);
+        let alice = cache.by_uid(1000).unwrap().unwrap();
+        assert_eq!(alice.name, "alice");
+        assert_eq!(cache.kept_by_uid(1000), Some(alice.clone()));
+        for _ in 0..3 {
+            assert_eq!(cache.by_uid(1000).unwrap().unwrap(), alice);
+        }
+        assert_eq!(nss.uids.load(Ordering::SeqCst), 1);
+        // A uid without an account is asked about every time.
+        assert!(cache.by_uid(4242).unwrap().is_none());
+        assert!(cache.by_uid(4242).unwrap().is_none());
+        assert_eq!(nss.uids.load(Ordering::SeqCst), 3);
+        clock.advance(5);
+        assert_eq!(cache.kept_by_uid(1000), None);
+        cache.by_uid(1000).unwrap().unwrap();
+        assert_eq!(nss.uids.load(Ordering::SeqCst), 4);
     }
 
     #[test]

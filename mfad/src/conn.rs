@@ -411,6 +411,11 @@ impl Conn {
         Ok(self.uid)
     }
 
+    /// The caller's uid (as [`Conn::peer_uid`], which cannot fail once connected).
+    pub(crate) fn uid(&self) -> u32 {
+        self.uid
+    }
+
     /// The verdict the client was given, if any.
     pub fn verdict(&self) -> Option<&'static str> {
         self.verdict

@@ -22,27 +22,55 @@ use zeroize::{Zeroize, Zeroizing};
 const INLINE_PATIENCE: std::time::Duration = std::time::Duration::from_millis(50);
 const INLINE_TRIES: u32 = 64;
 
-/// The most lookups in the directory (an account by name, its groups) mfad runs at once,
-/// over all conversations; the others wait their turn, first come first served. Unbounded,
-/// a burst of logins of users the cache does not hold ran as many lookups as logins, each on
-/// its own blocking thread, and the threads shared two cores by turns: with 200 clients and
-/// nss_wrapper's 8,000 entries, the same throughput but a p99 of 100-149 ms against 81-122
-/// ms with 8 in six interleaved pairs (docs/BENCHMARKS.md). Eight, not fewer, so that a
-/// few slow lookups (an account in a slow trusted domain) hold up no one else.
-pub(crate) const DIRECTORY_LOOKUPS: usize = 8;
+/// The most lookups in the directory (an account by name or uid, its groups) mfad runs at
+/// once for root's conversations (sshd's logins, root's commands); the others wait their
+/// turn, first come first served. Unbounded, a burst of logins of users the cache does not
+/// hold ran as many lookups as logins, each on its own blocking thread, and the threads
+/// shared two cores by turns: with 200 clients and nss_wrapper's 8,000 entries, the same
+/// throughput but a p99 of 100-149 ms against 81-122 ms with 8 in six interleaved pairs
+/// (docs/BENCHMARKS.md). Eight, not fewer, so that a few slow lookups (an account in a slow
+/// trusted domain) hold up no one else.
+pub const DIRECTORY_LOOKUPS: usize = 8;
 
-static DIRECTORY: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(DIRECTORY_LOOKUPS);
+/// The most lookups all other local callers together run at once (a user's own process, which
+/// may ask only about that user: see `LoginService::authenticate`), in places of their own.
+pub const USER_DIRECTORY_LOOKUPS: usize = 4;
+
+/// The most lookups the web front's requests run at once, in places of their own: its
+/// sign-in page takes any name from anyone who reaches it.
+pub const WEB_DIRECTORY_LOOKUPS: usize = 2;
+
+/// The places directory lookups wait for, one set for each kind of caller, so that however
+/// many lookups users' processes or the web front's visitors cause, none of sshd's logins
+/// waits behind them. Kept across reloads, with the accounts they guard.
+pub(crate) struct DirectoryPlaces {
+    root: Arc<tokio::sync::Semaphore>,
+    users: Arc<tokio::sync::Semaphore>,
+    web: Arc<tokio::sync::Semaphore>,
+}
+
+impl DirectoryPlaces {
+    pub(crate) fn new() -> DirectoryPlaces {
+        let places = |n| Arc::new(tokio::sync::Semaphore::new(n));
+        DirectoryPlaces {
+            root: places(DIRECTORY_LOOKUPS),
+            users: places(USER_DIRECTORY_LOOKUPS),
+            web: places(WEB_DIRECTORY_LOOKUPS),
+        }
+    }
+
+    /// The places of a conversation whose caller is `uid`.
+    fn of_caller(&self, uid: u32) -> &Arc<tokio::sync::Semaphore> {
+        if uid == 0 { &self.root } else { &self.users }
+    }
+}
 
 /// What `kept` has (a cache, read on the task), else the answer of `ask` (a directory
 /// lookup, blocking), run once one of `places` is free. `kept` is read again once the place
 /// is taken: logins of one user that waited together ask the directory once, not each. The
 /// place goes with the lookup and is given back when it ends, not when the login does: a
 /// login dropped meanwhile (its client gone) leaves no more lookups running than the bound.
-async fn ask_directory<T, K, A>(
-    places: &'static tokio::sync::Semaphore,
-    kept: K,
-    ask: A,
-) -> Result<T>
+async fn ask_directory<T, K, A>(places: &Arc<tokio::sync::Semaphore>, kept: K, ask: A) -> Result<T>
 where
     T: Send + 'static,
     K: Fn() -> Option<T>,
@@ -52,9 +80,9 @@ where
     if let Some(found) = kept() {
         return Ok(found);
     }
-    // An error only once the semaphore is closed, which `DIRECTORY` never is: the lookup
-    // then runs without a place rather than not at all.
-    let place = places.acquire().await.ok();
+    // An error only once the semaphore is closed, which mfad's never are: the lookup then
+    // runs without a place rather than not at all.
+    let place = Arc::clone(places).acquire_owned().await.ok();
     if let Some(found) = kept() {
         return Ok(found);
     }
@@ -78,6 +106,8 @@ pub(crate) struct Core {
     pub(crate) random: Arc<dyn Random>,
     /// The login history's queue (kept across reloads).
     pub(crate) history: Arc<crate::history::History>,
+    /// The places directory lookups wait for (kept across reloads).
+    pub(crate) directory: Arc<DirectoryPlaces>,
 }
 
 impl Core {
@@ -181,35 +211,73 @@ impl Core {
         Ok(result?)
     }
 
-    /// The account `name` refers to, as the directory spells it.
+    /// The account `name` refers to, as the directory spells it, for root's conversations
+    /// (only root may ask about any name).
     pub(crate) async fn account(&self, name: &str) -> Result<Option<Account>> {
+        self.account_in(&self.directory.root, name).await
+    }
+
+    /// [`Core::account`] for the web front, in its own places ([`WEB_DIRECTORY_LOOKUPS`]).
+    pub(crate) async fn web_account(&self, name: &str) -> Result<Option<Account>> {
+        self.account_in(&self.directory.web, name).await
+    }
+
+    async fn account_in(
+        &self,
+        places: &Arc<tokio::sync::Semaphore>,
+        name: &str,
+    ) -> Result<Option<Account>> {
         let (accounts, owned) = (Arc::clone(&self.accounts), name.to_string());
         ask_directory(
-            &DIRECTORY,
+            places,
             || self.accounts.kept_by_name(name).map(Some),
             move || accounts.by_name(&owned),
         )
         .await
     }
 
-    /// The user name of `uid`.
-    pub(crate) async fn name_of(&self, uid: u32) -> Result<Option<String>> {
+    /// The account of the caller `uid`.
+    pub(crate) async fn account_of(&self, uid: u32) -> Result<Option<Account>> {
         let accounts = Arc::clone(&self.accounts);
-        Ok(crate::blocking::run(move || accounts.by_uid(uid))
-            .await??
-            .map(|a| a.name))
+        ask_directory(
+            self.directory.of_caller(uid),
+            || self.accounts.kept_by_uid(uid).map(Some),
+            move || accounts.by_uid(uid),
+        )
+        .await
     }
 
-    /// The names of `account`'s groups; an error when the directory cannot say.
-    pub(crate) async fn groups(&self, account: &Account) -> Result<Vec<String>> {
+    /// The user name of the caller `uid`.
+    pub(crate) async fn name_of(&self, uid: u32) -> Result<Option<String>> {
+        Ok(self.account_of(uid).await?.map(|a| a.name))
+    }
+
+    /// The names of `account`'s groups, asked in a conversation with the caller `caller`;
+    /// an error when the directory cannot say.
+    pub(crate) async fn groups(&self, account: &Account, caller: u32) -> Result<Vec<String>> {
+        self.groups_in(self.directory.of_caller(caller), account)
+            .await
+    }
+
+    /// [`Core::groups`] for the web front, in its own places ([`WEB_DIRECTORY_LOOKUPS`]).
+    pub(crate) async fn web_groups(&self, account: &Account) -> Result<Vec<String>> {
+        self.groups_in(&self.directory.web, account).await
+    }
+
+    async fn groups_in(
+        &self,
+        places: &Arc<tokio::sync::Semaphore>,
+        account: &Account,
+    ) -> Result<Vec<String>> {
         let (accounts, owned) = (Arc::clone(&self.accounts), account.clone());
         ask_directory(
-            &DIRECTORY,
+            places,
             || self.accounts.kept_groups(account),
             move || accounts.groups(&owned),
         )
         .await
     }
+
     /// How long a reported login locks the account: the lockout duration, at least an hour.
     pub(crate) fn report_lock_secs(&self) -> i64 {
         self.config.lockout.duration.max(3600) as i64
@@ -382,8 +450,8 @@ mod tests {
     use std::time::Duration;
 
     /// A semaphore of `n` places for one test.
-    fn places(n: usize) -> &'static tokio::sync::Semaphore {
-        Box::leak(Box::new(tokio::sync::Semaphore::new(n)))
+    fn places(n: usize) -> Arc<tokio::sync::Semaphore> {
+        Arc::new(tokio::sync::Semaphore::new(n))
     }
 
     fn runtime() -> tokio::runtime::Runtime {
@@ -405,10 +473,10 @@ mod tests {
         let answers = runtime().block_on(async {
             let mut tasks = tokio::task::JoinSet::new();
             for i in 0..5 * DIRECTORY_LOOKUPS {
-                let (running, most) = (running.clone(), most.clone());
+                let (running, most, places) = (running.clone(), most.clone(), places.clone());
                 tasks.spawn(async move {
                     ask_directory(
-                        places,
+                        &places,
                         || None,
                         move || {
                             let now = running.fetch_add(1, Ordering::SeqCst) + 1;
@@ -445,11 +513,11 @@ mod tests {
         let answers = runtime().block_on(async {
             let mut tasks = tokio::task::JoinSet::new();
             for _ in 0..20 {
-                let (cache, asked) = (cache.clone(), asked.clone());
+                let (cache, asked, places) = (cache.clone(), asked.clone(), places.clone());
                 tasks.spawn(async move {
                     let filled = cache.clone();
                     ask_directory(
-                        places,
+                        &places,
                         || *cache.lock().unwrap(),
                         move || {
                             asked.fetch_add(1, Ordering::SeqCst);
@@ -472,7 +540,7 @@ mod tests {
     fn a_directory_that_fails_is_an_error_never_an_answer() {
         let places = places(1);
         let got: Result<Option<u32>> = runtime().block_on(ask_directory(
-            places,
+            &places,
             || None,
             || Err(crate::accounts::AccountsError::Lookup("down".into())),
         ));
@@ -488,15 +556,19 @@ mod tests {
         let (go_on, wait) = std::sync::mpsc::channel::<()>();
         let (started, has_started) = std::sync::mpsc::channel::<()>();
         let rt = runtime();
-        let login = rt.spawn(ask_directory(
-            places,
-            || None,
-            move || {
-                let _ = started.send(());
-                let _ = wait.recv();
-                Ok(1000u32)
-            },
-        ));
+        let taken = places.clone();
+        let login = rt.spawn(async move {
+            ask_directory(
+                &taken,
+                || None,
+                move || {
+                    let _ = started.send(());
+                    let _ = wait.recv();
+                    Ok(1000u32)
+                },
+            )
+            .await
+        });
         has_started.recv().unwrap();
         login.abort();
         rt.block_on(async {

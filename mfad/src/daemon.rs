@@ -52,6 +52,13 @@ pub struct World {
     pub passwords: Arc<dyn crate::password::PasswordCheck>,
 }
 
+/// What a reload keeps: pending approvals, the login history's queue, the directory's places.
+type KeptAcrossReloads = (
+    Arc<ApprovalStore>,
+    Arc<crate::history::History>,
+    Arc<crate::core::DirectoryPlaces>,
+);
+
 /// The daemon: the services a conversation is dispatched to, each holding only what it
 /// needs. The socket server (`server.rs`) accepts connections and calls [`Daemon::serve`].
 pub struct Daemon {
@@ -239,7 +246,14 @@ impl Daemon {
             Arc::clone(&world.clock),
             config.login_history,
         ));
-        Self::build(config, store, world, (approvals, history), limits)
+        let directory = Arc::new(crate::core::DirectoryPlaces::new());
+        Self::build(
+            config,
+            store,
+            world,
+            (approvals, history, directory),
+            limits,
+        )
     }
 
     /// The daemon for a reloaded `config` (SIGHUP): new providers and settings, the same
@@ -267,7 +281,11 @@ impl Daemon {
             config,
             Arc::clone(&core.store),
             world,
-            (Arc::clone(&self.approvals), Arc::clone(&core.history)),
+            (
+                Arc::clone(&self.approvals),
+                Arc::clone(&core.history),
+                Arc::clone(&core.directory),
+            ),
             limits,
         )
     }
@@ -276,7 +294,7 @@ impl Daemon {
         config: Config,
         store: Arc<StorePool>,
         world: World,
-        (approvals, history): (Arc<ApprovalStore>, Arc<crate::history::History>),
+        (approvals, history, directory): KeptAcrossReloads,
         limits: Arc<OobLimits>,
     ) -> std::result::Result<Self, ProviderError> {
         let World {
@@ -319,6 +337,7 @@ impl Daemon {
             accounts,
             random,
             history,
+            directory,
         });
         let local = Arc::new(LocalFactors {
             core: Arc::clone(&core),

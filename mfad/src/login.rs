@@ -42,16 +42,27 @@ impl LoginService {
             decision(&who, "-", "deny", &format!("bad user name: {e}"));
             return self.core.deny(conn, format!("Login refused: {e}.")).await;
         }
-        let account = match self.core.account(&ctx.user).await {
+        // Root (sshd's PAM stack) may ask about anyone; anyone else (the ForceCommand
+        // helper, running as the user) only about itself, by the name the directory gives its
+        // uid. The name asked about is then never looked up: however many names a user
+        // sends, mfad asks the directory about that user's uid alone (kept for
+        // `user_cache`), in places other than those sshd's logins wait for.
+        let account = if uid == 0 {
+            self.core.account(&ctx.user).await
+        } else {
+            self.core
+                .account_of(uid)
+                .await
+                .map(|own| own.filter(|a| a.name == ctx.user))
+        };
+        let account = match account {
             Ok(a) => a,
             Err(e) => {
                 let who = Who::new(&ctx.user, &rhost, &ctx, uid);
                 return self.core.directory_down(conn, &who, &e).await;
             }
         };
-        // Root (sshd's PAM stack) may ask about anyone; anyone else (the ForceCommand
-        // helper, running as the user) only about itself.
-        if uid != 0 && account.as_ref().is_none_or(|a| a.uid != uid) {
+        if uid != 0 && account.is_none() {
             let who = Who::new(&ctx.user, &rhost, &ctx, uid);
             decision(&who, "-", "deny", &format!("caller uid {uid} is not root"));
             return self
@@ -134,7 +145,7 @@ impl LoginService {
         }
         let policy = &self.core.config.policy;
         if !policy.exempt_groups.is_empty() || !policy.require_groups.is_empty() {
-            let groups = match self.core.groups(login.account).await {
+            let groups = match self.core.groups(login.account, caller_uid).await {
                 Ok(g) => g,
                 Err(e) => return self.core.directory_down(conn, &login.who, &e).await,
             };

@@ -180,7 +180,7 @@ impl PortalDesk {
         // devices, counters and locks. A name with no account still goes through PAM (so
         // the time taken does not tell whether it exists), is refused like a wrong
         // password, and leaves no state.
-        let account = match self.core.account(user).await {
+        let account = match self.core.web_account(user).await {
             Ok(account) => account,
             Err(_) => return UNAVAILABLE,
         };
@@ -797,12 +797,12 @@ impl PortalDesk {
         let Some(group) = self.core.config.web.admin_group.as_deref() else {
             return Ok(false);
         };
-        let account = match self.core.account(user).await {
+        let account = match self.core.web_account(user).await {
             Ok(Some(account)) => account,
             Ok(None) => return Ok(false),
             Err(_) => return Err(UNAVAILABLE),
         };
-        match self.core.groups(&account).await {
+        match self.core.web_groups(&account).await {
             Ok(groups) => Ok(groups.iter().any(|g| g == group)),
             Err(_) => Err(UNAVAILABLE),
         }
@@ -822,7 +822,7 @@ impl PortalDesk {
             Err(reply) => return reply,
         };
         let by = record.user.as_str();
-        let uid = match self.core.account(by).await {
+        let uid = match self.core.web_account(by).await {
             Ok(Some(account)) => account.uid,
             Ok(None) => return WebReply::NotAdmin,
             Err(_) => return UNAVAILABLE,
@@ -859,7 +859,7 @@ impl PortalDesk {
             return changed(format!("\"{}\" is not a user name.", text::clean(target)));
         }
         // State is keyed by the name the directory gives (as `mfa admin` does).
-        let account = match self.core.account(target).await {
+        let account = match self.core.web_account(target).await {
             Ok(account) => account,
             Err(_) => return UNAVAILABLE,
         };

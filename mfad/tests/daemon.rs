@@ -1106,3 +1106,150 @@ fn the_codes_a_user_is_shown_come_from_the_daemons_random_source() {
     let (outcome, script) = d.login("root", &[expected[0].as_str()]);
     assert_eq!(outcome, Outcome::Allow, "{}", script.text());
 }
+
+// ---- Directory lookups: who may cause them, and whose wait for whose ----
+
+/// A directory of `root`, `alice` (4242) and `bob` (4343) that notes every name asked about
+/// and holds each lookup of a name starting `slow-` until [`Gated::open`].
+#[derive(Default)]
+struct Gated {
+    asked: std::sync::Mutex<Vec<String>>,
+    slow_started: std::sync::atomic::AtomicUsize,
+    open: std::sync::Mutex<bool>,
+    opened: std::sync::Condvar,
+}
+
+impl Gated {
+    fn table() -> mfad::accounts::AccountTable {
+        mfad::accounts::AccountTable::new()
+            .with("root", 0, &["root"])
+            .with("alice", 4242, &["users"])
+            .with("bob", 4343, &["users"])
+    }
+    fn open(&self) {
+        *self.open.lock().unwrap() = true;
+        self.opened.notify_all();
+    }
+    fn asked(&self) -> Vec<String> {
+        self.asked.lock().unwrap().clone()
+    }
+    fn slow_started(&self) -> usize {
+        self.slow_started.load(std::sync::atomic::Ordering::SeqCst)
+    }
+}
+
+impl mfad::accounts::Accounts for Gated {
+    fn by_name(
+        &self,
+        name: &str,
+    ) -> Result<Option<mfad::accounts::Account>, mfad::accounts::AccountsError> {
+        self.asked.lock().unwrap().push(name.to_string());
+        if name.starts_with("slow-") {
+            self.slow_started
+                .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            let mut open = self.open.lock().unwrap();
+            while !*open {
+                open = self.opened.wait(open).unwrap();
+            }
+        }
+        Gated::table().by_name(name)
+    }
+    fn by_uid(
+        &self,
+        uid: u32,
+    ) -> Result<Option<mfad::accounts::Account>, mfad::accounts::AccountsError> {
+        Gated::table().by_uid(uid)
+    }
+    fn groups(
+        &self,
+        account: &mfad::accounts::Account,
+    ) -> Result<Vec<String>, mfad::accounts::AccountsError> {
+        Gated::table().groups(account)
+    }
+    fn group_exists(&self, name: &str) -> Result<bool, mfad::accounts::AccountsError> {
+        Gated::table().group_exists(name)
+    }
+}
+
+#[test]
+fn a_user_asking_about_other_names_causes_no_lookup_of_them() {
+    let directory = Arc::new(Gated::default());
+    let d = TestDaemon::start_with(|_| {}, Some(directory.clone()));
+    d.enrol_totp("alice");
+    d.enrol_totp("bob");
+    // alice's own process asks about bob and about names nobody has: refused, and the
+    // directory is never asked about them (a local user could otherwise keep it busy with
+    // lookups of made-up names, ahead of sshd's logins).
+    let mut names = vec!["bob".to_string(), "ALICE".to_string()];
+    names.extend((0..20).map(|i| format!("no-such-user-{i}")));
+    for name in &names {
+        let (outcome, script) = d.run_as(4242, auth(name), &[]);
+        assert_eq!(outcome.unwrap(), Outcome::Deny, "{name}");
+        assert!(
+            script.text().contains("Only root may ask mfad"),
+            "{name}: {}",
+            script.text()
+        );
+    }
+    let asked = directory.asked();
+    assert!(names.iter().all(|n| !asked.contains(n)), "{asked:?}");
+    // About herself she is asked for her code, as the ForceCommand helper is.
+    let (outcome, script) = d.run_as(4242, auth("alice"), &[&d.code_now()]);
+    assert_eq!(outcome.unwrap(), Outcome::Allow, "{}", script.text());
+    // Root (sshd) may ask about anyone.
+    assert_eq!(d.login("bob", &[&d.code_now()]).0, Outcome::Allow);
+    assert!(directory.asked().contains(&"bob".to_string()));
+}
+
+#[test]
+fn the_web_fronts_lookups_run_in_places_of_their_own_and_never_hold_up_a_login() {
+    use mfa_proto::{WebReply, WebRequest};
+    use mfad::core::{DIRECTORY_LOOKUPS, WEB_DIRECTORY_LOOKUPS};
+    let directory = Arc::new(Gated::default());
+    let d = TestDaemon::start_with(|c| c.web.portal = true, Some(directory.clone()));
+    d.enrol_totp("alice");
+    // More sign-ins of names whose lookups hang than sshd's logins have places.
+    let sign_ins = DIRECTORY_LOOKUPS + 2;
+    let (running, login, replies) = std::thread::scope(|s| {
+        let waiting: Vec<_> = (0..sign_ins)
+            .map(|i| {
+                let d = &d;
+                s.spawn(move || {
+                    d.web(WebRequest::PortalSignIn {
+                        user: format!("slow-{i}"),
+                        password: mfa_proto::web::Password::new("x".into()),
+                        client: Some("198.51.100.9".into()),
+                    })
+                })
+            })
+            .collect();
+        let until = std::time::Instant::now() + Duration::from_secs(20);
+        while directory.slow_started() < WEB_DIRECTORY_LOOKUPS && std::time::Instant::now() < until
+        {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        std::thread::sleep(Duration::from_millis(300));
+        let running = directory.slow_started();
+        // A login meanwhile: its user is looked up at once, in sshd's own places.
+        let (tx, rx) = std::sync::mpsc::channel();
+        let d2 = &d;
+        s.spawn(move || {
+            let _ = tx.send(d2.run(auth("alice"), &[&d2.code_now()]).0.ok());
+        });
+        let login = rx.recv_timeout(Duration::from_secs(20));
+        // Let everything finish before asserting, so that a failure fails and never hangs.
+        directory.open();
+        let replies: Vec<_> = waiting.into_iter().map(|w| w.join().unwrap()).collect();
+        (running, login, replies)
+    });
+    assert_eq!(running, WEB_DIRECTORY_LOOKUPS, "the web's lookups at once");
+    assert_eq!(
+        login,
+        Ok(Some(Outcome::Allow)),
+        "the login waited for the web's lookups"
+    );
+    for reply in replies {
+        assert!(matches!(reply, WebReply::SignInRefused { .. }), "{reply:?}");
+    }
+    assert_eq!(directory.slow_started(), sign_ins);
+}

@@ -402,7 +402,7 @@ impl DuoProvider<'_> {
     ) -> Flow<()> {
         if let Some(groups) = &self.duo.groups {
             // A failed lookup decides nothing (pam_duo refuses too): the fail mode decides.
-            let member_of = match self.core.groups(account).await {
+            let member_of = match self.core.groups(account, conn.uid()).await {
                 Ok(g) => g,
                 Err(e) => return Ok(self.core.directory_down(conn, who, &e).await?),
             };
