@@ -85,6 +85,62 @@ fn an_earlier_step_is_refused_once_a_later_one_was_used() {
     assert_eq!(outcome, Outcome::Deny);
 }
 
+/// RFC 6238's SHA-1 key gives steps 59,061,240 and 59,061,241 (February 2026) one code,
+/// 963181: two neighbouring steps share a code about once in a million pairs.
+const SHARED_KEY: &[u8] = b"12345678901234567890";
+const SHARED_STEP: u64 = 59_061_240;
+const SHARED_CODE: &str = "963181";
+
+/// The shared code, as oathtool (not mfa's own code) computes it at each of the two steps.
+fn shared_code_by_oathtool() -> [String; 2] {
+    let hex: String = SHARED_KEY.iter().map(|b| format!("{b:02x}")).collect();
+    [SHARED_STEP, SHARED_STEP + 1].map(|step| {
+        let at = format!("@{}", step * 30);
+        let out = Command::new("oathtool")
+            .args(["--totp", "-N", &at, &hex])
+            .output()
+            .expect("oathtool (Debian's oathtool package) computes the codes");
+        assert!(out.status.success(), "{out:?}");
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    })
+}
+
+/// A daemon whose clock is in the later of the two steps (so the window holds both), root's
+/// app enrolled with the key and steps up to `spent` used.
+fn daemon_between_shared_steps(spent: u64) -> TestDaemon {
+    assert_eq!(shared_code_by_oathtool(), [SHARED_CODE, SHARED_CODE]);
+    let d = TestDaemon::start(|_| {});
+    d.clock.set(((SHARED_STEP + 1) * 30 + 7) as i64);
+    d.store()
+        .add_totp_device("root", "phone", SHARED_KEY, params(), spent, T0)
+        .unwrap();
+    d
+}
+
+#[test]
+fn a_code_the_app_shows_now_logs_in_though_a_spent_step_had_the_same_one() {
+    // The user logged in with the earlier step's code; the app now shows the later step's,
+    // the same digits. It is a fresh code: accepted, once.
+    let d = daemon_between_shared_steps(SHARED_STEP);
+    let (outcome, script) = d.login("root", &[SHARED_CODE]);
+    assert_eq!(outcome, Outcome::Allow, "{}", script.text());
+    let (outcome, script) = d.login("root", &[SHARED_CODE, SHARED_CODE, SHARED_CODE]);
+    assert_eq!(outcome, Outcome::Deny);
+    assert!(script.text().contains("already used"), "{}", script.text());
+}
+
+#[test]
+fn a_code_two_fresh_steps_share_is_accepted_once_not_once_per_step() {
+    // Both steps fresh: the one acceptance spends both, so the same digits typed again (by
+    // the user, or by someone who watched them) are refused as used.
+    let d = daemon_between_shared_steps(SHARED_STEP - 1);
+    let (outcome, script) = d.login("root", &[SHARED_CODE]);
+    assert_eq!(outcome, Outcome::Allow, "{}", script.text());
+    let (outcome, script) = d.login("root", &[SHARED_CODE, SHARED_CODE, SHARED_CODE]);
+    assert_eq!(outcome, Outcome::Deny);
+    assert!(script.text().contains("already used"), "{}", script.text());
+}
+
 #[test]
 fn a_wrong_code_is_refused_and_counted() {
     let d = TestDaemon::start(|_| {});

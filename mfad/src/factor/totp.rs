@@ -83,8 +83,14 @@ pub fn step_of(now: i64, params: TotpParams) -> u64 {
     (now.max(0) as u64) / params.period
 }
 
-/// Returns the step within `window` steps of `now` whose code equals `answer`. Every step in
-/// the window is compared, in constant time, so the timing says nothing about which matched.
+/// Returns the latest step within `window` steps of `now` whose code equals `answer`.
+///
+/// Two steps of one window can share a code (about once in a million pairs of steps for six
+/// digits). Spending the latest of them spends the earlier ones too (a spend records a step,
+/// and every step up to it counts as used), so a code accepted once is never accepted again
+/// as the other step; and a code that is also an earlier, spent step's is still accepted as
+/// the step the app shows now. Every step in the window is compared, in constant time, so
+/// the timing says nothing about which matched.
 pub fn matching_step(
     secret: &[u8],
     params: TotpParams,
@@ -94,26 +100,37 @@ pub fn matching_step(
 ) -> Option<u64> {
     let current = step_of(now, params);
     let steps = current.saturating_sub(window)..=current.saturating_add(window);
-    first_matching(secret, params, answer, steps)
+    matching(secret, params, answer, steps).map(|(_, last)| last)
 }
 
-/// The first step of `steps` whose code equals `answer`. Every step is compared, in
-/// constant time, so the timing says nothing about which matched (HOTP's counters too).
+/// The first step of `steps` whose code equals `answer` (HOTP's counters: the next press
+/// of the token). Every step is compared, in constant time, so the timing says nothing about
+/// which matched.
 pub fn first_matching(
     secret: &[u8],
     params: TotpParams,
     answer: &str,
     steps: std::ops::RangeInclusive<u64>,
 ) -> Option<u64> {
+    matching(secret, params, answer, steps).map(|(first, _)| first)
+}
+
+/// The first and the last step of `steps` whose code equals `answer`, each compared.
+fn matching(
+    secret: &[u8],
+    params: TotpParams,
+    answer: &str,
+    steps: std::ops::RangeInclusive<u64>,
+) -> Option<(u64, u64)> {
     if answer.len() != params.digits as usize {
         return None;
     }
     let t = totp(secret, params, None, String::new());
-    let mut found = None;
+    let mut found: Option<(u64, u64)> = None;
     for step in steps {
         let code = Zeroizing::new(t.generate(step * params.period));
-        if bool::from(code.as_bytes().ct_eq(answer.as_bytes())) && found.is_none() {
-            found = Some(step);
+        if bool::from(code.as_bytes().ct_eq(answer.as_bytes())) {
+            found = Some((found.map_or(step, |(first, _)| first), step));
         }
     }
     found
@@ -184,6 +201,32 @@ mod tests {
                 assert_eq!(matching_step(seed, p(alg), want, t, 0), Some(step));
             }
         }
+    }
+
+    #[test]
+    fn of_two_steps_sharing_a_code_totp_takes_the_latest_and_hotp_the_first() {
+        // RFC 6238's SHA-1 key: steps 59,061,240 and 59,061,241 both give 963181 (oathtool
+        // agrees; see the daemon's tests).
+        let params = TotpParams {
+            algorithm: HashAlgorithm::Sha1,
+            digits: 6,
+            period: 30,
+        };
+        let (a, b) = (59_061_240, 59_061_241);
+        assert_eq!(code_at_step(SHA1_SEED, params, a).as_str(), "963181");
+        assert_eq!(code_at_step(SHA1_SEED, params, b).as_str(), "963181");
+        for now in [a, b] {
+            let now = now as i64 * 30 + 3;
+            assert_eq!(matching_step(SHA1_SEED, params, "963181", now, 1), Some(b));
+        }
+        assert_eq!(
+            matching_step(SHA1_SEED, params, "963181", (a as i64 - 1) * 30, 1),
+            Some(a)
+        );
+        assert_eq!(
+            first_matching(SHA1_SEED, params, "963181", a - 3..=b + 3),
+            Some(a)
+        );
     }
 
     #[test]
