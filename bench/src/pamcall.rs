@@ -393,6 +393,7 @@ impl World {
                 .iter()
                 .map(|u| (u.user.name.clone(), u.secret.to_vec())),
             "app",
+            params(),
         )?;
         let config = daemon::write_config(&mfad_dir, 0, &StoreSpec::Sqlite(&database), "")?;
         // The same users and secrets on PostgreSQL, moved there as a site would.

@@ -337,7 +337,9 @@ impl Report {
                  record committed and its WAL fsynced (group commit) before the answer; these \
                  daemons accept 10 steps either side of now (`[totp] window = 10`, so that the \
                  users give enough fresh steps: 21 codes computed per answer instead of the \
-                 default's 3, a cost counted against mfad). The users, taken in turn, are in \
+                 default's 3, a cost counted against mfad; 8-digit codes, so that two steps \
+                 of a window seldom share one, which would spend the later step). The users, \
+                 taken in turn, are in \
                  nss_wrapper's files, which it reads through at each lookup (250 to 550 µs at \
                  8,000 entries); mfad keeps an account for 5 s (`user_cache`), so at these \
                  rates many TOTP accepts ask the directory again, also counted against mfad \

@@ -11,7 +11,7 @@
 //! mfad then computes 21 codes per answer instead of 3, a cost counted against it.
 
 use crate::BenchError;
-use crate::daemon::{BenchDaemon, params, secret_of, unix_now, user_name};
+use crate::daemon::{BenchDaemon, params, secret_of, seeded_params, unix_now, user_name};
 use crate::stats::Samples;
 use mfa_proto::{AuthContext, AuthMode, Client, ClientMsg, Conversation, Operation, Outcome};
 use mfad::factor::totp;
@@ -185,10 +185,10 @@ fn auth_op(user: String, rhost: &str, mode: AuthMode) -> Operation {
 fn wrong_code(user: usize) -> String {
     let step = totp::step_of(unix_now() as i64, params());
     let near: Vec<String> = (step - 3..=step + 3)
-        .map(|s| totp::code_at_step(&secret_of(user), params(), s).to_string())
+        .map(|s| totp::code_at_step(&secret_of(user), seeded_params(), s).to_string())
         .collect();
     (0..)
-        .map(|n| format!("{n:06}"))
+        .map(|n| format!("{n:08}"))
         .find(|c| !near.contains(c))
         .unwrap_or_default()
 }
@@ -203,7 +203,7 @@ pub fn one(socket: &Path, op: Op, pool: &UserPool) -> Result<(bool, Duration), B
                 .claim()
                 .ok_or_else(|| BenchError("the user pool ran out of fresh steps".into()))?;
             claimed = Some(user);
-            let code = totp::code_at_step(&secret_of(user), params(), step).to_string();
+            let code = totp::code_at_step(&secret_of(user), seeded_params(), step).to_string();
             (
                 auth_op(user_name(user), "192.0.2.7", AuthMode::Menu),
                 Some(code),

@@ -104,8 +104,15 @@ pub trait Dialogue: Send {
 /// mfad's wake-ups, none of them with anything to do. A write goes straight to the socket;
 /// in the rare case that the client's buffer is full (a client that stopped reading) it is
 /// tried again every [`WRITE_RETRY`] until its time is up.
+///
+/// Nor is the socket watched before a read finds nothing to read: a conversation that
+/// never waits for its client (the hello and request there at accept, the verdict straight
+/// back: a policy decision) never enters the runtime's watch list, which saves adding it and
+/// taking it out again (two `epoll_ctl`) and the runtime's record of it.
 pub struct SocketDialogue {
-    socket: Arc<AsyncFd<UnixStream>>,
+    socket: Arc<UnixStream>,
+    /// The socket watched for reading, from the first read that had to wait.
+    watched: Option<AsyncFd<Arc<UnixStream>>>,
     /// One writer at a time: the conversation and its keep-alives.
     writing: Arc<tokio::sync::Mutex<()>>,
     activity: Arc<Activity>,
@@ -124,10 +131,12 @@ impl Drop for SocketDialogue {
 }
 
 impl SocketDialogue {
-    /// Watches `stream` (non-blocking) for reading on the current runtime.
+    /// The conversation over `stream` (non-blocking), watched for reading on the current
+    /// runtime once a read must wait.
     pub fn new(stream: UnixStream) -> std::io::Result<Self> {
         Ok(SocketDialogue {
-            socket: Arc::new(watch_reading(stream)?),
+            socket: Arc::new(stream),
+            watched: None,
             writing: Arc::new(tokio::sync::Mutex::new(())),
             activity: Arc::new(Activity {
                 reading: AtomicBool::new(false),
@@ -150,15 +159,20 @@ where
 }
 
 /// Fills `buf` from the socket. Reads first and waits only when nothing is there: what
-/// the client sent is often there already (its hello, when mfad accepts).
-async fn read_exact(socket: &AsyncFd<UnixStream>, buf: &mut [u8]) -> Result<(), FrameError> {
+/// the client sent is often there already (its hello, when mfad accepts). The socket is
+/// watched (`watched`) from the first time it must wait.
+async fn read_exact(
+    socket: &Arc<UnixStream>,
+    watched: &mut Option<AsyncFd<Arc<UnixStream>>>,
+    buf: &mut [u8],
+) -> Result<(), FrameError> {
     let mut filled = 0;
-    let mut ready: Option<tokio::io::unix::AsyncFdReadyGuard<'_, UnixStream>> = None;
+    let mut ready: Option<tokio::io::unix::AsyncFdReadyGuard<'_, Arc<UnixStream>>> = None;
     while filled < buf.len() {
         let read = match ready.take() {
-            None => socket.get_ref().read(&mut buf[filled..]),
+            None => socket.as_ref().read(&mut buf[filled..]),
             Some(mut guard) => {
-                match guard.try_io(|s: &AsyncFd<UnixStream>| s.get_ref().read(&mut buf[filled..])) {
+                match guard.try_io(|s| s.get_ref().as_ref().read(&mut buf[filled..])) {
                     Ok(read) => read,
                     Err(_would_block) => Err(ErrorKind::WouldBlock.into()),
                 }
@@ -169,7 +183,14 @@ async fn read_exact(socket: &AsyncFd<UnixStream>, buf: &mut [u8]) -> Result<(), 
             Ok(n) => filled += n,
             Err(e) if e.kind() == ErrorKind::Interrupted => {}
             Err(e) if e.kind() == ErrorKind::WouldBlock => {
-                ready = Some(socket.readable().await?);
+                // Watched from now on. Added to the watch list with data already there,
+                // the socket is reported readable at once: nothing arriving meanwhile is
+                // missed.
+                let watch = match watched {
+                    Some(w) => &*w,
+                    None => &*watched.insert(watch_reading(Arc::clone(socket))?),
+                };
+                ready = Some(watch.readable().await?);
             }
             Err(e) => return Err(e.into()),
         }
@@ -188,7 +209,7 @@ pub(crate) fn send_now(stream: &UnixStream, bytes: &[u8]) -> nix::Result<usize> 
 
 /// Writes all of `bytes` within `limit` (see [`SocketDialogue`]).
 async fn write_all(
-    socket: &AsyncFd<UnixStream>,
+    socket: &UnixStream,
     writing: &tokio::sync::Mutex<()>,
     bytes: &[u8],
     limit: Duration,
@@ -199,7 +220,7 @@ async fn write_all(
         .map_err(|_| ConnError::TimedOut(limit))?;
     let mut sent = 0;
     while sent < bytes.len() {
-        match send_now(socket.get_ref(), &bytes[sent..]) {
+        match send_now(socket, &bytes[sent..]) {
             Ok(0) => return Err(FrameError::Closed.into()),
             Ok(n) => sent += n,
             Err(nix::errno::Errno::EINTR) => {}
@@ -231,13 +252,13 @@ impl Dialogue for SocketDialogue {
 
     fn read(&mut self, limit: Duration) -> DialogueFuture<'_, ClientMsg> {
         Box::pin(async move {
-            let socket = &self.socket;
+            let (socket, watched) = (&self.socket, &mut self.watched);
             let read = async {
                 let mut header = [0u8; 4];
-                read_exact(socket, &mut header).await?;
+                read_exact(socket, watched, &mut header).await?;
                 let len = frame::body_len(header)?;
                 let mut body = Zeroizing::new(vec![0u8; len]);
-                read_exact(socket, &mut body).await?;
+                read_exact(socket, watched, &mut body).await?;
                 Ok::<_, ConnError>(frame::decode(&body)?)
             };
             self.activity.reading.store(true, Ordering::SeqCst);
@@ -645,6 +666,46 @@ mod tests {
         assert!(
             matches!(closed, ConnError::Frame(FrameError::Closed)),
             "{closed}"
+        );
+    }
+
+    #[tokio::test]
+    async fn the_socket_is_watched_only_once_a_read_must_wait() {
+        let (ours, mut theirs) = std::os::unix::net::UnixStream::pair().unwrap();
+        ours.set_nonblocking(true).unwrap();
+        let mut wire = SocketDialogue::new(ours).unwrap();
+        let answer = |code: &str| ClientMsg::Answer {
+            text: Some(Zeroizing::new(code.into())),
+        };
+        // What the client sent before mfad read is read without watching the socket (a
+        // policy decision's whole conversation), and the reply goes out as ever.
+        write_frame(&mut theirs, &answer("111111")).unwrap();
+        let got = wire.read(Duration::from_secs(5)).await.unwrap();
+        assert!(matches!(got, ClientMsg::Answer { text: Some(ref t) } if t.as_str() == "111111"));
+        assert!(wire.watched.is_none());
+        wire.write(
+            &[ServerMsg::Done {
+                outcome: Outcome::Allow,
+            }],
+            IO_TIMEOUT,
+        )
+        .await
+        .unwrap();
+        // A read that finds nothing waits, watched, for what comes later.
+        let typist = std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(100));
+            write_frame(&mut theirs, &answer("222222")).unwrap();
+            theirs
+        });
+        let got = wire.read(Duration::from_secs(5)).await.unwrap();
+        assert!(matches!(got, ClientMsg::Answer { text: Some(ref t) } if t.as_str() == "222222"));
+        assert!(wire.watched.is_some());
+        let mut theirs = typist.join().unwrap();
+        assert_eq!(
+            read_frame::<_, ServerMsg>(&mut theirs).unwrap(),
+            ServerMsg::Done {
+                outcome: Outcome::Allow
+            }
         );
     }
 
