@@ -339,8 +339,8 @@ impl Report {
                  users give enough fresh steps: 21 codes computed per answer instead of the \
                  default's 3, a cost counted against mfad; 8-digit codes, so that two steps \
                  of a window seldom share one, which would spend the later step). The users, \
-                 taken in turn, are in \
-                 nss_wrapper's files, which it reads through at each lookup (250 to 550 µs at \
+                 taken in turn, are in nss_wrapper's files, which it reads through at each \
+                 lookup (250 to 550 µs at \
                  8,000 entries); mfad keeps an account for 5 s (`user_cache`), so at these \
                  rates many TOTP accepts ask the directory again, also counted against mfad \
                  (see \"What the directory costs the TOTP rows\" below). The policy \

@@ -183,9 +183,10 @@ fn auth_op(user: String, rhost: &str, mode: AuthMode) -> Operation {
 
 /// A well-formed code that matches none of `user`'s steps near now.
 fn wrong_code(user: usize) -> String {
-    let step = totp::step_of(unix_now() as i64, params());
+    let params = seeded_params();
+    let step = totp::step_of(unix_now() as i64, params);
     let near: Vec<String> = (step - 3..=step + 3)
-        .map(|s| totp::code_at_step(&secret_of(user), seeded_params(), s).to_string())
+        .map(|s| totp::code_at_step(&secret_of(user), params, s).to_string())
         .collect();
     (0..)
         .map(|n| format!("{n:08}"))
