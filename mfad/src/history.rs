@@ -5,9 +5,9 @@
 //! Off the login's path: the conversation only hands its row to a bounded queue
 //! ([`History::record`] never waits), and one writer task gathers rows for [`GATHER`]
 //! after the first one and stores them in one transaction, so a stream of logins costs
-//! one commit per interval, not one each, and seldom meets a commit of the history while
-//! it reads the store (SQLite: one connection; a login that finds it busy is handed to a
-//! blocking thread). The price: a crash may lose the rows of the last moment (a clean
+//! one commit per interval, not one each. On SQLite the history is a database of its own
+//! beside the store, on its own connection: a batch never holds the connection logins
+//! use, nor adds to their WAL ([`crate::store::sqlite`]). The price: a crash may lose the rows of the last moment (a clean
 //! stop writes them: [`History::flush`]), and a full queue (the store far behind) drops
 //! rows, counted and logged, rather than slowing logins down. The spent codes, failure
 //! counts and locks that protect the account are written on the login's path as before;

@@ -29,6 +29,11 @@ fn database(env: &TestEnv) -> PathBuf {
     env.dir.join("mfad/lib/mfa.db")
 }
 
+/// The login history's file, beside the store.
+fn history(env: &TestEnv) -> PathBuf {
+    env.dir.join("mfad/lib/mfa-history.db")
+}
+
 /// Replaces the world's mfad by one this test controls (same config, socket and store).
 fn own_mfad(env: &mut TestEnv) -> Mfad {
     env.stop_mfad();
@@ -155,7 +160,7 @@ fn a_clean_stop_writes_the_login_history_rows_still_gathering() {
     assert!(ok.succeeded(), "{}\n{}", ok.describe(), mfad.log());
     // The history gathers rows for a moment before it writes them; SIGTERM comes sooner.
     mfad.stop();
-    let rows = sqlite(&database(&env), "SELECT user, method, outcome FROM logins").unwrap();
+    let rows = sqlite(&history(&env), "SELECT user, method, outcome FROM logins").unwrap();
     assert_eq!(
         rows,
         format!("{}|totp|allowed", env.username()),
@@ -549,13 +554,11 @@ fn a_full_disk_refuses_logins_with_failmode_secure_and_recovers() {
     let (fs, mut mfad) = store_on_tmpfs(&mut env, "1m");
     let code = device.totp.fresh_code();
     assert!(login(&env, &[&code]).succeeded(), "{}", env.diagnostics());
-    // The login history writes that login's row a moment later, on its own. A history
-    // write that meets the full disk leaves the WAL file longer than what it committed, and
-    // the next transaction is written into that room without asking the file system for
-    // more: so the row is in before the disk fills, and the login below is the first write
-    // to find the disk full.
+    // The login history writes that login's row a moment later, into its own file beside
+    // the store: waited for, so that the login below is the first write to find the disk
+    // full (a history write that met it would only be logged).
     let written = mfa_e2e::clock::wait_for(Duration::from_secs(10), || {
-        let rows = sqlite(&database(&env), "SELECT count(*) FROM logins").ok()?;
+        let rows = sqlite(&history(&env), "SELECT count(*) FROM logins").ok()?;
         (rows.trim() != "0").then_some(())
     });
     assert!(written.is_some(), "the login history was not written");

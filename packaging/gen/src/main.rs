@@ -220,6 +220,8 @@ const MFAD_EXTRA: &str = ".SH FILES\n.TP\n/etc/mfa/mfad.toml\nThe configuration,
 \\fBmfad.toml\\fR(5).\n.TP\n/etc/mfa/store.key\nThe store key: device secrets are encrypted \
 and bypass codes hashed under it. Back it up apart from the database.\n.TP\n\
 /var/lib/mfa/mfa.db\nThe SQLite database (enrolments, spent codes, failures, locks).\n.TP\n\
+/var/lib/mfa/mfa\\-history.db\nThe login history users see in the portal, kept \
+\\fBlogin_history\\fR days.\n.TP\n\
 /run/mfa/mfad.sock\nThe socket pam_mfa, mfa and mfa\\-login\\-prompt talk to.\n\
 .SH LOGS\nEvery decision goes to syslog, facility authpriv, tag mfad: \\fBjournalctl \\-t \
 mfad\\fR, or /var/log/auth.log with rsyslog. See /usr/share/doc/mfa/LOGS.md.\n\
