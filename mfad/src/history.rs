@@ -23,16 +23,16 @@ use std::time::Duration;
 use tokio::sync::{mpsc, oneshot};
 use tracing::warn;
 
-/// Rows waiting for the writer at most; more are dropped.
-const QUEUE: usize = 4096;
-/// Rows the writer stores in one transaction at most. Measured (`mfa-bench`, 200 clients,
-/// 400 users, 2 s phases, 2026-12-03): once the table is large, a batch's rows land on about
-/// one page of the `(user, at)` index per user, whatever its size, and a stream of policy
-/// decisions slows from about 19,000/s to 12,000-13,000/s as the table grows. Batches of
-/// 4,096 kept decisions at 15,000-17,000/s, but a batch holds the store's one connection for
-/// its inserts: TOTP accepts after those decisions fell from 6,776 and 7,308/s (p99 55, 61
-/// ms) to 5,932 and 6,434/s (p99 72, 76 ms). Logins with a code matter more: 512 stays.
-const BATCH: usize = 512;
+/// Rows waiting for the writer at most; more are dropped. Room for a batch being written
+/// and the next one gathering.
+const QUEUE: usize = 2 * BATCH;
+/// Rows the writer stores in one transaction at most. Once the table is large, a batch's
+/// rows land on about one page of the `(user, at)` index per user, whatever its size, so
+/// fewer, larger batches write fewer pages. Measured (`mfa-bench --compare-mfad`, 2026-12-03,
+/// the history in its own file): 4,096 against 512, policy decisions 1.17-1.28x and TOTP
+/// accepts 1.09-1.19x at 1 to 200 clients. (While the history shared the logins'
+/// connection, a batch of 4,096 held it for its inserts, and TOTP accepts lost a tenth.)
+const BATCH: usize = 4096;
 /// How long the writer gathers rows after the first before it writes them.
 const GATHER: Duration = Duration::from_millis(250);
 /// How long a clean stop waits for the last rows to be written.
