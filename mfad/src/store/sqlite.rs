@@ -225,19 +225,10 @@ pub const MIGRATIONS: &[&str] = &[
 /// The login history's own database ([`history_path`]); `PRAGMA user_version` records how
 /// many of these have run. The table was the store's own before (its migration 6): the
 /// first open of the history moves those rows here ([`HistoryDb::move_from_store`]).
-const HISTORY_MIGRATIONS: &[&str] = &["CREATE TABLE logins (
-        id INTEGER PRIMARY KEY,
-        user TEXT NOT NULL,
-        at INTEGER NOT NULL,
-        host TEXT NOT NULL,
-        service TEXT NOT NULL,
-        rhost TEXT NOT NULL,
-        method TEXT NOT NULL,
-        outcome TEXT NOT NULL,
-        detail TEXT NOT NULL
-     ) STRICT;
-     CREATE INDEX logins_user ON logins(user, at);
-     CREATE INDEX logins_at ON logins(at);"];
+const HISTORY_MIGRATIONS: &[&str] = &[
+    // 1: the table and indexes the store's migration 6 made.
+    MIGRATIONS[5],
+];
 
 /// Where the login history of the store at `store` is kept: beside it, `-history` added
 /// to its name before the extension (`/var/lib/mfa/mfa.db`: `/var/lib/mfa/mfa-history.db`).
