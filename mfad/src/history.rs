@@ -7,11 +7,11 @@
 //! after the first one and stores them in one transaction, so a stream of logins costs
 //! one commit per interval, not one each. On SQLite the history is a database of its own
 //! beside the store, on its own connection: a batch never holds the connection logins
-//! use, nor adds to their WAL ([`crate::store::sqlite`]). The price: a crash may lose the rows of the last moment (a clean
-//! stop writes them: [`History::flush`]), and a full queue (the store far behind) drops
-//! rows, counted and logged, rather than slowing logins down. The spent codes, failure
-//! counts and locks that protect the account are written on the login's path as before;
-//! this table only tells the user what happened.
+//! use, nor adds to their WAL ([`crate::store::sqlite`]). The price: a crash may lose the
+//! rows of the last moment (a clean stop writes them: [`History::flush`]), and a full
+//! queue (the store far behind) drops rows, counted and logged, rather than slowing
+//! logins down. The spent codes, failure counts and locks that protect the account are
+//! written on the login's path as before; this table only tells the user what happened.
 
 use crate::clock::Clock;
 use crate::store::LoginRecord;

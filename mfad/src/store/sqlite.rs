@@ -24,16 +24,10 @@
 //! blocking thread runs it first.
 //!
 //! The login history (the portal's "my recent logins") is kept in a database of its own
-//! beside the store ([`history_path`]), on its own connection: its batches of hundreds of
+//! beside the store ([`history_path`]), on its own connection: its batches of thousands of
 //! rows, and the checkpoints they bring, never hold the logins' connection nor fill their
 //! WAL. Measured while it shared them (`mfa-bench`, 200 clients): a stream of policy
 //! decisions fell from about 19,000/s to 12,000-13,000/s as the history table grew.
-//!
-//! The login history (the portal's "my recent logins") is kept in a database of its own
-//! beside the store ([`history_path`]), on its own connection: its batches of hundreds of
-//! rows, and the checkpoints they bring, never hold the logins' connection nor fill their
-//! WAL. Measured before the split (`mfa-bench`, 200 clients): a stream of policy decisions
-//! fell from about 19,000/s to 12,000-13,000/s as the history in the store grew.
 
 use super::backend::{
     Backend, CodeRecord, DeviceRecord, Dump, DumpedCode, DumpedRemembered, EnrolLinkRecord,
@@ -298,8 +292,9 @@ impl HistoryDb {
     }
 
     /// Moves the rows of the store's own `logins` table (kept there before the history had
-    /// its own file) here, and drops that table. Each file commits on its own: a crash between the two leaves the rows in
-    /// both, and the next open copies none twice (same ids).
+    /// its own file) here, and drops that table. Each file commits on its own: a crash
+    /// between the two leaves the rows in both, and the next open copies none twice (same
+    /// ids).
     fn move_from_store(conn: &Connection, store: &Path) -> Result<(), StoreError> {
         conn.execute("ATTACH DATABASE ?1 AS store", [store.to_string_lossy()])?;
         let moved = (|| -> Result<(), StoreError> {
