@@ -189,7 +189,7 @@ fn wrong_code(user: usize) -> String {
         .map(|s| totp::code_at_step(&secret_of(user), params, s).to_string())
         .collect();
     (0..)
-        .map(|n| format!("{n:08}"))
+        .map(|n| format!("{n:0width$}", width = params.digits as usize))
         .find(|c| !near.contains(c))
         .unwrap_or_default()
 }
