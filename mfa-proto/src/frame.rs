@@ -36,17 +36,75 @@ impl From<io::Error> for FrameError {
     }
 }
 
+/// Room a new frame buffer starts with: most frames (a hello, a prompt, a verdict) fit.
+const FIRST_ROOM: usize = 512;
+
 /// Serializes `msg` into a complete frame (header and body).
 pub fn encode<T: Serialize>(msg: &T) -> Result<Zeroizing<Vec<u8>>, FrameError> {
-    let body =
-        Zeroizing::new(serde_json::to_vec(msg).map_err(|e| FrameError::Malformed(e.to_string()))?);
-    if body.len() > MAX_FRAME {
-        return Err(FrameError::TooLarge(body.len()));
-    }
-    let mut out = Zeroizing::new(Vec::with_capacity(4 + body.len()));
-    out.extend_from_slice(&(body.len() as u32).to_be_bytes());
-    out.extend_from_slice(&body);
+    let mut out = Zeroizing::new(Vec::with_capacity(FIRST_ROOM));
+    encode_into(msg, &mut out)?;
     Ok(out)
+}
+
+/// Appends `msg`'s frame (header and body) to `out`, serialized in place: no copy of the
+/// body is made, and a buffer `out` outgrows is zeroized before it is freed (a `Vec`
+/// that grows by itself frees its old buffer as it is, passcode and all). A body over
+/// [`MAX_FRAME`] is an error, found before it is all written; `out` is then as it was.
+pub fn encode_into<T: Serialize>(msg: &T, out: &mut Zeroizing<Vec<u8>>) -> Result<(), FrameError> {
+    let start = out.len();
+    let mut writer = Growing {
+        out,
+        limit: start + 4 + MAX_FRAME,
+        refused: 0,
+    };
+    writer.write_all(&[0; 4])?;
+    let written = serde_json::to_writer(&mut writer, msg);
+    let refused = writer.refused;
+    if let Err(e) = written {
+        out.truncate(start);
+        return Err(match e.io_error_kind() {
+            // At least this long: the rest was never serialized.
+            Some(io::ErrorKind::FileTooLarge) => FrameError::TooLarge(refused - start - 4),
+            _ => FrameError::Malformed(e.to_string()),
+        });
+    }
+    let len = out.len() - start - 4;
+    out[start..start + 4].copy_from_slice(&(len as u32).to_be_bytes());
+    Ok(())
+}
+
+/// A zeroizing buffer written to by serde: it grows into a new buffer (twice as large, or
+/// what the write needs) and zeroizes the old one; it refuses to grow past `limit` bytes.
+struct Growing<'a> {
+    out: &'a mut Zeroizing<Vec<u8>>,
+    limit: usize,
+    /// The length a refused write would have made.
+    refused: usize,
+}
+
+impl Write for Growing<'_> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let need = self.out.len() + buf.len();
+        if need > self.limit {
+            self.refused = need;
+            return Err(io::ErrorKind::FileTooLarge.into());
+        }
+        if need > self.out.capacity() {
+            let room = need
+                .max(self.out.capacity().saturating_mul(2))
+                .min(self.limit);
+            let mut bigger = Zeroizing::new(Vec::with_capacity(room));
+            bigger.extend_from_slice(self.out);
+            // The old buffer is dropped here, and zeroized as it is.
+            *self.out = bigger;
+        }
+        self.out.extend_from_slice(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
 }
 
 /// Checks a frame header and returns the body length it announces.
@@ -115,6 +173,47 @@ mod tests {
         assert_eq!(&buf[..4], &((buf.len() - 4) as u32).to_be_bytes());
         let back: ServerMsg = read_frame(&mut Cursor::new(buf)).unwrap();
         assert_eq!(back, msg);
+    }
+
+    #[test]
+    fn frames_appended_to_one_buffer_read_back_in_order() {
+        let long = "x".repeat(3 * FIRST_ROOM);
+        let msgs = [
+            ServerMsg::Info { text: long.clone() },
+            ServerMsg::Prompt {
+                text: "Passcode: ".into(),
+                echo: false,
+            },
+        ];
+        let mut out = Zeroizing::new(Vec::new());
+        for m in &msgs {
+            encode_into(m, &mut out).unwrap();
+        }
+        let mut r = Cursor::new(out.to_vec());
+        assert_eq!(read_frame::<_, ServerMsg>(&mut r).unwrap(), msgs[0]);
+        assert_eq!(read_frame::<_, ServerMsg>(&mut r).unwrap(), msgs[1]);
+        assert_eq!(r.position() as usize, out.len());
+    }
+
+    #[test]
+    fn a_frame_over_the_limit_is_refused_and_leaves_the_buffer_as_it_was() {
+        let mut out = Zeroizing::new(Vec::new());
+        encode_into(&ServerMsg::KeepAlive, &mut out).unwrap();
+        let before = out.to_vec();
+        let huge = ServerMsg::Info {
+            text: "y".repeat(MAX_FRAME),
+        };
+        assert!(matches!(
+            encode_into(&huge, &mut out),
+            Err(FrameError::TooLarge(n)) if n > MAX_FRAME
+        ));
+        assert_eq!(*out, before);
+        // Just under the limit is a frame.
+        let fits = ServerMsg::Info {
+            text: "y".repeat(MAX_FRAME - r#"{"type":"info","text":""}"#.len()),
+        };
+        let frame = encode(&fits).unwrap();
+        assert_eq!(frame.len(), 4 + MAX_FRAME);
     }
 
     #[test]

@@ -2,6 +2,8 @@
 //! escaped so it cannot forge a line or drive a terminal. mfad writes client-supplied
 //! fields with [`log_field`]; pam_mfa writes whole lines with [`escape_controls`].
 
+use std::borrow::Cow;
+
 /// Longest client-supplied field [`log_field`] keeps, in characters.
 pub const LOG_FIELD_MAX: usize = 128;
 
@@ -12,14 +14,20 @@ pub fn escape_controls(s: &str) -> String {
 
 /// A client-supplied field for a log line: control characters, `"` and `\` escaped (so a
 /// quoted field cannot be closed early), cut to [`LOG_FIELD_MAX`] characters with `...`.
-pub fn log_field(s: &str) -> String {
+pub fn log_field(s: &str) -> Cow<'_, str> {
     quotable(s, LOG_FIELD_MAX)
 }
 
 /// Text for inside double quotes: control characters, `"` and `\` escaped, cut to
-/// `max_chars` characters with `...`.
-pub fn quotable(s: &str, max_chars: usize) -> String {
-    escape(s, max_chars, |c| c.is_control() || c == '"' || c == '\\')
+/// `max_chars` characters with `...`. Text that needs neither comes back as it is, not
+/// copied (a decision line's fields nearly always).
+pub fn quotable(s: &str, max_chars: usize) -> Cow<'_, str> {
+    let needs_escape = |c: char| c.is_control() || c == '"' || c == '\\';
+    // At most `max_chars` characters, none to escape: nothing to change.
+    if s.len() <= max_chars && !s.chars().any(needs_escape) {
+        return Cow::Borrowed(s);
+    }
+    Cow::Owned(escape(s, max_chars, needs_escape))
 }
 
 fn escape(s: &str, max_chars: usize, needs_escape: impl Fn(char) -> bool) -> String {
@@ -65,12 +73,26 @@ mod tests {
         assert_eq!(log_field("x\u{1b}[2J"), "x\\u{1b}[2J");
         assert_eq!(log_field("q\"uote"), "q\\\"uote");
         assert_eq!(log_field("back\\slash"), "back\\\\slash");
-        let long = log_field(&"y".repeat(500));
-        assert_eq!(long, format!("{}...", "y".repeat(LOG_FIELD_MAX)));
+        let long = "y".repeat(500);
+        assert_eq!(
+            log_field(&long),
+            format!("{}...", "y".repeat(LOG_FIELD_MAX))
+        );
         assert_eq!(
             log_field(&"z".repeat(LOG_FIELD_MAX)),
             "z".repeat(LOG_FIELD_MAX)
         );
+        // Characters, not bytes: 128 two-byte letters are kept whole.
+        assert_eq!(
+            log_field(&"ü".repeat(LOG_FIELD_MAX)),
+            "ü".repeat(LOG_FIELD_MAX)
+        );
+        assert_eq!(
+            log_field(&"ü".repeat(LOG_FIELD_MAX + 1)),
+            format!("{}...", "ü".repeat(LOG_FIELD_MAX))
+        );
+        // Nothing to change: the text itself, not a copy.
+        assert!(matches!(log_field("alice"), Cow::Borrowed("alice")));
     }
 
     #[test]

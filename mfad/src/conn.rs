@@ -240,9 +240,9 @@ async fn write_all(
 impl Dialogue for SocketDialogue {
     fn write<'a>(&'a mut self, msgs: &'a [ServerMsg], limit: Duration) -> DialogueFuture<'a, ()> {
         Box::pin(async move {
-            let mut bytes = Zeroizing::new(Vec::new());
+            let mut bytes = Zeroizing::new(Vec::with_capacity(512));
             for msg in msgs {
-                bytes.extend_from_slice(&frame::encode(msg)?);
+                frame::encode_into(msg, &mut bytes)?;
             }
             write_all(&self.socket, &self.writing, &bytes, limit).await?;
             self.activity.touch();

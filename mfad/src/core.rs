@@ -345,7 +345,7 @@ impl Core {
         &self,
         conn: &mut Conn,
         who: &Who<'_>,
-        method: &str,
+        method: &'static str,
         remember: Option<&Remember>,
     ) -> Result<bool> {
         let (user, now, remember) = (who.user.to_string(), self.clock.now(), remember.cloned());
@@ -435,7 +435,7 @@ impl Core {
     /// test push), and logs it.
     pub(crate) async fn add_device(&self, who: &Who<'_>, row: NewDeviceRow) -> Result<()> {
         let (user, now) = (who.user.to_string(), self.clock.now());
-        let (kind, name) = (row.kind, text::clean(&row.name));
+        let (kind, name) = (row.kind, text::clean(&row.name).into_owned());
         self.db(move |s| s.add_device(&user, &row, now)).await?;
         decision(who, kind.as_str(), "enrolled", &format!("device {name}"));
         Ok(())

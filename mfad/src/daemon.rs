@@ -188,8 +188,8 @@ impl<'a> Who<'a> {
 }
 
 /// Logs one decision in the stable line format of docs/LOGS.md ([`crate::logging::decision`]).
-pub(crate) fn decision(who: &Who<'_>, method: &str, outcome: &str, reason: &str) {
-    crate::metrics::count_decision(method, &outcome.replace(' ', "-"));
+pub(crate) fn decision(who: &Who<'_>, method: &'static str, outcome: &'static str, reason: &str) {
+    crate::metrics::count_decision(method, outcome);
     crate::history::note(method, outcome, reason);
     crate::logging::decision(
         who.user,

@@ -103,7 +103,7 @@ impl History {
             host: self.host.clone(),
             service: short(service),
             rhost: short(rhost),
-            method: trace.method.clone().unwrap_or_else(|| "-".to_string()),
+            method: trace.method.unwrap_or("-").to_string(),
             outcome: trace.outcome(verdict).to_string(),
             detail: short(
                 trace
@@ -246,7 +246,7 @@ pub struct LoginTrace {
     /// The account, as the directory spells it, once it was found.
     pub user: Option<String>,
     /// The last method other than `-` a decision named.
-    pub method: Option<String>,
+    pub method: Option<&'static str>,
     /// The last decision's reason.
     pub reason: Option<String>,
     /// A decision locked the account (failures, or a report).
@@ -276,17 +276,17 @@ tokio::task_local! {
 pub fn traced<T>(login: impl Future<Output = T>) -> impl Future<Output = (T, LoginTrace)> {
     TRACE.scope(RefCell::new(LoginTrace::default()), async move {
         let result = login.await;
-        let trace = TRACE.with(|t| t.borrow().clone());
+        let trace = TRACE.with(|t| std::mem::take(&mut *t.borrow_mut()));
         (result, trace)
     })
 }
 
 /// Notes one decision in the running login's trace, if any (called by every decision).
-pub fn note(method: &str, outcome: &str, reason: &str) {
+pub fn note(method: &'static str, outcome: &str, reason: &str) {
     let _ = TRACE.try_with(|t| {
         let mut t = t.borrow_mut();
         if method != "-" {
-            t.method = Some(method.to_string());
+            t.method = Some(method);
         }
         t.reason = Some(reason.to_string());
         if outcome == "locked" {

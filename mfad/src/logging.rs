@@ -3,6 +3,7 @@
 //! admin lines have one stable text (docs/LOGS.md), the same on every destination.
 
 use crate::config::{LogConfig, LogLevel, LogTarget};
+use std::borrow::Cow;
 use std::ffi::CStr;
 use std::os::fd::AsFd;
 use tracing::field::{Field, Visit};
@@ -222,22 +223,26 @@ impl Visit for LineVisitor<'_, '_> {
 /// A value for a `key=value` log line: bare when it is one plain token (letters, digits,
 /// `._:@/+-`), otherwise in double quotes. Either way control characters, `"` and `\` are
 /// escaped (so no value can close its quotes or forge a line) and long values are cut.
-pub fn field(value: &str) -> String {
+pub fn field(value: &str) -> Cow<'_, str> {
     quote(mfa_proto::text::log_field(value))
 }
 
 /// An escaped value ([`mfa_proto::text::log_field`]), in quotes unless it is one plain token.
-fn quote(clean: String) -> String {
+fn quote(clean: Cow<'_, str>) -> Cow<'_, str> {
     let plain = !clean.is_empty()
         && clean
             .chars()
             .all(|c| c.is_ascii_alphanumeric() || "._:@/+-".contains(c));
-    if plain { clean } else { format!("\"{clean}\"") }
+    if plain {
+        clean
+    } else {
+        Cow::Owned(format!("\"{clean}\""))
+    }
 }
 
 /// Free text (a reason) for inside double quotes: control characters, `"` and `\` escaped,
 /// cut at 512 characters.
-pub fn quoted_text(text: &str) -> String {
+pub fn quoted_text(text: &str) -> Cow<'_, str> {
     mfa_proto::text::quotable(text, 512)
 }
 
@@ -258,27 +263,38 @@ pub fn decision(
 ) {
     let clean = mfa_proto::text::log_field;
     let (user, rhost, service, method) = (clean(user), clean(rhost), clean(service), clean(method));
-    let outcome = clean(&outcome.replace(' ', "-"));
+    let outcome = token(outcome);
+    let outcome = clean(&outcome);
     let reason = quoted_text(reason);
     let vouched = clean(vouched);
     tracing::info!(
         target: "mfad::decision",
-        mfa_user = user.as_str(),
-        mfa_rhost = rhost.as_str(),
-        mfa_service = service.as_str(),
-        mfa_method = method.as_str(),
-        mfa_outcome = outcome.as_str(),
-        mfa_reason = reason.as_str(),
-        mfa_vouched = vouched.as_str(),
+        mfa_user = &*user,
+        mfa_rhost = &*rhost,
+        mfa_service = &*service,
+        mfa_method = &*method,
+        mfa_outcome = &*outcome,
+        mfa_reason = &*reason,
+        mfa_vouched = &*vouched,
         "decision user={} rhost={} service={} method={} outcome={} reason=\"{}\" vouched={}",
-        quote(user.clone()),
-        quote(rhost.clone()),
-        quote(service.clone()),
-        quote(method.clone()),
-        quote(outcome.clone()),
+        quote(Cow::Borrowed(&user)),
+        quote(Cow::Borrowed(&rhost)),
+        quote(Cow::Borrowed(&service)),
+        quote(Cow::Borrowed(&method)),
+        quote(Cow::Borrowed(&outcome)),
         reason,
-        quote(vouched.clone())
+        quote(Cow::Borrowed(&vouched))
     );
+}
+
+/// An outcome as one token: `not enrolled` is `not-enrolled` (in the decision line and in
+/// the metrics' labels).
+pub fn token(outcome: &str) -> Cow<'_, str> {
+    if outcome.contains(' ') {
+        Cow::Owned(outcome.replace(' ', "-"))
+    } else {
+        Cow::Borrowed(outcome)
+    }
 }
 
 /// Records an administrator's action (or a refused attempt at one) with who asked: the
@@ -289,15 +305,15 @@ pub fn admin_action(by: &str, uid: u32, action: &str, user: &str, result: &str) 
     let result = quoted_text(result);
     tracing::info!(
         target: "mfad::admin",
-        mfa_action = action.as_str(),
-        mfa_user = user.as_str(),
-        mfa_by = by.as_str(),
+        mfa_action = &*action,
+        mfa_user = &*user,
+        mfa_by = &*by,
         mfa_uid = uid,
-        mfa_result = result.as_str(),
+        mfa_result = &*result,
         "admin action={} user={} by={} uid={uid} result=\"{}\"",
-        quote(action.clone()),
-        quote(user.clone()),
-        quote(by.clone()),
+        quote(Cow::Borrowed(&action)),
+        quote(Cow::Borrowed(&user)),
+        quote(Cow::Borrowed(&by)),
         result
     );
 }

@@ -195,7 +195,7 @@ pub fn visible(s: &str) -> String {
             !matches!(c, '\u{200e}' | '\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}')
         })
         .collect();
-    crate::text::clean(&kept)
+    crate::text::clean(&kept).into_owned()
 }
 
 /// An ntfy topic as ntfy accepts it: 1 to 64 of letters, digits, `-` and `_`. Checked at

@@ -517,7 +517,7 @@ impl LocalFactors {
         &self,
         conn: &mut Conn,
         who: &Who<'_>,
-        method: &str,
+        method: &'static str,
         reason: &str,
         message: &str,
     ) -> Result<bool> {

@@ -88,7 +88,7 @@ impl LocalFactors {
         &self,
         conn: &mut Conn,
         who: &Who<'_>,
-        method: &str,
+        method: &'static str,
         refusal: &Refusal,
     ) -> Result<()> {
         decision(who, method, "rate-limited", &refusal.log_reason());
@@ -102,7 +102,7 @@ impl LocalFactors {
         &self,
         conn: &mut Conn,
         who: &Who<'_>,
-        method: &str,
+        method: &'static str,
         number: &str,
     ) -> Result<bool> {
         let Some(cfg) = &self.core.config.twilio else {
