@@ -358,6 +358,11 @@ pub struct PortalPage {
     /// The user's recent logins, newest first (empty when no history is kept).
     #[serde(default)]
     pub logins: Vec<PortalLogin>,
+    /// The login history could not be read just now: `logins` is empty for that reason, not
+    /// because there were none (the page says so rather than show an empty list, which
+    /// could hide a login the user did not make).
+    #[serde(default)]
+    pub logins_unreadable: bool,
     /// Phones can be added here (SMS is configured).
     #[serde(default)]
     pub can_add_phone: bool,

@@ -351,11 +351,16 @@ fn push_waiting_page(csrf: &str, note: &str) -> Response {
 }
 
 /// The recent logins, each with its "this wasn't me" button.
-fn logins_part(csrf: &str, logins: &[PortalLogin]) -> Markup {
+fn logins_part(csrf: &str, logins: &[PortalLogin], unreadable: bool) -> Markup {
     html! {
         h2 { "My recent logins" }
         ol id="logins" class="logins" {
-            @if logins.is_empty() {
+            @if unreadable {
+                li #logins-unreadable {
+                    "Your recent logins cannot be read right now. Try again later; if this \
+                     lasts, tell your administrator."
+                }
+            } @else if logins.is_empty() {
                 li { "None recorded yet." }
             }
             @for (i, l) in logins.iter().enumerate() {
@@ -417,7 +422,7 @@ fn home_page(page: &PortalPage) -> Response {
         h2 { "Add a device" }
         (button_form(csrf, "begin-app", None, "Add an authenticator app"))
         (add_forms(page))
-        (logins_part(csrf, &page.logins))
+        (logins_part(csrf, &page.logins, page.logins_unreadable))
         @if page.admin {
             (admin_part(csrf, &page.locked))
         }
@@ -1076,6 +1081,31 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_history_that_cannot_be_read_is_said_so_not_shown_as_empty() {
+        let page = |logins_unreadable| PortalPage {
+            user: "alice".into(),
+            csrf: "c".into(),
+            devices: Vec::new(),
+            bypass_left: 0,
+            fresh_for: 0,
+            admin: false,
+            locked: Vec::new(),
+            logins: Vec::new(),
+            logins_unreadable,
+            can_add_phone: false,
+            can_add_push: false,
+            can_add_key: false,
+        };
+        let html = body(home_page(&page(true))).await;
+        assert!(html.contains("id=\"logins-unreadable\""), "{html}");
+        assert!(html.contains("cannot be read right now"), "{html}");
+        assert!(!html.contains("None recorded yet."), "{html}");
+        let html = body(home_page(&page(false))).await;
+        assert!(html.contains("None recorded yet."), "{html}");
+        assert!(!html.contains("logins-unreadable"), "{html}");
+    }
+
+    #[tokio::test]
     async fn every_value_on_the_home_page_is_escaped() {
         let page = PortalPage {
             user: EVIL.into(),
@@ -1105,6 +1135,7 @@ mod tests {
                 outcome: EVIL.into(),
                 detail: EVIL.into(),
             }],
+            logins_unreadable: false,
             can_add_phone: true,
             can_add_push: true,
             can_add_key: true,

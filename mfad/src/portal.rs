@@ -395,21 +395,35 @@ impl PortalDesk {
         }
         let factor_at = record.factor_at.unwrap_or(now);
         let u = record.user.clone();
-        let history = self.core.history.enabled();
         let read = self
             .core
-            .db(move |s| {
-                let logins = if history {
-                    s.recent_logins(&u, crate::history::SHOWN)?
-                } else {
-                    Vec::new()
-                };
-                Ok((s.devices(&u)?, s.unused_bypass_codes(&u)?.len(), logins))
-            })
+            .db(move |s| Ok((s.devices(&u)?, s.unused_bypass_codes(&u)?.len())))
             .await;
-        let (devices, bypass_left, logins) = match read {
+        let (devices, bypass_left) = match read {
             Ok(read) => read,
             Err(_) => return UNAVAILABLE,
+        };
+        // The history apart: a history that cannot be read (its own file, on SQLite) still
+        // leaves the devices to manage, and the page says the list is missing.
+        let (logins, logins_unreadable) = if self.core.history.enabled() {
+            let u = record.user.clone();
+            match self
+                .core
+                .db(move |s| s.recent_logins(&u, crate::history::SHOWN))
+                .await
+            {
+                Ok(logins) => (logins, false),
+                Err(e) => {
+                    warn!(
+                        target: "mfad::web",
+                        "portal: cannot read the login history of {}: {e}",
+                        crate::text::clean(&record.user)
+                    );
+                    (Vec::new(), true)
+                }
+            }
+        } else {
+            (Vec::new(), false)
         };
         let fresh_for = (factor_at + FRESH_SECS).saturating_sub(now).max(0) as u64;
         let admin = match self.is_admin(&record.user).await {
@@ -475,6 +489,7 @@ impl PortalDesk {
                         detail: l.detail,
                     })
                     .collect(),
+                logins_unreadable,
             },
         }
     }

@@ -744,6 +744,39 @@ fn recent_logins_are_listed_and_this_wasnt_me_locks_the_account_and_ends_the_ses
 }
 
 #[test]
+fn a_login_history_that_cannot_be_read_leaves_the_devices_and_says_so() {
+    let d = portal(|_| {});
+    // The history's own file (opened at first use) is not a database.
+    let history = mfad::store::sqlite::history_path(&d.config.database);
+    std::fs::write(&history, vec![b'x'; 8192]).unwrap();
+    let (outcome, _) = d.login(USER, &[&code(&d, 0)]);
+    assert_eq!(outcome, Outcome::Allow, "logins do not need the history");
+    d.clock.advance(30);
+    let s = signed_in(&d);
+    let p = page(view(&d, &s));
+    assert!(p.logins_unreadable, "{p:?}");
+    assert!(p.logins.is_empty());
+    assert_eq!(p.devices.len(), 1);
+    assert_eq!(p.devices[0].name, "phone app");
+    // Its devices can still be changed.
+    let WebReply::PortalChanged { .. } = change(
+        &d,
+        &s,
+        PortalChange::Rename {
+            device: p.devices[0].id,
+            name: "work phone".into(),
+        },
+    ) else {
+        panic!("not renamed")
+    };
+    assert_eq!(d.store().devices(USER).unwrap()[0].name, "work phone");
+    // Readable again: the list is back, and says nothing is missing.
+    std::fs::remove_file(&history).unwrap();
+    let p = page(view(&d, &s));
+    assert!(!p.logins_unreadable, "{p:?}");
+}
+
+#[test]
 fn without_a_login_history_nothing_is_kept() {
     let d = portal(|c| c.login_history = 0);
     let (outcome, _) = d.login(USER, &[&code(&d, 0)]);
