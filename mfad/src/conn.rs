@@ -21,7 +21,7 @@ use tokio::io::Interest;
 use tokio::io::unix::AsyncFd;
 use tokio::task::JoinHandle;
 use tokio::time::{Instant, timeout};
-use zeroize::Zeroizing;
+use zeroize::{Zeroize, Zeroizing};
 
 /// How long root may take to say hello, and any write may take.
 pub const IO_TIMEOUT: Duration = Duration::from_secs(10);
@@ -117,6 +117,8 @@ pub struct SocketDialogue {
     writing: Arc<tokio::sync::Mutex<()>>,
     activity: Arc<Activity>,
     keepalive: Option<JoinHandle<()>>,
+    /// What the client sent beyond the frames read so far ([`Received`]).
+    received: Received,
 }
 
 /// How often a write to a full socket is tried again.
@@ -143,6 +145,7 @@ impl SocketDialogue {
                 last_write: Mutex::new(Instant::now()),
             }),
             keepalive: None,
+            received: Received::default(),
         })
     }
 }
@@ -158,29 +161,26 @@ where
     Ok(unsafe { AsyncFd::register_with_interest(io, Interest::READABLE) }?)
 }
 
-/// Fills `buf` from the socket. Reads first and waits only when nothing is there: what
-/// the client sent is often there already (its hello, when mfad accepts). The socket is
-/// watched (`watched`) from the first time it must wait.
-async fn read_exact(
+/// Reads what the socket has into `buf` (at least one byte). Reads first and waits only
+/// when nothing is there: what the client sent is often there already (its hello, when
+/// mfad accepts). The socket is watched (`watched`) from the first time it must wait.
+async fn read_some(
     socket: &Arc<UnixStream>,
     watched: &mut Option<AsyncFd<Arc<UnixStream>>>,
     buf: &mut [u8],
-) -> Result<(), FrameError> {
-    let mut filled = 0;
+) -> Result<usize, FrameError> {
     let mut ready: Option<tokio::io::unix::AsyncFdReadyGuard<'_, Arc<UnixStream>>> = None;
-    while filled < buf.len() {
+    loop {
         let read = match ready.take() {
-            None => socket.as_ref().read(&mut buf[filled..]),
-            Some(mut guard) => {
-                match guard.try_io(|s| s.get_ref().as_ref().read(&mut buf[filled..])) {
-                    Ok(read) => read,
-                    Err(_would_block) => Err(ErrorKind::WouldBlock.into()),
-                }
-            }
+            None => socket.as_ref().read(buf),
+            Some(mut guard) => match guard.try_io(|s| s.get_ref().as_ref().read(buf)) {
+                Ok(read) => read,
+                Err(_would_block) => Err(ErrorKind::WouldBlock.into()),
+            },
         };
         match read {
             Ok(0) => return Err(FrameError::Closed),
-            Ok(n) => filled += n,
+            Ok(n) => return Ok(n),
             Err(e) if e.kind() == ErrorKind::Interrupted => {}
             Err(e) if e.kind() == ErrorKind::WouldBlock => {
                 // Watched from now on. Added to the watch list with data already there,
@@ -195,7 +195,74 @@ async fn read_exact(
             Err(e) => return Err(e.into()),
         }
     }
-    Ok(())
+}
+
+/// Room a conversation's receive buffer starts with: a hello or an answer fits whole, so
+/// one read takes a frame's header and body together (two system calls a frame otherwise).
+const RECEIVE_ROOM: usize = 1024;
+
+/// The bytes received and not yet read as frames: `buf[start..end]`. Zeroized as they are
+/// read (answers carry passcodes), and the buffer given back when nothing is left in it (a
+/// conversation waiting for a phone holds none).
+#[derive(Default)]
+struct Received {
+    buf: Option<Zeroizing<Vec<u8>>>,
+    start: usize,
+    end: usize,
+}
+
+impl Received {
+    /// The next whole frame's body, if one is there: (where it starts, its length).
+    fn frame(&self) -> Result<Option<(usize, usize)>, FrameError> {
+        let Some(buf) = &self.buf else {
+            return Ok(None);
+        };
+        let have = &buf[self.start..self.end];
+        let Some(header) = have.first_chunk::<4>() else {
+            return Ok(None);
+        };
+        let len = frame::body_len(*header)?;
+        Ok((have.len() >= 4 + len).then_some((self.start + 4, len)))
+    }
+
+    /// Room for the rest of the frame being received (at least one byte): the bytes kept
+    /// moved to the front, into a larger buffer if the frame needs one (the old one
+    /// zeroized as it is dropped).
+    fn room(&mut self) -> Result<&mut [u8], FrameError> {
+        let have = self.end - self.start;
+        let header = self
+            .buf
+            .as_ref()
+            .and_then(|b| b[self.start..self.end].first_chunk::<4>().copied());
+        let need = match header {
+            Some(h) => (4 + frame::body_len(h)?).max(RECEIVE_ROOM),
+            None => RECEIVE_ROOM,
+        };
+        let buf = self
+            .buf
+            .get_or_insert_with(|| Zeroizing::new(vec![0; RECEIVE_ROOM]));
+        // The frame cannot fit from where it starts (or no room is left at all): moved to
+        // the front of a buffer it fits in.
+        if buf.len() - self.start < need || self.end == buf.len() {
+            let mut fresh = Zeroizing::new(vec![0; need.max(buf.len())]);
+            fresh[..have].copy_from_slice(&buf[self.start..self.end]);
+            *buf = fresh;
+            self.start = 0;
+            self.end = have;
+        }
+        Ok(&mut buf[self.end..])
+    }
+
+    /// Takes the frame at `at` of `len` bytes out: zeroized, the buffer dropped if empty.
+    fn consume(&mut self, at: usize, len: usize) {
+        if let Some(buf) = &mut self.buf {
+            buf[self.start..at + len].zeroize();
+            self.start = at + len;
+            if self.start == self.end {
+                *self = Received::default();
+            }
+        }
+    }
 }
 
 /// Sends what of `bytes` the socket takes now: never waits, never raises SIGPIPE.
@@ -252,14 +319,23 @@ impl Dialogue for SocketDialogue {
 
     fn read(&mut self, limit: Duration) -> DialogueFuture<'_, ClientMsg> {
         Box::pin(async move {
-            let (socket, watched) = (&self.socket, &mut self.watched);
+            let (socket, watched, received) = (&self.socket, &mut self.watched, &mut self.received);
             let read = async {
-                let mut header = [0u8; 4];
-                read_exact(socket, watched, &mut header).await?;
-                let len = frame::body_len(header)?;
-                let mut body = Zeroizing::new(vec![0u8; len]);
-                read_exact(socket, watched, &mut body).await?;
-                Ok::<_, ConnError>(frame::decode(&body)?)
+                loop {
+                    if let Some((at, len)) = received.frame()? {
+                        let msg = received
+                            .buf
+                            .as_ref()
+                            .map(|buf| frame::decode(&buf[at..at + len]));
+                        received.consume(at, len);
+                        match msg {
+                            Some(msg) => return Ok::<_, ConnError>(msg?),
+                            None => return Err(FrameError::Closed.into()),
+                        }
+                    }
+                    let n = read_some(socket, watched, received.room()?).await?;
+                    received.end += n;
+                }
             };
             self.activity.reading.store(true, Ordering::SeqCst);
             let result = timeout(limit, read).await;
@@ -667,6 +743,63 @@ mod tests {
             matches!(closed, ConnError::Frame(FrameError::Closed)),
             "{closed}"
         );
+    }
+
+    #[tokio::test]
+    async fn frames_sent_together_are_read_one_by_one_and_a_large_one_whole() {
+        let (ours, mut theirs) = std::os::unix::net::UnixStream::pair().unwrap();
+        ours.set_nonblocking(true).unwrap();
+        let mut wire = SocketDialogue::new(ours).unwrap();
+        let answer = |code: String| ClientMsg::Answer {
+            text: Some(Zeroizing::new(code)),
+        };
+        // Three frames in one write (a large one in the middle, many times the buffer's
+        // first room), then one more after mfad has read them.
+        let large = "7".repeat(20 * RECEIVE_ROOM);
+        let mut bytes = Zeroizing::new(Vec::new());
+        for code in ["111111".to_string(), large.clone(), "222222".to_string()] {
+            frame::encode_into(&answer(code), &mut bytes).unwrap();
+        }
+        std::io::Write::write_all(&mut theirs, &bytes).unwrap();
+        for want in ["111111", large.as_str(), "222222"] {
+            let got = wire.read(Duration::from_secs(5)).await.unwrap();
+            assert!(
+                matches!(&got, ClientMsg::Answer { text: Some(t) } if t.as_str() == want),
+                "{got:?}"
+            );
+        }
+        assert!(wire.received.buf.is_none(), "nothing left, nothing kept");
+        write_frame(&mut theirs, &answer("333333".into())).unwrap();
+        let got = wire.read(Duration::from_secs(5)).await.unwrap();
+        assert!(
+            matches!(&got, ClientMsg::Answer { text: Some(t) } if t.as_str() == "333333"),
+            "{got:?}"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_header_over_the_limit_or_of_nothing_is_refused_before_its_body() {
+        for header in [((mfa_proto::MAX_FRAME + 1) as u32).to_be_bytes(), [0; 4]] {
+            let (ours, mut theirs) = std::os::unix::net::UnixStream::pair().unwrap();
+            ours.set_nonblocking(true).unwrap();
+            let mut wire = SocketDialogue::new(ours).unwrap();
+            std::io::Write::write_all(&mut theirs, &header).unwrap();
+            let e = wire.read(Duration::from_secs(5)).await.unwrap_err();
+            assert!(
+                matches!(
+                    e,
+                    ConnError::Frame(FrameError::TooLarge(_) | FrameError::Empty)
+                ),
+                "{e}"
+            );
+            assert!(
+                wire.received
+                    .buf
+                    .as_ref()
+                    .is_none_or(|b| b.len() == RECEIVE_ROOM),
+                "no room made for the announced body"
+            );
+        }
     }
 
     #[tokio::test]
