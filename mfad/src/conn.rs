@@ -777,6 +777,53 @@ mod tests {
         );
     }
 
+    #[test]
+    fn frames_cut_anywhere_come_out_whole_and_in_order() {
+        // Frames of many sizes (some larger than the first room), their bytes delivered in
+        // pieces of pseudo-random sizes, as reads of a socket may give them.
+        let texts: Vec<String> = (0..40)
+            .map(|i| {
+                char::from(b'a' + (i % 26) as u8)
+                    .to_string()
+                    .repeat((i * 97) % 3000)
+            })
+            .collect();
+        let mut stream = Zeroizing::new(Vec::new());
+        for t in &texts {
+            frame::encode_into(&ServerMsg::Info { text: t.clone() }, &mut stream).unwrap();
+        }
+        for seed in [1u64, 7, 12345] {
+            let (mut received, mut sent, mut got) = (Received::default(), 0, Vec::new());
+            let mut rng = seed;
+            while got.len() < texts.len() {
+                if let Some((at, len)) = received.frame().unwrap() {
+                    let buf = received.buf.as_ref().unwrap();
+                    let msg: ServerMsg = frame::decode(&buf[at..at + len]).unwrap();
+                    received.consume(at, len);
+                    got.push(msg);
+                    continue;
+                }
+                rng = rng
+                    .wrapping_mul(6364136223846793005)
+                    .wrapping_add(1442695040888963407);
+                let piece = 1 + (rng >> 33) as usize % 700;
+                let room = received.room().unwrap();
+                let n = piece.min(room.len()).min(stream.len() - sent);
+                assert!(n > 0, "room for more, and more to send");
+                room[..n].copy_from_slice(&stream[sent..sent + n]);
+                received.end += n;
+                sent += n;
+            }
+            let want: Vec<ServerMsg> = texts
+                .iter()
+                .map(|t| ServerMsg::Info { text: t.clone() })
+                .collect();
+            assert_eq!(got, want, "seed {seed}");
+            assert_eq!(sent, stream.len());
+            assert!(received.buf.is_none(), "nothing left, nothing kept");
+        }
+    }
+
     #[tokio::test]
     async fn a_header_over_the_limit_or_of_nothing_is_refused_before_its_body() {
         for header in [((mfa_proto::MAX_FRAME + 1) as u32).to_be_bytes(), [0; 4]] {
