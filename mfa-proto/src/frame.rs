@@ -37,7 +37,7 @@ impl From<io::Error> for FrameError {
 }
 
 /// Room a new frame buffer starts with: most frames (a hello, a prompt, a verdict) fit.
-const FIRST_ROOM: usize = 512;
+pub const FIRST_ROOM: usize = 512;
 
 /// Serializes `msg` into a complete frame (header and body).
 pub fn encode<T: Serialize>(msg: &T) -> Result<Zeroizing<Vec<u8>>, FrameError> {

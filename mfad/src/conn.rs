@@ -212,9 +212,9 @@ struct Received {
 }
 
 impl Received {
-    /// The next whole frame's body, if one is there: (where it starts, its length).
-    fn frame(&self) -> Result<Option<(usize, usize)>, FrameError> {
-        let Some(buf) = &self.buf else {
+    /// The next whole frame, decoded and taken out, if one is there.
+    fn next<T: serde::de::DeserializeOwned>(&mut self) -> Result<Option<T>, FrameError> {
+        let Some(buf) = &mut self.buf else {
             return Ok(None);
         };
         let have = &buf[self.start..self.end];
@@ -222,7 +222,17 @@ impl Received {
             return Ok(None);
         };
         let len = frame::body_len(*header)?;
-        Ok((have.len() >= 4 + len).then_some((self.start + 4, len)))
+        if have.len() < 4 + len {
+            return Ok(None);
+        }
+        let (at, end) = (self.start + 4, self.start + 4 + len);
+        let msg = frame::decode(&buf[at..end]);
+        buf[self.start..end].zeroize();
+        self.start = end;
+        if self.start == self.end {
+            *self = Received::default();
+        }
+        msg.map(Some)
     }
 
     /// Room for the rest of the frame being received (at least one byte): the bytes kept
@@ -251,17 +261,6 @@ impl Received {
             self.end = have;
         }
         Ok(&mut buf[self.end..])
-    }
-
-    /// Takes the frame at `at` of `len` bytes out: zeroized, the buffer dropped if empty.
-    fn consume(&mut self, at: usize, len: usize) {
-        if let Some(buf) = &mut self.buf {
-            buf[self.start..at + len].zeroize();
-            self.start = at + len;
-            if self.start == self.end {
-                *self = Received::default();
-            }
-        }
     }
 }
 
@@ -307,7 +306,7 @@ async fn write_all(
 impl Dialogue for SocketDialogue {
     fn write<'a>(&'a mut self, msgs: &'a [ServerMsg], limit: Duration) -> DialogueFuture<'a, ()> {
         Box::pin(async move {
-            let mut bytes = Zeroizing::new(Vec::with_capacity(512));
+            let mut bytes = Zeroizing::new(Vec::with_capacity(frame::FIRST_ROOM));
             for msg in msgs {
                 frame::encode_into(msg, &mut bytes)?;
             }
@@ -322,16 +321,8 @@ impl Dialogue for SocketDialogue {
             let (socket, watched, received) = (&self.socket, &mut self.watched, &mut self.received);
             let read = async {
                 loop {
-                    if let Some((at, len)) = received.frame()? {
-                        let msg = received
-                            .buf
-                            .as_ref()
-                            .map(|buf| frame::decode(&buf[at..at + len]));
-                        received.consume(at, len);
-                        match msg {
-                            Some(msg) => return Ok::<_, ConnError>(msg?),
-                            None => return Err(FrameError::Closed.into()),
-                        }
+                    if let Some(msg) = received.next()? {
+                        return Ok::<_, ConnError>(msg);
                     }
                     let n = read_some(socket, watched, received.room()?).await?;
                     received.end += n;
@@ -796,10 +787,7 @@ mod tests {
             let (mut received, mut sent, mut got) = (Received::default(), 0, Vec::new());
             let mut rng = seed;
             while got.len() < texts.len() {
-                if let Some((at, len)) = received.frame().unwrap() {
-                    let buf = received.buf.as_ref().unwrap();
-                    let msg: ServerMsg = frame::decode(&buf[at..at + len]).unwrap();
-                    received.consume(at, len);
+                if let Some(msg) = received.next::<ServerMsg>().unwrap() {
                     got.push(msg);
                     continue;
                 }
