@@ -6,6 +6,7 @@
 //! ends with [`ServerMsg::Done`]. Frames are a 4-byte big-endian length and a JSON body of at
 //! most [`MAX_FRAME`] bytes (see [`frame`]).
 
+pub mod alloc;
 pub mod client;
 pub mod frame;
 pub mod terminal;

@@ -258,3 +258,64 @@ fn a_malformed_frame_cannot_forge_a_log_line() {
         "a terminal escape reached the log:\n{log}"
     );
 }
+
+/// Where in the process `pid`'s writable memory (heap, arenas, stacks) `needle` occurs:
+/// one line of `/proc/PID/maps` per mapping that holds it.
+fn found_in_memory(pid: u32, needle: &[u8]) -> Vec<String> {
+    use std::os::unix::fs::FileExt;
+    let maps = std::fs::read_to_string(format!("/proc/{pid}/maps")).unwrap();
+    let mem = std::fs::File::open(format!("/proc/{pid}/mem")).unwrap();
+    let mut found = Vec::new();
+    for line in maps.lines() {
+        let mut fields = line.split_whitespace();
+        let (Some(range), Some(perms)) = (fields.next(), fields.next()) else {
+            continue;
+        };
+        if !perms.starts_with("rw") {
+            continue;
+        }
+        let (start, end) = range.split_once('-').unwrap();
+        let start = u64::from_str_radix(start, 16).unwrap();
+        let end = u64::from_str_radix(end, 16).unwrap();
+        let mut bytes = vec![0u8; (end - start) as usize];
+        if mem.read_exact_at(&mut bytes, start).is_err() {
+            continue; // [vvar] and the like cannot be read
+        }
+        if bytes.windows(needle.len()).any(|w| w == needle) {
+            found.push(line.to_string());
+        }
+    }
+    found
+}
+
+/// A user who types their password at the passcode prompt by mistake. Once the login is
+/// over, no byte of it is left in mfad's memory, freed or not: not when it is plain, and not
+/// when it has a `"` or a `\`, which the wire carries escaped and serde_json unescapes into
+/// a scratch buffer of its own (mfad frees through mfa_proto::alloc::ZeroizingAlloc).
+#[test]
+fn a_password_typed_at_the_passcode_prompt_is_not_left_in_mfads_memory() {
+    let m = start("");
+    seed(&m.db());
+    // The scan reads mfad's memory: its config's path is there.
+    let config = m.path("mfad.toml");
+    assert!(!found_in_memory(m.pid(), config.to_str().unwrap().as_bytes()).is_empty());
+
+    for (n, form) in [
+        "my-unix-password\"{}\\and-more",
+        "my-unix-password-{}-and-more",
+    ]
+    .iter()
+    .enumerate()
+    {
+        let marker = format!("{:08x}{n:08x}{:016x}", std::process::id(), now() as u64);
+        let password = form.replace("{}", &marker);
+        assert_eq!(login(&m.socket(), &password), Outcome::Deny);
+        std::thread::sleep(Duration::from_millis(300));
+        let found = found_in_memory(m.pid(), marker.as_bytes());
+        assert!(
+            found.is_empty(),
+            "the password {password:?} is still in mfad's memory, in:\n{}",
+            found.join("\n")
+        );
+    }
+}

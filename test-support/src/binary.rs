@@ -118,6 +118,12 @@ pub struct Running {
     child: Child,
 }
 
+impl Running {
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+}
+
 impl Drop for Running {
     fn drop(&mut self) {
         let pid = nix::unistd::Pid::from_raw(self.child.id() as i32);
@@ -128,7 +134,7 @@ impl Drop for Running {
 
 /// The usual case: a host with mfad running on it. Stops mfad before the files go.
 pub struct BinaryMfad {
-    _running: Running,
+    running: Running,
     host: BinaryHost,
 }
 
@@ -136,9 +142,14 @@ impl BinaryMfad {
     pub fn start(program: impl AsRef<Path>, extra: &str) -> BinaryMfad {
         let host = BinaryHost::new(program, extra);
         BinaryMfad {
-            _running: host.start(),
+            running: host.start(),
             host,
         }
+    }
+
+    /// The running mfad's process id.
+    pub fn pid(&self) -> u32 {
+        self.running.pid()
     }
 }
 
