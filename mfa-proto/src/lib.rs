@@ -8,6 +8,7 @@
 
 pub mod alloc;
 pub mod client;
+mod client_msg;
 pub mod frame;
 pub mod terminal;
 pub mod text;
@@ -45,7 +46,10 @@ pub const DEFAULT_SOCKET: &str = "/run/mfa/mfad.sock";
 pub const MAX_ANSWER: usize = 512;
 
 /// First message of every connection.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+///
+/// Read by a reader of its own that needs no buffer (see `client_msg.rs`); written by
+/// serde's derived writer, which puts each tag first.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum ClientMsg {
     Hello {
