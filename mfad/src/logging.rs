@@ -228,7 +228,8 @@ pub fn field(value: &str) -> Cow<'_, str> {
 }
 
 /// An escaped value ([`mfa_proto::text::log_field`]), in quotes unless it is one plain token.
-fn quote(clean: Cow<'_, str>) -> Cow<'_, str> {
+fn quote<'a>(clean: impl Into<Cow<'a, str>>) -> Cow<'a, str> {
+    let clean = clean.into();
     let plain = !clean.is_empty()
         && clean
             .chars()
@@ -277,13 +278,13 @@ pub fn decision(
         mfa_reason = &*reason,
         mfa_vouched = &*vouched,
         "decision user={} rhost={} service={} method={} outcome={} reason=\"{}\" vouched={}",
-        quote(Cow::Borrowed(&user)),
-        quote(Cow::Borrowed(&rhost)),
-        quote(Cow::Borrowed(&service)),
-        quote(Cow::Borrowed(&method)),
-        quote(Cow::Borrowed(&outcome)),
+        quote(&*user),
+        quote(&*rhost),
+        quote(&*service),
+        quote(&*method),
+        quote(&*outcome),
         reason,
-        quote(Cow::Borrowed(&vouched))
+        quote(&*vouched)
     );
 }
 
@@ -311,9 +312,9 @@ pub fn admin_action(by: &str, uid: u32, action: &str, user: &str, result: &str) 
         mfa_uid = uid,
         mfa_result = &*result,
         "admin action={} user={} by={} uid={uid} result=\"{}\"",
-        quote(Cow::Borrowed(&action)),
-        quote(Cow::Borrowed(&user)),
-        quote(Cow::Borrowed(&by)),
+        quote(&*action),
+        quote(&*user),
+        quote(&*by),
         result
     );
 }

@@ -3,6 +3,7 @@
 
 use mfa_proto::{AuthContext, Client, Conversation, Operation, Outcome};
 use mfa_test_support::binary::{BinaryMfad, now, params};
+use mfa_test_support::memory::found_in_memory;
 use mfad::Store;
 use mfad::factor::totp;
 use std::os::unix::fs::PermissionsExt;
@@ -257,35 +258,6 @@ fn a_malformed_frame_cannot_forge_a_log_line() {
         !log.contains('\u{1b}'),
         "a terminal escape reached the log:\n{log}"
     );
-}
-
-/// Where in the process `pid`'s writable memory (heap, arenas, stacks) `needle` occurs:
-/// one line of `/proc/PID/maps` per mapping that holds it.
-fn found_in_memory(pid: u32, needle: &[u8]) -> Vec<String> {
-    use std::os::unix::fs::FileExt;
-    let maps = std::fs::read_to_string(format!("/proc/{pid}/maps")).unwrap();
-    let mem = std::fs::File::open(format!("/proc/{pid}/mem")).unwrap();
-    let mut found = Vec::new();
-    for line in maps.lines() {
-        let mut fields = line.split_whitespace();
-        let (Some(range), Some(perms)) = (fields.next(), fields.next()) else {
-            continue;
-        };
-        if !perms.starts_with("rw") {
-            continue;
-        }
-        let (start, end) = range.split_once('-').unwrap();
-        let start = u64::from_str_radix(start, 16).unwrap();
-        let end = u64::from_str_radix(end, 16).unwrap();
-        let mut bytes = vec![0u8; (end - start) as usize];
-        if mem.read_exact_at(&mut bytes, start).is_err() {
-            continue; // [vvar] and the like cannot be read
-        }
-        if bytes.windows(needle.len()).any(|w| w == needle) {
-            found.push(line.to_string());
-        }
-    }
-    found
 }
 
 /// A user who types their password at the passcode prompt by mistake. Once the login is

@@ -8,6 +8,7 @@
 pub mod binary;
 pub mod fake_phone;
 pub mod http;
+pub mod memory;
 pub mod postgres;
 
 use mfa_proto::{AuthContext, ClientError, ClientMsg, Conversation, Operation, Outcome, ServerMsg};

@@ -426,6 +426,12 @@ impl TestEnv {
         self.mfad.as_ref().and_then(|m| m.approval_port)
     }
 
+    /// The process ids of mfad and of the mfa-web beside it, while they run.
+    pub fn process_ids(&self) -> (Option<u32>, Option<u32>) {
+        let mfad = self.mfad.as_ref();
+        (mfad.and_then(Mfad::pid), mfad.and_then(Mfad::web_pid))
+    }
+
     pub fn mfad_running(&mut self) -> bool {
         self.mfad.as_mut().is_some_and(Mfad::is_running)
     }

@@ -154,6 +154,16 @@ pub struct Mfad {
 }
 
 impl Mfad {
+    /// mfad's process id while it runs.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
+    /// The process id of the mfa-web started beside it, if any.
+    pub fn web_pid(&self) -> Option<u32> {
+        self.web.as_ref()?.child.as_ref().map(Child::id)
+    }
+
     /// Writes the config into `dir` and starts mfad; returns once its socket exists (and,
     /// when the config has `[approval]` with a `listen` key, mfa-web beside it listens: the
     /// [`WEB_KEYS`] go to its mfa-web.toml). Without `listen`, no mfa-web is started (a test

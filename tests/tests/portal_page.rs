@@ -5,8 +5,8 @@
 //! uses, gets new bypass codes, and a real ssh login gets in with one of them. An admin
 //! unlocks a user locked by real ssh failures. The recent logins list real ssh logins and
 //! "This wasn't me" locks the account. A push device made the default on the portal is what
-//! the next scp uses. Screenshots under
-//! `target/screenshots/`.
+//! the next scp uses. A wrong password posted to the sign-in form is left in neither mfa-web's
+//! nor mfad's memory. Screenshots under `target/screenshots/`.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use mfa_e2e::browser::Browser;
@@ -602,4 +602,64 @@ fn in_chromium_a_security_key_is_added_signs_in_and_a_copy_of_it_is_refused() {
             && l.contains("signature counter")),
         "{log}"
     );
+}
+
+/// A password typed on the portal's sign-in page (a wrong one, with a `"` that the JSON
+/// between mfa-web and mfad carries escaped) is gone from both processes' memory once the
+/// page has answered: nothing of it is left in a freed buffer of hyper's, serde's or
+/// serde_json's (both free through mfa_proto::alloc::ZeroizingAlloc). No browser needed: the
+/// form as a browser posts it.
+#[test]
+fn a_password_typed_on_the_sign_in_page_is_left_in_neither_mfa_web_nor_mfad() {
+    use mfa_test_support::http;
+    use mfa_test_support::memory::found_in_memory;
+
+    let port = APPROVAL_PORT;
+    let pam = PamService::shipped_web().unwrap();
+    let toml = format!(
+        "[approval]\nlisten = \"127.0.0.1:{port}\"\npublic_url = \"http://127.0.0.1:{port}\"\n\
+         [web]\npublic_url = \"http://127.0.0.1:{port}\"\nportal = true\n\
+         pam_service = \"{}\"\n",
+        pam.name
+    );
+    let env = TestEnv::builder().mfad_toml(&toml).start().unwrap();
+    let (Some(mfad), Some(web_pid)) = env.process_ids() else {
+        panic!("mfad and mfa-web should both run:\n{}", env.diagnostics());
+    };
+    let portal = format!("http://127.0.0.1:{}/portal", env.web_port().unwrap());
+
+    let marker = {
+        use std::hash::{BuildHasher, Hasher};
+        let random = std::collections::hash_map::RandomState::new()
+            .build_hasher()
+            .finish();
+        format!("pw{random:016x}{:08x}", std::process::id())
+    };
+    let password = format!("correct-horse-battery\"{marker}\\staple");
+    let page = http::get(&portal, None);
+    let cookie = page.cookie("mfa_signin").unwrap();
+    let csrf = http::between(&page.body, "name=\"csrf\" value=\"", "\"").to_string();
+    let answer = http::post(
+        &format!("{portal}/sign-in"),
+        Some(&cookie),
+        &[
+            ("csrf", &csrf),
+            ("user", env.username()),
+            ("password", &password),
+        ],
+    );
+    assert!(answer.body.contains("do not match"), "{}", answer.body);
+    std::thread::sleep(std::time::Duration::from_millis(300));
+
+    let socket = env.socket().to_str().unwrap().as_bytes();
+    for (name, pid) in [("mfad", mfad), ("mfa-web", web_pid)] {
+        // The scan reads the process's memory: both hold the socket's path.
+        assert!(!found_in_memory(pid, socket).is_empty(), "{name}");
+        let found = found_in_memory(pid, marker.as_bytes());
+        assert!(
+            found.is_empty(),
+            "the password is still in {name}'s memory, in:\n{}",
+            found.join("\n")
+        );
+    }
 }
