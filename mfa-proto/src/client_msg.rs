@@ -148,55 +148,47 @@ impl<'de> DeserializeSeed<'de> for OperationSeed {
     }
 }
 
-/// A key of an operation's object: the tag, or any other (kept for the slow road).
-enum OpKey {
-    Tag,
+/// A key or a string that is the one `wanted`, or another, kept for the slow road.
+enum Named {
+    Wanted,
     Other(String),
 }
 
-impl<'de> Deserialize<'de> for OpKey {
-    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        struct KeyVisitor;
-        impl Visitor<'_> for KeyVisitor {
-            type Value = OpKey;
-            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-                f.write_str("a field name")
-            }
-            fn visit_str<E: de::Error>(self, key: &str) -> Result<OpKey, E> {
-                Ok(if key == "op" {
-                    OpKey::Tag
-                } else {
-                    OpKey::Other(key.to_owned())
-                })
-            }
+/// Reads a [`Named`]: an object's key (`key`), or a string value.
+struct Name {
+    wanted: &'static str,
+    key: bool,
+}
+
+impl<'de> DeserializeSeed<'de> for Name {
+    type Value = Named;
+
+    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<Named, D::Error> {
+        if self.key {
+            deserializer.deserialize_identifier(self)
+        } else {
+            deserializer.deserialize_str(self)
         }
-        deserializer.deserialize_identifier(KeyVisitor)
     }
 }
 
-/// The tag's value: a login, or any other operation (kept for the slow road).
-enum OpTag {
-    Authenticate,
-    Other(String),
-}
+impl Visitor<'_> for Name {
+    type Value = Named;
 
-impl<'de> Deserialize<'de> for OpTag {
-    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        struct TagVisitor;
-        impl Visitor<'_> for TagVisitor {
-            type Value = OpTag;
-            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-                f.write_str("an operation's name")
-            }
-            fn visit_str<E: de::Error>(self, tag: &str) -> Result<OpTag, E> {
-                Ok(if tag == "authenticate" {
-                    OpTag::Authenticate
-                } else {
-                    OpTag::Other(tag.to_owned())
-                })
-            }
-        }
-        deserializer.deserialize_str(TagVisitor)
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str(if self.key {
+            "a field name"
+        } else {
+            "an operation's name"
+        })
+    }
+
+    fn visit_str<E: de::Error>(self, text: &str) -> Result<Named, E> {
+        Ok(if text == self.wanted {
+            Named::Wanted
+        } else {
+            Named::Other(text.to_owned())
+        })
     }
 }
 
@@ -265,20 +257,28 @@ impl<'de> Visitor<'de> for OperationVisitor {
 
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Operation, A::Error> {
         let mut object = serde_json::Map::new();
-        match map.next_key::<OpKey>()? {
-            Some(OpKey::Tag) => match map.next_value::<OpTag>()? {
-                OpTag::Authenticate => {
+        let tag = Name {
+            wanted: "op",
+            key: true,
+        };
+        let login = Name {
+            wanted: "authenticate",
+            key: false,
+        };
+        match map.next_key_seed(tag)? {
+            Some(Named::Wanted) => match map.next_value_seed(login)? {
+                Named::Wanted => {
                     // The rest of the object is the login's context, read in place.
                     let context = AuthContext::deserialize(de::value::MapAccessDeserializer::new(
                         NoSecondTag(map),
                     ))?;
                     return Ok(Operation::Authenticate(context));
                 }
-                OpTag::Other(tag) => {
+                Named::Other(tag) => {
                     object.insert("op".into(), serde_json::Value::String(tag));
                 }
             },
-            Some(OpKey::Other(key)) => {
+            Some(Named::Other(key)) => {
                 object.insert(key, map.next_value()?);
             }
             None => {}

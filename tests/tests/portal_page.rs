@@ -17,8 +17,9 @@ use mfa_e2e::sshd::PamService;
 use mfa_e2e::user::{TestGroup, TestUser};
 use mfa_e2e::{TestEnv, TotpSecret};
 
-#[test]
-fn in_chromium_a_user_signs_in_with_password_and_code_and_new_bypass_codes_open_ssh() {
+/// mfad with the portal on, and mfa-web beside it; the shipped PAM service checks the
+/// portal's passwords (bind it first: it goes after the world).
+fn portal_env() -> (PamService, TestEnv) {
     let port = APPROVAL_PORT;
     let pam = PamService::shipped_web().unwrap();
     let toml = format!(
@@ -28,6 +29,12 @@ fn in_chromium_a_user_signs_in_with_password_and_code_and_new_bypass_codes_open_
         pam.name
     );
     let env = TestEnv::builder().mfad_toml(&toml).start().unwrap();
+    (pam, env)
+}
+
+#[test]
+fn in_chromium_a_user_signs_in_with_password_and_code_and_new_bypass_codes_open_ssh() {
+    let (_pam, env) = portal_env();
     let mut device = env.enroll_totp().unwrap();
 
     let browser = Browser::start(&env.dir);
@@ -614,15 +621,7 @@ fn a_password_typed_on_the_sign_in_page_is_left_in_neither_mfa_web_nor_mfad() {
     use mfa_test_support::http;
     use mfa_test_support::memory::found_in_memory;
 
-    let port = APPROVAL_PORT;
-    let pam = PamService::shipped_web().unwrap();
-    let toml = format!(
-        "[approval]\nlisten = \"127.0.0.1:{port}\"\npublic_url = \"http://127.0.0.1:{port}\"\n\
-         [web]\npublic_url = \"http://127.0.0.1:{port}\"\nportal = true\n\
-         pam_service = \"{}\"\n",
-        pam.name
-    );
-    let env = TestEnv::builder().mfad_toml(&toml).start().unwrap();
+    let (_pam, env) = portal_env();
     let (Some(mfad), Some(web_pid)) = env.process_ids() else {
         panic!("mfad and mfa-web should both run:\n{}", env.diagnostics());
     };
