@@ -204,11 +204,24 @@ const RECEIVE_ROOM: usize = 1024;
 /// The bytes received and not yet read as frames: `buf[start..end]`. Zeroized as they are
 /// read (answers carry passcodes), and the buffer given back when nothing is left in it (a
 /// conversation waiting for a phone holds none).
+///
+/// Every byte outside `start..end` is zero: the buffer starts zeroed, the socket writes
+/// only past `end`, and a frame's bytes are zeroized as it is taken out. So only
+/// `start..end` needs clearing when the buffer goes (not its whole capacity, byte by byte,
+/// as `Zeroizing` would, for every frame).
 #[derive(Default)]
 struct Received {
-    buf: Option<Zeroizing<Vec<u8>>>,
+    buf: Option<Vec<u8>>,
     start: usize,
     end: usize,
+}
+
+impl Drop for Received {
+    fn drop(&mut self) {
+        if let Some(buf) = &mut self.buf {
+            buf[self.start..self.end].zeroize();
+        }
+    }
 }
 
 impl Received {
@@ -248,14 +261,13 @@ impl Received {
             Some(h) => (4 + frame::body_len(h)?).max(RECEIVE_ROOM),
             None => RECEIVE_ROOM,
         };
-        let buf = self
-            .buf
-            .get_or_insert_with(|| Zeroizing::new(vec![0; RECEIVE_ROOM]));
+        let buf = self.buf.get_or_insert_with(|| vec![0; RECEIVE_ROOM]);
         // The frame cannot fit from where it starts (or no room is left at all): moved to
-        // the front of a buffer it fits in.
+        // the front of a buffer it fits in, and zeroized where it was.
         if buf.len() - self.start < need || self.end == buf.len() {
-            let mut fresh = Zeroizing::new(vec![0; need.max(buf.len())]);
+            let mut fresh = vec![0; need.max(buf.len())];
             fresh[..have].copy_from_slice(&buf[self.start..self.end]);
+            buf[self.start..self.end].zeroize();
             *buf = fresh;
             self.start = 0;
             self.end = have;
@@ -787,6 +799,11 @@ mod tests {
             let (mut received, mut sent, mut got) = (Received::default(), 0, Vec::new());
             let mut rng = seed;
             while got.len() < texts.len() {
+                // What Received's drop relies on: nothing outside the kept bytes but zeros.
+                if let Some(buf) = &received.buf {
+                    let (before, after) = (&buf[..received.start], &buf[received.end..]);
+                    assert!(before.iter().chain(after).all(|&b| b == 0), "seed {seed}");
+                }
                 if let Some(msg) = received.next::<ServerMsg>().unwrap() {
                     got.push(msg);
                     continue;
