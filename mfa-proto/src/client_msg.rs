@@ -17,6 +17,7 @@
 use crate::{AuthContext, ClientMsg, Operation};
 use serde::de::{self, DeserializeSeed, IgnoredAny, MapAccess, Visitor};
 use serde::{Deserialize, Deserializer};
+use std::borrow::Cow;
 use std::fmt;
 
 #[derive(Deserialize)]
@@ -148,10 +149,11 @@ impl<'de> DeserializeSeed<'de> for OperationSeed {
     }
 }
 
-/// A key or a string that is the one `wanted`, or another, kept for the slow road.
-enum Named {
+/// A key or a string that is the one `wanted`, or another: borrowed from the input when
+/// it has no escapes (the login's keys pass through as they are), owned otherwise.
+enum Named<'de> {
     Wanted,
-    Other(String),
+    Other(Cow<'de, str>),
 }
 
 /// Reads a [`Named`]: an object's key (`key`), or a string value.
@@ -161,9 +163,9 @@ struct Name {
 }
 
 impl<'de> DeserializeSeed<'de> for Name {
-    type Value = Named;
+    type Value = Named<'de>;
 
-    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<Named, D::Error> {
+    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<Named<'de>, D::Error> {
         if self.key {
             deserializer.deserialize_identifier(self)
         } else {
@@ -172,8 +174,8 @@ impl<'de> DeserializeSeed<'de> for Name {
     }
 }
 
-impl Visitor<'_> for Name {
-    type Value = Named;
+impl<'de> Visitor<'de> for Name {
+    type Value = Named<'de>;
 
     fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
         f.write_str(if self.key {
@@ -183,11 +185,19 @@ impl Visitor<'_> for Name {
         })
     }
 
-    fn visit_str<E: de::Error>(self, text: &str) -> Result<Named, E> {
+    fn visit_borrowed_str<E: de::Error>(self, text: &'de str) -> Result<Named<'de>, E> {
         Ok(if text == self.wanted {
             Named::Wanted
         } else {
-            Named::Other(text.to_owned())
+            Named::Other(Cow::Borrowed(text))
+        })
+    }
+
+    fn visit_str<E: de::Error>(self, text: &str) -> Result<Named<'de>, E> {
+        Ok(if text == self.wanted {
+            Named::Wanted
+        } else {
+            Named::Other(Cow::Owned(text.to_owned()))
         })
     }
 }
@@ -203,14 +213,17 @@ impl<'de, A: MapAccess<'de>> MapAccess<'de> for NoSecondTag<A> {
         &mut self,
         seed: K,
     ) -> Result<Option<K::Value>, A::Error> {
-        match self.0.next_key::<KeyText<'de>>()? {
+        let tag = Name {
+            wanted: "op",
+            key: true,
+        };
+        match self.0.next_key_seed(tag)? {
             None => Ok(None),
-            Some(KeyText::Borrowed("op")) => Err(de::Error::duplicate_field("op")),
-            Some(KeyText::Owned(key)) if key == "op" => Err(de::Error::duplicate_field("op")),
-            Some(KeyText::Borrowed(key)) => seed
+            Some(Named::Wanted) => Err(de::Error::duplicate_field("op")),
+            Some(Named::Other(Cow::Borrowed(key))) => seed
                 .deserialize(de::value::BorrowedStrDeserializer::new(key))
                 .map(Some),
-            Some(KeyText::Owned(key)) => seed
+            Some(Named::Other(Cow::Owned(key))) => seed
                 .deserialize(de::value::StringDeserializer::new(key))
                 .map(Some),
         }
@@ -218,31 +231,6 @@ impl<'de, A: MapAccess<'de>> MapAccess<'de> for NoSecondTag<A> {
 
     fn next_value_seed<V: DeserializeSeed<'de>>(&mut self, seed: V) -> Result<V::Value, A::Error> {
         self.0.next_value_seed(seed)
-    }
-}
-
-/// A key as the input has it: borrowed when it has no escapes.
-enum KeyText<'de> {
-    Borrowed(&'de str),
-    Owned(String),
-}
-
-impl<'de> Deserialize<'de> for KeyText<'de> {
-    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        struct KeyVisitor;
-        impl<'de> Visitor<'de> for KeyVisitor {
-            type Value = KeyText<'de>;
-            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-                f.write_str("a field name")
-            }
-            fn visit_borrowed_str<E: de::Error>(self, key: &'de str) -> Result<KeyText<'de>, E> {
-                Ok(KeyText::Borrowed(key))
-            }
-            fn visit_str<E: de::Error>(self, key: &str) -> Result<KeyText<'de>, E> {
-                Ok(KeyText::Owned(key.to_owned()))
-            }
-        }
-        deserializer.deserialize_identifier(KeyVisitor)
     }
 }
 
@@ -275,11 +263,11 @@ impl<'de> Visitor<'de> for OperationVisitor {
                     return Ok(Operation::Authenticate(context));
                 }
                 Named::Other(tag) => {
-                    object.insert("op".into(), serde_json::Value::String(tag));
+                    object.insert("op".into(), serde_json::Value::String(tag.into_owned()));
                 }
             },
             Some(Named::Other(key)) => {
-                object.insert(key, map.next_value()?);
+                object.insert(key.into_owned(), map.next_value()?);
             }
             None => {}
         }
