@@ -28,6 +28,24 @@ impl ZeroizingAlloc<System> {
     pub const SYSTEM: ZeroizingAlloc<System> = ZeroizingAlloc(System);
 }
 
+/// Keeps this process's memory out of core files and away from other processes of its user,
+/// for the daemons (mfad, mfa-web), which hold the store key, provider tokens, sessions and
+/// what users type. Call it first thing in `main`, before any secret is read.
+///
+/// - The core-file limit goes to 0, soft and hard: no core file on a crash, where the
+///   kernel writes one to a file, and none kept by systemd-coredump, which honours it.
+/// - The process is no longer dumpable (`PR_SET_DUMPABLE` 0): its `/proc/PID` files belong
+///   to root, so another process of the same user (mfa-web's, say) can neither read its
+///   memory nor attach a debugger, and no core is written where the system dumps only
+///   dumpable processes. Root can still debug it.
+///
+/// Both are inherited by what the process forks and kept across `execve` of the same user.
+pub fn keep_memory_private() -> nix::Result<()> {
+    use nix::sys::resource::{Resource, setrlimit};
+    setrlimit(Resource::RLIMIT_CORE, 0, 0)?;
+    nix::sys::prctl::set_dumpable(false)
+}
+
 // SAFETY: every call is passed on to `A` with the caller's own pointer and layout; the
 // only addition is clearing `layout.size()` bytes of a block the caller gives back, which
 // it owns until `A::dealloc` returns. `realloc` is the trait's provided one (allocate,
@@ -56,6 +74,16 @@ unsafe impl<A: GlobalAlloc> GlobalAlloc for ZeroizingAlloc<A> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_private_process_dumps_no_core_and_is_not_dumpable() {
+        use nix::sys::resource::{Resource, getrlimit};
+        keep_memory_private().unwrap();
+        assert_eq!(getrlimit(Resource::RLIMIT_CORE).unwrap(), (0, 0));
+        assert!(!nix::sys::prctl::get_dumpable().unwrap());
+        // Twice is fine (a daemon that re-executes itself calls it again).
+        keep_memory_private().unwrap();
+    }
     use std::sync::Mutex;
 
     /// An allocator that records what each block held when it was given back.

@@ -59,6 +59,12 @@ fn config(args: &Args) -> Result<WebConfig, mfa_web::WebError> {
 
 #[tokio::main]
 async fn main() -> ExitCode {
+    // Before anything is read: no core file of sessions or typed passwords, and no other
+    // process of the web user reading this memory.
+    if let Err(e) = mfa_proto::alloc::keep_memory_private() {
+        eprintln!("mfa-web: cannot keep its memory out of core files: {e}");
+        return ExitCode::FAILURE;
+    }
     let args = Args::parse();
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)

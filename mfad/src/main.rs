@@ -284,6 +284,11 @@ fn reload(path: &std::path::Path, current: &Daemon) -> Option<Daemon> {
 }
 
 fn main() -> ExitCode {
+    // Before anything secret is read: no core file, no other process reading this memory.
+    if let Err(e) = mfa_proto::alloc::keep_memory_private() {
+        eprintln!("mfad: cannot keep its memory out of core files: {e}");
+        return ExitCode::FAILURE;
+    }
     let args = Args::parse();
     let config = match Config::load(&args.config) {
         Ok(c) => c,

@@ -291,3 +291,113 @@ fn a_password_typed_at_the_passcode_prompt_is_not_left_in_mfads_memory() {
         );
     }
 }
+
+/// A crash of mfad writes no core file, where this machine writes one for any other program
+/// that crashes with the same limits: the store key, the providers' tokens and what users
+/// typed stay off the disk. (mfad sets its own core limit to 0 and makes itself not
+/// dumpable, first thing; mfa_proto::alloc::keep_memory_private.)
+#[test]
+fn a_crashing_mfad_leaves_no_core_file() {
+    use mfa_test_support::binary::BinaryHost;
+    use nix::sys::signal::{Signal, kill};
+    use std::os::unix::process::{CommandExt, ExitStatusExt};
+
+    /// Starts `c` in `dir` with no limit on core files, as a site that keeps cores would.
+    fn start_with_cores(mut c: Command, dir: &Path) -> std::process::Child {
+        c.current_dir(dir)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
+        // SAFETY: only setrlimit, which is async-signal-safe, between fork and exec.
+        unsafe {
+            c.pre_exec(|| {
+                let unlimited = libc::rlimit {
+                    rlim_cur: libc::RLIM_INFINITY,
+                    rlim_max: libc::RLIM_INFINITY,
+                };
+                if libc::setrlimit(libc::RLIMIT_CORE, &unlimited) == 0 {
+                    Ok(())
+                } else {
+                    Err(std::io::Error::last_os_error())
+                }
+            });
+        }
+        c.spawn().unwrap()
+    }
+    /// SIGABRT, as a failed assertion in C code or an abort sends (a SIGSEGV sent by
+    /// kill(2) is caught by Rust's stack-overflow handler, which lets it pass).
+    fn crash(mut child: std::process::Child) -> std::process::ExitStatus {
+        let pid = nix::unistd::Pid::from_raw(child.id() as i32);
+        kill(pid, Signal::SIGABRT).unwrap();
+        let start = Instant::now();
+        loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                return status;
+            }
+            if start.elapsed() > Duration::from_secs(20) {
+                let _ = child.kill();
+                panic!("pid {pid} did not die of SIGABRT");
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+    fn cores_in(dir: &Path) -> Vec<String> {
+        std::fs::read_dir(dir)
+            .unwrap()
+            .filter_map(|e| e.ok()?.file_name().into_string().ok())
+            .filter(|name| name.starts_with("core"))
+            .collect()
+    }
+    let pattern = std::fs::read_to_string("/proc/sys/kernel/core_pattern").unwrap_or_default();
+
+    // The control: another program, crashing the same way with the same limits, dumps.
+    let control = tempfile::tempdir().unwrap();
+    let mut sleep = Command::new("sleep");
+    sleep.arg("30");
+    let child = start_with_cores(sleep, control.path());
+    std::thread::sleep(Duration::from_millis(100));
+    let status = crash(child);
+    assert_eq!(status.signal(), Some(libc::SIGABRT));
+    assert!(
+        status.core_dumped(),
+        "this machine dumped no core of a crashing `sleep` (core_pattern {pattern:?}), so \
+         this test cannot tell whether mfad would dump one"
+    );
+
+    let host = BinaryHost::new(env!("CARGO_BIN_EXE_mfad"), "");
+    let child = start_with_cores(host.command(&["--foreground"]), &host.path(""));
+    // Killed if an assertion fails before the crash.
+    struct Reaped(Option<std::process::Child>);
+    impl Drop for Reaped {
+        fn drop(&mut self) {
+            if let Some(mut child) = self.0.take() {
+                let _ = child.kill();
+                let _ = child.wait();
+            }
+        }
+    }
+    let mut child = Reaped(Some(child));
+    let pid = child.0.as_ref().unwrap().id();
+    let start = Instant::now();
+    while !host.socket().exists() {
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "mfad did not start"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let limits = std::fs::read_to_string(format!("/proc/{pid}/limits")).unwrap();
+    let core = limits
+        .lines()
+        .find(|l| l.starts_with("Max core file size"))
+        .unwrap();
+    assert_eq!(
+        core.split_whitespace().skip(4).take(2).collect::<Vec<_>>(),
+        ["0", "0"],
+        "{core}"
+    );
+    let status = crash(child.0.take().unwrap());
+    assert_eq!(status.signal(), Some(libc::SIGABRT));
+    assert!(!status.core_dumped(), "mfad dumped a core: {pattern:?}");
+    assert_eq!(cores_in(&host.path("")), Vec::<String>::new());
+}

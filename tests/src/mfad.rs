@@ -360,6 +360,11 @@ impl WebFront {
         }
     }
 
+    /// mfa-web's process id, while it runs.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
     /// Everything mfa-web wrote to stderr so far.
     pub fn log(&self) -> String {
         std::fs::read_to_string(&self.log_path).unwrap_or_default()
