@@ -87,11 +87,12 @@ impl Plan {
                 smoke,
                 phase: Duration::from_secs(2),
                 rounds: 3,
-                // Enough fresh (user, step) pairs for every TOTP phase: about 20 per user
-                // at the start (the window's steps past the last one spent), then one per
-                // user and period. Each lookup in nss_wrapper's 8,000 entries costs 250 to
-                // 550 µs; see BENCHMARKS.md, "What the directory costs".
-                pool: 8_000,
+                // Enough fresh (user, step) pairs for any one TOTP phase: 20 per user (the
+                // window's steps past the last one spent), put back before each phase
+                // (socket::UserPool::start_over); the open loop's 5,000/s for 6 s takes
+                // 30,000. Each lookup in nss_wrapper's files is a scan of them: 250 to 550
+                // µs at 8,000 entries (BENCHMARKS.md, "What the directory costs").
+                pool: 2_000,
                 pending: 1_000,
                 big_store: 100_000,
                 ssh_rounds: 200,
@@ -327,7 +328,12 @@ fn compare(
             )
         })
         .collect::<Result<_, _>>()?;
-    let pools: Vec<UserPool> = binaries.iter().map(|_| UserPool::new(plan.pool)).collect();
+    let pools: Vec<UserPool> = daemons
+        .iter()
+        .map(|d| {
+            UserPool::new(plan.pool).rewinding(socket::rewind_sqlite(d.dir.join("lib/mfa.db")))
+        })
+        .collect();
     for (d, pool) in daemons.iter().zip(&pools) {
         for op in [Op::Policy, Op::Totp] {
             socket::phase(
@@ -411,9 +417,9 @@ fn compare(
     paced(after, &dir.join("paced-after"), plan, Some("after"), report)
 }
 
-/// The open-loop rows, against a fresh mfad on SQLite with its own users: the rows before
-/// spend most of a pool's fresh TOTP steps, and a client waiting for the clock would count
-/// its wait as mfad's latency.
+/// The open-loop rows, against a fresh mfad on SQLite with its own users, their steps put
+/// back before each TOTP row (a client waiting for the clock would count its wait as mfad's
+/// latency).
 fn paced(
     mfad: &std::path::Path,
     dir: &std::path::Path,
@@ -422,7 +428,7 @@ fn paced(
     report: &mut Report,
 ) -> Result<(), BenchError> {
     let d = socket::daemon(mfad, dir, plan.pool, plan.pool, "", 0)?;
-    let pool = UserPool::new(plan.pool);
+    let pool = UserPool::new(plan.pool).rewinding(socket::rewind_sqlite(d.dir.join("lib/mfa.db")));
     // Warm up: every user looked up once (NSS, the account cache), the statement cache.
     for op in [Op::Policy, Op::Totp] {
         socket::phase(
@@ -582,8 +588,12 @@ fn concurrency(
         })
         .collect::<Result<_, _>>()?;
     // The two PostgreSQL setups share one database, hence one record of spent steps.
-    let sqlite_pool = UserPool::new(plan.pool);
-    let pg_pool = UserPool::new(plan.pool);
+    let sqlite_pool =
+        UserPool::new(plan.pool).rewinding(socket::rewind_sqlite(sqlite.dir.join("lib/mfa.db")));
+    let pg_pool = UserPool::new(plan.pool).rewinding(Box::new(|step| {
+        pg.psql(&format!("UPDATE devices SET counter = {step}"));
+        Ok(())
+    }));
     // The socket floor (floor.rs) runs beside them, interleaved, as a fourth setup.
     let floor = BenchDaemon::spawn_floor(&dir.join("floor"))?;
     let floor_pool = UserPool::reusable(plan.pool);

@@ -4,11 +4,13 @@
 //! users.
 //!
 //! Every TOTP verification is a real accept with its durable replay record: each check uses
-//! a (user, time step) pair that nobody used before. These daemons accept
+//! a (user, time step) pair not used since the last phase. These daemons accept
 //! [`TOTP_WINDOW`] steps either side of now (the PAM call bench keeps the default, 1), and a
 //! user's steps are spent in increasing order, so a pool of users gives 20 fresh checks
-//! each at first and one more per 30 s: enough for phases of thousands of accepts a second.
-//! mfad then computes 21 codes per answer instead of 3, a cost counted against it.
+//! each; before each TOTP phase the daemon's record of spent steps is put back (untimed,
+//! [`UserPool::start_over`]), so a pool of 2,000 users serves phases of thousands of
+//! accepts a second. mfad then computes 21 codes per answer instead of 3, a cost counted
+//! against it.
 
 use crate::BenchError;
 use crate::daemon::{BenchDaemon, params, secret_of, seeded_params, unix_now, user_name};
@@ -52,9 +54,18 @@ pub fn totp_section() -> String {
 /// Users the policy decisions cycle through ([`UserPool::recurring`]).
 pub const RECURRING: usize = 400;
 
+/// Puts a daemon's record of spent steps back to "nothing spent since step S" (every TOTP
+/// device's counter to S), between phases.
+pub type Rewind<'a> = Box<dyn Fn(u64) -> Result<(), BenchError> + Sync + 'a>;
+
 /// Bench users and the last time step each has spent, shared by all client threads.
-pub struct UserPool {
+pub struct UserPool<'a> {
     last: Vec<AtomicU64>,
+    /// With one, every TOTP phase starts with each user's whole window fresh (untimed):
+    /// the same users come back phase after phase, as the decisions' do, instead of a
+    /// pool large enough for a whole run of fresh steps, whose every first lookup would
+    /// be a scan of a large directory.
+    rewind: Option<Rewind<'a>>,
     /// A user with a check in flight: not claimed again until it ends, or a later step
     /// claimed meanwhile could reach mfad first and make the earlier one a replay.
     busy: Vec<std::sync::atomic::AtomicBool>,
@@ -67,12 +78,13 @@ pub struct UserPool {
     reusable: bool,
 }
 
-impl UserPool {
-    pub fn new(users: usize) -> UserPool {
+impl<'a> UserPool<'a> {
+    pub fn new(users: usize) -> UserPool<'a> {
         // As seeded: the last step spent ten steps ago.
-        let start = totp::step_of(unix_now() as i64, params()).saturating_sub(10);
+        let start = seeded_last_step();
         UserPool {
             last: (0..users).map(|_| AtomicU64::new(start)).collect(),
+            rewind: None,
             busy: (0..users)
                 .map(|_| std::sync::atomic::AtomicBool::new(false))
                 .collect(),
@@ -85,11 +97,34 @@ impl UserPool {
     /// A pool for the socket floor ([`crate::floor`]), which checks no code: claims never
     /// run out (a phase of the floor would otherwise spend the steps of a real pool within
     /// seconds and then measure the waits for the clock).
-    pub fn reusable(users: usize) -> UserPool {
+    pub fn reusable(users: usize) -> UserPool<'a> {
         UserPool {
             reusable: true,
             ..UserPool::new(users)
         }
+    }
+
+    /// This pool, its users' steps put back with `rewind` before each TOTP phase.
+    pub fn rewinding(self, rewind: Rewind<'a>) -> UserPool<'a> {
+        UserPool {
+            rewind: Some(rewind),
+            ..self
+        }
+    }
+
+    /// Before a TOTP phase, with no check in flight: when the pool has a [`Rewind`], the
+    /// daemon's record and the pool both go back to "last step spent ten steps ago" (as
+    /// seeded), so each user has its whole window fresh again. Untimed.
+    pub fn start_over(&self) -> Result<(), BenchError> {
+        let Some(rewind) = &self.rewind else {
+            return Ok(());
+        };
+        let start = seeded_last_step();
+        rewind(start)?;
+        for last in &self.last {
+            last.store(start, Ordering::SeqCst);
+        }
+        Ok(())
     }
 
     /// A user and an unused step mfad accepts now; waits for the clock when every user has
@@ -152,12 +187,29 @@ impl UserPool {
 
     /// One of the first [`RECURRING`] users, round robin: the people who log in again and
     /// again, whom mfad's short NSS cache (and a site's nscd or sssd) answers without a
-    /// lookup. The policy decisions use them: with all of a full run's 8,000 users, each
+    /// lookup. The policy decisions use them: with all of a full run's 8,000 users (as
+    /// many as the TOTP rows needed before their steps were put back between phases), each
     /// phase met every user past the cache, and the rows measured nss_wrapper's linear scan
     /// of its file, which is neither mfad's cost nor a site's.
     pub fn recurring(&self) -> usize {
         self.cursor.fetch_add(1, Ordering::Relaxed) % self.last.len().min(RECURRING)
     }
+}
+
+/// The step the seeded users spent last: ten steps ago.
+fn seeded_last_step() -> u64 {
+    totp::step_of(unix_now() as i64, params()).saturating_sub(10)
+}
+
+/// A [`Rewind`] of the daemon whose SQLite store is `database`: every device's counter set
+/// while the daemon runs, as the PAM-call bench resets its replay state.
+pub fn rewind_sqlite<'a>(database: PathBuf) -> Rewind<'a> {
+    Box::new(move |step| {
+        let conn = rusqlite::Connection::open(&database)?;
+        conn.busy_timeout(Duration::from_secs(5))?;
+        conn.execute("UPDATE devices SET counter = ?1", [step as i64])?;
+        Ok(())
+    })
 }
 
 struct Answer(Option<String>);
@@ -262,6 +314,9 @@ pub fn phase(
     duration: Duration,
     pool: &UserPool,
 ) -> Result<Phase, BenchError> {
+    if op == Op::Totp {
+        pool.start_over()?;
+    }
     let started = Instant::now();
     let deadline = started + duration;
     let results: Vec<Result<Phase, BenchError>> = std::thread::scope(|s| {
@@ -349,6 +404,9 @@ pub fn paced_phase(
     duration: Duration,
     pool: &UserPool,
 ) -> Result<Phase, BenchError> {
+    if op == Op::Totp {
+        pool.start_over()?;
+    }
     let interval = Duration::from_secs_f64(clients as f64 / rate.max(1.0));
     // The schedule starts once every thread is up, not with a burst of the checks due
     // while they were started.
