@@ -39,7 +39,8 @@ impl ZeroizingAlloc<System> {
 ///   memory nor attach a debugger, and no core is written where the system dumps only
 ///   dumpable processes. Root can still debug it.
 ///
-/// Both are inherited by what the process forks and kept across `execve` of the same user.
+/// What the process forks inherits both; a program it then executes keeps the core limit
+/// (the kernel makes a new program dumpable again).
 pub fn keep_memory_private() -> nix::Result<()> {
     use nix::sys::resource::{Resource, setrlimit};
     setrlimit(Resource::RLIMIT_CORE, 0, 0)?;
@@ -74,6 +75,7 @@ unsafe impl<A: GlobalAlloc> GlobalAlloc for ZeroizingAlloc<A> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::sync::Mutex;
 
     #[test]
     fn a_private_process_dumps_no_core_and_is_not_dumpable() {
@@ -81,10 +83,10 @@ mod tests {
         keep_memory_private().unwrap();
         assert_eq!(getrlimit(Resource::RLIMIT_CORE).unwrap(), (0, 0));
         assert!(!nix::sys::prctl::get_dumpable().unwrap());
-        // Twice is fine (a daemon that re-executes itself calls it again).
+        // A second call changes nothing and does not fail.
         keep_memory_private().unwrap();
+        assert_eq!(getrlimit(Resource::RLIMIT_CORE).unwrap(), (0, 0));
     }
-    use std::sync::Mutex;
 
     /// An allocator that records what each block held when it was given back.
     #[derive(Default)]
