@@ -475,9 +475,7 @@ impl World {
     /// Every module's replay state back to "nothing used yet" (untimed, between rounds).
     fn reset(&self) -> Result<(), BenchError> {
         let step = totp::step_of(unix_now() as i64, params()) as i64;
-        let conn = rusqlite::Connection::open(&self.database)?;
-        conn.busy_timeout(Duration::from_secs(5))?;
-        conn.execute("UPDATE devices SET counter = ?1", [step - 10])?;
+        crate::socket::rewind_sqlite(self.database.clone())((step - 10) as u64)?;
         self.pg
             .psql(&format!("UPDATE devices SET counter = {}", step - 10));
         for u in &self.users {
