@@ -378,14 +378,7 @@ fn a_crashing_mfad_leaves_no_core_file() {
     }
     let mut child = Reaped(Some(child));
     let pid = child.0.as_ref().unwrap().id();
-    let start = Instant::now();
-    while !host.socket().exists() {
-        assert!(
-            start.elapsed() < Duration::from_secs(10),
-            "mfad did not start"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    host.wait_for_socket();
     let limits = std::fs::read_to_string(format!("/proc/{pid}/limits")).unwrap();
     let core = limits
         .lines()

@@ -82,6 +82,12 @@ impl BinaryHost {
             .spawn()
             .unwrap();
         let running = Running { child };
+        self.wait_for_socket();
+        running
+    }
+
+    /// Returns once mfad's socket exists (it listens); panics with its log after 10 s.
+    pub fn wait_for_socket(&self) {
         let start = Instant::now();
         while !self.socket().exists() {
             assert!(
@@ -91,7 +97,6 @@ impl BinaryHost {
             );
             std::thread::sleep(Duration::from_millis(20));
         }
-        running
     }
 
     pub fn socket(&self) -> PathBuf {
