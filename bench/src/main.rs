@@ -118,6 +118,8 @@ struct Args {
     profile_clients: usize,
     /// Users of the profile's daemon, in its directory and enrolled; the load goes round them.
     profile_users: usize,
+    /// `--decisions`: the profile's load is its policy decisions alone.
+    profile_decisions_only: bool,
     /// Another mfad binary to compare with this one on SQLite (before/after a change).
     compare: Option<PathBuf>,
 }
@@ -142,6 +144,7 @@ fn parse_args() -> Result<Args, BenchError> {
         profile: None,
         profile_clients: 1,
         profile_users: PROFILE_USERS,
+        profile_decisions_only: false,
         compare: None,
     };
     let mut it = std::env::args().skip(1);
@@ -190,6 +193,7 @@ fn parse_args() -> Result<Args, BenchError> {
             }
             "--clients" => a.profile_clients = above_zero(it.next(), "--clients")?,
             "--users" => a.profile_users = above_zero(it.next(), "--users")?,
+            "--decisions" => a.profile_decisions_only = true,
             "--profile" => {
                 a.profile = it.next().and_then(|n| n.parse().ok());
                 if a.profile.is_none() {
@@ -199,8 +203,9 @@ fn parse_args() -> Result<Args, BenchError> {
             "-h" | "--help" => {
                 println!(
                     "mfa-bench [--smoke] [--skip-ssh | --only-ssh | --only-pam | --only-memory] [--ssh-rounds N] [--write docs/BENCHMARKS.md]\n\
-                     mfa-bench --profile N [--clients C] [--users U]   (N TOTP accepts and N policy decisions, by C clients (1), \
-                     going round U users ({PROFILE_USERS}), each in the directory and enrolled; \
+                     mfa-bench --profile N [--clients C] [--users U] [--decisions]   (N TOTP accepts and N policy decisions, by C clients (1), \
+                     going round U users ({PROFILE_USERS}), each in the directory and enrolled; with --decisions, the decisions alone \
+                     (U users give about 20 U fresh TOTP steps a minute: more accepts than that wait for new steps); \
                      with MFA_BENCH_WRAPPER=\"valgrind --tool=callgrind\", \"strace -f -o FILE\" \
                      or \"perf stat -o FILE\": the wrapper and mfad get SIGINT as a group at the end)\n\
                      mfa-bench --compare-mfad OTHER/mfad   (the socket rows on SQLite, OTHER against this build, interleaved)\n\
@@ -255,6 +260,7 @@ fn run() -> Result<(), BenchError> {
             n,
             args.profile_clients,
             args.profile_users,
+            args.profile_decisions_only,
         );
     }
     let mut report = Report::new(&plan, &bin);
@@ -466,18 +472,25 @@ const PROFILE_USERS: usize = 400;
 const QUIET_LIMIT: Duration = Duration::from_secs(5);
 
 /// A fixed load for a profiler: `n` TOTP accepts, then `n` policy decisions, shared by
-/// `clients` client threads, going round `users` users.
+/// `clients` client threads, going round `users` users (the decisions alone if
+/// `decisions_only`).
 fn profile(
     mfad: &std::path::Path,
     dir: &std::path::Path,
     n: usize,
     clients: usize,
     users: usize,
+    decisions_only: bool,
 ) -> Result<(), BenchError> {
     let mut d = socket::daemon(mfad, dir, users, users, "", 0)?;
     let pool = UserPool::new(users);
     let started = Instant::now();
-    for op in [Op::Totp, Op::Policy] {
+    let ops: &[Op] = if decisions_only {
+        &[Op::Policy]
+    } else {
+        &[Op::Totp, Op::Policy]
+    };
+    for &op in ops {
         let phase_started = Instant::now();
         let done: Vec<Result<(usize, Samples), BenchError>> = std::thread::scope(|s| {
             let handles: Vec<_> = (0..clients)

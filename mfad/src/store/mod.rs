@@ -13,6 +13,7 @@ pub mod open;
 pub mod pg_approvals;
 pub mod pool;
 pub mod postgres;
+pub(crate) mod reads_cache;
 pub mod sqlite;
 
 use crate::factor::bypass::{self, StoredCode};

@@ -34,6 +34,7 @@ use super::backend::{
     EnrolLinkStep, Failure, LoginReads, LoginRecord, NewBypassCodes, NewDeviceRecord, NewEnrolLink,
     NewSmsCode, NewWebSession, Remembered, WebSessionRecord, WebSessionStep,
 };
+use super::reads_cache::{ReadsCache, Stamp};
 use super::{DeviceKind, FailureEffect, LockState, StoreError, UserSummary};
 use crate::sealing::StoreKey;
 use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
@@ -537,6 +538,8 @@ struct State {
     /// condvar is signalled only when there are some (a signal costs a system call even
     /// when nobody waits).
     waiting: usize,
+    /// Recent logins' reads, while the database is as they found it.
+    reads: ReadsCache,
 }
 
 #[derive(Default)]
@@ -769,6 +772,7 @@ impl SqliteBackend {
                     conn,
                     owner: None,
                     waiting: 0,
+                    reads: ReadsCache::default(),
                 }),
                 free: Condvar::new(),
                 commits: AtomicU64::new(0),
@@ -1052,6 +1056,18 @@ fn is_remembered(conn: &Connection, l: &Remembered<'_>, now: i64) -> Result<bool
         .query_row(params![user, scope, addr, key, now], |r| r.get(0))?)
 }
 
+/// Where the database stands for `conn` (see `reads_cache`): in a transaction, where its
+/// reads stand.
+fn stamp(conn: &Connection) -> Result<Stamp, StoreError> {
+    let version = conn
+        .prepare_cached("PRAGMA data_version")?
+        .query_row([], |r| r.get(0))?;
+    Ok(Stamp {
+        version,
+        changes: conn.total_changes(),
+    })
+}
+
 /// A login's reads ([`Backend::login_reads`]) on `conn`, as they stand.
 fn login_reads(
     conn: &Connection,
@@ -1215,16 +1231,29 @@ impl Backend for SqliteBackend {
         remembered: Option<&Remembered<'_>>,
         now: i64,
     ) -> Result<LoginReads, StoreError> {
-        let held = self.lock()?;
+        let mut held = self.lock()?;
         if self.in_tx {
             // The caller's transaction is the snapshot already.
             return login_reads(&held.conn, user, remembered, now);
         }
+        // Kept reads, while nothing has changed the database since (see `reads_cache`);
+        // not for a remembered login, whose answer depends on the time too.
+        let keep = remembered.is_none();
+        if keep {
+            let now = stamp(&held.conn)?;
+            if let Some(kept) = held.reads.get(user, now) {
+                return Ok(kept);
+            }
+        }
         // One read transaction (one WAL read lock), ended before the connection is given
         // back, whatever happens.
         let tx = ReadTx::begin(&held.conn)?;
+        let at = if keep { Some(stamp(&tx)?) } else { None };
         let reads = login_reads(&tx, user, remembered, now)?;
         tx.commit()?;
+        if let Some(at) = at {
+            held.reads.put(user, at, &reads);
+        }
         Ok(reads)
     }
 
@@ -1913,6 +1942,72 @@ mod tests {
 
     fn synced(b: &SqliteBackend) -> u64 {
         b.shared.sync.lock().unwrap().synced
+    }
+
+    #[test]
+    fn a_login_is_never_answered_from_kept_reads_older_than_the_databases_last_change() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut b = open(dir.path());
+        let reads = |b: &mut SqliteBackend| b.login_reads("alice", None, 0).unwrap();
+        let hits = |b: &SqliteBackend| b.lock().unwrap().reads.hits;
+        let phone = NewDeviceRecord {
+            user: "alice".into(),
+            kind: "phone".into(),
+            name: "phone".into(),
+            sealed_secret: None,
+            algorithm: None,
+            digits: None,
+            period: None,
+            counter: 0,
+            address: Some("+15555550100".into()),
+        };
+        b.add_devices(std::slice::from_ref(&phone), 1).unwrap();
+        assert_eq!(reads(&mut b).devices.len(), 1);
+        // Nothing changed: the second read is the kept one, the same.
+        assert_eq!(reads(&mut b).devices.len(), 1);
+        assert_eq!(hits(&b), 1);
+
+        // mfad's own writes, on any table a login reads.
+        b.lock_until("alice", 100).unwrap();
+        assert_eq!(reads(&mut b).lock.locked_until, Some(100));
+        b.add_devices(std::slice::from_ref(&phone), 2).unwrap();
+        assert_eq!(reads(&mut b).devices.len(), 2);
+        // Another user's change, too, and one undone: either way nothing kept is given.
+        b.lock_until("bob", 100).unwrap();
+        b.begin().unwrap();
+        b.lock_until("alice", 150).unwrap();
+        b.rollback();
+        let before = hits(&b);
+        assert_eq!(reads(&mut b).lock.locked_until, Some(100));
+        assert_eq!(hits(&b), before);
+
+        // Another process's commit (an administrator's sqlite3, a harness): seen at once.
+        let other = Connection::open(dir.path().join("mfa.db")).unwrap();
+        reads(&mut b);
+        other
+            .execute(
+                "UPDATE users SET locked_until = 300 WHERE name = 'alice'",
+                [],
+            )
+            .unwrap();
+        assert_eq!(reads(&mut b).lock.locked_until, Some(300));
+        other
+            .execute("DELETE FROM devices WHERE user = 'alice'", [])
+            .unwrap();
+        assert!(reads(&mut b).devices.is_empty());
+
+        // A remembered login is read each time (its answer depends on the time).
+        let before = hits(&b);
+        let asked = Remembered {
+            user: "alice",
+            scope: "sshd",
+            addr: "192.0.2.1",
+            key: "-",
+        };
+        for _ in 0..2 {
+            assert!(!b.login_reads("alice", Some(&asked), 0).unwrap().remembered);
+        }
+        assert_eq!(hits(&b), before);
     }
 
     #[tokio::test]
