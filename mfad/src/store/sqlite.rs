@@ -1236,25 +1236,31 @@ impl Backend for SqliteBackend {
             // The caller's transaction is the snapshot already.
             return login_reads(&held.conn, user, remembered, now);
         }
-        // Kept reads, while nothing has changed the database since (see `reads_cache`);
-        // not for a remembered login, whose answer depends on the time too.
-        let keep = remembered.is_none();
-        if keep {
-            let now = stamp(&held.conn)?;
-            if let Some(kept) = held.reads.get(user, now) {
-                return Ok(kept);
-            }
-        }
+        let State { conn, reads, .. } = &mut *held;
         // One read transaction (one WAL read lock), ended before the connection is given
         // back, whatever happens.
-        let tx = ReadTx::begin(&held.conn)?;
-        let at = if keep { Some(stamp(&tx)?) } else { None };
-        let reads = login_reads(&tx, user, remembered, now)?;
+        let tx = ReadTx::begin(conn)?;
+        // Kept reads, while nothing has changed the database since (see `reads_cache`);
+        // not for a remembered login, whose answer depends on the time too. Where the
+        // database stands is read in the transaction, so that a login whose reads are not
+        // kept takes the WAL's read lock once, not twice.
+        let at = match remembered {
+            None => {
+                let at = stamp(&tx)?;
+                if let Some(kept) = reads.get(user, at) {
+                    tx.commit()?;
+                    return Ok(kept);
+                }
+                Some(at)
+            }
+            Some(_) => None,
+        };
+        let found = login_reads(&tx, user, remembered, now)?;
         tx.commit()?;
         if let Some(at) = at {
-            held.reads.put(user, at, &reads);
+            reads.put(user, at, &found);
         }
-        Ok(reads)
+        Ok(found)
     }
 
     fn record_failure(&mut self, f: &Failure<'_>) -> Result<FailureEffect, StoreError> {
