@@ -53,6 +53,11 @@ pub struct History {
     dropped: Arc<AtomicU64>,
     /// This node's name, on every row it writes.
     host: String,
+    /// Ends the writer's gathering early: a flush asked for, or half a batch queued.
+    /// Rows alone do not wake it (see [`write_rows`]).
+    wake: Arc<tokio::sync::Notify>,
+    /// Whether the writer runs (`rx` taken).
+    started: std::sync::atomic::AtomicBool,
 }
 
 impl History {
@@ -70,6 +75,8 @@ impl History {
             keep_secs: AtomicI64::new(i64::from(keep_days) * 86_400),
             dropped: Arc::new(AtomicU64::new(0)),
             host,
+            wake: Arc::new(tokio::sync::Notify::new()),
+            started: std::sync::atomic::AtomicBool::new(false),
         }
     }
 
@@ -114,6 +121,10 @@ impl History {
         };
         if self.tx.try_send(Queued::Row(row)).is_err() {
             self.dropped.fetch_add(1, Ordering::Relaxed);
+        } else if self.tx.max_capacity() - self.tx.capacity() >= BATCH / 2 {
+            // Half a batch waits in the queue besides what the writer has gathered: write
+            // now, so that the queue never fills while the writer sleeps.
+            self.wake.notify_one();
         }
     }
 
@@ -127,6 +138,7 @@ impl History {
         let (done, written) = oneshot::channel();
         let flushed = tokio::time::timeout(FLUSH_WAIT, async {
             if self.tx.send(Queued::Flush(done)).await.is_ok() {
+                self.wake.notify_one();
                 let _ = written.await;
             }
         })
@@ -142,6 +154,9 @@ impl History {
 
     /// Starts the writer on the current runtime, the first time a row comes.
     fn start(&self) {
+        if self.started.load(Ordering::Acquire) {
+            return;
+        }
         let Ok(mut rx) = self.rx.lock() else {
             return;
         };
@@ -152,8 +167,10 @@ impl History {
             return;
         };
         if let Some(rx) = rx.take() {
+            self.started.store(true, Ordering::Release);
             runtime.spawn(write_rows(
                 rx,
+                Arc::clone(&self.wake),
                 Arc::clone(&self.store),
                 Arc::clone(&self.clock),
                 self.keep_secs.load(Ordering::Relaxed),
@@ -171,22 +188,41 @@ enum Queued {
 }
 
 /// The writer: from the first row, what queues within [`GATHER`] (at most [`BATCH`]
-/// rows, or up to a flush) in one transaction, until every sender is gone.
+/// rows, or up to a flush) in one transaction, until every sender is gone. While it
+/// gathers it sleeps until the time is up or `wake` is raised (a flush, half a batch
+/// queued), and then takes what has queued: woken at each row instead, it was polled about
+/// as often as logins came, each time looking through every row gathered for a flush
+/// (`perf`, 2026-12-03: 3.5 % of mfad's samples under policy decisions at 50 clients).
 async fn write_rows(
     mut rx: mpsc::Receiver<Queued>,
+    wake: Arc<tokio::sync::Notify>,
     store: Arc<StorePool>,
     clock: Arc<dyn Clock>,
     keep_secs: i64,
     dropped: Arc<AtomicU64>,
 ) {
     let mut queued = Vec::with_capacity(BATCH);
+    let flush = |q: &[Queued]| q.iter().any(|q| matches!(q, Queued::Flush(_)));
     while rx.recv_many(&mut queued, BATCH).await > 0 {
-        let until = tokio::time::Instant::now() + GATHER;
-        while queued.len() < BATCH && !queued.iter().any(|q| matches!(q, Queued::Flush(_))) {
-            let room = BATCH - queued.len();
-            let more = tokio::time::timeout_at(until, rx.recv_many(&mut queued, room)).await;
-            if !matches!(more, Ok(n) if n > 0) {
-                break; // time is up, or every sender is gone
+        if queued.len() < BATCH && !flush(&queued) {
+            let until = tokio::time::Instant::now() + GATHER;
+            tokio::select! {
+                _ = tokio::time::sleep_until(until) => {}
+                _ = wake.notified() => {}
+            }
+            // What queued meanwhile, up to a batch or to a flush (a flush's rows, those
+            // before it, are then all in).
+            while queued.len() < BATCH {
+                match rx.try_recv() {
+                    Ok(q) => {
+                        let was_flush = matches!(q, Queued::Flush(_));
+                        queued.push(q);
+                        if was_flush {
+                            break;
+                        }
+                    }
+                    Err(_) => break, // nothing more yet, or every sender is gone
+                }
             }
         }
         let mut rows = Vec::with_capacity(queued.len());
@@ -302,4 +338,71 @@ pub fn note(method: &'static str, outcome: &str, reason: &str) {
 /// Names the running login's account (found in the directory).
 pub fn account(name: &str) {
     let _ = TRACE.try_with(|t| t.borrow_mut().user = Some(name.to_string()));
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::Store;
+
+    fn history() -> (History, Arc<StorePool>) {
+        let store = Arc::new(StorePool::single(Store::open_in_memory().unwrap()).unwrap());
+        let clock: Arc<dyn Clock> = Arc::new(crate::clock::FakeClock::new(1_700_000_000));
+        (History::new(Arc::clone(&store), clock, 30), store)
+    }
+
+    async fn stored(store: &StorePool, user: &str) -> usize {
+        let mut s = store.get().await.unwrap();
+        s.recent_logins(user, u32::MAX).unwrap().len()
+    }
+
+    /// The time (the runtime's, paused: it moves only while every task waits for it) until
+    /// `n` rows of `user` are stored.
+    async fn until_stored(store: &StorePool, user: &str, n: usize) -> Duration {
+        let started = tokio::time::Instant::now();
+        while stored(store, user).await < n {
+            #[allow(clippy::disallowed_methods)] // the writer gathers on tokio's timer
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        started.elapsed()
+    }
+
+    /// Lets the writer take what is queued and start its gathering (time does not move).
+    async fn settle() {
+        for _ in 0..10 {
+            tokio::task::yield_now().await;
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn rows_are_written_a_gathering_after_the_first_at_once_when_a_batch_has_queued() {
+        let (h, store) = history();
+        let trace = LoginTrace::default();
+        let row = |user| h.record(&trace, Some("allowed"), user, "sshd", "192.0.2.1");
+
+        // A lone row waits for the others of its gathering.
+        row("alice");
+        let took = until_stored(&store, "alice", 1).await;
+        assert!(took >= GATHER && took < 2 * GATHER, "{took:?}");
+
+        // A batch's worth is written without waiting for the gathering's end: the first
+        // row starts a gathering, the others come while it runs.
+        row("bob");
+        settle().await;
+        for _ in 1..BATCH {
+            row("bob");
+        }
+        let took = until_stored(&store, "bob", BATCH).await;
+        assert!(took < GATHER, "{took:?}");
+
+        // A flush is not held back by a gathering either (a writer of its own: this one
+        // may have been told to write early meanwhile).
+        let (h, store) = history();
+        h.record(&trace, Some("allowed"), "carol", "sshd", "192.0.2.1");
+        settle().await;
+        let started = tokio::time::Instant::now();
+        h.flush().await;
+        assert!(started.elapsed() < GATHER, "{:?}", started.elapsed());
+        assert_eq!(stored(&store, "carol").await, 1);
+    }
 }
