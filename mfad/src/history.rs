@@ -131,8 +131,7 @@ impl History {
     /// Writes the rows queued so far now, and waits (at most [`FLUSH_WAIT`]) until they
     /// are stored: a clean stop loses no row.
     pub async fn flush(&self) {
-        let started = self.rx.lock().map(|rx| rx.is_none()).unwrap_or(true);
-        if !started {
+        if !self.started.load(Ordering::Acquire) {
             return; // no row was ever queued
         }
         let (done, written) = oneshot::channel();
