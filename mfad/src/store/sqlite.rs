@@ -1978,7 +1978,8 @@ mod tests {
         assert_eq!(reads(&mut b).lock.locked_until, Some(100));
         b.add_devices(std::slice::from_ref(&phone), 2).unwrap();
         assert_eq!(reads(&mut b).devices.len(), 2);
-        // Another user's change, too, and one undone: either way nothing kept is given.
+        // Another user's change empties the copy too; a write rolled back leaves the rows
+        // as they were.
         b.lock_until("bob", 100).unwrap();
         b.begin().unwrap();
         b.lock_until("alice", 150).unwrap();
