@@ -120,7 +120,15 @@ pub struct Client {
     stream: UnixStream,
     /// The bound on each read and write.
     io_timeout: Duration,
+    /// What has been read from mfad and not yet handed out as a message: mfad writes a
+    /// conversation's messages in pairs (a banner and its prompt, a result and the
+    /// verdict), and one read takes in all that has come. Zeroized when it grows and when
+    /// the client is dropped: answers pass only the other way, but it is kept to one rule.
+    inbox: Zeroizing<Vec<u8>>,
 }
+
+/// The most one read from mfad takes at a time: a few conversations' worth.
+const READ_CHUNK: usize = 4096;
 
 impl Client {
     /// Connects with `connect_timeout`; every later read and write is bounded by `io_timeout`.
@@ -135,9 +143,28 @@ impl Client {
         };
         let addr = SockAddr::unix(path).map_err(connect_err)?;
         let socket = Socket::new(Domain::UNIX, Type::STREAM, None).map_err(connect_err)?;
+        // A Unix socket's connect(2) waits only while the listener's queue is full, and at
+        // most the send timeout; then it fails with EAGAIN. So the send timeout bounds the
+        // connect, and then becomes the bound on each write.
         socket
-            .connect_timeout(&addr, connect_timeout)
+            .set_write_timeout(Some(connect_timeout))
             .map_err(connect_err)?;
+        loop {
+            match socket.connect(&addr) {
+                Ok(()) => break,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                    return Err(connect_err(std::io::Error::new(
+                        std::io::ErrorKind::TimedOut,
+                        format!(
+                            "mfad's queue of new connections stayed full for {} s",
+                            connect_timeout.as_secs_f64()
+                        ),
+                    )));
+                }
+                Err(e) => return Err(connect_err(e)),
+            }
+        }
         let stream: UnixStream = socket.into();
         // Only root may serve mfad's socket: a user's process there (left free by a dead
         // mfad) must not see a login's context or answers, nor give a verdict.
@@ -150,34 +177,83 @@ impl Client {
                 uid,
             });
         }
-        stream
-            .set_read_timeout(Some(io_timeout))
-            .map_err(ClientError::Io)?;
+        // Reads need no timeout of the socket's own: each waits in poll(2) first.
         stream
             .set_write_timeout(Some(io_timeout))
             .map_err(ClientError::Io)?;
-        Ok(Client { stream, io_timeout })
+        Ok(Client::over(stream, io_timeout))
+    }
+
+    /// A client on a connected stream (`io_timeout` bounds each message read; writes are
+    /// bounded by the stream's own write timeout).
+    fn over(stream: UnixStream, io_timeout: Duration) -> Client {
+        Client {
+            stream,
+            io_timeout,
+            inbox: Zeroizing::new(Vec::new()),
+        }
     }
 
     pub fn send(&mut self, msg: &ClientMsg) -> Result<(), ClientError> {
         Ok(frame::write_frame(&mut self.stream, msg)?)
     }
 
+    /// mfad's next message, within the I/O timeout from now, however it comes in pieces.
     pub fn recv(&mut self) -> Result<ServerMsg, ClientError> {
-        self.wait_readable()?;
-        Ok(frame::read_frame(&mut self.stream)?)
+        let deadline = Instant::now() + self.io_timeout;
+        loop {
+            if let Some(msg) = self.take_message()? {
+                return Ok(msg);
+            }
+            self.wait_readable(deadline)?;
+            self.read_more()?;
+        }
     }
 
-    /// Waits in poll(2) until mfad's next message (or its hang-up) is there, within the
-    /// read timeout. A thread blocked in read(2) instead would also be woken each time mfad
-    /// reads what this client sent (the kernel wakes a stream socket's sleepers when its
-    /// send buffer drains, whatever they wait for), to find nothing and sleep again: a
-    /// wake-up of this process, and the cost of sending it on mfad's side, per message.
-    /// poll's waits are woken only for what they asked.
-    fn wait_readable(&self) -> Result<(), ClientError> {
+    /// The first whole message in the inbox, if one is there. A header announcing a body
+    /// over the limit is an error before any more is read.
+    fn take_message(&mut self) -> Result<Option<ServerMsg>, ClientError> {
+        let Some(header) = self.inbox.first_chunk::<4>() else {
+            return Ok(None);
+        };
+        let len = frame::body_len(*header)?;
+        let Some(body) = self.inbox.get(4..4 + len) else {
+            return Ok(None);
+        };
+        let msg = frame::decode(body);
+        self.inbox.drain(..4 + len);
+        Ok(Some(msg?))
+    }
+
+    /// One read(2) of what has come, up to [`READ_CHUNK`] bytes, into the inbox. The
+    /// inbox never holds more than one message and a chunk: [`Client::take_message`]
+    /// empties it of whole messages before each read and refuses a body over the limit.
+    fn read_more(&mut self) -> Result<(), ClientError> {
+        use std::io::Read;
+        let had = self.inbox.len();
+        frame::reserve_zeroizing(&mut self.inbox, READ_CHUNK);
+        self.inbox.resize(had + READ_CHUNK, 0);
+        let read = self.stream.read(&mut self.inbox[had..]);
+        let got = *read.as_ref().unwrap_or(&0);
+        self.inbox.truncate(had + got);
+        match read {
+            // A hang-up, mid-message or between messages.
+            Ok(0) => Err(ClientError::Closed),
+            Ok(_) => Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => Ok(()),
+            Err(e) => Err(FrameError::from(e).into()),
+        }
+    }
+
+    /// Waits in poll(2) until more of mfad's messages (or its hang-up) is there, at the
+    /// latest until `deadline`. A thread blocked in read(2) instead would also be woken
+    /// each time mfad reads what this client sent (the kernel wakes a stream socket's
+    /// sleepers when its send buffer drains, whatever they wait for), to find nothing and
+    /// sleep again: a wake-up of this process, and the cost of sending it on mfad's side,
+    /// per message. poll's waits are woken only for what they asked.
+    fn wait_readable(&self, deadline: Instant) -> Result<(), ClientError> {
         use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
         use std::os::fd::AsFd;
-        let deadline = Instant::now() + self.io_timeout;
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
             let ms = PollTimeout::try_from(left.as_millis().saturating_add(1))
@@ -386,10 +462,7 @@ mod tests {
             // Held until the client is done with it.
             let _ = frame::read_frame::<_, ClientMsg>(&mut theirs);
         });
-        let mut client = Client {
-            stream: mine,
-            io_timeout: read_timeout,
-        };
+        let mut client = Client::over(mine, read_timeout);
         let result = run_conversation(&mut client, Operation::ListDevices, &mut Quiet);
         drop(client);
         peer.join().unwrap();
@@ -547,10 +620,7 @@ mod tests {
             );
             drop(theirs);
         });
-        let mut client = Client {
-            stream: mine,
-            io_timeout: Duration::from_secs(2),
-        };
+        let mut client = Client::over(mine, Duration::from_secs(2));
         let mut late = Late(Vec::new());
         let result = run_conversation(&mut client, Operation::ListDevices, &mut late);
         peer.join().unwrap();
@@ -574,6 +644,119 @@ mod tests {
             );
         });
         assert_eq!(result.unwrap(), Outcome::Allow);
+    }
+
+    /// Writes `bytes` a few at a time, `pause` apart, until they are all sent or the
+    /// client has hung up.
+    fn trickle(s: &mut UnixStream, bytes: &[u8], pause: Duration) {
+        for piece in bytes.chunks(3) {
+            if s.write_all(piece).is_err() {
+                return;
+            }
+            std::thread::sleep(pause);
+        }
+    }
+
+    #[test]
+    fn messages_sharing_a_read_or_split_across_reads_are_each_read_whole() {
+        let result = converse(Duration::from_secs(2), |s| {
+            // An info and a prompt in one write, as mfad writes them.
+            let mut pair = frame::encode(&info()).unwrap();
+            frame::encode_into(
+                &ServerMsg::Prompt {
+                    text: "Passcode: ".into(),
+                    echo: false,
+                },
+                &mut pair,
+            )
+            .unwrap();
+            s.write_all(&pair).unwrap();
+            let answer: ClientMsg = frame::read_frame(s).unwrap();
+            assert!(matches!(answer, ClientMsg::Answer { text: Some(t) } if *t == "123456"));
+            // The verdict in pieces, the header itself split.
+            let done = frame::encode(&ServerMsg::Done {
+                outcome: Outcome::Allow,
+            })
+            .unwrap();
+            trickle(s, &done, Duration::from_millis(5));
+        });
+        assert_eq!(result.unwrap(), Outcome::Allow);
+    }
+
+    #[test]
+    fn a_message_trickling_in_must_all_come_within_the_read_timeout() {
+        // Each piece comes well within the timeout, the whole message does not: a reader
+        // whose timeout starts again at each piece would wait as long as mfad trickles.
+        let started = Instant::now();
+        let result = converse(Duration::from_millis(300), |s| {
+            send(s, info());
+            let done = frame::encode(&ServerMsg::Done {
+                outcome: Outcome::Allow,
+            })
+            .unwrap();
+            trickle(s, &done, Duration::from_millis(100));
+        });
+        let e = result.expect_err("a verdict that took longer than the read timeout");
+        assert!(
+            matches!(&e, ClientError::Interrupted(inner) if matches!(**inner, ClientError::TimedOut)),
+            "{e:?}"
+        );
+        assert!(started.elapsed() >= Duration::from_millis(300));
+    }
+
+    /// A listener whose queue of new connections is full (it never accepts), and the
+    /// connections that fill it.
+    fn full_listener(path: &Path) -> (Socket, Vec<Socket>) {
+        let listener = Socket::new(Domain::UNIX, Type::STREAM, None).unwrap();
+        listener.bind(&SockAddr::unix(path).unwrap()).unwrap();
+        listener.listen(0).unwrap();
+        let mut queued = Vec::new();
+        loop {
+            let s = Socket::new(Domain::UNIX, Type::STREAM, None).unwrap();
+            s.set_nonblocking(true).unwrap();
+            match s.connect(&SockAddr::unix(path).unwrap()) {
+                Ok(()) => queued.push(s),
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
+                Err(e) => panic!("{e}"),
+            }
+            assert!(queued.len() < 64, "the queue never filled");
+        }
+        (listener, queued)
+    }
+
+    #[test]
+    fn a_connect_waits_for_room_in_mfads_queue_at_most_the_connect_timeout() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("mfad.sock");
+        let (listener, _queued) = full_listener(&path);
+        let started = Instant::now();
+        let e = Client::connect(&path, Duration::from_millis(300), Duration::from_secs(5))
+            .err()
+            .expect("a connect to a full queue");
+        let waited = started.elapsed();
+        assert!(
+            matches!(&e, ClientError::Connect { source, .. } if source.kind() == std::io::ErrorKind::TimedOut),
+            "{e:?}"
+        );
+        assert!(e.to_string().contains("stayed full for 0.3 s"), "{e}");
+        assert!(waited >= Duration::from_millis(250), "{waited:?}");
+        assert!(!e.mfad_had_spoken());
+
+        // Room made within the timeout: the connect goes through.
+        let accepter = std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(100));
+            let _first = listener.accept().unwrap();
+            std::thread::sleep(Duration::from_millis(500));
+        });
+        let client = Client::connect(&path, Duration::from_secs(3), Duration::from_secs(5));
+        // Whoever serves the socket here is this test, run as root in CI; as another user
+        // the connection is made and then refused as not mfad's.
+        match client {
+            Ok(_) => {}
+            Err(ClientError::NotRoot { .. }) => {}
+            Err(e) => panic!("{e:?}"),
+        }
+        accepter.join().unwrap();
     }
 
     #[test]

@@ -89,21 +89,32 @@ impl Write for Growing<'_> {
             self.refused = need;
             return Err(io::ErrorKind::FileTooLarge.into());
         }
-        if need > self.out.capacity() {
-            let room = need
-                .max(self.out.capacity().saturating_mul(2))
-                .min(self.limit);
-            let mut bigger = Zeroizing::new(Vec::with_capacity(room));
-            bigger.extend_from_slice(self.out);
-            // The old buffer is dropped here, and zeroized as it is.
-            *self.out = bigger;
-        }
+        grow_zeroizing(self.out, need, self.limit);
         self.out.extend_from_slice(buf);
         Ok(buf.len())
     }
 
     fn flush(&mut self) -> io::Result<()> {
         Ok(())
+    }
+}
+
+/// Makes room in `out` for `extra` more bytes the way [`Growing`] does: into a new buffer
+/// (twice as large, or what is needed), the old one zeroized.
+pub(crate) fn reserve_zeroizing(out: &mut Zeroizing<Vec<u8>>, extra: usize) {
+    let need = out.len().saturating_add(extra);
+    grow_zeroizing(out, need, usize::MAX);
+}
+
+/// Gives `out` a capacity of at least `need` (`limit` caps how far it doubles): a new
+/// buffer, into which the old one is copied and which is zeroized as it is dropped.
+fn grow_zeroizing(out: &mut Zeroizing<Vec<u8>>, need: usize, limit: usize) {
+    if need > out.capacity() {
+        let room = need.max(out.capacity().saturating_mul(2).min(limit));
+        let mut bigger = Zeroizing::new(Vec::with_capacity(room));
+        bigger.extend_from_slice(out);
+        // The old buffer is dropped here, and zeroized as it is.
+        *out = bigger;
     }
 }
 
