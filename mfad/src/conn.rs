@@ -19,7 +19,6 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::io::Interest;
 use tokio::io::unix::AsyncFd;
-use tokio::task::JoinHandle;
 use tokio::time::{Instant, timeout};
 use zeroize::{Zeroize, Zeroizing};
 
@@ -54,7 +53,7 @@ pub struct Timeouts {
     pub keepalive: Duration,
 }
 
-/// What the keep-alive task needs to know about the conversation.
+/// What the keep-alives need to know about the conversation.
 struct Activity {
     /// mfad is waiting for the client (an answer): the client is busy with its user.
     reading: AtomicBool,
@@ -81,6 +80,10 @@ impl Activity {
 /// object, so the same code runs over a socket and over a script).
 pub type DialogueFuture<'a, T> = Pin<Box<dyn Future<Output = Result<T, ConnError>> + Send + 'a>>;
 
+/// A conversation's keep-alives ([`Dialogue::keepalive`]): a future that never ends, polled
+/// beside the conversation in its own task and dropped with it.
+pub type KeepAlive = Pin<Box<dyn Future<Output = ()> + Send>>;
+
 /// The channel a conversation runs over: whatever carries mfad's messages to the user and
 /// the user's answers back. The client's socket in production ([`SocketDialogue`]); an
 /// in-memory script in tests ([`ScriptDialogue`]), so that login, device and admin
@@ -91,8 +94,11 @@ pub trait Dialogue: Send {
     fn write<'a>(&'a mut self, msgs: &'a [ServerMsg], limit: Duration) -> DialogueFuture<'a, ()>;
     /// Reads the client's next message, within `limit`.
     fn read(&mut self, limit: Duration) -> DialogueFuture<'_, ClientMsg>;
-    /// While mfad itself is slow, tell the client every `every` that it is alive.
-    fn start_keepalive(&mut self, _every: Duration) {}
+    /// While mfad itself is slow, tells the client every `every` that it is alive, for as
+    /// long as the future is polled (None: this dialogue has no use for keep-alives).
+    fn keepalive(&self, _every: Duration) -> Option<KeepAlive> {
+        None
+    }
 }
 
 /// The client's socket: framed messages with a timeout on every read and write, and
@@ -116,21 +122,12 @@ pub struct SocketDialogue {
     /// One writer at a time: the conversation and its keep-alives.
     writing: Arc<tokio::sync::Mutex<()>>,
     activity: Arc<Activity>,
-    keepalive: Option<JoinHandle<()>>,
     /// What the client sent beyond the frames read so far ([`Received`]).
     received: Received,
 }
 
 /// How often a write to a full socket is tried again.
 const WRITE_RETRY: Duration = Duration::from_millis(10);
-
-impl Drop for SocketDialogue {
-    fn drop(&mut self) {
-        if let Some(task) = self.keepalive.take() {
-            task.abort();
-        }
-    }
-}
 
 impl SocketDialogue {
     /// The conversation over `stream` (non-blocking), watched for reading on the current
@@ -144,7 +141,6 @@ impl SocketDialogue {
                 reading: AtomicBool::new(false),
                 last_write: Mutex::new(Instant::now()),
             }),
-            keepalive: None,
             received: Received::default(),
         })
     }
@@ -348,30 +344,33 @@ impl Dialogue for SocketDialogue {
         })
     }
 
-    fn start_keepalive(&mut self, every: Duration) {
-        if self.keepalive.is_some() {
-            return;
-        }
+    /// Polled in the conversation's own task (not a task of its own, which each login
+    /// would spawn, cancel, and wake the runtime's other worker for twice: once to start
+    /// it, once to drop it and close the socket there). Its waits are the runtime's timers,
+    /// so it runs whenever the conversation awaits (a push, a provider, the client); a
+    /// conversation that finishes at once never starts its timer.
+    fn keepalive(&self, every: Duration) -> Option<KeepAlive> {
         let socket = Arc::clone(&self.socket);
         let writing = Arc::clone(&self.writing);
         let activity = Arc::clone(&self.activity);
-        self.keepalive = Some(tokio::spawn(async move {
-            let Ok(bytes) = frame::encode(&ServerMsg::KeepAlive) else {
-                return;
-            };
-            let tick = every / 5;
-            loop {
-                #[allow(clippy::disallowed_methods)] // the keep-alive tick: I/O timing
-                tokio::time::sleep(tick).await;
-                if activity.reading.load(Ordering::SeqCst) || activity.quiet_for() < every {
-                    continue;
-                }
-                match write_all(&socket, &writing, &bytes, IO_TIMEOUT).await {
-                    Ok(()) => activity.touch(),
-                    Err(_) => return,
+        Some(Box::pin(async move {
+            if let Ok(bytes) = frame::encode(&ServerMsg::KeepAlive) {
+                let tick = every / 5;
+                loop {
+                    #[allow(clippy::disallowed_methods)] // the keep-alive tick: I/O timing
+                    tokio::time::sleep(tick).await;
+                    if activity.reading.load(Ordering::SeqCst) || activity.quiet_for() < every {
+                        continue;
+                    }
+                    match write_all(&socket, &writing, &bytes, IO_TIMEOUT).await {
+                        Ok(()) => activity.touch(),
+                        // The client is gone or stuck: the conversation finds out itself.
+                        Err(_) => break,
+                    }
                 }
             }
-        }));
+            std::future::pending::<()>().await
+        }))
     }
 }
 
@@ -526,10 +525,11 @@ impl Conn {
         self.spoken
     }
 
-    /// From now on, while mfad is the one who is slow, send a keep-alive every
-    /// [`KEEPALIVE_INTERVAL`]. Only for clients of protocol version 2 or later.
-    pub fn start_keepalive(&mut self) {
-        self.wire.start_keepalive(self.timeouts.keepalive);
+    /// While polled, and while mfad is the one who is slow, sends a keep-alive every
+    /// [`KEEPALIVE_INTERVAL`]: to be polled beside the conversation, which it never ends.
+    /// Only for clients of protocol version 2 or later.
+    pub fn keepalive(&self) -> Option<KeepAlive> {
+        self.wire.keepalive(self.timeouts.keepalive)
     }
 
     pub async fn read_hello(&mut self) -> Result<ClientMsg, ConnError> {
@@ -1025,7 +1025,7 @@ mod tests {
     #[tokio::test]
     async fn keep_alives_flow_while_mfad_waits_but_not_while_the_user_is_asked() {
         let (mut conn, mut client) = pair();
-        conn.start_keepalive();
+        let keepalives = tokio::spawn(conn.keepalive().unwrap());
         conn.info("Pushed a login request to your device...")
             .await
             .unwrap();
@@ -1064,6 +1064,7 @@ mod tests {
             }]
         );
         assert!(conn.has_spoken());
+        keepalives.abort();
     }
 
     #[tokio::test]

@@ -439,14 +439,11 @@ impl Daemon {
                 return;
             }
         };
-        let op = match conn.read_hello().await {
+        let (op, keepalive) = match conn.read_hello().await {
             Ok(ClientMsg::Hello { version, op })
                 if (MIN_PROTOCOL_VERSION..=PROTOCOL_VERSION).contains(&version) =>
             {
-                if version >= 2 {
-                    conn.start_keepalive();
-                }
-                op
+                (op, if version >= 2 { conn.keepalive() } else { None })
             }
             Ok(ClientMsg::Hello { version, .. }) => {
                 warn!("uid {uid} speaks protocol version {version}; refused");
@@ -466,7 +463,18 @@ impl Daemon {
                 return;
             }
         };
-        self.converse(&mut conn, op).await;
+        let converse = self.converse(&mut conn, op);
+        match keepalive {
+            // Beside the conversation, in its task: they end with it, on its thread.
+            Some(alive) => {
+                tokio::select! {
+                    biased;
+                    () = converse => {}
+                    () = alive => {}
+                }
+            }
+            None => converse.await,
+        }
     }
 
     /// Runs the conversation `op` asks for, over `conn`, to its end (a verdict, or a

@@ -975,3 +975,56 @@ fn a_number_outside_the_allowed_countries_is_refused_before_any_text() {
     let (outcome, script) = d.run(add_phone("+447700900123"), &[Say::Sms(1)]);
     assert_eq!(outcome, Outcome::Allow, "{}", script.text());
 }
+
+/// A transfer (no terminal) whose default method is a push nobody answers: mfad waits for
+/// the phone, not the client, and says every keep-alive interval that it is alive, on the
+/// real socket server, so a client's read timeout shorter than the push's bound never runs
+/// out first. (The keep-alives run in the conversation's own task: this is the wiring.)
+#[test]
+fn keep_alives_reach_a_client_while_mfad_waits_for_a_push() {
+    use mfa_proto::frame::{read_frame, write_frame};
+    use mfa_proto::{ClientMsg, KEEPALIVE_INTERVAL_SECS, PROTOCOL_VERSION, ServerMsg};
+    let d = OobDaemon::start();
+    d.push_and_phone();
+    d.phone.on_push(Answer::Look);
+    let mut s = std::os::unix::net::UnixStream::connect(d.d.socket()).unwrap();
+    let interval = Duration::from_secs(KEEPALIVE_INTERVAL_SECS);
+    s.set_read_timeout(Some(interval * 2)).unwrap();
+    let hello = ClientMsg::Hello {
+        version: PROTOCOL_VERSION,
+        op: Operation::Authenticate(AuthContext {
+            user: "root".into(),
+            service: "sshd".into(),
+            rhost: Some("192.0.2.7".into()),
+            mode: mfa_proto::AuthMode::Auto,
+            can_prompt: false,
+            command: Some("scp -t /tmp".into()),
+            ..Default::default()
+        }),
+    };
+    write_frame(&mut s, &hello).unwrap();
+    let pushed = Instant::now();
+    let mut said = Vec::new();
+    let mut alive = 0;
+    while alive < 2 {
+        match read_frame::<_, ServerMsg>(&mut s) {
+            Ok(ServerMsg::KeepAlive) => alive += 1,
+            Ok(ServerMsg::Done { outcome }) => {
+                panic!("the login ended ({outcome:?}) while the push was pending: {said:?}")
+            }
+            Ok(msg) => said.push(msg),
+            Err(e) => panic!(
+                "no keep-alive within {:?} ({e}); mfad said {said:?}",
+                interval * 2
+            ),
+        }
+    }
+    assert!(
+        said.iter().any(
+            |m| matches!(m, ServerMsg::Info { text } if text.contains("Pushed a login request"))
+        ),
+        "{said:?}"
+    );
+    // Two keep-alives, one interval apart, after the push went out.
+    assert!(pushed.elapsed() >= interval * 2 - Duration::from_millis(1500));
+}
