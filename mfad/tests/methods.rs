@@ -984,7 +984,12 @@ fn a_number_outside_the_allowed_countries_is_refused_before_any_text() {
 fn keep_alives_reach_a_client_while_mfad_waits_for_a_push() {
     use mfa_proto::frame::{read_frame, write_frame};
     use mfa_proto::{ClientMsg, KEEPALIVE_INTERVAL_SECS, PROTOCOL_VERSION, ServerMsg};
-    let d = OobDaemon::start();
+    // A bound well past two keep-alive intervals (the other tests' 10 s is exactly two).
+    let d = OobDaemon::start_with(|config| {
+        if let Some(approval) = config.approval.as_mut() {
+            approval.token_ttl = 60;
+        }
+    });
     d.push_and_phone();
     d.phone.on_push(Answer::Look);
     let mut s = std::os::unix::net::UnixStream::connect(d.d.socket()).unwrap();
