@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Fuzzes the parsers that take untrusted or hand-typed input, with cargo-fuzz (libFuzzer):
 #   frame   the socket's frame codec (mfa-proto): header, body, whole-frame read, round trip
+#   inbox   pam_mfa's reader of mfad's messages: frames split and joined by the reads come
+#           out as read one at a time from the whole stream, errors alike
 #   config  mfad.toml (mfad::Config::parse): a Config or an error naming the file, never a panic
 #   secret  token secrets (mfad::factor::parse_secret) and the otpauth:// URI made from them
 #
@@ -39,7 +41,7 @@ secs=${1:-20}
 shift || true
 targets=("$@")
 if [ "${#targets[@]}" -eq 0 ]; then
-    targets=(frame config secret)
+    targets=(frame inbox config secret)
 fi
 
 if ! cargo fuzz --version >/dev/null 2>&1; then

@@ -10,7 +10,7 @@
 //! ([`ClientError::Interrupted`]), a broken conversation is always a refusal, or waiting
 //! at a prompt would be a way round the second factor.
 
-use crate::frame::{self, FrameError};
+use crate::frame::{self, FrameError, Inbox};
 use crate::{ClientMsg, MAX_ANSWER, Operation, Outcome, PROTOCOL_VERSION, ServerMsg};
 use socket2::{Domain, SockAddr, Socket, Type};
 use std::os::unix::net::UnixStream;
@@ -124,7 +124,7 @@ pub struct Client {
     /// conversation's messages in pairs (a banner and its prompt, a result and the
     /// verdict), and one read takes in all that has come. Zeroized when it grows and when
     /// the client is dropped: answers pass only the other way, but it is kept to one rule.
-    inbox: Zeroizing<Vec<u8>>,
+    inbox: Inbox,
 }
 
 /// The most one read from mfad takes at a time: a few conversations' worth.
@@ -190,7 +190,7 @@ impl Client {
         Client {
             stream,
             io_timeout,
-            inbox: Zeroizing::new(Vec::new()),
+            inbox: Inbox::new(),
         }
     }
 
@@ -210,33 +210,16 @@ impl Client {
         }
     }
 
-    /// The first whole message in the inbox, if one is there. A header announcing a body
-    /// over the limit is an error before any more is read.
+    /// The first whole message in the inbox, if one is there.
     fn take_message(&mut self) -> Result<Option<ServerMsg>, ClientError> {
-        let Some(header) = self.inbox.first_chunk::<4>() else {
-            return Ok(None);
-        };
-        let len = frame::body_len(*header)?;
-        let Some(body) = self.inbox.get(4..4 + len) else {
-            return Ok(None);
-        };
-        let msg = frame::decode(body);
-        self.inbox.drain(..4 + len);
-        Ok(Some(msg?))
+        Ok(self.inbox.take()?)
     }
 
     /// One read(2) of what has come, up to [`READ_CHUNK`] bytes, into the inbox. The
     /// inbox never holds more than one message and a chunk: [`Client::take_message`]
     /// empties it of whole messages before each read and refuses a body over the limit.
     fn read_more(&mut self) -> Result<(), ClientError> {
-        use std::io::Read;
-        let had = self.inbox.len();
-        frame::reserve_zeroizing(&mut self.inbox, READ_CHUNK);
-        self.inbox.resize(had + READ_CHUNK, 0);
-        let read = self.stream.read(&mut self.inbox[had..]);
-        let got = *read.as_ref().unwrap_or(&0);
-        self.inbox.truncate(had + got);
-        match read {
+        match self.inbox.read_from(&mut self.stream, READ_CHUNK) {
             // A hang-up, mid-message or between messages.
             Ok(0) => Err(ClientError::Closed),
             Ok(_) => Ok(()),

@@ -101,7 +101,7 @@ impl Write for Growing<'_> {
 
 /// Makes room in `out` for `extra` more bytes the way [`Growing`] does: into a new buffer
 /// (twice as large, or what is needed), the old one zeroized.
-pub(crate) fn reserve_zeroizing(out: &mut Zeroizing<Vec<u8>>, extra: usize) {
+fn reserve_zeroizing(out: &mut Zeroizing<Vec<u8>>, extra: usize) {
     let need = out.len().saturating_add(extra);
     grow_zeroizing(out, need, usize::MAX);
 }
@@ -151,6 +151,58 @@ pub fn decode<T: DeserializeOwned>(body: &[u8]) -> Result<T, FrameError> {
     })
 }
 
+/// Frames as they come off a stream in pieces: each [`Inbox::read_from`] takes in what one
+/// read gives, and [`Inbox::take`] hands out the first whole message, however the frames
+/// were split or joined by the reads. The buffer is zeroized when it grows and when the
+/// inbox is dropped. A header announcing a body over [`MAX_FRAME`] is an error as soon as
+/// the header is in, before the body is read.
+#[derive(Default)]
+pub struct Inbox {
+    buf: Zeroizing<Vec<u8>>,
+}
+
+impl Inbox {
+    pub fn new() -> Inbox {
+        Inbox::default()
+    }
+
+    /// Bytes read and not yet handed out as a message.
+    pub fn len(&self) -> usize {
+        self.buf.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.buf.is_empty()
+    }
+
+    /// The first whole message in the inbox, if one is there; the bytes it was made of
+    /// leave the inbox even when they do not decode (the error says why).
+    pub fn take<T: DeserializeOwned>(&mut self) -> Result<Option<T>, FrameError> {
+        let Some(header) = self.buf.first_chunk::<4>() else {
+            return Ok(None);
+        };
+        let len = body_len(*header)?;
+        let Some(body) = self.buf.get(4..4 + len) else {
+            return Ok(None);
+        };
+        let msg = decode(body);
+        self.buf.drain(..4 + len);
+        Ok(Some(msg?))
+    }
+
+    /// One `read` of at most `max` bytes from `r` onto the end of the inbox: the read's
+    /// own result (0 at the end of the stream).
+    pub fn read_from<R: Read>(&mut self, r: &mut R, max: usize) -> io::Result<usize> {
+        let had = self.buf.len();
+        reserve_zeroizing(&mut self.buf, max);
+        self.buf.resize(had + max, 0);
+        let read = r.read(&mut self.buf[had..]);
+        let got = *read.as_ref().unwrap_or(&0);
+        self.buf.truncate(had + got);
+        read
+    }
+}
+
 pub fn write_frame<W: Write, T: Serialize>(w: &mut W, msg: &T) -> Result<(), FrameError> {
     let frame = encode(msg)?;
     w.write_all(&frame)?;
@@ -184,6 +236,52 @@ mod tests {
         assert_eq!(&buf[..4], &((buf.len() - 4) as u32).to_be_bytes());
         let back: ServerMsg = read_frame(&mut Cursor::new(buf)).unwrap();
         assert_eq!(back, msg);
+    }
+
+    #[test]
+    fn an_inbox_hands_out_each_frame_whole_once_however_the_reads_fall() {
+        let msgs = [
+            ServerMsg::Info {
+                text: "x".repeat(2 * FIRST_ROOM),
+            },
+            ServerMsg::KeepAlive,
+            ServerMsg::Prompt {
+                text: "Passcode: ".into(),
+                echo: false,
+            },
+        ];
+        let mut stream = Zeroizing::new(Vec::new());
+        for m in &msgs {
+            encode_into(m, &mut stream).unwrap();
+        }
+        for size in [1, 3, 4, 5, 700, stream.len()] {
+            let mut src = Cursor::new(&stream[..]);
+            let mut inbox = Inbox::new();
+            let mut got = Vec::new();
+            loop {
+                while let Some(m) = inbox.take::<ServerMsg>().unwrap() {
+                    got.push(m);
+                }
+                if inbox.read_from(&mut src, size).unwrap() == 0 {
+                    break;
+                }
+            }
+            assert_eq!(got, msgs, "reads of {size} bytes");
+            assert!(inbox.is_empty());
+        }
+    }
+
+    #[test]
+    fn an_inbox_refuses_an_oversized_frame_from_its_header_alone() {
+        let mut inbox = Inbox::new();
+        let header = ((MAX_FRAME + 1) as u32).to_be_bytes();
+        inbox.read_from(&mut Cursor::new(&header[..3]), 64).unwrap();
+        assert!(matches!(inbox.take::<ServerMsg>(), Ok(None)));
+        inbox.read_from(&mut Cursor::new(&header[3..]), 64).unwrap();
+        assert!(matches!(
+            inbox.take::<ServerMsg>(),
+            Err(FrameError::TooLarge(n)) if n == MAX_FRAME + 1
+        ));
     }
 
     #[test]
