@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Fuzzes the parsers that take untrusted or hand-typed input, with cargo-fuzz (libFuzzer):
 #   frame   the socket's frame codec (mfa-proto): header, body, whole-frame read, round trip
-#   inbox   pam_mfa's reader of mfad's messages: frames split and joined by the reads come
-#           out as read one at a time from the whole stream, errors alike
+#   inbox   the frame reader of both ends of the socket (mfad's of clients, pam_mfa's of
+#           mfad): frames split and joined by the reads come out as read one at a time
+#           from the whole stream, errors alike; buffer bounded and zeroized
 #   config  mfad.toml (mfad::Config::parse): a Config or an error naming the file, never a panic
 #   secret  token secrets (mfad::factor::parse_secret) and the otpauth:// URI made from them
 #

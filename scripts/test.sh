@@ -24,8 +24,8 @@ cargo build -p mfad --benches
 # four PAM stacks, mfad under load, pending pushes); it never fails on a time. The full
 # run is scripts/bench.sh.
 "${CARGO_TARGET_DIR:-target}/debug/mfa-bench" --smoke >/dev/null
-# The fuzz targets (frame codec, pam_mfa's reader of mfad's messages, config parser, token
-# secrets and otpauth URIs), briefly:
+# The fuzz targets (frame codec, the frame reader of both ends of the socket, config parser,
+# token secrets and otpauth URIs), briefly:
 # for the whole suite only, not when arguments pick tests. MFA_FUZZ_SECS sets the seconds
 # per target (default 15; 0 skips). Built unoptimized (--quick, about 4 minutes; the
 # optimized build took 12 of the suite's 40): here they prove the targets build and run

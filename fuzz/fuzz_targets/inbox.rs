@@ -1,35 +1,22 @@
-//! pam_mfa's reader of mfad's messages (mfa-proto `frame::Inbox`, under `Client::recv`):
-//! frames coming off the socket split and joined however the reads fall must come out as
-//! the same messages, and the same errors, as when they are read one frame at a time from
-//! the whole stream (`frame::read_frame`); and the inbox never holds more than one frame
-//! and one read.
+//! The reader of frames both ends of mfad's socket run (mfa-proto `frame::Inbox`: mfad
+//! reading what any local user's process sends it, pam_mfa reading mfad): frames coming
+//! off the socket split and joined however the reads fall must come out as the same
+//! messages, and end on the same error, as when they are read one frame at a time from the
+//! whole stream (`frame::read_frame`); the buffer never holds more than one frame or its
+//! first room, whichever is larger; and (checked by the inbox itself in this build, which
+//! has debug assertions) no byte outside those not yet taken is left unzeroized.
 //!
-//! Input: one byte `n`, then `n % 16 + 1` bytes giving the sizes of successive reads (each
-//! `1..=256`, cycled), then the stream.
+//! Input: one byte `n` (bits 0-3: `n % 16 + 1` bytes of read sizes follow, each `1..=256`,
+//! cycled; bit 4: the stream is of clients' messages, else of mfad's; bits 5-6: the first
+//! room), then the read sizes, then the stream.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
 use mfa_proto::frame::{self, FrameError, Inbox};
-use mfa_proto::{MAX_FRAME, ServerMsg};
-use std::io::{Cursor, Read};
-
-/// A stream whose reads give the sizes it is told, in turn.
-struct Chunked<'a> {
-    data: &'a [u8],
-    sizes: &'a [u8],
-    next: usize,
-}
-
-impl Read for Chunked<'_> {
-    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-        let size = usize::from(self.sizes[self.next % self.sizes.len()]) + 1;
-        self.next += 1;
-        let n = size.min(buf.len()).min(self.data.len());
-        buf[..n].copy_from_slice(&self.data[..n]);
-        self.data = &self.data[n..];
-        Ok(n)
-    }
-}
+use mfa_proto::{ClientMsg, MAX_FRAME, ServerMsg};
+use serde::de::DeserializeOwned;
+use std::fmt::Debug;
+use std::io::Cursor;
 
 /// An error as the caller tells them apart (and the text it would log).
 fn class(e: &FrameError) -> String {
@@ -39,8 +26,49 @@ fn class(e: &FrameError) -> String {
     }
 }
 
-/// The most one `read_from` asks for here: small, so that frames straddle reads.
-const MAX_READ: usize = 300;
+fn check<T: DeserializeOwned + PartialEq + Debug>(stream: &[u8], sizes: &[u8], first_room: usize) {
+    let mut whole = Cursor::new(stream);
+    let (mut sent, mut reads) = (0, 0);
+    let mut inbox = Inbox::new(first_room);
+    loop {
+        let expected = frame::read_frame::<_, T>(&mut whole);
+        let got = loop {
+            match inbox.take::<T>() {
+                Ok(Some(msg)) => break Ok(msg),
+                Ok(None) => {}
+                Err(e) => break Err(e),
+            }
+            if sent == stream.len() {
+                // What a reader reports for a hang-up, mid-frame or between frames.
+                break Err(FrameError::Closed);
+            }
+            let room = match inbox.room() {
+                Ok(room) => room,
+                Err(e) => break Err(e),
+            };
+            let size = usize::from(sizes[reads % sizes.len()]) + 1;
+            reads += 1;
+            let n = size.min(room.len()).min(stream.len() - sent);
+            assert!(n > 0, "a room of no bytes");
+            room[..n].copy_from_slice(&stream[sent..sent + n]);
+            inbox.filled(n);
+            sent += n;
+            assert!(
+                inbox.buffer_len() <= first_room.max(4 + MAX_FRAME),
+                "a buffer of {} bytes",
+                inbox.buffer_len()
+            );
+        };
+        match (expected, got) {
+            (Ok(a), Ok(b)) => assert_eq!(a, b),
+            (Err(a), Err(b)) => {
+                assert_eq!(class(&a), class(&b));
+                return;
+            }
+            (a, b) => panic!("whole stream: {a:?}; in pieces: {b:?}"),
+        }
+    }
+}
 
 fuzz_target!(|data: &[u8]| {
     let Some((&n, rest)) = data.split_first() else {
@@ -51,41 +79,10 @@ fuzz_target!(|data: &[u8]| {
         return;
     }
     let (sizes, stream) = rest.split_at(count);
-    let mut whole = Cursor::new(stream);
-    let mut pieces = Chunked {
-        data: stream,
-        sizes,
-        next: 0,
-    };
-    let mut inbox = Inbox::new();
-    loop {
-        let expected = frame::read_frame::<_, ServerMsg>(&mut whole);
-        let got = loop {
-            match inbox.take::<ServerMsg>() {
-                Ok(Some(msg)) => break Ok(msg),
-                Ok(None) => {}
-                Err(e) => break Err(e),
-            }
-            assert!(
-                inbox.len() < 4 + MAX_FRAME,
-                "the inbox holds {} bytes and no whole frame",
-                inbox.len()
-            );
-            match inbox.read_from(&mut pieces, MAX_READ) {
-                // What Client::recv reports for a hang-up, mid-frame or between frames.
-                Ok(0) => break Err(FrameError::Closed),
-                Ok(_) => {}
-                Err(e) => panic!("the chunked stream does not fail, yet: {e}"),
-            }
-            assert!(inbox.len() <= 4 + MAX_FRAME + MAX_READ);
-        };
-        match (expected, got) {
-            (Ok(a), Ok(b)) => assert_eq!(a, b),
-            (Err(a), Err(b)) => {
-                assert_eq!(class(&a), class(&b));
-                break;
-            }
-            (a, b) => panic!("whole stream: {a:?}; in pieces: {b:?}"),
-        }
+    let first_room = [1, 64, 1024, 4096][usize::from(n >> 5) % 4];
+    if n & 0x10 != 0 {
+        check::<ClientMsg>(stream, sizes, first_room);
+    } else {
+        check::<ServerMsg>(stream, sizes, first_room);
     }
 });

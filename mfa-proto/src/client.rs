@@ -120,15 +120,16 @@ pub struct Client {
     stream: UnixStream,
     /// The bound on each read and write.
     io_timeout: Duration,
-    /// What has been read from mfad and not yet handed out as a message: mfad writes a
-    /// conversation's messages in pairs (a banner and its prompt, a result and the
-    /// verdict), and one read takes in all that has come. Zeroized when it grows and when
-    /// the client is dropped: answers pass only the other way, but it is kept to one rule.
+    /// What has been read from mfad and not yet handed out as a message (zeroized as it is
+    /// taken and when the client is dropped: answers pass only the other way, but it is kept
+    /// to one rule). mfad writes a conversation's messages in pairs (a banner and its
+    /// prompt, a result and the verdict), and one read takes in all that has come.
     inbox: Inbox,
 }
 
-/// The most one read from mfad takes at a time: a few conversations' worth.
-const READ_CHUNK: usize = 4096;
+/// The inbox's first room: a pair of mfad's messages, an enrolment's QR code and its
+/// prompt included, comes in one read.
+const FIRST_ROOM: usize = 4096;
 
 impl Client {
     /// Connects with `connect_timeout`; every later read and write is bounded by `io_timeout`.
@@ -190,7 +191,7 @@ impl Client {
         Client {
             stream,
             io_timeout,
-            inbox: Inbox::new(),
+            inbox: Inbox::new(FIRST_ROOM),
         }
     }
 
@@ -215,14 +216,19 @@ impl Client {
         Ok(self.inbox.take()?)
     }
 
-    /// One read(2) of what has come, up to [`READ_CHUNK`] bytes, into the inbox. The
-    /// inbox never holds more than one message and a chunk: [`Client::take_message`]
-    /// empties it of whole messages before each read and refuses a body over the limit.
+    /// One read(2) of what has come into the inbox's room. The inbox never holds more than
+    /// one message or its first room, whichever is larger: [`Client::take_message`] takes
+    /// whole messages out before each read, and the room refuses a header over the limit.
     fn read_more(&mut self) -> Result<(), ClientError> {
-        match self.inbox.read_from(&mut self.stream, READ_CHUNK) {
+        use std::io::Read;
+        let room = self.inbox.room()?;
+        match self.stream.read(room) {
             // A hang-up, mid-message or between messages.
             Ok(0) => Err(ClientError::Closed),
-            Ok(_) => Ok(()),
+            Ok(n) => {
+                self.inbox.filled(n);
+                Ok(())
+            }
             Err(e) if e.kind() == std::io::ErrorKind::Interrupted => Ok(()),
             Err(e) => Err(FrameError::from(e).into()),
         }

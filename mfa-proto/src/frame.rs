@@ -6,7 +6,7 @@
 use crate::MAX_FRAME;
 use serde::{Serialize, de::DeserializeOwned};
 use std::io::{self, Read, Write};
-use zeroize::Zeroizing;
+use zeroize::{Zeroize, Zeroizing};
 
 #[derive(Debug, thiserror::Error)]
 pub enum FrameError {
@@ -99,13 +99,6 @@ impl Write for Growing<'_> {
     }
 }
 
-/// Makes room in `out` for `extra` more bytes the way [`Growing`] does: into a new buffer
-/// (twice as large, or what is needed), the old one zeroized.
-fn reserve_zeroizing(out: &mut Zeroizing<Vec<u8>>, extra: usize) {
-    let need = out.len().saturating_add(extra);
-    grow_zeroizing(out, need, usize::MAX);
-}
-
 /// Gives `out` a capacity of at least `need` (`limit` caps how far it doubles): a new
 /// buffer, into which the old one is copied and which is zeroized as it is dropped.
 fn grow_zeroizing(out: &mut Zeroizing<Vec<u8>>, need: usize, limit: usize) {
@@ -151,55 +144,154 @@ pub fn decode<T: DeserializeOwned>(body: &[u8]) -> Result<T, FrameError> {
     })
 }
 
-/// Frames as they come off a stream in pieces: each [`Inbox::read_from`] takes in what one
-/// read gives, and [`Inbox::take`] hands out the first whole message, however the frames
-/// were split or joined by the reads. The buffer is zeroized when it grows and when the
-/// inbox is dropped. A header announcing a body over [`MAX_FRAME`] is an error as soon as
-/// the header is in, before the body is read.
-#[derive(Default)]
+/// Frames as they come off a stream in pieces, by both ends of mfad's socket (mfad reading
+/// a client, pam_mfa reading mfad): the bytes received go into [`Inbox::room`] and are
+/// counted in with [`Inbox::filled`]; [`Inbox::take`] hands out the next whole message,
+/// however the reads split or joined the frames.
+///
+/// The bytes not yet taken are `buf[start..end]`. They are zeroized as they are taken
+/// (answers carry passcodes), and the buffer is given back when nothing is left in it (a
+/// conversation waiting for a phone holds none). Every byte outside `start..end` is zero:
+/// the buffer starts zeroed, reads write only past `end`, and a frame's bytes are zeroized
+/// as it is taken out; so only `start..end` needs clearing when the inbox goes (not its
+/// whole capacity, byte by byte, as `Zeroizing` would, for every frame).
+///
+/// A header announcing an empty body or one over [`MAX_FRAME`] is an error as soon as the
+/// header is in, before any room is made for the body. The buffer never holds more than
+/// the larger of one frame and its first room.
 pub struct Inbox {
-    buf: Zeroizing<Vec<u8>>,
+    buf: Option<Vec<u8>>,
+    start: usize,
+    end: usize,
+    /// What the buffer starts with, and the least room a read is given.
+    first_room: usize,
 }
 
 impl Inbox {
-    pub fn new() -> Inbox {
-        Inbox::default()
+    /// An inbox whose buffer starts with `first_room` bytes (at least one): enough for the
+    /// frames usually received together to come in one read.
+    pub fn new(first_room: usize) -> Inbox {
+        Inbox {
+            buf: None,
+            start: 0,
+            end: 0,
+            first_room: first_room.max(1),
+        }
     }
 
-    /// Bytes read and not yet handed out as a message.
+    /// Bytes received and not yet taken.
     pub fn len(&self) -> usize {
-        self.buf.len()
+        self.end - self.start
     }
 
     pub fn is_empty(&self) -> bool {
-        self.buf.is_empty()
+        self.start == self.end
     }
 
-    /// The first whole message in the inbox, if one is there; the bytes it was made of
-    /// leave the inbox even when they do not decode (the error says why).
+    /// The size of the buffer held (0: none).
+    pub fn buffer_len(&self) -> usize {
+        self.buf.as_ref().map_or(0, Vec::len)
+    }
+
+    /// The next whole frame, decoded and taken out, if one is there. Its bytes leave the
+    /// inbox, zeroized, even when they do not decode (the error says why).
     pub fn take<T: DeserializeOwned>(&mut self) -> Result<Option<T>, FrameError> {
-        let Some(header) = self.buf.first_chunk::<4>() else {
+        self.check_zeroed();
+        let Some(buf) = &mut self.buf else {
+            return Ok(None);
+        };
+        let have = &buf[self.start..self.end];
+        let Some(header) = have.first_chunk::<4>() else {
             return Ok(None);
         };
         let len = body_len(*header)?;
-        let Some(body) = self.buf.get(4..4 + len) else {
+        if have.len() < 4 + len {
             return Ok(None);
-        };
-        let msg = decode(body);
-        self.buf.drain(..4 + len);
-        Ok(Some(msg?))
+        }
+        let (at, end) = (self.start + 4, self.start + 4 + len);
+        let msg = decode(&buf[at..end]);
+        buf[self.start..end].zeroize();
+        self.start = end;
+        if self.start == self.end {
+            self.buf = None;
+            self.start = 0;
+            self.end = 0;
+        }
+        msg.map(Some)
     }
 
-    /// One `read` of at most `max` bytes from `r` onto the end of the inbox: the read's
-    /// own result (0 at the end of the stream).
-    pub fn read_from<R: Read>(&mut self, r: &mut R, max: usize) -> io::Result<usize> {
-        let had = self.buf.len();
-        reserve_zeroizing(&mut self.buf, max);
-        self.buf.resize(had + max, 0);
-        let read = r.read(&mut self.buf[had..]);
-        let got = *read.as_ref().unwrap_or(&0);
-        self.buf.truncate(had + got);
-        read
+    /// Room for the rest of the frame being received (at least one byte), to be counted in
+    /// with [`Inbox::filled`]: the bytes kept are moved to the front, into a larger buffer
+    /// if the frame needs one (the old one zeroized where they were).
+    pub fn room(&mut self) -> Result<&mut [u8], FrameError> {
+        self.check_zeroed();
+        let have = self.end - self.start;
+        let header = self
+            .buf
+            .as_ref()
+            .and_then(|b| b[self.start..self.end].first_chunk::<4>().copied());
+        // At least one byte more than is kept, whatever the first room (a header not all in
+        // yet may already fill a small one).
+        let need = match header {
+            Some(h) => (4 + body_len(h)?).max(self.first_room),
+            None => self.first_room,
+        }
+        .max(have + 1);
+        let first_room = self.first_room;
+        let buf = self.buf.get_or_insert_with(|| vec![0; first_room]);
+        // The frame cannot fit from where it starts (or no room is left at all): moved to
+        // the front of a buffer it fits in, and zeroized where it was.
+        if buf.len() - self.start < need || self.end == buf.len() {
+            let mut fresh = vec![0; need.max(buf.len())];
+            fresh[..have].copy_from_slice(&buf[self.start..self.end]);
+            buf[self.start..self.end].zeroize();
+            *buf = fresh;
+            self.start = 0;
+            self.end = have;
+        }
+        Ok(&mut buf[self.end..])
+    }
+
+    /// Counts in `n` bytes written at the start of the last [`Inbox::room`]. More than that
+    /// room held is a caller's bug: counted in up to the room's end only.
+    pub fn filled(&mut self, n: usize) {
+        let size = self.buffer_len();
+        debug_assert!(self.end + n <= size, "filled past the room given");
+        self.end = (self.end + n).min(size);
+    }
+
+    /// What the zeroizing on drop relies on (checked in builds with debug assertions: the
+    /// tests and the fuzz targets): nothing outside the bytes kept but zeros. Past the kept
+    /// bytes only the next 4 KiB are looked at, where a stray write of a read would land:
+    /// a header may make room for a body of up to [`MAX_FRAME`] bytes, and scanning all of
+    /// it at each read of a byte made this check, not the inbox, the fuzz target's cost.
+    fn check_zeroed(&self) {
+        #[cfg(debug_assertions)]
+        if let Some(buf) = &self.buf {
+            let after = &buf[self.end..buf.len().min(self.end + ZEROS.len())];
+            assert!(
+                all_zero(&buf[..self.start]) && all_zero(after),
+                "an inbox's buffer holds bytes outside those kept"
+            );
+        }
+    }
+}
+
+/// Zeros to compare with (`memcmp`, fast in any build, where a loop over bytes is not in
+/// an unoptimized one).
+#[cfg(debug_assertions)]
+static ZEROS: [u8; 4096] = [0; 4096];
+
+#[cfg(debug_assertions)]
+fn all_zero(bytes: &[u8]) -> bool {
+    bytes.chunks(ZEROS.len()).all(|c| c == &ZEROS[..c.len()])
+}
+
+impl Drop for Inbox {
+    fn drop(&mut self) {
+        if let Some(buf) = &mut self.buf {
+            buf[self.start..self.end].zeroize();
+        }
     }
 }
 
@@ -238,50 +330,95 @@ mod tests {
         assert_eq!(back, msg);
     }
 
-    #[test]
-    fn an_inbox_hands_out_each_frame_whole_once_however_the_reads_fall() {
-        let msgs = [
-            ServerMsg::Info {
-                text: "x".repeat(2 * FIRST_ROOM),
-            },
-            ServerMsg::KeepAlive,
-            ServerMsg::Prompt {
-                text: "Passcode: ".into(),
-                echo: false,
-            },
-        ];
-        let mut stream = Zeroizing::new(Vec::new());
-        for m in &msgs {
-            encode_into(m, &mut stream).unwrap();
-        }
-        for size in [1, 3, 4, 5, 700, stream.len()] {
-            let mut src = Cursor::new(&stream[..]);
-            let mut inbox = Inbox::new();
-            let mut got = Vec::new();
-            loop {
-                while let Some(m) = inbox.take::<ServerMsg>().unwrap() {
-                    got.push(m);
-                }
-                if inbox.read_from(&mut src, size).unwrap() == 0 {
-                    break;
-                }
+    /// Feeds `stream` to `inbox` in reads of the sizes `piece` gives, and takes every
+    /// message out as soon as it is whole.
+    fn through_inbox(
+        inbox: &mut Inbox,
+        stream: &[u8],
+        mut piece: impl FnMut() -> usize,
+    ) -> Vec<ServerMsg> {
+        let (mut sent, mut got) = (0, Vec::new());
+        loop {
+            while let Some(msg) = inbox.take::<ServerMsg>().unwrap() {
+                got.push(msg);
             }
-            assert_eq!(got, msgs, "reads of {size} bytes");
-            assert!(inbox.is_empty());
+            if sent == stream.len() {
+                return got;
+            }
+            let room = inbox.room().unwrap();
+            let n = piece().min(room.len()).min(stream.len() - sent);
+            assert!(n > 0, "room for more, and more to send");
+            room[..n].copy_from_slice(&stream[sent..sent + n]);
+            inbox.filled(n);
+            sent += n;
         }
     }
 
     #[test]
-    fn an_inbox_refuses_an_oversized_frame_from_its_header_alone() {
-        let mut inbox = Inbox::new();
-        let header = ((MAX_FRAME + 1) as u32).to_be_bytes();
-        inbox.read_from(&mut Cursor::new(&header[..3]), 64).unwrap();
-        assert!(matches!(inbox.take::<ServerMsg>(), Ok(None)));
-        inbox.read_from(&mut Cursor::new(&header[3..]), 64).unwrap();
-        assert!(matches!(
-            inbox.take::<ServerMsg>(),
-            Err(FrameError::TooLarge(n)) if n == MAX_FRAME + 1
-        ));
+    fn frames_cut_anywhere_come_out_of_an_inbox_whole_and_in_order() {
+        // Frames of many sizes (some larger than the first room), their bytes delivered in
+        // pieces of pseudo-random sizes, as reads of a socket may give them. (The inbox
+        // checks at each step, in this build, that no byte outside those kept is left.)
+        let texts: Vec<String> = (0..40)
+            .map(|i| {
+                char::from(b'a' + (i % 26) as u8)
+                    .to_string()
+                    .repeat((i * 97) % 3000)
+            })
+            .collect();
+        let mut stream = Zeroizing::new(Vec::new());
+        for t in &texts {
+            encode_into(&ServerMsg::Info { text: t.clone() }, &mut stream).unwrap();
+        }
+        let want: Vec<ServerMsg> = texts
+            .iter()
+            .map(|t| ServerMsg::Info { text: t.clone() })
+            .collect();
+        for seed in [1u64, 7, 12345] {
+            for first_room in [1, 1024, 4096] {
+                let mut inbox = Inbox::new(first_room);
+                let mut rng = seed;
+                let got = through_inbox(&mut inbox, &stream, || {
+                    rng = rng
+                        .wrapping_mul(6364136223846793005)
+                        .wrapping_add(1442695040888963407);
+                    1 + (rng >> 33) as usize % 700
+                });
+                assert_eq!(got, want, "seed {seed}, first room {first_room}");
+                assert_eq!(inbox.buffer_len(), 0, "nothing left, nothing kept");
+            }
+        }
+        // A byte at a time, and the whole stream in one read.
+        for size in [1, stream.len()] {
+            let mut inbox = Inbox::new(1024);
+            assert_eq!(through_inbox(&mut inbox, &stream, || size), want);
+        }
+    }
+
+    #[test]
+    fn an_inbox_refuses_an_empty_or_oversized_frame_from_its_header_alone() {
+        for (header, too_large) in [
+            (((MAX_FRAME + 1) as u32).to_be_bytes(), true),
+            ([0; 4], false),
+        ] {
+            let mut inbox = Inbox::new(64);
+            inbox.room().unwrap()[..3].copy_from_slice(&header[..3]);
+            inbox.filled(3);
+            assert!(matches!(inbox.take::<ServerMsg>(), Ok(None)));
+            inbox.room().unwrap()[..1].copy_from_slice(&header[3..]);
+            inbox.filled(1);
+            let e = inbox.take::<ServerMsg>().unwrap_err();
+            assert!(
+                if too_large {
+                    matches!(e, FrameError::TooLarge(n) if n == MAX_FRAME + 1)
+                } else {
+                    matches!(e, FrameError::Empty)
+                },
+                "{e}"
+            );
+            assert!(inbox.room().is_err(), "no room made for the announced body");
+            assert_eq!(inbox.buffer_len(), 64);
+        }
     }
 
     #[test]

@@ -7,7 +7,7 @@
 //! conversation ends with a verdict: [`Conn::unavailable`] and [`Conn::refuse_after_break`]
 //! turn into an explicit refusal, never a silent close a client could read as "mfad down".
 
-use mfa_proto::frame::{self, FrameError};
+use mfa_proto::frame::{self, FrameError, Inbox};
 use mfa_proto::{ClientMsg, KEEPALIVE_INTERVAL_SECS, Outcome, ServerMsg};
 use nix::sys::socket::{MsgFlags, send};
 use std::future::Future;
@@ -20,7 +20,7 @@ use std::time::Duration;
 use tokio::io::Interest;
 use tokio::io::unix::AsyncFd;
 use tokio::time::{Instant, timeout};
-use zeroize::{Zeroize, Zeroizing};
+use zeroize::Zeroizing;
 
 /// How long root may take to say hello, and any write may take.
 pub const IO_TIMEOUT: Duration = Duration::from_secs(10);
@@ -122,8 +122,8 @@ pub struct SocketDialogue {
     /// One writer at a time: the conversation and its keep-alives.
     writing: Arc<tokio::sync::Mutex<()>>,
     activity: Arc<Activity>,
-    /// What the client sent beyond the frames read so far ([`Received`]).
-    received: Received,
+    /// What the client sent beyond the frames read so far.
+    received: Inbox,
 }
 
 /// How often a write to a full socket is tried again.
@@ -141,7 +141,7 @@ impl SocketDialogue {
                 reading: AtomicBool::new(false),
                 last_write: Mutex::new(Instant::now()),
             }),
-            received: Received::default(),
+            received: Inbox::new(RECEIVE_ROOM),
         })
     }
 }
@@ -196,81 +196,6 @@ async fn read_some(
 /// Room a conversation's receive buffer starts with: a hello or an answer fits whole, so
 /// one read takes a frame's header and body together (two system calls a frame otherwise).
 const RECEIVE_ROOM: usize = 1024;
-
-/// The bytes received and not yet read as frames: `buf[start..end]`. Zeroized as they are
-/// read (answers carry passcodes), and the buffer given back when nothing is left in it (a
-/// conversation waiting for a phone holds none).
-///
-/// Every byte outside `start..end` is zero: the buffer starts zeroed, the socket writes
-/// only past `end`, and a frame's bytes are zeroized as it is taken out. So only
-/// `start..end` needs clearing when the buffer goes (not its whole capacity, byte by byte,
-/// as `Zeroizing` would, for every frame).
-#[derive(Default)]
-struct Received {
-    buf: Option<Vec<u8>>,
-    start: usize,
-    end: usize,
-}
-
-impl Drop for Received {
-    fn drop(&mut self) {
-        if let Some(buf) = &mut self.buf {
-            buf[self.start..self.end].zeroize();
-        }
-    }
-}
-
-impl Received {
-    /// The next whole frame, decoded and taken out, if one is there.
-    fn next<T: serde::de::DeserializeOwned>(&mut self) -> Result<Option<T>, FrameError> {
-        let Some(buf) = &mut self.buf else {
-            return Ok(None);
-        };
-        let have = &buf[self.start..self.end];
-        let Some(header) = have.first_chunk::<4>() else {
-            return Ok(None);
-        };
-        let len = frame::body_len(*header)?;
-        if have.len() < 4 + len {
-            return Ok(None);
-        }
-        let (at, end) = (self.start + 4, self.start + 4 + len);
-        let msg = frame::decode(&buf[at..end]);
-        buf[self.start..end].zeroize();
-        self.start = end;
-        if self.start == self.end {
-            *self = Received::default();
-        }
-        msg.map(Some)
-    }
-
-    /// Room for the rest of the frame being received (at least one byte): the bytes kept
-    /// moved to the front, into a larger buffer if the frame needs one (the old one
-    /// zeroized as it is dropped).
-    fn room(&mut self) -> Result<&mut [u8], FrameError> {
-        let have = self.end - self.start;
-        let header = self
-            .buf
-            .as_ref()
-            .and_then(|b| b[self.start..self.end].first_chunk::<4>().copied());
-        let need = match header {
-            Some(h) => (4 + frame::body_len(h)?).max(RECEIVE_ROOM),
-            None => RECEIVE_ROOM,
-        };
-        let buf = self.buf.get_or_insert_with(|| vec![0; RECEIVE_ROOM]);
-        // The frame cannot fit from where it starts (or no room is left at all): moved to
-        // the front of a buffer it fits in, and zeroized where it was.
-        if buf.len() - self.start < need || self.end == buf.len() {
-            let mut fresh = vec![0; need.max(buf.len())];
-            fresh[..have].copy_from_slice(&buf[self.start..self.end]);
-            buf[self.start..self.end].zeroize();
-            *buf = fresh;
-            self.start = 0;
-            self.end = have;
-        }
-        Ok(&mut buf[self.end..])
-    }
-}
 
 /// Sends what of `bytes` the socket takes now: never waits, never raises SIGPIPE.
 pub(crate) fn send_now(stream: &UnixStream, bytes: &[u8]) -> nix::Result<usize> {
@@ -329,11 +254,11 @@ impl Dialogue for SocketDialogue {
             let (socket, watched, received) = (&self.socket, &mut self.watched, &mut self.received);
             let read = async {
                 loop {
-                    if let Some(msg) = received.next()? {
+                    if let Some(msg) = received.take()? {
                         return Ok::<_, ConnError>(msg);
                     }
                     let n = read_some(socket, watched, received.room()?).await?;
-                    received.end += n;
+                    received.filled(n);
                 }
             };
             self.activity.reading.store(true, Ordering::SeqCst);
@@ -771,62 +696,13 @@ mod tests {
                 "{got:?}"
             );
         }
-        assert!(wire.received.buf.is_none(), "nothing left, nothing kept");
+        assert_eq!(wire.received.buffer_len(), 0, "nothing left, nothing kept");
         write_frame(&mut theirs, &answer("333333".into())).unwrap();
         let got = wire.read(Duration::from_secs(5)).await.unwrap();
         assert!(
             matches!(&got, ClientMsg::Answer { text: Some(t) } if t.as_str() == "333333"),
             "{got:?}"
         );
-    }
-
-    #[test]
-    fn frames_cut_anywhere_come_out_whole_and_in_order() {
-        // Frames of many sizes (some larger than the first room), their bytes delivered in
-        // pieces of pseudo-random sizes, as reads of a socket may give them.
-        let texts: Vec<String> = (0..40)
-            .map(|i| {
-                char::from(b'a' + (i % 26) as u8)
-                    .to_string()
-                    .repeat((i * 97) % 3000)
-            })
-            .collect();
-        let mut stream = Zeroizing::new(Vec::new());
-        for t in &texts {
-            frame::encode_into(&ServerMsg::Info { text: t.clone() }, &mut stream).unwrap();
-        }
-        for seed in [1u64, 7, 12345] {
-            let (mut received, mut sent, mut got) = (Received::default(), 0, Vec::new());
-            let mut rng = seed;
-            while got.len() < texts.len() {
-                // What Received's drop relies on: nothing outside the kept bytes but zeros.
-                if let Some(buf) = &received.buf {
-                    let (before, after) = (&buf[..received.start], &buf[received.end..]);
-                    assert!(before.iter().chain(after).all(|&b| b == 0), "seed {seed}");
-                }
-                if let Some(msg) = received.next::<ServerMsg>().unwrap() {
-                    got.push(msg);
-                    continue;
-                }
-                rng = rng
-                    .wrapping_mul(6364136223846793005)
-                    .wrapping_add(1442695040888963407);
-                let piece = 1 + (rng >> 33) as usize % 700;
-                let room = received.room().unwrap();
-                let n = piece.min(room.len()).min(stream.len() - sent);
-                assert!(n > 0, "room for more, and more to send");
-                room[..n].copy_from_slice(&stream[sent..sent + n]);
-                received.end += n;
-                sent += n;
-            }
-            let want: Vec<ServerMsg> = texts
-                .iter()
-                .map(|t| ServerMsg::Info { text: t.clone() })
-                .collect();
-            assert_eq!(got, want, "seed {seed}");
-            assert_eq!(sent, stream.len());
-            assert!(received.buf.is_none(), "nothing left, nothing kept");
-        }
     }
 
     #[tokio::test]
@@ -845,10 +721,7 @@ mod tests {
                 "{e}"
             );
             assert!(
-                wire.received
-                    .buf
-                    .as_ref()
-                    .is_none_or(|b| b.len() == RECEIVE_ROOM),
+                matches!(wire.received.buffer_len(), 0 | RECEIVE_ROOM),
                 "no room made for the announced body"
             );
         }
