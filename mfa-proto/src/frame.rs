@@ -179,15 +179,6 @@ impl Inbox {
         }
     }
 
-    /// Bytes received and not yet taken.
-    pub fn len(&self) -> usize {
-        self.end - self.start
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.start == self.end
-    }
-
     /// The size of the buffer held (0: none).
     pub fn buffer_len(&self) -> usize {
         self.buf.as_ref().map_or(0, Vec::len)
