@@ -98,7 +98,9 @@ impl Plan {
                 ssh_rounds: 200,
                 clients: vec![1, 10, 50, 200],
                 pam_users: 150,
-                pam_rounds: 2,
+                // 600 calls per module: enough pairs for the call-by-call intervals to
+                // tell a few tens of µs apart (report::paired_table).
+                pam_rounds: 4,
                 pam_loads: 100,
             }
         }

@@ -281,6 +281,11 @@ pub struct PamCallResult {
     pub rounds: usize,
     /// Per module: (pam_start, pam_authenticate, whole pam_start…pam_end).
     pub samples: Vec<(Module, [Samples; 3])>,
+    /// Per module, each measured call's (pam_authenticate, whole pam_start…pam_end), one
+    /// entry per (round, user) in the same order for every module, `None` where the call
+    /// failed: the modules' calls for one user in one round ran one right after another,
+    /// so the differences between them are free of the host's drift over the run.
+    pub calls: Vec<(Module, Vec<Option<[Duration; 2]>>)>,
     pub failures: Vec<(Module, usize)>,
     /// Per module: the first pam_start in a fresh process, its pam_end, whether the module
     /// stayed mapped after pam_end, and the page faults of each first pam_start.
@@ -597,6 +602,8 @@ pub fn bench(
         .iter()
         .map(|&m| (m, Default::default()))
         .collect();
+    let mut calls: Vec<(Module, Vec<Option<[Duration; 2]>>)> =
+        Module::ALL.iter().map(|&m| (m, Vec::new())).collect();
     let mut failures: Vec<(Module, usize)> = Module::ALL.iter().map(|&m| (m, 0)).collect();
     let mut problems = Vec::new();
     let services: Vec<Option<CString>> = Module::ALL
@@ -614,6 +621,11 @@ pub fn bench(
         let step_before = totp::step_of(unix_now() as i64, params()) as i64 - 1;
         for u in &world.users {
             call_no += 1;
+            if round > 0 {
+                for (_, c) in calls.iter_mut() {
+                    c.push(None);
+                }
+            }
             for k in 0..Module::ALL.len() {
                 let i = (k + call_no) % Module::ALL.len();
                 let m = Module::ALL[i];
@@ -622,6 +634,9 @@ pub fn bench(
                     if round > 0 {
                         for s in samples[i].1.iter_mut() {
                             s.push(took);
+                        }
+                        if let Some(slot) = calls[i].1.last_mut() {
+                            *slot = Some([took, took]);
                         }
                     }
                     continue;
@@ -652,6 +667,9 @@ pub fn bench(
                     start.push(t.start);
                     auth.push(t.authenticate);
                     whole.push(t.whole);
+                    if let Some(slot) = calls[i].1.last_mut() {
+                        *slot = Some([t.authenticate, t.whole]);
+                    }
                 }
             }
         }
@@ -687,6 +705,7 @@ pub fn bench(
         users: n_users,
         rounds,
         samples,
+        calls,
         failures,
         load,
         load_runs,

@@ -4,7 +4,7 @@
 use crate::pamcall::{Module, PamCallResult};
 use crate::socket::Op;
 use crate::ssh::{SshResult, Stack};
-use crate::stats::{Samples, median, median_interval, ms};
+use crate::stats::{Samples, median, median_interval, ms, paired_us};
 use crate::{BenchError, Plan};
 use std::path::Path;
 use std::time::Duration;
@@ -316,7 +316,8 @@ impl Report {
                 if *stays { "yes" } else { "no" }
             ));
         }
-        self.pam = format!("{headline}{t}");
+        let (paired, verdict) = paired_table(r);
+        self.pam = format!("{headline}{verdict}{t}{paired}");
     }
 
     pub fn load_row(
@@ -664,6 +665,116 @@ impl Report {
 }
 
 /// Microseconds, whole.
+/// One comparison of the call-by-call table: module `a` against `b` on pam_authenticate
+/// (`part` 0) or the whole pam_start…pam_end (1), and the limit of the issue's target (µs
+/// of difference; `None`: a control, no target).
+struct Pairing {
+    what: &'static str,
+    a: Module,
+    b: Module,
+    part: usize,
+    limit: Option<(f64, &'static str)>,
+}
+
+const PAIRINGS: [Pairing; 4] = [
+    Pairing {
+        what: "pam_mfa (SQLite) − pam_google_authenticator: pam_authenticate",
+        a: Module::PamMfa,
+        b: Module::GoogleAuthenticator,
+        part: 0,
+        limit: Some((0.0, "below 0")),
+    },
+    Pairing {
+        what: "pam_mfa (SQLite) − pam_google_authenticator: whole pam_start…pam_end",
+        a: Module::PamMfa,
+        b: Module::GoogleAuthenticator,
+        part: 1,
+        limit: Some((0.0, "below 0")),
+    },
+    Pairing {
+        what: "pam_mfa (SQLite) − the fsync floor: pam_authenticate",
+        a: Module::PamMfa,
+        b: Module::FsyncFloor,
+        part: 0,
+        limit: Some((100.0, "+100 or less")),
+    },
+    Pairing {
+        what: "pam_oath − pam_google_authenticator: pam_authenticate (the same work: the \
+               method's control)",
+        a: Module::Oath,
+        b: Module::GoogleAuthenticator,
+        part: 0,
+        limit: None,
+    },
+];
+
+/// What a 95 % interval `lo`..`hi` of a difference says of a target of `limit` µs or less.
+fn verdict(lo: f64, hi: f64, limit: f64) -> &'static str {
+    if hi <= limit {
+        "met"
+    } else if lo > limit {
+        "not met"
+    } else {
+        "not told apart (the interval holds the limit)"
+    }
+}
+
+/// The call-by-call comparisons of the PAM calls (see [`PamCallResult::calls`]), and the
+/// sentence for the headline about pam_mfa against google-authenticator.
+fn paired_table(r: &PamCallResult) -> (String, String) {
+    let calls = |m: Module| r.calls.iter().find(|(k, _)| *k == m).map(|(_, c)| c);
+    let mut t = String::from(
+        "\n**Call by call.** Each measured call of a module is paired with the other \
+         module's call for the same user in the same round, made just before or after it, \
+         so that the host's drift over the run cancels out: the median of the per-call \
+         differences, its 95 % interval (bootstrap), and the median of the per-call ratios. \
+         A target is met when the whole interval is within it.\n\n\
+         | comparison | pairs | median difference (µs) | 95 % interval (µs) | median ratio \
+         | target | verdict |\n|---|---:|---:|---:|---:|---|---|\n",
+    );
+    let mut headline = String::new();
+    for p in &PAIRINGS {
+        let (Some(a), Some(b)) = (calls(p.a), calls(p.b)) else {
+            continue;
+        };
+        let pairs = || {
+            a.iter()
+                .zip(b.iter())
+                .map(|(x, y)| (x.map(|v| v[p.part]), y.map(|v| v[p.part])))
+        };
+        let diffs = paired_us(pairs());
+        if diffs.is_empty() {
+            continue;
+        }
+        let ratios: Vec<f64> = pairs()
+            .filter_map(|(x, y)| {
+                let (x, y) = (x?.as_secs_f64(), y?.as_secs_f64());
+                (y > 0.0).then(|| x / y)
+            })
+            .collect();
+        let (d, (lo, hi)) = (median(&diffs), median_interval(&diffs));
+        let (target, said) = match p.limit {
+            Some((limit, target)) => (target, verdict(lo, hi, limit)),
+            None => ("—", "—"),
+        };
+        t.push_str(&format!(
+            "| {} | {} | {d:+.0} | {lo:+.0} to {hi:+.0} | {:.2} | {target} | {said} |\n",
+            p.what,
+            diffs.len(),
+            median(&ratios),
+        ));
+        if p.a == Module::PamMfa && p.b == Module::GoogleAuthenticator && p.part == 0 {
+            headline = format!(
+                "Call by call, pam_mfa's pam_authenticate took {d:+.0} µs against \
+                 google-authenticator's (median of {} paired calls, 95 % interval {lo:+.0} to \
+                 {hi:+.0} µs); below it: {said}.\n\n",
+                diffs.len()
+            );
+        }
+    }
+    (t, headline)
+}
+
 fn us(d: Duration) -> String {
     format!("{:.0}", d.as_secs_f64() * 1e6)
 }
@@ -719,6 +830,80 @@ mod tests {
             clients: vec![10],
         };
         Report::new(&plan, Path::new("/nonexistent"))
+    }
+
+    /// A PAM-call result with `n` calls per module: pam_mfa's pam_authenticate takes
+    /// `mfa(i)` µs in call `i` (`None`: failed), google-authenticator's and pam_oath's 1,000
+    /// µs, the fsync floor 850 µs; the whole calls 1,000 µs more.
+    fn pam_result(n: usize, mfa: impl Fn(usize) -> Option<u64>) -> PamCallResult {
+        let calls = Module::ALL
+            .iter()
+            .map(|&m| {
+                let c = (0..n)
+                    .map(|i| {
+                        let auth = match m {
+                            Module::PamMfa => mfa(i)?,
+                            Module::FsyncFloor => 850,
+                            _ => 1000,
+                        };
+                        let d = Duration::from_micros;
+                        Some([d(auth), d(auth + 1000)])
+                    })
+                    .collect();
+                (m, c)
+            })
+            .collect();
+        PamCallResult {
+            users: n,
+            rounds: 1,
+            samples: Module::ALL
+                .iter()
+                .map(|&m| (m, Default::default()))
+                .collect(),
+            calls,
+            failures: Vec::new(),
+            load: Vec::new(),
+            load_runs: 0,
+            problems: Vec::new(),
+            versions: String::new(),
+        }
+    }
+
+    #[test]
+    fn pam_calls_are_compared_call_by_call_and_a_target_is_met_only_by_its_whole_interval() {
+        // pam_mfa 100 µs below google-authenticator in every call, one call failed.
+        let mut r = report();
+        r.pam_calls(&pam_result(9, |i| (i != 4).then_some(900)));
+        let text = r.markdown();
+        for row in [
+            "| pam_mfa (SQLite) − pam_google_authenticator: pam_authenticate | 8 | -100 | -100 to -100 | 0.90 | below 0 | met |",
+            "| pam_mfa (SQLite) − pam_google_authenticator: whole pam_start…pam_end | 8 | -100 | -100 to -100 | 0.95 | below 0 | met |",
+            "| pam_mfa (SQLite) − the fsync floor: pam_authenticate | 8 | +50 | +50 to +50 | 1.06 | +100 or less | met |",
+            "pam_authenticate (the same work: the method's control) | 9 | +0 | +0 to +0 | 1.00 | — | — |",
+            "pam_mfa's pam_authenticate took -100 µs against google-authenticator's (median of 8 paired calls, 95 % interval -100 to -100 µs); below it: met.",
+        ] {
+            assert!(text.contains(row), "{row}\n{text}");
+        }
+        // 300 µs above the floor: not met, whatever the spread.
+        let mut r = report();
+        r.pam_calls(&pam_result(40, |i| Some(1100 + (i as u64 % 3) * 20)));
+        let text = r.markdown();
+        assert!(
+            text.contains("| pam_mfa (SQLite) − the fsync floor: pam_authenticate | 40 | +270 |"),
+            "{text}"
+        );
+        assert!(text.contains("| +100 or less | not met |"), "{text}");
+        // Half the calls 100 µs below google-authenticator, half 100 µs above: the
+        // interval holds 0, so neither verdict is given.
+        let mut r = report();
+        r.pam_calls(&pam_result(40, |i| {
+            Some(if i % 2 == 0 { 900 } else { 1100 })
+        }));
+        let text = r.markdown();
+        assert!(
+            text.contains("| below 0 | not told apart (the interval holds the limit) |"),
+            "{text}"
+        );
     }
 
     #[test]

@@ -75,6 +75,16 @@ pub fn median_interval(values: &[f64]) -> (f64, f64) {
     (medians[50], medians[1949])
 }
 
+/// The differences `a − b`, in µs, of the pairs where both were measured.
+pub fn paired_us(
+    pairs: impl IntoIterator<Item = (Option<Duration>, Option<Duration>)>,
+) -> Vec<f64> {
+    pairs
+        .into_iter()
+        .filter_map(|(a, b)| Some((a?.as_nanos() as f64 - b?.as_nanos() as f64) / 1e3))
+        .collect()
+}
+
 /// Milliseconds with two decimals.
 pub fn ms(d: Duration) -> String {
     format!("{:.2}", d.as_secs_f64() * 1000.0)
@@ -93,6 +103,16 @@ mod tests {
         assert_eq!(Samples::default().median(), Duration::ZERO);
         assert_eq!(median(&[3.0, 1.0, 2.0]), 2.0);
         assert_eq!(median(&[4.0, 1.0, 2.0, 3.0]), 2.5);
+        let us = |n| Some(Duration::from_micros(n));
+        assert_eq!(
+            paired_us([
+                (us(900), us(1000)),
+                (None, us(5)),
+                (us(5), None),
+                (us(30), us(10))
+            ]),
+            [-100.0, 20.0]
+        );
         let (lo, hi) = median_interval(&(0..101).map(f64::from).collect::<Vec<_>>());
         assert!(
             lo < 50.0 && hi > 50.0 && lo > 30.0 && hi < 70.0,
