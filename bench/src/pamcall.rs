@@ -127,6 +127,17 @@ unsafe extern "C" fn converse(
     ffi::PAM_SUCCESS
 }
 
+/// The parts of a call's time, in [`PamCallResult::calls`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Part {
+    Start = 0,
+    Authenticate = 1,
+    /// The whole call less pam_start and pam_authenticate: pam_end, and the two
+    /// pam_set_item calls.
+    End = 2,
+    Whole = 3,
+}
+
 /// Times of one call, from pam_start to the end of pam_end.
 #[derive(Debug, Clone, Copy)]
 pub struct CallTimes {
@@ -281,11 +292,12 @@ pub struct PamCallResult {
     pub rounds: usize,
     /// Per module: (pam_start, pam_authenticate, whole pam_start…pam_end).
     pub samples: Vec<(Module, [Samples; 3])>,
-    /// Per module, each measured call's (pam_authenticate, whole pam_start…pam_end), one
-    /// entry per (round, user) in the same order for every module, `None` where the call
-    /// failed: the modules' calls for one user in one round ran one right after another,
-    /// so the differences between them are free of the host's drift over the run.
-    pub calls: Vec<(Module, Vec<Option<[Duration; 2]>>)>,
+    /// Per module, each measured call's times by [`Part`], one entry per (round, user) in
+    /// the same order for every module, `None` where the call failed: the modules' calls
+    /// for one user in one round ran one right after another, so the differences between
+    /// them are free of the host's drift over the run. (The fsync floor's one time stands
+    /// for every part.)
+    pub calls: Vec<(Module, Vec<Option<[Duration; 4]>>)>,
     pub failures: Vec<(Module, usize)>,
     /// Per module: the first pam_start in a fresh process, its pam_end, whether the module
     /// stayed mapped after pam_end, and the page faults of each first pam_start.
@@ -602,7 +614,7 @@ pub fn bench(
         .iter()
         .map(|&m| (m, Default::default()))
         .collect();
-    let mut calls: Vec<(Module, Vec<Option<[Duration; 2]>>)> =
+    let mut calls: Vec<(Module, Vec<Option<[Duration; 4]>>)> =
         Module::ALL.iter().map(|&m| (m, Vec::new())).collect();
     let mut failures: Vec<(Module, usize)> = Module::ALL.iter().map(|&m| (m, 0)).collect();
     let mut problems = Vec::new();
@@ -636,7 +648,7 @@ pub fn bench(
                             s.push(took);
                         }
                         if let Some(slot) = calls[i].1.last_mut() {
-                            *slot = Some([took, took]);
+                            *slot = Some([took; 4]);
                         }
                     }
                     continue;
@@ -668,7 +680,8 @@ pub fn bench(
                     auth.push(t.authenticate);
                     whole.push(t.whole);
                     if let Some(slot) = calls[i].1.last_mut() {
-                        *slot = Some([t.authenticate, t.whole]);
+                        let end = t.whole.saturating_sub(t.start + t.authenticate);
+                        *slot = Some([t.start, t.authenticate, end, t.whole]);
                     }
                 }
             }
