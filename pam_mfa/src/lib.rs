@@ -25,6 +25,11 @@ pam::pam_hooks!(PamMfa);
 
 impl PamHooks for PamMfa {
     fn sm_authenticate(pamh: &mut PamHandle, args: Vec<&CStr>, _flags: PamFlag) -> PamResultCode {
+        #[cfg(feature = "unwind-probe")]
+        #[allow(clippy::panic)] // the probe's whole point (a test-only feature)
+        if args.iter().any(|a| a.to_bytes() == b"unwind-probe") {
+            panic!("unwind probe");
+        }
         let args: Vec<String> = args
             .iter()
             .map(|a| a.to_string_lossy().into_owned())

@@ -26,16 +26,7 @@ fn module() -> &'static Path {
     static MODULE: OnceLock<PathBuf> = OnceLock::new();
     MODULE.get_or_init(|| {
         let manifest = Path::new(env!("CARGO_MANIFEST_DIR"));
-        let target = std::env::var_os("CARGO_TARGET_DIR")
-            .map(PathBuf::from)
-            .map(|t| {
-                if t.is_relative() {
-                    manifest.join("..").join(t)
-                } else {
-                    t
-                }
-            })
-            .unwrap_or_else(|| manifest.join("../target"));
+        let target = target_dir();
         let (profile, flags): (&str, &[&str]) = if cfg!(debug_assertions) {
             ("debug", &[])
         } else {
@@ -60,15 +51,35 @@ fn module() -> &'static Path {
     })
 }
 
+/// The target directory cargo builds into.
+fn target_dir() -> PathBuf {
+    let manifest = Path::new(env!("CARGO_MANIFEST_DIR"));
+    std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .map(|t| {
+            if t.is_relative() {
+                manifest.join("..").join(t)
+            } else {
+                t
+            }
+        })
+        .unwrap_or_else(|| manifest.join("../target"))
+}
+
 /// A pam_wrapper service directory: our service, and `other` denying everything.
 fn service_dir(module_args: &str) -> tempfile::TempDir {
+    service_dir_for(module(), module_args)
+}
+
+/// [`service_dir`] for the module at `so`.
+fn service_dir_for(so: &Path, module_args: &str) -> tempfile::TempDir {
     let dir = tempfile::Builder::new()
         .prefix("pam_mfa-pamd-")
         .tempdir()
         .unwrap();
     std::fs::write(
         dir.path().join(SERVICE),
-        format!("auth required {} {module_args}\n", module().display()),
+        format!("auth required {} {module_args}\n", so.display()),
     )
     .unwrap();
     std::fs::write(
@@ -163,6 +174,86 @@ fn remove_pam_wrapper_dir(pid: u32) {
 
 fn module_args(socket: &Path, extra: &str) -> String {
     format!("socket={} {extra}", socket.display())
+}
+
+/// sshd does not load libgcc_s; the module carries its own unwinder (build.rs), so that
+/// each login does not load and unload a second library.
+#[test]
+fn the_module_needs_no_libgcc_s() {
+    let out = Command::new("readelf")
+        .arg("--dynamic")
+        .arg(module())
+        .output()
+        .expect("readelf (binutils)");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}");
+    assert!(
+        text.contains("(NEEDED)") && text.contains("libpam.so"),
+        "{text}"
+    );
+    assert!(!text.contains("libgcc_s"), "{text}");
+}
+
+/// A panic inside the module (a test-only build whose `unwind-probe` argument panics in
+/// pam_sm_authenticate) unwinds with the module's own unwinder, inside pamtester, a C
+/// program without libgcc_s, back to `pam_hooks!`'s catch: the application gets a PAM
+/// error (PAM_ABORT) and goes on; it is not aborted.
+#[test]
+fn a_panic_in_the_module_is_a_pam_error_for_an_application_without_libgcc_s() {
+    let Some(cargo) = std::env::var_os("CARGO") else {
+        return; // run by hand, outside cargo: the probe build needs cargo
+    };
+    // Its own target directory: the probe module must never be the one other tests load.
+    let probe_target = target_dir().join("unwind-probe");
+    let status = Command::new(cargo)
+        .args([
+            "build",
+            "--quiet",
+            "-p",
+            "pam_mfa",
+            "--features",
+            "unwind-probe",
+        ])
+        .arg("--target-dir")
+        .arg(&probe_target)
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .status()
+        .expect("running cargo build -p pam_mfa --features unwind-probe");
+    assert!(status.success(), "the probe build failed: {status}");
+    let so = probe_target.join("debug").join("libpam_mfa.so");
+    let pamtester_bin = Command::new("sh")
+        .args(["-c", "command -v pamtester"])
+        .output()
+        .unwrap();
+    let ldd = Command::new("ldd")
+        .arg(String::from_utf8_lossy(&pamtester_bin.stdout).trim())
+        .output()
+        .unwrap();
+    let ldd = String::from_utf8_lossy(&ldd.stdout);
+    assert!(
+        !ldd.contains("libgcc_s"),
+        "pamtester itself loads libgcc_s:\n{ldd}"
+    );
+
+    let pamd = service_dir_for(&so, "socket=/nonexistent/mfad.sock unwind-probe");
+    let run = pamtester(pamd.path(), &[], "");
+    assert!(
+        run.stderr.contains("unwind probe"),
+        "the probe did not panic: {}",
+        run.stderr
+    );
+    // A process killed by SIGABRT has no exit code.
+    assert_eq!(
+        run.status.code(),
+        Some(1),
+        "pamtester did not end by itself: {}",
+        run.stderr
+    );
+    assert!(
+        !run.stdout.contains("successfully authenticated"),
+        "{}",
+        run.stdout
+    );
 }
 
 #[test]
