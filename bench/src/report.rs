@@ -223,7 +223,9 @@ impl Report {
              every timed call is an accept that writes its replay record, and after each \
              round the harness checks each module's state for it. The fsync floor (100 bytes \
              written to a new file, fsync, rename over the last, on the same file system) \
-             runs in the same loop. {}. \
+             runs in the same loop. The benchmark's process, like sshd's, has no libgcc_s \
+             loaded (mfa-bench carries its own unwinder, as pam_mfa does), so a module \
+             that needs it loads it at each pam_start, as in sshd. {}. \
              Times in µs; ÷ GA divides by pam_google_authenticator's median.\n\n\
              | module | pam_authenticate p50 | p90 | p99 | ÷ GA | whole pam_start…pam_end \
              p50 | p90 | p99 | ÷ GA | pam_start p50 | calls | failed |\n\
