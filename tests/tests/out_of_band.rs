@@ -121,6 +121,14 @@ impl World {
         // Adding the phone needs a fresh second factor: option 1, the push, approved.
         w.add_phone("1\n\n", 1);
         assert_eq!(w.phone.notifications().len(), 2);
+        // The phone records its tap once mfa-web has answered it, which may be after the
+        // CLI has its own answer: wait for both pushes' steps (open, approve), so that a
+        // test's `before` counts them all.
+        assert!(
+            w.phone.wait_steps(4, Duration::from_secs(5)).is_some(),
+            "{:?}",
+            w.phone.steps()
+        );
         w
     }
 
@@ -559,7 +567,12 @@ fn mfa_web_as_its_own_unprivileged_user_serves_the_push_that_lets_a_login_in() {
         )
         .unwrap();
     assert_eq!(out.status, Some(0), "{}\n{}", out.describe(), web.log());
-    let before = phone.steps().len();
+    // The phone records its tap once mfa-web has answered it, which may be after the CLI
+    // has its own answer: wait for the test push's two steps (open, approve) first.
+    let before = phone
+        .wait_steps(2, Duration::from_secs(5))
+        .expect("the test push's page opened and approved")
+        .len();
     let login = env.login(&["1", ""], "echo in through mfa-web").unwrap();
     assert!(
         login.logged_in(),
