@@ -666,7 +666,6 @@ impl Report {
     }
 }
 
-/// Microseconds, whole.
 /// One comparison of the call-by-call table: module `a` against `b` on one part of the
 /// call, and the limit of the target (µs of difference; `None`: no target, the
 /// row says where a difference lies or is the method's control).
@@ -794,6 +793,7 @@ fn paired_table(r: &PamCallResult) -> (String, String) {
     (t, headline)
 }
 
+/// Microseconds, whole.
 fn us(d: Duration) -> String {
     format!("{:.0}", d.as_secs_f64() * 1e6)
 }
