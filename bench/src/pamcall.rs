@@ -290,8 +290,6 @@ impl Module {
 pub struct PamCallResult {
     pub users: usize,
     pub rounds: usize,
-    /// Per module: (pam_start, pam_authenticate, whole pam_start…pam_end).
-    pub samples: Vec<(Module, [Samples; 3])>,
     /// Per module, each measured call's times by [`Part`], one entry per (round, user) in
     /// the same order for every module, `None` where the call failed: the modules' calls
     /// for one user in one round ran one right after another, so the differences between
@@ -305,6 +303,29 @@ pub struct PamCallResult {
     pub load_runs: usize,
     pub problems: Vec<String>,
     pub versions: String,
+}
+
+impl PamCallResult {
+    /// Per module, the measured calls' (pam_start, pam_authenticate, whole
+    /// pam_start…pam_end), failed calls left out.
+    pub fn samples(&self) -> Vec<(Module, [Samples; 3])> {
+        self.calls
+            .iter()
+            .map(|(m, calls)| {
+                let mut parts: [Samples; 3] = Default::default();
+                for c in calls.iter().flatten() {
+                    for (s, part) in
+                        parts
+                            .iter_mut()
+                            .zip([Part::Start, Part::Authenticate, Part::Whole])
+                    {
+                        s.push(c[part as usize]);
+                    }
+                }
+                (*m, parts)
+            })
+            .collect()
+    }
 }
 
 /// Dropped in field order: services, the mfads, the server, users, then the directory.
@@ -610,10 +631,6 @@ pub fn bench(
     load_runs: usize,
 ) -> Result<PamCallResult, BenchError> {
     let world = World::start(mfad_bin, bin, n_users)?;
-    let mut samples: Vec<(Module, [Samples; 3])> = Module::ALL
-        .iter()
-        .map(|&m| (m, Default::default()))
-        .collect();
     let mut calls: Vec<(Module, Vec<Option<[Duration; 4]>>)> =
         Module::ALL.iter().map(|&m| (m, Vec::new())).collect();
     let mut failures: Vec<(Module, usize)> = Module::ALL.iter().map(|&m| (m, 0)).collect();
@@ -643,13 +660,10 @@ pub fn bench(
                 let m = Module::ALL[i];
                 if m == Module::FsyncFloor {
                     let took = fsync_floor(&world.dir)?;
-                    if round > 0 {
-                        for s in samples[i].1.iter_mut() {
-                            s.push(took);
-                        }
-                        if let Some(slot) = calls[i].1.last_mut() {
-                            *slot = Some([took; 4]);
-                        }
+                    if round > 0
+                        && let Some(slot) = calls[i].1.last_mut()
+                    {
+                        *slot = Some([took; 4]);
                     }
                     continue;
                 }
@@ -674,15 +688,11 @@ pub fn bench(
                     }
                     continue;
                 }
-                if round > 0 {
-                    let [start, auth, whole] = &mut samples[i].1;
-                    start.push(t.start);
-                    auth.push(t.authenticate);
-                    whole.push(t.whole);
-                    if let Some(slot) = calls[i].1.last_mut() {
-                        let end = t.whole.saturating_sub(t.start + t.authenticate);
-                        *slot = Some([t.start, t.authenticate, end, t.whole]);
-                    }
+                if round > 0
+                    && let Some(slot) = calls[i].1.last_mut()
+                {
+                    let end = t.whole.saturating_sub(t.start + t.authenticate);
+                    *slot = Some([t.start, t.authenticate, end, t.whole]);
                 }
             }
         }
@@ -717,7 +727,6 @@ pub fn bench(
     Ok(PamCallResult {
         users: n_users,
         rounds,
-        samples,
         calls,
         failures,
         load,
