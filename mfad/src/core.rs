@@ -70,7 +70,15 @@ impl DirectoryPlaces {
 /// is taken: logins of one user that waited together ask the directory once, not each. The
 /// place goes with the lookup and is given back when it ends, not when the login does: a
 /// login dropped meanwhile (its client gone) leaves no more lookups running than the bound.
-async fn ask_directory<T, K, A>(places: &Arc<tokio::sync::Semaphore>, kept: K, ask: A) -> Result<T>
+///
+/// With `beside`, the lookup always runs on a blocking thread, never on the caller's, so
+/// that the caller's task can do other work while it runs ([`Core::account_beside`]).
+async fn ask_directory<T, K, A>(
+    places: &Arc<tokio::sync::Semaphore>,
+    beside: bool,
+    kept: K,
+    ask: A,
+) -> Result<T>
 where
     T: Send + 'static,
     K: Fn() -> Option<T>,
@@ -86,11 +94,15 @@ where
     if let Some(found) = kept() {
         return Ok(found);
     }
-    Ok(crate::blocking::run_here_if_alone(move || {
+    let work = move || {
         let _place = place;
         ask()
-    })
-    .await??)
+    };
+    Ok(if beside {
+        crate::blocking::run(work).await
+    } else {
+        crate::blocking::run_here_if_alone(work).await
+    }??)
 }
 
 /// The daemon's shared state; each service holds it, and only what else it needs.
@@ -214,22 +226,37 @@ impl Core {
     /// The account `name` refers to, as the directory spells it, for root's conversations
     /// (only root may ask about any name).
     pub(crate) async fn account(&self, name: &str) -> Result<Option<Account>> {
-        self.account_in(&self.directory.root, name).await
+        self.account_in(&self.directory.root, false, name).await
+    }
+
+    /// [`Core::account`] (asked by root), the directory asked on a blocking thread even for
+    /// a conversation alone at work: the caller's task goes on meanwhile (a login's read of
+    /// the store, [`crate::login`]) and waits for the answer after.
+    pub(crate) async fn account_beside(&self, name: &str) -> Result<Option<Account>> {
+        self.account_in(&self.directory.root, true, name).await
+    }
+
+    /// The account `name` refers to if it is kept ([`Core::account`] without the
+    /// directory), `None` if the directory would have to be asked.
+    pub(crate) fn kept_account(&self, name: &str) -> Option<Account> {
+        self.accounts.kept_by_name(name)
     }
 
     /// [`Core::account`] for the web front, in its own places ([`WEB_DIRECTORY_LOOKUPS`]).
     pub(crate) async fn web_account(&self, name: &str) -> Result<Option<Account>> {
-        self.account_in(&self.directory.web, name).await
+        self.account_in(&self.directory.web, false, name).await
     }
 
     async fn account_in(
         &self,
         places: &Arc<tokio::sync::Semaphore>,
+        beside: bool,
         name: &str,
     ) -> Result<Option<Account>> {
         let (accounts, owned) = (Arc::clone(&self.accounts), name.to_string());
         ask_directory(
             places,
+            beside,
             || self.accounts.kept_by_name(name).map(Some),
             move || accounts.by_name(&owned),
         )
@@ -241,6 +268,7 @@ impl Core {
         let accounts = Arc::clone(&self.accounts);
         ask_directory(
             self.directory.of_caller(uid),
+            false,
             || self.accounts.kept_by_uid(uid).map(Some),
             move || accounts.by_uid(uid),
         )
@@ -272,6 +300,7 @@ impl Core {
         let (accounts, owned) = (Arc::clone(&self.accounts), account.clone());
         ask_directory(
             places,
+            false,
             || self.accounts.kept_groups(account),
             move || accounts.groups(&owned),
         )
@@ -477,6 +506,7 @@ mod tests {
                 tasks.spawn(async move {
                     ask_directory(
                         &places,
+                        false,
                         || None,
                         move || {
                             let now = running.fetch_add(1, Ordering::SeqCst) + 1;
@@ -518,6 +548,7 @@ mod tests {
                     let filled = cache.clone();
                     ask_directory(
                         &places,
+                        false,
                         || *cache.lock().unwrap(),
                         move || {
                             asked.fetch_add(1, Ordering::SeqCst);
@@ -541,6 +572,7 @@ mod tests {
         let places = places(1);
         let got: Result<Option<u32>> = runtime().block_on(ask_directory(
             &places,
+            false,
             || None,
             || Err(crate::accounts::AccountsError::Lookup("down".into())),
         ));
@@ -560,6 +592,7 @@ mod tests {
         let login = rt.spawn(async move {
             ask_directory(
                 &taken,
+                false,
                 || None,
                 move || {
                     let _ = started.send(());

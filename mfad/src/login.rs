@@ -5,6 +5,7 @@
 //! Duo), then the conclusion: accepted unless locked, failures counted, a report locks,
 //! a success remembered, the answer given.
 
+use crate::accounts::Account;
 use crate::conn::Conn;
 use crate::core::Core;
 use crate::daemon::{Result, Who, decision};
@@ -47,13 +48,16 @@ impl LoginService {
         // uid. The name asked about is then never looked up: however many names a user
         // sends, mfad asks the directory about that user's uid alone (kept for
         // `user_cache`), in places other than those sshd's logins wait for.
-        let account = if uid == 0 {
-            self.core.account(&ctx.user).await
-        } else {
-            self.core
-                .account_of(uid)
+        let policy = &self.core.config.policy;
+        let addr = policy::client_addr(ctx.rhost.as_deref(), ctx.ssh_connection.as_deref());
+        let local_policy = self.duo.as_ref().is_none_or(|duo| duo.local_policy);
+        let (account, early_read) = if uid == 0 {
+            let remember = self.remember(&ctx.user, uid, &ctx, addr);
+            self.account_and_early_read(&ctx.user, remember, local_policy)
                 .await
-                .map(|own| own.filter(|a| a.name == ctx.user))
+        } else {
+            let own = self.core.account_of(uid).await;
+            (own.map(|own| own.filter(|a| a.name == ctx.user)), None)
         };
         let account = match account {
             Ok(a) => a,
@@ -83,21 +87,6 @@ impl LoginService {
         ctx.user = account.name.clone();
         crate::history::account(&ctx.user);
         let who = Who::new(&ctx.user, &rhost, &ctx, uid);
-        let policy = &self.core.config.policy;
-        let addr = policy::client_addr(ctx.rhost.as_deref(), ctx.ssh_connection.as_deref());
-        // sshd (root) vouches for the client address; the user's own helper only says what
-        // the user's process says. A helper's entry never opens an sshd login.
-        let remember = addr.filter(|_| policy.remember_for > 0).map(|a| Remember {
-            user: ctx.user.clone(),
-            scope: if uid == 0 {
-                RememberScope::Sshd
-            } else {
-                RememberScope::OwnHelper
-            },
-            addr: a.to_string(),
-            key: policy::key_fingerprint(ctx.ssh_auth_info.as_deref()),
-            for_secs: policy.remember_for,
-        });
         let mut login = LoginContext {
             who,
             ctx: &ctx,
@@ -105,7 +94,7 @@ impl LoginService {
             trusted: policy.is_trusted(addr),
             devices: Arc::new(Vec::new()),
             bypass_left: 0,
-            remember,
+            remember: self.remember(&ctx.user, uid, &ctx, addr),
         };
         match &self.duo {
             Some(duo) => {
@@ -115,13 +104,74 @@ impl LoginService {
                 };
                 // Boxed: Duo's flow is twice the size of the local one, and every login's
                 // future would otherwise be sized for it.
-                Box::pin(self.pipeline(conn, &provider, &mut login, uid, duo.local_policy)).await
+                Box::pin(self.pipeline(conn, &provider, &mut login, uid, early_read)).await
             }
             None => {
-                self.pipeline(conn, self.local.as_ref(), &mut login, uid, true)
+                self.pipeline(conn, self.local.as_ref(), &mut login, uid, early_read)
                     .await
             }
         }
+    }
+
+    /// Where a success of `user`'s login from `addr` is remembered (`[policy]
+    /// remember_for`), asked by the caller `uid`. sshd (root) vouches for the client
+    /// address; the user's own helper only says what the user's process says. A helper's
+    /// entry never opens an sshd login.
+    fn remember(
+        &self,
+        user: &str,
+        uid: u32,
+        ctx: &AuthContext,
+        addr: Option<std::net::IpAddr>,
+    ) -> Option<Remember> {
+        let policy = &self.core.config.policy;
+        addr.filter(|_| policy.remember_for > 0).map(|a| Remember {
+            user: user.to_string(),
+            scope: if uid == 0 {
+                RememberScope::Sshd
+            } else {
+                RememberScope::OwnHelper
+            },
+            addr: a.to_string(),
+            key: policy::key_fingerprint(ctx.ssh_auth_info.as_deref()),
+            for_secs: policy.remember_for,
+        })
+    }
+
+    /// The account `name` refers to, asked by root (sshd's logins); with it, when the
+    /// directory has to be asked and the login will read the store (`reads_store`: mfad's
+    /// policy applies), the store's one read before the first prompt, made while the
+    /// directory answers, for the name as given (`remember`: as [`LoginService::remember`]
+    /// for that name). The two waits overlap instead of adding up: a lookup in the
+    /// directory and a read of the store each take tens of microseconds on a quiet host,
+    /// and on a cluster the read is a round trip to PostgreSQL and the lookup often one to
+    /// LDAP. Both only read: nothing is decided, sent or written before the account is
+    /// known. The read is given back only when the directory spells the name as given
+    /// (the store keeps users under the directory's spelling); otherwise it is dropped and
+    /// the login reads the store again.
+    async fn account_and_early_read(
+        &self,
+        name: &str,
+        remember: Option<Remember>,
+        reads_store: bool,
+    ) -> (Result<Option<Account>>, Option<Result<LoginSnapshot>>) {
+        if !reads_store {
+            return (self.core.account(name).await, None);
+        }
+        if let Some(kept) = self.core.kept_account(name) {
+            return (Ok(Some(kept)), None);
+        }
+        // Polled in this order: the lookup goes to a blocking thread first, then the read
+        // runs on this task.
+        let (account, read) = tokio::join!(
+            self.core.account_beside(name),
+            self.snapshot_of(name.to_string(), remember)
+        );
+        let read = match &account {
+            Ok(Some(a)) if a.name == name => Some(read),
+            _ => None,
+        };
+        (account, read)
     }
 
     /// Everything after the account and the caller (`caller_uid`), for provider `provider`.
@@ -131,8 +181,9 @@ impl LoginService {
         provider: &P,
         login: &mut LoginContext<'_>,
         caller_uid: u32,
-        local_policy: bool,
+        early_read: Option<Result<LoginSnapshot>>,
     ) -> Result<()> {
+        let local_policy = self.duo.as_ref().is_none_or(|duo| duo.local_policy);
         if !local_policy {
             // Every decision is the provider's: the store is not read at all.
             let outcome = match provider.authenticate(conn, login).await? {
@@ -160,8 +211,16 @@ impl LoginService {
                 return Ok(());
             }
         }
-        // The one read of the store before the first prompt.
-        let snapshot = self.login_snapshot(login).await?;
+        // The one read of the store before the first prompt (made while the directory was
+        // asked about the account, when it was: `account_and_early_read`).
+        let snapshot = match early_read {
+            Some(read) => read?,
+            None => {
+                let remember = login.remember.clone();
+                self.snapshot_of(login.who.user.to_string(), remember)
+                    .await?
+            }
+        };
         if !self
             .core
             .not_locked(conn, &login.who, &snapshot.lock)
@@ -262,13 +321,10 @@ impl LoginService {
         Ok(true)
     }
 
-    /// The one read before a login's first prompt (see [`Store::login_snapshot`]).
-    async fn login_snapshot(&self, login: &LoginContext<'_>) -> Result<LoginSnapshot> {
-        let (user, remember, now) = (
-            login.who.user.to_string(),
-            login.remember.clone(),
-            self.core.clock.now(),
-        );
+    /// The one read before `user`'s login's first prompt, asking whether it is remembered
+    /// from `remember` (see [`Store::login_snapshot`]).
+    async fn snapshot_of(&self, user: String, remember: Option<Remember>) -> Result<LoginSnapshot> {
+        let now = self.core.clock.now();
         self.core
             .db_fast(move |s| {
                 let remembered = remember
