@@ -49,6 +49,13 @@ impl ReadsCache {
         found
     }
 
+    /// Whether `user`'s reads may be kept for the database as it stands after `changes` of
+    /// the shared connection's own (`sqlite3_total_changes`): false is sure, true still
+    /// needs [`ReadsCache::get`] with the database's whole stamp.
+    pub(crate) fn may_have(&self, user: &str, changes: u64) -> bool {
+        self.stamp.is_some_and(|s| s.changes == changes) && self.users.contains_key(user)
+    }
+
     /// Keeps `reads`, read from the database as it stood at `at`.
     pub(crate) fn put(&mut self, user: &str, at: Stamp, reads: &LoginReads) {
         self.at(at);
@@ -97,6 +104,22 @@ mod tests {
         // mfad changed a row itself.
         assert!(c.get("bob", s(2, 1)).is_none());
         assert_eq!(c.hits, 2);
+    }
+
+    #[test]
+    fn the_copy_may_have_a_user_only_when_kept_and_no_own_change_came_since() {
+        let mut c = ReadsCache::default();
+        let s = |version, changes| Stamp { version, changes };
+        assert!(!c.may_have("alice", 0));
+        c.put("alice", s(1, 3), &locked(5));
+        assert!(c.may_have("alice", 3));
+        assert!(!c.may_have("bob", 3));
+        // mfad changed a row since: the copy is sure not to answer.
+        assert!(!c.may_have("alice", 4));
+        // Another process's commit is seen only with the whole stamp.
+        assert!(c.may_have("alice", 3));
+        assert!(c.get("alice", s(2, 3)).is_none());
+        assert!(!c.may_have("alice", 3));
     }
 
     #[test]

@@ -1237,22 +1237,22 @@ impl Backend for SqliteBackend {
             return login_reads(&held.conn, user, remembered, now);
         }
         let State { conn, reads, .. } = &mut *held;
-        // One read transaction (one WAL read lock), ended before the connection is given
-        // back, whatever happens.
-        let tx = ReadTx::begin(conn)?;
         // Kept reads, while nothing has changed the database since (see `reads_cache`);
-        // not for a remembered login, whose answer depends on the time too. Where the
-        // database stands is read in the transaction, so that a login whose reads are not
-        // kept takes the WAL's read lock once, not twice.
-        let at = match remembered {
-            None => {
-                let at = stamp(&tx)?;
-                if let Some(kept) = reads.get(user, at) {
-                    tx.commit()?;
-                    return Ok(kept);
-                }
-                Some(at)
+        // not for a remembered login, whose answer depends on the time too. When the copy
+        // may have them (none of mfad's own changes since, the user in it), where the
+        // database stands is read alone, one statement in a read transaction of its own:
+        // the copy answers when nothing else has changed the database either.
+        if remembered.is_none() && reads.may_have(user, conn.total_changes()) {
+            let at = stamp(conn)?;
+            if let Some(kept) = reads.get(user, at) {
+                return Ok(kept);
             }
+        }
+        // One read transaction (one WAL read lock), ended before the connection is given
+        // back, whatever happens. Where the database stands is read in it, with the rows.
+        let tx = ReadTx::begin(conn)?;
+        let at = match remembered {
+            None => Some(stamp(&tx)?),
             Some(_) => None,
         };
         let found = login_reads(&tx, user, remembered, now)?;
