@@ -48,6 +48,8 @@ pub struct Report {
     memory: String,
     growth: String,
     compare: String,
+    /// The issue's targets this run measured (see [`Target`]), in the order met.
+    targets: Vec<Target>,
     load_before: String,
     /// What went wrong while measuring: a login that should have succeeded and did not, or
     /// fewer pushes sent than asked. Any of it makes the run fail.
@@ -108,6 +110,7 @@ impl Report {
             memory: String::new(),
             growth: String::new(),
             compare: String::new(),
+            targets: Vec::new(),
             load_before: loadavg(),
             problems: Vec::new(),
         }
@@ -319,7 +322,8 @@ impl Report {
                 if *stays { "yes" } else { "no" }
             ));
         }
-        let (paired, verdict) = paired_table(r);
+        let (paired, verdict, targets) = paired_table(r);
+        self.targets.extend(targets);
         self.pam = format!("{headline}{verdict}{t}{paired}");
     }
 
@@ -375,6 +379,7 @@ impl Report {
                 op.label()
             ));
         }
+        self.load_targets(op, clients, per_second, samples);
         let (ratio, floor) = match floor {
             Some(f) if f > 0.0 => (format!("{:.2}", per_second / f), format!("{f:.0}")),
             _ => ("—".to_string(), "—".to_string()),
@@ -391,6 +396,45 @@ impl Report {
                 .collect::<Vec<_>>()
                 .join(" · ")
         ));
+    }
+
+    /// The targets a closed-loop row of the socket table measures: the rate at
+    /// [`TARGET_CLIENTS`], the p99 at the most of them.
+    fn load_targets(&mut self, op: Op, clients: usize, per_second: f64, samples: &Samples) {
+        let Some(rank) = Target::rank(op) else {
+            return;
+        };
+        let (rate, p99_ms, what) = match op {
+            Op::Totp => (TOTP_RATE, TOTP_P99_MS, "TOTP accepts"),
+            _ => (DECISION_RATE, DECISION_P99_MS, "decisions"),
+        };
+        if !TARGET_CLIENTS.contains(&clients) {
+            return;
+        }
+        self.targets.push(Target {
+            rank,
+            aim: format!(
+                "{what}: {} a second or more at {clients} clients",
+                thousands(rate)
+            ),
+            measured: format!("{}/s", thousands(per_second)),
+            verdict: at_least(per_second, rate),
+        });
+        if clients == TARGET_CLIENTS[TARGET_CLIENTS.len() - 1] {
+            let p99 = samples.percentile(99.0).as_secs_f64() * 1e3;
+            // Little's law: a closed loop's clients wait clients ÷ rate on average.
+            let mean_floor = clients as f64 / per_second.max(1e-9) * 1e3;
+            self.targets.push(Target {
+                rank: rank + 1,
+                aim: format!("{what}: p99 under {p99_ms:.0} ms at {clients} clients (closed loop)"),
+                measured: format!(
+                    "{p99:.2} ms (Little's law: {clients} ÷ {}/s = {mean_floor:.2} ms on \
+                     average)",
+                    thousands(per_second)
+                ),
+                verdict: below(p99, p99_ms),
+            });
+        }
     }
 
     /// A row of the open-loop table: `rate` checks offered a second over `clients`
@@ -424,6 +468,26 @@ impl Report {
                 p.failed,
                 op.label()
             ));
+        }
+        let target = match op {
+            Op::Totp => Some((TOTP_RATE, TOTP_P99_MS, "TOTP accepts")),
+            Op::Policy => Some((DECISION_RATE, DECISION_P99_MS, "decisions")),
+            Op::WrongCode => None,
+        };
+        if let (None, Some((aimed, p99_ms, what)), Some(rank)) = (binary, target, Target::rank(op))
+            && rate == aimed
+        {
+            let p99 = p.samples.percentile(99.0).as_secs_f64() * 1e3;
+            self.targets.push(Target {
+                rank: rank + 2,
+                aim: format!(
+                    "{what}: p99 under {p99_ms:.0} ms with {} a second offered by {clients} \
+                     clients (open loop)",
+                    thousands(rate)
+                ),
+                measured: format!("{p99:.2} ms ({}/s done)", thousands(p.per_second())),
+                verdict: below(p99, p99_ms),
+            });
         }
         let check = match binary {
             Some(b) => format!("{}, {b}", op.label()),
@@ -610,6 +674,22 @@ impl Report {
         if sent < wanted {
             self.problem(format!("{sent} pushes sent of {wanted} asked"));
         }
+        if wanted >= PENDING_PUSHES {
+            self.targets.push(Target {
+                rank: 9,
+                aim: format!(
+                    "{} pending pushes: mfad's RSS under {} MB",
+                    thousands(wanted as f64),
+                    PENDING_RSS_MB
+                ),
+                measured: format!(
+                    "{} KiB (peak {} KiB)",
+                    thousands(pending as f64),
+                    thousands(peak as f64)
+                ),
+                verdict: below(peak as f64 * 1024.0, PENDING_RSS_MB * 1e6),
+            });
+        }
         let per = (pending.saturating_sub(idle_used) as f64 * 1024.0) / (sent.max(1) as f64);
         self.memory = format!(
             "### mfad memory (RSS)\n\n| state | RSS (KiB) |\n|---|---:|\n\
@@ -647,6 +727,7 @@ impl Report {
 
     pub fn markdown(&self) -> String {
         let mut out = format!("{}\n", self.head);
+        out.push_str(&self.targets_table());
         for part in [
             &self.ssh,
             &self.pam,
@@ -667,15 +748,102 @@ impl Report {
     }
 }
 
+/// One of the issue's targets as this run measured it (issue 13: "Speed").
+struct Target {
+    /// Where the line goes in the table: the PAM calls, then TOTP accepts, decisions and
+    /// memory ([`Target::rank`]).
+    rank: u8,
+    aim: String,
+    measured: String,
+    verdict: &'static str,
+}
+
+/// The issue's targets for the socket rows: accepts and decisions a second (at each of
+/// [`TARGET_CLIENTS`]), their p99 (at the last), and mfad's memory with pending pushes.
+const TOTP_RATE: f64 = 5_000.0;
+const TOTP_P99_MS: f64 = 50.0;
+const DECISION_RATE: f64 = 20_000.0;
+const DECISION_P99_MS: f64 = 5.0;
+const TARGET_CLIENTS: [usize; 2] = [50, 200];
+const PENDING_PUSHES: usize = 1_000;
+const PENDING_RSS_MB: f64 = 50.0;
+
+impl Target {
+    /// The first rank of `op`'s lines: its rate, then its closed loop's p99 (+1), then its
+    /// open loop's (+2); `None`: no target.
+    fn rank(op: Op) -> Option<u8> {
+        match op {
+            Op::Totp => Some(3),
+            Op::Policy => Some(6),
+            Op::WrongCode => None,
+        }
+    }
+}
+
+fn at_least(x: f64, limit: f64) -> &'static str {
+    if x >= limit { "met" } else { "not met" }
+}
+
+fn below(x: f64, limit: f64) -> &'static str {
+    if x < limit { "met" } else { "not met" }
+}
+
+/// `x` rounded, its thousands set apart by commas (20,000).
+fn thousands(x: f64) -> String {
+    let digits = format!("{:.0}", x.abs());
+    let mut out = String::new();
+    for (i, c) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i) % 3 == 0 {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    if x < -0.5 { format!("-{out}") } else { out }
+}
+
+impl Report {
+    /// The targets this run measured, one line each, with the run's figure and a verdict:
+    /// a single run's, on a shared machine (the tables below say how each was measured).
+    fn targets_table(&self) -> String {
+        if self.targets.is_empty() {
+            return String::new();
+        }
+        let mut t = String::from(
+            "### Against the targets of issue 13, in this run
+
+Each line is this run's \
+             figure from the tables below (a verdict on the PAM calls only when the whole 95 % \
+             interval of the call-by-call differences is within the target). A host's fast or \
+             slow hour moves them: compare runs by their ratios, not by these verdicts.\n\n\
+             | target | this run | verdict |\n|---|---|---|\n",
+        );
+        let mut targets: Vec<&Target> = self.targets.iter().collect();
+        targets.sort_by_key(|x| x.rank);
+        for x in targets {
+            t.push_str(&format!("| {} | {} | {} |\n", x.aim, x.measured, x.verdict));
+        }
+        t.push('\n');
+        t
+    }
+}
+
 /// One comparison of the call-by-call table: module `a` against `b` on one part of the
-/// call, and the limit of the issue's target (µs of difference; `None`: no target, the
-/// row says where a difference lies or is the method's control).
+/// call, and the issue's target (`None`: no target, the row says where a difference lies
+/// or is the method's control).
 struct Pairing {
     what: &'static str,
     a: Module,
     b: Module,
     part: Part,
-    limit: Option<(f64, &'static str)>,
+    limit: Option<Limit>,
+}
+
+/// A target on a call-by-call difference: at most `at` µs; `shown` in the table's target
+/// column; `aim` in the table of targets.
+struct Limit {
+    at: f64,
+    shown: &'static str,
+    aim: &'static str,
 }
 
 const PAIRINGS: [Pairing; 6] = [
@@ -684,14 +852,23 @@ const PAIRINGS: [Pairing; 6] = [
         a: Module::PamMfa,
         b: Module::GoogleAuthenticator,
         part: Part::Authenticate,
-        limit: Some((0.0, "below 0")),
+        limit: Some(Limit {
+            at: 0.0,
+            shown: "below 0",
+            aim: "pam_mfa's pam_authenticate below pam_google_authenticator's (call by call)",
+        }),
     },
     Pairing {
         what: "pam_mfa (SQLite) − pam_google_authenticator: whole pam_start…pam_end",
         a: Module::PamMfa,
         b: Module::GoogleAuthenticator,
         part: Part::Whole,
-        limit: Some((0.0, "below 0")),
+        limit: Some(Limit {
+            at: 0.0,
+            shown: "below 0",
+            aim: "pam_mfa's whole pam_start…pam_end below pam_google_authenticator's (call by \
+                  call)",
+        }),
     },
     Pairing {
         what: "pam_mfa (SQLite) − pam_google_authenticator: pam_start (loading the module)",
@@ -712,7 +889,11 @@ const PAIRINGS: [Pairing; 6] = [
         a: Module::PamMfa,
         b: Module::FsyncFloor,
         part: Part::Authenticate,
-        limit: Some((100.0, "+100 or less")),
+        limit: Some(Limit {
+            at: 100.0,
+            shown: "+100 or less",
+            aim: "pam_mfa's pam_authenticate at most the fsync floor + 100 µs (call by call)",
+        }),
     },
     Pairing {
         what: "pam_oath − pam_google_authenticator: pam_authenticate (the same work: the \
@@ -735,9 +916,9 @@ fn verdict(lo: f64, hi: f64, limit: f64) -> &'static str {
     }
 }
 
-/// The call-by-call comparisons of the PAM calls (see [`PamCallResult::calls`]), and the
-/// sentence for the headline about pam_mfa against google-authenticator.
-fn paired_table(r: &PamCallResult) -> (String, String) {
+/// The call-by-call comparisons of the PAM calls (see [`PamCallResult::calls`]), the
+/// sentence for the headline about pam_mfa against google-authenticator, and the targets.
+fn paired_table(r: &PamCallResult) -> (String, String, Vec<Target>) {
     let calls = |m: Module| r.calls.iter().find(|(k, _)| *k == m).map(|(_, c)| c);
     let mut t = String::from(
         "\n**Call by call.** Each measured call of a module is paired with the other \
@@ -749,6 +930,7 @@ fn paired_table(r: &PamCallResult) -> (String, String) {
          | target | verdict |\n|---|---:|---:|---:|---:|---|---|\n",
     );
     let mut headline = String::new();
+    let mut targets = Vec::new();
     for p in &PAIRINGS {
         let (Some(a), Some(b)) = (calls(p.a), calls(p.b)) else {
             continue;
@@ -769,8 +951,17 @@ fn paired_table(r: &PamCallResult) -> (String, String) {
             })
             .collect();
         let (d, (lo, hi)) = (median(&diffs), median_interval(&diffs));
-        let (target, said) = match p.limit {
-            Some((limit, target)) => (target, verdict(lo, hi, limit)),
+        let (target, said) = match &p.limit {
+            Some(limit) => {
+                let said = verdict(lo, hi, limit.at);
+                targets.push(Target {
+                    rank: 0,
+                    aim: limit.aim.to_string(),
+                    measured: format!("{d:+.0} µs ({lo:+.0} to {hi:+.0})"),
+                    verdict: said,
+                });
+                (limit.shown, said)
+            }
             None => ("—", "—"),
         };
         t.push_str(&format!(
@@ -791,7 +982,7 @@ fn paired_table(r: &PamCallResult) -> (String, String) {
             );
         }
     }
-    (t, headline)
+    (t, headline, targets)
 }
 
 /// Microseconds, whole.
@@ -921,6 +1112,55 @@ mod tests {
             text.contains("| below 0 | not told apart (the interval holds the limit) |"),
             "{text}"
         );
+    }
+
+    #[test]
+    fn each_target_the_run_measured_is_one_line_with_its_figure_and_verdict() {
+        let mut r = report();
+        let ms = |n: u64| Samples(vec![Duration::from_millis(n); 100]);
+        // Rows not named by a target (10 clients, wrong codes) add no line.
+        r.load_row(Op::Totp, 10, &[4000.0], None, &ms(2), 0);
+        r.load_row(Op::Totp, 50, &[6000.0], None, &ms(8), 0);
+        r.load_row(Op::Totp, 200, &[4000.0], None, &ms(60), 0);
+        r.load_row(Op::Policy, 200, &[25_000.0], None, &ms(9), 0);
+        r.load_row(Op::WrongCode, 200, &[100.0], None, &ms(9), 0);
+        let paced = |n| crate::socket::Phase {
+            done: 20_000,
+            failed: 0,
+            elapsed: Duration::from_secs(1),
+            samples: ms(n),
+        };
+        r.paced_row(Op::Policy, None, 200, 20_000.0, &paced(3));
+        r.paced_row(Op::Policy, None, 200, 10_000.0, &paced(1));
+        r.paced_row(Op::Policy, Some("after"), 200, 20_000.0, &paced(9));
+        r.memory(12_000, 13_000, 60_000, 61_000, 1000, 1000);
+        r.pam_calls(&pam_result(9, |_| Some(900)));
+        let text = r.markdown();
+        let table = text
+            .split("| target | this run | verdict |\n|---|---|---|\n")
+            .nth(1)
+            .and_then(|t| t.split("\n\n").next())
+            .unwrap_or_else(|| panic!("no table of targets:\n{text}"));
+        let lines: Vec<&str> = table.lines().collect();
+        assert_eq!(
+            lines,
+            [
+                "| pam_mfa's pam_authenticate below pam_google_authenticator's (call by call) | -100 µs (-100 to -100) | met |",
+                "| pam_mfa's whole pam_start…pam_end below pam_google_authenticator's (call by call) | -100 µs (-100 to -100) | met |",
+                "| pam_mfa's pam_authenticate at most the fsync floor + 100 µs (call by call) | +50 µs (+50 to +50) | met |",
+                "| TOTP accepts: 5,000 a second or more at 50 clients | 6,000/s | met |",
+                "| TOTP accepts: 5,000 a second or more at 200 clients | 4,000/s | not met |",
+                "| TOTP accepts: p99 under 50 ms at 200 clients (closed loop) | 60.00 ms (Little's law: 200 ÷ 4,000/s = 50.00 ms on average) | not met |",
+                "| decisions: 20,000 a second or more at 200 clients | 25,000/s | met |",
+                "| decisions: p99 under 5 ms at 200 clients (closed loop) | 9.00 ms (Little's law: 200 ÷ 25,000/s = 8.00 ms on average) | not met |",
+                "| decisions: p99 under 5 ms with 20,000 a second offered by 200 clients (open loop) | 3.00 ms (20,000/s done) | met |",
+                "| 1,000 pending pushes: mfad's RSS under 50 MB | 60,000 KiB (peak 61,000 KiB) | not met |",
+            ],
+            "{text}"
+        );
+        assert_eq!(thousands(1234567.4), "1,234,567");
+        assert_eq!(thousands(999.0), "999");
+        assert_eq!(thousands(-20_000.0), "-20,000");
     }
 
     #[test]
