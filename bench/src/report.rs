@@ -48,7 +48,7 @@ pub struct Report {
     memory: String,
     growth: String,
     compare: String,
-    /// The targets this run measured (see [`Target`]), in the order met.
+    /// The targets this run measured (see [`Target`]), as they came.
     targets: Vec<Target>,
     load_before: String,
     /// What went wrong while measuring: a login that should have succeeded and did not, or
@@ -401,12 +401,14 @@ impl Report {
     /// The targets a closed-loop row of the socket table measures: the rate at
     /// [`TARGET_CLIENTS`], the p99 at the most of them.
     fn load_targets(&mut self, op: Op, clients: usize, per_second: f64, samples: &Samples) {
-        let Some(rank) = Target::rank(op) else {
+        let Some(OpTarget {
+            rank,
+            rate,
+            p99_ms,
+            what,
+        }) = OpTarget::of(op)
+        else {
             return;
-        };
-        let (rate, p99_ms, what) = match op {
-            Op::Totp => (TOTP_RATE, TOTP_P99_MS, "TOTP accepts"),
-            _ => (DECISION_RATE, DECISION_P99_MS, "decisions"),
         };
         if !TARGET_CLIENTS.contains(&clients) {
             return;
@@ -469,14 +471,12 @@ impl Report {
                 op.label()
             ));
         }
-        let target = match op {
-            Op::Totp => Some((TOTP_RATE, TOTP_P99_MS, "TOTP accepts")),
-            Op::Policy => Some((DECISION_RATE, DECISION_P99_MS, "decisions")),
-            Op::WrongCode => None,
-        };
-        if let (None, Some((aimed, p99_ms, what)), Some(rank)) = (binary, target, Target::rank(op))
-            && rate == aimed
+        if let (None, Some(aim)) = (binary, OpTarget::of(op))
+            && rate == aim.rate
         {
+            let OpTarget {
+                rank, p99_ms, what, ..
+            } = aim;
             let p99 = p.samples.percentile(99.0).as_secs_f64() * 1e3;
             self.targets.push(Target {
                 rank: rank + 2,
@@ -758,27 +758,42 @@ struct Target {
     verdict: &'static str,
 }
 
-/// The targets for the socket rows: accepts and decisions a second (at each of
-/// [`TARGET_CLIENTS`]), their p99 (at the last), and mfad's memory with pending pushes.
-const TOTP_RATE: f64 = 5_000.0;
-const TOTP_P99_MS: f64 = 50.0;
-const DECISION_RATE: f64 = 20_000.0;
-const DECISION_P99_MS: f64 = 5.0;
-const TARGET_CLIENTS: [usize; 2] = [50, 200];
-const PENDING_PUSHES: usize = 1_000;
-const PENDING_RSS_MB: f64 = 50.0;
+/// The targets for one check of the socket rows: `rate` a second or more at each of
+/// [`TARGET_CLIENTS`], a p99 under `p99_ms` at the last of them (closed loop) and with
+/// `rate` offered (open loop). `rank`: where its first line goes in the table (its rate;
+/// then the closed loop's p99, +1; then the open loop's, +2).
+struct OpTarget {
+    rank: u8,
+    rate: f64,
+    p99_ms: f64,
+    what: &'static str,
+}
 
-impl Target {
-    /// The first rank of `op`'s lines: its rate, then its closed loop's p99 (+1), then its
-    /// open loop's (+2); `None`: no target.
-    fn rank(op: Op) -> Option<u8> {
+impl OpTarget {
+    /// `op`'s targets; `None`: it has none.
+    fn of(op: Op) -> Option<OpTarget> {
         match op {
-            Op::Totp => Some(3),
-            Op::Policy => Some(6),
+            Op::Totp => Some(OpTarget {
+                rank: 3,
+                rate: 5_000.0,
+                p99_ms: 50.0,
+                what: "TOTP accepts",
+            }),
+            Op::Policy => Some(OpTarget {
+                rank: 6,
+                rate: 20_000.0,
+                p99_ms: 5.0,
+                what: "decisions",
+            }),
             Op::WrongCode => None,
         }
     }
 }
+
+const TARGET_CLIENTS: [usize; 2] = [50, 200];
+/// mfad's memory with this many pushes waiting for the phone: under this many MB.
+const PENDING_PUSHES: usize = 1_000;
+const PENDING_RSS_MB: f64 = 50.0;
 
 fn at_least(x: f64, limit: f64) -> &'static str {
     if x >= limit { "met" } else { "not met" }
