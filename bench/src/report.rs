@@ -750,8 +750,8 @@ impl Report {
 
 /// One of the issue's targets as this run measured it (issue 13: "Speed").
 struct Target {
-    /// Where the line goes in the table: the PAM calls, then TOTP accepts, decisions and
-    /// memory ([`Target::rank`]).
+    /// Where the line goes in the table: the PAM calls (0), then TOTP accepts and decisions
+    /// ([`OpTarget::rank`]), then memory (9).
     rank: u8,
     aim: String,
     measured: String,
@@ -824,9 +824,7 @@ impl Report {
             return String::new();
         }
         let mut t = String::from(
-            "### Against the targets of issue 13, in this run
-
-Each line is this run's \
+            "### Against the targets of issue 13, in this run\n\nEach line is this run's \
              figure from the tables below (a verdict on the PAM calls only when the whole 95 % \
              interval of the call-by-call differences is within the target). A host's fast or \
              slow hour moves them: compare runs by their ratios, not by these verdicts.\n\n\
