@@ -581,8 +581,8 @@ on_both!(
     locked_accounts_are_listed_by_name_while_locked,
 );
 
-/// A private server with the schema prepared, the runtime the connections run on, and the
-/// store key.
+/// A private server with the schema prepared, a runtime to connect on (each connection then
+/// runs on a runtime of its own), and the store key.
 struct Db {
     pg: TestPostgres,
     rt: tokio::runtime::Runtime,
@@ -1059,6 +1059,65 @@ fn a_statement_stuck_behind_a_lock_times_out_and_the_connection_is_dropped() {
         backend.lock_state("alice"),
         Err(StoreError::Broken)
     ));
+}
+
+/// The server's process for each of mfad's connections now.
+fn mfad_backends(db: &Db) -> Vec<String> {
+    let pids = db
+        .pg
+        .psql("SELECT pid FROM pg_stat_activity WHERE application_name = 'mfad' ORDER BY pid");
+    pids.lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .map(String::from)
+        .collect()
+}
+
+/// Ends mfad's connections from the server's side, as a restart would, and waits until
+/// their processes are gone (pg_terminate_backend only signals them).
+fn end_mfads_connections(db: &Db) {
+    db.pg.psql(
+        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = 'mfad'",
+    );
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !mfad_backends(db).is_empty() {
+        assert!(Instant::now() < deadline, "mfad's connections did not end");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn a_connection_the_server_closed_while_idle_is_made_again_for_the_next_call() {
+    // Nothing reads a connection between calls: a server restart or an idle timeout is
+    // only seen at the next call, which must not fail for it.
+    let db = Db::start();
+    let mut store = db.store();
+    store.lock_until("dave", 50).unwrap();
+    let before = mfad_backends(&db);
+    assert_eq!(before.len(), 1, "{before:?}");
+    end_mfads_connections(&db);
+    assert_eq!(store.lock_state("dave").unwrap().locked_until, Some(50));
+    assert!(!store.is_broken());
+    let after = mfad_backends(&db);
+    assert_eq!(after.len(), 1, "{after:?}");
+    assert_ne!(after, before, "the call went over a new connection");
+    // And the new one serves transactions as the first did.
+    store.lock_until("erin", 60).unwrap();
+    assert_eq!(store.lock_state("erin").unwrap().locked_until, Some(60));
+}
+
+#[test]
+fn a_connection_made_again_checks_the_store_key_again() {
+    let db = Db::start();
+    let mut store = db.store();
+    store.lock_until("dave", 50).unwrap();
+    // The database now holds another key's check (as if restored from another site's).
+    db.pg
+        .psql("UPDATE meta SET value = '\\x00' WHERE key = 'key_check'");
+    end_mfads_connections(&db);
+    let err = store.lock_state("dave").unwrap_err();
+    assert!(matches!(err, StoreError::WrongKey), "{err}");
+    assert!(store.is_broken());
 }
 
 #[test]

@@ -3,8 +3,14 @@
 //! between nodes are settled by the database: conditional UPDATEs for spends, the user's
 //! row locked (`FOR UPDATE`) for everything a login transaction does after reading the lock.
 //!
-//! The trait is synchronous (called where it may block: [`crate::blocking`]); each call runs its
-//! queries on the runtime the connection was made on, bounded by the statement timeout.
+//! The trait is synchronous (called where it may block: [`crate::blocking`]). Each connection
+//! has a current-thread runtime of its own, and each call drives it on the calling thread,
+//! bounded by the statement timeout: the call's requests are written and the answers read on
+//! that thread, so a round trip to the server wakes only the server and the caller (with the
+//! connection driven by a task of mfad's runtime, each also woke a worker thread on the way
+//! out and on the way back; docs/BENCHMARKS.md, 2026-12-04 evening). Between calls nothing
+//! reads the connection: a call first reads what came meanwhile, and connects again if the
+//! server had closed it (see [`PgBackend::run`]).
 
 use super::backend::{
     Backend, CodeRecord, DeviceRecord, Dump, DumpedCode, DumpedRemembered, EnrolLinkRecord,
@@ -384,22 +390,13 @@ pub fn check_options(opts: &PgOptions) -> Result<(), StoreError> {
 }
 
 /// Connects within `connect_timeout` and sets the session up (statement and lock timeouts,
-/// `application_name = 'mfad'`). The connection runs on the current tokio runtime, which
-/// the backend's calls then block on.
+/// `application_name = 'mfad'`). The connection gets a runtime of its own, which each of the
+/// backend's calls drives on the calling thread (see [`PgBackend::run`]).
 pub async fn connect(opts: &PgOptions) -> Result<PgBackend, StoreError> {
-    let client = connect_client(opts, None).await?;
-    Ok(PgBackend {
-        conn: Conn {
-            client: Arc::new(client),
-            statements: HashMap::new(),
-        },
-        handle: tokio::runtime::Handle::current(),
-        statement_timeout: opts.statement_timeout,
-        in_tx: false,
-        begin_pending: false,
-        tx_failed: false,
-        broken: false,
-    })
+    let opts = opts.clone();
+    tokio::task::spawn_blocking(move || PgBackend::connect_in_place(opts))
+        .await
+        .map_err(|e| StoreError::Unavailable(format!("connecting to PostgreSQL stopped: {e}")))?
 }
 
 /// Connects within `connect_timeout` and sets the session up; the connection is driven by a
@@ -409,82 +406,102 @@ pub(crate) async fn connect_client(
     opts: &PgOptions,
     notifications: Option<Notifications>,
 ) -> Result<Client, StoreError> {
-    let parsed = parse_options(opts)?;
-    let tls = if parsed.tls {
-        Some(tokio_postgres_rustls::MakeRustlsConnect::new(tls_config(
-            opts.ca_file.as_deref(),
-        )?))
-    } else {
-        None
-    };
-    tokio::time::timeout(opts.connect_timeout, async {
-        let client = match tls {
-            Some(tls) => {
-                let (client, connection) = parsed.config.connect(tls).await?;
-                spawn_connection(connection, notifications);
-                client
-            }
-            None => {
-                let (client, connection) = parsed.config.connect(tokio_postgres::NoTls).await?;
-                spawn_connection(connection, notifications);
-                client
-            }
-        };
-        // READ COMMITTED whatever the server's default: a conditional UPDATE that waited
-        // for another node's re-checks its condition instead of failing to serialize.
-        let ms = opts.statement_timeout.as_millis();
-        client
-            .batch_execute(&format!(
-                "SET statement_timeout = {ms}; SET lock_timeout = {ms};
-                 SET default_transaction_isolation = 'read committed'"
-            ))
-            .await?;
-        Ok::<_, tokio_postgres::Error>(client)
+    within_connect_timeout(opts, async {
+        let (client, driver) = open_connection(opts, notifications).await?;
+        tokio::spawn(driver);
+        set_session(&client, opts).await?;
+        Ok(client)
     })
     .await
-    .map_err(|_| StoreError::Timeout {
-        what: "connect",
-        after: opts.connect_timeout,
-    })?
-    .map_err(StoreError::from)
+}
+
+/// `f`, within `connect_timeout`.
+async fn within_connect_timeout<T>(
+    opts: &PgOptions,
+    f: impl Future<Output = Result<T, StoreError>>,
+) -> Result<T, StoreError> {
+    tokio::time::timeout(opts.connect_timeout, f)
+        .await
+        .map_err(|_| StoreError::Timeout {
+            what: "connect",
+            after: opts.connect_timeout,
+        })?
+}
+
+/// A new connection (TCP or Unix socket, TLS, authentication): its client, and the future
+/// that drives it (see [`drive`]), which the caller polls or spawns.
+async fn open_connection(
+    opts: &PgOptions,
+    notifications: Option<Notifications>,
+) -> Result<(Client, Driver), StoreError> {
+    let parsed = parse_options(opts)?;
+    if parsed.tls {
+        let tls =
+            tokio_postgres_rustls::MakeRustlsConnect::new(tls_config(opts.ca_file.as_deref())?);
+        let (client, connection) = parsed.config.connect(tls).await?;
+        Ok((client, Box::pin(drive(connection, notifications))))
+    } else {
+        let (client, connection) = parsed.config.connect(tokio_postgres::NoTls).await?;
+        Ok((client, Box::pin(drive(connection, notifications))))
+    }
+}
+
+/// The session's settings, whatever the server's defaults.
+async fn set_session(client: &Client, opts: &PgOptions) -> Result<(), StoreError> {
+    // READ COMMITTED whatever the server's default: a conditional UPDATE that waited
+    // for another node's re-checks its condition instead of failing to serialize.
+    let ms = opts.statement_timeout.as_millis();
+    client
+        .batch_execute(&format!(
+            "SET statement_timeout = {ms}; SET lock_timeout = {ms};
+             SET default_transaction_isolation = 'read committed'"
+        ))
+        .await?;
+    Ok(())
 }
 
 /// Where a connection hands the notifications it receives.
 pub(crate) type Notifications = tokio::sync::mpsc::UnboundedSender<tokio_postgres::Notification>;
 
-fn spawn_connection<S, T>(
+/// The future that runs a connection: it sends the client's requests, hands the server's
+/// answers back, and the notifications to `notifications` when given; it ends when the
+/// connection does.
+type Driver = std::pin::Pin<Box<dyn Future<Output = ()> + Send>>;
+
+async fn drive<S, T>(
     mut connection: tokio_postgres::Connection<S, T>,
     notifications: Option<Notifications>,
 ) where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
     T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
-    tokio::spawn(async move {
-        loop {
-            match std::future::poll_fn(|cx| connection.poll_message(cx)).await {
-                Some(Ok(tokio_postgres::AsyncMessage::Notification(n))) => {
-                    if let Some(tx) = &notifications {
-                        let _ = tx.send(n);
-                    }
+    loop {
+        match std::future::poll_fn(|cx| connection.poll_message(cx)).await {
+            Some(Ok(tokio_postgres::AsyncMessage::Notification(n))) => {
+                if let Some(tx) = &notifications {
+                    let _ = tx.send(n);
                 }
-                Some(Ok(_)) => {}
-                Some(Err(e)) => {
-                    tracing::debug!(error = %e, "PostgreSQL connection ended");
-                    return;
-                }
-                None => return,
             }
+            Some(Ok(_)) => {}
+            Some(Err(e)) => {
+                tracing::debug!(error = %e, "PostgreSQL connection ended");
+                return;
+            }
+            None => return,
         }
-    });
+    }
 }
 
 /// Brings the schema up to date (one transaction, under an advisory lock, so concurrent
 /// starts migrate once), refuses a schema newer than this mfad's, then checks (or, in a
 /// new database, records) the store key's check value.
 pub async fn prepare(opts: &PgOptions, key_check: &[u8; 32]) -> Result<(), StoreError> {
-    let mut backend = connect(opts).await?;
+    let mut conn = Conn {
+        client: Arc::new(connect_client(opts, None).await?),
+        statements: HashMap::new(),
+    };
     let limit = opts.connect_timeout + opts.statement_timeout;
-    tokio::time::timeout(limit, migrate(&mut backend.conn))
+    tokio::time::timeout(limit, migrate(&mut conn))
         .await
         .map_err(|_| StoreError::Timeout {
             what: "migrate",
@@ -492,12 +509,12 @@ pub async fn prepare(opts: &PgOptions, key_check: &[u8; 32]) -> Result<(), Store
         })??;
     let check = *key_check;
     tokio::time::timeout(limit, async move {
-        backend.conn.batch("BEGIN").await?;
-        let r = check_key(&mut backend.conn, &check).await;
+        conn.batch("BEGIN").await?;
+        let r = check_key(&mut conn, &check).await;
         match r {
-            Ok(()) => backend.conn.batch("COMMIT").await,
+            Ok(()) => conn.batch("COMMIT").await,
             Err(e) => {
-                let _ = backend.conn.batch("ROLLBACK").await;
+                let _ = conn.batch("ROLLBACK").await;
                 Err(e)
             }
         }
@@ -630,7 +647,18 @@ impl Conn {
 /// One PostgreSQL connection.
 pub struct PgBackend {
     conn: Conn,
-    handle: tokio::runtime::Handle,
+    /// What drives the connection, polled during each call; `None` once it has ended.
+    driver: Option<Driver>,
+    /// The connection's own runtime (a current-thread one, with its I/O and timers), which
+    /// each call drives on the calling thread: the call's requests go out and their answers
+    /// come in on that thread, with no hand-over to another thread and back for each.
+    /// `None` only while being dropped.
+    rt: Option<tokio::runtime::Runtime>,
+    /// How it was made, to make it again when the server has closed it while idle.
+    opts: PgOptions,
+    /// The store key's check value, once [`Backend::check_key`] has matched it: a connection
+    /// made again is checked again.
+    key_check: Option<[u8; 32]>,
     statement_timeout: Duration,
     /// Inside the caller's transaction ([`Backend::begin`]).
     in_tx: bool,
@@ -685,13 +713,128 @@ pub(crate) fn is_connection_error(e: &tokio_postgres::Error) -> bool {
 }
 
 impl PgBackend {
-    /// Runs `f` on the connection's runtime, bounded by the statement timeout plus a little;
-    /// a timeout or a lost connection marks the backend broken.
+    /// Connects as [`connect`] does, on a runtime made for this connection. On a blocking
+    /// thread (it blocks on that runtime).
+    fn connect_in_place(opts: PgOptions) -> Result<PgBackend, StoreError> {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|e| {
+                StoreError::Unavailable(format!("cannot make a runtime for a connection: {e}"))
+            })?;
+        let opened = rt.block_on(within_connect_timeout(&opts, async {
+            let (client, mut driver) = open_connection(&opts, None).await?;
+            let set = tokio::select! {
+                biased;
+                r = set_session(&client, &opts) => r,
+                () = &mut driver => Err(StoreError::Unavailable(
+                    "PostgreSQL closed the connection while it was being set up".into(),
+                )),
+            };
+            set.map(|()| (client, driver))
+        }));
+        let (client, driver) = match opened {
+            Ok(opened) => opened,
+            Err(e) => {
+                rt.shutdown_background();
+                return Err(e);
+            }
+        };
+        Ok(PgBackend {
+            conn: Conn {
+                client: Arc::new(client),
+                statements: HashMap::new(),
+            },
+            driver: Some(driver),
+            rt: Some(rt),
+            statement_timeout: opts.statement_timeout,
+            opts,
+            key_check: None,
+            in_tx: false,
+            begin_pending: false,
+            tx_failed: false,
+            broken: false,
+        })
+    }
+
+    /// Reads what the server sent while the connection was idle (between calls nothing
+    /// reads it), and if the server has closed the connection (a restart, an idle timeout),
+    /// connects again and checks the store key again, so that the call is not failed for a
+    /// connection that was gone before it began. A connection that failed a call stays
+    /// broken (the pool replaces it).
+    fn reconnect_if_closed(&mut self) -> Result<(), StoreError> {
+        if self.broken || self.is_up() {
+            return Ok(());
+        }
+        tracing::info!(
+            "PostgreSQL had closed an idle connection (a server restart or an idle timeout); \
+             connecting again"
+        );
+        let fresh = PgBackend::connect_in_place(self.opts.clone()).and_then(|mut fresh| {
+            if let Some(check) = self.key_check {
+                fresh.check_key(&check)?;
+            }
+            Ok(fresh)
+        });
+        match fresh {
+            Ok(mut fresh) => {
+                fresh.in_tx = self.in_tx;
+                fresh.begin_pending = self.begin_pending;
+                *self = fresh;
+                Ok(())
+            }
+            Err(e) => {
+                self.broken = true;
+                Err(e)
+            }
+        }
+    }
+
+    /// Whether the connection is still open, once what the server sent meanwhile is read.
+    fn is_up(&mut self) -> bool {
+        if self.conn.client.is_closed() {
+            return false;
+        }
+        let (Some(rt), Some(driver)) = (&self.rt, self.driver.as_mut()) else {
+            return false;
+        };
+        let ended = std::panic::catch_unwind(AssertUnwindSafe(|| {
+            rt.block_on(async {
+                // Lets the runtime poll its I/O once, without waiting.
+                tokio::task::yield_now().await;
+                std::future::poll_fn(|cx| {
+                    std::task::Poll::Ready(driver.as_mut().poll(cx).is_ready())
+                })
+                .await
+            })
+        }));
+        match ended {
+            Ok(false) => true,
+            Ok(true) => {
+                self.driver = None;
+                false
+            }
+            // Not on a blocking thread: the call itself says so (see `run`).
+            Err(_) => true,
+        }
+    }
+
+    /// Runs `f` on the connection's runtime, driving the connection on this thread until `f`
+    /// has its answers, bounded by the statement timeout plus a little; a timeout or a lost
+    /// connection marks the backend broken.
     fn run<T>(
         &mut self,
         what: &'static str,
         f: impl AsyncFnOnce(&mut Conn) -> Result<T, StoreError>,
     ) -> Result<T, StoreError> {
+        if !self.in_tx || self.begin_pending {
+            // Nothing of this call's transaction has reached the server yet.
+            self.reconnect_if_closed()?;
+        }
+        let Some(rt) = &self.rt else {
+            self.broken = true;
+            return Err(StoreError::Broken);
+        };
         if self.broken || self.conn.client.is_closed() {
             self.broken = true;
             return Err(StoreError::Broken);
@@ -699,7 +842,7 @@ impl PgBackend {
         let limit = self.statement_timeout + CLIENT_SLACK;
         let begin = std::mem::take(&mut self.begin_pending);
         let conn = &mut self.conn;
-        let handle = &self.handle;
+        let driver = &mut self.driver;
         // The pending BEGIN and the first statement are sent back to back (each request is
         // sent when join! first polls it, BEGIN first), and the server runs them in that
         // order. BEGIN outside a transaction cannot fail on a live connection; if the
@@ -717,7 +860,25 @@ impl PgBackend {
         // that must not unwind through a login.
         let outcome = std::panic::catch_unwind(AssertUnwindSafe(|| {
             // The timer is made inside: it needs the runtime's context.
-            handle.block_on(async move { tokio::time::timeout(limit, f(conn)).await })
+            rt.block_on(async move {
+                let work = tokio::time::timeout(limit, f(conn));
+                tokio::pin!(work);
+                loop {
+                    let Some(d) = driver.as_mut() else {
+                        // The connection has ended: the work's requests fail at once.
+                        break work.await;
+                    };
+                    let done = tokio::select! {
+                        biased;
+                        r = &mut work => Some(r),
+                        () = d => None,
+                    };
+                    match done {
+                        Some(r) => break r,
+                        None => *driver = None,
+                    }
+                }
+            })
         }));
         let result = match outcome {
             Err(_) => {
@@ -799,6 +960,17 @@ impl PgBackend {
         f: impl AsyncFnOnce(&mut Conn) -> Result<T, StoreError>,
     ) -> Result<T, StoreError> {
         self.atomic(what, "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY", f)
+    }
+}
+
+impl Drop for PgBackend {
+    fn drop(&mut self) {
+        // The connection goes first, while its runtime still runs; then the runtime, without
+        // waiting (a runtime dropped the usual way from a runtime's task would panic).
+        self.driver = None;
+        if let Some(rt) = self.rt.take() {
+            rt.shutdown_background();
+        }
     }
 }
 
@@ -978,7 +1150,9 @@ impl Backend for PgBackend {
     }
 
     fn check_key(&mut self, check: &[u8; 32]) -> Result<(), StoreError> {
-        self.write("check_key", async |c: &mut Conn| check_key(c, check).await)
+        self.write("check_key", async |c: &mut Conn| check_key(c, check).await)?;
+        self.key_check = Some(*check);
+        Ok(())
     }
 
     fn lock_state(&mut self, user: &str) -> Result<LockState, StoreError> {
