@@ -124,6 +124,8 @@ struct Args {
     profile_decisions_only: bool,
     /// Another mfad binary to compare with this one on SQLite (before/after a change).
     compare: Option<PathBuf>,
+    /// `--postgres`: the comparison on a PostgreSQL store instead.
+    compare_postgres: bool,
 }
 
 /// The number after `flag`, which must be above 0.
@@ -148,6 +150,7 @@ fn parse_args() -> Result<Args, BenchError> {
         profile_users: PROFILE_USERS,
         profile_decisions_only: false,
         compare: None,
+        compare_postgres: false,
     };
     let mut it = std::env::args().skip(1);
     while let Some(arg) = it.next() {
@@ -193,6 +196,7 @@ fn parse_args() -> Result<Args, BenchError> {
                     BenchError("--compare-mfad needs the path of another mfad binary".into())
                 })?))
             }
+            "--postgres" => a.compare_postgres = true,
             "--clients" => a.profile_clients = above_zero(it.next(), "--clients")?,
             "--users" => a.profile_users = above_zero(it.next(), "--users")?,
             "--decisions" => a.profile_decisions_only = true,
@@ -210,7 +214,7 @@ fn parse_args() -> Result<Args, BenchError> {
                      (U users give about 20 U fresh TOTP steps a minute: more accepts than that wait for new steps); \
                      with MFA_BENCH_WRAPPER=\"valgrind --tool=callgrind\", \"strace -f -o FILE\" \
                      or \"perf stat -o FILE\": the wrapper and mfad get SIGINT as a group at the end)\n\
-                     mfa-bench --compare-mfad OTHER/mfad   (the socket rows on SQLite, OTHER against this build, interleaved)\n\
+                     mfa-bench --compare-mfad OTHER/mfad [--postgres]   (the socket rows on SQLite, or on a private PostgreSQL, OTHER against this build, interleaved)\n\
                      mfa-bench --socket-floor SOCKET   (serves the socket floor there until killed; the full run starts its own)\n\
                      Needs root, the release build (scripts/bench.sh builds it) and \
                      libnss-wrapper, libpam-google-authenticator, libpam-oath, python3-paramiko."
@@ -267,8 +271,16 @@ fn run() -> Result<(), BenchError> {
     }
     let mut report = Report::new(&plan, &bin);
     let started = Instant::now();
+    if args.compare_postgres && args.compare.is_none() {
+        return Err(BenchError("--postgres goes with --compare-mfad".into()));
+    }
     if let Some(other) = &args.compare {
-        compare(other, &mfad, &scratch.join("compare"), &plan, &mut report)?;
+        let dir = scratch.join("compare");
+        if args.compare_postgres {
+            compare_postgres(other, &mfad, &dir, &plan, &mut report)?;
+        } else {
+            compare(other, &mfad, &dir, &plan, &mut report)?;
+        }
         report.finish(started.elapsed());
         println!("{}", report.markdown());
         let _ = std::fs::remove_dir_all(&scratch);
@@ -342,7 +354,96 @@ fn compare(
             UserPool::new(plan.pool).rewinding(socket::rewind_sqlite(d.dir.join("lib/mfa.db")))
         })
         .collect();
-    for (d, pool) in daemons.iter().zip(&pools) {
+    let rows = interleaved(&daemons, [&pools[0], &pools[1]], plan)?;
+    compared(
+        before,
+        after,
+        rows,
+        "SQLite",
+        report,
+        [&pools[0], &pools[1]],
+    );
+    drop(daemons);
+    // The open-loop rows too, each binary on a fresh store.
+    paced(
+        before,
+        &dir.join("paced-before"),
+        plan,
+        Some("before"),
+        report,
+    )?;
+    paced(after, &dir.join("paced-after"), plan, Some("after"), report)
+}
+
+/// As [`compare`], both binaries as nodes of one private PostgreSQL store, seeded as the
+/// full run's (one at a time: the phases are interleaved, never concurrent; every user's
+/// steps are put back before each TOTP phase).
+fn compare_postgres(
+    before: &std::path::Path,
+    after: &std::path::Path,
+    dir: &std::path::Path,
+    plan: &Plan,
+    report: &mut Report,
+) -> Result<(), BenchError> {
+    let pg = start_postgres()?;
+    let (url, password_file) = (pg.url(), pg.password_file());
+    let store_key =
+        daemon::seed_postgres(after, &dir.join("pg-seed"), plan.pool, &url, &password_file)?;
+    let spec = StoreSpec::Postgres {
+        url: &url,
+        password_file: &password_file,
+        store_key: &store_key,
+    };
+    let daemons: Vec<BenchDaemon> = [before, after]
+        .iter()
+        .enumerate()
+        .map(|(k, b)| {
+            let node = dir.join(format!("mfad-{k}"));
+            let config = daemon::write_config(&node, plan.pool, &spec, &socket::totp_section())?;
+            BenchDaemon::spawn(b, &node, &config)
+        })
+        .collect::<Result<_, _>>()?;
+    let rewind = |step: u64| {
+        pg.psql(&format!("UPDATE devices SET counter = {step}"));
+        Ok(())
+    };
+    let pools = [
+        UserPool::new(plan.pool).rewinding(Box::new(rewind)),
+        UserPool::new(plan.pool).rewinding(Box::new(rewind)),
+    ];
+    for d in &daemons {
+        // Each node's first lookups one at a time (see `concurrency`).
+        if !socket::one(&d.socket, Op::Policy, &pools[0])?.0 {
+            return Err(BenchError(format!(
+                "the first login through {} did not end as expected",
+                d.socket.display()
+            )));
+        }
+    }
+    let rows = interleaved(&daemons, [&pools[0], &pools[1]], plan)?;
+    compared(
+        before,
+        after,
+        rows,
+        "PostgreSQL",
+        report,
+        [&pools[0], &pools[1]],
+    );
+    Ok(())
+}
+
+/// One compared row: the binary (0 before, 1 after), the check, its clients, each round's
+/// rate, the samples and the checks that did not end as expected.
+type CompareRound = (usize, Op, usize, Vec<f64>, Samples, usize);
+
+/// The socket checks against `daemons` (before, after) in `plan.rounds` rounds, the order
+/// reversed every other round, after a warm-up.
+fn interleaved(
+    daemons: &[BenchDaemon],
+    pools: [&UserPool; 2],
+    plan: &Plan,
+) -> Result<Vec<CompareRound>, BenchError> {
+    for (d, pool) in daemons.iter().zip(pools) {
         for op in [Op::Policy, Op::Totp] {
             socket::phase(
                 std::slice::from_ref(&d.socket),
@@ -353,10 +454,10 @@ fn compare(
             )?;
         }
     }
-    let mut rows: Vec<(usize, Op, usize, Vec<f64>, Samples, usize)> = Vec::new();
+    let mut rows: Vec<CompareRound> = Vec::new();
     for op in [Op::Totp, Op::Policy] {
         for &clients in &plan.clients {
-            for k in 0..binaries.len() {
+            for k in 0..daemons.len() {
                 rows.push((k, op, clients, Vec::new(), Samples::default(), 0));
             }
         }
@@ -376,7 +477,7 @@ fn compare(
                 *op,
                 *clients,
                 plan.phase,
-                &pools[*k],
+                pools[*k],
             )?;
             eprintln!(
                 "mfa-bench:   {} {} clients, {}: {:.0}/s, p50 {} ms, p99 {} ms, max {} ms, {} samples",
@@ -394,6 +495,18 @@ fn compare(
             *failed += p.failed;
         }
     }
+    Ok(rows)
+}
+
+/// The compared rows into the report's table.
+fn compared(
+    before: &std::path::Path,
+    after: &std::path::Path,
+    rows: Vec<CompareRound>,
+    store: &str,
+    report: &mut Report,
+    pools: [&UserPool; 2],
+) {
     let labels = [
         format!("before ({})", before.display()),
         format!("after ({})", after.display()),
@@ -412,17 +525,7 @@ fn compare(
             },
         )
         .collect();
-    report.compare(&compared, [pools[0].waits(), pools[1].waits()]);
-    drop(daemons);
-    // The open-loop rows too, each binary on a fresh store.
-    paced(
-        before,
-        &dir.join("paced-before"),
-        plan,
-        Some("before"),
-        report,
-    )?;
-    paced(after, &dir.join("paced-after"), plan, Some("after"), report)
+    report.compare(&compared, store, [pools[0].waits(), pools[1].waits()]);
 }
 
 /// The open-loop rows, against a fresh mfad on SQLite with its own users, their steps put

@@ -593,14 +593,18 @@ impl Report {
         self.stores = t;
     }
 
-    /// Two mfad binaries on SQLite, the same checks interleaved: the second divided by the
-    /// first.
-    pub fn compare(&mut self, rows: &[CompareRow], pool_waits: [usize; 2]) {
-        let mut t = String::from(
-            "### two mfad binaries on SQLite, before and after\n\n`mfa-bench --compare-mfad \
-             BEFORE`: the socket checks against two daemons, each on its own store seeded \
-             alike, phases interleaved. \"÷ before\" divides the second binary's figure by \
-             the first's.\n\n\
+    /// Two mfad binaries on `store` (SQLite or PostgreSQL), the same checks interleaved: the
+    /// second divided by the first.
+    pub fn compare(&mut self, rows: &[CompareRow], store: &str, pool_waits: [usize; 2]) {
+        let how = if store == "SQLite" {
+            "each on its own store seeded alike"
+        } else {
+            "both nodes of one store seeded alike, one at a time"
+        };
+        let mut t = format!(
+            "### two mfad binaries on {store}, before and after\n\n`mfa-bench --compare-mfad \
+             BEFORE`: the socket checks against two daemons, {how}, phases interleaved. \
+             \"÷ before\" divides the second binary's figure by the first's.\n\n\
              | check | clients | binary | verifications/s | ÷ before | p50 (ms) | ÷ before \
              | p99 (ms) | ÷ before | samples | not as expected |\n\
              |---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|\n",
