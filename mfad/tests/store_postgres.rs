@@ -48,6 +48,37 @@ mod suite {
         assert!(s.spend_totp_step(id, 103).unwrap());
     }
 
+    pub fn a_step_spent_with_the_locks_read_is_not_spent_while_the_lock_holds(open: Open) {
+        let mut s = open();
+        let id = s
+            .add_totp_device("alice", "phone", b"k", params(), 100, 0)
+            .unwrap();
+        let now = 1_000;
+        let tx = |s: &mut Store, step: u64| {
+            s.in_transaction(|s| s.lock_state_and_spend_totp("alice", id, step, now))
+                .unwrap()
+        };
+        let (lock, spent) = tx(&mut s, 102);
+        assert_eq!(
+            (lock.failures, lock.locked_until, spent),
+            (0, None, Some(true))
+        );
+        assert_eq!(tx(&mut s, 102).1, Some(false), "a step is spent once");
+        assert_eq!(tx(&mut s, 101).1, Some(false), "and older ones never");
+        // Locked: the lock is told and nothing is spent.
+        s.lock_until("alice", now + 60).unwrap();
+        let (lock, spent) = tx(&mut s, 103);
+        assert_eq!((lock.locked_until, spent), (Some(now + 60), None));
+        // A lock that ends at `now` no longer holds (a lock is never shortened: unlock first).
+        s.unlock("alice").unwrap();
+        s.lock_until("alice", now).unwrap();
+        let (lock, spent) = tx(&mut s, 103);
+        assert_eq!((lock.locked_until, spent), (Some(now), Some(true)));
+        assert!(!s.spend_totp_step(id, 103).unwrap());
+        // Step 103 was spent by the second try only: 104 is still free.
+        assert!(s.spend_totp_step(id, 104).unwrap());
+    }
+
     pub fn an_hotp_counter_moves_forward_only(open: Open) {
         let mut s = open();
         let id = s
@@ -563,6 +594,7 @@ macro_rules! on_both {
 
 on_both!(
     a_time_step_is_spent_once_and_older_steps_never,
+    a_step_spent_with_the_locks_read_is_not_spent_while_the_lock_holds,
     an_hotp_counter_moves_forward_only,
     the_first_device_is_the_default_and_removal_hands_it_on,
     failures_lock_at_the_limit_and_reset,

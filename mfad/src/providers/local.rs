@@ -579,6 +579,9 @@ impl LocalFactors {
             self.core.config.lockout.max_failures,
             self.core.config.lockout.duration,
         );
+        // The device the code is spent on first, when it is a TOTP one: its spend goes with
+        // the lock's read, unless the lock holds (one round trip on PostgreSQL).
+        let first_totp = first_totp_match(&devices, &code, now, limits.window);
         // One write transaction: the lock is read, the code checked and spent, and the
         // failure counted (or the count cleared and the login remembered) together, so a
         // lock set by another session a moment ago is seen, and no code is checked while it
@@ -586,7 +589,14 @@ impl LocalFactors {
         self.core
             .db_fast(move |s| {
                 s.in_transaction(|s| {
-                    let lock = s.lock_state(&user)?;
+                    let (lock, first) = match first_totp {
+                        Some((at, device, step)) => {
+                            let (lock, spent) =
+                                s.lock_state_and_spend_totp(&user, device, step, now)?;
+                            (lock, spent.map(|spent| (at, spent)))
+                        }
+                        None => (s.lock_state(&user)?, None),
+                    };
                     if let Some(until) = lock.locked_until.filter(|u| *u > now) {
                         let until = match s.record_failure(&user, now, max_failures, lock_for)? {
                             FailureEffect::Locked { until: later } => later.max(until),
@@ -594,7 +604,7 @@ impl LocalFactors {
                         };
                         return Ok(CodeVerdict::Locked { until });
                     }
-                    let found = match_passcode(s, &user, &devices, &code, now, &limits)?;
+                    let found = match_passcode(s, &user, &devices, &code, now, &limits, first)?;
                     Ok(match found {
                         Match::Accepted(verdict) => {
                             // Read in this transaction, under its lock: no other can
@@ -665,8 +675,36 @@ impl Spent {
 /// than "wrong" (a code typed twice, or the previous press).
 const HOTP_RECENT: u64 = 5;
 
+/// The first of `devices` that [`match_passcode`] would spend `code` on, when it is a TOTP
+/// device: its index, its id and the time step. `None` when an HOTP device comes before it (that one
+/// is tried first) or none matches.
+fn first_totp_match(
+    devices: &[Device],
+    code: &str,
+    now: i64,
+    window: u64,
+) -> Option<(usize, i64, u64)> {
+    for (at, device) in devices.iter().enumerate() {
+        let Some(key) = &device.otp else { continue };
+        match device.kind {
+            DeviceKind::Totp => {
+                if let Some(step) = totp::matching_step(&key.secret, key.params, code, now, window)
+                {
+                    return Some((at, device.id, step));
+                }
+            }
+            DeviceKind::Hotp => return None,
+            DeviceKind::Phone | DeviceKind::Push | DeviceKind::SecurityKey | DeviceKind::WebKey => {
+            }
+        }
+    }
+    None
+}
+
 /// Checks `code` against the user's code devices, SMS passcodes and bypass codes, spending
 /// what matches; each spend is a conditional update whose row count decides a race.
+/// `first`: the device at that index was already tried (with the lock's read) and the
+/// spend's outcome.
 fn match_passcode(
     s: &mut Store,
     user: &str,
@@ -674,18 +712,25 @@ fn match_passcode(
     code: &str,
     now: i64,
     limits: &CodeLimits,
+    first: Option<(usize, bool)>,
 ) -> std::result::Result<Match, StoreError> {
     let mut replayed = None;
-    for device in devices {
+    for (at, device) in devices.iter().enumerate() {
         let Some(key) = &device.otp else { continue };
         match device.kind {
             DeviceKind::Totp => {
-                let Some(step) =
-                    totp::matching_step(&key.secret, key.params, code, now, limits.window)
-                else {
-                    continue;
+                let spent = match first {
+                    Some((tried, spent)) if tried == at => spent,
+                    _ => {
+                        let Some(step) =
+                            totp::matching_step(&key.secret, key.params, code, now, limits.window)
+                        else {
+                            continue;
+                        };
+                        s.spend_totp_step(device.id, step)?
+                    }
                 };
-                if s.spend_totp_step(device.id, step)? {
+                if spent {
                     return Ok(Match::Accepted(CodeVerdict::Code {
                         method: "totp",
                         device: device.name.clone(),

@@ -73,6 +73,22 @@ pub struct LoginReads {
     pub remembered: bool,
 }
 
+/// [`Backend::lock_state_and_spend_totp`] as one call after the other.
+pub fn lock_state_then_spend_totp<B: Backend + ?Sized>(
+    b: &mut B,
+    user: &str,
+    device: i64,
+    step: u64,
+    now: i64,
+) -> Result<(LockState, Option<bool>), StoreError> {
+    let lock = b.lock_state(user)?;
+    if lock.locked_until.is_some_and(|until| until > now) {
+        return Ok((lock, None));
+    }
+    let spent = b.spend_totp_step(device, step)?;
+    Ok((lock, Some(spent)))
+}
+
 /// [`Backend::login_reads`] as one call after the other.
 pub fn login_reads_one_by_one<B: Backend + ?Sized>(
     b: &mut B,
@@ -431,6 +447,20 @@ pub trait Backend: Send {
     fn remove_device(&mut self, user: &str, device: i64) -> Result<(), StoreError>;
     /// Spends TOTP step `step` of device `device`: true only if no step as late was spent.
     fn spend_totp_step(&mut self, device: i64, step: u64) -> Result<bool, StoreError>;
+    /// [`Backend::lock_state`] of `user`, then, unless the user is locked at `now`
+    /// (`locked_until` later than `now`), [`Backend::spend_totp_step`]: the lock, and `None`
+    /// when it held (nothing was spent), else whether the step was spent. For a login's
+    /// transaction, which reads the lock before it spends a code; PostgreSQL sends the two
+    /// in one round trip.
+    fn lock_state_and_spend_totp(
+        &mut self,
+        user: &str,
+        device: i64,
+        step: u64,
+        now: i64,
+    ) -> Result<(LockState, Option<bool>), StoreError> {
+        lock_state_then_spend_totp(self, user, device, step, now)
+    }
     /// Spends HOTP counter `counter`: the next expected becomes `counter + 1`; true only if
     /// no caller got there first.
     fn spend_hotp_counter(&mut self, device: i64, counter: u64) -> Result<bool, StoreError>;

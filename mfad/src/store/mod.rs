@@ -816,6 +816,20 @@ impl Store {
         self.backend.spend_totp_step(device, step)
     }
 
+    /// The user's lock, and unless it holds at `now`, step `step` of TOTP device `device`
+    /// spent: `None` when locked (nothing spent), else whether the step was spent (see
+    /// [`backend::Backend::lock_state_and_spend_totp`]).
+    pub fn lock_state_and_spend_totp(
+        &mut self,
+        user: &str,
+        device: i64,
+        step: u64,
+        now: i64,
+    ) -> Result<(LockState, Option<bool>), StoreError> {
+        self.backend
+            .lock_state_and_spend_totp(user, device, step, now)
+    }
+
     /// Spends HOTP counter `counter`: the next expected becomes `counter + 1`, and succeeds
     /// only if no caller got there first.
     pub fn spend_hotp_counter(&mut self, device: i64, counter: u64) -> Result<bool, StoreError> {

@@ -974,18 +974,25 @@ impl Drop for PgBackend {
     }
 }
 
+/// The user's row, made if it is not there (see [`lock_user_row`]).
+const ADD_USER_ROW: &str = "INSERT INTO users(name) VALUES ($1) ON CONFLICT (name) DO NOTHING";
+/// The user's failures and lock, the row locked until the transaction ends.
+const LOCK_USER_ROW: &str = "SELECT failures, locked_until FROM users WHERE name = $1 FOR UPDATE";
+/// Spends a TOTP step unless the user ($3) is locked at $4: the condition reads the row
+/// [`LOCK_USER_ROW`] locked just before in the same transaction, so it is the lock that
+/// statement returned.
+const SPEND_TOTP_UNLESS_LOCKED: &str = "UPDATE devices SET counter = $2
+     WHERE id = $1 AND kind = 'totp' AND counter < $2
+       AND NOT EXISTS (SELECT 1 FROM users WHERE name = $3 AND locked_until > $4)";
+
 /// Locks the user's row until the transaction ends, creating it when needed: everything
 /// the transaction does for that user after this is serialized against other writers.
 /// A row created here holds nothing (no failure, no lock): [`Backend::user_summaries`],
 /// [`Backend::dump`] and [`Backend::is_empty`] pass over such blank rows, so a login leaves
 /// no more trace than on SQLite, where a read creates no row.
 async fn lock_user_row(c: &mut Conn, user: &str) -> Result<Option<Row>, StoreError> {
-    let insert = c
-        .statement("INSERT INTO users(name) VALUES ($1) ON CONFLICT (name) DO NOTHING")
-        .await?;
-    let select = c
-        .statement("SELECT failures, locked_until FROM users WHERE name = $1 FOR UPDATE")
-        .await?;
+    let insert = c.statement(ADD_USER_ROW).await?;
+    let select = c.statement(LOCK_USER_ROW).await?;
     // Both in one round trip, in this order (each is sent when join! first polls it).
     // In the transaction, an INSERT that fails aborts it: the SELECT then fails too.
     let by_user: Params<'_> = &[&user];
@@ -1771,6 +1778,47 @@ impl Backend for PgBackend {
                 )
                 .await?;
             Ok(n == 1)
+        })
+    }
+
+    fn lock_state_and_spend_totp(
+        &mut self,
+        user: &str,
+        device: i64,
+        step: u64,
+        now: i64,
+    ) -> Result<(LockState, Option<bool>), StoreError> {
+        if !self.in_tx {
+            // Outside a transaction nothing holds the lock between the two.
+            return super::backend::lock_state_then_spend_totp(self, user, device, step, now);
+        }
+        let step = step as i64;
+        self.run("lock_state_and_spend_totp", async |c: &mut Conn| {
+            let insert = c.statement(ADD_USER_ROW).await?;
+            let select = c.statement(LOCK_USER_ROW).await?;
+            let spend = c.statement(SPEND_TOTP_UNLESS_LOCKED).await?;
+            // The three in one round trip, in this order (each is sent when join! first
+            // polls it); in the transaction, a statement that fails aborts the ones after.
+            let by_user: Params<'_> = &[&user];
+            let spend_args: Params<'_> = &[&device, &step, &user, &now];
+            let (inserted, row, spent) = tokio::join!(
+                c.client.execute(&insert, by_user),
+                c.client.query_opt(&select, by_user),
+                c.client.execute(&spend, spend_args),
+            );
+            inserted?;
+            let lock = lock_state_of(row?)?;
+            let spent = spent? == 1;
+            if lock.locked_until.is_some_and(|until| until > now) {
+                if spent {
+                    // The statement's condition is the lock just read: never.
+                    return Err(StoreError::Corrupt(
+                        "a step spent while its user was locked",
+                    ));
+                }
+                return Ok((lock, None));
+            }
+            Ok((lock, Some(spent)))
         })
     }
 
