@@ -676,8 +676,8 @@ impl Spent {
 const HOTP_RECENT: u64 = 5;
 
 /// The first of `devices` that [`match_passcode`] would spend `code` on, when it is a TOTP
-/// device: its index, its id and the time step. `None` when an HOTP device comes before it (that one
-/// is tried first) or none matches.
+/// device: its index, its id and the time step. `None` when an HOTP device comes before it
+/// (that one is tried first) or none matches.
 fn first_totp_match(
     devices: &[Device],
     code: &str,
