@@ -991,17 +991,39 @@ const SPEND_TOTP_UNLESS_LOCKED: &str = "UPDATE devices SET counter = $2
 /// [`Backend::dump`] and [`Backend::is_empty`] pass over such blank rows, so a login leaves
 /// no more trace than on SQLite, where a read creates no row.
 async fn lock_user_row(c: &mut Conn, user: &str) -> Result<Option<Row>, StoreError> {
+    Ok(lock_user_row_then(c, user, None).await?.0)
+}
+
+/// [`lock_user_row`], and `then` (a statement and its arguments) in the same round trip
+/// after it: the row, and how many rows `then` changed.
+async fn lock_user_row_then(
+    c: &mut Conn,
+    user: &str,
+    then: Option<(&'static str, Params<'_>)>,
+) -> Result<(Option<Row>, Option<u64>), StoreError> {
     let insert = c.statement(ADD_USER_ROW).await?;
     let select = c.statement(LOCK_USER_ROW).await?;
-    // Both in one round trip, in this order (each is sent when join! first polls it).
-    // In the transaction, an INSERT that fails aborts it: the SELECT then fails too.
+    let then = match then {
+        Some((sql, args)) => Some((c.statement(sql).await?, args)),
+        None => None,
+    };
+    // All in one round trip, in this order (each is sent when join! first polls it).
+    // In the transaction, a statement that fails aborts it: the ones after fail too.
     let by_user: Params<'_> = &[&user];
-    let (inserted, row) = tokio::join!(
-        c.client.execute(&insert, by_user),
-        c.client.query_opt(&select, by_user)
+    let client = &c.client;
+    let (inserted, row, changed) = tokio::join!(
+        client.execute(&insert, by_user),
+        client.query_opt(&select, by_user),
+        async {
+            match &then {
+                Some((statement, args)) => Some(client.execute(statement, args).await),
+                None => None,
+            }
+        }
     );
     inserted?;
-    Ok(row?)
+    let row = row?;
+    Ok((row, changed.transpose()?))
 }
 
 fn count(v: i64) -> u32 {
@@ -1794,21 +1816,11 @@ impl Backend for PgBackend {
         }
         let step = step as i64;
         self.run("lock_state_and_spend_totp", async |c: &mut Conn| {
-            let insert = c.statement(ADD_USER_ROW).await?;
-            let select = c.statement(LOCK_USER_ROW).await?;
-            let spend = c.statement(SPEND_TOTP_UNLESS_LOCKED).await?;
-            // The three in one round trip, in this order (each is sent when join! first
-            // polls it); in the transaction, a statement that fails aborts the ones after.
-            let by_user: Params<'_> = &[&user];
             let spend_args: Params<'_> = &[&device, &step, &user, &now];
-            let (inserted, row, spent) = tokio::join!(
-                c.client.execute(&insert, by_user),
-                c.client.query_opt(&select, by_user),
-                c.client.execute(&spend, spend_args),
-            );
-            inserted?;
-            let lock = lock_state_of(row?)?;
-            let spent = spent? == 1;
+            let (row, spent) =
+                lock_user_row_then(c, user, Some((SPEND_TOTP_UNLESS_LOCKED, spend_args))).await?;
+            let lock = lock_state_of(row)?;
+            let spent = spent == Some(1);
             if lock.locked_until.is_some_and(|until| until > now) {
                 if spent {
                     // The statement's condition is the lock just read: never.
