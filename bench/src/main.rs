@@ -228,6 +228,9 @@ fn parse_args() -> Result<Args, BenchError> {
             }
         }
     }
+    if a.compare_postgres && a.compare.is_none() {
+        return Err(BenchError("--postgres goes with --compare-mfad".into()));
+    }
     Ok(a)
 }
 
@@ -271,9 +274,6 @@ fn run() -> Result<(), BenchError> {
     }
     let mut report = Report::new(&plan, &bin);
     let started = Instant::now();
-    if args.compare_postgres && args.compare.is_none() {
-        return Err(BenchError("--postgres goes with --compare-mfad".into()));
-    }
     if let Some(other) = &args.compare {
         let dir = scratch.join("compare");
         if args.compare_postgres {
@@ -359,7 +359,7 @@ fn compare(
         before,
         after,
         rows,
-        "SQLite",
+        ("SQLite", "each on its own store seeded alike"),
         report,
         [&pools[0], &pools[1]],
     );
@@ -397,38 +397,63 @@ fn compare_postgres(
     let daemons: Vec<BenchDaemon> = [before, after]
         .iter()
         .enumerate()
-        .map(|(k, b)| {
-            let node = dir.join(format!("mfad-{k}"));
-            let config = daemon::write_config(&node, plan.pool, &spec, &socket::totp_section())?;
-            BenchDaemon::spawn(b, &node, &config)
-        })
+        .map(|(k, b)| pg_node(b, &dir.join(format!("mfad-{k}")), plan, &spec))
         .collect::<Result<_, _>>()?;
-    let rewind = |step: u64| {
-        pg.psql(&format!("UPDATE devices SET counter = {step}"));
-        Ok(())
-    };
     let pools = [
-        UserPool::new(plan.pool).rewinding(Box::new(rewind)),
-        UserPool::new(plan.pool).rewinding(Box::new(rewind)),
+        UserPool::new(plan.pool).rewinding(rewind_postgres(&pg)),
+        UserPool::new(plan.pool).rewinding(rewind_postgres(&pg)),
     ];
-    for d in &daemons {
-        // Each node's first lookups one at a time (see `concurrency`).
-        if !socket::one(&d.socket, Op::Policy, &pools[0])?.0 {
-            return Err(BenchError(format!(
-                "the first login through {} did not end as expected",
-                d.socket.display()
-            )));
-        }
-    }
+    first_logins(daemons.iter().map(|d| &d.socket), &pools[0])?;
     let rows = interleaved(&daemons, [&pools[0], &pools[1]], plan)?;
     compared(
         before,
         after,
         rows,
-        "PostgreSQL",
+        (
+            "PostgreSQL",
+            "both nodes of one store seeded alike, one at a time",
+        ),
         report,
         [&pools[0], &pools[1]],
     );
+    Ok(())
+}
+
+/// A node of the PostgreSQL store `spec`: `mfad` with its configuration in `node`.
+fn pg_node(
+    mfad: &std::path::Path,
+    node: &std::path::Path,
+    plan: &Plan,
+    spec: &StoreSpec<'_>,
+) -> Result<BenchDaemon, BenchError> {
+    let config = daemon::write_config(node, plan.pool, spec, &socket::totp_section())?;
+    BenchDaemon::spawn(mfad, node, &config)
+}
+
+/// A [`socket::Rewind`] of the nodes on `pg`: every device's counter set, as
+/// [`socket::rewind_sqlite`] does for one SQLite daemon.
+fn rewind_postgres(pg: &TestPostgres) -> socket::Rewind<'_> {
+    Box::new(move |step| {
+        pg.psql(&format!("UPDATE devices SET counter = {step}"));
+        Ok(())
+    })
+}
+
+/// One login through each of `sockets`, one at a time: two nodes' first concurrent
+/// lookups through nss_wrapper once found no such user (its files are read on first use);
+/// a site's NSS has no such start.
+fn first_logins<'a>(
+    sockets: impl IntoIterator<Item = &'a PathBuf>,
+    pool: &UserPool,
+) -> Result<(), BenchError> {
+    for socket in sockets {
+        if !socket::one(socket, Op::Policy, pool)?.0 {
+            return Err(BenchError(format!(
+                "the first login through {} did not end as expected",
+                socket.display()
+            )));
+        }
+    }
     Ok(())
 }
 
@@ -498,12 +523,13 @@ fn interleaved(
     Ok(rows)
 }
 
-/// The compared rows into the report's table.
+/// The compared rows into the report's table; `store`: the store's name and how the two
+/// daemons use it.
 fn compared(
     before: &std::path::Path,
     after: &std::path::Path,
     rows: Vec<CompareRound>,
-    store: &str,
+    store: (&str, &str),
     report: &mut Report,
     pools: [&UserPool; 2],
 ) {
@@ -699,19 +725,12 @@ fn concurrency(
     };
     let nodes: Vec<BenchDaemon> = ["pg-a", "pg-b"]
         .iter()
-        .map(|name| {
-            let node = dir.join(name);
-            let config = daemon::write_config(&node, plan.pool, &spec, &socket::totp_section())?;
-            BenchDaemon::spawn(mfad, &node, &config)
-        })
+        .map(|name| pg_node(mfad, &dir.join(name), plan, &spec))
         .collect::<Result<_, _>>()?;
     // The two PostgreSQL setups share one database, hence one record of spent steps.
     let sqlite_pool =
         UserPool::new(plan.pool).rewinding(socket::rewind_sqlite(sqlite.dir.join("lib/mfa.db")));
-    let pg_pool = UserPool::new(plan.pool).rewinding(Box::new(|step| {
-        pg.psql(&format!("UPDATE devices SET counter = {step}"));
-        Ok(())
-    }));
+    let pg_pool = UserPool::new(plan.pool).rewinding(rewind_postgres(&pg));
     // The socket floor (floor.rs) runs beside them, interleaved, as a fourth setup.
     let floor = BenchDaemon::spawn_floor(&dir.join("floor"))?;
     let floor_pool = UserPool::reusable(plan.pool);
@@ -722,17 +741,10 @@ fn concurrency(
         (vec![floor.socket.clone()], &floor_pool),
     ];
     const FLOOR: usize = 3;
-    // One login per node on its own first: two nodes' first concurrent lookups through
-    // nss_wrapper once found no such user (its files are read on first use); a site's
-    // NSS has no such start.
-    for socket in [&sqlite.socket, &nodes[0].socket, &nodes[1].socket] {
-        if !socket::one(socket, Op::Policy, &sqlite_pool)?.0 {
-            return Err(BenchError(format!(
-                "the first login through {} did not end as expected",
-                socket.display()
-            )));
-        }
-    }
+    first_logins(
+        [&sqlite.socket, &nodes[0].socket, &nodes[1].socket],
+        &sqlite_pool,
+    )?;
     // Warm up: page cache, the first connections, SQLite's statement cache, each node's
     // pool of PostgreSQL connections.
     for (sockets, pool) in &setups {

@@ -593,14 +593,10 @@ impl Report {
         self.stores = t;
     }
 
-    /// Two mfad binaries on `store` (SQLite or PostgreSQL), the same checks interleaved: the
-    /// second divided by the first.
-    pub fn compare(&mut self, rows: &[CompareRow], store: &str, pool_waits: [usize; 2]) {
-        let how = if store == "SQLite" {
-            "each on its own store seeded alike"
-        } else {
-            "both nodes of one store seeded alike, one at a time"
-        };
+    /// Two mfad binaries on `store` (SQLite or PostgreSQL: its name, and how the two use
+    /// it), the same checks interleaved: the second divided by the first.
+    pub fn compare(&mut self, rows: &[CompareRow], store: (&str, &str), pool_waits: [usize; 2]) {
+        let (store, how) = store;
         let mut t = format!(
             "### two mfad binaries on {store}, before and after\n\n`mfa-bench --compare-mfad \
              BEFORE`: the socket checks against two daemons, {how}, phases interleaved. \
