@@ -79,6 +79,89 @@ mod suite {
         assert!(s.spend_totp_step(id, 104).unwrap());
     }
 
+    pub fn a_good_totp_codes_write_at_once_spends_clears_and_never_while_locked(open: Open) {
+        let mut s = open();
+        let id = s
+            .add_totp_device("alice", "phone", b"k", params(), 100, 0)
+            .unwrap();
+        let now = 1_000;
+        if s.backend_kind() == "sqlite" {
+            // No such statement: the caller's transaction does it all, and nothing changed.
+            assert_eq!(s.spend_totp_at_once("alice", id, 102, now).unwrap(), None);
+            assert!(s.spend_totp_step(id, 102).unwrap());
+            return;
+        }
+        s.record_failure("alice", now, 5, 60).unwrap();
+        s.record_failure("alice", now, 5, 60).unwrap();
+        // A step not yet spent: spent, and the failures cleared with it.
+        assert_eq!(
+            s.spend_totp_at_once("alice", id, 102, now).unwrap(),
+            Some(true)
+        );
+        assert_eq!(s.lock_state("alice").unwrap(), LockState::default());
+        // Once only, and never an older step; a failure counted is then kept.
+        s.record_failure("alice", now, 5, 60).unwrap();
+        assert_eq!(
+            s.spend_totp_at_once("alice", id, 102, now).unwrap(),
+            Some(false)
+        );
+        assert_eq!(
+            s.spend_totp_at_once("alice", id, 101, now).unwrap(),
+            Some(false)
+        );
+        assert_eq!(s.lock_state("alice").unwrap().failures, 1);
+        // Locked: nothing spent, nothing cleared.
+        s.lock_until("alice", now + 60).unwrap();
+        let locked = s.lock_state("alice").unwrap();
+        assert_eq!(
+            s.spend_totp_at_once("alice", id, 103, now).unwrap(),
+            Some(false)
+        );
+        assert_eq!(s.lock_state("alice").unwrap(), locked);
+        // A lock that has ended no longer holds.
+        assert_eq!(
+            s.spend_totp_at_once("alice", id, 103, now + 60).unwrap(),
+            Some(true)
+        );
+        assert!(!s.spend_totp_step(id, 103).unwrap());
+        // A user the store has no row for (no failure yet), a device of another kind, a
+        // device gone.
+        let bob = s
+            .add_totp_device("bob", "app", b"k", params(), 1, 0)
+            .unwrap();
+        assert_eq!(
+            s.spend_totp_at_once("bob", bob, 5, now).unwrap(),
+            Some(true)
+        );
+        assert_eq!(s.lock_state("bob").unwrap(), LockState::default());
+        let hotp = NewDeviceRow {
+            kind: DeviceKind::Hotp,
+            name: "token".into(),
+            otp: Some(OtpKey {
+                secret: Zeroizing::new(b"k".to_vec()),
+                params: params(),
+                counter: 0,
+            }),
+            address: None,
+        };
+        let token = s.add_device("bob", &hotp, 0).unwrap();
+        assert_eq!(
+            s.spend_totp_at_once("bob", token, 5, now).unwrap(),
+            Some(false)
+        );
+        s.remove_device("bob", bob).unwrap();
+        assert_eq!(
+            s.spend_totp_at_once("bob", bob, 6, now).unwrap(),
+            Some(false)
+        );
+        // Inside a transaction it is not this statement's to do.
+        let inside = s
+            .in_transaction(|s| s.spend_totp_at_once("alice", id, 104, now))
+            .unwrap();
+        assert_eq!(inside, None);
+        assert!(s.spend_totp_step(id, 104).unwrap());
+    }
+
     pub fn an_hotp_counter_moves_forward_only(open: Open) {
         let mut s = open();
         let id = s
@@ -237,6 +320,60 @@ mod suite {
         let spent = s.in_transaction(|s| s.spend_totp_step(a, 3)).unwrap();
         assert!(spent);
         assert!(!s.spend_totp_step(a, 3).unwrap());
+
+        // Every column as stored, empty ones included (a phone has no key, an HOTP device no
+        // period), is what reading the tables one at a time gives, for a user with
+        // everything, a user with only a lock, and a user the store does not know.
+        let phone = NewDeviceRow {
+            kind: DeviceKind::Phone,
+            name: "desk".into(),
+            otp: None,
+            address: Some("+15555550100".into()),
+        };
+        s.add_device("u", &phone, 20).unwrap();
+        let hotp = NewDeviceRow {
+            kind: DeviceKind::Hotp,
+            name: "token".into(),
+            otp: Some(OtpKey {
+                secret: Zeroizing::new(b"k3".to_vec()),
+                params: TotpParams {
+                    algorithm: HashAlgorithm::Sha256,
+                    digits: 8,
+                    period: 0,
+                },
+                counter: 7,
+            }),
+            address: None,
+        };
+        s.add_device("u", &hotp, 21).unwrap();
+        s.record_failure("locked-only", 10, 1, 60).unwrap();
+        for user in ["u", "locked-only", "nobody"] {
+            for addr in [Some("192.0.2.1"), Some("192.0.2.2"), None] {
+                let asked = addr.map(|addr| mfad::store::backend::Remembered {
+                    user,
+                    scope: sshd.as_str(),
+                    addr,
+                    key: "",
+                });
+                let at_once = s.backend().login_reads(user, asked.as_ref(), 10).unwrap();
+                let one_by_one = mfad::store::backend::login_reads_one_by_one(
+                    s.backend(),
+                    user,
+                    asked.as_ref(),
+                    10,
+                )
+                .unwrap();
+                assert_eq!(
+                    format!("{at_once:?}"),
+                    format!("{one_by_one:?}"),
+                    "{user}, asked about {addr:?}"
+                );
+            }
+        }
+        let reads = s.backend().login_reads("u", None, 10).unwrap();
+        assert_eq!(reads.devices.len(), 4);
+        assert_eq!(reads.bypass_codes.len(), bypass::COUNT);
+        assert_eq!(reads.bypass_codes.iter().filter(|c| c.used).count(), 1);
     }
 
     pub fn remembered_logins_go_on_lock_report_unlock_and_device_removal(open: Open) {
@@ -595,6 +732,7 @@ macro_rules! on_both {
 on_both!(
     a_time_step_is_spent_once_and_older_steps_never,
     a_step_spent_with_the_locks_read_is_not_spent_while_the_lock_holds,
+    a_good_totp_codes_write_at_once_spends_clears_and_never_while_locked,
     an_hotp_counter_moves_forward_only,
     the_first_device_is_the_default_and_removal_hands_it_on,
     failures_lock_at_the_limit_and_reset,
@@ -798,6 +936,35 @@ fn a_login_transaction_holds_the_user_until_it_ends() {
         db.store().lock_state("erin").unwrap().locked_until,
         Some(7777)
     );
+}
+
+/// A good code's write in one statement, while another session is locking the user and has
+/// not committed yet: it waits for that session and sees the lock it commits, so spends
+/// nothing (a plain read of the user's row would have seen it unlocked, and spent).
+#[test]
+fn a_good_codes_write_at_once_waits_for_a_lock_being_set_and_spends_nothing() {
+    let db = Db::start();
+    let mut admin = db.backend();
+    let mut login = db.store();
+    let id = login
+        .add_totp_device("erin", "app", b"k", totp(), 1, 0)
+        .unwrap();
+    // The user's row exists already (a failure counted earlier).
+    login.record_failure("erin", 0, 10, 60).unwrap();
+    admin.begin().unwrap();
+    admin.lock_until("erin", 7777).unwrap();
+    let spent = std::thread::scope(|scope| {
+        let spend = scope.spawn(move || login.spend_totp_at_once("erin", id, 5, 1_000).unwrap());
+        // The statement is well under way, waiting on the admin's transaction.
+        std::thread::sleep(Duration::from_millis(300));
+        admin.commit().unwrap();
+        spend.join().unwrap()
+    });
+    assert_eq!(spent, Some(false));
+    let mut s = db.store();
+    assert_eq!(s.lock_state("erin").unwrap().locked_until, Some(7777));
+    assert_eq!(s.lock_state("erin").unwrap().failures, 1, "not cleared");
+    assert!(s.spend_totp_step(id, 5).unwrap(), "step 5 was not spent");
 }
 
 /// PostgreSQL answers COMMIT of a transaction aborted by an error with a quiet rollback:

@@ -588,6 +588,18 @@ impl LocalFactors {
         // holds.
         self.core
             .db_fast(move |s| {
+                if let (Some((at, device, step)), None) = (first_totp, &remember) {
+                    // A good TOTP code, all of its write in one statement where the backend
+                    // has one (PostgreSQL: one round trip instead of two). When it changes
+                    // nothing (locked, already spent, device gone), the transaction below
+                    // finds out which, as if it had not been tried.
+                    if s.spend_totp_at_once(&user, device, step, now)? == Some(true) {
+                        return Ok(CodeVerdict::Code {
+                            method: "totp",
+                            device: devices[at].name.clone(),
+                        });
+                    }
+                }
                 s.in_transaction(|s| {
                     let (lock, first) = match first_totp {
                         Some((at, device, step)) => {

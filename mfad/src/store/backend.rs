@@ -461,6 +461,22 @@ pub trait Backend: Send {
     ) -> Result<(LockState, Option<bool>), StoreError> {
         lock_state_then_spend_totp(self, user, device, step, now)
     }
+    /// A TOTP login's whole write when the code is good, as one change of its own (outside
+    /// any transaction): unless `user` is locked at `now`, spends `step` of `device` and,
+    /// when it did, clears the user's count of failures. `Some(true)`: done. `Some(false)`:
+    /// nothing changed (the user locked, the step or a later one spent, the device gone):
+    /// the caller runs its whole transaction, which tells which. `None`: this backend has no
+    /// such change in one statement (PostgreSQL has: one round trip where the transaction
+    /// takes two), or a transaction is open.
+    fn spend_totp_at_once(
+        &mut self,
+        _user: &str,
+        _device: i64,
+        _step: u64,
+        _now: i64,
+    ) -> Result<Option<bool>, StoreError> {
+        Ok(None)
+    }
     /// Spends HOTP counter `counter`: the next expected becomes `counter + 1`; true only if
     /// no caller got there first.
     fn spend_hotp_counter(&mut self, device: i64, counter: u64) -> Result<bool, StoreError>;

@@ -830,6 +830,21 @@ impl Store {
             .lock_state_and_spend_totp(user, device, step, now)
     }
 
+    /// A TOTP login's write when its code is good, as one change of its own: step `step` of
+    /// device `device` spent and the user's failures cleared, unless the user is locked at
+    /// `now`. `Some(false)` when nothing changed, `None` when the backend has no such change
+    /// or a transaction is open (see [`backend::Backend::spend_totp_at_once`]); either way
+    /// the caller's transaction decides.
+    pub fn spend_totp_at_once(
+        &mut self,
+        user: &str,
+        device: i64,
+        step: u64,
+        now: i64,
+    ) -> Result<Option<bool>, StoreError> {
+        self.backend.spend_totp_at_once(user, device, step, now)
+    }
+
     /// Spends HOTP counter `counter`: the next expected becomes `counter + 1`, and succeeds
     /// only if no caller got there first.
     pub fn spend_hotp_counter(&mut self, device: i64, counter: u64) -> Result<bool, StoreError> {

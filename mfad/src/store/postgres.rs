@@ -985,6 +985,29 @@ const SPEND_TOTP_UNLESS_LOCKED: &str = "UPDATE devices SET counter = $2
      WHERE id = $1 AND kind = 'totp' AND counter < $2
        AND NOT EXISTS (SELECT 1 FROM users WHERE name = $3 AND locked_until > $4)";
 
+/// A TOTP login's write when the code is good, in one statement, so one atomic change in
+/// one round trip ([`Backend::spend_totp_at_once`]): the user's row, when there is one, is
+/// locked and read first (`locked`: under `FOR UPDATE` the latest committed version, so a
+/// lock set meanwhile is seen); step $2 of device $1 is spent unless that row is locked at
+/// $4, and only once (`counter < $2`, re-checked on the latest version of the device's
+/// row); the user's failures are cleared (`cleared`, run whether or not anything reads it)
+/// only when it was. The count of steps spent (0 or 1). A user without a row has no
+/// failures and no lock: a writer that makes one at the same moment is ordered after this
+/// statement, as if it had come a moment later.
+const SPEND_TOTP_AT_ONCE: &str = "WITH locked AS (
+        SELECT failures, locked_until FROM users WHERE name = $3 FOR UPDATE
+     ), spent AS (
+        UPDATE devices SET counter = $2
+         WHERE id = $1 AND kind = 'totp' AND counter < $2
+           AND NOT EXISTS (SELECT 1 FROM locked WHERE locked_until > $4)
+        RETURNING id
+     ), cleared AS (
+        UPDATE users SET failures = 0
+         WHERE name = $3 AND failures > 0 AND EXISTS (SELECT 1 FROM spent)
+        RETURNING name
+     )
+     SELECT count(*) FROM spent";
+
 /// Locks the user's row until the transaction ends, creating it when needed: everything
 /// the transaction does for that user after this is serialized against other writers.
 /// A row created here holds nothing (no failure, no lock): [`Backend::user_summaries`],
@@ -1039,6 +1062,126 @@ const BYPASS_CODES: &str = "SELECT id, salt, hash, used_at IS NOT NULL FROM bypa
 const IS_REMEMBERED: &str = "SELECT EXISTS(SELECT 1 FROM remembered
     WHERE owner = $1 AND scope = $2 AND addr = $3 AND key = $4 AND until > $5)";
 
+/// A login's reads ([`Backend::login_reads`]) in one statement, so in one snapshot: the
+/// user's lock (columns 0 and 1, NULL without a row), the devices in the order of [`DEVICES`]
+/// as one array per column (2 to 12, NULL without any), the bypass codes likewise (13 to
+/// 16); [`LOGIN_READS_REMEMBERED`] adds whether the login asked about is remembered (17).
+macro_rules! login_reads_sql {
+    ($remembered:literal) => {
+        concat!(
+            "SELECT u.failures, u.locked_until,
+                    d.ids, d.kinds, d.names, d.secrets, d.algorithms, d.digits, d.periods,
+                    d.counters, d.addresses, d.defaults, d.created,
+                    b.ids, b.salts, b.hashes, b.used",
+            $remembered,
+            "
+             FROM (SELECT $1::text AS name) AS who
+             LEFT JOIN users u ON u.name = who.name
+             CROSS JOIN LATERAL (
+                SELECT array_agg(id ORDER BY id) AS ids, array_agg(kind ORDER BY id) AS kinds,
+                       array_agg(name ORDER BY id) AS names,
+                       array_agg(secret ORDER BY id) AS secrets,
+                       array_agg(algorithm ORDER BY id) AS algorithms,
+                       array_agg(digits ORDER BY id) AS digits,
+                       array_agg(period ORDER BY id) AS periods,
+                       array_agg(counter ORDER BY id) AS counters,
+                       array_agg(address ORDER BY id) AS addresses,
+                       array_agg(is_default ORDER BY id) AS defaults,
+                       array_agg(created ORDER BY id) AS created
+                FROM devices WHERE owner = who.name) AS d
+             CROSS JOIN LATERAL (
+                SELECT array_agg(id ORDER BY id) AS ids, array_agg(salt ORDER BY id) AS salts,
+                       array_agg(hash ORDER BY id) AS hashes,
+                       array_agg(used_at IS NOT NULL ORDER BY id) AS used
+                FROM bypass_codes WHERE owner = who.name) AS b"
+        )
+    };
+}
+const LOGIN_READS: &str = login_reads_sql!("");
+const LOGIN_READS_REMEMBERED: &str = login_reads_sql!(
+    ",
+                    EXISTS(SELECT 1 FROM remembered WHERE owner = $2 AND scope = $3
+                           AND addr = $4 AND key = $5 AND until > $6)"
+);
+
+/// The column `i` of `row`, an array, as a vector: empty when NULL (no rows to gather), and
+/// exactly `len` long otherwise (every column of one table has one element per row).
+fn column<T>(row: &Row, i: usize, len: Option<usize>) -> Result<Vec<T>, StoreError>
+where
+    T: for<'a> tokio_postgres::types::FromSql<'a>,
+{
+    let v: Vec<T> = row.try_get::<_, Option<Vec<T>>>(i)?.unwrap_or_default();
+    match len {
+        Some(n) if n != v.len() => Err(StoreError::Corrupt("a login's reads: ragged columns")),
+        _ => Ok(v),
+    }
+}
+
+/// The next element of a column that [`column`] found as long as the first.
+fn next<T>(column: &mut impl Iterator<Item = T>) -> Result<T, StoreError> {
+    column
+        .next()
+        .ok_or(StoreError::Corrupt("a login's reads: ragged columns"))
+}
+
+/// [`LoginReads`] from a row of [`LOGIN_READS`] (or [`LOGIN_READS_REMEMBERED`], `asked`).
+fn login_reads_of(row: &Row, asked: bool) -> Result<LoginReads, StoreError> {
+    let failures: Option<i64> = row.try_get(0)?;
+    let lock = LockState {
+        failures: failures.map_or(0, count),
+        locked_until: row.try_get(1)?,
+    };
+    let ids: Vec<i64> = column(row, 2, None)?;
+    let n = Some(ids.len());
+    let mut kinds = column::<String>(row, 3, n)?.into_iter();
+    let mut names = column::<String>(row, 4, n)?.into_iter();
+    let mut secrets = column::<Option<Vec<u8>>>(row, 5, n)?.into_iter();
+    let mut algorithms = column::<Option<String>>(row, 6, n)?.into_iter();
+    let mut digits = column::<Option<i64>>(row, 7, n)?.into_iter();
+    let mut periods = column::<Option<i64>>(row, 8, n)?.into_iter();
+    let mut counters = column::<i64>(row, 9, n)?.into_iter();
+    let mut addresses = column::<Option<String>>(row, 10, n)?.into_iter();
+    let mut defaults = column::<bool>(row, 11, n)?.into_iter();
+    let mut created = column::<i64>(row, 12, n)?.into_iter();
+    let mut devices = Vec::with_capacity(ids.len());
+    for id in ids {
+        let (digits, period) = digits_and_period(next(&mut digits)?, next(&mut periods)?)?;
+        devices.push(DeviceRecord {
+            id,
+            kind: next(&mut kinds)?,
+            name: next(&mut names)?,
+            sealed_secret: next(&mut secrets)?,
+            algorithm: next(&mut algorithms)?,
+            digits,
+            period,
+            counter: next(&mut counters)?,
+            address: next(&mut addresses)?,
+            is_default: next(&mut defaults)?,
+            created: next(&mut created)?,
+        });
+    }
+    let code_ids: Vec<i64> = column(row, 13, None)?;
+    let n = Some(code_ids.len());
+    let mut salts = column::<Vec<u8>>(row, 14, n)?.into_iter();
+    let mut tags = column::<Vec<u8>>(row, 15, n)?.into_iter();
+    let mut used = column::<bool>(row, 16, n)?.into_iter();
+    let mut bypass_codes = Vec::with_capacity(code_ids.len());
+    for id in code_ids {
+        bypass_codes.push(CodeRecord {
+            id,
+            salt: next(&mut salts)?,
+            tag: next(&mut tags)?,
+            used: next(&mut used)?,
+        });
+    }
+    Ok(LoginReads {
+        lock,
+        devices,
+        bypass_codes,
+        remembered: if asked { row.try_get(17)? } else { false },
+    })
+}
+
 fn lock_state_of(row: Option<Row>) -> Result<LockState, StoreError> {
     Ok(match row {
         Some(r) => LockState {
@@ -1058,23 +1201,33 @@ fn code_record(r: &Row) -> Result<CodeRecord, StoreError> {
     })
 }
 
+/// A device's digits and period as stored (BIGINT) in the record's types.
+fn digits_and_period(
+    digits: Option<i64>,
+    period: Option<i64>,
+) -> Result<(Option<u32>, Option<u64>), StoreError> {
+    Ok((
+        digits
+            .map(u32::try_from)
+            .transpose()
+            .map_err(|_| StoreError::Corrupt("device digits"))?,
+        period
+            .map(u64::try_from)
+            .transpose()
+            .map_err(|_| StoreError::Corrupt("device period"))?,
+    ))
+}
+
 fn device_record(r: &Row) -> Result<DeviceRecord, StoreError> {
-    let digits: Option<i64> = r.try_get(5)?;
-    let period: Option<i64> = r.try_get(6)?;
+    let (digits, period) = digits_and_period(r.try_get(5)?, r.try_get(6)?)?;
     Ok(DeviceRecord {
         id: r.try_get(0)?,
         kind: r.try_get(1)?,
         name: r.try_get(2)?,
         sealed_secret: r.try_get(3)?,
         algorithm: r.try_get(4)?,
-        digits: digits
-            .map(u32::try_from)
-            .transpose()
-            .map_err(|_| StoreError::Corrupt("device digits"))?,
-        period: period
-            .map(u64::try_from)
-            .transpose()
-            .map_err(|_| StoreError::Corrupt("device period"))?,
+        digits,
+        period,
         counter: r.try_get(7)?,
         address: r.try_get(8)?,
         is_default: r.try_get(9)?,
@@ -1207,47 +1360,20 @@ impl Backend for PgBackend {
             return super::backend::login_reads_one_by_one(self, user, remembered, now);
         }
         self.run("login_reads", async |c: &mut Conn| {
-            let lock = c.statement(LOCK_STATE).await?;
-            let devices = c.statement(DEVICES).await?;
-            let codes = c.statement(BYPASS_CODES).await?;
-            let asked = match remembered {
-                Some(l) => Some((c.statement(IS_REMEMBERED).await?, l)),
-                None => None,
-            };
-            let client = &c.client;
-            let remembered = async {
-                match &asked {
-                    Some((s, l)) => {
-                        let args: Params<'_> = &[&l.user, &l.scope, &l.addr, &l.key, &now];
-                        Ok::<_, tokio_postgres::Error>(client.query_one(s, args).await?.try_get(0)?)
-                    }
-                    None => Ok(false),
+            // One statement: one snapshot, one answer from the server (a transaction of
+            // several statements is answered statement by statement, each a wake-up here).
+            let row = match remembered {
+                Some(l) => {
+                    let s = c.statement(LOGIN_READS_REMEMBERED).await?;
+                    let args: Params<'_> = &[&user, &l.user, &l.scope, &l.addr, &l.key, &now];
+                    c.client.query_one(&s, args).await?
+                }
+                None => {
+                    let s = c.statement(LOGIN_READS).await?;
+                    c.client.query_one(&s, &[&user]).await?
                 }
             };
-            // One snapshot in one round trip: each request is sent when first polled, and
-            // join! first polls them in this order, so the server gets BEGIN, the reads and
-            // COMMIT back to back and answers them together.
-            let by_user: Params<'_> = &[&user];
-            let (begin, lock, devices, codes, remembered, end) = tokio::join!(
-                client.batch_execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY"),
-                client.query_opt(&lock, by_user),
-                client.query(&devices, by_user),
-                client.query(&codes, by_user),
-                remembered,
-                client.batch_execute("COMMIT"),
-            );
-            begin?;
-            let reads = LoginReads {
-                lock: lock_state_of(lock?)?,
-                devices: devices?
-                    .iter()
-                    .map(device_record)
-                    .collect::<Result<_, _>>()?,
-                bypass_codes: codes?.iter().map(code_record).collect::<Result<_, _>>()?,
-                remembered: remembered?,
-            };
-            end?;
-            Ok(reads)
+            login_reads_of(&row, remembered.is_some())
         })
     }
 
@@ -1831,6 +1957,26 @@ impl Backend for PgBackend {
                 return Ok((lock, None));
             }
             Ok((lock, Some(spent)))
+        })
+    }
+
+    fn spend_totp_at_once(
+        &mut self,
+        user: &str,
+        device: i64,
+        step: u64,
+        now: i64,
+    ) -> Result<Option<bool>, StoreError> {
+        if self.in_tx {
+            return Ok(None);
+        }
+        let step = step as i64;
+        self.run("spend_totp_at_once", async |c: &mut Conn| {
+            let row = c
+                .query_one(SPEND_TOTP_AT_ONCE, &[&device, &step, &user, &now])
+                .await?;
+            let spent: i64 = row.try_get(0)?;
+            Ok(Some(spent == 1))
         })
     }
 
