@@ -59,6 +59,19 @@ where
     Ok(tokio::task::spawn_blocking(f).await?)
 }
 
+/// Awaits `f` on the calling task; a panic while polling it is this conversation's error.
+pub(crate) async fn caught<T>(f: impl std::future::Future<Output = T>) -> Result<T, Failed> {
+    let mut f = std::pin::pin!(f);
+    std::future::poll_fn(move |cx| {
+        match std::panic::catch_unwind(AssertUnwindSafe(|| f.as_mut().poll(cx))) {
+            Ok(std::task::Poll::Ready(v)) => std::task::Poll::Ready(Ok(v)),
+            Ok(std::task::Poll::Pending) => std::task::Poll::Pending,
+            Err(_) => std::task::Poll::Ready(Err(Failed::Panicked)),
+        }
+    })
+    .await
+}
+
 /// Runs `f` on the calling task's own thread where the runtime allows it, else as [`run`].
 pub(crate) async fn run_in_place<T, F>(f: F) -> Result<T, Failed>
 where
@@ -160,6 +173,7 @@ mod tests {
         two.block_on(async {
             tokio::spawn(async {
                 for r in [
+                    caught(async { panic!("polled") }).await,
                     run_in_place(|| -> u32 { panic!("inline") }).await,
                     run_here_if_alone(|| -> u32 { panic!("here") }).await,
                     run(|| -> u32 { panic!("away") }).await,

@@ -17,7 +17,7 @@ use mfa_proto::Outcome;
 use std::sync::Arc;
 use zeroize::{Zeroize, Zeroizing};
 
-/// How long [`Core::db_fast`] waits for the connection on its own task, and how many times
+/// How long [`Core::db_login`] waits for the connection on its own task, and how many times
 /// it tries again at most, before it sends the work to a blocking thread.
 const INLINE_PATIENCE: std::time::Duration = std::time::Duration::from_millis(50);
 const INLINE_TRIES: u32 = 64;
@@ -141,15 +141,19 @@ impl Core {
         self.store_answered(backend, started, result)
     }
 
-    /// [`Core::db`] for the work of every login (its snapshot read, its code's
-    /// transaction), run first on the conversation's own thread when that waits for nothing:
-    /// the connection free, no other transaction open (SQLite, [`Store::set_inline`]). Its
-    /// commit is then awaited without holding a thread. When the work would have had to
-    /// wait, it is run again as [`Core::db`] runs it, so `f` must change nothing unless it
-    /// succeeds: a read, or one transaction ([`Store::in_transaction`]).
-    pub(crate) async fn db_fast<T, F>(&self, f: F) -> Result<T>
+    /// [`Core::db`] for the work of every login (its snapshot read, its code's write).
+    /// First `call`, on the conversation's own task, where the store makes it with no
+    /// blocking thread at all (PostgreSQL outside a transaction; `call` gives `None` where
+    /// the store cannot, or to leave it to `f`). Else `f`, run first on the conversation's
+    /// own thread when that waits for nothing: the connection free, no other transaction
+    /// open (SQLite, [`Store::set_inline`]); its commit is then awaited without holding a
+    /// thread. When `f` would have had to wait, it is run again as [`Core::db`] runs it, so
+    /// `f` must change nothing unless it succeeds: a read, or one transaction
+    /// ([`Store::in_transaction`]).
+    pub(crate) async fn db_login<T, C, F>(&self, call: C, f: F) -> Result<T>
     where
         T: Send + 'static,
+        C: AsyncFnOnce(&mut Store) -> Option<std::result::Result<T, StoreError>>,
         F: Fn(&mut Store) -> std::result::Result<T, StoreError> + Send + 'static,
     {
         let started = tokio::time::Instant::now();
@@ -157,6 +161,9 @@ impl Core {
             Ok(store) => store,
             Err(e) => return self.store_answered("unavailable", started, Err(e)),
         };
+        if let Some(result) = crate::blocking::caught(call(&mut store)).await? {
+            return self.store_answered(store.backend_kind(), started, result);
+        }
         let backend = store.backend_kind();
         let mut tries = 0;
         let mut until = None;

@@ -325,13 +325,23 @@ impl LoginService {
     /// from `remember` (see [`Store::login_snapshot`]).
     async fn snapshot_of(&self, user: String, remember: Option<Remember>) -> Result<LoginSnapshot> {
         let now = self.core.clock.now();
+        let asked = |r: &Remember| (r.scope, r.addr.clone(), r.key.clone());
+        let (u, asking) = (user.clone(), remember.as_ref().map(asked));
         self.core
-            .db_fast(move |s| {
-                let remembered = remember
-                    .as_ref()
-                    .map(|r| (r.scope, r.addr.as_str(), r.key.as_str()));
-                s.login_snapshot(&user, remembered, now)
-            })
+            .db_login(
+                async move |s: &mut crate::store::Store| {
+                    let remembered = asking
+                        .as_ref()
+                        .map(|(s, a, k)| (*s, a.as_str(), k.as_str()));
+                    s.login_snapshot_async(&u, remembered, now).await
+                },
+                move |s| {
+                    let remembered = remember
+                        .as_ref()
+                        .map(|r| (r.scope, r.addr.as_str(), r.key.as_str()));
+                    s.login_snapshot(&user, remembered, now)
+                },
+            )
             .await
     }
 

@@ -19,6 +19,17 @@ use std::sync::{Arc, Barrier};
 use std::time::{Duration, Instant};
 use zeroize::Zeroizing;
 
+/// [`Store::spend_totp_at_once_async`] from a test's thread: `None` where the store has no
+/// such change (or a transaction is open).
+fn at_once(s: &mut Store, user: &str, device: i64, step: u64, now: i64) -> Option<bool> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+        .block_on(s.spend_totp_at_once_async(user, device, step, now))
+        .map(|r| r.unwrap())
+}
+
 /// The scenarios every backend must pass, each on a fresh, empty store from `open`.
 mod suite {
     use super::*;
@@ -87,52 +98,34 @@ mod suite {
         let now = 1_000;
         if s.backend_kind() == "sqlite" {
             // No such statement: the caller's transaction does it all, and nothing changed.
-            assert_eq!(s.spend_totp_at_once("alice", id, 102, now).unwrap(), None);
+            assert_eq!(at_once(&mut s, "alice", id, 102, now), None);
             assert!(s.spend_totp_step(id, 102).unwrap());
             return;
         }
         s.record_failure("alice", now, 5, 60).unwrap();
         s.record_failure("alice", now, 5, 60).unwrap();
         // A step not yet spent: spent, and the failures cleared with it.
-        assert_eq!(
-            s.spend_totp_at_once("alice", id, 102, now).unwrap(),
-            Some(true)
-        );
+        assert_eq!(at_once(&mut s, "alice", id, 102, now), Some(true));
         assert_eq!(s.lock_state("alice").unwrap(), LockState::default());
         // Once only, and never an older step; a failure counted is then kept.
         s.record_failure("alice", now, 5, 60).unwrap();
-        assert_eq!(
-            s.spend_totp_at_once("alice", id, 102, now).unwrap(),
-            Some(false)
-        );
-        assert_eq!(
-            s.spend_totp_at_once("alice", id, 101, now).unwrap(),
-            Some(false)
-        );
+        assert_eq!(at_once(&mut s, "alice", id, 102, now), Some(false));
+        assert_eq!(at_once(&mut s, "alice", id, 101, now), Some(false));
         assert_eq!(s.lock_state("alice").unwrap().failures, 1);
         // Locked: nothing spent, nothing cleared.
         s.lock_until("alice", now + 60).unwrap();
         let locked = s.lock_state("alice").unwrap();
-        assert_eq!(
-            s.spend_totp_at_once("alice", id, 103, now).unwrap(),
-            Some(false)
-        );
+        assert_eq!(at_once(&mut s, "alice", id, 103, now), Some(false));
         assert_eq!(s.lock_state("alice").unwrap(), locked);
         // A lock that has ended no longer holds.
-        assert_eq!(
-            s.spend_totp_at_once("alice", id, 103, now + 60).unwrap(),
-            Some(true)
-        );
+        assert_eq!(at_once(&mut s, "alice", id, 103, now + 60), Some(true));
         assert!(!s.spend_totp_step(id, 103).unwrap());
         // A user the store has no row for (no failure yet), a device of another kind, a
         // device gone.
         let bob = s
             .add_totp_device("bob", "app", b"k", params(), 1, 0)
             .unwrap();
-        assert_eq!(
-            s.spend_totp_at_once("bob", bob, 5, now).unwrap(),
-            Some(true)
-        );
+        assert_eq!(at_once(&mut s, "bob", bob, 5, now), Some(true));
         assert_eq!(s.lock_state("bob").unwrap(), LockState::default());
         let hotp = NewDeviceRow {
             kind: DeviceKind::Hotp,
@@ -145,18 +138,12 @@ mod suite {
             address: None,
         };
         let token = s.add_device("bob", &hotp, 0).unwrap();
-        assert_eq!(
-            s.spend_totp_at_once("bob", token, 5, now).unwrap(),
-            Some(false)
-        );
+        assert_eq!(at_once(&mut s, "bob", token, 5, now), Some(false));
         s.remove_device("bob", bob).unwrap();
-        assert_eq!(
-            s.spend_totp_at_once("bob", bob, 6, now).unwrap(),
-            Some(false)
-        );
+        assert_eq!(at_once(&mut s, "bob", bob, 6, now), Some(false));
         // Inside a transaction it is not this statement's to do.
         let inside = s
-            .in_transaction(|s| s.spend_totp_at_once("alice", id, 104, now))
+            .in_transaction(|s| Ok(at_once(s, "alice", id, 104, now)))
             .unwrap();
         assert_eq!(inside, None);
         assert!(s.spend_totp_step(id, 104).unwrap());
@@ -368,6 +355,26 @@ mod suite {
                     format!("{one_by_one:?}"),
                     "{user}, asked about {addr:?}"
                 );
+            }
+        }
+        // The same read on the caller's task, where the store makes it there.
+        let on_task = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap()
+            .block_on(s.login_snapshot_async("u", Some((sshd, "192.0.2.1", "")), 10));
+        let blocking = s
+            .login_snapshot("u", Some((sshd, "192.0.2.1", "")), 10)
+            .unwrap();
+        match on_task {
+            None => assert_eq!(s.backend_kind(), "sqlite"),
+            Some(on_task) => {
+                let on_task = on_task.unwrap();
+                assert_eq!(on_task.lock, blocking.lock);
+                assert_eq!(on_task.bypass_left, blocking.bypass_left);
+                assert_eq!(on_task.remembered, blocking.remembered);
+                let ids = |d: &[mfad::store::Device]| d.iter().map(|d| d.id).collect::<Vec<_>>();
+                assert_eq!(ids(&on_task.devices), ids(&blocking.devices));
             }
         }
         let reads = s.backend().login_reads("u", None, 10).unwrap();
@@ -954,7 +961,7 @@ fn a_good_codes_write_at_once_waits_for_a_lock_being_set_and_spends_nothing() {
     admin.begin().unwrap();
     admin.lock_until("erin", 7777).unwrap();
     let spent = std::thread::scope(|scope| {
-        let spend = scope.spawn(move || login.spend_totp_at_once("erin", id, 5, 1_000).unwrap());
+        let spend = scope.spawn(move || at_once(&mut login, "erin", id, 5, 1_000));
         // The statement is well under way, waiting on the admin's transaction.
         std::thread::sleep(Duration::from_millis(300));
         admin.commit().unwrap();

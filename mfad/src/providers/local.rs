@@ -586,62 +586,73 @@ impl LocalFactors {
         // failure counted (or the count cleared and the login remembered) together, so a
         // lock set by another session a moment ago is seen, and no code is checked while it
         // holds.
+        // A good TOTP code, all of its write in one statement on this task where the store
+        // has one (PostgreSQL: one round trip instead of two, no blocking thread). When it
+        // changes nothing (locked, already spent, device gone), the transaction below finds
+        // out which, as if it had not been tried.
+        let at_once = match (first_totp, &remember) {
+            (Some((at, device, step)), None) => Some((devices[at].name.clone(), device, step)),
+            _ => None,
+        };
+        let who = user.clone();
         self.core
-            .db_fast(move |s| {
-                if let (Some((at, device, step)), None) = (first_totp, &remember) {
-                    // A good TOTP code, all of its write in one statement where the backend
-                    // has one (PostgreSQL: one round trip instead of two). When it changes
-                    // nothing (locked, already spent, device gone), the transaction below
-                    // finds out which, as if it had not been tried.
-                    if s.spend_totp_at_once(&user, device, step, now)? == Some(true) {
-                        return Ok(CodeVerdict::Code {
+            .db_login(
+                async move |s: &mut crate::store::Store| {
+                    let (name, device, step) = at_once?;
+                    match s.spend_totp_at_once_async(&who, device, step, now).await? {
+                        Ok(true) => Some(Ok(CodeVerdict::Code {
                             method: "totp",
-                            device: devices[at].name.clone(),
-                        });
+                            device: name,
+                        })),
+                        Ok(false) => None,
+                        Err(e) => Some(Err(e)),
                     }
-                }
-                s.in_transaction(|s| {
-                    let (lock, first) = match first_totp {
-                        Some((at, device, step)) => {
-                            let (lock, spent) =
-                                s.lock_state_and_spend_totp(&user, device, step, now)?;
-                            (lock, spent.map(|spent| (at, spent)))
-                        }
-                        None => (s.lock_state(&user)?, None),
-                    };
-                    if let Some(until) = lock.locked_until.filter(|u| *u > now) {
-                        let until = match s.record_failure(&user, now, max_failures, lock_for)? {
-                            FailureEffect::Locked { until: later } => later.max(until),
-                            FailureEffect::Counted { .. } => until,
+                },
+                move |s| {
+                    s.in_transaction(|s| {
+                        let (lock, first) = match first_totp {
+                            Some((at, device, step)) => {
+                                let (lock, spent) =
+                                    s.lock_state_and_spend_totp(&user, device, step, now)?;
+                                (lock, spent.map(|spent| (at, spent)))
+                            }
+                            None => (s.lock_state(&user)?, None),
                         };
-                        return Ok(CodeVerdict::Locked { until });
-                    }
-                    let found = match_passcode(s, &user, &devices, &code, now, &limits, first)?;
-                    Ok(match found {
-                        Match::Accepted(verdict) => {
-                            // Read in this transaction, under its lock: no other can
-                            // have counted one since.
-                            if lock.failures > 0 {
-                                s.clear_failures(&user)?;
-                            }
-                            if let Some(r) = &remember {
-                                r.write(s, now)?;
-                            }
-                            verdict
+                        if let Some(until) = lock.locked_until.filter(|u| *u > now) {
+                            let until =
+                                match s.record_failure(&user, now, max_failures, lock_for)? {
+                                    FailureEffect::Locked { until: later } => later.max(until),
+                                    FailureEffect::Counted { .. } => until,
+                                };
+                            return Ok(CodeVerdict::Locked { until });
                         }
-                        Match::Replayed(kind) => CodeVerdict::Replayed(
-                            s.record_failure(&user, now, max_failures, lock_for)?,
-                            kind,
-                        ),
-                        Match::Wrong => CodeVerdict::Wrong(s.record_failure(
-                            &user,
-                            now,
-                            max_failures,
-                            lock_for,
-                        )?),
+                        let found = match_passcode(s, &user, &devices, &code, now, &limits, first)?;
+                        Ok(match found {
+                            Match::Accepted(verdict) => {
+                                // Read in this transaction, under its lock: no other can
+                                // have counted one since.
+                                if lock.failures > 0 {
+                                    s.clear_failures(&user)?;
+                                }
+                                if let Some(r) = &remember {
+                                    r.write(s, now)?;
+                                }
+                                verdict
+                            }
+                            Match::Replayed(kind) => CodeVerdict::Replayed(
+                                s.record_failure(&user, now, max_failures, lock_for)?,
+                                kind,
+                            ),
+                            Match::Wrong => CodeVerdict::Wrong(s.record_failure(
+                                &user,
+                                now,
+                                max_failures,
+                                lock_for,
+                            )?),
+                        })
                     })
-                })
-            })
+                },
+            )
             .await
     }
 }

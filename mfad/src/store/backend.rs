@@ -73,6 +73,11 @@ pub struct LoginReads {
     pub remembered: bool,
 }
 
+/// A backend's call made on the caller's task, without a blocking thread (see
+/// [`Backend::login_reads_async`]).
+pub type CallFuture<'a, T> =
+    std::pin::Pin<Box<dyn std::future::Future<Output = Result<T, StoreError>> + Send + 'a>>;
+
 /// [`Backend::lock_state_and_spend_totp`] as one call after the other.
 pub fn lock_state_then_spend_totp<B: Backend + ?Sized>(
     b: &mut B,
@@ -295,7 +300,7 @@ pub trait Backend: Send {
         None
     }
 
-    /// Inline use ([`crate::core::Core::db_fast`]): while on, nothing waits (for the
+    /// Inline use ([`crate::core::Core::db_login`]): while on, nothing waits (for the
     /// connection, another transaction, the disk); what would wait fails with
     /// [`StoreError::WouldBlock`] and commits are not waited for (see
     /// [`Backend::take_unsynced`]). False when the backend cannot (PostgreSQL waits for its
@@ -350,6 +355,18 @@ pub trait Backend: Send {
         now: i64,
     ) -> Result<LoginReads, StoreError> {
         login_reads_one_by_one(self, user, remembered, now)
+    }
+    /// [`Backend::login_reads`] as a future the caller's task drives itself, where the
+    /// backend can make it without blocking a thread (PostgreSQL, outside a transaction):
+    /// no hand-over to a blocking thread and back. `None` where it cannot (the caller makes
+    /// the blocking call).
+    fn login_reads_async<'a>(
+        &'a mut self,
+        _user: &'a str,
+        _remembered: Option<&'a Remembered<'a>>,
+        _now: i64,
+    ) -> Option<CallFuture<'a, LoginReads>> {
+        None
     }
     /// Counts one failure; at `max_failures` (0: never) locks until `now + duration`, never
     /// shortening a longer lock, clears the count and forgets remembered logins.
@@ -462,20 +479,21 @@ pub trait Backend: Send {
         lock_state_then_spend_totp(self, user, device, step, now)
     }
     /// A TOTP login's whole write when the code is good, as one change of its own (outside
-    /// any transaction): unless `user` is locked at `now`, spends `step` of `device` and,
-    /// when it did, clears the user's count of failures. `Some(true)`: done. `Some(false)`:
-    /// nothing changed (the user locked, the step or a later one spent, the device gone):
-    /// the caller runs its whole transaction, which tells which. `None`: this backend has no
-    /// such change in one statement (PostgreSQL has: one round trip where the transaction
-    /// takes two), or a transaction is open.
-    fn spend_totp_at_once(
-        &mut self,
-        _user: &str,
+    /// any transaction), as a future the caller's task drives itself: unless `user` is
+    /// locked at `now`, spends `step` of `device` and, when it did, clears the user's count
+    /// of failures. `true`: done. `false`: nothing changed (the user locked, the step or a
+    /// later one spent, the device gone): the caller runs its whole transaction, which
+    /// tells which. `None` where the backend has no such change (PostgreSQL has: one round
+    /// trip where the transaction takes two, and no blocking thread), or a transaction is
+    /// open.
+    fn spend_totp_at_once_async<'a>(
+        &'a mut self,
+        _user: &'a str,
         _device: i64,
         _step: u64,
         _now: i64,
-    ) -> Result<Option<bool>, StoreError> {
-        Ok(None)
+    ) -> Option<CallFuture<'a, bool>> {
+        None
     }
     /// Spends HOTP counter `counter`: the next expected becomes `counter + 1`; true only if
     /// no caller got there first.

@@ -620,6 +620,37 @@ impl Store {
             key,
         });
         let reads = self.backend.login_reads(user, asked.as_ref(), now)?;
+        self.snapshot_from(user, reads)
+    }
+
+    /// [`Store::login_snapshot`] on the caller's task, where the backend reads without a
+    /// blocking thread (PostgreSQL: [`backend::Backend::login_reads_async`]); `None` where
+    /// it cannot.
+    pub async fn login_snapshot_async(
+        &mut self,
+        user: &str,
+        remembered: Option<(RememberScope, &str, &str)>,
+        now: i64,
+    ) -> Option<Result<LoginSnapshot, StoreError>> {
+        let asked = remembered.map(|(scope, addr, key)| backend::Remembered {
+            user,
+            scope: scope.as_str(),
+            addr,
+            key,
+        });
+        let reads = self
+            .backend
+            .login_reads_async(user, asked.as_ref(), now)?
+            .await;
+        Some(reads.and_then(|reads| self.snapshot_from(user, reads)))
+    }
+
+    /// A login's snapshot from what the store holds, its secrets opened.
+    fn snapshot_from(
+        &self,
+        user: &str,
+        reads: backend::LoginReads,
+    ) -> Result<LoginSnapshot, StoreError> {
         Ok(LoginSnapshot {
             lock: reads.lock,
             devices: self.open_devices(user, reads.devices)?,
@@ -830,19 +861,24 @@ impl Store {
             .lock_state_and_spend_totp(user, device, step, now)
     }
 
-    /// A TOTP login's write when its code is good, as one change of its own: step `step` of
-    /// device `device` spent and the user's failures cleared, unless the user is locked at
-    /// `now`. `Some(false)` when nothing changed, `None` when the backend has no such change
-    /// or a transaction is open (see [`backend::Backend::spend_totp_at_once`]); either way
-    /// the caller's transaction decides.
-    pub fn spend_totp_at_once(
+    /// A TOTP login's write when its code is good, as one change of its own, on the
+    /// caller's task: step `step` of device `device` spent and the user's failures cleared,
+    /// unless the user is locked at `now`. `false` when nothing changed; `None` where the
+    /// backend has no such change, or a transaction is open (see
+    /// [`backend::Backend::spend_totp_at_once_async`]). Either way but `true`, the
+    /// caller's transaction decides.
+    pub async fn spend_totp_at_once_async(
         &mut self,
         user: &str,
         device: i64,
         step: u64,
         now: i64,
-    ) -> Result<Option<bool>, StoreError> {
-        self.backend.spend_totp_at_once(user, device, step, now)
+    ) -> Option<Result<bool, StoreError>> {
+        Some(
+            self.backend
+                .spend_totp_at_once_async(user, device, step, now)?
+                .await,
+        )
     }
 
     /// Spends HOTP counter `counter`: the next expected becomes `counter + 1`, and succeeds

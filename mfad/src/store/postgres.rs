@@ -13,9 +13,10 @@
 //! server had closed it (see [`PgBackend::run`]).
 
 use super::backend::{
-    Backend, CodeRecord, DeviceRecord, Dump, DumpedCode, DumpedRemembered, EnrolLinkRecord,
-    EnrolLinkStep, Failure, LoginReads, LoginRecord, NewBypassCodes, NewDeviceRecord, NewEnrolLink,
-    NewSmsCode, NewWebSession, Remembered, WebSessionRecord, WebSessionStep,
+    Backend, CallFuture, CodeRecord, DeviceRecord, Dump, DumpedCode, DumpedRemembered,
+    EnrolLinkRecord, EnrolLinkStep, Failure, LoginReads, LoginRecord, NewBypassCodes,
+    NewDeviceRecord, NewEnrolLink, NewSmsCode, NewWebSession, Remembered, WebSessionRecord,
+    WebSessionStep,
 };
 use super::{DeviceKind, FailureEffect, LockState, StoreError, UserSummary};
 use std::collections::{BTreeMap, HashMap};
@@ -390,13 +391,11 @@ pub fn check_options(opts: &PgOptions) -> Result<(), StoreError> {
 }
 
 /// Connects within `connect_timeout` and sets the session up (statement and lock timeouts,
-/// `application_name = 'mfad'`). The connection gets a runtime of its own, which each of the
-/// backend's calls drives on the calling thread (see [`PgBackend::run`]).
+/// `application_name = 'mfad'`), on the current runtime (a multi-threaded one: its workers
+/// watch the connection's socket), which each of the backend's calls then uses to drive
+/// the connection itself (see [`PgBackend::run`], [`PgBackend::run_async`]).
 pub async fn connect(opts: &PgOptions) -> Result<PgBackend, StoreError> {
-    let opts = opts.clone();
-    tokio::task::spawn_blocking(move || PgBackend::connect_in_place(opts))
-        .await
-        .map_err(|e| StoreError::Unavailable(format!("connecting to PostgreSQL stopped: {e}")))?
+    PgBackend::open(opts.clone()).await
 }
 
 /// Connects within `connect_timeout` and sets the session up; the connection is driven by a
@@ -647,13 +646,13 @@ impl Conn {
 /// One PostgreSQL connection.
 pub struct PgBackend {
     conn: Conn,
-    /// What drives the connection, polled during each call; `None` once it has ended.
+    /// What drives the connection, polled by each call itself (no task of its own): the
+    /// call's requests go out and their answers come in on the thread that waits for them,
+    /// with no hand-over to another task and back. `None` once it has ended.
     driver: Option<Driver>,
-    /// The connection's own runtime (a current-thread one, with its I/O and timers), which
-    /// each call drives on the calling thread: the call's requests go out and their answers
-    /// come in on that thread, with no hand-over to another thread and back for each.
-    /// `None` only while being dropped.
-    rt: Option<tokio::runtime::Runtime>,
+    /// The runtime the connection's socket is registered with, for calls from a blocking
+    /// thread ([`PgBackend::run`]).
+    handle: tokio::runtime::Handle,
     /// How it was made, to make it again when the server has closed it while idle.
     opts: PgOptions,
     /// The store key's check value, once [`Backend::check_key`] has matched it: a connection
@@ -713,16 +712,10 @@ pub(crate) fn is_connection_error(e: &tokio_postgres::Error) -> bool {
 }
 
 impl PgBackend {
-    /// Connects as [`connect`] does, on a runtime made for this connection. On a blocking
-    /// thread (it blocks on that runtime).
-    fn connect_in_place(opts: PgOptions) -> Result<PgBackend, StoreError> {
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .map_err(|e| {
-                StoreError::Unavailable(format!("cannot make a runtime for a connection: {e}"))
-            })?;
-        let opened = rt.block_on(within_connect_timeout(&opts, async {
+    /// Connects as [`connect`] does.
+    async fn open(opts: PgOptions) -> Result<PgBackend, StoreError> {
+        let handle = tokio::runtime::Handle::current();
+        let (client, driver) = within_connect_timeout(&opts, async {
             let (client, mut driver) = open_connection(&opts, None).await?;
             let set = tokio::select! {
                 biased;
@@ -732,21 +725,15 @@ impl PgBackend {
                 )),
             };
             set.map(|()| (client, driver))
-        }));
-        let (client, driver) = match opened {
-            Ok(opened) => opened,
-            Err(e) => {
-                rt.shutdown_background();
-                return Err(e);
-            }
-        };
+        })
+        .await?;
         Ok(PgBackend {
             conn: Conn {
                 client: Arc::new(client),
                 statements: HashMap::new(),
             },
             driver: Some(driver),
-            rt: Some(rt),
+            handle,
             statement_timeout: opts.statement_timeout,
             opts,
             key_check: None,
@@ -757,25 +744,48 @@ impl PgBackend {
         })
     }
 
-    /// Reads what the server sent while the connection was idle (between calls nothing
-    /// reads it), and if the server has closed the connection (a restart, an idle timeout),
-    /// connects again and checks the store key again, so that the call is not failed for a
-    /// connection that was gone before it began. A connection that failed a call stays
-    /// broken (the pool replaces it).
-    fn reconnect_if_closed(&mut self) -> Result<(), StoreError> {
-        if self.broken || self.is_up() {
-            return Ok(());
+    /// A new connection made with `opts`, its store key checked against `key_check` when
+    /// given (as the connection it replaces was).
+    async fn reopen(opts: PgOptions, key_check: Option<[u8; 32]>) -> Result<PgBackend, StoreError> {
+        let mut fresh = PgBackend::open(opts).await?;
+        if let Some(check) = key_check {
+            let limit = fresh.statement_timeout + CLIENT_SLACK;
+            let checked = fresh
+                .call(limit, false, async |c: &mut Conn| {
+                    check_key(c, &check).await
+                })
+                .await;
+            fresh.settle("check_key", limit, checked)?;
+            fresh.key_check = Some(check);
         }
-        tracing::info!(
-            "PostgreSQL had closed an idle connection (a server restart or an idle timeout); \
-             connecting again"
-        );
-        let fresh = PgBackend::connect_in_place(self.opts.clone()).and_then(|mut fresh| {
-            if let Some(check) = self.key_check {
-                fresh.check_key(&check)?;
-            }
-            Ok(fresh)
-        });
+        Ok(fresh)
+    }
+
+    /// Whether the server has closed the connection while it was idle (a restart, an idle
+    /// timeout): between calls nothing reads it, so a call first lets the connection read
+    /// what came meanwhile (the runtime's workers have noted it on the socket). A connection
+    /// that failed a call is not idle-closed: it stays broken (the pool replaces it).
+    fn closed_while_idle(&mut self) -> bool {
+        if self.broken {
+            return false;
+        }
+        if self.conn.client.is_closed() {
+            return true;
+        }
+        let Some(driver) = self.driver.as_mut() else {
+            return true;
+        };
+        let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+        if driver.as_mut().poll(&mut cx).is_ready() {
+            self.driver = None;
+            return true;
+        }
+        false
+    }
+
+    /// Takes `fresh` (a new connection) in this one's place, keeping the caller's
+    /// transaction state; a failure to connect leaves this one broken.
+    fn replace_with(&mut self, fresh: Result<PgBackend, StoreError>) -> Result<(), StoreError> {
         match fresh {
             Ok(mut fresh) => {
                 fresh.in_tx = self.in_tx;
@@ -790,57 +800,38 @@ impl PgBackend {
         }
     }
 
-    /// Whether the connection is still open, once what the server sent meanwhile is read.
-    fn is_up(&mut self) -> bool {
-        if self.conn.client.is_closed() {
-            return false;
+    /// If the server had closed the connection while idle, connects again (and checks the
+    /// store key again), so that the call is not failed for a connection that was gone
+    /// before it began. On a blocking thread.
+    fn reconnect_if_closed(&mut self) -> Result<(), StoreError> {
+        if !self.closed_while_idle() {
+            return Ok(());
         }
-        let (Some(rt), Some(driver)) = (&self.rt, self.driver.as_mut()) else {
-            return false;
-        };
-        let ended = std::panic::catch_unwind(AssertUnwindSafe(|| {
-            rt.block_on(async {
-                // Lets the runtime poll its I/O once, without waiting.
-                tokio::task::yield_now().await;
-                std::future::poll_fn(|cx| {
-                    std::task::Poll::Ready(driver.as_mut().poll(cx).is_ready())
-                })
-                .await
-            })
-        }));
-        match ended {
-            Ok(false) => true,
-            Ok(true) => {
-                self.driver = None;
-                false
-            }
-            // Not on a blocking thread: the call itself says so (see `run`).
-            Err(_) => true,
-        }
+        log_reconnect();
+        let reopen = PgBackend::reopen(self.opts.clone(), self.key_check);
+        let fresh = std::panic::catch_unwind(AssertUnwindSafe(|| self.handle.block_on(reopen)))
+            .unwrap_or_else(|_| Err(StoreError::Broken));
+        self.replace_with(fresh)
     }
 
-    /// Runs `f` on the connection's runtime, driving the connection on this thread until `f`
-    /// has its answers, bounded by the statement timeout plus a little; a timeout or a lost
-    /// connection marks the backend broken.
-    fn run<T>(
+    /// [`PgBackend::reconnect_if_closed`] on the caller's task.
+    async fn reconnect_if_closed_async(&mut self) -> Result<(), StoreError> {
+        if !self.closed_while_idle() {
+            return Ok(());
+        }
+        log_reconnect();
+        let fresh = PgBackend::reopen(self.opts.clone(), self.key_check).await;
+        self.replace_with(fresh)
+    }
+
+    /// `f` on the connection, which it drives itself until `f` has its answers, bounded by
+    /// `limit`; with the caller's pending BEGIN (`begin`) sent first.
+    async fn call<T>(
         &mut self,
-        what: &'static str,
+        limit: Duration,
+        begin: bool,
         f: impl AsyncFnOnce(&mut Conn) -> Result<T, StoreError>,
-    ) -> Result<T, StoreError> {
-        if !self.in_tx || self.begin_pending {
-            // Nothing of this call's transaction has reached the server yet.
-            self.reconnect_if_closed()?;
-        }
-        let Some(rt) = &self.rt else {
-            self.broken = true;
-            return Err(StoreError::Broken);
-        };
-        if self.broken || self.conn.client.is_closed() {
-            self.broken = true;
-            return Err(StoreError::Broken);
-        }
-        let limit = self.statement_timeout + CLIENT_SLACK;
-        let begin = std::mem::take(&mut self.begin_pending);
+    ) -> Result<Result<T, StoreError>, tokio::time::error::Elapsed> {
         let conn = &mut self.conn;
         let driver = &mut self.driver;
         // The pending BEGIN and the first statement are sent back to back (each request is
@@ -856,52 +847,46 @@ impl PgBackend {
             began?;
             result
         };
-        // block_on panics on a runtime worker thread or a runtime that is shutting down:
-        // that must not unwind through a login.
-        let outcome = std::panic::catch_unwind(AssertUnwindSafe(|| {
-            // The timer is made inside: it needs the runtime's context.
-            rt.block_on(async move {
-                let work = tokio::time::timeout(limit, f(conn));
-                tokio::pin!(work);
-                loop {
-                    let Some(d) = driver.as_mut() else {
-                        // The connection has ended: the work's requests fail at once.
-                        break work.await;
-                    };
-                    let done = tokio::select! {
-                        biased;
-                        r = &mut work => Some(r),
-                        () = d => None,
-                    };
-                    match done {
-                        Some(r) => break r,
-                        None => *driver = None,
-                    }
-                }
-            })
-        }));
-        let result = match outcome {
-            Err(_) => {
-                tracing::error!(
-                    what,
-                    "a PostgreSQL store call was made outside a blocking thread, or while the \
-                     runtime shut down; the connection is dropped"
-                );
-                self.broken = true;
-                Err(StoreError::Broken)
+        let work = tokio::time::timeout(limit, f(conn));
+        tokio::pin!(work);
+        loop {
+            let Some(d) = driver.as_mut() else {
+                // The connection has ended: the work's requests fail at once.
+                break work.await;
+            };
+            let done = tokio::select! {
+                biased;
+                r = &mut work => Some(r),
+                () = d => None,
+            };
+            match done {
+                Some(r) => break r,
+                None => *driver = None,
             }
-            Ok(Err(_elapsed)) => {
+        }
+    }
+
+    /// A call's outcome, once a timeout or a lost connection has marked the backend broken
+    /// and a failure inside the caller's transaction has marked it failed.
+    fn settle<T>(
+        &mut self,
+        what: &'static str,
+        limit: Duration,
+        outcome: Result<Result<T, StoreError>, tokio::time::error::Elapsed>,
+    ) -> Result<T, StoreError> {
+        let result = match outcome {
+            Err(_elapsed) => {
                 self.broken = true;
                 Err(StoreError::Timeout { what, after: limit })
             }
-            Ok(Ok(Err(StoreError::Postgres(e)))) if is_timeout(&e) => {
+            Ok(Err(StoreError::Postgres(e))) if is_timeout(&e) => {
                 self.broken = true;
                 Err(StoreError::Timeout {
                     what,
                     after: self.statement_timeout,
                 })
             }
-            Ok(Ok(r)) => r,
+            Ok(r) => r,
         };
         if let Err(e) = &result {
             if let StoreError::Postgres(pe) = e
@@ -914,6 +899,69 @@ impl PgBackend {
             }
         }
         result
+    }
+
+    /// Whether a call may go out: not broken, not closed.
+    fn usable(&mut self) -> Result<(), StoreError> {
+        if self.broken || self.conn.client.is_closed() {
+            self.broken = true;
+            return Err(StoreError::Broken);
+        }
+        Ok(())
+    }
+
+    /// Runs `f` on the caller's task (no blocking thread), driving the connection there;
+    /// otherwise as [`PgBackend::run`]. For a login's calls outside any transaction.
+    async fn run_async<T>(
+        &mut self,
+        what: &'static str,
+        f: impl AsyncFnOnce(&mut Conn) -> Result<T, StoreError>,
+    ) -> Result<T, StoreError> {
+        if !self.in_tx || self.begin_pending {
+            self.reconnect_if_closed_async().await?;
+        }
+        self.usable()?;
+        let limit = self.statement_timeout + CLIENT_SLACK;
+        let begin = std::mem::take(&mut self.begin_pending);
+        let outcome = self.call(limit, begin, f).await;
+        self.settle(what, limit, outcome)
+    }
+
+    /// Runs `f` from a blocking thread, driving the connection on this thread until `f` has
+    /// its answers (the runtime's workers watch its socket and wake this thread), bounded by
+    /// the statement timeout plus a little; a timeout or a lost connection marks the backend
+    /// broken.
+    fn run<T>(
+        &mut self,
+        what: &'static str,
+        f: impl AsyncFnOnce(&mut Conn) -> Result<T, StoreError>,
+    ) -> Result<T, StoreError> {
+        if !self.in_tx || self.begin_pending {
+            // Nothing of this call's transaction has reached the server yet.
+            self.reconnect_if_closed()?;
+        }
+        self.usable()?;
+        let limit = self.statement_timeout + CLIENT_SLACK;
+        let begin = std::mem::take(&mut self.begin_pending);
+        let handle = self.handle.clone();
+        // block_on panics on a runtime worker thread or a runtime that is shutting down:
+        // that must not unwind through a login.
+        let outcome = std::panic::catch_unwind(AssertUnwindSafe(|| {
+            // The timer is made inside: it needs the runtime's context.
+            handle.block_on(self.call(limit, begin, f))
+        }));
+        match outcome {
+            Ok(outcome) => self.settle(what, limit, outcome),
+            Err(_) => {
+                tracing::error!(
+                    what,
+                    "a PostgreSQL store call was made outside a blocking thread, or while the \
+                     runtime shut down; the connection is dropped"
+                );
+                self.broken = true;
+                Err(StoreError::Broken)
+            }
+        }
     }
 
     /// Runs `f` as one atomic change: in a transaction of its own (opened with `begin_sql`),
@@ -963,15 +1011,12 @@ impl PgBackend {
     }
 }
 
-impl Drop for PgBackend {
-    fn drop(&mut self) {
-        // The connection goes first, while its runtime still runs; then the runtime, without
-        // waiting (a runtime dropped the usual way from a runtime's task would panic).
-        self.driver = None;
-        if let Some(rt) = self.rt.take() {
-            rt.shutdown_background();
-        }
-    }
+/// Says that a connection is made again (see [`PgBackend::reconnect_if_closed`]).
+fn log_reconnect() {
+    tracing::info!(
+        "PostgreSQL had closed an idle connection (a server restart or an idle timeout); \
+         connecting again"
+    );
 }
 
 /// The user's row, made if it is not there (see [`lock_user_row`]).
@@ -986,7 +1031,7 @@ const SPEND_TOTP_UNLESS_LOCKED: &str = "UPDATE devices SET counter = $2
        AND NOT EXISTS (SELECT 1 FROM users WHERE name = $3 AND locked_until > $4)";
 
 /// A TOTP login's write when the code is good, in one statement, so one atomic change in
-/// one round trip ([`Backend::spend_totp_at_once`]): the user's row, when there is one, is
+/// one round trip ([`Backend::spend_totp_at_once_async`]): the user's row, when there is one, is
 /// locked and read first (`locked`: under `FOR UPDATE` the latest committed version, so a
 /// lock set meanwhile is seen); step $2 of device $1 is spent unless that row is locked at
 /// $4, and only once (`counter < $2`, re-checked on the latest version of the device's
@@ -1182,6 +1227,41 @@ fn login_reads_of(row: &Row, asked: bool) -> Result<LoginReads, StoreError> {
     })
 }
 
+/// [`Backend::login_reads`] outside a transaction: [`LOGIN_READS`], one statement, so one
+/// snapshot and one answer from the server (a transaction of several statements is answered
+/// statement by statement, each a wake-up of the caller).
+async fn login_reads_in(
+    c: &mut Conn,
+    user: &str,
+    remembered: Option<&Remembered<'_>>,
+    now: i64,
+) -> Result<LoginReads, StoreError> {
+    let row = match remembered {
+        Some(l) => {
+            let args: Params<'_> = &[&user, &l.user, &l.scope, &l.addr, &l.key, &now];
+            c.query_one(LOGIN_READS_REMEMBERED, args).await?
+        }
+        None => c.query_one(LOGIN_READS, &[&user]).await?,
+    };
+    login_reads_of(&row, remembered.is_some())
+}
+
+/// [`Backend::spend_totp_at_once_async`]: [`SPEND_TOTP_AT_ONCE`].
+async fn spend_totp_at_once_in(
+    c: &mut Conn,
+    user: &str,
+    device: i64,
+    step: u64,
+    now: i64,
+) -> Result<bool, StoreError> {
+    let step = step as i64;
+    let row = c
+        .query_one(SPEND_TOTP_AT_ONCE, &[&device, &step, &user, &now])
+        .await?;
+    let spent: i64 = row.try_get(0)?;
+    Ok(spent == 1)
+}
+
 fn lock_state_of(row: Option<Row>) -> Result<LockState, StoreError> {
     Ok(match row {
         Some(r) => LockState {
@@ -1360,21 +1440,24 @@ impl Backend for PgBackend {
             return super::backend::login_reads_one_by_one(self, user, remembered, now);
         }
         self.run("login_reads", async |c: &mut Conn| {
-            // One statement: one snapshot, one answer from the server (a transaction of
-            // several statements is answered statement by statement, each a wake-up here).
-            let row = match remembered {
-                Some(l) => {
-                    let s = c.statement(LOGIN_READS_REMEMBERED).await?;
-                    let args: Params<'_> = &[&user, &l.user, &l.scope, &l.addr, &l.key, &now];
-                    c.client.query_one(&s, args).await?
-                }
-                None => {
-                    let s = c.statement(LOGIN_READS).await?;
-                    c.client.query_one(&s, &[&user]).await?
-                }
-            };
-            login_reads_of(&row, remembered.is_some())
+            login_reads_in(c, user, remembered, now).await
         })
+    }
+
+    fn login_reads_async<'a>(
+        &'a mut self,
+        user: &'a str,
+        remembered: Option<&'a Remembered<'a>>,
+        now: i64,
+    ) -> Option<CallFuture<'a, LoginReads>> {
+        if self.in_tx {
+            return None;
+        }
+        Some(Box::pin(
+            self.run_async("login_reads", async move |c: &mut Conn| {
+                login_reads_in(c, user, remembered, now).await
+            }),
+        ))
     }
 
     fn record_failure(&mut self, f: &Failure<'_>) -> Result<FailureEffect, StoreError> {
@@ -1960,24 +2043,20 @@ impl Backend for PgBackend {
         })
     }
 
-    fn spend_totp_at_once(
-        &mut self,
-        user: &str,
+    fn spend_totp_at_once_async<'a>(
+        &'a mut self,
+        user: &'a str,
         device: i64,
         step: u64,
         now: i64,
-    ) -> Result<Option<bool>, StoreError> {
+    ) -> Option<CallFuture<'a, bool>> {
         if self.in_tx {
-            return Ok(None);
+            return None;
         }
-        let step = step as i64;
-        self.run("spend_totp_at_once", async |c: &mut Conn| {
-            let row = c
-                .query_one(SPEND_TOTP_AT_ONCE, &[&device, &step, &user, &now])
-                .await?;
-            let spent: i64 = row.try_get(0)?;
-            Ok(Some(spent == 1))
-        })
+        Some(Box::pin(self.run_async(
+            "spend_totp_at_once",
+            async move |c: &mut Conn| spend_totp_at_once_in(c, user, device, step, now).await,
+        )))
     }
 
     fn spend_hotp_counter(&mut self, device: i64, counter: u64) -> Result<bool, StoreError> {

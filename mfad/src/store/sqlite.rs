@@ -9,7 +9,7 @@
 //! writes), and no caller hears "done" before its write is on disk.
 //!
 //! Inline use (a login's snapshot read and its code transaction, run on the conversation's
-//! own thread by [`crate::core::Core::db_fast`]): a handle set inline never waits. When the
+//! own thread by [`crate::core::Core::db_login`]): a handle set inline never waits. When the
 //! connection is taken, another handle holds a transaction or another process holds the
 //! write lock, its statement fails with [`StoreError::WouldBlock`], having changed nothing.
 //! The caller then waits on its own task until another handle lets go of the connection
