@@ -1164,6 +1164,26 @@ fn a_newer_schema_is_refused() {
     assert!(matches!(err, StoreError::TooNew(99)), "{err}");
 }
 
+/// A connection's calls are driven through the runtime it was made on: a current-thread
+/// runtime, which nothing drives between its own `block_on`s, is refused at once rather
+/// than left to hang a later call.
+#[test]
+fn a_connection_is_refused_on_a_runtime_that_cannot_drive_it() {
+    let db = Db::start();
+    let current = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let err = current
+        .block_on(postgres::connect(&db.opts()))
+        .err()
+        .unwrap();
+    assert!(err.to_string().contains("multi-threaded runtime"), "{err}");
+    // On the runtime mfad runs (and this test's own), it works.
+    let mut ok = db.rt.block_on(postgres::connect(&db.opts())).unwrap();
+    assert_eq!(ok.lock_state("nobody").unwrap(), LockState::default());
+}
+
 #[test]
 fn another_key_is_refused() {
     let db = Db::start();

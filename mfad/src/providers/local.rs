@@ -582,14 +582,15 @@ impl LocalFactors {
         // The device the code is spent on first, when it is a TOTP one: its spend goes with
         // the lock's read, unless the lock holds (one round trip on PostgreSQL).
         let first_totp = first_totp_match(&devices, &code, now, limits.window);
-        // One write transaction: the lock is read, the code checked and spent, and the
-        // failure counted (or the count cleared and the login remembered) together, so a
-        // lock set by another session a moment ago is seen, and no code is checked while it
-        // holds.
-        // A good TOTP code, all of its write in one statement on this task where the store
-        // has one (PostgreSQL: one round trip instead of two, no blocking thread). When it
-        // changes nothing (locked, already spent, device gone), the transaction below finds
-        // out which, as if it had not been tried.
+        // A good TOTP code: all of its write in one statement, on this task, where the store
+        // has one (PostgreSQL: one round trip instead of two, no blocking thread), with the
+        // same guarantees as the transaction below. When it changes nothing (locked,
+        // already spent, device gone), that transaction finds out which, as if it had not
+        // been tried.
+        // Otherwise one write transaction: the lock is read, the code checked and spent,
+        // and the failure counted (or the count cleared and the login remembered) together,
+        // so a lock set by another session a moment ago is seen, and no code is checked
+        // while it holds.
         let at_once = match (first_totp, &remember) {
             (Some((at, device, step)), None) => Some((devices[at].name.clone(), device, step)),
             _ => None,

@@ -715,6 +715,13 @@ impl PgBackend {
     /// Connects as [`connect`] does.
     async fn open(opts: PgOptions) -> Result<PgBackend, StoreError> {
         let handle = tokio::runtime::Handle::current();
+        if handle.runtime_flavor() != tokio::runtime::RuntimeFlavor::MultiThread {
+            // A call from outside the runtime could not drive the socket or the timer of a
+            // current-thread one: it would wait forever instead of timing out.
+            return Err(StoreError::Unavailable(
+                "a PostgreSQL connection needs a multi-threaded runtime".into(),
+            ));
+        }
         let (client, driver) = within_connect_timeout(&opts, async {
             let (client, mut driver) = open_connection(&opts, None).await?;
             let set = tokio::select! {
