@@ -3,14 +3,16 @@
 //! between nodes are settled by the database: conditional UPDATEs for spends, the user's
 //! row locked (`FOR UPDATE`) for everything a login transaction does after reading the lock.
 //!
-//! The trait is synchronous (called where it may block: [`crate::blocking`]). Each connection
-//! has a current-thread runtime of its own, and each call drives it on the calling thread,
-//! bounded by the statement timeout: the call's requests are written and the answers read on
-//! that thread, so a round trip to the server wakes only the server and the caller (with the
-//! connection driven by a task of mfad's runtime, each also woke a worker thread on the way
-//! out and on the way back; docs/BENCHMARKS.md, 2026-12-04 evening). Between calls nothing
-//! reads the connection: a call first reads what came meanwhile, and connects again if the
-//! server had closed it (see [`PgBackend::run`]).
+//! Each connection is registered with mfad's runtime (a multi-threaded one, whose workers
+//! watch its socket) and has no task of its own: each call drives it, bounded by the
+//! statement timeout. A login's read and a good TOTP code's write are one statement each,
+//! made on the login's own task ([`Backend::login_reads_async`],
+//! [`Backend::spend_totp_at_once_async`]: no blocking thread, one round trip, one answer).
+//! The trait's other calls are synchronous (called where they may block:
+//! [`crate::blocking`]) and drive the connection from their blocking thread through the
+//! runtime's handle (see [`PgBackend::run`]; docs/BENCHMARKS.md, 2026-12-04 night). Between
+//! calls nothing reads the connection: a call first lets it read what came meanwhile, and
+//! connects again if the server had closed it.
 
 use super::backend::{
     Backend, CallFuture, CodeRecord, DeviceRecord, Dump, DumpedCode, DumpedRemembered,
