@@ -22,11 +22,24 @@ use zeroize::Zeroizing;
 /// [`Store::spend_totp_at_once_async`] from a test's thread: `None` where the store has no
 /// such change (or a transaction is open).
 fn at_once(s: &mut Store, user: &str, device: i64, step: u64, now: i64) -> Option<bool> {
+    at_once_remembering(s, user, device, step, now, None)
+}
+
+/// [`at_once`], remembering a login from `remember` (an sshd-vouched address, until when).
+fn at_once_remembering(
+    s: &mut Store,
+    user: &str,
+    device: i64,
+    step: u64,
+    now: i64,
+    remember: Option<(&str, i64)>,
+) -> Option<bool> {
+    let remember = remember.map(|(addr, until)| (RememberScope::Sshd, addr, "", until));
     tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .unwrap()
-        .block_on(s.spend_totp_at_once_async(user, device, step, now))
+        .block_on(s.spend_totp_at_once_async(user, device, step, now, remember))
         .map(|r| r.unwrap())
 }
 
@@ -972,6 +985,81 @@ fn a_good_codes_write_at_once_waits_for_a_lock_being_set_and_spends_nothing() {
     assert_eq!(s.lock_state("erin").unwrap().locked_until, Some(7777));
     assert_eq!(s.lock_state("erin").unwrap().failures, 1, "not cleared");
     assert!(s.spend_totp_step(id, 5).unwrap(), "step 5 was not spent");
+}
+
+/// A good code's write in one statement, for a login that remembers its address: the login
+/// is remembered, the remembered logins that have ended are forgotten (as `remember` does),
+/// and nothing of it happens when the step is not spent.
+#[test]
+fn a_good_codes_write_at_once_remembers_the_login_only_when_it_spends() {
+    let db = Db::start();
+    let mut s = db.store();
+    let sshd = RememberScope::Sshd;
+    let now = 1_000;
+    let erin = s
+        .add_totp_device("erin", "app", b"k", totp(), 1, 0)
+        .unwrap();
+    let frank = s
+        .add_totp_device("frank", "app", b"k", totp(), 1, 0)
+        .unwrap();
+    // Ended: carol's, and erin's own from that address; still running: dave's.
+    s.remember("carol", sshd, "192.0.2.7", "", 0, now - 1)
+        .unwrap();
+    s.remember("dave", sshd, "192.0.2.8", "", 0, now + 50)
+        .unwrap();
+    s.remember("erin", sshd, "192.0.2.9", "", 0, now).unwrap();
+    let rows = || {
+        db.pg
+            .psql("SELECT owner || ' ' || addr || ' ' || until FROM remembered ORDER BY owner")
+            .lines()
+            .map(str::trim)
+            .filter(|l| !l.is_empty())
+            .map(String::from)
+            .collect::<Vec<_>>()
+    };
+    let before = rows();
+    assert_eq!(before.len(), 3, "{before:?}");
+    // Not spent (frank is locked; a step already spent): nothing remembered or forgotten.
+    s.lock_until("frank", now + 60).unwrap();
+    let frank_from = Some(("192.0.2.10", now + 600));
+    assert_eq!(
+        at_once_remembering(&mut s, "frank", frank, 5, now, frank_from),
+        Some(false)
+    );
+    let erin_from = Some(("192.0.2.9", now + 600));
+    assert_eq!(
+        at_once_remembering(&mut s, "erin", erin, 1, now, erin_from),
+        Some(false)
+    );
+    assert_eq!(rows(), before);
+    // Spent: erin's login from there renewed, carol's ended one forgotten, dave's kept.
+    assert_eq!(
+        at_once_remembering(&mut s, "erin", erin, 5, now, erin_from),
+        Some(true)
+    );
+    assert_eq!(
+        rows(),
+        ["dave 192.0.2.8 1050", "erin 192.0.2.9 1600"],
+        "{:?}",
+        rows()
+    );
+    assert!(s.is_remembered("erin", sshd, "192.0.2.9", "", now).unwrap());
+    // A first login from a new address is remembered too.
+    assert_eq!(
+        at_once_remembering(
+            &mut s,
+            "erin",
+            erin,
+            6,
+            now,
+            Some(("192.0.2.11", now + 600))
+        ),
+        Some(true)
+    );
+    assert!(
+        s.is_remembered("erin", sshd, "192.0.2.11", "", now)
+            .unwrap()
+    );
 }
 
 /// PostgreSQL answers COMMIT of a transaction aborted by an error with a quiet rollback:

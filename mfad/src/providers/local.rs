@@ -591,16 +591,22 @@ impl LocalFactors {
         // and the failure counted (or the count cleared and the login remembered) together,
         // so a lock set by another session a moment ago is seen, and no code is checked
         // while it holds.
-        let at_once = match (first_totp, &remember) {
-            (Some((at, device, step)), None) => Some((devices[at].name.clone(), device, step)),
-            _ => None,
-        };
+        let at_once = first_totp.map(|(at, device, step)| (devices[at].name.clone(), device, step));
+        let kept = remember
+            .as_ref()
+            .map(|r| (r.scope, r.addr.clone(), r.key.clone(), r.until(now)));
         let who = user.clone();
         self.core
             .db_login(
                 async move |s: &mut crate::store::Store| {
                     let (name, device, step) = at_once?;
-                    match s.spend_totp_at_once_async(&who, device, step, now).await? {
+                    let kept = kept
+                        .as_ref()
+                        .map(|(s, a, k, u)| (*s, a.as_str(), k.as_str(), *u));
+                    match s
+                        .spend_totp_at_once_async(&who, device, step, now, kept)
+                        .await?
+                    {
                         Ok(true) => Some(Ok(CodeVerdict::Code {
                             method: "totp",
                             device: name,

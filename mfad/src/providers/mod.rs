@@ -56,8 +56,19 @@ pub(crate) struct Remember {
 impl Remember {
     /// Writes it, in the caller's transaction, from `now` for `for_secs`.
     pub(crate) fn write(&self, s: &mut Store, now: i64) -> std::result::Result<(), StoreError> {
-        let until = now.saturating_add(i64::try_from(self.for_secs).unwrap_or(i64::MAX));
-        s.remember(&self.user, self.scope, &self.addr, &self.key, now, until)
+        s.remember(
+            &self.user,
+            self.scope,
+            &self.addr,
+            &self.key,
+            now,
+            self.until(now),
+        )
+    }
+
+    /// When a login remembered at `now` is forgotten.
+    pub(crate) fn until(&self, now: i64) -> i64 {
+        now.saturating_add(i64::try_from(self.for_secs).unwrap_or(i64::MAX))
     }
 }
 

@@ -481,17 +481,19 @@ pub trait Backend: Send {
     /// A TOTP login's whole write when the code is good, as one change of its own (outside
     /// any transaction), as a future the caller's task drives itself: unless `user` is
     /// locked at `now`, spends `step` of `device` and, when it did, clears the user's count
-    /// of failures. `true`: done. `false`: nothing changed (the user locked, the step or a
-    /// later one spent, the device gone): the caller runs its whole transaction, which
-    /// tells which. `None` where the backend has no such change (PostgreSQL has: one round
-    /// trip where the transaction takes two, and no blocking thread), or a transaction is
-    /// open.
+    /// of failures and, with `remember`, remembers that login until the time given (as
+    /// [`Backend::remember`]). `true`: done. `false`: nothing changed (the user locked, the
+    /// step or a later one spent, the device gone): the caller runs its whole transaction,
+    /// which tells which. `None` where the backend has no such change (PostgreSQL has: one
+    /// round trip where the transaction takes two, and no blocking thread), or a
+    /// transaction is open.
     fn spend_totp_at_once_async<'a>(
         &'a mut self,
         _user: &'a str,
         _device: i64,
         _step: u64,
         _now: i64,
+        _remember: Option<(&'a Remembered<'a>, i64)>,
     ) -> Option<CallFuture<'a, bool>> {
         None
     }

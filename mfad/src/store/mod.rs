@@ -863,6 +863,7 @@ impl Store {
 
     /// A TOTP login's write when its code is good, as one change of its own, on the
     /// caller's task: step `step` of device `device` spent and the user's failures cleared,
+    /// and with `remember` (`scope`, `addr`, `key`, until when) the login remembered,
     /// unless the user is locked at `now`. `false` when nothing changed; `None` where the
     /// backend has no such change, or a transaction is open (see
     /// [`backend::Backend::spend_totp_at_once_async`]). Either way but `true`, the
@@ -873,10 +874,23 @@ impl Store {
         device: i64,
         step: u64,
         now: i64,
+        remember: Option<(RememberScope, &str, &str, i64)>,
     ) -> Option<Result<bool, StoreError>> {
+        let login = remember.map(|(scope, addr, key, until)| {
+            (
+                backend::Remembered {
+                    user,
+                    scope: scope.as_str(),
+                    addr,
+                    key,
+                },
+                until,
+            )
+        });
+        let remember = login.as_ref().map(|(l, until)| (l, *until));
         Some(
             self.backend
-                .spend_totp_at_once_async(user, device, step, now)?
+                .spend_totp_at_once_async(user, device, step, now, remember)?
                 .await,
         )
     }

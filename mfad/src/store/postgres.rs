@@ -1048,19 +1048,43 @@ const SPEND_TOTP_UNLESS_LOCKED: &str = "UPDATE devices SET counter = $2
 /// only when it was. The count of steps spent (0 or 1). A user without a row has no
 /// failures and no lock: a writer that makes one at the same moment is ordered after this
 /// statement, as if it had come a moment later.
-const SPEND_TOTP_AT_ONCE: &str = "WITH locked AS (
-        SELECT failures, locked_until FROM users WHERE name = $3 FOR UPDATE
-     ), spent AS (
-        UPDATE devices SET counter = $2
-         WHERE id = $1 AND kind = 'totp' AND counter < $2
-           AND NOT EXISTS (SELECT 1 FROM locked WHERE locked_until > $4)
-        RETURNING id
-     ), cleared AS (
-        UPDATE users SET failures = 0
-         WHERE name = $3 AND failures > 0 AND EXISTS (SELECT 1 FROM spent)
-        RETURNING name
-     )
-     SELECT count(*) FROM spent";
+macro_rules! spend_totp_sql {
+    ($remember:literal) => {
+        concat!(
+            "WITH locked AS (
+                SELECT failures, locked_until FROM users WHERE name = $3 FOR UPDATE
+             ), spent AS (
+                UPDATE devices SET counter = $2
+                 WHERE id = $1 AND kind = 'totp' AND counter < $2
+                   AND NOT EXISTS (SELECT 1 FROM locked WHERE locked_until > $4)
+                RETURNING id
+             ), cleared AS (
+                UPDATE users SET failures = 0
+                 WHERE name = $3 AND failures > 0 AND EXISTS (SELECT 1 FROM spent)
+                RETURNING name
+             )",
+            $remember,
+            "
+             SELECT count(*) FROM spent"
+        )
+    };
+}
+const SPEND_TOTP_AT_ONCE: &str = spend_totp_sql!("");
+/// [`SPEND_TOTP_AT_ONCE`], and when the step was spent, the login remembered as
+/// [`Backend::remember`] does: ($5, $6, $7, $8) until $9, and the remembered logins that
+/// have ended (but that one, which is renewed) forgotten.
+const SPEND_TOTP_AT_ONCE_REMEMBERING: &str = spend_totp_sql!(
+    ", ended AS (
+                DELETE FROM remembered
+                 WHERE until <= $4 AND EXISTS (SELECT 1 FROM spent)
+                   AND NOT (owner = $5 AND scope = $6 AND addr = $7 AND key = $8)
+             ), kept AS (
+                INSERT INTO remembered(owner, scope, addr, key, until)
+                SELECT $5::text, $6::text, $7::text, $8::text, $9::bigint
+                 WHERE EXISTS (SELECT 1 FROM spent)
+                ON CONFLICT (owner, scope, addr, key) DO UPDATE SET until = EXCLUDED.until
+             )"
+);
 
 /// Locks the user's row until the transaction ends, creating it when needed: everything
 /// the transaction does for that user after this is serialized against other writers.
@@ -1255,18 +1279,29 @@ async fn login_reads_in(
     login_reads_of(&row, remembered.is_some())
 }
 
-/// [`Backend::spend_totp_at_once_async`]: [`SPEND_TOTP_AT_ONCE`].
+/// [`Backend::spend_totp_at_once_async`]: [`SPEND_TOTP_AT_ONCE`], or
+/// [`SPEND_TOTP_AT_ONCE_REMEMBERING`] with the login to remember and until when.
 async fn spend_totp_at_once_in(
     c: &mut Conn,
     user: &str,
     device: i64,
     step: u64,
     now: i64,
+    remember: Option<(&Remembered<'_>, i64)>,
 ) -> Result<bool, StoreError> {
     let step = step as i64;
-    let row = c
-        .query_one(SPEND_TOTP_AT_ONCE, &[&device, &step, &user, &now])
-        .await?;
+    let row = match remember {
+        Some((l, until)) => {
+            let args: Params<'_> = &[
+                &device, &step, &user, &now, &l.user, &l.scope, &l.addr, &l.key, &until,
+            ];
+            c.query_one(SPEND_TOTP_AT_ONCE_REMEMBERING, args).await?
+        }
+        None => {
+            c.query_one(SPEND_TOTP_AT_ONCE, &[&device, &step, &user, &now])
+                .await?
+        }
+    };
     let spent: i64 = row.try_get(0)?;
     Ok(spent == 1)
 }
@@ -2058,13 +2093,16 @@ impl Backend for PgBackend {
         device: i64,
         step: u64,
         now: i64,
+        remember: Option<(&'a Remembered<'a>, i64)>,
     ) -> Option<CallFuture<'a, bool>> {
         if self.in_tx {
             return None;
         }
         Some(Box::pin(self.run_async(
             "spend_totp_at_once",
-            async move |c: &mut Conn| spend_totp_at_once_in(c, user, device, step, now).await,
+            async move |c: &mut Conn| {
+                spend_totp_at_once_in(c, user, device, step, now, remember).await
+            },
         )))
     }
 
