@@ -261,6 +261,22 @@ pub struct UserSummary {
     pub bypass_left: u32,
 }
 
+/// A login from `addr` with key fingerprint `key`, vouched for by `scope`, as the backend
+/// stores it.
+fn remembered<'a>(
+    user: &'a str,
+    scope: RememberScope,
+    addr: &'a str,
+    key: &'a str,
+) -> backend::Remembered<'a> {
+    backend::Remembered {
+        user,
+        scope: scope.as_str(),
+        addr,
+        key,
+    }
+}
+
 impl Store {
     /// A store over `backend`, checking (or, in a new database, recording) that the
     /// backend's data belongs to `key`.
@@ -594,13 +610,8 @@ impl Store {
         now: i64,
         until: i64,
     ) -> Result<(), StoreError> {
-        let login = backend::Remembered {
-            user,
-            scope: scope.as_str(),
-            addr,
-            key,
-        };
-        self.backend.remember(&login, now, until)
+        self.backend
+            .remember(&remembered(user, scope, addr, key), now, until)
     }
 
     /// Everything a login reads before its first prompt: the lock, the devices, the bypass
@@ -613,12 +624,7 @@ impl Store {
         remembered: Option<(RememberScope, &str, &str)>,
         now: i64,
     ) -> Result<LoginSnapshot, StoreError> {
-        let asked = remembered.map(|(scope, addr, key)| backend::Remembered {
-            user,
-            scope: scope.as_str(),
-            addr,
-            key,
-        });
+        let asked = remembered.map(|(scope, addr, key)| self::remembered(user, scope, addr, key));
         let reads = self.backend.login_reads(user, asked.as_ref(), now)?;
         self.snapshot_from(user, reads)
     }
@@ -632,12 +638,7 @@ impl Store {
         remembered: Option<(RememberScope, &str, &str)>,
         now: i64,
     ) -> Option<Result<LoginSnapshot, StoreError>> {
-        let asked = remembered.map(|(scope, addr, key)| backend::Remembered {
-            user,
-            scope: scope.as_str(),
-            addr,
-            key,
-        });
+        let asked = remembered.map(|(scope, addr, key)| self::remembered(user, scope, addr, key));
         let reads = self
             .backend
             .login_reads_async(user, asked.as_ref(), now)?
@@ -669,13 +670,8 @@ impl Store {
         key: &str,
         now: i64,
     ) -> Result<bool, StoreError> {
-        let login = backend::Remembered {
-            user,
-            scope: scope.as_str(),
-            addr,
-            key,
-        };
-        self.backend.is_remembered(&login, now)
+        self.backend
+            .is_remembered(&remembered(user, scope, addr, key), now)
     }
 
     /// Forgets everything about `user`: devices, bypass codes, counters.
@@ -876,17 +872,8 @@ impl Store {
         now: i64,
         remember: Option<(RememberScope, &str, &str, i64)>,
     ) -> Option<Result<bool, StoreError>> {
-        let login = remember.map(|(scope, addr, key, until)| {
-            (
-                backend::Remembered {
-                    user,
-                    scope: scope.as_str(),
-                    addr,
-                    key,
-                },
-                until,
-            )
-        });
+        let login =
+            remember.map(|(scope, addr, key, until)| (remembered(user, scope, addr, key), until));
         let remember = login.as_ref().map(|(l, until)| (l, *until));
         Some(
             self.backend
