@@ -5,7 +5,7 @@
 //! No sshd, no network, no client: what is left is the module's own cost (loading, reading
 //! its state, checking the code, writing its replay record). Every user has one secret,
 //! made by the real `google-authenticator` program and shared by the three code modules.
-//! A round calls every module once for each user, in a rotated order; before a round every
+//! A round calls every module once for each user, in a new random order each time; before a round every
 //! module's replay state is put back (untimed), so every timed call is a real accept that
 //! writes its replay record (pam_mfa: mfad's SQLite commit; google-authenticator: its
 //! secret file; pam_oath: its users file).
@@ -15,12 +15,15 @@
 
 use crate::BenchError;
 use crate::daemon::{self, BenchDaemon, StoreSpec, params, unix_now};
-use crate::stats::Samples;
+use crate::stats::{ORDER_SEED, Samples};
 use mfa_e2e::scratch::{ScratchDir, unique_name};
 use mfa_e2e::sshd::PamService;
 use mfa_e2e::user::TestUser;
 use mfa_test_support::postgres::TestPostgres;
 use mfad::factor::totp;
+use rand::SeedableRng;
+use rand::rngs::StdRng;
+use rand::seq::SliceRandom;
 use std::ffi::{CStr, CString, c_int, c_void};
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -264,6 +267,19 @@ impl Module {
         Module::FsyncFloor,
     ];
 
+    /// The label of a column.
+    pub fn short(self) -> &'static str {
+        match self {
+            Module::Permit => "permit",
+            Module::GoogleAuthenticator => "GA",
+            Module::Oath => "oath",
+            Module::PamMfa => "mfa",
+            Module::PamMfaPostgres => "mfa PG",
+            Module::PamMfaFloor => "socket floor",
+            Module::FsyncFloor => "fsync floor",
+        }
+    }
+
     pub fn label(self) -> &'static str {
         match self {
             Module::Permit => "pam_permit",
@@ -296,6 +312,9 @@ pub struct PamCallResult {
     /// them are free of the host's drift over the run. (The fsync floor's one time stands
     /// for every part.)
     pub calls: Vec<(Module, Vec<Option<[Duration; 4]>>)>,
+    /// Per module, in the same order as `calls`: the module called just before each call
+    /// (`None` for a round's first call).
+    pub after: Vec<(Module, Vec<Option<Module>>)>,
     pub failures: Vec<(Module, usize)>,
     /// Per module: the first pam_start in a fresh process, its pam_end, whether the module
     /// stayed mapped after pam_end, and the page faults of each first pam_start.
@@ -633,6 +652,8 @@ pub fn bench(
     let world = World::start(mfad_bin, bin, n_users)?;
     let mut calls: Vec<(Module, Vec<Option<[Duration; 4]>>)> =
         Module::ALL.iter().map(|&m| (m, Vec::new())).collect();
+    let mut after: Vec<(Module, Vec<Option<Module>>)> =
+        Module::ALL.iter().map(|&m| (m, Vec::new())).collect();
     let mut failures: Vec<(Module, usize)> = Module::ALL.iter().map(|&m| (m, 0)).collect();
     let mut problems = Vec::new();
     let services: Vec<Option<CString>> = Module::ALL
@@ -643,21 +664,34 @@ pub fn bench(
                 .and_then(|s| CString::new(s.name.clone()).ok())
         })
         .collect();
-    let mut call_no = 0usize;
+    // A new order for each user's calls, so that no module always follows the same one:
+    // a call pays for what the one before it left (an fsync's idle CPU, mfad's work after
+    // its answer, another module's pages in the cache). Seeded: every run has the same orders.
+    let mut rng = StdRng::seed_from_u64(ORDER_SEED);
+    let mut order: Vec<usize> = (0..Module::ALL.len()).collect();
     for round in 0..=rounds {
         eprintln!("mfa-bench: pam calls, round {round}/{rounds} (0 is the warm-up)");
         world.reset()?;
         let step_before = totp::step_of(unix_now() as i64, params()) as i64 - 1;
+        let mut last: Option<Module> = None;
         for u in &world.users {
-            call_no += 1;
             if round > 0 {
                 for (_, c) in calls.iter_mut() {
                     c.push(None);
                 }
+                for (_, a) in after.iter_mut() {
+                    a.push(None);
+                }
             }
-            for k in 0..Module::ALL.len() {
-                let i = (k + call_no) % Module::ALL.len();
+            order.shuffle(&mut rng);
+            for &i in &order {
                 let m = Module::ALL[i];
+                if round > 0
+                    && let Some(slot) = after[i].1.last_mut()
+                {
+                    *slot = last;
+                }
+                last = Some(m);
                 if m == Module::FsyncFloor {
                     let took = fsync_floor(&world.dir)?;
                     if round > 0
@@ -709,9 +743,10 @@ pub fn bench(
         })
         .map(|&m| (m, Samples::default(), Samples::default(), false, Vec::new()))
         .collect();
-    for run in 0..load_runs {
-        for k in 0..load.len() {
-            let i = (k + run) % load.len();
+    let mut order: Vec<usize> = (0..load.len()).collect();
+    for _ in 0..load_runs {
+        order.shuffle(&mut rng);
+        for &i in &order {
             let m = load[i].0;
             let Some(service) = world.service(m) else {
                 continue;
@@ -728,6 +763,7 @@ pub fn bench(
         users: n_users,
         rounds,
         calls,
+        after,
         failures,
         load,
         load_runs,

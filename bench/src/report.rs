@@ -144,8 +144,9 @@ impl Report {
             .map(|(_, s)| s.median())
             .unwrap_or_default();
         let mut t = format!(
-            "### ssh login through a private sshd\n\n{} interleaved rounds (order rotated each \
-             round, two warm-up rounds dropped); each login is connect, keyboard-interactive \
+            "### ssh login through a private sshd\n\n{} interleaved rounds (a new random order each \
+             round, seeded, so that no stack always follows the same one; two warm-up \
+             rounds dropped); each login is connect, keyboard-interactive \
              authentication, `true`, close, by one paramiko client. {}.\n\n\
              | PAM stack | median (ms) | p90 (ms) | added over password only, median of \
              per-round differences (ms) | its 95 % interval (bootstrap) | ratio of medians | \
@@ -214,8 +215,9 @@ impl Report {
             "### PAM calls in process\n\n`pam_start … pam_authenticate … pam_end` through \
              libpam in the benchmark's own process (a conversation answering the current TOTP \
              code; PAM_RHOST and PAM_TTY set as sshd sets them), {} users rotated, {} measured \
-             rounds after one warm-up (every module once per user per round, the order \
-             rotated each call): {} calls per module. Every user's secret was made by \
+             rounds after one warm-up (every module once per user per round, in a new \
+             random order for each user, seeded, so that no module always follows the same \
+             one): {} calls per module. Every user's secret was made by \
              `google-authenticator -t -d -f -q -C -u -w 3 -e 5`; pam_oath (`window=1`) and \
              pam_mfa use the same secret (pam_mfa twice: to a private release mfad on SQLite, \
              and to a second one on a private PostgreSQL on this machine, `fsync = on`, \
@@ -324,7 +326,8 @@ impl Report {
         }
         let (paired, verdict, targets) = paired_table(r);
         self.targets.extend(targets);
-        self.pam = format!("{headline}{verdict}{t}{paired}");
+        let after = after_table(r);
+        self.pam = format!("{headline}{verdict}{t}{paired}{after}");
     }
 
     pub fn load_row(
@@ -935,8 +938,8 @@ fn paired_table(r: &PamCallResult) -> (String, String, Vec<Target>) {
     let calls = |m: Module| r.calls.iter().find(|(k, _)| *k == m).map(|(_, c)| c);
     let mut t = String::from(
         "\n**Call by call.** Each measured call of a module is paired with the other \
-         module's call for the same user in the same round, made just before or after it, \
-         so that the host's drift over the run cancels out: the median of the per-call \
+         module's call for the same user in the same round, made within the same few \
+         milliseconds, so that the host's drift over the run cancels out: the median of the per-call \
          differences, its 95 % interval (bootstrap), and the median of the per-call ratios. \
          A target is met when the whole interval is within it.\n\n\
          | comparison | pairs | median difference (µs) | 95 % interval (µs) | median ratio \
@@ -996,6 +999,45 @@ fn paired_table(r: &PamCallResult) -> (String, String, Vec<Target>) {
         }
     }
     (t, headline, targets)
+}
+
+/// Each module's pam_authenticate by the module called just before it (see
+/// [`PamCallResult::after`]): what a call pays for the one before it.
+fn after_table(r: &PamCallResult) -> String {
+    let mut t = String::from(
+        "\n**After which module.** The median pam_authenticate (µs; the fsync floor: its \
+         write) of each module's calls by the module called just before it, in the same \
+         calls. The orders are random: a module follows itself only across two users' \
+         turns (about one call in fifty), each other module in about a sixth of its calls. \
+         A column that raises every row is a neighbour that leaves work behind (for the \
+         disk or the other core).\n\n| module |",
+    );
+    for m in Module::ALL {
+        t.push_str(&format!(" after {} |", m.short()));
+    }
+    t.push_str("\n|---|");
+    t.push_str(&"---:|".repeat(Module::ALL.len()));
+    t.push('\n');
+    for ((m, calls), (_, after)) in r.calls.iter().zip(&r.after) {
+        t.push_str(&format!("| {} |", m.label()));
+        for before in Module::ALL {
+            let mut cell = Samples::default();
+            for (c, a) in calls.iter().zip(after) {
+                if let (Some(c), Some(a)) = (c, a)
+                    && *a == before
+                {
+                    cell.push(c[Part::Authenticate as usize]);
+                }
+            }
+            if cell.0.is_empty() {
+                t.push_str(" — |");
+            } else {
+                t.push_str(&format!(" {} |", us(cell.median())));
+            }
+        }
+        t.push('\n');
+    }
+    t
 }
 
 /// Microseconds, whole.
@@ -1077,15 +1119,56 @@ mod tests {
                 (m, c)
             })
             .collect();
+        // Each module called after the one listed before it, the first after the last.
+        let after = Module::ALL
+            .iter()
+            .enumerate()
+            .map(|(i, &m)| {
+                let before = Module::ALL[(i + Module::ALL.len() - 1) % Module::ALL.len()];
+                (m, vec![Some(before); n])
+            })
+            .collect();
         PamCallResult {
             users: n,
             rounds: 1,
             calls,
+            after,
             failures: Vec::new(),
             load: Vec::new(),
             load_runs: 0,
             problems: Vec::new(),
             versions: String::new(),
+        }
+    }
+
+    #[test]
+    fn a_pam_calls_time_is_shown_by_the_module_called_before_it() {
+        // pam_mfa 900 µs after pam_oath, 1,300 µs after pam_permit; one call failed.
+        let mut result = pam_result(6, |i| {
+            (i != 5).then_some(if i % 2 == 0 { 900 } else { 1300 })
+        });
+        for (m, after) in result.after.iter_mut() {
+            if *m == Module::PamMfa {
+                for (i, a) in after.iter_mut().enumerate() {
+                    *a = Some(if i % 2 == 0 {
+                        Module::Oath
+                    } else {
+                        Module::Permit
+                    });
+                }
+            }
+        }
+        result.after[0].1[0] = None; // a round's first call
+        let mut r = report();
+        r.pam_calls(&result);
+        let text = r.markdown();
+        for row in [
+            "| module | after permit | after GA | after oath | after mfa | after mfa PG | after socket floor | after fsync floor |",
+            "| pam_mfa (mfad, SQLite) | 1300 | — | 900 | — | — | — | — |",
+            "| pam_permit | — | — | — | — | — | — | 1000 |",
+            "| fsync floor: 100 B write + fsync + rename | — | — | — | — | — | 850 | — |",
+        ] {
+            assert!(text.contains(row), "{row}\n{text}");
         }
     }
 

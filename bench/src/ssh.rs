@@ -15,12 +15,15 @@
 
 use crate::BenchError;
 use crate::daemon::{params, unix_now};
-use crate::stats::Samples;
+use crate::stats::{ORDER_SEED, Samples};
 use mfa_e2e::mfad::{Mfad, MfadConfig};
 use mfa_e2e::scratch::{ScratchDir, unique_name};
 use mfa_e2e::sshd::{PamService, PrivateSshd, pam_stack};
 use mfa_e2e::user::TestUser;
 use mfad::factor::totp;
+use rand::SeedableRng;
+use rand::rngs::StdRng;
+use rand::seq::SliceRandom;
 use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
@@ -351,14 +354,17 @@ pub fn bench(bin: &Path, rounds: usize) -> Result<SshResult, BenchError> {
     let mut deltas: Vec<(Stack, Vec<f64>)> = Stack::ALL.iter().map(|&s| (s, Vec::new())).collect();
     let mut failures: Vec<(Stack, usize)> = Stack::ALL.iter().map(|&s| (s, 0)).collect();
     const WARM_UP: usize = 2;
+    let mut rng = StdRng::seed_from_u64(ORDER_SEED);
+    let mut order: Vec<usize> = (0..Stack::ALL.len()).collect();
     for round in 0..rounds + WARM_UP {
         if round % 10 == 0 {
             eprintln!("mfa-bench: ssh round {round}/{}", rounds + WARM_UP);
         }
         let mut times = [None; 4];
-        // Rotate who goes first, so no stack always follows the same one.
-        for k in 0..Stack::ALL.len() {
-            let i = (k + round) % Stack::ALL.len();
+        // A new order each round, so that no stack always follows the same one (a login
+        // pays for what the one before it left behind).
+        order.shuffle(&mut rng);
+        for &i in &order {
             let stack = Stack::ALL[i];
             world.prepare(stack)?;
             let step = totp::step_of(unix_now() as i64, params());

@@ -2,6 +2,10 @@
 
 use std::time::Duration;
 
+/// The seed of the order in which an interleaved benchmark calls its modules or stacks
+/// (a new shuffle for each round or user), so that every run uses the same orders.
+pub const ORDER_SEED: u64 = 13;
+
 /// Latencies of one measured phase, in the order they finished.
 #[derive(Debug, Clone, Default)]
 pub struct Samples(pub Vec<Duration>);
