@@ -12,6 +12,7 @@ mod report;
 mod socket;
 mod ssh;
 mod stats;
+mod wake;
 
 use daemon::{BenchDaemon, StoreSpec};
 use mfa_test_support::postgres::TestPostgres;

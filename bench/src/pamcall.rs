@@ -320,6 +320,9 @@ pub struct PamCallResult {
     /// stayed mapped after pam_end, and the page faults of each first pam_start.
     pub load: Vec<(Module, Samples, Samples, bool, Vec<f64>)>,
     pub load_runs: usize,
+    /// What a message between two waiting threads costs here ([`crate::wake`]), measured
+    /// after the calls; `None` if the probe could not run (said in `problems`).
+    pub messages: Option<crate::wake::Messages>,
     pub problems: Vec<String>,
     pub versions: String,
 }
@@ -732,6 +735,14 @@ pub fn bench(
         }
         problems.extend(world.spent_everywhere(step_before));
     }
+    eprintln!("mfa-bench: pam calls, a message between two threads on one CPU and on two");
+    let messages = match crate::wake::measure() {
+        Ok(m) => Some(m),
+        Err(e) => {
+            problems.push(e.0);
+            None
+        }
+    };
     let mut load: Vec<(Module, Samples, Samples, bool, Vec<f64>)> = Module::ALL
         .iter()
         // Loading the module does not depend on mfad's store: pam_mfa is probed once.
@@ -767,6 +778,7 @@ pub fn bench(
         failures,
         load,
         load_runs,
+        messages,
         problems,
         versions: versions(),
     })

@@ -296,6 +296,9 @@ impl Report {
         for p in &r.problems {
             self.problems.push(p.clone());
         }
+        if let Some(m) = &r.messages {
+            t.push_str(&messages_paragraph(m));
+        }
         let ga_load = r
             .load
             .iter()
@@ -1001,6 +1004,38 @@ fn paired_table(r: &PamCallResult) -> (String, String, Vec<Target>) {
     (t, headline, targets)
 }
 
+/// The paragraph on what a message between two waiting threads costs ([`crate::wake`]).
+fn messages_paragraph(m: &crate::wake::Messages) -> String {
+    let placed = |s: &Samples| {
+        format!(
+            "p50 {} µs (p90 {}, p99 {})",
+            us(s.median()),
+            us(s.percentile(90.0)),
+            us(s.percentile(99.0))
+        )
+    };
+    let two = match (&m.two_cpus, m.cpus.1) {
+        (Some(s), Some(b)) => format!("; on CPUs {} and {b}: {}", m.cpus.0, placed(s)),
+        _ => "; this process may use one CPU only".to_string(),
+    };
+    let misplaced = match m.misplaced {
+        0 => String::new(),
+        n => format!(" ({n} round trips answered from another CPU than the one asked for)"),
+    };
+    format!(
+        "\n**A message between two waiting threads.** A byte sent over a Unix socket pair and \
+         sent back, each side waiting in read(2), {} µs apart so that the CPUs go idle in \
+         between, {} round trips per placement, alternated (`bench/src/wake.rs`): both \
+         threads on CPU {}: {}{two}{misplaced}. pam_mfa's TOTP conversation is four such messages \
+         (hello, prompt, answer, verdict), each waking a thread of sshd's or of mfad's on \
+         whichever CPU the kernel places it; google-authenticator's module sends none.\n",
+        crate::wake::GAP.as_micros(),
+        thousands(crate::wake::ROUND_TRIPS as f64),
+        m.cpus.0,
+        placed(&m.same_cpu),
+    )
+}
+
 /// Each module's pam_authenticate by the module called just before it (see
 /// [`PamCallResult::after`]): what a call pays for the one before it.
 fn after_table(r: &PamCallResult) -> String {
@@ -1136,9 +1171,49 @@ mod tests {
             failures: Vec::new(),
             load: Vec::new(),
             load_runs: 0,
+            messages: None,
             problems: Vec::new(),
             versions: String::new(),
         }
+    }
+
+    #[test]
+    fn the_pam_calls_say_what_a_message_between_threads_costs_on_one_cpu_and_on_two() {
+        let samples = |us: u64| Samples(vec![Duration::from_micros(us); 10]);
+        let mut result = pam_result(2, |_| Some(900));
+        result.messages = Some(crate::wake::Messages {
+            same_cpu: samples(5),
+            two_cpus: Some(samples(100)),
+            cpus: (0, Some(1)),
+            misplaced: 0,
+        });
+        let mut r = report();
+        r.pam_calls(&result);
+        let text = r.markdown();
+        assert!(
+            text.contains(
+                "both threads on CPU 0: p50 5 µs (p90 5, p99 5); on CPUs 0 and 1: p50 100 µs \
+                 (p90 100, p99 100). pam_mfa's TOTP conversation is four such messages"
+            ),
+            "{text}"
+        );
+        // One CPU only, and a pin that did not hold: said.
+        result.messages = Some(crate::wake::Messages {
+            same_cpu: samples(5),
+            two_cpus: None,
+            cpus: (3, None),
+            misplaced: 2,
+        });
+        let mut r = report();
+        r.pam_calls(&result);
+        let text = r.markdown();
+        assert!(
+            text.contains(
+                "both threads on CPU 3: p50 5 µs (p90 5, p99 5); this process may use one CPU \
+                 only (2 round trips answered from another CPU than the one asked for)."
+            ),
+            "{text}"
+        );
     }
 
     #[test]
