@@ -5,9 +5,9 @@
 //! No sshd, no network, no client: what is left is the module's own cost (loading, reading
 //! its state, checking the code, writing its replay record). Every user has one secret,
 //! made by the real `google-authenticator` program and shared by the three code modules.
-//! A round calls every module once for each user, in a new random order each time; before a round every
-//! module's replay state is put back (untimed), so every timed call is a real accept that
-//! writes its replay record (pam_mfa: mfad's SQLite commit; google-authenticator: its
+//! A round calls every module once for each user, in a new random order each time; before a
+//! round every module's replay state is put back (untimed), so every timed call is a real
+//! accept that writes its replay record (pam_mfa: mfad's SQLite commit; google-authenticator: its
 //! secret file; pam_oath: its users file).
 //!
 //! Loading a module is timed apart, in fresh processes (`--pam-load-probe`): there, as in
