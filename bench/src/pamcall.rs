@@ -7,8 +7,8 @@
 //! made by the real `google-authenticator` program and shared by the three code modules.
 //! A round calls every module once for each user, in a new random order each time; before a
 //! round every module's replay state is put back (untimed), so every timed call is a real
-//! accept that writes its replay record (pam_mfa: mfad's SQLite commit; google-authenticator: its
-//! secret file; pam_oath: its users file).
+//! accept that writes its replay record (pam_mfa: mfad's SQLite commit;
+//! google-authenticator: its secret file; pam_oath: its users file).
 //!
 //! Loading a module is timed apart, in fresh processes (`--pam-load-probe`): there, as in
 //! each sshd child, the first `pam_start` of a service opens the module.
